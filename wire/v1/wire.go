@@ -1,0 +1,84 @@
+// Package wirev1 is the agent <-> server protocol of Vigil, version 1: the
+// protobuf messages (generated from vigil.proto), the framing of those
+// messages on QUIC streams, and the application error codes. It belongs to
+// neither side: both agent/ and server/ import it, and it imports neither.
+package wirev1
+
+//go:generate protoc --go_out=. --go_opt=paths=source_relative vigil.proto
+
+// ProtocolVersion is the version of this protocol that this code speaks.
+//
+// History:
+//   - 1: first version: ENROLL, CONTROL (Hello, Status, Renew, ModelOffer,
+//     SlowDown), FINDINGS (FindingsBatch -> Ack), FETCH.
+const ProtocolVersion = 1
+
+// ALPN is the TLS application protocol negotiated on every connection.
+const ALPN = "vigil/1"
+
+// MaxFrameSize bounds every framed message on the wire (bytes, excluding the
+// varint length prefix). A larger frame closes the connection with
+// CodeFrameTooLarge.
+const MaxFrameSize = 4 << 20
+
+// MaxFetchChunk bounds the data in one FetchChunk.
+const MaxFetchChunk = 256 << 10
+
+// ErrorCode is a QUIC application error code (connection or stream) and the
+// code carried in an Error message.
+type ErrorCode uint64
+
+// Application error codes. They are stable: agents and servers of different
+// builds compare them.
+const (
+	CodeNoError        ErrorCode = 0x0
+	CodeProtocol       ErrorCode = 0x10 // malformed frame or message
+	CodeFrameTooLarge  ErrorCode = 0x11 // frame above MaxFrameSize
+	CodeUnknownKind    ErrorCode = 0x12 // StreamHeader names no known kind
+	CodeBadVersion     ErrorCode = 0x13 // unsupported protocol version
+	CodeUnauthorized   ErrorCode = 0x20 // no or unknown client identity
+	CodeRevoked        ErrorCode = 0x21 // the agent's certificate is revoked
+	CodeTokenInvalid   ErrorCode = 0x22 // enrollment token unknown, used, expired
+	CodeBadCSR         ErrorCode = 0x23 // CSR malformed or with a bad key
+	CodeNotFound       ErrorCode = 0x30 // FETCH of an unknown digest
+	CodeOverloaded     ErrorCode = 0x40 // server asks the agent to back off
+	CodeInternal       ErrorCode = 0x50 // server-side failure; the agent retries
+	CodeShuttingDown   ErrorCode = 0x51 // server stops; the agent reconnects later
+	CodeSequenceBroken ErrorCode = 0x60 // FindingsBatch seqs not increasing
+)
+
+// String names the code for logs.
+func (c ErrorCode) String() string {
+	switch c {
+	case CodeNoError:
+		return "no_error"
+	case CodeProtocol:
+		return "protocol_error"
+	case CodeFrameTooLarge:
+		return "frame_too_large"
+	case CodeUnknownKind:
+		return "unknown_stream_kind"
+	case CodeBadVersion:
+		return "bad_version"
+	case CodeUnauthorized:
+		return "unauthorized"
+	case CodeRevoked:
+		return "revoked"
+	case CodeTokenInvalid:
+		return "token_invalid"
+	case CodeBadCSR:
+		return "bad_csr"
+	case CodeNotFound:
+		return "not_found"
+	case CodeOverloaded:
+		return "overloaded"
+	case CodeInternal:
+		return "internal"
+	case CodeShuttingDown:
+		return "shutting_down"
+	case CodeSequenceBroken:
+		return "sequence_broken"
+	default:
+		return "unknown"
+	}
+}

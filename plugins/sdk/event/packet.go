@@ -1,0 +1,156 @@
+// Package event defines the compact, versioned binary record layouts in which
+// the agent hands events to detector plugins: packet metadata (fixed 64-byte
+// records, no payload) for the shared-memory ring. It is part of the plugin
+// contract: the agent's capture produces these records, the plugins and the
+// feature sets in models/features consume them, and the trainer reads the
+// same records so that training and detection see identical inputs.
+package event
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// PacketLayoutVersion is the version of the Packet record layout.
+//
+// History:
+//   - 1: 64-byte little-endian record (see Packet).
+const PacketLayoutVersion = 1
+
+// PacketRecordSize is the size in bytes of one encoded Packet.
+const PacketRecordSize = 64
+
+// Packet flag bits.
+const (
+	FlagIPv4     uint8 = 1 << 0
+	FlagIPv6     uint8 = 1 << 1
+	FlagARP      uint8 = 1 << 2
+	FlagVLAN     uint8 = 1 << 3
+	FlagFragment uint8 = 1 << 4 // IP fragment (not the first): no ports
+	FlagTrunc    uint8 = 1 << 5 // decoding stopped at a truncated or unknown layer
+)
+
+// TCP flag bits as in the TCP header's flags byte.
+const (
+	TCPFin uint8 = 1 << 0
+	TCPSyn uint8 = 1 << 1
+	TCPRst uint8 = 1 << 2
+	TCPPsh uint8 = 1 << 3
+	TCPAck uint8 = 1 << 4
+	TCPUrg uint8 = 1 << 5
+	TCPEce uint8 = 1 << 6
+	TCPCwr uint8 = 1 << 7
+)
+
+// IP protocol numbers used in Packet.Proto.
+const (
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+)
+
+// Packet is the metadata of one captured packet. It holds no pointers, so
+// slices of it cost the garbage collector nothing.
+//
+// Addresses are 16 bytes; IPv4 addresses are stored IPv4-mapped
+// (::ffff:a.b.c.d). For ARP, SrcIP/DstIP are the sender and target protocol
+// addresses and DstPort holds the ARP operation. For ICMP, SrcPort holds the
+// type and DstPort the code.
+//
+// Layout (little endian): 0 TimestampNs int64 | 8 SrcMAC [6] | 14 DstMAC [6] |
+// 20 SrcIP [16] | 36 DstIP [16] | 52 SrcPort u16 | 54 DstPort u16 |
+// 56 Length u16 | 58 Proto u8 | 59 TCPFlags u8 | 60 TTL u8 | 61 Flags u8 |
+// 62 VLAN u16 (12-bit id).
+type Packet struct {
+	TimestampNs int64
+	SrcMAC      [6]byte
+	DstMAC      [6]byte
+	SrcIP       [16]byte
+	DstIP       [16]byte
+	SrcPort     uint16
+	DstPort     uint16
+	Length      uint16 // length on the wire, capped at 65535
+	Proto       uint8
+	TCPFlags    uint8
+	TTL         uint8 // TTL or hop limit
+	Flags       uint8
+	VLAN        uint16
+}
+
+// ErrShortRecord is returned when a buffer is smaller than one record.
+var ErrShortRecord = errors.New("event: short packet record")
+
+// Marshal writes p into b, which must hold PacketRecordSize bytes.
+func (p *Packet) Marshal(b []byte) {
+	_ = b[PacketRecordSize-1]
+	binary.LittleEndian.PutUint64(b[0:], uint64(p.TimestampNs))
+	copy(b[8:14], p.SrcMAC[:])
+	copy(b[14:20], p.DstMAC[:])
+	copy(b[20:36], p.SrcIP[:])
+	copy(b[36:52], p.DstIP[:])
+	binary.LittleEndian.PutUint16(b[52:], p.SrcPort)
+	binary.LittleEndian.PutUint16(b[54:], p.DstPort)
+	binary.LittleEndian.PutUint16(b[56:], p.Length)
+	b[58] = p.Proto
+	b[59] = p.TCPFlags
+	b[60] = p.TTL
+	b[61] = p.Flags
+	binary.LittleEndian.PutUint16(b[62:], p.VLAN)
+}
+
+// Unmarshal reads p from b. Every 64-byte value is a valid record, so the only
+// error is a short buffer.
+func (p *Packet) Unmarshal(b []byte) error {
+	if len(b) < PacketRecordSize {
+		return fmt.Errorf("unmarshal packet (%d bytes): %w", len(b), ErrShortRecord)
+	}
+	p.TimestampNs = int64(binary.LittleEndian.Uint64(b[0:]))
+	copy(p.SrcMAC[:], b[8:14])
+	copy(p.DstMAC[:], b[14:20])
+	copy(p.SrcIP[:], b[20:36])
+	copy(p.DstIP[:], b[36:52])
+	p.SrcPort = binary.LittleEndian.Uint16(b[52:])
+	p.DstPort = binary.LittleEndian.Uint16(b[54:])
+	p.Length = binary.LittleEndian.Uint16(b[56:])
+	p.Proto = b[58]
+	p.TCPFlags = b[59]
+	p.TTL = b[60]
+	p.Flags = b[61]
+	p.VLAN = binary.LittleEndian.Uint16(b[62:]) & 0x0fff
+	return nil
+}
+
+// SrcAddr returns the source address (IPv4 unmapped).
+func (p *Packet) SrcAddr() netip.Addr { return netip.AddrFrom16(p.SrcIP).Unmap() }
+
+// DstAddr returns the destination address (IPv4 unmapped).
+func (p *Packet) DstAddr() netip.Addr { return netip.AddrFrom16(p.DstIP).Unmap() }
+
+// SetSrc stores a source address (IPv4 as IPv4-mapped).
+func (p *Packet) SetSrc(a netip.Addr) { p.SrcIP = a.As16() }
+
+// SetDst stores a destination address (IPv4 as IPv4-mapped).
+func (p *Packet) SetDst(a netip.Addr) { p.DstIP = a.As16() }
+
+// ProtoName is a short name of the transport for findings ("tcp", "udp", ...).
+func (p *Packet) ProtoName() string {
+	switch {
+	case p.Flags&FlagARP != 0:
+		return "arp"
+	case p.Proto == ProtoTCP:
+		return "tcp"
+	case p.Proto == ProtoUDP:
+		return "udp"
+	case p.Proto == ProtoICMP:
+		return "icmp"
+	case p.Proto == ProtoICMPv6:
+		return "icmpv6"
+	case p.Flags&(FlagIPv4|FlagIPv6) != 0:
+		return fmt.Sprintf("ip/%d", p.Proto)
+	default:
+		return "other"
+	}
+}

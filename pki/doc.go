@@ -1,0 +1,25 @@
+// Package pki is Vigil's public-key infrastructure: the deployment's root and
+// issuing certificate authorities, the server certificate, agent certificates
+// with SPIFFE-style identities, CA pins for enrollment, key and certificate
+// files, and the TLS configurations of both sides.
+//
+// Everything uses ECDSA P-256 and X.509; TLS is 1.3 only with ALPN
+// wirev1.ALPN.
+//
+// A deployment directory (written by Init, read by LoadCA) holds:
+//
+//	ca.pem       root CA certificate: what agents trust, and what the pin names
+//	root.key     root CA key (0600); only Init uses it, keep it offline after
+//	issuing.pem  issuing CA certificate (signed by the root, MaxPathLen 0)
+//	issuing.key  issuing CA key (0600); signs agent certificates
+//	server.pem   server certificate chain: leaf, issuing
+//	server.key   server key (0600)
+//
+// An agent's identity is the single URI SAN of its certificate,
+// spiffe://<trust-domain>/entity/<entity>/agent/<agent-id>; the server derives
+// who an agent is from that certificate only (IdentityFromCert).
+//
+// Private key files must not be readable by group or others: ReadKey refuses
+// a key file whose mode has any of the bits 0077 set, and WriteKey always
+// writes mode 0600 atomically (temporary file, fsync, rename).
+package pki

@@ -1,0 +1,284 @@
+package capture
+
+import (
+	"fmt"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+// Link types decoded besides those gopacket names: DLT_RAW as some systems
+// number it in files (12, 14).
+const (
+	linkTypeRawAlt1 layers.LinkType = 12
+	linkTypeRawAlt2 layers.LinkType = 14
+)
+
+// Result says what Decode made of a frame.
+type Result uint8
+
+const (
+	// Decoded: p holds the frame's metadata.
+	Decoded Result = iota
+	// DecodedTruncated: p holds what was decoded before a truncated or
+	// malformed inner layer (FlagTrunc is set).
+	DecodedTruncated
+	// DecodeFailed: not even the link layer decoded; p is not valid.
+	DecodeFailed
+	// UnknownLinkType: the link type is not supported; p is not valid.
+	UnknownLinkType
+)
+
+// SupportedLinkType reports whether Decode handles frames of link type lt.
+func SupportedLinkType(lt layers.LinkType) bool {
+	switch lt {
+	case layers.LinkTypeEthernet, layers.LinkTypeLinuxSLL, layers.LinkTypeLinuxSLL2,
+		layers.LinkTypeRaw, linkTypeRawAlt1, linkTypeRawAlt2, layers.LinkTypeIPv4, layers.LinkTypeIPv6,
+		layers.LinkTypeNull, layers.LinkTypeLoop:
+		return true
+	}
+	return false
+}
+
+// Decoder turns raw frames into event.Packet records with preallocated
+// gopacket layers: no allocation per packet once warm. Not safe for
+// concurrent use; use one per goroutine.
+type Decoder struct {
+	eth     layers.Ethernet
+	dot1q   layers.Dot1Q
+	sll     layers.LinuxSLL
+	sll2    layers.LinuxSLL2
+	loop    layers.Loopback
+	ip4     layers.IPv4
+	ip6     layers.IPv6
+	ip6ext  layers.IPv6ExtensionSkipper
+	ip6frag layers.IPv6Fragment
+	tcp     layers.TCP
+	udp     layers.UDP
+	icmp4   layers.ICMPv4
+	icmp6   layers.ICMPv6
+	arp     layers.ARP
+
+	parsers [6]*gopacket.DecodingLayerParser // by firstLayer index
+	decoded []gopacket.LayerType
+}
+
+const (
+	firstEth = iota
+	firstSLL
+	firstSLL2
+	firstLoop
+	firstIPv4
+	firstIPv6
+)
+
+// NewDecoder returns a ready decoder.
+func NewDecoder() *Decoder {
+	d := &Decoder{decoded: make([]gopacket.LayerType, 0, 16)}
+	// The IPv6 extension skipper comes before the fragment layer so that the
+	// fragment header is decoded by IPv6Fragment (later registrations win).
+	dl := []gopacket.DecodingLayer{&d.eth, &d.dot1q, &d.sll, &d.sll2, &d.loop, &d.ip4, &d.ip6, &d.ip6ext,
+		&d.ip6frag, &d.tcp, &d.udp, &d.icmp4, &d.icmp6, &d.arp}
+	for i, first := range []gopacket.LayerType{layers.LayerTypeEthernet, layers.LayerTypeLinuxSLL,
+		layers.LayerTypeLinuxSLL2, layers.LayerTypeLoopback, layers.LayerTypeIPv4, layers.LayerTypeIPv6} {
+		p := gopacket.NewDecodingLayerParser(first, dl...)
+		p.IgnoreUnsupported = true
+		d.parsers[i] = p
+	}
+	return d
+}
+
+func (d *Decoder) parserFor(lt layers.LinkType, data []byte) *gopacket.DecodingLayerParser {
+	switch lt {
+	case layers.LinkTypeEthernet:
+		return d.parsers[firstEth]
+	case layers.LinkTypeLinuxSLL:
+		return d.parsers[firstSLL]
+	case layers.LinkTypeLinuxSLL2:
+		return d.parsers[firstSLL2]
+	case layers.LinkTypeNull, layers.LinkTypeLoop:
+		return d.parsers[firstLoop]
+	case layers.LinkTypeIPv4:
+		return d.parsers[firstIPv4]
+	case layers.LinkTypeIPv6:
+		return d.parsers[firstIPv6]
+	case layers.LinkTypeRaw, linkTypeRawAlt1, linkTypeRawAlt2:
+		if len(data) > 0 && data[0]>>4 == 6 {
+			return d.parsers[firstIPv6]
+		}
+		return d.parsers[firstIPv4]
+	}
+	return nil
+}
+
+// Decode decodes one frame of link type lt, captured at tsNs with wireLen
+// bytes on the wire, into p. It never panics: a panic inside gopacket is
+// recovered and reported as DecodeFailed.
+func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen int, p *event.Packet) (res Result) {
+	parser := d.parserFor(lt, data)
+	if parser == nil {
+		return UnknownLinkType
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			res = DecodeFailed
+		}
+	}()
+	*p = event.Packet{TimestampNs: tsNs}
+	if wireLen < len(data) {
+		wireLen = len(data)
+	}
+	p.Length = uint16(min(wireLen, 0xffff))
+
+	err := parser.DecodeLayers(data, &d.decoded)
+	if len(d.decoded) == 0 {
+		return DecodeFailed
+	}
+	for _, t := range d.decoded {
+		switch t {
+		case layers.LayerTypeEthernet:
+			p.SrcMAC = [6]byte(d.eth.SrcMAC)
+			p.DstMAC = [6]byte(d.eth.DstMAC)
+		case layers.LayerTypeDot1Q:
+			if p.Flags&event.FlagVLAN == 0 {
+				p.Flags |= event.FlagVLAN
+				p.VLAN = d.dot1q.VLANIdentifier & 0x0fff
+			}
+		case layers.LayerTypeLinuxSLL:
+			if len(d.sll.Addr) >= 6 {
+				p.SrcMAC = [6]byte(d.sll.Addr[:6])
+			}
+		case layers.LayerTypeLinuxSLL2:
+			if len(d.sll2.Addr) >= 6 {
+				p.SrcMAC = [6]byte(d.sll2.Addr[:6])
+			}
+		case layers.LayerTypeIPv4:
+			d.fillIPv4(p)
+		case layers.LayerTypeIPv6:
+			p.Flags |= event.FlagIPv6
+			p.SrcIP = as16(d.ip6.SrcIP)
+			p.DstIP = as16(d.ip6.DstIP)
+			p.Proto = uint8(d.ip6.NextHeader)
+			p.TTL = d.ip6.HopLimit
+		case layers.LayerTypeIPv6HopByHop, layers.LayerTypeIPv6Routing, layers.LayerTypeIPv6Destination:
+			p.Proto = uint8(d.ip6ext.NextHeader)
+		case layers.LayerTypeIPv6Fragment:
+			p.Proto = uint8(d.ip6frag.NextHeader)
+			if d.ip6frag.FragmentOffset != 0 {
+				p.Flags |= event.FlagFragment
+			} else if d.ip6frag.MoreFragments {
+				d.firstFragment(p, d.ip6frag.Payload)
+			}
+		case layers.LayerTypeTCP:
+			d.fillTCP(p)
+		case layers.LayerTypeUDP:
+			p.Proto = event.ProtoUDP
+			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+		case layers.LayerTypeICMPv4:
+			p.Proto = event.ProtoICMP
+			p.SrcPort, p.DstPort = uint16(d.icmp4.TypeCode.Type()), uint16(d.icmp4.TypeCode.Code())
+		case layers.LayerTypeICMPv6:
+			p.Proto = event.ProtoICMPv6
+			p.SrcPort, p.DstPort = uint16(d.icmp6.TypeCode.Type()), uint16(d.icmp6.TypeCode.Code())
+		case layers.LayerTypeARP:
+			p.Flags |= event.FlagARP
+			p.DstPort = d.arp.Operation
+			switch d.arp.ProtAddressSize {
+			case 4:
+				if len(d.arp.SourceProtAddress) == 4 && len(d.arp.DstProtAddress) == 4 {
+					p.SrcIP = mapped4(d.arp.SourceProtAddress)
+					p.DstIP = mapped4(d.arp.DstProtAddress)
+				}
+			case 16:
+				if len(d.arp.SourceProtAddress) == 16 && len(d.arp.DstProtAddress) == 16 {
+					p.SrcIP = [16]byte(d.arp.SourceProtAddress)
+					p.DstIP = [16]byte(d.arp.DstProtAddress)
+				}
+			}
+		}
+	}
+	if err != nil || parser.Truncated {
+		p.Flags |= event.FlagTrunc
+		return DecodedTruncated
+	}
+	return Decoded
+}
+
+func (d *Decoder) fillIPv4(p *event.Packet) {
+	ip := &d.ip4
+	p.Flags |= event.FlagIPv4
+	if len(ip.SrcIP) == 4 && len(ip.DstIP) == 4 {
+		p.SrcIP = mapped4(ip.SrcIP)
+		p.DstIP = mapped4(ip.DstIP)
+	}
+	p.Proto = uint8(ip.Protocol)
+	p.TTL = ip.TTL
+	if ip.FragOffset != 0 {
+		p.Flags |= event.FlagFragment
+	} else if ip.Flags&layers.IPv4MoreFragments != 0 {
+		d.firstFragment(p, ip.Payload)
+	}
+}
+
+// firstFragment decodes the transport header at the start of a first
+// fragment (gopacket stops at fragments).
+func (d *Decoder) firstFragment(p *event.Packet, payload []byte) {
+	switch p.Proto {
+	case event.ProtoTCP:
+		if d.tcp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback) == nil {
+			d.fillTCP(p)
+		}
+	case event.ProtoUDP:
+		if d.udp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback) == nil {
+			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+		}
+	}
+}
+
+func (d *Decoder) fillTCP(p *event.Packet) {
+	t := &d.tcp
+	p.Proto = event.ProtoTCP
+	p.SrcPort, p.DstPort = uint16(t.SrcPort), uint16(t.DstPort)
+	var f uint8
+	for _, b := range [8]struct {
+		on  bool
+		bit uint8
+	}{{t.FIN, event.TCPFin}, {t.SYN, event.TCPSyn}, {t.RST, event.TCPRst}, {t.PSH, event.TCPPsh},
+		{t.ACK, event.TCPAck}, {t.URG, event.TCPUrg}, {t.ECE, event.TCPEce}, {t.CWR, event.TCPCwr}} {
+		if b.on {
+			f |= b.bit
+		}
+	}
+	p.TCPFlags = f
+}
+
+func mapped4(b []byte) [16]byte {
+	return [16]byte{10: 0xff, 11: 0xff, 12: b[0], 13: b[1], 14: b[2], 15: b[3]}
+}
+
+func as16(b []byte) [16]byte {
+	switch len(b) {
+	case 16:
+		return [16]byte(b)
+	case 4:
+		return mapped4(b)
+	}
+	return [16]byte{}
+}
+
+// String names a Result.
+func (r Result) String() string {
+	switch r {
+	case Decoded:
+		return "decoded"
+	case DecodedTruncated:
+		return "truncated"
+	case DecodeFailed:
+		return "failed"
+	case UnknownLinkType:
+		return "unknown link type"
+	}
+	return fmt.Sprintf("Result(%d)", uint8(r))
+}

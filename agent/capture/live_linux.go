@@ -1,0 +1,296 @@
+//go:build linux
+
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/gopacket/gopacket/afpacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+const blockSize = 1 << 20 // TPACKET_V3 block: 1 MiB
+
+type liveSource struct {
+	iface   string
+	handles []*afpacket.TPacket
+	stats   []*counters // one per reader
+	batches chan []event.Packet
+	free    chan []event.Packet
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	done    chan struct{} // closed when every reader has ended
+	errMu   sync.Mutex
+	err     error          // first reader error
+	pending []event.Packet // rest of a batch not yet delivered
+	pendBuf []event.Packet
+	closeMu sync.Once
+	hmu     sync.Mutex // guards handles against Close during Stats
+	log     *slog.Logger
+}
+
+// OpenLive starts capturing on iface with AF_PACKET TPACKET_V3 rings. It
+// needs CAP_NET_RAW. The sockets belong to the network namespace of the
+// calling thread.
+func OpenLive(iface string, opts LiveOptions) (Source, error) {
+	if opts.Fanout <= 0 {
+		opts.Fanout = 1
+	}
+	if opts.RingBytes <= 0 {
+		opts.RingBytes = DefaultRingBytes
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 256
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = 50 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.FanoutID == 0 {
+		opts.FanoutID = uint16(os.Getpid())
+	}
+	prog := opts.FilterProgram
+	if prog == nil && opts.Filter != "" {
+		var err error
+		if prog, err = CompileFilter(context.Background(), opts.Filter); err != nil {
+			return nil, fmt.Errorf("open live %s: %w", iface, err)
+		}
+	}
+	blocks := max(opts.RingBytes/blockSize, 8)
+	s := &liveSource{iface: iface, log: opts.Logger, done: make(chan struct{})}
+	for i := 0; i < opts.Fanout; i++ {
+		h, err := afpacket.NewTPacket(
+			afpacket.OptInterface(iface),
+			afpacket.OptTPacketVersion(afpacket.TPacketVersion3),
+			afpacket.OptFrameSize(afpacket.DefaultFrameSize),
+			afpacket.OptBlockSize(blockSize),
+			afpacket.OptNumBlocks(blocks),
+			afpacket.OptBlockTimeout(opts.FlushInterval),
+			afpacket.OptPollTimeout(opts.FlushInterval),
+		)
+		if err != nil {
+			s.closeHandles()
+			return nil, fmt.Errorf("open live %s: socket %d: %w", iface, i, err)
+		}
+		s.handles = append(s.handles, h)
+		if prog != nil {
+			if err := h.SetBPF(prog); err != nil {
+				s.closeHandles()
+				return nil, fmt.Errorf("open live %s: attach filter: %w", iface, err)
+			}
+		}
+		if opts.Promiscuous {
+			if err := h.SetPromiscuous(true); err != nil {
+				s.closeHandles()
+				return nil, fmt.Errorf("open live %s: promiscuous: %w", iface, err)
+			}
+		}
+		if opts.Fanout > 1 {
+			if err := h.SetFanout(afpacket.FanoutHash, opts.FanoutID); err != nil {
+				s.closeHandles()
+				return nil, fmt.Errorf("open live %s: fanout: %w", iface, err)
+			}
+		}
+	}
+	// Two batches per reader in flight plus one being filled.
+	nb := 3 * opts.Fanout
+	s.batches = make(chan []event.Packet, nb)
+	s.free = make(chan []event.Packet, nb)
+	for range nb {
+		s.free <- make([]event.Packet, 0, opts.BatchSize)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	for _, h := range s.handles {
+		c := &counters{}
+		s.stats = append(s.stats, c)
+		s.wg.Add(1)
+		go s.read(ctx, h, c, opts.BatchSize, opts.FlushInterval)
+	}
+	go func() { s.wg.Wait(); close(s.done) }()
+	return s, nil
+}
+
+func (s *liveSource) closeHandles() {
+	for _, h := range s.handles {
+		h.Close()
+	}
+}
+
+func (s *liveSource) setErr(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+}
+
+// read is one socket's reader: it decodes frames into batches and hands
+// full (or, after flush, partial) batches to Next.
+func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters, batchSize int, flush time.Duration) {
+	defer s.wg.Done()
+	dec := NewDecoder()
+	var batch []event.Packet
+	var st Stats
+	lastHand := time.Now()
+	hand := func() bool {
+		c.add(&st)
+		st = Stats{}
+		if len(batch) == 0 {
+			return true
+		}
+		select {
+		case s.batches <- batch:
+			batch = nil
+			lastHand = time.Now()
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	defer func() {
+		if len(batch) > 0 {
+			st.OurDrops += uint64(len(batch))
+		}
+		c.add(&st)
+	}()
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		if batch == nil {
+			select {
+			case batch = <-s.free:
+				batch = batch[:0]
+			case <-ctx.Done():
+				return
+			}
+		}
+		data, ci, err := h.ZeroCopyReadPacketData()
+		if err != nil {
+			if errors.Is(err, afpacket.ErrTimeout) || errors.Is(err, afpacket.ErrPoll) {
+				if !hand() {
+					return
+				}
+				continue
+			}
+			s.setErr(fmt.Errorf("read %s: %w", s.iface, err))
+			hand()
+			return
+		}
+		st.Packets++
+		st.Bytes += uint64(len(data))
+		batch = batch[:len(batch)+1]
+		p := &batch[len(batch)-1]
+		switch dec.Decode(layers.LinkTypeEthernet, data, ci.Timestamp.UnixNano(), ci.Length, p) {
+		case Decoded, DecodedTruncated:
+			st.Decoded++
+			if p.Flags&event.FlagTrunc != 0 {
+				st.Truncated++
+			}
+			// The kernel strips VLAN tags; it reports them out of band.
+			for _, a := range ci.AncillaryData {
+				if v, ok := a.(afpacket.AncillaryVLAN); ok && p.Flags&event.FlagVLAN == 0 {
+					p.Flags |= event.FlagVLAN
+					p.VLAN = uint16(v.VLAN) & 0x0fff
+				}
+			}
+		default:
+			st.DecodeErrors++
+			batch = batch[:len(batch)-1]
+		}
+		if len(batch) == cap(batch) || time.Since(lastHand) >= flush {
+			if !hand() {
+				return
+			}
+		}
+	}
+}
+
+func (s *liveSource) Next(ctx context.Context, buf []event.Packet) (int, error) {
+	if len(s.pending) == 0 {
+		if s.pendBuf != nil {
+			s.free <- s.pendBuf[:0]
+			s.pendBuf = nil
+		}
+		select {
+		case b := <-s.batches:
+			s.pending, s.pendBuf = b, b
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-s.done:
+			select { // drain what the readers left
+			case b := <-s.batches:
+				s.pending, s.pendBuf = b, b
+			default:
+				s.errMu.Lock()
+				err := s.err
+				s.errMu.Unlock()
+				if err == nil {
+					err = io.EOF
+				}
+				return 0, err
+			}
+		}
+	}
+	n := copy(buf, s.pending)
+	s.pending = s.pending[n:]
+	return n, nil
+}
+
+func (s *liveSource) Stats() Stats {
+	var st Stats
+	for _, c := range s.stats {
+		st.add(c.load())
+	}
+	s.hmu.Lock()
+	for _, h := range s.handles {
+		if _, v3, err := h.SocketStats(); err == nil {
+			st.KernelDrops += uint64(v3.Drops())
+		}
+	}
+	s.hmu.Unlock()
+	return st
+}
+
+func (s *liveSource) Close() error {
+	s.closeMu.Do(func() {
+		s.cancel()
+		<-s.done
+		var dropped uint64
+		dropped += uint64(len(s.pending))
+		for {
+			select {
+			case b := <-s.batches:
+				dropped += uint64(len(b))
+				continue
+			default:
+			}
+			break
+		}
+		if len(s.stats) > 0 {
+			s.stats[0].ourDrops.Add(dropped)
+		}
+		// Read the kernel counters one last time before the sockets go.
+		st := s.Stats()
+		if len(s.stats) > 0 {
+			s.stats[0].kernelDrops.Store(st.KernelDrops)
+		}
+		s.hmu.Lock()
+		s.closeHandles()
+		s.handles = nil
+		s.hmu.Unlock()
+	})
+	return nil
+}

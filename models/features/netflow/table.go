@@ -1,0 +1,97 @@
+package netflow
+
+import (
+	"math/bits"
+	"unsafe"
+)
+
+// probeWindow is how many consecutive slots a key may live in. Lookups and
+// inserts touch at most this many slots: O(1) per packet whatever the
+// traffic. When all slots of a key's window are taken, the least recently
+// seen one is evicted (a bucketed LRU).
+const probeWindow = 8
+
+// entry is one table entry. K and V must hold no pointers, so the backing
+// arrays are never scanned by the garbage collector.
+type entry[K comparable, V any] struct {
+	key K
+	val V
+}
+
+// table is a fixed-capacity open-addressing hash table with bounded linear
+// probing and least-recently-seen eviction. It never deletes, so an empty
+// slot ends every probe sequence. Probing reads only the tag and clock
+// arrays (one or two cache lines); the entry itself is touched once.
+type table[K comparable, V any] struct {
+	tags      []uint32 // 32 bits of the key's hash, low bit set; 0 = empty
+	last      []int64  // time (ns) of the entry's latest packet: decay clock and LRU clock
+	entries   []entry[K, V]
+	mask      uint64
+	used      int
+	evictions uint64
+}
+
+func newTable[K comparable, V any](capacity int) table[K, V] {
+	n := 1 << bits.Len(uint(max(capacity, probeWindow)-1)) // next power of two
+	return table[K, V]{
+		tags:    make([]uint32, n),
+		last:    make([]int64, n),
+		entries: make([]entry[K, V], n),
+		mask:    uint64(n - 1),
+	}
+}
+
+// get returns the entry of k and its clock, creating (or recycling) an entry
+// when absent; a new entry is zeroed and its clock is now.
+func (t *table[K, V]) get(k *K, h uint64, now int64) (*V, *int64) {
+	tag := uint32(h>>32) | 1
+	i := h & t.mask
+	victim := -1
+	for range probeWindow {
+		switch t.tags[i] {
+		case tag:
+			if e := &t.entries[i]; e.key == *k {
+				return &e.val, &t.last[i]
+			}
+		case 0:
+			t.used++
+			t.tags[i] = tag
+			t.last[i] = now
+			t.entries[i].key = *k
+			return &t.entries[i].val, &t.last[i]
+		}
+		if victim < 0 || t.last[i] < t.last[victim] {
+			victim = int(i)
+		}
+		i = (i + 1) & t.mask
+	}
+	t.evictions++
+	t.tags[victim] = tag
+	t.last[victim] = now
+	t.entries[victim] = entry[K, V]{key: *k}
+	return &t.entries[victim].val, &t.last[victim]
+}
+
+// entryBytes is the memory per entry: key, statistics, tag and clock.
+func (t *table[K, V]) entryBytes() int {
+	return int(unsafe.Sizeof(t.entries[0])) + int(unsafe.Sizeof(t.tags[0])) + int(unsafe.Sizeof(t.last[0]))
+}
+
+// hashing: a fixed-seed multiply-mix (wyhash style). Deterministic, so that
+// eviction order and thus features are reproducible; Config.HashSeed lets a
+// deployment pick a secret seed against crafted collisions.
+const (
+	k0 = 0xa0761d6478bd642f
+	k1 = 0xe7037ed1a0b428db
+)
+
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a^k0, b^k1)
+	return hi ^ lo
+}
+
+func le64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}

@@ -1,0 +1,128 @@
+package ae
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+// synth makes rows of d features driven by a few latent factors plus noise; anomalies break the
+// correlations.
+func synth(rows, d int, seed uint64, anomalous bool) Matrix {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	m := Matrix{Data: make([]float32, rows*d), Rows: rows, Cols: d}
+	for r := 0; r < rows; r++ {
+		f := [3]float64{rng.Float64(), rng.Float64(), rng.Float64()}
+		row := m.Row(r)
+		for i := range row {
+			v := f[i%3]*float64(1+i%5) + 0.02*rng.NormFloat64()
+			if anomalous && i%4 == 0 {
+				v = rng.Float64() * float64(1+i%5)
+			}
+			row[i] = float32(v)
+		}
+	}
+	return m
+}
+
+func TestClusterSizesAndDeterminism(t *testing.T) {
+	data := synth(500, 23, 1, false)
+	for _, m := range []int{1, 3, 5, 10, 30} {
+		g := Cluster(data, m)
+		seen := map[int]bool{}
+		for _, grp := range g {
+			if len(grp) == 0 || len(grp) > m {
+				t.Fatalf("m=%d: group size %d", m, len(grp))
+			}
+			for _, c := range grp {
+				if seen[c] {
+					t.Fatalf("feature %d twice", c)
+				}
+				seen[c] = true
+			}
+		}
+		if len(seen) != 23 {
+			t.Fatalf("m=%d: %d features covered", m, len(seen))
+		}
+		if !reflect.DeepEqual(g, Cluster(data, m)) {
+			t.Fatal("clustering not deterministic")
+		}
+	}
+	// Features driven by the same factor (i ≡ k mod 3) should land together when m allows.
+	g := Cluster(data, 8)
+	for _, grp := range g {
+		for _, c := range grp[1:] {
+			if c%3 != grp[0]%3 {
+				t.Fatalf("mixed factors in %v (all groups %v)", grp, g)
+			}
+		}
+	}
+}
+
+func TestFitDeterministicAndDetects(t *testing.T) {
+	train := synth(3000, 20, 1, false)
+	benign := synth(500, 20, 2, false)
+	attack := synth(500, 20, 3, true)
+	for _, kind := range []string{KindKitNET, KindSingle} {
+		t.Run(kind, func(t *testing.T) {
+			var stages []Progress
+			cfg := Config{Kind: kind, MaxGroup: 5, Train: TrainConfig{Epochs: 8, Seed: 7}, Progress: func(p Progress) { stages = append(stages, p) }}
+			m1, err := Fit(context.Background(), train, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Progress = nil
+			m2, err := Fit(context.Background(), train, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(m1, m2) {
+				t.Fatal("training is not deterministic for a seed")
+			}
+			if len(stages) == 0 || stages[len(stages)-1].Loss >= stages[0].Loss && kind == KindSingle {
+				t.Fatalf("loss did not fall: %+v", stages)
+			}
+			if kind == KindKitNET {
+				for _, g := range m1.Groups {
+					if len(g) > 5 {
+						t.Fatalf("group of %d", len(g))
+					}
+				}
+			}
+			// ROC AUC by hand (no import of calib, to keep the test local).
+			var bs, as []float64
+			contrib := make([]float64, 20)
+			for r := 0; r < benign.Rows; r++ {
+				bs = append(bs, m1.Score(benign.Row(r), contrib))
+			}
+			for r := 0; r < attack.Rows; r++ {
+				as = append(as, m1.Score(attack.Row(r), contrib))
+			}
+			var u float64
+			for _, a := range as {
+				for _, b := range bs {
+					if a > b {
+						u++
+					} else if a == b {
+						u += 0.5
+					}
+				}
+			}
+			auc := u / float64(len(as)*len(bs))
+			if auc < 0.9 || math.IsNaN(auc) {
+				t.Fatalf("ROC AUC %.3f < 0.9", auc)
+			}
+			t.Logf("%s: ROC AUC %.4f, final loss %.5f", kind, auc, stages[len(stages)-1].Loss)
+		})
+	}
+}
+
+func TestFitCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Fit(ctx, synth(100, 5, 1, false), Config{Kind: KindSingle}); err == nil {
+		t.Fatal("cancelled fit succeeded")
+	}
+}

@@ -1,0 +1,332 @@
+// Package export turns a trained models/ae.Model into a self-contained ONNX graph (opset 17) with
+// Vigil's graph contract: input "features" float32 [N, D] (N dynamic), normalisation inside the
+// graph, outputs "score" [N] and "contrib" [N, D] (per-feature squared reconstruction error of the
+// first layer, in normalised space).
+//
+// A KitNET ensemble is exported as two block-sparse dense layers (every group autoencoder's weights
+// placed in its rows and columns of one matrix, zeros elsewhere), so ONNX Runtime runs two MatMuls
+// instead of two per group; a fixed matrix then averages the squared errors per group, and the
+// output autoencoder runs on the normalised group RMSEs.
+//
+// int8 variants (never weight-only DequantizeLinear, which ONNX Runtime would dequantize on every
+// run):
+//   - dynamic: DynamicQuantizeLinear on the activation, MatMulInteger with int8 weights, Cast and a
+//     scale Mul, then the bias Add, the exact pattern ONNX Runtime fuses into MatMulIntegerToFloat
+//     and then DynamicQuantizeMatMul;
+//   - static QDQ: QuantizeLinear/DequantizeLinear on the activation with a calibrated scale and
+//     DequantizeLinear on the int8 weight around each MatMul, which ONNX Runtime's QDQ transformer
+//     turns into a fused integer MatMul.
+package export
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/vigil-edge/vigil/models/ae"
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/onnx"
+)
+
+// Graph names and versions of the contract.
+const (
+	InputName   = "features"
+	ScoreName   = "score"
+	ContribName = "contrib"
+	Opset       = 17
+	Producer    = "vigil-models"
+)
+
+// Options select the numeric format of the exported graph.
+type Options struct {
+	// Quant is bundle.QuantNone (float32), bundle.QuantInt8Dyn or bundle.QuantInt8Static.
+	Quant string
+	// Calibration holds raw feature rows used to fix the static activation ranges (QDQ). Without
+	// it the theoretical ranges are used (the encoder input's clip interval, [0, 1] after sigmoid).
+	Calibration ae.Matrix
+	// WeightBits is 8 (default) or 7. Seven-bit weights ("reduce range") avoid the int16
+	// saturation of u8×s8 products on x86 CPUs without VNNI.
+	WeightBits int
+	// QuantizeOutput also quantizes KitNET's output autoencoder. By default it stays float32: it
+	// decides the final score, and quantizing it measurably hurt the int8/float rank agreement
+	// (Spearman 0.968 instead of 0.9997 on the synthetic test data), for a few kilobytes.
+	QuantizeOutput bool
+	// Version is written as the ONNX model_version.
+	Version int64
+}
+
+// layer is a dense layer y = act(x·W + B), W row-major In×Out.
+type layer struct {
+	In, Out int
+	W, B    []float64
+	Act     string
+}
+
+func encoder(a *ae.AE) layer {
+	return layer{In: a.In, Out: a.Hidden, W: a.W1, B: a.B1, Act: ae.ActSigmoid}
+}
+
+func decoder(a *ae.AE) layer {
+	return layer{In: a.Hidden, Out: a.In, W: a.W2, B: a.B2, Act: a.OutAct}
+}
+
+// blockLayers assembles a KitNET ensemble into one encoder and one decoder over all D features.
+func blockLayers(m *ae.Model) (enc, dec layer) {
+	hs := 0
+	for _, a := range m.Ensemble {
+		hs += a.Hidden
+	}
+	d := m.Dim
+	enc = layer{In: d, Out: hs, W: make([]float64, d*hs), B: make([]float64, hs), Act: ae.ActSigmoid}
+	dec = layer{In: hs, Out: d, W: make([]float64, hs*d), B: make([]float64, d), Act: m.Ensemble[0].OutAct}
+	off := 0
+	for g, cols := range m.Groups {
+		a := m.Ensemble[g]
+		for i, c := range cols {
+			for j := 0; j < a.Hidden; j++ {
+				enc.W[c*hs+off+j] = a.W1[i*a.Hidden+j]
+				dec.W[(off+j)*d+c] = a.W2[j*a.In+i]
+			}
+			dec.B[c] = a.B2[i]
+		}
+		copy(enc.B[off:], a.B1)
+		off += a.Hidden
+	}
+	return enc, dec
+}
+
+func f32(xs []float64) []float32 {
+	out := make([]float32, len(xs))
+	for i, v := range xs {
+		out[i] = float32(v)
+	}
+	return out
+}
+
+type exporter struct {
+	b      *onnx.Builder
+	opt    Options
+	ranges map[*layer][2]float64 // static input ranges per layer
+}
+
+// Build returns the ONNX model for m.
+func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
+	if opt.Quant == "" {
+		opt.Quant = bundle.QuantNone
+	}
+	switch opt.Quant {
+	case bundle.QuantNone, bundle.QuantInt8Dyn, bundle.QuantInt8Static:
+	default:
+		return nil, fmt.Errorf("export: unknown quantization %q", opt.Quant)
+	}
+	if opt.WeightBits == 0 {
+		opt.WeightBits = 8
+	}
+	if opt.WeightBits != 7 && opt.WeightBits != 8 {
+		return nil, fmt.Errorf("export: weight bits %d (want 7 or 8)", opt.WeightBits)
+	}
+	if m == nil || m.Dim <= 0 || len(m.Norm.Offset) != m.Dim {
+		return nil, errors.New("export: model is empty or inconsistent")
+	}
+	e := &exporter{b: onnx.NewBuilder("vigil_" + m.Kind), opt: opt, ranges: map[*layer][2]float64{}}
+	b := e.b
+	d := int64(m.Dim)
+	x := b.Input(InputName, onnx.Float, onnx.Param("N"), onnx.Fixed(d))
+	xn, xc := e.normalise(x, &m.Norm, "norm")
+
+	var enc, dec layer
+	switch m.Kind {
+	case ae.KindSingle:
+		enc, dec = encoder(m.Single), decoder(m.Single)
+	case ae.KindKitNET:
+		if len(m.Groups) == 0 || len(m.Groups) != len(m.Ensemble) || m.Output == nil {
+			return nil, errors.New("export: KitNET model is incomplete")
+		}
+		enc, dec = blockLayers(m)
+	default:
+		return nil, fmt.Errorf("export: unknown model kind %q", m.Kind)
+	}
+	quant := opt.Quant != bundle.QuantNone
+	if opt.Quant == bundle.QuantInt8Static {
+		if err := e.calibrate(m, &enc, &dec); err != nil {
+			return nil, err
+		}
+	}
+	h := e.dense(xc, &enc, quant)
+	y := e.dense(h, &dec, quant)
+	diff := b.Op("Sub", y, xn)
+	sq := b.Op("Mul", diff, diff)
+	b.Output(sq, ContribName, onnx.Float, onnx.Param("N"), onnx.Fixed(d))
+
+	var score string
+	if m.Kind == ae.KindSingle {
+		score = b.Op("Sqrt", b.OpA("ReduceMean", []string{sq}, onnx.AttrInts("axes", 1), onnx.AttrInt("keepdims", 0)))
+	} else {
+		// Per-group mean of the squared errors: sq · OneHot(group of each feature) / |group|.
+		// The D×k indicator matrix is built by OneHot from D small indices (ONNX Runtime
+		// folds it into a constant when it loads the model), so the file stays small.
+		k := len(m.Groups)
+		idx := make([]int64, m.Dim)
+		inv := make([]float32, k)
+		for g, cols := range m.Groups {
+			for _, c := range cols {
+				idx[c] = int64(g)
+			}
+			inv[g] = float32(1 / float64(len(cols)))
+		}
+		onehot := b.OpA("OneHot", []string{b.Int64("group_of", idx, m.Dim), b.Int64("groups", []int64{int64(k)}, 1), b.Float32("onehot_values", []float32{0, 1}, 2)}, onnx.AttrInt("axis", -1))
+		rmse := b.Op("Sqrt", b.Op("Mul", b.Op("MatMul", sq, onehot), b.Float32("group_inv_size", inv, k)))
+		gn, gc := e.normalise(rmse, &m.OutNorm, "out_norm")
+		oq := quant && opt.QuantizeOutput
+		oenc, odec := encoder(m.Output), decoder(m.Output)
+		if oq && opt.Quant == bundle.QuantInt8Static {
+			e.ranges[&oenc] = [2]float64{m.OutNorm.Lo, m.OutNorm.Hi}
+			e.ranges[&odec] = [2]float64{0, 1}
+		}
+		y2 := e.dense(e.dense(gc, &oenc, oq), &odec, oq)
+		d2 := b.Op("Sub", y2, gn)
+		score = b.Op("Sqrt", b.OpA("ReduceMean", []string{b.Op("Mul", d2, d2)}, onnx.AttrInts("axes", 1), onnx.AttrInt("keepdims", 0)))
+	}
+	b.Output(score, ScoreName, onnx.Float, onnx.Param("N"))
+
+	// Only default-domain operators are written; ONNX Runtime adds com.microsoft nodes itself
+	// when it fuses the int8 patterns.
+	model := b.Model(Producer, "1", onnx.Opset("", Opset))
+	model.ModelVersion = opt.Version
+	model.DocString = fmt.Sprintf("Vigil %s autoencoder, dim %d, quantization %s", m.Kind, m.Dim, opt.Quant)
+	model.MetadataProps = []*onnx.StringStringEntryProto{
+		{Key: "vigil.kind", Value: m.Kind}, {Key: "vigil.dim", Value: fmt.Sprint(m.Dim)}, {Key: "vigil.quantization", Value: opt.Quant},
+	}
+	return model, nil
+}
+
+// Export returns the serialised ONNX model for m.
+func Export(m *ae.Model, opt Options) ([]byte, error) {
+	model, err := Build(m, opt)
+	if err != nil {
+		return nil, err
+	}
+	return onnx.Marshal(model)
+}
+
+// normalise emits xn = x·scale + bias and its clipped copy.
+func (e *exporter) normalise(x string, n *ae.Norm, name string) (xn, xc string) {
+	b := e.b
+	scale := f32(n.Scale)
+	bias := make([]float32, len(n.Offset))
+	for i := range bias {
+		bias[i] = float32(-n.Offset[i] * n.Scale[i])
+	}
+	d := len(scale)
+	xn = b.Op("Add", b.Op("Mul", x, b.Float32(name+"_scale", scale, d)), b.Float32(name+"_bias", bias, d))
+	xc = b.Op("Clip", xn, b.Float32(name+"_lo", []float32{float32(n.Lo)}), b.Float32(name+"_hi", []float32{float32(n.Hi)}))
+	return xn, xc
+}
+
+// quantizeWeights quantizes W (In×Out) symmetrically per output column.
+func quantizeWeights(l *layer, bits int) ([]int8, []float32) {
+	qmax := float64(int(1)<<(bits-1) - 1)
+	scales := make([]float32, l.Out)
+	q := make([]int8, len(l.W))
+	for j := 0; j < l.Out; j++ {
+		var amax float64
+		for i := 0; i < l.In; i++ {
+			amax = max(amax, math.Abs(l.W[i*l.Out+j]))
+		}
+		s := amax / qmax
+		if s == 0 {
+			s = 1
+		}
+		scales[j] = float32(s)
+		for i := 0; i < l.In; i++ {
+			v := math.Round(l.W[i*l.Out+j] / float64(scales[j]))
+			q[i*l.Out+j] = int8(max(-qmax, min(qmax, v)))
+		}
+	}
+	return q, scales
+}
+
+// dense emits act(x·W + B), quantized or not.
+func (e *exporter) dense(x string, l *layer, quant bool) string {
+	b := e.b
+	var mm string
+	switch {
+	case !quant:
+		mm = b.Op("MatMul", x, b.Float32("w", f32(l.W), l.In, l.Out))
+	case e.opt.Quant == bundle.QuantInt8Dyn:
+		wq, ws := quantizeWeights(l, e.opt.WeightBits)
+		dq := b.Node("", "DynamicQuantizeLinear", []string{x}, 3)
+		mi := b.Op("MatMulInteger", dq[0], b.Int8("wq", wq, l.In, l.Out), dq[2])
+		cast := b.OpA("Cast", []string{mi}, onnx.AttrInt("to", int64(onnx.Float)))
+		scale := b.Op("Mul", dq[1], b.Float32("ws", ws, l.Out))
+		mm = b.Op("Mul", cast, scale)
+	default: // static QDQ
+		wq, ws := quantizeWeights(l, e.opt.WeightBits)
+		r := e.ranges[l]
+		lo, hi := min(r[0], 0), max(r[1], 0)
+		s := (hi - lo) / 255
+		if s == 0 {
+			s = 1
+		}
+		zp := uint8(max(0, min(255, math.Round(-lo/s))))
+		as, az := b.Float32("as", []float32{float32(s)}), b.Uint8("az", []uint8{zp})
+		xq := b.Op("QuantizeLinear", x, as, az)
+		xd := b.Op("DequantizeLinear", xq, as, az)
+		wz := b.Int8("wz", make([]int8, l.Out), l.Out)
+		wd := b.OpA("DequantizeLinear", []string{b.Int8("wq", wq, l.In, l.Out), b.Float32("ws", ws, l.Out), wz}, onnx.AttrInt("axis", 1))
+		// The bias is int32 at scale a_scale·w_scale (per column), as QGemm expects, and the
+		// layer is one explicit Gemm: a MatMul followed by a float Add would be fused into a
+		// float Gemm before the QDQ transformer sees it.
+		bq := make([]int32, l.Out)
+		bs := make([]float32, l.Out)
+		for j := range bq {
+			bs[j] = float32(s) * ws[j]
+			bq[j] = int32(math.Round(l.B[j] / float64(bs[j])))
+		}
+		bd := b.OpA("DequantizeLinear", []string{b.Int32("bq", bq, l.Out), b.Float32("bs", bs, l.Out), b.Int32("bz", make([]int32, l.Out), l.Out)}, onnx.AttrInt("axis", 0))
+		z := b.OpA("Gemm", []string{xd, wd, bd}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
+		if l.Act == ae.ActSigmoid {
+			return b.Op("Sigmoid", z)
+		}
+		return z
+	}
+	z := b.Op("Add", mm, b.Float32("b", f32(l.B), l.Out))
+	if l.Act == ae.ActSigmoid {
+		return b.Op("Sigmoid", z)
+	}
+	return z
+}
+
+// calibrate fixes the static activation ranges of the main encoder and decoder inputs.
+func (e *exporter) calibrate(m *ae.Model, enc, dec *layer) error {
+	encR := [2]float64{m.Norm.Lo, m.Norm.Hi}
+	decR := [2]float64{0, 1}
+	if c := e.opt.Calibration; c.Rows > 0 {
+		if c.Cols != m.Dim {
+			return fmt.Errorf("export: calibration data has %d columns, model %d", c.Cols, m.Dim)
+		}
+		encR = [2]float64{math.Inf(1), math.Inf(-1)}
+		decR = encR
+		xn := make([]float64, m.Dim)
+		h := make([]float64, enc.Out)
+		for r := 0; r < c.Rows; r++ {
+			m.Norm.Apply(c.Row(r), xn)
+			for i, v := range xn {
+				v = min(max(v, m.Norm.Lo), m.Norm.Hi)
+				xn[i] = v
+				encR[0], encR[1] = min(encR[0], v), max(encR[1], v)
+			}
+			for j := 0; j < enc.Out; j++ {
+				z := enc.B[j]
+				for i := 0; i < enc.In; i++ {
+					z += xn[i] * enc.W[i*enc.Out+j]
+				}
+				h[j] = 1 / (1 + math.Exp(-z))
+				decR[0], decR[1] = min(decR[0], h[j]), max(decR[1], h[j])
+			}
+		}
+	}
+	e.ranges[enc] = encR
+	e.ranges[dec] = decR
+	return nil
+}

@@ -1,0 +1,236 @@
+// Package train glues the model pipeline together for `vigilctl model train` and `make models`:
+// collect feature vectors from a source, fit a model (models/ae), export it to ONNX
+// (models/export), calibrate its threshold on held-out benign scores (models/calib) and pack the
+// bundle (models/bundle). It is pure Go: scoring for calibration goes through the small Scorer
+// interface, which models/runtime.Scorer (cgo, ONNX Runtime) satisfies, so thresholds are
+// calibrated on the exported (for example int8) model's own scores.
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/ae"
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/models/export"
+)
+
+// Source yields feature vectors one at a time; Next returns io.EOF after the last. The returned
+// slice may be reused by the source after the next call.
+type Source interface {
+	Next(ctx context.Context) ([]float32, error)
+}
+
+// SliceSource is a Source over vectors in memory.
+type SliceSource struct {
+	Vectors [][]float32
+	i       int
+}
+
+// Next implements Source.
+func (s *SliceSource) Next(ctx context.Context) ([]float32, error) {
+	if s.i >= len(s.Vectors) {
+		return nil, io.EOF
+	}
+	s.i++
+	return s.Vectors[s.i-1], nil
+}
+
+// Collect reads src into a matrix of at most maxRows rows (0 = unbounded). Beyond maxRows it keeps
+// a uniform reservoir sample (deterministic for seed), so memory stays bounded on long captures.
+// It returns the matrix and the number of vectors seen.
+func Collect(ctx context.Context, src Source, dim, maxRows int, seed uint64) (ae.Matrix, int, error) {
+	if dim <= 0 {
+		return ae.Matrix{}, 0, fmt.Errorf("collect: invalid dim %d", dim)
+	}
+	m := ae.Matrix{Cols: dim}
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	seen := 0
+	for {
+		if seen%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return m, seen, fmt.Errorf("collect: %w", err)
+			}
+		}
+		v, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return m, seen, fmt.Errorf("collect: %w", err)
+		}
+		if len(v) != dim {
+			return m, seen, fmt.Errorf("collect: vector %d has %d values, want %d", seen, len(v), dim)
+		}
+		seen++
+		if maxRows <= 0 || m.Rows < maxRows {
+			m.Data = append(m.Data, v...)
+			m.Rows++
+			continue
+		}
+		if j := rng.IntN(seen); j < maxRows {
+			copy(m.Row(j), v)
+		}
+	}
+	return m, seen, nil
+}
+
+// Config controls Train.
+type Config struct {
+	Dim     int
+	MaxRows int // bound on the vectors kept for training (0 = all)
+	Model   ae.Config
+}
+
+// Result is a trained model with its costs.
+type Result struct {
+	Model     *ae.Model
+	Rows      int // rows trained on
+	Seen      int // vectors read from the source
+	Duration  time.Duration
+	PeakHeap  uint64 // bytes, sampled runtime.MemStats.HeapAlloc maximum during collection and training
+	PeakSys   uint64 // bytes obtained from the OS (MemStats.Sys) at the end
+	FinalLoss float64
+}
+
+// Train collects the vectors of src and fits a model.
+func Train(ctx context.Context, src Source, cfg Config) (*Result, error) {
+	start := time.Now()
+	stop := make(chan struct{})
+	var peak uint64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // sample the heap; ReadMemStats is cheap at this rate
+		defer wg.Done()
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	data, seen, err := Collect(ctx, src, cfg.Dim, cfg.MaxRows, cfg.Model.Train.Seed)
+	var model *ae.Model
+	var last float64
+	if err == nil {
+		mc := cfg.Model
+		user := mc.Progress
+		mc.Progress = func(p ae.Progress) {
+			last = p.Loss
+			if user != nil {
+				user(p)
+			}
+		}
+		model, err = ae.Fit(ctx, data, mc)
+	}
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return &Result{Model: model, Rows: data.Rows, Seen: seen, Duration: time.Since(start),
+		PeakHeap: max(peak, ms.HeapAlloc), PeakSys: ms.Sys, FinalLoss: last}, nil
+}
+
+// Export serialises the model to ONNX with the given quantization (bundle.Quant*).
+func Export(m *ae.Model, quant string, calibration ae.Matrix) ([]byte, error) {
+	return export.Export(m, export.Options{Quant: quant, Calibration: calibration})
+}
+
+// Scorer is what calibration needs from a model runtime (models/runtime.Scorer satisfies it).
+type Scorer interface {
+	Score(features []float32, n int) (scores, contrib []float32, err error)
+}
+
+// Scores scores every row of data in batches and returns a copy of the scores.
+func Scores(sc Scorer, data ae.Matrix, batch int) ([]float32, error) {
+	if batch <= 0 {
+		batch = 256
+	}
+	out := make([]float32, 0, data.Rows)
+	for start := 0; start < data.Rows; start += batch {
+		n := min(batch, data.Rows-start)
+		s, _, err := sc.Score(data.Data[start*data.Cols:(start+n)*data.Cols], n)
+		if err != nil {
+			return nil, fmt.Errorf("score rows %d..%d: %w", start, start+n, err)
+		}
+		out = append(out, s...)
+	}
+	return out, nil
+}
+
+// Calibrate scores held-out benign rows (and attack rows, if any) with sc and returns the
+// threshold at fpr (calib.DefaultFPR if 0) with the validation metrics.
+func Calibrate(sc Scorer, benign, attack ae.Matrix, fpr float64) (calib.Metrics, error) {
+	if fpr == 0 {
+		fpr = calib.DefaultFPR
+	}
+	bs, err := Scores(sc, benign, 256)
+	if err != nil {
+		return calib.Metrics{}, fmt.Errorf("calibrate: %w", err)
+	}
+	var as []float32
+	if attack.Rows > 0 {
+		if as, err = Scores(sc, attack, 256); err != nil {
+			return calib.Metrics{}, fmt.Errorf("calibrate: %w", err)
+		}
+	}
+	m, err := calib.Evaluate(bs, as, fpr)
+	if err != nil {
+		return m, fmt.Errorf("calibrate: %w", err)
+	}
+	return m, nil
+}
+
+// Build writes dir/NAME-VERSION.vgb from the model bytes and manifest, filling the threshold and
+// metrics from met. It returns the bundle's path.
+func Build(dir string, model []byte, man bundle.Manifest, met calib.Metrics) (string, error) {
+	man.Threshold = met.Threshold
+	man.Metrics = met.Map()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("build bundle: %w", err)
+	}
+	p, err := bundle.WriteFile(dir, model, &man)
+	if err != nil {
+		return "", fmt.Errorf("build bundle: %w", err)
+	}
+	return p, nil
+}
+
+// ReferenceScorer scores with the model's float64 Go reference (no ONNX Runtime); for tests and
+// for checking an exported graph.
+type ReferenceScorer struct{ Model *ae.Model }
+
+// Score implements Scorer.
+func (r ReferenceScorer) Score(features []float32, n int) ([]float32, []float32, error) {
+	d := r.Model.Dim
+	if len(features) < n*d {
+		return nil, nil, fmt.Errorf("score: %d values for %d vectors of %d", len(features), n, d)
+	}
+	scores := make([]float32, n)
+	contrib := make([]float32, n*d)
+	c := make([]float64, d)
+	for i := 0; i < n; i++ {
+		scores[i] = float32(r.Model.Score(features[i*d:(i+1)*d], c))
+		for j, v := range c {
+			contrib[i*d+j] = float32(v)
+		}
+	}
+	return scores, contrib, nil
+}

@@ -1,0 +1,388 @@
+// Package config is the typed configuration of `vigil-agent run`: parsed
+// from a YAML or JSON file (Load / Parse), completed with defaults and
+// checked (Validate). Command-line flags are applied by the caller between
+// Load and Validate.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// maxFile bounds a configuration file.
+const maxFile = 1 << 20
+
+// Config is the agent's configuration.
+type Config struct {
+	// StateDir holds identity, key, certificates and the spool.
+	StateDir string `json:"state_dir" yaml:"state_dir"`
+	// Server overrides the server address from identity.json (HOST:PORT).
+	Server string `json:"server,omitempty" yaml:"server,omitempty"`
+
+	Spool   Spool    `json:"spool" yaml:"spool"`
+	Uplink  Uplink   `json:"uplink" yaml:"uplink"`
+	Metrics Metrics  `json:"metrics" yaml:"metrics"`
+	Log     Log      `json:"log" yaml:"log"`
+	Capture Capture  `json:"capture" yaml:"capture"`
+	Watch   []string `json:"watch,omitempty" yaml:"watch,omitempty"`
+	Demo    Demo     `json:"demo" yaml:"demo"`
+}
+
+// Spool configures the findings spool.
+type Spool struct {
+	MaxBytes ByteSize `json:"max_bytes" yaml:"max_bytes"`
+}
+
+// Uplink configures the connection to the server.
+type Uplink struct {
+	StatusInterval Duration `json:"status_interval" yaml:"status_interval"`
+	BatchMax       int      `json:"batch_max" yaml:"batch_max"`
+	Inflight       int      `json:"inflight" yaml:"inflight"`
+	BackoffMin     Duration `json:"backoff_min" yaml:"backoff_min"`
+	BackoffMax     Duration `json:"backoff_max" yaml:"backoff_max"`
+}
+
+// Metrics configures the Prometheus listener.
+type Metrics struct {
+	// Listen is a localhost address; "off" disables the listener.
+	Listen string `json:"listen" yaml:"listen"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `json:"level" yaml:"level"`   // debug, info, warn, error
+	Format string `json:"format" yaml:"format"` // auto, text, json
+}
+
+// Capture names the packet sources.
+type Capture struct {
+	Interfaces []string `json:"interfaces,omitempty" yaml:"interfaces,omitempty"`
+	Pcaps      []string `json:"pcaps,omitempty" yaml:"pcaps,omitempty"`
+}
+
+// Demo configures the synthetic findings generator (tests and demos only).
+type Demo struct {
+	// Rate is findings per second; 0 disables the generator.
+	Rate float64 `json:"rate" yaml:"rate"`
+}
+
+// Defaults.
+const (
+	DefaultStateDir       = "/var/lib/vigil"
+	DefaultMaxBytes       = 64 << 20
+	DefaultStatusInterval = 10 * time.Second
+	DefaultBatchMax       = 500
+	DefaultInflight       = 4
+	DefaultBackoffMin     = 200 * time.Millisecond
+	DefaultBackoffMax     = 30 * time.Second
+	DefaultMetricsListen  = "127.0.0.1:9464"
+)
+
+// Default returns a configuration with every default filled in.
+func Default() *Config {
+	c := &Config{}
+	c.SetDefaults()
+	return c
+}
+
+// SetDefaults fills zero fields with defaults.
+func (c *Config) SetDefaults() {
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Spool.MaxBytes == 0 {
+		c.Spool.MaxBytes = DefaultMaxBytes
+	}
+	if c.Uplink.StatusInterval == 0 {
+		c.Uplink.StatusInterval = Duration(DefaultStatusInterval)
+	}
+	if c.Uplink.BatchMax == 0 {
+		c.Uplink.BatchMax = DefaultBatchMax
+	}
+	if c.Uplink.Inflight == 0 {
+		c.Uplink.Inflight = DefaultInflight
+	}
+	if c.Uplink.BackoffMin == 0 {
+		c.Uplink.BackoffMin = Duration(DefaultBackoffMin)
+	}
+	if c.Uplink.BackoffMax == 0 {
+		c.Uplink.BackoffMax = Duration(DefaultBackoffMax)
+	}
+	if c.Metrics.Listen == "" {
+		c.Metrics.Listen = DefaultMetricsListen
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "auto"
+	}
+}
+
+// Load reads a configuration file (".json" is parsed as JSON, anything else
+// as YAML) and fills in defaults. It does not validate: apply flags, then
+// call Validate.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(&limitReader{r: f, n: maxFile + 1}); err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	format := "yaml"
+	if strings.EqualFold(filepath.Ext(path), ".json") {
+		format = "json"
+	}
+	c, err := Parse(buf.Bytes(), format)
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+type limitReader struct {
+	r interface{ Read([]byte) (int, error) }
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errors.New("file too large")
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// Parse decodes a configuration ("json" or "yaml"), rejecting unknown
+// fields, and fills in defaults.
+func Parse(data []byte, format string) (*Config, error) {
+	if len(data) > maxFile {
+		return nil, fmt.Errorf("parse config: %d bytes, limit %d", len(data), maxFile)
+	}
+	c := &Config{}
+	switch format {
+	case "json":
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(c); err != nil {
+			return nil, fmt.Errorf("parse config: %w", err)
+		}
+		if dec.More() {
+			return nil, errors.New("parse config: trailing data after the JSON document")
+		}
+	case "yaml":
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("parse config: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("parse config: unknown format %q", format)
+	}
+	c.SetDefaults()
+	return c, nil
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state_dir is empty"))
+	}
+	if c.Server != "" {
+		if _, _, err := net.SplitHostPort(c.Server); err != nil {
+			errs = append(errs, fmt.Errorf("server %q: want HOST:PORT", c.Server))
+		}
+	}
+	if c.Spool.MaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("spool.max_bytes %d: at least 1MiB", c.Spool.MaxBytes))
+	}
+	if d := c.Uplink.StatusInterval.D(); d < time.Second || d > time.Hour {
+		errs = append(errs, fmt.Errorf("uplink.status_interval %s: between 1s and 1h", d))
+	}
+	if c.Uplink.BatchMax < 1 || c.Uplink.BatchMax > 10000 {
+		errs = append(errs, fmt.Errorf("uplink.batch_max %d: between 1 and 10000", c.Uplink.BatchMax))
+	}
+	if c.Uplink.Inflight < 1 || c.Uplink.Inflight > 64 {
+		errs = append(errs, fmt.Errorf("uplink.inflight %d: between 1 and 64", c.Uplink.Inflight))
+	}
+	if c.Uplink.BackoffMin.D() <= 0 || c.Uplink.BackoffMax.D() < c.Uplink.BackoffMin.D() {
+		errs = append(errs, fmt.Errorf("uplink.backoff_min %s / backoff_max %s: need 0 < min <= max",
+			c.Uplink.BackoffMin.D(), c.Uplink.BackoffMax.D()))
+	}
+	if c.Metrics.Listen != "off" {
+		if err := checkLocalListen(c.Metrics.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.listen: %w", err))
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "auto", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want auto, text or json", c.Log.Format))
+	}
+	for _, s := range append(append([]string{}, c.Capture.Interfaces...), append(c.Capture.Pcaps, c.Watch...)...) {
+		if s == "" {
+			errs = append(errs, errors.New("empty interface, pcap or watch entry"))
+		}
+	}
+	if c.Demo.Rate < 0 || c.Demo.Rate > 1e6 || c.Demo.Rate != c.Demo.Rate {
+		errs = append(errs, fmt.Errorf("demo.rate %v: between 0 and 1e6", c.Demo.Rate))
+	}
+	return errors.Join(errs...)
+}
+
+// checkLocalListen requires a loopback address: the metrics are for the host.
+func checkLocalListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: bad port", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q: must be a loopback address", addr)
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as "10s" in files (or nanoseconds as a
+// JSON number).
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// UnmarshalJSON accepts "10s" or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return fmt.Errorf("duration: %w", err)
+		}
+		return d.UnmarshalText([]byte(s))
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(n)
+	return nil
+}
+
+// UnmarshalYAML accepts "10s".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: duration must be a scalar", n.Line)
+	}
+	if err := d.UnmarshalText([]byte(n.Value)); err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return nil
+}
+
+// ByteSize is a size in bytes written as a number or with a unit: "64MiB",
+// "512KiB", "1GiB", "100MB", "4096".
+type ByteSize int64
+
+// ParseByteSize parses a size.
+func ParseByteSize(s string) (ByteSize, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
+	}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("byte size %q: want a non-negative integer with an optional unit (KiB, MiB, GiB, KB, MB, GB)", s)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("byte size %q: too large", s)
+	}
+	return ByteSize(n * mult), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(t []byte) error {
+	v, err := ParseByteSize(string(t))
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
+
+// UnmarshalJSON accepts a number or a string with a unit.
+func (b *ByteSize) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return fmt.Errorf("byte size: %w", err)
+		}
+		return b.UnmarshalText([]byte(s))
+	}
+	return b.UnmarshalText(data)
+}
+
+// UnmarshalYAML accepts a number or a string with a unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: byte size must be a scalar", n.Line)
+	}
+	if err := b.UnmarshalText([]byte(n.Value)); err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return nil
+}

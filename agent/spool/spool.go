@@ -1,0 +1,500 @@
+// Package spool is the agent's durable findings queue: a bbolt file, bounded
+// in bytes, that assigns every finding a strictly increasing sequence number,
+// keeps it until the server acknowledges it, and, when full, drops the oldest
+// findings of the lowest severity first and counts every drop.
+//
+// Layout of the bbolt file:
+//
+//	findings: key = seq (8 bytes big endian), value = severity (1 byte) + protobuf Finding
+//	meta:     next_seq, acked_seq, dropped (8 bytes big endian each), version
+//
+// Every Append and Ack is one bbolt read-write transaction, committed with
+// fsync (bbolt's default; NoSync is never set). The byte bound is the sum of
+// the stored keys and values of waiting findings (the file itself keeps its
+// high-water size: bbolt reuses freed pages but does not shrink the file).
+package spool
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// DefaultMaxBytes is the default bound of the findings waiting in the spool.
+const DefaultMaxBytes = 64 << 20
+
+// MaxFindingSize is the largest encoded finding the spool accepts. A larger
+// one could never be sent in a frame; it is dropped and counted.
+const MaxFindingSize = 256 << 10
+
+// entryOverhead is what the accounting adds to the encoded finding: key and severity byte.
+const entryOverhead = 8 + 1
+
+var (
+	bucketFindings = []byte("findings")
+	bucketMeta     = []byte("meta")
+	keyNextSeq     = []byte("next_seq")
+	keyAckedSeq    = []byte("acked_seq")
+	keyDropped     = []byte("dropped")
+	keyVersion     = []byte("version")
+)
+
+const formatVersion = 1
+
+// ErrClosed is returned by calls on a closed spool.
+var ErrClosed = errors.New("spool closed")
+
+// Options tune a spool.
+type Options struct {
+	// MaxBytes bounds the waiting findings (keys + values); <= 0 means DefaultMaxBytes.
+	MaxBytes int64
+	// Timeout waits for the file lock (another process holding the spool); 0 means 5 s.
+	Timeout time.Duration
+}
+
+// Spool is a durable, bounded findings queue. It is safe for concurrent use.
+type Spool struct {
+	db       *bolt.DB
+	maxBytes int64
+	notify   chan struct{}
+
+	mu        sync.Mutex // serialises writers and guards the fields below
+	closed    bool
+	nextSeq   uint64 // next seq to assign (seqs start at 1)
+	ackedSeq  uint64
+	dropped   uint64
+	bytes     int64
+	depth     int
+	bySev     [numSev]queue // per severity, seq order
+	oversized uint64        // dropped because too large (also counted in dropped)
+}
+
+const numSev = int(wirev1.Severity_SEVERITY_CRITICAL) + 1
+
+// sevIndex maps a severity to its index (unknown values count as critical,
+// so that a newer sender's severities are never dropped first).
+func sevIndex(s wirev1.Severity) int {
+	if s < 0 {
+		return 0
+	}
+	if int(s) >= numSev {
+		return numSev - 1
+	}
+	return int(s)
+}
+
+// Open opens or creates the spool at path.
+func Open(path string, opts Options) (*Spool, error) {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: opts.Timeout,
+		// The freelist is rebuilt on open instead of being written on every
+		// commit; the data pages are still fsynced on every commit.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open spool %s: %w", path, err)
+	}
+	s := &Spool{db: db, maxBytes: opts.MaxBytes, notify: make(chan struct{}, 1), nextSeq: 1}
+	if err := s.load(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open spool %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Spool) load() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return fmt.Errorf("create meta bucket: %w", err)
+		}
+		fb, err := tx.CreateBucketIfNotExists(bucketFindings)
+		if err != nil {
+			return fmt.Errorf("create findings bucket: %w", err)
+		}
+		if v := meta.Get(keyVersion); v != nil {
+			if ver := getU64(v); ver != formatVersion {
+				return fmt.Errorf("spool format version %d, want %d", ver, formatVersion)
+			}
+		} else if err := meta.Put(keyVersion, u64(formatVersion)); err != nil {
+			return fmt.Errorf("write version: %w", err)
+		}
+		if v := meta.Get(keyNextSeq); v != nil {
+			s.nextSeq = getU64(v)
+		}
+		s.ackedSeq = getU64(meta.Get(keyAckedSeq))
+		s.dropped = getU64(meta.Get(keyDropped))
+		var last uint64
+		err = fb.ForEach(func(k, v []byte) error {
+			if len(k) != 8 || len(v) < 1 {
+				return fmt.Errorf("corrupt entry (key %x, %d value bytes)", k, len(v))
+			}
+			seq := binary.BigEndian.Uint64(k)
+			size := int64(len(k) + len(v))
+			s.bySev[sevIndex(wirev1.Severity(v[0]))].push(entry{seq: seq, size: size})
+			s.bytes += size
+			s.depth++
+			last = seq
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("rebuild index: %w", err)
+		}
+		// Never reuse a seq, even if the meta record were behind the data.
+		if last >= s.nextSeq {
+			s.nextSeq = last + 1
+		}
+		if s.nextSeq == 0 {
+			s.nextSeq = 1
+		}
+		return nil
+	})
+}
+
+// Close closes the file. Further calls return ErrClosed.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close spool: %w", err)
+	}
+	return nil
+}
+
+// Notify returns a channel that receives a value (coalesced) after findings
+// were appended. It has one reader: the uplink.
+func (s *Spool) Notify() <-chan struct{} { return s.notify }
+
+type pending struct {
+	seq  uint64
+	sev  int
+	data []byte // severity byte + encoded finding
+}
+
+// Append assigns seqs to the findings (it sets their Seq field), stores them
+// in one transaction (fsynced) and, if the spool overflows, drops the oldest
+// findings of the lowest severity first (possibly some of this batch).
+// Findings larger than MaxFindingSize are dropped and counted.
+func (s *Spool) Append(ctx context.Context, fs []*wirev1.Finding) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("append to spool: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+
+	seq := s.nextSeq
+	var (
+		news      [numSev][]pending
+		newBytes  int64
+		oversized uint64
+	)
+	mo := proto.MarshalOptions{Deterministic: true}
+	for _, f := range fs {
+		if f == nil {
+			continue
+		}
+		f.Seq = seq
+		buf := make([]byte, 1, 1+mo.Size(f))
+		buf[0] = byte(sevIndex(f.Severity))
+		buf, err := mo.MarshalAppend(buf, f)
+		if err != nil {
+			return fmt.Errorf("append to spool: encode finding: %w", err)
+		}
+		seq++
+		if len(buf)-1 > MaxFindingSize {
+			oversized++
+			continue
+		}
+		si := int(buf[0])
+		news[si] = append(news[si], pending{seq: f.Seq, sev: si, data: buf})
+		newBytes += int64(len(buf) + 8)
+	}
+
+	// Plan evictions without touching the in-memory index, so that a failed
+	// commit leaves it unchanged: per severity, old entries first, then new.
+	total := s.bytes + newBytes
+	var evictOld [numSev]int // how many old entries of each severity go
+	var evictNew [numSev]int // how many of this batch's entries of each severity go
+	for si := 0; si < numSev && total > s.maxBytes; si++ {
+		q := &s.bySev[si]
+		for total > s.maxBytes && evictOld[si] < q.len() {
+			e := q.at(evictOld[si])
+			total -= e.size
+			evictOld[si]++
+		}
+		for total > s.maxBytes && evictNew[si] < len(news[si]) {
+			total -= int64(len(news[si][evictNew[si]].data) + 8)
+			evictNew[si]++
+		}
+	}
+	var drops uint64 = oversized
+	for si := range numSev {
+		drops += uint64(evictOld[si] + evictNew[si])
+	}
+
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(bucketFindings)
+		meta := tx.Bucket(bucketMeta)
+		for si := range numSev {
+			for i := 0; i < evictOld[si]; i++ {
+				if err := fb.Delete(u64(s.bySev[si].at(i).seq)); err != nil {
+					return fmt.Errorf("drop finding: %w", err)
+				}
+			}
+			for _, p := range news[si][evictNew[si]:] {
+				if err := fb.Put(u64(p.seq), p.data); err != nil {
+					return fmt.Errorf("put finding: %w", err)
+				}
+			}
+		}
+		if err := meta.Put(keyNextSeq, u64(seq)); err != nil {
+			return fmt.Errorf("put next seq: %w", err)
+		}
+		if drops > 0 {
+			if err := meta.Put(keyDropped, u64(s.dropped+drops)); err != nil {
+				return fmt.Errorf("put dropped: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append to spool: %w", err)
+	}
+
+	// Committed: apply to memory.
+	s.nextSeq = seq
+	s.dropped += drops
+	s.oversized += oversized
+	s.bytes = total
+	for si := range numSev {
+		s.bySev[si].popN(evictOld[si])
+		s.depth -= evictOld[si]
+		for _, p := range news[si][evictNew[si]:] {
+			s.bySev[si].push(entry{seq: p.seq, size: int64(len(p.data) + 8)})
+			s.depth++
+		}
+	}
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Peek returns up to max waiting findings, oldest first, whose encoded sizes
+// sum to at most maxBytes (at least one finding if any waits). max <= 0
+// means 500; maxBytes <= 0 means no byte bound.
+func (s *Spool) Peek(max, maxBytes int) ([]*wirev1.Finding, error) {
+	return s.PeekFrom(0, max, maxBytes)
+}
+
+// PeekFrom is Peek starting at the first waiting finding with seq >= from,
+// for senders that keep several batches in flight.
+func (s *Spool) PeekFrom(from uint64, max, maxBytes int) ([]*wirev1.Finding, error) {
+	if max <= 0 {
+		max = 500
+	}
+	var out []*wirev1.Finding
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketFindings).Cursor()
+		sum := 0
+		for k, v := c.Seek(u64(from)); k != nil && len(out) < max; k, v = c.Next() {
+			if len(v) < 1 {
+				return fmt.Errorf("corrupt entry %x", k)
+			}
+			n := len(v) - 1
+			if maxBytes > 0 && len(out) > 0 && sum+n > maxBytes {
+				break
+			}
+			f := &wirev1.Finding{}
+			if err := proto.Unmarshal(v[1:], f); err != nil {
+				return fmt.Errorf("decode finding %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			f.Seq = binary.BigEndian.Uint64(k)
+			out = append(out, f)
+			sum += n
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("peek spool: %w", err)
+	}
+	return out, nil
+}
+
+// Ack deletes every waiting finding with seq <= throughSeq. Acknowledging a
+// seq that was never assigned is an error (a confused or hostile peer).
+func (s *Spool) Ack(throughSeq uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if throughSeq >= s.nextSeq {
+		return fmt.Errorf("ack through %d: only seqs below %d were assigned", throughSeq, s.nextSeq)
+	}
+	if throughSeq <= s.ackedSeq {
+		return nil
+	}
+	var n [numSev]int
+	var freed int64
+	for si := range numSev {
+		q := &s.bySev[si]
+		for n[si] < q.len() && q.at(n[si]).seq <= throughSeq {
+			freed += q.at(n[si]).size
+			n[si]++
+		}
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		// Delete by the keys the index knows (a cursor that restarts at
+		// First after each delete walks emptied pages: quadratic).
+		fb := tx.Bucket(bucketFindings)
+		for si := range numSev {
+			for i := 0; i < n[si]; i++ {
+				if err := fb.Delete(u64(s.bySev[si].at(i).seq)); err != nil {
+					return fmt.Errorf("delete finding: %w", err)
+				}
+			}
+		}
+		if err := tx.Bucket(bucketMeta).Put(keyAckedSeq, u64(throughSeq)); err != nil {
+			return fmt.Errorf("put acked seq: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ack spool through %d: %w", throughSeq, err)
+	}
+	s.ackedSeq = throughSeq
+	s.bytes -= freed
+	for si := range numSev {
+		s.bySev[si].popN(n[si])
+		s.depth -= n[si]
+	}
+	return nil
+}
+
+// Stats reports the spool's state for Status messages and metrics.
+func (s *Spool) Stats() *wirev1.SpoolStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &wirev1.SpoolStats{
+		Depth:         uint64(s.depth),
+		Bytes:         uint64(s.bytes),
+		Dropped:       s.dropped,
+		NextSeq:       s.nextSeq,
+		AckedSeq:      s.ackedSeq,
+		CapacityBytes: uint64(s.maxBytes),
+	}
+}
+
+// DepthBySeverity returns the number of waiting findings per severity
+// (index = wirev1.Severity value).
+func (s *Spool) DepthBySeverity() [numSev]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [numSev]int
+	for i := range numSev {
+		out[i] = s.bySev[i].len()
+	}
+	return out
+}
+
+// ReadStats opens the spool file read-only (waiting at most timeout for the
+// lock a running agent holds) and returns its stats; for `vigil-agent status`.
+func ReadStats(path string, timeout time.Duration) (*wirev1.SpoolStats, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("open spool %s read-only: %w", path, err)
+	}
+	defer db.Close()
+	st := &wirev1.SpoolStats{NextSeq: 1}
+	err = db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			if v := meta.Get(keyNextSeq); v != nil {
+				st.NextSeq = getU64(v)
+			}
+			st.AckedSeq = getU64(meta.Get(keyAckedSeq))
+			st.Dropped = getU64(meta.Get(keyDropped))
+		}
+		if fb := tx.Bucket(bucketFindings); fb != nil {
+			return fb.ForEach(func(k, v []byte) error {
+				st.Depth++
+				st.Bytes += uint64(len(k) + len(v))
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read spool %s: %w", path, err)
+	}
+	return st, nil
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// entry is one waiting finding in the in-memory index.
+type entry struct {
+	seq  uint64
+	size int64
+}
+
+// queue is a FIFO of entries in seq order; removal is only at the front
+// (drops and acks both remove the oldest), so pops are amortised O(1).
+type queue struct {
+	items []entry
+	head  int
+}
+
+func (q *queue) len() int       { return len(q.items) - q.head }
+func (q *queue) at(i int) entry { return q.items[q.head+i] }
+func (q *queue) push(e entry)   { q.items = append(q.items, e) }
+func (q *queue) popN(n int) {
+	q.head += n
+	if q.head == len(q.items) {
+		q.items = q.items[:0]
+		q.head = 0
+	} else if q.head > 1024 && q.head*2 > len(q.items) {
+		q.items = append(q.items[:0:0], q.items[q.head:]...)
+		q.head = 0
+	}
+}

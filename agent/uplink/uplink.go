@@ -1,0 +1,696 @@
+// Package uplink is the agent's QUIC client: it connects to the server with
+// mutual TLS, keeps a CONTROL stream (Hello, periodic Status, server pushes:
+// SlowDown, ModelOffer, RenewResponse) and drains the spool over a FINDINGS
+// stream (FindingsBatch -> Ack, a few batches in flight, the spool deleting
+// only acknowledged findings). It reconnects with jittered exponential
+// backoff and renews the agent certificate at 2/3 of its lifetime.
+package uplink
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/vigil-edge/vigil/agent/state"
+	"github.com/vigil-edge/vigil/internal/buildinfo"
+	"github.com/vigil-edge/vigil/pki"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Spool is what the uplink needs from the findings spool (*spool.Spool).
+type Spool interface {
+	PeekFrom(from uint64, max, maxBytes int) ([]*wirev1.Finding, error)
+	Ack(throughSeq uint64) error
+	Stats() *wirev1.SpoolStats
+	Notify() <-chan struct{}
+}
+
+// Credentials loads and replaces the agent's TLS credentials (state.Dir).
+type Credentials interface {
+	LoadCredentials() (*state.Credentials, error)
+	ReplaceCredentials(key *ecdsa.PrivateKey, chainDER [][]byte) error
+}
+
+var _ Credentials = state.Dir("")
+
+// Config configures a Client. Spool, Credentials and Log are required.
+type Config struct {
+	// Server is HOST:PORT; empty means the server in identity.json.
+	Server      string
+	Spool       Spool
+	Credentials Credentials
+	Log         *slog.Logger
+
+	StatusInterval time.Duration // default 10 s; the server's HelloAck may override it
+	BatchMax       int           // findings per batch, default 500
+	Inflight       int           // batches awaiting ack, default 4
+	BackoffMin     time.Duration // default 200 ms
+	BackoffMax     time.Duration // default 30 s
+	AckTimeout     time.Duration // no ack for this long with batches in flight: reconnect (default 60 s)
+	RenewRetry     time.Duration // wait before retrying a failed renewal (default 1 min)
+
+	// Counters adds the pipeline's counters to Status messages (optional).
+	Counters func() map[string]uint64
+	// ActiveModels reports the loaded models for Hello and Status (optional).
+	ActiveModels func() []*wirev1.ModelRef
+	// OnModelOffer receives the server's model offers (optional; logged
+	// otherwise). It must not block.
+	OnModelOffer func(*wirev1.ModelOffer)
+	// Interfaces are reported in Hello's host facts.
+	Interfaces []string
+
+	// Rand seeds the backoff jitter (tests); nil means random.
+	Rand *rand.Rand
+	// QUIC overrides the QUIC configuration (tests).
+	QUIC *quic.Config
+}
+
+// Stats are the client's counters, for metrics.
+type Stats struct {
+	Connected     bool      `json:"connected"`
+	Connects      uint64    `json:"connects"`       // sessions that got a HelloAck
+	Reconnects    uint64    `json:"reconnects"`     // connection attempts after a failure
+	BatchesSent   uint64    `json:"batches_sent"`   //
+	FindingsSent  uint64    `json:"findings_sent"`  // including re-sends after a reconnect
+	Acks          uint64    `json:"acks"`           //
+	FindingsAcked uint64    `json:"findings_acked"` // seqs acknowledged (dropped seqs in between count too)
+	Renewals      uint64    `json:"renewals"`
+	RenewFailures uint64    `json:"renew_failures"`
+	CertNotAfter  time.Time `json:"cert_not_after,omitzero"`
+}
+
+// Client is the uplink. Create with New, then Run.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	connected     atomic.Bool
+	connects      atomic.Uint64
+	reconnects    atomic.Uint64
+	batchesSent   atomic.Uint64
+	findingsSent  atomic.Uint64
+	acks          atomic.Uint64
+	findingsAcked atomic.Uint64
+	renewals      atomic.Uint64
+	renewFailures atomic.Uint64
+	certNotAfter  atomic.Int64
+
+	// SlowDown from the server: applies to the current session.
+	minBatchInterval atomic.Int64 // ns
+	slowMaxBatch     atomic.Int64
+}
+
+// New checks cfg and fills in defaults.
+func New(cfg Config) (*Client, error) {
+	if cfg.Spool == nil || cfg.Credentials == nil || cfg.Log == nil {
+		return nil, errors.New("uplink: Spool, Credentials and Log are required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.StatusInterval, 10*time.Second)
+	def(&cfg.BackoffMin, 200*time.Millisecond)
+	def(&cfg.BackoffMax, 30*time.Second)
+	def(&cfg.AckTimeout, 60*time.Second)
+	def(&cfg.RenewRetry, time.Minute)
+	if cfg.BatchMax <= 0 {
+		cfg.BatchMax = 500
+	}
+	if cfg.Inflight <= 0 {
+		cfg.Inflight = 4
+	}
+	return &Client{cfg: cfg, log: cfg.Log}, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Client) Stats() Stats {
+	s := Stats{
+		Connected:     c.connected.Load(),
+		Connects:      c.connects.Load(),
+		Reconnects:    c.reconnects.Load(),
+		BatchesSent:   c.batchesSent.Load(),
+		FindingsSent:  c.findingsSent.Load(),
+		Acks:          c.acks.Load(),
+		FindingsAcked: c.findingsAcked.Load(),
+		Renewals:      c.renewals.Load(),
+		RenewFailures: c.renewFailures.Load(),
+	}
+	if n := c.certNotAfter.Load(); n != 0 {
+		s.CertNotAfter = time.Unix(n, 0)
+	}
+	return s
+}
+
+// ServerError is a refusal the server sent (an Error message or a
+// connection/stream closed with an application error code).
+type ServerError struct {
+	Code    wirev1.ErrorCode
+	Message string
+}
+
+func (e *ServerError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("server error %s (0x%x)", e.Code, uint64(e.Code))
+	}
+	return fmt.Sprintf("server error %s (0x%x): %s", e.Code, uint64(e.Code), e.Message)
+}
+
+// AsServerError extracts the server's error code from err, if any.
+func AsServerError(err error) (*ServerError, bool) {
+	var se *ServerError
+	if errors.As(err, &se) {
+		return se, true
+	}
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote {
+		return &ServerError{Code: wirev1.ErrorCode(ae.ErrorCode), Message: ae.ErrorMessage}, true
+	}
+	var stErr *quic.StreamError
+	if errors.As(err, &stErr) && stErr.Remote {
+		return &ServerError{Code: wirev1.ErrorCode(stErr.ErrorCode)}, true
+	}
+	return nil, false
+}
+
+// errRenewed ends a session after the certificate was renewed: reconnect now.
+var errRenewed = errors.New("certificate renewed")
+
+// Run connects and serves until ctx ends; it returns nil then. Errors of a
+// session are logged and followed by a reconnect after a backoff delay;
+// only a configuration problem that no retry can fix is returned.
+func (c *Client) Run(ctx context.Context) error {
+	bo := NewBackoff(c.cfg.BackoffMin, c.cfg.BackoffMax, c.cfg.Rand)
+	for {
+		start := time.Now()
+		progress, err := c.session(ctx)
+		c.connected.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case errors.Is(err, errRenewed):
+			c.log.Info("reconnecting with the renewed certificate")
+			bo.Reset()
+			continue
+		case errors.Is(err, state.ErrNotEnrolled):
+			return fmt.Errorf("uplink: %w", err)
+		}
+		if se, ok := AsServerError(err); ok {
+			c.log.Warn("server refused or closed the session", "code", se.Code.String(), "message", se.Message)
+		} else {
+			c.log.Warn("session ended", "err", err)
+		}
+		if progress && time.Since(start) >= 5*time.Second {
+			bo.Reset()
+		}
+		d := bo.Next()
+		c.log.Debug("reconnect backoff", "delay", d, "attempt", bo.Attempts())
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		c.reconnects.Add(1)
+	}
+}
+
+// session runs one connection. progress reports whether the server
+// accepted the agent (HelloAck), so that backoff may start over.
+func (c *Client) session(ctx context.Context) (progress bool, err error) {
+	creds, err := c.cfg.Credentials.LoadCredentials()
+	if err != nil {
+		return false, fmt.Errorf("load credentials: %w", err)
+	}
+	c.certNotAfter.Store(creds.NotAfter().Unix())
+	if time.Now().After(creds.NotAfter()) {
+		c.log.Error("agent certificate expired: re-enroll with `vigil-agent enroll --force`", "not_after", creds.NotAfter())
+	}
+	addr := c.cfg.Server
+	if addr == "" {
+		addr = creds.Identity.Server
+	}
+	host, _, err := state.SplitServer(addr)
+	if err != nil {
+		return false, err
+	}
+	qconf := c.cfg.QUIC
+	if qconf == nil {
+		qconf = &quic.Config{KeepAlivePeriod: 15 * time.Second, MaxIdleTimeout: 45 * time.Second}
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	conn, err := quic.DialAddr(dctx, addr, pki.AgentTLSConfig(&creds.Cert, creds.Roots, host), qconf)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	closeCode, closeMsg := wirev1.CodeNoError, "agent stopping"
+	defer func() {
+		if err != nil && !errors.Is(err, errRenewed) && ctx.Err() == nil {
+			closeCode, closeMsg = wirev1.CodeInternal, "agent session error"
+			var pe *wirev1.ProtocolError
+			if errors.As(err, &pe) {
+				closeCode, closeMsg = pe.Code, pe.Error()
+			}
+		}
+		_ = conn.CloseWithError(quic.ApplicationErrorCode(closeCode), closeMsg)
+	}()
+
+	ctrl, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return false, fmt.Errorf("open control stream: %w", err)
+	}
+	if err := c.hello(ctrl, creds); err != nil {
+		return false, err
+	}
+	r := wirev1.NewReader(ctrl, wirev1.MaxFrameSize)
+	_ = ctrl.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var first wirev1.ServerControl
+	if err := r.Read(&first); err != nil {
+		return false, fmt.Errorf("read hello ack: %w", err)
+	}
+	_ = ctrl.SetReadDeadline(time.Time{})
+	ack := first.GetHelloAck()
+	if ack == nil {
+		if e := first.GetError(); e != nil {
+			return false, &ServerError{Code: wirev1.ErrorCode(e.Code), Message: e.Message}
+		}
+		return false, &wirev1.ProtocolError{Code: wirev1.CodeProtocol, Err: errors.New("first control message is not a HelloAck")}
+	}
+	c.connected.Store(true)
+	c.connects.Add(1)
+	c.minBatchInterval.Store(0)
+	c.slowMaxBatch.Store(0)
+	c.log.Info("connected", "server", addr, "agent_id", ack.AgentId, "entity", ack.Entity)
+
+	interval := c.cfg.StatusInterval
+	if ack.StatusIntervalMs > 0 {
+		interval = max(time.Duration(ack.StatusIntervalMs)*time.Millisecond, 100*time.Millisecond)
+	}
+
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	renewCh := make(chan *wirev1.RenewResponse, 1)
+	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	run := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- f()
+		}()
+	}
+	run(func() error { return c.controlReader(r, renewCh) })
+	run(func() error { return c.controlWriter(sctx, ctrl, creds, interval, renewCh) })
+	run(func() error { return c.findings(sctx, conn) })
+
+	err = <-errc
+	scancel()
+	// Unblock the other goroutines: they read from streams of this connection.
+	code := quic.ApplicationErrorCode(wirev1.CodeNoError)
+	if err != nil && !errors.Is(err, errRenewed) && ctx.Err() == nil {
+		code = quic.ApplicationErrorCode(wirev1.CodeInternal)
+		var pe *wirev1.ProtocolError
+		if errors.As(err, &pe) {
+			code = quic.ApplicationErrorCode(pe.Code)
+		}
+	}
+	_ = conn.CloseWithError(code, "session end")
+	wg.Wait()
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	return true, err
+}
+
+func (c *Client) hello(ctrl *quic.Stream, creds *state.Credentials) error {
+	if err := wirev1.Write(ctrl, &wirev1.StreamHeader{
+		Kind: wirev1.StreamKind_STREAM_KIND_CONTROL, ProtocolVersion: wirev1.ProtocolVersion, AgentVersion: buildinfo.Version,
+	}, 0); err != nil {
+		return fmt.Errorf("write control header: %w", err)
+	}
+	hostname, _ := os.Hostname()
+	hello := &wirev1.Hello{
+		AgentVersion:     buildinfo.Version,
+		ProtocolVersion:  wirev1.ProtocolVersion,
+		Host:             &wirev1.HostFacts{Hostname: hostname, Os: runtime.GOOS, Arch: runtime.GOARCH, Interfaces: c.cfg.Interfaces, Cpus: uint32(runtime.NumCPU())},
+		CertNotAfterUnix: creds.NotAfter().Unix(),
+	}
+	if c.cfg.ActiveModels != nil {
+		hello.ActiveModels = c.cfg.ActiveModels()
+	}
+	if err := wirev1.Write(ctrl, &wirev1.AgentControl{Msg: &wirev1.AgentControl_Hello{Hello: hello}}, 0); err != nil {
+		return fmt.Errorf("write hello: %w", err)
+	}
+	return nil
+}
+
+// controlReader handles the server's pushes on the CONTROL stream.
+func (c *Client) controlReader(r *wirev1.Reader, renewCh chan<- *wirev1.RenewResponse) error {
+	for {
+		var m wirev1.ServerControl
+		if err := r.Read(&m); err != nil {
+			return fmt.Errorf("read control: %w", err)
+		}
+		switch msg := m.Msg.(type) {
+		case *wirev1.ServerControl_HelloAck:
+			// A repeated HelloAck carries nothing new.
+		case *wirev1.ServerControl_SlowDown:
+			c.applySlowDown(msg.SlowDown)
+		case *wirev1.ServerControl_ModelOffer:
+			o := msg.ModelOffer
+			if c.cfg.OnModelOffer != nil {
+				c.cfg.OnModelOffer(o)
+			} else {
+				c.log.Info("model offer received (no updater yet)", "rollout", o.RolloutId,
+					"model", o.GetModel().GetName(), "version", o.GetModel().GetVersion(), "shadow", o.Shadow)
+			}
+		case *wirev1.ServerControl_Renew:
+			select {
+			case renewCh <- msg.Renew:
+			default:
+				c.log.Warn("unexpected renew response dropped")
+			}
+		case *wirev1.ServerControl_Error:
+			return &ServerError{Code: wirev1.ErrorCode(msg.Error.Code), Message: msg.Error.Message}
+		default:
+			c.log.Debug("unknown control message ignored")
+		}
+	}
+}
+
+func (c *Client) applySlowDown(s *wirev1.SlowDown) {
+	if s == nil {
+		return
+	}
+	c.minBatchInterval.Store(int64(time.Duration(s.MinBatchIntervalMs) * time.Millisecond))
+	c.slowMaxBatch.Store(int64(s.MaxBatch))
+	c.log.Info("server asks to slow down", "min_batch_interval_ms", s.MinBatchIntervalMs, "max_batch", s.MaxBatch)
+}
+
+// controlWriter sends Status periodically and renews the certificate.
+func (c *Client) controlWriter(ctx context.Context, ctrl *quic.Stream, creds *state.Credentials, interval time.Duration, renewCh <-chan *wirev1.RenewResponse) error {
+	status := time.NewTicker(interval)
+	defer status.Stop()
+	renewTimer := time.NewTimer(max(time.Until(creds.RenewAt()), 0))
+	defer renewTimer.Stop()
+	var pending *ecdsa.PrivateKey
+	send := func(m *wirev1.AgentControl) error {
+		if err := wirev1.Write(ctrl, m, 0); err != nil {
+			return fmt.Errorf("write control: %w", err)
+		}
+		return nil
+	}
+	if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_Status{Status: c.status(creds)}}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-status.C:
+			if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_Status{Status: c.status(creds)}}); err != nil {
+				return err
+			}
+		case <-renewTimer.C:
+			if pending != nil {
+				c.renewFailures.Add(1)
+				c.log.Warn("no renew response from the server; retrying")
+			}
+			key, err := pki.NewKey()
+			if err != nil {
+				return fmt.Errorf("renew: %w", err)
+			}
+			csr, err := pki.NewCSR(key, creds.Identity.AgentID)
+			if err != nil {
+				return fmt.Errorf("renew: %w", err)
+			}
+			c.log.Info("renewing certificate", "not_after", creds.NotAfter())
+			if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_Renew{Renew: &wirev1.RenewRequest{CsrDer: csr}}}); err != nil {
+				return err
+			}
+			pending = key
+			renewTimer.Reset(c.cfg.RenewRetry)
+		case resp := <-renewCh:
+			if pending == nil {
+				continue
+			}
+			key := pending
+			pending = nil
+			if e := resp.GetError(); e != nil {
+				c.renewFailures.Add(1)
+				c.log.Warn("renewal refused", "code", wirev1.ErrorCode(e.Code).String(), "message", e.Message)
+				renewTimer.Reset(c.cfg.RenewRetry)
+				continue
+			}
+			if err := checkRenewed(resp.CertChainDer, key, creds); err != nil {
+				c.renewFailures.Add(1)
+				c.log.Warn("renewed certificate rejected", "err", err)
+				renewTimer.Reset(c.cfg.RenewRetry)
+				continue
+			}
+			if err := c.cfg.Credentials.ReplaceCredentials(key, resp.CertChainDer); err != nil {
+				c.renewFailures.Add(1)
+				c.log.Error("storing renewed certificate failed", "err", err)
+				renewTimer.Reset(c.cfg.RenewRetry)
+				continue
+			}
+			c.renewals.Add(1)
+			return errRenewed
+		}
+	}
+}
+
+// checkRenewed verifies a renewed chain: it carries the new key, chains to
+// the deployment root for client auth and names the same agent.
+func checkRenewed(chainDER [][]byte, key *ecdsa.PrivateKey, creds *state.Credentials) error {
+	if len(chainDER) == 0 {
+		return errors.New("empty chain")
+	}
+	certs := make([]*x509.Certificate, len(chainDER))
+	for i, der := range chainDER {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("parse certificate %d: %w", i, err)
+		}
+		certs[i] = cert
+	}
+	if !state.KeyMatches(key, certs[0]) {
+		return errors.New("certificate does not carry the new key")
+	}
+	inter := x509.NewCertPool()
+	for _, cert := range certs[1:] {
+		inter.AddCert(cert)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: creds.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	id, err := pki.IdentityFromCert(certs[0], creds.Identity.TrustDomain)
+	if err != nil {
+		return err
+	}
+	if id.AgentID != creds.Identity.AgentID || id.Entity != creds.Identity.Entity {
+		return fmt.Errorf("renewed certificate names %s", id)
+	}
+	return nil
+}
+
+func (c *Client) status(creds *state.Credentials) *wirev1.Status {
+	counters := map[string]uint64{}
+	if c.cfg.Counters != nil {
+		for k, v := range c.cfg.Counters() {
+			counters[k] = v
+		}
+	}
+	st := c.Stats()
+	counters["uplink_reconnects"] = st.Reconnects
+	counters["uplink_findings_sent"] = st.FindingsSent
+	counters["uplink_acks"] = st.Acks
+	counters["uplink_renewals"] = st.Renewals
+	s := &wirev1.Status{
+		TimeUnixNano:     time.Now().UnixNano(),
+		Spool:            c.cfg.Spool.Stats(),
+		Counters:         counters,
+		CertNotAfterUnix: creds.NotAfter().Unix(),
+	}
+	if c.cfg.ActiveModels != nil {
+		s.ActiveModels = c.cfg.ActiveModels()
+	}
+	return s
+}
+
+// maxBatchBytes keeps a batch's frame well below wirev1.MaxFrameSize
+// (each finding adds a tag and a length prefix to its encoded size).
+const maxBatchBytes = wirev1.MaxFrameSize / 2
+
+// findings drains the spool over a FINDINGS stream with up to Inflight
+// batches awaiting their (cumulative) ack.
+func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return fmt.Errorf("open findings stream: %w", err)
+	}
+	if err := wirev1.Write(st, &wirev1.StreamHeader{
+		Kind: wirev1.StreamKind_STREAM_KIND_FINDINGS, ProtocolVersion: wirev1.ProtocolVersion, AgentVersion: buildinfo.Version,
+	}, 0); err != nil {
+		return fmt.Errorf("write findings header: %w", err)
+	}
+
+	var (
+		mu       sync.Mutex
+		window   []uint64 // last seq of each batch in flight, increasing
+		lastSent uint64
+		acked    = make(chan struct{}, 1)
+		readErr  = make(chan error, 1)
+	)
+	go func() {
+		r := wirev1.NewReader(st, wirev1.MaxFrameSize)
+		for {
+			var a wirev1.Ack
+			if err := r.Read(&a); err != nil {
+				readErr <- fmt.Errorf("read ack: %w", err)
+				return
+			}
+			if e := a.GetError(); e != nil {
+				readErr <- &ServerError{Code: wirev1.ErrorCode(e.Code), Message: e.Message}
+				return
+			}
+			if a.SlowDown != nil {
+				c.applySlowDown(a.SlowDown)
+			}
+			mu.Lock()
+			if a.ThroughSeq > lastSent {
+				mu.Unlock()
+				readErr <- &wirev1.ProtocolError{Code: wirev1.CodeProtocol, Err: fmt.Errorf("ack through %d beyond last sent seq %d", a.ThroughSeq, lastSent)}
+				return
+			}
+			n := 0
+			for n < len(window) && window[n] <= a.ThroughSeq {
+				n++
+			}
+			window = window[n:]
+			mu.Unlock()
+			before := c.cfg.Spool.Stats().AckedSeq
+			if a.ThroughSeq > before {
+				if err := c.cfg.Spool.Ack(a.ThroughSeq); err != nil {
+					readErr <- fmt.Errorf("ack spool: %w", err)
+					return
+				}
+				c.findingsAcked.Add(a.ThroughSeq - before)
+			}
+			c.acks.Add(1)
+			select {
+			case acked <- struct{}{}:
+			default:
+			}
+		}
+	}()
+
+	var next uint64 // first seq to send; 0: the oldest waiting
+	var lastBatch time.Time
+	ackTimer := time.NewTimer(time.Hour)
+	defer ackTimer.Stop()
+	resetAckTimer := func() {
+		ackTimer.Stop()
+		select {
+		case <-ackTimer.C:
+		default:
+		}
+		ackTimer.Reset(c.cfg.AckTimeout)
+	}
+	for {
+		// Wait for room in the window.
+		for {
+			mu.Lock()
+			inflight := len(window)
+			mu.Unlock()
+			if inflight < c.cfg.Inflight {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case err := <-readErr:
+				return err
+			case <-acked:
+				resetAckTimer()
+			case <-ackTimer.C:
+				return fmt.Errorf("no ack for %s with %d batches in flight", c.cfg.AckTimeout, inflight)
+			}
+		}
+		// Honour SlowDown's minimum interval between batches.
+		if iv := time.Duration(c.minBatchInterval.Load()); iv > 0 && !lastBatch.IsZero() {
+			if wait := time.Until(lastBatch.Add(iv)); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				case err := <-readErr:
+					t.Stop()
+					return err
+				case <-t.C:
+				}
+			}
+		}
+		limit := c.cfg.BatchMax
+		if m := int(c.slowMaxBatch.Load()); m > 0 && m < limit {
+			limit = m
+		}
+		batch, err := c.cfg.Spool.PeekFrom(next, limit, maxBatchBytes)
+		if err != nil {
+			return fmt.Errorf("peek spool: %w", err)
+		}
+		if len(batch) == 0 {
+			mu.Lock()
+			inflight := len(window)
+			mu.Unlock()
+			var timeout <-chan time.Time
+			if inflight > 0 {
+				timeout = ackTimer.C
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case err := <-readErr:
+				return err
+			case <-c.cfg.Spool.Notify():
+			case <-acked:
+				resetAckTimer()
+			case <-timeout:
+				return fmt.Errorf("no ack for %s with %d batches in flight", c.cfg.AckTimeout, inflight)
+			}
+			continue
+		}
+		last := batch[len(batch)-1].Seq
+		mu.Lock()
+		wasEmpty := len(window) == 0
+		window = append(window, last)
+		lastSent = last
+		mu.Unlock()
+		if err := wirev1.Write(st, &wirev1.FindingsBatch{FirstSeq: batch[0].Seq, Findings: batch}, 0); err != nil {
+			return fmt.Errorf("write batch: %w", err)
+		}
+		if wasEmpty {
+			resetAckTimer()
+		}
+		lastBatch = time.Now()
+		next = last + 1
+		c.batchesSent.Add(1)
+		c.findingsSent.Add(uint64(len(batch)))
+	}
+}

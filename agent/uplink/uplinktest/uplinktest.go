@@ -1,0 +1,317 @@
+// Package uplinktest is a tiny in-process Vigil server peer for the agent's
+// unit tests: a QUIC listener on loopback, with certificates from
+// pki/pkitest, that speaks wire/v1 (ENROLL, CONTROL, FINDINGS) and records
+// what the agent sent. It is not the real server (server/... may not be
+// imported by agent code); end-to-end tests use server/servertest.
+package uplinktest
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/vigil-edge/vigil/pki"
+	"github.com/vigil-edge/vigil/pki/pkitest"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Server is the fake server. Set the hook fields before the agent connects.
+type Server struct {
+	PKI  *pkitest.Deployment
+	Addr string // 127.0.0.1:port
+
+	// Token is the one valid enrollment token (entity Entity). Empty: all refused.
+	Token  string
+	Entity string
+	// AgentTTL is the lifetime of issued certificates (default 1 h).
+	AgentTTL time.Duration
+	// StatusIntervalMs goes into HelloAck.
+	StatusIntervalMs uint32
+	// OnBatch, if set, decides the reply to a batch: return (ack, closeCode);
+	// closeCode != 0 closes the connection with that code instead of acking.
+	OnBatch func(b *wirev1.FindingsBatch) (ack *wirev1.Ack, closeCode wirev1.ErrorCode)
+	// AfterHello, if set, runs on the control stream after HelloAck
+	// (e.g. to push SlowDown or ModelOffer).
+	AfterHello func(send func(*wirev1.ServerControl) error)
+	// RefuseRenew answers renew requests with an error.
+	RefuseRenew bool
+
+	ln     *quic.Listener
+	mu     sync.Mutex
+	seqs   map[uint64]*wirev1.Finding // committed findings by seq
+	order  []uint64                   // seqs in arrival order (first delivery)
+	status []*wirev1.Status
+	hellos []*wirev1.Hello
+	renews int
+	conns  int
+}
+
+// New starts a fake server for a fresh test deployment (trust domain
+// "vigil.test") on 127.0.0.1; it stops when the test ends.
+func New(t testing.TB) *Server {
+	t.Helper()
+	d := pkitest.New(t, "vigil.test")
+	s := &Server{PKI: d, Entity: "acme", AgentTTL: time.Hour, seqs: map[uint64]*wirev1.Finding{}}
+	cert := d.ServerCert(t)
+	ln, err := quic.ListenAddr("127.0.0.1:0", pki.ServerTLSConfig(cert, d.CA.Pool()), &quic.Config{MaxIdleTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("uplinktest: %v", err)
+	}
+	s.ln = ln
+	s.Addr = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns++
+			s.mu.Unlock()
+			go s.serveConn(ctx, conn)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = ln.Close()
+		<-done
+	})
+	return s
+}
+
+// Pin is the deployment's CA pin.
+func (s *Server) Pin() string { return s.PKI.CA.Pin() }
+
+// Findings returns the committed findings' seqs in order of first arrival.
+func (s *Server) Findings() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]uint64(nil), s.order...)
+}
+
+// Finding returns a committed finding.
+func (s *Server) Finding(seq uint64) *wirev1.Finding {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seqs[seq]
+}
+
+// Statuses returns the Status messages received.
+func (s *Server) Statuses() []*wirev1.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*wirev1.Status(nil), s.status...)
+}
+
+// Hellos returns the Hello messages received.
+func (s *Server) Hellos() []*wirev1.Hello {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*wirev1.Hello(nil), s.hellos...)
+}
+
+// Renewals is the number of certificates issued by renewal.
+func (s *Server) Renewals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.renews
+}
+
+// Conns is the number of accepted connections.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
+}
+
+func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
+	var agentID string
+	if pcs := conn.ConnectionState().TLS.PeerCertificates; len(pcs) > 0 {
+		id, err := pki.IdentityFromCert(pcs[0], s.PKI.CA.TrustDomain)
+		if err != nil {
+			_ = conn.CloseWithError(quic.ApplicationErrorCode(wirev1.CodeUnauthorized), "bad identity")
+			return
+		}
+		agentID = id.AgentID
+	}
+	for {
+		st, err := conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		go func() {
+			if err := s.serveStream(conn, st, agentID); err != nil {
+				code := wirev1.CodeProtocol
+				var pe *wirev1.ProtocolError
+				if errors.As(err, &pe) {
+					code = pe.Code
+				}
+				_ = conn.CloseWithError(quic.ApplicationErrorCode(code), err.Error())
+			}
+		}()
+	}
+}
+
+type closeErr struct{ code wirev1.ErrorCode }
+
+func (e closeErr) Error() string { return e.code.String() }
+
+func (s *Server) serveStream(conn *quic.Conn, st *quic.Stream, agentID string) error {
+	r := wirev1.NewReader(st, 0)
+	var h wirev1.StreamHeader
+	if err := r.Read(&h); err != nil {
+		return err
+	}
+	switch h.Kind {
+	case wirev1.StreamKind_STREAM_KIND_ENROLL:
+		return s.enroll(st, r)
+	case wirev1.StreamKind_STREAM_KIND_CONTROL:
+		if agentID == "" {
+			return &wirev1.ProtocolError{Code: wirev1.CodeUnauthorized, Err: errors.New("no client certificate")}
+		}
+		return s.control(st, r, agentID)
+	case wirev1.StreamKind_STREAM_KIND_FINDINGS:
+		if agentID == "" {
+			return &wirev1.ProtocolError{Code: wirev1.CodeUnauthorized, Err: errors.New("no client certificate")}
+		}
+		err := s.findings(st, r)
+		var ce closeErr
+		if errors.As(err, &ce) {
+			_ = conn.CloseWithError(quic.ApplicationErrorCode(ce.code), "test close")
+			return nil
+		}
+		return err
+	default:
+		return &wirev1.ProtocolError{Code: wirev1.CodeUnknownKind, Err: fmt.Errorf("kind %v", h.Kind)}
+	}
+}
+
+func (s *Server) enroll(st *quic.Stream, r *wirev1.Reader) error {
+	var req wirev1.EnrollRequest
+	if err := r.Read(&req); err != nil {
+		return err
+	}
+	refuse := func(code wirev1.ErrorCode, msg string) error {
+		_ = wirev1.Write(st, &wirev1.EnrollResponse{Error: &wirev1.Error{Code: uint32(code), Message: msg}}, 0)
+		return st.Close()
+	}
+	if s.Token == "" || subtle.ConstantTimeCompare([]byte(req.Token), []byte(s.Token)) != 1 {
+		return refuse(wirev1.CodeTokenInvalid, "enrollment token is unknown, used or expired")
+	}
+	s.mu.Lock()
+	id := fmt.Sprintf("a-%012x", s.conns)
+	s.mu.Unlock()
+	chain, err := s.PKI.CA.SignAgentCSR(req.CsrDer, s.Entity, id, s.AgentTTL)
+	if err != nil {
+		return refuse(wirev1.CodeBadCSR, "bad CSR")
+	}
+	if err := wirev1.Write(st, &wirev1.EnrollResponse{CertChainDer: chain, RootCaDer: s.PKI.CA.Root.Raw, AgentId: id, Entity: s.Entity}, 0); err != nil {
+		return err
+	}
+	return st.Close()
+}
+
+func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) error {
+	var m wirev1.AgentControl
+	if err := r.Read(&m); err != nil {
+		return err
+	}
+	if m.GetHello() == nil {
+		return &wirev1.ProtocolError{Code: wirev1.CodeProtocol, Err: errors.New("first control message is not Hello")}
+	}
+	s.mu.Lock()
+	s.hellos = append(s.hellos, m.GetHello())
+	s.mu.Unlock()
+	var wmu sync.Mutex
+	send := func(m *wirev1.ServerControl) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return wirev1.Write(st, m, 0)
+	}
+	if err := send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_HelloAck{HelloAck: &wirev1.HelloAck{
+		AgentId: agentID, Entity: s.Entity, ServerTimeUnixNano: time.Now().UnixNano(), StatusIntervalMs: s.StatusIntervalMs,
+	}}}); err != nil {
+		return err
+	}
+	if s.AfterHello != nil {
+		s.AfterHello(send)
+	}
+	for {
+		var m wirev1.AgentControl
+		if err := r.Read(&m); err != nil {
+			return nil
+		}
+		switch msg := m.Msg.(type) {
+		case *wirev1.AgentControl_Status:
+			s.mu.Lock()
+			s.status = append(s.status, msg.Status)
+			s.mu.Unlock()
+		case *wirev1.AgentControl_Renew:
+			resp := &wirev1.RenewResponse{}
+			if s.RefuseRenew {
+				resp.Error = &wirev1.Error{Code: uint32(wirev1.CodeInternal), Message: "renewal disabled"}
+			} else {
+				chain, err := s.PKI.CA.SignAgentCSR(msg.Renew.CsrDer, s.Entity, agentID, s.AgentTTL)
+				if err != nil {
+					resp.Error = &wirev1.Error{Code: uint32(wirev1.CodeBadCSR), Message: err.Error()}
+				} else {
+					resp.CertChainDer = chain
+					s.mu.Lock()
+					s.renews++
+					s.mu.Unlock()
+				}
+			}
+			if err := send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_Renew{Renew: resp}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *Server) findings(st *quic.Stream, r *wirev1.Reader) error {
+	for {
+		var b wirev1.FindingsBatch
+		if err := r.Read(&b); err != nil {
+			return nil
+		}
+		if len(b.Findings) == 0 || b.Findings[0].Seq != b.FirstSeq {
+			return &wirev1.ProtocolError{Code: wirev1.CodeSequenceBroken, Err: errors.New("first_seq mismatch")}
+		}
+		for i := 1; i < len(b.Findings); i++ {
+			if b.Findings[i].Seq <= b.Findings[i-1].Seq {
+				return &wirev1.ProtocolError{Code: wirev1.CodeSequenceBroken, Err: errors.New("seqs not increasing")}
+			}
+		}
+		ack := &wirev1.Ack{ThroughSeq: b.Findings[len(b.Findings)-1].Seq}
+		if s.OnBatch != nil {
+			a, code := s.OnBatch(&b)
+			if code != 0 {
+				return closeErr{code}
+			}
+			if a != nil {
+				ack = a
+			}
+		}
+		// "Commit" the batch (dedup by seq), then ack.
+		s.mu.Lock()
+		for _, f := range b.Findings {
+			if _, dup := s.seqs[f.Seq]; !dup {
+				s.seqs[f.Seq] = f
+				s.order = append(s.order, f.Seq)
+			}
+		}
+		s.mu.Unlock()
+		if err := wirev1.Write(st, ack, 0); err != nil {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,498 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vigil-edge/vigil/pki"
+	"github.com/vigil-edge/vigil/server/store"
+)
+
+// Backend is what the API needs from the store; *store.DB implements it.
+type Backend interface {
+	Authenticate(ctx context.Context, bearer string) (store.User, error)
+	CreateUser(ctx context.Context, name, role, entity, actor string) (string, error)
+	ListUsers(ctx context.Context, entity string) ([]store.User, error)
+	CreateEnrollTokenInfo(ctx context.Context, entity string, ttl time.Duration, actor string) (string, store.EnrollToken, error)
+	ListEnrollTokens(ctx context.Context, entity string) ([]store.EnrollToken, error)
+	ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error)
+	GetAgent(ctx context.Context, id string) (store.Agent, error)
+	RevokeAgent(ctx context.Context, agentID, actor string) error
+	ListFindings(ctx context.Context, f store.FindingFilter) ([]store.Finding, error)
+	GetFinding(ctx context.Context, id int64) (store.Finding, error)
+	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
+}
+
+var _ Backend = (*store.DB)(nil)
+
+// Options configure the API.
+type Options struct {
+	Log *slog.Logger
+	// CAPin is the deployment root's pin ("sha256:<hex>", pki.CA.Pin), put
+	// into enroll commands.
+	CAPin string
+	// EnrollServer is the agents' QUIC address (HOST:PORT) put into enroll
+	// commands. Empty: the API request's host name with port 4433.
+	EnrollServer string
+	// Registry is served on /metrics (admin token required). Nil: no /metrics.
+	Registry prometheus.Gatherer
+	// Registerer, if set, receives the API's own request metrics.
+	Registerer prometheus.Registerer
+	// OnRevoke, if set, is called after an agent was revoked (the endpoint
+	// refreshes its revocation cache and drops the agent's connection).
+	OnRevoke func(agentID string)
+}
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 64 << 10
+
+// DefaultEnrollTokenTTL is the lifetime of an enrollment token when the
+// request names none.
+const DefaultEnrollTokenTTL = 24 * time.Hour
+
+type server struct {
+	db   Backend
+	opts Options
+	log  *slog.Logger
+	reqs *prometheus.CounterVec
+}
+
+// New returns the API handler: /api/v1/... and /metrics.
+func New(db Backend, opts Options) http.Handler {
+	s := &server{db: db, opts: opts, log: opts.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer != nil {
+		s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_api_requests_total", Help: "API requests by route and status code.",
+		}, []string{"route", "code"})
+		if err := opts.Registerer.Register(s.reqs); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				s.reqs = are.ExistingCollector.(*prometheus.CounterVec)
+			} else {
+				s.log.Warn("api metrics not registered", "err", err)
+				s.reqs = nil
+			}
+		}
+	}
+	mux := http.NewServeMux()
+	handle := func(pattern string, h http.Handler) {
+		if s.reqs != nil {
+			h = promhttp.InstrumentHandlerCounter(s.reqs.MustCurryWith(prometheus.Labels{"route": pattern}), h)
+		}
+		mux.Handle(pattern, h)
+	}
+	handle("GET /api/v1/healthz", http.HandlerFunc(s.healthz))
+	handle("GET /api/v1/whoami", s.guard(permRead, s.whoami))
+	handle("POST /api/v1/tokens", s.guard(permManageAgents, s.createToken))
+	handle("GET /api/v1/tokens", s.guard(permManageAgents, s.listTokens))
+	handle("GET /api/v1/agents", s.guard(permRead, s.listAgents))
+	handle("GET /api/v1/agents/{id}", s.guard(permRead, s.getAgent))
+	handle("POST /api/v1/agents/{id}/revoke", s.guard(permManageAgents, s.revokeAgent))
+	handle("GET /api/v1/findings", s.guard(permRead, s.listFindings))
+	handle("GET /api/v1/findings/{id}", s.guard(permRead, s.getFinding))
+	handle("POST /api/v1/users", s.guard(permAdmin, s.createUser))
+	handle("GET /api/v1/users", s.guard(permAdmin, s.listUsers))
+	handle("GET /api/v1/audit", s.guard(permReadAudit, s.listAudit))
+	if opts.Registry != nil {
+		metrics := promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
+		handle("GET /metrics", s.guard(permAdmin, func(w http.ResponseWriter, r *http.Request, _ *principal) error {
+			metrics.ServeHTTP(w, r)
+			return nil
+		}))
+	}
+	// Anything else under /api/: a JSON 404 (or 405), not the mux's text.
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, s.log, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *server) whoami(w http.ResponseWriter, _ *http.Request, p *principal) error {
+	writeJSON(w, http.StatusOK, p.user)
+	return nil
+}
+
+// decode reads one JSON object from the body into v: at most MaxBodyBytes,
+// unknown fields and trailing data rejected.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return errorf(http.StatusUnsupportedMediaType, "content type must be application/json")
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		if errors.Is(err, io.EOF) {
+			return errorf(http.StatusBadRequest, "empty request body")
+		}
+		return errorf(http.StatusBadRequest, "invalid JSON body: %s", err.Error())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return errorf(http.StatusBadRequest, "invalid JSON body: data after the object")
+	}
+	return nil
+}
+
+// ---- enrollment tokens ----
+
+type createTokenReq struct {
+	Entity string `json:"entity"`
+	TTL    string `json:"ttl"` // Go duration, e.g. "24h"
+}
+
+type createTokenResp struct {
+	Token     string    `json:"token"`
+	ID        string    `json:"id"`
+	Entity    string    `json:"entity"`
+	CAPin     string    `json:"ca_pin"`
+	Command   string    `json:"command"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *server) createToken(w http.ResponseWriter, r *http.Request, p *principal) error {
+	var req createTokenReq
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	entity, err := p.entityFilter(req.Entity)
+	if err != nil {
+		return err
+	}
+	if entity == "" {
+		return errorf(http.StatusBadRequest, "entity is required")
+	}
+	if !pki.ValidName(entity) {
+		return errorf(http.StatusBadRequest, "invalid entity name %q (want [a-z0-9][a-z0-9._-]{0,62})", entity)
+	}
+	ttl := DefaultEnrollTokenTTL
+	if req.TTL != "" {
+		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 || ttl > store.MaxEnrollTokenTTL {
+			return errorf(http.StatusBadRequest, "invalid ttl %q (want a duration such as 24h, at most %s)", req.TTL, store.MaxEnrollTokenTTL)
+		}
+	}
+	plain, tok, err := s.db.CreateEnrollTokenInfo(r.Context(), entity, ttl, p.actor())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, createTokenResp{
+		Token: plain, ID: tok.ID, Entity: entity, CAPin: s.opts.CAPin, ExpiresAt: tok.ExpiresAt,
+		Command: fmt.Sprintf("vigil-agent enroll --server %s --token %s --ca-pin %s", s.enrollServer(r), plain, s.opts.CAPin),
+	})
+	return nil
+}
+
+// enrollServer is the HOST:PORT agents enroll against.
+func (s *server) enrollServer(r *http.Request) string {
+	if s.opts.EnrollServer != "" {
+		return s.opts.EnrollServer
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, "4433")
+}
+
+func (s *server) listTokens(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q, err := query(r, "entity")
+	if err != nil {
+		return err
+	}
+	entity, err := p.entityFilter(q.Get("entity"))
+	if err != nil {
+		return err
+	}
+	toks, err := s.db.ListEnrollTokens(r.Context(), entity)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": toks})
+	return nil
+}
+
+// ---- agents ----
+
+func (s *server) listAgents(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q, err := query(r, "entity")
+	if err != nil {
+		return err
+	}
+	entity, err := p.entityFilter(q.Get("entity"))
+	if err != nil {
+		return err
+	}
+	agents, err := s.db.ListAgents(r.Context(), store.AgentFilter{Entity: entity})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": agents})
+	return nil
+}
+
+// agentInScope loads an agent, reporting agents outside the caller's scope
+// as not found.
+func (s *server) agentInScope(ctx context.Context, p *principal, id string) (store.Agent, error) {
+	if !pki.ValidName(id) {
+		return store.Agent{}, errNotFound
+	}
+	a, err := s.db.GetAgent(ctx, id)
+	if err != nil {
+		return a, err
+	}
+	if !p.sees(a.Entity) {
+		return store.Agent{}, errNotFound
+	}
+	return a, nil
+}
+
+func (s *server) getAgent(w http.ResponseWriter, r *http.Request, p *principal) error {
+	a, err := s.agentInScope(r.Context(), p, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func (s *server) revokeAgent(w http.ResponseWriter, r *http.Request, p *principal) error {
+	id := r.PathValue("id")
+	if _, err := s.agentInScope(r.Context(), p, id); err != nil {
+		return err
+	}
+	if err := s.db.RevokeAgent(r.Context(), id, p.actor()); err != nil {
+		return err
+	}
+	if s.opts.OnRevoke != nil {
+		s.opts.OnRevoke(id)
+	}
+	a, err := s.db.GetAgent(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+// ---- findings ----
+
+// parseSince accepts an RFC 3339 time or a duration back from now ("1h").
+func parseTime(name, v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, errorf(http.StatusBadRequest, "invalid %s %q (want RFC 3339 time or a duration such as 24h)", name, v)
+}
+
+// query returns the URL query, rejecting parameters not in allowed (a typo
+// in a filter must not silently widen the result).
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "invalid query string")
+	}
+	for k, v := range q {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || k == a
+		}
+		if !ok {
+			return nil, errorf(http.StatusBadRequest, "unknown query parameter %q", k)
+		}
+		if len(v) > 1 {
+			return nil, errorf(http.StatusBadRequest, "query parameter %q given more than once", k)
+		}
+	}
+	return q, nil
+}
+
+func parseLimit(v string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, errorf(http.StatusBadRequest, "invalid limit %q (1..1000)", v)
+	}
+	return n, nil
+}
+
+// Cursors are opaque to clients; today the id to continue below.
+func parseCursor(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, errorf(http.StatusBadRequest, "invalid cursor")
+	}
+	return n, nil
+}
+
+func (s *server) listFindings(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q, err := query(r, "entity", "agent", "detector", "since", "until", "severity", "limit", "cursor")
+	if err != nil {
+		return err
+	}
+	f := store.FindingFilter{AgentID: q.Get("agent"), Detector: q.Get("detector")}
+	if f.Entity, err = p.entityFilter(q.Get("entity")); err != nil {
+		return err
+	}
+	now := time.Now()
+	if f.Since, err = parseTime("since", q.Get("since"), now); err != nil {
+		return err
+	}
+	if f.Until, err = parseTime("until", q.Get("until"), now); err != nil {
+		return err
+	}
+	if v := q.Get("severity"); v != "" {
+		if f.MinSeverity, err = store.ParseSeverity(v); err != nil {
+			return errorf(http.StatusBadRequest, "invalid severity %q (low, medium, high or critical: the minimum)", v)
+		}
+	}
+	if f.Limit, err = parseLimit(q.Get("limit")); err != nil {
+		return err
+	}
+	if f.BeforeID, err = parseCursor(q.Get("cursor")); err != nil {
+		return err
+	}
+	fs, err := s.db.ListFindings(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	resp := map[string]any{"findings": fs}
+	if lim := max(f.Limit, 0); len(fs) > 0 && (lim == 0 && len(fs) == 100 || len(fs) == lim) {
+		resp["next_cursor"] = strconv.FormatInt(fs[len(fs)-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (s *server) getFinding(w http.ResponseWriter, r *http.Request, p *principal) error {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		return errNotFound
+	}
+	f, err := s.db.GetFinding(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if !p.sees(f.Entity) {
+		return errNotFound
+	}
+	writeJSON(w, http.StatusOK, f)
+	return nil
+}
+
+// ---- users ----
+
+type createUserReq struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Entity string `json:"entity,omitempty"`
+}
+
+type createUserResp struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Entity string `json:"entity,omitempty"`
+	Token  string `json:"token"`
+}
+
+func (s *server) createUser(w http.ResponseWriter, r *http.Request, p *principal) error {
+	var req createUserReq
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if !store.ValidRole(req.Role) {
+		return errorf(http.StatusBadRequest, "invalid role %q (admin, analyst or entity-admin)", req.Role)
+	}
+	if req.Role == store.RoleEntityAdmin && !pki.ValidName(req.Entity) {
+		return errorf(http.StatusBadRequest, "entity-admin needs a valid entity")
+	}
+	if req.Role != store.RoleEntityAdmin && req.Entity != "" {
+		return errorf(http.StatusBadRequest, "only entity-admin users have an entity")
+	}
+	tok, err := s.db.CreateUser(r.Context(), req.Name, req.Role, req.Entity, p.actor())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, createUserResp{Name: req.Name, Role: req.Role, Entity: req.Entity, Token: tok})
+	return nil
+}
+
+func (s *server) listUsers(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	us, err := s.db.ListUsers(r.Context(), "")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": us})
+	return nil
+}
+
+// ---- audit ----
+
+func (s *server) listAudit(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q, err := query(r, "entity", "limit", "cursor")
+	if err != nil {
+		return err
+	}
+	var f store.AuditFilter
+	if f.Entity, err = p.entityFilter(q.Get("entity")); err != nil {
+		return err
+	}
+	if f.Limit, err = parseLimit(q.Get("limit")); err != nil {
+		return err
+	}
+	if f.BeforeID, err = parseCursor(q.Get("cursor")); err != nil {
+		return err
+	}
+	es, err := s.db.ListAudit(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	resp := map[string]any{"entries": es}
+	if len(es) > 0 && (f.Limit == 0 && len(es) == 100 || len(es) == f.Limit) {
+		resp["next_cursor"] = strconv.FormatInt(es[len(es)-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}

@@ -1,0 +1,107 @@
+package ctl
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func init() { Register(20, newAgentsCmd) }
+
+type agentView struct {
+	ID           string    `json:"id"`
+	Entity       string    `json:"entity"`
+	Hostname     string    `json:"hostname"`
+	Version      string    `json:"version"`
+	LastSeen     time.Time `json:"last_seen"`
+	CertNotAfter time.Time `json:"cert_not_after"`
+	RevokedAt    time.Time `json:"revoked_at"`
+	State        struct {
+		Spool struct {
+			Depth   uint64 `json:"depth"`
+			Dropped uint64 `json:"dropped"`
+		} `json:"spool"`
+	} `json:"state"`
+}
+
+func newAgentsCmd(app *App) *cobra.Command {
+	cmd := &cobra.Command{Use: "agents", Short: "Enrolled agents"}
+	var (
+		asJSON bool
+		entity string
+	)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List agents (an entity-admin sees its entity's)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := app.Client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if entity != "" {
+				q.Set("entity", entity)
+			}
+			var resp struct {
+				Agents []json.RawMessage `json:"agents"`
+			}
+			if err := c.Do(cmd.Context(), http.MethodGet, "agents", q, nil, &resp); err != nil {
+				return fmt.Errorf("list agents: %w", err)
+			}
+			if asJSON {
+				return app.PrintJSON(nonNil(resp.Agents))
+			}
+			t := newTable(app.Stdout, "ID", "ENTITY", "HOSTNAME", "VERSION", "LAST SEEN", "SPOOL", "DROPPED", "CERT EXPIRES", "STATE")
+			for _, raw := range resp.Agents {
+				var a agentView
+				if err := json.Unmarshal(raw, &a); err != nil {
+					return fmt.Errorf("decode agent: %w", err)
+				}
+				state := "active"
+				if !a.RevokedAt.IsZero() {
+					state = "revoked"
+				} else if a.LastSeen.IsZero() {
+					state = "never seen"
+				}
+				t.row(a.ID, a.Entity, a.Hostname, a.Version, ago(a.LastSeen), fmt.Sprint(a.State.Spool.Depth),
+					fmt.Sprint(a.State.Spool.Dropped), stamp(a.CertNotAfter), state)
+			}
+			return t.flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	list.Flags().StringVar(&entity, "entity", "", "only this entity's agents")
+
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an agent: the server refuses it from now on",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := app.Client()
+			if err != nil {
+				return err
+			}
+			var a agentView
+			if err := c.Do(cmd.Context(), http.MethodPost, "agents/"+url.PathEscape(args[0])+"/revoke", nil, nil, &a); err != nil {
+				return fmt.Errorf("revoke agent %s: %w", args[0], err)
+			}
+			fmt.Fprintf(app.Stdout, "agent %s (entity %s) revoked at %s\n", a.ID, a.Entity, stamp(a.RevokedAt))
+			return nil
+		},
+	}
+	cmd.AddCommand(list, revoke)
+	return cmd
+}
+
+// nonNil makes an empty list print as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

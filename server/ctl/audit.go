@@ -1,0 +1,63 @@
+package ctl
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func init() { Register(50, newAuditCmd) }
+
+func newAuditCmd(app *App) *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "The audit log of every change"}
+	var (
+		limit  int
+		asJSON bool
+	)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List audit entries, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 1 || limit > 1000 {
+				return fmt.Errorf("--limit must be 1..1000")
+			}
+			c, err := app.Client()
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Entries []json.RawMessage `json:"entries"`
+			}
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			if err := c.Do(cmd.Context(), http.MethodGet, "audit", q, nil, &resp); err != nil {
+				return fmt.Errorf("list audit: %w", err)
+			}
+			if asJSON {
+				return app.PrintJSON(nonNil(resp.Entries))
+			}
+			t := newTable(app.Stdout, "ID", "TIME", "ACTOR", "ACTION", "TARGET", "ENTITY", "REMOTE", "DETAIL")
+			for _, raw := range resp.Entries {
+				var e struct {
+					ID                                            int64
+					Time                                          time.Time
+					Actor, Action, Target, Entity, Remote, Detail string
+				}
+				if err := json.Unmarshal(raw, &e); err != nil {
+					return fmt.Errorf("decode audit entry: %w", err)
+				}
+				t.row(strconv.FormatInt(e.ID, 10), stamp(e.Time), e.Actor, e.Action, e.Target, e.Entity, e.Remote, truncate(e.Detail, 60))
+			}
+			return t.flush()
+		},
+	}
+	list.Flags().IntVar(&limit, "limit", 100, "at most this many entries (1..1000)")
+	list.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	cmd.AddCommand(list)
+	return cmd
+}

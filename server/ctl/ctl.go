@@ -1,0 +1,129 @@
+// Package ctl is the command tree of vigilctl, the admin and analyst CLI. The
+// binary's main (server/cmd/vigilctl) only calls Main.
+//
+// Each command group lives in its own file and adds itself with register in
+// an init function (tokens.go, agents.go, users.go, findings.go, audit.go);
+// a new group (model, rollout, ...) is one more file doing the same. Groups
+// that talk to the server use App.Client, an API client configured from the
+// global flags --server, --token and --ca (or VIGIL_SERVER, VIGIL_TOKEN,
+// VIGIL_CA).
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-edge/vigil/internal/buildinfo"
+)
+
+// App is the state shared by all commands: global flags and output streams.
+type App struct {
+	Server string // API base URL
+	Token  string // bearer token, or @FILE
+	CAFile string // PEM file of the deployment root (the only trusted root)
+
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+
+	clientOnce sync.Once
+	client     *Client
+	clientErr  error
+}
+
+// Client returns the API client built from the global flags.
+func (a *App) Client() (*Client, error) {
+	a.clientOnce.Do(func() { a.client, a.clientErr = NewClient(a.Server, a.Token, a.CAFile) })
+	return a.client, a.clientErr
+}
+
+// PrintJSON writes v as one indented JSON document to stdout.
+func (a *App) PrintJSON(v any) error {
+	enc := json.NewEncoder(a.Stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// group builds one top-level command.
+type group struct {
+	order int
+	build func(*App) *cobra.Command
+}
+
+var (
+	groupsMu sync.Mutex
+	groups   []group
+)
+
+// Register adds a top-level command group; order sorts the help listing.
+// Call it from an init function in the group's file.
+func Register(order int, build func(*App) *cobra.Command) {
+	groupsMu.Lock()
+	defer groupsMu.Unlock()
+	groups = append(groups, group{order, build})
+}
+
+// NewRoot builds the vigilctl command tree.
+func NewRoot(app *App) *cobra.Command {
+	getenv := app.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	root := &cobra.Command{
+		Use:           "vigilctl",
+		Short:         "Administer a Vigil deployment: enrollment, agents, users, findings, audit",
+		Version:       buildinfo.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(app.Stdout)
+	root.SetErr(app.Stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&app.Server, "server", envOr(getenv, "VIGIL_SERVER", "https://127.0.0.1:8443"), "API base URL (env VIGIL_SERVER)")
+	pf.StringVar(&app.Token, "token", getenv("VIGIL_TOKEN"), "API bearer token, or @FILE to read it from a file (env VIGIL_TOKEN)")
+	pf.StringVar(&app.CAFile, "ca", getenv("VIGIL_CA"), "PEM file of the deployment root CA (ca.pem), the only trusted root (env VIGIL_CA)")
+
+	groupsMu.Lock()
+	gs := append([]group(nil), groups...)
+	groupsMu.Unlock()
+	sort.SliceStable(gs, func(i, j int) bool { return gs[i].order < gs[j].order })
+	for _, g := range gs {
+		root.AddCommand(g.build(app))
+	}
+	return root
+}
+
+func envOr(getenv func(string) string, k, def string) string {
+	if v := getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// Main runs vigilctl with args (without the program name) and returns the
+// exit status. Errors go to stderr.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := &App{Stdout: stdout, Stderr: stderr}
+	root := NewRoot(app)
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(stderr, "vigilctl: %v\n", err)
+		var ae *APIError
+		if errors.As(err, &ae) && (ae.Status == 401 || ae.Status == 403) {
+			return 3
+		}
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,287 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Finding is a stored finding. The JSON names are the ones of DESIGN.md
+// section 11 (the API, `vigilctl findings list --json` and the exports use
+// them), plus seq, packets, bytes and received_at.
+type Finding struct {
+	ID          int64                 `json:"id"`
+	AgentID     string                `json:"agent_id"`
+	Entity      string                `json:"entity"`
+	Seq         uint64                `json:"seq"`
+	Detector    string                `json:"detector"`
+	Time        time.Time             `json:"time"`
+	FirstSeen   time.Time             `json:"first_seen"`
+	LastSeen    time.Time             `json:"last_seen"`
+	Count       uint64                `json:"count"`
+	Severity    string                `json:"severity"`
+	Score       float64               `json:"score"`
+	Threshold   float64               `json:"threshold"`
+	Model       ModelRef              `json:"model"`
+	Context     FindingContext        `json:"context"`
+	TopFeatures []FeatureContribution `json:"top_features"`
+	Summary     string                `json:"summary"`
+	Packets     uint64                `json:"packets,omitempty"`
+	Bytes       uint64                `json:"bytes,omitempty"`
+	ReceivedAt  time.Time             `json:"received_at"`
+}
+
+// FindingContext is where a finding happened (network or file).
+type FindingContext struct {
+	SrcIP   string `json:"src_ip,omitempty"`
+	DstIP   string `json:"dst_ip,omitempty"`
+	SrcPort uint32 `json:"src_port,omitempty"`
+	DstPort uint32 `json:"dst_port,omitempty"`
+	Proto   string `json:"proto,omitempty"`
+	Path    string `json:"path,omitempty"`
+	SrcMAC  string `json:"src_mac,omitempty"`
+}
+
+// FeatureContribution is one feature's share of a finding's score.
+type FeatureContribution struct {
+	Name         string  `json:"name"`
+	Contribution float64 `json:"contribution"`
+}
+
+// Severity names, lowest first; the index is the stored value
+// (wirev1.Severity).
+var severityNames = []string{"unspecified", "low", "medium", "high", "critical"}
+
+// SeverityName returns the name of a wire severity.
+func SeverityName(s wirev1.Severity) string {
+	if int(s) >= 0 && int(s) < len(severityNames) {
+		return severityNames[s]
+	}
+	return severityNames[0]
+}
+
+// ParseSeverity parses "low", "medium", "high" or "critical".
+func ParseSeverity(s string) (wirev1.Severity, error) {
+	for i, n := range severityNames {
+		if i > 0 && strings.EqualFold(s, n) {
+			return wirev1.Severity(i), nil
+		}
+	}
+	return 0, fmt.Errorf("severity %q (want low, medium, high or critical): %w", s, ErrInvalid)
+}
+
+// FindingFilter selects findings. Results are newest first (descending id);
+// to page, pass the last id seen as BeforeID.
+type FindingFilter struct {
+	Entity      string
+	AgentID     string
+	Detector    string
+	Since       time.Time       // finding time >= Since
+	Until       time.Time       // finding time < Until
+	MinSeverity wirev1.Severity // severity >= MinSeverity
+	BeforeID    int64           // cursor: id < BeforeID (0 = newest)
+	Limit       int             // default 100, at most 1000
+}
+
+const findingInsertCols = `agent_id, entity, seq, detector, time, first_seen, last_seen, count, severity, score, threshold,
+	model_name, model_version, model_digest, src_ip, dst_ip, src_port, dst_port, proto, path, src_mac,
+	packets, bytes, top_features, summary, received_at`
+
+// findingInsertArgs is the number of columns in findingInsertCols.
+const findingInsertArgs = 26
+
+// insertChunk is how many rows one multi-row INSERT carries: fewer
+// statement executions per batch (26*32 = 832 parameters, well under
+// SQLite's limit).
+const insertChunk = 32
+
+// insertFindingsSQL returns INSERT OR IGNORE for n rows.
+func insertFindingsSQL(n int) string {
+	row := "(" + strings.Repeat("?, ", findingInsertArgs-1) + "?)"
+	var b strings.Builder
+	b.WriteString("INSERT OR IGNORE INTO findings(" + findingInsertCols + ") VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(row)
+	}
+	return b.String()
+}
+
+var (
+	insertChunkSQL = insertFindingsSQL(insertChunk)
+	insertOneSQL   = insertFindingsSQL(1)
+)
+
+func clampInt64(u uint64) int64 {
+	if u > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(u)
+}
+
+func finiteOr0(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
+}
+
+// appendTopFeatures encodes the contributions as the JSON array stored in
+// top_features (non-finite numbers become 0). Hand-written: it runs for every
+// ingested finding and encoding/json's reflection showed in profiles.
+func appendTopFeatures(b []byte, tf []*wirev1.FeatureContribution) []byte {
+	b = append(b, '[')
+	for i, c := range tf {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"name":`...)
+		b = appendJSONString(b, c.GetName())
+		b = append(b, `,"contribution":`...)
+		b = strconv.AppendFloat(b, finiteOr0(c.GetContribution()), 'g', -1, 64)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for _, r := range s { // ranging over a string yields U+FFFD for invalid bytes
+		switch {
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r < 0x20 || r == 0x2028 || r == 0x2029:
+			b = append(b, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
+		default:
+			b = utf8.AppendRune(b, r)
+		}
+	}
+	return append(b, '"')
+}
+
+const findingCols = `id, agent_id, entity, seq, detector, time, first_seen, last_seen, count, severity, score, threshold,
+	model_name, model_version, model_digest, src_ip, dst_ip, src_port, dst_port, proto, path, src_mac,
+	packets, bytes, top_features, summary, received_at`
+
+func scanFinding(sc interface{ Scan(...any) error }) (Finding, error) {
+	var (
+		f                        Finding
+		seq, count, mver, pk, by int64
+		t, received              int64
+		first, last              sql.NullInt64
+		sev                      int64
+		sport, dport             int64
+		tf                       string
+	)
+	err := sc.Scan(&f.ID, &f.AgentID, &f.Entity, &seq, &f.Detector, &t, &first, &last, &count, &sev, &f.Score, &f.Threshold,
+		&f.Model.Name, &mver, &f.Model.Digest, &f.Context.SrcIP, &f.Context.DstIP, &sport, &dport, &f.Context.Proto,
+		&f.Context.Path, &f.Context.SrcMAC, &pk, &by, &tf, &f.Summary, &received)
+	if err != nil {
+		return f, err
+	}
+	f.Seq, f.Count, f.Model.Version, f.Packets, f.Bytes = uint64(seq), uint64(count), uint64(mver), uint64(pk), uint64(by)
+	f.Context.SrcPort, f.Context.DstPort = uint32(sport), uint32(dport)
+	f.Severity = SeverityName(wirev1.Severity(sev))
+	f.Time, f.ReceivedAt = time.Unix(0, t).UTC(), time.Unix(0, received).UTC()
+	f.FirstSeen, f.LastSeen = fromNanos(first), fromNanos(last)
+	f.TopFeatures = []FeatureContribution{}
+	if tf != "" {
+		if err := json.Unmarshal([]byte(tf), &f.TopFeatures); err != nil {
+			return f, fmt.Errorf("finding %d top_features: %w", f.ID, err)
+		}
+	}
+	return f, nil
+}
+
+// ListFindings returns the findings that match f, newest first.
+func (db *DB) ListFindings(ctx context.Context, f FindingFilter) ([]Finding, error) {
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
+	if f.Entity != "" {
+		add("entity = ?", f.Entity)
+	}
+	if f.AgentID != "" {
+		add("agent_id = ?", f.AgentID)
+	}
+	if f.Detector != "" {
+		add("detector = ?", f.Detector)
+	}
+	if !f.Since.IsZero() {
+		add("time >= ?", f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		add("time < ?", f.Until.UnixNano())
+	}
+	if f.MinSeverity > 0 {
+		add("severity >= ?", int64(f.MinSeverity))
+	}
+	if f.BeforeID > 0 {
+		add("id < ?", f.BeforeID)
+	}
+	q := `SELECT ` + findingCols + ` FROM findings`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id DESC LIMIT ?"
+	args = append(args, clampLimit(f.Limit))
+	rows, err := db.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list findings: %w", err)
+	}
+	defer rows.Close()
+	out := []Finding{}
+	for rows.Next() {
+		fi, err := scanFinding(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list findings: %w", err)
+		}
+		out = append(out, fi)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list findings: %w", err)
+	}
+	return out, nil
+}
+
+// GetFinding returns one finding; unknown ids wrap ErrNotFound.
+func (db *DB) GetFinding(ctx context.Context, id int64) (Finding, error) {
+	f, err := scanFinding(db.r.QueryRowContext(ctx, `SELECT `+findingCols+` FROM findings WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return f, fmt.Errorf("finding %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return f, fmt.Errorf("get finding %d: %w", id, err)
+	}
+	return f, nil
+}
+
+// CountFindings returns how many findings of the agent are stored ("" = all).
+func (db *DB) CountFindings(ctx context.Context, agentID string) (int, error) {
+	var n int
+	var err error
+	if agentID == "" {
+		err = db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM findings`).Scan(&n)
+	} else {
+		err = db.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM findings WHERE agent_id = ?`, agentID).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("count findings: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,201 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Errors returned (wrapped) by the store. Test with errors.Is.
+var (
+	// ErrNotFound: the object does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrTokenInvalid: an enrollment token is malformed, unknown, wrong,
+	// expired or already used. The causes are deliberately not told apart
+	// to the caller's peer.
+	ErrTokenInvalid = errors.New("enrollment token invalid")
+	// ErrUnauthorized: an API token is malformed, unknown, wrong or its user
+	// is disabled.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrConflict: the object already exists (unique name).
+	ErrConflict = errors.New("already exists")
+	// ErrInvalid: an argument is out of range or malformed.
+	ErrInvalid = errors.New("invalid argument")
+)
+
+// Store is everything the server needs from its durable state. *DB (SQLite)
+// implements it; a PostgreSQL back end for deployments that outgrow one node
+// would implement the same interface. Consumers should declare the smaller
+// interface they actually use.
+type Store interface {
+	Close() error
+
+	// Enrollment and agents (used by the QUIC endpoint).
+	CreateEnrollToken(ctx context.Context, entity string, ttl time.Duration, actor string) (plaintext string, err error)
+	CreateEnrollTokenInfo(ctx context.Context, entity string, ttl time.Duration, actor string) (plaintext string, tok EnrollToken, err error)
+	ConsumeEnrollToken(ctx context.Context, plaintext string, now time.Time) (entity string, err error)
+	ListEnrollTokens(ctx context.Context, entity string) ([]EnrollToken, error)
+	RegisterAgent(ctx context.Context, a Agent) error
+	RecordCert(ctx context.Context, agentID, serialHex string, notAfter time.Time) error
+	RevokedAgents(ctx context.Context) (map[string]bool, error)
+	RevokeAgent(ctx context.Context, agentID, actor string) error
+	TouchAgent(ctx context.Context, agentID string, seen time.Time, st AgentState) error
+	ListAgents(ctx context.Context, f AgentFilter) ([]Agent, error)
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	ListEntities(ctx context.Context) ([]string, error)
+
+	// Findings.
+	InsertFindings(ctx context.Context, agentID, entity string, fs []*wirev1.Finding) (inserted int, err error)
+	ListFindings(ctx context.Context, f FindingFilter) ([]Finding, error)
+	GetFinding(ctx context.Context, id int64) (Finding, error)
+	CountFindings(ctx context.Context, agentID string) (int, error)
+
+	// API users.
+	CreateUser(ctx context.Context, name, role, entity, actor string) (plaintext string, err error)
+	Authenticate(ctx context.Context, bearer string) (User, error)
+	ListUsers(ctx context.Context, entity string) ([]User, error)
+
+	// Audit log.
+	Audit(ctx context.Context, e AuditEntry) error
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+	VerifyAudit(ctx context.Context) (checked int, err error)
+}
+
+var _ Store = (*DB)(nil)
+
+// DB is the SQLite implementation of Store. It is safe for concurrent use.
+type DB struct {
+	w    *sql.DB // the one writer connection
+	r    *sql.DB // read-only pool
+	log  *slog.Logger
+	path string
+	now  func() time.Time
+
+	ingest        chan *insertReq // to the findings committer
+	closing       chan struct{}
+	committerDone chan struct{}
+	closeOnce     sync.Once
+}
+
+// busyTimeout is how long a connection waits for a lock before SQLITE_BUSY.
+// The writer pool has one connection, so only the occasional checkpoint or a
+// second process contends.
+const busyTimeout = 10 * time.Second
+
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(FULL)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Set("_txlock", "immediate")
+	}
+	u := url.URL{Scheme: "file", OmitHost: true, Path: path, RawQuery: q.Encode()}
+	return u.String()
+}
+
+// Open opens (creating if needed) the SQLite database at path and applies
+// every pending migration. path must be a file (WAL needs one; ":memory:" is
+// not supported).
+func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	w, err := sql.Open("sqlite", dsn(abs, false))
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	db := &DB{w: w, log: log, path: abs, now: time.Now}
+	if err := db.migrate(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	r, err := sql.Open("sqlite", dsn(abs, true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s (readers): %w", abs, err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0)*2)
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	if err := r.PingContext(ctx); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open store %s (readers): %w", abs, err)
+	}
+	db.r = r
+	db.ingest = make(chan *insertReq, 256)
+	db.closing = make(chan struct{})
+	db.committerDone = make(chan struct{})
+	go db.committer()
+	return db, nil
+}
+
+// Path is the database file.
+func (db *DB) Path() string { return db.path }
+
+// Close stops the findings committer (batches queued but not yet taken fail
+// with an error) and closes both connection pools.
+func (db *DB) Close() error {
+	var err error
+	db.closeOnce.Do(func() {
+		close(db.closing)
+		<-db.committerDone
+		err = errors.Join(db.r.Close(), db.w.Close())
+	})
+	return err
+}
+
+// withTx runs fn in one write transaction (BEGIN IMMEDIATE on the single
+// writer connection) and commits it.
+func (db *DB) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Time values are stored as Unix nanoseconds (INTEGER); zero time is NULL.
+func nanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}

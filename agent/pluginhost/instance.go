@@ -1,0 +1,273 @@
+package pluginhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+	"github.com/vigil-edge/vigil/plugins/sdk/ring"
+)
+
+// Descriptor numbers of the ring and the wake pipe in the plugin: they are
+// ExtraFiles[0] and ExtraFiles[1] (fd 3+i).
+const (
+	pluginRingFD = 3
+	pluginWakeFD = 4
+)
+
+// instance is one running plugin process.
+type instance struct {
+	client  *plugin.Client
+	det     *sdk.Client
+	info    sdk.PluginInfo
+	pid     int
+	started time.Time
+
+	ring *ring.Ring // nil for plugins without a packet ring
+	prod *ring.Producer
+
+	mu   sync.Mutex // serializes ring writes with retirement
+	dead bool
+
+	cancel   context.CancelFunc // ends the Consume stream and the watcher
+	done     chan struct{}      // closed when the instance has ended
+	doneOnce sync.Once
+	lastEnd  atomic.Uint64
+	errMu    sync.Mutex
+	err      error
+	stopOnce sync.Once
+}
+
+// tryPush runs f on the producer unless the instance was retired.
+func (i *instance) tryPush(f func(p *ring.Producer) int) (int, bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.dead || i.prod == nil {
+		return 0, false
+	}
+	return f(i.prod), true
+}
+
+func (i *instance) end(err error) {
+	i.errMu.Lock()
+	if i.err == nil {
+		i.err = err
+	}
+	i.errMu.Unlock()
+	i.doneOnce.Do(func() { close(i.done) })
+}
+
+func (i *instance) endErr() error {
+	i.errMu.Lock()
+	defer i.errMu.Unlock()
+	return i.err
+}
+
+// stop kills the process (go-plugin asks it to exit, then kills it) and
+// waits until the instance's goroutines are done.
+func (i *instance) stop() {
+	i.stopOnce.Do(func() {
+		i.cancel()
+		i.client.Kill()
+		<-i.done
+	})
+}
+
+// sysProcAttr returns the plugin's process attributes: killed when the agent
+// dies; without privileges and without network when the agent is root.
+func (h *Host) sysProcAttr() *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if os.Geteuid() == 0 && !h.cfg.KeepPrivileges {
+		cred := h.cfg.Credential
+		if cred == nil {
+			cred = &syscall.Credential{Uid: NobodyID, Gid: NobodyID, Groups: []uint32{}}
+		}
+		attr.Credential = cred
+		if !h.cfg.Network {
+			attr.Cloneflags = syscall.CLONE_NEWNET
+		}
+	}
+	return attr
+}
+
+// launch starts one plugin process whose ring starts at sequence base.
+func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error) {
+	r, err := ring.Create(h.cfg.RingSlots, base)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("wake pipe: %w", err)
+	}
+	cleanupRing := func() {
+		_ = pw.Close()
+		_ = r.Close()
+	}
+	cmd := exec.Command(h.cfg.Path, h.cfg.Args...)
+	cmd.Env = append([]string{}, h.cfg.Env...)
+	cmd.Dir = "/"
+	cmd.ExtraFiles = []*os.File{r.File(), pr}
+	cmd.SysProcAttr = h.sysProcAttr()
+	binName := filepath.Base(h.cfg.Path)
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  sdk.Handshake,
+		Plugins:          sdk.PluginMap(nil, nil),
+		Cmd:              cmd,
+		SecureConfig:     &plugin.SecureConfig{Checksum: h.sum, Hash: sha256.New()},
+		AutoMTLS:         true,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		SkipHostEnv:      true,
+		StartTimeout:     h.cfg.StartTimeout,
+		Logger:           newHCLog(h.log, binName),
+		Stderr:           &stderrWriter{log: h.log.With("stream", "plugin")},
+	})
+	rpc, err := client.Client()
+	_ = pr.Close()
+	if err != nil {
+		client.Kill()
+		cleanupRing()
+		return nil, fmt.Errorf("launch %s: %w", h.cfg.Path, err)
+	}
+	defer func() {
+		if err != nil {
+			client.Kill()
+			cleanupRing()
+		}
+	}()
+	raw, err := rpc.Dispense(sdk.PluginName)
+	if err != nil {
+		return nil, fmt.Errorf("dispense %q: %w", sdk.PluginName, err)
+	}
+	det, ok := raw.(*sdk.Client)
+	if !ok {
+		return nil, fmt.Errorf("dispense %q: unexpected type %T", sdk.PluginName, raw)
+	}
+	ictx, icancel := context.WithTimeout(ctx, h.cfg.StartTimeout)
+	defer icancel()
+	info, err := det.Info(ictx)
+	if err != nil {
+		return nil, err
+	}
+	if info.Name == "" || info.EventKind == sdk.EventUnspecified {
+		return nil, fmt.Errorf("plugin info %+v: name and event kind required", info.Info)
+	}
+	inst := &instance{
+		client: client, det: det, info: info, started: time.Now(), done: make(chan struct{}),
+	}
+	if rc := client.ReattachConfig(); rc != nil {
+		inst.pid = rc.Pid
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	inst.cancel = scancel
+	defer func() {
+		if err != nil {
+			scancel()
+		}
+	}()
+	if info.EventKind == sdk.EventPacket {
+		if info.RingLayoutVersion != ring.LayoutVersion || info.RecordLayoutVersion != event.PacketLayoutVersion {
+			return nil, fmt.Errorf("plugin speaks ring layout %d / record layout %d, want %d / %d",
+				info.RingLayoutVersion, info.RecordLayoutVersion, ring.LayoutVersion, event.PacketLayoutVersion)
+		}
+		stream, tail, err := det.Consume(sctx, sdk.ConsumeConfig{
+			RingFD: pluginRingFD, WakeFD: pluginWakeFD, MaxBatch: h.cfg.MaxBatch, MaxDelay: h.cfg.MaxDelay,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if tail != base {
+			return nil, fmt.Errorf("plugin attached at tail %d, want %d", tail, base)
+		}
+		prod, err := ring.NewProducer(r, pw)
+		if err != nil {
+			return nil, err
+		}
+		inst.ring, inst.prod = r, prod
+		inst.lastEnd.Store(base)
+		go h.receive(inst, stream)
+	} else {
+		cleanupRing()
+	}
+	go watchExit(sctx, inst)
+	h.log.Info("plugin started", "pid", inst.pid, "name", info.Name, "version", info.Version,
+		"kind", info.EventKind.String(), "ring_base", base)
+	return inst, nil
+}
+
+// watchExit ends the instance when its process exits (go-plugin offers no
+// channel for that; polling Exited is cheap). For ring plugins the results
+// stream usually notices first.
+func watchExit(ctx context.Context, inst *instance) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if inst.client.Exited() {
+				inst.cancel()
+				if inst.ring == nil {
+					inst.end(errors.New("plugin process exited"))
+				}
+				return
+			}
+		}
+	}
+}
+
+// receive delivers batch results until the stream ends, then ends the
+// instance.
+func (h *Host) receive(inst *instance, s *sdk.ResultStream) {
+	for {
+		br, err := s.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("plugin ended the results stream")
+			}
+			inst.end(err)
+			return
+		}
+		last := inst.lastEnd.Load()
+		if br.Start != last || br.End < br.Start || br.End > inst.ring.Head() {
+			h.log.Error("plugin sent an out-of-order batch result; stopping it",
+				"start", br.Start, "end", br.End, "expected_start", last)
+			inst.end(fmt.Errorf("batch result [%d, %d) out of order", br.Start, br.End))
+			inst.cancel()
+			return
+		}
+		// Keep only anomalies that point into the batch.
+		k := 0
+		for _, a := range br.Anomalies {
+			if a.Index >= br.Start && a.Index < br.End {
+				br.Anomalies[k] = a
+				k++
+			}
+		}
+		br.Anomalies = br.Anomalies[:k]
+		inst.lastEnd.Store(br.End)
+		h.scored.Add(br.End - br.Start)
+		h.anomalies.Add(uint64(len(br.Anomalies)))
+		if br.Err != "" {
+			h.batchErrors.Add(1)
+		}
+		if h.cfg.OnResult != nil {
+			h.cfg.OnResult(br)
+		}
+	}
+}

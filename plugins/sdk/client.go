@@ -1,0 +1,141 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+	pb "github.com/vigil-edge/vigil/plugins/sdk/proto"
+)
+
+// Client is the host side of the Detector service, returned by dispensing
+// PluginName from a go-plugin client.
+type Client struct {
+	rpc pb.DetectorClient
+}
+
+// NewClient wraps a raw gRPC client (tests, benchmarks).
+func NewClient(rpc pb.DetectorClient) *Client { return &Client{rpc: rpc} }
+
+// PluginInfo is Info as seen by the host, with the plugin's layout versions.
+type PluginInfo struct {
+	Info
+	RingLayoutVersion   uint32
+	RecordLayoutVersion uint32
+}
+
+// Info asks the plugin to describe itself.
+func (c *Client) Info(ctx context.Context) (PluginInfo, error) {
+	r, err := c.rpc.Info(ctx, &pb.InfoRequest{})
+	if err != nil {
+		return PluginInfo{}, fmt.Errorf("plugin info: %w", err)
+	}
+	return PluginInfo{
+		Info: Info{
+			Name: r.GetName(), Version: r.GetVersion(), EventKind: kindFromProto(r.GetEventKind()),
+			FeatureSets: r.GetFeatureSets(), Dim: int(r.GetDim()),
+		},
+		RingLayoutVersion:   r.GetRingLayoutVersion(),
+		RecordLayoutVersion: r.GetRecordLayoutVersion(),
+	}, nil
+}
+
+// LoadModel asks the plugin to load a bundle; on error its old model stays.
+func (c *Client) LoadModel(ctx context.Context, bundlePath string) (ModelInfo, error) {
+	r, err := c.rpc.LoadModel(ctx, &pb.LoadModelRequest{BundlePath: bundlePath})
+	if err != nil {
+		return ModelInfo{}, fmt.Errorf("plugin load model: %w", err)
+	}
+	return modelFromProto(r.GetModel()), nil
+}
+
+// Health asks the plugin for its health.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	r, err := c.rpc.Health(ctx, &pb.HealthRequest{})
+	if err != nil {
+		return Health{}, fmt.Errorf("plugin health: %w", err)
+	}
+	return healthFromProto(r), nil
+}
+
+// ScorePackets scores a batch with one unary call (packed 64-byte records).
+// Anomaly.Index is the position in pkts.
+func (c *Client) ScorePackets(ctx context.Context, pkts []event.Packet) (Result, error) {
+	buf := make([]byte, len(pkts)*event.PacketRecordSize)
+	for i := range pkts {
+		pkts[i].Marshal(buf[i*event.PacketRecordSize:])
+	}
+	return c.ScoreRaw(ctx, EventPacket, RawBatch{LayoutVersion: event.PacketLayoutVersion, RecordSize: event.PacketRecordSize, Data: buf})
+}
+
+// ScoreFiles scores file events with one unary call (event.MarshalFiles
+// encoding). Anomaly.Index is the position in files.
+func (c *Client) ScoreFiles(ctx context.Context, files []event.File) (Result, error) {
+	buf, err := event.MarshalFiles(nil, files)
+	if err != nil {
+		return Result{}, fmt.Errorf("plugin score files: %w", err)
+	}
+	return c.ScoreRaw(ctx, EventFile, RawBatch{LayoutVersion: event.FileLayoutVersion, Data: buf})
+}
+
+// ScoreRaw scores a batch of already packed records of the given kind.
+func (c *Client) ScoreRaw(ctx context.Context, kind EventKind, b RawBatch) (Result, error) {
+	r, err := c.rpc.Score(ctx, &pb.ScoreRequest{
+		Kind: kindToProto(kind), LayoutVersion: b.LayoutVersion, RecordSize: uint32(max(b.RecordSize, 0)), Records: b.Data,
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("plugin score: %w", err)
+	}
+	return Result{Stats: statsFromProto(r.GetStats()), Anomalies: anomaliesFromProto(r.GetAnomalies())}, nil
+}
+
+// ConsumeConfig tells the plugin where its ring is and how to batch.
+type ConsumeConfig struct {
+	RingFD, WakeFD int // in the plugin: 3+i for ExtraFiles[i]
+	MaxBatch       int
+	MaxDelay       time.Duration
+}
+
+// ResultStream receives the results of a Consume call.
+type ResultStream struct {
+	s pb.Detector_ConsumeClient
+}
+
+// Consume attaches the plugin to its ring. It waits for the plugin's attach
+// acknowledgement and returns the ring's tail at attach time.
+func (c *Client) Consume(ctx context.Context, cfg ConsumeConfig) (*ResultStream, uint64, error) {
+	s, err := c.rpc.Consume(ctx, &pb.ConsumeRequest{
+		RingFd: uint32(max(cfg.RingFD, 0)), WakeFd: uint32(max(cfg.WakeFD, 0)),
+		MaxBatch: uint32(max(cfg.MaxBatch, 0)), MaxDelayUs: uint32(max(cfg.MaxDelay.Microseconds(), 0)),
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("plugin consume: %w", err)
+	}
+	ack, err := s.Recv()
+	if err != nil {
+		return nil, 0, fmt.Errorf("plugin consume: attach: %w", err)
+	}
+	if ack.GetEnd() != ack.GetStart() {
+		return nil, 0, fmt.Errorf("plugin consume: attach ack covers [%d, %d)", ack.GetStart(), ack.GetEnd())
+	}
+	return &ResultStream{s: s}, ack.GetStart(), nil
+}
+
+// Recv returns the next batch result; io.EOF when the plugin ended the
+// stream cleanly (ring closed).
+func (r *ResultStream) Recv() (BatchResult, error) {
+	m, err := r.s.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return BatchResult{}, io.EOF
+		}
+		return BatchResult{}, fmt.Errorf("plugin results: %w", err)
+	}
+	return BatchResult{
+		Start: m.GetStart(), End: m.GetEnd(), Stats: statsFromProto(m.GetStats()),
+		Anomalies: anomaliesFromProto(m.GetAnomalies()), Err: m.GetError(),
+	}, nil
+}

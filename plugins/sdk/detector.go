@@ -1,0 +1,166 @@
+// Package sdk is the contract between the Vigil agent and its detector
+// plugins, and everything a detector author needs: implement Detector (and,
+// optionally, FileScorer), then call Serve from main.
+//
+// A plugin is a separate, unprivileged process started by the agent with
+// hashicorp/go-plugin in gRPC mode (one Handshake, plugin name "detector").
+// Control and results travel over the gRPC service in proto/ (Info,
+// LoadModel, Score, Health, Consume); packet events travel through the
+// shared-memory ring of package ring, which the SDK reads in batches and hands
+// to Detector.ScorePackets. File layout follows Nomad's plugins: detector.go
+// (the interface), plugin.go (go-plugin glue), server.go and client.go (gRPC
+// adapters), serve.go (Serve), sdktest (the conformance harness).
+//
+// This package imports neither agent/ nor server/; the agent side of the
+// contract (launching, supervising, the ring producer) is agent/pluginhost.
+package sdk
+
+import (
+	"context"
+
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+// Detector is what a detector plugin implements.
+//
+// Concurrency: the SDK never calls ScorePackets (or FileScorer.ScoreFiles)
+// concurrently with itself, and never calls LoadModel concurrently with
+// itself, but LoadModel and Health may run while a batch is being scored, so
+// a detector swaps its model atomically (e.g. atomic.Pointer). LoadModel must
+// leave the previous model active when it fails.
+type Detector interface {
+	// Info describes the detector; it must not depend on the loaded model.
+	Info() Info
+	// LoadModel loads the model bundle at path and makes it active.
+	LoadModel(ctx context.Context, bundlePath string) (ModelInfo, error)
+	// ScorePackets scores one batch. pkts is only valid during the call (the
+	// SDK reuses it). Anomaly.Index is the position in pkts.
+	ScorePackets(ctx context.Context, pkts []event.Packet) (Result, error)
+	// Health reports the detector's state; it must be cheap.
+	Health(ctx context.Context) Health
+}
+
+// FileScorer is implemented by detectors of file events (event.File, sent
+// in batches over unary Score calls, not the ring). files is only valid
+// during the call; Anomaly.Index is the position in files.
+type FileScorer interface {
+	ScoreFiles(ctx context.Context, files []event.File) (Result, error)
+}
+
+// EventKind is the kind of events a detector consumes.
+type EventKind int
+
+// Event kinds.
+const (
+	EventUnspecified EventKind = iota
+	EventPacket
+	EventFile
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventPacket:
+		return "packet"
+	case EventFile:
+		return "file"
+	default:
+		return "unspecified"
+	}
+}
+
+// Info describes a detector.
+type Info struct {
+	Name        string    // e.g. "netflow"
+	Version     string    // the plugin's version
+	EventKind   EventKind // EventPacket or EventFile
+	FeatureSets []string  // accepted feature sets, e.g. ["netflow/v1"]
+	Dim         int       // feature dimension
+}
+
+// ModelInfo identifies the active model.
+type ModelInfo struct {
+	Name       string
+	Version    uint64 // the bundle's monotonic version
+	Digest     string // "sha256:<hex>" of the model file
+	FeatureSet string
+	Threshold  float32
+}
+
+// Contribution is one feature's share of an anomaly score.
+type Contribution struct {
+	Name         string
+	Contribution float32
+}
+
+// Well-known Anomaly.Context keys.
+const (
+	ContextSrcIP   = "src_ip"
+	ContextDstIP   = "dst_ip"
+	ContextSrcPort = "src_port"
+	ContextDstPort = "dst_port"
+	ContextProto   = "proto"
+	ContextPath    = "path"
+)
+
+// Anomaly is one record whose score reached the threshold.
+type Anomaly struct {
+	// Index is the record's position in the batch given to the detector; in
+	// a RingResult (agent side) it is the record's absolute ring sequence.
+	Index       uint64
+	Score       float32
+	Threshold   float32
+	TopFeatures []Contribution
+	Context     map[string]string
+}
+
+// Stats are per-batch statistics for calibration, shadow mode and drift.
+type Stats struct {
+	Count     uint64
+	Anomalies uint64
+	P50, P90  float32
+	P99, Max  float32
+}
+
+// Result is a detector's answer for one batch.
+type Result struct {
+	Anomalies []Anomaly
+	// Scores, when set, holds one score per record; the SDK derives Stats
+	// from it (count, quantiles, max). Leave it nil to fill Stats yourself.
+	Scores []float32
+	Stats  Stats
+}
+
+// Health is a detector's self-report.
+type Health struct {
+	OK          bool
+	Message     string
+	Model       ModelInfo
+	MemoryBytes uint64
+	Stats       map[string]uint64
+}
+
+// RawBatch is a batch of packed records: fixed-size packet records
+// (RecordSize 64, event.PacketLayoutVersion) or one event.MarshalFiles batch
+// (RecordSize 0, event.FileLayoutVersion).
+type RawBatch struct {
+	LayoutVersion uint32
+	RecordSize    int
+	Data          []byte
+}
+
+// Len returns the number of whole records in b.
+func (b RawBatch) Len() int {
+	if b.RecordSize <= 0 {
+		return 0
+	}
+	return len(b.Data) / b.RecordSize
+}
+
+// BatchResult is what the agent receives for one batch consumed from the
+// ring: records [Start, End) were scored; Anomaly.Index is absolute.
+type BatchResult struct {
+	Start, End uint64
+	Stats      Stats
+	Anomalies  []Anomaly
+	Err        string // set when the detector failed on this batch
+}

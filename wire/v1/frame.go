@@ -31,7 +31,7 @@ func NewReader(r io.Reader, maxSize int) *Reader {
 	if maxSize <= 0 {
 		maxSize = MaxFrameSize
 	}
-	return &Reader{br: bufio.NewReaderSize(r, 32<<10), max: maxSize}
+	return &Reader{br: bufio.NewReaderSize(r, 4<<10), max: maxSize}
 }
 
 // Read reads one message into m. It returns io.EOF at a clean end of stream,

@@ -82,3 +82,8 @@ func (c ErrorCode) String() string {
 		return "unknown"
 	}
 }
+
+// TLSAlertCertificateRevoked is the QUIC transport error code (CRYPTO_ERROR
+// 0x100 + TLS alert 44, certificate_revoked) with which the server refuses a
+// revoked agent inside the handshake, before any stream exists.
+const TLSAlertCertificateRevoked = 0x100 + 44

@@ -1,0 +1,219 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/vigil-edge/vigil/server/store"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// ModelStatusRecorder is an optional Store extension: when the store
+// implements it, ModelStatus reports from agents are recorded.
+type ModelStatusRecorder interface {
+	RecordModelStatus(ctx context.Context, agentID string, st *wirev1.ModelStatus) error
+}
+
+// Limits on CONTROL messages.
+const (
+	maxCounters     = 256
+	maxActiveModels = 64
+	// minTouchInterval: Status reports more frequent than this update memory
+	// only, not the store.
+	minTouchInterval = time.Second
+)
+
+// controlSession is a live CONTROL stream: the handler and Push write to it.
+type controlSession struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (cs *controlSession) send(m *wirev1.ServerControl) error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return writeFrame(cs.w, m)
+}
+
+// handleControl serves the CONTROL stream: Hello first (answered with
+// HelloAck carrying the identity from the certificate), then Status
+// heartbeats, RenewRequests and ModelStatus reports until the stream ends.
+// While it runs, Push reaches the agent through it.
+func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader, w io.Writer) error {
+	p.mu.Lock()
+	again := p.hasControl
+	p.hasControl = true
+	p.mu.Unlock()
+	if again {
+		return protoErr(wirev1.CodeProtocol, "second CONTROL stream on one connection")
+	}
+	setReadDeadline(w, headerTimeout)
+	var first wirev1.AgentControl
+	if err := r.Read(&first); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	setReadDeadline(w, 0)
+	hello := first.GetHello()
+	if hello == nil {
+		return protoErr(wirev1.CodeProtocol, "CONTROL stream must start with Hello")
+	}
+	base, err := helloState(hello)
+	if err != nil {
+		return err
+	}
+	e.touch(ctx, p, base)
+	lastTouch := time.Now()
+	// Register before HelloAck leaves, so that Push works as soon as the
+	// agent sees the ack; the session lock keeps pushes behind the ack.
+	cs := &controlSession{w: w}
+	cs.mu.Lock()
+	e.connMu.Lock()
+	e.controls[p.id.AgentID] = cs
+	e.connMu.Unlock()
+	defer func() {
+		e.connMu.Lock()
+		if e.controls[p.id.AgentID] == cs {
+			delete(e.controls, p.id.AgentID)
+		}
+		e.connMu.Unlock()
+	}()
+	err = writeFrame(w, &wirev1.ServerControl{Msg: &wirev1.ServerControl_HelloAck{HelloAck: &wirev1.HelloAck{
+		AgentId:            p.id.AgentID,
+		Entity:             p.id.Entity,
+		ServerTimeUnixNano: e.cfg.now().UnixNano(),
+		StatusIntervalMs:   uint32(e.cfg.StatusInterval / time.Millisecond),
+	}}})
+	cs.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("write hello ack: %w", err)
+	}
+	p.log.Info("agent connected", "version", hello.AgentVersion, "hostname", base.Hostname)
+
+	for {
+		var m wirev1.AgentControl
+		if err := r.Read(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		switch msg := m.Msg.(type) {
+		case *wirev1.AgentControl_Status:
+			st, err := statusState(base, msg.Status)
+			if err != nil {
+				return err
+			}
+			if time.Since(lastTouch) >= minTouchInterval {
+				e.touch(ctx, p, st)
+				lastTouch = time.Now()
+			}
+		case *wirev1.AgentControl_Renew:
+			resp := e.renew(ctx, p, msg.Renew)
+			if err := cs.send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_Renew{Renew: resp}}); err != nil {
+				return fmt.Errorf("write renew response: %w", err)
+			}
+		case *wirev1.AgentControl_ModelStatus:
+			if msg.ModelStatus == nil {
+				continue
+			}
+			p.log.Info("model status", "rollout", msg.ModelStatus.RolloutId, "model", msg.ModelStatus.GetModel().GetName(),
+				"version", msg.ModelStatus.GetModel().GetVersion(), "state", msg.ModelStatus.State, "reason", msg.ModelStatus.Reason)
+			if rec, ok := e.st.(ModelStatusRecorder); ok {
+				if err := rec.RecordModelStatus(ctx, p.id.AgentID, msg.ModelStatus); err != nil {
+					p.log.Error("record model status", "err", err)
+				}
+			}
+		case *wirev1.AgentControl_Hello:
+			return protoErr(wirev1.CodeProtocol, "second Hello on the CONTROL stream")
+		default:
+			// An empty message or a kind added by a newer agent: ignore.
+		}
+	}
+}
+
+func (e *Endpoint) touch(ctx context.Context, p *peer, st store.AgentState) {
+	if err := e.st.TouchAgent(ctx, p.id.AgentID, e.cfg.now(), st); err != nil {
+		p.log.Warn("touch agent", "err", err)
+	}
+}
+
+func modelRefs(ms []*wirev1.ModelRef) ([]store.ModelRef, error) {
+	if len(ms) > maxActiveModels {
+		return nil, protoErr(wirev1.CodeProtocol, "%d active models, limit %d", len(ms), maxActiveModels)
+	}
+	out := make([]store.ModelRef, 0, len(ms))
+	for _, m := range ms {
+		if m == nil {
+			continue
+		}
+		if len(m.Name) > maxShortString || len(m.Digest) > maxShortString || len(m.Detector) > maxDetector {
+			return nil, protoErr(wirev1.CodeProtocol, "model reference fields too long")
+		}
+		out = append(out, store.ModelRef{Name: m.Name, Version: m.Version, Digest: m.Digest})
+	}
+	return out, nil
+}
+
+// helloState is the agent state reported by Hello.
+func helloState(h *wirev1.Hello) (store.AgentState, error) {
+	if len(h.AgentVersion) > maxShortString || len(h.GetHost().GetHostname()) > maxHostnameLen {
+		return store.AgentState{}, protoErr(wirev1.CodeProtocol, "Hello fields too long")
+	}
+	models, err := modelRefs(h.ActiveModels)
+	if err != nil {
+		return store.AgentState{}, err
+	}
+	st := store.AgentState{
+		Version:      h.AgentVersion,
+		Hostname:     h.GetHost().GetHostname(),
+		ActiveModels: models,
+	}
+	if h.CertNotAfterUnix > 0 {
+		st.CertNotAfter = time.Unix(h.CertNotAfterUnix, 0).UTC()
+	}
+	return st, nil
+}
+
+// statusState merges a Status report into the state from Hello.
+func statusState(base store.AgentState, s *wirev1.Status) (store.AgentState, error) {
+	if len(s.Counters) > maxCounters {
+		return store.AgentState{}, protoErr(wirev1.CodeProtocol, "%d counters, limit %d", len(s.Counters), maxCounters)
+	}
+	for k := range s.Counters {
+		if len(k) > maxShortString {
+			return store.AgentState{}, protoErr(wirev1.CodeProtocol, "counter name of %d bytes", len(k))
+		}
+	}
+	if len(s.ModelStatus) > maxActiveModels {
+		return store.AgentState{}, protoErr(wirev1.CodeProtocol, "%d model statuses, limit %d", len(s.ModelStatus), maxActiveModels)
+	}
+	st := base
+	if len(s.ActiveModels) > 0 {
+		models, err := modelRefs(s.ActiveModels)
+		if err != nil {
+			return store.AgentState{}, err
+		}
+		st.ActiveModels = models
+	}
+	if sp := s.Spool; sp != nil {
+		st.Spool = store.SpoolStats{Depth: sp.Depth, Bytes: sp.Bytes, Dropped: sp.Dropped, NextSeq: sp.NextSeq,
+			AckedSeq: sp.AckedSeq, CapacityBytes: sp.CapacityBytes}
+	}
+	st.Counters = s.Counters
+	if s.CertNotAfterUnix > 0 {
+		st.CertNotAfter = time.Unix(s.CertNotAfterUnix, 0).UTC()
+	}
+	if b, err := protojson.Marshal(s); err == nil && len(b) <= maxSmallFrame {
+		st.StatusJSON = string(b)
+	}
+	return st, nil
+}

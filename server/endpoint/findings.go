@@ -1,0 +1,158 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	"github.com/vigil-edge/vigil/pki"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Limits on a FindingsBatch. A batch outside them closes the connection
+// (CodeProtocol, or CodeSequenceBroken for sequence numbers).
+const (
+	MaxBatchFindings = 10000
+	maxDetector      = 64
+	maxSummary       = 4096
+	maxShortString   = 128 // model name/digest, IPs, proto, MAC, feature names
+	maxPath          = 4096
+	maxTopFeatures   = 64
+	commitTimeout    = 60 * time.Second
+)
+
+// handleFindings serves a FINDINGS stream: each FindingsBatch is validated,
+// committed under id (the identity of the connection's certificate, never a
+// field of the message), then acknowledged with Ack{through_seq = the
+// batch's last seq}. Re-sent batches are stored once (the store ignores a
+// known (agent, seq)) and acknowledged again.
+func (e *Endpoint) handleFindings(ctx context.Context, id pki.Identity, r *wirev1.Reader, w io.Writer) error {
+	for {
+		var b wirev1.FindingsBatch
+		if err := r.Read(&b); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := validateBatch(&b); err != nil {
+			return err
+		}
+		n := len(b.Findings)
+		e.m.findingsReceived.Add(float64(n))
+		if !e.beginCommit() {
+			return protoErr(wirev1.CodeShuttingDown, "server shutting down")
+		}
+		err := e.commitAndAck(ctx, id, &b, w)
+		e.endCommit()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (e *Endpoint) commitAndAck(ctx context.Context, id pki.Identity, b *wirev1.FindingsBatch, w io.Writer) error {
+	// The commit outlives a dropped connection: a half-done ingest would
+	// only be re-sent, but finishing it is cheaper and drains cleanly.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	queued := e.inflight.Add(1)
+	start := time.Now()
+	inserted, err := e.st.InsertFindings(cctx, id.AgentID, id.Entity, b.Findings)
+	lat := time.Since(start)
+	e.inflight.Add(-1)
+	e.m.commitSeconds.Observe(lat.Seconds())
+	if err != nil {
+		e.m.commitErrors.Inc()
+		e.log.Error("commit findings", "agent", id.AgentID, "findings", len(b.Findings), "err", err)
+		_ = writeFrame(w, &wirev1.Ack{Error: &wirev1.Error{Code: uint32(wirev1.CodeInternal), Message: "commit failed; retry"}})
+		return fmt.Errorf("commit findings: %w", err)
+	}
+	e.m.findingsCommitted.Add(float64(inserted))
+	if d := len(b.Findings) - inserted; d > 0 {
+		e.m.findingsDuplicate.Add(float64(d))
+	}
+	ack := &wirev1.Ack{ThroughSeq: b.Findings[len(b.Findings)-1].Seq}
+	if int(queued) >= e.cfg.SlowDownQueue || lat >= e.cfg.SlowDownLatency {
+		ack.SlowDown = e.cfg.SlowDown
+		e.m.slowDowns.Inc()
+	}
+	if err := writeFrame(w, ack); err != nil {
+		return fmt.Errorf("write ack: %w", err)
+	}
+	e.m.acks.Inc()
+	return nil
+}
+
+// validateBatch checks a batch from the network: 1..MaxBatchFindings
+// findings, seqs strictly increasing from first_seq (gaps allowed), bounded
+// strings, known severities and finite numbers (the API encodes them as JSON).
+func validateBatch(b *wirev1.FindingsBatch) error {
+	n := len(b.Findings)
+	if n == 0 {
+		return protoErr(wirev1.CodeProtocol, "empty findings batch")
+	}
+	if n > MaxBatchFindings {
+		return protoErr(wirev1.CodeProtocol, "%d findings in one batch, limit %d", n, MaxBatchFindings)
+	}
+	prev := b.FirstSeq
+	for i, f := range b.Findings {
+		if f == nil {
+			return protoErr(wirev1.CodeProtocol, "finding %d is empty", i)
+		}
+		if f.Seq > math.MaxInt64 || f.Seq < b.FirstSeq || (i > 0 && f.Seq <= prev) {
+			return protoErr(wirev1.CodeSequenceBroken, "finding %d: seq %d after %d (first_seq %d)", i, f.Seq, prev, b.FirstSeq)
+		}
+		prev = f.Seq
+		if err := validateFinding(f); err != nil {
+			return protoErr(wirev1.CodeProtocol, "finding seq %d: %w", f.Seq, err)
+		}
+	}
+	return nil
+}
+
+func validateFinding(f *wirev1.Finding) error {
+	if f.Detector == "" || len(f.Detector) > maxDetector {
+		return fmt.Errorf("detector name of %d bytes", len(f.Detector))
+	}
+	if len(f.Summary) > maxSummary {
+		return fmt.Errorf("summary of %d bytes", len(f.Summary))
+	}
+	if f.Severity < wirev1.Severity_SEVERITY_UNSPECIFIED || f.Severity > wirev1.Severity_SEVERITY_CRITICAL {
+		return fmt.Errorf("unknown severity %d", int32(f.Severity))
+	}
+	if !finite(f.Score) || !finite(f.Threshold) {
+		return errors.New("score or threshold not finite")
+	}
+	if m := f.Model; m != nil {
+		if len(m.Name) > maxShortString || len(m.Digest) > maxShortString || len(m.Detector) > maxDetector {
+			return errors.New("model reference fields too long")
+		}
+	}
+	if c := f.Context; c != nil {
+		if len(c.SrcIp) > maxShortString || len(c.DstIp) > maxShortString || len(c.Proto) > maxShortString ||
+			len(c.SrcMac) > maxShortString || len(c.Path) > maxPath {
+			return errors.New("context fields too long")
+		}
+		if c.SrcPort > math.MaxUint16 || c.DstPort > math.MaxUint16 {
+			return errors.New("port above 65535")
+		}
+	}
+	if len(f.TopFeatures) > maxTopFeatures {
+		return fmt.Errorf("%d top features, limit %d", len(f.TopFeatures), maxTopFeatures)
+	}
+	for _, tf := range f.TopFeatures {
+		if tf == nil {
+			continue
+		}
+		if len(tf.Name) > maxShortString || !finite(tf.Contribution) {
+			return errors.New("top feature name too long or contribution not finite")
+		}
+	}
+	return nil
+}
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }

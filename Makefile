@@ -8,9 +8,9 @@ LDFLAGS := -s -w -X github.com/vigil-edge/vigil/internal/buildinfo.Version=$(VER
 ORT_LIB = $(shell ./installer/fetch-onnxruntime.sh)
 
 # Pure-Go binaries (no cgo): the agent core, the server and the CLI.
-PURE_MAINS := agent/cmd/vigil-agent server/cmd/vigil-server server/cmd/vigilctl
+PURE_MAINS := agent/cmd/vigil-agent server/cmd/vigil-server server/cmd/vigilctl test/trafficgen/cmd/vigil-trafficgen
 # Detector plugins: cgo, they load ONNX Runtime.
-PLUGIN_MAINS := $(wildcard plugins/*/cmd/vigil-detector-*)
+PLUGIN_MAINS := $(filter-out plugins/example/%,$(wildcard plugins/*/cmd/vigil-detector-*))
 
 .PHONY: all build ort test test-short bench proto lint models run clean fuzz
 

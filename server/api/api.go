@@ -34,6 +34,20 @@ type Backend interface {
 	ListFindings(ctx context.Context, f store.FindingFilter) ([]store.Finding, error)
 	GetFinding(ctx context.Context, id int64) (store.Finding, error)
 	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
+	VerifyAudit(ctx context.Context) (int, error)
+	ListEntities(ctx context.Context) ([]string, error)
+	MaxFindingID(ctx context.Context) (int64, error)
+	FindingStats(ctx context.Context, f store.StatsFilter) ([]store.StatsBucket, error)
+	TriageFinding(ctx context.Context, id int64, t store.Triage, actor string) (store.Finding, error)
+	FindingNotes(ctx context.Context, findingID int64) ([]store.FindingNote, error)
+	ListSuppressions(ctx context.Context, f store.SuppressionFilter) ([]store.Suppression, error)
+	GetSuppression(ctx context.Context, id int64) (store.Suppression, error)
+	LiftSuppression(ctx context.Context, id int64, actor string) error
+	ListModels(ctx context.Context) ([]store.Model, error)
+	ModelByDigest(ctx context.Context, digest string) (store.Model, error)
+	ListRollouts(ctx context.Context, f store.RolloutFilter) ([]store.Rollout, error)
+	GetUser(ctx context.Context, id string) (store.User, error)
+	SetUserDisabled(ctx context.Context, id string, disabled bool, actor string) error
 }
 
 var _ Backend = (*store.DB)(nil)
@@ -54,6 +68,22 @@ type Options struct {
 	// OnRevoke, if set, is called after an agent was revoked (the endpoint
 	// refreshes its revocation cache and drops the agent's connection).
 	OnRevoke func(agentID string)
+	// Console, if set, serves everything outside /api/ and /metrics (the
+	// web console, console.Handler()).
+	Console http.Handler
+	// StreamPoll is how often a live stream looks for new findings
+	// (default 500ms). See stream.go.
+	StreamPoll time.Duration
+	// MaxStreams bounds concurrent live streams (default 256).
+	MaxStreams int
+	// Shutdown, when closed, ends every live stream (clients reconnect
+	// with Last-Event-ID). Close it from http.Server.RegisterOnShutdown:
+	// Shutdown does not end active requests by itself, and a stream never
+	// ends on its own.
+	Shutdown <-chan struct{}
+	// OfflineAfter is how long an agent may stay silent before its health
+	// is "offline" (default 5m).
+	OfflineAfter time.Duration
 }
 
 // MaxBodyBytes bounds a request body.
@@ -64,15 +94,32 @@ const MaxBodyBytes = 64 << 10
 const DefaultEnrollTokenTTL = 24 * time.Hour
 
 type server struct {
-	db   Backend
-	opts Options
-	log  *slog.Logger
-	reqs *prometheus.CounterVec
+	db      Backend
+	opts    Options
+	log     *slog.Logger
+	reqs    *prometheus.CounterVec
+	streams chan struct{} // semaphore of live streams
+	routes  []string      // registered patterns, "METHOD /path"
+	handler http.Handler
 }
 
 // New returns the API handler: /api/v1/... and /metrics.
 func New(db Backend, opts Options) http.Handler {
-	s := &server{db: db, opts: opts, log: opts.Log}
+	return newServer(db, opts).handler
+}
+
+// newServer builds the server and its handler (tests read s.routes).
+func newServer(db Backend, opts Options) *server {
+	if opts.StreamPoll <= 0 {
+		opts.StreamPoll = 500 * time.Millisecond
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = 256
+	}
+	if opts.OfflineAfter <= 0 {
+		opts.OfflineAfter = 5 * time.Minute
+	}
+	s := &server{db: db, opts: opts, log: opts.Log, streams: make(chan struct{}, max(1, opts.MaxStreams))}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -96,6 +143,7 @@ func New(db Backend, opts Options) http.Handler {
 			h = promhttp.InstrumentHandlerCounter(s.reqs.MustCurryWith(prometheus.Labels{"route": pattern}), h)
 		}
 		mux.Handle(pattern, h)
+		s.routes = append(s.routes, pattern)
 	}
 	handle("GET /api/v1/healthz", http.HandlerFunc(s.healthz))
 	handle("GET /api/v1/whoami", s.guard(permRead, s.whoami))
@@ -106,9 +154,22 @@ func New(db Backend, opts Options) http.Handler {
 	handle("POST /api/v1/agents/{id}/revoke", s.guard(permManageAgents, s.revokeAgent))
 	handle("GET /api/v1/findings", s.guard(permRead, s.listFindings))
 	handle("GET /api/v1/findings/{id}", s.guard(permRead, s.getFinding))
+	handle("POST /api/v1/findings/{id}/triage", s.guard(permTriage, s.triageFinding))
+	handle("GET /api/v1/findings/stream", s.guard(permRead, s.streamFindings))
+	handle("GET /api/v1/findings/export", s.guard(permRead, s.exportFindings))
+	handle("GET /api/v1/findings/stats", s.guard(permRead, s.findingStats))
+	handle("GET /api/v1/suppressions", s.guard(permRead, s.listSuppressions))
+	handle("POST /api/v1/suppressions/{id}/lift", s.guard(permTriage, s.liftSuppression))
+	handle("GET /api/v1/entities", s.guard(permRead, s.listEntities))
+	handle("GET /api/v1/models", s.guard(permRead, s.listModels))
+	handle("GET /api/v1/rollouts", s.guard(permRead, s.listRollouts))
 	handle("POST /api/v1/users", s.guard(permAdmin, s.createUser))
 	handle("GET /api/v1/users", s.guard(permAdmin, s.listUsers))
+	handle("POST /api/v1/users/{id}/disable", s.guard(permAdmin, s.disableUser))
+	handle("POST /api/v1/users/{id}/enable", s.guard(permAdmin, s.enableUser))
 	handle("GET /api/v1/audit", s.guard(permReadAudit, s.listAudit))
+	handle("GET /api/v1/audit/verify", s.guard(permVerifyAudit, s.verifyAudit))
+	handle("GET /api/v1/openapi.json", http.HandlerFunc(serveOpenAPI))
 	if opts.Registry != nil {
 		metrics := promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
 		handle("GET /metrics", s.guard(permAdmin, func(w http.ResponseWriter, r *http.Request, _ *principal) error {
@@ -120,7 +181,11 @@ func New(db Backend, opts Options) http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	if opts.Console != nil {
+		mux.Handle("/", opts.Console)
+	}
+	s.handler = mux
+	return s
 }
 
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -255,7 +320,12 @@ func (s *server) listAgents(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"agents": agents})
+	now := time.Now()
+	views := make([]agentView, len(agents))
+	for i, a := range agents {
+		views[i] = agentView{Agent: a, Health: agentHealth(a, now, s.opts.OfflineAfter)}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": views})
 	return nil
 }
 
@@ -280,7 +350,7 @@ func (s *server) getAgent(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentView{Agent: a, Health: agentHealth(a, time.Now(), s.opts.OfflineAfter)})
 	return nil
 }
 
@@ -364,26 +434,52 @@ func parseCursor(v string) (int64, error) {
 	return n, nil
 }
 
-func (s *server) listFindings(w http.ResponseWriter, r *http.Request, p *principal) error {
-	q, err := query(r, "entity", "agent", "detector", "since", "until", "severity", "limit", "cursor")
-	if err != nil {
-		return err
-	}
-	f := store.FindingFilter{AgentID: q.Get("agent"), Detector: q.Get("detector")}
+// findingFilterParams are the query parameters every findings query
+// (list, stream, export) understands.
+var findingFilterParams = []string{"entity", "agent", "detector", "since", "until", "severity", "status"}
+
+// findingFilter parses the findings filters of q, scoped to p. Filter values
+// only ever reach SQL as bound parameters.
+func findingFilter(q url.Values, p *principal, now time.Time) (store.FindingFilter, error) {
+	var err error
+	f := store.FindingFilter{AgentID: q.Get("agent"), Detector: q.Get("detector"), Status: q.Get("status")}
 	if f.Entity, err = p.entityFilter(q.Get("entity")); err != nil {
-		return err
+		return f, err
 	}
-	now := time.Now()
+	if f.AgentID != "" && !pki.ValidName(f.AgentID) {
+		return f, errorf(http.StatusBadRequest, "invalid agent id %q", f.AgentID)
+	}
+	if len(f.Detector) > 128 {
+		return f, errorf(http.StatusBadRequest, "detector name too long")
+	}
+	if f.Status != "" && !store.ValidStatus(f.Status) {
+		return f, errorf(http.StatusBadRequest, "invalid status %q (new, acknowledged, false_positive or resolved)", f.Status)
+	}
 	if f.Since, err = parseTime("since", q.Get("since"), now); err != nil {
-		return err
+		return f, err
 	}
 	if f.Until, err = parseTime("until", q.Get("until"), now); err != nil {
-		return err
+		return f, err
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		return f, errorf(http.StatusBadRequest, "until must be after since")
 	}
 	if v := q.Get("severity"); v != "" {
 		if f.MinSeverity, err = store.ParseSeverity(v); err != nil {
-			return errorf(http.StatusBadRequest, "invalid severity %q (low, medium, high or critical: the minimum)", v)
+			return f, errorf(http.StatusBadRequest, "invalid severity %q (low, medium, high or critical: the minimum)", v)
 		}
+	}
+	return f, nil
+}
+
+func (s *server) listFindings(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q, err := query(r, append(findingFilterParams, "limit", "cursor")...)
+	if err != nil {
+		return err
+	}
+	f, err := findingFilter(q, p, time.Now())
+	if err != nil {
+		return err
 	}
 	if f.Limit, err = parseLimit(q.Get("limit")); err != nil {
 		return err
@@ -404,19 +500,33 @@ func (s *server) listFindings(w http.ResponseWriter, r *http.Request, p *princip
 }
 
 func (s *server) getFinding(w http.ResponseWriter, r *http.Request, p *principal) error {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id < 1 {
-		return errNotFound
-	}
-	f, err := s.db.GetFinding(r.Context(), id)
+	id, err := pathID(r)
 	if err != nil {
 		return err
 	}
-	if !p.sees(f.Entity) {
-		return errNotFound
+	f, err := s.findingInScope(r.Context(), p, id)
+	if err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, f)
+	notes, err := s.db.FindingNotes(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, findingDetail{Finding: f, Explanation: explain(f), Provenance: s.provenance(r.Context(), f), Notes: notes})
 	return nil
+}
+
+// findingInScope loads a finding, reporting findings outside the caller's
+// scope as not found.
+func (s *server) findingInScope(ctx context.Context, p *principal, id int64) (store.Finding, error) {
+	f, err := s.db.GetFinding(ctx, id)
+	if err != nil {
+		return f, err
+	}
+	if !p.sees(f.Entity) {
+		return store.Finding{}, errNotFound
+	}
+	return f, nil
 }
 
 // ---- users ----

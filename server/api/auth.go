@@ -11,17 +11,20 @@ import (
 type permission int
 
 const (
-	permRead         permission = iota // read findings, agents (scoped)
+	permRead         permission = iota // read findings, agents, suppressions, models, rollouts; live stream, exports (scoped)
+	permTriage                         // triage findings, lift suppressions (scoped)
 	permManageAgents                   // revoke agents, create/list enrollment tokens (scoped)
 	permReadAudit                      // read the audit log (scoped)
+	permVerifyAudit                    // verify the whole audit chain: CERT roles only
 	permAdmin                          // users, metrics: admin only
 )
 
 // rolePerms is the whole role matrix.
 var rolePerms = map[string]map[permission]bool{
-	store.RoleAdmin:       {permRead: true, permManageAgents: true, permReadAudit: true, permAdmin: true},
-	store.RoleAnalyst:     {permRead: true, permReadAudit: true},
-	store.RoleEntityAdmin: {permRead: true, permManageAgents: true, permReadAudit: true},
+	store.RoleAdmin: {permRead: true, permTriage: true, permManageAgents: true, permReadAudit: true,
+		permVerifyAudit: true, permAdmin: true},
+	store.RoleAnalyst:     {permRead: true, permTriage: true, permReadAudit: true, permVerifyAudit: true},
+	store.RoleEntityAdmin: {permRead: true, permTriage: true, permManageAgents: true, permReadAudit: true},
 }
 
 // principal is the authenticated caller. Handlers reach data only through

@@ -8,13 +8,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-edge/vigil/server/api"
+	"github.com/vigil-edge/vigil/server/console"
 	"github.com/vigil-edge/vigil/server/endpoint"
 	"github.com/vigil-edge/vigil/server/store"
 )
 
 // newAPIHandler builds the HTTPS API handler. Revocations through the API
 // reach the endpoint at once (Endpoint.Revoke).
-func newAPIHandler(db *store.DB, ep *endpoint.Endpoint, reg *prometheus.Registry, cfg Config, log *slog.Logger, pin string) (http.Handler, error) {
+// The console is mounted under /; stop, closed when the HTTP server shuts
+// down, ends the live streams so that Shutdown does not wait for them.
+func newAPIHandler(db *store.DB, ep *endpoint.Endpoint, reg *prometheus.Registry, cfg Config, log *slog.Logger, pin string, stop <-chan struct{}) (http.Handler, error) {
 	return api.New(db, api.Options{
 		Log:          log,
 		CAPin:        pin,
@@ -22,6 +25,8 @@ func newAPIHandler(db *store.DB, ep *endpoint.Endpoint, reg *prometheus.Registry
 		Registry:     reg,
 		Registerer:   reg,
 		OnRevoke:     ep.Revoke,
+		Console:      console.Handler(),
+		Shutdown:     stop,
 	}), nil
 }
 

@@ -59,5 +59,39 @@ func newAuditCmd(app *App) *cobra.Command {
 	list.Flags().IntVar(&limit, "limit", 100, "at most this many entries (1..1000)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	cmd.AddCommand(list)
+
+	var verifyJSON bool
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Verify the audit log's hash chain (exit status 1 if it is broken)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := app.Client()
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				OK      bool   `json:"ok"`
+				Checked int    `json:"checked"`
+				Error   string `json:"error,omitempty"`
+			}
+			if err := c.Do(cmd.Context(), http.MethodGet, "audit/verify", nil, nil, &resp); err != nil {
+				return fmt.Errorf("verify audit: %w", err)
+			}
+			if verifyJSON {
+				if err := app.PrintJSON(resp); err != nil {
+					return err
+				}
+			} else if resp.OK {
+				fmt.Fprintf(app.Stdout, "audit log intact: %d entries, hash chain verified\n", resp.Checked)
+			}
+			if !resp.OK {
+				return fmt.Errorf("audit log chain BROKEN after %d good entries: %s", resp.Checked, resp.Error)
+			}
+			return nil
+		},
+	}
+	verify.Flags().BoolVar(&verifyJSON, "json", false, "print {ok, checked, error}")
+	cmd.AddCommand(verify)
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -208,5 +209,42 @@ func TestMainExitStatus(t *testing.T) {
 	}
 	if code := Main(context.Background(), []string{"--help"}, &out, &errb); code != 0 {
 		t.Fatalf("--help: %d", code)
+	}
+}
+
+func TestAuditVerifyTriageExport(t *testing.T) {
+	e := newEnv(t)
+	v := e.vars(e.admin)
+	code, out, errs := e.run(t, v, "audit", "verify")
+	if code != 0 || !strings.Contains(out, "hash chain verified") {
+		t.Fatalf("audit verify: %d %s %s", code, out, errs)
+	}
+	code, out, _ = e.run(t, v, "audit", "verify", "--json")
+	var vr map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &vr) != nil || vr["ok"] != true {
+		t.Fatalf("audit verify --json: %s", out)
+	}
+	if code, _, _ := e.run(t, e.vars(e.ea), "audit", "verify"); code != 3 {
+		t.Errorf("entity-admin audit verify: exit %d, want 3 (forbidden)", code)
+	}
+	fs, _ := e.db.ListFindings(context.Background(), store.FindingFilter{Limit: 1})
+	id := fmt.Sprint(fs[0].ID)
+	code, out, errs = e.run(t, v, "findings", "triage", id, "--status", "false_positive", "--comment", "lab scanner")
+	if code != 0 || !strings.Contains(out, "false_positive") {
+		t.Fatalf("triage: %d %s %s", code, out, errs)
+	}
+	if code, _, errs := e.run(t, v, "findings", "triage", id); code != 1 || !strings.Contains(errs, "nothing to change") {
+		t.Errorf("empty triage: %d %s", code, errs)
+	}
+	if code, _, errs := e.run(t, v, "findings", "triage", id, "--status", "bogus"); code != 1 || !strings.Contains(errs, "400") {
+		t.Errorf("bad status: %d %s", code, errs)
+	}
+	code, out, errs = e.run(t, v, "findings", "export", "--format", "ocsf", "--entity", "acme")
+	if code != 0 || strings.Count(out, "\n") != 1500 || !strings.Contains(out, `"class_uid":2004`) {
+		t.Fatalf("export: %d, %d lines, %s", code, strings.Count(out, "\n"), errs)
+	}
+	code, out, _ = e.run(t, v, "audit", "list", "--json")
+	if code != 0 || !strings.Contains(out, "suppression.create") || !strings.Contains(out, "finding.triage") {
+		t.Errorf("audit lacks triage: %s", out)
 	}
 }

@@ -38,6 +38,8 @@ type Finding struct {
 	Packets     uint64                `json:"packets,omitempty"`
 	Bytes       uint64                `json:"bytes,omitempty"`
 	ReceivedAt  time.Time             `json:"received_at"`
+	Status      string                `json:"status"`             // triage: new, acknowledged, false_positive, resolved
+	Assignee    string                `json:"assignee,omitempty"` // triage
 }
 
 // FindingContext is where a finding happened (network or file).
@@ -88,8 +90,14 @@ type FindingFilter struct {
 	Since       time.Time       // finding time >= Since
 	Until       time.Time       // finding time < Until
 	MinSeverity wirev1.Severity // severity >= MinSeverity
+	Status      string          // triage status ("" = any)
 	BeforeID    int64           // cursor: id < BeforeID (0 = newest)
-	Limit       int             // default 100, at most 1000
+	// AfterID, when > 0, selects id > AfterID and reverses the order
+	// (oldest first), as does Ascending: the live stream and the
+	// forwarders follow new findings with them.
+	AfterID   int64
+	Ascending bool
+	Limit     int // default 100, at most 1000
 }
 
 const findingInsertCols = `agent_id, entity, seq, detector, time, first_seen, last_seen, count, severity, score, threshold,
@@ -174,7 +182,7 @@ func appendJSONString(b []byte, s string) []byte {
 
 const findingCols = `id, agent_id, entity, seq, detector, time, first_seen, last_seen, count, severity, score, threshold,
 	model_name, model_version, model_digest, src_ip, dst_ip, src_port, dst_port, proto, path, src_mac,
-	packets, bytes, top_features, summary, received_at`
+	packets, bytes, top_features, summary, received_at, status, assignee`
 
 func scanFinding(sc interface{ Scan(...any) error }) (Finding, error) {
 	var (
@@ -188,7 +196,7 @@ func scanFinding(sc interface{ Scan(...any) error }) (Finding, error) {
 	)
 	err := sc.Scan(&f.ID, &f.AgentID, &f.Entity, &seq, &f.Detector, &t, &first, &last, &count, &sev, &f.Score, &f.Threshold,
 		&f.Model.Name, &mver, &f.Model.Digest, &f.Context.SrcIP, &f.Context.DstIP, &sport, &dport, &f.Context.Proto,
-		&f.Context.Path, &f.Context.SrcMAC, &pk, &by, &tf, &f.Summary, &received)
+		&f.Context.Path, &f.Context.SrcMAC, &pk, &by, &tf, &f.Summary, &received, &f.Status, &f.Assignee)
 	if err != nil {
 		return f, err
 	}
@@ -231,14 +239,24 @@ func (db *DB) ListFindings(ctx context.Context, f FindingFilter) ([]Finding, err
 	if f.MinSeverity > 0 {
 		add("severity >= ?", int64(f.MinSeverity))
 	}
+	if f.Status != "" {
+		add("status = ?", f.Status)
+	}
 	if f.BeforeID > 0 {
 		add("id < ?", f.BeforeID)
+	}
+	order := " ORDER BY id DESC LIMIT ?"
+	if f.AfterID > 0 {
+		add("id > ?", f.AfterID)
+	}
+	if f.AfterID > 0 || f.Ascending {
+		order = " ORDER BY id ASC LIMIT ?"
 	}
 	q := `SELECT ` + findingCols + ` FROM findings`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY id DESC LIMIT ?"
+	q += order
 	args = append(args, clampLimit(f.Limit))
 	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {

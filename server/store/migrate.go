@@ -153,6 +153,53 @@ var migrations = []migration{
 		`CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 			BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`,
 	}},
+	{2, "triage, suppressions, forwarder cursors", []string{
+		// Triage state lives on the finding (adding a column with a
+		// constant default does not rewrite the table); its history lives
+		// in finding_notes. No index on status: a status filter walks the
+		// id (or entity, id) order like the detector filter does.
+		`ALTER TABLE findings ADD COLUMN status TEXT NOT NULL DEFAULT 'new'`,
+		`ALTER TABLE findings ADD COLUMN assignee TEXT NOT NULL DEFAULT ''`,
+		`CREATE TABLE finding_notes (
+			id         INTEGER PRIMARY KEY AUTOINCREMENT,
+			finding_id INTEGER NOT NULL REFERENCES findings(id),
+			time       INTEGER NOT NULL,
+			actor      TEXT NOT NULL,
+			status     TEXT NOT NULL DEFAULT '',
+			assignee   TEXT NOT NULL DEFAULT '',
+			comment    TEXT NOT NULL DEFAULT ''
+		) STRICT`,
+		`CREATE INDEX finding_notes_finding ON finding_notes(finding_id, id)`,
+		// A suppression is what a false positive teaches an entity's agents:
+		// findings of this detector whose context matches every non-empty
+		// field are not raised again. Lifted suppressions are kept (lifted_at).
+		`CREATE TABLE suppressions (
+			id         INTEGER PRIMARY KEY AUTOINCREMENT,
+			entity     TEXT NOT NULL,
+			detector   TEXT NOT NULL,
+			src_ip     TEXT NOT NULL DEFAULT '',
+			dst_ip     TEXT NOT NULL DEFAULT '',
+			dst_port   INTEGER NOT NULL DEFAULT 0,
+			proto      TEXT NOT NULL DEFAULT '',
+			path       TEXT NOT NULL DEFAULT '',
+			finding_id INTEGER NOT NULL DEFAULT 0,
+			comment    TEXT NOT NULL DEFAULT '',
+			created_at INTEGER NOT NULL,
+			created_by TEXT NOT NULL DEFAULT '',
+			lifted_at  INTEGER,
+			lifted_by  TEXT NOT NULL DEFAULT ''
+		) STRICT`,
+		`CREATE INDEX suppressions_entity ON suppressions(entity, id)`,
+		`CREATE UNIQUE INDEX suppressions_active ON suppressions(entity, detector, src_ip, dst_ip, dst_port, proto, path)
+			WHERE lifted_at IS NULL`,
+		// Exporters' durable cursors: the last finding id each forwarder
+		// has delivered.
+		`CREATE TABLE forwarder_cursors (
+			name       TEXT PRIMARY KEY,
+			last_id    INTEGER NOT NULL,
+			updated_at INTEGER NOT NULL
+		) STRICT`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

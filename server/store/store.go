@@ -60,11 +60,31 @@ type Store interface {
 	ListFindings(ctx context.Context, f FindingFilter) ([]Finding, error)
 	GetFinding(ctx context.Context, id int64) (Finding, error)
 	CountFindings(ctx context.Context, agentID string) (int, error)
+	MaxFindingID(ctx context.Context) (int64, error)
+	FindingStats(ctx context.Context, f StatsFilter) ([]StatsBucket, error)
+
+	// Triage and suppressions.
+	TriageFinding(ctx context.Context, id int64, t Triage, actor string) (Finding, error)
+	FindingNotes(ctx context.Context, findingID int64) ([]FindingNote, error)
+	ListSuppressions(ctx context.Context, f SuppressionFilter) ([]Suppression, error)
+	GetSuppression(ctx context.Context, id int64) (Suppression, error)
+	LiftSuppression(ctx context.Context, id int64, actor string) error
+
+	// Models and rollouts (read side).
+	ListModels(ctx context.Context) ([]Model, error)
+	ModelByDigest(ctx context.Context, digest string) (Model, error)
+	ListRollouts(ctx context.Context, f RolloutFilter) ([]Rollout, error)
+
+	// Exporters' durable cursors.
+	ForwarderCursor(ctx context.Context, name string) (int64, error)
+	SetForwarderCursor(ctx context.Context, name string, lastID int64) error
 
 	// API users.
 	CreateUser(ctx context.Context, name, role, entity, actor string) (plaintext string, err error)
 	Authenticate(ctx context.Context, bearer string) (User, error)
 	ListUsers(ctx context.Context, entity string) ([]User, error)
+	GetUser(ctx context.Context, id string) (User, error)
+	SetUserDisabled(ctx context.Context, id string, disabled bool, actor string) error
 
 	// Audit log.
 	Audit(ctx context.Context, e AuditEntry) error

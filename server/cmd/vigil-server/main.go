@@ -47,7 +47,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newInitCmd(g), newRunCmd(g))
+	root.AddCommand(newInitCmd(g), newRunCmd(g), newTrustCmd(g))
 	return root
 }
 
@@ -139,6 +139,7 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 	c.Flags().StringVar(&cfg.DataDir, "data", "", "data directory made by `vigil-server init`")
 	c.Flags().StringVar(&cfg.QUICAddr, "quic", app.DefaultQUICAddr, "UDP address of the QUIC endpoint for agents")
 	c.Flags().StringVar(&cfg.APIAddr, "api", app.DefaultAPIAddr, "TCP address of the HTTPS API")
+	c.Flags().StringVar(&cfg.ConfigFile, "config", "", "server config file (YAML): SIEM forwarders (syslog, webhook)")
 	c.Flags().StringVar(&cfg.PublicQUICAddr, "public-quic", "", "HOST:PORT agents use to reach the QUIC endpoint, for printed enroll commands (default: the --quic address when it names a host)")
 	_ = c.MarkFlagRequired("data")
 	return c

@@ -1,0 +1,210 @@
+package api
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigil-edge/vigil/server/export"
+)
+
+// The live stream (GET /api/v1/findings/stream) is Server-Sent Events fed by
+// polling the store: every StreamPoll (500 ms) each connected stream asks
+// for findings with id > the last it sent, with the caller's scope and
+// filters as SQL conditions. This needs no hook in the ingest path, cannot
+// miss a finding that was committed by another process or before a
+// reconnect (the id is the cursor; SSE's Last-Event-ID or ?after= resumes),
+// and the scope is enforced by the same query code as the list. Its cost is
+// one indexed query per stream per poll, which is small next to ingest at
+// the expected number of consoles (MaxStreams bounds it). Latency from
+// commit to the console is at most one poll interval plus the query.
+//
+// Events: "finding" (data: the finding JSON, id: its id), and a comment
+// line every 15 s to keep proxies from closing an idle stream.
+
+const (
+	streamBatch     = 500
+	streamHeartbeat = 15 * time.Second
+	streamWriteWait = 30 * time.Second
+)
+
+func (s *server) streamFindings(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q, err := query(r, append(findingFilterParams, "after")...)
+	if err != nil {
+		return err
+	}
+	f, err := findingFilter(q, p, time.Now())
+	if err != nil {
+		return err
+	}
+	after := q.Get("after")
+	if after == "" {
+		after = r.Header.Get("Last-Event-ID")
+	}
+	if after != "" {
+		if f.AfterID, err = strconv.ParseInt(after, 10, 64); err != nil || f.AfterID < 0 {
+			return errorf(http.StatusBadRequest, "invalid after / Last-Event-ID %q", after)
+		}
+	} else if f.AfterID, err = s.db.MaxFindingID(r.Context()); err != nil {
+		return err
+	}
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	default:
+		return errorf(http.StatusServiceUnavailable, "too many live streams; try again later")
+	}
+	f.Limit = streamBatch
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 16<<10)
+	flush := func() error {
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteWait)) // not every writer supports deadlines
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	fmt.Fprintf(bw, "retry: 2000\n: vigil live findings after %d\n\n", f.AfterID)
+	if err := flush(); err != nil {
+		return nil // the client went away
+	}
+	ctx := r.Context()
+	tick := time.NewTicker(s.opts.StreamPoll)
+	defer tick.Stop()
+	lastWrite := time.Now()
+	for {
+		for {
+			fs, err := s.db.ListFindings(ctx, f)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("live stream query failed", "err", err)
+				}
+				return nil
+			}
+			for _, fi := range fs {
+				b, err := json.Marshal(fi)
+				if err != nil {
+					s.log.Warn("live stream encode", "id", fi.ID, "err", err)
+					continue
+				}
+				fmt.Fprintf(bw, "id: %d\nevent: finding\ndata: %s\n\n", fi.ID, b)
+				f.AfterID = fi.ID
+			}
+			if len(fs) > 0 {
+				if err := flush(); err != nil {
+					return nil
+				}
+				lastWrite = time.Now()
+			}
+			if len(fs) < streamBatch {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.opts.Shutdown: // nil: never
+			return nil
+		case <-tick.C:
+		}
+		if time.Since(lastWrite) >= streamHeartbeat {
+			bw.WriteString(": ping\n\n")
+			if err := flush(); err != nil {
+				return nil
+			}
+			lastWrite = time.Now()
+		}
+	}
+}
+
+// MaxExport bounds the findings of one export request.
+const MaxExport = 1_000_000
+
+// exportFindings streams the findings matching the filters, oldest first,
+// as JSON lines: format=jsonl (the API's finding JSON) or format=ocsf (OCSF
+// Detection Finding, class 2004). ?after=ID continues an export; limit
+// bounds it (default and maximum MaxExport).
+func (s *server) exportFindings(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q, err := query(r, append(findingFilterParams, "format", "after", "limit")...)
+	if err != nil {
+		return err
+	}
+	f, err := findingFilter(q, p, time.Now())
+	if err != nil {
+		return err
+	}
+	format := q.Get("format")
+	switch format {
+	case "", "jsonl", "json":
+		format = export.FormatJSON
+	case export.FormatOCSF:
+	default:
+		return errorf(http.StatusBadRequest, "invalid format %q (jsonl or ocsf)", format)
+	}
+	if v := q.Get("after"); v != "" {
+		if f.AfterID, err = strconv.ParseInt(v, 10, 64); err != nil || f.AfterID < 0 {
+			return errorf(http.StatusBadRequest, "invalid after %q", v)
+		}
+	}
+	limit := MaxExport
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > MaxExport {
+			return errorf(http.StatusBadRequest, "invalid limit %q (1..%d)", v, MaxExport)
+		}
+	}
+	f.Ascending = true
+	// The first page is read before the status line, so that a store
+	// failure is still a clean 500 rather than a truncated 200.
+	f.Limit = min(1000, limit)
+	fs, err := s.db.ListFindings(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	name := "vigil-findings.jsonl"
+	if format == export.FormatOCSF {
+		name = "vigil-findings.ocsf.jsonl"
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/x-ndjson")
+	h.Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	lw := export.NewLineWriter(bw, format)
+	sent := 0
+	for {
+		for _, fi := range fs {
+			if err := lw.Write(fi); err != nil {
+				return nil // the client went away
+			}
+			f.AfterID = fi.ID
+		}
+		sent += len(fs)
+		if len(fs) < f.Limit || sent >= limit {
+			break
+		}
+		f.Limit = min(1000, limit-sent)
+		if fs, err = s.db.ListFindings(r.Context(), f); err != nil {
+			if !errors.Is(err, r.Context().Err()) {
+				s.log.Warn("export truncated by a store error", "after", f.AfterID, "err", err)
+			}
+			break
+		}
+	}
+	if err := bw.Flush(); err != nil && !strings.Contains(err.Error(), "closed") {
+		s.log.Debug("export flush", "err", err)
+	}
+	return nil
+}

@@ -1,0 +1,145 @@
+package ctl
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func init() { Register(61, newRolloutCmd) }
+
+func newRolloutCmd(app *App) *cobra.Command {
+	cmd := &cobra.Command{Use: "rollout", Short: "Roll models out to agents and follow their progress"}
+	cmd.AddCommand(rolloutCreate(app), rolloutStatus(app))
+	return cmd
+}
+
+func rolloutCreate(app *App) *cobra.Command {
+	var (
+		model, entity string
+		agents        []string
+		percent       int
+		shadow        bool
+		halt          float64
+		asJSON        bool
+	)
+	c := &cobra.Command{
+		Use:   "create --model NAME@VERSION (--entity NAME | --agents ID,... | --percent N) [--shadow [--halt-factor F]] [--json]",
+		Short: "Offer a published model to agents; connected agents get it at once, the others when they connect",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if model == "" {
+				return errors.New("--model NAME@VERSION is required")
+			}
+			if entity == "" && len(agents) == 0 && percent == 0 {
+				return errors.New("give --entity, --agents or --percent")
+			}
+			cl, err := app.Client()
+			if err != nil {
+				return err
+			}
+			req := map[string]any{"model": model, "entity": entity, "agents": agents, "percent": percent, "shadow": shadow, "halt_factor": halt}
+			var res struct {
+				ID      string   `json:"id"`
+				Reached []string `json:"reached"`
+			}
+			if err := cl.Do(cmd.Context(), http.MethodPost, "rollouts", nil, req, &res); err != nil {
+				return fmt.Errorf("create rollout: %w", err)
+			}
+			if asJSON {
+				return app.PrintJSON(res)
+			}
+			fmt.Fprintf(app.Stdout, "rollout %s created; offered now to %d connected agent(s)\n", res.ID, len(res.Reached))
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&model, "model", "", "NAME@VERSION of a published model")
+	f.StringVar(&entity, "entity", "", "every agent of this entity")
+	f.StringSliceVar(&agents, "agents", nil, "these agent ids")
+	f.IntVar(&percent, "percent", 0, "a stable N% of the (entity's) agents: hash(agent id, model name)")
+	f.BoolVar(&shadow, "shadow", false, "run beside the active model without findings and report both models' statistics")
+	f.Float64Var(&halt, "halt-factor", 0, "shadow: recorded with the rollout for halting when the new model alerts this many times more (see docs)")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+type rolloutStatusView struct {
+	ID    string `json:"id"`
+	Model struct {
+		Name    string `json:"name"`
+		Version uint64 `json:"version"`
+	} `json:"model"`
+	State  string         `json:"state"`
+	Shadow bool           `json:"shadow"`
+	Counts map[string]int `json:"counts"`
+	Agents []struct {
+		AgentID string          `json:"agent_id"`
+		Entity  string          `json:"entity"`
+		State   string          `json:"state"`
+		Reason  string          `json:"reason"`
+		Shadow  json.RawMessage `json:"shadow"`
+	} `json:"agents"`
+}
+
+func rolloutStatus(app *App) *cobra.Command {
+	var (
+		id     string
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "status [--id ROLLOUT] [--json]",
+		Short: "Per-agent progress of the active rollouts: pending, offered, fetched, verified, active, rejected (with reason), rolled_back, shadow",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := app.Client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if id != "" {
+				q.Set("id", id)
+			}
+			var raw json.RawMessage
+			if err := cl.Do(cmd.Context(), http.MethodGet, "rollouts/status", q, nil, &raw); err != nil {
+				return fmt.Errorf("rollout status: %w", err)
+			}
+			if asJSON {
+				return app.PrintJSON(raw)
+			}
+			var rs []rolloutStatusView
+			if err := json.Unmarshal(raw, &rs); err != nil {
+				return fmt.Errorf("decode: %w", err)
+			}
+			for _, r := range rs {
+				var counts []string
+				for k, v := range r.Counts {
+					counts = append(counts, fmt.Sprintf("%s=%d", k, v))
+				}
+				mode := ""
+				if r.Shadow {
+					mode = " (shadow)"
+				}
+				fmt.Fprintf(app.Stdout, "rollout %s  %s@%d%s  %s  %s\n", r.ID, r.Model.Name, r.Model.Version, mode, r.State, strings.Join(counts, " "))
+				t := newTable(app.Stdout, "  AGENT", "ENTITY", "STATE", "REASON")
+				for _, a := range r.Agents {
+					reason := a.Reason
+					if len(a.Shadow) > 0 {
+						reason = string(a.Shadow)
+					}
+					t.row("  "+a.AgentID, a.Entity, a.State, reason)
+				}
+				t.flush()
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&id, "id", "", "only this rollout")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}

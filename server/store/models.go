@@ -1,0 +1,260 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Model registry and rollouts (issue 5). The tables come from the first migration: models,
+// rollouts, agent_model_status. The registry logic (verification, targeting, pushes) is in
+// server/registry; this file only stores.
+
+// InsertModel records a published model (m.ID and m.CreatedAt are set) and audits
+// "model.publish" by actor. A second bundle with the same name and version, or the same digest,
+// wraps ErrConflict.
+func (db *DB) InsertModel(ctx context.Context, m Model, actor string) (Model, error) {
+	m.CreatedAt = db.now().UTC()
+	if len(m.Signers) == 0 {
+		m.Signers = json.RawMessage("[]")
+	}
+	if len(m.Manifest) == 0 {
+		m.Manifest = json.RawMessage("{}")
+	}
+	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO models(name, version, detector, digest, size, manifest, signers, created_at, published_by)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.Name, int64(m.Version), m.Detector, m.Digest, m.Size, string(m.Manifest),
+			string(m.Signers), m.CreatedAt.UnixNano(), actor)
+		if err != nil {
+			if strings.Contains(err.Error(), "UNIQUE") {
+				return fmt.Errorf("model %s@%d (%s): %w", m.Name, m.Version, m.Digest, ErrConflict)
+			}
+			return err
+		}
+		if m.ID, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		m.PublishedBy = actor
+		return db.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "model.publish",
+			Target: fmt.Sprintf("%s@%d", m.Name, m.Version), Detail: m.Digest})
+	})
+	if err != nil {
+		return Model{}, fmt.Errorf("insert model: %w", err)
+	}
+	return m, nil
+}
+
+// ModelByVersion returns the model NAME@VERSION; unknown wraps ErrNotFound.
+func (db *DB) ModelByVersion(ctx context.Context, name string, version uint64) (Model, error) {
+	m, err := scanModel(db.r.QueryRowContext(ctx, `SELECT `+modelCols+` FROM models WHERE name = ? AND version = ?`, name, int64(version)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, fmt.Errorf("model %s@%d: %w", name, version, ErrNotFound)
+	}
+	if err != nil {
+		return m, fmt.Errorf("model %s@%d: %w", name, version, err)
+	}
+	return m, nil
+}
+
+// RolloutSpec is a rollout to create.
+type RolloutSpec struct {
+	ID      string
+	ModelID int64
+	Entity  string   // "" = every entity
+	Agents  []string // explicit agent ids (nil = by entity / percent)
+	Percent int      // 0 = all targeted agents; 1..100 = stable share
+	Shadow  bool
+	// HaltFactor: a shadow rollout halts itself when the new model's alert rate exceeds the
+	// active one's by this factor (0 = never).
+	HaltFactor float64
+}
+
+// RolloutTarget is the JSON stored in rollouts.target.
+type RolloutTarget struct {
+	Agents     []string `json:"agents,omitempty"`
+	HaltFactor float64  `json:"halt_factor,omitempty"`
+}
+
+// CreateRollout records a rollout (state "active") and audits "rollout.create".
+func (db *DB) CreateRollout(ctx context.Context, s RolloutSpec, actor string) error {
+	target, err := json.Marshal(RolloutTarget{Agents: s.Agents, HaltFactor: s.HaltFactor})
+	if err != nil {
+		return fmt.Errorf("create rollout: %w", err)
+	}
+	shadow := 0
+	if s.Shadow {
+		shadow = 1
+	}
+	err = db.withTx(ctx, func(tx *sql.Tx) error {
+		var name string
+		var ver int64
+		if err := tx.QueryRowContext(ctx, `SELECT name, version FROM models WHERE id = ?`, s.ModelID).Scan(&name, &ver); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("model id %d: %w", s.ModelID, ErrNotFound)
+			}
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO rollouts(id, model_id, entity, target, percent, shadow, state, created_at, created_by)
+			VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)`, s.ID, s.ModelID, s.Entity, string(target), s.Percent, shadow,
+			db.now().UnixNano(), actor); err != nil {
+			return err
+		}
+		detail := string(target)
+		if s.Percent > 0 {
+			detail = fmt.Sprintf("%s percent=%d", detail, s.Percent)
+		}
+		if s.Shadow {
+			detail += " shadow"
+		}
+		return db.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "rollout.create", Target: fmt.Sprintf("%s %s@%d", s.ID, name, ver),
+			Entity: s.Entity, Detail: detail})
+	})
+	if err != nil {
+		return fmt.Errorf("create rollout: %w", err)
+	}
+	return nil
+}
+
+// SetRolloutState changes a rollout's state (active, halted, superseded) and audits it.
+func (db *DB) SetRolloutState(ctx context.Context, id, state, actor, detail string) error {
+	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = ? WHERE id = ?`, state, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("rollout %s: %w", id, ErrNotFound)
+		}
+		return db.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "rollout." + state, Target: id, Detail: detail})
+	})
+	if err != nil {
+		return fmt.Errorf("set rollout state: %w", err)
+	}
+	return nil
+}
+
+// RolloutRecord is a rollout with what targeting needs.
+type RolloutRecord struct {
+	Rollout
+	ModelID  int64
+	Detector string
+	Size     int64
+	Agents   []string
+	Halt     float64
+}
+
+// ActiveRollouts lists the rollouts in state "active", oldest first.
+func (db *DB) ActiveRollouts(ctx context.Context) ([]RolloutRecord, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT r.id, r.model_id, m.name, m.version, m.digest, m.detector, m.size, r.entity, r.target,
+			r.percent, r.shadow, r.state, r.created_at, r.created_by
+		FROM rollouts r JOIN models m ON m.id = r.model_id WHERE r.state = 'active' ORDER BY r.created_at, r.id`)
+	if err != nil {
+		return nil, fmt.Errorf("active rollouts: %w", err)
+	}
+	defer rows.Close()
+	var out []RolloutRecord
+	for rows.Next() {
+		var (
+			r                    RolloutRecord
+			ver, created, shadow int64
+			target               string
+		)
+		if err := rows.Scan(&r.ID, &r.ModelID, &r.Model.Name, &ver, &r.Model.Digest, &r.Detector, &r.Size, &r.Entity, &target,
+			&r.Percent, &shadow, &r.State, &created, &r.CreatedBy); err != nil {
+			return nil, fmt.Errorf("active rollouts: %w", err)
+		}
+		r.Model.Version, r.Shadow, r.CreatedAt = uint64(ver), shadow != 0, time.Unix(0, created).UTC()
+		var t RolloutTarget
+		if json.Unmarshal([]byte(target), &t) == nil {
+			r.Agents, r.Halt = t.Agents, t.HaltFactor
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("active rollouts: %w", err)
+	}
+	return out, nil
+}
+
+// Terminal model states: the agent will not move further without a new offer.
+var terminalModelStates = map[string]bool{"active": true, "rejected": true, "rolled_back": true, "shadow": true}
+
+// IsTerminalModelState reports whether an agent's model state ends an offer.
+func IsTerminalModelState(s string) bool { return terminalModelStates[s] }
+
+const (
+	maxStatusReason = 2048
+	maxStatusState  = 32
+)
+
+// RecordModelStatus stores an agent's report about a model (the endpoint calls it for every
+// ModelStatus on the CONTROL stream): the latest state per agent and bundle digest.
+func (db *DB) RecordModelStatus(ctx context.Context, agentID string, st *wirev1.ModelStatus) error {
+	digest := st.GetModel().GetDigest()
+	if digest == "" || len(digest) > 80 || st.State == "" || len(st.State) > maxStatusState || len(st.RolloutId) > 128 {
+		return fmt.Errorf("record model status: %w", ErrInvalid)
+	}
+	reason := st.Reason
+	if len(reason) > maxStatusReason {
+		reason = reason[:maxStatusReason]
+	}
+	t := time.Unix(0, st.TimeUnixNano)
+	if st.TimeUnixNano <= 0 {
+		t = db.now()
+	}
+	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO agent_model_status(agent_id, rollout_id, model_digest, state, reason, time)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT(agent_id, model_digest) DO UPDATE SET
+				rollout_id = CASE WHEN excluded.rollout_id != '' THEN excluded.rollout_id ELSE rollout_id END,
+				state = excluded.state, reason = excluded.reason, time = excluded.time`,
+			agentID, st.RolloutId, digest, st.State, reason, t.UnixNano())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record model status: %w", err)
+	}
+	return nil
+}
+
+// AgentModelStatus is an agent's last report about one bundle.
+type AgentModelStatus struct {
+	AgentID   string    `json:"agent_id"`
+	Entity    string    `json:"entity"`
+	RolloutID string    `json:"rollout_id,omitempty"`
+	Digest    string    `json:"digest"`
+	State     string    `json:"state"`
+	Reason    string    `json:"reason,omitempty"`
+	Time      time.Time `json:"time"`
+}
+
+// ModelStatuses returns the reports of one agent ("" = all agents) about one digest ("" = all).
+func (db *DB) ModelStatuses(ctx context.Context, agentID, digest string) ([]AgentModelStatus, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT s.agent_id, COALESCE(a.entity, ''), s.rollout_id, s.model_digest, s.state, s.reason, s.time
+		FROM agent_model_status s LEFT JOIN agents a ON a.id = s.agent_id
+		WHERE (? = '' OR s.agent_id = ?) AND (? = '' OR s.model_digest = ?) ORDER BY s.agent_id`, agentID, agentID, digest, digest)
+	if err != nil {
+		return nil, fmt.Errorf("model statuses: %w", err)
+	}
+	defer rows.Close()
+	var out []AgentModelStatus
+	for rows.Next() {
+		var s AgentModelStatus
+		var t int64
+		if err := rows.Scan(&s.AgentID, &s.Entity, &s.RolloutID, &s.Digest, &s.State, &s.Reason, &t); err != nil {
+			return nil, fmt.Errorf("model statuses: %w", err)
+		}
+		s.Time = time.Unix(0, t).UTC()
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("model statuses: %w", err)
+	}
+	return out, nil
+}

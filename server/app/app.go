@@ -23,6 +23,7 @@ import (
 	"github.com/vigil-edge/vigil/internal/buildinfo"
 	"github.com/vigil-edge/vigil/pki"
 	"github.com/vigil-edge/vigil/server/endpoint"
+	"github.com/vigil-edge/vigil/server/export"
 	"github.com/vigil-edge/vigil/server/store"
 )
 
@@ -144,7 +145,10 @@ type Config struct {
 	// put into the enroll commands the API prints. "" = the bound address
 	// when it names a host, else the API request's host name with port 4433.
 	PublicQUICAddr string
-	Logger         *slog.Logger
+	// ConfigFile is the server's YAML config file (optional): its
+	// `forwarders:` list configures the SIEM exports (server/export).
+	ConfigFile string
+	Logger     *slog.Logger
 	// Endpoint, when set, adjusts the endpoint's configuration before it
 	// starts (tests shorten timeouts; CA, Store, BundleDir, Logger and
 	// Registerer are already filled in).
@@ -166,6 +170,7 @@ type Server struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	stopErr error
+	exports *export.Runner
 }
 
 // Start opens the store and the CA in cfg.DataDir, and starts the QUIC
@@ -226,6 +231,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Logger:     log.With("part", "endpoint"),
 		Registerer: reg,
 	}
+	models := newRegistry(db, cfg, log.With("part", "registry"))
+	wireRegistry(models, &ecfg)
 	if cfg.Endpoint != nil {
 		cfg.Endpoint(&ecfg)
 	}
@@ -238,10 +245,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
 
-	handler, err := newAPIHandler(db, ep, reg, cfg, log.With("part", "api"), ca.Pin())
+	stop := make(chan struct{})
+	handler, err := newAPIHandler(db, ep, reg, cfg, log.With("part", "api"), ca.Pin(), stop)
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
+	handler = registryHandler(models, ep, handler)
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return nil, fmt.Errorf("start server: listen api %s: %w", cfg.APIAddr, err)
@@ -254,9 +263,21 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelWarn),
 	}
+	s.httpSrv.RegisterOnShutdown(func() { close(stop) })
 
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
+	if cfg.ConfigFile != "" {
+		xcfg, err := export.LoadConfig(cfg.ConfigFile)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("start server: %w", err)
+		}
+		if s.exports, err = export.Start(sctx, db, xcfg, log.With("part", "export")); err != nil {
+			cancel()
+			return nil, fmt.Errorf("start server: %w", err)
+		}
+	}
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
@@ -298,6 +319,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.cancel()
 		s.wg.Wait()
+		if s.exports != nil {
+			s.exports.Stop()
+		}
 		if err := s.Store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))
 		}

@@ -125,8 +125,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		}
 		return out
 	}
+	upd, err := newUpdater(cfg.StateDir, sources, true, log.With("part", "update"))
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	onOffer := opts.OnModelOffer
+	if onOffer == nil {
+		onOffer = upd.u.HandleOffer
+	}
 	models := func() []*wirev1.ModelRef {
-		var out []*wirev1.ModelRef
+		out := upd.activeRefs(cfg.StateDir)
 		for _, s := range sources {
 			if m, ok := s.(pipeline.ModelReporter); ok {
 				out = append(out, m.ActiveModels()...)
@@ -146,7 +154,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		BackoffMax:     cfg.Uplink.BackoffMax.D(),
 		Counters:       counters,
 		ActiveModels:   models,
-		OnModelOffer:   opts.OnModelOffer,
+		OnModelOffer:   onOffer,
+		ModelStatus:    upd.status,
 		Interfaces:     cfg.Capture.Interfaces,
 	})
 	if err != nil {
@@ -171,6 +180,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 			}
 		}()
 	}
+	coreWG.Add(1)
+	go func() {
+		defer coreWG.Done()
+		upd.run(coreCtx)
+	}()
 	coreWG.Add(1)
 	go func() {
 		defer coreWG.Done()

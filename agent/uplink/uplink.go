@@ -67,6 +67,9 @@ type Config struct {
 	// OnModelOffer receives the server's model offers (optional; logged
 	// otherwise). It must not block.
 	OnModelOffer func(*wirev1.ModelOffer)
+	// ModelStatus carries the updater's reports; each is sent on the CONTROL
+	// stream as it arrives (optional).
+	ModelStatus <-chan *wirev1.ModelStatus
 	// Interfaces are reported in Hello's host facts.
 	Interfaces []string
 
@@ -424,6 +427,10 @@ func (c *Client) controlWriter(ctx context.Context, ctrl *quic.Stream, creds *st
 			return ctx.Err()
 		case <-status.C:
 			if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_Status{Status: c.status(creds)}}); err != nil {
+				return err
+			}
+		case ms := <-c.cfg.ModelStatus:
+			if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_ModelStatus{ModelStatus: ms}}); err != nil {
 				return err
 			}
 		case <-renewTimer.C:

@@ -97,6 +97,9 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 		return fmt.Errorf("write hello ack: %w", err)
 	}
 	p.log.Info("agent connected", "version", hello.AgentVersion, "hostname", base.Hostname)
+	if e.cfg.OnHello != nil {
+		go e.cfg.OnHello(ctx, p.id.AgentID, p.id.Entity)
+	}
 
 	for {
 		var m wirev1.AgentControl

@@ -78,6 +78,10 @@ type Config struct {
 	// min_batch_interval_ms=500.
 	SlowDown *wirev1.SlowDown
 
+	// OnHello, if set, is called (in its own goroutine) after an agent's
+	// HelloAck was sent: the model registry pushes pending offers then.
+	OnHello func(ctx context.Context, agentID, entity string)
+
 	// now is the clock (tests).
 	now func() time.Time
 }

@@ -1,0 +1,163 @@
+package app
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/models/trust"
+)
+
+func init() { Register(newUpdateCommand) }
+
+// updateReport is what `update --json` prints.
+type updateReport struct {
+	State    string `json:"state"` // active, rejected, rolled_back, trust_updated
+	Reason   string `json:"reason,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Version  uint64 `json:"version,omitempty"`
+	Detector string `json:"detector,omitempty"`
+	Digest   string `json:"digest,omitempty"`
+	Path     string `json:"path,omitempty"`
+	Already  bool   `json:"already_active,omitempty"`
+	// Trust policy update.
+	PolicyVersion uint64   `json:"policy_version,omitempty"`
+	Keys          []string `json:"keys,omitempty"`
+	Threshold     int      `json:"threshold,omitempty"`
+}
+
+func newUpdateCommand(g *Globals) *cobra.Command {
+	var (
+		stateDir, bundlePath, rollbackPath, trustPath string
+		asJSON                                        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "update (--bundle FILE [--rollback FILE] | --trust FILE) [--state DIR] [--json]",
+		Short: "Air-gapped model install (same verification and activation as a server rollout), or a signed trust policy update",
+		Long: `update --bundle FILE installs a model bundle without a server: the bundle must carry the threshold of
+signatures that <state>/trust.json requires, must not be expired, must have a version greater than the
+active one (unless --rollback gives a signed rollback instruction naming it), and its feature set must
+be one the detector plugin accepts. The plugin (vigil-detector-<detector>, found next to this binary or
+in /usr/lib/vigil) loads it and scores a probe batch; only then is it made active, atomically. A running
+agent picks it up at its next start.
+
+update --trust FILE replaces <state>/trust.json with the policy carried by a DSSE policy update signed
+by the threshold of the current keys and of the new keys (key rotation).
+
+The exit status is 0 when the model is active (or the policy updated), 1 otherwise, with the reason.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (bundlePath == "") == (trustPath == "") {
+				return errors.New("give exactly one of --bundle FILE or --trust FILE")
+			}
+			if stateDir == "" {
+				stateDir = config.DefaultStateDir
+			}
+			print := func(r updateReport) {
+				if asJSON {
+					b, _ := json.MarshalIndent(r, "", "  ")
+					fmt.Fprintln(g.Stdout, string(b))
+					return
+				}
+				switch r.State {
+				case "trust_updated":
+					fmt.Fprintf(g.Stdout, "trust policy updated to version %d: %d keys, threshold %d\n", r.PolicyVersion, len(r.Keys), r.Threshold)
+				case update.StateActive:
+					if r.Already {
+						fmt.Fprintf(g.Stdout, "%s version %d (%s) is already active\n", r.Name, r.Version, r.Detector)
+					} else {
+						fmt.Fprintf(g.Stdout, "%s version %d (%s) is active: %s\n", r.Name, r.Version, r.Detector, r.Path)
+					}
+				default:
+					fmt.Fprintf(g.Stdout, "%s: %s\n", r.State, r.Reason)
+				}
+			}
+			if trustPath != "" {
+				r, err := updateTrust(stateDir, trustPath)
+				if err != nil {
+					return err
+				}
+				print(r)
+				return nil
+			}
+			log := g.Logger()
+			a, err := newUpdater(stateDir, nil, false, log.With("part", "update"))
+			if err != nil {
+				return err
+			}
+			req := update.Request{Path: bundlePath}
+			if rollbackPath != "" {
+				b, err := readSmall(rollbackPath, 64<<10)
+				if err != nil {
+					return err
+				}
+				req.Rollback = b
+			}
+			res, err := a.u.Install(cmd.Context(), req)
+			r := updateReport{Name: res.Manifest.Name, Version: res.Manifest.Version, Detector: res.Manifest.Detector,
+				Digest: res.Digest, Path: res.Path, Already: res.Already}
+			var rej *update.Rejection
+			switch {
+			case errors.As(err, &rej):
+				r.State, r.Reason = rej.State, rej.Reason
+				print(r)
+				return fmt.Errorf("model %s: %s", rej.State, rej.Reason)
+			case err != nil:
+				return err
+			}
+			r.State = res.State
+			print(r)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&stateDir, "state", "", "state directory (default "+config.DefaultStateDir+")")
+	f.StringVar(&bundlePath, "bundle", "", "model bundle (.vgb) to verify and activate")
+	f.StringVar(&rollbackPath, "rollback", "", "signed rollback instruction allowing a version not greater than the active one")
+	f.StringVar(&trustPath, "trust", "", "signed trust policy update (DSSE envelope) to apply to <state>/trust.json")
+	f.BoolVar(&asJSON, "json", false, "print the outcome as one JSON document")
+	return cmd
+}
+
+func readSmall(path string, max int64) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if st.Size() > max {
+		return nil, fmt.Errorf("read %s: larger than %d bytes", path, max)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// updateTrust applies a signed policy update to <state>/trust.json.
+func updateTrust(stateDir, path string) (updateReport, error) {
+	polPath := filepath.Join(stateDir, update.TrustFile)
+	cur, err := trust.Load(polPath)
+	if err != nil {
+		return updateReport{}, err
+	}
+	env, err := readSmall(path, trust.MaxPolicySize)
+	if err != nil {
+		return updateReport{}, err
+	}
+	next, err := trust.ApplyUpdate(cur, env, time.Now())
+	if err != nil {
+		return updateReport{}, err
+	}
+	if err := next.WriteFile(polPath); err != nil {
+		return updateReport{}, err
+	}
+	return updateReport{State: "trust_updated", PolicyVersion: next.Version, Keys: next.KeyIDs(), Threshold: next.Threshold}, nil
+}

@@ -1,0 +1,123 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/state"
+	"github.com/vigil-edge/vigil/agent/update"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// ModelLoaderSource is implemented by a pipeline source that runs detector plugins (the packet
+// pipeline): the updater hands activated models to those plugins, so the live pipeline scores
+// with them at once. Detectors no source serves are checked by starting their plugin for the
+// update only (update.PluginLoaders), and picked up by the pipeline at its next start from
+// <state>/models (update.ActiveModels).
+type ModelLoaderSource interface {
+	ModelLoaders() update.LoaderMap
+}
+
+// failpointEnv names an update step at which the agent kills itself with SIGKILL (fault tests
+// only; honoured only when VIGIL_TEST_FAILPOINTS=1 too).
+const failpointEnv = "VIGIL_UPDATE_FAILPOINT"
+
+// agentUpdater is the updater of a running agent.
+type agentUpdater struct {
+	u      *update.Updater
+	status chan *wirev1.ModelStatus
+	log    *slog.Logger
+}
+
+func pluginEnv() []string {
+	var env []string
+	if v := os.Getenv("ONNXRUNTIME_LIB"); v != "" {
+		env = append(env, "ONNXRUNTIME_LIB="+v)
+	}
+	return env
+}
+
+// newUpdater builds the updater of `run` (or of `update`, with fetch == false).
+func newUpdater(stateDir string, sources []pipeline.Source, fetch bool, log *slog.Logger) (*agentUpdater, error) {
+	running := update.LoaderMap{}
+	for _, s := range sources {
+		if ls, ok := s.(ModelLoaderSource); ok {
+			for k, v := range ls.ModelLoaders() {
+				running[k] = v
+			}
+		}
+	}
+	a := &agentUpdater{status: make(chan *wirev1.ModelStatus, 256), log: log}
+	cfg := update.Config{
+		StateDir: stateDir,
+		Loaders:  &update.PluginLoaders{Dirs: update.DefaultPluginDirs(), Env: pluginEnv(), Running: running, Logger: log},
+		Logger:   log,
+		Report: func(st *wirev1.ModelStatus) {
+			select {
+			case a.status <- st:
+			default: // disconnected for long: the server repeats pending offers on Hello
+			}
+		},
+	}
+	if fetch {
+		cfg.Fetcher = &update.QUICFetcher{Dir: state.Dir(stateDir)}
+	}
+	if step := os.Getenv(failpointEnv); step != "" && os.Getenv("VIGIL_TEST_FAILPOINTS") == "1" {
+		cfg.Failpoint = func(s update.Step) error {
+			if string(s) == step {
+				log.Warn("test failpoint: killing the agent", "step", s)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				time.Sleep(time.Minute)
+			}
+			return nil
+		}
+	}
+	u, err := update.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.u = u
+	act, err := u.Recover()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range act {
+		log.Info("active model", "detector", m.Detector, "feature_set", m.FeatureSet, "name", m.Manifest.Name,
+			"version", m.Manifest.Version, "path", m.Path)
+	}
+	return a, nil
+}
+
+// run processes offers and sends the shadow summary every minute until ctx ends.
+func (a *agentUpdater) run(ctx context.Context) {
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				a.u.ShadowReport()
+			}
+		}
+	}()
+	_ = a.u.Run(ctx)
+}
+
+// activeRefs are the updater's active models, for Hello and Status.
+func (a *agentUpdater) activeRefs(stateDir string) []*wirev1.ModelRef {
+	act, err := update.ActiveModels(stateDir)
+	if err != nil {
+		return nil
+	}
+	out := make([]*wirev1.ModelRef, 0, len(act))
+	for _, m := range act {
+		out = append(out, &wirev1.ModelRef{Name: m.Manifest.Name, Version: m.Manifest.Version, Digest: m.Digest, Detector: m.Detector})
+	}
+	return out
+}

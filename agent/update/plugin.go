@@ -1,0 +1,170 @@
+package update
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/pluginhost"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+// HostLoader adapts a running plugin host (agent/pluginhost) to ModelLoader. The detector
+// pipeline that owns the host hands it to the updater, so an activated model is the one the
+// live pipeline scores with:
+//
+//	updater.Config.Loaders = update.LoaderMap{"netflow": update.HostLoader{Host: pipelineHost}}
+//
+// A plugin started by root runs as nobody and cannot read the agent's state directory; when
+// StageDir is set, LoadModel first copies the bundle (public, signed data) there, world-readable.
+type HostLoader struct {
+	Host     *pluginhost.Host
+	StageDir string
+}
+
+var _ ModelLoader = HostLoader{}
+
+// Info implements ModelLoader.
+func (h HostLoader) Info() sdk.Info { return h.Host.Info().Info }
+
+// LoadModel implements ModelLoader (the host reloads it into restarted plugin instances).
+func (h HostLoader) LoadModel(ctx context.Context, path string) (sdk.ModelInfo, error) {
+	if h.StageDir != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return sdk.ModelInfo{}, fmt.Errorf("stage for the plugin: %w", err)
+		}
+		p := filepath.Join(h.StageDir, filepath.Base(path))
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return sdk.ModelInfo{}, fmt.Errorf("stage for the plugin: %w", err)
+		}
+		path = p
+	}
+	return h.Host.LoadModel(ctx, path)
+}
+
+// Health implements ModelLoader.
+func (h HostLoader) Health(ctx context.Context) (sdk.Health, error) { return h.Host.Health(ctx) }
+
+// Probe implements ModelLoader: it scores ProbePackets (or ProbeFiles for a file detector) with
+// one unary call, outside the ring.
+func (h HostLoader) Probe(ctx context.Context) (sdk.Result, error) {
+	if h.Host.Info().EventKind == sdk.EventFile {
+		return h.Host.ScoreFiles(ctx, ProbeFiles())
+	}
+	return h.Host.Score(ctx, ProbePackets())
+}
+
+// ProbePackets is the built-in probe batch for packet detectors: 64 packets of a short TCP
+// exchange between two documentation addresses (RFC 5737), so that the flow state they create in
+// the plugin never mixes with real traffic.
+func ProbePackets() []event.Packet {
+	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	src := [16]byte{10: 0xff, 11: 0xff, 12: 192, 13: 0, 14: 2, 15: 1}
+	dst := [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 51, 14: 100, 15: 1}
+	out := make([]event.Packet, 64)
+	for i := range out {
+		p := event.Packet{TimestampNs: base + int64(i)*1_000_000, SrcIP: src, DstIP: dst, SrcPort: 40000, DstPort: 443,
+			Length: uint16(60 + 20*(i%7)), Proto: 6, TCPFlags: 0x18, TTL: 64}
+		if i%2 == 1 {
+			p.SrcIP, p.DstIP, p.SrcPort, p.DstPort = dst, src, 443, 40000
+		}
+		if i == 0 {
+			p.TCPFlags = 0x02
+		}
+		out[i] = p
+	}
+	return out
+}
+
+// ProbeFiles is the built-in probe batch for file detectors.
+func ProbeFiles() []event.File {
+	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	out := make([]event.File, 16)
+	for i := range out {
+		out[i] = event.File{TimeNs: base + int64(i)*1_000_000, Size: int64(1000 * (i + 1)), Mode: 0o644, Writes: 1,
+			SampleLen: 512, Entropy: 4.5}
+	}
+	return out
+}
+
+// PluginLoaders starts the detector's plugin binary, vigil-detector-<detector>, just for the
+// duration of an update (air-gapped `vigil-agent update`, or an agent whose running pipeline does
+// not serve that detector). The check is the same: the real plugin loads the bundle and scores
+// the probe batch.
+type PluginLoaders struct {
+	// Dirs are searched in order for vigil-detector-<detector>.
+	Dirs []string
+	// Env is the plugin's environment (e.g. ONNXRUNTIME_LIB=...).
+	Env []string
+	// Running, when set, is consulted first (the running pipeline's hosts).
+	Running LoaderMap
+	Logger  *slog.Logger
+}
+
+// DefaultPluginDirs: next to the agent binary, then the packaged locations.
+func DefaultPluginDirs() []string {
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		if r, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = r
+		}
+		dirs = append(dirs, filepath.Dir(exe))
+	}
+	return append(dirs, "/usr/lib/vigil", "/usr/lib/vigil/plugins")
+}
+
+// Loader implements Loaders.
+func (p *PluginLoaders) Loader(ctx context.Context, detector string) (ModelLoader, func(), error) {
+	if l, ok := p.Running[detector]; ok {
+		return l, func() {}, nil
+	}
+	name := "vigil-detector-" + detector
+	var path string
+	for _, d := range p.Dirs {
+		c := filepath.Join(d, name)
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+			path = c
+			break
+		}
+	}
+	if path == "" {
+		return nil, nil, fmt.Errorf("no %s plugin found (looked in %v)", name, p.Dirs)
+	}
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h, err := pluginhost.New(pluginhost.Config{Path: path, Env: p.Env, KeepPrivileges: os.Geteuid() != 0, Logger: log.With("plugin", name),
+		RingSlots: 1024, MaxBatch: 256})
+	if err != nil {
+		return nil, nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	if err := h.Start(ctx); err != nil {
+		_ = h.Close(context.Background())
+		return nil, nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	stage := ""
+	if os.Geteuid() == 0 {
+		if stage, err = os.MkdirTemp("", "vigil-update-"); err == nil {
+			err = os.Chmod(stage, 0o755)
+		}
+		if err != nil {
+			_ = h.Close(context.Background())
+			return nil, nil, fmt.Errorf("stage directory: %w", err)
+		}
+	}
+	release := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = h.Close(cctx)
+		if stage != "" {
+			_ = os.RemoveAll(stage)
+		}
+	}
+	return HostLoader{Host: h, StageDir: stage}, release, nil
+}

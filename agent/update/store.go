@@ -1,0 +1,215 @@
+package update
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/vigil-edge/vigil/models/bundle"
+)
+
+// Directory layout under the state directory:
+//
+//	<state>/trust.json                          the trust policy (installer; `update --trust`)
+//	<state>/models/<detector>/<name>-<ver>-<sha12>.vgb   staged bundles (write, fsync, rename)
+//	<state>/models/<detector>/active-<slot>     pointer: the file name of the active bundle
+//	<state>/models/<detector>/previous-<slot>   pointer: the bundle active before it
+//	<state>/update/<sha256hex>.part             a download in progress (resumed from its size)
+//
+// A slot is a feature set with "/" replaced by "-" (a detector may serve several feature sets,
+// e.g. netflow/v1 and nethost/v1, each with its own active model).
+const (
+	ModelsDir   = "models"
+	DownloadDir = "update"
+	TrustFile   = "trust.json"
+
+	activePrefix   = "active-"
+	previousPrefix = "previous-"
+	maxPointer     = 256
+)
+
+// SlotName is the pointer suffix of a feature set ("netflow/v1" -> "netflow-v1").
+func SlotName(featureSet string) string { return strings.ReplaceAll(featureSet, "/", "-") }
+
+// Active is a model an agent runs: the pointer of one slot resolved.
+type Active struct {
+	Detector   string
+	FeatureSet string
+	Path       string // the staged bundle
+	Manifest   bundle.Manifest
+	Digest     string // "sha256:<hex>" of the bundle file
+}
+
+func (u *Updater) detectorDir(detector string) string {
+	return filepath.Join(u.cfg.StateDir, ModelsDir, detector)
+}
+
+// readPointer returns the bundle path a pointer names, "" if the pointer does not exist.
+func readPointer(dir, name string) (string, error) {
+	f, err := os.Open(filepath.Join(dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read pointer %s: %w", name, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPointer+1))
+	if err != nil {
+		return "", fmt.Errorf("read pointer %s: %w", name, err)
+	}
+	v := string(bytes.TrimSpace(b))
+	if len(b) > maxPointer || v == "" || strings.ContainsAny(v, "/\\") || v == "." || v == ".." || !strings.HasSuffix(v, bundle.Extension) {
+		return "", fmt.Errorf("read pointer %s: malformed", name)
+	}
+	return filepath.Join(dir, v), nil
+}
+
+// writeFileAtomic writes data to a temporary file in path's directory, fsyncs it, renames it over
+// path and fsyncs the directory: after a crash, path holds either the old or the new content.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	name := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(name)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(name, path); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+// copyFileAtomic copies src to dst the same way (temporary file, fsync, rename, dir fsync).
+func copyFileAtomic(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", src, err)
+	}
+	defer in.Close()
+	dir := filepath.Dir(dst)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(dst)+"-*")
+	if err != nil {
+		return fmt.Errorf("stage: %w", err)
+	}
+	name := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(name)
+		return fmt.Errorf("stage %s: %w", dst, err)
+	}
+	if _, err := io.Copy(f, io.LimitReader(in, bundle.DefaultLimits().MaxTotal+1)); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("stage %s: %w", dst, err)
+	}
+	if err := os.Rename(name, dst); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("stage %s: %w", dst, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// loadActive resolves a slot's pointer: the bundle must exist and parse strictly. ok is false when
+// the slot has no usable bundle.
+func loadActive(dir, pointer string) (Active, bool) {
+	p, err := readPointer(dir, pointer)
+	if err != nil || p == "" {
+		return Active{}, false
+	}
+	b, err := bundle.Read(p, bundle.DefaultLimits())
+	if err != nil {
+		return Active{}, false
+	}
+	d, err := bundle.Digest(p)
+	if err != nil {
+		return Active{}, false
+	}
+	return Active{Detector: b.Manifest.Detector, FeatureSet: b.Manifest.FeatureSet, Path: p, Manifest: b.Manifest, Digest: d}, true
+}
+
+// ActiveModels lists the active bundle of every slot under stateDir/models, after repairing
+// pointers (see Recover). It is what the detector pipeline loads at start.
+func ActiveModels(stateDir string) ([]Active, error) {
+	root := filepath.Join(stateDir, ModelsDir)
+	dets, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list models: %w", err)
+	}
+	var out []Active
+	for _, d := range dets {
+		if !d.IsDir() {
+			continue
+		}
+		dir := filepath.Join(root, d.Name())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("list models: %w", err)
+		}
+		for _, e := range ents {
+			slot, ok := strings.CutPrefix(e.Name(), activePrefix)
+			if !ok {
+				continue
+			}
+			a, ok := loadActive(dir, activePrefix+slot)
+			if !ok {
+				a, ok = loadActive(dir, previousPrefix+slot)
+			}
+			if ok && a.Detector == d.Name() {
+				out = append(out, a)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Detector+"/"+out[i].FeatureSet < out[j].Detector+"/"+out[j].FeatureSet
+	})
+	return out, nil
+}

@@ -1,0 +1,529 @@
+package update
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/rollback"
+	"github.com/vigil-edge/vigil/models/trust"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Model states reported in wire ModelStatus.State.
+const (
+	StateOffered    = "offered"
+	StateFetched    = "fetched"
+	StateVerified   = "verified"
+	StateActive     = "active"
+	StateRejected   = "rejected"
+	StateRolledBack = "rolled_back"
+	StateShadow     = "shadow"
+)
+
+// ModelLoader is what the updater needs from a detector plugin (the running detector pipeline's
+// plugin host, or a plugin started just for the update: see PluginLoaders).
+type ModelLoader interface {
+	// Info is the plugin's self-description (feature sets and dimension it accepts).
+	Info() sdk.Info
+	// LoadModel makes the bundle at path the plugin's active model for its feature set; on error
+	// the plugin's previous model stays active.
+	LoadModel(ctx context.Context, path string) (sdk.ModelInfo, error)
+	// Health is the plugin's self-report.
+	Health(ctx context.Context) (sdk.Health, error)
+	// Probe scores a built-in probe batch with the active model.
+	Probe(ctx context.Context) (sdk.Result, error)
+}
+
+// ShadowLoader is optionally implemented by a ModelLoader that can run a second model beside the
+// active one without raising findings from it (shadow mode). The detector pipeline then calls
+// Updater.ObserveShadow with both models' per-batch statistics.
+type ShadowLoader interface {
+	LoadShadow(ctx context.Context, path string) (sdk.ModelInfo, error)
+}
+
+// Loaders finds the loader of a detector. release is called when the updater is done with it
+// (a plugin started only for the update is stopped then).
+type Loaders interface {
+	Loader(ctx context.Context, detector string) (l ModelLoader, release func(), err error)
+}
+
+// LoaderMap is a fixed set of loaders (a running agent's plugin hosts; tests).
+type LoaderMap map[string]ModelLoader
+
+// Loader implements Loaders.
+func (m LoaderMap) Loader(_ context.Context, detector string) (ModelLoader, func(), error) {
+	l, ok := m[detector]
+	if !ok {
+		return nil, nil, fmt.Errorf("no %q detector on this agent", detector)
+	}
+	return l, func() {}, nil
+}
+
+// Step names a point of the update where a test can inject a crash (Config.Failpoint).
+type Step string
+
+// Steps, in order.
+const (
+	StepFetched   Step = "fetched"   // the download is complete and renamed into place
+	StepVerified  Step = "verified"  // signatures, digest, version and plugin checks passed
+	StepStaged    Step = "staged"    // the bundle is in <state>/models/<detector>/
+	StepLoaded    Step = "loaded"    // the plugin loaded it (not yet health-checked)
+	StepHealthy   Step = "healthy"   // health check passed, pointers not yet written
+	StepPrevious  Step = "previous"  // the previous pointer is written, active not yet
+	StepActivated Step = "activated" // the active pointer names the new bundle
+)
+
+// Config configures an Updater.
+type Config struct {
+	// StateDir is the agent's state directory (trust.json, models/, update/).
+	StateDir string
+	// Loaders gives the plugin of a bundle's detector. Required.
+	Loaders Loaders
+	// Fetcher downloads offered bundles (nil: offers are rejected, air-gapped sensors).
+	Fetcher Fetcher
+	// Report receives every status (nil: logged only). It must not block for long.
+	Report func(*wirev1.ModelStatus)
+	// Baseline returns the bundle a slot falls back to when it has no previous model (the
+	// installed baseline); nil or "" means none.
+	Baseline func(detector, featureSet string) string
+	Logger   *slog.Logger
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+	// Failpoint, when set, is called at every Step; an error stops the update right there as a
+	// crash would (no rollback, no report). Tests only.
+	Failpoint func(Step) error
+	// MaxBundle bounds a download (default bundle.DefaultLimits().MaxTotal).
+	MaxBundle int64
+	// RetryMin, RetryMax bound the backoff between fetch attempts (defaults 200 ms, 30 s).
+	RetryMin, RetryMax time.Duration
+}
+
+// Updater applies model updates. Create with New, call Recover once at start, then Run (for
+// offers) or Install (air-gapped).
+type Updater struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex // one update at a time
+	offers   chan *wirev1.ModelOffer
+	queuedMu sync.Mutex
+	queued   map[string]bool // rollout+digest in the queue or in progress
+
+	shadow shadowState
+}
+
+// New checks cfg and returns an updater.
+func New(cfg Config) (*Updater, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("updater: no state directory")
+	}
+	if cfg.Loaders == nil {
+		return nil, errors.New("updater: no loaders")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxBundle <= 0 {
+		cfg.MaxBundle = bundle.DefaultLimits().MaxTotal
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 200 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 30 * time.Second
+	}
+	return &Updater{cfg: cfg, log: cfg.Logger, offers: make(chan *wirev1.ModelOffer, 64), queued: map[string]bool{}}, nil
+}
+
+// Rejection is an update refused before anything was activated; Reason is what the server sees.
+type Rejection struct {
+	State  string // StateRejected or StateRolledBack
+	Reason string
+	Err    error
+}
+
+func (r *Rejection) Error() string { return r.State + ": " + r.Reason }
+func (r *Rejection) Unwrap() error { return r.Err }
+
+func reject(err error, format string, args ...any) *Rejection {
+	return &Rejection{State: StateRejected, Reason: fmt.Sprintf(format, args...), Err: err}
+}
+
+// Request is one bundle to install.
+type Request struct {
+	Path      string // the bundle file (downloaded or given)
+	Digest    string // expected "sha256:<hex>" of the file ("" = not checked: air-gapped)
+	RolloutID string
+	// Rollback is a signed rollback instruction (models/rollback) allowing a version that is not
+	// greater than the active one.
+	Rollback []byte
+	// Shadow runs the model beside the active one (no findings) instead of activating it.
+	Shadow bool
+}
+
+// Result describes an installed bundle.
+type Result struct {
+	State    string // StateActive, StateShadow (or StateActive when it already was)
+	Manifest bundle.Manifest
+	Digest   string
+	Path     string
+	Previous string // the bundle that was active before ("" when none)
+	Already  bool   // this bundle was already active
+}
+
+func (u *Updater) failpoint(s Step) error {
+	if u.cfg.Failpoint == nil {
+		return nil
+	}
+	if err := u.cfg.Failpoint(s); err != nil {
+		return fmt.Errorf("failpoint %s: %w", s, err)
+	}
+	return nil
+}
+
+// Policy loads <state>/trust.json.
+func (u *Updater) Policy() (trust.Policy, error) {
+	p, err := trust.Load(filepath.Join(u.cfg.StateDir, TrustFile))
+	if err != nil {
+		return trust.Policy{}, fmt.Errorf("no usable trust policy (install %s from /etc/vigil/trust.json): %w",
+			filepath.Join(u.cfg.StateDir, TrustFile), err)
+	}
+	return p, nil
+}
+
+// Active returns the active bundle of a detector's feature-set slot.
+func (u *Updater) Active(detector, featureSet string) (Active, bool) {
+	return loadActive(u.detectorDir(detector), activePrefix+SlotName(featureSet))
+}
+
+// FileDigest is the "sha256:<hex>" of a file.
+func FileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("digest %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("digest %s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Install verifies, stages, loads, health-checks and activates (or shadows) one bundle. A
+// *Rejection error says why nothing changed (State rejected) or why the model was rolled back.
+// Other errors are I/O errors or injected crashes.
+func (u *Updater) Install(ctx context.Context, req Request) (Result, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.install(ctx, req)
+}
+
+func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
+	now := u.cfg.Now()
+	pol, err := u.Policy()
+	if err != nil {
+		return Result{}, reject(err, "%v", err)
+	}
+	digest, err := FileDigest(req.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	if req.Digest != "" && digest != req.Digest {
+		return Result{}, reject(nil, "digest mismatch: downloaded %s, offered %s", digest, req.Digest)
+	}
+	b, keys, err := trust.VerifyBundle(req.Path, pol, now)
+	if err != nil {
+		return Result{}, reject(err, "%s", reasonOf(err))
+	}
+	m := b.Manifest
+	res := Result{Manifest: m, Digest: digest}
+
+	loader, release, err := u.cfg.Loaders.Loader(ctx, m.Detector)
+	if err != nil {
+		return res, reject(err, "detector %s: %v", m.Detector, err)
+	}
+	defer release()
+	info := loader.Info()
+	if !slices.Contains(info.FeatureSets, m.FeatureSet) {
+		return res, reject(nil, "feature set %s not supported by the %s plugin (it accepts %s)", m.FeatureSet, m.Detector,
+			strings.Join(info.FeatureSets, ", "))
+	}
+	if len(info.FeatureSets) > 0 && info.FeatureSets[0] == m.FeatureSet && info.Dim > 0 && info.Dim != m.Dim {
+		return res, reject(nil, "dimension %d does not match the plugin's %d for %s", m.Dim, info.Dim, m.FeatureSet)
+	}
+	dir := u.detectorDir(m.Detector)
+	slot := SlotName(m.FeatureSet)
+	cur, haveCur := loadActive(dir, activePrefix+slot)
+	if haveCur && cur.Digest == digest && !req.Shadow {
+		res.State, res.Path, res.Already = StateActive, cur.Path, true
+		return res, nil
+	}
+	if haveCur && m.Version <= cur.Manifest.Version {
+		if req.Rollback == nil {
+			return res, reject(nil, "version %d is not greater than the active version %d (a downgrade needs a signed rollback instruction)",
+				m.Version, cur.Manifest.Version)
+		}
+		in, err := rollback.Verify(req.Rollback, pol, now)
+		if err != nil {
+			return res, reject(err, "rollback instruction: %s", reasonOf(err))
+		}
+		if !in.Allows(&m) {
+			return res, reject(nil, "rollback instruction names %s %s@%d, not this bundle", in.Detector, in.Name, in.Version)
+		}
+		u.log.Warn("downgrade allowed by a signed rollback instruction", "name", m.Name, "version", m.Version,
+			"active_version", cur.Manifest.Version, "reason", in.Reason)
+	}
+	u.log.Info("bundle verified", "name", m.Name, "version", m.Version, "detector", m.Detector, "keys", len(keys))
+	u.report(req.RolloutID, &m, digest, StateVerified, "")
+	if err := u.failpoint(StepVerified); err != nil {
+		return res, err
+	}
+
+	// Stage.
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return res, fmt.Errorf("stage: %w", err)
+	}
+	staged := filepath.Join(dir, fmt.Sprintf("%s-%d-%s%s", m.Name, m.Version, strings.TrimPrefix(digest, "sha256:")[:12], bundle.Extension))
+	if err := copyFileAtomic(req.Path, staged); err != nil {
+		return res, err
+	}
+	if d, err := FileDigest(staged); err != nil || d != digest {
+		return res, fmt.Errorf("stage: staged copy does not match (%s): %w", d, err)
+	}
+	res.Path = staged
+	if err := u.failpoint(StepStaged); err != nil {
+		return res, err
+	}
+
+	if req.Shadow {
+		sl, ok := loader.(ShadowLoader)
+		if !ok {
+			return res, reject(nil, "shadow mode is not supported by the %s detector on this agent", m.Detector)
+		}
+		if _, err := sl.LoadShadow(ctx, staged); err != nil {
+			return res, reject(err, "plugin refused the model: %v", err)
+		}
+		u.startShadow(req.RolloutID, &m, digest, staged)
+		res.State = StateShadow
+		return res, nil
+	}
+
+	// Load and check health.
+	if _, err := loader.LoadModel(ctx, staged); err != nil {
+		return res, reject(err, "plugin refused the model (previous model still active): %v", err)
+	}
+	if err := u.failpoint(StepLoaded); err != nil {
+		return res, err
+	}
+	if herr := u.healthCheck(ctx, loader, &m); herr != nil {
+		reason := "health check failed: " + herr.Error()
+		prev := ""
+		if haveCur {
+			prev = cur.Path
+		} else if u.cfg.Baseline != nil {
+			prev = u.cfg.Baseline(m.Detector, m.FeatureSet)
+		}
+		if prev != "" {
+			if _, err := loader.LoadModel(ctx, prev); err != nil {
+				reason += fmt.Sprintf("; reloading the previous model %s failed too: %v", filepath.Base(prev), err)
+				u.log.Error("rollback failed", "previous", prev, "err", err)
+			} else {
+				reason += "; rolled back to " + filepath.Base(prev)
+			}
+		} else {
+			reason += "; no previous model to roll back to"
+		}
+		_ = os.Remove(staged)
+		return res, &Rejection{State: StateRolledBack, Reason: reason, Err: herr}
+	}
+	if err := u.failpoint(StepHealthy); err != nil {
+		return res, err
+	}
+
+	// Activate: previous pointer first, then active. A crash between the two leaves both
+	// naming the old bundle.
+	if haveCur {
+		res.Previous = cur.Path
+		if err := writeFileAtomic(filepath.Join(dir, previousPrefix+slot), []byte(filepath.Base(cur.Path)+"\n"), 0o644); err != nil {
+			return res, err
+		}
+	}
+	if err := u.failpoint(StepPrevious); err != nil {
+		return res, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, activePrefix+slot), []byte(filepath.Base(staged)+"\n"), 0o644); err != nil {
+		return res, err
+	}
+	if err := u.failpoint(StepActivated); err != nil {
+		return res, err
+	}
+	u.gc(dir)
+	res.State = StateActive
+	u.log.Info("model active", "name", m.Name, "version", m.Version, "detector", m.Detector, "feature_set", m.FeatureSet, "path", staged)
+	return res, nil
+}
+
+// healthCheck asks the plugin for its health and scores the probe batch.
+func (u *Updater) healthCheck(ctx context.Context, l ModelLoader, m *bundle.Manifest) error {
+	h, err := l.Health(ctx)
+	if err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	if !h.OK {
+		return fmt.Errorf("plugin reports unhealthy: %s", h.Message)
+	}
+	if h.Model.FeatureSet == m.FeatureSet && h.Model.Name != "" && (h.Model.Name != m.Name || h.Model.Version != m.Version) {
+		return fmt.Errorf("plugin reports model %s@%d active, not %s@%d", h.Model.Name, h.Model.Version, m.Name, m.Version)
+	}
+	r, err := l.Probe(ctx)
+	if err != nil {
+		return fmt.Errorf("probe batch: %w", err)
+	}
+	for _, v := range []float32{r.Stats.P50, r.Stats.P90, r.Stats.P99, r.Stats.Max} {
+		if !finite(v) {
+			return fmt.Errorf("probe batch: score statistics are not finite (p50 %v, p99 %v, max %v)", r.Stats.P50, r.Stats.P99, r.Stats.Max)
+		}
+	}
+	for _, s := range r.Scores {
+		if !finite(s) {
+			return fmt.Errorf("probe batch: a score is not finite (%v)", s)
+		}
+	}
+	for _, a := range r.Anomalies {
+		if !finite(a.Score) {
+			return fmt.Errorf("probe batch: an anomaly score is not finite (%v)", a.Score)
+		}
+	}
+	return nil
+}
+
+func finite(v float32) bool { return !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) }
+
+// gc removes staged bundles of dir that no pointer names, and stale temporary files.
+func (u *Updater) gc(dir string) {
+	keep := map[string]bool{}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, activePrefix) || strings.HasPrefix(n, previousPrefix) {
+			if p, err := readPointer(dir, n); err == nil && p != "" {
+				keep[filepath.Base(p)] = true
+			}
+		}
+	}
+	shadow := u.shadowPath()
+	for _, e := range ents {
+		n := e.Name()
+		if (strings.HasSuffix(n, bundle.Extension) && !keep[n] && filepath.Join(dir, n) != shadow) || strings.HasPrefix(n, ".tmp-") {
+			_ = os.Remove(filepath.Join(dir, n))
+		}
+	}
+}
+
+// Recover repairs the state after a crash: an active pointer whose bundle is missing or damaged
+// falls back to the previous one; temporary files and unreferenced staged bundles are removed.
+// It returns the active models.
+func (u *Updater) Recover() ([]Active, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	root := filepath.Join(u.cfg.StateDir, ModelsDir)
+	dets, err := os.ReadDir(root)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	for _, d := range dets {
+		if !d.IsDir() {
+			continue
+		}
+		dir := filepath.Join(root, d.Name())
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			slot, ok := strings.CutPrefix(e.Name(), activePrefix)
+			if !ok || strings.HasPrefix(e.Name(), ".tmp-") {
+				continue
+			}
+			if _, ok := loadActive(dir, activePrefix+slot); ok {
+				continue
+			}
+			if prev, ok := loadActive(dir, previousPrefix+slot); ok {
+				u.log.Warn("active model unusable; falling back to the previous one", "detector", d.Name(), "slot", slot, "previous", prev.Path)
+				if err := writeFileAtomic(filepath.Join(dir, activePrefix+slot), []byte(filepath.Base(prev.Path)+"\n"), 0o644); err != nil {
+					return nil, fmt.Errorf("recover: %w", err)
+				}
+			} else {
+				u.log.Error("active model unusable and no previous one: the baseline will be used", "detector", d.Name(), "slot", slot)
+				_ = os.Remove(filepath.Join(dir, activePrefix+slot))
+			}
+		}
+		u.gc(dir)
+	}
+	return ActiveModels(u.cfg.StateDir)
+}
+
+// report sends a status (and logs it).
+func (u *Updater) report(rolloutID string, m *bundle.Manifest, digest, state, reason string) {
+	st := &wirev1.ModelStatus{RolloutId: rolloutID, State: state, Reason: reason, TimeUnixNano: u.cfg.Now().UnixNano(),
+		Model: &wirev1.ModelRef{Digest: digest}}
+	if m != nil {
+		st.Model.Name, st.Model.Version, st.Model.Detector = m.Name, m.Version, m.Detector
+	}
+	u.reportStatus(st)
+}
+
+func (u *Updater) reportStatus(st *wirev1.ModelStatus) {
+	lvl := slog.LevelInfo
+	if st.State == StateRejected || st.State == StateRolledBack {
+		lvl = slog.LevelWarn
+	}
+	u.log.Log(context.Background(), lvl, "model status", "rollout", st.RolloutId, "model", st.GetModel().GetName(),
+		"version", st.GetModel().GetVersion(), "digest", st.GetModel().GetDigest(), "state", st.State, "reason", st.Reason)
+	if u.cfg.Report != nil {
+		u.cfg.Report(st)
+	}
+}
+
+// reasonOf turns a verification error into a short reason for the server.
+func reasonOf(err error) string {
+	var te *trust.ThresholdError
+	switch {
+	case errors.As(err, &te):
+		return "signature check failed: " + te.Error()
+	case errors.Is(err, trust.ErrExpired):
+		return "expired: " + lastPart(err)
+	case errors.Is(err, bundle.ErrInvalid):
+		return "malformed or tampered bundle: " + lastPart(err)
+	}
+	return err.Error()
+}
+
+// lastPart strips the "verify bundle PATH: " prefixes of a wrapped error.
+func lastPart(err error) string {
+	s := err.Error()
+	for _, p := range []string{"invalid bundle: ", "bundle expired: "} {
+		if i := strings.Index(s, p); i >= 0 {
+			return s[i:]
+		}
+	}
+	return s
+}

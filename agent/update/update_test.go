@@ -1,0 +1,492 @@
+package update
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/rollback"
+	"github.com/vigil-edge/vigil/models/sign"
+	"github.com/vigil-edge/vigil/models/sign/signtest"
+	"github.com/vigil-edge/vigil/models/trust"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// fakeLoader is a plugin: it parses bundles like a real one and can be told to misbehave.
+type fakeLoader struct {
+	mu      sync.Mutex
+	info    sdk.Info
+	active  string // loaded bundle path
+	model   sdk.ModelInfo
+	loads   []string
+	loadErr error
+	nan     bool // the probe scores NaN (a broken model)
+}
+
+func newFakeLoader() *fakeLoader {
+	return &fakeLoader{info: sdk.Info{Name: "netflow", FeatureSets: []string{"netflow/v1", "nethost/v1"}, Dim: 4}}
+}
+
+func (f *fakeLoader) Info() sdk.Info { return f.info }
+func (f *fakeLoader) LoadModel(_ context.Context, path string) (sdk.ModelInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.loads = append(f.loads, path)
+	if f.loadErr != nil {
+		return sdk.ModelInfo{}, f.loadErr
+	}
+	b, err := bundle.Read(path, bundle.DefaultLimits())
+	if err != nil {
+		return sdk.ModelInfo{}, err
+	}
+	f.active = path
+	f.model = sdk.ModelInfo{Name: b.Manifest.Name, Version: b.Manifest.Version, FeatureSet: b.Manifest.FeatureSet}
+	f.nan = bytes.Contains(b.Model, []byte("NaN"))
+	return f.model, nil
+}
+func (f *fakeLoader) Health(context.Context) (sdk.Health, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return sdk.Health{OK: true, Model: f.model}, nil
+}
+func (f *fakeLoader) Probe(context.Context) (sdk.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.nan {
+		return sdk.Result{Scores: []float32{1, float32(math.NaN())}}, nil
+	}
+	return sdk.Result{Scores: []float32{0.1, 0.2}, Stats: sdk.Stats{Count: 2, P50: 0.1, P90: 0.2, P99: 0.2, Max: 0.2}}, nil
+}
+func (f *fakeLoader) loaded() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.active
+}
+
+type env struct {
+	t       *testing.T
+	state   string
+	src     string
+	now     time.Time
+	a, b    *sign.Signer
+	loader  *fakeLoader
+	reports []*wirev1.ModelStatus
+	mu      sync.Mutex
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, state: t.TempDir(), src: t.TempDir(), now: time.Now(), loader: newFakeLoader()}
+	e.a = signtest.NewSigner(t, sign.AlgEd25519)
+	e.b = signtest.NewSigner(t, sign.AlgECDSAP256)
+	pol := signtest.Policy(t, 1, e.a, e.b)
+	if err := pol.WriteFile(filepath.Join(e.state, TrustFile)); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) updater(fp func(Step) error) *Updater {
+	u, err := New(Config{StateDir: e.state, Loaders: LoaderMap{"netflow": e.loader}, Now: func() time.Time { return e.now },
+		Failpoint: fp, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond,
+		Report: func(s *wirev1.ModelStatus) { e.mu.Lock(); e.reports = append(e.reports, s); e.mu.Unlock() }})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+func (e *env) bundle(name string, ver uint64, edit func(*bundle.Manifest), model string, signers ...*sign.Signer) string {
+	m := signtest.Manifest(name, ver, e.now)
+	if edit != nil {
+		edit(&m)
+	}
+	dir := filepath.Join(e.src, fmt.Sprint(time.Now().UnixNano()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if len(signers) == 0 {
+		signers = []*sign.Signer{e.a}
+	}
+	return signtest.WriteBundle(e.t, dir, []byte(model), m, signers...)
+}
+
+func install(t *testing.T, u *Updater, path string) {
+	t.Helper()
+	res, err := u.Install(context.Background(), Request{Path: path})
+	if err != nil || res.State != StateActive {
+		t.Fatalf("install %s: %+v %v", path, res, err)
+	}
+}
+
+// rewriteTar replaces a member of a bundle (tampering).
+func rewriteTar(t *testing.T, path string, model []byte, env []byte) string {
+	t.Helper()
+	b, err := bundle.Read(path, bundle.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if model == nil {
+		model = b.Model
+	}
+	if env == nil {
+		env = b.EnvelopeJSON
+	}
+	var buf bytes.Buffer
+	if err := bundle.PackEnvelope(&buf, model, env, b.Manifest.Created); err != nil {
+		t.Fatal(err)
+	}
+	out := path + ".tampered.vgb"
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestInstallRejections(t *testing.T) {
+	e := newEnv(t)
+	u := e.updater(nil)
+	v1 := e.bundle("nf", 1, nil, "model-1")
+	install(t, u, v1)
+	stranger := signtest.NewSigner(t, sign.AlgEd25519)
+
+	alteredModel := rewriteTar(t, e.bundle("nf", 5, nil, "model-5"), []byte("model-X"), nil)
+	var alteredManifest string
+	{
+		p := e.bundle("nf", 6, nil, "model-6")
+		b, _ := bundle.Read(p, bundle.DefaultLimits())
+		payload, _ := sign.DecodeBase64(b.Envelope.Payload)
+		payload = bytes.Replace(payload, []byte(`"threshold":0.5`), []byte(`"threshold":9.5`), 1)
+		env := b.Envelope
+		env.Payload = encodeB64(payload)
+		j, _ := json.Marshal(env)
+		alteredManifest = rewriteTar(t, p, nil, j)
+	}
+	unsigned := func() string {
+		m := signtest.Manifest("nf", 7, e.now)
+		dir := t.TempDir()
+		p, err := bundle.WriteFile(dir, []byte("model-7"), &m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}()
+
+	tests := []struct {
+		name, path, want string
+		setup            func()
+	}{
+		{"unsigned", unsigned, "signature check failed", nil},
+		{"untrusted key", e.bundle("nf", 2, nil, "m", stranger), "signature check failed", nil},
+		{"model altered", alteredModel, "malformed or tampered", nil},
+		{"manifest altered", alteredManifest, "signature check failed", nil},
+		{"equal version", e.bundle("nf", 1, nil, "model-1b"), "not greater than the active version 1", nil},
+		{"expired", e.bundle("nf", 3, func(m *bundle.Manifest) {
+			m.Created = e.now.Add(-48 * time.Hour).Truncate(time.Second)
+			m.Expires = e.now.Add(-time.Hour).Truncate(time.Second)
+		}, "m"), "expired", nil},
+		{"wrong feature set", e.bundle("nf", 4, func(m *bundle.Manifest) { m.FeatureSet = "fileactivity/v1" }, "m"), "feature set fileactivity/v1 not supported", nil},
+		{"wrong dim", e.bundle("nf", 4, func(m *bundle.Manifest) { m.Dim = 7 }, "m"), "dimension 7", nil},
+		{"unknown detector", e.bundle("nf", 4, func(m *bundle.Manifest) { m.Detector = "dns" }, "m"), `no "dns" detector`, nil},
+		{"plugin refuses", e.bundle("nf", 8, nil, "m"), "plugin refused", func() { e.loader.loadErr = errors.New("bad onnx") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e.loader.loadErr = nil
+			if tt.setup != nil {
+				tt.setup()
+			}
+			loads := len(e.loader.loads)
+			_, err := u.Install(context.Background(), Request{Path: tt.path})
+			var rej *Rejection
+			if !errors.As(err, &rej) || rej.State != StateRejected || !strings.Contains(rej.Reason, tt.want) {
+				t.Fatalf("err = %v, want rejection containing %q", err, tt.want)
+			}
+			if tt.setup == nil && len(e.loader.loads) != loads {
+				t.Fatal("a rejected bundle reached the plugin")
+			}
+			if a, ok := u.Active("netflow", "netflow/v1"); !ok || a.Manifest.Version != 1 {
+				t.Fatalf("active = %+v %v, want version 1", a, ok)
+			}
+		})
+	}
+}
+
+func encodeB64(b []byte) string {
+	var buf bytes.Buffer
+	w := newB64(&buf)
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return buf.String()
+}
+
+func TestThreshold(t *testing.T) {
+	e := newEnv(t)
+	pol := signtest.Policy(t, 2, e.a, e.b)
+	if err := pol.WriteFile(filepath.Join(e.state, TrustFile)); err != nil {
+		t.Fatal(err)
+	}
+	u := e.updater(nil)
+	_, err := u.Install(context.Background(), Request{Path: e.bundle("nf", 1, nil, "m", e.a)})
+	if !errors.Is(err, trust.ErrThreshold) {
+		t.Fatalf("one of two signatures: %v", err)
+	}
+	install(t, u, e.bundle("nf", 1, nil, "m", e.a, e.b))
+}
+
+func TestHealthFailureRollsBack(t *testing.T) {
+	e := newEnv(t)
+	u := e.updater(nil)
+	v1 := e.bundle("nf", 1, nil, "model-1")
+	install(t, u, v1)
+	_, err := u.Install(context.Background(), Request{Path: e.bundle("nf", 2, nil, "NaN model")})
+	var rej *Rejection
+	if !errors.As(err, &rej) || rej.State != StateRolledBack {
+		t.Fatalf("err = %v, want rolled back", err)
+	}
+	a, ok := u.Active("netflow", "netflow/v1")
+	if !ok || a.Manifest.Version != 1 {
+		t.Fatalf("active = %+v", a)
+	}
+	if e.loader.loaded() != a.Path {
+		t.Fatalf("plugin runs %s, want the previous %s", e.loader.loaded(), a.Path)
+	}
+}
+
+func TestRollbackInstruction(t *testing.T) {
+	e := newEnv(t)
+	u := e.updater(nil)
+	v1 := e.bundle("nf", 1, nil, "model-1")
+	install(t, u, v1)
+	install(t, u, e.bundle("nf", 2, nil, "model-2"))
+	b1, _ := bundle.Read(v1, bundle.DefaultLimits())
+	instr, err := rollback.Sign(rollback.For(&b1.Manifest, e.now, time.Hour, "v2 noisy"), e.a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := rollback.Sign(rollback.For(&b1.Manifest, e.now, time.Hour, ""), signtest.NewSigner(t, sign.AlgEd25519))
+	if _, err := u.Install(context.Background(), Request{Path: v1, Rollback: other}); err == nil {
+		t.Fatal("rollback with an untrusted instruction accepted")
+	}
+	res, err := u.Install(context.Background(), Request{Path: v1, Rollback: instr})
+	if err != nil || res.State != StateActive {
+		t.Fatalf("signed rollback: %+v %v", res, err)
+	}
+	if a, _ := u.Active("netflow", "netflow/v1"); a.Manifest.Version != 1 {
+		t.Fatalf("active version %d after rollback", a.Manifest.Version)
+	}
+}
+
+// TestCrashAtEveryStep injects a crash at each step and re-opens: the agent is on a valid model
+// (old or new, never none), and a retried update completes.
+func TestCrashAtEveryStep(t *testing.T) {
+	for _, step := range []Step{StepVerified, StepStaged, StepLoaded, StepHealthy, StepPrevious, StepActivated} {
+		t.Run(string(step), func(t *testing.T) {
+			e := newEnv(t)
+			install(t, e.updater(nil), e.bundle("nf", 1, nil, "model-1"))
+			v2 := e.bundle("nf", 2, nil, "model-2")
+			crash := errors.New("crash")
+			_, err := e.updater(func(s Step) error {
+				if s == step {
+					return crash
+				}
+				return nil
+			}).Install(context.Background(), Request{Path: v2})
+			if !errors.Is(err, crash) {
+				t.Fatalf("err = %v", err)
+			}
+			// Restart: a fresh updater and a fresh plugin.
+			e.loader = newFakeLoader()
+			u := e.updater(nil)
+			act, err := u.Recover()
+			if err != nil || len(act) != 1 {
+				t.Fatalf("recover: %v %v", act, err)
+			}
+			v := act[0].Manifest.Version
+			if v != 1 && v != 2 || (step == StepActivated && v != 2) || (step != StepActivated && v != 1) {
+				t.Fatalf("after a crash at %s the active version is %d", step, v)
+			}
+			if _, err := e.loader.LoadModel(context.Background(), act[0].Path); err != nil {
+				t.Fatalf("active bundle does not load: %v", err)
+			}
+			install(t, u, v2)
+		})
+	}
+}
+
+func TestRecoverDamagedActive(t *testing.T) {
+	e := newEnv(t)
+	u := e.updater(nil)
+	install(t, u, e.bundle("nf", 1, nil, "model-1"))
+	install(t, u, e.bundle("nf", 2, nil, "model-2"))
+	a, _ := u.Active("netflow", "netflow/v1")
+	if err := os.WriteFile(a.Path, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	act, err := e.updater(nil).Recover()
+	if err != nil || len(act) != 1 || act[0].Manifest.Version != 1 {
+		t.Fatalf("recover: %+v %v", act, err)
+	}
+}
+
+// fakeFetcher serves files by digest; failAt makes the first attempt break after that many bytes.
+type fakeFetcher struct {
+	mu      sync.Mutex
+	files   map[string][]byte
+	failAt  int
+	offsets []uint64
+}
+
+func (f *fakeFetcher) Fetch(_ context.Context, digest string, off, max uint64, w io.Writer) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.offsets = append(f.offsets, off)
+	data, ok := f.files[digest]
+	if !ok {
+		return 0, ErrNotFound
+	}
+	rest := data[off:]
+	if f.failAt > 0 && int(off)+len(rest) > f.failAt {
+		n := f.failAt - int(off)
+		f.failAt = 0
+		if _, err := w.Write(rest[:n]); err != nil {
+			return 0, err
+		}
+		return 0, errors.New("connection lost")
+	}
+	if _, err := w.Write(rest); err != nil {
+		return 0, err
+	}
+	return uint64(len(data)), nil
+}
+
+func (e *env) offer(path, rollout string) (*wirev1.ModelOffer, []byte) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d, _ := FileDigest(path)
+	return &wirev1.ModelOffer{RolloutId: rollout, Model: &wirev1.ModelRef{Name: "nf", Digest: d, Detector: "netflow"}, Size: uint64(len(data))}, data
+}
+
+func (e *env) lastState(rollout string) (string, string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := len(e.reports) - 1; i >= 0; i-- {
+		if e.reports[i].RolloutId == rollout {
+			return e.reports[i].State, e.reports[i].Reason
+		}
+	}
+	return "", ""
+}
+
+func TestOfferFetchResume(t *testing.T) {
+	e := newEnv(t)
+	ff := &fakeFetcher{files: map[string][]byte{}}
+	u := e.updater(nil)
+	u.cfg.Fetcher = ff
+	install(t, u, e.bundle("nf", 1, nil, "model-1"))
+	o, data := e.offer(e.bundle("nf", 2, nil, strings.Repeat("model-2", 500)), "r1")
+	ff.files[o.Model.Digest] = data
+	ff.failAt = len(data) / 2
+	u.processOffer(context.Background(), o)
+	if st, reason := e.lastState("r1"); st != StateActive {
+		t.Fatalf("state %s %s", st, reason)
+	}
+	if len(ff.offsets) != 2 || ff.offsets[1] != uint64(len(data)/2) {
+		t.Fatalf("fetch offsets %v, want a resume from %d", ff.offsets, len(data)/2)
+	}
+	// Offered again: reported active at once, nothing fetched.
+	u.processOffer(context.Background(), o)
+	if len(ff.offsets) != 2 {
+		t.Fatal("an active bundle was fetched again")
+	}
+
+	// Wrong size in the offer (server sends more): rejected, never loaded.
+	o3, data3 := e.offer(e.bundle("nf", 3, nil, "model-3"), "r3")
+	ff.files[o3.Model.Digest] = append(data3, 0)
+	u.processOffer(context.Background(), o3)
+	if st, reason := e.lastState("r3"); st != StateRejected || !strings.Contains(reason, "download failed") {
+		t.Fatalf("oversized: %s %s", st, reason)
+	}
+	// Truncated / different bytes under the right size: digest mismatch.
+	o4, data4 := e.offer(e.bundle("nf", 4, nil, "model-4"), "r4")
+	bad := bytes.Clone(data4)
+	bad[len(bad)-1] ^= 1
+	ff.files[o4.Model.Digest] = bad
+	u.processOffer(context.Background(), o4)
+	if st, reason := e.lastState("r4"); st != StateRejected || !strings.Contains(reason, "digest") {
+		t.Fatalf("altered download: %s %s", st, reason)
+	}
+	if a, _ := u.Active("netflow", "netflow/v1"); a.Manifest.Version != 2 {
+		t.Fatalf("active %d", a.Manifest.Version)
+	}
+}
+
+func TestShadowReport(t *testing.T) {
+	e := newEnv(t)
+	u := e.updater(nil)
+	install(t, u, e.bundle("nf", 1, nil, "model-1"))
+	_, err := u.Install(context.Background(), Request{Path: e.bundle("nf", 2, nil, "model-2"), Shadow: true, RolloutID: "s"})
+	var rej *Rejection
+	if !errors.As(err, &rej) || !strings.Contains(rej.Reason, "shadow mode is not supported") {
+		t.Fatalf("shadow without support: %v", err)
+	}
+	sl := &shadowLoader{fakeLoader: e.loader}
+	u.cfg.Loaders = LoaderMap{"netflow": sl}
+	res, err := u.Install(context.Background(), Request{Path: e.bundle("nf", 2, nil, "model-2"), Shadow: true, RolloutID: "s"})
+	if err != nil || res.State != StateShadow {
+		t.Fatalf("shadow: %+v %v", res, err)
+	}
+	if a, _ := u.Active("netflow", "netflow/v1"); a.Manifest.Version != 1 {
+		t.Fatal("shadow model activated")
+	}
+	u.ObserveShadow(sdk.Stats{Count: 100, Anomalies: 1, P99: 0.3}, sdk.Stats{Count: 100, Anomalies: 7, P99: 0.9})
+	sum, ok := u.ShadowReport()
+	if !ok || sum.Active.Anomalies != 1 || sum.Shadow.Anomalies != 7 || sum.Batches != 1 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if st, reason := e.lastState("s"); st != StateShadow || !strings.Contains(reason, `"anomalies":7`) {
+		t.Fatalf("report %s %s", st, reason)
+	}
+}
+
+type shadowLoader struct {
+	*fakeLoader
+	shadow string
+}
+
+func (s *shadowLoader) LoadShadow(_ context.Context, path string) (sdk.ModelInfo, error) {
+	s.shadow = path
+	return sdk.ModelInfo{}, nil
+}
+
+func FuzzHandleOffer(f *testing.F) {
+	f.Add("r1", "sha256:"+strings.Repeat("a", 64), uint64(100), "nf", false, false)
+	f.Add("", "", uint64(0), "", true, true)
+	f.Fuzz(func(t *testing.T, rid, digest string, size uint64, name string, shadow, rb bool) {
+		u, err := New(Config{StateDir: t.TempDir(), Loaders: LoaderMap{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := &wirev1.ModelOffer{RolloutId: rid, Model: &wirev1.ModelRef{Name: name, Digest: digest}, Size: size, Shadow: shadow, Rollback: rb}
+		u.HandleOffer(o)
+		u.HandleOffer(nil)
+		u.HandleOffer(&wirev1.ModelOffer{})
+		if CheckOffer(o, u.cfg.MaxBundle) == nil && !digestRE.MatchString(digest) {
+			t.Fatal("accepted a malformed digest")
+		}
+	})
+}

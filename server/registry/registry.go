@@ -1,0 +1,377 @@
+// Package registry is the server's model registry and rollout logic: publishing a signed bundle
+// (signatures verified against the server's copy of the trust policy, <data>/trust.json, and the
+// model smoke-loaded by the matching detector plugin), creating rollouts that target an entity, a
+// list of agents or a stable percentage of agents, pushing ModelOffers to connected agents at
+// once and to the others when they say Hello, and reporting per-agent rollout status.
+//
+// It is a server package: it never imports agent/...; the plugin smoke test starts the detector
+// binary through plugins/sdk's go-plugin glue.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/trust"
+	"github.com/vigil-edge/vigil/server/store"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// TrustFile is the server's copy of the release-key trust policy, in the data directory.
+const TrustFile = "trust.json"
+
+// Pusher delivers control messages to connected agents (*endpoint.Endpoint).
+type Pusher interface {
+	Push(agentID string, msg *wirev1.ServerControl) error
+	Connected() []string
+}
+
+// Config configures a Registry.
+type Config struct {
+	DB        *store.DB
+	DataDir   string // trust.json lives here
+	BundleDir string // bundles are stored as <sha256hex>.vgb (what FETCH serves)
+	// PluginDirs are searched for vigil-detector-<detector> for the smoke test.
+	PluginDirs []string
+	// PluginEnv is the smoke-test plugin's environment (e.g. ONNXRUNTIME_LIB=...).
+	PluginEnv []string
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Registry is the model registry.
+type Registry struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	pusher Pusher
+}
+
+// New returns a registry; SetPusher connects it to the endpoint once that exists.
+func New(cfg Config) *Registry {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Registry{cfg: cfg, log: cfg.Logger}
+}
+
+// SetPusher sets the endpoint that reaches agents.
+func (r *Registry) SetPusher(p Pusher) {
+	r.mu.Lock()
+	r.pusher = p
+	r.mu.Unlock()
+}
+
+func (r *Registry) getPusher() Pusher {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.pusher
+}
+
+// Policy loads <data>/trust.json.
+func (r *Registry) Policy() (trust.Policy, error) {
+	p, err := trust.Load(filepath.Join(r.cfg.DataDir, TrustFile))
+	if err != nil {
+		return trust.Policy{}, fmt.Errorf("server trust policy (create it with `vigil-server trust set --data DIR --pub KEY.pub`): %w", err)
+	}
+	return p, nil
+}
+
+// ErrRejected wraps every refusal of a published bundle (a client error, not a server fault).
+var ErrRejected = errors.New("bundle rejected")
+
+// PublishOptions tune Publish.
+type PublishOptions struct {
+	NoSmoke bool // skip the plugin smoke test (when no plugin is installed on the server)
+}
+
+// PublishResult is what Publish did.
+type PublishResult struct {
+	Model   store.Model `json:"model"`
+	Signers []string    `json:"signers"`
+	Smoke   string      `json:"smoke"` // "ok: ..." or "skipped: ..."
+}
+
+// Publish verifies the bundle read from rd (at most the bundle size limit), smoke-loads it, stores
+// it under its digest and records it in the registry (audited with actor).
+func (r *Registry) Publish(ctx context.Context, rd io.Reader, actor string, opts PublishOptions) (PublishResult, error) {
+	pol, err := r.Policy()
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	if err := os.MkdirAll(r.cfg.BundleDir, 0o750); err != nil {
+		return PublishResult{}, fmt.Errorf("publish: %w", err)
+	}
+	tmp, err := os.CreateTemp(r.cfg.BundleDir, ".upload-*")
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	lim := bundle.DefaultLimits().MaxTotal
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(rd, lim+1))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish: upload: %w", err)
+	}
+	if n > lim {
+		return PublishResult{}, fmt.Errorf("%w: larger than %d bytes", ErrRejected, lim)
+	}
+	b, keys, err := trust.VerifyBundle(tmp.Name(), pol, r.cfg.Now())
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	hexd := hex.EncodeToString(h.Sum(nil))
+	digest := "sha256:" + hexd
+	res := PublishResult{Signers: keys}
+	if opts.NoSmoke {
+		res.Smoke = "skipped (--no-smoke)"
+	} else {
+		msg, err := r.smoke(ctx, tmp.Name(), &b.Manifest)
+		if err != nil {
+			return PublishResult{}, fmt.Errorf("%w: smoke test: %v", ErrRejected, err)
+		}
+		res.Smoke = "ok: " + msg
+	}
+	man, _ := json.Marshal(b.Manifest)
+	signers, _ := json.Marshal(keys)
+	final := filepath.Join(r.cfg.BundleDir, hexd+bundle.Extension)
+	if err := os.Chmod(tmp.Name(), 0o640); err != nil {
+		return PublishResult{}, fmt.Errorf("publish: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return PublishResult{}, fmt.Errorf("publish: %w", err)
+	}
+	m, err := r.cfg.DB.InsertModel(ctx, store.Model{Name: b.Manifest.Name, Version: b.Manifest.Version, Detector: b.Manifest.Detector,
+		Digest: digest, Size: n, Manifest: man, Signers: signers}, actor)
+	if err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return PublishResult{}, fmt.Errorf("%w: %s version %d is already published (versions are immutable; publish a greater version)",
+				ErrRejected, b.Manifest.Name, b.Manifest.Version)
+		}
+		return PublishResult{}, err
+	}
+	res.Model = m
+	r.log.Info("model published", "name", m.Name, "version", m.Version, "digest", digest, "by", actor, "smoke", res.Smoke)
+	return res, nil
+}
+
+// RolloutRequest is a rollout to create.
+type RolloutRequest struct {
+	Model      string   `json:"model"` // NAME@VERSION
+	Entity     string   `json:"entity,omitempty"`
+	Agents     []string `json:"agents,omitempty"`
+	Percent    int      `json:"percent,omitempty"`
+	Shadow     bool     `json:"shadow,omitempty"`
+	HaltFactor float64  `json:"halt_factor,omitempty"`
+}
+
+var agentRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ParseModelRef splits NAME@VERSION.
+func ParseModelRef(s string) (string, uint64, error) {
+	name, v, ok := strings.Cut(s, "@")
+	ver, err := strconv.ParseUint(v, 10, 64)
+	if !ok || name == "" || err != nil || ver == 0 {
+		return "", 0, fmt.Errorf("model %q: want NAME@VERSION", s)
+	}
+	return name, ver, nil
+}
+
+// CreateRollout records a rollout and pushes its offer to the targeted connected agents at once.
+// It returns the rollout id and the agents it reached now.
+func (r *Registry) CreateRollout(ctx context.Context, req RolloutRequest, actor string) (string, []string, error) {
+	name, ver, err := ParseModelRef(req.Model)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %v", store.ErrInvalid, err)
+	}
+	if req.Percent < 0 || req.Percent > 100 || len(req.Agents) > 10000 || req.HaltFactor < 0 {
+		return "", nil, fmt.Errorf("rollout: percent 0..100, at most 10000 agents: %w", store.ErrInvalid)
+	}
+	if req.Entity != "" && !agentRE.MatchString(req.Entity) {
+		return "", nil, fmt.Errorf("rollout: entity %q: %w", req.Entity, store.ErrInvalid)
+	}
+	for _, a := range req.Agents {
+		if !agentRE.MatchString(a) {
+			return "", nil, fmt.Errorf("rollout: agent id %q: %w", a, store.ErrInvalid)
+		}
+	}
+	if req.Entity == "" && len(req.Agents) == 0 && req.Percent == 0 {
+		return "", nil, fmt.Errorf("rollout: give an entity, agents or a percentage: %w", store.ErrInvalid)
+	}
+	m, err := r.cfg.DB.ModelByVersion(ctx, name, ver)
+	if err != nil {
+		return "", nil, err
+	}
+	var rb [6]byte
+	_, _ = rand.Read(rb[:])
+	id := "r-" + hex.EncodeToString(rb[:])
+	if err := r.cfg.DB.CreateRollout(ctx, store.RolloutSpec{ID: id, ModelID: m.ID, Entity: req.Entity, Agents: req.Agents,
+		Percent: req.Percent, Shadow: req.Shadow, HaltFactor: req.HaltFactor}, actor); err != nil {
+		return "", nil, err
+	}
+	r.log.Info("rollout created", "id", id, "model", req.Model, "entity", req.Entity, "agents", len(req.Agents),
+		"percent", req.Percent, "shadow", req.Shadow, "by", actor)
+	reached := r.PushPending(ctx)
+	return id, reached, nil
+}
+
+// InCanary is the stable percentage choice: the agent is in the first percent% of a hash of
+// (agent id, model name), so the same agents stay in a 5% canary across versions of a model, and
+// growing the percentage only adds agents.
+func InCanary(agentID, modelName string, percent int) bool {
+	if percent >= 100 {
+		return true
+	}
+	if percent <= 0 {
+		return false
+	}
+	s := sha256.Sum256([]byte(modelName + "\x00" + agentID))
+	return binary.BigEndian.Uint64(s[:8])%10000 < uint64(percent)*100
+}
+
+// Targets reports whether rollout ro targets agent a.
+func Targets(ro *store.RolloutRecord, agentID, entity string) bool {
+	if len(ro.Agents) > 0 && !slices.Contains(ro.Agents, agentID) {
+		return false
+	}
+	if ro.Entity != "" && ro.Entity != entity {
+		return false
+	}
+	if ro.Percent > 0 && !InCanary(agentID, ro.Model.Name, ro.Percent) {
+		return false
+	}
+	return true
+}
+
+// offersFor returns the offers an agent should get now: for each model name (and shadow or not),
+// the newest active rollout targeting it, unless the agent already reported a final state for
+// that bundle.
+func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity string, statuses map[string]string) []*wirev1.ModelOffer {
+	newest := map[string]*store.RolloutRecord{}
+	for i := range rollouts {
+		ro := &rollouts[i]
+		if !Targets(ro, agentID, entity) {
+			continue
+		}
+		key := ro.Model.Name + "|" + strconv.FormatBool(ro.Shadow)
+		newest[key] = ro // oldest first, so the last one wins
+	}
+	var out []*wirev1.ModelOffer
+	for _, ro := range newest {
+		if store.IsTerminalModelState(statuses[ro.Model.Digest]) {
+			continue
+		}
+		out = append(out, &wirev1.ModelOffer{RolloutId: ro.ID, Size: uint64(ro.Size), Shadow: ro.Shadow,
+			Model: &wirev1.ModelRef{Name: ro.Model.Name, Version: ro.Model.Version, Digest: ro.Model.Digest, Detector: ro.Detector}})
+	}
+	slices.SortFunc(out, func(a, b *wirev1.ModelOffer) int { return strings.Compare(a.RolloutId, b.RolloutId) })
+	return out
+}
+
+// OnHello pushes the pending offers of an agent that just connected (endpoint hook).
+func (r *Registry) OnHello(agentID, entity string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p := r.getPusher()
+	if p == nil {
+		return
+	}
+	rollouts, err := r.cfg.DB.ActiveRollouts(ctx)
+	if err != nil || len(rollouts) == 0 {
+		return
+	}
+	st, err := r.cfg.DB.ModelStatuses(ctx, agentID, "")
+	if err != nil {
+		r.log.Error("model statuses", "err", err)
+		return
+	}
+	r.push(p, agentID, r.offersFor(rollouts, agentID, entity, statusMap(st)))
+}
+
+func statusMap(st []store.AgentModelStatus) map[string]string {
+	m := make(map[string]string, len(st))
+	for _, s := range st {
+		m[s.Digest] = s.State
+	}
+	return m
+}
+
+func (r *Registry) push(p Pusher, agentID string, offers []*wirev1.ModelOffer) bool {
+	sent := false
+	for _, o := range offers {
+		if err := p.Push(agentID, &wirev1.ServerControl{Msg: &wirev1.ServerControl_ModelOffer{ModelOffer: o}}); err != nil {
+			r.log.Debug("push offer", "agent", agentID, "rollout", o.RolloutId, "err", err)
+			continue
+		}
+		sent = true
+		r.log.Info("model offered", "agent", agentID, "rollout", o.RolloutId, "model", o.Model.Name, "version", o.Model.Version)
+	}
+	return sent
+}
+
+// PushPending offers every connected agent what it lacks; it returns the agents reached.
+func (r *Registry) PushPending(ctx context.Context) []string {
+	p := r.getPusher()
+	if p == nil {
+		return nil
+	}
+	rollouts, err := r.cfg.DB.ActiveRollouts(ctx)
+	if err != nil || len(rollouts) == 0 {
+		return nil
+	}
+	agents, err := r.cfg.DB.ListAgents(ctx, store.AgentFilter{})
+	if err != nil {
+		r.log.Error("list agents", "err", err)
+		return nil
+	}
+	entity := map[string]string{}
+	for _, a := range agents {
+		entity[a.ID] = a.Entity
+	}
+	all, err := r.cfg.DB.ModelStatuses(ctx, "", "")
+	if err != nil {
+		return nil
+	}
+	byAgent := map[string]map[string]string{}
+	for _, s := range all {
+		if byAgent[s.AgentID] == nil {
+			byAgent[s.AgentID] = map[string]string{}
+		}
+		byAgent[s.AgentID][s.Digest] = s.State
+	}
+	var reached []string
+	for _, id := range p.Connected() {
+		if r.push(p, id, r.offersFor(rollouts, id, entity[id], byAgent[id])) {
+			reached = append(reached, id)
+		}
+	}
+	slices.Sort(reached)
+	return reached
+}

@@ -58,7 +58,7 @@ lint:
 
 # Baseline model bundles, reproducible from the shared benign captures.
 models: build
-	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(BIN)/vigilctl model train --help >/dev/null
+	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-baseline -benign ../shared/data/benign -attacks ../shared/data/attacks -manifest ../shared/data/MANIFEST.csv -out models/baseline
 
 # make run: a demo deployment in .demo/ (git-ignored): PKI, admin token,
 # server, one enrolled agent replaying a generated capture; Ctrl-C stops all.

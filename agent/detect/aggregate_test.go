@@ -1,0 +1,144 @@
+package detect
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+func anomaly(src, dst string, dport int, tsSec float64, score float32, flags int) sdk.Anomaly {
+	return sdk.Anomaly{
+		Score: score, Threshold: 1,
+		TopFeatures: []sdk.Contribution{{Name: "syn_ratio", Contribution: score}},
+		Context: map[string]string{
+			sdk.ContextSrcIP: src, sdk.ContextDstIP: dst, sdk.ContextSrcPort: "40000", sdk.ContextDstPort: strconv.Itoa(dport),
+			sdk.ContextProto: "tcp", ctxTCPFlags: strconv.Itoa(flags), ctxTimeNs: strconv.FormatInt(int64(tsSec*1e9), 10),
+			ctxLength: "60", ctxModel: "nethost", ctxModelVersion: "1", ctxModelDigest: "sha256:ab",
+		},
+	}
+}
+
+func TestSeverity(t *testing.T) {
+	for _, c := range []struct {
+		ratio float64
+		want  wirev1.Severity
+	}{{1.01, wirev1.Severity_SEVERITY_LOW}, {1.5, wirev1.Severity_SEVERITY_MEDIUM}, {2.9, wirev1.Severity_SEVERITY_MEDIUM},
+		{3, wirev1.Severity_SEVERITY_HIGH}, {9.99, wirev1.Severity_SEVERITY_HIGH}, {10, wirev1.Severity_SEVERITY_CRITICAL}} {
+		if got := Severity(c.ratio); got != c.want {
+			t.Errorf("Severity(%v) = %v, want %v", c.ratio, got, c.want)
+		}
+	}
+}
+
+func TestAggregateScan(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{Window: 30 * time.Second})
+	for i := range 1000 {
+		an := anomaly("10.99.66.6", "10.99.1.10", 1+i, 100+float64(i)/1000, 25, 0x02)
+		if out := a.Add(&an); len(out) != 0 {
+			t.Fatalf("finding before the window closed: %v", out)
+		}
+	}
+	if out := a.Tick(int64(110e9)); len(out) != 0 {
+		t.Fatalf("window still open, got %d findings", len(out))
+	}
+	out := a.Tick(int64(131e9))
+	if len(out) != 1 {
+		t.Fatalf("got %d findings, want 1", len(out))
+	}
+	f := out[0]
+	if f.Count != 1000 || f.Bytes != 60000 || f.Context.SrcIp != "10.99.66.6" || f.Severity != wirev1.Severity_SEVERITY_CRITICAL {
+		t.Errorf("finding %v", f)
+	}
+	want := "SYN scan-like: 1000 anomalous packets from 10.99.66.6 to 1 host, 1000 ports"
+	if f.Summary != want {
+		t.Errorf("summary %q, want %q", f.Summary, want)
+	}
+	if f.FirstSeenUnixNano != 100e9 || f.Context.DstPort != 1 || f.Model.Name != "nethost" || f.Model.Version != 1 {
+		t.Errorf("first seen / context / model wrong: %v", f)
+	}
+	if len(a.Flush()) != 0 {
+		t.Error("flush after close emitted again")
+	}
+}
+
+func TestAggregateFilters(t *testing.T) {
+	cases := []struct {
+		name  string
+		score float32
+		n     int
+		want  int
+	}{
+		{"marginal noise (low severity)", 1.2, 50, 0},
+		{"medium, too few packets", 2, 2, 0},
+		{"medium, enough packets", 2, 3, 1},
+		{"high, one packet", 4, 1, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := NewAggregator(AggregatorConfig{})
+			for i := range c.n {
+				an := anomaly("192.0.2.1", "192.0.2.2", 80, float64(i), c.score, 0x18)
+				a.Add(&an)
+			}
+			if got := len(a.Flush()); got != c.want {
+				t.Errorf("got %d findings, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+func TestAggregateUpdates(t *testing.T) {
+	now := time.Unix(1000, 0)
+	a := NewAggregator(AggregatorConfig{UpdateEvery: 5 * time.Second, FirstAfter: time.Second, Now: func() time.Time { return now }})
+	add := func(n int, ts float64) {
+		for range n {
+			an := anomaly("10.0.0.1", "10.0.0.2", 22, ts, 5, 0x02)
+			a.Add(&an)
+		}
+	}
+	add(10, 1)
+	if len(a.Tick(0)) != 0 {
+		t.Fatal("emitted before FirstAfter")
+	}
+	now = now.Add(time.Second)
+	first := a.Tick(0)
+	if len(first) != 1 || first[0].Count != 10 {
+		t.Fatalf("first emission %v", first)
+	}
+	now = now.Add(time.Second)
+	add(5, 2)
+	if len(a.Tick(0)) != 0 {
+		t.Fatal("update before UpdateEvery")
+	}
+	now = now.Add(5 * time.Second)
+	upd := a.Tick(0)
+	if len(upd) != 1 || upd[0].Count != 15 || upd[0].FirstSeenUnixNano != first[0].FirstSeenUnixNano {
+		t.Fatalf("update %v", upd)
+	}
+	now = now.Add(10 * time.Second)
+	if len(a.Tick(0)) != 0 {
+		t.Fatal("unchanged finding re-emitted")
+	}
+	if len(a.Flush()) != 0 {
+		t.Fatal("unchanged finding emitted at flush")
+	}
+}
+
+func TestAggregateEviction(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{MaxOpen: 2})
+	var out []*wirev1.Finding
+	for i := range 3 {
+		an := anomaly("10.0.0."+strconv.Itoa(i), "10.0.0.100", 80, float64(i), 20, 0x18)
+		out = append(out, a.Add(&an)...)
+	}
+	if len(out) != 1 || !strings.Contains(out[0].Summary, "10.0.0.0") {
+		t.Fatalf("evicted %v", out)
+	}
+	if n := len(a.Flush()); n != 2 {
+		t.Fatalf("flush %d", n)
+	}
+}

@@ -1,0 +1,476 @@
+// Package detect is the agent's packet detection pipeline: it reads packets
+// from capture sources (pcap files, live interfaces; agent/capture), pushes
+// them through the shared-memory ring into the netflow detector plugin
+// (agent/pluginhost), receives the anomalies the plugin returns, and merges
+// them into findings (Aggregator) that go to a pipeline.Sink (the spool in
+// `vigil-agent run`, memory in `vigil-agent scan`).
+//
+// It implements agent/pipeline.Source (with Counters and ModelReporter). It
+// is part of the agent core: pure Go, it never links ONNX Runtime (the plugin
+// does) and imports no plugin package.
+package detect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/capture"
+	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/pluginhost"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Config configures a Pipeline.
+type Config struct {
+	// Plugin is the detector plugin binary; Bundles are given to it at every
+	// start (-bundle, one per feature set); Bundle, if set, is loaded
+	// through LoadModel after the start (e.g. `scan --bundle`).
+	Plugin  string
+	Bundles []BundleInfo
+	Bundle  string
+	// ORTLib is passed to the plugin as ONNXRUNTIME_LIB.
+	ORTLib string
+	// PluginArgs are extra plugin arguments (e.g. -calibrate 10m).
+	PluginArgs []string
+	// StageBundles copies the bundles into a private directory the
+	// unprivileged plugin can read (for bundles in a user's home).
+	StageBundles bool
+
+	// Pcaps are read in order, then (Follow) the pipeline idles until ctx
+	// ends; Interfaces are captured live, concurrently.
+	Pcaps      []string
+	Interfaces []string
+	Live       capture.LiveOptions
+	// Follow keeps Run going after the pcaps end (`run`); without it Run
+	// returns once every pcap is read and scored (`scan`).
+	Follow bool
+
+	Aggregate AggregatorConfig
+	// Host tunes the plugin host (Path, Args, Env, OnResult and Logger are
+	// set by the pipeline).
+	Host pluginhost.Config
+	// Progress, if set, is called about every 100 ms with the source stats.
+	Progress func(capture.Stats)
+	Logger   *slog.Logger
+}
+
+// Pipeline is a packet detection pipeline; it is a pipeline.Source.
+type Pipeline struct {
+	cfg  Config
+	log  *slog.Logger
+	agg  *Aggregator
+	host atomic.Pointer[pluginhost.Host]
+
+	pushMu sync.Mutex // the ring has one producer
+	lastTs atomic.Int64
+
+	srcMu   sync.Mutex
+	sources []capture.Source
+	done    capture.Stats // stats of closed sources
+
+	resMu     sync.Mutex
+	pending   []*wirev1.Finding
+	batchErrs atomic.Uint64
+
+	models atomic.Pointer[[]*wirev1.ModelRef]
+	start  time.Time
+}
+
+var (
+	_ pipeline.Source        = (*Pipeline)(nil)
+	_ pipeline.Counters      = (*Pipeline)(nil)
+	_ pipeline.ModelReporter = (*Pipeline)(nil)
+)
+
+// New checks the configuration and returns a pipeline.
+func New(cfg Config) (*Pipeline, error) {
+	if cfg.Plugin == "" {
+		return nil, errors.New("detect: no detector plugin")
+	}
+	if len(cfg.Bundles) == 0 && cfg.Bundle == "" {
+		return nil, ErrNoBundle
+	}
+	if len(cfg.Pcaps) == 0 && len(cfg.Interfaces) == 0 {
+		return nil, errors.New("detect: no packet source (give a pcap file or an interface)")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger, agg: NewAggregator(cfg.Aggregate)}
+	var refs []*wirev1.ModelRef
+	for _, b := range cfg.Bundles {
+		refs = append(refs, &wirev1.ModelRef{Name: b.Name, Version: b.Version, Digest: b.Digest, Detector: DetectorName})
+	}
+	p.models.Store(&refs)
+	return p, nil
+}
+
+// Name implements pipeline.Source.
+func (p *Pipeline) Name() string { return "netflow" }
+
+// ActiveModels implements pipeline.ModelReporter.
+func (p *Pipeline) ActiveModels() []*wirev1.ModelRef { return *p.models.Load() }
+
+// Stats are the pipeline's counters.
+type Stats struct {
+	Capture   capture.Stats
+	Host      pluginhost.Stats
+	Anomalies uint64
+	Findings  uint64
+	Elapsed   time.Duration
+}
+
+// Stats returns a snapshot.
+func (p *Pipeline) Stats() Stats {
+	var st Stats
+	p.srcMu.Lock()
+	st.Capture = p.done
+	for _, s := range p.sources {
+		addStats(&st.Capture, s.Stats())
+	}
+	p.srcMu.Unlock()
+	if h := p.host.Load(); h != nil {
+		st.Host = h.Stats()
+	}
+	st.Anomalies, st.Findings = p.agg.Stats()
+	if !p.start.IsZero() {
+		st.Elapsed = time.Since(p.start)
+	}
+	return st
+}
+
+func addStats(a *capture.Stats, b capture.Stats) {
+	a.Packets += b.Packets
+	a.Bytes += b.Bytes
+	a.Decoded += b.Decoded
+	a.DecodeErrors += b.DecodeErrors
+	a.Truncated += b.Truncated
+	a.UnknownLinkType += b.UnknownLinkType
+	a.KernelDrops += b.KernelDrops
+	a.OurDrops += b.OurDrops
+}
+
+// Counters implements pipeline.Counters (names as the Status message uses).
+func (p *Pipeline) Counters() map[string]uint64 {
+	st := p.Stats()
+	return map[string]uint64{
+		"captured":          st.Capture.Packets,
+		"decoded":           st.Capture.Decoded,
+		"decode_errors":     st.Capture.DecodeErrors,
+		"unknown_link_type": st.Capture.UnknownLinkType,
+		"kernel_drops":      st.Capture.KernelDrops,
+		"capture_drops":     st.Capture.OurDrops,
+		"scored":            st.Host.Scored,
+		"anomalies":         st.Anomalies,
+		"netflow_findings":  st.Findings,
+		"plugin_restarts":   st.Host.Restarts,
+		"events_lost":       st.Host.Lost(),
+		"batch_errors":      st.Host.BatchErrors,
+	}
+}
+
+// Run implements pipeline.Source: it starts the plugin and the sources and
+// appends findings to sink until the sources end (without Follow) or ctx
+// ends. Findings still open are flushed before it returns.
+func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
+	p.start = time.Now()
+	hc := p.cfg.Host
+	hc.Path = p.cfg.Plugin
+	hc.Logger = p.log.With("plugin", filepath.Base(p.cfg.Plugin))
+	hc.OnResult = p.onResult
+	bundles := make([]string, 0, len(p.cfg.Bundles))
+	for _, b := range p.cfg.Bundles {
+		bundles = append(bundles, b.Path)
+	}
+	extra := p.cfg.Bundle
+	if p.cfg.StageBundles {
+		dir, staged, err := stage(append(bundles, extra))
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		bundles, extra = staged[:len(bundles)], staged[len(bundles)]
+	}
+	hc.Args = nil
+	for _, b := range bundles {
+		hc.Args = append(hc.Args, "-bundle", b)
+	}
+	hc.Args = append(hc.Args, p.cfg.PluginArgs...)
+	if p.cfg.ORTLib != "" {
+		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+p.cfg.ORTLib)
+	}
+	h, err := pluginhost.New(hc)
+	if err != nil {
+		return fmt.Errorf("detector plugin: %w", err)
+	}
+	if err := h.Start(ctx); err != nil {
+		return fmt.Errorf("start detector plugin %s: %w", p.cfg.Plugin, err)
+	}
+	p.host.Store(h)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := h.Close(cctx); err != nil {
+			p.log.Warn("closing detector plugin", "err", err)
+		}
+	}()
+	if extra != "" {
+		m, err := h.LoadModel(ctx, extra)
+		if err != nil {
+			return fmt.Errorf("load bundle %s: %w", p.cfg.Bundle, err)
+		}
+		refs := []*wirev1.ModelRef{{Name: m.Name, Version: m.Version, Digest: m.Digest, Detector: DetectorName}}
+		for _, r := range *p.models.Load() {
+			if r.Name != m.Name {
+				refs = append(refs, r)
+			}
+		}
+		p.models.Store(&refs)
+	}
+	if hl, err := h.Health(ctx); err == nil {
+		p.log.Info("detector plugin ready", "pid", h.PID(), "health", hl.Message, "model", hl.Model.Name, "version", hl.Model.Version)
+	}
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(p.cfg.Interfaces)+1)
+	if len(p.cfg.Pcaps) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, f := range p.cfg.Pcaps {
+				if err := p.readFile(rctx, f); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	for _, ifc := range p.cfg.Interfaces {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.readLive(rctx, ifc); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	srcDone := make(chan struct{})
+	go func() { wg.Wait(); close(srcDone) }()
+
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var prog <-chan time.Time
+	if p.cfg.Progress != nil {
+		pt := time.NewTicker(100 * time.Millisecond)
+		defer pt.Stop()
+		prog = pt.C
+	}
+	var runErr error
+	finished := false
+	for !finished {
+		select {
+		case <-ctx.Done():
+			finished = true
+		case err := <-errc:
+			runErr = err
+			finished = true
+		case <-srcDone:
+			srcDone = nil
+			if !p.cfg.Follow {
+				finished = true
+			}
+		case <-prog:
+			p.cfg.Progress(p.Stats().Capture)
+		case <-tick.C:
+			p.queue(p.agg.Tick(p.lastTs.Load() - int64(2*time.Second)))
+			if err := p.drain(ctx, sink); err != nil {
+				runErr = err
+				finished = true
+			}
+		}
+	}
+	cancel()
+	wg.Wait()
+	// Let the plugin score what is in the ring, then flush everything.
+	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if err := h.Close(cctx); err != nil {
+		p.log.Warn("closing detector plugin", "err", err)
+	}
+	ccancel()
+	if p.cfg.Progress != nil {
+		p.cfg.Progress(p.Stats().Capture)
+	}
+	p.queue(p.agg.Flush())
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	if err := p.drain(fctx, sink); err != nil && runErr == nil {
+		runErr = err
+	}
+	st := p.Stats()
+	p.log.Info("packet detection stopped", "captured", st.Capture.Packets, "decoded", st.Capture.Decoded,
+		"scored", st.Host.Scored, "anomalies", st.Anomalies, "findings", st.Findings,
+		"plugin_restarts", st.Host.Restarts, "events_lost", st.Host.Lost())
+	return runErr
+}
+
+// stage copies bundles into a new world-readable directory.
+func stage(paths []string) (string, []string, error) {
+	dir, err := os.MkdirTemp("", "vigil-bundles-")
+	if err != nil {
+		return "", nil, fmt.Errorf("stage bundles: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("stage bundles: %w", err)
+	}
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		if p == "" {
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			os.RemoveAll(dir)
+			return "", nil, fmt.Errorf("stage bundle: %w", err)
+		}
+		out[i] = filepath.Join(dir, fmt.Sprintf("%d-%s", i, filepath.Base(p)))
+		if err := os.WriteFile(out[i], b, 0o644); err != nil {
+			os.RemoveAll(dir)
+			return "", nil, fmt.Errorf("stage bundle: %w", err)
+		}
+	}
+	return dir, out, nil
+}
+
+func (p *Pipeline) onResult(br sdk.BatchResult) {
+	if br.Err != "" {
+		if p.batchErrs.Add(1) <= 5 {
+			p.log.Warn("detector failed on a batch", "start", br.Start, "end", br.End, "err", br.Err)
+		}
+	}
+	for i := range br.Anomalies {
+		p.queue(p.agg.Add(&br.Anomalies[i]))
+	}
+}
+
+func (p *Pipeline) queue(fs []*wirev1.Finding) {
+	if len(fs) == 0 {
+		return
+	}
+	p.resMu.Lock()
+	p.pending = append(p.pending, fs...)
+	p.resMu.Unlock()
+}
+
+func (p *Pipeline) drain(ctx context.Context, sink pipeline.Sink) error {
+	p.resMu.Lock()
+	fs := p.pending
+	p.pending = nil
+	p.resMu.Unlock()
+	if len(fs) == 0 {
+		return nil
+	}
+	if err := sink.Append(ctx, fs); err != nil {
+		return fmt.Errorf("append %d findings: %w", len(fs), err)
+	}
+	return nil
+}
+
+func (p *Pipeline) addSource(s capture.Source) {
+	p.srcMu.Lock()
+	p.sources = append(p.sources, s)
+	p.srcMu.Unlock()
+}
+
+func (p *Pipeline) closeSource(s capture.Source) {
+	p.srcMu.Lock()
+	defer p.srcMu.Unlock()
+	for i, x := range p.sources {
+		if x == s {
+			addStats(&p.done, s.Stats())
+			p.sources = append(p.sources[:i], p.sources[i+1:]...)
+			break
+		}
+	}
+	_ = s.Close()
+}
+
+// readFile replays one capture file into the plugin.
+func (p *Pipeline) readFile(ctx context.Context, path string) error {
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		return fmt.Errorf("open capture %s: %w", path, err)
+	}
+	p.addSource(src)
+	defer p.closeSource(src)
+	err = p.pump(ctx, src)
+	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	if err != nil {
+		// A truncated or corrupt file: what came before was scored.
+		p.log.Warn("capture file ended with an error", "file", path, "err", err)
+	}
+	return nil
+}
+
+// readLive captures from an interface until ctx ends.
+func (p *Pipeline) readLive(ctx context.Context, iface string) error {
+	opts := p.cfg.Live
+	if opts.Logger == nil {
+		opts.Logger = p.log
+	}
+	src, err := capture.OpenLive(iface, opts)
+	if err != nil {
+		return fmt.Errorf("capture on %s: %w", iface, err)
+	}
+	p.addSource(src)
+	defer p.closeSource(src)
+	p.log.Info("capturing", "iface", iface)
+	err = p.pump(ctx, src)
+	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) || ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("capture on %s: %w", iface, err)
+}
+
+func (p *Pipeline) pump(ctx context.Context, src capture.Source) error {
+	buf := make([]event.Packet, 1024)
+	for {
+		n, err := src.Next(ctx, buf)
+		if n > 0 {
+			if ts := buf[n-1].TimestampNs; ts > p.lastTs.Load() {
+				p.lastTs.Store(ts)
+			}
+			h := p.host.Load()
+			p.pushMu.Lock()
+			_, perr := h.Push(ctx, buf[:n])
+			p.pushMu.Unlock()
+			if perr != nil {
+				return perr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// PluginPID returns the running plugin's process id, or 0.
+func (p *Pipeline) PluginPID() int {
+	if h := p.host.Load(); h != nil {
+		return h.PID()
+	}
+	return 0
+}

@@ -1,0 +1,52 @@
+// Command vigil-train-baseline trains, calibrates, evaluates and bundles the
+// baseline models of the netflow detector (`make models`): one int8 model per
+// feature set the detector scores (netflow/v1 and nethost/v1), trained on the
+// benign captures through the agent's own capture and decode code and the
+// feature-set packages the plugin runs, thresholds calibrated on held-out
+// benign files, evaluated per attack capture. It writes NAME-VERSION.vgb
+// bundles and REPORT.md / report.json into -out.
+//
+//	vigil-train-baseline -benign ../shared/data/benign -attacks ../shared/data/attacks \
+//	    -manifest ../shared/data/MANIFEST.csv -out models/baseline
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"time"
+)
+
+func main() {
+	var cfg Config
+	flag.StringVar(&cfg.Benign, "benign", "../shared/data/benign", "folder of benign captures (training and calibration)")
+	flag.StringVar(&cfg.Attacks, "attacks", "../shared/data/attacks", "folder of attack captures (evaluation; empty: none)")
+	flag.StringVar(&cfg.Manifest, "manifest", "../shared/data/MANIFEST.csv", "MANIFEST.csv naming attacker addresses (labels)")
+	flag.StringVar(&cfg.Out, "out", "models/baseline", "output folder for bundles and the report")
+	flag.StringVar(&cfg.ORTLib, "ort", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB)")
+	flag.Uint64Var(&cfg.Seed, "seed", 1, "training seed")
+	flag.Uint64Var(&cfg.Version, "version", 1, "bundle version")
+	flag.Float64Var(&cfg.FPR, "fpr", 0.001, "target false-positive rate per model on held-out benign packets")
+	flag.IntVar(&cfg.Epochs, "epochs", 10, "training epochs")
+	created := flag.String("created", "2026-01-01T00:00:00Z", "manifest creation time (fixed for reproducible bundles)")
+	flag.DurationVar(&cfg.Validity, "validity", 2*365*24*time.Hour, "bundle validity")
+	flag.BoolVar(&cfg.NoWrite, "dry-run", false, "evaluate only, write nothing")
+	flag.StringVar(&cfg.Ship, "ship", "nethost/v1", "feature sets whose bundles ship in -out (comma-separated); the others go to -out/experimental")
+	flag.Parse()
+	t, err := time.Parse(time.RFC3339, *created)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vigil-train-baseline: -created: %v\n", err)
+		os.Exit(2)
+	}
+	cfg.Created = t
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := Run(ctx, cfg, log); err != nil {
+		fmt.Fprintf(os.Stderr, "vigil-train-baseline: %v\n", err)
+		os.Exit(1)
+	}
+}

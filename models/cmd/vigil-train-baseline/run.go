@@ -1,0 +1,516 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/capture"
+	"github.com/vigil-edge/vigil/models/ae"
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/models/features/netflow"
+	"github.com/vigil-edge/vigil/models/features/nethost"
+	"github.com/vigil-edge/vigil/models/runtime"
+	"github.com/vigil-edge/vigil/models/train"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+	"github.com/vigil-edge/vigil/test/trafficgen"
+)
+
+// Config is the trainer's configuration.
+type Config struct {
+	Benign, Attacks, Manifest, Out, ORTLib string
+	Seed, Version                          uint64
+	FPR                                    float64
+	Epochs                                 int
+	Created                                time.Time
+	Validity                               time.Duration
+	NoWrite                                bool
+	Ship                                   string
+}
+
+// set is one feature set the detector scores, with its training recipe.
+type set struct {
+	name    string
+	dim     int
+	names   []string
+	model   ae.Config
+	extract func(*event.Packet, []float32)
+}
+
+// capFeatures holds the features of every packet of one capture.
+type capFeatures struct {
+	path   string
+	n      int
+	feats  [2][]float32
+	src    []netip.Addr
+	ts     []int64
+	reason string // why the capture was skipped, if it was
+}
+
+const maxPacketsPerFile = 200_000
+
+// extractFile runs a capture through the agent's capture code and both
+// feature sets, with fresh extractor state (as `vigil-agent scan` does).
+func extractFile(ctx context.Context, path string) (*capFeatures, error) {
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	nf := netflow.New(netflow.Config{HashSeed: 1})
+	nh := nethost.New(nethost.Config{HashSeed: 1})
+	cf := &capFeatures{path: path}
+	buf := make([]event.Packet, 1024)
+	var v1 [netflow.Dim]float32
+	var v2 [nethost.Dim]float32
+	for cf.n < maxPacketsPerFile {
+		n, err := src.Next(ctx, buf)
+		for i := range buf[:n] {
+			p := &buf[i]
+			nf.Extract(p, v1[:])
+			nh.Extract(p, v2[:])
+			cf.feats[0] = append(cf.feats[0], v1[:]...)
+			cf.feats[1] = append(cf.feats[1], v2[:]...)
+			cf.src = append(cf.src, p.SrcAddr())
+			cf.ts = append(cf.ts, p.TimestampNs)
+			cf.n++
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if cf.n > 0 { // keep what decoded before the error
+				cf.reason = err.Error()
+				break
+			}
+			return nil, err
+		}
+	}
+	return cf, nil
+}
+
+func listCaptures(dir string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			out = append(out, p)
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out, err
+}
+
+// label is the attacker of an attack capture, from MANIFEST.csv.
+type label struct {
+	what     string
+	attacker netip.Addr
+}
+
+var ipRE = regexp.MustCompile(`\b(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})\b`)
+var arrowRE = regexp.MustCompile(`(?:attacker |server |client )?(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}) ->|attacker (\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})`)
+
+// readLabels reads the attacker address of each attack capture: the
+// manifest's attacker column when it holds an address, else "attacker X" or
+// "X -> Y" in its description. Captures without one are evaluated on
+// detection only.
+func readLabels(path string) (map[string]label, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open manifest: %w", err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	recs, err := r.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("read manifest: %w", err)
+	}
+	out := map[string]label{}
+	for _, rec := range recs[1:] {
+		if len(rec) < 6 || !strings.HasPrefix(rec[0], "attacks/") {
+			continue
+		}
+		l := label{what: rec[4]}
+		if m := ipRE.FindString(rec[5]); m != "" {
+			l.attacker, _ = netip.ParseAddr(m)
+		} else if m := arrowRE.FindStringSubmatch(rec[4]); m != nil {
+			s := m[1]
+			if s == "" {
+				s = m[2]
+			}
+			l.attacker, _ = netip.ParseAddr(s)
+		}
+		out[strings.TrimPrefix(rec[0], "attacks/")] = l
+	}
+	return out, nil
+}
+
+// Run trains, calibrates, evaluates and writes the bundles and the report.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := runtime.Init(cfg.ORTLib); err != nil {
+		return fmt.Errorf("onnx runtime: %w", err)
+	}
+	sets := []set{
+		{name: netflow.Name, dim: netflow.Dim, names: netflow.Names(),
+			model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
+		{name: nethost.Name, dim: nethost.Dim, names: nethost.Names(),
+			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
+	}
+
+	// Benign captures: every fifth file (by sorted path) is held out for
+	// calibration; the rest trains.
+	files, err := listCaptures(cfg.Benign)
+	if err != nil {
+		return fmt.Errorf("list benign captures: %w", err)
+	}
+	var trainCaps, holdCaps []*capFeatures
+	var skipped []string
+	for i, p := range files {
+		cf, err := extractFile(ctx, p)
+		if err != nil || cf.n == 0 {
+			skipped = append(skipped, p)
+			continue
+		}
+		if i%5 == 2 {
+			holdCaps = append(holdCaps, cf)
+		} else {
+			trainCaps = append(trainCaps, cf)
+		}
+	}
+	log.Info("benign captures read", "train_files", len(trainCaps), "holdout_files", len(holdCaps), "skipped", len(skipped))
+
+	rep := &Report{
+		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR,
+		TrainFiles: len(trainCaps), HoldoutFiles: len(holdCaps), SkippedFiles: len(skipped),
+	}
+	var scorers [2]*runtime.Scorer
+	var thresholds [2]float64
+	var onnxBytes [2][]byte
+	for k, s := range sets {
+		data := stack(trainCaps, k, s.dim)
+		hold := stack(holdCaps, k, s.dim)
+		rep.TrainPackets, rep.HoldoutPackets = data.Rows, hold.Rows
+		t0 := time.Now()
+		mc := s.model
+		mc.Progress = func(p ae.Progress) {
+			if p.Epoch == p.Epochs {
+				log.Info("training", "set", s.name, "stage", p.Stage, "epoch", p.Epoch, "loss", p.Loss)
+			}
+		}
+		m, err := ae.Fit(ctx, data, mc)
+		if err != nil {
+			return fmt.Errorf("train %s: %w", s.name, err)
+		}
+		trainDur := time.Since(t0)
+		// Static QDQ int8: fixed activation scales, so a packet's score does
+		// not depend on the other packets of its batch (dynamic quantization
+		// scales each batch by its own range: scores then change with the
+		// batching, and an outlier in a batch shifts everyone's scores).
+		model, err := train.Export(m, bundle.QuantInt8Static, sample(data, 20000))
+		if err != nil {
+			return fmt.Errorf("export %s: %w", s.name, err)
+		}
+		floatModel, err := train.Export(m, bundle.QuantNone, ae.Matrix{})
+		if err != nil {
+			return fmt.Errorf("export %s: %w", s.name, err)
+		}
+		sc, err := runtime.OpenWith("", model, s.dim, 4096, runtime.Options{})
+		if err != nil {
+			return fmt.Errorf("open %s in onnx runtime: %w", s.name, err)
+		}
+		scorers[k] = sc
+		met, err := train.Calibrate(chunked{sc}, hold, ae.Matrix{}, cfg.FPR)
+		if err != nil {
+			return fmt.Errorf("calibrate %s: %w", s.name, err)
+		}
+		thresholds[k] = met.Threshold
+		onnxBytes[k] = model
+		// Rank agreement of the int8 scores with the float model's.
+		fsc, err := runtime.OpenWith("", floatModel, s.dim, 4096, runtime.Options{})
+		if err != nil {
+			return fmt.Errorf("open float %s: %w", s.name, err)
+		}
+		a, _ := train.Scores(sc, hold, scoreChunk)
+		b, _ := train.Scores(fsc, hold, scoreChunk)
+		_ = fsc.Close()
+		rho, _ := calib.Spearman(a, b)
+		rep.Models = append(rep.Models, ModelReport{
+			FeatureSet: s.name, Kind: m.Kind, Dim: s.dim, TrainRows: data.Rows, HoldoutRows: hold.Rows,
+			TrainSeconds: trainDur.Seconds(), Int8Bytes: len(model), FloatBytes: len(floatModel),
+			Threshold: met.Threshold, HoldoutFPR: met.FPR, BenignP99: met.BenignP99, BenignMax: met.BenignMax,
+			SpearmanInt8Float: rho, Metrics: met,
+		})
+		log.Info("calibrated", "set", s.name, "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "float_bytes", len(floatModel), "spearman", rho)
+	}
+	defer func() {
+		for _, s := range scorers {
+			if s != nil {
+				_ = s.Close()
+			}
+		}
+	}()
+
+	// Held-out benign: the union's false-positive rate.
+	var holdFlag, holdN int
+	for _, cf := range holdCaps {
+		fl, err := flags(cf, sets, scorers, thresholds)
+		if err != nil {
+			return err
+		}
+		for i := range fl.any {
+			holdN++
+			if fl.any[i] {
+				holdFlag++
+			}
+		}
+	}
+	rep.HoldoutUnionFPR = float64(holdFlag) / float64(max(holdN, 1))
+
+	// Attack captures.
+	if cfg.Attacks != "" {
+		labels, err := readLabels(cfg.Manifest)
+		if err != nil {
+			log.Warn("no labels", "err", err)
+			labels = map[string]label{}
+		}
+		afiles, err := listCaptures(cfg.Attacks)
+		if err != nil {
+			return fmt.Errorf("list attack captures: %w", err)
+		}
+		syn, err := synthetic(labels)
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(filepath.Dir(syn[0]))
+		afiles = append(afiles, syn...)
+		for _, p := range afiles {
+			rel, err := filepath.Rel(cfg.Attacks, p)
+			if err != nil || strings.HasPrefix(rel, "..") {
+				rel = filepath.Base(p)
+			}
+			cf, err := extractFile(ctx, p)
+			if err != nil {
+				rep.Attacks = append(rep.Attacks, AttackReport{File: rel, Error: err.Error()})
+				continue
+			}
+			fl, err := flags(cf, sets, scorers, thresholds)
+			if err != nil {
+				return err
+			}
+			ar := AttackReport{File: rel, Packets: cf.n, What: labels[rel].what}
+			lab := labels[rel]
+			if lab.attacker.IsValid() {
+				ar.Attacker = lab.attacker.String()
+			}
+			var tp, pos int
+			for i := range cf.n {
+				if fl.per[0][i] {
+					ar.FlaggedNetflow++
+				}
+				if fl.per[1][i] {
+					ar.FlaggedNethost++
+				}
+				if fl.any[i] {
+					ar.Flagged++
+					if ar.FirstFlagSeconds == nil {
+						s := float64(cf.ts[i]-cf.ts[0]) / 1e9
+						ar.FirstFlagSeconds = &s
+					}
+				}
+				if lab.attacker.IsValid() && cf.src[i] == lab.attacker {
+					pos++
+					if fl.any[i] {
+						tp++
+					}
+					if fl.per[0][i] {
+						ar.AttackerFlaggedNetflow++
+					}
+					if fl.per[1][i] {
+						ar.AttackerFlaggedNethost++
+					}
+				}
+			}
+			ar.Detected = ar.Flagged > 0
+			if pos > 0 {
+				tpr := float64(tp) / float64(pos)
+				ar.AttackerPackets = pos
+				ar.TPR = &tpr
+			}
+			rep.Attacks = append(rep.Attacks, ar)
+		}
+	}
+	if cfg.NoWrite {
+		return rep.write(os.Stdout, nil)
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", cfg.Out, err)
+	}
+	for k, s := range sets {
+		name := strings.SplitN(s.name, "/", 2)[0]
+		man := bundle.Manifest{
+			Name: name, Detector: "netflow", Version: cfg.Version, FeatureSet: s.name, Dim: s.dim,
+			Created: cfg.Created, Expires: cfg.Created.Add(cfg.Validity), Quantization: bundle.QuantInt8Static,
+		}
+		dir := cfg.Out
+		shipped := slices.Contains(strings.Split(cfg.Ship, ","), s.name)
+		if !shipped {
+			dir = filepath.Join(cfg.Out, "experimental")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("create %s: %w", dir, err)
+			}
+		}
+		path, err := train.Build(dir, onnxBytes[k], man, rep.Models[k].Metrics)
+		if err != nil {
+			return fmt.Errorf("bundle %s: %w", s.name, err)
+		}
+		dg, _ := bundle.Digest(path)
+		rel, _ := filepath.Rel(cfg.Out, path)
+		rep.Models[k].Bundle, rep.Models[k].Digest, rep.Models[k].Shipped = rel, dg, shipped
+		log.Info("bundle written", "path", path, "digest", dg)
+	}
+	md, err := os.Create(filepath.Join(cfg.Out, "REPORT.md"))
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	defer md.Close()
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Out, "report.json"), append(js, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return rep.write(md, nil)
+}
+
+// synthetic writes trafficgen captures (one benign-only, one with a SYN
+// scan from 10.99.66.6) into a temporary folder and labels them.
+func synthetic(labels map[string]label) ([]string, error) {
+	dir, err := os.MkdirTemp("", "vigil-train-synth-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	var out []string
+	for _, c := range []struct {
+		name string
+		cfg  trafficgen.Config
+	}{
+		{"synthetic-benign.pcap", trafficgen.Config{Seed: 7}},
+		{"synthetic-synscan.pcap", trafficgen.Config{Seed: 7, Scan: true}},
+	} {
+		p := filepath.Join(dir, c.name)
+		f, err := os.Create(p)
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %w", p, err)
+		}
+		info, err := trafficgen.Write(f, c.cfg)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("generate %s: %w", p, err)
+		}
+		l := label{what: "trafficgen benign sessions only (should give no finding)"}
+		if c.cfg.Scan {
+			l = label{what: "trafficgen benign sessions + SYN scan", attacker: netip.MustParseAddr(info.Scanner.String())}
+		}
+		labels[c.name] = l
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// scoreChunk is the rows per ONNX Runtime run, as the detector plugin scores
+// (plugins/netflow.DefaultScoreChunk): ONNX Runtime's int8 kernels compute a
+// row differently inside blocks of 32 or more rows, so calibration scores
+// the way the plugin does.
+const scoreChunk = 16
+
+// chunked scores in runs of scoreChunk rows.
+type chunked struct{ sc *runtime.Scorer }
+
+func (c chunked) Score(features []float32, n int) ([]float32, []float32, error) {
+	dim := c.sc.Dim()
+	scores := make([]float32, 0, n)
+	contrib := make([]float32, 0, n*dim)
+	for off := 0; off < n; off += scoreChunk {
+		k := min(scoreChunk, n-off)
+		s, co, err := c.sc.Score(features[off*dim:(off+k)*dim], k)
+		if err != nil {
+			return nil, nil, err
+		}
+		scores = append(scores, s...)
+		contrib = append(contrib, co...)
+	}
+	return scores, contrib, nil
+}
+
+// sample returns up to n evenly spaced rows of m (calibration of the static
+// activation ranges).
+func sample(m ae.Matrix, n int) ae.Matrix {
+	if m.Rows <= n {
+		return m
+	}
+	out := ae.Matrix{Data: make([]float32, 0, n*m.Cols), Rows: n, Cols: m.Cols}
+	for i := range n {
+		out.Data = append(out.Data, m.Row(i*m.Rows/n)...)
+	}
+	return out
+}
+
+// stack concatenates feature set k of the captures into one matrix.
+func stack(caps []*capFeatures, k, dim int) ae.Matrix {
+	var n int
+	for _, c := range caps {
+		n += c.n
+	}
+	m := ae.Matrix{Data: make([]float32, 0, n*dim), Cols: dim}
+	for _, c := range caps {
+		m.Data = append(m.Data, c.feats[k]...)
+	}
+	m.Rows = n
+	return m
+}
+
+type flagged struct {
+	per [2][]bool
+	any []bool
+}
+
+// flags scores a capture with both models: a packet is flagged when either
+// model's score exceeds its threshold (the detector's rule).
+func flags(cf *capFeatures, sets []set, sc [2]*runtime.Scorer, thr [2]float64) (flagged, error) {
+	var fl flagged
+	fl.any = make([]bool, cf.n)
+	for k, s := range sets {
+		scores, err := train.Scores(sc[k], ae.Matrix{Data: cf.feats[k], Rows: cf.n, Cols: s.dim}, scoreChunk)
+		if err != nil {
+			return fl, fmt.Errorf("score %s: %w", cf.path, err)
+		}
+		fl.per[k] = make([]bool, cf.n)
+		for i, v := range scores {
+			if float64(v) > thr[k] {
+				fl.per[k][i] = true
+				fl.any[i] = true
+			}
+		}
+	}
+	return fl, nil
+}

@@ -1,0 +1,80 @@
+// Command vigil-detector-netflow is Vigil's packet anomaly detector plugin
+// (package plugins/netflow). The agent starts it; run by hand it only prints
+// go-plugin's refusal.
+//
+// It finds ONNX Runtime at -ort, else $ONNXRUNTIME_LIB, else
+// ../lib/libonnxruntime.so or lib/libonnxruntime.so next to its own binary.
+// Each -bundle is loaded at start (one per feature set; the agent passes the
+// baseline bundles this way, so a restarted plugin gets them back).
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vigil-edge/vigil/plugins/netflow"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+)
+
+type list []string
+
+func (l *list) String() string     { return strings.Join(*l, ",") }
+func (l *list) Set(v string) error { *l = append(*l, v); return nil }
+
+func main() {
+	var bundles list
+	flag.Var(&bundles, "bundle", "model bundle to load at start (repeatable: one per feature set)")
+	ort := flag.String("ort", "", "libonnxruntime.so (default: $ONNXRUNTIME_LIB, then ../lib and lib next to this binary)")
+	calibrate := flag.Duration("calibrate", 0, "per-sensor calibration: observe this much traffic (packet time) before flagging")
+	quantile := flag.Float64("calibrate-quantile", 0.999, "local score quantile the thresholds must reach after calibration")
+	maxSockets := flag.Int("max-sockets", 0, "socket-pair table capacity (0: default)")
+	hashSeed := flag.Uint64("hash-seed", 0, "feature table hash seed (0: random; set it for reproducible offline scans)")
+	chunk := flag.Int("score-chunk", 0, "rows per ONNX Runtime run (0: default 16, batch-invariant int8 scores)")
+	flag.Parse()
+	sdk.Serve(func(log *slog.Logger) sdk.Detector {
+		d := netflow.New(log, netflow.Options{
+			ORTLib: findORT(*ort), Calibrate: *calibrate, CalibrateQuantile: *quantile, MaxSockets: *maxSockets,
+			HashSeed: *hashSeed, ScoreChunk: *chunk,
+		})
+		for _, b := range bundles {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if _, err := d.LoadModel(ctx, b); err != nil {
+				log.Error("loading bundle given at start", "bundle", b, "err", err)
+			}
+			cancel()
+		}
+		return d
+	})
+}
+
+// findORT locates libonnxruntime.so.
+func findORT(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := os.Getenv("ONNXRUNTIME_LIB"); v != "" {
+		return v
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if r, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = r
+	}
+	dir := filepath.Dir(exe)
+	for _, p := range []string{
+		filepath.Join(dir, "..", "lib", "libonnxruntime.so"),
+		filepath.Join(dir, "lib", "libonnxruntime.so"),
+	} {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
+}

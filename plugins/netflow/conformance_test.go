@@ -1,0 +1,54 @@
+package netflow
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/vigil-edge/vigil/agent/pluginhost/pluginhosttest"
+	"github.com/vigil-edge/vigil/plugins/sdk/sdktest"
+)
+
+// buildPlugin returns the plugin binary: VIGIL_BIN's if present, else a cgo
+// build into a directory an unprivileged plugin can read.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
+	name := "vigil-detector-netflow"
+	dst := filepath.Join(sdktest.ReadableTempDir(t), name)
+	if bin := os.Getenv("VIGIL_BIN"); bin != "" {
+		if b, err := os.ReadFile(filepath.Join(bin, name)); err == nil {
+			if err := os.WriteFile(dst, b, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			return dst
+		}
+	}
+	cmd := exec.Command("go", "build", "-o", dst, "./cmd/"+name)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dst
+}
+
+// TestConformance runs the SDK's conformance harness against the real
+// plugin binary with the baseline netflow/v1 bundle.
+func TestConformance(t *testing.T) {
+	if !sdktest.Enabled() {
+		t.Skip("conformance starts the plugin binary: set VIGIL_E2E=1")
+	}
+	lib, err := filepath.Abs(ortLib(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundles := baselineBundles(t)
+	model, err := filepath.Abs(filepath.Join("../../models/baseline", "nethost-1.vgb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(model); err != nil {
+		model = bundles[0]
+	}
+	sdktest.Run(t, buildPlugin(t), sdktest.Options{NewHost: pluginhosttest.NewHost, ModelPath: model, Env: []string{"ONNXRUNTIME_LIB=" + lib}})
+}

@@ -1,0 +1,566 @@
+// Package netflow is Vigil's packet anomaly detector (the plugin binary
+// vigil-detector-netflow): it computes two feature sets per packet, Kitsune's
+// per-stream statistics (models/features/netflow, netflow/v1) and per-source
+// evidence over time (models/features/nethost, nethost/v1), scores each with
+// its own int8 ONNX model in ONNX Runtime (models/runtime), and flags a packet
+// when either model's score exceeds its threshold. Each anomaly carries the
+// score and threshold of the model with the larger score/threshold ratio,
+// that model's five largest feature contributions with their names, the
+// packet's context (addresses, ports, protocol, time, length) and the model's
+// identity.
+//
+// One bundle is loaded per feature set: LoadModel puts a bundle into the slot
+// of its manifest's feature set (a newer bundle of the same set replaces the
+// old one; a bundle of another set, dimension or detector is refused and the
+// active models stay). Scoring runs one reused session per model with
+// pre-allocated tensors and one intra-op thread.
+//
+// Per-sensor calibration (Options.Calibrate): for a grace period of packet
+// time after the first packet the detector only observes (no anomalies),
+// collecting each model's scores; then each threshold becomes the larger of
+// the model's and the observed Options.CalibrateQuantile quantile.
+package netflow
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/calib"
+	nffeat "github.com/vigil-edge/vigil/models/features/netflow"
+	nhfeat "github.com/vigil-edge/vigil/models/features/nethost"
+	"github.com/vigil-edge/vigil/models/runtime"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+// Name is the detector's name (findings' "detector", manifests' "detector").
+const Name = "netflow"
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+// DefaultScoreChunk is the default Options.ScoreChunk.
+const DefaultScoreChunk = 16
+
+// TopK is the number of feature contributions reported per anomaly.
+const TopK = 5
+
+// Context keys the detector adds to the well-known sdk.Context* keys.
+const (
+	ContextTimeNs       = "ts_ns"         // packet time, Unix nanoseconds
+	ContextLength       = "len"           // bytes on the wire
+	ContextTCPFlags     = "tcp_flags"     // TCP flags byte, decimal
+	ContextSrcMAC       = "src_mac"       // source MAC
+	ContextModel        = "model"         // model name
+	ContextModelVersion = "model_version" // model version
+	ContextModelDigest  = "model_digest"  // "sha256:..." of the bundle file
+	ContextFeatureSet   = "feature_set"   // feature set of the flagging model
+)
+
+// feature-set slots.
+const (
+	slotNetflow = iota
+	slotNethost
+	nslots
+)
+
+var setNames = [nslots]string{nffeat.Name, nhfeat.Name}
+var setDims = [nslots]int{nffeat.Dim, nhfeat.Dim}
+
+// Options configure the detector.
+type Options struct {
+	// ORTLib is the ONNX Runtime library (default $ONNXRUNTIME_LIB).
+	ORTLib string
+	// MaxBatch is the largest batch scored in one session run (default 4096,
+	// the SDK's ring batch).
+	MaxBatch int
+	// Calibrate is the grace period (packet time) of per-sensor
+	// calibration; 0 disables it.
+	Calibrate time.Duration
+	// CalibrateQuantile is the local score quantile that the threshold must
+	// reach after calibration (default 0.999).
+	CalibrateQuantile float64
+	// ScoreChunk is the number of rows per ONNX Runtime run (default 16).
+	// ONNX Runtime's int8 kernels compute a row differently when it is part
+	// of a block of 32 or more rows than in a smaller run (measured here:
+	// about 3% of rows differ, by up to 40% of the threshold), so the score of
+	// a packet would depend on how the ring cut the stream into batches.
+	// Runs of at most 24 rows all take the same path as a single row: scores
+	// are then batch-invariant and match the trainer's calibration (which
+	// scores with the same chunk). 0 or negative: the default.
+	ScoreChunk int
+	// HashSeed seeds the feature tables' hashes (0: random, which keeps
+	// outsiders from crafting colliding keys).
+	HashSeed uint64
+	// MaxSockets etc. bound the feature state (0: the feature sets' defaults).
+	MaxSockets, MaxChannels, MaxHosts int
+}
+
+// model is one loaded bundle.
+type model struct {
+	info   sdk.ModelInfo
+	slot   int
+	thr    float32 // active threshold (the model's, or raised by calibration)
+	scorer *runtime.Scorer
+	names  []string
+	ctxVer string
+}
+
+// Detector implements sdk.Detector.
+type Detector struct {
+	log  *slog.Logger
+	opts Options
+
+	loadMu sync.Mutex // serialises LoadModel
+	mu     sync.Mutex // held while scoring a batch and while swapping models
+	models [nslots]atomic.Pointer[model]
+
+	nf    *nffeat.Extractor
+	nh    *nhfeat.Extractor
+	feats [nslots][]float32
+	ratio []float32
+	which []int8
+	rsc   []float32         // raw scores of the current chunk, per slot
+	con   [nslots][]float32 // contributions of the current chunk, per slot
+
+	// per-sensor calibration
+	calStart  int64 // first packet time
+	calDone   atomic.Bool
+	calScores [nslots][]float32
+	calThr    [nslots]atomic.Uint32 // float32 bits of the calibrated threshold
+
+	memBytes  atomic.Int64
+	scored    atomic.Uint64
+	anomalies atomic.Uint64
+	evictions atomic.Uint64
+	entries   atomic.Int64
+}
+
+var _ sdk.Detector = (*Detector)(nil)
+
+// New returns a detector with no model loaded (it scores nothing until one is).
+func New(log *slog.Logger, opts Options) *Detector {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 4096
+	}
+	if opts.ScoreChunk <= 0 {
+		opts.ScoreChunk = DefaultScoreChunk
+	}
+	opts.ScoreChunk = min(opts.ScoreChunk, opts.MaxBatch)
+	if opts.CalibrateQuantile <= 0 || opts.CalibrateQuantile >= 1 {
+		opts.CalibrateQuantile = 0.999
+	}
+	var seed [16]byte
+	_, _ = rand.Read(seed[:])
+	if opts.HashSeed != 0 {
+		binary.LittleEndian.PutUint64(seed[:8], opts.HashSeed)
+		binary.LittleEndian.PutUint64(seed[8:], opts.HashSeed+1)
+	}
+	d := &Detector{
+		log:  log,
+		opts: opts,
+		nf: nffeat.New(nffeat.Config{MaxSockets: opts.MaxSockets, MaxChannels: opts.MaxChannels, MaxHosts: opts.MaxHosts,
+			HashSeed: binary.LittleEndian.Uint64(seed[:8])}),
+		nh: nhfeat.New(nhfeat.Config{MaxHosts: opts.MaxHosts, HashSeed: binary.LittleEndian.Uint64(seed[8:])}),
+	}
+	d.feats[slotNetflow] = make([]float32, opts.MaxBatch*nffeat.Dim)
+	d.feats[slotNethost] = make([]float32, opts.MaxBatch*nhfeat.Dim)
+	d.ratio = make([]float32, opts.MaxBatch)
+	d.which = make([]int8, opts.MaxBatch)
+	d.rsc = make([]float32, nslots*opts.MaxBatch)
+	d.con[slotNetflow] = make([]float32, opts.MaxBatch*nffeat.Dim)
+	d.con[slotNethost] = make([]float32, opts.MaxBatch*nhfeat.Dim)
+	if opts.Calibrate <= 0 {
+		d.calDone.Store(true)
+	}
+	d.updateMem()
+	return d
+}
+
+// Info implements sdk.Detector. Dim is netflow/v1's; nethost/v1 (dim 20) is
+// the second accepted feature set.
+func (d *Detector) Info() sdk.Info {
+	return sdk.Info{Name: Name, Version: Version, EventKind: sdk.EventPacket,
+		FeatureSets: []string{nffeat.Name, nhfeat.Name}, Dim: nffeat.Dim}
+}
+
+// LoadModel implements sdk.Detector: it reads the bundle strictly, checks
+// detector, feature set, dimension and expiry, opens the model in ONNX
+// Runtime, test-scores one vector, and only then makes it the active model
+// of its feature set.
+func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, error) {
+	d.loadMu.Lock()
+	defer d.loadMu.Unlock()
+	st, err := os.Stat(path)
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: not a regular file", path)
+	}
+	b, err := bundle.Read(path, bundle.DefaultLimits())
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+	}
+	man := b.Manifest
+	slot := -1
+	for i, n := range setNames {
+		if man.FeatureSet == n {
+			slot = i
+		}
+	}
+	switch {
+	case man.Detector != Name:
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: made for detector %q, not %q", path, man.Detector, Name)
+	case slot < 0:
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s or %s)", path, man.FeatureSet, nffeat.Name, nhfeat.Name)
+	case man.Dim != setDims[slot]:
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, setDims[slot], man.Dim)
+	case !(man.Threshold > 0) || math.IsInf(man.Threshold, 0):
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: threshold %v is not a positive number", path, man.Threshold)
+	case !man.Expires.IsZero() && time.Now().After(man.Expires):
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: expired on %s", path, man.Expires.Format(time.RFC3339))
+	}
+	digest, err := bundle.Digest(path)
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+	}
+	if err := runtime.Init(d.opts.ORTLib); err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: onnx runtime: %w", path, err)
+	}
+	sc, err := runtime.OpenWith("", b.Model, man.Dim, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+	}
+	probe := make([]float32, man.Dim)
+	if s, c, err := sc.Score(probe, 1); err != nil || len(s) != 1 || len(c) != man.Dim {
+		_ = sc.Close()
+		if err == nil {
+			err = fmt.Errorf("model outputs %d scores and %d contributions for one vector", len(s), len(c))
+		}
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: test scoring: %w", path, err)
+	}
+	m := &model{
+		info: sdk.ModelInfo{Name: man.Name, Version: man.Version, Digest: digest, FeatureSet: man.FeatureSet,
+			Threshold: float32(man.Threshold)},
+		slot:   slot,
+		thr:    float32(man.Threshold),
+		scorer: sc,
+		ctxVer: strconv.FormatUint(man.Version, 10),
+	}
+	if slot == slotNetflow {
+		m.names = nffeat.Names()
+	} else {
+		m.names = nhfeat.Names()
+	}
+	if v := math.Float32frombits(d.calThr[slot].Load()); v > m.thr {
+		m.thr = v
+	}
+	d.mu.Lock()
+	old := d.models[slot].Swap(m)
+	d.mu.Unlock()
+	if old != nil {
+		_ = old.scorer.Close()
+	}
+	d.log.Info("model loaded", "name", man.Name, "version", man.Version, "feature_set", man.FeatureSet,
+		"threshold", man.Threshold, "digest", digest)
+	return m.info, nil
+}
+
+// primary is the model Health reports: netflow/v1's, else nethost/v1's.
+func (d *Detector) primary() sdk.ModelInfo {
+	for i := range d.models {
+		if m := d.models[i].Load(); m != nil {
+			return m.info
+		}
+	}
+	return sdk.ModelInfo{}
+}
+
+// ScorePackets implements sdk.Detector. Result.Scores holds, per packet,
+// the largest score/threshold ratio over the loaded models (1 is the
+// threshold), so batch statistics are comparable across models.
+func (d *Detector) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var res sdk.Result
+	res.Scores = make([]float32, 0, len(pkts))
+	for off := 0; off < len(pkts); off += d.opts.MaxBatch {
+		chunk := pkts[off:min(off+d.opts.MaxBatch, len(pkts))]
+		if err := d.scoreChunk(chunk, off, &res); err != nil {
+			return sdk.Result{}, err
+		}
+	}
+	d.scored.Add(uint64(len(pkts)))
+	d.anomalies.Add(uint64(len(res.Anomalies)))
+	d.updateMem()
+	return res, nil
+}
+
+func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) error {
+	n := len(pkts)
+	// A feature set whose model is not loaded is not computed (its state
+	// starts cold when a model arrives).
+	nfv, nhv := d.feats[slotNetflow], d.feats[slotNethost]
+	if d.models[slotNetflow].Load() != nil {
+		for i := range pkts {
+			d.nf.Extract(&pkts[i], nfv[i*nffeat.Dim:(i+1)*nffeat.Dim])
+		}
+	}
+	if d.models[slotNethost].Load() != nil {
+		for i := range pkts {
+			d.nh.Extract(&pkts[i], nhv[i*nhfeat.Dim:(i+1)*nhfeat.Dim])
+		}
+	}
+	ratio, which := d.ratio[:n], d.which[:n]
+	for i := range ratio {
+		ratio[i], which[i] = 0, -1
+	}
+	calibrating := !d.calDone.Load()
+	if calibrating && n > 0 && d.calStart == 0 {
+		d.calStart = pkts[0].TimestampNs
+	}
+	var contribs [nslots][]float32
+	var loaded [nslots]*model
+	for s := range nslots {
+		m := d.models[s].Load()
+		if m == nil {
+			continue
+		}
+		loaded[s] = m
+		dim := setDims[s]
+		scores, contrib := d.rsc[s*d.opts.MaxBatch:s*d.opts.MaxBatch+n], d.con[s][:n*dim]
+		for off := 0; off < n; off += d.opts.ScoreChunk {
+			k := min(d.opts.ScoreChunk, n-off)
+			sc, co, err := m.scorer.Score(d.feats[s][off*dim:(off+k)*dim], k)
+			if err != nil {
+				return fmt.Errorf("score %s: %w", m.info.FeatureSet, err)
+			}
+			copy(scores[off:], sc)
+			copy(contrib[off*dim:], co)
+		}
+		contribs[s] = contrib
+		if calibrating {
+			d.observe(s, scores)
+		}
+		for i, v := range scores {
+			if v != v { // NaN: treat as the most anomalous
+				v = float32(math.Inf(1))
+			}
+			r := v / m.thr
+			if r > ratio[i] || which[i] < 0 {
+				ratio[i], which[i] = r, int8(s)
+			}
+		}
+
+	}
+	res.Scores = append(res.Scores, ratio...)
+	if calibrating {
+		if n > 0 && pkts[n-1].TimestampNs-d.calStart >= int64(d.opts.Calibrate) {
+			d.finishCalibration()
+		}
+		return nil
+	}
+	for i := range n {
+		if which[i] < 0 || !(ratio[i] > 1) {
+			continue
+		}
+		s := int(which[i])
+		m := loaded[s]
+		res.Anomalies = append(res.Anomalies, sdk.Anomaly{
+			Index:       uint64(base + i),
+			Score:       d.rawScore(s, i),
+			Threshold:   m.thr,
+			TopFeatures: topK(contribs[s][i*setDims[s]:(i+1)*setDims[s]], m.names),
+			Context:     packetContext(&pkts[i], m),
+		})
+	}
+	return nil
+}
+
+func (d *Detector) rawScore(s, i int) float32 { return d.rsc[s*d.opts.MaxBatch+i] }
+
+// observe keeps calibration scores (a bounded, evenly thinned sample).
+func (d *Detector) observe(s int, scores []float32) {
+	const maxKeep = 1 << 18
+	if len(d.calScores[s]) >= maxKeep {
+		return
+	}
+	d.calScores[s] = append(d.calScores[s], scores...)
+}
+
+// finishCalibration raises each loaded model's threshold to the local
+// quantile of its observed scores.
+func (d *Detector) finishCalibration() {
+	for s := range nslots {
+		sc := d.calScores[s]
+		d.calScores[s] = nil
+		if len(sc) == 0 {
+			continue
+		}
+		q, err := calib.Quantile(sc, d.opts.CalibrateQuantile)
+		if err != nil || math.IsNaN(q) || math.IsInf(q, 0) {
+			continue
+		}
+		d.calThr[s].Store(math.Float32bits(float32(q)))
+		if m := d.models[s].Load(); m != nil && float32(q) > m.thr {
+			nm := *m
+			nm.thr = float32(q)
+			d.models[s].Store(&nm)
+		}
+		d.log.Info("per-sensor calibration done", "feature_set", setNames[s], "samples", len(sc),
+			"quantile", d.opts.CalibrateQuantile, "local", q, "threshold", d.activeThreshold(s))
+	}
+	d.calDone.Store(true)
+}
+
+func (d *Detector) activeThreshold(s int) float32 {
+	if m := d.models[s].Load(); m != nil {
+		return m.thr
+	}
+	return 0
+}
+
+// topK returns the k largest contributions with their names.
+func topK(c []float32, names []string) []sdk.Contribution {
+	var idx [TopK]int
+	k := 0
+	for i, v := range c {
+		if v != v {
+			v = float32(math.Inf(1))
+		}
+		if k < TopK {
+			idx[k] = i
+			k++
+		} else if v > val(c, idx[k-1]) {
+			idx[k-1] = i
+		} else {
+			continue
+		}
+		for j := k - 1; j > 0 && val(c, idx[j]) > val(c, idx[j-1]); j-- {
+			idx[j], idx[j-1] = idx[j-1], idx[j]
+		}
+	}
+	out := make([]sdk.Contribution, k)
+	for j := range k {
+		out[j] = sdk.Contribution{Name: names[idx[j]], Contribution: c[idx[j]]}
+	}
+	return out
+}
+
+func val(c []float32, i int) float32 {
+	v := c[i]
+	if v != v {
+		return float32(math.Inf(1))
+	}
+	return v
+}
+
+// packetContext describes p for the finding.
+func packetContext(p *event.Packet, m *model) map[string]string {
+	ctx := map[string]string{
+		sdk.ContextProto:    p.ProtoName(),
+		ContextTimeNs:       strconv.FormatInt(p.TimestampNs, 10),
+		ContextLength:       strconv.Itoa(int(p.Length)),
+		ContextSrcMAC:       macString(p.SrcMAC),
+		ContextModel:        m.info.Name,
+		ContextModelVersion: m.ctxVer,
+		ContextModelDigest:  m.info.Digest,
+		ContextFeatureSet:   m.info.FeatureSet,
+	}
+	if p.Flags&(event.FlagIPv4|event.FlagIPv6|event.FlagARP) != 0 {
+		ctx[sdk.ContextSrcIP] = p.SrcAddr().String()
+		ctx[sdk.ContextDstIP] = p.DstAddr().String()
+	}
+	if p.Proto == event.ProtoTCP || p.Proto == event.ProtoUDP {
+		ctx[sdk.ContextSrcPort] = strconv.Itoa(int(p.SrcPort))
+		ctx[sdk.ContextDstPort] = strconv.Itoa(int(p.DstPort))
+	}
+	if p.Proto == event.ProtoTCP {
+		ctx[ContextTCPFlags] = strconv.Itoa(int(p.TCPFlags))
+	}
+	return ctx
+}
+
+func macString(m [6]byte) string {
+	const hexd = "0123456789abcdef"
+	b := make([]byte, 0, 17)
+	for i, x := range m {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, hexd[x>>4], hexd[x&15])
+	}
+	return string(b)
+}
+
+func (d *Detector) updateMem() {
+	a, b := d.nf.Stats(), d.nh.Stats()
+	d.memBytes.Store(a.MemoryBytes + b.MemoryBytes)
+	var ev uint64
+	var ent int64
+	for _, t := range a.Tables {
+		ev += t.Evictions
+		ent += int64(t.Entries)
+	}
+	d.evictions.Store(ev + b.Evictions)
+	d.entries.Store(ent + int64(b.Entries))
+}
+
+// Health implements sdk.Detector. MemoryBytes is the feature state (flow
+// tables, allocated up front); Stats carry counters and the active
+// thresholds (×1e6).
+func (d *Detector) Health(_ context.Context) sdk.Health {
+	h := sdk.Health{
+		OK:          true,
+		Model:       d.primary(),
+		MemoryBytes: uint64(d.memBytes.Load()),
+		Stats: map[string]uint64{
+			"scored":           d.scored.Load(),
+			"anomalies":        d.anomalies.Load(),
+			"flow_evictions":   d.evictions.Load(),
+			"flow_entries":     uint64(d.entries.Load()),
+			"flow_table_bytes": uint64(d.memBytes.Load()),
+		},
+	}
+	var loaded int
+	for s := range nslots {
+		if m := d.models[s].Load(); m != nil {
+			loaded++
+			h.Stats["threshold_micro_"+setNames[s]] = uint64(float64(m.thr) * 1e6)
+		}
+	}
+	switch {
+	case loaded == 0:
+		h.Message = "no model loaded: scoring nothing"
+	case !d.calDone.Load():
+		h.Message = fmt.Sprintf("calibrating: observing local traffic for %s (packet time) before flagging", d.opts.Calibrate)
+	default:
+		h.Message = fmt.Sprintf("%d model(s) active", loaded)
+	}
+	return h
+}
+
+// Close releases the models.
+func (d *Detector) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for s := range nslots {
+		if m := d.models[s].Swap(nil); m != nil {
+			errs = append(errs, m.scorer.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,467 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/vigil-edge/vigil/agent/capture"
+	"github.com/vigil-edge/vigil/models/features/netflow"
+	"github.com/vigil-edge/vigil/models/features/nethost"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+	"github.com/vigil-edge/vigil/test/trafficgen"
+)
+
+// refFrame is one Ethernet frame of the reference capture's source.
+type refFrame struct {
+	gapNs int64 // time since the previous frame of its file (capped)
+	data  []byte
+	wire  int
+}
+
+// readEthernetFrames reads every Ethernet pcap/pcapng file under dir.
+func readEthernetFrames(dir string) ([]refFrame, int, error) {
+	var files []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	sort.Strings(files)
+	var out []refFrame
+	used := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var next func() ([]byte, int64, int, error)
+		if r, err := pcapgo.NewReader(bytes.NewReader(b)); err == nil {
+			if r.LinkType() != layers.LinkTypeEthernet {
+				continue
+			}
+			next = func() ([]byte, int64, int, error) {
+				d, ci, err := r.ReadPacketData()
+				return d, ci.Timestamp.UnixNano(), ci.Length, err
+			}
+		} else if r, err := pcapgo.NewNgReader(bytes.NewReader(b), pcapgo.DefaultNgReaderOptions); err == nil {
+			if r.LinkType() != layers.LinkTypeEthernet {
+				continue
+			}
+			next = func() ([]byte, int64, int, error) {
+				d, ci, err := r.ReadPacketData()
+				return d, ci.Timestamp.UnixNano(), ci.Length, err
+			}
+		} else {
+			continue
+		}
+		var prev int64
+		n := 0
+		for {
+			d, ts, wire, err := next()
+			if err != nil {
+				break
+			}
+			gap := int64(0)
+			if n > 0 {
+				gap = min(max(ts-prev, 0), int64(time.Second))
+			}
+			prev = ts
+			out = append(out, refFrame{gapNs: gap, data: append([]byte(nil), d...), wire: wire})
+			n++
+		}
+		if n > 0 {
+			used++
+		}
+	}
+	if len(out) == 0 {
+		return nil, 0, errors.New("no Ethernet frames")
+	}
+	return out, used, nil
+}
+
+// shiftIPv4 adds k to the second octet of both IPv4 addresses of an
+// Ethernet frame (untagged or one 802.1Q tag) and fixes the header checksum.
+func shiftIPv4(f []byte, k int) {
+	off := 12
+	if len(f) >= 18 && binary.BigEndian.Uint16(f[12:]) == 0x8100 {
+		off = 16
+	}
+	if len(f) < off+2 || binary.BigEndian.Uint16(f[off:]) != 0x0800 {
+		return
+	}
+	ip := f[off+2:]
+	if len(ip) < 20 || ip[0]>>4 != 4 {
+		return
+	}
+	ihl := int(ip[0]&15) * 4
+	if ihl < 20 || len(ip) < ihl {
+		return
+	}
+	ip[13] += byte(k)
+	ip[17] += byte(k)
+	ip[10], ip[11] = 0, 0
+	var sum uint32
+	for i := 0; i < ihl; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+}
+
+// BuildReferenceCapture writes the benchmark's reference capture of about
+// target packets: the Ethernet captures of benignDir concatenated, pass
+// after pass, with monotonic timestamps and IPv4 addresses shifted on each
+// pass (so repeats make new flows); or, when benignDir is absent, a
+// trafficgen capture. It returns a description of the source.
+func BuildReferenceCapture(path, benignDir string, target int) (string, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", fmt.Errorf("create reference capture: %w", err)
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	frames, files, ferr := readEthernetFrames(benignDir)
+	if ferr != nil {
+		sessions := target / 9
+		if _, err := trafficgen.Write(bw, trafficgen.Config{Seed: 11, Sessions: sessions, Duration: time.Duration(sessions) * 20 * time.Millisecond}); err != nil {
+			return "", fmt.Errorf("generate reference capture: %w", err)
+		}
+		return fmt.Sprintf("trafficgen, %d sessions (%s absent: %v)", sessions, benignDir, ferr), bw.Flush()
+	}
+	w := pcapgo.NewWriterNanos(bw)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		return "", fmt.Errorf("write reference capture: %w", err)
+	}
+	ts := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	buf := make([]byte, 0, 65536)
+	n, pass := 0, 0
+	for n < target {
+		for _, fr := range frames {
+			if n >= target {
+				break
+			}
+			ts += max(fr.gapNs, 1000)
+			buf = append(buf[:0], fr.data...)
+			shiftIPv4(buf, pass)
+			ci := gopacketCI(ts, len(buf), max(fr.wire, len(buf)))
+			if err := w.WritePacket(ci, buf); err != nil {
+				return "", fmt.Errorf("write reference capture: %w", err)
+			}
+			n++
+		}
+		pass++
+	}
+	return fmt.Sprintf("%d Ethernet captures of %s (%d frames) concatenated %d times, IPv4 second octet +pass, monotonic timestamps", files, benignDir, len(frames), pass), bw.Flush()
+}
+
+// refCapture returns the reference capture, building it once into
+// .cache/bench/ of the repository.
+func refCapture(tb testing.TB) (string, string) {
+	tb.Helper()
+	target := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("VIGIL_BENCH_PACKETS")); err == nil && v > 0 {
+		target = v
+	}
+	dir := filepath.Join(nfRepoRoot(tb), ".cache", "bench")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(dir, fmt.Sprintf("netflow-ref-%d.pcap", target))
+	desc := filepath.Join(path + ".txt")
+	if b, err := os.ReadFile(desc); err == nil {
+		if _, err := os.Stat(path); err == nil {
+			return path, string(b)
+		}
+	}
+	data := os.Getenv("VIGIL_SHARED_DATA")
+	if data == "" {
+		data = filepath.Join(nfRepoRoot(tb), "..", "shared", "data")
+	}
+	d, err := BuildReferenceCapture(path, filepath.Join(data, "benign"), target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_ = os.WriteFile(desc, []byte(d), 0o644)
+	return path, d
+}
+
+// cpuOf runs a command and returns its user+system CPU time (including
+// the children it waited for, e.g. the plugin) and its wall time.
+func cpuOf(cmd *exec.Cmd, sample func(pid int)) (cpu, wall time.Duration, err error) {
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	if sample != nil {
+		go func() {
+			defer close(done)
+			t := time.NewTicker(20 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					sample(cmd.Process.Pid)
+				}
+			}
+		}()
+	} else {
+		close(done)
+	}
+	err = cmd.Wait()
+	close(stop)
+	<-done
+	wall = time.Since(start)
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0, wall, err
+	}
+	cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpu, wall, err
+}
+
+// rssTree is the summed VmRSS (bytes) of pid and its direct children.
+func rssTree(pid int) uint64 {
+	total := rssOf(pid)
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, c := range strings.Fields(string(b)) {
+			if cp, err := strconv.Atoi(c); err == nil {
+				total += rssOf(cp)
+			}
+		}
+	}
+	return total
+}
+
+func rssOf(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// decodeFeatures runs the capture's decode and both feature sets in this
+// process and returns packets and the goroutine's CPU time.
+func decodeFeatures(tb testing.TB, path string, features bool) (int, time.Duration) {
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_THREAD, &ru0)
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer src.Close()
+	nf := netflow.New(netflow.Config{})
+	nh := nethost.New(nethost.Config{})
+	var a [netflow.Dim]float32
+	var b [nethost.Dim]float32
+	buf := make([]event.Packet, 1024)
+	n := 0
+	for {
+		k, err := src.Next(context.Background(), buf)
+		if features {
+			for i := range buf[:k] {
+				nf.Extract(&buf[i], a[:])
+				nh.Extract(&buf[i], b[:])
+			}
+		}
+		n += k
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				tb.Fatal(err)
+			}
+			break
+		}
+	}
+	_ = syscall.Getrusage(syscall.RUSAGE_THREAD, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano() + ru1.Stime.Nano() - ru0.Stime.Nano())
+	return n, cpu
+}
+
+// TestNetflowBenchReport measures scan throughput on the reference capture
+// (packets per CPU-second, agent and plugin together), side by side with
+// ndpiReader and tcpdump, decode + features alone, the IPC share and the
+// RSS of agent + plugin, and prints a Markdown table for
+// docs/benchmarks.md. It runs when VIGIL_BENCH=1 (test/e2e/netflow_bench.sh,
+// `make bench`).
+func TestNetflowBenchReport(t *testing.T) {
+	if os.Getenv("VIGIL_BENCH") != "1" {
+		t.Skip("benchmark report: set VIGIL_BENCH=1 (test/e2e/netflow_bench.sh)")
+	}
+	in := netflowInstall(t)
+	path, desc := refCapture(t)
+	runs := 3
+	best := func(f func() (time.Duration, time.Duration, error)) (time.Duration, time.Duration) {
+		var bc, bw time.Duration
+		for i := range runs {
+			c, w, err := f()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 || c < bc {
+				bc, bw = c, w
+			}
+		}
+		return bc, bw
+	}
+	var packets uint64
+	var rss uint64
+	scanCPU, scanWall := best(func() (time.Duration, time.Duration, error) {
+		cmd := exec.Command(in.Agent, "scan", "--json", "--pcap", path)
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		c, w, err := cpuOf(cmd, func(pid int) { rss = max(rss, rssTree(pid)) })
+		if err == nil {
+			var res scanResult
+			if jerr := jsonUnmarshal(out.Bytes(), &res); jerr != nil {
+				return 0, 0, jerr
+			}
+			packets = res.Summary.Packets
+			if res.Summary.EventsLost != 0 {
+				t.Errorf("scan lost %d packets", res.Summary.EventsLost)
+			}
+		}
+		return c, w, err
+	})
+	rate := func(cpu time.Duration) float64 { return float64(packets) / cpu.Seconds() }
+	type peer struct {
+		name    string
+		cpu     time.Duration
+		skipped string
+	}
+	var peers []peer
+	if _, err := exec.LookPath("ndpiReader"); err == nil {
+		c, _ := best(func() (time.Duration, time.Duration, error) {
+			cmd := exec.Command("ndpiReader", "-i", path, "-q")
+			cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+			return cpuOf(cmd, nil)
+		})
+		peers = append(peers, peer{name: "ndpiReader -i FILE -q", cpu: c})
+	} else {
+		peers = append(peers, peer{name: "ndpiReader -i FILE -q", skipped: "not installed (apt-get install libndpi-bin)"})
+	}
+	if _, err := exec.LookPath("tcpdump"); err == nil {
+		c, _ := best(func() (time.Duration, time.Duration, error) {
+			cmd := exec.Command("tcpdump", "-nr", path)
+			cmd.Env = append(os.Environ(), "TZ=UTC")
+			cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+			return cpuOf(cmd, nil)
+		})
+		peers = append(peers, peer{name: "TZ=UTC tcpdump -nr FILE", cpu: c})
+	}
+	var decN, featN int
+	var decCPU, featCPU time.Duration
+	for i := range runs {
+		n, c := decodeFeatures(t, path, false)
+		if i == 0 || c < decCPU {
+			decN, decCPU = n, c
+		}
+		n, c = decodeFeatures(t, path, true)
+		if i == 0 || c < featCPU {
+			featN, featCPU = n, c
+		}
+	}
+	// IPC: the same packets through the ring into the example plugin's
+	// no-op detector, minus decoding alone.
+	ipcLine := "not measured (no vigil-detector-example)"
+	if ex := exampleBinary(t, in); ex != "" {
+		ipcCPU, _ := best(func() (time.Duration, time.Duration, error) {
+			return ringNoopCPU(t, ex, path)
+		})
+		share := (ipcCPU - decCPU).Seconds() / scanCPU.Seconds()
+		ipcLine = fmt.Sprintf("%.0f ns per packet (agent push + plugin ring read, no-op detector, decode subtracted): %.1f%% of the end-to-end CPU", float64((ipcCPU-decCPU).Nanoseconds())/float64(packets), share*100)
+	}
+	host, _ := os.Hostname()
+	cpuModel := cpuName()
+	var b strings.Builder
+	fmt.Fprintf(&b, "Date %s, host %s, %s, %d CPUs (shared with other jobs), Go %s.\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), host, cpuModel, goruntime.NumCPU(), goruntime.Version())
+	fmt.Fprintf(&b, "Reference capture: %d packets, %s. Best of %d runs; CPU = user + system of the process and the children it waited for.\n\n", packets, desc, runs)
+	fmt.Fprintf(&b, "| what | command | packets / CPU-second | ratio to scan |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| scan end to end (read, decode, features, ring IPC, int8 ONNX scoring of the installed models: %s, aggregation) | `vigil-agent scan --json --pcap FILE` | %.0f (wall %.2f s) | 1.00 |\n", modelNames(in), rate(scanCPU), scanWall.Seconds())
+	for _, p := range peers {
+		if p.skipped != "" {
+			fmt.Fprintf(&b, "| peer | `%s` | %s | |\n", p.name, p.skipped)
+			continue
+		}
+		fmt.Fprintf(&b, "| peer | `%s` | %.0f | scan runs at %.2fx its rate |\n", p.name, rate(p.cpu), p.cpu.Seconds()/scanCPU.Seconds())
+	}
+	fmt.Fprintf(&b, "| read + decode only (in process) | capture.OpenFile + Decoder | %.0f | |\n", float64(decN)/decCPU.Seconds())
+	fmt.Fprintf(&b, "| read + decode + netflow/v1 + nethost/v1 features (in process) | | %.0f | |\n", float64(featN)/featCPU.Seconds())
+	fmt.Fprintf(&b, "\nIPC: %s.\nPeak RSS of agent + plugin during the scan: %.1f MB.\n", ipcLine, float64(rss)/1e6)
+	t.Log("\n" + b.String())
+	if out := os.Getenv("VIGIL_BENCH_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func modelNames(in *nfInstall) string {
+	var s []string
+	for _, b := range in.Bundles {
+		s = append(s, b.FeatureSet)
+	}
+	return strings.Join(s, " + ")
+}
+
+func cpuName() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return "unknown CPU"
+}
+
+// BenchmarkNetflowDecodeFeatures: read + decode + both feature sets, per
+// packet, on the reference capture (VIGIL_BENCH_PACKETS bounds its size).
+func BenchmarkNetflowDecodeFeatures(b *testing.B) {
+	if os.Getenv("VIGIL_SHARED_DATA") == "" && os.Getenv("VIGIL_BENCH") != "1" {
+		b.Skip("set VIGIL_BENCH=1 or VIGIL_SHARED_DATA")
+	}
+	path, _ := refCapture(b)
+	b.ResetTimer()
+	var total int
+	var cpu time.Duration
+	for b.Loop() {
+		n, c := decodeFeatures(b, path, true)
+		total += n
+		cpu += c
+	}
+	b.ReportMetric(float64(total)/cpu.Seconds(), "packets/CPU-s")
+}

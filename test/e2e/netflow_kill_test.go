@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/test/trafficgen"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// findingsSink collects findings in memory.
+type findingsSink struct {
+	mu sync.Mutex
+	fs []*wirev1.Finding
+}
+
+func (s *findingsSink) Append(_ context.Context, fs []*wirev1.Finding) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fs = append(s.fs, fs...)
+	return nil
+}
+
+func (s *findingsSink) snapshot() []*wirev1.Finding {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*wirev1.Finding(nil), s.fs...)
+}
+
+var _ pipeline.Sink = (*findingsSink)(nil)
+
+// TestNetflowPluginKilled: the agent's packet pipeline (agent/detect, as
+// `vigil-agent run --pcap` runs it) replays a long capture; the plugin is
+// killed with SIGKILL mid-stream. The pipeline keeps running, the plugin is
+// restarted with its models, scoring resumes, and the packets lost
+// meanwhile are counted (events_lost), never silently dropped.
+func TestNetflowPluginKilled(t *testing.T) {
+	in := netflowInstall(t)
+	dir := t.TempDir()
+	// About 300k packets: long enough that the kill lands mid-stream.
+	pcap, info := writeTrafficgen(t, dir, "long.pcap", trafficgen.Config{Seed: 5, Sessions: 30000, Duration: 10 * time.Minute, Scan: true, ScanAt: 9 * time.Minute})
+	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := detect.Config{
+		Plugin: in.Plugin, Bundles: in.Bundles, ORTLib: in.ORT, StageBundles: true,
+		Pcaps: []string{pcap}, Follow: true, Logger: log,
+	}
+	// As `scan` does: while the plugin restarts, wait for it rather than
+	// drop (live capture drops after pluginhost.DefaultDownWait instead).
+	cfg.Host.DownWait = time.Minute
+	p, err := detect.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sink := &findingsSink{}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, sink) }()
+
+	wait := func(what string, cond func(map[string]uint64) bool) map[string]uint64 {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			c := p.Counters()
+			if cond(c) {
+				return c
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("pipeline ended while waiting for %s: %v (counters %v)", what, err, c)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s: counters %v", what, c)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	wait("first scored packets", func(c map[string]uint64) bool { return c["scored"] > 0 && p.PluginPID() > 0 })
+	pid := p.PluginPID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill plugin %d: %v", pid, err)
+	}
+	before := p.Counters()
+	after := wait("restart and resumed scoring", func(c map[string]uint64) bool {
+		return c["plugin_restarts"] >= 1 && c["scored"] > before["scored"] && p.PluginPID() != pid
+	})
+	t.Logf("after the kill: %v", after)
+	final := wait("the whole capture", func(c map[string]uint64) bool {
+		return c["captured"] == uint64(info.Packets) && c["scored"]+c["events_lost"] == uint64(info.Packets)
+	})
+	if final["events_lost"] == 0 {
+		t.Errorf("a plugin was killed mid-stream but no loss was counted: %v", final)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("pipeline: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("pipeline did not stop")
+	}
+	t.Logf("final counters: %v; %d findings", p.Counters(), len(sink.snapshot()))
+}
+
+// testLogWriter sends log lines to t.Log.
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(b))
+	return len(b), nil
+}

@@ -12,7 +12,7 @@ PURE_MAINS := agent/cmd/vigil-agent server/cmd/vigil-server server/cmd/vigilctl 
 # Detector plugins: cgo, they load ONNX Runtime.
 PLUGIN_MAINS := $(filter-out plugins/example/%,$(wildcard plugins/*/cmd/vigil-detector-*))
 
-.PHONY: all build ort test test-short bench proto lint models run clean fuzz
+.PHONY: all build ort test test-short bench proto lint models run clean fuzz package
 
 all: build
 
@@ -65,8 +65,13 @@ models: build
 run: build
 	VIGIL_BIN=$(BIN) ./test/demo/run.sh
 
+# .deb and .rpm for vigil-agent and vigil-server, the offline tarball,
+# SHA256SUMS (signed when VIGIL_SIGN_KEY names an ECDSA key), into dist/.
+package: build
+	./installer/package.sh
+
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 30s ./wire/v1
 
 clean:
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo dist

@@ -98,7 +98,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	sink := &countingSink{next: sp}
 
 	sources := append([]pipeline.Source(nil), opts.Sources...)
-	env := pipeline.Env{Log: log, StateDir: cfg.StateDir, Interfaces: cfg.Capture.Interfaces, Pcaps: cfg.Capture.Pcaps, Watch: cfg.Watch}
+	env := pipeline.Env{Log: log, StateDir: cfg.StateDir, Interfaces: cfg.Capture.Interfaces, Pcaps: cfg.Capture.Pcaps, Watch: cfg.Watch,
+		PluginDirs: cfg.PluginDirs, ModelDirs: cfg.ModelDirs}
 	factoriesMu.Lock()
 	fs := append([]namedFactory(nil), factories...)
 	factoriesMu.Unlock()

@@ -36,7 +36,12 @@ type Config struct {
 	Log     Log      `json:"log" yaml:"log"`
 	Capture Capture  `json:"capture" yaml:"capture"`
 	Watch   []string `json:"watch,omitempty" yaml:"watch,omitempty"`
-	Demo    Demo     `json:"demo" yaml:"demo"`
+	// PluginDirs and ModelDirs are searched for detector plugins and model
+	// bundles after the directory of the vigil-agent binary (packages:
+	// /usr/lib/vigil/plugins, /usr/share/vigil/models).
+	PluginDirs []string `json:"plugin_dirs,omitempty" yaml:"plugin_dirs,omitempty"`
+	ModelDirs  []string `json:"model_dirs,omitempty" yaml:"model_dirs,omitempty"`
+	Demo       Demo     `json:"demo" yaml:"demo"`
 }
 
 // Spool configures the findings spool.

@@ -19,7 +19,7 @@ const DetectorName = "netflow"
 // Default directories consulted after the ones next to the agent binary.
 var (
 	DefaultPluginDirs = []string{"/usr/lib/vigil", "/usr/lib/vigil/plugins"}
-	DefaultModelDirs  = []string{"/usr/lib/vigil/models", "/var/lib/vigil/models"}
+	DefaultModelDirs  = []string{"/usr/share/vigil/models", "/usr/lib/vigil/models", "/var/lib/vigil/models"}
 	DefaultLibDirs    = []string{"/usr/lib/vigil/lib"}
 )
 

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -145,6 +147,9 @@ func Enroll(ctx context.Context, o Options, log *slog.Logger) (*state.Identity, 
 	if err := o.StateDir.WriteIdentity(id); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
+	if err := matchOwner(string(o.StateDir), state.KeyFile, state.CertFile, state.CAFile, state.IdentityFile); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
 	log.Info("enrolled", "agent_id", id.AgentID, "entity", id.Entity, "not_after", chain[0].NotAfter)
 	return id, nil
 }
@@ -182,4 +187,28 @@ func checkResponse(resp *wirev1.EnrollResponse, key *ecdsa.PrivateKey, wantPin [
 		return nil, nil, fmt.Errorf("verify certificate: %w", err)
 	}
 	return chain, root, nil
+}
+
+// matchOwner gives the enrollment files the owner of the state directory
+// when enroll runs as root: an admin who runs the printed enroll command with
+// sudo must not leave root-owned credentials that the service user (vigil)
+// cannot read. Modes are kept (the key stays 0600).
+func matchOwner(dir string, files ...string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("stat state dir: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	for _, f := range files {
+		if err := os.Chown(filepath.Join(dir, f), int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("give %s to the state directory's owner: %w", f, err)
+		}
+	}
+	return nil
 }

@@ -45,6 +45,8 @@ type Env struct {
 	Interfaces []string // --iface / capture.interfaces
 	Pcaps      []string // --pcap / capture.pcaps
 	Watch      []string // --watch / watch
+	PluginDirs []string // plugin_dirs: where detector plugins are searched
+	ModelDirs  []string // model_dirs: where model bundles are searched
 }
 
 // Factory builds the sources a pipeline package contributes for this run

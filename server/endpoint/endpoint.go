@@ -2,6 +2,7 @@ package endpoint
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -167,6 +168,8 @@ type Endpoint struct {
 	lastNanos atomic.Int64 // latency of the last commit
 
 	ln       *quic.Listener
+	tr       *quic.Transport // owns the UDP socket's QUIC state
+	ownConn  net.PacketConn  // the socket Listen opened (closed at Shutdown)
 	connWG   sync.WaitGroup
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -361,22 +364,59 @@ func (e *Endpoint) QUICConfig() *quic.Config {
 
 // Listen binds the UDP address (e.g. ":4433", "127.0.0.1:0").
 func (e *Endpoint) Listen(addr string) error {
-	ln, err := quic.ListenAddr(addr, e.tlsConf, e.QUICConfig())
+	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return fmt.Errorf("listen quic %s: %w", addr, err)
 	}
-	e.ln = ln
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return fmt.Errorf("listen quic %s: %w", addr, err)
+	}
+	if err := e.ListenPacket(pc); err != nil {
+		pc.Close()
+		return err
+	}
+	e.ownConn = pc
 	return nil
 }
 
 // ListenPacket serves on an existing packet connection.
+//
+// The transport's stateless reset key is derived from the server's private
+// key, so it survives a restart: after a crash, the restarted server answers
+// packets of connections it no longer knows with a stateless reset, and
+// agents reconnect at once instead of waiting for their idle timeout.
 func (e *Endpoint) ListenPacket(pc net.PacketConn) error {
-	ln, err := quic.Listen(pc, e.tlsConf, e.QUICConfig())
+	key, err := e.statelessResetKey()
 	if err != nil {
 		return fmt.Errorf("listen quic %s: %w", pc.LocalAddr(), err)
 	}
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: &key}
+	ln, err := tr.Listen(e.tlsConf, e.QUICConfig())
+	if err != nil {
+		return fmt.Errorf("listen quic %s: %w", pc.LocalAddr(), err)
+	}
+	e.tr = tr
 	e.ln = ln
 	return nil
+}
+
+// statelessResetKey is SHA-256 over a label and the server key's PKCS#8
+// encoding: stable across restarts, secret, and unique per deployment.
+func (e *Endpoint) statelessResetKey() (quic.StatelessResetKey, error) {
+	var key quic.StatelessResetKey
+	if len(e.tlsConf.Certificates) == 0 {
+		return key, errors.New("no server certificate for the stateless reset key")
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(e.tlsConf.Certificates[0].PrivateKey)
+	if err != nil {
+		return key, fmt.Errorf("derive stateless reset key: %w", err)
+	}
+	h := sha256.New()
+	h.Write([]byte("vigil quic stateless reset key v1\x00"))
+	h.Write(der)
+	copy(key[:], h.Sum(nil))
+	return key, nil
 }
 
 // Addr is the bound UDP address (after Listen).
@@ -466,6 +506,14 @@ func (e *Endpoint) Shutdown(ctx context.Context) error {
 		select {
 		case <-wg:
 		case <-ctx.Done():
+		}
+		if e.tr != nil {
+			if cerr := e.tr.Close(); cerr != nil && err == nil && !errors.Is(cerr, net.ErrClosed) {
+				err = cerr
+			}
+		}
+		if e.ownConn != nil {
+			_ = e.ownConn.Close()
 		}
 	})
 	if err != nil {

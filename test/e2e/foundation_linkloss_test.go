@@ -3,7 +3,6 @@ package e2e
 import (
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,15 +182,11 @@ func (r *udpRelay) restore()     { r.dropped.Store(false) }
 
 // TestFoundationServerCrashReconnect: after the server is SIGKILLed and
 // restarted at once, the real agent's next findings should flow within
-// seconds. KNOWN BUG (reported): the endpoint listens without a QUIC
-// stateless reset key, so the restarted server silently drops the agent's
-// packets for the old connection and the agent only notices at its 45 s
-// idle timeout. Skipped unless VIGIL_E2E_KNOWN_BUGS=1 until that is fixed.
+// seconds: the endpoint's QUIC stateless reset key is derived from the
+// server key, so the restarted server resets the agent's old connection at
+// once instead of letting it wait for its 45 s idle timeout.
 func TestFoundationServerCrashReconnect(t *testing.T) {
 	b := needBins(t)
-	if os.Getenv("VIGIL_E2E_KNOWN_BUGS") != "1" {
-		t.Skip("known bug: no QUIC stateless reset after a server crash (agents stall ~45 s); set VIGIL_E2E_KNOWN_BUGS=1 to run")
-	}
 	d := newDeployment(t, b, "e2e.vigil")
 	d.start()
 	a := d.enroll("acme")

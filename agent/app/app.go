@@ -83,6 +83,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("run: %w (enroll first: vigil-agent enroll --server HOST:PORT --token TOKEN --ca-pin sha256:HEX --state %s)", err, cfg.StateDir)
 	}
+	// Check the credentials once: a key, certificate or identity that do not
+	// belong together (a copied or edited identity.json) cannot heal by
+	// retrying, so the agent stops with the reason instead of looping.
+	if _, err := dir.LoadCredentials(); err != nil {
+		return fmt.Errorf("run: credentials in %s: %w", cfg.StateDir, err)
+	}
 	log = log.With("agent_id", id.AgentID)
 	sp, err := spool.Open(dir.Path(state.SpoolFile), spool.Options{MaxBytes: int64(cfg.Spool.MaxBytes)})
 	if err != nil {

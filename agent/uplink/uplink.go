@@ -211,8 +211,13 @@ func (c *Client) Run(ctx context.Context) error {
 		case errors.Is(err, state.ErrNotEnrolled):
 			return fmt.Errorf("uplink: %w", err)
 		}
+		revoked := isRevoked(err)
 		if se, ok := AsServerError(err); ok {
 			c.log.Warn("server refused or closed the session", "code", se.Code.String(), "message", se.Message)
+		} else if revoked {
+			// Refused in the handshake: retrying cannot help until the agent
+			// is re-enrolled, so it waits the longest backoff between tries.
+			c.log.Error("the server refuses this agent's certificate as revoked: re-enroll it (vigil-agent enroll --force ...)")
 		} else {
 			c.log.Warn("session ended", "err", err)
 		}
@@ -220,6 +225,9 @@ func (c *Client) Run(ctx context.Context) error {
 			bo.Reset()
 		}
 		d := bo.Next()
+		if revoked {
+			d = c.cfg.BackoffMax
+		}
 		c.log.Debug("reconnect backoff", "delay", d, "attempt", bo.Attempts())
 		t := time.NewTimer(d)
 		select {
@@ -230,6 +238,13 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		c.reconnects.Add(1)
 	}
+}
+
+// isRevoked reports the TLS alert certificate_revoked with which the server
+// refuses a revoked agent inside the handshake.
+func isRevoked(err error) bool {
+	var te *quic.TransportError
+	return errors.As(err, &te) && uint64(te.ErrorCode) == wirev1.TLSAlertCertificateRevoked
 }
 
 // session runs one connection. progress reports whether the server

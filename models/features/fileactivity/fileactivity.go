@@ -8,7 +8,10 @@
 //     summary, content type and its mismatch with the extension, executable
 //     facts and packing indicators: executable-section entropy, few imports,
 //     writable+executable sections, a script carrying binary data,
-//     long base64 runs);
+//     long base64 runs, and two crisp indicators that are zero for ordinary
+//     files: executable code with the entropy of encrypted or compressed
+//     data (exec_packed) and a script (shebang or script extension) made
+//     mostly of long base64 runs (script_base64));
 //   - damped activity rates of the event's watched tree (event.File.Root):
 //     exponentially decayed counts with time constants of 1 s, 10 s and 60 s
 //     of events, content writes, creates, renames, renames that change the
@@ -37,6 +40,21 @@ const Name = "fileactivity/v1"
 // MaxTrees bounds the number of watched trees with rate state.
 const MaxTrees = 256
 
+// PackedExecEntropy is the entropy (bits per byte) of executable sections
+// from which exec_packed starts to rise; it reaches 1 at PackedExecEntropy +
+// 0.7. Compiled code stays well below (typically 5.5-6.7 bits per byte);
+// encrypted or compressed code is close to 8.
+const PackedExecEntropy = 7.0
+
+// ScriptBase64Frac is the share of long base64 runs in a script from which
+// script_base64 starts to rise; it reaches 1 at ScriptBase64Frac + 0.4.
+const ScriptBase64Frac = 0.3
+
+// scriptExts are extensions of interpreted scripts that may carry no
+// shebang (web scripts).
+var scriptExts = map[string]bool{"sh": true, "bash": true, "py": true, "pl": true, "rb": true, "php": true,
+	"js": true, "mjs": true, "ps1": true, "bat": true, "cmd": true, "vbs": true, "lua": true, "jsp": true, "asp": true, "aspx": true}
+
 // HighEntropy is the entropy (bits per byte) from which content that is not
 // a compressed or media format counts as "high-entropy content".
 const HighEntropy = 7.2
@@ -45,7 +63,7 @@ const HighEntropy = 7.2
 var Windows = [...]float64{1, 10, 60}
 
 const (
-	nEvent = 39
+	nEvent = 41
 	nRate  = 10
 )
 
@@ -60,6 +78,7 @@ var eventNames = [nEvent]string{
 	"exec_sections", "exec_imports", "exec_few_imports", "exec_section_entropy",
 	"exec_max_section_entropy", "exec_wx", "exec_entry_outside", "exec_no_sections", "exec_broken",
 	"packed_script", "ext_new", "ext_changed", "high_entropy_content", "hidden_name", "log_writes",
+	"exec_packed", "script_base64",
 }
 
 var rateNames = [nRate]string{
@@ -308,6 +327,7 @@ func (x *Extractor) Extract(ev *event.File, out []float32) {
 	out[22] = b2f(f&event.FileFlagExecutable != 0)
 	out[23] = b2f(parsed)
 	if parsed {
+		out[39] = clamp01((ev.ExecSectionEntropy - PackedExecEntropy) / 0.7)
 		out[24] = clamp01(float32(math.Log2(1+float64(ev.Sections)) / 16))
 		out[25] = clamp01(float32(math.Log2(1+float64(ev.Imports)) / 16))
 		out[26] = b2f(ev.Imports <= 4)
@@ -324,6 +344,9 @@ func (x *Extractor) Extract(ev *event.File, out []float32) {
 		// (random data: about 12%; text: none).
 		ctrl := 1 - ev.PrintableFrac - ev.HighFrac
 		out[33] = clamp01(max(ev.HighFrac/0.4, ctrl/0.02))
+	}
+	if sampled && ev.SampleLen > 0 && (script || scriptExts[strings.ToLower(ext(ev.Path))]) {
+		out[40] = clamp01((ev.Base64Frac - ScriptBase64Frac) / 0.4)
 	}
 	out[36] = b2f(highEnt)
 	base := ev.Path[strings.LastIndexByte(ev.Path, '/')+1:]

@@ -1,0 +1,54 @@
+package app
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/filedetect"
+	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/watch"
+)
+
+// The file-event pipeline (watcher -> fileactivity detector plugin ->
+// findings) runs when `run` has folders to watch (--watch DIR, config
+// "watch").
+func init() { RegisterSources("fileactivity", newWatchSources) }
+
+// Live file findings: a burst is reported a second after it qualified and
+// updated every 5 s while it grows; a single anomalous file is held 2 s so
+// that a burst starting in its tree can absorb it.
+const (
+	watchFirstAfter  = time.Second
+	watchUpdateEvery = 5 * time.Second
+	watchHold        = 2 * time.Second
+)
+
+func newWatchSources(env pipeline.Env) ([]pipeline.Source, error) {
+	if len(env.Watch) == 0 {
+		return nil, nil
+	}
+	s := detect.Search{ModelDirs: append([]string{filepath.Join(env.StateDir, "models")}, detect.DefaultModelDirs...)}
+	inst, err := filedetect.Discover(s)
+	if err != nil {
+		return nil, fmt.Errorf("file detection: %w", err)
+	}
+	for f, err := range inst.Skipped {
+		env.Log.Warn("bundle skipped", "file", f, "err", err)
+	}
+	if inst.Bundle.Path == "" {
+		return nil, fmt.Errorf("file detection: %w", filedetect.ErrNoBundle)
+	}
+	env.Log.Info("fileactivity model", "name", inst.Bundle.Name, "version", inst.Bundle.Version, "path", inst.Bundle.Path)
+	p, err := filedetect.New(filedetect.Config{
+		Plugin: inst.Plugin, Bundle: inst.Bundle, ORTLib: inst.ORTLib,
+		Watch:     watch.Config{Roots: env.Watch},
+		Aggregate: filedetect.AggregatorConfig{FirstAfter: watchFirstAfter, UpdateEvery: watchUpdateEvery, Hold: watchHold},
+		Logger:    env.Log.With("part", "fileactivity"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("file detection: %w", err)
+	}
+	return []pipeline.Source{p}, nil
+}

@@ -1,0 +1,129 @@
+package filedetect
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+func anomaly(root, path, op, kind string, ts time.Duration, ratio float32, extra map[string]string) *sdk.Anomaly {
+	c := map[string]string{
+		ctxTimeNs: strconv.FormatInt(int64(ts), 10), ctxRoot: root, sdk.ContextPath: path, ctxOp: op, ctxKind: kind,
+		ctxModel: "fileactivity", ctxModelVersion: "1", ctxModelDigest: "sha256:00",
+	}
+	for k, v := range extra {
+		c[k] = v
+	}
+	return &sdk.Anomaly{Score: ratio, Threshold: 1, Context: c,
+		TopFeatures: []sdk.Contribution{{Name: "rate1s_ext_change_renames", Contribution: 0.5}}}
+}
+
+func TestAggregator(t *testing.T) {
+	ransom := func(a *Aggregator) {
+		for i := range 300 {
+			kind := "burst"
+			if i < 5 {
+				kind = "file"
+			}
+			a.Add(anomaly("/srv/share", fmt.Sprintf("/srv/share/docs/d%d/f%d.txt.locked", i%3, i), "rename", kind,
+				time.Duration(i)*25*time.Millisecond, 2, map[string]string{ctxExtChanged: "1", ctxHighEntropy: "1", ctxEntropy: "7.99"}))
+		}
+	}
+	tests := []struct {
+		name    string
+		feed    func(a *Aggregator)
+		want    int
+		summary string
+		path    string
+		sev     wirev1.Severity
+	}{
+		{"ransomware burst", ransom, 1, "300 files renamed to .locked with high-entropy content under /srv/share/docs in 7.5 s", "/srv/share/docs", wirev1.Severity_SEVERITY_HIGH},
+		{"wiper burst", func(a *Aggregator) {
+			for i := range 50 {
+				a.Add(anomaly("/srv/www", fmt.Sprintf("/srv/www/f%d", i), "remove", "burst", time.Duration(i)*time.Millisecond, 1.2, nil))
+			}
+		}, 1, "50 files deleted under /srv/www in 0.0 s", "/srv/www", wirev1.Severity_SEVERITY_MEDIUM},
+		{"packed file", func(a *Aggregator) {
+			a.Add(anomaly("/srv/www", "/srv/www/bin/helper", "create", "file", time.Second, 4, map[string]string{ctxMagic: "elf", ctxEntropy: "7.61"}))
+			a.Add(anomaly("/srv/www", "/srv/www/bin/helper", "write", "file", 2*time.Second, 3, nil))
+		}, 1, "Anomalous file /srv/www/bin/helper (elf, entropy 7.61, create)", "/srv/www/bin/helper", wirev1.Severity_SEVERITY_HIGH},
+		{"weak file anomaly suppressed", func(a *Aggregator) {
+			a.Add(anomaly("/srv/www", "/srv/www/x.txt", "create", "file", time.Second, 1.1, nil))
+		}, 0, "", "", 0},
+		{"few burst anomalies suppressed", func(a *Aggregator) {
+			for i := range 10 {
+				a.Add(anomaly("/srv/www", fmt.Sprintf("/srv/www/f%d", i), "rename", "burst", time.Duration(i)*time.Millisecond, 5, nil))
+			}
+		}, 0, "", "", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := NewAggregator(AggregatorConfig{EventTime: true})
+			tc.feed(a)
+			got := a.Flush()
+			if len(got) != tc.want {
+				t.Fatalf("%d findings, want %d: %v", len(got), tc.want, got)
+			}
+			if tc.want == 0 {
+				if a.Stats().Suppressed == 0 {
+					t.Error("suppressed anomalies not counted")
+				}
+				return
+			}
+			f := got[0]
+			if !strings.HasPrefix(f.Summary, tc.summary) {
+				t.Errorf("summary %q, want prefix %q", f.Summary, tc.summary)
+			}
+			if f.Context.GetPath() != tc.path || f.Severity != tc.sev || f.Detector != DetectorName || len(f.TopFeatures) == 0 {
+				t.Errorf("finding %+v", f)
+			}
+		})
+	}
+}
+
+// TestAggregatorLive: a burst is emitted FirstAfter after it qualified and
+// updated while it grows; a file finding waits Hold and is absorbed by a
+// burst that starts meanwhile.
+func TestAggregatorLive(t *testing.T) {
+	now := time.Unix(1000, 0)
+	a := NewAggregator(AggregatorConfig{UpdateEvery: 5 * time.Second, FirstAfter: time.Second, Hold: 2 * time.Second, Now: func() time.Time { return now }})
+	a.Add(anomaly("/t", "/t/a.bin", "create", "file", 0, 3, nil))
+	if got := a.Tick(0); len(got) != 0 {
+		t.Fatalf("file finding before Hold: %v", got)
+	}
+	for i := range 25 {
+		a.Add(anomaly("/t", fmt.Sprintf("/t/f%d", i), "remove", "burst", time.Duration(i)*time.Millisecond, 2, nil))
+	}
+	now = now.Add(1500 * time.Millisecond)
+	got := a.Tick(0)
+	if len(got) != 1 || !strings.Contains(got[0].Summary, "25 files deleted") {
+		t.Fatalf("first burst emission: %v", got)
+	}
+	now = now.Add(3 * time.Second)
+	if got := a.Tick(0); len(got) != 0 {
+		t.Fatalf("unchanged burst re-emitted or file not absorbed: %v", got)
+	}
+	a.Add(anomaly("/t", "/t/g", "remove", "burst", 30*time.Millisecond, 2, nil))
+	now = now.Add(5 * time.Second)
+	if got := a.Tick(0); len(got) != 1 || got[0].Count != 27 {
+		t.Fatalf("update: %v", got)
+	}
+	if got := a.Flush(); len(got) != 0 {
+		t.Fatalf("flush re-emitted: %v", got)
+	}
+}
+
+func TestCommonDir(t *testing.T) {
+	for _, c := range [][3]string{
+		{"/a/b/c", "/a/b/d", "/a/b"}, {"/a", "/b", "/"}, {"/a/b", "/a/b", "/a/b"}, {"/a/b/c", "/a/b", "/a/b"},
+	} {
+		if got := commonDir(c[0], c[1]); got != c[2] {
+			t.Errorf("commonDir(%q, %q) = %q, want %q", c[0], c[1], got, c[2])
+		}
+	}
+}

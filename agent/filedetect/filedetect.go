@@ -1,0 +1,421 @@
+// Package filedetect is the agent's file-event detection pipeline: the
+// recursive watcher (agent/watch) produces file events with content
+// statistics, which go in batches (at least BatchMin events per call, or
+// whatever arrived within BatchDelay) over unary gRPC calls to the
+// fileactivity detector plugin (agent/pluginhost); the anomalies it returns
+// are merged into findings (Aggregator: one burst finding per tree for mass
+// renaming, encryption or deletion, one finding per path for an anomalous
+// file) that go to a pipeline.Sink (the spool in `vigil-agent run --watch`).
+// Scan does the same offline for the files of a folder (`vigil-agent scan
+// --dir`).
+//
+// It implements agent/pipeline.Source (with Counters and ModelReporter). It
+// is part of the agent core: pure Go, it never links ONNX Runtime (the
+// plugin does) and imports no plugin package.
+package filedetect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/pluginhost"
+	"github.com/vigil-edge/vigil/agent/watch"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Defaults of Config.
+const (
+	DefaultBatchMin   = 64
+	DefaultBatchMax   = 4096
+	DefaultBatchDelay = 250 * time.Millisecond
+)
+
+// Config configures a Pipeline.
+type Config struct {
+	// Plugin is the fileactivity plugin binary; Bundle is given to it at
+	// every start (-bundle).
+	Plugin string
+	Bundle detect.BundleInfo
+	// ORTLib is passed to the plugin as ONNXRUNTIME_LIB.
+	ORTLib string
+	// StageBundle copies the bundle into a private directory the
+	// unprivileged plugin can read (for a bundle in a user's home).
+	StageBundle bool
+
+	// Watch configures the watcher (Roots: the trees to watch).
+	Watch watch.Config
+	// BatchMin events are sent to the plugin in one call as soon as they
+	// are there; fewer wait at most BatchDelay. BatchMax bounds a call.
+	BatchMin, BatchMax int
+	BatchDelay         time.Duration
+
+	Aggregate AggregatorConfig
+	// Host tunes the plugin host (Path, Args, Env and Logger are set here).
+	Host   pluginhost.Config
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.BatchMin <= 0 {
+		c.BatchMin = DefaultBatchMin
+	}
+	if c.BatchMax < c.BatchMin {
+		c.BatchMax = max(DefaultBatchMax, c.BatchMin)
+	}
+	if c.BatchDelay <= 0 {
+		c.BatchDelay = DefaultBatchDelay
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Pipeline watches trees and reports anomalous file activity; it is a
+// pipeline.Source.
+type Pipeline struct {
+	cfg  Config
+	log  *slog.Logger
+	agg  *Aggregator
+	eng  *engine
+	w    atomic.Pointer[watch.Watcher]
+	refs []*wirev1.ModelRef
+}
+
+var (
+	_ pipeline.Source        = (*Pipeline)(nil)
+	_ pipeline.Counters      = (*Pipeline)(nil)
+	_ pipeline.ModelReporter = (*Pipeline)(nil)
+)
+
+// New checks the configuration and returns a pipeline.
+func New(cfg Config) (*Pipeline, error) {
+	cfg.defaults()
+	if cfg.Plugin == "" {
+		return nil, errors.New("filedetect: no detector plugin")
+	}
+	if cfg.Bundle.Path == "" {
+		return nil, ErrNoBundle
+	}
+	if len(cfg.Watch.Roots) == 0 {
+		return nil, errors.New("filedetect: no folder to watch")
+	}
+	agg := NewAggregator(cfg.Aggregate)
+	p := &Pipeline{cfg: cfg, log: cfg.Logger, agg: agg, eng: &engine{cfg: &cfg, agg: agg}}
+	p.refs = []*wirev1.ModelRef{{Name: cfg.Bundle.Name, Version: cfg.Bundle.Version, Digest: cfg.Bundle.Digest, Detector: DetectorName}}
+	return p, nil
+}
+
+// Name implements pipeline.Source.
+func (p *Pipeline) Name() string { return "fileactivity" }
+
+// ActiveModels implements pipeline.ModelReporter.
+func (p *Pipeline) ActiveModels() []*wirev1.ModelRef { return p.refs }
+
+// Stats are the pipeline's counters.
+type Stats struct {
+	Watch      watch.Stats
+	Host       pluginhost.Stats
+	Events     uint64 // events received from the watcher (or the scan)
+	Scored     uint64 // events the plugin scored
+	Lost       uint64 // events not scored (plugin down or failing)
+	Calls      uint64 // Score calls
+	Aggregator AggregatorStats
+}
+
+// Stats returns a snapshot.
+func (p *Pipeline) Stats() Stats {
+	st := p.eng.stats()
+	if w := p.w.Load(); w != nil {
+		st.Watch = w.Stats()
+	}
+	return st
+}
+
+// Counters implements pipeline.Counters.
+func (p *Pipeline) Counters() map[string]uint64 {
+	st := p.Stats()
+	return map[string]uint64{
+		"file_events":          st.Events,
+		"file_events_scored":   st.Scored,
+		"file_events_lost":     st.Lost,
+		"file_anomalies":       st.Aggregator.Anomalies,
+		"file_findings":        st.Aggregator.FileFindings,
+		"file_burst_findings":  st.Aggregator.BurstFindings,
+		"file_suppressed":      st.Aggregator.Suppressed,
+		"file_plugin_restarts": st.Host.Restarts,
+		"watch_dirs":           uint64(st.Watch.Watches),
+		"watch_dropped":        st.Watch.Dropped,
+		"watch_overflows":      st.Watch.Overflows,
+		"watch_rescans":        st.Watch.Rescans,
+		"watch_vanished":       st.Watch.Vanished,
+		"watch_denied":         st.Watch.Denied,
+		"watch_limit":          st.Watch.WatchLimit,
+	}
+}
+
+// PluginPID returns the running plugin's process id, or 0.
+func (p *Pipeline) PluginPID() int { return p.eng.pid() }
+
+// Run implements pipeline.Source: it starts the plugin and the watcher and
+// appends findings to sink until ctx ends; findings still open are flushed
+// before it returns.
+func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
+	w, err := watch.New(p.cfg.Watch, p.log.With("part", "watch"))
+	if err != nil {
+		return fmt.Errorf("watch: %w", err)
+	}
+	p.w.Store(w)
+	stop, err := p.eng.start(ctx, p.log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	out := make(chan []event.File, 1024)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	werr := make(chan error, 1)
+	go func() { werr <- w.Run(wctx, out) }()
+	p.log.Info("watching", "roots", p.cfg.Watch.Roots, "dirs", w.Stats().Watches)
+
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	delay := time.NewTimer(time.Hour)
+	delay.Stop()
+	var pending []event.File
+	var runErr error
+	flush := func(ctx context.Context) {
+		if len(pending) > 0 {
+			p.eng.score(ctx, pending)
+			pending = pending[:0]
+		}
+		delay.Stop()
+	}
+loop:
+	for {
+		select {
+		case b, ok := <-out:
+			if !ok {
+				break loop
+			}
+			if len(pending) == 0 {
+				delay.Reset(p.cfg.BatchDelay)
+			}
+			pending = append(pending, b...)
+			if len(pending) >= p.cfg.BatchMin {
+				flush(ctx)
+			}
+		case <-delay.C:
+			flush(ctx)
+		case <-tick.C:
+			p.eng.queue(p.agg.Tick(p.eng.lastTs.Load() - int64(5*time.Second)))
+			if err := p.eng.drain(ctx, sink); err != nil {
+				runErr = err
+				wcancel()
+			}
+		}
+	}
+	if err := <-werr; err != nil && runErr == nil && ctx.Err() == nil {
+		runErr = fmt.Errorf("watch: %w", err)
+	}
+	// The watcher closed out after delivering what it had: score it, then
+	// flush every open finding.
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	flush(sctx)
+	p.eng.queue(p.agg.Flush())
+	if err := p.eng.drain(sctx, sink); err != nil && runErr == nil {
+		runErr = err
+	}
+	st := p.Stats()
+	p.log.Info("file detection stopped", "events", st.Events, "scored", st.Scored, "lost", st.Lost,
+		"anomalies", st.Aggregator.Anomalies, "file_findings", st.Aggregator.FileFindings,
+		"burst_findings", st.Aggregator.BurstFindings, "watch_dropped", st.Watch.Dropped)
+	return runErr
+}
+
+// engine is the part shared by the live pipeline and the offline scan: the
+// plugin host, batching into Score calls, the aggregator and the pending
+// findings.
+type engine struct {
+	cfg  *Config
+	agg  *Aggregator
+	host atomic.Pointer[pluginhost.Host]
+
+	events, scored, lost, calls atomic.Uint64
+	lastTs                      atomic.Int64
+	failures                    atomic.Uint64
+
+	mu      sync.Mutex
+	pending []*wirev1.Finding
+}
+
+func (e *engine) pid() int {
+	if h := e.host.Load(); h != nil {
+		return h.PID()
+	}
+	return 0
+}
+
+func (e *engine) stats() Stats {
+	st := Stats{Events: e.events.Load(), Scored: e.scored.Load(), Lost: e.lost.Load(), Calls: e.calls.Load(),
+		Aggregator: e.agg.Stats()}
+	if h := e.host.Load(); h != nil {
+		st.Host = h.Stats()
+	}
+	return st
+}
+
+// start launches the plugin with the bundle; stop closes it.
+func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err error) {
+	hc := e.cfg.Host
+	hc.Path = e.cfg.Plugin
+	hc.Logger = log.With("plugin", filepath.Base(e.cfg.Plugin))
+	if hc.RingSlots == 0 {
+		hc.RingSlots = 1024 // file events do not use the packet ring
+		hc.MaxBatch = min(hc.MaxBatch, 1024)
+		if hc.MaxBatch == 0 {
+			hc.MaxBatch = 1024
+		}
+	}
+	bundle := e.cfg.Bundle.Path
+	var cleanup func()
+	if e.cfg.StageBundle {
+		dir, staged, err := stageBundle(bundle)
+		if err != nil {
+			return nil, err
+		}
+		bundle, cleanup = staged, func() { _ = os.RemoveAll(dir) }
+	}
+	hc.Args = []string{"-bundle", bundle}
+	if e.cfg.ORTLib != "" {
+		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+e.cfg.ORTLib)
+	}
+	h, err := pluginhost.New(hc)
+	if err != nil {
+		if cleanup != nil {
+			cleanup()
+		}
+		return nil, fmt.Errorf("detector plugin: %w", err)
+	}
+	if err := h.Start(ctx); err != nil {
+		if cleanup != nil {
+			cleanup()
+		}
+		return nil, fmt.Errorf("start detector plugin %s: %w", e.cfg.Plugin, err)
+	}
+	e.host.Store(h)
+	if hl, err := h.Health(ctx); err == nil {
+		log.Info("detector plugin ready", "pid", h.PID(), "health", hl.Message, "model", hl.Model.Name, "version", hl.Model.Version)
+		if hl.Model.Name == "" {
+			log.Warn("fileactivity plugin has no model: nothing will be flagged", "bundle", e.cfg.Bundle.Path, "health", hl.Message)
+		}
+	}
+	return func() {
+		// Bounded: pluginhost's Close (at the time of writing) can wait
+		// forever for a plugin without a packet ring after killing it.
+		done := make(chan error, 1)
+		go func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			done <- h.Close(cctx)
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				log.Warn("closing detector plugin", "err", err)
+			}
+		case <-time.After(10 * time.Second):
+			log.Warn("closing detector plugin: host did not return; plugin killed")
+		}
+		if cleanup != nil {
+			cleanup()
+		}
+	}, nil
+}
+
+// score sends evs to the plugin in calls of at most BatchMax events and
+// aggregates the anomalies. Failures (plugin down, restarting) lose the
+// batch's events, counted.
+func (e *engine) score(ctx context.Context, evs []event.File) {
+	e.events.Add(uint64(len(evs)))
+	if n := len(evs); n > 0 && evs[n-1].TimeNs > e.lastTs.Load() {
+		e.lastTs.Store(evs[n-1].TimeNs)
+	}
+	h := e.host.Load()
+	for off := 0; off < len(evs); off += e.cfg.BatchMax {
+		b := evs[off:min(off+e.cfg.BatchMax, len(evs))]
+		e.calls.Add(1)
+		res, err := h.ScoreFiles(ctx, b)
+		if err != nil {
+			e.lost.Add(uint64(len(b)))
+			if e.failures.Add(1) <= 5 {
+				e.cfg.Logger.Warn("file events not scored", "events", len(b), "err", err)
+			}
+			continue
+		}
+		e.scored.Add(uint64(len(b)))
+		for i := range res.Anomalies {
+			an := &res.Anomalies[i]
+			if an.Index >= uint64(len(b)) {
+				continue
+			}
+			e.queue(e.agg.Add(an))
+		}
+	}
+}
+
+func (e *engine) queue(fs []*wirev1.Finding) {
+	if len(fs) == 0 {
+		return
+	}
+	e.mu.Lock()
+	e.pending = append(e.pending, fs...)
+	e.mu.Unlock()
+}
+
+func (e *engine) drain(ctx context.Context, sink pipeline.Sink) error {
+	e.mu.Lock()
+	fs := e.pending
+	e.pending = nil
+	e.mu.Unlock()
+	if len(fs) == 0 {
+		return nil
+	}
+	if err := sink.Append(ctx, fs); err != nil {
+		return fmt.Errorf("append %d findings: %w", len(fs), err)
+	}
+	return nil
+}
+
+// stageBundle copies a bundle into a new world-readable directory.
+func stageBundle(p string) (string, string, error) {
+	dir, err := os.MkdirTemp("", "vigil-fa-bundle-")
+	if err != nil {
+		return "", "", fmt.Errorf("stage bundle: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", "", fmt.Errorf("stage bundle: %w", err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return "", "", fmt.Errorf("stage bundle: %w", err)
+	}
+	out := filepath.Join(dir, filepath.Base(p))
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", "", fmt.Errorf("stage bundle: %w", err)
+	}
+	return dir, out, nil
+}

@@ -1,0 +1,441 @@
+// Package fileactivity is Vigil's file-event anomaly detector (the plugin
+// binary vigil-detector-fileactivity): it turns the agent's file events
+// (event.File, sent in batches over unary gRPC Score calls) into
+// fileactivity/v1 feature vectors (models/features/fileactivity: per-file
+// content features plus damped per-tree activity rates), scores them with an
+// int8 ONNX autoencoder in ONNX Runtime (models/runtime), and returns the
+// events whose score exceeds the model's threshold, each with its five
+// largest feature contributions (named), the file's context (path, old path,
+// watched tree, operation, content type, entropy) and a kind:
+//
+//   - "burst" when most of the anomaly comes from the tree's activity rates
+//     (ransomware renaming and encrypting, a wiper deleting): the agent merges
+//     these per tree into one finding with counts;
+//   - "file" when it comes from the file's own content (a packed executable,
+//     an obfuscated script): the agent reports the path.
+//
+// The feature state (per-tree rates) lives in the plugin and follows the
+// event stream; a restarted plugin starts with empty rates.
+package fileactivity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vigil-edge/vigil/models/bundle"
+	feat "github.com/vigil-edge/vigil/models/features/fileactivity"
+	"github.com/vigil-edge/vigil/models/runtime"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+// Name is the detector's name (findings' "detector", manifests' "detector").
+const Name = "fileactivity"
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+// TopK is the number of feature contributions reported per anomaly.
+const TopK = 5
+
+// Context keys the detector adds to the well-known sdk.Context* keys
+// (sdk.ContextPath holds the path; for a file moved out of the tree, the old
+// path).
+const (
+	ContextTimeNs       = "ts_ns"         // event time, Unix nanoseconds
+	ContextOldPath      = "old_path"      // a rename's old name
+	ContextRoot         = "root"          // the watched tree
+	ContextOp           = "op"            // create, write, rename, remove, chmod
+	ContextSize         = "size"          // bytes, -1 unknown
+	ContextMagic        = "magic"         // content type from the first bytes
+	ContextEntropy      = "entropy"       // bits per byte of the sampled content
+	ContextHighEntropy  = "high_entropy"  // "1": high-entropy content that is not a compressed or media format
+	ContextExtChanged   = "ext_changed"   // "1": a rename that changed the extension
+	ContextKind         = "kind"          // KindFile or KindBurst
+	ContextRateShare    = "rate_share"    // share of the score from the tree's rate features (0..1)
+	ContextModel        = "model"         // model name
+	ContextModelVersion = "model_version" // model version
+	ContextModelDigest  = "model_digest"  // "sha256:..." of the bundle file
+	ContextFeatureSet   = "feature_set"
+)
+
+// Anomaly kinds (ContextKind).
+const (
+	KindFile  = "file"
+	KindBurst = "burst"
+)
+
+// BurstShare is the share of an anomaly's per-feature error coming from the
+// rate features from which it is a burst anomaly.
+const BurstShare = 0.5
+
+// nEvent is the number of per-event features at the start of a vector (the
+// rest are the per-tree rates).
+var nEvent = func() int {
+	for i, n := range feat.Names() {
+		if len(n) > 4 && n[:4] == "rate" {
+			return i
+		}
+	}
+	return feat.Dim
+}()
+
+// Options configure the detector.
+type Options struct {
+	// ORTLib is the ONNX Runtime library (default $ONNXRUNTIME_LIB).
+	ORTLib string
+	// MaxBatch is the largest batch scored in one session run (default 1024).
+	MaxBatch int
+}
+
+type model struct {
+	info   sdk.ModelInfo
+	scorer *runtime.Scorer
+	ctxVer string
+}
+
+// Detector implements sdk.Detector and sdk.FileScorer.
+type Detector struct {
+	log  *slog.Logger
+	opts Options
+
+	loadMu sync.Mutex // serialises LoadModel
+	mu     sync.Mutex // held while scoring and while swapping models
+	model  atomic.Pointer[model]
+
+	x     *feat.Extractor
+	feats []float32
+	names []string
+
+	scored    atomic.Uint64
+	anomalies atomic.Uint64
+	bursts    atomic.Uint64
+	trees     atomic.Int64
+}
+
+var (
+	_ sdk.Detector   = (*Detector)(nil)
+	_ sdk.FileScorer = (*Detector)(nil)
+)
+
+// New returns a detector with no model loaded (it flags nothing until one is).
+func New(log *slog.Logger, opts Options) *Detector {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Detector{
+		log: log, opts: opts, x: feat.NewExtractor(),
+		feats: make([]float32, opts.MaxBatch*feat.Dim), names: feat.Names(),
+	}
+}
+
+// Info implements sdk.Detector.
+func (d *Detector) Info() sdk.Info {
+	return sdk.Info{Name: Name, Version: Version, EventKind: sdk.EventFile, FeatureSets: []string{feat.Name}, Dim: feat.Dim}
+}
+
+// LoadModel implements sdk.Detector: it reads the bundle strictly, checks
+// detector, feature set, dimension, threshold and expiry, opens the model in
+// ONNX Runtime, test-scores one vector and only then makes it active.
+func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, error) {
+	d.loadMu.Lock()
+	defer d.loadMu.Unlock()
+	st, err := os.Stat(path)
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: not a regular file", path)
+	}
+	b, err := bundle.Read(path, bundle.DefaultLimits())
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+	}
+	man := b.Manifest
+	switch {
+	case man.Detector != Name:
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: made for detector %q, not %q", path, man.Detector, Name)
+	case man.FeatureSet != feat.Name:
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s)", path, man.FeatureSet, feat.Name)
+	case man.Dim != feat.Dim:
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, feat.Name, feat.Dim, man.Dim)
+	case !(man.Threshold > 0) || math.IsInf(man.Threshold, 0):
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: threshold %v is not a positive number", path, man.Threshold)
+	case !man.Expires.IsZero() && time.Now().After(man.Expires):
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: expired on %s", path, man.Expires.Format(time.RFC3339))
+	}
+	digest, err := bundle.Digest(path)
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+	}
+	if err := runtime.Init(d.opts.ORTLib); err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: onnx runtime: %w", path, err)
+	}
+	sc, err := runtime.OpenWith("", b.Model, man.Dim, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+	}
+	probe := make([]float32, man.Dim)
+	if s, c, err := sc.Score(probe, 1); err != nil || len(s) != 1 || len(c) != man.Dim {
+		_ = sc.Close()
+		if err == nil {
+			err = fmt.Errorf("model outputs %d scores and %d contributions for one vector", len(s), len(c))
+		}
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: test scoring: %w", path, err)
+	}
+	m := &model{
+		info: sdk.ModelInfo{Name: man.Name, Version: man.Version, Digest: digest, FeatureSet: man.FeatureSet,
+			Threshold: float32(man.Threshold)},
+		scorer: sc, ctxVer: strconv.FormatUint(man.Version, 10),
+	}
+	d.mu.Lock()
+	old := d.model.Swap(m)
+	d.mu.Unlock()
+	if old != nil {
+		_ = old.scorer.Close()
+	}
+	d.log.Info("model loaded", "name", man.Name, "version", man.Version, "feature_set", man.FeatureSet,
+		"threshold", man.Threshold, "digest", digest)
+	return m.info, nil
+}
+
+// ScorePackets implements sdk.Detector: this detector scores file events only.
+func (d *Detector) ScorePackets(context.Context, []event.Packet) (sdk.Result, error) {
+	return sdk.Result{}, errors.New("fileactivity scores file events, not packets")
+}
+
+// ScoreFiles implements sdk.FileScorer. Events must come in stream order
+// (the per-tree rates follow their timestamps). Result.Scores holds each
+// event's score divided by the threshold (1 is the threshold); without a
+// model nothing is flagged and the scores are zero.
+func (d *Detector) ScoreFiles(_ context.Context, files []event.File) (sdk.Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	res := sdk.Result{Scores: make([]float32, 0, len(files))}
+	m := d.model.Load()
+	for off := 0; off < len(files); off += d.opts.MaxBatch {
+		chunk := files[off:min(off+d.opts.MaxBatch, len(files))]
+		if err := d.scoreChunk(m, chunk, off, &res); err != nil {
+			return sdk.Result{}, err
+		}
+	}
+	d.scored.Add(uint64(len(files)))
+	d.anomalies.Add(uint64(len(res.Anomalies)))
+	d.trees.Store(int64(d.x.Trees()))
+	return res, nil
+}
+
+func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.Result) error {
+	n := len(files)
+	fv := d.feats[:n*feat.Dim]
+	for i := range files {
+		d.x.Extract(&files[i], fv[i*feat.Dim:(i+1)*feat.Dim])
+	}
+	if m == nil {
+		res.Scores = append(res.Scores, make([]float32, n)...)
+		return nil
+	}
+	scores, contrib, err := m.scorer.Score(fv, n)
+	if err != nil {
+		return fmt.Errorf("score %s: %w", feat.Name, err)
+	}
+	thr := m.info.Threshold
+	for i, s := range scores {
+		if s != s { // NaN: the most anomalous
+			s = float32(math.Inf(1))
+		}
+		res.Scores = append(res.Scores, s/thr)
+		if !(s > thr) {
+			continue
+		}
+		c := contrib[i*feat.Dim : (i+1)*feat.Dim]
+		a := sdk.Anomaly{
+			Index: uint64(base + i), Score: s, Threshold: thr,
+			TopFeatures: topK(c, d.names),
+			Context:     fileContext(&files[i], fv[i*feat.Dim:(i+1)*feat.Dim], m),
+		}
+		share := rateShare(c)
+		a.Context[ContextRateShare] = strconv.FormatFloat(float64(share), 'f', 3, 32)
+		a.Context[ContextKind] = KindFile
+		if share >= BurstShare || files[i].Op == event.FileRemove {
+			a.Context[ContextKind] = KindBurst
+			d.bursts.Add(1)
+		}
+		res.Anomalies = append(res.Anomalies, a)
+	}
+	return nil
+}
+
+// rateShare is the part of the total per-feature error from the rate features.
+func rateShare(c []float32) float32 {
+	var all, rate float64
+	for i, v := range c {
+		if v != v || v < 0 {
+			continue
+		}
+		all += float64(v)
+		if i >= nEvent {
+			rate += float64(v)
+		}
+	}
+	if all == 0 {
+		return 0
+	}
+	return float32(rate / all)
+}
+
+// fileContext describes the event for the finding. vec is the event's
+// feature vector (for the derived flags).
+func fileContext(f *event.File, v []float32, m *model) map[string]string {
+	ctx := map[string]string{
+		ContextTimeNs:       strconv.FormatInt(f.TimeNs, 10),
+		ContextRoot:         SafePath(f.Root),
+		ContextOp:           f.Op.String(),
+		ContextSize:         strconv.FormatInt(f.Size, 10),
+		ContextModel:        m.info.Name,
+		ContextModelVersion: m.ctxVer,
+		ContextModelDigest:  m.info.Digest,
+		ContextFeatureSet:   m.info.FeatureSet,
+	}
+	p := f.Path
+	if p == "" {
+		p = f.OldPath
+	}
+	ctx[sdk.ContextPath] = SafePath(p)
+	if f.OldPath != "" {
+		ctx[ContextOldPath] = SafePath(f.OldPath)
+	}
+	if f.Flags&event.FileFlagSampled != 0 {
+		ctx[ContextMagic] = f.Magic.String()
+		ctx[ContextEntropy] = strconv.FormatFloat(float64(f.Entropy), 'f', 2, 32)
+	}
+	if v[idxHighEntropy] > 0 {
+		ctx[ContextHighEntropy] = "1"
+	}
+	if v[idxExtChanged] > 0 {
+		ctx[ContextExtChanged] = "1"
+	}
+	return ctx
+}
+
+// SafePath makes a file name safe for protobuf strings (which must be valid
+// UTF-8) and for one-line logs and tables: invalid UTF-8 bytes, control
+// characters and backslashes are written as Go escapes (\xff, \n, \\).
+// Ordinary names are returned unchanged.
+func SafePath(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c == '\\' || c >= 0x80 {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\\':
+			b.WriteString("\\\\")
+		case r < 0x20 || r == 0x7f:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+var idxHighEntropy, idxExtChanged = indexOf("high_entropy_content"), indexOf("ext_changed")
+
+func indexOf(name string) int {
+	for i, n := range feat.Names() {
+		if n == name {
+			return i
+		}
+	}
+	panic("fileactivity: feature " + name + " missing from " + feat.Name)
+}
+
+// topK returns the k largest contributions with their names.
+func topK(c []float32, names []string) []sdk.Contribution {
+	var idx [TopK]int
+	k := 0
+	for i := range c {
+		if k < TopK {
+			idx[k] = i
+			k++
+		} else if val(c, i) > val(c, idx[k-1]) {
+			idx[k-1] = i
+		} else {
+			continue
+		}
+		for j := k - 1; j > 0 && val(c, idx[j]) > val(c, idx[j-1]); j-- {
+			idx[j], idx[j-1] = idx[j-1], idx[j]
+		}
+	}
+	out := make([]sdk.Contribution, k)
+	for j := range k {
+		out[j] = sdk.Contribution{Name: names[idx[j]], Contribution: c[idx[j]]}
+	}
+	return out
+}
+
+func val(c []float32, i int) float32 {
+	v := c[i]
+	if v != v {
+		return float32(math.Inf(1))
+	}
+	return v
+}
+
+// Health implements sdk.Detector.
+func (d *Detector) Health(context.Context) sdk.Health {
+	h := sdk.Health{
+		OK: true,
+		Stats: map[string]uint64{
+			"scored":          d.scored.Load(),
+			"anomalies":       d.anomalies.Load(),
+			"burst_anomalies": d.bursts.Load(),
+			"trees":           uint64(d.trees.Load()),
+		},
+		MemoryBytes: uint64(len(d.feats)*4) + uint64(feat.MaxTrees)*1200,
+	}
+	if m := d.model.Load(); m != nil {
+		h.Model = m.info
+		h.Message = "model active"
+		h.Stats["threshold_micro"] = uint64(float64(m.info.Threshold) * 1e6)
+	} else {
+		h.Message = "no model loaded: scoring nothing"
+	}
+	return h
+}
+
+// Close releases the model.
+func (d *Detector) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if m := d.model.Swap(nil); m != nil {
+		return m.scorer.Close()
+	}
+	return nil
+}

@@ -2,11 +2,13 @@ package app
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/update"
 )
 
 // The packet pipeline (capture -> netflow detector plugin -> findings) runs
@@ -32,6 +34,12 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	for f, err := range inst.Skipped {
 		env.Log.Warn("bundle skipped", "file", f, "err", err)
 	}
+	act, err := update.ActiveModels(env.StateDir)
+	if err != nil {
+		env.Log.Warn("active models unreadable; using the baseline bundles", "err", err)
+	}
+	bundles, fromState := preferActive(inst.Bundles, act)
+	inst.Bundles = bundles
 	if len(inst.Bundles) == 0 {
 		return nil, fmt.Errorf("packet detection: %w", detect.ErrNoBundle)
 	}
@@ -41,11 +49,42 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	p, err := detect.New(detect.Config{
 		Plugin: inst.Plugin, Bundles: inst.Bundles, ORTLib: inst.ORTLib,
 		Pcaps: env.Pcaps, Interfaces: env.Interfaces, Follow: true,
-		Aggregate: detect.AggregatorConfig{FirstAfter: liveFirstAfter, UpdateEvery: liveUpdateEvery},
-		Logger:    env.Log.With("part", "netflow"),
+		// The unprivileged plugin cannot read the private state directory
+		// (activated models) and receives the updater's models later: both
+		// go through the pipeline's world-readable stage directory.
+		StageBundles: fromState || os.Geteuid() == 0,
+		Aggregate:    detect.AggregatorConfig{FirstAfter: liveFirstAfter, UpdateEvery: liveUpdateEvery},
+		Logger:       env.Log.With("part", "netflow"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("packet detection: %w", err)
 	}
 	return []pipeline.Source{p}, nil
+}
+
+// preferActive replaces, per feature set, the discovered (baseline) bundle
+// with the model the updater activated for the netflow detector
+// (<state>/models/netflow/active-<slot>), and adds active models of feature
+// sets without a baseline. fromState tells whether any bundle comes from the
+// state directory.
+func preferActive(found []detect.BundleInfo, act []update.Active) (out []detect.BundleInfo, fromState bool) {
+	bySet := map[string]int{}
+	for _, b := range found {
+		bySet[b.FeatureSet] = len(out)
+		out = append(out, b)
+	}
+	for _, a := range act {
+		if a.Detector != detect.DetectorName {
+			continue
+		}
+		b := detect.BundleInfo{Path: a.Path, Name: a.Manifest.Name, Version: a.Manifest.Version, FeatureSet: a.FeatureSet, Digest: a.Digest}
+		if i, ok := bySet[a.FeatureSet]; ok {
+			out[i] = b
+		} else {
+			bySet[a.FeatureSet] = len(out)
+			out = append(out, b)
+		}
+		fromState = true
+	}
+	return out, fromState
 }

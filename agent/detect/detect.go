@@ -18,6 +18,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +27,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/capture"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/pluginhost"
+	"github.com/vigil-edge/vigil/agent/update"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -84,6 +87,13 @@ type Pipeline struct {
 
 	models atomic.Pointer[[]*wirev1.ModelRef]
 	start  time.Time
+
+	// stageDir holds the bundles copied for the unprivileged plugin
+	// (Config.StageBundles) and the models the updater activates; Run
+	// removes it when it returns.
+	stageDir   string
+	extra      string   // Config.Bundle as the plugin reads it
+	pluginArgs []string // the plugin's command line (tests)
 }
 
 var (
@@ -112,7 +122,82 @@ func New(cfg Config) (*Pipeline, error) {
 		refs = append(refs, &wirev1.ModelRef{Name: b.Name, Version: b.Version, Digest: b.Digest, Detector: DetectorName})
 	}
 	p.models.Store(&refs)
+	if err := p.prepare(); err != nil {
+		if p.stageDir != "" {
+			os.RemoveAll(p.stageDir)
+		}
+		return nil, err
+	}
 	return p, nil
+}
+
+// prepare stages the bundles (Config.StageBundles) and creates the plugin
+// host, not yet started: ModelLoaders can hand it to the updater before Run.
+func (p *Pipeline) prepare() error {
+	hc := p.cfg.Host
+	hc.Path = p.cfg.Plugin
+	hc.Logger = p.log.With("plugin", filepath.Base(p.cfg.Plugin))
+	hc.OnResult = p.onResult
+	bundles := make([]string, 0, len(p.cfg.Bundles))
+	for _, b := range p.cfg.Bundles {
+		bundles = append(bundles, b.Path)
+	}
+	p.extra = p.cfg.Bundle
+	if p.cfg.StageBundles {
+		dir, staged, err := stage(append(bundles, p.extra))
+		if err != nil {
+			return err
+		}
+		p.stageDir = dir
+		bundles, p.extra = staged[:len(bundles)], staged[len(bundles)]
+	}
+	hc.Args = nil
+	for _, b := range bundles {
+		hc.Args = append(hc.Args, "-bundle", b)
+	}
+	hc.Args = append(hc.Args, p.cfg.PluginArgs...)
+	if len(p.cfg.Interfaces) == 0 && !hasFlag(p.cfg.PluginArgs, "hash-seed") {
+		// Offline scans are reproducible by default; live capture keeps
+		// the plugin's random seed (crafted hash collisions).
+		hc.Args = append(hc.Args, "-hash-seed", strconv.FormatUint(OfflineHashSeed, 10))
+	}
+	if p.cfg.ORTLib != "" {
+		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+p.cfg.ORTLib)
+	}
+	p.pluginArgs = hc.Args
+	h, err := pluginhost.New(hc)
+	if err != nil {
+		return fmt.Errorf("detector plugin: %w", err)
+	}
+	p.host.Store(h)
+	return nil
+}
+
+// OfflineHashSeed is the feature-table hash seed of pipelines without live
+// interfaces (`vigil-agent scan`) when PluginArgs set none: offline results
+// are then reproducible run after run. Live capture (any interface) keeps the
+// plugin's default, a random seed, so that outsiders cannot craft packets
+// whose keys collide in the feature tables (hash flooding).
+const OfflineHashSeed = 0x5eed_0001
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// ModelLoaders implements the agent's ModelLoaderSource (agent/app): the
+// updater hands a newly activated netflow model to this pipeline's plugin
+// host, so the running plugin scores with it at once (and reloads it after a
+// restart). With Config.StageBundles the bundle is first copied into the
+// pipeline's world-readable stage directory, which the unprivileged plugin
+// can read (the agent's state directory is private).
+func (p *Pipeline) ModelLoaders() update.LoaderMap {
+	return update.LoaderMap{DetectorName: update.HostLoader{Host: p.host.Load(), StageDir: p.stageDir}}
 }
 
 // Name implements pipeline.Source.
@@ -184,39 +269,13 @@ func (p *Pipeline) Counters() map[string]uint64 {
 // ends. Findings still open are flushed before it returns.
 func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 	p.start = time.Now()
-	hc := p.cfg.Host
-	hc.Path = p.cfg.Plugin
-	hc.Logger = p.log.With("plugin", filepath.Base(p.cfg.Plugin))
-	hc.OnResult = p.onResult
-	bundles := make([]string, 0, len(p.cfg.Bundles))
-	for _, b := range p.cfg.Bundles {
-		bundles = append(bundles, b.Path)
+	if p.stageDir != "" {
+		defer os.RemoveAll(p.stageDir)
 	}
-	extra := p.cfg.Bundle
-	if p.cfg.StageBundles {
-		dir, staged, err := stage(append(bundles, extra))
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		bundles, extra = staged[:len(bundles)], staged[len(bundles)]
-	}
-	hc.Args = nil
-	for _, b := range bundles {
-		hc.Args = append(hc.Args, "-bundle", b)
-	}
-	hc.Args = append(hc.Args, p.cfg.PluginArgs...)
-	if p.cfg.ORTLib != "" {
-		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+p.cfg.ORTLib)
-	}
-	h, err := pluginhost.New(hc)
-	if err != nil {
-		return fmt.Errorf("detector plugin: %w", err)
-	}
+	h := p.host.Load()
 	if err := h.Start(ctx); err != nil {
 		return fmt.Errorf("start detector plugin %s: %w", p.cfg.Plugin, err)
 	}
-	p.host.Store(h)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -224,7 +283,7 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 			p.log.Warn("closing detector plugin", "err", err)
 		}
 	}()
-	if extra != "" {
+	if extra := p.extra; extra != "" {
 		m, err := h.LoadModel(ctx, extra)
 		if err != nil {
 			return fmt.Errorf("load bundle %s: %w", p.cfg.Bundle, err)

@@ -107,6 +107,15 @@ func TestNetflowScanTrafficgen(t *testing.T) {
 		}
 		checkGolden(t, "netflow_scan_synscan.golden.json", normalizeScan(t, raw))
 	})
+	t.Run("deterministic", func(t *testing.T) {
+		// Without --hash-seed an offline scan uses a fixed default seed
+		// (detect.OfflineHashSeed): two runs give the same findings.
+		_, a := runScan(t, in, "--pcap", scanPcap)
+		_, b := runScan(t, in, "--pcap", scanPcap)
+		if na, nb := normalizeScan(t, a), normalizeScan(t, b); !bytes.Equal(na, nb) {
+			t.Errorf("two scans without --hash-seed differ:\n%s\n---\n%s", na, nb)
+		}
+	})
 	t.Run("benign", func(t *testing.T) {
 		res, raw := runScan(t, in, "--pcap", benignPcap, "--hash-seed", "1")
 		if len(res.Findings) != 0 {

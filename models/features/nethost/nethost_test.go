@@ -38,9 +38,11 @@ func feat(t *testing.T, out []float32, name string) float64 {
 	return 0
 }
 
+func lg1(x float64) float64 { return math.Log1p(x) }
+
 func TestNames(t *testing.T) {
 	n := Names()
-	if len(n) != Dim || n[0] != "host_L1_pkt_rate" || n[Dim-1] != "host_dst_hosts" {
+	if len(n) != Dim || n[0] != "host_L1_init_mean_size" || n[Dim-4] != "host_dst_ports" {
 		t.Fatalf("Names() = %v", n)
 	}
 }
@@ -57,9 +59,9 @@ func TestSteadyRate(t *testing.T) {
 		name      string
 		want, tol float64
 	}{
-		{"host_L1_pkt_rate", 100, 3}, {"host_L0.1_pkt_rate", 100, 3}, {"host_L1_byte_rate", 50000, 1500},
-		{"host_L1_mean_size", 500, 1e-6}, {"host_L1_dns_share", 1, 1e-9}, {"host_L1_syn_ratio", 0, 0},
-		{"host_L1_new_dst_rate", 0, 1e-3}, {"host_dst_ports", 1, 0.01}, {"host_dst_hosts", 1, 0.01},
+		{"host_L1_init_mean_size", 500, 1e-6}, {"host_L0.1_init_mean_size", 500, 1e-6}, {"host_L1_dns_share", 1, 1e-9},
+		{"host_L1_dns_size", 500, 1e-6}, {"host_L1_syn_share", 0, 0}, {"host_L1_open_rate", lg1(100), 0.03},
+		{"host_L1_new_dst_rate", 0, 1e-3}, {"host_dst_ports", lg1(1), 0.01}, {"host_dst_hosts", lg1(1), 0.01},
 	} {
 		if got := feat(t, out, c.name); math.Abs(got-c.want) > c.tol {
 			t.Errorf("%s = %v, want %v ± %v", c.name, got, c.want, c.tol)
@@ -82,11 +84,11 @@ func TestPortScan(t *testing.T) {
 		e.Extract(&r, out)
 		copy(out, scan)
 	}
-	if got := feat(t, out, "host_dst_ports"); got < 1000 {
+	if got := math.Expm1(feat(t, out, "host_dst_ports")); got < 1000 {
 		t.Errorf("host_dst_ports = %v after 2000 ports, want > 1000 (sketch saturates near 1420)", got)
 	}
-	if got := feat(t, out, "host_L1_syn_ratio"); math.Abs(got-1) > 1e-6 {
-		t.Errorf("syn_ratio = %v, want 1", got)
+	if got := feat(t, out, "host_L1_syn_share"); math.Abs(got-1) > 1e-6 {
+		t.Errorf("syn_share = %v, want 1", got)
 	}
 	if got := feat(t, out, "host_L1_failed_ratio"); got < 0.95 {
 		t.Errorf("failed_ratio = %v, want ~1", got)
@@ -94,10 +96,10 @@ func TestPortScan(t *testing.T) {
 	// The 256-bit pair sketch saturates during a long scan, so the rate of
 	// recognisably new destinations falls from ~1000/s; it stays far above
 	// the ~0 of a benign source.
-	if got := feat(t, out, "host_L1_new_dst_rate"); got < 20 {
+	if got := math.Expm1(feat(t, out, "host_L1_new_dst_rate")); got < 20 {
 		t.Errorf("new_dst_rate = %v /s, want high", got)
 	}
-	if got := feat(t, out, "host_dst_hosts"); got > 1.1 {
+	if got := math.Expm1(feat(t, out, "host_dst_hosts")); got > 1.1 {
 		t.Errorf("host_dst_hosts = %v, want 1", got)
 	}
 }
@@ -178,4 +180,148 @@ func BenchmarkExtractPortScan(b *testing.B) {
 	bench(b, func(i int) event.Packet {
 		return pkt(int64(i)*10_000, ipA, ipB, event.ProtoTCP, 61000, uint16(i), 58, event.TCPSyn)
 	})
+}
+
+// TestBusyServerIsQuiet: an HTTP server answering 2000 client connections
+// (each from a new ephemeral port, 1 MB downloads) and a DNS server
+// answering many queries from port 53 are responders: none of their packets
+// may count as opens, new destinations or distinct ports, and their rates
+// stay zero. (The first nethost/v1 draft counted every packet's destination
+// port, so such a server looked like a port scanner.)
+func TestBusyServerIsQuiet(t *testing.T) {
+	e := New(Config{})
+	out := make([]float32, Dim)
+	ts := int64(1_700_000_000) * sec
+	var maxOut [Dim]float32
+	for c := 0; c < 2000; c++ {
+		cport := uint16(32768 + c)
+		ts += sec / 200
+		syn := pkt(ts, ipA, ipB, event.ProtoTCP, cport, 8080, 74, event.TCPSyn)
+		e.Extract(&syn, out)
+		for i, typ := range []uint8{event.TCPSyn | event.TCPAck, event.TCPAck, event.TCPAck | event.TCPPsh, event.TCPFin | event.TCPAck, event.TCPRst} {
+			r := pkt(ts+int64(i+1)*1000, ipB, ipA, event.ProtoTCP, 8080, cport, 1514, typ)
+			e.Extract(&r, out)
+			for j, x := range out {
+				maxOut[j] = max(maxOut[j], x)
+			}
+		}
+		q := pkt(ts+9000, ipB, ipA, event.ProtoUDP, 53, cport, 120, 0) // DNS answer
+		e.Extract(&q, out)
+		for j, x := range out {
+			maxOut[j] = max(maxOut[j], x)
+		}
+	}
+	for j, x := range maxOut {
+		if x != 0 {
+			t.Errorf("server feature %s reached %v, want 0", names[j], x)
+		}
+	}
+	// The client made 2000 connections to one (host, port): one port, one
+	// host, no new destinations after the first.
+	c := pkt(ts+sec/100, ipA, ipB, event.ProtoTCP, 40000, 8080, 74, event.TCPSyn)
+	e.Extract(&c, out)
+	if got := math.Expm1(feat(t, out, "host_dst_ports")); math.Abs(got-1) > 0.01 {
+		t.Errorf("client dst_ports = %v, want 1", got)
+	}
+	if got := math.Expm1(feat(t, out, "host_L1_new_dst_rate")); got > 0.01 {
+		t.Errorf("client new_dst_rate = %v, want ~0", got)
+	}
+}
+
+func TestRoles(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		p    event.Packet
+		want role
+	}{
+		{"syn", pkt(0, ipA, ipB, event.ProtoTCP, 40000, 80, 60, event.TCPSyn), roleOpen},
+		{"synack", pkt(0, ipA, ipB, event.ProtoTCP, 80, 40000, 60, event.TCPSyn|event.TCPAck), roleResponder},
+		{"client ack", pkt(0, ipA, ipB, event.ProtoTCP, 40000, 80, 60, event.TCPAck), roleInitiator},
+		{"server data", pkt(0, ipA, ipB, event.ProtoTCP, 8080, 40000, 1500, event.TCPAck), roleResponder},
+		{"dns query", pkt(0, ipA, ipB, event.ProtoUDP, 40000, 53, 70, 0), roleOpen},
+		{"dns answer", pkt(0, ipA, ipB, event.ProtoUDP, 53, 40000, 120, 0), roleResponder},
+		{"dns 53-53", pkt(0, ipA, ipB, event.ProtoUDP, 53, 53, 120, 0), roleResponder},
+		{"ntp 123-123", pkt(0, ipA, ipB, event.ProtoUDP, 123, 123, 90, 0), roleOpen},
+		{"udp server reply high", pkt(0, ipA, ipB, event.ProtoUDP, 5000, 40000, 90, 0), roleResponder},
+		{"echo request", pkt(0, ipA, ipB, event.ProtoICMP, 8, 0, 98, 0), roleOpen},
+		{"echo reply", pkt(0, ipA, ipB, event.ProtoICMP, 0, 0, 98, 0), roleResponder},
+		{"unreachable", pkt(0, ipA, ipB, event.ProtoICMP, 3, 3, 98, 0), roleResponder},
+		{"icmpv6 echo", pkt(0, ipA, ipB, event.ProtoICMPv6, 128, 0, 98, 0), roleOpen},
+	} {
+		p := c.p
+		if got := classify(&p, p.Proto == event.ProtoTCP || p.Proto == event.ProtoUDP); got != c.want {
+			t.Errorf("%s: role %d, want %d", c.name, got, c.want)
+		}
+	}
+	arp := event.Packet{Flags: event.FlagARP, DstPort: 1}
+	if classify(&arp, false) != roleOpen {
+		t.Error("ARP request is not an open")
+	}
+}
+
+func TestOddFlagsAndSweep(t *testing.T) {
+	e := New(Config{})
+	out := make([]float32, Dim)
+	ts := int64(1_700_000_000) * sec
+	for i := 0; i < 200; i++ {
+		ts += sec / 100
+		dst := netip.AddrFrom4([4]byte{10, 99, 1, byte(i)})
+		p := pkt(ts, ipA, dst, event.ProtoICMP, 8, 0, 64, 0)
+		e.Extract(&p, out)
+	}
+	if got := math.Expm1(feat(t, out, "host_dst_hosts")); got < 150 {
+		t.Errorf("ICMP sweep of 200 hosts: dst_hosts = %v", got)
+	}
+	if got := math.Expm1(feat(t, out, "host_L1_icmp_req_rate")); got < 50 {
+		t.Errorf("icmp_req_rate = %v /s, want ~100", got)
+	}
+	for _, f := range []uint8{0, event.TCPFin, event.TCPFin | event.TCPPsh | event.TCPUrg, event.TCPSyn | event.TCPFin} {
+		if !oddTCP(f) {
+			t.Errorf("flags %#x not odd", f)
+		}
+	}
+	for _, f := range []uint8{event.TCPSyn, event.TCPSyn | event.TCPAck, event.TCPAck, event.TCPFin | event.TCPAck, event.TCPRst, event.TCPRst | event.TCPAck, event.TCPPsh | event.TCPAck, event.TCPSyn | event.TCPEce | event.TCPCwr} {
+		if oddTCP(f) {
+			t.Errorf("flags %#x odd", f)
+		}
+	}
+}
+
+// TestARPMACChange: ARP replies for one IP from two MACs (poisoning).
+func TestARPMACChange(t *testing.T) {
+	e := New(Config{})
+	out := make([]float32, Dim)
+	ts := int64(1_700_000_000) * sec
+	for i := 0; i < 20; i++ {
+		ts += sec
+		p := event.Packet{TimestampNs: ts, Flags: event.FlagARP, DstPort: 2, SrcMAC: macA, Length: 42}
+		if i%2 == 1 {
+			p.SrcMAC = macB
+		}
+		p.SetSrc(ipA)
+		p.SetDst(ipB)
+		e.Extract(&p, out)
+	}
+	if got := feat(t, out, "host_arp_mac_changes"); got < 1 {
+		t.Errorf("arp_mac_changes = %v, want high", got)
+	}
+	if got := feat(t, out, "host_L1_arp_unsol_rate"); got <= 0 {
+		t.Errorf("arp_unsol_rate = %v, want > 0 (replies without requests)", got)
+	}
+	// A reply to a request is solicited.
+	e = New(Config{})
+	for i := 0; i < 20; i++ {
+		ts += sec
+		q := event.Packet{TimestampNs: ts, Flags: event.FlagARP, DstPort: 1, SrcMAC: macB, Length: 42}
+		q.SetSrc(ipB)
+		q.SetDst(ipA)
+		e.Extract(&q, out)
+		p := event.Packet{TimestampNs: ts + 1000, Flags: event.FlagARP, DstPort: 2, SrcMAC: macA, Length: 42}
+		p.SetSrc(ipA)
+		p.SetDst(ipB)
+		e.Extract(&p, out)
+		if got := feat(t, out, "host_L1_arp_unsol_rate"); i > 0 && got != 0 {
+			t.Fatalf("solicited replies: arp_unsol_rate = %v", got)
+		}
+	}
 }

@@ -105,7 +105,20 @@ const (
 
 func mix(a, b uint64) uint64 {
 	hi, lo := bits.Mul64(a^k0, b^k1)
-	return hi ^ lo
+	return fmix(hi ^ lo)
+}
+
+// fmix is MurmurHash3's 64-bit finaliser: the multiply-mix alone leaves the
+// low bits (which pick table slots and sketch bits) depending on the low
+// bits of its inputs only, and IPv4-mapped addresses differ in their top
+// bytes.
+func fmix(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
 }
 
 func le64(b []byte) uint64 {

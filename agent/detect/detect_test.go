@@ -1,0 +1,99 @@
+package detect
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/vigil-edge/vigil/agent/update"
+)
+
+// fakePlugin is any regular file: New only pins the binary's checksum, it
+// starts nothing.
+func fakePlugin(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), PluginName)
+	if err := os.WriteFile(p, []byte("#!/bin/false\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func fakeBundle(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "nethost-1.vgb")
+	if err := os.WriteFile(p, []byte("bundle"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestModelLoaders: the pipeline hands its (not yet started) plugin host to
+// the updater before Run, with a world-readable stage directory for the
+// unprivileged plugin.
+func TestModelLoaders(t *testing.T) {
+	p, err := New(Config{Plugin: fakePlugin(t), Bundles: []BundleInfo{{Path: fakeBundle(t), FeatureSet: "nethost/v1"}},
+		Interfaces: []string{"eth-test0"}, StageBundles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(p.stageDir)
+	lm := p.ModelLoaders()
+	l, ok := lm[DetectorName]
+	if !ok || len(lm) != 1 {
+		t.Fatalf("ModelLoaders() = %v, want one %q loader", lm, DetectorName)
+	}
+	hl, ok := l.(update.HostLoader)
+	if !ok {
+		t.Fatalf("loader is %T, want update.HostLoader", l)
+	}
+	if hl.Host == nil || hl.Host != p.host.Load() {
+		t.Fatal("HostLoader.Host is not the pipeline's plugin host")
+	}
+	st, err := os.Stat(hl.StageDir)
+	if err != nil || !st.IsDir() || st.Mode().Perm()&0o005 != 0o005 {
+		t.Fatalf("stage dir %q: %v %v (must be a world-readable directory)", hl.StageDir, st, err)
+	}
+	// The staged bundle is what the plugin is told to load, and readable.
+	i := slices.Index(p.pluginArgs, "-bundle")
+	if i < 0 || filepath.Dir(p.pluginArgs[i+1]) != hl.StageDir {
+		t.Fatalf("plugin args %v do not name a staged bundle", p.pluginArgs)
+	}
+	if st, err := os.Stat(p.pluginArgs[i+1]); err != nil || st.Mode().Perm()&0o004 == 0 {
+		t.Fatalf("staged bundle: %v %v", st, err)
+	}
+	// Live capture: the plugin keeps its random hash seed.
+	if slices.Contains(p.pluginArgs, "-hash-seed") {
+		t.Fatalf("live pipeline fixes the hash seed: %v", p.pluginArgs)
+	}
+}
+
+// TestOfflineHashSeed: an offline scan is reproducible by default (a fixed
+// hash seed), and an explicit seed wins.
+func TestOfflineHashSeed(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "1592590337"},
+		{[]string{"-hash-seed", "7"}, "7"},
+		{[]string{"--hash-seed=9"}, ""},
+	} {
+		p, err := New(Config{Plugin: fakePlugin(t), Bundles: []BundleInfo{{Path: fakeBundle(t)}}, Pcaps: []string{"x.pcap"}, PluginArgs: c.args})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.Index(p.pluginArgs, "-hash-seed")
+		got := ""
+		if i >= 0 {
+			got = p.pluginArgs[i+1]
+		}
+		if got != c.want {
+			t.Errorf("args %v: plugin args %v, want -hash-seed %q", c.args, p.pluginArgs, c.want)
+		}
+		if n := len(slices.DeleteFunc(slices.Clone(p.pluginArgs), func(s string) bool { return s != "-hash-seed" })); n > 1 {
+			t.Errorf("hash seed given twice: %v", p.pluginArgs)
+		}
+	}
+}

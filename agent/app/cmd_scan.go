@@ -248,7 +248,7 @@ func newScanCommand(g *Globals) *cobra.Command {
 	f.DurationVar(&window, "window", 30*time.Second, "aggregation window per source (packet time)")
 	f.Uint64Var(&minPackets, "min-packets", 0, "anomalous packets a source needs for a finding below high severity (default 3)")
 	f.DurationVar(&calibrate, "calibrate", 0, "per-sensor calibration: observe this much of the capture (packet time) before flagging")
-	f.Uint64Var(&hashSeed, "hash-seed", 0, "fixed feature-table hash seed, for byte-identical repeated scans (default random)")
+	f.Uint64Var(&hashSeed, "hash-seed", 0, "feature-table hash seed (default: a fixed seed, so repeated scans of a file are byte-identical)")
 	f.StringSliceVar(&modelDirs, "model-dir", nil, "directories with model bundles (after the one next to the binary)")
 	f.StringSliceVar(&pluginDirs, "plugin-dir", nil, "directories with detector plugins (after the binary's own)")
 	extendScanDir(cmd, g) // --dir (fileactivity), cmd_scan_dir.go

@@ -59,7 +59,7 @@ func startConsoleServer(t *testing.T) *consoleServer {
 		t.Fatal(err)
 	}
 	if err := db.TouchAgent(ctx, "a-sick", now.Add(-time.Hour), store.AgentState{Version: "0.6.9", ActiveModels: models,
-		Spool: store.SpoolStats{Depth: 812, Dropped: 42, Bytes: 900 << 10, CapacityBytes: 1 << 20},
+		Spool:    store.SpoolStats{Depth: 812, Dropped: 42, Bytes: 900 << 10, CapacityBytes: 1 << 20},
 		Counters: map[string]uint64{"kernel_drops": 17}}); err != nil {
 		t.Fatal(err)
 	}

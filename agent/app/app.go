@@ -1,7 +1,9 @@
 // Package app is the composition root of vigil-agent: the cobra command tree
 // (enroll, run, status; further subcommands register themselves, one file
-// each) and Run, which wires config, state directory, spool, uplink, metrics
-// and the finding sources together. Only agent/cmd/vigil-agent imports it.
+// each) and Run, which wires config, state directory, spool, the server's
+// suppressions (agent/suppress), uplink, metrics and the finding sources
+// together. Only agent/cmd/vigil-agent imports it (and end-to-end tests
+// under test/).
 package app
 
 import (
@@ -19,6 +21,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/spool"
 	"github.com/vigil-edge/vigil/agent/state"
+	"github.com/vigil-edge/vigil/agent/suppress"
 	"github.com/vigil-edge/vigil/agent/uplink"
 	"github.com/vigil-edge/vigil/internal/buildinfo"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -59,6 +62,9 @@ type Running struct {
 	Spool      *spool.Spool
 	Uplink     *uplink.Client
 	FindingsIn func() uint64
+	// Suppressions is the server's suppressions set in front of the spool
+	// (its Suppressed() counts the findings it dropped).
+	Suppressions *suppress.Keeper
 }
 
 // countingSink counts findings on their way to the spool.
@@ -101,7 +107,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	}()
 	st := sp.Stats()
 	log.Info("spool open", "depth", st.Depth, "next_seq", st.NextSeq, "dropped", st.Dropped, "capacity_bytes", st.CapacityBytes)
-	sink := &countingSink{next: sp}
+	counted := &countingSink{next: sp}
+	// The server's false-positive suppressions drop matching findings before
+	// the spool; the set kept in the state directory applies from the start.
+	sups := suppress.Open(dir.Path(suppress.FileName), counted, log.With("part", "suppress"))
+	var sink pipeline.Sink = sups
 
 	sources := append([]pipeline.Source(nil), opts.Sources...)
 	env := pipeline.Env{Log: log, StateDir: cfg.StateDir, Interfaces: cfg.Capture.Interfaces, Pcaps: cfg.Capture.Pcaps, Watch: cfg.Watch,
@@ -124,7 +134,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	}
 
 	counters := func() map[string]uint64 {
-		out := map[string]uint64{"findings_in": sink.n.Load()}
+		out := map[string]uint64{"findings_in": counted.n.Load(), "findings_suppressed": sups.Suppressed()}
 		for _, s := range sources {
 			if c, ok := s.(pipeline.Counters); ok {
 				maps.Copy(out, c.Counters())
@@ -162,6 +172,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		Counters:       counters,
 		ActiveModels:   models,
 		OnModelOffer:   onOffer,
+		OnSuppressions: sups.Update,
 		ModelStatus:    upd.status,
 		Interfaces:     cfg.Capture.Interfaces,
 	})
@@ -201,7 +212,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	}()
 	if cfg.Metrics.Listen != "off" {
 		ms := metrics.Sources{
-			Spool: sp.Stats, Uplink: up.Stats, FindingsIn: sink.n.Load, Counters: counters,
+			Spool: sp.Stats, Uplink: up.Stats, FindingsIn: counted.n.Load, Suppressed: sups.Suppressed, Counters: counters,
 			AgentID: id.AgentID, Entity: id.Entity, Version: buildinfo.Version,
 		}
 		coreWG.Add(1)
@@ -214,7 +225,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	}
 	log.Info("agent running", "version", buildinfo.Version, "entity", id.Entity, "sources", len(sources))
 	if opts.Ready != nil {
-		opts.Ready(&Running{Spool: sp, Uplink: up, FindingsIn: sink.n.Load})
+		opts.Ready(&Running{Spool: sp, Uplink: up, FindingsIn: counted.n.Load, Suppressions: sups})
 	}
 
 	var runErr error

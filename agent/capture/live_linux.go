@@ -36,6 +36,11 @@ type liveSource struct {
 	closeMu sync.Once
 	hmu     sync.Mutex // guards handles against Close during Stats
 	log     *slog.Logger
+	// startNs: with a filter, packets stamped before every socket had its
+	// filter attached may have entered the ring unfiltered (the socket is
+	// bound before SO_ATTACH_FILTER); capture starts at startNs and earlier
+	// packets are skipped.
+	startNs int64
 }
 
 // OpenLive starts capturing on iface with AF_PACKET TPACKET_V3 rings. It
@@ -102,6 +107,9 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 				return nil, fmt.Errorf("open live %s: fanout: %w", iface, err)
 			}
 		}
+	}
+	if prog != nil {
+		s.startNs = time.Now().UnixNano()
 	}
 	// Two batches per reader in flight plus one being filled.
 	nb := 3 * opts.Fanout
@@ -188,6 +196,9 @@ func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters,
 			s.setErr(fmt.Errorf("read %s: %w", s.iface, err))
 			hand()
 			return
+		}
+		if s.startNs != 0 && ci.Timestamp.UnixNano() < s.startNs {
+			continue // arrived before the filter was in place
 		}
 		st.Packets++
 		st.Bytes += uint64(len(data))

@@ -1,6 +1,6 @@
 // Package metrics serves the agent's Prometheus metrics and a JSON status
 // document on a localhost listener: spool depth, bytes and drops, findings
-// in and out, acks, reconnects, connection state and certificate expiry.
+// in, suppressed and out, acks, reconnects, connection state and certificate expiry.
 package metrics
 
 import (
@@ -29,6 +29,7 @@ type Sources struct {
 	Spool       func() *wirev1.SpoolStats
 	Uplink      func() uplink.Stats
 	FindingsIn  func() uint64            // findings appended by the pipeline
+	Suppressed  func() uint64            // findings dropped by the server's suppressions (optional)
 	Counters    func() map[string]uint64 // pipeline counters (optional)
 	AgentID     string
 	Entity      string
@@ -46,6 +47,7 @@ type Status struct {
 	Spool        *SpoolStats       `json:"spool,omitempty"`
 	Uplink       *uplink.Stats     `json:"uplink,omitempty"`
 	FindingsIn   uint64            `json:"findings_in"`
+	Suppressed   uint64            `json:"findings_suppressed"`
 	Counters     map[string]uint64 `json:"counters,omitempty"`
 }
 
@@ -85,6 +87,10 @@ func Registry(s Sources) *prometheus.Registry {
 	if s.FindingsIn != nil {
 		counter("findings_in_total", "Findings appended to the spool by the pipeline.", func() float64 { return float64(s.FindingsIn()) })
 	}
+	if s.Suppressed != nil {
+		counter("findings_suppressed_total", "Findings dropped before the spool because a suppression of the server (a false positive) matched.",
+			func() float64 { return float64(s.Suppressed()) })
+	}
 	up := func(f func(uplink.Stats) float64) func() float64 { return func() float64 { return f(s.Uplink()) } }
 	counter("findings_sent_total", "Findings sent to the server (re-sends included).", up(func(u uplink.Stats) float64 { return float64(u.FindingsSent) }))
 	counter("findings_acked_total", "Sequence numbers acknowledged by the server.", up(func(u uplink.Stats) float64 { return float64(u.FindingsAcked) }))
@@ -122,6 +128,9 @@ func StatusOf(s Sources) Status {
 	}
 	if s.FindingsIn != nil {
 		st.FindingsIn = s.FindingsIn()
+	}
+	if s.Suppressed != nil {
+		st.Suppressed = s.Suppressed()
 	}
 	if s.Counters != nil {
 		st.Counters = s.Counters()

@@ -1,6 +1,6 @@
 // Package uplink is the agent's QUIC client: it connects to the server with
 // mutual TLS, keeps a CONTROL stream (Hello, periodic Status, server pushes:
-// SlowDown, ModelOffer, RenewResponse) and drains the spool over a FINDINGS
+// SlowDown, ModelOffer, Suppressions, RenewResponse) and drains the spool over a FINDINGS
 // stream (FindingsBatch -> Ack, a few batches in flight, the spool deleting
 // only acknowledged findings). It reconnects with jittered exponential
 // backoff and renews the agent certificate at 2/3 of its lifetime.
@@ -67,6 +67,12 @@ type Config struct {
 	// OnModelOffer receives the server's model offers (optional; logged
 	// otherwise). It must not block.
 	OnModelOffer func(*wirev1.ModelOffer)
+	// OnSuppressions receives the entity's full set of active suppressions,
+	// which the server sends after every HelloAck and whenever the set
+	// changes (optional; logged otherwise). Each set replaces the previous
+	// one. It runs on the CONTROL reader: it may write a file, but must not
+	// wait for the network.
+	OnSuppressions func(*wirev1.Suppressions)
 	// ModelStatus carries the updater's reports; each is sent on the CONTROL
 	// stream as it arrives (optional).
 	ModelStatus <-chan *wirev1.ModelStatus
@@ -396,6 +402,16 @@ func (c *Client) controlReader(r *wirev1.Reader, renewCh chan<- *wirev1.RenewRes
 			} else {
 				c.log.Info("model offer received (no updater yet)", "rollout", o.RolloutId,
 					"model", o.GetModel().GetName(), "version", o.GetModel().GetVersion(), "shadow", o.Shadow)
+			}
+		case *wirev1.ServerControl_Suppressions:
+			sups := msg.Suppressions
+			if sups == nil {
+				sups = &wirev1.Suppressions{}
+			}
+			if c.cfg.OnSuppressions != nil {
+				c.cfg.OnSuppressions(sups)
+			} else {
+				c.log.Info("suppressions received (not applied)", "rules", len(sups.Items), "generation", sups.Generation)
 			}
 		case *wirev1.ServerControl_Renew:
 			select {

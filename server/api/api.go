@@ -68,6 +68,11 @@ type Options struct {
 	// OnRevoke, if set, is called after an agent was revoked (the endpoint
 	// refreshes its revocation cache and drops the agent's connection).
 	OnRevoke func(agentID string)
+	// OnSuppressionsChanged, if set, is called after an entity's
+	// suppressions changed (a finding marked false_positive or reopened, a
+	// suppression lifted): the endpoint pushes the new set to the entity's
+	// agents. It must not block.
+	OnSuppressionsChanged func(entity string)
 	// Console, if set, serves everything outside /api/ and /metrics (the
 	// web console, console.Handler()).
 	Console http.Handler

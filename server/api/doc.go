@@ -24,9 +24,10 @@
 // finding false_positive creates a suppression for the finding's entity:
 // {detector, src_ip, dst_ip, dst_port, proto, path} taken from the finding
 // (the source port is left out, it is ephemeral). GET /suppressions lists
-// them per entity. How agents apply them (the control-stream message that
-// carries them is not part of the wire protocol yet): the server sends the
-// entity's active suppressions to each of its agents; before spooling a
+// them per entity. How agents apply them: the QUIC endpoint sends the
+// entity's active suppressions (wirev1.Suppressions on the CONTROL stream)
+// to each of its agents after HelloAck and, through
+// Options.OnSuppressionsChanged, at once after every change; before spooling a
 // finding the agent drops it when any suppression matches, that is when the
 // detector is equal and every non-empty field of the suppression equals the
 // finding's context (dst_port 0 = any; proto compared case-insensitively;

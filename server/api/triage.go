@@ -141,12 +141,17 @@ func (s *server) triageFinding(w http.ResponseWriter, r *http.Request, p *princi
 	}
 	// Scope first: a finding of another entity is "not found", whatever
 	// the body says.
-	if _, err := s.findingInScope(r.Context(), p, id); err != nil {
+	before, err := s.findingInScope(r.Context(), p, id)
+	if err != nil {
 		return err
 	}
 	f, err := s.db.TriageFinding(r.Context(), id, store.Triage{Status: req.Status, Assignee: req.Assignee, Comment: req.Comment}, p.actor())
 	if err != nil {
 		return err
+	}
+	// Into or out of false_positive: the entity's suppressions changed.
+	if (before.Status == store.StatusFalsePositive) != (f.Status == store.StatusFalsePositive) {
+		s.suppressionsChanged(f.Entity)
 	}
 	writeJSON(w, http.StatusOK, f)
 	return nil
@@ -193,8 +198,12 @@ func (s *server) liftSuppression(w http.ResponseWriter, r *http.Request, p *prin
 	if !p.sees(sup.Entity) {
 		return errNotFound
 	}
+	wasActive := sup.LiftedAt.IsZero()
 	if err := s.db.LiftSuppression(r.Context(), id, p.actor()); err != nil {
 		return err
+	}
+	if wasActive {
+		s.suppressionsChanged(sup.Entity)
 	}
 	sup, err = s.db.GetSuppression(r.Context(), id)
 	if err != nil {
@@ -202,6 +211,12 @@ func (s *server) liftSuppression(w http.ResponseWriter, r *http.Request, p *prin
 	}
 	writeJSON(w, http.StatusOK, sup)
 	return nil
+}
+
+func (s *server) suppressionsChanged(entity string) {
+	if s.opts.OnSuppressionsChanged != nil {
+		s.opts.OnSuppressionsChanged(entity)
+	}
 }
 
 // ---- stats, entities, models, rollouts ----

@@ -14,7 +14,8 @@ import (
 )
 
 // newAPIHandler builds the HTTPS API handler. Revocations through the API
-// reach the endpoint at once (Endpoint.Revoke).
+// reach the endpoint at once (Endpoint.Revoke), and so do changes of an
+// entity's suppressions (Endpoint.SuppressionsChanged).
 // The console is mounted under /; stop, closed when the HTTP server shuts
 // down, ends the live streams so that Shutdown does not wait for them.
 func newAPIHandler(db *store.DB, ep *endpoint.Endpoint, reg *prometheus.Registry, cfg Config, log *slog.Logger, pin string, stop <-chan struct{}) (http.Handler, error) {
@@ -25,8 +26,10 @@ func newAPIHandler(db *store.DB, ep *endpoint.Endpoint, reg *prometheus.Registry
 		Registry:     reg,
 		Registerer:   reg,
 		OnRevoke:     ep.Revoke,
-		Console:      console.Handler(),
-		Shutdown:     stop,
+		// Triage and lifts reach the entity's connected agents at once.
+		OnSuppressionsChanged: ep.SuppressionsChanged,
+		Console:               console.Handler(),
+		Shutdown:              stop,
 	}), nil
 }
 

@@ -31,8 +31,13 @@ const (
 
 // controlSession is a live CONTROL stream: the handler and Push write to it.
 type controlSession struct {
+	agentID, entity string
+
 	mu sync.Mutex
 	w  io.Writer
+	// The generation of the last Suppressions sent (supSent: one was).
+	supSent bool
+	supGen  uint64
 }
 
 func (cs *controlSession) send(m *wirev1.ServerControl) error {
@@ -74,7 +79,7 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 	lastTouch := time.Now()
 	// Register before HelloAck leaves, so that Push works as soon as the
 	// agent sees the ack; the session lock keeps pushes behind the ack.
-	cs := &controlSession{w: w}
+	cs := &controlSession{agentID: p.id.AgentID, entity: p.id.Entity, w: w}
 	cs.mu.Lock()
 	e.connMu.Lock()
 	e.controls[p.id.AgentID] = cs
@@ -86,15 +91,30 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 		}
 		e.connMu.Unlock()
 	}()
+	// The entity's suppressions follow the ack at once. They are read after
+	// the session is registered: a change committed after this read is
+	// pushed to the session too (after the ack), and the generation check
+	// keeps whichever set is newer.
+	sups, err := e.suppressionsMsg(ctx, p.id.Entity)
+	if err != nil {
+		p.log.Warn("agent gets no suppressions now", "err", err)
+	}
 	err = writeFrame(w, &wirev1.ServerControl{Msg: &wirev1.ServerControl_HelloAck{HelloAck: &wirev1.HelloAck{
 		AgentId:            p.id.AgentID,
 		Entity:             p.id.Entity,
 		ServerTimeUnixNano: e.cfg.now().UnixNano(),
 		StatusIntervalMs:   uint32(e.cfg.StatusInterval / time.Millisecond),
 	}}})
+	if err != nil {
+		cs.mu.Unlock()
+		return fmt.Errorf("write hello ack: %w", err)
+	}
+	if sups != nil {
+		_, err = cs.sendSuppressionsLocked(sups)
+	}
 	cs.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("write hello ack: %w", err)
+		return fmt.Errorf("write suppressions: %w", err)
 	}
 	p.log.Info("agent connected", "version", hello.AgentVersion, "hostname", base.Hostname)
 	if e.cfg.OnHello != nil {

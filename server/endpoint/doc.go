@@ -5,7 +5,9 @@
 //   - ENROLL: token + CSR -> certificate chain (the only stream allowed on a
 //     connection without a client certificate);
 //   - CONTROL: Hello -> HelloAck, Status heartbeats, certificate renewal, and
-//     server pushes (ModelOffer, SlowDown) through Endpoint.Push;
+//     server pushes (ModelOffer, SlowDown) through Endpoint.Push; right after
+//     HelloAck, and again on every change (Endpoint.SuppressionsChanged), the
+//     entity's active suppressions (suppressions.go);
 //   - FINDINGS: FindingsBatch -> commit -> Ack;
 //   - FETCH: model bundles by digest, resumable from an offset.
 //

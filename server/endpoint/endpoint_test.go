@@ -65,6 +65,15 @@ func controlStream(t *testing.T, c *quic.Conn) (*quic.Stream, *wirev1.Reader, *w
 	if m.GetHelloAck() == nil {
 		t.Fatalf("first control message %v, want HelloAck", &m)
 	}
+	// The entity's suppressions follow the ack at once (the real store
+	// keeps them).
+	var sups wirev1.ServerControl
+	if err := r.Read(&sups); err != nil {
+		return nil, nil, nil, err
+	}
+	if sups.GetSuppressions() == nil {
+		t.Fatalf("second control message %v, want Suppressions", &sups)
+	}
 	return st, r, m.GetHelloAck(), nil
 }
 

@@ -8,25 +8,26 @@ import (
 
 // metrics are the endpoint's Prometheus metrics (namespace vigil_server).
 type metrics struct {
-	connections       prometheus.Gauge
-	connectionsTotal  *prometheus.CounterVec // by auth: mtls | enroll
-	handshakeRefused  *prometheus.CounterVec // by reason
-	streams           *prometheus.CounterVec // by kind
-	framesRejected    *prometheus.CounterVec // by code
-	findingsReceived  prometheus.Counter
-	findingsCommitted prometheus.Counter
-	findingsDuplicate prometheus.Counter
-	acks              prometheus.Counter
-	slowDowns         prometheus.Counter
-	commitSeconds     prometheus.Histogram
-	commitErrors      prometheus.Counter
-	commitsInFlight   prometheus.GaugeFunc
-	enrollments       *prometheus.CounterVec // by result: ok | token_invalid | bad_csr | internal
-	renewals          *prometheus.CounterVec // by result
-	fetchBytes        prometheus.Counter
-	pushes            prometheus.Counter
-	panics            prometheus.Counter
-	revokedDisconnect prometheus.Counter
+	connections           prometheus.Gauge
+	connectionsTotal      *prometheus.CounterVec // by auth: mtls | enroll
+	handshakeRefused      *prometheus.CounterVec // by reason
+	streams               *prometheus.CounterVec // by kind
+	framesRejected        *prometheus.CounterVec // by code
+	findingsReceived      prometheus.Counter
+	findingsCommitted     prometheus.Counter
+	findingsDuplicate     prometheus.Counter
+	acks                  prometheus.Counter
+	slowDowns             prometheus.Counter
+	commitSeconds         prometheus.Histogram
+	commitErrors          prometheus.Counter
+	commitsInFlight       prometheus.GaugeFunc
+	enrollments           *prometheus.CounterVec // by result: ok | token_invalid | bad_csr | internal
+	renewals              *prometheus.CounterVec // by result
+	fetchBytes            prometheus.Counter
+	pushes                prometheus.Counter
+	suppressionsTruncated prometheus.Counter
+	panics                prometheus.Counter
+	revokedDisconnect     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -66,6 +67,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fetch_bytes_total", Help: "Bundle bytes served by FETCH."}),
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "control_pushes_total", Help: "ServerControl messages pushed to agents."}),
+		suppressionsTruncated: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "suppressions_truncated_total", Help: "Suppressions messages that left out an entity's oldest suppressions (over the bound)."}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "handler_panics_total", Help: "Panics recovered in connection or stream handlers (bugs)."}),
 		revokedDisconnect: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -76,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.handshakeRefused, m.streams,
 		m.framesRejected, m.findingsReceived, m.findingsCommitted, m.findingsDuplicate, m.acks, m.slowDowns,
-		m.commitSeconds, m.commitErrors, m.enrollments, m.renewals, m.fetchBytes, m.pushes, m.panics,
+		m.commitSeconds, m.commitErrors, m.enrollments, m.renewals, m.fetchBytes, m.pushes, m.suppressionsTruncated, m.panics,
 		m.revokedDisconnect} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)

@@ -69,6 +69,7 @@ type Store interface {
 	ListSuppressions(ctx context.Context, f SuppressionFilter) ([]Suppression, error)
 	GetSuppression(ctx context.Context, id int64) (Suppression, error)
 	LiftSuppression(ctx context.Context, id int64, actor string) error
+	ActiveSuppressions(ctx context.Context, entity string, limit int) (SuppressionSet, error)
 
 	// Models and rollouts (read side).
 	ListModels(ctx context.Context) ([]Model, error)

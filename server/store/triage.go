@@ -305,6 +305,64 @@ func (db *DB) ListSuppressions(ctx context.Context, f SuppressionFilter) ([]Supp
 	return out, nil
 }
 
+// MaxActiveSuppressions bounds the suppressions ActiveSuppressions returns
+// (what one message to an agent carries).
+const MaxActiveSuppressions = 10000
+
+// SuppressionSet is an entity's active suppressions, as its agents get them.
+type SuppressionSet struct {
+	// Items are the active suppressions, newest first, at most the limit
+	// asked for.
+	Items []Suppression
+	// Active is the number of active suppressions in all (above len(Items)
+	// when the limit cut the oldest).
+	Active int
+	// Generation grows by one with every creation and every lift of one of
+	// the entity's suppressions (rows are never deleted), so a larger
+	// generation is a newer set. 0: the entity never had one.
+	Generation uint64
+}
+
+// ActiveSuppressions returns entity's active suppressions (newest first, at
+// most limit; limit <= 0 or above MaxActiveSuppressions means
+// MaxActiveSuppressions), their number and the set's generation, read in
+// one snapshot.
+func (db *DB) ActiveSuppressions(ctx context.Context, entity string, limit int) (SuppressionSet, error) {
+	if limit <= 0 || limit > MaxActiveSuppressions {
+		limit = MaxActiveSuppressions
+	}
+	var set SuppressionSet
+	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return set, fmt.Errorf("active suppressions of %s: %w", entity, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var total, lifted int64
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COUNT(lifted_at) FROM suppressions WHERE entity = ?`, entity).
+		Scan(&total, &lifted); err != nil {
+		return set, fmt.Errorf("active suppressions of %s: %w", entity, err)
+	}
+	set.Generation, set.Active = uint64(total+lifted), int(total-lifted)
+	rows, err := tx.QueryContext(ctx, `SELECT `+suppressionCols+` FROM suppressions
+		WHERE entity = ? AND lifted_at IS NULL ORDER BY id DESC LIMIT ?`, entity, limit)
+	if err != nil {
+		return set, fmt.Errorf("active suppressions of %s: %w", entity, err)
+	}
+	defer rows.Close()
+	set.Items = []Suppression{}
+	for rows.Next() {
+		s, err := scanSuppression(rows)
+		if err != nil {
+			return set, fmt.Errorf("active suppressions of %s: %w", entity, err)
+		}
+		set.Items = append(set.Items, s)
+	}
+	if err := rows.Err(); err != nil {
+		return set, fmt.Errorf("active suppressions of %s: %w", entity, err)
+	}
+	return set, nil
+}
+
 // FindingNotes returns a finding's triage history, oldest first.
 func (db *DB) FindingNotes(ctx context.Context, findingID int64) ([]FindingNote, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT id, finding_id, time, actor, status, assignee, comment

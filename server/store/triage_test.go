@@ -169,3 +169,58 @@ func TestStatsCursorsRollouts(t *testing.T) {
 		t.Errorf("models %+v", ms)
 	}
 }
+
+func TestActiveSuppressions(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	set, err := db.ActiveSuppressions(ctx, "acme", 0)
+	if err != nil || len(set.Items) != 0 || set.Active != 0 || set.Generation != 0 {
+		t.Fatalf("empty: %+v %v", set, err)
+	}
+	// Three findings with different destination ports: three suppressions.
+	fs := mkFindings(1, 3, "netflow")
+	for i, f := range fs {
+		f.Context.DstPort = uint32(100 + i)
+	}
+	if _, err := db.InsertFindings(ctx, "a-1", "acme", fs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.InsertFindings(ctx, "b-1", "beta", mkFindings(1, 1, "netflow")); err != nil {
+		t.Fatal(err)
+	}
+	all, err := db.ListFindings(ctx, FindingFilter{Entity: "acme", Ascending: true})
+	if err != nil || len(all) != 3 {
+		t.Fatalf("%d %v", len(all), err)
+	}
+	var gens []uint64
+	for _, f := range all {
+		if _, err := db.TriageFinding(ctx, f.ID, Triage{Status: ptr(StatusFalsePositive)}, "ann"); err != nil {
+			t.Fatal(err)
+		}
+		set, err := db.ActiveSuppressions(ctx, "acme", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens = append(gens, set.Generation)
+	}
+	set, err = db.ActiveSuppressions(ctx, "acme", 2)
+	if err != nil || set.Active != 3 || len(set.Items) != 2 || set.Items[0].DstPort != 102 || set.Items[1].DstPort != 101 {
+		t.Fatalf("limited: %+v %v", set, err)
+	}
+	if _, err := db.TriageFinding(ctx, all[2].ID, Triage{Status: ptr(StatusResolved)}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	set, err = db.ActiveSuppressions(ctx, "acme", 0)
+	if err != nil || set.Active != 2 || len(set.Items) != 2 || set.Items[0].DstPort != 101 {
+		t.Fatalf("after lift: %+v %v", set, err)
+	}
+	gens = append(gens, set.Generation)
+	for i := 1; i < len(gens); i++ {
+		if gens[i] <= gens[i-1] {
+			t.Fatalf("generations %v not increasing", gens)
+		}
+	}
+	if other, err := db.ActiveSuppressions(ctx, "beta", 0); err != nil || len(other.Items) != 0 || other.Generation != 0 {
+		t.Fatalf("beta: %+v %v", other, err)
+	}
+}

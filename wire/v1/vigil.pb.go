@@ -35,7 +35,7 @@ type StreamKind int32
 const (
 	StreamKind_STREAM_KIND_UNSPECIFIED StreamKind = 0
 	StreamKind_STREAM_KIND_ENROLL      StreamKind = 1 // CSR + token -> certificate chain
-	StreamKind_STREAM_KIND_CONTROL     StreamKind = 2 // Hello, Status, ModelOffer, Renew (long-lived)
+	StreamKind_STREAM_KIND_CONTROL     StreamKind = 2 // Hello, Status, ModelOffer, Renew, Suppressions (long-lived)
 	StreamKind_STREAM_KIND_FINDINGS    StreamKind = 3 // FindingsBatch -> Ack
 	StreamKind_STREAM_KIND_FETCH       StreamKind = 4 // bundle download by digest, resumable
 )
@@ -1272,6 +1272,7 @@ type ServerControl struct {
 	//	*ServerControl_Renew
 	//	*ServerControl_SlowDown
 	//	*ServerControl_Error
+	//	*ServerControl_Suppressions
 	Msg           isServerControl_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1359,6 +1360,15 @@ func (x *ServerControl) GetError() *Error {
 	return nil
 }
 
+func (x *ServerControl) GetSuppressions() *Suppressions {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerControl_Suppressions); ok {
+			return x.Suppressions
+		}
+	}
+	return nil
+}
+
 type isServerControl_Msg interface {
 	isServerControl_Msg()
 }
@@ -1383,6 +1393,10 @@ type ServerControl_Error struct {
 	Error *Error `protobuf:"bytes,5,opt,name=error,proto3,oneof"`
 }
 
+type ServerControl_Suppressions struct {
+	Suppressions *Suppressions `protobuf:"bytes,6,opt,name=suppressions,proto3,oneof"`
+}
+
 func (*ServerControl_HelloAck) isServerControl_Msg() {}
 
 func (*ServerControl_ModelOffer) isServerControl_Msg() {}
@@ -1392,6 +1406,159 @@ func (*ServerControl_Renew) isServerControl_Msg() {}
 func (*ServerControl_SlowDown) isServerControl_Msg() {}
 
 func (*ServerControl_Error) isServerControl_Msg() {}
+
+func (*ServerControl_Suppressions) isServerControl_Msg() {}
+
+// Suppression is one rule of an entity's false-positive suppressions: a
+// finding of `detector` whose context matches every non-empty field
+// (dst_port 0 = any; proto compared case-insensitively) is not raised.
+type Suppression struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"` // the server's suppression id (for logs)
+	Detector      string                 `protobuf:"bytes,2,opt,name=detector,proto3" json:"detector,omitempty"`
+	SrcIp         string                 `protobuf:"bytes,3,opt,name=src_ip,json=srcIp,proto3" json:"src_ip,omitempty"`
+	DstIp         string                 `protobuf:"bytes,4,opt,name=dst_ip,json=dstIp,proto3" json:"dst_ip,omitempty"`
+	DstPort       uint32                 `protobuf:"varint,5,opt,name=dst_port,json=dstPort,proto3" json:"dst_port,omitempty"`
+	Proto         string                 `protobuf:"bytes,6,opt,name=proto,proto3" json:"proto,omitempty"`
+	Path          string                 `protobuf:"bytes,7,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Suppression) Reset() {
+	*x = Suppression{}
+	mi := &file_vigil_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Suppression) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Suppression) ProtoMessage() {}
+
+func (x *Suppression) ProtoReflect() protoreflect.Message {
+	mi := &file_vigil_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Suppression.ProtoReflect.Descriptor instead.
+func (*Suppression) Descriptor() ([]byte, []int) {
+	return file_vigil_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Suppression) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Suppression) GetDetector() string {
+	if x != nil {
+		return x.Detector
+	}
+	return ""
+}
+
+func (x *Suppression) GetSrcIp() string {
+	if x != nil {
+		return x.SrcIp
+	}
+	return ""
+}
+
+func (x *Suppression) GetDstIp() string {
+	if x != nil {
+		return x.DstIp
+	}
+	return ""
+}
+
+func (x *Suppression) GetDstPort() uint32 {
+	if x != nil {
+		return x.DstPort
+	}
+	return 0
+}
+
+func (x *Suppression) GetProto() string {
+	if x != nil {
+		return x.Proto
+	}
+	return ""
+}
+
+func (x *Suppression) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+// Suppressions is the full set of the agent's entity's active suppressions;
+// it replaces whatever set the agent held. The server sends it right after
+// HelloAck and again whenever the set changes. generation grows with every
+// change of the entity's suppressions (agents log it; a set is never merged).
+type Suppressions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*Suppression         `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Suppressions) Reset() {
+	*x = Suppressions{}
+	mi := &file_vigil_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Suppressions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Suppressions) ProtoMessage() {}
+
+func (x *Suppressions) ProtoReflect() protoreflect.Message {
+	mi := &file_vigil_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Suppressions.ProtoReflect.Descriptor instead.
+func (*Suppressions) Descriptor() ([]byte, []int) {
+	return file_vigil_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Suppressions) GetItems() []*Suppression {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *Suppressions) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
 
 type FindingContext struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1408,7 +1575,7 @@ type FindingContext struct {
 
 func (x *FindingContext) Reset() {
 	*x = FindingContext{}
-	mi := &file_vigil_proto_msgTypes[17]
+	mi := &file_vigil_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1587,7 @@ func (x *FindingContext) String() string {
 func (*FindingContext) ProtoMessage() {}
 
 func (x *FindingContext) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[17]
+	mi := &file_vigil_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1600,7 @@ func (x *FindingContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindingContext.ProtoReflect.Descriptor instead.
 func (*FindingContext) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{17}
+	return file_vigil_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FindingContext) GetSrcIp() string {
@@ -1495,7 +1662,7 @@ type FeatureContribution struct {
 
 func (x *FeatureContribution) Reset() {
 	*x = FeatureContribution{}
-	mi := &file_vigil_proto_msgTypes[18]
+	mi := &file_vigil_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1674,7 @@ func (x *FeatureContribution) String() string {
 func (*FeatureContribution) ProtoMessage() {}
 
 func (x *FeatureContribution) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[18]
+	mi := &file_vigil_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1687,7 @@ func (x *FeatureContribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureContribution.ProtoReflect.Descriptor instead.
 func (*FeatureContribution) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{18}
+	return file_vigil_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FeatureContribution) GetName() string {
@@ -1560,7 +1727,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_vigil_proto_msgTypes[19]
+	mi := &file_vigil_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1739,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[19]
+	mi := &file_vigil_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1752,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{19}
+	return file_vigil_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Finding) GetSeq() uint64 {
@@ -1703,7 +1870,7 @@ type FindingsBatch struct {
 
 func (x *FindingsBatch) Reset() {
 	*x = FindingsBatch{}
-	mi := &file_vigil_proto_msgTypes[20]
+	mi := &file_vigil_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1882,7 @@ func (x *FindingsBatch) String() string {
 func (*FindingsBatch) ProtoMessage() {}
 
 func (x *FindingsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[20]
+	mi := &file_vigil_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1895,7 @@ func (x *FindingsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindingsBatch.ProtoReflect.Descriptor instead.
 func (*FindingsBatch) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{20}
+	return file_vigil_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FindingsBatch) GetFirstSeq() uint64 {
@@ -1756,7 +1923,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_vigil_proto_msgTypes[21]
+	mi := &file_vigil_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1935,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[21]
+	mi := &file_vigil_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1948,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{21}
+	return file_vigil_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Ack) GetThroughSeq() uint64 {
@@ -1815,7 +1982,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_vigil_proto_msgTypes[22]
+	mi := &file_vigil_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +1994,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[22]
+	mi := &file_vigil_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +2007,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{22}
+	return file_vigil_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FetchRequest) GetDigest() string {
@@ -1870,7 +2037,7 @@ type FetchChunk struct {
 
 func (x *FetchChunk) Reset() {
 	*x = FetchChunk{}
-	mi := &file_vigil_proto_msgTypes[23]
+	mi := &file_vigil_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +2049,7 @@ func (x *FetchChunk) String() string {
 func (*FetchChunk) ProtoMessage() {}
 
 func (x *FetchChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[23]
+	mi := &file_vigil_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2062,7 @@ func (x *FetchChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChunk.ProtoReflect.Descriptor instead.
 func (*FetchChunk) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{23}
+	return file_vigil_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FetchChunk) GetData() []byte {
@@ -2025,15 +2192,29 @@ const file_vigil_proto_rawDesc = "" +
 	"\x05model\x18\x02 \x01(\v2\x17.vigil.wire.v1.ModelRefR\x05model\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x16\n" +
 	"\x06shadow\x18\x04 \x01(\bR\x06shadow\x12\x1a\n" +
-	"\brollback\x18\x05 \x01(\bR\brollback\"\xa8\x02\n" +
+	"\brollback\x18\x05 \x01(\bR\brollback\"\xeb\x02\n" +
 	"\rServerControl\x126\n" +
 	"\thello_ack\x18\x01 \x01(\v2\x17.vigil.wire.v1.HelloAckH\x00R\bhelloAck\x12<\n" +
 	"\vmodel_offer\x18\x02 \x01(\v2\x19.vigil.wire.v1.ModelOfferH\x00R\n" +
 	"modelOffer\x124\n" +
 	"\x05renew\x18\x03 \x01(\v2\x1c.vigil.wire.v1.RenewResponseH\x00R\x05renew\x126\n" +
 	"\tslow_down\x18\x04 \x01(\v2\x17.vigil.wire.v1.SlowDownH\x00R\bslowDown\x12,\n" +
-	"\x05error\x18\x05 \x01(\v2\x14.vigil.wire.v1.ErrorH\x00R\x05errorB\x05\n" +
-	"\x03msg\"\xb7\x01\n" +
+	"\x05error\x18\x05 \x01(\v2\x14.vigil.wire.v1.ErrorH\x00R\x05error\x12A\n" +
+	"\fsuppressions\x18\x06 \x01(\v2\x1b.vigil.wire.v1.SuppressionsH\x00R\fsuppressionsB\x05\n" +
+	"\x03msg\"\xac\x01\n" +
+	"\vSuppression\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
+	"\bdetector\x18\x02 \x01(\tR\bdetector\x12\x15\n" +
+	"\x06src_ip\x18\x03 \x01(\tR\x05srcIp\x12\x15\n" +
+	"\x06dst_ip\x18\x04 \x01(\tR\x05dstIp\x12\x19\n" +
+	"\bdst_port\x18\x05 \x01(\rR\adstPort\x12\x14\n" +
+	"\x05proto\x18\x06 \x01(\tR\x05proto\x12\x12\n" +
+	"\x04path\x18\a \x01(\tR\x04path\"`\n" +
+	"\fSuppressions\x120\n" +
+	"\x05items\x18\x01 \x03(\v2\x1a.vigil.wire.v1.SuppressionR\x05items\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\"\xb7\x01\n" +
 	"\x0eFindingContext\x12\x15\n" +
 	"\x06src_ip\x18\x01 \x01(\tR\x05srcIp\x12\x15\n" +
 	"\x06dst_ip\x18\x02 \x01(\tR\x05dstIp\x12\x19\n" +
@@ -2107,7 +2288,7 @@ func file_vigil_proto_rawDescGZIP() []byte {
 }
 
 var file_vigil_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_vigil_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_vigil_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_vigil_proto_goTypes = []any{
 	(StreamKind)(0),             // 0: vigil.wire.v1.StreamKind
 	(Severity)(0),               // 1: vigil.wire.v1.Severity
@@ -2128,14 +2309,16 @@ var file_vigil_proto_goTypes = []any{
 	(*SlowDown)(nil),            // 16: vigil.wire.v1.SlowDown
 	(*ModelOffer)(nil),          // 17: vigil.wire.v1.ModelOffer
 	(*ServerControl)(nil),       // 18: vigil.wire.v1.ServerControl
-	(*FindingContext)(nil),      // 19: vigil.wire.v1.FindingContext
-	(*FeatureContribution)(nil), // 20: vigil.wire.v1.FeatureContribution
-	(*Finding)(nil),             // 21: vigil.wire.v1.Finding
-	(*FindingsBatch)(nil),       // 22: vigil.wire.v1.FindingsBatch
-	(*Ack)(nil),                 // 23: vigil.wire.v1.Ack
-	(*FetchRequest)(nil),        // 24: vigil.wire.v1.FetchRequest
-	(*FetchChunk)(nil),          // 25: vigil.wire.v1.FetchChunk
-	nil,                         // 26: vigil.wire.v1.Status.CountersEntry
+	(*Suppression)(nil),         // 19: vigil.wire.v1.Suppression
+	(*Suppressions)(nil),        // 20: vigil.wire.v1.Suppressions
+	(*FindingContext)(nil),      // 21: vigil.wire.v1.FindingContext
+	(*FeatureContribution)(nil), // 22: vigil.wire.v1.FeatureContribution
+	(*Finding)(nil),             // 23: vigil.wire.v1.Finding
+	(*FindingsBatch)(nil),       // 24: vigil.wire.v1.FindingsBatch
+	(*Ack)(nil),                 // 25: vigil.wire.v1.Ack
+	(*FetchRequest)(nil),        // 26: vigil.wire.v1.FetchRequest
+	(*FetchChunk)(nil),          // 27: vigil.wire.v1.FetchChunk
+	nil,                         // 28: vigil.wire.v1.Status.CountersEntry
 }
 var file_vigil_proto_depIdxs = []int32{
 	0,  // 0: vigil.wire.v1.StreamHeader.kind:type_name -> vigil.wire.v1.StreamKind
@@ -2144,7 +2327,7 @@ var file_vigil_proto_depIdxs = []int32{
 	7,  // 3: vigil.wire.v1.Hello.host:type_name -> vigil.wire.v1.HostFacts
 	6,  // 4: vigil.wire.v1.ModelStatus.model:type_name -> vigil.wire.v1.ModelRef
 	9,  // 5: vigil.wire.v1.Status.spool:type_name -> vigil.wire.v1.SpoolStats
-	26, // 6: vigil.wire.v1.Status.counters:type_name -> vigil.wire.v1.Status.CountersEntry
+	28, // 6: vigil.wire.v1.Status.counters:type_name -> vigil.wire.v1.Status.CountersEntry
 	6,  // 7: vigil.wire.v1.Status.active_models:type_name -> vigil.wire.v1.ModelRef
 	10, // 8: vigil.wire.v1.Status.model_status:type_name -> vigil.wire.v1.ModelStatus
 	3,  // 9: vigil.wire.v1.RenewResponse.error:type_name -> vigil.wire.v1.Error
@@ -2158,19 +2341,21 @@ var file_vigil_proto_depIdxs = []int32{
 	13, // 17: vigil.wire.v1.ServerControl.renew:type_name -> vigil.wire.v1.RenewResponse
 	16, // 18: vigil.wire.v1.ServerControl.slow_down:type_name -> vigil.wire.v1.SlowDown
 	3,  // 19: vigil.wire.v1.ServerControl.error:type_name -> vigil.wire.v1.Error
-	1,  // 20: vigil.wire.v1.Finding.severity:type_name -> vigil.wire.v1.Severity
-	6,  // 21: vigil.wire.v1.Finding.model:type_name -> vigil.wire.v1.ModelRef
-	19, // 22: vigil.wire.v1.Finding.context:type_name -> vigil.wire.v1.FindingContext
-	20, // 23: vigil.wire.v1.Finding.top_features:type_name -> vigil.wire.v1.FeatureContribution
-	21, // 24: vigil.wire.v1.FindingsBatch.findings:type_name -> vigil.wire.v1.Finding
-	16, // 25: vigil.wire.v1.Ack.slow_down:type_name -> vigil.wire.v1.SlowDown
-	3,  // 26: vigil.wire.v1.Ack.error:type_name -> vigil.wire.v1.Error
-	3,  // 27: vigil.wire.v1.FetchChunk.error:type_name -> vigil.wire.v1.Error
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	20, // 20: vigil.wire.v1.ServerControl.suppressions:type_name -> vigil.wire.v1.Suppressions
+	19, // 21: vigil.wire.v1.Suppressions.items:type_name -> vigil.wire.v1.Suppression
+	1,  // 22: vigil.wire.v1.Finding.severity:type_name -> vigil.wire.v1.Severity
+	6,  // 23: vigil.wire.v1.Finding.model:type_name -> vigil.wire.v1.ModelRef
+	21, // 24: vigil.wire.v1.Finding.context:type_name -> vigil.wire.v1.FindingContext
+	22, // 25: vigil.wire.v1.Finding.top_features:type_name -> vigil.wire.v1.FeatureContribution
+	23, // 26: vigil.wire.v1.FindingsBatch.findings:type_name -> vigil.wire.v1.Finding
+	16, // 27: vigil.wire.v1.Ack.slow_down:type_name -> vigil.wire.v1.SlowDown
+	3,  // 28: vigil.wire.v1.Ack.error:type_name -> vigil.wire.v1.Error
+	3,  // 29: vigil.wire.v1.FetchChunk.error:type_name -> vigil.wire.v1.Error
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_vigil_proto_init() }
@@ -2190,6 +2375,7 @@ func file_vigil_proto_init() {
 		(*ServerControl_Renew)(nil),
 		(*ServerControl_SlowDown)(nil),
 		(*ServerControl_Error)(nil),
+		(*ServerControl_Suppressions)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2197,7 +2383,7 @@ func file_vigil_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vigil_proto_rawDesc), len(file_vigil_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -11,6 +11,9 @@ package wirev1
 // History:
 //   - 1: first version: ENROLL, CONTROL (Hello, Status, Renew, ModelOffer,
 //     SlowDown), FINDINGS (FindingsBatch -> Ack), FETCH.
+//   - 1 (additive, no version change): ServerControl.suppressions (field 6):
+//     the entity's active false-positive suppressions, sent after HelloAck
+//     and on every change. Older agents ignore the unknown oneof case.
 const ProtocolVersion = 1
 
 // ALPN is the TLS application protocol negotiated on every connection.

@@ -1,0 +1,95 @@
+package suppress
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/vigil-edge/vigil/agent/pipeline"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// Filter is a pipeline.Sink that drops the findings a rule of the current
+// set matches and passes the others on to next. Replace swaps the set at
+// once; Append is safe for concurrent use.
+type Filter struct {
+	next       pipeline.Sink
+	cur        atomic.Pointer[index]
+	suppressed atomic.Uint64
+}
+
+var _ pipeline.Sink = (*Filter)(nil)
+
+// index is a set by detector (a finding is only compared with its
+// detector's rules).
+type index struct {
+	gen        uint64
+	n          int
+	byDetector map[string][]Rule
+}
+
+func newIndex(s Set) *index {
+	ix := &index{gen: s.Generation, n: len(s.Rules), byDetector: map[string][]Rule{}}
+	for _, r := range s.Rules {
+		ix.byDetector[r.Detector] = append(ix.byDetector[r.Detector], r)
+	}
+	return ix
+}
+
+func (ix *index) matches(f *wirev1.Finding) bool {
+	for _, r := range ix.byDetector[f.Detector] {
+		if r.Matches(f.Detector, f.Context) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewFilter returns a filter in front of next applying s.
+func NewFilter(next pipeline.Sink, s Set) *Filter {
+	f := &Filter{next: next}
+	f.cur.Store(newIndex(s))
+	return f
+}
+
+// Replace makes s the set that applies (the whole set: nothing is merged).
+func (f *Filter) Replace(s Set) { f.cur.Store(newIndex(s)) }
+
+// Len is the number of rules that apply.
+func (f *Filter) Len() int { return f.cur.Load().n }
+
+// Generation is the generation of the set that applies.
+func (f *Filter) Generation() uint64 { return f.cur.Load().gen }
+
+// Suppressed is the number of findings dropped so far.
+func (f *Filter) Suppressed() uint64 { return f.suppressed.Load() }
+
+// Append passes the findings no rule matches on to next (all of them when
+// the set is empty; nothing when every one is suppressed). The caller's
+// slice is not modified.
+func (f *Filter) Append(ctx context.Context, fs []*wirev1.Finding) error {
+	ix := f.cur.Load()
+	if ix.n == 0 {
+		return f.next.Append(ctx, fs)
+	}
+	var kept []*wirev1.Finding
+	for i, fd := range fs {
+		if fd == nil || !ix.matches(fd) {
+			if kept != nil {
+				kept = append(kept, fd)
+			}
+			continue
+		}
+		f.suppressed.Add(1)
+		if kept == nil {
+			kept = make([]*wirev1.Finding, i, len(fs))
+			copy(kept, fs[:i])
+		}
+	}
+	if kept == nil {
+		return f.next.Append(ctx, fs)
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	return f.next.Append(ctx, kept)
+}

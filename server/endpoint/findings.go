@@ -24,67 +24,128 @@ const (
 	commitTimeout    = 60 * time.Second
 )
 
+// maxPipelined bounds the batches of one FINDINGS stream that are read and
+// handed to the store before the oldest of them is acknowledged.
+const maxPipelined = 8
+
+// submitter is implemented by stores that queue a batch and let the caller
+// wait for its commit later (store.DB): batches of one stream submitted
+// back to back are committed in order and may share a transaction.
+type submitter interface {
+	SubmitFindings(ctx context.Context, agentID, entity string, fs []*wirev1.Finding) (wait func(context.Context) (int, error), err error)
+}
+
+// pendingCommit is a batch handed to the store, waiting for its ack.
+type pendingCommit struct {
+	b      *wirev1.FindingsBatch
+	ctx    context.Context
+	cancel context.CancelFunc
+	wait   func(context.Context) (int, error)
+	start  time.Time
+	queued int64
+}
+
 // handleFindings serves a FINDINGS stream: each FindingsBatch is validated,
 // committed under id (the identity of the connection's certificate, never a
 // field of the message), then acknowledged with Ack{through_seq = the
 // batch's last seq}. Re-sent batches are stored once (the store ignores a
 // known (agent, seq)) and acknowledged again.
+//
+// Reading and acknowledging are pipelined: up to maxPipelined batches are
+// submitted to the store while the oldest commits, and acks go out strictly
+// in order, each only after its batch is committed. An agent with several
+// batches in flight thus has them committed together instead of paying one
+// fsync per round trip. When a commit fails, nothing after it is
+// acknowledged (acks are cumulative) and the stream ends.
 func (e *Endpoint) handleFindings(ctx context.Context, id pki.Identity, r *wirev1.Reader, w io.Writer) error {
+	pending := make(chan *pendingCommit, maxPipelined)
+	ackDone := make(chan error, 1)
+	go func() { ackDone <- e.ackLoop(id, pending, w) }()
+	rerr := e.readBatches(ctx, id, r, pending)
+	close(pending)
+	if aerr := <-ackDone; aerr != nil {
+		return aerr
+	}
+	return rerr
+}
+
+func (e *Endpoint) readBatches(ctx context.Context, id pki.Identity, r *wirev1.Reader, pending chan<- *pendingCommit) error {
 	for {
-		var b wirev1.FindingsBatch
-		if err := r.Read(&b); err != nil {
+		b := &wirev1.FindingsBatch{}
+		if err := r.Read(b); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
-		if err := validateBatch(&b); err != nil {
+		if err := validateBatch(b); err != nil {
 			return err
 		}
-		n := len(b.Findings)
-		e.m.findingsReceived.Add(float64(n))
+		e.m.findingsReceived.Add(float64(len(b.Findings)))
 		if !e.beginCommit() {
 			return protoErr(wirev1.CodeShuttingDown, "server shutting down")
 		}
-		err := e.commitAndAck(ctx, id, &b, w)
-		e.endCommit()
-		if err != nil {
-			return err
+		// The commit outlives a dropped connection: a half-done ingest
+		// would only be re-sent, but finishing it is cheaper and drains
+		// cleanly.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+		pc := &pendingCommit{b: b, ctx: cctx, cancel: cancel, start: time.Now(), queued: e.inflight.Add(1)}
+		if sub, ok := e.st.(submitter); ok {
+			wait, err := sub.SubmitFindings(cctx, id.AgentID, id.Entity, b.Findings)
+			if err != nil {
+				wait = func(context.Context) (int, error) { return 0, err }
+			}
+			pc.wait = wait
+		} else {
+			st := e.st
+			pc.wait = func(c context.Context) (int, error) { return st.InsertFindings(c, id.AgentID, id.Entity, b.Findings) }
 		}
+		pending <- pc
 	}
 }
 
-func (e *Endpoint) commitAndAck(ctx context.Context, id pki.Identity, b *wirev1.FindingsBatch, w io.Writer) error {
-	// The commit outlives a dropped connection: a half-done ingest would
-	// only be re-sent, but finishing it is cheaper and drains cleanly.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-	defer cancel()
-	queued := e.inflight.Add(1)
-	start := time.Now()
-	inserted, err := e.st.InsertFindings(cctx, id.AgentID, id.Entity, b.Findings)
-	lat := time.Since(start)
-	e.inflight.Add(-1)
-	e.m.commitSeconds.Observe(lat.Seconds())
-	if err != nil {
-		e.m.commitErrors.Inc()
-		e.log.Error("commit findings", "agent", id.AgentID, "findings", len(b.Findings), "err", err)
-		_ = writeFrame(w, &wirev1.Ack{Error: &wirev1.Error{Code: uint32(wirev1.CodeInternal), Message: "commit failed; retry"}})
-		return fmt.Errorf("commit findings: %w", err)
+// ackLoop waits for each submitted batch in order and acknowledges it. After
+// a failure it only drains (finishing the commits already submitted) and
+// wakes the reader, so that the stream ends.
+func (e *Endpoint) ackLoop(id pki.Identity, pending <-chan *pendingCommit, w io.Writer) error {
+	var failed error
+	fail := func(err error) {
+		failed = err
+		setReadDeadline(w, time.Nanosecond) // unblock readBatches
 	}
-	e.m.findingsCommitted.Add(float64(inserted))
-	if d := len(b.Findings) - inserted; d > 0 {
-		e.m.findingsDuplicate.Add(float64(d))
+	for pc := range pending {
+		inserted, err := pc.wait(pc.ctx)
+		lat := time.Since(pc.start)
+		e.inflight.Add(-1)
+		pc.cancel()
+		e.endCommit()
+		e.m.commitSeconds.Observe(lat.Seconds())
+		if failed != nil {
+			continue
+		}
+		if err != nil {
+			e.m.commitErrors.Inc()
+			e.log.Error("commit findings", "agent", id.AgentID, "findings", len(pc.b.Findings), "err", err)
+			_ = writeFrame(w, &wirev1.Ack{Error: &wirev1.Error{Code: uint32(wirev1.CodeInternal), Message: "commit failed; retry"}})
+			fail(fmt.Errorf("commit findings: %w", err))
+			continue
+		}
+		e.m.findingsCommitted.Add(float64(inserted))
+		if d := len(pc.b.Findings) - inserted; d > 0 {
+			e.m.findingsDuplicate.Add(float64(d))
+		}
+		ack := &wirev1.Ack{ThroughSeq: pc.b.Findings[len(pc.b.Findings)-1].Seq}
+		if int(pc.queued) >= e.cfg.SlowDownQueue || lat >= e.cfg.SlowDownLatency {
+			ack.SlowDown = e.cfg.SlowDown
+			e.m.slowDowns.Inc()
+		}
+		if err := writeFrame(w, ack); err != nil {
+			fail(fmt.Errorf("write ack: %w", err))
+			continue
+		}
+		e.m.acks.Inc()
 	}
-	ack := &wirev1.Ack{ThroughSeq: b.Findings[len(b.Findings)-1].Seq}
-	if int(queued) >= e.cfg.SlowDownQueue || lat >= e.cfg.SlowDownLatency {
-		ack.SlowDown = e.cfg.SlowDown
-		e.m.slowDowns.Inc()
-	}
-	if err := writeFrame(w, ack); err != nil {
-		return fmt.Errorf("write ack: %w", err)
-	}
-	e.m.acks.Inc()
-	return nil
+	return failed
 }
 
 // validateBatch checks a batch from the network: 1..MaxBatchFindings

@@ -40,47 +40,64 @@ type insertRes struct {
 // It returns how many findings were new. If ctx ends first it returns
 // ctx.Err() and the batch may or may not be stored (a re-send is harmless).
 func (db *DB) InsertFindings(ctx context.Context, agentID, entity string, fs []*wirev1.Finding) (int, error) {
+	wait, err := db.SubmitFindings(ctx, agentID, entity, fs)
+	if err != nil {
+		return 0, err
+	}
+	return wait(ctx)
+}
+
+// SubmitFindings queues a batch for the committer and returns at once;
+// wait blocks until the batch is committed (or failed) and returns what
+// InsertFindings would. Batches are committed in the order they were
+// submitted (one committer, one FIFO queue), and batches waiting together
+// share one transaction and one fsync: a caller that submits the next batch
+// of a stream before the previous one is committed lets one agent's
+// pipelined batches be committed together.
+func (db *DB) SubmitFindings(ctx context.Context, agentID, entity string, fs []*wirev1.Finding) (wait func(context.Context) (int, error), err error) {
 	if agentID == "" || entity == "" {
-		return 0, fmt.Errorf("insert findings: agent and entity required: %w", ErrInvalid)
+		return nil, fmt.Errorf("insert findings: agent and entity required: %w", ErrInvalid)
 	}
 	for _, f := range fs {
 		if f == nil || f.GetSeq() > math.MaxInt64 {
-			return 0, fmt.Errorf("insert findings of %s: nil finding or seq out of range: %w", agentID, ErrInvalid)
+			return nil, fmt.Errorf("insert findings of %s: nil finding or seq out of range: %w", agentID, ErrInvalid)
 		}
 	}
 	if len(fs) == 0 {
-		return 0, nil
+		return func(context.Context) (int, error) { return 0, nil }, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("insert findings of %s: %w", agentID, err)
+		return nil, fmt.Errorf("insert findings of %s: %w", agentID, err)
 	}
 	req := &insertReq{agentID: agentID, entity: entity, fs: fs, done: make(chan insertRes, 1)}
 	select {
 	case db.ingest <- req:
 	case <-ctx.Done():
-		return 0, fmt.Errorf("insert findings of %s: %w", agentID, ctx.Err())
+		return nil, fmt.Errorf("insert findings of %s: %w", agentID, ctx.Err())
 	case <-db.closing:
-		return 0, fmt.Errorf("insert findings of %s: %w", agentID, errClosed)
+		return nil, fmt.Errorf("insert findings of %s: %w", agentID, errClosed)
 	}
-	select {
-	case r := <-req.done:
-		if r.err != nil {
-			return 0, fmt.Errorf("insert findings of %s: %w", agentID, r.err)
-		}
-		return r.inserted, nil
-	case <-ctx.Done():
-		return 0, fmt.Errorf("insert findings of %s: %w", agentID, ctx.Err())
-	case <-db.committerDone:
+	return func(ctx context.Context) (int, error) {
 		select {
-		case r := <-req.done: // answered just before the committer stopped
+		case r := <-req.done:
 			if r.err != nil {
 				return 0, fmt.Errorf("insert findings of %s: %w", agentID, r.err)
 			}
 			return r.inserted, nil
-		default:
-			return 0, fmt.Errorf("insert findings of %s: %w", agentID, errClosed)
+		case <-ctx.Done():
+			return 0, fmt.Errorf("insert findings of %s: %w", agentID, ctx.Err())
+		case <-db.committerDone:
+			select {
+			case r := <-req.done: // answered just before the committer stopped
+				if r.err != nil {
+					return 0, fmt.Errorf("insert findings of %s: %w", agentID, r.err)
+				}
+				return r.inserted, nil
+			default:
+				return 0, fmt.Errorf("insert findings of %s: %w", agentID, errClosed)
+			}
 		}
-	}
+	}, nil
 }
 
 // committer is the one goroutine that writes findings.

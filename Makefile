@@ -8,8 +8,9 @@ LDFLAGS := -s -w -X github.com/vigil-edge/vigil/internal/buildinfo.Version=$(VER
 ORT_LIB = $(shell ./installer/fetch-onnxruntime.sh)
 
 # Pure-Go binaries (no cgo): the agent core, the server and the CLI.
-PURE_MAINS := agent/cmd/vigil-agent server/cmd/vigil-server server/cmd/vigilctl test/trafficgen/cmd/vigil-trafficgen
-# Detector plugins: cgo, they load ONNX Runtime.
+PURE_MAINS := agent/cmd/vigil-agent server/cmd/vigil-server test/trafficgen/cmd/vigil-trafficgen test/lab/cmd/vigil-lab
+# Detector plugins and vigilctl (model train/eval): cgo, they dlopen ONNX
+# Runtime at run time.
 PLUGIN_MAINS := $(filter-out plugins/example/%,$(wildcard plugins/*/cmd/vigil-detector-*))
 
 .PHONY: all build ort test test-short bench proto lint models run clean fuzz package
@@ -21,7 +22,7 @@ build: ort
 	@for m in $(PURE_MAINS); do \
 	  if [ -d $$m ]; then echo "go build $$m"; CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./$$m || exit 1; fi; \
 	done
-	@for m in $(PLUGIN_MAINS); do \
+	@for m in $(PLUGIN_MAINS) server/cmd/vigilctl; do \
 	  echo "go build $$m"; CGO_ENABLED=1 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./$$m || exit 1; \
 	done
 	@install -m 0644 "$(ORT_LIB)" $(BIN)/lib/libonnxruntime.so
@@ -58,7 +59,7 @@ lint:
 
 # Baseline model bundles, reproducible from the shared benign captures.
 models: build
-	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-baseline -benign ../shared/data/benign -attacks ../shared/data/attacks -manifest ../shared/data/MANIFEST.csv -out models/baseline
+	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-baseline -benign ../shared/data/benign -attacks ../shared/data/attacks -manifest ../shared/data/MANIFEST.csv -out models/baseline $(if $(LAB),-lab $(LAB))
 
 # make run: a demo deployment in .demo/ (git-ignored): PKI, admin token,
 # server, one enrolled agent replaying a generated capture; Ctrl-C stops all.

@@ -25,7 +25,8 @@ func init() { Register(60, newModelCmd) }
 
 func newModelCmd(app *App) *cobra.Command {
 	cmd := &cobra.Command{Use: "model", Short: "Model signing keys, bundles and the server's registry"}
-	cmd.AddCommand(modelKeygen(app), modelSign(app), modelVerify(app), modelInspect(app), modelPublish(app), modelRollback(app))
+	cmd.AddCommand(modelKeygen(app), modelSign(app), modelVerify(app), modelInspect(app), modelPublish(app), modelRollback(app),
+		modelTrain(app), modelEval(app))
 	return cmd
 }
 

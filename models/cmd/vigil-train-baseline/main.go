@@ -35,6 +35,7 @@ func main() {
 	flag.DurationVar(&cfg.Validity, "validity", 2*365*24*time.Hour, "bundle validity")
 	flag.BoolVar(&cfg.NoWrite, "dry-run", false, "evaluate only, write nothing")
 	flag.StringVar(&cfg.Ship, "ship", "nethost/v1", "feature sets whose bundles ship in -out (comma-separated); the others go to -out/experimental")
+	flag.StringVar(&cfg.Lab, "lab", "", "lab baseline pcaps from test/lab (comma-separated; optional): last fifth of each held out")
 	flag.StringVar(&cfg.Only, "only", "", "train and evaluate only this feature set (e.g. nethost/v1; with -dry-run for quick iterations)")
 	flag.Parse()
 	t, err := time.Parse(time.RFC3339, *created)

@@ -2,27 +2,21 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/vigil-edge/vigil/agent/capture"
 	"github.com/vigil-edge/vigil/models/ae"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/models/dataset"
 	"github.com/vigil-edge/vigil/models/features/netflow"
 	"github.com/vigil-edge/vigil/models/features/nethost"
 	"github.com/vigil-edge/vigil/models/runtime"
@@ -41,6 +35,9 @@ type Config struct {
 	Validity                               time.Duration
 	NoWrite                                bool
 	Ship                                   string
+	// Lab lists lab baseline captures (test/lab, comma-separated): the last
+	// fifth of each (in time) is held out for calibration, the rest trains.
+	Lab string
 	// Only, if set, trains and evaluates only this feature set (quick
 	// iterations with -dry-run); the others flag nothing.
 	Only string
@@ -55,72 +52,17 @@ type set struct {
 	extract func(*event.Packet, []float32)
 }
 
-// capFeatures holds the features of every packet of one capture.
-type capFeatures struct {
-	path   string
-	n      int
-	feats  [2][]float32
-	src    []netip.Addr
-	ts     []int64
-	reason string // why the capture was skipped, if it was
-}
-
-const maxPacketsPerFile = 200_000
+// capFeatures holds the features of every packet of one capture for both
+// feature sets (models/dataset).
+type capFeatures = dataset.Capture
 
 // extractFile runs a capture through the agent's capture code and both
 // feature sets, with fresh extractor state (as `vigil-agent scan` does).
 func extractFile(ctx context.Context, path string) (*capFeatures, error) {
-	src, err := capture.OpenFile(path)
-	if err != nil {
-		return nil, err
-	}
-	defer src.Close()
-	nf := netflow.New(netflow.Config{HashSeed: 1})
-	nh := nethost.New(nethost.Config{HashSeed: 1})
-	cf := &capFeatures{path: path}
-	buf := make([]event.Packet, 1024)
-	var v1 [netflow.Dim]float32
-	var v2 [nethost.Dim]float32
-	for cf.n < maxPacketsPerFile {
-		n, err := src.Next(ctx, buf)
-		for i := range buf[:n] {
-			p := &buf[i]
-			nf.Extract(p, v1[:])
-			nh.Extract(p, v2[:])
-			cf.feats[0] = append(cf.feats[0], v1[:]...)
-			cf.feats[1] = append(cf.feats[1], v2[:]...)
-			cf.src = append(cf.src, p.SrcAddr())
-			cf.ts = append(cf.ts, p.TimestampNs)
-			cf.n++
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if cf.n > 0 { // keep what decoded before the error
-				cf.reason = err.Error()
-				break
-			}
-			return nil, err
-		}
-	}
-	return cf, nil
+	return dataset.Extract(ctx, path, dataset.Sets(), dataset.DefaultMaxPackets)
 }
 
-func listCaptures(dir string) ([]string, error) {
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			out = append(out, p)
-		}
-		return nil
-	})
-	sort.Strings(out)
-	return out, err
-}
+func listCaptures(dir string) ([]string, error) { return dataset.List(dir) }
 
 // label is the attacker of an attack capture, from MANIFEST.csv.
 type label struct {
@@ -128,40 +70,18 @@ type label struct {
 	attacker netip.Addr
 }
 
-var ipRE = regexp.MustCompile(`\b(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})\b`)
-var arrowRE = regexp.MustCompile(`(?:attacker |server |client )?(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}) ->|attacker (\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})`)
-
-// readLabels reads the attacker address of each attack capture: the
-// manifest's attacker column when it holds an address, else "attacker X" or
-// "X -> Y" in its description. Captures without one are evaluated on
-// detection only.
+// readLabels reads the attacker address of each attack capture (see
+// dataset.ParseManifest), keyed by the path under attacks/.
 func readLabels(path string) (map[string]label, error) {
-	f, err := os.Open(path)
+	ls, err := dataset.ReadLabels(path)
 	if err != nil {
-		return nil, fmt.Errorf("open manifest: %w", err)
-	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	recs, err := r.ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("read manifest: %w", err)
+		return nil, err
 	}
 	out := map[string]label{}
-	for _, rec := range recs[1:] {
-		if len(rec) < 6 || !strings.HasPrefix(rec[0], "attacks/") {
-			continue
+	for k, v := range ls {
+		if len(v) > 0 {
+			out[k] = label{what: v[0].What, attacker: v[0].Attacker.Unmap()}
 		}
-		l := label{what: rec[4]}
-		if m := ipRE.FindString(rec[5]); m != "" {
-			l.attacker, _ = netip.ParseAddr(m)
-		} else if m := arrowRE.FindStringSubmatch(rec[4]); m != nil {
-			s := m[1]
-			if s == "" {
-				s = m[2]
-			}
-			l.attacker, _ = netip.ParseAddr(s)
-		}
-		out[strings.TrimPrefix(rec[0], "attacks/")] = l
 	}
 	return out, nil
 }
@@ -188,7 +108,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var skipped []string
 	for i, p := range files {
 		cf, err := extractFile(ctx, p)
-		if err != nil || cf.n == 0 {
+		if err != nil || cf.N == 0 {
 			skipped = append(skipped, p)
 			continue
 		}
@@ -219,7 +139,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			trainCaps = append(trainCaps, cf)
 		}
 	}
-	log.Info("benign captures read", "train_files", len(trainCaps), "holdout_files", len(holdCaps), "skipped", len(skipped),
+	var labFiles []string
+	if cfg.Lab != "" {
+		for _, p := range strings.Split(cfg.Lab, ",") {
+			cf, err := extractFile(ctx, p)
+			if err != nil {
+				return fmt.Errorf("lab baseline: %w", err)
+			}
+			tr, ho := dataset.SplitTail([]*capFeatures{cf}, 0.2)
+			trainCaps, holdCaps = append(trainCaps, tr...), append(holdCaps, ho...)
+			labFiles = append(labFiles, p)
+		}
+	}
+	log.Info("benign captures read", "lab", len(labFiles), "train_files", len(trainCaps), "holdout_files", len(holdCaps), "skipped", len(skipped),
 		"synthetic_baselines", len(base))
 
 	rep := &Report{
@@ -267,7 +199,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("open %s in onnx runtime: %w", s.name, err)
 		}
 		scorers[k] = sc
-		met, err := train.Calibrate(chunked{sc}, hold, ae.Matrix{}, cfg.FPR)
+		met, err := train.Calibrate(chunked(sc), hold, ae.Matrix{}, cfg.FPR)
 		if err != nil {
 			return fmt.Errorf("calibrate %s: %w", s.name, err)
 		}
@@ -345,13 +277,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			if err != nil {
 				return err
 			}
-			ar := AttackReport{File: rel, Packets: cf.n, What: labels[rel].what}
+			ar := AttackReport{File: rel, Packets: cf.N, What: labels[rel].what}
 			lab := labels[rel]
 			if lab.attacker.IsValid() {
 				ar.Attacker = lab.attacker.String()
 			}
 			var tp, pos int
-			for i := range cf.n {
+			for i := range cf.N {
 				if fl.per[0][i] {
 					ar.FlaggedNetflow++
 				}
@@ -361,11 +293,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 				if fl.any[i] {
 					ar.Flagged++
 					if ar.FirstFlagSeconds == nil {
-						s := float64(cf.ts[i]-cf.ts[0]) / 1e9
+						s := float64(cf.TS[i]-cf.TS[0]) / 1e9
 						ar.FirstFlagSeconds = &s
 					}
 				}
-				if lab.attacker.IsValid() && cf.src[i] == lab.attacker {
+				if lab.attacker.IsValid() && cf.Src[i].Unmap() == lab.attacker {
 					pos++
 					if fl.any[i] {
 						tp++
@@ -507,57 +439,17 @@ func synthetic(labels map[string]label) ([]string, error) {
 	return out, nil
 }
 
-// scoreChunk is the rows per ONNX Runtime run, as the detector plugin scores
-// (plugins/netflow.DefaultScoreChunk): ONNX Runtime's int8 kernels compute a
-// row differently inside blocks of 32 or more rows, so calibration scores
-// the way the plugin does.
-const scoreChunk = 16
+// scoreChunk is the rows per ONNX Runtime run, as the detector plugin
+// scores (see dataset.ScoreChunk).
+const scoreChunk = dataset.ScoreChunk
 
 // chunked scores in runs of scoreChunk rows.
-type chunked struct{ sc *runtime.Scorer }
+func chunked(sc *runtime.Scorer) dataset.Chunked { return dataset.Chunked{Scorer: sc, Dim: sc.Dim()} }
 
-func (c chunked) Score(features []float32, n int) ([]float32, []float32, error) {
-	dim := c.sc.Dim()
-	scores := make([]float32, 0, n)
-	contrib := make([]float32, 0, n*dim)
-	for off := 0; off < n; off += scoreChunk {
-		k := min(scoreChunk, n-off)
-		s, co, err := c.sc.Score(features[off*dim:(off+k)*dim], k)
-		if err != nil {
-			return nil, nil, err
-		}
-		scores = append(scores, s...)
-		contrib = append(contrib, co...)
-	}
-	return scores, contrib, nil
-}
-
-// sample returns up to n evenly spaced rows of m (calibration of the static
-// activation ranges).
-func sample(m ae.Matrix, n int) ae.Matrix {
-	if m.Rows <= n {
-		return m
-	}
-	out := ae.Matrix{Data: make([]float32, 0, n*m.Cols), Rows: n, Cols: m.Cols}
-	for i := range n {
-		out.Data = append(out.Data, m.Row(i*m.Rows/n)...)
-	}
-	return out
-}
+func sample(m ae.Matrix, n int) ae.Matrix { return dataset.Sample(m, n) }
 
 // stack concatenates feature set k of the captures into one matrix.
-func stack(caps []*capFeatures, k, dim int) ae.Matrix {
-	var n int
-	for _, c := range caps {
-		n += c.n
-	}
-	m := ae.Matrix{Data: make([]float32, 0, n*dim), Cols: dim}
-	for _, c := range caps {
-		m.Data = append(m.Data, c.feats[k]...)
-	}
-	m.Rows = n
-	return m
-}
+func stack(caps []*capFeatures, k, _ int) ae.Matrix { return dataset.Stack(caps, k) }
 
 type flagged struct {
 	per [2][]bool
@@ -568,15 +460,15 @@ type flagged struct {
 // model's score exceeds its threshold (the detector's rule).
 func flags(cf *capFeatures, sets []set, sc [2]*runtime.Scorer, thr [2]float64) (flagged, error) {
 	var fl flagged
-	fl.any = make([]bool, cf.n)
-	for k, s := range sets {
-		fl.per[k] = make([]bool, cf.n)
+	fl.any = make([]bool, cf.N)
+	for k := range sets {
+		fl.per[k] = make([]bool, cf.N)
 		if sc[k] == nil {
 			continue
 		}
-		scores, err := train.Scores(sc[k], ae.Matrix{Data: cf.feats[k], Rows: cf.n, Cols: s.dim}, scoreChunk)
+		scores, err := train.Scores(sc[k], cf.Matrix(k), scoreChunk)
 		if err != nil {
-			return fl, fmt.Errorf("score %s: %w", cf.path, err)
+			return fl, fmt.Errorf("score %s: %w", cf.Path, err)
 		}
 		for i, v := range scores {
 			if float64(v) > thr[k] {

@@ -1,0 +1,276 @@
+// Package dataset turns packet captures into the feature vectors the models
+// train and are evaluated on: it lists capture files (files or folders), runs
+// each through the agent's own capture and decode code (agent/capture) and the
+// feature-set packages the detector plugins run (models/features/...), with
+// fresh extractor state per capture as `vigil-agent scan` does, and reads the
+// ground truth of attack captures (MANIFEST.csv rows or a lab truth file).
+//
+// It is shared by `vigilctl model train`, `vigilctl model eval` and the
+// baseline trainer (models/cmd/vigil-train-baseline), so all three see the
+// same vectors for the same packets. It is pure Go: scoring goes through
+// train.Scorer (models/runtime.Scorer satisfies it).
+package dataset
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/vigil-edge/vigil/agent/capture"
+	"github.com/vigil-edge/vigil/models/ae"
+	"github.com/vigil-edge/vigil/models/features/netflow"
+	"github.com/vigil-edge/vigil/models/features/nethost"
+	"github.com/vigil-edge/vigil/models/train"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+// Extractor computes one feature vector per packet (stateful, in order).
+type Extractor interface {
+	Extract(p *event.Packet, out []float32)
+}
+
+// FeatureSet is a packet feature set a detector scores.
+type FeatureSet struct {
+	Name  string
+	Dim   int
+	Names func() []string
+	// New returns an extractor with fresh state, configured as the plugin
+	// configures it.
+	New func() Extractor
+}
+
+// Sets are the packet feature sets, in the order the baseline trainer uses.
+func Sets() []FeatureSet {
+	return []FeatureSet{
+		{Name: netflow.Name, Dim: netflow.Dim, Names: netflow.Names,
+			New: func() Extractor { return netflow.New(netflow.Config{HashSeed: 1}) }},
+		{Name: nethost.Name, Dim: nethost.Dim, Names: nethost.Names,
+			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1}) }},
+	}
+}
+
+// Lookup returns the feature set called name ("nethost/v1").
+func Lookup(name string) (FeatureSet, error) {
+	var known []string
+	for _, s := range Sets() {
+		if s.Name == name {
+			return s, nil
+		}
+		known = append(known, s.Name)
+	}
+	return FeatureSet{}, fmt.Errorf("unknown feature set %q (known: %s)", name, strings.Join(known, ", "))
+}
+
+// DefaultMaxPackets bounds the packets read from one capture.
+const DefaultMaxPackets = 200_000
+
+// Capture holds the features of every packet of one capture, for each of
+// the feature sets it was extracted with (Feats[k] is row-major, N×Dim of
+// set k), with each packet's source address and time.
+type Capture struct {
+	Path  string
+	N     int
+	Sets  []FeatureSet
+	Feats [][]float32
+	Src   []netip.Addr
+	TS    []int64 // unix nanoseconds
+	// Reason says why reading stopped early (a decode error after some
+	// packets, or the packet bound); empty when the file was read to its end.
+	Reason string
+}
+
+// Matrix returns the features of set k as a matrix view.
+func (c *Capture) Matrix(k int) ae.Matrix {
+	return ae.Matrix{Data: c.Feats[k], Rows: c.N, Cols: c.Sets[k].Dim}
+}
+
+// Extract reads the capture at path (pcap or pcapng) through agent/capture
+// and computes every set's features with fresh extractor state. It reads at
+// most maxPackets packets (DefaultMaxPackets if 0). A decode error after some
+// packets keeps them and is recorded in Reason.
+func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int) (*Capture, error) {
+	if maxPackets <= 0 {
+		maxPackets = DefaultMaxPackets
+	}
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		return nil, err // names the file
+	}
+	defer src.Close()
+	c := &Capture{Path: path, Sets: sets, Feats: make([][]float32, len(sets))}
+	ex := make([]Extractor, len(sets))
+	vec := make([][]float32, len(sets))
+	for k, s := range sets {
+		ex[k] = s.New()
+		vec[k] = make([]float32, s.Dim)
+	}
+	buf := make([]event.Packet, 1024)
+	for c.N < maxPackets {
+		n, err := src.Next(ctx, buf[:min(len(buf), maxPackets-c.N)])
+		for i := range buf[:n] {
+			p := &buf[i]
+			for k := range sets {
+				ex[k].Extract(p, vec[k])
+				c.Feats[k] = append(c.Feats[k], vec[k]...)
+			}
+			c.Src = append(c.Src, p.SrcAddr())
+			c.TS = append(c.TS, p.TimestampNs)
+			c.N++
+		}
+		if errors.Is(err, io.EOF) {
+			return c, nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if c.N > 0 { // keep what decoded before the error
+				c.Reason = err.Error()
+				return c, nil
+			}
+			return nil, err // names the file and the record
+		}
+	}
+	c.Reason = fmt.Sprintf("stopped at %d packets", maxPackets)
+	return c, nil
+}
+
+// List expands paths (capture files or folders, walked recursively) into a
+// sorted, de-duplicated list of regular files.
+func List(paths ...string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for _, root := range paths {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.Type().IsRegular() && !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list captures: %w", err)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Stack concatenates the features of set k of the captures into one matrix.
+func Stack(caps []*Capture, k int) ae.Matrix {
+	if len(caps) == 0 {
+		return ae.Matrix{}
+	}
+	var n int
+	for _, c := range caps {
+		n += c.N
+	}
+	dim := caps[0].Sets[k].Dim
+	m := ae.Matrix{Data: make([]float32, 0, n*dim), Cols: dim, Rows: n}
+	for _, c := range caps {
+		m.Data = append(m.Data, c.Feats[k]...)
+	}
+	return m
+}
+
+// Sample returns up to n evenly spaced rows of m (for the static
+// quantization's activation ranges).
+func Sample(m ae.Matrix, n int) ae.Matrix {
+	if m.Rows <= n {
+		return m
+	}
+	out := ae.Matrix{Data: make([]float32, 0, n*m.Cols), Rows: n, Cols: m.Cols}
+	for i := range n {
+		out.Data = append(out.Data, m.Row(i*m.Rows/n)...)
+	}
+	return out
+}
+
+// ScoreChunk is the rows per ONNX Runtime run, as the detector plugin scores
+// (plugins/netflow.DefaultScoreChunk): ONNX Runtime's int8 kernels compute a
+// row differently inside blocks of 32 or more rows, and a dynamically
+// quantized batch is scaled by its own range, so calibration and evaluation
+// score the way the plugin does.
+const ScoreChunk = 16
+
+// Chunked scores in runs of Chunk rows (ScoreChunk if 0).
+type Chunked struct {
+	Scorer train.Scorer
+	Dim    int
+	Chunk  int
+}
+
+// Score implements train.Scorer.
+func (c Chunked) Score(features []float32, n int) ([]float32, []float32, error) {
+	chunk := c.Chunk
+	if chunk <= 0 {
+		chunk = ScoreChunk
+	}
+	if len(features) < n*c.Dim {
+		return nil, nil, fmt.Errorf("score: %d values for %d vectors of %d", len(features), n, c.Dim)
+	}
+	scores := make([]float32, 0, n)
+	contrib := make([]float32, 0, n*c.Dim)
+	for off := 0; off < n; off += chunk {
+		k := min(chunk, n-off)
+		s, co, err := c.Scorer.Score(features[off*c.Dim:(off+k)*c.Dim], k)
+		if err != nil {
+			return nil, nil, err
+		}
+		scores = append(scores, s...)
+		contrib = append(contrib, co...)
+	}
+	return scores, contrib, nil
+}
+
+// SplitHoldout splits files into training and held-out files: every k-th
+// file (by sorted path, starting at the (k/2)-th) is held out, where
+// k = round(1/frac). frac 0.2 holds out files 2, 7, 12, ... as the baseline
+// trainer always did. A file split keeps the held-out packets from sessions
+// never trained on.
+func SplitHoldout(files []string, frac float64) (trainFiles, holdFiles []string) {
+	if frac <= 0 {
+		return files, nil
+	}
+	if frac >= 1 {
+		return nil, files
+	}
+	k := int(1/frac + 0.5)
+	for i, f := range files {
+		if i%k == k/2 {
+			holdFiles = append(holdFiles, f)
+		} else {
+			trainFiles = append(trainFiles, f)
+		}
+	}
+	return trainFiles, holdFiles
+}
+
+// SplitTail splits each capture's packets in time order: the last frac of
+// them are held out. It is the fallback when there are too few files for a
+// file split.
+func SplitTail(caps []*Capture, frac float64) (trainCaps, holdCaps []*Capture) {
+	for _, c := range caps {
+		cut := c.N - int(float64(c.N)*frac+0.5)
+		trainCaps = append(trainCaps, c.slice(0, cut))
+		holdCaps = append(holdCaps, c.slice(cut, c.N))
+	}
+	return trainCaps, holdCaps
+}
+
+func (c *Capture) slice(lo, hi int) *Capture {
+	out := &Capture{Path: c.Path, N: hi - lo, Sets: c.Sets, Src: c.Src[lo:hi], TS: c.TS[lo:hi], Reason: c.Reason}
+	for k, s := range c.Sets {
+		out.Feats = append(out.Feats, c.Feats[k][lo*s.Dim:hi*s.Dim])
+	}
+	return out
+}

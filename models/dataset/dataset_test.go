@@ -1,0 +1,170 @@
+package dataset
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/test/trafficgen"
+)
+
+const manifest = `path,bytes,packets,class,attack_or_content,attacker,victim,label_rule
+benign/x/a.pcap,1,1,benign,whois,,,whole file
+attacks/s/scan.pcap,1,1,attack,ICMP sweep,192.168.1.109,192.168.1.0/24,scan packets
+attacks/c/aurora.pcapng,1,1,attack,exploit (server 192.168.100.202 -> victim .206),see description,,whole
+attacks/c/unknown.pcapng,1,1,attack,undocumented,see description,,whole
+`
+
+func TestParseManifest(t *testing.T) {
+	ls, err := ParseManifest(strings.NewReader(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		path, attacker string
+		n              int
+	}{
+		{"/data/attacks/s/scan.pcap", "192.168.1.109", 1},
+		{"s/scan.pcap", "192.168.1.109", 1},
+		{"/elsewhere/c/aurora.pcapng", "192.168.100.202", 1},
+		{"c/unknown.pcapng", "", 1},
+		{"/data/benign/x/a.pcap", "", 0},
+		{"/data/attacks/s/xscan.pcap", "", 0}, // suffix only at a path boundary
+	}
+	for _, c := range cases {
+		t.Run(c.path, func(t *testing.T) {
+			got := ls.For(c.path)
+			if len(got) != c.n {
+				t.Fatalf("%d labels, want %d", len(got), c.n)
+			}
+			if c.n > 0 {
+				a := ""
+				if got[0].Attacker.IsValid() {
+					a = got[0].Attacker.String()
+				}
+				if a != c.attacker {
+					t.Errorf("attacker %q, want %q", a, c.attacker)
+				}
+			}
+		})
+	}
+}
+
+func TestTruthLabels(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "lab.json")
+	js := `{"capture":"lab.pcap","attacks":[{"name":"nmap","command":"nmap -sS","attacker":"10.99.0.66","start":"2026-01-01T00:00:10Z","end":"2026-01-01T00:00:20Z"},
+{"name":"hydra","attacker":"10.99.0.66","skipped":"hydra not installed"}]}`
+	if err := os.WriteFile(p, []byte(js), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := ReadLabels(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ls.For("/tmp/run/lab.pcap")
+	if len(got) != 1 {
+		t.Fatalf("labels %v", got)
+	}
+	at := func(s int) int64 { return time.Date(2026, 1, 1, 0, 0, s, 0, time.UTC).UnixNano() }
+	a := netip.MustParseAddr("::ffff:10.99.0.66")
+	cases := []struct {
+		src  netip.Addr
+		ts   int64
+		want bool
+	}{
+		{a, at(15), true},
+		{a.Unmap(), at(10), true},
+		{a, at(5), false},
+		{a, at(21), false},
+		{netip.MustParseAddr("10.99.0.10"), at(15), false},
+	}
+	for _, c := range cases {
+		if got[0].Positive(c.src, c.ts) != c.want {
+			t.Errorf("Positive(%v, %d) != %v", c.src, c.ts, c.want)
+		}
+	}
+	if _, err := ReadLabels(filepath.Join(dir, "missing.csv")); err == nil {
+		t.Error("missing file accepted")
+	}
+}
+
+func TestSplitHoldout(t *testing.T) {
+	files := []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+	tr, ho := SplitHoldout(files, 0.2)
+	if strings.Join(ho, ",") != "2,7" || len(tr) != 8 {
+		t.Errorf("train %v hold %v", tr, ho)
+	}
+	tr, ho = SplitHoldout(files, 0.5)
+	if strings.Join(ho, ",") != "1,3,5,7,9" || len(tr) != 5 {
+		t.Errorf("train %v hold %v", tr, ho)
+	}
+}
+
+func TestExtractAndSplitTail(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "b.pcap")
+	var buf bytes.Buffer
+	info, err := trafficgen.Write(&buf, trafficgen.Config{Seed: 3, Sessions: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Extract(context.Background(), p, Sets(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.N != info.Packets || len(c.Feats[0]) != c.N*Sets()[0].Dim || len(c.Feats[1]) != c.N*Sets()[1].Dim || c.Reason != "" {
+		t.Fatalf("extracted %d packets (reason %q), want %d", c.N, c.Reason, info.Packets)
+	}
+	c2, err := Extract(context.Background(), p, Sets()[1:], 100)
+	if err != nil || c2.N != 100 || c2.Reason == "" {
+		t.Fatalf("bounded extract: %v %d %q", err, c2.N, c2.Reason)
+	}
+	// Same packets, same features (fresh state per capture).
+	if !equal(c.Feats[1][:100*Sets()[1].Dim], c2.Feats[0]) {
+		t.Error("features differ between two extractions")
+	}
+	tr, ho := SplitTail([]*Capture{c}, 0.25)
+	if tr[0].N+ho[0].N != c.N || ho[0].N != int(float64(c.N)*0.25+0.5) || ho[0].TS[0] != c.TS[tr[0].N] {
+		t.Errorf("tail split %d + %d of %d", tr[0].N, ho[0].N, c.N)
+	}
+	if m := Stack(ho, 1); m.Rows != ho[0].N || m.Cols != Sets()[1].Dim {
+		t.Errorf("stack %d×%d", m.Rows, m.Cols)
+	}
+	files, err := List(dir, p)
+	if err != nil || len(files) != 1 {
+		t.Errorf("list %v %v", files, err)
+	}
+}
+
+func equal(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func FuzzParseLabels(f *testing.F) {
+	f.Add([]byte(manifest), false)
+	f.Add([]byte(`{"attacks":[{"name":"x","attacker":"10.99.0.66"}]}`), true)
+	f.Fuzz(func(t *testing.T, data []byte, js bool) {
+		if js {
+			_, _ = parseTruth(bytes.NewReader(data), "x")
+		} else {
+			_, _ = ParseManifest(bytes.NewReader(data))
+		}
+	})
+}

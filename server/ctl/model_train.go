@@ -1,0 +1,618 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-edge/vigil/models/ae"
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/models/dataset"
+	"github.com/vigil-edge/vigil/models/eval"
+	"github.com/vigil-edge/vigil/models/train"
+)
+
+// `model train` and `model eval` are added to the model group in model.go;
+// TestModelTrainAttached guards that they stay there.
+
+// trainOptions are the flags of `model train`.
+type trainOptions struct {
+	featureSet string
+	benign     []string
+	holdout    float64
+	kind       string
+	seed       uint64
+	epochs     int
+	fpr        float64
+	quant      string
+	name       string
+	version    uint64
+	out        string
+	ortLib     string
+	created    string
+	validity   time.Duration
+	maxPackets int
+	asJSON     bool
+}
+
+// TrainResult is what `model train --json` prints.
+type TrainResult struct {
+	Bundle            string        `json:"bundle"`
+	FeatureSet        string        `json:"feature_set"`
+	Kind              string        `json:"kind"`
+	Quantization      string        `json:"quantization"`
+	TrainFiles        int           `json:"train_files"`
+	HoldoutFiles      int           `json:"holdout_files"`
+	SkippedFiles      []string      `json:"skipped_files"`
+	HoldoutSplit      string        `json:"holdout_split"` // "files" or "tail" (last packets of each capture)
+	TrainRows         int           `json:"train_rows"`
+	HoldoutRows       int           `json:"holdout_rows"`
+	FinalLoss         float64       `json:"final_loss"`
+	TrainSeconds      float64       `json:"train_seconds"`
+	PeakHeapBytes     uint64        `json:"peak_heap_bytes"`
+	PeakRSSBytes      uint64        `json:"peak_rss_bytes"`
+	Int8Bytes         int           `json:"int8_bytes"`
+	FloatBytes        int           `json:"float_bytes"`
+	SpearmanInt8Float float64       `json:"spearman_int8_float"`
+	Metrics           calib.Metrics `json:"metrics"`
+	HoldoutList       string        `json:"holdout_list,omitempty"` // held-out capture paths, for model eval --benign @FILE
+}
+
+func modelTrain(app *App) *cobra.Command {
+	var o trainOptions
+	c := &cobra.Command{
+		Use:   "train --feature-set nethost/v1|netflow/v1 --benign PATH... [--holdout 0.2] [--kind kitnet|single] [--seed N] [--epochs N] [--fpr 0.001] [--name NAME --version N --out DIR]",
+		Short: "Train an int8 anomaly model on benign captures, calibrate its threshold on held-out benign packets, write NAME-VERSION.vgb (unsigned)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := runTrain(cmd.Context(), app, o)
+			if err != nil {
+				return err
+			}
+			if o.asJSON {
+				return app.PrintJSON(res)
+			}
+			p := func(f string, a ...any) { fmt.Fprintf(app.Stdout, f, a...) }
+			p("bundle:         %s (unsigned; sign it with `vigilctl model sign --key KEY %s`)\n", res.Bundle, res.Bundle)
+			p("model:          %s %s, %s\n", res.FeatureSet, res.Kind, res.Quantization)
+			p("data:           %d training rows from %d captures, %d held-out rows from %d captures (split by %s), %d skipped\n",
+				res.TrainRows, res.TrainFiles, res.HoldoutRows, res.HoldoutFiles, res.HoldoutSplit, len(res.SkippedFiles))
+			p("training:       %.1f s, final loss %.6g, peak heap %s, peak RSS %s\n", res.TrainSeconds, res.FinalLoss, mib(res.PeakHeapBytes), mib(res.PeakRSSBytes))
+			p("threshold:      %.6g at target FPR %.3f%% (held-out FPR %.3f%%, benign p99 %.4g, max %.4g)\n",
+				res.Metrics.Threshold, 100*res.Metrics.TargetFPR, 100*res.Metrics.FPR, res.Metrics.BenignP99, res.Metrics.BenignMax)
+			if res.Metrics.Undercounted {
+				p("                WARNING: fewer held-out rows (%d) than 1/FPR: the threshold is the held-out maximum\n", res.Metrics.BenignN)
+			}
+			if res.HoldoutList != "" {
+				p("held-out list:  %s (evaluate with `vigilctl model eval --benign @%s ...`)\n", res.HoldoutList, res.HoldoutList)
+			}
+			p("int8 vs float:  %d vs %d bytes, Spearman %.4f on held-out scores\n", res.Int8Bytes, res.FloatBytes, res.SpearmanInt8Float)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.featureSet, "feature-set", "", "feature set: nethost/v1 or netflow/v1")
+	f.StringArrayVar(&o.benign, "benign", nil, "benign capture file or folder (pcap/pcapng; repeatable)")
+	f.Float64Var(&o.holdout, "holdout", 0.2, "fraction held out for calibration: whole files (every 1/FRAC-th) when there are several, else the last packets of each capture")
+	f.StringVar(&o.kind, "kind", "", "model kind: kitnet or single (default: single for nethost/v1, kitnet for netflow/v1)")
+	f.Uint64Var(&o.seed, "seed", 1, "training seed (same seed and data: same model)")
+	f.IntVar(&o.epochs, "epochs", 10, "training epochs")
+	f.Float64Var(&o.fpr, "fpr", calib.DefaultFPR, "target false-positive rate on held-out benign packets")
+	f.StringVar(&o.quant, "quant", bundle.QuantInt8Dyn, "int8 format: int8-dynamic or int8-qdq (static; batch-independent scores)")
+	f.StringVar(&o.name, "name", "", "bundle name (default: the feature set's name, e.g. nethost)")
+	f.Uint64Var(&o.version, "version", 1, "bundle version (monotonic)")
+	f.StringVar(&o.out, "out", ".", "output folder")
+	f.StringVar(&o.ortLib, "ort", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB, else lib/ next to vigilctl)")
+	f.StringVar(&o.created, "created", "", "manifest creation time, RFC 3339 (default now; fix it for reproducible bundles)")
+	f.DurationVar(&o.validity, "validity", 365*24*time.Hour, "bundle validity")
+	f.IntVar(&o.maxPackets, "max-packets", dataset.DefaultMaxPackets, "packets read at most per capture")
+	f.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
+	return c
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// peakRSS is the process's peak resident set size (Linux: ru_maxrss in KiB).
+func peakRSS() uint64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return uint64(ru.Maxrss) * 1024
+}
+
+// readCaptures extracts every file, reporting progress; unreadable files are
+// skipped and named.
+func readCaptures(ctx context.Context, files []string, sets []dataset.FeatureSet, maxPackets int, prog *progress) (caps []*dataset.Capture, skipped []string, err error) {
+	for i, p := range files {
+		prog.step("reading captures", i+1, len(files), filepath.Base(p))
+		c, err := dataset.Extract(ctx, p, sets, maxPackets)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			skipped = append(skipped, err.Error())
+			continue
+		}
+		if c.N == 0 {
+			skipped = append(skipped, p+": no packets")
+			continue
+		}
+		caps = append(caps, c)
+	}
+	prog.done()
+	return caps, skipped, nil
+}
+
+func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, error) {
+	if o.featureSet == "" || len(o.benign) == 0 {
+		return nil, errors.New("--feature-set and --benign are required")
+	}
+	if o.holdout <= 0 || o.holdout >= 1 {
+		return nil, fmt.Errorf("--holdout %g: want a fraction in (0, 1)", o.holdout)
+	}
+	if o.fpr <= 0 || o.fpr >= 1 {
+		return nil, fmt.Errorf("--fpr %g: want a rate in (0, 1)", o.fpr)
+	}
+	if o.quant != bundle.QuantInt8Dyn && o.quant != bundle.QuantInt8Static {
+		return nil, fmt.Errorf("--quant %q: want %s or %s", o.quant, bundle.QuantInt8Dyn, bundle.QuantInt8Static)
+	}
+	fs, err := dataset.Lookup(o.featureSet)
+	if err != nil {
+		return nil, err
+	}
+	mc := ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax} // the shipped nethost/v1 recipe
+	if fs.Name != "nethost/v1" {
+		mc = ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, Norm: ae.NormMinMax}
+	}
+	switch o.kind {
+	case "":
+	case ae.KindKitNET:
+		mc.Kind, mc.MaxGroup = ae.KindKitNET, 10
+	case ae.KindSingle:
+		mc.Kind = ae.KindSingle
+		if mc.HiddenRatio == 0 {
+			mc.HiddenRatio = 0.5
+		}
+	default:
+		return nil, fmt.Errorf("--kind %q: want kitnet or single", o.kind)
+	}
+	mc.Train = ae.TrainConfig{Epochs: o.epochs, Seed: o.seed}
+	created := time.Now().UTC().Truncate(time.Second)
+	if o.created != "" {
+		if created, err = time.Parse(time.RFC3339, o.created); err != nil {
+			return nil, fmt.Errorf("--created: %w", err)
+		}
+	}
+	name := o.name
+	if name == "" {
+		name = strings.SplitN(fs.Name, "/", 2)[0]
+	}
+	man := bundle.Manifest{Name: name, Detector: "netflow", Version: o.version, FeatureSet: fs.Name, Dim: fs.Dim,
+		Created: created, Expires: created.Add(o.validity), Quantization: o.quant}
+
+	files, err := dataset.List(o.benign...)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, errors.New("no capture files under --benign")
+	}
+	prog := newProgress(app.Stderr)
+	sets := []dataset.FeatureSet{fs}
+	res := &TrainResult{FeatureSet: fs.Name, Kind: mc.Kind, Quantization: o.quant, SkippedFiles: []string{}}
+	var trainCaps, holdCaps []*dataset.Capture
+	trainFiles, holdFiles := dataset.SplitHoldout(files, o.holdout)
+	if len(trainFiles) > 0 && len(holdFiles) > 0 {
+		res.HoldoutSplit = "files"
+		var sk1, sk2 []string
+		if trainCaps, sk1, err = readCaptures(ctx, trainFiles, sets, o.maxPackets, prog); err != nil {
+			return nil, err
+		}
+		if holdCaps, sk2, err = readCaptures(ctx, holdFiles, sets, o.maxPackets, prog); err != nil {
+			return nil, err
+		}
+		res.SkippedFiles = append(append(res.SkippedFiles, sk1...), sk2...)
+	}
+	if len(trainCaps) == 0 || len(holdCaps) == 0 { // one file (or one side unreadable): split in time
+		res.HoldoutSplit = "tail"
+		caps, sk, err := readCaptures(ctx, files, sets, o.maxPackets, prog)
+		if err != nil {
+			return nil, err
+		}
+		res.SkippedFiles = sk
+		trainCaps, holdCaps = dataset.SplitTail(caps, o.holdout)
+	}
+	for _, s := range res.SkippedFiles {
+		fmt.Fprintf(app.Stderr, "skipped: %s\n", s)
+	}
+	data, hold := dataset.Stack(trainCaps, 0), dataset.Stack(holdCaps, 0)
+	if data.Rows == 0 || hold.Rows == 0 {
+		return nil, fmt.Errorf("no packets to train on (%d) or to calibrate on (%d)", data.Rows, hold.Rows)
+	}
+	res.TrainFiles, res.HoldoutFiles, res.TrainRows, res.HoldoutRows = len(trainCaps), len(holdCaps), data.Rows, hold.Rows
+
+	mc.Progress = func(p ae.Progress) {
+		prog.step(fmt.Sprintf("training %s (%s)", p.Stage, fs.Name), p.Epoch, p.Epochs, fmt.Sprintf("loss %.6g", p.Loss))
+		if p.Epoch == p.Epochs {
+			prog.done()
+		}
+	}
+	tr, err := train.Train(ctx, &matrixSource{m: data}, train.Config{Dim: fs.Dim, Model: mc})
+	if err != nil {
+		return nil, err
+	}
+	res.TrainSeconds, res.FinalLoss, res.PeakHeapBytes = tr.Duration.Seconds(), tr.FinalLoss, tr.PeakHeap
+
+	model, err := train.Export(tr.Model, o.quant, dataset.Sample(data, 20000))
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	floatModel, err := train.Export(tr.Model, bundle.QuantNone, ae.Matrix{})
+	if err != nil {
+		return nil, fmt.Errorf("export float: %w", err)
+	}
+	res.Int8Bytes, res.FloatBytes = len(model), len(floatModel)
+	sc, err := openScorer(o.ortLib, model, fs.Dim, 256)
+	if err != nil {
+		return nil, fmt.Errorf("open int8 model: %w", err)
+	}
+	defer sc.Close()
+	// Calibrated on the int8 model's own scores, in the plugin's chunks.
+	met, err := train.Calibrate(dataset.Chunked{Scorer: sc, Dim: fs.Dim}, hold, ae.Matrix{}, o.fpr)
+	if err != nil {
+		return nil, err
+	}
+	res.Metrics = met
+	fsc, err := openScorer(o.ortLib, floatModel, fs.Dim, 256)
+	if err != nil {
+		return nil, fmt.Errorf("open float model: %w", err)
+	}
+	a, err := train.Scores(dataset.Chunked{Scorer: sc, Dim: fs.Dim}, hold, 4096)
+	if err == nil {
+		var b []float32
+		b, err = train.Scores(dataset.Chunked{Scorer: fsc, Dim: fs.Dim}, hold, 4096)
+		if err == nil {
+			res.SpearmanInt8Float, err = calib.Spearman(a, b)
+		}
+	}
+	_ = fsc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("compare int8 and float scores: %w", err)
+	}
+	man.Threshold = met.Threshold
+	man.Metrics = met.Map()
+	man.Metrics["spearman_int8_float"] = res.SpearmanInt8Float
+	man.Metrics["train_rows"] = float64(data.Rows)
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", o.out, err)
+	}
+	if res.Bundle, err = bundle.WriteFile(o.out, model, &man); err != nil {
+		return nil, fmt.Errorf("write bundle: %w", err)
+	}
+	// The held-out captures, for `model eval --benign @FILE` (benign data
+	// the model was not trained on).
+	var list strings.Builder
+	for _, c := range holdCaps {
+		fmt.Fprintln(&list, c.Path)
+	}
+	if res.HoldoutSplit == "files" {
+		res.HoldoutList = strings.TrimSuffix(res.Bundle, ".vgb") + ".holdout.txt"
+		if err := os.WriteFile(res.HoldoutList, []byte(list.String()), 0o644); err != nil {
+			return nil, fmt.Errorf("write held-out list: %w", err)
+		}
+	}
+	res.PeakRSSBytes = peakRSS()
+	return res, nil
+}
+
+// listWithAt expands capture paths like dataset.List; "@FILE" names a file
+// listing one capture path per line (as `model train` writes
+// NAME-VERSION.holdout.txt).
+func listWithAt(paths []string) ([]string, error) {
+	var expanded []string
+	for _, p := range paths {
+		if !strings.HasPrefix(p, "@") {
+			expanded = append(expanded, p)
+			continue
+		}
+		data, err := os.ReadFile(p[1:])
+		if err != nil {
+			return nil, fmt.Errorf("read capture list: %w", err)
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				expanded = append(expanded, l)
+			}
+		}
+	}
+	return dataset.List(expanded...)
+}
+
+// matrixSource feeds a matrix's rows to train.Train.
+type matrixSource struct {
+	m ae.Matrix
+	i int
+}
+
+func (s *matrixSource) Next(context.Context) ([]float32, error) {
+	if s.i >= s.m.Rows {
+		return nil, io.EOF
+	}
+	s.i++
+	return s.m.Row(s.i - 1), nil
+}
+
+// progress draws a progress bar on a terminal (one redrawn line) and prints
+// plain lines otherwise (at most one per step change of 10%, and the last).
+type progress struct {
+	w     io.Writer
+	tty   bool
+	last  string
+	shown int
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+func (p *progress) step(what string, i, n int, detail string) {
+	if n <= 0 {
+		return
+	}
+	if p.tty {
+		const width = 30
+		fill := width * i / n
+		fmt.Fprintf(p.w, "\r\033[K%s [%s%s] %d/%d %s", what, strings.Repeat("#", fill), strings.Repeat(".", width-fill), i, n, truncate(detail, 40))
+		p.last = what
+		return
+	}
+	decile := 10 * i / n
+	if what != p.last {
+		p.last, p.shown = what, -1
+	}
+	if decile > p.shown || i == n {
+		p.shown = decile
+		fmt.Fprintf(p.w, "%s %d/%d %s\n", what, i, n, detail)
+	}
+}
+
+func (p *progress) done() {
+	if p.tty && p.last != "" {
+		fmt.Fprintln(p.w)
+	}
+	p.last = ""
+}
+
+// evalOptions are the flags of `model eval`.
+type evalOptions struct {
+	bundle     string
+	benign     []string
+	attack     []string
+	labels     string
+	out        string
+	ortLib     string
+	fpr        float64
+	chunk      int
+	maxPackets int
+	asJSON     bool
+}
+
+func modelEval(app *App) *cobra.Command {
+	var o evalOptions
+	c := &cobra.Command{
+		Use:   "eval --bundle B --benign PATH... --attack PATH... [--labels MANIFEST.csv|truth.json] [--out DIR]",
+		Short: "Evaluate a bundle on benign and attack captures: ROC/PR AUC, TPR at its threshold and at FPR 0.1%, per-capture detection, time to detection, throughput (eval.md, eval.json, roc.svg)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := runEval(cmd.Context(), app, o)
+			if err != nil {
+				return err
+			}
+			if o.asJSON {
+				return app.PrintJSON(r)
+			}
+			p := func(f string, a ...any) { fmt.Fprintf(app.Stdout, f, a...) }
+			p("model:        %s v%d (%s, %s), threshold %.6g\n", r.Model.Name, r.Model.Version, r.Model.FeatureSet, r.Model.Quantization, r.Model.Threshold)
+			p("data:         %d benign packets (%d captures), %d attack packets (%d captures)\n", r.BenignPackets, r.BenignFiles, r.AttackPackets, r.Captures)
+			p("ROC AUC %.4f, PR AUC %.4f\n", r.ROCAUC, r.PRAUC)
+			p("calibrated:   FPR %.3f%%, TPR %.3f%%\n", 100*r.AtThreshold.FPR, 100*r.AtThreshold.TPR)
+			p("FPR %.3f%%:   threshold %.6g, TPR %.3f%%\n", 100*r.TargetFPR, r.AtTargetFPR.Threshold, 100*r.AtTargetFPR.TPR)
+			p("detected:     %d of %d attack captures\n", r.Detected, r.Captures)
+			for _, t := range r.Throughput {
+				p("throughput:   %.0f vectors/s at batch %d\n", t.PerSec, t.Batch)
+			}
+			p("written:      %s, %s, %s in %s\n", eval.MarkdownFile, eval.JSONFile, eval.SVGFile, o.out)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.bundle, "bundle", "", "model bundle (NAME-VERSION.vgb)")
+	f.StringArrayVar(&o.benign, "benign", nil, "benign capture file or folder, not trained on, or @FILE listing captures (repeatable)")
+	f.StringArrayVar(&o.attack, "attack", nil, "attack capture file or folder (repeatable)")
+	f.StringVar(&o.labels, "labels", "", "ground truth: MANIFEST.csv (attacker address per capture) or a lab truth .json")
+	f.StringVar(&o.out, "out", ".", "folder for eval.md, eval.json, roc.svg")
+	f.StringVar(&o.ortLib, "ort", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB, else lib/ next to vigilctl)")
+	f.Float64Var(&o.fpr, "fpr", calib.DefaultFPR, "the fixed false-positive rate of the second operating point")
+	f.IntVar(&o.chunk, "chunk", dataset.ScoreChunk, "rows per ONNX Runtime run when scoring (the plugin's chunk)")
+	f.IntVar(&o.maxPackets, "max-packets", dataset.DefaultMaxPackets, "packets read at most per capture")
+	f.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
+	return c
+}
+
+// timedScorer scores in the plugin's chunks and accumulates the time spent.
+type timedScorer struct {
+	sc      dataset.Chunked
+	vectors int
+	elapsed time.Duration
+}
+
+func (t *timedScorer) scores(m ae.Matrix) ([]float32, error) {
+	start := time.Now()
+	s, _, err := t.sc.Score(m.Data, m.Rows)
+	t.elapsed += time.Since(start)
+	t.vectors += m.Rows
+	if err != nil {
+		return nil, err
+	}
+	return append([]float32(nil), s...), nil
+}
+
+func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error) {
+	if o.bundle == "" || len(o.benign) == 0 || len(o.attack) == 0 {
+		return nil, errors.New("--bundle, --benign and --attack are required")
+	}
+	b, err := bundle.Read(o.bundle, bundle.DefaultLimits())
+	if err != nil {
+		return nil, err
+	}
+	m := b.Manifest
+	fs, err := dataset.Lookup(m.FeatureSet)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", o.bundle, err)
+	}
+	if fs.Dim != m.Dim {
+		return nil, fmt.Errorf("bundle %s: dimension %d, feature set %s has %d", o.bundle, m.Dim, fs.Name, fs.Dim)
+	}
+	digest, err := bundle.Digest(o.bundle)
+	if err != nil {
+		return nil, err
+	}
+	var labels dataset.Labels
+	if o.labels != "" {
+		if labels, err = dataset.ReadLabels(o.labels); err != nil {
+			return nil, err
+		}
+	}
+	sc, err := openScorer(o.ortLib, b.Model, fs.Dim, 256)
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	defer sc.Close()
+	ts := &timedScorer{sc: dataset.Chunked{Scorer: sc, Dim: fs.Dim, Chunk: o.chunk}}
+	sets := []dataset.FeatureSet{fs}
+	prog := newProgress(app.Stderr)
+
+	in := eval.Input{TargetFPR: o.fpr, Model: eval.ModelInfo{Name: m.Name, Version: m.Version, FeatureSet: m.FeatureSet, Dim: m.Dim,
+		Quantization: m.Quantization, Digest: digest, Threshold: m.Threshold}}
+	benignFiles, err := listWithAt(o.benign)
+	if err != nil {
+		return nil, err
+	}
+	var benignVecs ae.Matrix
+	for i, p := range benignFiles {
+		prog.step("scoring benign captures", i+1, len(benignFiles), filepath.Base(p))
+		c, err := dataset.Extract(ctx, p, sets, o.maxPackets)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			fmt.Fprintf(app.Stderr, "skipped %v\n", err)
+			continue
+		}
+		s, err := ts.scores(c.Matrix(0))
+		if err != nil {
+			return nil, fmt.Errorf("score %s: %w", p, err)
+		}
+		in.Benign = append(in.Benign, eval.Benign{Name: p, Scores: s})
+		if benignVecs.Rows < 1<<18 { // a sample for the batch-256 throughput
+			benignVecs.Data = append(benignVecs.Data, c.Feats[0]...)
+			benignVecs.Rows += c.N
+		}
+	}
+	prog.done()
+	attackFiles, err := dataset.List(o.attack...)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range attackFiles {
+		prog.step("scoring attack captures", i+1, len(attackFiles), filepath.Base(p))
+		name := displayName(p, o.attack)
+		c, err := dataset.Extract(ctx, p, sets, o.maxPackets)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			in.Attacks = append(in.Attacks, eval.Attack{Name: name, Error: err.Error()})
+			continue
+		}
+		s, err := ts.scores(c.Matrix(0))
+		if err != nil {
+			return nil, fmt.Errorf("score %s: %w", p, err)
+		}
+		a := eval.Attack{Name: name, Scores: s, TS: c.TS}
+		ls := labels.For(p)
+		var whats, attackers []string
+		for _, l := range ls {
+			whats = append(whats, l.What)
+			if l.Attacker.IsValid() {
+				attackers = append(attackers, l.Attacker.String())
+			}
+		}
+		a.What = strings.Join(whats, "; ")
+		a.Attacker = strings.Join(attackers, ", ")
+		if len(attackers) > 0 {
+			a.Positive = make([]bool, c.N)
+			for i := range c.N {
+				for _, l := range ls {
+					if l.Positive(c.Src[i], c.TS[i]) {
+						a.Positive[i] = true
+						break
+					}
+				}
+			}
+		}
+		in.Attacks = append(in.Attacks, a)
+	}
+	prog.done()
+	if ts.elapsed > 0 {
+		in.Throughput = append(in.Throughput, eval.Throughput{Vectors: ts.vectors, Seconds: ts.elapsed.Seconds(), Batch: ts.sc.Chunk,
+			PerSec: float64(ts.vectors) / ts.elapsed.Seconds()})
+	}
+	if benignVecs.Rows > 0 { // the issue's yardstick: batch 256, one thread, at least 2^18 vectors
+		benignVecs.Cols = fs.Dim
+		n := 0
+		start := time.Now()
+		for pass := 0; n < 1<<18 && pass < 1<<18; pass++ {
+			if _, err := train.Scores(sc, benignVecs, 256); err != nil {
+				return nil, fmt.Errorf("throughput: %w", err)
+			}
+			n += benignVecs.Rows
+		}
+		d := time.Since(start).Seconds()
+		in.Throughput = append(in.Throughput, eval.Throughput{Vectors: n, Seconds: d, Batch: 256, PerSec: float64(n) / d})
+	}
+	r, err := eval.Evaluate(in)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.WriteFiles(o.out); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// displayName names a capture relative to the --attack root it came from.
+func displayName(path string, roots []string) string {
+	for _, r := range roots {
+		if rel, err := filepath.Rel(r, path); err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
+			return filepath.ToSlash(rel)
+		}
+	}
+	return filepath.Base(path)
+}

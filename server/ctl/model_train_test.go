@@ -1,0 +1,180 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/eval"
+	"github.com/vigil-edge/vigil/test/trafficgen"
+)
+
+// TestModelTrainAttached: train and eval hang under the model group.
+func TestModelTrainAttached(t *testing.T) {
+	for _, sub := range []string{"train", "eval"} {
+		var out, errb bytes.Buffer
+		if code := Main(context.Background(), []string{"model", sub, "--help"}, &out, &errb); code != 0 {
+			t.Fatalf("model %s --help: exit %d: %s", sub, code, errb.String())
+		}
+		if !strings.Contains(out.String(), "--feature-set") && !strings.Contains(out.String(), "--bundle") {
+			t.Errorf("model %s --help: %s", sub, out.String())
+		}
+	}
+}
+
+func TestModelTrainFlags(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no feature set", []string{"model", "train", "--benign", "x"}, "--feature-set and --benign are required"},
+		{"unknown set", []string{"model", "train", "--feature-set", "nope/v9", "--benign", "x"}, "unknown feature set"},
+		{"bad holdout", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--holdout", "1.5"}, "--holdout"},
+		{"bad kind", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--kind", "rnn"}, "--kind"},
+		{"bad quant", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "fp16"}, "--quant"},
+		{"eval needs bundle", []string{"model", "eval", "--benign", "x", "--attack", "y"}, "--bundle, --benign and --attack are required"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := Main(context.Background(), c.args, &out, &errb); code == 0 || !strings.Contains(errb.String(), c.want) {
+				t.Errorf("exit %d, stderr %q, want an error containing %q", code, errb.String(), c.want)
+			}
+		})
+	}
+}
+
+func TestProgressPlain(t *testing.T) {
+	var b bytes.Buffer
+	p := newProgress(&b)
+	for i := 1; i <= 100; i++ {
+		p.step("reading", i, 100, "")
+	}
+	p.done()
+	if n := strings.Count(b.String(), "\n"); n != 11 { // 1/100 then each decile
+		t.Errorf("%d lines when piped, want 11:\n%s", n, b.String())
+	}
+}
+
+func TestListWithAt(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.pcap"), filepath.Join(dir, "b.pcap")
+	for _, p := range []string{a, b} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := filepath.Join(dir, "list.txt")
+	if err := os.WriteFile(list, []byte("# held out\n"+b+"\n\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := listWithAt([]string{"@" + list, a})
+	if err != nil || len(got) != 2 || got[0] != a || got[1] != b {
+		t.Errorf("got %v, %v", got, err)
+	}
+}
+
+func writeCapture(t *testing.T, path string, cfg trafficgen.Config) trafficgen.Info {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := trafficgen.Write(f, cfg)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// TestModelTrainEval trains nethost/v1 on synthetic benign captures, then
+// evaluates the bundle on a synthetic SYN scan with a truth file.
+func TestModelTrainEval(t *testing.T) {
+	if os.Getenv("ONNXRUNTIME_LIB") == "" {
+		t.Skip("ONNXRUNTIME_LIB not set: model train and eval need ONNX Runtime")
+	}
+	dir := t.TempDir()
+	benign := filepath.Join(dir, "benign")
+	if err := os.Mkdir(benign, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		writeCapture(t, filepath.Join(benign, fmt.Sprintf("b%d.pcap", i)), trafficgen.Config{Seed: uint64(200 + i), Sessions: 150, Duration: 30 * time.Second})
+	}
+	out := filepath.Join(dir, "out")
+	run := func(args ...string) []byte {
+		t.Helper()
+		var so, se bytes.Buffer
+		if code := Main(context.Background(), args, &so, &se); code != 0 {
+			t.Fatalf("vigilctl %s: exit %d: %s", strings.Join(args, " "), code, se.String())
+		}
+		return so.Bytes()
+	}
+	var res TrainResult
+	js := run("model", "train", "--feature-set", "nethost/v1", "--benign", benign, "--epochs", "3", "--seed", "7",
+		"--name", "lab", "--version", "4", "--out", out, "--created", "2026-01-01T00:00:00Z", "--json")
+	if err := json.Unmarshal(js, &res); err != nil {
+		t.Fatalf("%v: %s", err, js)
+	}
+	if res.HoldoutSplit != "files" || res.HoldoutFiles != 1 || res.TrainFiles != 4 || res.Metrics.Threshold <= 0 || res.PeakRSSBytes == 0 {
+		t.Errorf("train result: %+v", res)
+	}
+	b, err := bundle.Read(res.Bundle, bundle.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Manifest.Name != "lab" || b.Manifest.Version != 4 || b.Manifest.Quantization != bundle.QuantInt8Dyn || b.Manifest.Threshold != res.Metrics.Threshold {
+		t.Errorf("manifest %+v", b.Manifest)
+	}
+	// Deterministic for a seed: the same flags give the same model bytes.
+	out2 := filepath.Join(dir, "out2")
+	run("model", "train", "--feature-set", "nethost/v1", "--benign", benign, "--epochs", "3", "--seed", "7",
+		"--name", "lab", "--version", "4", "--out", out2, "--created", "2026-01-01T00:00:00Z", "--json")
+	b2, err := bundle.Read(filepath.Join(out2, "lab-4.vgb"), bundle.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b.Model, b2.Model) {
+		t.Error("two runs with the same seed gave different models")
+	}
+
+	attacks := filepath.Join(dir, "attacks")
+	if err := os.Mkdir(attacks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	info := writeCapture(t, filepath.Join(attacks, "scan.pcap"), trafficgen.Config{Seed: 9, Sessions: 150, Duration: 30 * time.Second, Scan: true})
+	truth := fmt.Sprintf(`{"capture":"scan.pcap","attacks":[{"name":"nmap","command":"synthetic SYN scan","attacker":%q,"start":%q,"end":%q}]}`,
+		info.Scanner.String(), info.ScanStart.Format(time.RFC3339Nano), info.ScanEnd.Format(time.RFC3339Nano))
+	truthFile := filepath.Join(dir, "truth.json")
+	if err := os.WriteFile(truthFile, []byte(truth), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	evalDir := filepath.Join(dir, "eval")
+	var rep eval.Report
+	js = run("model", "eval", "--bundle", res.Bundle, "--benign", "@"+res.HoldoutList, "--attack", attacks, "--labels", truthFile, "--out", evalDir, "--json")
+	if err := json.Unmarshal(js, &rep); err != nil {
+		t.Fatalf("%v: %s", err, js)
+	}
+	if rep.Captures != 1 || len(rep.Attacks) != 1 || !rep.Attacks[0].Labelled || rep.Attacks[0].AttackPackets == 0 || rep.Attacks[0].AttackPackets > info.ScanPackets { // ScanPackets counts the replies too
+		t.Errorf("report: %+v, scan packets %d", rep, info.ScanPackets)
+	}
+	if !rep.Attacks[0].Detected || rep.ROCAUC < 0.9 {
+		t.Errorf("synthetic SYN scan not detected: %+v", rep.Attacks[0])
+	}
+	for _, f := range []string{eval.MarkdownFile, eval.JSONFile, eval.SVGFile} {
+		if _, err := os.Stat(filepath.Join(evalDir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -1,0 +1,176 @@
+package lab
+
+import (
+	"context"
+	"encoding/base32"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/dataset"
+)
+
+// Attack names accepted in Config.Attacks.
+var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel"}
+
+// attack runs one labelled attack from the attacker host within ctx (its
+// time slot) and returns the command it ran, or a reason to skip it.
+type attackFunc func(ctx context.Context, l *lab, att *host) (cmd string, skipped string, err error)
+
+var attacks = map[string]attackFunc{
+	"nmap":      nmapAttack,
+	"hping3":    hpingAttack,
+	"hydra":     hydraAttack,
+	"beacon":    beaconAttack,
+	"dnstunnel": dnsTunnelAttack,
+}
+
+func runTool(ctx context.Context, att *host, prog string, args ...string) (string, error) {
+	path, err := lookPath(prog)
+	if err != nil {
+		return "", err
+	}
+	cmd := att.ns.command(ctx, path, args...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil { // the slot ended: a bounded run, not a failure
+		return string(out), nil
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %w: %s", prog, err, lastLine(string(out)))
+	}
+	return string(out), nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// nmapAttack: a SYN scan of the web server's first 1000 ports.
+func nmapAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	if _, err := lookPath("nmap"); err != nil {
+		return "", "nmap not installed (apt-get install nmap)", nil
+	}
+	args := []string{"-sS", "-n", "-Pn", "-T4", "--max-retries", "1", "-p", "1-1000", l.hosts[0].addr.String()}
+	_, err := runTool(ctx, att, "nmap", args...)
+	return "nmap " + strings.Join(args, " "), "", err
+}
+
+// hpingAttack: a SYN flood against the web server's port 80, bounded by a
+// packet count (and the slot).
+func hpingAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	if _, err := lookPath("hping3"); err != nil {
+		return "", "hping3 not installed (apt-get install hping3)", nil
+	}
+	args := []string{"-S", "--flood", "-c", "20000", "-p", strconv.Itoa(portHTTP), l.hosts[0].addr.String()}
+	_, err := runTool(ctx, att, "hping3", args...)
+	return "hping3 " + strings.Join(args, " "), "", err
+}
+
+// hydraAttack: an SSH password brute force against the infra host's sshd.
+func hydraAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	if _, err := lookPath("hydra"); err != nil {
+		return "", "hydra not installed (apt-get install hydra)", nil
+	}
+	if !l.ssh {
+		return "", "no SSH server in the lab (apt-get install openssh-server)", nil
+	}
+	dir, err := os.MkdirTemp("", "vigil-lab-hydra-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(dir)
+	words := filepath.Join(dir, "passwords.txt")
+	var b strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&b, "password%d\n", i)
+	}
+	if err := os.WriteFile(words, []byte(b.String()), 0o600); err != nil {
+		return "", "", err
+	}
+	args := []string{"-l", "admin", "-P", words, "-t", "4", "-I", "-f", "ssh://" + l.hosts[1].addr.String()}
+	_, err = runTool(ctx, att, "hydra", args...)
+	return "hydra " + strings.Join(args, " "), "", err
+}
+
+// beaconAttack: C2-like beaconing, an HTTPS check-in every BeaconEvery with
+// 10% jitter, until the slot ends (at most 10,000 check-ins).
+func beaconAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	hc := l.httpClient(att)
+	defer hc.CloseIdleConnections()
+	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0xbeac))
+	every := l.cfg.BeaconEvery
+	for i := 0; i < 10_000 && ctx.Err() == nil; i++ {
+		_ = get(ctx, hc, fmt.Sprintf("https://%s/c2/checkin?id=%08x&seq=%d", l.hosts[0].addr, rng.Uint32(), i))
+		hc.CloseIdleConnections() // a new connection per check-in, as most implants do
+		jitter := time.Duration(rng.Int64N(int64(every/5)+1)) - every/10
+		if !sleep(ctx, every+jitter) {
+			break
+		}
+	}
+	return fmt.Sprintf("HTTPS GET /c2/checkin every %s ±10%% (Go client)", every), "", nil
+}
+
+// dnsTunnelAttack: data exfiltrated in DNS queries, long random base32
+// labels under t.lab, about 10 queries per second.
+func dnsTunnelAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0xd5))
+	enc := base32.StdEncoding.WithPadding(base32.NoPadding)
+	chunk := make([]byte, 35)
+	for i := 0; i < 100_000 && ctx.Err() == nil; i++ {
+		for j := range chunk {
+			chunk[j] = byte(rng.UintN(256))
+		}
+		s := strings.ToLower(enc.EncodeToString(chunk)) // 56 chars
+		name := fmt.Sprintf("%s.%s.%d.t.lab", s, s[:40], i)
+		_ = l.resolve(ctx, att, name, rng)
+		if !sleep(ctx, time.Duration(60+rng.IntN(80))*time.Millisecond) {
+			break
+		}
+	}
+	return "DNS A queries for <56+40 random base32 chars>.<seq>.t.lab, ~10/s (Go client)", "", nil
+}
+
+// runAttacks runs the requested attacks one after another, each in its own
+// slot of the window [from, to] after start, and records them.
+func (l *lab) runAttacks(ctx context.Context, start time.Time, from, to time.Duration) {
+	att := l.attacker
+	slot := (to - from) / time.Duration(len(l.cfg.Attacks))
+	for i, name := range l.cfg.Attacks {
+		at := start.Add(from + time.Duration(i)*slot)
+		if !sleep(ctx, time.Until(at)) {
+			return
+		}
+		sctx, cancel := context.WithTimeout(ctx, slot*9/10)
+		t0 := time.Now()
+		cmd, skipped, err := attacks[name](sctx, l, att)
+		t1 := time.Now()
+		cancel()
+		rec := dataset.TruthAttack{Name: name, Command: cmd, Attacker: att.addr.String(), Victim: l.victim(name).String(),
+			Start: t0.UTC(), End: t1.UTC(), Skipped: skipped}
+		if err != nil {
+			rec.Skipped = "failed: " + err.Error()
+		}
+		if rec.Skipped != "" {
+			rec.Start, rec.End = time.Time{}, time.Time{}
+			l.log.Warn("attack skipped", "attack", name, "reason", rec.Skipped)
+		} else {
+			l.log.Info("attack done", "attack", name, "seconds", t1.Sub(t0).Seconds())
+		}
+		l.mu.Lock()
+		l.truth.Attacks = append(l.truth.Attacks, rec)
+		l.mu.Unlock()
+	}
+}
+
+func (l *lab) victim(attack string) netip.Addr {
+	if attack == "hydra" || attack == "dnstunnel" {
+		return l.hosts[1].addr
+	}
+	return l.hosts[0].addr
+}

@@ -1,0 +1,81 @@
+package lab
+
+import (
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+// maxCapturePackets bounds the capture loop.
+const maxCapturePackets = 20_000_000
+
+// capturer writes every frame crossing the lab bridge to a pcap file: an
+// AF_PACKET socket (pure Go, gopacket's pcapgo) on the bridge in promiscuous
+// mode, which makes the bridge pass a copy of forwarded frames up.
+type capturer struct {
+	h       *pcapgo.EthernetHandle
+	f       *os.File
+	wg      sync.WaitGroup
+	packets int
+	err     error
+}
+
+func startCapture(n ns, iface, path string) (*capturer, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	w := pcapgo.NewWriterNanos(f)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	c := &capturer{f: f}
+	err = n.do(func() error {
+		var err error
+		c.h, err = pcapgo.NewEthernetHandle(iface)
+		return err
+	})
+	if err == nil {
+		err = c.h.SetPromiscuous(true)
+	}
+	if err == nil {
+		err = c.h.SetCaptureLength(65535)
+	}
+	if err != nil {
+		f.Close()
+		if c.h != nil {
+			c.h.Close()
+		}
+		return nil, fmt.Errorf("capture on %s: %w", iface, err)
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for c.packets < maxCapturePackets {
+			data, ci, err := c.h.ReadPacketData()
+			if err != nil {
+				return // closed
+			}
+			if err := w.WritePacket(ci, data); err != nil {
+				c.err = err
+				return
+			}
+			c.packets++
+		}
+	}()
+	return c, nil
+}
+
+// stop ends the capture and closes the file; it returns the packets written.
+func (c *capturer) stop() (int, error) {
+	c.h.Close()
+	c.wg.Wait()
+	if err := c.f.Close(); err != nil && c.err == nil {
+		c.err = err
+	}
+	return c.packets, c.err
+}

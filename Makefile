@@ -43,9 +43,15 @@ test: build
 test-short:
 	ONNXRUNTIME_LIB=$(ORT_LIB) $(GO) test -count=1 ./...
 
+# make bench: every Go benchmark (components, ingest, idle agents, ring vs
+# gRPC, ORT scoring), then scan throughput against ndpiReader and tcpdump on
+# a ~1M-packet reference capture. Figures go to .cache/bench*.txt; record
+# them in docs/benchmarks.md with machine, date and command.
 bench: build
-	VIGIL_BIN=$(BIN) ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so VIGIL_SHARED_DATA=$(CURDIR)/../shared/data \
-	  $(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./... | tee $(CURDIR)/.cache/bench.txt
+	@mkdir -p .cache
+	VIGIL_E2E=1 VIGIL_BIN=$(BIN) ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so VIGIL_SHARED_DATA=$(CURDIR)/../shared/data \
+	  $(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./... | tee $(CURDIR)/.cache/bench.txt
+	VIGIL_BIN=$(BIN) ./test/e2e/netflow_bench.sh | tee $(CURDIR)/.cache/bench-scan.txt
 
 proto:
 	cd wire/v1 && protoc --go_out=. --go_opt=paths=source_relative vigil.proto

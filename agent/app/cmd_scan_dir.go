@@ -111,7 +111,7 @@ func runScanDir(c *cobra.Command, g *Globals, dir string, pace time.Duration) er
 	start := time.Now()
 	res, err := filedetect.Scan(c.Context(), cfg)
 	if err != nil {
-		return fmt.Errorf("scan: %w", err)
+		return err // already "scan: ..."
 	}
 	secs := time.Since(start).Seconds()
 	rep := DirScanReport{Summary: DirScanSummary{

@@ -48,6 +48,10 @@ type AggregatorConfig struct {
 	// be reported alone as a file finding (when its tree is not bursting).
 	// Default 1.5 (medium severity).
 	FileMinRatio float64
+	// FileAlwaysRatio is the ratio from which a content anomaly is reported
+	// on its own even inside a burst (a packed executable dropped during mass
+	// activity). Default 10 (critical).
+	FileAlwaysRatio float64
 	// Hold delays a file finding (wall clock) so that a burst starting in
 	// the same tree can absorb it. Default 2 s; only with UpdateEvery > 0.
 	Hold time.Duration
@@ -76,6 +80,9 @@ func (c *AggregatorConfig) defaults() {
 	}
 	if c.FileMinRatio <= 0 {
 		c.FileMinRatio = 1.5
+	}
+	if c.FileAlwaysRatio <= 0 {
+		c.FileAlwaysRatio = 10
 	}
 	if c.Hold <= 0 {
 		c.Hold = 2 * time.Second
@@ -137,7 +144,8 @@ type treeAgg struct {
 	highEnt     uint64
 	exts        map[string]uint64 // extensions that renames changed to
 	dir         string            // deepest common folder of the anomalous paths
-	best        best
+	best        best              // largest burst anomaly (else largest of any kind)
+	bestAny     best
 	files       map[string]*fileAgg
 	filesOver   uint64 // held file anomalies beyond MaxOpen
 
@@ -228,11 +236,14 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 		g.highEnt++
 	}
 	g.dir = commonDir(g.dir, path.Dir(p))
-	g.best.add(an)
+	if c[ctxKind] == kindBurst {
+		g.best.add(an)
+	}
+	g.bestAny.add(an)
 	if !g.burst && g.count >= a.cfg.BurstMin && g.bursts > 0 {
 		g.burst, g.burstAt = true, a.cfg.Now()
 	}
-	if c[ctxKind] != kindBurst && !g.burst {
+	if c[ctxKind] != kindBurst && (!g.burst || ratioOf(an) >= a.cfg.FileAlwaysRatio) {
 		f := g.files[p]
 		if f == nil {
 			if len(g.files) >= a.cfg.MaxOpen {
@@ -263,22 +274,31 @@ func (a *Aggregator) evictOldest() []*wirev1.Finding {
 	return a.finish(old)
 }
 
+func ratioOf(an *sdk.Anomaly) float64 {
+	if an.Threshold > 0 {
+		return float64(an.Score) / float64(an.Threshold)
+	}
+	return math.Inf(1)
+}
+
 // finish returns the final findings of a closing tree window.
 func (a *Aggregator) finish(g *treeAgg) []*wirev1.Finding {
-	if g.burst {
-		if g.count == g.emitted {
-			return nil
-		}
-		return []*wirev1.Finding{a.emitBurst(g)}
-	}
 	var out []*wirev1.Finding
+	if g.burst {
+		if g.count != g.emitted {
+			out = append(out, a.emitBurst(g))
+		}
+		a.dropWeakFiles(g)
+	}
 	for _, k := range sortedFiles(g) {
 		if f := a.emitFile(g, g.files[k]); f != nil {
 			out = append(out, f)
 		}
 		delete(g.files, k)
 	}
-	a.suppressed += g.bursts
+	if !g.burst {
+		a.suppressed += g.bursts // too few to be a burst: noise
+	}
 	g.bursts = 0
 	return out
 }
@@ -317,12 +337,11 @@ func (a *Aggregator) Tick(nowEvent int64) []*wirev1.Finding {
 			continue
 		}
 		if g.burst {
-			clear(g.files)
+			a.dropWeakFiles(g)
 			if g.count != g.emitted && ((g.lastEmit.IsZero() && now.Sub(g.burstAt) >= a.cfg.FirstAfter) ||
 				(!g.lastEmit.IsZero() && now.Sub(g.lastEmit) >= a.cfg.UpdateEvery)) {
 				out = append(out, a.emitBurst(g))
 			}
-			continue
 		}
 		for _, p := range sortedFiles(g) {
 			f := g.files[p]
@@ -335,6 +354,16 @@ func (a *Aggregator) Tick(nowEvent int64) []*wirev1.Finding {
 		}
 	}
 	return out
+}
+
+// dropWeakFiles forgets the held file anomalies a burst absorbs (all but
+// those of at least FileAlwaysRatio).
+func (a *Aggregator) dropWeakFiles(g *treeAgg) {
+	for p, f := range g.files {
+		if f.best.ratio < a.cfg.FileAlwaysRatio {
+			delete(g.files, p)
+		}
+	}
 }
 
 // Flush closes every open window and emits what qualifies.
@@ -403,8 +432,12 @@ func (a *Aggregator) emitFile(g *treeAgg, f *fileAgg) *wirev1.Finding {
 
 func (a *Aggregator) emitBurst(g *treeAgg) *wirev1.Finding {
 	g.lastEmit, g.emitted = a.cfg.Now(), g.count
+	b := &g.best
+	if b.model == nil {
+		b = &g.bestAny
+	}
 	a.burstFindings++
-	sev := detect.Severity(g.best.ratio)
+	sev := detect.Severity(b.ratio)
 	if g.count >= 100 && sev < wirev1.Severity_SEVERITY_HIGH {
 		sev = wirev1.Severity_SEVERITY_HIGH
 	} else if sev < wirev1.Severity_SEVERITY_MEDIUM {
@@ -417,11 +450,11 @@ func (a *Aggregator) emitBurst(g *treeAgg) *wirev1.Finding {
 		LastSeenUnixNano:  g.last,
 		Count:             g.count,
 		Severity:          sev,
-		Score:             round(g.best.score),
-		Threshold:         round(g.best.thr),
-		Model:             g.best.model,
+		Score:             round(b.score),
+		Threshold:         round(b.thr),
+		Model:             b.model,
 		Context:           &wirev1.FindingContext{Path: g.dir, Proto: "file"},
-		TopFeatures:       topFeatures(g.best.top),
+		TopFeatures:       topFeatures(b.top),
 		Summary:           burstSummary(g),
 	}
 }
@@ -432,7 +465,10 @@ func burstSummary(g *treeAgg) string {
 	n := g.count
 	dur := time.Duration(g.last - g.first)
 	span := fmt.Sprintf("%.0f s", dur.Seconds())
-	if dur < 10*time.Second {
+	switch {
+	case dur < time.Second:
+		span = fmt.Sprintf("%d ms", dur.Milliseconds())
+	case dur < 10*time.Second:
 		span = fmt.Sprintf("%.1f s", dur.Seconds())
 	}
 	under := g.dir

@@ -47,11 +47,15 @@ func TestAggregator(t *testing.T) {
 			for i := range 50 {
 				a.Add(anomaly("/srv/www", fmt.Sprintf("/srv/www/f%d", i), "remove", "burst", time.Duration(i)*time.Millisecond, 1.2, nil))
 			}
-		}, 1, "50 files deleted under /srv/www in 0.0 s", "/srv/www", wirev1.Severity_SEVERITY_MEDIUM},
+		}, 1, "50 files deleted under /srv/www in 49 ms", "/srv/www", wirev1.Severity_SEVERITY_MEDIUM},
 		{"packed file", func(a *Aggregator) {
 			a.Add(anomaly("/srv/www", "/srv/www/bin/helper", "create", "file", time.Second, 4, map[string]string{ctxMagic: "elf", ctxEntropy: "7.61"}))
 			a.Add(anomaly("/srv/www", "/srv/www/bin/helper", "write", "file", 2*time.Second, 3, nil))
 		}, 1, "Anomalous file /srv/www/bin/helper (elf, entropy 7.61, create)", "/srv/www/bin/helper", wirev1.Severity_SEVERITY_HIGH},
+		{"packed file during a burst is reported on its own", func(a *Aggregator) {
+			ransom(a)
+			a.Add(anomaly("/srv/share", "/srv/share/drop/x.bin", "create", "file", 8*time.Second, 500, map[string]string{ctxMagic: "elf"}))
+		}, 2, "300 files renamed to .locked", "/srv/share", wirev1.Severity_SEVERITY_HIGH},
 		{"weak file anomaly suppressed", func(a *Aggregator) {
 			a.Add(anomaly("/srv/www", "/srv/www/x.txt", "create", "file", time.Second, 1.1, nil))
 		}, 0, "", "", 0},

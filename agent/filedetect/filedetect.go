@@ -15,12 +15,14 @@
 package filedetect
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -321,21 +323,39 @@ func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err 
 		}
 	}
 	return func() {
-		// Bounded: pluginhost's Close (at the time of writing) can wait
-		// forever for a plugin without a packet ring after killing it.
+		// Bounded: pluginhost's Close (at the time of writing) waits
+		// forever for a plugin without a packet ring after killing it
+		// (its exit watcher returns on cancellation without ending the
+		// instance). Return once the plugin process is gone.
+		pid := h.PID()
 		done := make(chan error, 1)
 		go func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			done <- h.Close(cctx)
 		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				log.Warn("closing detector plugin", "err", err)
+		limit := time.After(10 * time.Second)
+		poll := time.NewTicker(50 * time.Millisecond)
+		defer poll.Stop()
+		gone := 0
+	wait:
+		for {
+			select {
+			case err := <-done:
+				if err != nil {
+					log.Warn("closing detector plugin", "err", err)
+				}
+				break wait
+			case <-poll.C:
+				if pid > 0 && !processExists(pid) {
+					if gone++; gone >= 3 {
+						break wait
+					}
+				}
+			case <-limit:
+				log.Warn("closing detector plugin: the host did not return in 10 s")
+				break wait
 			}
-		case <-time.After(10 * time.Second):
-			log.Warn("closing detector plugin: host did not return; plugin killed")
 		}
 		if cleanup != nil {
 			cleanup()
@@ -418,4 +438,15 @@ func stageBundle(p string) (string, string, error) {
 		return "", "", fmt.Errorf("stage bundle: %w", err)
 	}
 	return dir, out, nil
+}
+
+// processExists reports whether a process with this id exists (and is not
+// a zombie).
+func processExists(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }

@@ -70,12 +70,12 @@ func Scan(ctx context.Context, cfg ScanConfig) (*ScanResult, error) {
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("scan %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("scan: %s: %w", cfg.Dir, err)
 	}
 	if st, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("scan: %w", err)
 	} else if !st.IsDir() {
-		return nil, fmt.Errorf("scan %s: not a folder", dir)
+		return nil, fmt.Errorf("scan: %s is not a folder", dir)
 	}
 	res := &ScanResult{}
 	var files []scanFile
@@ -106,7 +106,7 @@ func Scan(ctx context.Context, cfg ScanConfig) (*ScanResult, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("scan %s: %w", dir, err)
+		return nil, fmt.Errorf("scan: walk %s: %w", dir, err)
 	}
 	sort.Slice(files, func(i, j int) bool {
 		if files[i].mtime != files[j].mtime {
@@ -123,7 +123,7 @@ func Scan(ctx context.Context, cfg ScanConfig) (*ScanResult, error) {
 	eng := &engine{cfg: &c, agg: agg}
 	stop, err := eng.start(ctx, c.Logger)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("scan: %w", err)
 	}
 	defer stop()
 

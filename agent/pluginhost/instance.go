@@ -218,6 +218,11 @@ func watchExit(ctx context.Context, inst *instance) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Without a ring no results stream ends the instance: end it
+			// here, or Close would wait for it for ever.
+			if inst.ring == nil {
+				inst.end(ctx.Err())
+			}
 			return
 		case <-t.C:
 			if inst.client.Exited() {

@@ -11,8 +11,9 @@
 //   - "burst" when most of the anomaly comes from the tree's activity rates
 //     (ransomware renaming and encrypting, a wiper deleting): the agent merges
 //     these per tree into one finding with counts;
-//   - "file" when it comes from the file's own content (a packed executable,
-//     an obfuscated script): the agent reports the path.
+//   - "file" when it comes from the file's own content, or whenever the file
+//     carries a packing or obfuscation indicator (exec_packed, script_base64,
+//     packed_script), even amid a burst: the agent reports the path.
 //
 // The feature state (per-tree rates) lives in the plugin and follows the
 // event stream; a restarted plugin starts with empty rates.
@@ -270,7 +271,9 @@ func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.R
 		share := rateShare(c)
 		a.Context[ContextRateShare] = strconv.FormatFloat(float64(share), 'f', 3, 32)
 		a.Context[ContextKind] = KindFile
-		if share >= BurstShare || files[i].Op == event.FileRemove {
+		v := fv[i*feat.Dim : (i+1)*feat.Dim]
+		packed := v[idxExecPacked] >= 0.5 || v[idxScriptBase64] >= 0.5 || v[idxPackedScript] >= 0.5
+		if !packed && (share >= BurstShare || files[i].Op == event.FileRemove) {
 			a.Context[ContextKind] = KindBurst
 			d.bursts.Add(1)
 		}
@@ -365,7 +368,12 @@ func SafePath(s string) string {
 	return b.String()
 }
 
-var idxHighEntropy, idxExtChanged = indexOf("high_entropy_content"), indexOf("ext_changed")
+var (
+	idxHighEntropy, idxExtChanged = indexOf("high_entropy_content"), indexOf("ext_changed")
+	// Content indicators that make an anomaly a file anomaly even amid a
+	// burst of activity.
+	idxExecPacked, idxScriptBase64, idxPackedScript = indexOf("exec_packed"), indexOf("script_base64"), indexOf("packed_script")
+)
 
 func indexOf(name string) int {
 	for i, n := range feat.Names() {

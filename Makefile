@@ -23,7 +23,7 @@ build: ort
 	  if [ -d $$m ]; then echo "go build $$m"; CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./$$m || exit 1; fi; \
 	done
 	@for m in $(PLUGIN_MAINS) server/cmd/vigilctl; do \
-	  echo "go build $$m"; CGO_ENABLED=1 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./$$m || exit 1; \
+	  echo "go build $$m"; CGO_ENABLED=1 $(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o $(BIN)/ ./$$m || exit 1; \
 	done
 	@install -m 0644 "$(ORT_LIB)" $(BIN)/lib/libonnxruntime.so
 	@for b in models/baseline/*.vgb; do [ -f "$$b" ] && install -m 0644 "$$b" $(BIN)/models/ || true; done

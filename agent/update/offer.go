@@ -180,7 +180,7 @@ func (u *Updater) download(ctx context.Context, o *wirev1.ModelOffer) (string, e
 			_ = syncDir(dir)
 			return done, nil
 		}
-		if errors.Is(err, ErrNotFound) || errors.Is(err, errTooLarge) || ctx.Err() != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, errTooLarge) || errors.Is(err, errTooSmall) || ctx.Err() != nil {
 			return "", err
 		}
 		if attempt >= 20 {
@@ -198,7 +198,10 @@ func (u *Updater) download(ctx context.Context, o *wirev1.ModelOffer) (string, e
 	}
 }
 
-var errTooLarge = errors.New("bundle larger than offered")
+var (
+	errTooLarge = errors.New("bundle larger than offered")
+	errTooSmall = errors.New("bundle smaller than offered")
+)
 
 func (u *Updater) fetchOnce(ctx context.Context, o *wirev1.ModelOffer, part string) error {
 	f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
@@ -228,8 +231,11 @@ func (u *Updater) fetchOnce(ctx context.Context, o *wirev1.ModelOffer, part stri
 	if err != nil {
 		return err
 	}
-	if total != o.Size {
+	if total > o.Size {
 		return fmt.Errorf("%w: server has %d bytes, offer said %d", errTooLarge, total, o.Size)
+	}
+	if total < o.Size {
+		return fmt.Errorf("%w: server has %d bytes, offer said %d (its copy is truncated?)", errTooSmall, total, o.Size)
 	}
 	if w.left != 0 {
 		return fmt.Errorf("download ended %d bytes short", w.left)

@@ -355,8 +355,8 @@ func serverSpec(_ *Options, in *inputs, stage string) *pkgSpec {
 			"and vigilctl, the command line for admins and analysts.",
 		debScripts: scripts(stage, FormatDeb, "server"),
 		rpmScripts: scripts(stage, FormatRPM, "server"),
-		debDepends: []string{"adduser"},
-		rpmDepends: []string{"shadow-utils"},
+		debDepends: []string{"adduser", "libc6"}, // vigilctl: cgo (dlopens ONNX Runtime for model train/eval)
+		rpmDepends: []string{"shadow-utils", "glibc"},
 	}
 	s.entries = append(s.entries,
 		entry{src: in.server, dst: "/usr/bin/vigil-server", mode: 0o755},

@@ -50,7 +50,6 @@ var instAllowedLintianOverrides = map[string]bool{
 	"statically-linked-binary": true, // CGO_ENABLED=0 Go binaries, on purpose
 	"no-manual-page":           true, // --help and README.md are the reference
 	"repeated-path-segment":    true, // /usr/lib/vigil/lib: the plugins' ../lib
-	"hardening-no-pie":         true, // cgo plugins, linked non-PIE by the Makefile today
 }
 
 const (

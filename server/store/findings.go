@@ -252,11 +252,17 @@ func (db *DB) ListFindings(ctx context.Context, f FindingFilter) ([]Finding, err
 	if f.AfterID > 0 || f.Ascending {
 		order = " ORDER BY id ASC LIMIT ?"
 	}
-	q := `SELECT ` + findingCols + ` FROM findings`
+	// Late row lookup: the subquery picks the ids (from an index alone
+	// where the filters allow, and a sort of ids, not of whole rows, when
+	// the chosen index is not in id order, e.g. a time window), then only
+	// those rows are read. Over 10 million findings this took a time
+	// window's list from ~100 ms to ~10 ms (docs/benchmarks.md).
+	inner := `SELECT id FROM findings`
 	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+		inner += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += order
+	inner += order
+	q := `SELECT ` + findingCols + ` FROM findings WHERE id IN (` + inner + `)` + strings.TrimSuffix(order, " LIMIT ?")
 	args = append(args, clampLimit(f.Limit))
 	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {

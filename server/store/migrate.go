@@ -200,6 +200,16 @@ var migrations = []migration{
 			updated_at INTEGER NOT NULL
 		) STRICT`,
 	}},
+	// Findings list over millions of rows (issue 7 benchmark, p95 goal
+	// 100 ms at 10 million findings, docs/benchmarks.md): a time window
+	// within an entity, the newest findings of one agent and of one
+	// detector (severity read from the index, so that the walk in id
+	// order checks it without touching the table).
+	{3, "findings list indexes", []string{
+		`CREATE INDEX findings_entity_time ON findings(entity, time)`,
+		`CREATE INDEX findings_agent ON findings(agent_id, id)`,
+		`CREATE INDEX findings_detector ON findings(detector, id, severity)`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

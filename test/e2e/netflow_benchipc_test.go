@@ -35,7 +35,10 @@ func exampleBinary(t *testing.T, in *nfInstall) string {
 	if nfFileExists(p) {
 		return p
 	}
+	// The plugin runs as nobody when the agent is root: it must be able to
+	// reach its binary through both levels of the test's temp directory.
 	dir := t.TempDir()
+	_ = os.Chmod(filepath.Dir(dir), 0o755)
 	_ = os.Chmod(dir, 0o755)
 	cmd := exec.Command("go", "build", "-o", dir+"/", "./plugins/example/cmd/vigil-detector-example")
 	cmd.Dir = nfRepoRoot(t)

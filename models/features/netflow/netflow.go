@@ -46,6 +46,7 @@ package netflow
 
 import (
 	"bytes"
+	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
@@ -152,10 +153,10 @@ type chanVal struct {
 // Extractor computes netflow/v1 features. It is not safe for concurrent use.
 type Extractor struct {
 	seed  uint64
-	mi    table[miKey, multi1]
-	host  table[hostKey, multi1]
-	chans table[chanKey, chanVal]
-	socks table[sockKey, multi2]
+	mi    flowtab.Table[miKey, multi1]
+	host  flowtab.Table[hostKey, multi1]
+	chans flowtab.Table[chanKey, chanVal]
+	socks flowtab.Table[sockKey, multi2]
 }
 
 // New returns an extractor with empty state.
@@ -171,10 +172,10 @@ func New(cfg Config) *Extractor {
 	}
 	return &Extractor{
 		seed:  cfg.HashSeed,
-		mi:    newTable[miKey, multi1](cfg.MaxHosts),
-		host:  newTable[hostKey, multi1](cfg.MaxHosts),
-		chans: newTable[chanKey, chanVal](cfg.MaxChannels),
-		socks: newTable[sockKey, multi2](cfg.MaxSockets),
+		mi:    flowtab.New[miKey, multi1](cfg.MaxHosts),
+		host:  flowtab.New[hostKey, multi1](cfg.MaxHosts),
+		chans: flowtab.New[chanKey, chanVal](cfg.MaxChannels),
+		socks: flowtab.New[sockKey, multi2](cfg.MaxSockets),
 	}
 }
 
@@ -210,8 +211,8 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 	// MI_dir: source MAC + IP.
 	{
 		k := miKey{mac: p.SrcMAC, ip: src, kind: kind}
-		h := mix(e.seed^le64(k.ip[0:])^uint64(k.kind)<<56, le64(k.ip[8:])^macWord(k.mac))
-		v, last := e.mi.get(&k, h, now)
+		h := flowtab.Mix(e.seed^flowtab.LE64(k.ip[0:])^uint64(k.kind)<<56, flowtab.LE64(k.ip[8:])^macWord(k.mac))
+		v, last := e.mi.Get(&k, h, now)
 		f := advance(last, now)
 		v.insert(&f, size)
 		v.put(out[offMI : offMI+3*nLambda])
@@ -219,8 +220,8 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 	// H: source IP.
 	{
 		k := hostKey{ip: src, kind: kind}
-		h := mix(e.seed^le64(k.ip[0:])^uint64(k.kind)<<56, le64(k.ip[8:]))
-		v, last := e.host.get(&k, h, now)
+		h := flowtab.Mix(e.seed^flowtab.LE64(k.ip[0:])^uint64(k.kind)<<56, flowtab.LE64(k.ip[8:]))
+		v, last := e.host.Get(&k, h, now)
 		f := advance(last, now)
 		v.insert(&f, size)
 		v.put(out[offH : offH+3*nLambda])
@@ -232,9 +233,9 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 		if bytes.Compare(src[:], dst[:]) > 0 {
 			k.a, k.b, dir = dst, src, 1
 		}
-		h := mix(e.seed^le64(k.a[0:])^uint64(k.kind)<<56, le64(k.a[8:]))
-		h = mix(h^le64(k.b[0:]), le64(k.b[8:]))
-		s, last := e.chans.get(&k, h, now)
+		h := flowtab.Mix(e.seed^flowtab.LE64(k.a[0:])^uint64(k.kind)<<56, flowtab.LE64(k.a[8:]))
+		h = flowtab.Mix(h^flowtab.LE64(k.b[0:]), flowtab.LE64(k.b[8:]))
+		s, last := e.chans.Get(&k, h, now)
 		f := advance(last, now)
 		s.hh.insert(&f, dir, size)
 		s.hh.put(dir, out[offHH:offHH+7*nLambda])
@@ -269,9 +270,9 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 		if c := bytes.Compare(k.a[:], k.b[:]); c > 0 || (c == 0 && k.pa > k.pb) {
 			k.a, k.b, k.pa, k.pb, dir = k.b, k.a, k.pb, k.pa, 1
 		}
-		h := mix(e.seed^le64(k.a[0:])^uint64(k.kind)<<56^uint64(k.proto)<<48, le64(k.a[8:])^uint64(k.pa)<<32^uint64(k.pb))
-		h = mix(h^le64(k.b[0:]), le64(k.b[8:]))
-		v, last := e.socks.get(&k, h, now)
+		h := flowtab.Mix(e.seed^flowtab.LE64(k.a[0:])^uint64(k.kind)<<56^uint64(k.proto)<<48, flowtab.LE64(k.a[8:])^uint64(k.pa)<<32^uint64(k.pb))
+		h = flowtab.Mix(h^flowtab.LE64(k.b[0:]), flowtab.LE64(k.b[8:]))
+		v, last := e.socks.Get(&k, h, now)
 		f := advance(last, now)
 		v.insert(&f, dir, size)
 		v.put(dir, out[offHpHp:offHpHp+7*nLambda])
@@ -321,6 +322,6 @@ func (e *Extractor) Stats() Stats {
 	return st
 }
 
-func tableStats[K comparable, V any](name string, t *table[K, V]) TableStats {
-	return TableStats{Name: name, Entries: t.used, Capacity: len(t.tags), Evictions: t.evictions, EntryBytes: t.entryBytes()}
+func tableStats[K comparable, V any](name string, t *flowtab.Table[K, V]) TableStats {
+	return TableStats{Name: name, Entries: t.Len(), Capacity: t.Cap(), Evictions: t.Evictions(), EntryBytes: t.EntryBytes()}
 }

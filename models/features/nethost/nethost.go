@@ -90,6 +90,7 @@
 package nethost
 
 import (
+	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
 	"math"
 	"math/bits"
 
@@ -174,7 +175,7 @@ type hostVal struct {
 // Extractor computes nethost/v1 features. Not safe for concurrent use.
 type Extractor struct {
 	seed  uint64
-	hosts table[hostKey, hostVal]
+	hosts flowtab.Table[hostKey, hostVal]
 }
 
 // New returns an extractor with empty state.
@@ -182,7 +183,7 @@ func New(cfg Config) *Extractor {
 	if cfg.MaxHosts <= 0 {
 		cfg.MaxHosts = DefaultMaxHosts
 	}
-	return &Extractor{seed: cfg.HashSeed, hosts: newTable[hostKey, hostVal](cfg.MaxHosts)}
+	return &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts)}
 }
 
 func (e *Extractor) keyOf(addr [16]byte, mac [6]byte, ip bool) (hostKey, uint64) {
@@ -191,7 +192,7 @@ func (e *Extractor) keyOf(addr [16]byte, mac [6]byte, ip bool) (hostKey, uint64)
 		k = hostKey{kind: kindMAC}
 		copy(k.addr[:], mac[:])
 	}
-	return k, mix(e.seed^le64(k.addr[0:])^uint64(k.kind)<<56, le64(k.addr[8:]))
+	return k, flowtab.Mix(e.seed^flowtab.LE64(k.addr[0:])^uint64(k.kind)<<56, flowtab.LE64(k.addr[8:]))
 }
 
 const slowLambda = 0.1
@@ -343,7 +344,7 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 	if isIP && ((tcp && p.TCPFlags&event.TCPRst != 0) ||
 		(p.Proto == event.ProtoICMP && p.SrcPort == 3) || (p.Proto == event.ProtoICMPv6 && p.SrcPort == 1)) {
 		k, h := e.keyOf(p.DstIP, p.DstMAC, true)
-		if v, last := e.hosts.lookup(&k, h); v != nil {
+		if v, last := e.hosts.Lookup(&k, h); v != nil {
 			decay(v, last, now)
 			for i := range v.win {
 				v.win[i].failedIn++
@@ -355,13 +356,13 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 		// The entry is created if absent (bounded like any other): the
 		// owner's reply usually comes next.
 		k, h := e.keyOf(p.DstIP, p.DstMAC, true)
-		v, last := e.hosts.get(&k, h, now)
+		v, last := e.hosts.Get(&k, h, now)
 		decay(v, last, now)
 		v.arpAsked = min(v.arpAsked+1, 8)
 	}
 
 	k, h := e.keyOf(p.SrcIP, p.SrcMAC, isIP || isARP)
-	v, last := e.hosts.get(&k, h, now)
+	v, last := e.hosts.Get(&k, h, now)
 	decay(v, last, now)
 
 	// Sketch epochs.
@@ -379,13 +380,13 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 	r := classify(p, l4)
 	newDst, knownPair := false, false
 	if r == roleOpen || (r == roleInitiator && tcp && p.TCPFlags&(event.TCPFin|event.TCPRst) != 0) {
-		hh := mix(e.seed^le64(p.DstIP[0:]), le64(p.DstIP[8:]))
+		hh := flowtab.Mix(e.seed^flowtab.LE64(p.DstIP[0:]), flowtab.LE64(p.DstIP[8:]))
 		port := uint64(0)
 		if l4 {
 			port = uint64(p.DstPort) | uint64(p.Proto)<<16
 		}
-		ph := mix(e.seed^port, 0x9e3779b97f4a7c15)
-		pair := mix(hh, ph)
+		ph := flowtab.Mix(e.seed^port, 0x9e3779b97f4a7c15)
+		pair := flowtab.Mix(hh, ph)
 		if r == roleOpen {
 			v.cur[1].set(hh)
 			if l4 {
@@ -510,6 +511,6 @@ type Stats struct {
 // Stats returns the table statistics.
 func (e *Extractor) Stats() Stats {
 	t := &e.hosts
-	return Stats{Entries: t.used, Capacity: len(t.tags), Evictions: t.evictions, EntryBytes: t.entryBytes(),
-		MemoryBytes: int64(len(t.tags) * t.entryBytes())}
+	return Stats{Entries: t.Len(), Capacity: t.Cap(), Evictions: t.Evictions(), EntryBytes: t.EntryBytes(),
+		MemoryBytes: int64(t.Cap() * t.EntryBytes())}
 }

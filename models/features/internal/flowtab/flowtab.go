@@ -1,4 +1,9 @@
-package netflow
+// Package flowtab is the bounded, pointer-free hash table that the feature
+// sets keep their per-host, per-channel and per-socket state in: fixed
+// capacity, O(1) work per packet (a bounded probe window) and eviction of the
+// least recently seen entry, so that no traffic can slow or bloat an
+// extractor. It also holds the hash the feature sets key it with.
+package flowtab
 
 import (
 	"math/bits"
@@ -18,11 +23,11 @@ type entry[K comparable, V any] struct {
 	val V
 }
 
-// table is a fixed-capacity open-addressing hash table with bounded linear
+// Table is a fixed-capacity open-addressing hash table with bounded linear
 // probing and least-recently-seen eviction. It never deletes, so an empty
 // slot ends every probe sequence. Probing reads only the tag and clock
 // arrays (one or two cache lines); the entry itself is touched once.
-type table[K comparable, V any] struct {
+type Table[K comparable, V any] struct {
 	tags      []uint32 // 32 bits of the key's hash, low bit set; 0 = empty
 	last      []int64  // time (ns) of the entry's latest packet: decay clock and LRU clock
 	entries   []entry[K, V]
@@ -31,9 +36,10 @@ type table[K comparable, V any] struct {
 	evictions uint64
 }
 
-func newTable[K comparable, V any](capacity int) table[K, V] {
+// New makes a table of at least capacity entries (a power of two).
+func New[K comparable, V any](capacity int) Table[K, V] {
 	n := 1 << bits.Len(uint(max(capacity, probeWindow)-1)) // next power of two
-	return table[K, V]{
+	return Table[K, V]{
 		tags:    make([]uint32, n),
 		last:    make([]int64, n),
 		entries: make([]entry[K, V], n),
@@ -41,9 +47,9 @@ func newTable[K comparable, V any](capacity int) table[K, V] {
 	}
 }
 
-// get returns the entry of k and its clock, creating (or recycling) an entry
+// Get returns the entry of k and its clock, creating (or recycling) an entry
 // when absent; a new entry is zeroed and its clock is now.
-func (t *table[K, V]) get(k *K, h uint64, now int64) (*V, *int64) {
+func (t *Table[K, V]) Get(k *K, h uint64, now int64) (*V, *int64) {
 	tag := uint32(h>>32) | 1
 	i := h & t.mask
 	victim := -1
@@ -72,8 +78,26 @@ func (t *table[K, V]) get(k *K, h uint64, now int64) (*V, *int64) {
 	return &t.entries[victim].val, &t.last[victim]
 }
 
-// entryBytes is the memory per entry: key, statistics, tag and clock.
-func (t *table[K, V]) entryBytes() int {
+// Lookup returns the entry of k and its clock, or nil when absent.
+func (t *Table[K, V]) Lookup(k *K, h uint64) (*V, *int64) {
+	tag := uint32(h>>32) | 1
+	i := h & t.mask
+	for range probeWindow {
+		switch t.tags[i] {
+		case tag:
+			if e := &t.entries[i]; e.key == *k {
+				return &e.val, &t.last[i]
+			}
+		case 0:
+			return nil, nil
+		}
+		i = (i + 1) & t.mask
+	}
+	return nil, nil
+}
+
+// EntryBytes is the memory per entry: key, statistics, tag and clock.
+func (t *Table[K, V]) EntryBytes() int {
 	return int(unsafe.Sizeof(t.entries[0])) + int(unsafe.Sizeof(t.tags[0])) + int(unsafe.Sizeof(t.last[0]))
 }
 
@@ -85,13 +109,37 @@ const (
 	k1 = 0xe7037ed1a0b428db
 )
 
-func mix(a, b uint64) uint64 {
+// Mix hashes two words (see the constants above).
+func Mix(a, b uint64) uint64 {
 	hi, lo := bits.Mul64(a^k0, b^k1)
-	return hi ^ lo
+	return fmix(hi ^ lo)
 }
 
-func le64(b []byte) uint64 {
+// fmix is MurmurHash3's 64-bit finaliser: the multiply-mix alone leaves the
+// low bits (which pick table slots and sketch bits) depending on the low
+// bits of its inputs only, and IPv4-mapped addresses differ in their top
+// bytes.
+func fmix(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
+
+// LE64 reads a little-endian word from b[:8].
+func LE64(b []byte) uint64 {
 	_ = b[7]
 	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
+
+// Len is the number of entries in use.
+func (t *Table[K, V]) Len() int { return t.used }
+
+// Cap is the number of slots.
+func (t *Table[K, V]) Cap() int { return len(t.tags) }
+
+// Evictions counts entries recycled because their probe window was full.
+func (t *Table[K, V]) Evictions() uint64 { return t.evictions }

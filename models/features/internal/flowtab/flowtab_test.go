@@ -1,0 +1,49 @@
+package flowtab
+
+import "testing"
+
+func TestTableGetLookupEvict(t *testing.T) {
+	tab := New[uint64, int](16)
+	if tab.Cap() != 16 {
+		t.Fatalf("cap %d, want 16", tab.Cap())
+	}
+	h := func(k uint64) uint64 { return Mix(k, 0) }
+	for k := uint64(0); k < 1000; k++ {
+		v, last := tab.Get(&k, h(k), int64(k))
+		*v = int(k)
+		*last = int64(k)
+	}
+	if tab.Len() > tab.Cap() {
+		t.Fatalf("len %d above cap %d", tab.Len(), tab.Cap())
+	}
+	if tab.Evictions() == 0 {
+		t.Fatal("1000 keys in 16 slots evicted nothing")
+	}
+	// The most recent key survives; a long-evicted one is gone.
+	k := uint64(999)
+	if v, _ := tab.Lookup(&k, h(k)); v == nil || *v != 999 {
+		t.Fatalf("latest key lost: %v", v)
+	}
+	k = 0
+	if v, _ := tab.Lookup(&k, h(k)); v != nil {
+		t.Fatalf("oldest key still present: %d", *v)
+	}
+	if tab.EntryBytes() <= 0 {
+		t.Fatal("entry size not positive")
+	}
+}
+
+// TestMixLowBitsSpreadIPv4Mapped: IPv4-mapped addresses differ only in their
+// top bytes; the table picks slots by the hash's low bits, which must still
+// spread them.
+func TestMixLowBitsSpreadIPv4Mapped(t *testing.T) {
+	seen := map[uint64]bool{}
+	for i := 0; i < 256; i++ {
+		var ip [16]byte
+		ip[10], ip[11], ip[12], ip[13], ip[14], ip[15] = 0xff, 0xff, 10, 99, 1, byte(i)
+		seen[Mix(LE64(ip[0:]), LE64(ip[8:]))&255] = true
+	}
+	if len(seen) < 128 {
+		t.Fatalf("256 addresses hit only %d of 256 low-bit buckets", len(seen))
+	}
+}

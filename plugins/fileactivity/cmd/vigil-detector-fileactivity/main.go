@@ -11,9 +11,8 @@ package main
 import (
 	"context"
 	"flag"
+	ortruntime "github.com/vigil-edge/vigil/models/runtime"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/vigil-edge/vigil/plugins/fileactivity"
@@ -25,7 +24,7 @@ func main() {
 	ort := flag.String("ort", "", "libonnxruntime.so (default: $ONNXRUNTIME_LIB, then ../lib and lib next to this binary)")
 	flag.Parse()
 	sdk.Serve(func(log *slog.Logger) sdk.Detector {
-		d := fileactivity.New(log, fileactivity.Options{ORTLib: findORT(*ort)})
+		d := fileactivity.New(log, fileactivity.Options{ORTLib: ortruntime.FindLibrary(*ort)})
 		if *bundlePath != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			if _, err := d.LoadModel(ctx, *bundlePath); err != nil {
@@ -35,31 +34,4 @@ func main() {
 		}
 		return d
 	})
-}
-
-// findORT locates libonnxruntime.so.
-func findORT(flagValue string) string {
-	if flagValue != "" {
-		return flagValue
-	}
-	if v := os.Getenv("ONNXRUNTIME_LIB"); v != "" {
-		return v
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return ""
-	}
-	if r, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = r
-	}
-	dir := filepath.Dir(exe)
-	for _, p := range []string{
-		filepath.Join(dir, "..", "lib", "libonnxruntime.so"),
-		filepath.Join(dir, "lib", "libonnxruntime.so"),
-	} {
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p
-		}
-	}
-	return ""
 }

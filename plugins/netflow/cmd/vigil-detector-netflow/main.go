@@ -11,9 +11,8 @@ package main
 import (
 	"context"
 	"flag"
+	ortruntime "github.com/vigil-edge/vigil/models/runtime"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -38,7 +37,7 @@ func main() {
 	flag.Parse()
 	sdk.Serve(func(log *slog.Logger) sdk.Detector {
 		d := netflow.New(log, netflow.Options{
-			ORTLib: findORT(*ort), Calibrate: *calibrate, CalibrateQuantile: *quantile, MaxSockets: *maxSockets,
+			ORTLib: ortruntime.FindLibrary(*ort), Calibrate: *calibrate, CalibrateQuantile: *quantile, MaxSockets: *maxSockets,
 			HashSeed: *hashSeed, ScoreChunk: *chunk,
 		})
 		for _, b := range bundles {
@@ -50,31 +49,4 @@ func main() {
 		}
 		return d
 	})
-}
-
-// findORT locates libonnxruntime.so.
-func findORT(flagValue string) string {
-	if flagValue != "" {
-		return flagValue
-	}
-	if v := os.Getenv("ONNXRUNTIME_LIB"); v != "" {
-		return v
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return ""
-	}
-	if r, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = r
-	}
-	dir := filepath.Dir(exe)
-	for _, p := range []string{
-		filepath.Join(dir, "..", "lib", "libonnxruntime.so"),
-		filepath.Join(dir, "lib", "libonnxruntime.so"),
-	} {
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p
-		}
-	}
-	return ""
 }

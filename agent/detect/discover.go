@@ -70,6 +70,12 @@ func (s Search) exeDir() string {
 // wins for the library. Bundles of another detector or that fail to parse
 // are skipped (reported in Skipped).
 func Discover(s Search) (*Installation, error) {
+	return DiscoverFor(s, PluginName, DetectorName)
+}
+
+// DiscoverFor is Discover for any detector: its plugin binary's name and the
+// detector name its bundles carry (the file detector uses it too).
+func DiscoverFor(s Search, pluginName, detector string) (*Installation, error) {
 	exe := s.exeDir()
 	pdirs, mdirs, ldirs := s.PluginDirs, s.ModelDirs, s.LibDirs
 	if pdirs == nil {
@@ -88,14 +94,14 @@ func Discover(s Search) (*Installation, error) {
 	}
 	in := &Installation{Skipped: map[string]error{}}
 	for _, d := range pdirs {
-		p := filepath.Join(d, PluginName)
+		p := filepath.Join(d, pluginName)
 		if isExec(p) {
 			in.Plugin = p
 			break
 		}
 	}
 	if in.Plugin == "" {
-		return nil, fmt.Errorf("detector plugin %s not found in %v", PluginName, pdirs)
+		return nil, fmt.Errorf("detector plugin %s not found in %v", pluginName, pdirs)
 	}
 	if v := os.Getenv("ONNXRUNTIME_LIB"); v != "" {
 		in.ORTLib = v
@@ -113,9 +119,9 @@ func Discover(s Search) (*Installation, error) {
 		files, _ := filepath.Glob(filepath.Join(d, "*"+bundle.Extension))
 		sort.Strings(files)
 		for _, f := range files {
-			bi, err := ReadBundleInfo(f)
+			bi, err := ReadBundleInfoFor(f, detector)
 			if errors.Is(err, errOtherDetector) {
-				continue // another detector's bundle (e.g. fileactivity)
+				continue // another detector's bundle
 			}
 			if err != nil {
 				in.Skipped[f] = err
@@ -137,12 +143,17 @@ func Discover(s Search) (*Installation, error) {
 // update path verifies signatures before a bundle lands in a model dir) and
 // checks that it is meant for the netflow detector.
 func ReadBundleInfo(path string) (BundleInfo, error) {
+	return ReadBundleInfoFor(path, DetectorName)
+}
+
+// ReadBundleInfoFor is ReadBundleInfo for the bundles of detector.
+func ReadBundleInfoFor(path, detector string) (BundleInfo, error) {
 	b, err := bundle.Read(path, bundle.DefaultLimits())
 	if err != nil {
 		return BundleInfo{}, fmt.Errorf("read bundle: %w", err)
 	}
-	if b.Manifest.Detector != DetectorName {
-		return BundleInfo{}, fmt.Errorf("bundle %s is for detector %q, not %q: %w", path, b.Manifest.Detector, DetectorName, errOtherDetector)
+	if b.Manifest.Detector != detector {
+		return BundleInfo{}, fmt.Errorf("bundle %s is for detector %q, not %q: %w", path, b.Manifest.Detector, detector, errOtherDetector)
 	}
 	dg, err := bundle.Digest(path)
 	if err != nil {

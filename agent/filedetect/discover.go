@@ -2,13 +2,8 @@ package filedetect
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
 
 	"github.com/vigil-edge/vigil/agent/detect"
-	"github.com/vigil-edge/vigil/models/bundle"
 )
 
 // PluginName is the fileactivity detector plugin's binary name.
@@ -35,71 +30,14 @@ type Installation struct {
 // directories. $ONNXRUNTIME_LIB wins for the library. Bundles of other
 // detectors are ignored.
 func Discover(s detect.Search) (*Installation, error) {
-	exe := s.ExeDir
-	if exe == "" {
-		if p, err := os.Executable(); err == nil {
-			if r, err := filepath.EvalSymlinks(p); err == nil {
-				p = r
-			}
-			exe = filepath.Dir(p)
-		}
+	found, err := detect.DiscoverFor(s, PluginName, DetectorName)
+	if err != nil {
+		return nil, err
 	}
-	pdirs, mdirs, ldirs := s.PluginDirs, s.ModelDirs, s.LibDirs
-	if pdirs == nil {
-		pdirs = detect.DefaultPluginDirs
-	}
-	if mdirs == nil {
-		mdirs = detect.DefaultModelDirs
-	}
-	if ldirs == nil {
-		ldirs = detect.DefaultLibDirs
-	}
-	if exe != "" {
-		pdirs = append([]string{exe}, pdirs...)
-		mdirs = append([]string{filepath.Join(exe, "models")}, mdirs...)
-		ldirs = append([]string{filepath.Join(exe, "lib"), filepath.Join(exe, "..", "lib")}, ldirs...)
-	}
-	in := &Installation{Skipped: map[string]error{}}
-	for _, d := range pdirs {
-		p := filepath.Join(d, PluginName)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			in.Plugin = p
-			break
-		}
-	}
-	if in.Plugin == "" {
-		return nil, fmt.Errorf("detector plugin %s not found in %v", PluginName, pdirs)
-	}
-	if v := os.Getenv("ONNXRUNTIME_LIB"); v != "" {
-		in.ORTLib = v
-	} else {
-		for _, d := range ldirs {
-			p := filepath.Join(d, "libonnxruntime.so")
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-				in.ORTLib = p
-				break
-			}
-		}
-	}
-	for _, d := range mdirs {
-		files, _ := filepath.Glob(filepath.Join(d, "*"+bundle.Extension))
-		sort.Strings(files)
-		for _, f := range files {
-			b, err := bundle.Read(f, bundle.DefaultLimits())
-			if err != nil {
-				continue // not ours to judge: the netflow discovery reports broken bundles
-			}
-			if b.Manifest.Detector != DetectorName {
-				continue
-			}
-			bi, err := ReadBundleInfo(f)
-			if err != nil {
-				in.Skipped[f] = err
-				continue
-			}
-			if in.Bundle.Path == "" || bi.Version > in.Bundle.Version {
-				in.Bundle = bi
-			}
+	in := &Installation{Plugin: found.Plugin, ORTLib: found.ORTLib, Skipped: found.Skipped}
+	for _, b := range found.Bundles { // newest per feature set; fileactivity has one
+		if in.Bundle.Path == "" || b.Version > in.Bundle.Version {
+			in.Bundle = b
 		}
 	}
 	return in, nil
@@ -109,16 +47,5 @@ func Discover(s detect.Search) (*Installation, error) {
 // update path verifies signatures before a bundle lands in a model dir) and
 // checks that it is meant for the fileactivity detector.
 func ReadBundleInfo(path string) (detect.BundleInfo, error) {
-	b, err := bundle.Read(path, bundle.DefaultLimits())
-	if err != nil {
-		return detect.BundleInfo{}, fmt.Errorf("read bundle: %w", err)
-	}
-	if b.Manifest.Detector != DetectorName {
-		return detect.BundleInfo{}, fmt.Errorf("bundle %s is for detector %q, not %q", path, b.Manifest.Detector, DetectorName)
-	}
-	dg, err := bundle.Digest(path)
-	if err != nil {
-		return detect.BundleInfo{}, fmt.Errorf("read bundle: %w", err)
-	}
-	return detect.BundleInfo{Path: path, Name: b.Manifest.Name, Version: b.Manifest.Version, FeatureSet: b.Manifest.FeatureSet, Digest: dg}, nil
+	return detect.ReadBundleInfoFor(path, DetectorName)
 }

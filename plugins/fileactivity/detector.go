@@ -25,15 +25,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
-	"github.com/vigil-edge/vigil/models/bundle"
 	feat "github.com/vigil-edge/vigil/models/features/fileactivity"
 	"github.com/vigil-edge/vigil/models/runtime"
 	"github.com/vigil-edge/vigil/plugins/sdk"
@@ -154,16 +151,9 @@ func (d *Detector) Info() sdk.Info {
 func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, error) {
 	d.loadMu.Lock()
 	defer d.loadMu.Unlock()
-	st, err := os.Stat(path)
+	b, err := runtime.ReadBundle(path)
 	if err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: not a regular file", path)
-	}
-	b, err := bundle.Read(path, bundle.DefaultLimits())
-	if err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+		return sdk.ModelInfo{}, err
 	}
 	man := b.Manifest
 	switch {
@@ -173,29 +163,10 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s)", path, man.FeatureSet, feat.Name)
 	case man.Dim != feat.Dim:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, feat.Name, feat.Dim, man.Dim)
-	case !(man.Threshold > 0) || math.IsInf(man.Threshold, 0):
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: threshold %v is not a positive number", path, man.Threshold)
-	case !man.Expires.IsZero() && time.Now().After(man.Expires):
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: expired on %s", path, man.Expires.Format(time.RFC3339))
 	}
-	digest, err := bundle.Digest(path)
+	sc, digest, err := runtime.OpenBundle(path, b, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
 	if err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
-	}
-	if err := runtime.Init(d.opts.ORTLib); err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: onnx runtime: %w", path, err)
-	}
-	sc, err := runtime.OpenWith("", b.Model, man.Dim, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
-	if err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
-	}
-	probe := make([]float32, man.Dim)
-	if s, c, err := sc.Score(probe, 1); err != nil || len(s) != 1 || len(c) != man.Dim {
-		_ = sc.Close()
-		if err == nil {
-			err = fmt.Errorf("model outputs %d scores and %d contributions for one vector", len(s), len(c))
-		}
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: test scoring: %w", path, err)
+		return sdk.ModelInfo{}, err
 	}
 	m := &model{
 		info: sdk.ModelInfo{Name: man.Name, Version: man.Version, Digest: digest, FeatureSet: man.FeatureSet,

@@ -29,13 +29,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/calib"
 	nffeat "github.com/vigil-edge/vigil/models/features/netflow"
 	nhfeat "github.com/vigil-edge/vigil/models/features/nethost"
@@ -202,16 +200,9 @@ func (d *Detector) Info() sdk.Info {
 func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, error) {
 	d.loadMu.Lock()
 	defer d.loadMu.Unlock()
-	st, err := os.Stat(path)
+	b, err := runtime.ReadBundle(path)
 	if err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: not a regular file", path)
-	}
-	b, err := bundle.Read(path, bundle.DefaultLimits())
-	if err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+		return sdk.ModelInfo{}, err
 	}
 	man := b.Manifest
 	slot := -1
@@ -227,29 +218,10 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s or %s)", path, man.FeatureSet, nffeat.Name, nhfeat.Name)
 	case man.Dim != setDims[slot]:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, setDims[slot], man.Dim)
-	case !(man.Threshold > 0) || math.IsInf(man.Threshold, 0):
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: threshold %v is not a positive number", path, man.Threshold)
-	case !man.Expires.IsZero() && time.Now().After(man.Expires):
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: expired on %s", path, man.Expires.Format(time.RFC3339))
 	}
-	digest, err := bundle.Digest(path)
+	sc, digest, err := runtime.OpenBundle(path, b, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
 	if err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
-	}
-	if err := runtime.Init(d.opts.ORTLib); err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: onnx runtime: %w", path, err)
-	}
-	sc, err := runtime.OpenWith("", b.Model, man.Dim, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
-	if err != nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
-	}
-	probe := make([]float32, man.Dim)
-	if s, c, err := sc.Score(probe, 1); err != nil || len(s) != 1 || len(c) != man.Dim {
-		_ = sc.Close()
-		if err == nil {
-			err = fmt.Errorf("model outputs %d scores and %d contributions for one vector", len(s), len(c))
-		}
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: test scoring: %w", path, err)
+		return sdk.ModelInfo{}, err
 	}
 	m := &model{
 		info: sdk.ModelInfo{Name: man.Name, Version: man.Version, Digest: digest, FeatureSet: man.FeatureSet,

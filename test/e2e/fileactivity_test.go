@@ -44,48 +44,12 @@ func fileactivityInstall(t *testing.T) *faInstall {
 	}
 	if bin := os.Getenv("VIGIL_BIN"); bin != "" {
 		inst, err := filedetect.Discover(searchOnly(bin))
-		if err == nil && inst.Bundle.Path != "" && inst.ORTLib != "" && faFileExists(filepath.Join(bin, "vigil-agent")) {
+		if err == nil && inst.Bundle.Path != "" && inst.ORTLib != "" && nfFileExists(filepath.Join(bin, "vigil-agent")) {
 			return &faInstall{Dir: bin, Agent: filepath.Join(bin, "vigil-agent"), Inst: inst}
 		}
 		t.Logf("VIGIL_BIN=%s has no complete fileactivity installation; building one", bin)
 	}
-	root := faRepoRoot(t)
-	ort := os.Getenv("ONNXRUNTIME_LIB")
-	if ort == "" {
-		ort = filepath.Join(root, ".cache", "onnxruntime-1.24.3", "libonnxruntime.so")
-	}
-	if !faFileExists(ort) {
-		t.Skipf("no ONNX Runtime library (set ONNXRUNTIME_LIB): %s", ort)
-	}
-	bundles, _ := filepath.Glob(filepath.Join(root, "models", "baseline", "fileactivity-*.vgb"))
-	if len(bundles) == 0 {
-		t.Skip("no fileactivity baseline bundle in models/baseline")
-	}
-	dir, err := os.MkdirTemp("", "vigil-fa-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	_ = os.Chmod(dir, 0o755)
-	for _, d := range []string{"models", "lib"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	build := func(pkg, cgo string) {
-		cmd := exec.Command("go", "build", "-o", dir+"/", pkg)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgo)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
-	build("./agent/cmd/vigil-agent", "0")
-	build("./plugins/fileactivity/cmd/vigil-detector-fileactivity", "1")
-	faCopy(t, ort, filepath.Join(dir, "lib", "libonnxruntime.so"))
-	for _, b := range bundles {
-		faCopy(t, b, filepath.Join(dir, "models", filepath.Base(b)))
-	}
+	dir := buildInstall(t, "vigil-fa-bin-", "./plugins/fileactivity/cmd/vigil-detector-fileactivity", "fileactivity-*.vgb")
 	inst, err := filedetect.Discover(searchOnly(dir))
 	if err != nil {
 		t.Fatal(err)
@@ -118,31 +82,6 @@ type faLogWriter struct{ t *testing.T }
 func (w faLogWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
-}
-
-// faRepoRoot is the repository's root (this file is test/e2e/...).
-func faRepoRoot(t testing.TB) string {
-	_, file, _, ok := goruntime.Caller(0)
-	if !ok {
-		t.Fatal("no caller information")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-func faFileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular()
-}
-
-func faCopy(t testing.TB, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // searchOnly looks for an installation in dir only.

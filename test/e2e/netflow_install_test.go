@@ -49,6 +49,21 @@ func netflowInstall(t *testing.T) *nfInstall {
 			}
 		}
 	}
+	dir := buildInstall(t, "vigil-nf-bin-", "./plugins/netflow/cmd/vigil-detector-netflow", "*.vgb")
+	inst, err := detect.Discover(detect.Search{ExeDir: dir, ModelDirs: []string{}, PluginDirs: []string{}, LibDirs: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &nfInstall{Dir: dir, Agent: filepath.Join(dir, "vigil-agent"), Plugin: inst.Plugin, ORT: inst.ORTLib, Bundles: inst.Bundles}
+}
+
+// buildInstall builds a temporary installation laid out like bin/ (the
+// agent, one detector plugin, lib/libonnxruntime.so and the baseline bundles
+// of models/baseline matching bundleGlob), world-readable so that a plugin
+// started as nobody can use it. It skips when ONNX Runtime or the bundles
+// are missing.
+func buildInstall(t *testing.T, prefix, pluginPkg, bundleGlob string) string {
+	t.Helper()
 	root := nfRepoRoot(t)
 	ort := os.Getenv("ONNXRUNTIME_LIB")
 	if ort == "" {
@@ -57,11 +72,11 @@ func netflowInstall(t *testing.T) *nfInstall {
 	if !nfFileExists(ort) {
 		t.Skipf("no ONNX Runtime library (set ONNXRUNTIME_LIB): %s", ort)
 	}
-	bundles, _ := filepath.Glob(filepath.Join(root, "models", "baseline", "*.vgb"))
+	bundles, _ := filepath.Glob(filepath.Join(root, "models", "baseline", bundleGlob))
 	if len(bundles) == 0 {
-		t.Skip("no baseline bundles in models/baseline (make models)")
+		t.Skipf("no baseline bundles %s in models/baseline (make models)", bundleGlob)
 	}
-	dir, err := os.MkdirTemp("", "vigil-nf-bin-")
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +87,7 @@ func netflowInstall(t *testing.T) *nfInstall {
 			t.Fatal(err)
 		}
 	}
-	build := func(pkg string, cgo string) {
+	build := func(pkg, cgo string) {
 		cmd := exec.Command("go", "build", "-o", dir+"/", pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgo)
@@ -81,16 +96,12 @@ func netflowInstall(t *testing.T) *nfInstall {
 		}
 	}
 	build("./agent/cmd/vigil-agent", "0")
-	build("./plugins/netflow/cmd/vigil-detector-netflow", "1")
+	build(pluginPkg, "1")
 	nfCopy(t, ort, filepath.Join(dir, "lib", "libonnxruntime.so"))
 	for _, b := range bundles {
 		nfCopy(t, b, filepath.Join(dir, "models", filepath.Base(b)))
 	}
-	inst, err := detect.Discover(detect.Search{ExeDir: dir, ModelDirs: []string{}, PluginDirs: []string{}, LibDirs: []string{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &nfInstall{Dir: dir, Agent: filepath.Join(dir, "vigil-agent"), Plugin: inst.Plugin, ORT: inst.ORTLib, Bundles: inst.Bundles}
+	return dir
 }
 
 func nfFileExists(p string) bool {

@@ -96,8 +96,11 @@ func Start(ctx context.Context, db Source, cfg Config, log *slog.Logger) (*Runne
 	return r, nil
 }
 
-// Stop stops every forwarder and waits for them. A batch in flight is not
-// acknowledged and is sent again after the next start.
+// Stop stops every forwarder and waits for them. A batch in flight is
+// given up to DrainTimeout (or the forwarder's own timeout, if shorter) to
+// be confirmed and its cursor stored, so that an orderly restart sends
+// nothing twice; a batch still unconfirmed then is sent again after the
+// next start (at least once: the receiver may have read part of it).
 func (r *Runner) Stop() {
 	r.cancel()
 	r.wg.Wait()
@@ -141,6 +144,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// DrainTimeout bounds how long Stop waits for a batch in flight.
+const DrainTimeout = 10 * time.Second
+
 func (r *Runner) run(ctx context.Context, db Source, fc ForwarderConfig, s sender, log *slog.Logger) {
 	var sev store.FindingFilter
 	if fc.MinSeverity != "" {
@@ -182,11 +188,20 @@ func (r *Runner) run(ctx context.Context, db Source, fc ForwarderConfig, s sende
 			sleep(ctx, fc.Interval)
 			continue
 		}
-		sctx, cancel := context.WithTimeout(ctx, fc.Timeout)
+		// The send is not cut by Stop: a batch handed to the receiver
+		// is finished and its cursor stored (bounded by DrainTimeout once
+		// stopping), or an orderly restart would deliver it twice.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fc.Timeout)
+		stopDrain := context.AfterFunc(ctx, func() {
+			time.AfterFunc(DrainTimeout, cancel)
+		})
 		err = s.Send(sctx, fs)
+		stopDrain()
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
+				log.Warn("stopping with a batch unconfirmed; it is sent again after the next start", "first_id", fs[0].ID,
+					"n", len(fs), "err", err)
 				return
 			}
 			failures++

@@ -7,9 +7,15 @@
 // Delivery is at-least-once from a durable cursor: each forwarder keeps the
 // id of the last finding it delivered in the store (forwarder_cursors), reads
 // the findings after it in id order, delivers a batch, and only then moves
-// the cursor. After a crash or restart it resumes from the cursor, so a
-// batch in flight is sent again (a receiver may see duplicates, never a
-// gap). What "delivered" means depends on the transport:
+// the cursor. An orderly stop (Runner.Stop, the server's SIGTERM) lets the
+// batch in flight finish and stores its cursor (bounded by DrainTimeout), so
+// an orderly restart, or a restart of the receiver, delivers each finding
+// exactly once (test/e2e TestSyslogRsyslog, against a real rsyslogd). After
+// a crash the forwarder resumes from the stored cursor, so the one batch in
+// flight is sent again: a receiver may then see up to one batch of
+// duplicates, never a gap. Every message carries the finding's stable uid
+// (agent_id:seq) to deduplicate on. What "delivered" means depends on the
+// transport:
 //
 //   - webhook: the receiver answered 2xx.
 //   - syslog over TCP/TLS: each batch goes over its own connection, framed

@@ -174,11 +174,14 @@ type Progress struct {
 
 // Config controls Fit.
 type Config struct {
-	Kind          string  // KindKitNET (default) or KindSingle
-	MaxGroup      int     // m: maximum features per ensemble autoencoder (default 10)
-	HiddenRatio   float64 // hidden units = ceil(ratio·inputs) (default 0.75)
-	Norm          string  // NormMinMax (default) or NormZScore
-	ClusterSample int     // rows used for the correlation clustering (default 10000)
+	Kind        string  // KindKitNET (default) or KindSingle
+	MaxGroup    int     // m: maximum features per ensemble autoencoder (default 10)
+	HiddenRatio float64 // hidden units = ceil(ratio·inputs) (default 0.75)
+	Norm        string  // NormMinMax (default) or NormZScore
+	// OutAct is the autoencoders' output activation: ActSigmoid or ActLinear (default: sigmoid
+	// with NormMinMax, linear with NormZScore).
+	OutAct        string
+	ClusterSample int // rows used for the correlation clustering (default 10000)
 	Train         TrainConfig
 	OutputEpochs  int // epochs of the KitNET output autoencoder (default Train.Epochs)
 	Workers       int // parallel ensemble trainers (default 2)
@@ -197,6 +200,9 @@ func (c *Config) defaults() {
 	}
 	if c.Norm == "" {
 		c.Norm = NormMinMax
+	}
+	if c.OutAct == "" {
+		c.OutAct = outAct(c.Norm)
 	}
 	if c.ClusterSample <= 0 {
 		c.ClusterSample = 10000
@@ -236,10 +242,13 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 			cfg.Progress(p)
 		}
 	}
+	if cfg.OutAct != ActSigmoid && cfg.OutAct != ActLinear {
+		return nil, fmt.Errorf("fit: unknown output activation %q", cfg.OutAct)
+	}
 	switch cfg.Kind {
 	case KindSingle:
 		rng := rand.New(rand.NewPCG(cfg.Train.Seed, 1))
-		m.Single = NewAE(data.Cols, hidden(data.Cols, cfg.HiddenRatio), outAct(cfg.Norm), rng)
+		m.Single = NewAE(data.Cols, hidden(data.Cols, cfg.HiddenRatio), cfg.OutAct, rng)
 		tr, err := newTrainer(m.Single, xn, nil, cfg.Train, rng)
 		if err != nil {
 			return nil, fmt.Errorf("fit: %w", err)
@@ -262,7 +271,7 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 	trainers := make([]*trainer, len(m.Groups))
 	for g, cols := range m.Groups {
 		rng := rand.New(rand.NewPCG(cfg.Train.Seed, uint64(g)+2))
-		a := NewAE(len(cols), hidden(len(cols), cfg.HiddenRatio), outAct(cfg.Norm), rng)
+		a := NewAE(len(cols), hidden(len(cols), cfg.HiddenRatio), cfg.OutAct, rng)
 		m.Ensemble = append(m.Ensemble, a)
 		if trainers[g], err = newTrainer(a, xn, cols, cfg.Train, rng); err != nil {
 			return nil, fmt.Errorf("fit: %w", err)
@@ -317,7 +326,7 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 	}
 	rmn := normalise(rm, &m.OutNorm)
 	rng := rand.New(rand.NewPCG(cfg.Train.Seed, 0))
-	m.Output = NewAE(k, hidden(k, cfg.HiddenRatio), outAct(cfg.Norm), rng)
+	m.Output = NewAE(k, hidden(k, cfg.HiddenRatio), cfg.OutAct, rng)
 	ocfg := cfg.Train
 	ocfg.Epochs = cfg.OutputEpochs
 	tr, err := newTrainer(m.Output, rmn, nil, ocfg, rng)

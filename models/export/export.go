@@ -51,8 +51,38 @@ type Options struct {
 	// decides the final score, and quantizing it measurably hurt the int8/float rank agreement
 	// (Spearman 0.968 instead of 0.9997 on the synthetic test data), for a few kilobytes.
 	QuantizeOutput bool
+	// QuantizeHidden (static QDQ only) also quantizes the encoders' pre-activations, so ONNX
+	// Runtime runs QGemm with uint8 output followed by QLinearSigmoid (a 256-entry lookup table)
+	// instead of a float Sigmoid and a QuantizeLinear on the hidden layer: faster, at the cost of
+	// an 8-bit pre-activation (calibrated on Calibration).
+	QuantizeHidden bool
+	// FloatDecoder keeps the main decoder (hidden → reconstruction) in float32 and quantizes only
+	// the encoder: the reconstruction then carries no 8-bit rounding of the hidden activations,
+	// which decides how int8 scores rank against the float model's on benign data.
+	FloatDecoder bool
+	// PadHidden, if > 1, pads the main encoder's hidden width up to a multiple of PadHidden with
+	// inert units (zero weights in and out), which suits ONNX Runtime's int8 GEMM kernels.
+	PadHidden int
 	// Version is written as the ONNX model_version.
 	Version int64
+}
+
+// pad widens enc (In×H) and dec (H×Out) to H' = H rounded up to a multiple of mult. The new
+// units have zero input weights and zero output weights: they change no output.
+func pad(enc, dec *layer, mult int) {
+	if mult <= 1 || enc.Out%mult == 0 {
+		return
+	}
+	h := enc.Out
+	h2 := (h + mult - 1) / mult * mult
+	w := make([]float64, enc.In*h2)
+	for i := 0; i < enc.In; i++ {
+		copy(w[i*h2:i*h2+h], enc.W[i*h:(i+1)*h])
+	}
+	enc.W, enc.Out = w, h2
+	enc.B = append(append([]float64(nil), enc.B...), make([]float64, h2-h)...)
+	dec.W = append(append([]float64(nil), dec.W...), make([]float64, (h2-h)*dec.Out)...)
+	dec.In = h2
 }
 
 // layer is a dense layer y = act(x·W + B), W row-major In×Out.
@@ -107,6 +137,7 @@ type exporter struct {
 	b      *onnx.Builder
 	opt    Options
 	ranges map[*layer][2]float64 // static input ranges per layer
+	zrange map[*layer][2]float64 // static pre-activation ranges (QuantizeHidden)
 }
 
 // Build returns the ONNX model for m.
@@ -128,7 +159,7 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 	if m == nil || m.Dim <= 0 || len(m.Norm.Offset) != m.Dim {
 		return nil, errors.New("export: model is empty or inconsistent")
 	}
-	e := &exporter{b: onnx.NewBuilder("vigil_" + m.Kind), opt: opt, ranges: map[*layer][2]float64{}}
+	e := &exporter{b: onnx.NewBuilder("vigil_" + m.Kind), opt: opt, ranges: map[*layer][2]float64{}, zrange: map[*layer][2]float64{}}
 	b := e.b
 	d := int64(m.Dim)
 	x := b.Input(InputName, onnx.Float, onnx.Param("N"), onnx.Fixed(d))
@@ -146,6 +177,7 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 	default:
 		return nil, fmt.Errorf("export: unknown model kind %q", m.Kind)
 	}
+	pad(&enc, &dec, opt.PadHidden)
 	quant := opt.Quant != bundle.QuantNone
 	if opt.Quant == bundle.QuantInt8Static {
 		if err := e.calibrate(m, &enc, &dec); err != nil {
@@ -153,7 +185,7 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 		}
 	}
 	h := e.dense(xc, &enc, quant)
-	y := e.dense(h, &dec, quant)
+	y := e.dense(h, &dec, quant && !opt.FloatDecoder)
 	diff := b.Op("Sub", y, xn)
 	sq := b.Op("Mul", diff, diff)
 	b.Output(sq, ContribName, onnx.Float, onnx.Param("N"), onnx.Fixed(d))
@@ -162,30 +194,11 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 	if m.Kind == ae.KindSingle {
 		score = b.Op("Sqrt", b.OpA("ReduceMean", []string{sq}, onnx.AttrInts("axes", 1), onnx.AttrInt("keepdims", 0)))
 	} else {
-		// Per-group mean of the squared errors: sq · OneHot(group of each feature) / |group|.
-		// The D×k indicator matrix is built by OneHot from D small indices (ONNX Runtime
-		// folds it into a constant when it loads the model), so the file stays small.
-		k := len(m.Groups)
-		idx := make([]int64, m.Dim)
-		inv := make([]float32, k)
-		for g, cols := range m.Groups {
-			for _, c := range cols {
-				idx[c] = int64(g)
-			}
-			inv[g] = float32(1 / float64(len(cols)))
+		if quant && opt.QuantizeOutput {
+			score = e.headRows(m, sq)
+		} else {
+			score = e.headColumns(m, sq)
 		}
-		onehot := b.OpA("OneHot", []string{b.Int64("group_of", idx, m.Dim), b.Int64("groups", []int64{int64(k)}, 1), b.Float32("onehot_values", []float32{0, 1}, 2)}, onnx.AttrInt("axis", -1))
-		rmse := b.Op("Sqrt", b.Op("Mul", b.Op("MatMul", sq, onehot), b.Float32("group_inv_size", inv, k)))
-		gn, gc := e.normalise(rmse, &m.OutNorm, "out_norm")
-		oq := quant && opt.QuantizeOutput
-		oenc, odec := encoder(m.Output), decoder(m.Output)
-		if oq && opt.Quant == bundle.QuantInt8Static {
-			e.ranges[&oenc] = [2]float64{m.OutNorm.Lo, m.OutNorm.Hi}
-			e.ranges[&odec] = [2]float64{0, 1}
-		}
-		y2 := e.dense(e.dense(gc, &oenc, oq), &odec, oq)
-		d2 := b.Op("Sub", y2, gn)
-		score = b.Op("Sqrt", b.OpA("ReduceMean", []string{b.Op("Mul", d2, d2)}, onnx.AttrInts("axes", 1), onnx.AttrInt("keepdims", 0)))
 	}
 	b.Output(score, ScoreName, onnx.Float, onnx.Param("N"))
 
@@ -207,6 +220,81 @@ func Export(m *ae.Model, opt Options) ([]byte, error) {
 		return nil, err
 	}
 	return onnx.Marshal(model)
+}
+
+// groupWeights returns, per KitNET group g, s_g²/|g| and −o_g·s_g, with s and o the output
+// normalisation's scale (positive) and offset, and the group of every feature: then the normalised
+// group RMSE is (sqrt(Σ_{c∈g} sq_c / |g|) − o_g)·s_g = sqrt(Σ_{c∈g} sq_c·s_g²/|g|) − o_g·s_g.
+func groupWeights(m *ae.Model) (idx []int64, w, bias []float32) {
+	k := len(m.Groups)
+	idx = make([]int64, m.Dim)
+	w = make([]float32, k)
+	bias = make([]float32, k)
+	for g, cols := range m.Groups {
+		for _, c := range cols {
+			idx[c] = int64(g)
+		}
+		sg := m.OutNorm.Scale[g]
+		w[g] = float32(sg * sg / float64(len(cols)))
+		bias[g] = float32(-m.OutNorm.Offset[g] * sg)
+	}
+	return idx, w, bias
+}
+
+// headColumns emits KitNET's output stage (normalised group RMSEs, output autoencoder, score) in
+// float32 on the transposed activations [k, N]: every operator then runs over rows of N values
+// (broadcasts of a [k, 1] bias along them), where the [N, k] layout made ONNX Runtime loop over N
+// rows of only k values per elementwise operator, which cost more than the GEMMs themselves. The
+// k×D group matrix is the transposed OneHot of the feature groups times the per-group weights;
+// ONNX Runtime folds these constants into one matrix when it loads the model.
+func (e *exporter) headColumns(m *ae.Model, sq string) string {
+	b := e.b
+	k := len(m.Groups)
+	idx, wg, bias := groupWeights(m)
+	onehot := b.OpA("OneHot", []string{b.Int64("group_of", idx, m.Dim), b.Int64("groups", []int64{int64(k)}, 1), b.Float32("onehot_values", []float32{0, 1}, 2)}, onnx.AttrInt("axis", -1))
+	mt := b.Op("Transpose", b.Op("Mul", onehot, b.Float32("group_weight", wg, k)))
+	gsum := b.OpA("Gemm", []string{mt, sq}, onnx.AttrInt("transB", 1)) // [k, N]
+	gn := b.Op("Add", b.Op("Sqrt", gsum), b.Float32("out_norm_bias", bias, k, 1))
+	gc := b.Op("Clip", gn, b.Float32("out_norm_lo", []float32{float32(m.OutNorm.Lo)}), b.Float32("out_norm_hi", []float32{float32(m.OutNorm.Hi)}))
+	y := e.denseT(e.denseT(gc, encoder(m.Output)), decoder(m.Output))
+	d := b.Op("Sub", y, gn)
+	return b.Op("Sqrt", b.OpA("ReduceMean", []string{b.Op("Mul", d, d)}, onnx.AttrInts("axes", 0), onnx.AttrInt("keepdims", 0)))
+}
+
+// denseT emits act(Wᵀ·xT + B) on transposed activations xT [In, N] (float32).
+func (e *exporter) denseT(xT string, l layer) string {
+	b := e.b
+	wt := make([]float32, l.In*l.Out)
+	for i := 0; i < l.In; i++ {
+		for j := 0; j < l.Out; j++ {
+			wt[j*l.In+i] = float32(l.W[i*l.Out+j])
+		}
+	}
+	z := b.OpA("Gemm", []string{b.Float32("wt", wt, l.Out, l.In), xT, b.Float32("bt", f32(l.B), l.Out, 1)}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
+	if l.Act == ae.ActSigmoid {
+		return b.Op("Sigmoid", z)
+	}
+	return z
+}
+
+// headRows emits KitNET's output stage on [N, k] activations, with the output autoencoder
+// quantized like the ensemble (Options.QuantizeOutput).
+func (e *exporter) headRows(m *ae.Model, sq string) string {
+	b := e.b
+	k := len(m.Groups)
+	idx, wg, bias := groupWeights(m)
+	onehot := b.OpA("OneHot", []string{b.Int64("group_of", idx, m.Dim), b.Int64("groups", []int64{int64(k)}, 1), b.Float32("onehot_values", []float32{0, 1}, 2)}, onnx.AttrInt("axis", -1))
+	mg := b.Op("Mul", onehot, b.Float32("group_weight", wg, k))
+	gn := b.Op("Add", b.Op("Sqrt", b.Op("MatMul", sq, mg)), b.Float32("out_norm_bias", bias, k))
+	gc := b.Op("Clip", gn, b.Float32("out_norm_lo", []float32{float32(m.OutNorm.Lo)}), b.Float32("out_norm_hi", []float32{float32(m.OutNorm.Hi)}))
+	oenc, odec := encoder(m.Output), decoder(m.Output)
+	if e.opt.Quant == bundle.QuantInt8Static {
+		e.ranges[&oenc] = [2]float64{m.OutNorm.Lo, m.OutNorm.Hi}
+		e.ranges[&odec] = [2]float64{0, 1}
+	}
+	y2 := e.dense(e.dense(gc, &oenc, true), &odec, true)
+	d2 := b.Op("Sub", y2, gn)
+	return b.Op("Sqrt", b.OpA("ReduceMean", []string{b.Op("Mul", d2, d2)}, onnx.AttrInts("axes", 1), onnx.AttrInt("keepdims", 0)))
 }
 
 // normalise emits xn = x·scale + bias and its clipped copy.
@@ -263,12 +351,7 @@ func (e *exporter) dense(x string, l *layer, quant bool) string {
 	default: // static QDQ
 		wq, ws := quantizeWeights(l, e.opt.WeightBits)
 		r := e.ranges[l]
-		lo, hi := min(r[0], 0), max(r[1], 0)
-		s := (hi - lo) / 255
-		if s == 0 {
-			s = 1
-		}
-		zp := uint8(max(0, min(255, math.Round(-lo/s))))
+		s, zp := qparams(r[0], r[1])
 		as, az := b.Float32("as", []float32{float32(s)}), b.Uint8("az", []uint8{zp})
 		xq := b.Op("QuantizeLinear", x, as, az)
 		xd := b.Op("DequantizeLinear", xq, as, az)
@@ -285,6 +368,13 @@ func (e *exporter) dense(x string, l *layer, quant bool) string {
 		}
 		bd := b.OpA("DequantizeLinear", []string{b.Int32("bq", bq, l.Out), b.Float32("bs", bs, l.Out), b.Int32("bz", make([]int32, l.Out), l.Out)}, onnx.AttrInt("axis", 0))
 		z := b.OpA("Gemm", []string{xd, wd, bd}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
+		if zr, ok := e.zrange[l]; ok && l.Act == ae.ActSigmoid {
+			// Gemm→Q becomes QGemm with uint8 output, DQ→Sigmoid→Q (the next layer's input
+			// quantization) QLinearSigmoid.
+			zs, zz := qparams(zr[0], zr[1])
+			zsn, zzn := b.Float32("zs", []float32{float32(zs)}), b.Uint8("zz", []uint8{zz})
+			z = b.Op("DequantizeLinear", b.Op("QuantizeLinear", z, zsn, zzn), zsn, zzn)
+		}
 		if l.Act == ae.ActSigmoid {
 			return b.Op("Sigmoid", z)
 		}
@@ -297,6 +387,16 @@ func (e *exporter) dense(x string, l *layer, quant bool) string {
 	return z
 }
 
+// qparams returns the uint8 scale and zero point of the range [lo, hi] (widened to contain 0).
+func qparams(lo, hi float64) (float64, uint8) {
+	lo, hi = min(lo, 0), max(hi, 0)
+	s := (hi - lo) / 255
+	if s == 0 {
+		s = 1
+	}
+	return s, uint8(max(0, min(255, math.Round(-lo/s))))
+}
+
 // calibrate fixes the static activation ranges of the main encoder and decoder inputs.
 func (e *exporter) calibrate(m *ae.Model, enc, dec *layer) error {
 	encR := [2]float64{m.Norm.Lo, m.Norm.Hi}
@@ -307,6 +407,7 @@ func (e *exporter) calibrate(m *ae.Model, enc, dec *layer) error {
 		}
 		encR = [2]float64{math.Inf(1), math.Inf(-1)}
 		decR = encR
+		zR := encR
 		xn := make([]float64, m.Dim)
 		h := make([]float64, enc.Out)
 		for r := 0; r < c.Rows; r++ {
@@ -321,9 +422,13 @@ func (e *exporter) calibrate(m *ae.Model, enc, dec *layer) error {
 				for i := 0; i < enc.In; i++ {
 					z += xn[i] * enc.W[i*enc.Out+j]
 				}
+				zR[0], zR[1] = min(zR[0], z), max(zR[1], z)
 				h[j] = 1 / (1 + math.Exp(-z))
 				decR[0], decR[1] = min(decR[0], h[j]), max(decR[1], h[j])
 			}
+		}
+		if e.opt.QuantizeHidden {
+			e.zrange[enc] = zR
 		}
 	}
 	e.ranges[enc] = encR

@@ -59,6 +59,8 @@ type Builder struct {
 	g     *GraphProto
 	seq   int
 	names map[string]bool
+	// aliases are Output's pending renames (src, name).
+	aliases [][2]string
 }
 
 // NewBuilder starts an empty graph.
@@ -104,13 +106,60 @@ func (b *Builder) Input(name string, elem TensorProto_DataType, dims ...Dim) str
 	return name
 }
 
-// Output declares the value called src as graph output name (adding an Identity if the names differ).
+// Output declares the value called src as graph output name. When src is the output of a node
+// built here and not itself a graph output, Model and Graph rename that value (in its producer and
+// every consumer), so no Identity copy runs; otherwise an Identity node copies src to name.
 func (b *Builder) Output(src, name string, elem TensorProto_DataType, dims ...Dim) {
 	if src != name {
 		b.names[name] = true
-		b.g.Node = append(b.g.Node, &NodeProto{OpType: "Identity", Input: []string{src}, Output: []string{name}, Name: b.unique("Identity")})
+		b.aliases = append(b.aliases, [2]string{src, name})
 	}
 	b.g.Output = append(b.g.Output, valueInfo(name, elem, dims))
+}
+
+// resolveAliases applies the renames of Output (once the graph is complete, so values used after
+// their Output call are renamed too).
+func (b *Builder) resolveAliases() {
+	for _, a := range b.aliases {
+		if !b.rename(a[0], a[1]) {
+			b.g.Node = append(b.g.Node, &NodeProto{OpType: "Identity", Input: []string{a[0]}, Output: []string{a[1]}, Name: b.unique("Identity")})
+		}
+	}
+	b.aliases = nil
+}
+
+// rename renames the node output src to name everywhere, if a node produces src and src is not
+// already a graph output; it reports whether it did.
+func (b *Builder) rename(src, name string) bool {
+	for _, o := range b.g.Output {
+		if o.Name == src {
+			return false
+		}
+	}
+	var producer *NodeProto
+	for _, n := range b.g.Node {
+		for _, o := range n.Output {
+			if o == src {
+				producer = n
+			}
+		}
+	}
+	if producer == nil {
+		return false
+	}
+	for _, n := range b.g.Node {
+		for i, o := range n.Output {
+			if o == src {
+				n.Output[i] = name
+			}
+		}
+		for i, in := range n.Input {
+			if in == src {
+				n.Input[i] = name
+			}
+		}
+	}
+	return true
 }
 
 func int64s(dims []int) []int64 {
@@ -209,10 +258,14 @@ func (b *Builder) OpA(op string, inputs []string, attrs ...*AttributeProto) stri
 }
 
 // Graph returns the graph built so far.
-func (b *Builder) Graph() *GraphProto { return b.g }
+func (b *Builder) Graph() *GraphProto {
+	b.resolveAliases()
+	return b.g
+}
 
 // Model wraps the graph in a ModelProto with the given operator sets.
 func (b *Builder) Model(producer, version string, opsets ...*OperatorSetIdProto) *ModelProto {
+	b.resolveAliases()
 	return &ModelProto{
 		IrVersion:       IRVersion,
 		OpsetImport:     opsets,

@@ -14,6 +14,7 @@ func TestBuilderRoundTrip(t *testing.T) {
 	y := b.Op("MatMul", x, w)
 	s := b.OpA("ReduceSum", []string{y}, AttrInts("axes", 1), AttrInt("keepdims", 0))
 	b.Output(s, "score", Float, Param("N"))
+	b.Output(x, "echo", Float, Param("N"), Fixed(3)) // a graph input needs an Identity copy
 	m := b.Model("vigil", "test", Opset("", 17))
 	raw, err := Marshal(m)
 	if err != nil {
@@ -28,6 +29,12 @@ func TestBuilderRoundTrip(t *testing.T) {
 	}
 	if got := OpCounts(back.GetGraph()); got["MatMul"] != 1 || got["ReduceSum"] != 1 || got["Identity"] != 1 {
 		t.Fatalf("ops = %v", got)
+	}
+	// The node output "score" was renamed in place: ReduceSum writes the graph output directly.
+	for _, n := range back.GetGraph().GetNode() {
+		if n.GetOpType() == "ReduceSum" && n.GetOutput()[0] != "score" {
+			t.Fatalf("ReduceSum writes %q, want the output name", n.GetOutput()[0])
+		}
 	}
 	if WeightBytes(back.GetGraph()) != 24 {
 		t.Fatalf("weight bytes = %d", WeightBytes(back.GetGraph()))

@@ -95,6 +95,15 @@ func OpenWith(modelPath string, modelData []byte, dim, maxBatch int, opt Options
 	if err := so.SetInterOpNumThreads(1); err != nil {
 		return nil, fmt.Errorf("open scorer: %w", err)
 	}
+	// Small models, small batches: the CPU arena and the memory-pattern
+	// planner pre-reserve memory that these runs never need (RSS), and
+	// plain allocations cost nothing measurable at these sizes.
+	if err := so.SetCpuMemArena(false); err != nil {
+		return nil, fmt.Errorf("open scorer: %w", err)
+	}
+	if err := so.SetMemPattern(false); err != nil {
+		return nil, fmt.Errorf("open scorer: %w", err)
+	}
 	if opt.OptimizedModelPath != "" {
 		if err := so.SetOptimizedModelFilePath(opt.OptimizedModelPath); err != nil {
 			return nil, fmt.Errorf("open scorer: %w", err)

@@ -9,6 +9,10 @@
 // packet's context (addresses, ports, protocol, time, length) and the model's
 // identity.
 //
+// nethost/v1 vectors are scored per source rather than per packet: a
+// packet whose source's vector has not changed materially since that
+// source's last scored vector reuses its score (hostcache.go).
+//
 // One bundle is loaded per feature set: LoadModel puts a bundle into the slot
 // of its manifest's feature set (a newer bundle of the same set replaces the
 // old one; a bundle of another set, dimension or detector is refused and the
@@ -33,6 +37,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/vigil-edge/vigil/models/calib"
 	nffeat "github.com/vigil-edge/vigil/models/features/netflow"
@@ -103,6 +108,13 @@ type Options struct {
 	HashSeed uint64
 	// MaxSockets etc. bound the feature state (0: the feature sets' defaults).
 	MaxSockets, MaxChannels, MaxHosts int
+	// NoReuse scores every packet's nethost/v1 vector (see hostcache.go);
+	// by default a source's last score is reused while its vector stays
+	// within ReuseAbs + ReuseRel·|value| per feature (defaults 0.01, 0.01)
+	// and the score is younger than ReuseMaxAge of packet time (default 1 s).
+	NoReuse            bool
+	ReuseAbs, ReuseRel float32
+	ReuseMaxAge        time.Duration
 }
 
 // model is one loaded bundle.
@@ -124,13 +136,22 @@ type Detector struct {
 	mu     sync.Mutex // held while scoring a batch and while swapping models
 	models [nslots]atomic.Pointer[model]
 
+	// Feature state and buffers of a slot are allocated when its first
+	// model loads (a feature set without a model is not computed).
 	nf    *nffeat.Extractor
 	nh    *nhfeat.Extractor
+	seeds [nslots]uint64
 	feats [nslots][]float32
 	ratio []float32
 	which []int8
-	rsc   []float32         // raw scores of the current chunk, per slot
-	con   [nslots][]float32 // contributions of the current chunk, per slot
+	rsc   []float32         // raw scores of the current chunk's packets, per slot
+	con   [nslots][]float32 // contributions of the current chunk's scored rows, per slot
+
+	// nethost/v1 score reuse (hostcache.go); nil with Options.NoReuse.
+	cache  *hostCache
+	ref    []int32   // per packet: scored row (>= 0), or -1-k: contributions in hitCon[k·Dim:]
+	rowsc  []float32 // scores of the scored rows
+	hitCon []float32
 
 	// per-sensor calibration
 	calStart  int64 // first packet time
@@ -165,20 +186,23 @@ func New(log *slog.Logger, opts Options) *Detector {
 		binary.LittleEndian.PutUint64(seed[:8], opts.HashSeed)
 		binary.LittleEndian.PutUint64(seed[8:], opts.HashSeed+1)
 	}
-	d := &Detector{
-		log:  log,
-		opts: opts,
-		nf: nffeat.New(nffeat.Config{MaxSockets: opts.MaxSockets, MaxChannels: opts.MaxChannels, MaxHosts: opts.MaxHosts,
-			HashSeed: binary.LittleEndian.Uint64(seed[:8])}),
-		nh: nhfeat.New(nhfeat.Config{MaxHosts: opts.MaxHosts, HashSeed: binary.LittleEndian.Uint64(seed[8:])}),
+	if opts.ReuseAbs <= 0 {
+		opts.ReuseAbs = DefaultReuseAbs
 	}
-	d.feats[slotNetflow] = make([]float32, opts.MaxBatch*nffeat.Dim)
-	d.feats[slotNethost] = make([]float32, opts.MaxBatch*nhfeat.Dim)
+	if opts.ReuseRel <= 0 {
+		opts.ReuseRel = DefaultReuseRel
+	}
+	if opts.ReuseMaxAge <= 0 {
+		opts.ReuseMaxAge = DefaultReuseMaxAge
+	}
+	d := &Detector{
+		log:   log,
+		opts:  opts,
+		seeds: [nslots]uint64{binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])},
+	}
 	d.ratio = make([]float32, opts.MaxBatch)
 	d.which = make([]int8, opts.MaxBatch)
 	d.rsc = make([]float32, nslots*opts.MaxBatch)
-	d.con[slotNetflow] = make([]float32, opts.MaxBatch*nffeat.Dim)
-	d.con[slotNethost] = make([]float32, opts.MaxBatch*nhfeat.Dim)
 	if opts.Calibrate <= 0 {
 		d.calDone.Store(true)
 	}
@@ -219,7 +243,9 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	case man.Dim != setDims[slot]:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, setDims[slot], man.Dim)
 	}
-	sc, digest, err := runtime.OpenBundle(path, b, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
+	// The scorer's tensors are sized for one scoring chunk: every full
+	// chunk runs on pre-allocated tensors.
+	sc, digest, err := runtime.OpenBundle(path, b, d.opts.ScoreChunk, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
 	if err != nil {
 		return sdk.ModelInfo{}, err
 	}
@@ -240,6 +266,10 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 		m.thr = v
 	}
 	d.mu.Lock()
+	d.allocSlot(slot)
+	if d.cache != nil && slot == slotNethost {
+		d.cache.reset() // scores of the old model
+	}
 	old := d.models[slot].Swap(m)
 	d.mu.Unlock()
 	if old != nil {
@@ -248,6 +278,30 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	d.log.Info("model loaded", "name", man.Name, "version", man.Version, "feature_set", man.FeatureSet,
 		"threshold", man.Threshold, "digest", digest)
 	return m.info, nil
+}
+
+// allocSlot allocates the feature state and buffers of a slot; the caller
+// holds d.mu.
+func (d *Detector) allocSlot(s int) {
+	if d.feats[s] != nil {
+		return
+	}
+	n := d.opts.MaxBatch
+	d.feats[s] = make([]float32, n*setDims[s])
+	d.con[s] = make([]float32, n*setDims[s])
+	switch s {
+	case slotNetflow:
+		d.nf = nffeat.New(nffeat.Config{MaxSockets: d.opts.MaxSockets, MaxChannels: d.opts.MaxChannels,
+			MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s]})
+	case slotNethost:
+		d.nh = nhfeat.New(nhfeat.Config{MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s]})
+		if !d.opts.NoReuse {
+			d.cache = newHostCache(d.seeds[s])
+			d.ref = make([]int32, n)
+			d.rowsc = make([]float32, n)
+			d.hitCon = make([]float32, n*nhfeat.Dim)
+		}
+	}
 }
 
 // primary is the model Health reports: netflow/v1's, else nethost/v1's.
@@ -282,19 +336,6 @@ func (d *Detector) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Res
 
 func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) error {
 	n := len(pkts)
-	// A feature set whose model is not loaded is not computed (its state
-	// starts cold when a model arrives).
-	nfv, nhv := d.feats[slotNetflow], d.feats[slotNethost]
-	if d.models[slotNetflow].Load() != nil {
-		for i := range pkts {
-			d.nf.Extract(&pkts[i], nfv[i*nffeat.Dim:(i+1)*nffeat.Dim])
-		}
-	}
-	if d.models[slotNethost].Load() != nil {
-		for i := range pkts {
-			d.nh.Extract(&pkts[i], nhv[i*nhfeat.Dim:(i+1)*nhfeat.Dim])
-		}
-	}
 	ratio, which := d.ratio[:n], d.which[:n]
 	for i := range ratio {
 		ratio[i], which[i] = 0, -1
@@ -303,26 +344,25 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 	if calibrating && n > 0 && d.calStart == 0 {
 		d.calStart = pkts[0].TimestampNs
 	}
-	var contribs [nslots][]float32
 	var loaded [nslots]*model
 	for s := range nslots {
+		// A feature set whose model is not loaded is not computed (its state
+		// starts cold when a model arrives).
 		m := d.models[s].Load()
 		if m == nil {
 			continue
 		}
 		loaded[s] = m
-		dim := setDims[s]
-		scores, contrib := d.rsc[s*d.opts.MaxBatch:s*d.opts.MaxBatch+n], d.con[s][:n*dim]
-		for off := 0; off < n; off += d.opts.ScoreChunk {
-			k := min(d.opts.ScoreChunk, n-off)
-			sc, co, err := m.scorer.Score(d.feats[s][off*dim:(off+k)*dim], k)
-			if err != nil {
-				return fmt.Errorf("score %s: %w", m.info.FeatureSet, err)
-			}
-			copy(scores[off:], sc)
-			copy(contrib[off*dim:], co)
+		scores := d.rsc[s*d.opts.MaxBatch : s*d.opts.MaxBatch+n]
+		var err error
+		if s == slotNethost && d.cache != nil {
+			err = d.scoreReuse(pkts, m, scores)
+		} else {
+			err = d.scoreEach(s, pkts, m, scores)
 		}
-		contribs[s] = contrib
+		if err != nil {
+			return err
+		}
 		if calibrating {
 			d.observe(s, scores)
 		}
@@ -335,7 +375,6 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 				ratio[i], which[i] = r, int8(s)
 			}
 		}
-
 	}
 	res.Scores = append(res.Scores, ratio...)
 	if calibrating {
@@ -354,11 +393,118 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 			Index:       uint64(base + i),
 			Score:       d.rawScore(s, i),
 			Threshold:   m.thr,
-			TopFeatures: topK(contribs[s][i*setDims[s]:(i+1)*setDims[s]], m.names),
+			TopFeatures: topK(d.contrib(s, i), m.names),
 			Context:     packetContext(&pkts[i], m),
 		})
 	}
 	return nil
+}
+
+// scoreEach computes and scores every packet's vector of slot s.
+func (d *Detector) scoreEach(s int, pkts []event.Packet, m *model, scores []float32) error {
+	n, dim := len(pkts), setDims[s]
+	feats := d.feats[s]
+	if s == slotNetflow {
+		for i := range pkts {
+			d.nf.Extract(&pkts[i], feats[i*dim:(i+1)*dim])
+		}
+	} else {
+		for i := range pkts {
+			d.nh.Extract(&pkts[i], feats[i*dim:(i+1)*dim])
+		}
+	}
+	return d.scoreRows(s, m, n, scores)
+}
+
+// scoreRows scores the first n rows of d.feats[s] in chunks of
+// Options.ScoreChunk into scores and d.con[s].
+func (d *Detector) scoreRows(s int, m *model, n int, scores []float32) error {
+	dim := setDims[s]
+	for off := 0; off < n; off += d.opts.ScoreChunk {
+		k := min(d.opts.ScoreChunk, n-off)
+		sc, co, err := m.scorer.Score(d.feats[s][off*dim:(off+k)*dim], k)
+		if err != nil {
+			return fmt.Errorf("score %s: %w", m.info.FeatureSet, err)
+		}
+		copy(scores[off:off+k], sc)
+		copy(d.con[s][off*dim:(off+k)*dim], co)
+	}
+	return nil
+}
+
+// scoreReuse computes every packet's nethost/v1 vector and scores only the
+// vectors that changed materially since their source's last scored one
+// (hostcache.go); the other packets get that score and its contributions.
+func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) error {
+	const dim = nhfeat.Dim
+	c := d.cache
+	c.pending = c.pending[:0]
+	feats := d.feats[slotNethost]
+	abs, rel, maxAge := d.opts.ReuseAbs, d.opts.ReuseRel, int64(d.opts.ReuseMaxAge)
+	rows, hits := 0, 0
+	for i := range pkts {
+		p := &pkts[i]
+		v := feats[rows*dim : (rows+1)*dim] // the next free row; a reused packet's vector is overwritten
+		d.nh.Extract(p, v)
+		idx, fresh := c.lookup(p)
+		e := &c.entries[idx]
+		now := p.TimestampNs
+		if !fresh && now >= e.tns && now-e.tns <= maxAge && e.close(v, abs, rel) {
+			c.hits++
+			if e.pending {
+				d.ref[i] = e.row
+				continue
+			}
+			scores[i] = e.score
+			if r := e.score / m.thr; r > 1 || r != r {
+				// possibly an anomaly: keep the contributions, the entry
+				// may be replaced later in this batch
+				copy(d.hitCon[hits*dim:(hits+1)*dim], e.contrib[:])
+				d.ref[i] = int32(-1 - hits)
+				hits++
+			} else {
+				d.ref[i] = math.MinInt32
+			}
+			continue
+		}
+		c.misses++
+		copy(e.vec[:], v)
+		e.tns, e.pending, e.row = now, true, int32(rows)
+		c.pending = append(c.pending, int32(idx))
+		d.ref[i] = int32(rows)
+		rows++
+	}
+	if err := d.scoreRows(slotNethost, m, rows, d.rowsc); err != nil {
+		return err
+	}
+	con := d.con[slotNethost]
+	for _, idx := range c.pending {
+		if e := &c.entries[idx]; e.pending {
+			e.score = d.rowsc[e.row]
+			copy(e.contrib[:], con[int(e.row)*dim:(int(e.row)+1)*dim])
+			e.pending = false
+		}
+	}
+	for i := range pkts {
+		if r := d.ref[i]; r >= 0 {
+			scores[i] = d.rowsc[r]
+		}
+	}
+	return nil
+}
+
+// contrib returns the contributions of packet i's vector of slot s.
+func (d *Detector) contrib(s, i int) []float32 {
+	dim := setDims[s]
+	if s == slotNethost && d.cache != nil {
+		r := int(d.ref[i])
+		if r < 0 {
+			r = -1 - r
+			return d.hitCon[r*dim : (r+1)*dim]
+		}
+		return d.con[s][r*dim : (r+1)*dim]
+	}
+	return d.con[s][i*dim : (i+1)*dim]
 }
 
 func (d *Detector) rawScore(s, i int) float32 { return d.rsc[s*d.opts.MaxBatch+i] }
@@ -478,16 +624,29 @@ func macString(m [6]byte) string {
 }
 
 func (d *Detector) updateMem() {
-	a, b := d.nf.Stats(), d.nh.Stats()
-	d.memBytes.Store(a.MemoryBytes + b.MemoryBytes)
+	var mem int64
 	var ev uint64
 	var ent int64
-	for _, t := range a.Tables {
-		ev += t.Evictions
-		ent += int64(t.Entries)
+	if d.nf != nil {
+		a := d.nf.Stats()
+		mem += a.MemoryBytes
+		for _, t := range a.Tables {
+			ev += t.Evictions
+			ent += int64(t.Entries)
+		}
 	}
-	d.evictions.Store(ev + b.Evictions)
-	d.entries.Store(ent + int64(b.Entries))
+	if d.nh != nil {
+		b := d.nh.Stats()
+		mem += b.MemoryBytes
+		ev += b.Evictions
+		ent += int64(b.Entries)
+	}
+	if d.cache != nil {
+		mem += int64(len(d.cache.entries)) * int64(unsafe.Sizeof(hostEntry{}))
+	}
+	d.memBytes.Store(mem)
+	d.evictions.Store(ev)
+	d.entries.Store(ent)
 }
 
 // Health implements sdk.Detector. MemoryBytes is the feature state (flow

@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	pb "github.com/vigil-edge/vigil/plugins/sdk/proto"
 )
@@ -110,7 +112,7 @@ func (c *Client) Consume(ctx context.Context, cfg ConsumeConfig) (*ResultStream,
 	s, err := c.rpc.Consume(ctx, &pb.ConsumeRequest{
 		RingFd: uint32(max(cfg.RingFD, 0)), WakeFd: uint32(max(cfg.WakeFD, 0)),
 		MaxBatch: uint32(max(cfg.MaxBatch, 0)), MaxDelayUs: uint32(max(cfg.MaxDelay.Microseconds(), 0)),
-	})
+	}, grpc.ForceCodecV2(newRingCodec()))
 	if err != nil {
 		return nil, 0, fmt.Errorf("plugin consume: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
 )
 
 // Serve runs a detector plugin: it builds the detector with factory, gives it
@@ -21,7 +22,9 @@ func Serve(factory func(log *slog.Logger) Detector) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         PluginMap(d, log),
-		GRPCServer:      plugin.DefaultGRPCServer,
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return plugin.DefaultGRPCServer(append(opts, grpc.ForceServerCodecV2(newRingCodec())))
+		},
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name: "go-plugin", Output: os.Stderr, Level: hclog.Info, JSONFormat: true,
 		}),

@@ -13,6 +13,8 @@ import (
 	"flag"
 	ortruntime "github.com/vigil-edge/vigil/models/runtime"
 	"log/slog"
+	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -34,11 +36,19 @@ func main() {
 	maxSockets := flag.Int("max-sockets", 0, "socket-pair table capacity (0: default)")
 	hashSeed := flag.Uint64("hash-seed", 0, "feature table hash seed (0: random; set it for reproducible offline scans)")
 	chunk := flag.Int("score-chunk", 0, "rows per ONNX Runtime run (0: default 16, batch-invariant int8 scores)")
+	noReuse := flag.Bool("no-score-reuse", false, "score every packet's nethost/v1 vector (default: reuse a source's last score while its vector is unchanged within 1%)")
 	flag.Parse()
+	// The live heap is small and fixed (feature tables, scoring buffers, a
+	// few MB); the garbage is per-batch results. A lower GC target keeps the
+	// plugin's RSS near its working set at a small CPU cost, unless the
+	// operator set GOGC.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	sdk.Serve(func(log *slog.Logger) sdk.Detector {
 		d := netflow.New(log, netflow.Options{
 			ORTLib: ortruntime.FindLibrary(*ort), Calibrate: *calibrate, CalibrateQuantile: *quantile, MaxSockets: *maxSockets,
-			HashSeed: *hashSeed, ScoreChunk: *chunk,
+			HashSeed: *hashSeed, ScoreChunk: *chunk, NoReuse: *noReuse,
 		})
 		for _, b := range bundles {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -1,0 +1,143 @@
+package netflow
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/vigil-edge/vigil/agent/capture"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+// filePackets reads a capture file's packets.
+func filePackets(t testing.TB, path string, limit int) []event.Packet {
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var out []event.Packet
+	buf := make([]event.Packet, 1024)
+	for len(out) < limit {
+		n, err := src.Next(context.Background(), buf)
+		out = append(out, buf[:n]...)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// ratios scores pkts in batches of 4096 and returns every packet's
+// score/threshold ratio and the anomalous packets' indexes.
+func ratios(t testing.TB, d *Detector, pkts []event.Packet) ([]float32, map[uint64]bool) {
+	var r []float32
+	anom := map[uint64]bool{}
+	for off := 0; off < len(pkts); off += 4096 {
+		n := min(4096, len(pkts)-off)
+		res, err := d.ScorePackets(context.Background(), pkts[off:off+n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = append(r, res.Scores...)
+		for _, a := range res.Anomalies {
+			anom[uint64(off)+a.Index] = true
+		}
+	}
+	return r, anom
+}
+
+// newNethost returns a detector with the shipped nethost/v1 bundle only.
+func newNethost(t testing.TB, opts Options) *Detector {
+	opts.ORTLib = ortLib(t)
+	d := New(slog.New(slog.DiscardHandler), opts)
+	b, _ := filepath.Glob("../../models/baseline/nethost-*.vgb")
+	if len(b) == 0 {
+		t.Skip("no nethost bundle in models/baseline")
+	}
+	if _, err := d.LoadModel(context.Background(), b[0]); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+type reuseCmp struct {
+	packets, exactAnom, reuseAnom, onlyExact, onlyReuse int
+	maxDiff                                             float64
+	hitRate                                             float64
+}
+
+func compareReuse(t testing.TB, pkts []event.Packet, opts Options) reuseCmp {
+	exact := newNethost(t, Options{HashSeed: 5, NoReuse: true})
+	opts.HashSeed = 5
+	reuse := newNethost(t, opts)
+	re, ae := ratios(t, exact, pkts)
+	rr, ar := ratios(t, reuse, pkts)
+	c := reuseCmp{packets: len(pkts), exactAnom: len(ae), reuseAnom: len(ar)}
+	for i := range re {
+		if x := math.Abs(float64(re[i]-rr[i])) / math.Max(1, float64(re[i])); x > c.maxDiff && !math.IsInf(float64(re[i]), 0) {
+			c.maxDiff = x
+		}
+	}
+	for i := range ae {
+		if !ar[i] {
+			c.onlyExact++
+		}
+	}
+	for i := range ar {
+		if !ae[i] {
+			c.onlyReuse++
+		}
+	}
+	if reuse.cache != nil {
+		c.hitRate = float64(reuse.cache.hits) / float64(max(1, reuse.cache.hits+reuse.cache.misses))
+	}
+	return c
+}
+
+// TestScoreReuseKeepsAnomalies: reusing a source's score while its
+// nethost/v1 vector is unchanged (hostcache.go) flags every packet that
+// per-packet scoring flags, on the SYN-scan capture and on the attack
+// captures of VIGIL_SHARED_DATA (when set), and adds at most a few (a
+// reused anomalous score outlives the exact one by a packet or so).
+// VIGIL_REUSE_PCAP=FILE (and VIGIL_REUSE_TOL) compare on one capture instead.
+func TestScoreReuseKeepsAnomalies(t *testing.T) {
+	type capt struct {
+		name string
+		pkts []event.Packet
+	}
+	caps := []capt{{"trafficgen-scan", scanPackets(t)}}
+	var files []string
+	if f := os.Getenv("VIGIL_REUSE_PCAP"); f != "" {
+		files, caps = []string{f}, nil
+	} else if dir := os.Getenv("VIGIL_SHARED_DATA"); dir != "" {
+		files, _ = filepath.Glob(filepath.Join(dir, "attacks", "*", "*"))
+	}
+	for _, f := range files {
+		caps = append(caps, capt{filepath.Base(f), filePackets(t, f, 1<<21)})
+	}
+	var o Options
+	if v, err := strconv.ParseFloat(os.Getenv("VIGIL_REUSE_TOL"), 32); err == nil {
+		o.ReuseAbs, o.ReuseRel = float32(v), float32(v)
+	}
+	for _, c := range caps {
+		r := compareReuse(t, c.pkts, o)
+		t.Logf("%-45s %+v", c.name, r)
+		if r.onlyExact > 0 && os.Getenv("VIGIL_REUSE_TOL") == "" {
+			t.Errorf("%s: %d anomalous packets lost by score reuse (%+v)", c.name, r.onlyExact, r)
+		}
+		if r.onlyReuse > max(5, r.exactAnom/50) {
+			t.Errorf("%s: %d anomalies added by score reuse (%+v)", c.name, r.onlyReuse, r)
+		}
+	}
+}

@@ -53,6 +53,7 @@ type DirScanSummary struct {
 	Seconds        float64 `json:"seconds"`
 	Findings       int     `json:"findings"`
 	Skipped        uint64  `json:"skipped"`
+	Denied         uint64  `json:"denied"` // files and folders unreadable for lack of permission (also in skipped)
 	FilesPerSec    float64 `json:"files_per_second"`
 	Anomalies      uint64  `json:"anomalies"`
 	EventsLost     uint64  `json:"events_lost"`
@@ -115,7 +116,7 @@ func runScanDir(c *cobra.Command, g *Globals, dir string, pace time.Duration) er
 	}
 	secs := time.Since(start).Seconds()
 	rep := DirScanReport{Summary: DirScanSummary{
-		Files: res.Files, Seconds: secs, Findings: len(res.Findings), Skipped: res.Skipped,
+		Files: res.Files, Seconds: secs, Findings: len(res.Findings), Skipped: res.Skipped, Denied: res.Denied,
 		Anomalies: res.Stats.Aggregator.Anomalies, EventsLost: res.Stats.Lost, PluginRestarts: res.Stats.Host.Restarts,
 	}, Findings: []FindingJSON{}}
 	if secs > 0 {
@@ -136,8 +137,8 @@ func runScanDir(c *cobra.Command, g *Globals, dir string, pace time.Duration) er
 
 func printDirScan(w io.Writer, dir string, rep DirScanReport) {
 	s := rep.Summary
-	fmt.Fprintf(w, "%s: %d files in %.2f s (%.0f files/s), %d skipped, %d anomalous, %d findings",
-		dir, s.Files, s.Seconds, s.FilesPerSec, s.Skipped, s.Anomalies, s.Findings)
+	fmt.Fprintf(w, "%s: %d files in %.2f s (%.0f files/s), %d skipped (%d permission denied), %d anomalous, %d findings",
+		dir, s.Files, s.Seconds, s.FilesPerSec, s.Skipped, s.Denied, s.Anomalies, s.Findings)
 	if s.EventsLost > 0 || s.PluginRestarts > 0 {
 		fmt.Fprintf(w, " (plugin restarts %d, files not scored %d)", s.PluginRestarts, s.EventsLost)
 	}

@@ -411,3 +411,21 @@ func BenchmarkAnalyze64KiB(b *testing.B) {
 		_ = s.Analyze(r, int64(len(data)), "a.bin", &ev)
 	}
 }
+
+// TestHistogramSizes: the single-table path for small samples and the
+// interleaved one for large samples count exactly like a plain loop.
+func TestHistogramSizes(t *testing.T) {
+	b := make([]byte, 3000)
+	for i := range b {
+		b[i] = byte(i*i/7 + i%3)
+	}
+	for _, n := range []int{0, 1, 3, 4, 5, 255, 1023, 1024, 1025, 2999, 3000} {
+		var want [256]uint32
+		for _, c := range b[:n] {
+			want[c]++
+		}
+		if got := Histogram(b[:n]); got != want {
+			t.Errorf("Histogram of %d bytes differs from a plain count", n)
+		}
+	}
+}

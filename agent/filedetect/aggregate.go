@@ -9,9 +9,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -98,27 +100,50 @@ func (c *AggregatorConfig) defaults() {
 	}
 }
 
-// best remembers the largest anomaly of a finding.
+// fileAnomaly is one anomaly with the facts the aggregator uses, from the
+// plugin's context and, where the context is slim (burst anomalies), from the
+// agent's own copy of the event.
+type fileAnomaly struct {
+	ts                  int64
+	root, path, oldPath string
+	op                  string
+	burst               bool
+	extChanged, highEnt bool
+	magic, entropy      string
+	score, thr          float32
+	top                 []sdk.Contribution
+	model               *wirev1.ModelRef // nil: the last model seen
+}
+
+func (fa *fileAnomaly) ratio() float64 {
+	if fa.thr > 0 {
+		return float64(fa.score) / float64(fa.thr)
+	}
+	return math.Inf(1)
+}
+
+// best remembers the largest anomaly of a finding: its score and, from the
+// strongest anomaly that carries them (the plugin sends top features only
+// with the strongest burst anomaly of a tree per call), the top features and
+// the facts for the summary.
 type best struct {
 	ratio, score, thr float64
 	top               []sdk.Contribution
+	topRatio          float64
 	model             *wirev1.ModelRef
-	ctx               map[string]string
+	magic, entropy    string
+	op, oldPath       string
 }
 
-func (b *best) add(an *sdk.Anomaly) {
-	thr := float64(an.Threshold)
-	ratio := math.Inf(1)
-	if thr > 0 {
-		ratio = float64(an.Score) / thr
+func (b *best) add(fa *fileAnomaly) {
+	ratio := fa.ratio()
+	if b.model == nil || ratio > b.ratio {
+		b.ratio, b.score, b.thr, b.model = ratio, float64(fa.score), float64(fa.thr), fa.model
+		b.magic, b.entropy, b.op, b.oldPath = fa.magic, fa.entropy, fa.op, fa.oldPath
 	}
-	if b.model != nil && ratio <= b.ratio {
-		return
+	if len(fa.top) > 0 && (len(b.top) == 0 || ratio > b.topRatio) {
+		b.top, b.topRatio = fa.top, ratio
 	}
-	c := an.Context
-	v, _ := strconv.ParseUint(c[ctxModelVersion], 10, 64)
-	b.ratio, b.score, b.thr, b.top, b.ctx = ratio, float64(an.Score), thr, an.TopFeatures, c
-	b.model = &wirev1.ModelRef{Name: c[ctxModel], Version: v, Digest: c[ctxModelDigest], Detector: DetectorName}
 }
 
 // fileAgg is one file's held anomalies.
@@ -162,9 +187,10 @@ type treeAgg struct {
 // is reported with its path. Weaker isolated anomalies are counted, not
 // reported.
 type Aggregator struct {
-	cfg  AggregatorConfig
-	mu   sync.Mutex
-	open map[string]*treeAgg
+	cfg   AggregatorConfig
+	mu    sync.Mutex
+	open  map[string]*treeAgg
+	model *wirev1.ModelRef // the last model named by an anomaly
 
 	anomalies, fileFindings, burstFindings, suppressed uint64
 }
@@ -187,15 +213,65 @@ func (a *Aggregator) Stats() AggregatorStats {
 	return AggregatorStats{a.anomalies, a.fileFindings, a.burstFindings, a.suppressed}
 }
 
-// Add merges one anomaly as the plugin reported it and returns findings
-// that are due (a window rolled over, a tree evicted).
+// Add merges one anomaly as the plugin reported it (with a full context)
+// and returns findings that are due (a window rolled over, a tree evicted).
 func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
+	return a.AddEvent(an, nil)
+}
+
+// AddEvent is Add for an anomaly about ev, the event the agent sent to the
+// plugin (nil: unknown): what the plugin's context lacks (slim burst
+// anomalies carry only their kind and flags) is taken from the event.
+func (a *Aggregator) AddEvent(an *sdk.Anomaly, ev *event.File) []*wirev1.Finding {
 	c := an.Context
-	ts, _ := strconv.ParseInt(c[ctxTimeNs], 10, 64)
-	root := c[ctxRoot]
-	p := c[sdk.ContextPath]
+	fa := fileAnomaly{score: an.Score, thr: an.Threshold, top: an.TopFeatures,
+		burst: c[ctxKind] == kindBurst, extChanged: c[ctxExtChanged] == "1", highEnt: c[ctxHighEntropy] == "1"}
+	if v, ok := c[ctxTimeNs]; ok {
+		fa.ts, _ = strconv.ParseInt(v, 10, 64)
+	} else if ev != nil {
+		fa.ts = ev.TimeNs
+	}
+	fa.root, fa.path, fa.oldPath = c[ctxRoot], c[sdk.ContextPath], c[ctxOldPath]
+	fa.op, fa.magic, fa.entropy = c[ctxOp], c[ctxMagic], c[ctxEntropy]
+	if ev != nil {
+		if _, ok := c[ctxRoot]; !ok {
+			fa.root = safePath(ev.Root)
+		}
+		if _, ok := c[sdk.ContextPath]; !ok {
+			p := ev.Path
+			if p == "" {
+				p = ev.OldPath
+			}
+			fa.path = safePath(p)
+			if ev.OldPath != "" {
+				fa.oldPath = safePath(ev.OldPath)
+			}
+		}
+		if fa.op == "" {
+			fa.op = ev.Op.String()
+		}
+		if fa.magic == "" && ev.Flags&event.FileFlagSampled != 0 {
+			fa.magic = ev.Magic.String()
+			fa.entropy = strconv.FormatFloat(float64(ev.Entropy), 'f', 2, 32)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if name, ok := c[ctxModel]; ok {
+		if m := a.model; m == nil || m.Name != name || m.Digest != c[ctxModelDigest] || strconv.FormatUint(m.Version, 10) != c[ctxModelVersion] {
+			v, _ := strconv.ParseUint(c[ctxModelVersion], 10, 64)
+			a.model = &wirev1.ModelRef{Name: name, Version: v, Digest: c[ctxModelDigest], Detector: DetectorName}
+		}
+	}
+	fa.model = a.model
+	if fa.model == nil {
+		fa.model = &wirev1.ModelRef{Detector: DetectorName}
+	}
+	return a.add(&fa)
+}
+
+func (a *Aggregator) add(fa *fileAnomaly) []*wirev1.Finding {
+	ts, root, p := fa.ts, fa.root, fa.path
 	a.anomalies++
 	var out []*wirev1.Finding
 	g := a.open[root]
@@ -213,10 +289,10 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	}
 	g.count++
 	g.first, g.last = min(g.first, ts), max(g.last, ts)
-	if c[ctxKind] == kindBurst {
+	if fa.burst {
 		g.bursts++
 	}
-	switch c[ctxOp] {
+	switch fa.op {
 	case "create":
 		g.creates++
 	case "write":
@@ -226,24 +302,24 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	case "remove":
 		g.removes++
 	}
-	if c[ctxExtChanged] == "1" {
+	if fa.extChanged {
 		g.extRenames++
 		if len(g.exts) < 64 {
 			g.exts[extOf(p)]++
 		}
 	}
-	if c[ctxHighEntropy] == "1" {
+	if fa.highEnt {
 		g.highEnt++
 	}
-	g.dir = commonDir(g.dir, path.Dir(p))
-	if c[ctxKind] == kindBurst {
-		g.best.add(an)
+	g.dir = commonDir(g.dir, parentDir(p))
+	if fa.burst {
+		g.best.add(fa)
 	}
-	g.bestAny.add(an)
+	g.bestAny.add(fa)
 	if !g.burst && g.count >= a.cfg.BurstMin && g.bursts > 0 {
 		g.burst, g.burstAt = true, a.cfg.Now()
 	}
-	if c[ctxKind] != kindBurst && (!g.burst || ratioOf(an) >= a.cfg.FileAlwaysRatio) {
+	if !fa.burst && (!g.burst || fa.ratio() >= a.cfg.FileAlwaysRatio) {
 		f := g.files[p]
 		if f == nil {
 			if len(g.files) >= a.cfg.MaxOpen {
@@ -255,9 +331,22 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 		}
 		f.count++
 		f.first, f.last = min(f.first, ts), max(f.last, ts)
-		f.best.add(an)
+		f.best.add(fa)
 	}
 	return out
+}
+
+// parentDir is path.Dir without allocating for clean absolute paths (what
+// the watcher reports); anything else goes through path.Dir.
+func parentDir(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	switch {
+	case i > 0 && i < len(p)-1 && p[0] == '/' && !strings.Contains(p, "//") && !strings.Contains(p, "/."):
+		return p[:i]
+	case i == 0 && len(p) > 1 && p[1] != '.':
+		return "/"
+	}
+	return path.Dir(p)
 }
 
 func (a *Aggregator) evictOldest() []*wirev1.Finding {
@@ -272,13 +361,6 @@ func (a *Aggregator) evictOldest() []*wirev1.Finding {
 	}
 	delete(a.open, old.root)
 	return a.finish(old)
-}
-
-func ratioOf(an *sdk.Anomaly) float64 {
-	if an.Threshold > 0 {
-		return float64(an.Score) / float64(an.Threshold)
-	}
-	return math.Inf(1)
 }
 
 // finish returns the final findings of a closing tree window.
@@ -519,21 +601,21 @@ var hints = map[string]string{
 }
 
 func fileSummary(f *fileAgg) string {
-	c := f.best.ctx
+	c := &f.best
 	var b strings.Builder
 	b.WriteString("Anomalous file ")
 	b.WriteString(f.path)
 	var facts []string
-	if m := c[ctxMagic]; m != "" {
-		facts = append(facts, m)
+	if c.magic != "" {
+		facts = append(facts, c.magic)
 	}
-	if e := c[ctxEntropy]; e != "" {
-		facts = append(facts, "entropy "+e)
+	if c.entropy != "" {
+		facts = append(facts, "entropy "+c.entropy)
 	}
-	if op := c[ctxOp]; op != "" {
+	if op := c.op; op != "" {
 		o := op
-		if op == "rename" && c[ctxOldPath] != "" {
-			o = "renamed from " + c[ctxOldPath]
+		if op == "rename" && c.oldPath != "" {
+			o = "renamed from " + c.oldPath
 		}
 		facts = append(facts, o)
 	}
@@ -554,16 +636,28 @@ func commonDir(a, b string) string {
 	if a == b {
 		return a
 	}
-	pa, pb := strings.Split(a, "/"), strings.Split(b, "/")
+	if len(b) > len(a) && strings.HasPrefix(b, a) && b[len(a)] == '/' {
+		return a // b is below a: the common case in a burst
+	}
+	// The longest common prefix of whole path elements.
+	n := min(len(a), len(b))
+	last := -1 // index of the last '/' of the common prefix
 	i := 0
-	for i < len(pa) && i < len(pb) && pa[i] == pb[i] {
-		i++
+	for ; i < n && a[i] == b[i]; i++ {
+		if a[i] == '/' {
+			last = i
+		}
 	}
-	d := strings.Join(pa[:i], "/")
-	if d == "" && strings.HasPrefix(a, "/") {
-		return "/"
+	if i == n && n > 0 && (len(a) == n || a[n] == '/') && (len(b) == n || b[n] == '/') {
+		return a[:n]
 	}
-	return d
+	if last <= 0 {
+		if strings.HasPrefix(a, "/") {
+			return "/"
+		}
+		return ""
+	}
+	return a[:last]
 }
 
 func extOf(p string) string {
@@ -573,6 +667,41 @@ func extOf(p string) string {
 		return ""
 	}
 	return base[i+1:]
+}
+
+// safePath makes a file name safe for protobuf strings (valid UTF-8) and
+// one-line logs: invalid UTF-8 bytes, control characters and backslashes are
+// written as Go escapes (\xff, \n, \\). It is the fileactivity plugin's
+// SafePath (the agent imports no plugin), applied to what the agent takes
+// from its own copy of an event.
+func safePath(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c == '\\' || c >= 0x80 {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\\':
+			b.WriteString("\\\\")
+		case r < 0x20 || r == 0x7f:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // round keeps 6 significant digits.

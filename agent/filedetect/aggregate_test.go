@@ -2,12 +2,15 @@ package filedetect
 
 import (
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -130,4 +133,75 @@ func TestCommonDir(t *testing.T) {
 			t.Errorf("commonDir(%q, %q) = %q, want %q", c[0], c[1], got, c[2])
 		}
 	}
+}
+
+// TestAggregatorSlimBurst: burst anomalies as the plugin sends them in a
+// burst (kind and flags only; path, time and operation from the agent's
+// event; top features and the model only on the strongest of a call) make
+// the same finding as full ones.
+func TestAggregatorSlimBurst(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{EventTime: true})
+	for i := range 300 {
+		ev := &event.File{TimeNs: int64(i) * int64(25*time.Millisecond), Op: event.FileRename, Root: "/srv/share",
+			Path: fmt.Sprintf("/srv/share/docs/d%d/f%d.txt.locked", i%3, i), OldPath: fmt.Sprintf("/srv/share/docs/d%d/f%d.txt", i%3, i),
+			Flags: event.FileFlagSampled, Magic: event.MagicUnknown, Entropy: 7.99}
+		an := &sdk.Anomaly{Index: uint64(i), Score: 2, Threshold: 1,
+			Context: map[string]string{ctxKind: kindBurst, ctxExtChanged: "1", ctxHighEntropy: "1"}}
+		if i%100 == 50 { // the strongest of its call: full context
+			an.Score = 3
+			an.Context = anomaly("/srv/share", ev.Path, "rename", kindBurst, time.Duration(ev.TimeNs), 3,
+				map[string]string{ctxExtChanged: "1", ctxHighEntropy: "1"}).Context
+			an.TopFeatures = []sdk.Contribution{{Name: "rate1s_ext_change_renames", Contribution: 0.5}}
+		}
+		a.AddEvent(an, ev)
+	}
+	// A slim anomaly whose event has an unsafe name.
+	a.AddEvent(&sdk.Anomaly{Score: 1.5, Threshold: 1, Context: map[string]string{ctxKind: kindBurst}},
+		&event.File{TimeNs: int64(7600 * time.Millisecond), Op: event.FileRemove, Root: "/srv/share", Path: "/srv/share/docs/x\n\xff"})
+	got := a.Flush()
+	if len(got) != 1 {
+		t.Fatalf("%d findings: %v", len(got), got)
+	}
+	f := got[0]
+	want := "300 files renamed to .locked with high-entropy content under /srv/share/docs in 7.6 s"
+	if !strings.HasPrefix(f.Summary, want) || f.Count != 301 || f.Context.GetPath() != "/srv/share/docs" {
+		t.Errorf("finding %q count %d path %q", f.Summary, f.Count, f.Context.GetPath())
+	}
+	if len(f.TopFeatures) == 0 || f.Model.GetName() != "fileactivity" || f.Model.GetVersion() != 1 || f.Score != 3 {
+		t.Errorf("finding top %v model %v score %v", f.TopFeatures, f.Model, f.Score)
+	}
+	if !utf8.ValidString(f.Summary) {
+		t.Errorf("summary not valid UTF-8: %q", f.Summary)
+	}
+}
+
+// commonDirSplit is the original (allocating) commonDir, the reference.
+func commonDirSplit(a, b string) string {
+	if a == b {
+		return a
+	}
+	pa, pb := strings.Split(a, "/"), strings.Split(b, "/")
+	i := 0
+	for i < len(pa) && i < len(pb) && pa[i] == pb[i] {
+		i++
+	}
+	d := strings.Join(pa[:i], "/")
+	if d == "" && strings.HasPrefix(a, "/") {
+		return "/"
+	}
+	return d
+}
+
+func FuzzCommonDir(f *testing.F) {
+	for _, c := range [][2]string{{"/a/b/c", "/a/b/d"}, {"/a", "/b"}, {"/a/", "/a/b"}, {"/ab", "/a"}, {"a/b", "a/c"}, {"/", "/x"}, {"", "/"}, {"/", ""}, {"./0/0", ""}} {
+		f.Add(c[0], c[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if got, want := commonDir(a, b), commonDirSplit(a, b); got != want {
+			t.Fatalf("commonDir(%q, %q) = %q, want %q", a, b, got, want)
+		}
+		if got, want := parentDir(a), path.Dir(a); got != want {
+			t.Fatalf("parentDir(%q) = %q, want %q", a, got, want)
+		}
+	})
 }

@@ -1,7 +1,8 @@
 // Package filedetect is the agent's file-event detection pipeline: the
 // recursive watcher (agent/watch) produces file events with content
 // statistics, which go in batches (at least BatchMin events per call, or
-// whatever arrived within BatchDelay) over unary gRPC calls to the
+// whatever arrived within BatchDelay; under load, every batch already
+// waiting, up to BatchMax) over unary gRPC calls to the
 // fileactivity detector plugin (agent/pluginhost); the anomalies it returns
 // are merged into findings (Aggregator: one burst finding per tree for mass
 // renaming, encryption or deletion, one finding per path for an anomalous
@@ -38,7 +39,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultBatchMin   = 64
-	DefaultBatchMax   = 4096
+	DefaultBatchMax   = 1024 // the plugin's own chunk; larger calls only cost memory on both sides
 	DefaultBatchDelay = 250 * time.Millisecond
 )
 
@@ -213,6 +214,21 @@ loop:
 				delay.Reset(p.cfg.BatchDelay)
 			}
 			pending = append(pending, b...)
+			// Under load more batches are already waiting (they arrived
+			// while the previous call ran): take them into this call, up
+			// to BatchMax, so the per-call cost shrinks as the load grows.
+		more:
+			for len(pending) < p.cfg.BatchMax {
+				select {
+				case b2, ok := <-out:
+					if !ok {
+						break more
+					}
+					pending = append(pending, b2...)
+				default:
+					break more
+				}
+			}
 			if len(pending) >= p.cfg.BatchMin {
 				flush(ctx)
 			}
@@ -389,7 +405,7 @@ func (e *engine) score(ctx context.Context, evs []event.File) {
 			if an.Index >= uint64(len(b)) {
 				continue
 			}
-			e.queue(e.agg.Add(an))
+			e.queue(e.agg.AddEvent(an, &b[an.Index]))
 		}
 	}
 }

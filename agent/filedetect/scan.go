@@ -46,7 +46,8 @@ type ScanConfig struct {
 // ScanResult is what Scan found.
 type ScanResult struct {
 	Files    uint64 // regular files scored
-	Skipped  uint64 // symbolic links, devices, unreadable files
+	Skipped  uint64 // symbolic links, devices, unreadable files and folders
+	Denied   uint64 // of those, files and folders unreadable for lack of permission
 	Findings []*wirev1.Finding
 	Stats    Stats
 }
@@ -85,6 +86,9 @@ func Scan(ctx context.Context, cfg ScanConfig) (*ScanResult, error) {
 				return err
 			}
 			res.Skipped++ // unreadable folder: skip it, keep going
+			if errors.Is(err, fs.ErrPermission) {
+				res.Denied++
+			}
 			if d != nil && d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -147,6 +151,9 @@ func Scan(ctx context.Context, cfg ScanConfig) (*ScanResult, error) {
 		}
 		if !sampleFile(sampler, &ev) {
 			res.Skipped++
+			if ev.Flags&event.FileFlagDenied != 0 {
+				res.Denied++
+			}
 		}
 		res.Files++
 		batch = append(batch, ev)

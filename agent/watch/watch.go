@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-edge/vigil/agent/contentstats"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
@@ -585,6 +586,9 @@ func (w *Watcher) rescan() {
 // fsnotify v1.10 keeps it unexported and prints it in Event.String as
 // `CREATE "new" ← "old"`; the last quoted string is taken.
 func renamedFrom(ev fsnotify.Event) string {
+	if ev == (fsnotify.Event{Name: ev.Name, Op: ev.Op}) {
+		return "" // no hidden old name: skip formatting the event
+	}
 	s := ev.String()
 	const sep = ` ← "`
 	for end := len(s); ; {
@@ -930,7 +934,7 @@ func (w *Watcher) fill(it *item) {
 	if rel == "" {
 		return
 	}
-	f, err := r.b.open(rel)
+	fd, err := r.b.open(rel)
 	if err != nil {
 		switch {
 		case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
@@ -949,26 +953,27 @@ func (w *Watcher) fill(it *item) {
 		}
 		return
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		w.c.sampleErrors.Add(1)
 		return
 	}
-	ev.Size, ev.Mode = fi.Size(), uint32(fi.Mode())
-	if fi.Mode()&0o111 != 0 {
+	mode := fileMode(st.Mode)
+	ev.Size, ev.Mode = st.Size, uint32(mode)
+	if mode&0o111 != 0 {
 		ev.Flags |= event.FileFlagExecutable
 	}
-	if fi.IsDir() {
+	if mode.IsDir() {
 		ev.Flags |= event.FileFlagDir
 		return
 	}
-	if !fi.Mode().IsRegular() {
+	if !mode.IsRegular() {
 		w.c.notRegular.Add(1)
 		ev.Flags |= event.FileFlagNotRegular
 		return
 	}
-	if err := w.sampler.Analyze(f, fi.Size(), ev.Path, ev); err != nil {
+	if err := w.sampler.Analyze(fdReader(fd), st.Size, ev.Path, ev); err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESTALE) {
 			w.c.vanished.Add(1)
 			ev.Flags |= event.FileFlagVanished

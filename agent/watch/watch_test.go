@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
@@ -216,15 +217,15 @@ func TestSymlinksNotFollowed(t *testing.T) {
 	}
 	// The opener itself refuses paths through links.
 	for _, rel := range []string{"out/secret.bin", "sub/leak.txt", "loop/marker.txt", "slash/etc/passwd"} {
-		if f, err := w.roots[0].b.open(rel); err == nil {
-			f.Close()
+		if fd, err := w.roots[0].b.open(rel); err == nil {
+			unix.Close(fd)
 			t.Fatalf("opened %s through a link", rel)
 		}
 	}
-	if f, err := w.roots[0].b.open("marker.txt"); err != nil {
+	if fd, err := w.roots[0].b.open("marker.txt"); err != nil {
 		t.Fatalf("plain file: %v", err)
 	} else {
-		f.Close()
+		unix.Close(fd)
 	}
 }
 
@@ -735,6 +736,50 @@ func BenchmarkSampleEvent(b *testing.B) {
 		w.fill(&it)
 		if it.ev.Flags&event.FileFlagSampled == 0 {
 			b.Fatal("not sampled")
+		}
+	}
+}
+
+// TestFileMode: the raw-descriptor sampling path converts stat modes exactly
+// as os.Lstat does.
+func TestFileMode(t *testing.T) {
+	dir := t.TempDir()
+	paths := map[string]func(p string) error{
+		"file": func(p string) error { return os.WriteFile(p, nil, 0o640) },
+		"exec": func(p string) error { return os.WriteFile(p, nil, 0o755) },
+		"setuid": func(p string) error {
+			_ = os.WriteFile(p, nil, 0o755)
+			return os.Chmod(p, 0o755|os.ModeSetuid|os.ModeSetgid)
+		},
+		"dir":  func(p string) error { return os.Mkdir(p, 0o1777) },
+		"fifo": func(p string) error { return unix.Mkfifo(p, 0o600) },
+		"link": func(p string) error { return os.Symlink("file", p) },
+	}
+	for name, mk := range paths {
+		p := filepath.Join(dir, name)
+		if err := mk(p); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if name == "dir" {
+			_ = os.Chmod(p, 0o777|os.ModeSticky)
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := fileMode(st.Mode); got != fi.Mode() {
+			t.Errorf("%s: fileMode %v, os.Lstat %v", name, got, fi.Mode())
+		}
+	}
+	dev, err := os.Lstat("/dev/null")
+	if err == nil {
+		var st unix.Stat_t
+		if unix.Lstat("/dev/null", &st) == nil && fileMode(st.Mode) != dev.Mode() {
+			t.Errorf("/dev/null: fileMode %v, os.Lstat %v", fileMode(st.Mode), dev.Mode())
 		}
 	}
 }

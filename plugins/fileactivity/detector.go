@@ -15,6 +15,15 @@
 //     carries a packing or obfuscation indicator (exec_packed, script_base64,
 //     packed_script), even amid a burst: the agent reports the path.
 //
+// In a burst nearly every event is anomalous, so burst anomalies are slim:
+// only the strongest burst anomaly of each tree in a Score call carries the
+// full context and the top features; the others carry only the kind and the
+// derived flags (high_entropy, ext_changed), and the agent takes path, time,
+// operation and content facts from its own copy of the event (Index). File
+// anomalies always carry everything. The model's identity (model,
+// model_version, model_digest, feature_set) is in every full context and at
+// least in the first anomaly of each call.
+//
 // The feature state (per-tree rates) lives in the plugin and follows the
 // event stream; a restarted plugin starts with empty rates.
 package fileactivity
@@ -111,9 +120,10 @@ type Detector struct {
 	mu     sync.Mutex // held while scoring and while swapping models
 	model  atomic.Pointer[model]
 
-	x     *feat.Extractor
-	feats []float32
-	names []string
+	x         *feat.Extractor
+	feats     []float32
+	names     []string
+	strongest []strongestBurst
 
 	scored    atomic.Uint64
 	anomalies atomic.Uint64
@@ -225,6 +235,11 @@ func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.R
 		return fmt.Errorf("score %s: %w", feat.Name, err)
 	}
 	thr := m.info.Threshold
+	first := len(res.Anomalies)
+	// The strongest burst anomaly of each tree in this chunk (the first one
+	// at the maximum): it alone of the tree's burst anomalies carries the
+	// full context and the top features.
+	strongest := d.strongest[:0]
 	for i, s := range scores {
 		if s != s { // NaN: the most anomalous
 			s = float32(math.Inf(1))
@@ -234,23 +249,66 @@ func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.R
 			continue
 		}
 		c := contrib[i*feat.Dim : (i+1)*feat.Dim]
-		a := sdk.Anomaly{
-			Index: uint64(base + i), Score: s, Threshold: thr,
-			TopFeatures: topK(c, d.names),
-			Context:     fileContext(&files[i], fv[i*feat.Dim:(i+1)*feat.Dim], m),
-		}
-		share := rateShare(c)
-		a.Context[ContextRateShare] = strconv.FormatFloat(float64(share), 'f', 3, 32)
-		a.Context[ContextKind] = KindFile
 		v := fv[i*feat.Dim : (i+1)*feat.Dim]
+		share := rateShare(c)
 		packed := v[idxExecPacked] >= 0.5 || v[idxScriptBase64] >= 0.5 || v[idxPackedScript] >= 0.5
+		a := sdk.Anomaly{Index: uint64(base + i), Score: s, Threshold: thr}
 		if !packed && (share >= BurstShare || files[i].Op == event.FileRemove) {
-			a.Context[ContextKind] = KindBurst
 			d.bursts.Add(1)
+			// Slim: the agent has the event (Index) and derives path, time,
+			// operation and content facts from it.
+			a.Context = make(map[string]string, 3)
+			a.Context[ContextKind] = KindBurst
+			if v[idxHighEntropy] > 0 {
+				a.Context[ContextHighEntropy] = "1"
+			}
+			if v[idxExtChanged] > 0 {
+				a.Context[ContextExtChanged] = "1"
+			}
+			k := len(res.Anomalies)
+			j := 0
+			for j < len(strongest) && files[strongest[j].file].Root != files[i].Root {
+				j++
+			}
+			if j == len(strongest) {
+				strongest = append(strongest, strongestBurst{anomaly: k, file: i, contrib: c, share: share})
+			} else if s > res.Anomalies[strongest[j].anomaly].Score {
+				strongest[j] = strongestBurst{anomaly: k, file: i, contrib: c, share: share}
+			}
+		} else {
+			a.TopFeatures = topK(c, d.names)
+			a.Context = fileContext(&files[i], v, m)
+			a.Context[ContextRateShare] = strconv.FormatFloat(float64(share), 'f', 3, 32)
+			a.Context[ContextKind] = KindFile
 		}
 		res.Anomalies = append(res.Anomalies, a)
 	}
+	for _, sb := range strongest {
+		a := &res.Anomalies[sb.anomaly]
+		i := sb.file
+		a.TopFeatures = topK(sb.contrib, d.names)
+		a.Context = fileContext(&files[i], fv[i*feat.Dim:(i+1)*feat.Dim], m)
+		a.Context[ContextRateShare] = strconv.FormatFloat(float64(sb.share), 'f', 3, 32)
+		a.Context[ContextKind] = KindBurst
+	}
+	d.strongest = strongest[:0]
+	// The model's identity rides on the chunk's first anomaly at least.
+	if first < len(res.Anomalies) {
+		if a := &res.Anomalies[first]; a.Context[ContextModel] == "" {
+			a.Context[ContextModel] = m.info.Name
+			a.Context[ContextModelVersion] = m.ctxVer
+			a.Context[ContextModelDigest] = m.info.Digest
+			a.Context[ContextFeatureSet] = m.info.FeatureSet
+		}
+	}
 	return nil
+}
+
+// strongestBurst is the strongest burst anomaly of one tree in a chunk.
+type strongestBurst struct {
+	anomaly, file int
+	contrib       []float32
+	share         float32
 }
 
 // rateShare is the part of the total per-feature error from the rate features.

@@ -66,7 +66,8 @@ type AggregatorConfig struct {
 	// open finding is closed and emitted early. Default 4096.
 	MaxOpen int
 	// PacketTime stamps findings with their last packet's time instead of
-	// the wall clock (offline scans: reproducible output).
+	// the wall clock, and closes windows on the anomalies' packet time only
+	// (offline scans: reproducible output; see Tick).
 	PacketTime bool
 	// Now is the wall clock (tests).
 	Now func() time.Time
@@ -139,6 +140,8 @@ type Aggregator struct {
 	open map[string]*agg
 	// anomalies seen and findings emitted
 	anomalies, findings uint64
+	// swept is the packet-time grid point of the last sweep (PacketTime).
+	swept int64
 }
 
 // NewAggregator returns an empty aggregator.
@@ -147,7 +150,8 @@ func NewAggregator(cfg AggregatorConfig) *Aggregator {
 	return &Aggregator{cfg: cfg, open: map[string]*agg{}}
 }
 
-// Add merges one anomaly (as the netflow plugin reports it). It returns
+// Add merges one anomaly (as the netflow plugin reports it: one anomalous
+// packet, or with sdk.Anomaly.Aggregate several of one source). It returns
 // findings that had to be closed (window rolled over, or evicted).
 func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	c := an.Context
@@ -155,12 +159,26 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	if key == "" {
 		key = "mac:" + c[ctxSrcMAC]
 	}
-	ts, _ := strconv.ParseInt(c[ctxTimeNs], 10, 64)
-	length, _ := strconv.ParseUint(c[ctxLength], 10, 64)
+	pre := an.Aggregate
+	var ts, lastTs int64
+	var count, length uint64
+	if pre != nil {
+		ts, lastTs, count, length = pre.FirstNs, pre.LastNs, an.Records(), pre.Bytes
+		if lastTs < ts {
+			lastTs = ts
+		}
+	} else {
+		ts, _ = strconv.ParseInt(c[ctxTimeNs], 10, 64)
+		length, _ = strconv.ParseUint(c[ctxLength], 10, 64)
+		lastTs, count = ts, 1
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.anomalies++
+	a.anomalies += count
 	var out []*wirev1.Finding
+	if a.cfg.PacketTime {
+		out = a.sweep(ts, out)
+	}
 	g := a.open[key]
 	if g != nil && ts-g.first > int64(a.cfg.Window) {
 		if f := a.finish(g); f != nil {
@@ -187,14 +205,73 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 		}
 		a.open[key] = g
 	}
-	g.count++
+	g.count += count
 	g.bytes += length
 	if ts < g.first {
 		g.first = ts
 	}
-	if ts > g.last {
-		g.last = ts
+	if lastTs > g.last {
+		g.last = lastTs
 	}
+	if pre != nil {
+		g.addAggregate(pre)
+	} else {
+		g.addContext(c)
+	}
+	thr := float64(an.Threshold)
+	ratio := math.Inf(1)
+	if thr > 0 {
+		ratio = float64(an.Score) / thr
+	}
+	if ratio > g.maxRatio || g.model == nil {
+		g.maxRatio, g.maxScore, g.maxThr = ratio, float64(an.Score), thr
+		g.top = an.TopFeatures
+		v, _ := strconv.ParseUint(c[ctxModelVersion], 10, 64)
+		g.model = &wirev1.ModelRef{Name: c[ctxModel], Version: v, Digest: c[ctxModelDigest], Detector: DetectorName}
+	}
+	return out
+}
+
+// addAggregate merges a pre-aggregated anomaly's kinds, ports and hosts.
+func (g *agg) addAggregate(pre *sdk.Aggregate) {
+	g.syn += pre.TCPSyn
+	g.udp += pre.UDP
+	g.icmp += pre.ICMP
+	g.arp += pre.ARP
+	for _, p := range pre.DstPorts {
+		g.addPort(uint64(p))
+	}
+	for _, h := range pre.DstAddrs {
+		if h.IsValid() {
+			g.addHost(h.String())
+		}
+	}
+	if pre.DstAddrsTruncated {
+		// The detector left distinct hosts out: more than the cap.
+		g.hostsSaturated = true
+	}
+}
+
+func (g *agg) addPort(p uint64) {
+	w, b := p/64, p%64
+	if w < uint64(len(g.ports)) && g.ports[w]&(1<<b) == 0 {
+		g.ports[w] |= 1 << b
+		g.nports++
+	}
+}
+
+func (g *agg) addHost(h string) {
+	if _, ok := g.hosts[h]; !ok {
+		if len(g.hosts) < maxDistinct {
+			g.hosts[h] = struct{}{}
+		} else {
+			g.hostsSaturated = true
+		}
+	}
+}
+
+// addContext merges one anomalous packet's kind, port and host.
+func (g *agg) addContext(c map[string]string) {
 	switch c[sdk.ContextProto] {
 	case "tcp":
 		if fl, err := strconv.ParseUint(c[ctxTCPFlags], 10, 8); err == nil && fl&0x12 == 0x02 {
@@ -208,31 +285,47 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 		g.arp++
 	}
 	if p, err := strconv.ParseUint(c[sdk.ContextDstPort], 10, 16); err == nil {
-		w, b := p/64, p%64
-		if g.ports[w]&(1<<b) == 0 {
-			g.ports[w] |= 1 << b
-			g.nports++
-		}
+		g.addPort(p)
 	}
 	if h := c[sdk.ContextDstIP]; h != "" {
-		if _, ok := g.hosts[h]; !ok {
-			if len(g.hosts) < maxDistinct {
-				g.hosts[h] = struct{}{}
-			} else {
-				g.hostsSaturated = true
-			}
+		g.addHost(h)
+	}
+}
+
+// sweepStep is the packet-time grid of PacketTime sweeps.
+const sweepStep = int64(time.Second)
+
+// sweep (PacketTime only) closes, before an anomaly of packet time ts is
+// merged, the open findings whose window closed by the latest point of a
+// fixed 1 s packet-time grid at or before ts, in (first packet, source)
+// order. Anomalies arrive in packet order, so a closed window would not
+// have taken that anomaly or any later one: the findings are what closing
+// lazily would give, and which are emitted when depends on the packet
+// sequence only (not on how the plugin batched its anomalies, nor on the
+// wall clock), so offline output is reproducible.
+func (a *Aggregator) sweep(ts int64, out []*wirev1.Finding) []*wirev1.Finding {
+	grid := ts - ts%sweepStep
+	if ts < 0 || grid <= a.swept {
+		return out
+	}
+	a.swept = grid
+	var due []*agg
+	for _, g := range a.open {
+		if grid-g.first > int64(a.cfg.Window) {
+			due = append(due, g)
 		}
 	}
-	thr := float64(an.Threshold)
-	ratio := math.Inf(1)
-	if thr > 0 {
-		ratio = float64(an.Score) / thr
-	}
-	if ratio > g.maxRatio || g.model == nil {
-		g.maxRatio, g.maxScore, g.maxThr = ratio, float64(an.Score), thr
-		g.top = an.TopFeatures
-		v, _ := strconv.ParseUint(c[ctxModelVersion], 10, 64)
-		g.model = &wirev1.ModelRef{Name: c[ctxModel], Version: v, Digest: c[ctxModelDigest], Detector: DetectorName}
+	sort.Slice(due, func(i, j int) bool {
+		if due[i].first != due[j].first {
+			return due[i].first < due[j].first
+		}
+		return due[i].key < due[j].key
+	})
+	for _, g := range due {
+		if f := a.finish(g); f != nil {
+			out = append(out, f)
+		}
+		delete(a.open, g.key)
 	}
 	return out
 }
@@ -267,6 +360,10 @@ func (a *Aggregator) qualifies(g *agg) bool {
 
 // Tick emits what is due: findings whose window closed before packet time
 // nowPkt (ns; 0: none closes) and, with UpdateEvery, updates of open ones.
+// With PacketTime, windows close only as anomalies arrive (see sweep) and at
+// Flush: nowPkt, the time of the packets read so far, runs ahead of the
+// anomalies scored so far by a wall-clock-dependent lag, and closing on it
+// split findings differently from run to run.
 func (a *Aggregator) Tick(nowPkt int64) []*wirev1.Finding {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -274,7 +371,7 @@ func (a *Aggregator) Tick(nowPkt int64) []*wirev1.Finding {
 	now := a.cfg.Now()
 	for _, k := range a.sortedKeys() {
 		g := a.open[k]
-		if nowPkt > 0 && nowPkt-g.first > int64(a.cfg.Window) {
+		if nowPkt > 0 && !a.cfg.PacketTime && nowPkt-g.first > int64(a.cfg.Window) {
 			if f := a.finish(g); f != nil {
 				out = append(out, f)
 			}

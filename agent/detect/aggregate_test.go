@@ -1,10 +1,13 @@
 package detect
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -140,5 +143,68 @@ func TestAggregateEviction(t *testing.T) {
 	}
 	if n := len(a.Flush()); n != 2 {
 		t.Fatalf("flush %d", n)
+	}
+}
+
+// TestAggregatePreMerged: one pre-aggregated anomaly (sdk.Anomaly.Aggregate)
+// counts like the packets it stands for.
+func TestAggregatePreMerged(t *testing.T) {
+	per := NewAggregator(AggregatorConfig{PacketTime: true})
+	pre := NewAggregator(AggregatorConfig{PacketTime: true})
+	g := &sdk.Aggregate{}
+	var first sdk.Anomaly
+	for i := range 500 {
+		an := anomaly("10.99.66.6", "10.99.1."+strconv.Itoa(i%7), 1+i%300, 100+float64(i)/1000, 2+float32(i%13), 0x02)
+		per.Add(&an)
+		if i == 0 {
+			first = an
+			g.FirstNs = 100e9
+		}
+		if an.Score > first.Score {
+			first.Score, first.TopFeatures = an.Score, an.TopFeatures
+		}
+		g.Count++
+		g.LastNs = int64((100 + float64(i)/1000) * 1e9)
+		g.Bytes += 60
+		g.TCPSyn++
+	}
+	for p := range 300 {
+		g.DstPorts = append(g.DstPorts, uint16(1+p))
+	}
+	for h := range 7 {
+		g.DstAddrs = append(g.DstAddrs, netip.MustParseAddr("10.99.1."+strconv.Itoa(h)))
+	}
+	first.Aggregate = g
+	pre.Add(&first)
+	want, got := per.Flush(), pre.Flush()
+	if len(want) != 1 || len(got) != 1 || !proto.Equal(want[0], got[0]) {
+		t.Fatalf("pre-merged %v\nper packet %v", got, want)
+	}
+	if a, _ := pre.Stats(); a != 500 {
+		t.Errorf("counted %d anomalies, want 500", a)
+	}
+}
+
+// TestAggregatePacketTimeIgnoresTick: offline (PacketTime), the reader's
+// packet time given to Tick, which runs ahead of the scored anomalies by a
+// wall-clock-dependent lag, closes no window; windows close on the
+// anomalies' own time, in a fixed order.
+func TestAggregatePacketTimeIgnoresTick(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{PacketTime: true, Window: 30 * time.Second})
+	for i := range 10 {
+		an := anomaly("10.0.0."+strconv.Itoa(1+i%2), "10.0.1.1", 80+i, 100+float64(i), 25, 0x02)
+		a.Add(&an)
+	}
+	if out := a.Tick(int64(500e9)); len(out) != 0 {
+		t.Fatalf("Tick closed %d findings in PacketTime mode", len(out))
+	}
+	late := anomaly("10.0.0.1", "10.0.1.1", 99, 108.5, 25, 0x02) // still in the first window
+	a.Add(&late)
+	// An anomaly of a third source 40 s later closes both windows, in
+	// order of first packet.
+	far := anomaly("10.0.0.3", "10.0.1.1", 99, 150, 25, 0x02)
+	out := a.Add(&far)
+	if len(out) != 2 || out[0].Context.SrcIp != "10.0.0.1" || out[0].Count != 6 || out[1].Count != 5 {
+		t.Fatalf("sweep emitted %v", out)
 	}
 }

@@ -267,7 +267,7 @@ func (h *Host) receive(inst *instance, s *sdk.ResultStream) {
 		br.Anomalies = br.Anomalies[:k]
 		inst.lastEnd.Store(br.End)
 		h.scored.Add(br.End - br.Start)
-		h.anomalies.Add(uint64(len(br.Anomalies)))
+		h.anomalies.Add(sdk.CountRecords(br.Anomalies)) // anomalous records (a merged anomaly counts its packets)
 		if br.Err != "" {
 			h.batchErrors.Add(1)
 		}

@@ -115,6 +115,11 @@ type Options struct {
 	NoReuse            bool
 	ReuseAbs, ReuseRel float32
 	ReuseMaxAge        time.Duration
+	// NoAggregate reports every anomalous packet as its own anomaly; by
+	// default the anomalies of a batch are merged per source and window
+	// (aggregate.go) with AggregateWindow (default 30 s, the agent's).
+	NoAggregate     bool
+	AggregateWindow time.Duration
 }
 
 // model is one loaded bundle.
@@ -152,6 +157,9 @@ type Detector struct {
 	ref    []int32   // per packet: scored row (>= 0), or -1-k: contributions in hitCon[k·Dim:]
 	rowsc  []float32 // scores of the scored rows
 	hitCon []float32
+
+	// anomaly pre-aggregation (aggregate.go); nil with Options.NoAggregate.
+	agg *aggState
 
 	// per-sensor calibration
 	calStart  int64 // first packet time
@@ -195,6 +203,9 @@ func New(log *slog.Logger, opts Options) *Detector {
 	if opts.ReuseMaxAge <= 0 {
 		opts.ReuseMaxAge = DefaultReuseMaxAge
 	}
+	if opts.AggregateWindow <= 0 {
+		opts.AggregateWindow = DefaultAggregateWindow
+	}
 	d := &Detector{
 		log:   log,
 		opts:  opts,
@@ -203,6 +214,9 @@ func New(log *slog.Logger, opts Options) *Detector {
 	d.ratio = make([]float32, opts.MaxBatch)
 	d.which = make([]int8, opts.MaxBatch)
 	d.rsc = make([]float32, nslots*opts.MaxBatch)
+	if !opts.NoAggregate {
+		d.agg = newAggState()
+	}
 	if opts.Calibrate <= 0 {
 		d.calDone.Store(true)
 	}
@@ -329,7 +343,7 @@ func (d *Detector) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Res
 		}
 	}
 	d.scored.Add(uint64(len(pkts)))
-	d.anomalies.Add(uint64(len(res.Anomalies)))
+	d.anomalies.Add(sdk.CountRecords(res.Anomalies))
 	d.updateMem()
 	return res, nil
 }
@@ -381,6 +395,10 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 		if n > 0 && pkts[n-1].TimestampNs-d.calStart >= int64(d.opts.Calibrate) {
 			d.finishCalibration()
 		}
+		return nil
+	}
+	if d.agg != nil {
+		d.aggregate(pkts, base, &loaded, res)
 		return nil
 	}
 	for i := range n {

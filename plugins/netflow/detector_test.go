@@ -101,9 +101,9 @@ func scoreAll(t testing.TB, d *Detector, pkts []event.Packet, sizes []int) []sdk
 // cut the stream into batches (static int8 quantization, per-row scoring).
 func TestBatchingInvariant(t *testing.T) {
 	pkts := scanPackets(t)
-	a := scoreAll(t, newLoaded(t, Options{HashSeed: 3}), pkts, []int{4096})
-	b := scoreAll(t, newLoaded(t, Options{HashSeed: 3}), pkts, []int{1, 7, 300, 64, 2048, 13})
-	c := scoreAll(t, newLoaded(t, Options{HashSeed: 9}), pkts, []int{4096})
+	a := scoreAll(t, newLoaded(t, Options{HashSeed: 3, NoAggregate: true}), pkts, []int{4096})
+	b := scoreAll(t, newLoaded(t, Options{HashSeed: 3, NoAggregate: true}), pkts, []int{1, 7, 300, 64, 2048, 13})
+	c := scoreAll(t, newLoaded(t, Options{HashSeed: 9, NoAggregate: true}), pkts, []int{4096})
 	t.Logf("seed 3: %d, seed 3 odd batches: %d, seed 9: %d", len(a), len(b), len(c))
 	if len(a) != len(b) {
 		t.Fatalf("%d anomalies in batches of 4096, %d in odd batches", len(a), len(b))

@@ -78,8 +78,9 @@ type reuseCmp struct {
 }
 
 func compareReuse(t testing.TB, pkts []event.Packet, opts Options) reuseCmp {
-	exact := newNethost(t, Options{HashSeed: 5, NoReuse: true})
+	exact := newNethost(t, Options{HashSeed: 5, NoReuse: true, NoAggregate: true})
 	opts.HashSeed = 5
+	opts.NoAggregate = true
 	reuse := newNethost(t, opts)
 	re, ae := ratios(t, exact, pkts)
 	rr, ar := ratios(t, reuse, pkts)

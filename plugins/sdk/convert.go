@@ -1,6 +1,8 @@
 package sdk
 
 import (
+	"net/netip"
+
 	pb "github.com/vigil-edge/vigil/plugins/sdk/proto"
 )
 
@@ -60,7 +62,8 @@ func anomaliesToProto(as []Anomaly, base uint64, n int) []*pb.Anomaly {
 		if a.Index >= uint64(n) {
 			continue
 		}
-		pa := &pb.Anomaly{Index: base + a.Index, Score: a.Score, Threshold: a.Threshold, Context: a.Context}
+		pa := &pb.Anomaly{Index: base + a.Index, Score: a.Score, Threshold: a.Threshold, Context: a.Context,
+			Aggregate: aggregateToProto(a.Aggregate)}
 		if len(a.TopFeatures) > 0 {
 			pa.TopFeatures = make([]*pb.Contribution, len(a.TopFeatures))
 			for i, c := range a.TopFeatures {
@@ -78,7 +81,8 @@ func anomaliesFromProto(ps []*pb.Anomaly) []Anomaly {
 	}
 	out := make([]Anomaly, len(ps))
 	for i, p := range ps {
-		a := Anomaly{Index: p.GetIndex(), Score: p.GetScore(), Threshold: p.GetThreshold(), Context: p.GetContext()}
+		a := Anomaly{Index: p.GetIndex(), Score: p.GetScore(), Threshold: p.GetThreshold(), Context: p.GetContext(),
+			Aggregate: aggregateFromProto(p.GetAggregate())}
 		if len(p.GetTopFeatures()) > 0 {
 			a.TopFeatures = make([]Contribution, len(p.GetTopFeatures()))
 			for j, c := range p.GetTopFeatures() {
@@ -88,6 +92,68 @@ func anomaliesFromProto(ps []*pb.Anomaly) []Anomaly {
 		out[i] = a
 	}
 	return out
+}
+
+func aggregateToProto(g *Aggregate) *pb.Aggregate {
+	if g == nil {
+		return nil
+	}
+	pg := &pb.Aggregate{Count: g.Count, FirstNs: g.FirstNs, LastNs: g.LastNs, Bytes: g.Bytes,
+		TcpSyn: g.TCPSyn, Udp: g.UDP, Icmp: g.ICMP, Arp: g.ARP, DstAddrsTruncated: g.DstAddrsTruncated}
+	if len(g.DstPorts) > 0 {
+		pg.DstPorts = make([]uint32, len(g.DstPorts))
+		for i, p := range g.DstPorts {
+			pg.DstPorts[i] = uint32(p)
+		}
+	}
+	addrs := g.DstAddrs
+	if len(addrs) > MaxAggregateAddrs {
+		addrs, pg.DstAddrsTruncated = addrs[:MaxAggregateAddrs], true
+	}
+	if len(addrs) > 0 {
+		pg.DstAddrs = make([][]byte, 0, len(addrs))
+		for _, a := range addrs {
+			if a.IsValid() {
+				pg.DstAddrs = append(pg.DstAddrs, a.AsSlice())
+			}
+		}
+	}
+	return pg
+}
+
+// aggregateFromProto converts what a plugin sent, dropping what cannot be
+// (ports above 65535, addresses of other lengths, addresses beyond
+// MaxAggregateAddrs, which set DstAddrsTruncated).
+func aggregateFromProto(pg *pb.Aggregate) *Aggregate {
+	if pg == nil {
+		return nil
+	}
+	g := &Aggregate{Count: pg.GetCount(), FirstNs: pg.GetFirstNs(), LastNs: pg.GetLastNs(), Bytes: pg.GetBytes(),
+		TCPSyn: pg.GetTcpSyn(), UDP: pg.GetUdp(), ICMP: pg.GetIcmp(), ARP: pg.GetArp(),
+		DstAddrsTruncated: pg.GetDstAddrsTruncated()}
+	if ps := pg.GetDstPorts(); len(ps) > 0 {
+		g.DstPorts = make([]uint16, 0, len(ps))
+		for _, p := range ps {
+			if p <= 0xffff {
+				g.DstPorts = append(g.DstPorts, uint16(p))
+			}
+		}
+	}
+	if as := pg.GetDstAddrs(); len(as) > 0 {
+		g.DstAddrs = make([]netip.Addr, 0, min(len(as), MaxAggregateAddrs))
+		for _, b := range as {
+			a, ok := netip.AddrFromSlice(b)
+			if !ok {
+				continue
+			}
+			if len(g.DstAddrs) == MaxAggregateAddrs {
+				g.DstAddrsTruncated = true
+				break
+			}
+			g.DstAddrs = append(g.DstAddrs, a)
+		}
+	}
+	return g
 }
 
 func healthFromProto(h *pb.HealthResponse) Health {

@@ -17,6 +17,7 @@ package sdk
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
@@ -111,6 +112,50 @@ type Anomaly struct {
 	Threshold   float32
 	TopFeatures []Contribution
 	Context     map[string]string
+	// Aggregate, when set, makes this anomaly stand for several anomalous
+	// records of one source that the detector merged (packet detectors
+	// during a scan: one anomaly per source and batch instead of one per
+	// packet). Index, Context and the time of the first record then
+	// describe the first merged record; Score, Threshold, TopFeatures and
+	// the Context's model keys the record with the largest score/threshold
+	// ratio (the first of equals). nil: one record.
+	Aggregate *Aggregate
+}
+
+// MaxAggregateAddrs bounds Aggregate.DstAddrs.
+const MaxAggregateAddrs = 4096
+
+// Aggregate summarises the anomalous records merged into one Anomaly.
+type Aggregate struct {
+	Count           uint64 // records merged (0 counts as 1)
+	FirstNs, LastNs int64  // event time of the first and last record, Unix ns
+	Bytes           uint64 // sum of the records' lengths
+	// Records by kind: TCP SYN without ACK, UDP, ICMP and ICMPv6, ARP.
+	TCPSyn, UDP, ICMP, ARP uint64
+	// DstPorts are the distinct destination ports of the TCP and UDP
+	// records, DstAddrs the distinct destination addresses (at most
+	// MaxAggregateAddrs; DstAddrsTruncated says more were left out), in any
+	// order.
+	DstPorts          []uint16
+	DstAddrs          []netip.Addr
+	DstAddrsTruncated bool
+}
+
+// Records returns the number of records a stands for (1 without Aggregate).
+func (a *Anomaly) Records() uint64 {
+	if a.Aggregate != nil && a.Aggregate.Count > 1 {
+		return a.Aggregate.Count
+	}
+	return 1
+}
+
+// CountRecords returns the number of anomalous records as stand for.
+func CountRecords(as []Anomaly) uint64 {
+	var n uint64
+	for i := range as {
+		n += as[i].Records()
+	}
+	return n
 }
 
 // Stats are per-batch statistics for calibration, shadow mode and drift.

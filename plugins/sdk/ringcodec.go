@@ -138,7 +138,64 @@ func sizeAnomaly(a *pb.Anomaly) int {
 	for k, v := range a.GetContext() {
 		n += sizeMsgField(5, sizeMapEntry(k, v))
 	}
+	if g := a.GetAggregate(); g != nil {
+		n += sizeMsgField(6, sizeAggregate(g))
+	}
 	return n
+}
+
+func sizeBoolField(num protowire.Number, v bool) int {
+	if !v {
+		return 0
+	}
+	return sizeTag(num) + 1
+}
+
+func sizePacked(vs []uint32) int {
+	n := 0
+	for _, v := range vs {
+		n += protowire.SizeVarint(uint64(v))
+	}
+	return n
+}
+
+func sizeAggregate(g *pb.Aggregate) int {
+	n := sizeVarintField(1, g.GetCount()) + sizeVarintField(2, uint64(g.GetFirstNs())) +
+		sizeVarintField(3, uint64(g.GetLastNs())) + sizeVarintField(4, g.GetBytes()) +
+		sizeVarintField(5, g.GetTcpSyn()) + sizeVarintField(6, g.GetUdp()) + sizeVarintField(7, g.GetIcmp()) +
+		sizeVarintField(8, g.GetArp()) + sizeBoolField(11, g.GetDstAddrsTruncated())
+	if ps := g.GetDstPorts(); len(ps) > 0 {
+		n += sizeMsgField(9, sizePacked(ps))
+	}
+	for _, a := range g.GetDstAddrs() {
+		n += sizeTag(10) + protowire.SizeBytes(len(a))
+	}
+	return n
+}
+
+func appendAggregate(b []byte, g *pb.Aggregate) []byte {
+	b = appendMsgHeader(b, 6, sizeAggregate(g))
+	b = appendVarintField(b, 1, g.GetCount())
+	b = appendVarintField(b, 2, uint64(g.GetFirstNs()))
+	b = appendVarintField(b, 3, uint64(g.GetLastNs()))
+	b = appendVarintField(b, 4, g.GetBytes())
+	b = appendVarintField(b, 5, g.GetTcpSyn())
+	b = appendVarintField(b, 6, g.GetUdp())
+	b = appendVarintField(b, 7, g.GetIcmp())
+	b = appendVarintField(b, 8, g.GetArp())
+	if ps := g.GetDstPorts(); len(ps) > 0 {
+		b = appendMsgHeader(b, 9, sizePacked(ps))
+		for _, p := range ps {
+			b = protowire.AppendVarint(b, uint64(p))
+		}
+	}
+	for _, a := range g.GetDstAddrs() {
+		b = protowire.AppendBytes(protowire.AppendTag(b, 10, protowire.BytesType), a)
+	}
+	if g.GetDstAddrsTruncated() {
+		b = protowire.AppendVarint(protowire.AppendTag(b, 11, protowire.VarintType), 1)
+	}
+	return b
 }
 
 func sizeRingResult(m *pb.RingResult) int {
@@ -179,6 +236,9 @@ func appendRingResult(b []byte, m *pb.RingResult) []byte {
 			b = protowire.AppendString(protowire.AppendTag(b, 1, protowire.BytesType), k)
 			b = protowire.AppendString(protowire.AppendTag(b, 2, protowire.BytesType), v)
 		}
+		if g := a.GetAggregate(); g != nil {
+			b = appendAggregate(b, g)
+		}
 	}
 	return appendStringField(b, 5, m.GetError())
 }
@@ -189,7 +249,10 @@ func appendRingResult(b []byte, m *pb.RingResult) []byte {
 // sending only distinct strings gets plain allocations beyond it).
 const maxInterned = 4096
 
-var errBadWire = errors.New("malformed protobuf")
+var (
+	errBadWire = errors.New("malformed protobuf")
+	errTooMany = errors.New("aggregate lists too long")
+)
 
 type ringDecoder struct {
 	strs map[string]string
@@ -341,6 +404,77 @@ func (d *ringDecoder) anomaly(b []byte, a *pb.Anomaly) error {
 				a.Context = make(map[string]string, 12)
 			}
 			a.Context[k] = val
+		case num == 6 && typ == protowire.BytesType:
+			// Repeated occurrences of a message field merge (protobuf rules).
+			if a.Aggregate == nil {
+				a.Aggregate = &pb.Aggregate{}
+			}
+			if err := aggregate(p, a.Aggregate); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// maxAggregateItems bounds the ports and addresses one Aggregate may carry
+// (a hostile plugin cannot make the agent allocate beyond what it sent, but
+// this keeps a single message's lists bounded, like the SDK's own cap).
+const maxAggregateItems = 1 << 17
+
+func aggregate(b []byte, g *pb.Aggregate) error {
+	for len(b) > 0 {
+		num, typ, n, err := field(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		v, p, n := value(b, num, typ)
+		if n < 0 {
+			return errBadWire
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			g.Count = v
+		case num == 2 && typ == protowire.VarintType:
+			g.FirstNs = int64(v)
+		case num == 3 && typ == protowire.VarintType:
+			g.LastNs = int64(v)
+		case num == 4 && typ == protowire.VarintType:
+			g.Bytes = v
+		case num == 5 && typ == protowire.VarintType:
+			g.TcpSyn = v
+		case num == 6 && typ == protowire.VarintType:
+			g.Udp = v
+		case num == 7 && typ == protowire.VarintType:
+			g.Icmp = v
+		case num == 8 && typ == protowire.VarintType:
+			g.Arp = v
+		case num == 9 && typ == protowire.VarintType: // unpacked element
+			if len(g.DstPorts) >= maxAggregateItems {
+				return errTooMany
+			}
+			g.DstPorts = append(g.DstPorts, uint32(v))
+		case num == 9 && typ == protowire.BytesType: // packed
+			for len(p) > 0 {
+				x, k := protowire.ConsumeVarint(p)
+				if k < 0 {
+					return errBadWire
+				}
+				if len(g.DstPorts) >= maxAggregateItems {
+					return errTooMany
+				}
+				g.DstPorts = append(g.DstPorts, uint32(x))
+				p = p[k:]
+			}
+		case num == 10 && typ == protowire.BytesType:
+			if len(g.DstAddrs) >= maxAggregateItems {
+				return errTooMany
+			}
+			g.DstAddrs = append(g.DstAddrs, append([]byte{}, p...))
+		case num == 11 && typ == protowire.VarintType:
+			g.DstAddrsTruncated = v != 0
 		}
 	}
 	return nil

@@ -20,6 +20,14 @@ func sampleRingResult() *pb.RingResult {
 		})
 	}
 	m.Anomalies = append(m.Anomalies, &pb.Anomaly{}) // all defaults
+	m.Anomalies = append(m.Anomalies, &pb.Anomaly{
+		Index: 5000, Score: 9, Threshold: 0.34,
+		TopFeatures: []*pb.Contribution{{Name: "host_dst_ports", Contribution: 2}},
+		Context:     map[string]string{"src_ip": "10.0.0.9", "model": "nethost"},
+		Aggregate: &pb.Aggregate{Count: 1200, FirstNs: 1_700_000_000_000_000_000, LastNs: 1_700_000_001_500_000_000,
+			Bytes: 72000, TcpSyn: 1199, Udp: 1, DstPorts: []uint32{1, 22, 80, 443, 65535, 0},
+			DstAddrs: [][]byte{{10, 0, 0, 1}, make([]byte, 16)}, DstAddrsTruncated: true},
+	}, &pb.Anomaly{Index: 5001, Aggregate: &pb.Aggregate{}}, &pb.Anomaly{Aggregate: &pb.Aggregate{FirstNs: -5}})
 	return m
 }
 
@@ -73,6 +81,8 @@ func FuzzRingCodecDecode(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte{})
 	f.Add([]byte{0x22, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	// An anomaly whose aggregate has unpacked ports and a short address.
+	f.Add([]byte{0x22, 0x0a, 0x32, 0x08, 0x48, 0x16, 0x48, 0x50, 0x52, 0x02, 0x0a, 0x00})
 	c := newRingCodec()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var got pb.RingResult
@@ -98,6 +108,9 @@ func clearUnknown(m *pb.RingResult) {
 		a.ProtoReflect().SetUnknown(nil)
 		for _, c := range a.TopFeatures {
 			c.ProtoReflect().SetUnknown(nil)
+		}
+		if a.Aggregate != nil {
+			a.Aggregate.ProtoReflect().SetUnknown(nil)
 		}
 	}
 }

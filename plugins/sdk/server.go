@@ -161,12 +161,12 @@ func (s *server) score(f func() (Result, error), n int) (res Result, err error) 
 		return Result{}, err
 	}
 	if len(res.Scores) == n {
-		res.Stats, s.scratch = ComputeStats(res.Scores, len(res.Anomalies), s.scratch)
+		res.Stats, s.scratch = ComputeStats(res.Scores, int(CountRecords(res.Anomalies)), s.scratch)
 	} else {
 		res.Stats.Count = uint64(n)
-		res.Stats.Anomalies = uint64(len(res.Anomalies))
+		res.Stats.Anomalies = CountRecords(res.Anomalies)
 	}
-	s.anomalies.Add(uint64(len(res.Anomalies)))
+	s.anomalies.Add(CountRecords(res.Anomalies))
 	return res, nil
 }
 

@@ -293,7 +293,8 @@ func macWord(m [6]byte) uint64 {
 type TableStats struct {
 	Name       string // "MI_dir", "H", "HH", "HpHp"
 	Entries    int    // occupied slots
-	Capacity   int    // slots
+	Capacity   int    // the most slots the table grows to
+	Slots      int    // slots allocated now
 	Evictions  uint64 // entries replaced because their probe window was full
 	EntryBytes int    // bytes per slot (key, clock and statistics)
 }
@@ -301,8 +302,8 @@ type TableStats struct {
 // Stats reports the extractor's state tables and memory.
 type Stats struct {
 	Tables [4]TableStats
-	// MemoryBytes is the memory the tables hold (allocated up front; pages
-	// never touched stay virtual).
+	// MemoryBytes is the memory the tables hold (their slot arrays grow
+	// with use up to their capacities).
 	MemoryBytes int64
 	// UsedBytes is the memory of the occupied entries.
 	UsedBytes int64
@@ -316,12 +317,12 @@ func (e *Extractor) Stats() Stats {
 	st.Tables[2] = tableStats("HH", &e.chans)
 	st.Tables[3] = tableStats("HpHp", &e.socks)
 	for _, t := range st.Tables {
-		st.MemoryBytes += int64(t.Capacity * t.EntryBytes)
+		st.MemoryBytes += int64(t.Slots * t.EntryBytes)
 		st.UsedBytes += int64(t.Entries * t.EntryBytes)
 	}
 	return st
 }
 
 func tableStats[K comparable, V any](name string, t *flowtab.Table[K, V]) TableStats {
-	return TableStats{Name: name, Entries: t.Len(), Capacity: t.Cap(), Evictions: t.Evictions(), EntryBytes: t.EntryBytes()}
+	return TableStats{Name: name, Entries: t.Len(), Capacity: t.Cap(), Slots: t.Slots(), Evictions: t.Evictions(), EntryBytes: t.EntryBytes()}
 }

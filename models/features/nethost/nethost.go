@@ -170,6 +170,12 @@ type hostVal struct {
 	prev       [3]sketch
 	arpMAC     [6]byte
 	arpSeen    bool
+	// distKey and distVal cache the dst_ports and dst_hosts features: the
+	// value is a function of the sketches' number of set bits only (key:
+	// that number + 1; 0: none cached), which changes only on opens to new
+	// destinations, so most packets skip its two logarithms.
+	distKey [2]uint16
+	distVal [2]float32
 }
 
 // Extractor computes nethost/v1 features. Not safe for concurrent use.
@@ -237,12 +243,22 @@ func (s *sketch) set(h uint64) (was bool) {
 
 func (s *sketch) has(h uint64) bool { return s[(h>>6)&3]&(uint64(1)<<(h&63)) != 0 }
 
-// distinct estimates the number of distinct items in a ∪ b by linear counting.
-func distinct(a, b *sketch) float64 {
+// distinctFeature is the log-scaled estimate of the number of distinct items
+// in a ∪ b, cached in *key and *val by the number of set bits it depends on.
+func distinctFeature(a, b *sketch, key *uint16, val *float32) float32 {
 	ones := 0
 	for i := range a {
 		ones += bits.OnesCount64(a[i] | b[i])
 	}
+	if k := uint16(ones + 1); *key != k {
+		*key, *val = k, lg(distinctOnes(ones))
+	}
+	return *val
+}
+
+// distinctOnes estimates a number of distinct items by linear counting from
+// the number of set bits (ones) of a 256-bit sketch.
+func distinctOnes(ones int) float64 {
 	const m = 256
 	zeros := m - ones
 	if zeros == 0 {
@@ -474,8 +490,8 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 		o[9] = float32(math.Min(1, ratio(c.dns, c.opens)))
 		o[10] = float32(ratio(c.dnsBytes, c.dns))
 	}
-	out[Dim-4] = lg(distinct(&v.cur[0], &v.prev[0]))
-	out[Dim-3] = lg(distinct(&v.cur[1], &v.prev[1]))
+	out[Dim-4] = distinctFeature(&v.cur[0], &v.prev[0], &v.distKey[0], &v.distVal[0])
+	out[Dim-3] = distinctFeature(&v.cur[1], &v.prev[1], &v.distKey[1], &v.distVal[1])
 	out[Dim-2] = lg(v.macChanges)
 	out[Dim-1] = lg(v.shortConns * slowLambda * math.Ln2)
 	for i, x := range out {
@@ -512,5 +528,5 @@ type Stats struct {
 func (e *Extractor) Stats() Stats {
 	t := &e.hosts
 	return Stats{Entries: t.Len(), Capacity: t.Cap(), Evictions: t.Evictions(), EntryBytes: t.EntryBytes(),
-		MemoryBytes: int64(t.Cap() * t.EntryBytes())}
+		MemoryBytes: int64(t.Slots() * t.EntryBytes())}
 }

@@ -23,33 +23,110 @@ type entry[K comparable, V any] struct {
 	val V
 }
 
-// Table is a fixed-capacity open-addressing hash table with bounded linear
-// probing and least-recently-seen eviction. It never deletes, so an empty
-// slot ends every probe sequence. Probing reads only the tag and clock
-// arrays (one or two cache lines); the entry itself is touched once.
+// Table is a bounded open-addressing hash table with bounded linear probing
+// and least-recently-seen eviction. It never deletes, so an empty slot ends
+// every probe sequence. Probing reads only the tag and clock arrays (one or
+// two cache lines); the entry itself is touched once.
+//
+// The slot arrays start small and double (rehashing every entry) when half
+// full or when a key's probe window is full, up to the capacity: memory
+// follows the number of keys actually seen instead of the cap (a table
+// allocated at its cap spreads its keys over all its pages, so even a few
+// thousand keys made every page of a 16,384-entry table resident). Growth
+// never evicts; entries are evicted only once the table has its full
+// capacity, as before. A table that grows holds the same keys and values as
+// one allocated at full size until its first eviction (which entry is then
+// evicted depends on slot positions, like on the hash seed).
 type Table[K comparable, V any] struct {
 	tags      []uint32 // 32 bits of the key's hash, low bit set; 0 = empty
 	last      []int64  // time (ns) of the entry's latest packet: decay clock and LRU clock
 	entries   []entry[K, V]
+	hashes    []uint64 // the full hash of each slot's key (rehashing on growth)
 	mask      uint64
+	capacity  int // the most slots the table grows to (a power of two)
 	used      int
 	evictions uint64
 }
 
-// New makes a table of at least capacity entries (a power of two).
+// initialSlots is the size a table starts at (at most its capacity).
+const initialSlots = 256
+
+// New makes a table of at least capacity entries (a power of two), whose
+// slot arrays start small and grow with use up to capacity.
 func New[K comparable, V any](capacity int) Table[K, V] {
 	n := 1 << bits.Len(uint(max(capacity, probeWindow)-1)) // next power of two
-	return Table[K, V]{
-		tags:    make([]uint32, n),
-		last:    make([]int64, n),
-		entries: make([]entry[K, V], n),
-		mask:    uint64(n - 1),
+	t := Table[K, V]{capacity: n}
+	t.alloc(min(n, initialSlots))
+	return t
+}
+
+func (t *Table[K, V]) alloc(n int) {
+	t.tags = make([]uint32, n)
+	t.last = make([]int64, n)
+	t.entries = make([]entry[K, V], n)
+	t.hashes = make([]uint64, n)
+	t.mask = uint64(n - 1)
+}
+
+// grow doubles the slot arrays (or more, should a key's probe window be
+// full in the doubled arrays) and reinserts every entry in slot order, so
+// growth is deterministic. Pointers returned earlier become invalid.
+func (t *Table[K, V]) grow() {
+	tags, last, entries, hashes := t.tags, t.last, t.entries, t.hashes
+	for n := 2 * len(tags); ; n *= 2 {
+		t.alloc(n)
+		if t.rehash(tags, last, entries, hashes, n >= t.capacity) {
+			return
+		}
 	}
 }
 
+// rehash inserts the old slots' entries; when a key's window is full it
+// gives up (false), unless drop is set (full capacity), where such an entry
+// is dropped and counted as an eviction.
+func (t *Table[K, V]) rehash(tags []uint32, last []int64, entries []entry[K, V], hashes []uint64, drop bool) bool {
+	for j, tag := range tags {
+		if tag == 0 {
+			continue
+		}
+		i := hashes[j] & t.mask
+		placed := false
+		for range probeWindow {
+			if t.tags[i] == 0 {
+				t.tags[i], t.last[i], t.entries[i], t.hashes[i] = tag, last[j], entries[j], hashes[j]
+				placed = true
+				break
+			}
+			i = (i + 1) & t.mask
+		}
+		if !placed {
+			if !drop {
+				return false
+			}
+			t.used--
+			t.evictions++
+		}
+	}
+	return true
+}
+
 // Get returns the entry of k and its clock, creating (or recycling) an entry
-// when absent; a new entry is zeroed and its clock is now.
+// when absent; a new entry is zeroed and its clock is now. Get may grow the
+// table: pointers returned by earlier calls become invalid.
 func (t *Table[K, V]) Get(k *K, h uint64, now int64) (*V, *int64) {
+	if 2*t.used >= len(t.tags) && len(t.tags) < t.capacity {
+		t.grow()
+	}
+	for {
+		v, last, ok := t.get(k, h, now, len(t.tags) == t.capacity)
+		if ok {
+			return v, last
+		}
+		t.grow() // the key's probe window is full below capacity
+	}
+}
+
+func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (*V, *int64, bool) {
 	tag := uint32(h>>32) | 1
 	i := h & t.mask
 	victim := -1
@@ -57,25 +134,30 @@ func (t *Table[K, V]) Get(k *K, h uint64, now int64) (*V, *int64) {
 		switch t.tags[i] {
 		case tag:
 			if e := &t.entries[i]; e.key == *k {
-				return &e.val, &t.last[i]
+				return &e.val, &t.last[i], true
 			}
 		case 0:
 			t.used++
 			t.tags[i] = tag
 			t.last[i] = now
+			t.hashes[i] = h
 			t.entries[i].key = *k
-			return &t.entries[i].val, &t.last[i]
+			return &t.entries[i].val, &t.last[i], true
 		}
 		if victim < 0 || t.last[i] < t.last[victim] {
 			victim = int(i)
 		}
 		i = (i + 1) & t.mask
 	}
+	if !evict {
+		return nil, nil, false
+	}
 	t.evictions++
 	t.tags[victim] = tag
 	t.last[victim] = now
+	t.hashes[victim] = h
 	t.entries[victim] = entry[K, V]{key: *k}
-	return &t.entries[victim].val, &t.last[victim]
+	return &t.entries[victim].val, &t.last[victim], true
 }
 
 // Lookup returns the entry of k and its clock, or nil when absent.
@@ -96,9 +178,10 @@ func (t *Table[K, V]) Lookup(k *K, h uint64) (*V, *int64) {
 	return nil, nil
 }
 
-// EntryBytes is the memory per entry: key, statistics, tag and clock.
+// EntryBytes is the memory per slot: key, statistics, tag, clock and hash.
 func (t *Table[K, V]) EntryBytes() int {
-	return int(unsafe.Sizeof(t.entries[0])) + int(unsafe.Sizeof(t.tags[0])) + int(unsafe.Sizeof(t.last[0]))
+	return int(unsafe.Sizeof(t.entries[0])) + int(unsafe.Sizeof(t.tags[0])) + int(unsafe.Sizeof(t.last[0])) +
+		int(unsafe.Sizeof(t.hashes[0]))
 }
 
 // hashing: a fixed-seed multiply-mix (wyhash style). Deterministic, so that
@@ -138,8 +221,11 @@ func LE64(b []byte) uint64 {
 // Len is the number of entries in use.
 func (t *Table[K, V]) Len() int { return t.used }
 
-// Cap is the number of slots.
-func (t *Table[K, V]) Cap() int { return len(t.tags) }
+// Cap is the capacity: the most slots the table grows to.
+func (t *Table[K, V]) Cap() int { return t.capacity }
+
+// Slots is the number of slots allocated now.
+func (t *Table[K, V]) Slots() int { return len(t.tags) }
 
 // Evictions counts entries recycled because their probe window was full.
 func (t *Table[K, V]) Evictions() uint64 { return t.evictions }

@@ -47,3 +47,37 @@ func TestMixLowBitsSpreadIPv4Mapped(t *testing.T) {
 		t.Fatalf("256 addresses hit only %d of 256 low-bit buckets", len(seen))
 	}
 }
+
+// TestTableGrows: a large table starts small, doubles with use without
+// evicting or losing anything, and stops at its capacity, where eviction
+// works as before.
+func TestTableGrows(t *testing.T) {
+	tab := New[uint64, [3]uint64](1 << 14)
+	if tab.Cap() != 1<<14 || tab.Slots() >= tab.Cap() {
+		t.Fatalf("cap %d, slots %d: want 16384 and fewer slots", tab.Cap(), tab.Slots())
+	}
+	h := func(k uint64) uint64 { return Mix(k, 7) }
+	for k := uint64(1); k <= 1500; k++ {
+		v, last := tab.Get(&k, h(k), int64(k))
+		*v = [3]uint64{k, 2 * k, 3 * k}
+		*last = int64(k) * 10
+	}
+	if tab.Len() != 1500 || tab.Evictions() != 0 {
+		t.Fatalf("len %d, evictions %d after 1500 keys", tab.Len(), tab.Evictions())
+	}
+	if tab.Slots() > 8192 || tab.Slots() < 2048 {
+		t.Fatalf("%d slots for 1500 keys", tab.Slots())
+	}
+	for k := uint64(1); k <= 1500; k++ {
+		v, last := tab.Lookup(&k, h(k))
+		if v == nil || *v != [3]uint64{k, 2 * k, 3 * k} || *last != int64(k)*10 {
+			t.Fatalf("key %d lost or changed by growth: %v", k, v)
+		}
+	}
+	for k := uint64(1501); k <= 80000; k++ {
+		tab.Get(&k, h(k), int64(k))
+	}
+	if tab.Slots() != tab.Cap() || tab.Len() > tab.Cap() || tab.Evictions() == 0 {
+		t.Fatalf("slots %d, len %d, evictions %d: want full capacity and evictions", tab.Slots(), tab.Len(), tab.Evictions())
+	}
+}

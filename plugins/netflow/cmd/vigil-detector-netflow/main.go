@@ -36,6 +36,8 @@ func main() {
 	maxSockets := flag.Int("max-sockets", 0, "socket-pair table capacity (0: default)")
 	hashSeed := flag.Uint64("hash-seed", 0, "feature table hash seed (0: random; set it for reproducible offline scans)")
 	chunk := flag.Int("score-chunk", 0, "rows per ONNX Runtime run (0: default 16, batch-invariant int8 scores)")
+	noAggregate := flag.Bool("no-aggregate", false, "report every anomalous packet as its own anomaly (default: merged per source, batch and window)")
+	aggWindow := flag.Duration("aggregate-window", 0, "window of the per-source merge (0: default 30s, the agent's default aggregation window)")
 	noReuse := flag.Bool("no-score-reuse", false, "score every packet's nethost/v1 vector (default: reuse a source's last score while its vector is unchanged within 1%)")
 	flag.Parse()
 	// The live heap is small and fixed (feature tables, scoring buffers, a
@@ -48,7 +50,7 @@ func main() {
 	sdk.Serve(func(log *slog.Logger) sdk.Detector {
 		d := netflow.New(log, netflow.Options{
 			ORTLib: ortruntime.FindLibrary(*ort), Calibrate: *calibrate, CalibrateQuantile: *quantile, MaxSockets: *maxSockets,
-			HashSeed: *hashSeed, ScoreChunk: *chunk, NoReuse: *noReuse,
+			HashSeed: *hashSeed, ScoreChunk: *chunk, NoReuse: *noReuse, NoAggregate: *noAggregate, AggregateWindow: *aggWindow,
 		})
 		for _, b := range bundles {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

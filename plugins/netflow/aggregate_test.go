@@ -1,0 +1,114 @@
+package netflow
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// findings merges anomalies into findings as `vigil-agent scan` does.
+func findings(as []sdk.Anomaly, window time.Duration) ([]*wirev1.Finding, uint64) {
+	agg := detect.NewAggregator(detect.AggregatorConfig{Window: window, PacketTime: true})
+	var out []*wirev1.Finding
+	for i := range as {
+		out = append(out, agg.Add(&as[i])...)
+	}
+	out = append(out, agg.Flush()...)
+	n, _ := agg.Stats()
+	return out, n
+}
+
+func sameFindings(t *testing.T, what string, a, b []*wirev1.Finding) {
+	t.Helper()
+	if len(a) != len(b) {
+		t.Fatalf("%s: %d findings, per packet %d", what, len(b), len(a))
+	}
+	for i := range a {
+		if !proto.Equal(a[i], b[i]) {
+			t.Fatalf("%s: finding %d differs:\n%v\nper packet:\n%v", what, i, b[i], a[i])
+		}
+	}
+}
+
+// TestAggregateMatchesPerPacket: merging a batch's anomalies per source in
+// the plugin gives the agent exactly the findings (counts, times, kinds,
+// ports, hosts, score, top features, order) of one anomaly per packet,
+// whatever the batch sizes, and far fewer anomalies cross the boundary.
+func TestAggregateMatchesPerPacket(t *testing.T) {
+	pkts := scanPackets(t)
+	// A second scan of another host two windows later, so that windows
+	// roll over inside batches.
+	shift := int64(65 * time.Second)
+	n := len(pkts)
+	for i := range n {
+		p := pkts[i]
+		p.TimestampNs += shift
+		p.DstIP[15]++
+		pkts = append(pkts, p)
+	}
+	per := scoreAll(t, newLoaded(t, Options{HashSeed: 3, NoAggregate: true}), pkts, []int{4096})
+	want, wantN := findings(per, 30*time.Second)
+	if len(want) == 0 || wantN != uint64(len(per)) {
+		t.Fatalf("per packet: %d findings from %d anomalies (%d counted)", len(want), len(per), wantN)
+	}
+	for _, sizes := range [][]int{{4096}, {1, 7, 300, 64, 2048, 13}} {
+		merged := scoreAll(t, newLoaded(t, Options{HashSeed: 3}), pkts, sizes)
+		got, gotN := findings(merged, 30*time.Second)
+		if gotN != wantN || sdk.CountRecords(merged) != wantN {
+			t.Fatalf("batches %v: %d anomalous packets counted, per packet %d", sizes, gotN, wantN)
+		}
+		sameFindings(t, "batches", want, got)
+		t.Logf("batches %v: %d anomalies per packet, %d merged; %d findings", sizes, len(per), len(merged), len(got))
+		if sizes[0] == 4096 && len(merged)*20 > len(per) {
+			t.Errorf("only %d anomalies merged into %d", len(per), len(merged))
+		}
+	}
+}
+
+// TestAggregateShortWindow: with a window shorter than a batch, the plugin
+// (told the window) still never merges across the agent's windows.
+func TestAggregateShortWindow(t *testing.T) {
+	pkts := scanPackets(t)
+	per := scoreAll(t, newLoaded(t, Options{HashSeed: 3, NoAggregate: true}), pkts, []int{4096})
+	want, _ := findings(per, 2*time.Second)
+	merged := scoreAll(t, newLoaded(t, Options{HashSeed: 3, AggregateWindow: 2 * time.Second}), pkts, []int{4096})
+	got, _ := findings(merged, 2*time.Second)
+	sameFindings(t, "2 s windows", want, got)
+	if len(want) < 3 {
+		t.Fatalf("only %d findings with 2 s windows", len(want))
+	}
+}
+
+// TestAggregateAttackCaptures compares merged and per-packet anomalies on
+// the real attack captures (VIGIL_SHARED_DATA).
+func TestAggregateAttackCaptures(t *testing.T) {
+	dir := os.Getenv("VIGIL_SHARED_DATA")
+	if dir == "" {
+		t.Skip("VIGIL_SHARED_DATA not set")
+	}
+	var files []string
+	_ = filepath.WalkDir(filepath.Join(dir, "attacks"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (filepath.Ext(p) == ".pcap" || filepath.Ext(p) == ".pcapng" || filepath.Ext(p) == ".cap") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) == 0 {
+		t.Skip("no attack captures")
+	}
+	for _, f := range files {
+		pkts := filePackets(t, f, 1<<22)
+		per := scoreAll(t, newNethost(t, Options{HashSeed: 3, NoAggregate: true}), pkts, []int{4096})
+		merged := scoreAll(t, newNethost(t, Options{HashSeed: 3}), pkts, []int{4096})
+		want, _ := findings(per, 30*time.Second)
+		got, _ := findings(merged, 30*time.Second)
+		sameFindings(t, filepath.Base(f), want, got)
+	}
+}

@@ -146,6 +146,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
+	upd.shadowEvery = cfg.Update.ShadowReportInterval.D()
 	onOffer := opts.OnModelOffer
 	if onOffer == nil {
 		onOffer = upd.u.HandleOffer
@@ -160,21 +161,22 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		return out
 	}
 	up, err := uplink.New(uplink.Config{
-		Server:         cfg.Server,
-		Spool:          sp,
-		Credentials:    dir,
-		Log:            log.With("part", "uplink"),
-		StatusInterval: cfg.Uplink.StatusInterval.D(),
-		BatchMax:       cfg.Uplink.BatchMax,
-		Inflight:       cfg.Uplink.Inflight,
-		BackoffMin:     cfg.Uplink.BackoffMin.D(),
-		BackoffMax:     cfg.Uplink.BackoffMax.D(),
-		Counters:       counters,
-		ActiveModels:   models,
-		OnModelOffer:   onOffer,
-		OnSuppressions: sups.Update,
-		ModelStatus:    upd.status,
-		Interfaces:     cfg.Capture.Interfaces,
+		Server:            cfg.Server,
+		Spool:             sp,
+		Credentials:       dir,
+		Log:               log.With("part", "uplink"),
+		StatusInterval:    cfg.Uplink.StatusInterval.D(),
+		BatchMax:          cfg.Uplink.BatchMax,
+		Inflight:          cfg.Uplink.Inflight,
+		BackoffMin:        cfg.Uplink.BackoffMin.D(),
+		BackoffMax:        cfg.Uplink.BackoffMax.D(),
+		Counters:          counters,
+		ActiveModels:      models,
+		OnModelOffer:      onOffer,
+		OnModelWithdrawal: upd.u.HandleWithdrawal,
+		OnSuppressions:    sups.Update,
+		ModelStatus:       upd.status,
+		Interfaces:        cfg.Capture.Interfaces,
 	})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/state"
 	"github.com/vigil-edge/vigil/agent/update"
@@ -31,6 +32,9 @@ type agentUpdater struct {
 	u      *update.Updater
 	status chan *wirev1.ModelStatus
 	log    *slog.Logger
+	// shadowEvery is the shadow summary's report interval (config
+	// update.shadow_report_interval; default config.DefaultShadowReportInterval).
+	shadowEvery time.Duration
 }
 
 func pluginEnv() []string {
@@ -51,7 +55,7 @@ func newUpdater(stateDir string, sources []pipeline.Source, fetch bool, log *slo
 			}
 		}
 	}
-	a := &agentUpdater{status: make(chan *wirev1.ModelStatus, 256), log: log}
+	a := &agentUpdater{status: make(chan *wirev1.ModelStatus, 256), log: log, shadowEvery: config.DefaultShadowReportInterval}
 	cfg := update.Config{
 		StateDir: stateDir,
 		Loaders:  &update.PluginLoaders{Dirs: update.DefaultPluginDirs(), Env: pluginEnv(), Running: running, Logger: log},
@@ -92,10 +96,15 @@ func newUpdater(stateDir string, sources []pipeline.Source, fetch bool, log *slo
 	return a, nil
 }
 
-// run processes offers and sends the shadow summary every minute until ctx ends.
+// run processes offers and withdrawals and sends the shadow summary every shadowEvery until ctx
+// ends.
 func (a *agentUpdater) run(ctx context.Context) {
+	every := a.shadowEvery
+	if every <= 0 {
+		every = config.DefaultShadowReportInterval
+	}
 	go func() {
-		t := time.NewTicker(time.Minute)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {

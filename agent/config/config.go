@@ -42,6 +42,14 @@ type Config struct {
 	PluginDirs []string `json:"plugin_dirs,omitempty" yaml:"plugin_dirs,omitempty"`
 	ModelDirs  []string `json:"model_dirs,omitempty" yaml:"model_dirs,omitempty"`
 	Demo       Demo     `json:"demo" yaml:"demo"`
+	Update     Update   `json:"update" yaml:"update"`
+}
+
+// Update configures the model updater.
+type Update struct {
+	// ShadowReportInterval is how often the statistics of a shadow model
+	// (and of the active model beside it) are reported to the server.
+	ShadowReportInterval Duration `json:"shadow_report_interval" yaml:"shadow_report_interval"`
 }
 
 // Spool configures the findings spool.
@@ -87,11 +95,13 @@ const (
 	DefaultStateDir       = "/var/lib/vigil"
 	DefaultMaxBytes       = 64 << 20
 	DefaultStatusInterval = 10 * time.Second
-	DefaultBatchMax       = 500
+	DefaultBatchMax       = 1000
 	DefaultInflight       = 4
 	DefaultBackoffMin     = 200 * time.Millisecond
 	DefaultBackoffMax     = 30 * time.Second
 	DefaultMetricsListen  = "127.0.0.1:9464"
+	// DefaultShadowReportInterval: shadow statistics reach the server once a minute.
+	DefaultShadowReportInterval = time.Minute
 )
 
 // Default returns a configuration with every default filled in.
@@ -126,6 +136,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Metrics.Listen == "" {
 		c.Metrics.Listen = DefaultMetricsListen
+	}
+	if c.Update.ShadowReportInterval == 0 {
+		c.Update.ShadowReportInterval = Duration(DefaultShadowReportInterval)
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -222,6 +235,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Uplink.StatusInterval.D(); d < time.Second || d > time.Hour {
 		errs = append(errs, fmt.Errorf("uplink.status_interval %s: between 1s and 1h", d))
+	}
+	if d := c.Update.ShadowReportInterval.D(); d < time.Second || d > time.Hour {
+		errs = append(errs, fmt.Errorf("update.shadow_report_interval %s: between 1s and 1h", d))
 	}
 	if c.Uplink.BatchMax < 1 || c.Uplink.BatchMax > 10000 {
 		errs = append(errs, fmt.Errorf("uplink.batch_max %d: between 1 and 10000", c.Uplink.BatchMax))

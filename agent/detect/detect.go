@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +95,19 @@ type Pipeline struct {
 	stageDir   string
 	extra      string   // Config.Bundle as the plugin reads it
 	pluginArgs []string // the plugin's command line (tests)
+
+	// loaded is the bundle the plugin runs per feature set, as the plugin
+	// reads it (start bundles, then what the updater loaded); the shadow
+	// instance runs the same set with one bundle replaced.
+	loadedMu sync.Mutex
+	loaded   map[string]string
+
+	// Shadow mode (shadow.go): a second plugin instance, its lifecycle
+	// serialised by shadowMu.
+	shadowMu                       sync.Mutex
+	shadow                         atomic.Pointer[shadowRun]
+	running                        atomic.Bool // Run has started the plugin and not yet stopped
+	shadowDropped, shadowAnomalies atomic.Uint64
 }
 
 var (
@@ -134,10 +148,6 @@ func New(cfg Config) (*Pipeline, error) {
 // prepare stages the bundles (Config.StageBundles) and creates the plugin
 // host, not yet started: ModelLoaders can hand it to the updater before Run.
 func (p *Pipeline) prepare() error {
-	hc := p.cfg.Host
-	hc.Path = p.cfg.Plugin
-	hc.Logger = p.log.With("plugin", filepath.Base(p.cfg.Plugin))
-	hc.OnResult = p.onResult
 	bundles := make([]string, 0, len(p.cfg.Bundles))
 	for _, b := range p.cfg.Bundles {
 		bundles = append(bundles, b.Path)
@@ -151,19 +161,13 @@ func (p *Pipeline) prepare() error {
 		p.stageDir = dir
 		bundles, p.extra = staged[:len(bundles)], staged[len(bundles)]
 	}
-	hc.Args = nil
-	for _, b := range bundles {
-		hc.Args = append(hc.Args, "-bundle", b)
+	p.loaded = map[string]string{}
+	for i, b := range p.cfg.Bundles {
+		if b.FeatureSet != "" {
+			p.loaded[b.FeatureSet] = bundles[i]
+		}
 	}
-	hc.Args = append(hc.Args, p.cfg.PluginArgs...)
-	if len(p.cfg.Interfaces) == 0 && !hasFlag(p.cfg.PluginArgs, "hash-seed") {
-		// Offline scans are reproducible by default; live capture keeps
-		// the plugin's random seed (crafted hash collisions).
-		hc.Args = append(hc.Args, "-hash-seed", strconv.FormatUint(OfflineHashSeed, 10))
-	}
-	if p.cfg.ORTLib != "" {
-		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+p.cfg.ORTLib)
-	}
+	hc := p.hostConfig(bundles, p.onResult, "")
 	p.pluginArgs = hc.Args
 	h, err := pluginhost.New(hc)
 	if err != nil {
@@ -171,6 +175,39 @@ func (p *Pipeline) prepare() error {
 	}
 	p.host.Store(h)
 	return nil
+}
+
+// hostConfig is the plugin host configuration of an instance of the
+// detector plugin that loads bundles at start (the pipeline's, or its shadow
+// instance's, whose logs carry role).
+func (p *Pipeline) hostConfig(bundles []string, onResult func(sdk.BatchResult), role string) pluginhost.Config {
+	hc := p.cfg.Host
+	hc.Path = p.cfg.Plugin
+	hc.Logger = p.log.With("plugin", filepath.Base(p.cfg.Plugin))
+	if role != "" {
+		hc.Logger = hc.Logger.With("role", role)
+	}
+	hc.OnResult = onResult
+	hc.Args = nil
+	for _, b := range bundles {
+		hc.Args = append(hc.Args, "-bundle", b)
+	}
+	hc.Args = append(hc.Args, p.cfg.PluginArgs...)
+	if w := p.cfg.Aggregate.Window; w > 0 && w != 30*time.Second && !hasFlag(p.cfg.PluginArgs, "aggregate-window") {
+		// The plugin merges anomalies per source within the agent's
+		// finding window: keep the two windows equal (its default is 30s).
+		hc.Args = append(hc.Args, "-aggregate-window", w.String())
+	}
+	if len(p.cfg.Interfaces) == 0 && !hasFlag(p.cfg.PluginArgs, "hash-seed") {
+		// Offline scans are reproducible by default; live capture keeps
+		// the plugin's random seed (crafted hash collisions).
+		hc.Args = append(hc.Args, "-hash-seed", strconv.FormatUint(OfflineHashSeed, 10))
+	}
+	hc.Env = slices.Clone(hc.Env)
+	if p.cfg.ORTLib != "" {
+		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+p.cfg.ORTLib)
+	}
+	return hc
 }
 
 // OfflineHashSeed is the feature-table hash seed of pipelines without live
@@ -196,8 +233,10 @@ func hasFlag(args []string, name string) bool {
 // restart). With Config.StageBundles the bundle is first copied into the
 // pipeline's world-readable stage directory, which the unprivileged plugin
 // can read (the agent's state directory is private).
+//
+// The loader also runs shadow models (update.ShadowLoader): see shadow.go.
 func (p *Pipeline) ModelLoaders() update.LoaderMap {
-	return update.LoaderMap{DetectorName: update.HostLoader{Host: p.host.Load(), StageDir: p.stageDir}}
+	return update.LoaderMap{DetectorName: &pipelineLoader{HostLoader: update.HostLoader{Host: p.host.Load(), StageDir: p.stageDir}, p: p}}
 }
 
 // Name implements pipeline.Source.
@@ -261,6 +300,8 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"plugin_restarts":   st.Host.Restarts,
 		"events_lost":       st.Host.Lost(),
 		"batch_errors":      st.Host.BatchErrors,
+		"shadow_dropped":    p.shadowDropped.Load(),
+		"shadow_anomalies":  p.shadowAnomalies.Load(),
 	}
 }
 
@@ -296,6 +337,8 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 		}
 		p.models.Store(&refs)
 	}
+	p.running.Store(true)
+	defer p.stopShadowAtEnd()
 	if hl, err := h.Health(ctx); err == nil {
 		p.log.Info("detector plugin ready", "pid", h.PID(), "health", hl.Message, "model", hl.Model.Name, "version", hl.Model.Version)
 	}
@@ -353,6 +396,7 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 		case <-prog:
 			p.cfg.Progress(p.Stats().Capture)
 		case <-tick.C:
+			p.flushShadow()
 			p.queue(p.agg.Tick(p.lastTs.Load() - int64(2*time.Second)))
 			if err := p.drain(ctx, sink); err != nil {
 				runErr = err
@@ -362,6 +406,7 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 	}
 	cancel()
 	wg.Wait()
+	p.stopShadowAtEnd()
 	// Let the plugin score what is in the ring, then flush everything.
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	if err := h.Close(cctx); err != nil {
@@ -413,6 +458,9 @@ func stage(paths []string) (string, []string, error) {
 }
 
 func (p *Pipeline) onResult(br sdk.BatchResult) {
+	if sh := p.shadow.Load(); sh != nil {
+		sh.addActive(br.Stats)
+	}
 	if br.Err != "" {
 		if p.batchErrs.Add(1) <= 5 {
 			p.log.Warn("detector failed on a batch", "start", br.Start, "end", br.End, "err", br.Err)
@@ -515,6 +563,13 @@ func (p *Pipeline) pump(ctx context.Context, src capture.Source) error {
 			h := p.host.Load()
 			p.pushMu.Lock()
 			_, perr := h.Push(ctx, buf[:n])
+			if sh := p.shadow.Load(); sh != nil {
+				// The shadow never slows the active model down: what
+				// its ring cannot take now is dropped and counted.
+				if k := sh.host.TryPush(buf[:n]); k < n {
+					p.shadowDropped.Add(uint64(n - k))
+				}
+			}
 			p.pushMu.Unlock()
 			if perr != nil {
 				return perr

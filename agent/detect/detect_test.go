@@ -44,10 +44,14 @@ func TestModelLoaders(t *testing.T) {
 	if !ok || len(lm) != 1 {
 		t.Fatalf("ModelLoaders() = %v, want one %q loader", lm, DetectorName)
 	}
-	hl, ok := l.(update.HostLoader)
+	pl, ok := l.(*pipelineLoader)
 	if !ok {
-		t.Fatalf("loader is %T, want update.HostLoader", l)
+		t.Fatalf("loader is %T, want the pipeline's loader", l)
 	}
+	if _, ok := l.(update.ShadowLoader); !ok {
+		t.Fatal("the pipeline's loader does not run shadow models")
+	}
+	hl := pl.HostLoader
 	if hl.Host == nil || hl.Host != p.host.Load() {
 		t.Fatal("HostLoader.Host is not the pipeline's plugin host")
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -348,6 +349,75 @@ func (s *Spool) PeekFrom(from uint64, max, maxBytes int) ([]*wirev1.Finding, err
 		return nil, fmt.Errorf("peek spool: %w", err)
 	}
 	return out, nil
+}
+
+// PeekRawFrom is PeekFrom without decoding: it returns the findings' seqs
+// and their protobuf encodings (wirev1.Finding, seq included) as stored, so
+// that a sender can frame them without decoding and re-encoding each (the
+// uplink does: that was about half of its CPU per finding). Each encoding is
+// checked to be well-formed protobuf; the slices are the caller's (copies,
+// sharing one buffer).
+func (s *Spool) PeekRawFrom(from uint64, max, maxBytes int) (seqs []uint64, data [][]byte, err error) {
+	if max <= 0 {
+		max = 500
+	}
+	var buf []byte
+	var ends []int
+	err = s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketFindings).Cursor()
+		sum := 0
+		for k, v := c.Seek(u64(from)); k != nil && len(seqs) < max; k, v = c.Next() {
+			if len(v) < 1 || len(k) != 8 {
+				return fmt.Errorf("corrupt entry %x", k)
+			}
+			n := len(v) - 1
+			if maxBytes > 0 && len(seqs) > 0 && sum+n > maxBytes {
+				break
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if err := wellFormed(v[1:]); err != nil {
+				return fmt.Errorf("decode finding %d: %w", seq, err)
+			}
+			if buf == nil {
+				buf = make([]byte, 0, min(max*(n+8), 1<<20)) // grows if the findings are larger
+			}
+			buf = append(buf, v[1:]...)
+			seqs = append(seqs, seq)
+			ends = append(ends, len(buf))
+			sum += n
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+			return nil, nil, ErrClosed
+		}
+		return nil, nil, fmt.Errorf("peek spool: %w", err)
+	}
+	data = make([][]byte, len(ends))
+	start := 0
+	for i, end := range ends {
+		data[i] = buf[start:end:end]
+		start = end
+	}
+	return seqs, data, nil
+}
+
+// wellFormed checks that b is a sequence of protobuf fields (without
+// decoding them into a message).
+func wellFormed(b []byte) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		b = b[n+m:]
+	}
+	return nil
 }
 
 // Ack deletes every waiting finding with seq <= throughSeq. Acknowledging a

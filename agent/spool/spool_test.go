@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -439,5 +440,51 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "findings/s")
 		})
+	}
+}
+
+// TestPeekRawFrom: the raw peek returns what PeekFrom decodes (same seqs,
+// same findings once decoded), honours max, maxBytes and from, and refuses
+// an entry that is not protobuf.
+func TestPeekRawFrom(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "spool.db"), 0)
+	defer s.Close()
+	if err := s.Append(ctx, batch(20, wirev1.Severity_SEVERITY_HIGH, "raw")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		from          uint64
+		max, maxBytes int
+	}{{0, 0, 0}, {5, 3, 0}, {1, 100, 1}, {1, 100, 500}, {21, 10, 0}} {
+		want, err := s.PeekFrom(c.from, c.max, c.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotSeqs, data, err := s.PeekRawFrom(c.from, c.max, c.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gotSeqs) != len(want) || len(data) != len(want) {
+			t.Fatalf("%+v: %d raw, %d decoded", c, len(gotSeqs), len(want))
+		}
+		for i, w := range want {
+			var f wirev1.Finding
+			if err := proto.Unmarshal(data[i], &f); err != nil {
+				t.Fatal(err)
+			}
+			if gotSeqs[i] != w.Seq || !proto.Equal(&f, w) {
+				t.Fatalf("%+v #%d: seq %d %v, want %v", c, i, gotSeqs[i], &f, w)
+			}
+		}
+	}
+	// A corrupt entry (not protobuf) is an error, not a frame to send.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketFindings).Put(u64(3), []byte{1, 0x0a, 0xff})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PeekRawFrom(1, 10, 0); err == nil {
+		t.Fatal("corrupt entry peeked")
 	}
 }

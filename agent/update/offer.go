@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-edge/vigil/models/rollback"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -38,8 +39,10 @@ func CheckOffer(o *wirev1.ModelOffer, maxBundle int64) error {
 		return fmt.Errorf("offer size %d out of range (1..%d)", o.Size, maxBundle)
 	case len(o.RolloutId) > 128 || len(o.Model.Name) > 64 || len(o.Model.Detector) > 64:
 		return errors.New("offer fields too long")
-	case o.Rollback:
-		return errors.New("rollback offers need a signed rollback instruction, which this protocol version cannot carry; use `vigil-agent update --bundle FILE --rollback INSTRUCTION`")
+	case o.Rollback && len(o.RollbackInstruction) == 0:
+		return errors.New("rollback offer without a signed rollback instruction (a downgrade needs one)")
+	case len(o.RollbackInstruction) > rollback.MaxSize:
+		return fmt.Errorf("rollback instruction of %d bytes, at most %d", len(o.RollbackInstruction), rollback.MaxSize)
 	}
 	return nil
 }
@@ -79,12 +82,14 @@ func trunc(s string, n int) string {
 	return s
 }
 
-// Run processes offers until ctx ends.
+// Run processes offers and withdrawals until ctx ends.
 func (u *Updater) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case w := <-u.withdrawals:
+			u.processWithdrawal(ctx, w)
 		case o := <-u.offers:
 			u.processOffer(ctx, o)
 			u.queuedMu.Lock()
@@ -100,6 +105,10 @@ func (u *Updater) processOffer(ctx context.Context, o *wirev1.ModelOffer) {
 	base := func(state, reason string) {
 		u.reportStatus(&wirev1.ModelStatus{RolloutId: o.RolloutId, State: state, Reason: reason,
 			TimeUnixNano: u.cfg.Now().UnixNano(), Model: &wirev1.ModelRef{Name: ref.Name, Version: ref.Version, Digest: ref.Digest, Detector: ref.Detector}})
+	}
+	if u.isWithdrawn(o.RolloutId) {
+		base(StateWithdrawn, "rollout withdrawn by the server before it was installed")
+		return
 	}
 	// Already active? Report it without downloading.
 	if ref.Detector != "" {
@@ -130,7 +139,17 @@ func (u *Updater) processOffer(ctx context.Context, o *wirev1.ModelOffer) {
 		return
 	}
 	base(StateFetched, "")
-	res, err := u.Install(ctx, Request{Path: path, Digest: ref.Digest, RolloutID: o.RolloutId, Shadow: o.Shadow})
+	if u.isWithdrawn(o.RolloutId) {
+		base(StateWithdrawn, "rollout withdrawn by the server before it was installed")
+		return
+	}
+	req := Request{Path: path, Digest: ref.Digest, RolloutID: o.RolloutId, Shadow: o.Shadow}
+	if o.Rollback {
+		// The same check as `vigil-agent update --bundle FILE --rollback INSTRUCTION`: Install
+		// verifies the instruction against this agent's trust policy and that it names the bundle.
+		req.Rollback = o.RollbackInstruction
+	}
+	res, err := u.Install(ctx, req)
 	var rej *Rejection
 	switch {
 	case errors.As(err, &rej):

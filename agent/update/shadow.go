@@ -1,7 +1,10 @@
 package update
 
 import (
+	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/vigil-edge/vigil/models/bundle"
@@ -10,14 +13,19 @@ import (
 )
 
 // Shadow mode: a rollout may ask canary agents to run the offered model beside the active one.
-// The model goes through the same verification and staging, then ShadowLoader.LoadShadow (a
-// second model slot or plugin instance, never producing findings). The detector pipeline feeds
-// ObserveShadow with the per-batch statistics of both models; ShadowReport summarises them and
-// the agent sends the summary as a ModelStatus with state "shadow" whose Reason is the JSON of
-// ShadowSummary, so the release engineer sees in `vigilctl rollout status` how many findings the
-// new model would have raised compared with the active one.
+// The model goes through the same verification and staging, then ShadowLoader.LoadShadow (for
+// the packet pipeline: a second instance of the detector plugin fed the same packets, see
+// agent/detect), never producing findings. The pipeline feeds ObserveShadow with both models'
+// statistics over the same stretches of events; ShadowReport summarises them and the agent sends
+// the summary periodically as a ModelStatus with state "shadow" whose Reason is the JSON of
+// ShadowSummary, so the release engineer sees in `vigilctl rollout status` how many anomalies the
+// new model would have raised compared with the active one, and the server can halt a rollout
+// whose shadow model alerts too often (server/registry, docs/rollouts.md). The server stops a
+// shadow model with a ModelWithdrawal (HandleWithdrawal); a new shadow rollout replaces it.
+// The shadow runs in memory only: after an agent restart no shadow model runs.
 
-// ShadowSummary compares the active and the shadow model over the same batches.
+// ShadowSummary compares the active and the shadow model over the same events, cumulated since
+// the shadow model started.
 type ShadowSummary struct {
 	Batches uint64     `json:"batches"`
 	Active  ModelStats `json:"active"`
@@ -29,6 +37,7 @@ type ModelStats struct {
 	Events    uint64  `json:"events"`
 	Anomalies uint64  `json:"anomalies"`
 	MaxP50    float32 `json:"max_p50"`
+	MaxP90    float32 `json:"max_p90"`
 	MaxP99    float32 `json:"max_p99"`
 	Max       float32 `json:"max"`
 }
@@ -36,9 +45,18 @@ type ModelStats struct {
 func (m *ModelStats) add(s sdk.Stats) {
 	m.Events += s.Count
 	m.Anomalies += s.Anomalies
-	m.MaxP50 = max(m.MaxP50, s.P50)
-	m.MaxP99 = max(m.MaxP99, s.P99)
-	m.Max = max(m.Max, s.Max)
+	m.MaxP50 = max(m.MaxP50, finiteOr0(s.P50))
+	m.MaxP90 = max(m.MaxP90, finiteOr0(s.P90))
+	m.MaxP99 = max(m.MaxP99, finiteOr0(s.P99))
+	m.Max = max(m.Max, finiteOr0(s.Max))
+}
+
+// finiteOr0 keeps NaN and infinities out of the JSON summary (encoding/json refuses them).
+func finiteOr0(v float32) float32 {
+	if !finite(v) {
+		return 0
+	}
+	return v
 }
 
 type shadowState struct {
@@ -64,7 +82,14 @@ func (u *Updater) shadowPath() string {
 	return u.shadow.path
 }
 
-// ObserveShadow adds one batch scored by both models.
+// ShadowRunning returns the rollout and model of the running shadow model.
+func (u *Updater) ShadowRunning() (rolloutID string, ref *wirev1.ModelRef, ok bool) {
+	u.shadow.mu.Lock()
+	defer u.shadow.mu.Unlock()
+	return u.shadow.rolloutID, u.shadow.ref, u.shadow.on
+}
+
+// ObserveShadow adds one stretch of events scored by both models.
 func (u *Updater) ObserveShadow(active, shadow sdk.Stats) {
 	u.shadow.mu.Lock()
 	defer u.shadow.mu.Unlock()
@@ -86,7 +111,93 @@ func (u *Updater) ShadowReport() (ShadowSummary, bool) {
 	}
 	sum, rid, ref := u.shadow.sum, u.shadow.rolloutID, u.shadow.ref
 	u.shadow.mu.Unlock()
-	b, _ := json.Marshal(sum)
+	b, err := json.Marshal(sum)
+	if err != nil {
+		u.log.Error("encode shadow summary", "err", err)
+		return sum, true
+	}
 	u.reportStatus(&wirev1.ModelStatus{RolloutId: rid, Model: ref, State: StateShadow, Reason: string(b), TimeUnixNano: u.cfg.Now().UnixNano()})
 	return sum, true
+}
+
+// stopShadow stops the running shadow model (if any) through its detector's loader, removes its
+// staged bundle and reports it withdrawn with reason. The caller holds u.mu.
+func (u *Updater) stopShadow(ctx context.Context, reason string) bool {
+	u.shadow.mu.Lock()
+	on, rid, ref, path, sum := u.shadow.on, u.shadow.rolloutID, u.shadow.ref, u.shadow.path, u.shadow.sum
+	u.shadow.on, u.shadow.path = false, ""
+	u.shadow.mu.Unlock()
+	if !on {
+		return false
+	}
+	if l, release, err := u.cfg.Loaders.Loader(ctx, ref.Detector); err != nil {
+		u.log.Warn("stop shadow model: no loader", "detector", ref.Detector, "err", err)
+	} else {
+		if sl, ok := l.(ShadowLoader); ok {
+			if err := sl.StopShadow(ctx); err != nil {
+				u.log.Warn("stop shadow model", "err", err)
+			}
+		}
+		release()
+	}
+	if path != "" {
+		_ = os.Remove(path)
+		u.gc(filepath.Dir(path))
+	}
+	final, _ := json.Marshal(sum)
+	u.log.Info("shadow model stopped", "rollout", rid, "model", ref.Name, "version", ref.Version, "reason", reason, "summary", string(final))
+	u.reportStatus(&wirev1.ModelStatus{RolloutId: rid, Model: ref, State: StateWithdrawn, Reason: reason, TimeUnixNano: u.cfg.Now().UnixNano()})
+	return true
+}
+
+// CheckWithdrawal validates a withdrawal from the server (outside input).
+func CheckWithdrawal(w *wirev1.ModelWithdrawal) bool {
+	return w != nil && w.RolloutId != "" && len(w.RolloutId) <= 128 && len(w.Reason) <= 1024
+}
+
+// HandleWithdrawal takes a ModelWithdrawal from the server; it never blocks
+// (uplink.Config.OnModelWithdrawal). An offer of that rollout still queued is dropped, and a
+// shadow model running it is stopped by Run.
+func (u *Updater) HandleWithdrawal(w *wirev1.ModelWithdrawal) {
+	if !CheckWithdrawal(w) {
+		u.log.Warn("malformed model withdrawal ignored")
+		return
+	}
+	u.queuedMu.Lock()
+	if len(u.withdrawn) >= 4096 {
+		clear(u.withdrawn) // bounded; the server repeats withdrawals at the next Hello
+	}
+	u.withdrawn[w.RolloutId] = true
+	u.queuedMu.Unlock()
+	select {
+	case u.withdrawals <- w:
+	default:
+		u.log.Warn("model withdrawal queue full; the server repeats it at the next connection", "rollout", w.RolloutId)
+	}
+}
+
+func (u *Updater) isWithdrawn(rolloutID string) bool {
+	u.queuedMu.Lock()
+	defer u.queuedMu.Unlock()
+	return u.withdrawn[rolloutID]
+}
+
+// processWithdrawal stops the shadow model of the withdrawn rollout, if it runs.
+func (u *Updater) processWithdrawal(ctx context.Context, w *wirev1.ModelWithdrawal) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	reason := "rollout withdrawn by the server"
+	if w.Reason != "" {
+		reason += ": " + w.Reason
+	}
+	if rid, _, on := u.ShadowRunning(); on && rid == w.RolloutId {
+		u.stopShadow(ctx, reason)
+		return
+	}
+	// Nothing of it runs here (e.g. the agent restarted since): settle the server's record so
+	// that it stops repeating the withdrawal.
+	if m := w.GetModel(); m != nil && digestRE.MatchString(m.Digest) && len(m.Name) <= 64 && len(m.Detector) <= 64 {
+		u.reportStatus(&wirev1.ModelStatus{RolloutId: w.RolloutId, State: StateWithdrawn, Reason: reason + " (no shadow model of it was running)",
+			TimeUnixNano: u.cfg.Now().UnixNano(), Model: &wirev1.ModelRef{Name: m.Name, Version: m.Version, Digest: m.Digest, Detector: m.Detector}})
+	}
 }

@@ -32,6 +32,9 @@ const (
 	StateRejected   = "rejected"
 	StateRolledBack = "rolled_back"
 	StateShadow     = "shadow"
+	// StateWithdrawn: the server withdrew the rollout (halted it); a shadow model running it
+	// was stopped, a pending offer of it dropped.
+	StateWithdrawn = "withdrawn"
 )
 
 // ModelLoader is what the updater needs from a detector plugin (the running detector pipeline's
@@ -49,10 +52,16 @@ type ModelLoader interface {
 }
 
 // ShadowLoader is optionally implemented by a ModelLoader that can run a second model beside the
-// active one without raising findings from it (shadow mode). The detector pipeline then calls
-// Updater.ObserveShadow with both models' per-batch statistics.
+// active one without raising findings from it (shadow mode; agent/detect implements it with a
+// second instance of the detector plugin fed the same packets).
 type ShadowLoader interface {
-	LoadShadow(ctx context.Context, path string) (sdk.ModelInfo, error)
+	// LoadShadow starts scoring the live events with the bundle at path too, replacing any
+	// shadow model already running. Its anomalies never become findings; observe receives,
+	// for every stretch of events both models scored, the active and the shadow model's
+	// sdk.Stats (the updater passes ObserveShadow). On error no shadow model runs.
+	LoadShadow(ctx context.Context, path string, observe func(active, shadow sdk.Stats)) (sdk.ModelInfo, error)
+	// StopShadow stops the shadow model (no-op when none runs).
+	StopShadow(ctx context.Context) error
 }
 
 // Loaders finds the loader of a detector. release is called when the updater is done with it
@@ -118,10 +127,12 @@ type Updater struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex // one update at a time
-	offers   chan *wirev1.ModelOffer
-	queuedMu sync.Mutex
-	queued   map[string]bool // rollout+digest in the queue or in progress
+	mu          sync.Mutex // one update at a time
+	offers      chan *wirev1.ModelOffer
+	withdrawals chan *wirev1.ModelWithdrawal
+	queuedMu    sync.Mutex
+	queued      map[string]bool // rollout+digest in the queue or in progress
+	withdrawn   map[string]bool // rollout ids the server withdrew (guarded by queuedMu)
 
 	shadow shadowState
 }
@@ -149,7 +160,8 @@ func New(cfg Config) (*Updater, error) {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 30 * time.Second
 	}
-	return &Updater{cfg: cfg, log: cfg.Logger, offers: make(chan *wirev1.ModelOffer, 64), queued: map[string]bool{}}, nil
+	return &Updater{cfg: cfg, log: cfg.Logger, offers: make(chan *wirev1.ModelOffer, 64),
+		withdrawals: make(chan *wirev1.ModelWithdrawal, 16), queued: map[string]bool{}, withdrawn: map[string]bool{}}, nil
 }
 
 // Rejection is an update refused before anything was activated; Reason is what the server sees.
@@ -316,13 +328,18 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	if req.Shadow {
 		sl, ok := loader.(ShadowLoader)
 		if !ok {
-			return res, reject(nil, "shadow mode is not supported by the %s detector on this agent", m.Detector)
+			_ = os.Remove(staged)
+			return res, reject(nil, "shadow mode is not supported by the %s detector on this agent (no running %s pipeline)", m.Detector, m.Detector)
 		}
-		if _, err := sl.LoadShadow(ctx, staged); err != nil {
-			return res, reject(err, "plugin refused the model: %v", err)
+		// One shadow model at a time: a new shadow rollout replaces the running one.
+		u.stopShadow(ctx, "replaced by the shadow model of rollout "+req.RolloutID)
+		if _, err := sl.LoadShadow(ctx, staged, u.ObserveShadow); err != nil {
+			_ = os.Remove(staged)
+			return res, reject(err, "plugin refused the shadow model: %v", err)
 		}
 		u.startShadow(req.RolloutID, &m, digest, staged)
-		res.State = StateShadow
+		res.State, res.Path = StateShadow, staged
+		u.log.Info("shadow model running", "name", m.Name, "version", m.Version, "detector", m.Detector, "rollout", req.RolloutID)
 		return res, nil
 	}
 

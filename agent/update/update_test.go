@@ -461,16 +461,81 @@ func TestShadowReport(t *testing.T) {
 	if st, reason := e.lastState("s"); st != StateShadow || !strings.Contains(reason, `"anomalies":7`) {
 		t.Fatalf("report %s %s", st, reason)
 	}
+	// The loader got the updater's observer: what the pipeline observes lands in the summary.
+	sl.observe(sdk.Stats{Count: 50, Anomalies: 0, P50: 0.1, P90: 0.2, P99: 0.25, Max: 0.3}, sdk.Stats{Count: 50, Anomalies: 3, P50: 0.4, P90: 0.5, P99: 0.95, Max: 2})
+	sum, _ = u.ShadowReport()
+	if sum.Batches != 2 || sum.Active.Events != 150 || sum.Shadow.Anomalies != 10 || sum.Shadow.MaxP99 != 0.95 || sum.Shadow.Max != 2 || sum.Active.MaxP90 != 0.2 {
+		t.Fatalf("summary after the loader's observation %+v", sum)
+	}
+	staged := sl.shadow
+	if _, err := os.Stat(staged); err != nil {
+		t.Fatalf("staged shadow bundle: %v", err)
+	}
+
+	// A withdrawal of another rollout changes nothing; of this one, stops the shadow model.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { _ = u.Run(ctx); close(done) }()
+	u.HandleWithdrawal(&wirev1.ModelWithdrawal{RolloutId: "other", Reason: "x",
+		Model: &wirev1.ModelRef{Name: "nf", Version: 9, Digest: "sha256:" + strings.Repeat("b", 64), Detector: "netflow"}})
+	u.HandleWithdrawal(&wirev1.ModelWithdrawal{RolloutId: "s", Reason: "halted automatically: too many alerts"})
+	waitUntil(t, func() bool { st, _ := e.lastState("s"); return st == StateWithdrawn })
+	if st, reason := e.lastState("s"); !strings.Contains(reason, "too many alerts") {
+		t.Fatalf("withdrawn %s %q", st, reason)
+	}
+	if st, _ := e.lastState("other"); st != StateWithdrawn {
+		t.Fatalf("withdrawal of a rollout not running here: state %q, want it settled as withdrawn", st)
+	}
+	if sl.stopped != 1 {
+		t.Fatalf("StopShadow called %d times", sl.stopped)
+	}
+	if _, ok := u.ShadowReport(); ok {
+		t.Fatal("shadow summary still reported after the withdrawal")
+	}
+	if _, err := os.Stat(staged); !os.IsNotExist(err) {
+		t.Fatalf("staged shadow bundle left behind: %v", err)
+	}
+	if a, _ := u.Active("netflow", "netflow/v1"); a.Manifest.Version != 1 {
+		t.Fatal("withdrawal changed the active model")
+	}
+	// An offer of a withdrawn rollout is dropped before download.
+	u.HandleOffer(&wirev1.ModelOffer{RolloutId: "s", Size: 10, Shadow: true,
+		Model: &wirev1.ModelRef{Name: "nf", Version: 2, Digest: "sha256:" + strings.Repeat("c", 64), Detector: "netflow"}})
+	waitUntil(t, func() bool {
+		st, reason := e.lastState("s")
+		return st == StateWithdrawn && strings.Contains(reason, "before it was installed")
+	})
+	cancel()
+	<-done
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition not reached in 5 s")
 }
 
 type shadowLoader struct {
 	*fakeLoader
-	shadow string
+	shadow  string
+	observe func(active, shadow sdk.Stats)
+	stopped int
 }
 
-func (s *shadowLoader) LoadShadow(_ context.Context, path string) (sdk.ModelInfo, error) {
-	s.shadow = path
+func (s *shadowLoader) LoadShadow(_ context.Context, path string, observe func(active, shadow sdk.Stats)) (sdk.ModelInfo, error) {
+	s.shadow, s.observe = path, observe
 	return sdk.ModelInfo{}, nil
+}
+
+func (s *shadowLoader) StopShadow(context.Context) error {
+	s.stopped++
+	return nil
 }
 
 func FuzzHandleOffer(f *testing.F) {

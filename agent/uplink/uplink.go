@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/vigil-edge/vigil/agent/state"
 	"github.com/vigil-edge/vigil/internal/buildinfo"
@@ -53,7 +55,7 @@ type Config struct {
 	Log         *slog.Logger
 
 	StatusInterval time.Duration // default 10 s; the server's HelloAck may override it
-	BatchMax       int           // findings per batch, default 500
+	BatchMax       int           // findings per batch, default 1000
 	Inflight       int           // batches awaiting ack, default 4
 	BackoffMin     time.Duration // default 200 ms
 	BackoffMax     time.Duration // default 30 s
@@ -67,6 +69,9 @@ type Config struct {
 	// OnModelOffer receives the server's model offers (optional; logged
 	// otherwise). It must not block.
 	OnModelOffer func(*wirev1.ModelOffer)
+	// OnModelWithdrawal receives the server's withdrawals of halted
+	// rollouts (optional; logged otherwise). It must not block.
+	OnModelWithdrawal func(*wirev1.ModelWithdrawal)
 	// OnSuppressions receives the entity's full set of active suppressions,
 	// which the server sends after every HelloAck and whenever the set
 	// changes (optional; logged otherwise). Each set replaces the previous
@@ -135,8 +140,11 @@ func New(cfg Config) (*Client, error) {
 	def(&cfg.BackoffMax, 30*time.Second)
 	def(&cfg.AckTimeout, 60*time.Second)
 	def(&cfg.RenewRetry, time.Minute)
+	// 1000 per batch, 4 in flight: with 500 the one agent's window kept
+	// the server's committer idle between round trips (docs/benchmarks.md,
+	// Foundation), and each ack costs the spool one fsync.
 	if cfg.BatchMax <= 0 {
-		cfg.BatchMax = 500
+		cfg.BatchMax = 1000
 	}
 	if cfg.Inflight <= 0 {
 		cfg.Inflight = 4
@@ -403,6 +411,12 @@ func (c *Client) controlReader(r *wirev1.Reader, renewCh chan<- *wirev1.RenewRes
 				c.log.Info("model offer received (no updater yet)", "rollout", o.RolloutId,
 					"model", o.GetModel().GetName(), "version", o.GetModel().GetVersion(), "shadow", o.Shadow)
 			}
+		case *wirev1.ServerControl_ModelWithdrawal:
+			if c.cfg.OnModelWithdrawal != nil {
+				c.cfg.OnModelWithdrawal(msg.ModelWithdrawal)
+			} else {
+				c.log.Info("model withdrawal received (no updater)", "rollout", msg.ModelWithdrawal.GetRolloutId())
+			}
 		case *wirev1.ServerControl_Suppressions:
 			sups := msg.Suppressions
 			if sups == nil {
@@ -640,6 +654,7 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 
 	var next uint64 // first seq to send; 0: the oldest waiting
 	var lastBatch time.Time
+	var frame []byte // the batch being written (reused)
 	ackTimer := time.NewTimer(time.Hour)
 	defer ackTimer.Stop()
 	resetAckTimer := func() {
@@ -689,11 +704,13 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 		if m := int(c.slowMaxBatch.Load()); m > 0 && m < limit {
 			limit = m
 		}
-		batch, err := c.cfg.Spool.PeekFrom(next, limit, maxBatchBytes)
+		var n int
+		var last uint64
+		frame, n, last, err = c.nextBatch(next, limit, frame[:0])
 		if err != nil {
-			return fmt.Errorf("peek spool: %w", err)
+			return err
 		}
-		if len(batch) == 0 {
+		if n == 0 {
 			mu.Lock()
 			inflight := len(window)
 			mu.Unlock()
@@ -714,13 +731,12 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 			}
 			continue
 		}
-		last := batch[len(batch)-1].Seq
 		mu.Lock()
 		wasEmpty := len(window) == 0
 		window = append(window, last)
 		lastSent = last
 		mu.Unlock()
-		if err := wirev1.Write(st, &wirev1.FindingsBatch{FirstSeq: batch[0].Seq, Findings: batch}, 0); err != nil {
+		if _, err := st.Write(frame); err != nil {
 			return fmt.Errorf("write batch: %w", err)
 		}
 		if wasEmpty {
@@ -729,6 +745,87 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 		lastBatch = time.Now()
 		next = last + 1
 		c.batchesSent.Add(1)
-		c.findingsSent.Add(uint64(len(batch)))
+		c.findingsSent.Add(uint64(n))
 	}
+}
+
+// RawSpool is implemented by spools that hand out findings still encoded
+// (*spool.Spool): the uplink then frames them as they are instead of
+// decoding and re-encoding every finding.
+type RawSpool interface {
+	PeekRawFrom(from uint64, max, maxBytes int) (seqs []uint64, data [][]byte, err error)
+}
+
+// nextBatch reads up to limit findings from seq from on and appends their
+// FindingsBatch frame (length-prefixed, as wirev1.Write frames) to frame.
+// n is the number of findings (0: none waiting) and last the last seq.
+func (c *Client) nextBatch(from uint64, limit int, frame []byte) (_ []byte, n int, last uint64, err error) {
+	if rs, ok := c.cfg.Spool.(RawSpool); ok {
+		seqs, data, err := rs.PeekRawFrom(from, limit, maxBatchBytes)
+		if err != nil {
+			return frame, 0, 0, fmt.Errorf("peek spool: %w", err)
+		}
+		if len(seqs) == 0 {
+			return frame, 0, 0, nil
+		}
+		frame, err = appendRawBatch(frame, seqs, data)
+		if err != nil {
+			return frame, 0, 0, fmt.Errorf("write batch: %w", err)
+		}
+		return frame, len(seqs), seqs[len(seqs)-1], nil
+	}
+	batch, err := c.cfg.Spool.PeekFrom(from, limit, maxBatchBytes)
+	if err != nil {
+		return frame, 0, 0, fmt.Errorf("peek spool: %w", err)
+	}
+	if len(batch) == 0 {
+		return frame, 0, 0, nil
+	}
+	m := &wirev1.FindingsBatch{FirstSeq: batch[0].Seq, Findings: batch}
+	size := proto.Size(m)
+	if size > wirev1.MaxFrameSize {
+		return frame, 0, 0, &wirev1.ProtocolError{Code: wirev1.CodeFrameTooLarge,
+			Err: fmt.Errorf("write batch: %d bytes above limit %d", size, wirev1.MaxFrameSize)}
+	}
+	frame = protowire.AppendVarint(frame, uint64(size))
+	frame, err = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(frame, m)
+	if err != nil {
+		return frame, 0, 0, fmt.Errorf("write batch: %w", err)
+	}
+	return frame, len(batch), batch[len(batch)-1].Seq, nil
+}
+
+// Field numbers of FindingsBatch and Finding (wire/v1/vigil.proto).
+const (
+	fieldBatchFirstSeq = 1
+	fieldBatchFindings = 2
+	fieldFindingSeq    = 1
+)
+
+// appendRawBatch appends the frame of FindingsBatch{first_seq: seqs[0],
+// findings: data} to b. Each finding gets its seq appended as a last field
+// (protobuf keeps the last value of a repeated scalar field), so the key
+// the spool stored it under is the seq the server sees.
+func appendRawBatch(b []byte, seqs []uint64, data [][]byte) ([]byte, error) {
+	size := protowire.SizeTag(fieldBatchFirstSeq) + protowire.SizeVarint(seqs[0])
+	for i, d := range data {
+		n := len(d) + protowire.SizeTag(fieldFindingSeq) + protowire.SizeVarint(seqs[i])
+		size += protowire.SizeTag(fieldBatchFindings) + protowire.SizeBytes(n)
+	}
+	if size > wirev1.MaxFrameSize {
+		return b, &wirev1.ProtocolError{Code: wirev1.CodeFrameTooLarge,
+			Err: fmt.Errorf("%d bytes above limit %d", size, wirev1.MaxFrameSize)}
+	}
+	b = protowire.AppendVarint(b, uint64(size))
+	b = protowire.AppendTag(b, fieldBatchFirstSeq, protowire.VarintType)
+	b = protowire.AppendVarint(b, seqs[0])
+	for i, d := range data {
+		n := len(d) + protowire.SizeTag(fieldFindingSeq) + protowire.SizeVarint(seqs[i])
+		b = protowire.AppendTag(b, fieldBatchFindings, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(n))
+		b = append(b, d...)
+		b = protowire.AppendTag(b, fieldFindingSeq, protowire.VarintType)
+		b = protowire.AppendVarint(b, seqs[i])
+	}
+	return b, nil
 }

@@ -30,9 +30,11 @@ func newRegistry(db *store.DB, cfg Config, log *slog.Logger) *registry.Registry 
 	})
 }
 
-// wireRegistry makes the endpoint call the registry after every Hello (pending offers).
+// wireRegistry makes the endpoint call the registry after every Hello (pending offers) and
+// every recorded ModelStatus (the shadow halt rule).
 func wireRegistry(reg *registry.Registry, ecfg *endpoint.Config) {
 	ecfg.OnHello = reg.Hook()
+	ecfg.OnModelStatus = reg.OnModelStatus
 }
 
 // registryHandler connects the registry to the endpoint (pushes) and puts its routes in front

@@ -4,11 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vigil-edge/vigil/models/rollback"
 )
 
 func init() { Register(61, newRolloutCmd) }
@@ -26,10 +31,11 @@ func rolloutCreate(app *App) *cobra.Command {
 		percent       int
 		shadow        bool
 		halt          float64
+		rollbackFile  string
 		asJSON        bool
 	)
 	c := &cobra.Command{
-		Use:   "create --model NAME@VERSION (--entity NAME | --agents ID,... | --percent N) [--shadow [--halt-factor F]] [--json]",
+		Use:   "create --model NAME@VERSION (--entity NAME | --agents ID,... | --percent N) [--shadow [--halt-factor F]] [--rollback-instruction FILE] [--json]",
 		Short: "Offer a published model to agents; connected agents get it at once, the others when they connect",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -39,11 +45,21 @@ func rolloutCreate(app *App) *cobra.Command {
 			if entity == "" && len(agents) == 0 && percent == 0 {
 				return errors.New("give --entity, --agents or --percent")
 			}
+			if halt > 0 && !shadow {
+				return errors.New("--halt-factor needs --shadow")
+			}
+			req := map[string]any{"model": model, "entity": entity, "agents": agents, "percent": percent, "shadow": shadow, "halt_factor": halt}
+			if rollbackFile != "" {
+				instr, err := readLimited(rollbackFile, rollback.MaxSize)
+				if err != nil {
+					return fmt.Errorf("--rollback-instruction: %w", err)
+				}
+				req["rollback_instruction"] = instr // []byte: base64 in JSON
+			}
 			cl, err := app.Client()
 			if err != nil {
 				return err
 			}
-			req := map[string]any{"model": model, "entity": entity, "agents": agents, "percent": percent, "shadow": shadow, "halt_factor": halt}
 			var res struct {
 				ID      string   `json:"id"`
 				Reached []string `json:"reached"`
@@ -64,7 +80,8 @@ func rolloutCreate(app *App) *cobra.Command {
 	f.StringSliceVar(&agents, "agents", nil, "these agent ids")
 	f.IntVar(&percent, "percent", 0, "a stable N% of the (entity's) agents: hash(agent id, model name)")
 	f.BoolVar(&shadow, "shadow", false, "run beside the active model without findings and report both models' statistics")
-	f.Float64Var(&halt, "halt-factor", 0, "shadow: recorded with the rollout for halting when the new model alerts this many times more (see docs)")
+	f.Float64Var(&halt, "halt-factor", 0, "shadow: halt the rollout when the new model's alert rate exceeds F x the active model's (docs/rollouts.md)")
+	f.StringVar(&rollbackFile, "rollback-instruction", "", "signed rollback instruction (vigilctl model rollback) letting agents go back to this older version")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
@@ -75,8 +92,21 @@ type rolloutStatusView struct {
 		Name    string `json:"name"`
 		Version uint64 `json:"version"`
 	} `json:"model"`
-	State  string         `json:"state"`
-	Shadow bool           `json:"shadow"`
+	State        string  `json:"state"`
+	StateReason  string  `json:"state_reason"`
+	Shadow       bool    `json:"shadow"`
+	Rollback     bool    `json:"rollback"`
+	HaltFactor   float64 `json:"halt_factor"`
+	ShadowTotals *struct {
+		ActiveEvents    uint64 `json:"active_events"`
+		ActiveAnomalies uint64 `json:"active_anomalies"`
+		ShadowEvents    uint64 `json:"shadow_events"`
+		ShadowAnomalies uint64 `json:"shadow_anomalies"`
+		Agents          int    `json:"agents"`
+		Verdict         struct {
+			Reason string `json:"reason"`
+		} `json:"verdict"`
+	} `json:"shadow_totals"`
 	Counts map[string]int `json:"counts"`
 	Agents []struct {
 		AgentID string          `json:"agent_id"`
@@ -121,11 +151,24 @@ func rolloutStatus(app *App) *cobra.Command {
 				for k, v := range r.Counts {
 					counts = append(counts, fmt.Sprintf("%s=%d", k, v))
 				}
+				sort.Strings(counts)
 				mode := ""
-				if r.Shadow {
+				switch {
+				case r.Shadow && r.HaltFactor > 0:
+					mode = fmt.Sprintf(" (shadow, halt factor %g)", r.HaltFactor)
+				case r.Shadow:
 					mode = " (shadow)"
+				case r.Rollback:
+					mode = " (rollback)"
 				}
 				fmt.Fprintf(app.Stdout, "rollout %s  %s@%d%s  %s  %s\n", r.ID, r.Model.Name, r.Model.Version, mode, r.State, strings.Join(counts, " "))
+				if r.StateReason != "" {
+					fmt.Fprintf(app.Stdout, "  %s: %s\n", r.State, r.StateReason)
+				}
+				if t := r.ShadowTotals; t != nil {
+					fmt.Fprintf(app.Stdout, "  shadow totals over %d agent(s): active %d/%d anomalies/events, shadow %d/%d; %s\n",
+						t.Agents, t.ActiveAnomalies, t.ActiveEvents, t.ShadowAnomalies, t.ShadowEvents, t.Verdict.Reason)
+				}
 				t := newTable(app.Stdout, "  AGENT", "ENTITY", "STATE", "REASON")
 				for _, a := range r.Agents {
 					reason := a.Reason
@@ -142,4 +185,21 @@ func rolloutStatus(app *App) *cobra.Command {
 	c.Flags().StringVar(&id, "id", "", "only this rollout")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// readLimited reads a small file, refusing one larger than limit bytes.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("read %s: larger than %d bytes", path, limit)
+	}
+	return b, nil
 }

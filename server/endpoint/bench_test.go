@@ -25,15 +25,13 @@ import (
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
-// benchBatch is the batch size of the ingest benchmarks (an agent's spool
-// sends up to this many findings per FindingsBatch).
-const benchBatch = 500
-
 // benchIngest sends b.N findings in total from agents concurrent agents,
-// each on its own QUIC connection and FINDINGS stream, one batch in flight
-// per agent (send, wait for the Ack, which the server sends only after the
-// commit). It reports durable findings per second.
-func benchIngest(b *testing.B, agents int) {
+// each on its own QUIC connection and FINDINGS stream, in batches of batch
+// findings with up to window batches awaiting their Ack (which the server
+// sends only after the commit). window 1 is stop-and-wait; the agent's
+// uplink keeps 4 batches of 1000 in flight. It reports durable findings per
+// second.
+func benchIngest(b *testing.B, agents, batch, window int) {
 	s := servertest.Start(b, servertest.Options{})
 	as := make([]*servertest.Agent, agents)
 	for i := range as {
@@ -60,27 +58,44 @@ func benchIngest(b *testing.B, agents int) {
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
-	errc := make(chan error, agents)
+	errc := make(chan error, 2*agents)
 	for i := range cs {
 		wg.Add(1)
 		go func(c client) {
 			defer wg.Done()
+			sent := make(chan uint64, window) // last seq of each batch awaiting its ack
+			acksDone := make(chan error, 1)
+			go func() {
+				for last := range sent {
+					var a wirev1.Ack
+					if err := c.r.Read(&a); err != nil {
+						acksDone <- err
+						return
+					}
+					if a.ThroughSeq != last {
+						acksDone <- fmt.Errorf("ack %d, want %d", a.ThroughSeq, last)
+						return
+					}
+				}
+				acksDone <- nil
+			}()
 			for next := uint64(1); next <= uint64(per); {
-				last := min(next+benchBatch-1, uint64(per))
+				last := min(next+uint64(batch)-1, uint64(per))
 				if err := wirev1.Write(c.st, findings(next, last), 0); err != nil {
 					errc <- err
-					return
+					break
 				}
-				var a wirev1.Ack
-				if err := c.r.Read(&a); err != nil {
-					errc <- err
-					return
-				}
-				if a.ThroughSeq != last {
-					errc <- fmt.Errorf("ack %d, want %d", a.ThroughSeq, last)
+				select {
+				case sent <- last: // blocks while window batches await their ack
+				case err := <-acksDone:
+					errc <- fmt.Errorf("acks ended early: %v", err)
 					return
 				}
 				next = last + 1
+			}
+			close(sent)
+			if err := <-acksDone; err != nil {
+				errc <- err
 			}
 		}(cs[i])
 	}
@@ -102,11 +117,17 @@ func benchIngest(b *testing.B, agents int) {
 	}
 }
 
-// BenchmarkIngest1: one agent. Run with e.g. -benchtime 100000x.
-func BenchmarkIngest1(b *testing.B) { benchIngest(b, 1) }
+// BenchmarkIngest1: one agent, stop-and-wait (one batch of 500 in flight).
+// Run with e.g. -benchtime 100000x.
+func BenchmarkIngest1(b *testing.B) { benchIngest(b, 1, 500, 1) }
 
-// BenchmarkIngest100: 100 concurrent agents.
-func BenchmarkIngest100(b *testing.B) { benchIngest(b, 100) }
+// BenchmarkIngest100: 100 concurrent agents, stop-and-wait.
+func BenchmarkIngest100(b *testing.B) { benchIngest(b, 100, 500, 1) }
+
+// BenchmarkIngestWindow1 and BenchmarkIngestWindow100: the agent uplink's
+// defaults (batches of 1000, 4 awaiting their ack).
+func BenchmarkIngestWindow1(b *testing.B)   { benchIngest(b, 1, 1000, 4) }
+func BenchmarkIngestWindow100(b *testing.B) { benchIngest(b, 100, 1000, 4) }
 
 // TestIdleAgents1000 connects 1,000 agents (mTLS handshake + CONTROL
 // Hello/HelloAck) to a real vigil-server process and reports the time to

@@ -153,6 +153,8 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 			if rec, ok := e.st.(ModelStatusRecorder); ok {
 				if err := rec.RecordModelStatus(ctx, p.id.AgentID, msg.ModelStatus); err != nil {
 					p.log.Error("record model status", "err", err)
+				} else if e.cfg.OnModelStatus != nil {
+					e.cfg.OnModelStatus(ctx, p.id.AgentID, msg.ModelStatus)
 				}
 			}
 		case *wirev1.AgentControl_Hello:

@@ -78,10 +78,21 @@ type Config struct {
 	// SlowDown is the advice sent when the store is overloaded. Zero means
 	// min_batch_interval_ms=500.
 	SlowDown *wirev1.SlowDown
+	// MaxQueuedFindings bounds the findings of all connections that are
+	// decoded and waiting for their commit (memory: many agents with a
+	// backlog, e.g. after an outage, each keep several batches in flight).
+	// A FINDINGS stream that would exceed it waits before handing its next
+	// batch to the store (QUIC flow control then holds the agent back).
+	// Zero means 65536 (about a second of ingest).
+	MaxQueuedFindings int
 
 	// OnHello, if set, is called (in its own goroutine) after an agent's
 	// HelloAck was sent: the model registry pushes pending offers then.
 	OnHello func(ctx context.Context, agentID, entity string)
+	// OnModelStatus, if set, is called after an agent's ModelStatus was
+	// recorded (on the CONTROL reader: it must not wait for long): the
+	// model registry judges shadow reports then (halt rule).
+	OnModelStatus func(ctx context.Context, agentID string, st *wirev1.ModelStatus)
 
 	// now is the clock (tests).
 	now func() time.Time
@@ -114,6 +125,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SlowDown == nil {
 		c.SlowDown = &wirev1.SlowDown{MinBatchIntervalMs: 500}
+	}
+	if c.MaxQueuedFindings <= 0 {
+		c.MaxQueuedFindings = 65536
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -166,6 +180,7 @@ type Endpoint struct {
 	commitWG  sync.WaitGroup
 	inflight  atomic.Int64
 	lastNanos atomic.Int64 // latency of the last commit
+	queued    budget       // findings decoded and waiting for their commit
 
 	ln       *quic.Listener
 	tr       *quic.Transport // owns the UDP socket's QUIC state
@@ -201,6 +216,7 @@ func New(ctx context.Context, cfg Config) (*Endpoint, error) {
 		byAgent:  map[string]map[*conn]struct{}{},
 		controls: map[string]*controlSession{},
 		stop:     make(chan struct{}),
+		queued:   budget{max: cfg.MaxQueuedFindings, freed: make(chan struct{})},
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -534,6 +550,42 @@ func (e *Endpoint) beginCommit() bool {
 }
 
 func (e *Endpoint) endCommit() { e.commitWG.Done() }
+
+// budget is a counting limit that waiters can give up on (ctx).
+type budget struct {
+	mu    sync.Mutex
+	used  int
+	max   int
+	freed chan struct{} // closed (and replaced) by every release
+}
+
+// acquire takes n units, waiting while that would exceed max (unless
+// nothing is taken: a request larger than max still proceeds alone).
+func (b *budget) acquire(ctx context.Context, n int) error {
+	for {
+		b.mu.Lock()
+		if b.used == 0 || b.used+n <= b.max {
+			b.used += n
+			b.mu.Unlock()
+			return nil
+		}
+		ch := b.freed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (b *budget) release(n int) {
+	b.mu.Lock()
+	b.used -= n
+	close(b.freed)
+	b.freed = make(chan struct{})
+	b.mu.Unlock()
+}
 
 // peerIdentity returns the identity of a verified client certificate, or
 // ok=false when the peer presented none.

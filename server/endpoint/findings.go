@@ -37,12 +37,16 @@ type submitter interface {
 
 // pendingCommit is a batch handed to the store, waiting for its ack.
 type pendingCommit struct {
-	b      *wirev1.FindingsBatch
-	ctx    context.Context
-	cancel context.CancelFunc
-	wait   func(context.Context) (int, error)
-	start  time.Time
-	queued int64
+	// n and lastSeq describe the batch; the decoded batch itself is not
+	// kept (a store that submits has already encoded what it stores), so
+	// that batches waiting for their commit hold less memory.
+	n       int
+	lastSeq uint64
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wait    func(context.Context) (int, error)
+	start   time.Time
+	queued  int64
 }
 
 // handleFindings serves a FINDINGS stream: each FindingsBatch is validated,
@@ -82,14 +86,20 @@ func (e *Endpoint) readBatches(ctx context.Context, id pki.Identity, r *wirev1.R
 			return err
 		}
 		e.m.findingsReceived.Add(float64(len(b.Findings)))
+		n := len(b.Findings)
+		if err := e.queued.acquire(ctx, n); err != nil {
+			return fmt.Errorf("wait for the commit queue: %w", err)
+		}
 		if !e.beginCommit() {
+			e.queued.release(n)
 			return protoErr(wirev1.CodeShuttingDown, "server shutting down")
 		}
 		// The commit outlives a dropped connection: a half-done ingest
 		// would only be re-sent, but finishing it is cheaper and drains
 		// cleanly.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-		pc := &pendingCommit{b: b, ctx: cctx, cancel: cancel, start: time.Now(), queued: e.inflight.Add(1)}
+		pc := &pendingCommit{n: n, lastSeq: b.Findings[len(b.Findings)-1].Seq, ctx: cctx, cancel: cancel,
+			start: time.Now(), queued: e.inflight.Add(1)}
 		if sub, ok := e.st.(submitter); ok {
 			wait, err := sub.SubmitFindings(cctx, id.AgentID, id.Entity, b.Findings)
 			if err != nil {
@@ -117,6 +127,7 @@ func (e *Endpoint) ackLoop(id pki.Identity, pending <-chan *pendingCommit, w io.
 		inserted, err := pc.wait(pc.ctx)
 		lat := time.Since(pc.start)
 		e.inflight.Add(-1)
+		e.queued.release(pc.n)
 		pc.cancel()
 		e.endCommit()
 		e.m.commitSeconds.Observe(lat.Seconds())
@@ -125,16 +136,16 @@ func (e *Endpoint) ackLoop(id pki.Identity, pending <-chan *pendingCommit, w io.
 		}
 		if err != nil {
 			e.m.commitErrors.Inc()
-			e.log.Error("commit findings", "agent", id.AgentID, "findings", len(pc.b.Findings), "err", err)
+			e.log.Error("commit findings", "agent", id.AgentID, "findings", pc.n, "err", err)
 			_ = writeFrame(w, &wirev1.Ack{Error: &wirev1.Error{Code: uint32(wirev1.CodeInternal), Message: "commit failed; retry"}})
 			fail(fmt.Errorf("commit findings: %w", err))
 			continue
 		}
 		e.m.findingsCommitted.Add(float64(inserted))
-		if d := len(pc.b.Findings) - inserted; d > 0 {
+		if d := pc.n - inserted; d > 0 {
 			e.m.findingsDuplicate.Add(float64(d))
 		}
-		ack := &wirev1.Ack{ThroughSeq: pc.b.Findings[len(pc.b.Findings)-1].Seq}
+		ack := &wirev1.Ack{ThroughSeq: pc.lastSeq}
 		if int(pc.queued) >= e.cfg.SlowDownQueue || lat >= e.cfg.SlowDownLatency {
 			ack.SlowDown = e.cfg.SlowDown
 			e.m.slowDowns.Inc()

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/rollback"
 	"github.com/vigil-edge/vigil/models/trust"
 	"github.com/vigil-edge/vigil/server/store"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -54,6 +55,10 @@ type Config struct {
 	PluginEnv []string
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// HaltMinEvents and HaltRateFloor tune the shadow halt rule (0 = DefaultHaltMinEvents,
+	// DefaultHaltRateFloor; see halt.go).
+	HaltMinEvents uint64
+	HaltRateFloor float64
 }
 
 // Registry is the model registry.
@@ -190,6 +195,11 @@ type RolloutRequest struct {
 	Percent    int      `json:"percent,omitempty"`
 	Shadow     bool     `json:"shadow,omitempty"`
 	HaltFactor float64  `json:"halt_factor,omitempty"`
+	// RollbackInstruction is a signed rollback instruction (models/rollback; base64 in JSON)
+	// naming the model: the rollout then offers it as a rollback, which agents accept although
+	// its version is not greater than their active one. The server verifies it against its trust
+	// policy first; the agents verify it again against theirs.
+	RollbackInstruction []byte `json:"rollback_instruction,omitempty"`
 }
 
 var agentRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -225,21 +235,54 @@ func (r *Registry) CreateRollout(ctx context.Context, req RolloutRequest, actor 
 	if req.Entity == "" && len(req.Agents) == 0 && req.Percent == 0 {
 		return "", nil, fmt.Errorf("rollout: give an entity, agents or a percentage: %w", store.ErrInvalid)
 	}
+	if req.HaltFactor > 0 && !req.Shadow {
+		return "", nil, fmt.Errorf("rollout: --halt-factor needs --shadow (only a shadow model is judged): %w", store.ErrInvalid)
+	}
 	m, err := r.cfg.DB.ModelByVersion(ctx, name, ver)
 	if err != nil {
 		return "", nil, err
+	}
+	if len(req.RollbackInstruction) > 0 {
+		if req.Shadow {
+			return "", nil, fmt.Errorf("rollout: a rollback instruction makes no sense for a shadow rollout: %w", store.ErrInvalid)
+		}
+		if err := r.checkRollback(req.RollbackInstruction, &m); err != nil {
+			return "", nil, err
+		}
 	}
 	var rb [6]byte
 	_, _ = rand.Read(rb[:])
 	id := "r-" + hex.EncodeToString(rb[:])
 	if err := r.cfg.DB.CreateRollout(ctx, store.RolloutSpec{ID: id, ModelID: m.ID, Entity: req.Entity, Agents: req.Agents,
-		Percent: req.Percent, Shadow: req.Shadow, HaltFactor: req.HaltFactor}, actor); err != nil {
+		Percent: req.Percent, Shadow: req.Shadow, HaltFactor: req.HaltFactor, RollbackInstruction: req.RollbackInstruction}, actor); err != nil {
 		return "", nil, err
 	}
 	r.log.Info("rollout created", "id", id, "model", req.Model, "entity", req.Entity, "agents", len(req.Agents),
-		"percent", req.Percent, "shadow", req.Shadow, "by", actor)
+		"percent", req.Percent, "shadow", req.Shadow, "rollback", len(req.RollbackInstruction) > 0, "by", actor)
 	reached := r.PushPending(ctx)
 	return id, reached, nil
+}
+
+// checkRollback verifies a rollback instruction against the server's trust policy (threshold of
+// signatures, validity window) and that it names the model m; refusals wrap ErrRejected.
+func (r *Registry) checkRollback(instr []byte, m *store.Model) error {
+	pol, err := r.Policy()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	in, err := rollback.Verify(instr, pol, r.cfg.Now())
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRejected, err) // "rollback instruction: ..." or "invalid rollback instruction: ..."
+	}
+	var man bundle.Manifest
+	if err := json.Unmarshal(m.Manifest, &man); err != nil {
+		return fmt.Errorf("rollback: manifest of %s@%d: %w", m.Name, m.Version, err)
+	}
+	if !in.Allows(&man) {
+		return fmt.Errorf("%w: the rollback instruction names %s %s@%d (model %.12s), not %s %s@%d", ErrRejected,
+			in.Detector, in.Name, in.Version, in.ModelSHA256, man.Detector, man.Name, man.Version)
+	}
+	return nil
 }
 
 // InCanary is the stable percentage choice: the agent is in the first percent% of a hash of
@@ -272,8 +315,9 @@ func Targets(ro *store.RolloutRecord, agentID, entity string) bool {
 
 // offersFor returns the offers an agent should get now: for each model name (and shadow or not),
 // the newest active rollout targeting it, unless the agent already reported a final state for
-// that bundle.
-func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity string, statuses map[string]string) []*wirev1.ModelOffer {
+// that bundle in that rollout. A new rollout of a bundle the agent refused or ran before is
+// offered again (e.g. the same old version again, now with a signed rollback instruction).
+func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity string, statuses map[string]store.AgentModelStatus) []*wirev1.ModelOffer {
 	newest := map[string]*store.RolloutRecord{}
 	for i := range rollouts {
 		ro := &rollouts[i]
@@ -285,11 +329,12 @@ func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity str
 	}
 	var out []*wirev1.ModelOffer
 	for _, ro := range newest {
-		if store.IsTerminalModelState(statuses[ro.Model.Digest]) {
+		if st, ok := statuses[ro.Model.Digest]; ok && store.IsTerminalModelState(st.State) && (st.RolloutID == ro.ID || st.RolloutID == "") {
 			continue
 		}
 		out = append(out, &wirev1.ModelOffer{RolloutId: ro.ID, Size: uint64(ro.Size), Shadow: ro.Shadow,
-			Model: &wirev1.ModelRef{Name: ro.Model.Name, Version: ro.Model.Version, Digest: ro.Model.Digest, Detector: ro.Detector}})
+			Model:    &wirev1.ModelRef{Name: ro.Model.Name, Version: ro.Model.Version, Digest: ro.Model.Digest, Detector: ro.Detector},
+			Rollback: len(ro.RollbackInstruction) > 0, RollbackInstruction: ro.RollbackInstruction})
 	}
 	slices.SortFunc(out, func(a, b *wirev1.ModelOffer) int { return strings.Compare(a.RolloutId, b.RolloutId) })
 	return out
@@ -303,22 +348,37 @@ func (r *Registry) OnHello(agentID, entity string) {
 	if p == nil {
 		return
 	}
-	rollouts, err := r.cfg.DB.ActiveRollouts(ctx)
+	rollouts, err := r.cfg.DB.RolloutsInStates(ctx, "active", "halted")
 	if err != nil || len(rollouts) == 0 {
 		return
+	}
+	var active, halted []store.RolloutRecord
+	for _, ro := range rollouts {
+		if ro.State == "active" {
+			active = append(active, ro)
+		} else {
+			halted = append(halted, ro)
+		}
 	}
 	st, err := r.cfg.DB.ModelStatuses(ctx, agentID, "")
 	if err != nil {
 		r.log.Error("model statuses", "err", err)
 		return
 	}
-	r.push(p, agentID, r.offersFor(rollouts, agentID, entity, statusMap(st)))
+	sm := statusMap(st)
+	// Withdrawals first: a halted shadow model stops before anything new starts.
+	for _, w := range withdrawalsFor(halted, agentID, entity, sm) {
+		if err := p.Push(agentID, w); err != nil {
+			r.log.Debug("push withdrawal", "agent", agentID, "err", err)
+		}
+	}
+	r.push(p, agentID, r.offersFor(active, agentID, entity, sm))
 }
 
-func statusMap(st []store.AgentModelStatus) map[string]string {
-	m := make(map[string]string, len(st))
+func statusMap(st []store.AgentModelStatus) map[string]store.AgentModelStatus {
+	m := make(map[string]store.AgentModelStatus, len(st))
 	for _, s := range st {
-		m[s.Digest] = s.State
+		m[s.Digest] = s
 	}
 	return m
 }
@@ -359,12 +419,12 @@ func (r *Registry) PushPending(ctx context.Context) []string {
 	if err != nil {
 		return nil
 	}
-	byAgent := map[string]map[string]string{}
+	byAgent := map[string]map[string]store.AgentModelStatus{}
 	for _, s := range all {
 		if byAgent[s.AgentID] == nil {
-			byAgent[s.AgentID] = map[string]string{}
+			byAgent[s.AgentID] = map[string]store.AgentModelStatus{}
 		}
-		byAgent[s.AgentID][s.Digest] = s.State
+		byAgent[s.AgentID][s.Digest] = s
 	}
 	var reached []string
 	for _, id := range p.Connected() {

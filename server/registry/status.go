@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sort"
 	"time"
 
@@ -22,25 +23,50 @@ type AgentStatus struct {
 
 // RolloutStatus is a rollout and its agents.
 type RolloutStatus struct {
-	ID        string         `json:"id"`
-	Model     store.ModelRef `json:"model"`
-	Entity    string         `json:"entity,omitempty"`
-	Agents    []string       `json:"target_agents,omitempty"`
-	Percent   int            `json:"percent,omitempty"`
-	Shadow    bool           `json:"shadow,omitempty"`
-	State     string         `json:"state"`
-	CreatedAt time.Time      `json:"created_at"`
-	CreatedBy string         `json:"created_by"`
-	Counts    map[string]int `json:"counts"`
-	Status    []AgentStatus  `json:"agents"`
+	ID      string         `json:"id"`
+	Model   store.ModelRef `json:"model"`
+	Entity  string         `json:"entity,omitempty"`
+	Agents  []string       `json:"target_agents,omitempty"`
+	Percent int            `json:"percent,omitempty"`
+	Shadow  bool           `json:"shadow,omitempty"`
+	State   string         `json:"state"`
+	// StateReason says why the rollout left "active" (a halted shadow rollout: the verdict).
+	StateReason    string    `json:"state_reason,omitempty"`
+	StateChangedAt time.Time `json:"state_changed_at,omitzero"`
+	Rollback       bool      `json:"rollback,omitempty"`
+	// HaltFactor and ShadowTotals: a shadow rollout's halt rule and the counts it judges.
+	HaltFactor   float64        `json:"halt_factor,omitempty"`
+	ShadowTotals *ShadowTotals  `json:"shadow_totals,omitempty"`
+	CreatedAt    time.Time      `json:"created_at"`
+	CreatedBy    string         `json:"created_by"`
+	Counts       map[string]int `json:"counts"`
+	Status       []AgentStatus  `json:"agents"`
 }
 
-// Status reports every active rollout (or only id) per targeted agent; entity, when set, limits
-// the agents to that entity (entity-admins).
+// ShadowTotals are a shadow rollout's summed agent reports and the halt rule's current verdict.
+type ShadowTotals struct {
+	ShadowCounts
+	Verdict Verdict `json:"verdict"`
+}
+
+// Status reports every active or halted rollout (or only id, in any state) per targeted agent;
+// entity, when set, limits the agents to that entity (entity-admins).
 func (r *Registry) Status(ctx context.Context, id, entity string) ([]RolloutStatus, error) {
-	rollouts, err := r.cfg.DB.ActiveRollouts(ctx)
-	if err != nil {
-		return nil, err
+	var rollouts []store.RolloutRecord
+	if id != "" {
+		ro, err := r.cfg.DB.RolloutByID(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return []RolloutStatus{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		rollouts = append(rollouts, ro)
+	} else {
+		var err error
+		if rollouts, err = r.cfg.DB.RolloutsInStates(ctx, "active", "halted"); err != nil {
+			return nil, err
+		}
 	}
 	agents, err := r.cfg.DB.ListAgents(ctx, store.AgentFilter{Entity: entity})
 	if err != nil {
@@ -61,17 +87,35 @@ func (r *Registry) Status(ctx context.Context, id, entity string) ([]RolloutStat
 			by[s.AgentID] = s
 		}
 		rs := RolloutStatus{ID: ro.ID, Model: ro.Model, Entity: ro.Entity, Agents: ro.Agents, Percent: ro.Percent, Shadow: ro.Shadow,
-			State: ro.State, CreatedAt: ro.CreatedAt, CreatedBy: ro.CreatedBy, Counts: map[string]int{}, Status: []AgentStatus{}}
+			State: ro.State, StateReason: ro.StateReason, Rollback: len(ro.RollbackInstruction) > 0,
+			CreatedAt: ro.CreatedAt, CreatedBy: ro.CreatedBy, Counts: map[string]int{}, Status: []AgentStatus{}}
+		if ro.State != "active" {
+			rs.StateChangedAt = ro.StateChangedAt
+		}
+		var reps map[string]json.RawMessage
+		if ro.Shadow {
+			rs.HaltFactor = ro.Halt
+			if reps, err = r.shadowReports(ctx, ro); err != nil {
+				return nil, err
+			}
+			c := sumReports(reps)
+			rs.ShadowTotals = &ShadowTotals{ShadowCounts: c, Verdict: r.HaltRuleFor(ro).Judge(c)}
+		}
 		for _, a := range agents {
 			if !a.RevokedAt.IsZero() || !Targets(ro, a.ID, a.Entity) {
 				continue
 			}
 			as := AgentStatus{AgentID: a.ID, Entity: a.Entity, State: "pending"}
-			if s, ok := by[a.ID]; ok {
+			// The agent's last report about this bundle, if it was about this rollout (a report
+			// under an older rollout of the same bundle leaves this one pending until offered).
+			if s, ok := by[a.ID]; ok && (s.RolloutID == ro.ID || s.RolloutID == "") {
 				as.State, as.Reason, as.Time = s.State, s.Reason, s.Time
 				if s.State == "shadow" && json.Valid([]byte(s.Reason)) {
 					as.Shadow, as.Reason = json.RawMessage(s.Reason), ""
 				}
+			}
+			if as.Shadow == nil && reps[a.ID] != nil {
+				as.Shadow = reps[a.ID] // a halted rollout: the report that counted
 			}
 			rs.Counts[as.State]++
 			rs.Status = append(rs.Status, as)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -52,21 +53,26 @@ func bulkFindings(ctx context.Context, tb testing.TB, db *DB, n int) {
 	for lo := have + 1; lo <= n; lo += chunk {
 		hi := min(lo+chunk-1, n)
 		// k is the global sequence number (unique per agent too). r is
-		// one random draw per row, sliced into independent fields.
-		q := `INSERT INTO findings(agent_id, entity, seq, detector, time, first_seen, last_seen, count, severity, score, threshold,
-			model_name, model_version, model_digest, src_ip, dst_ip, src_port, dst_port, proto, top_features, summary, received_at)
+		// one random draw per row, sliced into independent fields. The
+		// detail blob is put together in SQL as ingest encodes it
+		// (detail.go): count, fixed score, threshold and model, a context
+		// with a varying source address, fixed top features, the summary.
+		q := `INSERT INTO findings(agent_id, entity, seq, detector, time, severity, received_at, detail)
 		WITH RECURSIVE g(k) AS (SELECT ? UNION ALL SELECT k+1 FROM g WHERE k < ?),
-		  r(k, x) AS (SELECT k, abs(random()) FROM g)
+		  r(k, x) AS (SELECT k, abs(random()) FROM g),
+		  v(k, x, ip, summary) AS MATERIALIZED (SELECT k, x, printf('10.%d.%d.%d', (x / 13) % 20, (x / 17) % 256, (x / 19) % 250 + 1),
+		    'synthetic finding ' || k FROM r)
 		SELECT printf('a-%02d-%d', x % 20, (x / 20) % 10), printf('e%02d', x % 20), k,
 		  CASE (x / 200) % 10 WHEN 0 THEN 'auth' WHEN 1 THEN 'dns' WHEN 2 THEN 'dns' WHEN 3 THEN 'fileactivity' WHEN 4 THEN 'fileactivity'
 		    WHEN 5 THEN 'fileactivity' ELSE 'netflow' END,
-		  ? + k * ? + (x / 2000) % 60000000000, NULL, NULL, 1 + (x / 7) % 5,
+		  ? + k * ? + (x / 2000) % 60000000000,
 		  CASE WHEN (x / 3) % 100 < 60 THEN 1 WHEN (x / 3) % 100 < 85 THEN 2 WHEN (x / 3) % 100 < 97 THEN 3 ELSE 4 END,
-		  1 + ((x / 11) % 1000) / 100.0, 1.0, 'netflow-ae', 3, 'sha256:ab12',
-		  printf('10.%d.%d.%d', (x / 13) % 20, (x / 17) % 256, (x / 19) % 250 + 1), '10.1.9.9', 40000 + (x / 23) % 20000, 22, 'tcp',
-		  '[{"name":"syn_ratio","contribution":0.61},{"name":"dst_port_entropy","contribution":0.27}]',
-		  'synthetic finding ' || k, ? + k * ?
-		FROM r`
+		  ? + k * ?,
+		  CAST(X'0130' || unhex(printf('%02x', 1 + (x / 7) % 5)) || X'` + bulkDetailMid + `' ||
+		  X'5a' || unhex(printf('%02x', 2 + length(ip) + ` + strconv.Itoa(len(bulkDetailCtxRest)/2) + `)) ||
+		  X'0a' || unhex(printf('%02x', length(ip))) || CAST(ip AS BLOB) || X'` + bulkDetailCtxRest + `' ||
+		  X'` + bulkDetailTop + `' || X'6a' || unhex(printf('%02x', length(summary))) || CAST(summary AS BLOB) AS BLOB)
+		FROM v`
 		if _, err := db.w.ExecContext(ctx, q, lo, hi, start, step, start, step); err != nil {
 			tb.Fatalf("bulk insert %d..%d: %v", lo, hi, err)
 		}
@@ -76,6 +82,18 @@ func bulkFindings(ctx context.Context, tb testing.TB, db *DB, n int) {
 		tb.Fatal(err)
 	}
 }
+
+// Fixed parts of the bulk rows' detail blobs (hex), encoded as
+// appendDetail encodes them: score 1.5 and threshold 1.0, the model; the
+// context after its source address; the top features.
+var (
+	bulkDetailMid = hex.EncodeToString(appendDetail(nil, &wirev1.Finding{Score: 1.5, Threshold: 1.0,
+		Model: &wirev1.ModelRef{Name: "netflow-ae", Version: 3, Digest: "sha256:ab12"}})[1:])
+	bulkDetailCtxRest = hex.EncodeToString(appendDetail(nil, &wirev1.Finding{Context: &wirev1.FindingContext{
+		DstIp: "10.1.9.9", SrcPort: 40000, DstPort: 22, Proto: "tcp"}})[3:]) // without format byte, tag and length
+	bulkDetailTop = hex.EncodeToString(appendDetail(nil, &wirev1.Finding{TopFeatures: []*wirev1.FeatureContribution{
+		{Name: "syn_ratio", Contribution: 0.61}, {Name: "dst_port_entropy", Contribution: 0.27}}})[1:])
+)
 
 // benchQuery is one timed query of the benchmark.
 type benchQuery struct {

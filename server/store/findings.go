@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
@@ -100,23 +98,35 @@ type FindingFilter struct {
 	Limit     int // default 100, at most 1000
 }
 
-const findingInsertCols = `agent_id, entity, seq, detector, time, first_seen, last_seen, count, severity, score, threshold,
-	model_name, model_version, model_digest, src_ip, dst_ip, src_port, dst_port, proto, path, src_mac,
-	packets, bytes, top_features, summary, received_at`
+// findingRowCols are the columns an INSERT binds per row (agent_id, entity
+// and received_at are shared by the statement's rows): the ones queries
+// filter on, and the rest as one detail blob (detail.go). The old detail
+// columns keep their defaults in rows stored since migration 5.
+const findingRowCols = `seq, detector, time, severity, detail`
 
-// findingInsertArgs is the number of columns in findingInsertCols.
-const findingInsertArgs = 26
+// An INSERT's values: agent_id, entity and received_at are shared by every
+// row of a statement (parameters ?1, ?2, ?3, bound once instead of once per
+// row: binding is a large part of the insert's cost), the other
+// rowInsertArgs columns are bound per row.
+const (
+	sharedInsertArgs = 3
+	rowInsertArgs    = 5
+)
 
-// insertChunk is how many rows one multi-row INSERT carries: fewer
-// statement executions per batch (26*32 = 832 parameters, well under
+// insertChunk is how many rows one multi-row INSERT carries at most: fewer
+// statement executions per batch (3 + 5*32 = 163 parameters, well under
 // SQLite's limit).
 const insertChunk = 32
 
-// insertFindingsSQL returns INSERT OR IGNORE for n rows.
+// insertFindingsSQL returns INSERT OR IGNORE for n rows: ?1 agent_id, ?2
+// entity, ?3 received_at in every row, then rowInsertArgs anonymous
+// parameters per row (numbered from 4 on by SQLite). Only the shared three
+// are numbered: modernc.org/sqlite looks up every parameter's name, which is
+// a linear search per numbered parameter.
 func insertFindingsSQL(n int) string {
-	row := "(" + strings.Repeat("?, ", findingInsertArgs-1) + "?)"
+	row := "(?1, ?2, ?3" + strings.Repeat(", ?", rowInsertArgs) + ")"
 	var b strings.Builder
-	b.WriteString("INSERT OR IGNORE INTO findings(" + findingInsertCols + ") VALUES ")
+	b.WriteString("INSERT OR IGNORE INTO findings(agent_id, entity, received_at, " + findingRowCols + ") VALUES ")
 	for i := range n {
 		if i > 0 {
 			b.WriteString(", ")
@@ -126,18 +136,6 @@ func insertFindingsSQL(n int) string {
 	return b.String()
 }
 
-var (
-	insertChunkSQL = insertFindingsSQL(insertChunk)
-	insertOneSQL   = insertFindingsSQL(1)
-)
-
-func clampInt64(u uint64) int64 {
-	if u > math.MaxInt64 {
-		return math.MaxInt64
-	}
-	return int64(u)
-}
-
 func finiteOr0(f float64) float64 {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0
@@ -145,44 +143,9 @@ func finiteOr0(f float64) float64 {
 	return f
 }
 
-// appendTopFeatures encodes the contributions as the JSON array stored in
-// top_features (non-finite numbers become 0). Hand-written: it runs for every
-// ingested finding and encoding/json's reflection showed in profiles.
-func appendTopFeatures(b []byte, tf []*wirev1.FeatureContribution) []byte {
-	b = append(b, '[')
-	for i, c := range tf {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"name":`...)
-		b = appendJSONString(b, c.GetName())
-		b = append(b, `,"contribution":`...)
-		b = strconv.AppendFloat(b, finiteOr0(c.GetContribution()), 'g', -1, 64)
-		b = append(b, '}')
-	}
-	return append(b, ']')
-}
-
-// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	for _, r := range s { // ranging over a string yields U+FFFD for invalid bytes
-		switch {
-		case r == '"' || r == '\\':
-			b = append(b, '\\', byte(r))
-		case r < 0x20 || r == 0x2028 || r == 0x2029:
-			b = append(b, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
-		default:
-			b = utf8.AppendRune(b, r)
-		}
-	}
-	return append(b, '"')
-}
-
 const findingCols = `id, agent_id, entity, seq, detector, time, first_seen, last_seen, count, severity, score, threshold,
 	model_name, model_version, model_digest, src_ip, dst_ip, src_port, dst_port, proto, path, src_mac,
-	packets, bytes, top_features, summary, received_at, status, assignee`
+	packets, bytes, top_features, summary, received_at, status, assignee, detail`
 
 func scanFinding(sc interface{ Scan(...any) error }) (Finding, error) {
 	var (
@@ -193,10 +156,11 @@ func scanFinding(sc interface{ Scan(...any) error }) (Finding, error) {
 		sev                      int64
 		sport, dport             int64
 		tf                       string
+		detail                   []byte
 	)
 	err := sc.Scan(&f.ID, &f.AgentID, &f.Entity, &seq, &f.Detector, &t, &first, &last, &count, &sev, &f.Score, &f.Threshold,
 		&f.Model.Name, &mver, &f.Model.Digest, &f.Context.SrcIP, &f.Context.DstIP, &sport, &dport, &f.Context.Proto,
-		&f.Context.Path, &f.Context.SrcMAC, &pk, &by, &tf, &f.Summary, &received, &f.Status, &f.Assignee)
+		&f.Context.Path, &f.Context.SrcMAC, &pk, &by, &tf, &f.Summary, &received, &f.Status, &f.Assignee, &detail)
 	if err != nil {
 		return f, err
 	}
@@ -204,6 +168,9 @@ func scanFinding(sc interface{ Scan(...any) error }) (Finding, error) {
 	f.Context.SrcPort, f.Context.DstPort = uint32(sport), uint32(dport)
 	f.Severity = SeverityName(wirev1.Severity(sev))
 	f.Time, f.ReceivedAt = time.Unix(0, t).UTC(), time.Unix(0, received).UTC()
+	if detail != nil { // stored since migration 5
+		return f, decodeDetail(&f, detail)
+	}
 	f.FirstSeen, f.LastSeen = fromNanos(first), fromNanos(last)
 	f.TopFeatures = []FeatureContribution{}
 	if tf != "" {

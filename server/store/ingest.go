@@ -22,9 +22,11 @@ import (
 const maxGroupFindings = 16384
 
 type insertReq struct {
-	agentID, entity string
-	fs              []*wirev1.Finding
-	done            chan insertRes // buffered(1)
+	agentID string
+	n       int            // findings in the batch
+	first   uint64         // seq of the first finding (for errors)
+	chunks  [][]any        // arguments of one multi-row INSERT each (see chunkArgs)
+	done    chan insertRes // buffered(1)
 }
 
 type insertRes struct {
@@ -69,7 +71,10 @@ func (db *DB) SubmitFindings(ctx context.Context, agentID, entity string, fs []*
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("insert findings of %s: %w", agentID, err)
 	}
-	req := &insertReq{agentID: agentID, entity: entity, fs: fs, done: make(chan insertRes, 1)}
+	// The statements' arguments are built here, on the caller's goroutine
+	// (one per connection), so that the single committer only executes.
+	req := &insertReq{agentID: agentID, n: len(fs), first: fs[0].GetSeq(), done: make(chan insertRes, 1),
+		chunks: chunkArgs(agentID, entity, fs, db.now().UnixNano())}
 	select {
 	case db.ingest <- req:
 	case <-ctx.Done():
@@ -111,13 +116,13 @@ func (db *DB) committer() {
 		case <-db.closing:
 			return
 		}
-		n := len(group[0].fs)
+		n := group[0].n
 	drain:
 		for n < maxGroupFindings {
 			select {
 			case req := <-db.ingest:
 				group = append(group, req)
-				n += len(req.fs)
+				n += req.n
 			default:
 				break drain
 			}
@@ -156,78 +161,89 @@ func (db *DB) insertTx(group []*insertReq, counts []int) error {
 	// The committer is not bound to any one caller's context: a batch it has
 	// taken is committed or fails on its own.
 	ctx := context.Background()
-	received := db.now().UnixNano()
-	return db.withTx(ctx, func(tx *sql.Tx) error {
-		var chunkStmt, oneStmt *sql.Stmt
-		defer func() {
-			if chunkStmt != nil {
-				chunkStmt.Close()
+	// Statements are prepared on the writer connection before the
+	// transaction takes it (the pool has one connection).
+	for _, r := range group {
+		for _, args := range r.chunks {
+			if _, err := db.insertStmt(ctx, (len(args)-sharedInsertArgs)/rowInsertArgs); err != nil {
+				return err
 			}
-			if oneStmt != nil {
-				oneStmt.Close()
+		}
+	}
+	return db.withTx(ctx, func(tx *sql.Tx) error {
+		var stmts [insertChunk + 1]*sql.Stmt // this transaction's statement per row count
+		defer func() {
+			for _, s := range stmts {
+				if s != nil {
+					s.Close()
+				}
 			}
 		}()
-		args := make([]any, 0, insertChunk*findingInsertArgs)
-		var tf []byte
 		for gi, r := range group {
 			counts[gi] = 0
-			for i := 0; i < len(r.fs); {
-				n := min(insertChunk, len(r.fs)-i)
-				var stmt *sql.Stmt
-				var err error
-				if n == insertChunk {
-					if chunkStmt == nil {
-						if chunkStmt, err = tx.PrepareContext(ctx, insertChunkSQL); err != nil {
-							return fmt.Errorf("prepare: %w", err)
-						}
-					}
-					stmt = chunkStmt
-				} else {
-					n = 1
-					if oneStmt == nil {
-						if oneStmt, err = tx.PrepareContext(ctx, insertOneSQL); err != nil {
-							return fmt.Errorf("prepare: %w", err)
-						}
-					}
-					stmt = oneStmt
-				}
-				args = args[:0]
-				for _, f := range r.fs[i : i+n] {
-					tf = appendTopFeatures(tf[:0], f.GetTopFeatures())
-					args = appendFindingArgs(args, r.agentID, r.entity, f, string(tf), received)
+			for _, args := range r.chunks {
+				rows := (len(args) - sharedInsertArgs) / rowInsertArgs
+				stmt := stmts[rows]
+				if stmt == nil {
+					stmt = tx.StmtContext(ctx, db.insertStmts[rows])
+					stmts[rows] = stmt
 				}
 				res, err := stmt.ExecContext(ctx, args...)
 				if err != nil {
-					return fmt.Errorf("insert seq %d..: %w", r.fs[i].GetSeq(), err)
+					return fmt.Errorf("insert findings of %s from seq %d: %w", r.agentID, r.first, err)
 				}
-				rows, err := res.RowsAffected()
+				n, err := res.RowsAffected()
 				if err != nil {
-					return fmt.Errorf("insert seq %d..: %w", r.fs[i].GetSeq(), err)
+					return fmt.Errorf("insert findings of %s from seq %d: %w", r.agentID, r.first, err)
 				}
-				counts[gi] += int(rows)
-				i += n
+				counts[gi] += int(n)
 			}
 		}
 		return nil
 	})
 }
 
-func appendFindingArgs(args []any, agentID, entity string, f *wirev1.Finding, topFeatures string, received int64) []any {
-	m, c := f.GetModel(), f.GetContext()
-	t := f.GetTimeUnixNano()
-	first, last := f.GetFirstSeenUnixNano(), f.GetLastSeenUnixNano()
-	if first == 0 {
-		first = t
+// insertStmt returns the writer's prepared INSERT for rows rows, preparing
+// it on first use. Only the committer calls it, outside a transaction.
+func (db *DB) insertStmt(ctx context.Context, rows int) (*sql.Stmt, error) {
+	if s := db.insertStmts[rows]; s != nil {
+		return s, nil
 	}
-	if last == 0 {
-		last = t
+	s, err := db.w.PrepareContext(ctx, insertFindingsSQL(rows))
+	if err != nil {
+		return nil, fmt.Errorf("prepare insert of %d findings: %w", rows, err)
 	}
-	return append(args,
-		agentID, entity, int64(f.GetSeq()), f.GetDetector(), t, first, last,
-		clampInt64(f.GetCount()), int64(f.GetSeverity()), finiteOr0(f.GetScore()), finiteOr0(f.GetThreshold()),
-		m.GetName(), clampInt64(m.GetVersion()), m.GetDigest(),
-		c.GetSrcIp(), c.GetDstIp(), int64(c.GetSrcPort()), int64(c.GetDstPort()), c.GetProto(), c.GetPath(), c.GetSrcMac(),
-		clampInt64(f.GetPackets()), clampInt64(f.GetBytes()), topFeatures, f.GetSummary(), received)
+	db.insertStmts[rows] = s
+	return s, nil
+}
+
+// chunkArgs returns the arguments of the multi-row INSERTs that store fs:
+// insertChunk rows per statement, the last one shorter. Each starts with the
+// values its rows share (sharedInsertArgs), then rowInsertArgs per row
+// (findingRowCols). The rows' detail blobs share one buffer.
+func chunkArgs(agentID, entity string, fs []*wirev1.Finding, received int64) [][]any {
+	nc := (len(fs) + insertChunk - 1) / insertChunk
+	all := make([]any, 0, nc*sharedInsertArgs+len(fs)*rowInsertArgs)
+	chunks := make([][]any, 0, nc)
+	var buf []byte
+	ends := make([]int, len(fs))
+	for i, f := range fs {
+		buf = appendDetail(buf, f)
+		ends[i] = len(buf)
+	}
+	start := 0
+	for i := 0; i < len(fs); i += insertChunk {
+		c0 := len(all)
+		all = append(all, agentID, entity, received)
+		for j := i; j < min(i+insertChunk, len(fs)); j++ {
+			f := fs[j]
+			all = append(all, int64(f.GetSeq()), f.GetDetector(), f.GetTimeUnixNano(), int64(f.GetSeverity()),
+				buf[start:ends[j]:ends[j]])
+			start = ends[j]
+		}
+		chunks = append(chunks, all[c0:len(all):len(all)])
+	}
+	return chunks
 }
 
 var errClosed = errors.New("store closed")

@@ -210,6 +210,26 @@ var migrations = []migration{
 		`CREATE INDEX findings_agent ON findings(agent_id, id)`,
 		`CREATE INDEX findings_detector ON findings(detector, id, severity)`,
 	}},
+	// Issue 5, shadow halts and rollbacks over the wire: why and when a
+	// rollout left "active" (a shadow rollout that halted itself says so,
+	// and keeps the agents' shadow reports that made it halt), and the
+	// signed rollback instruction a rollback rollout sends in its offers
+	// (NULL for an ordinary rollout).
+	{4, "rollout state reason, rollback instructions", []string{
+		`ALTER TABLE rollouts ADD COLUMN state_reason TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE rollouts ADD COLUMN state_changed_at INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE rollouts ADD COLUMN rollback_instruction BLOB`,
+		`ALTER TABLE rollouts ADD COLUMN shadow_final TEXT NOT NULL DEFAULT ''`,
+	}},
+	// Durable ingest (issue 2 benchmark): a finding's detail (first/last
+	// seen, count, score, threshold, model, context, top features, summary,
+	// packets, bytes) is stored as one blob (store/detail.go), so that an
+	// insert binds 5 values per finding instead of 23. The old columns stay
+	// (adding a nullable column rewrites nothing) and keep serving the rows
+	// stored before; rows stored since leave them at their defaults.
+	{5, "findings detail blob", []string{
+		`ALTER TABLE findings ADD COLUMN detail BLOB`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

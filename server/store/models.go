@@ -71,8 +71,11 @@ type RolloutSpec struct {
 	Percent int      // 0 = all targeted agents; 1..100 = stable share
 	Shadow  bool
 	// HaltFactor: a shadow rollout halts itself when the new model's alert rate exceeds the
-	// active one's by this factor (0 = never).
+	// active one's by this factor (0 = never; rule in server/registry, docs/rollouts.md).
 	HaltFactor float64
+	// RollbackInstruction is the signed rollback instruction (models/rollback) sent with the
+	// offers of a rollback rollout (nil = an ordinary rollout). The registry verifies it first.
+	RollbackInstruction []byte
 }
 
 // RolloutTarget is the JSON stored in rollouts.target.
@@ -100,9 +103,15 @@ func (db *DB) CreateRollout(ctx context.Context, s RolloutSpec, actor string) er
 			}
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO rollouts(id, model_id, entity, target, percent, shadow, state, created_at, created_by)
-			VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)`, s.ID, s.ModelID, s.Entity, string(target), s.Percent, shadow,
-			db.now().UnixNano(), actor); err != nil {
+		var instr any // NULL unless a rollback
+		if len(s.RollbackInstruction) > 0 {
+			instr = s.RollbackInstruction
+		}
+		now := db.now().UnixNano()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO rollouts(id, model_id, entity, target, percent, shadow, state, created_at, created_by,
+				state_changed_at, rollback_instruction)
+			VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)`, s.ID, s.ModelID, s.Entity, string(target), s.Percent, shadow,
+			now, actor, now, instr); err != nil {
 			return err
 		}
 		detail := string(target)
@@ -111,6 +120,9 @@ func (db *DB) CreateRollout(ctx context.Context, s RolloutSpec, actor string) er
 		}
 		if s.Shadow {
 			detail += " shadow"
+		}
+		if instr != nil {
+			detail += " rollback (signed instruction)"
 		}
 		return db.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "rollout.create", Target: fmt.Sprintf("%s %s@%d", s.ID, name, ver),
 			Entity: s.Entity, Detail: detail})
@@ -121,10 +133,41 @@ func (db *DB) CreateRollout(ctx context.Context, s RolloutSpec, actor string) er
 	return nil
 }
 
+// HaltRollout moves an active rollout to "halted" with reason (stored and audited as
+// "rollout.halted" by actor) and keeps final, the JSON of the shadow reports that made it halt.
+// It reports false, and changes nothing, when the rollout is not active (already halted,
+// superseded) or unknown, so concurrent halts record one entry.
+func (db *DB) HaltRollout(ctx context.Context, id, actor, reason string, final json.RawMessage) (bool, error) {
+	if len(reason) > maxStatusReason {
+		reason = reason[:maxStatusReason]
+	}
+	if !json.Valid(final) {
+		final = nil
+	}
+	halted := false
+	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = 'halted', state_reason = ?, state_changed_at = ?, shadow_final = ?
+			WHERE id = ? AND state = 'active'`, reason, db.now().UnixNano(), string(final), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		halted = true
+		return db.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "rollout.halted", Target: id, Detail: reason})
+	})
+	if err != nil {
+		return false, fmt.Errorf("halt rollout %s: %w", id, err)
+	}
+	return halted, nil
+}
+
 // SetRolloutState changes a rollout's state (active, halted, superseded) and audits it.
 func (db *DB) SetRolloutState(ctx context.Context, id, state, actor, detail string) error {
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = ? WHERE id = ?`, state, id)
+		res, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = ?, state_reason = ?, state_changed_at = ? WHERE id = ?`,
+			state, detail, db.now().UnixNano(), id)
 		if err != nil {
 			return err
 		}
@@ -147,29 +190,78 @@ type RolloutRecord struct {
 	Size     int64
 	Agents   []string
 	Halt     float64
+	// StateReason says why the rollout left "active" (e.g. the halt rule's verdict).
+	StateReason    string
+	StateChangedAt time.Time
+	// RollbackInstruction is the signed rollback instruction sent with its offers (nil = none).
+	RollbackInstruction []byte
+	// ShadowFinal is the JSON the registry kept when it halted the rollout (the shadow reports
+	// that made it halt); nil otherwise.
+	ShadowFinal json.RawMessage
 }
+
+const rolloutRecordCols = `r.id, r.model_id, m.name, m.version, m.digest, m.detector, m.size, r.entity, r.target,
+	r.percent, r.shadow, r.state, r.created_at, r.created_by, r.state_reason, r.state_changed_at, r.rollback_instruction, r.shadow_final`
 
 // ActiveRollouts lists the rollouts in state "active", oldest first.
 func (db *DB) ActiveRollouts(ctx context.Context) ([]RolloutRecord, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT r.id, r.model_id, m.name, m.version, m.digest, m.detector, m.size, r.entity, r.target,
-			r.percent, r.shadow, r.state, r.created_at, r.created_by
-		FROM rollouts r JOIN models m ON m.id = r.model_id WHERE r.state = 'active' ORDER BY r.created_at, r.id`)
+	return db.rolloutRecords(ctx, `r.state = 'active'`)
+}
+
+// RolloutsInStates lists the rollouts in any of states, oldest first (at most the newest 10000).
+func (db *DB) RolloutsInStates(ctx context.Context, states ...string) ([]RolloutRecord, error) {
+	if len(states) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(states))
+	for i, st := range states {
+		args[i] = st
+	}
+	return db.rolloutRecords(ctx, `r.state IN (?`+strings.Repeat(`, ?`, len(states)-1)+`)`, args...)
+}
+
+// RolloutByID returns one rollout in any state; unknown wraps ErrNotFound.
+func (db *DB) RolloutByID(ctx context.Context, id string) (RolloutRecord, error) {
+	rs, err := db.rolloutRecords(ctx, `r.id = ?`, id)
 	if err != nil {
-		return nil, fmt.Errorf("active rollouts: %w", err)
+		return RolloutRecord{}, err
+	}
+	if len(rs) == 0 {
+		return RolloutRecord{}, fmt.Errorf("rollout %s: %w", id, ErrNotFound)
+	}
+	return rs[0], nil
+}
+
+func (db *DB) rolloutRecords(ctx context.Context, where string, args ...any) ([]RolloutRecord, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT * FROM (SELECT `+rolloutRecordCols+`
+		FROM rollouts r JOIN models m ON m.id = r.model_id WHERE `+where+` ORDER BY r.created_at DESC, r.id DESC LIMIT 10000)
+		ORDER BY created_at, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("rollouts: %w", err)
 	}
 	defer rows.Close()
 	var out []RolloutRecord
 	for rows.Next() {
 		var (
-			r                    RolloutRecord
-			ver, created, shadow int64
-			target               string
+			r                             RolloutRecord
+			ver, created, shadow, changed int64
+			target, final                 string
+			instr                         []byte
 		)
 		if err := rows.Scan(&r.ID, &r.ModelID, &r.Model.Name, &ver, &r.Model.Digest, &r.Detector, &r.Size, &r.Entity, &target,
-			&r.Percent, &shadow, &r.State, &created, &r.CreatedBy); err != nil {
-			return nil, fmt.Errorf("active rollouts: %w", err)
+			&r.Percent, &shadow, &r.State, &created, &r.CreatedBy, &r.StateReason, &changed, &instr, &final); err != nil {
+			return nil, fmt.Errorf("rollouts: %w", err)
 		}
 		r.Model.Version, r.Shadow, r.CreatedAt = uint64(ver), shadow != 0, time.Unix(0, created).UTC()
+		if changed > 0 {
+			r.StateChangedAt = time.Unix(0, changed).UTC()
+		}
+		if len(instr) > 0 {
+			r.RollbackInstruction = instr
+		}
+		if final != "" && json.Valid([]byte(final)) {
+			r.ShadowFinal = json.RawMessage(final)
+		}
 		var t RolloutTarget
 		if json.Unmarshal([]byte(target), &t) == nil {
 			r.Agents, r.Halt = t.Agents, t.HaltFactor
@@ -177,13 +269,13 @@ func (db *DB) ActiveRollouts(ctx context.Context) ([]RolloutRecord, error) {
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("active rollouts: %w", err)
+		return nil, fmt.Errorf("rollouts: %w", err)
 	}
 	return out, nil
 }
 
 // Terminal model states: the agent will not move further without a new offer.
-var terminalModelStates = map[string]bool{"active": true, "rejected": true, "rolled_back": true, "shadow": true}
+var terminalModelStates = map[string]bool{"active": true, "rejected": true, "rolled_back": true, "shadow": true, "withdrawn": true}
 
 // IsTerminalModelState reports whether an agent's model state ends an offer.
 func IsTerminalModelState(s string) bool { return terminalModelStates[s] }

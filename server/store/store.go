@@ -103,7 +103,8 @@ type DB struct {
 	path string
 	now  func() time.Time
 
-	ingest        chan *insertReq // to the findings committer
+	ingest        chan *insertReq            // to the findings committer
+	insertStmts   [insertChunk + 1]*sql.Stmt // the committer's INSERT per row count, prepared on first use
 	closing       chan struct{}
 	committerDone chan struct{}
 	closeOnce     sync.Once
@@ -184,6 +185,11 @@ func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		close(db.closing)
 		<-db.committerDone
+		for _, s := range db.insertStmts {
+			if s != nil {
+				s.Close()
+			}
+		}
 		err = errors.Join(db.r.Close(), db.w.Close())
 	})
 	return err

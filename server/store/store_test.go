@@ -2,17 +2,13 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
@@ -521,42 +517,6 @@ func TestAuditChain(t *testing.T) {
 	if _, err := db.VerifyAudit(ctx); !errors.Is(err, ErrAuditTampered) {
 		t.Fatalf("verify after tampering: %v", err)
 	}
-}
-
-func TestAppendTopFeatures(t *testing.T) {
-	in := []*wirev1.FeatureContribution{
-		{Name: "plain", Contribution: 0.25},
-		{Name: "q\"uo\\te\n\x01\u2028", Contribution: 1e-300},
-		{Name: "bad\xffutf8", Contribution: math.NaN()},
-		{Name: "", Contribution: math.Inf(1)},
-	}
-	got := appendTopFeatures(nil, in)
-	var out []FeatureContribution
-	if err := json.Unmarshal(got, &out); err != nil {
-		t.Fatalf("%s: %v", got, err)
-	}
-	want := []FeatureContribution{{"plain", 0.25}, {"q\"uo\\te\n\x01\u2028", 1e-300}, {"bad\ufffdutf8", 0}, {"", 0}}
-	if !reflect.DeepEqual(out, want) {
-		t.Fatalf("got %+v want %+v", out, want)
-	}
-	if s := string(appendTopFeatures(nil, nil)); s != "[]" {
-		t.Fatalf("empty: %s", s)
-	}
-}
-
-func FuzzAppendTopFeatures(f *testing.F) {
-	f.Add("name", 1.5)
-	f.Add("\x00\"\\\xff", -0.0)
-	f.Fuzz(func(t *testing.T, name string, c float64) {
-		b := appendTopFeatures(nil, []*wirev1.FeatureContribution{{Name: name, Contribution: c}})
-		var out []FeatureContribution
-		if err := json.Unmarshal(b, &out); err != nil || len(out) != 1 {
-			t.Fatalf("%q: %v", b, err)
-		}
-		if utf8.ValidString(name) && out[0].Name != name {
-			t.Fatalf("name %q came back %q", name, out[0].Name)
-		}
-	})
 }
 
 func TestCloseAndReopen(t *testing.T) {

@@ -452,7 +452,9 @@ func rssBytes(pid int) uint64 {
 // over a hostile tree: link loops, a link to /, names with newlines and
 // invalid UTF-8, a 5 GiB sparse file, a folder deleted while watched, a
 // permission-denied folder, 100,000 empty files. No crash, no lost events,
-// clear counters; scan --dir over the same tree works too.
+// clear counters; scan --dir over the same tree works too. (As root the 000
+// folder here is readable anyway; TestFileactivityPermissionDenied tests
+// unreadable folders and files as an unprivileged user.)
 func TestFileactivityAdversarial(t *testing.T) {
 	in := fileactivityInstall(t)
 	root := t.TempDir()

@@ -35,7 +35,9 @@ func newUpdateKit(t *testing.T, b bins) *updateKit {
 		t.Skipf("no vigil-detector-netflow in %s", b.dir)
 	}
 	var src string
-	for _, p := range []string{filepath.Join(b.dir, "models", "netflow-1.vgb"), "../../models/baseline/netflow-1.vgb"} {
+	for _, p := range []string{filepath.Join(b.dir, "models", "netflow-1.vgb"), "../../models/baseline/netflow-1.vgb",
+		// The shipped baseline of the netflow detector is nethost/v1 (models/baseline/REPORT.md).
+		filepath.Join(b.dir, "models", "nethost-1.vgb"), "../../models/baseline/nethost-1.vgb"} {
 		if _, err := os.Stat(p); err == nil {
 			src = p
 			break

@@ -1187,14 +1187,19 @@ func (x *SlowDown) GetMaxBatch() uint32 {
 }
 
 type ModelOffer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RolloutId     string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
-	Model         *ModelRef              `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
-	Size          uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Shadow        bool                   `protobuf:"varint,4,opt,name=shadow,proto3" json:"shadow,omitempty"`
-	Rollback      bool                   `protobuf:"varint,5,opt,name=rollback,proto3" json:"rollback,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RolloutId string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	Model     *ModelRef              `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Size      uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Shadow    bool                   `protobuf:"varint,4,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	Rollback  bool                   `protobuf:"varint,5,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	// rollback_instruction is the signed rollback instruction (models/rollback: a DSSE envelope,
+	// at most 64 KiB) that allows the agent to install a version not greater than its active one.
+	// Set with rollback; the agent verifies it against its own trust policy, exactly as
+	// `vigil-agent update --bundle FILE --rollback INSTRUCTION` does.
+	RollbackInstruction []byte `protobuf:"bytes,6,opt,name=rollback_instruction,json=rollbackInstruction,proto3" json:"rollback_instruction,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ModelOffer) Reset() {
@@ -1262,6 +1267,76 @@ func (x *ModelOffer) GetRollback() bool {
 	return false
 }
 
+func (x *ModelOffer) GetRollbackInstruction() []byte {
+	if x != nil {
+		return x.RollbackInstruction
+	}
+	return nil
+}
+
+// ModelWithdrawal tells the agent that a rollout is no longer offered (it was halted): an agent
+// running that bundle in shadow mode stops it; one that has not installed it yet drops the offer.
+// It never changes the agent's active model.
+type ModelWithdrawal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RolloutId     string                 `protobuf:"bytes,1,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	Model         *ModelRef              `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelWithdrawal) Reset() {
+	*x = ModelWithdrawal{}
+	mi := &file_vigil_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelWithdrawal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelWithdrawal) ProtoMessage() {}
+
+func (x *ModelWithdrawal) ProtoReflect() protoreflect.Message {
+	mi := &file_vigil_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelWithdrawal.ProtoReflect.Descriptor instead.
+func (*ModelWithdrawal) Descriptor() ([]byte, []int) {
+	return file_vigil_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ModelWithdrawal) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *ModelWithdrawal) GetModel() *ModelRef {
+	if x != nil {
+		return x.Model
+	}
+	return nil
+}
+
+func (x *ModelWithdrawal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ServerControl is what the server sends on the CONTROL stream.
 type ServerControl struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1273,6 +1348,7 @@ type ServerControl struct {
 	//	*ServerControl_SlowDown
 	//	*ServerControl_Error
 	//	*ServerControl_Suppressions
+	//	*ServerControl_ModelWithdrawal
 	Msg           isServerControl_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1280,7 +1356,7 @@ type ServerControl struct {
 
 func (x *ServerControl) Reset() {
 	*x = ServerControl{}
-	mi := &file_vigil_proto_msgTypes[16]
+	mi := &file_vigil_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1368,7 @@ func (x *ServerControl) String() string {
 func (*ServerControl) ProtoMessage() {}
 
 func (x *ServerControl) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[16]
+	mi := &file_vigil_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1381,7 @@ func (x *ServerControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerControl.ProtoReflect.Descriptor instead.
 func (*ServerControl) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{16}
+	return file_vigil_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ServerControl) GetMsg() isServerControl_Msg {
@@ -1369,6 +1445,15 @@ func (x *ServerControl) GetSuppressions() *Suppressions {
 	return nil
 }
 
+func (x *ServerControl) GetModelWithdrawal() *ModelWithdrawal {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerControl_ModelWithdrawal); ok {
+			return x.ModelWithdrawal
+		}
+	}
+	return nil
+}
+
 type isServerControl_Msg interface {
 	isServerControl_Msg()
 }
@@ -1397,6 +1482,10 @@ type ServerControl_Suppressions struct {
 	Suppressions *Suppressions `protobuf:"bytes,6,opt,name=suppressions,proto3,oneof"`
 }
 
+type ServerControl_ModelWithdrawal struct {
+	ModelWithdrawal *ModelWithdrawal `protobuf:"bytes,7,opt,name=model_withdrawal,json=modelWithdrawal,proto3,oneof"`
+}
+
 func (*ServerControl_HelloAck) isServerControl_Msg() {}
 
 func (*ServerControl_ModelOffer) isServerControl_Msg() {}
@@ -1408,6 +1497,8 @@ func (*ServerControl_SlowDown) isServerControl_Msg() {}
 func (*ServerControl_Error) isServerControl_Msg() {}
 
 func (*ServerControl_Suppressions) isServerControl_Msg() {}
+
+func (*ServerControl_ModelWithdrawal) isServerControl_Msg() {}
 
 // Suppression is one rule of an entity's false-positive suppressions: a
 // finding of `detector` whose context matches every non-empty field
@@ -1427,7 +1518,7 @@ type Suppression struct {
 
 func (x *Suppression) Reset() {
 	*x = Suppression{}
-	mi := &file_vigil_proto_msgTypes[17]
+	mi := &file_vigil_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1530,7 @@ func (x *Suppression) String() string {
 func (*Suppression) ProtoMessage() {}
 
 func (x *Suppression) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[17]
+	mi := &file_vigil_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1543,7 @@ func (x *Suppression) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Suppression.ProtoReflect.Descriptor instead.
 func (*Suppression) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{17}
+	return file_vigil_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Suppression) GetId() int64 {
@@ -1518,7 +1609,7 @@ type Suppressions struct {
 
 func (x *Suppressions) Reset() {
 	*x = Suppressions{}
-	mi := &file_vigil_proto_msgTypes[18]
+	mi := &file_vigil_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1621,7 @@ func (x *Suppressions) String() string {
 func (*Suppressions) ProtoMessage() {}
 
 func (x *Suppressions) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[18]
+	mi := &file_vigil_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1634,7 @@ func (x *Suppressions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Suppressions.ProtoReflect.Descriptor instead.
 func (*Suppressions) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{18}
+	return file_vigil_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Suppressions) GetItems() []*Suppression {
@@ -1575,7 +1666,7 @@ type FindingContext struct {
 
 func (x *FindingContext) Reset() {
 	*x = FindingContext{}
-	mi := &file_vigil_proto_msgTypes[19]
+	mi := &file_vigil_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1678,7 @@ func (x *FindingContext) String() string {
 func (*FindingContext) ProtoMessage() {}
 
 func (x *FindingContext) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[19]
+	mi := &file_vigil_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1691,7 @@ func (x *FindingContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindingContext.ProtoReflect.Descriptor instead.
 func (*FindingContext) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{19}
+	return file_vigil_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FindingContext) GetSrcIp() string {
@@ -1662,7 +1753,7 @@ type FeatureContribution struct {
 
 func (x *FeatureContribution) Reset() {
 	*x = FeatureContribution{}
-	mi := &file_vigil_proto_msgTypes[20]
+	mi := &file_vigil_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +1765,7 @@ func (x *FeatureContribution) String() string {
 func (*FeatureContribution) ProtoMessage() {}
 
 func (x *FeatureContribution) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[20]
+	mi := &file_vigil_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +1778,7 @@ func (x *FeatureContribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureContribution.ProtoReflect.Descriptor instead.
 func (*FeatureContribution) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{20}
+	return file_vigil_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FeatureContribution) GetName() string {
@@ -1727,7 +1818,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_vigil_proto_msgTypes[21]
+	mi := &file_vigil_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1830,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[21]
+	mi := &file_vigil_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1843,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{21}
+	return file_vigil_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Finding) GetSeq() uint64 {
@@ -1870,7 +1961,7 @@ type FindingsBatch struct {
 
 func (x *FindingsBatch) Reset() {
 	*x = FindingsBatch{}
-	mi := &file_vigil_proto_msgTypes[22]
+	mi := &file_vigil_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +1973,7 @@ func (x *FindingsBatch) String() string {
 func (*FindingsBatch) ProtoMessage() {}
 
 func (x *FindingsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[22]
+	mi := &file_vigil_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +1986,7 @@ func (x *FindingsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindingsBatch.ProtoReflect.Descriptor instead.
 func (*FindingsBatch) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{22}
+	return file_vigil_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FindingsBatch) GetFirstSeq() uint64 {
@@ -1923,7 +2014,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_vigil_proto_msgTypes[23]
+	mi := &file_vigil_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2026,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[23]
+	mi := &file_vigil_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2039,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{23}
+	return file_vigil_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Ack) GetThroughSeq() uint64 {
@@ -1982,7 +2073,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_vigil_proto_msgTypes[24]
+	mi := &file_vigil_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2085,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[24]
+	mi := &file_vigil_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2098,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{24}
+	return file_vigil_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FetchRequest) GetDigest() string {
@@ -2037,7 +2128,7 @@ type FetchChunk struct {
 
 func (x *FetchChunk) Reset() {
 	*x = FetchChunk{}
-	mi := &file_vigil_proto_msgTypes[25]
+	mi := &file_vigil_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2140,7 @@ func (x *FetchChunk) String() string {
 func (*FetchChunk) ProtoMessage() {}
 
 func (x *FetchChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_proto_msgTypes[25]
+	mi := &file_vigil_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2153,7 @@ func (x *FetchChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchChunk.ProtoReflect.Descriptor instead.
 func (*FetchChunk) Descriptor() ([]byte, []int) {
-	return file_vigil_proto_rawDescGZIP(), []int{25}
+	return file_vigil_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FetchChunk) GetData() []byte {
@@ -2184,7 +2275,7 @@ const file_vigil_proto_rawDesc = "" +
 	"\x12status_interval_ms\x18\x04 \x01(\rR\x10statusIntervalMs\"Z\n" +
 	"\bSlowDown\x121\n" +
 	"\x15min_batch_interval_ms\x18\x01 \x01(\rR\x12minBatchIntervalMs\x12\x1b\n" +
-	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\"\xa2\x01\n" +
+	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\"\xd5\x01\n" +
 	"\n" +
 	"ModelOffer\x12\x1d\n" +
 	"\n" +
@@ -2192,7 +2283,13 @@ const file_vigil_proto_rawDesc = "" +
 	"\x05model\x18\x02 \x01(\v2\x17.vigil.wire.v1.ModelRefR\x05model\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x16\n" +
 	"\x06shadow\x18\x04 \x01(\bR\x06shadow\x12\x1a\n" +
-	"\brollback\x18\x05 \x01(\bR\brollback\"\xeb\x02\n" +
+	"\brollback\x18\x05 \x01(\bR\brollback\x121\n" +
+	"\x14rollback_instruction\x18\x06 \x01(\fR\x13rollbackInstruction\"w\n" +
+	"\x0fModelWithdrawal\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12-\n" +
+	"\x05model\x18\x02 \x01(\v2\x17.vigil.wire.v1.ModelRefR\x05model\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb8\x03\n" +
 	"\rServerControl\x126\n" +
 	"\thello_ack\x18\x01 \x01(\v2\x17.vigil.wire.v1.HelloAckH\x00R\bhelloAck\x12<\n" +
 	"\vmodel_offer\x18\x02 \x01(\v2\x19.vigil.wire.v1.ModelOfferH\x00R\n" +
@@ -2200,7 +2297,8 @@ const file_vigil_proto_rawDesc = "" +
 	"\x05renew\x18\x03 \x01(\v2\x1c.vigil.wire.v1.RenewResponseH\x00R\x05renew\x126\n" +
 	"\tslow_down\x18\x04 \x01(\v2\x17.vigil.wire.v1.SlowDownH\x00R\bslowDown\x12,\n" +
 	"\x05error\x18\x05 \x01(\v2\x14.vigil.wire.v1.ErrorH\x00R\x05error\x12A\n" +
-	"\fsuppressions\x18\x06 \x01(\v2\x1b.vigil.wire.v1.SuppressionsH\x00R\fsuppressionsB\x05\n" +
+	"\fsuppressions\x18\x06 \x01(\v2\x1b.vigil.wire.v1.SuppressionsH\x00R\fsuppressions\x12K\n" +
+	"\x10model_withdrawal\x18\a \x01(\v2\x1e.vigil.wire.v1.ModelWithdrawalH\x00R\x0fmodelWithdrawalB\x05\n" +
 	"\x03msg\"\xac\x01\n" +
 	"\vSuppression\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
@@ -2288,7 +2386,7 @@ func file_vigil_proto_rawDescGZIP() []byte {
 }
 
 var file_vigil_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_vigil_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_vigil_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_vigil_proto_goTypes = []any{
 	(StreamKind)(0),             // 0: vigil.wire.v1.StreamKind
 	(Severity)(0),               // 1: vigil.wire.v1.Severity
@@ -2308,17 +2406,18 @@ var file_vigil_proto_goTypes = []any{
 	(*HelloAck)(nil),            // 15: vigil.wire.v1.HelloAck
 	(*SlowDown)(nil),            // 16: vigil.wire.v1.SlowDown
 	(*ModelOffer)(nil),          // 17: vigil.wire.v1.ModelOffer
-	(*ServerControl)(nil),       // 18: vigil.wire.v1.ServerControl
-	(*Suppression)(nil),         // 19: vigil.wire.v1.Suppression
-	(*Suppressions)(nil),        // 20: vigil.wire.v1.Suppressions
-	(*FindingContext)(nil),      // 21: vigil.wire.v1.FindingContext
-	(*FeatureContribution)(nil), // 22: vigil.wire.v1.FeatureContribution
-	(*Finding)(nil),             // 23: vigil.wire.v1.Finding
-	(*FindingsBatch)(nil),       // 24: vigil.wire.v1.FindingsBatch
-	(*Ack)(nil),                 // 25: vigil.wire.v1.Ack
-	(*FetchRequest)(nil),        // 26: vigil.wire.v1.FetchRequest
-	(*FetchChunk)(nil),          // 27: vigil.wire.v1.FetchChunk
-	nil,                         // 28: vigil.wire.v1.Status.CountersEntry
+	(*ModelWithdrawal)(nil),     // 18: vigil.wire.v1.ModelWithdrawal
+	(*ServerControl)(nil),       // 19: vigil.wire.v1.ServerControl
+	(*Suppression)(nil),         // 20: vigil.wire.v1.Suppression
+	(*Suppressions)(nil),        // 21: vigil.wire.v1.Suppressions
+	(*FindingContext)(nil),      // 22: vigil.wire.v1.FindingContext
+	(*FeatureContribution)(nil), // 23: vigil.wire.v1.FeatureContribution
+	(*Finding)(nil),             // 24: vigil.wire.v1.Finding
+	(*FindingsBatch)(nil),       // 25: vigil.wire.v1.FindingsBatch
+	(*Ack)(nil),                 // 26: vigil.wire.v1.Ack
+	(*FetchRequest)(nil),        // 27: vigil.wire.v1.FetchRequest
+	(*FetchChunk)(nil),          // 28: vigil.wire.v1.FetchChunk
+	nil,                         // 29: vigil.wire.v1.Status.CountersEntry
 }
 var file_vigil_proto_depIdxs = []int32{
 	0,  // 0: vigil.wire.v1.StreamHeader.kind:type_name -> vigil.wire.v1.StreamKind
@@ -2327,7 +2426,7 @@ var file_vigil_proto_depIdxs = []int32{
 	7,  // 3: vigil.wire.v1.Hello.host:type_name -> vigil.wire.v1.HostFacts
 	6,  // 4: vigil.wire.v1.ModelStatus.model:type_name -> vigil.wire.v1.ModelRef
 	9,  // 5: vigil.wire.v1.Status.spool:type_name -> vigil.wire.v1.SpoolStats
-	28, // 6: vigil.wire.v1.Status.counters:type_name -> vigil.wire.v1.Status.CountersEntry
+	29, // 6: vigil.wire.v1.Status.counters:type_name -> vigil.wire.v1.Status.CountersEntry
 	6,  // 7: vigil.wire.v1.Status.active_models:type_name -> vigil.wire.v1.ModelRef
 	10, // 8: vigil.wire.v1.Status.model_status:type_name -> vigil.wire.v1.ModelStatus
 	3,  // 9: vigil.wire.v1.RenewResponse.error:type_name -> vigil.wire.v1.Error
@@ -2336,26 +2435,28 @@ var file_vigil_proto_depIdxs = []int32{
 	12, // 12: vigil.wire.v1.AgentControl.renew:type_name -> vigil.wire.v1.RenewRequest
 	10, // 13: vigil.wire.v1.AgentControl.model_status:type_name -> vigil.wire.v1.ModelStatus
 	6,  // 14: vigil.wire.v1.ModelOffer.model:type_name -> vigil.wire.v1.ModelRef
-	15, // 15: vigil.wire.v1.ServerControl.hello_ack:type_name -> vigil.wire.v1.HelloAck
-	17, // 16: vigil.wire.v1.ServerControl.model_offer:type_name -> vigil.wire.v1.ModelOffer
-	13, // 17: vigil.wire.v1.ServerControl.renew:type_name -> vigil.wire.v1.RenewResponse
-	16, // 18: vigil.wire.v1.ServerControl.slow_down:type_name -> vigil.wire.v1.SlowDown
-	3,  // 19: vigil.wire.v1.ServerControl.error:type_name -> vigil.wire.v1.Error
-	20, // 20: vigil.wire.v1.ServerControl.suppressions:type_name -> vigil.wire.v1.Suppressions
-	19, // 21: vigil.wire.v1.Suppressions.items:type_name -> vigil.wire.v1.Suppression
-	1,  // 22: vigil.wire.v1.Finding.severity:type_name -> vigil.wire.v1.Severity
-	6,  // 23: vigil.wire.v1.Finding.model:type_name -> vigil.wire.v1.ModelRef
-	21, // 24: vigil.wire.v1.Finding.context:type_name -> vigil.wire.v1.FindingContext
-	22, // 25: vigil.wire.v1.Finding.top_features:type_name -> vigil.wire.v1.FeatureContribution
-	23, // 26: vigil.wire.v1.FindingsBatch.findings:type_name -> vigil.wire.v1.Finding
-	16, // 27: vigil.wire.v1.Ack.slow_down:type_name -> vigil.wire.v1.SlowDown
-	3,  // 28: vigil.wire.v1.Ack.error:type_name -> vigil.wire.v1.Error
-	3,  // 29: vigil.wire.v1.FetchChunk.error:type_name -> vigil.wire.v1.Error
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	6,  // 15: vigil.wire.v1.ModelWithdrawal.model:type_name -> vigil.wire.v1.ModelRef
+	15, // 16: vigil.wire.v1.ServerControl.hello_ack:type_name -> vigil.wire.v1.HelloAck
+	17, // 17: vigil.wire.v1.ServerControl.model_offer:type_name -> vigil.wire.v1.ModelOffer
+	13, // 18: vigil.wire.v1.ServerControl.renew:type_name -> vigil.wire.v1.RenewResponse
+	16, // 19: vigil.wire.v1.ServerControl.slow_down:type_name -> vigil.wire.v1.SlowDown
+	3,  // 20: vigil.wire.v1.ServerControl.error:type_name -> vigil.wire.v1.Error
+	21, // 21: vigil.wire.v1.ServerControl.suppressions:type_name -> vigil.wire.v1.Suppressions
+	18, // 22: vigil.wire.v1.ServerControl.model_withdrawal:type_name -> vigil.wire.v1.ModelWithdrawal
+	20, // 23: vigil.wire.v1.Suppressions.items:type_name -> vigil.wire.v1.Suppression
+	1,  // 24: vigil.wire.v1.Finding.severity:type_name -> vigil.wire.v1.Severity
+	6,  // 25: vigil.wire.v1.Finding.model:type_name -> vigil.wire.v1.ModelRef
+	22, // 26: vigil.wire.v1.Finding.context:type_name -> vigil.wire.v1.FindingContext
+	23, // 27: vigil.wire.v1.Finding.top_features:type_name -> vigil.wire.v1.FeatureContribution
+	24, // 28: vigil.wire.v1.FindingsBatch.findings:type_name -> vigil.wire.v1.Finding
+	16, // 29: vigil.wire.v1.Ack.slow_down:type_name -> vigil.wire.v1.SlowDown
+	3,  // 30: vigil.wire.v1.Ack.error:type_name -> vigil.wire.v1.Error
+	3,  // 31: vigil.wire.v1.FetchChunk.error:type_name -> vigil.wire.v1.Error
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_vigil_proto_init() }
@@ -2369,13 +2470,14 @@ func file_vigil_proto_init() {
 		(*AgentControl_Renew)(nil),
 		(*AgentControl_ModelStatus)(nil),
 	}
-	file_vigil_proto_msgTypes[16].OneofWrappers = []any{
+	file_vigil_proto_msgTypes[17].OneofWrappers = []any{
 		(*ServerControl_HelloAck)(nil),
 		(*ServerControl_ModelOffer)(nil),
 		(*ServerControl_Renew)(nil),
 		(*ServerControl_SlowDown)(nil),
 		(*ServerControl_Error)(nil),
 		(*ServerControl_Suppressions)(nil),
+		(*ServerControl_ModelWithdrawal)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2383,7 +2485,7 @@ func file_vigil_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vigil_proto_rawDesc), len(file_vigil_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

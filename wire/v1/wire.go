@@ -14,6 +14,11 @@ package wirev1
 //   - 1 (additive, no version change): ServerControl.suppressions (field 6):
 //     the entity's active false-positive suppressions, sent after HelloAck
 //     and on every change. Older agents ignore the unknown oneof case.
+//   - 1 (additive, no version change): ModelOffer.rollback_instruction (field
+//     6), the signed rollback instruction of a rollback offer (older agents
+//     refuse rollback offers, as before); ServerControl.model_withdrawal
+//     (field 7): a halted rollout's bundle is withdrawn and a shadow model
+//     running it stops (older agents ignore the unknown oneof case).
 const ProtocolVersion = 1
 
 // ALPN is the TLS application protocol negotiated on every connection.

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -157,6 +158,7 @@ type Detector struct {
 	ref    []int32   // per packet: scored row (>= 0), or -1-k: contributions in hitCon[k·Dim:]
 	rowsc  []float32 // scores of the scored rows
 	hitCon []float32
+	raw    nhfeat.Raw // the current packet's raw nethost/v1 features
 
 	// anomaly pre-aggregation (aggregate.go); nil with Options.NoAggregate.
 	agg *aggState
@@ -463,11 +465,21 @@ func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) e
 	for i := range pkts {
 		p := &pkts[i]
 		v := feats[rows*dim : (rows+1)*dim] // the next free row; a reused packet's vector is overwritten
-		d.nh.Extract(p, v)
+		d.nh.ExtractRaw(p, &d.raw)
 		idx, fresh := c.lookup(p)
 		e := &c.entries[idx]
 		now := p.TimestampNs
-		if !fresh && now >= e.tns && now-e.tns <= maxAge && e.close(v, abs, rel) {
+		// The vector (about a dozen logarithms) is built only when the raw
+		// counters cannot prove it close to the source's scored one.
+		hit, built := false, false
+		if !fresh && now >= e.tns && now-e.tns <= maxAge {
+			if hit = e.surelyClose(&d.raw, abs, rel); !hit {
+				d.raw.Features(v)
+				built = true
+				hit = e.close(v, abs, rel)
+			}
+		}
+		if hit {
 			c.hits++
 			if e.pending {
 				d.ref[i] = e.row
@@ -485,8 +497,12 @@ func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) e
 			}
 			continue
 		}
+		if !built {
+			d.raw.Features(v)
+		}
 		c.misses++
 		copy(e.vec[:], v)
+		e.setRaw(&d.raw)
 		e.tns, e.pending, e.row = now, true, int32(rows)
 		c.pending = append(c.pending, int32(idx))
 		d.ref[i] = int32(rows)
@@ -661,6 +677,14 @@ func (d *Detector) updateMem() {
 	}
 	if d.cache != nil {
 		mem += int64(len(d.cache.entries)) * int64(unsafe.Sizeof(hostEntry{}))
+	}
+	if mem > d.memBytes.Load()+1<<20 && mem > 4<<20 {
+		// A feature table doubled: the old slot arrays are garbage now.
+		// Return them (and other freed spans) to the OS at once rather than
+		// when the background scavenger gets to them; otherwise the old and
+		// the new arrays stay resident together (about 4 MB more peak RSS
+		// on the reference capture). Tables double at most a few times.
+		debug.FreeOSMemory()
 	}
 	d.memBytes.Store(mem)
 	d.evictions.Store(ev)

@@ -1,6 +1,7 @@
 package netflow
 
 import (
+	"math"
 	"math/bits"
 
 	nhfeat "github.com/vigil-edge/vigil/models/features/nethost"
@@ -31,7 +32,7 @@ const (
 
 const (
 	cacheWays = 4
-	// cacheSets × cacheWays entries of about 240 bytes: 1 MB, allocated
+	// cacheSets × cacheWays entries of about 300 bytes: 1.2 MB, allocated
 	// with the first nethost model.
 	cacheSets = 1024
 )
@@ -47,6 +48,9 @@ type hostEntry struct {
 	score   float32
 	vec     [nhfeat.Dim]float32
 	contrib [nhfeat.Dim]float32
+	// raw holds, for each log-scaled feature (logFeatures), the raw value
+	// (nhfeat.Raw) the scored vector's feature was computed from.
+	raw [numLog]float32
 }
 
 // hostCache is a set-associative cache of hostEntry, least recently scored
@@ -118,12 +122,79 @@ func (c *hostCache) lookup(p *event.Packet) (idx int, fresh bool) {
 func (e *hostEntry) close(v []float32, abs, rel float32) bool {
 	v = v[:nhfeat.Dim]
 	for j, old := range e.vec {
-		d := v[j] - old
-		m := old
-		if m < 0 {
-			m = -m
+		if !within(v[j], old, abs, rel) {
+			return false
 		}
-		if d > abs+rel*m || -d > abs+rel*m {
+	}
+	return true
+}
+
+// within is the tolerance test of one feature: x within abs + rel·|old| of
+// old.
+func within(x, old, abs, rel float32) bool {
+	d := x - old
+	m := old
+	if m < 0 {
+		m = -m
+	}
+	return !(d > abs+rel*m || -d > abs+rel*m)
+}
+
+// numLog is the number of log-scaled nethost/v1 features.
+const numLog = 14
+
+// logFeatures lists the log-scaled features (nhfeat.IsLog), linear lists
+// the others.
+var logFeatures, linear = func() (l, o []int) {
+	for j := range nhfeat.Dim {
+		if nhfeat.IsLog(j) {
+			l = append(l, j)
+		} else {
+			o = append(o, j)
+		}
+	}
+	if len(l) != numLog {
+		panic("netflow: nethost/v1 log-scaled features changed; update numLog")
+	}
+	return l, o
+}()
+
+// setRaw keeps the raw values of the log-scaled features of the vector
+// being scored.
+func (e *hostEntry) setRaw(r *nhfeat.Raw) {
+	for k, j := range logFeatures {
+		e.raw[k] = float32(r[j])
+	}
+}
+
+// surelyClose reports true only if close would report true for the vector
+// of r (r.Features), without computing the log-scaled features: those are
+// bounded from their raw values. False means undecided: compute the vector
+// and call close.
+//
+// For x, x0 ≥ 0, |log1p(x) − log1p(x0)| ≤ |x − x0| / (1 + min(x, x0)). The
+// scored feature old is float32(log1p(x0)) and e.raw holds float32(x0), so
+// the feature of x differs from old by at most that bound (with x0 from
+// e.raw) plus three float32 roundings (of x0, old and the new feature: a
+// few 2^-24 relative to 1 + |old| + tolerance). If that stays below the
+// tolerance t = abs + rel·|old| less a margin far above those roundings
+// (and above a float32 ulp of t, however the test rounds t), the exact
+// difference is at most t and so is its float32 rounding: close passes.
+func (e *hostEntry) surelyClose(r *nhfeat.Raw, abs, rel float32) bool {
+	for _, j := range linear {
+		if !within(r.Feature(j), e.vec[j], abs, rel) {
+			return false
+		}
+	}
+	for k, j := range logFeatures {
+		x, x0 := r[j], float64(e.raw[k])
+		if !(x >= 0 && x <= math.MaxFloat32 && x0 >= 0 && x0 <= math.MaxFloat32) {
+			return false // NaN, Inf or negative: let the vector decide
+		}
+		m := math.Abs(float64(e.vec[j]))
+		t := float64(abs) + float64(rel)*m
+		margin := 1e-5 * (1 + m + t)
+		if math.Abs(x-x0)/(1+min(x, x0)) > t-margin {
 			return false
 		}
 	}

@@ -344,9 +344,64 @@ func oddTCP(f uint8) bool {
 }
 
 // Extract updates the state with p and writes the features of p's source
-// to out, which must hold at least Dim values.
+// to out, which must hold at least Dim values. It is ExtractRaw followed by
+// Raw.Features.
 func (e *Extractor) Extract(p *event.Packet, out []float32) {
+	var r Raw
+	e.ExtractRaw(p, &r)
+	r.Features(out)
+}
+
+// Raw holds the features of a packet before their final scaling: for a
+// log-scaled feature (IsLog) the count or rate x that the feature is
+// log(1+x) of, for the others the feature's value itself. A consumer that
+// may not need the vector (a score cache comparing against a previous
+// vector) can bound the change of the log-scaled features from x alone and
+// skip the logarithms; Features gives the vector bit for bit as Extract.
+type Raw [Dim]float64
+
+// isLog marks the log-scaled features (see the package documentation).
+var isLog = func() (l [Dim]bool) {
+	for w := range lambdas {
+		for _, j := range []int{1, 2, 5, 6, 7, 8} { // the *_rate statistics
+			l[w*perWindow+j] = true
+		}
+	}
+	l[Dim-2], l[Dim-1] = true, true // arp_mac_changes, short_conn_rate
+	return l
+}()
+
+// IsLog reports whether feature j is log-scaled: Features computes it as
+// log1p of its Raw value (0 for values ≤ 0), and the others as the Raw value
+// converted to float32. Non-finite results become 0 either way.
+func IsLog(j int) bool { return j >= 0 && j < Dim && isLog[j] }
+
+// Feature returns feature j of r as Features computes it.
+func (r *Raw) Feature(j int) float32 {
+	var f float32
+	if isLog[j] {
+		f = lg(r[j])
+	} else {
+		f = float32(r[j])
+	}
+	if d := f - f; d != d { // ±Inf or NaN
+		f = 0
+	}
+	return f
+}
+
+// Features writes the feature vector of r to out, which must hold at least
+// Dim values.
+func (r *Raw) Features(out []float32) {
 	out = out[:Dim]
+	for j := range out {
+		out[j] = r.Feature(j)
+	}
+}
+
+// ExtractRaw updates the state with p and writes the raw features of p's
+// source to raw (see Raw).
+func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	now := p.TimestampNs
 	isARP := p.Flags&event.FlagARP != 0
 	isIP := p.Flags&(event.FlagIPv4|event.FlagIPv6) != 0
@@ -477,28 +532,23 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 		// A decayed count w of events at a steady rate r settles at
 		// r/(λ·ln 2): scale counts to per-second rates.
 		sc := l * math.Ln2
-		o := out[i*perWindow:]
-		o[0] = float32(ratio(c.initBytes, c.initPkts))
-		o[1] = lg(c.opens * sc)
-		o[2] = lg(c.newDst * sc)
-		o[3] = float32(math.Min(1, ratio(c.failedIn, c.syn)))
-		o[4] = float32(math.Min(1, ratio(c.syn, c.initTCP)))
-		o[5] = lg(c.odd * sc)
-		o[6] = lg(c.icmpReq * sc)
-		o[7] = lg(c.arpReq * sc)
-		o[8] = lg(c.arpUnsol * sc)
-		o[9] = float32(math.Min(1, ratio(c.dns, c.opens)))
-		o[10] = float32(ratio(c.dnsBytes, c.dns))
+		o := raw[i*perWindow:]
+		o[0] = ratio(c.initBytes, c.initPkts)
+		o[1] = c.opens * sc
+		o[2] = c.newDst * sc
+		o[3] = math.Min(1, ratio(c.failedIn, c.syn))
+		o[4] = math.Min(1, ratio(c.syn, c.initTCP))
+		o[5] = c.odd * sc
+		o[6] = c.icmpReq * sc
+		o[7] = c.arpReq * sc
+		o[8] = c.arpUnsol * sc
+		o[9] = math.Min(1, ratio(c.dns, c.opens))
+		o[10] = ratio(c.dnsBytes, c.dns)
 	}
-	out[Dim-4] = distinctFeature(&v.cur[0], &v.prev[0], &v.distKey[0], &v.distVal[0])
-	out[Dim-3] = distinctFeature(&v.cur[1], &v.prev[1], &v.distKey[1], &v.distVal[1])
-	out[Dim-2] = lg(v.macChanges)
-	out[Dim-1] = lg(v.shortConns * slowLambda * math.Ln2)
-	for i, x := range out {
-		if d := x - x; d != d {
-			out[i] = 0
-		}
-	}
+	raw[Dim-4] = float64(distinctFeature(&v.cur[0], &v.prev[0], &v.distKey[0], &v.distVal[0]))
+	raw[Dim-3] = float64(distinctFeature(&v.cur[1], &v.prev[1], &v.distKey[1], &v.distVal[1]))
+	raw[Dim-2] = v.macChanges
+	raw[Dim-1] = v.shortConns * slowLambda * math.Ln2
 }
 
 // lg is the log scale of counts and rates: log(1+x), 0 for x ≤ 0.

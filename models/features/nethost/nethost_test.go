@@ -3,6 +3,7 @@ package nethost
 import (
 	"math"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -324,4 +325,57 @@ func TestARPMACChange(t *testing.T) {
 			t.Fatalf("solicited replies: arp_unsol_rate = %v", got)
 		}
 	}
+}
+
+// TestRawLogFeatures: the features Raw keeps before log1p are the rates and
+// the ARP MAC changes (dst_ports and dst_hosts come logged from their
+// per-host cache), and Raw.Features of a packet equals Extract of the same
+// packet on a twin extractor, bit for bit.
+func TestRawLogFeatures(t *testing.T) {
+	for j, n := range Names() {
+		want := strings.HasSuffix(n, "_rate") || n == "host_arp_mac_changes"
+		if IsLog(j) != want {
+			t.Errorf("IsLog(%d) (%s) = %v", j, n, IsLog(j))
+		}
+	}
+	a, b := New(Config{HashSeed: 7}), New(Config{HashSeed: 7})
+	va, vb := make([]float32, Dim), make([]float32, Dim)
+	var r Raw
+	for i, p := range rawTestPackets() {
+		a.Extract(&p, va)
+		b.ExtractRaw(&p, &r)
+		r.Features(vb)
+		for j := range va {
+			if math.Float32bits(va[j]) != math.Float32bits(vb[j]) {
+				t.Fatalf("packet %d feature %s: Extract %v, ExtractRaw+Features %v", i, names[j], va[j], vb[j])
+			}
+		}
+	}
+}
+
+// rawTestPackets is a short mixed sequence: SYNs to many ports, a RST back,
+// UDP DNS queries, ICMP echo, ARP request and unsolicited reply.
+func rawTestPackets() []event.Packet {
+	src := [16]byte{10: 0xff, 11: 0xff, 12: 10, 13: 0, 14: 0, 15: 1}
+	dst := [16]byte{10: 0xff, 11: 0xff, 12: 10, 13: 0, 14: 0, 15: 2}
+	var out []event.Packet
+	ts := int64(1_000_000_000)
+	for i := range 300 {
+		ts += int64(1+i%7) * 3_000_000
+		p := event.Packet{TimestampNs: ts, Flags: event.FlagIPv4, SrcIP: src, DstIP: dst, Length: 60}
+		switch i % 6 {
+		case 0, 1:
+			p.Proto, p.TCPFlags, p.SrcPort, p.DstPort = event.ProtoTCP, event.TCPSyn, 40000, uint16(1+i)
+		case 2:
+			p.Proto, p.TCPFlags, p.SrcIP, p.DstIP, p.SrcPort, p.DstPort = event.ProtoTCP, event.TCPRst|event.TCPAck, dst, src, uint16(i), 40000
+		case 3:
+			p.Proto, p.SrcPort, p.DstPort, p.Length = event.ProtoUDP, 50000, 53, uint16(90+i%40)
+		case 4:
+			p.Proto, p.SrcPort = event.ProtoICMP, 8
+		case 5:
+			p.Flags, p.DstPort = event.FlagARP, uint16(1+i%2)
+		}
+		out = append(out, p)
+	}
+	return out
 }

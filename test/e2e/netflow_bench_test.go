@@ -273,9 +273,16 @@ func rssOf(pid int) uint64 {
 	return 0
 }
 
-// decodeFeatures runs the capture's decode and both feature sets in this
-// process and returns packets and the goroutine's CPU time.
-func decodeFeatures(tb testing.TB, path string, features bool) (int, time.Duration) {
+// Feature sets decodeFeatures computes.
+const (
+	featNone    = iota // decode only
+	featNethost        // nethost/v1, the set of the shipped model (the plugin computes only the loaded models' sets)
+	featBoth           // netflow/v1 (Kitsune, 115 features) and nethost/v1
+)
+
+// decodeFeatures runs the capture's decode and the chosen feature sets in
+// this process and returns packets and the goroutine's CPU time.
+func decodeFeatures(tb testing.TB, path string, features int) (int, time.Duration) {
 	goruntime.LockOSThread()
 	defer goruntime.UnlockOSThread()
 	var ru0, ru1 syscall.Rusage
@@ -293,7 +300,12 @@ func decodeFeatures(tb testing.TB, path string, features bool) (int, time.Durati
 	n := 0
 	for {
 		k, err := src.Next(context.Background(), buf)
-		if features {
+		switch features {
+		case featNethost:
+			for i := range buf[:k] {
+				nh.Extract(&buf[i], b[:])
+			}
+		case featBoth:
 			for i := range buf[:k] {
 				nf.Extract(&buf[i], a[:])
 				nh.Extract(&buf[i], b[:])
@@ -383,14 +395,18 @@ func TestNetflowBenchReport(t *testing.T) {
 		})
 		peers = append(peers, peer{name: "TZ=UTC tcpdump -nr FILE", cpu: c})
 	}
-	var decN, featN int
-	var decCPU, featCPU time.Duration
+	var decN, hostN, featN int
+	var decCPU, hostCPU, featCPU time.Duration
 	for i := range runs {
-		n, c := decodeFeatures(t, path, false)
+		n, c := decodeFeatures(t, path, featNone)
 		if i == 0 || c < decCPU {
 			decN, decCPU = n, c
 		}
-		n, c = decodeFeatures(t, path, true)
+		n, c = decodeFeatures(t, path, featNethost)
+		if i == 0 || c < hostCPU {
+			hostN, hostCPU = n, c
+		}
+		n, c = decodeFeatures(t, path, featBoth)
 		if i == 0 || c < featCPU {
 			featN, featCPU = n, c
 		}
@@ -420,6 +436,7 @@ func TestNetflowBenchReport(t *testing.T) {
 		fmt.Fprintf(&b, "| peer | `%s` | %.0f | scan runs at %.2fx its rate |\n", p.name, rate(p.cpu), p.cpu.Seconds()/scanCPU.Seconds())
 	}
 	fmt.Fprintf(&b, "| read + decode only (in process) | capture.OpenFile + Decoder | %.0f | |\n", float64(decN)/decCPU.Seconds())
+	fmt.Fprintf(&b, "| read + decode + nethost/v1 features, the shipped model's set (in process) | | %.0f | |\n", float64(hostN)/hostCPU.Seconds())
 	fmt.Fprintf(&b, "| read + decode + netflow/v1 + nethost/v1 features (in process) | | %.0f | |\n", float64(featN)/featCPU.Seconds())
 	fmt.Fprintf(&b, "\nIPC: %s.\nPeak RSS of agent + plugin during the scan: %.1f MB.\n", ipcLine, float64(rss)/1e6)
 	t.Log("\n" + b.String())
@@ -459,7 +476,7 @@ func BenchmarkNetflowDecodeFeatures(b *testing.B) {
 	var total int
 	var cpu time.Duration
 	for b.Loop() {
-		n, c := decodeFeatures(b, path, true)
+		n, c := decodeFeatures(b, path, featBoth)
 		total += n
 		cpu += c
 	}

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/plugins/sdk"
@@ -235,16 +234,16 @@ func (a *Aggregator) AddEvent(an *sdk.Anomaly, ev *event.File) []*wirev1.Finding
 	fa.op, fa.magic, fa.entropy = c[ctxOp], c[ctxMagic], c[ctxEntropy]
 	if ev != nil {
 		if _, ok := c[ctxRoot]; !ok {
-			fa.root = safePath(ev.Root)
+			fa.root = event.SafePath(ev.Root)
 		}
 		if _, ok := c[sdk.ContextPath]; !ok {
 			p := ev.Path
 			if p == "" {
 				p = ev.OldPath
 			}
-			fa.path = safePath(p)
+			fa.path = event.SafePath(p)
 			if ev.OldPath != "" {
-				fa.oldPath = safePath(ev.OldPath)
+				fa.oldPath = event.SafePath(ev.OldPath)
 			}
 		}
 		if fa.op == "" {
@@ -667,41 +666,6 @@ func extOf(p string) string {
 		return ""
 	}
 	return base[i+1:]
-}
-
-// safePath makes a file name safe for protobuf strings (valid UTF-8) and
-// one-line logs: invalid UTF-8 bytes, control characters and backslashes are
-// written as Go escapes (\xff, \n, \\). It is the fileactivity plugin's
-// SafePath (the agent imports no plugin), applied to what the agent takes
-// from its own copy of an event.
-func safePath(s string) string {
-	clean := true
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f || c == '\\' || c >= 0x80 {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n <= 1:
-			fmt.Fprintf(&b, "\\x%02x", s[i])
-		case r == '\\':
-			b.WriteString("\\\\")
-		case r < 0x20 || r == 0x7f:
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteString(s[i : i+n])
-		}
-		i += n
-	}
-	return b.String()
 }
 
 // round keeps 6 significant digits.

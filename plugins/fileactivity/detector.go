@@ -35,10 +35,8 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 
 	feat "github.com/vigil-edge/vigil/models/features/fileactivity"
 	"github.com/vigil-edge/vigil/models/runtime"
@@ -363,39 +361,8 @@ func fileContext(f *event.File, v []float32, m *model) map[string]string {
 	return ctx
 }
 
-// SafePath makes a file name safe for protobuf strings (which must be valid
-// UTF-8) and for one-line logs and tables: invalid UTF-8 bytes, control
-// characters and backslashes are written as Go escapes (\xff, \n, \\).
-// Ordinary names are returned unchanged.
-func SafePath(s string) string {
-	clean := true
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f || c == '\\' || c >= 0x80 {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n <= 1:
-			fmt.Fprintf(&b, "\\x%02x", s[i])
-		case r == '\\':
-			b.WriteString("\\\\")
-		case r < 0x20 || r == 0x7f:
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteString(s[i : i+n])
-		}
-		i += n
-	}
-	return b.String()
-}
+// SafePath is event.SafePath (kept for callers of this package).
+func SafePath(s string) string { return event.SafePath(s) }
 
 var (
 	idxHighEntropy, idxExtChanged = indexOf("high_entropy_content"), indexOf("ext_changed")

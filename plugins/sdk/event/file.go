@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 // FileLayoutVersion is the version of the File batch encoding.
@@ -357,4 +360,40 @@ func UnmarshalFiles(b []byte, dst []File) ([]File, error) {
 		return dst[:len(dst)-n], fmt.Errorf("decode file batch: %d trailing bytes: %w", len(b), ErrFileBadRecord)
 	}
 	return dst, nil
+}
+
+// SafePath makes a file name safe for protobuf strings (which must be valid
+// UTF-8) and for one-line logs and tables: invalid UTF-8 bytes, control
+// characters and backslashes are written as Go escapes (\xff, \n, \\).
+// Ordinary names are returned unchanged. The fileactivity plugin applies it
+// to the paths of its anomalies, the agent to what it takes from its own copy
+// of an event: both must escape alike.
+func SafePath(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c == '\\' || c >= 0x80 {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\\':
+			b.WriteString("\\\\")
+		case r < 0x20 || r == 0x7f:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }

@@ -112,26 +112,7 @@ func TestNetflowLive(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	ns := fmt.Sprintf("vgnf%d", os.Getpid()%100000)
-	hostIf, peerIf := "vgnfh"+strconv.Itoa(os.Getpid()%10000), "vgnfp"+strconv.Itoa(os.Getpid()%10000)
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-		_ = exec.Command("ip", "link", "del", hostIf).Run()
-	})
-	nfMustRun(t, "ip", "netns", "add", ns)
-	nfMustRun(t, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", peerIf)
-	nfMustRun(t, "ip", "link", "set", peerIf, "netns", ns)
-	nfMustRun(t, "ip", "addr", "add", nfHostAddr+"/24", "dev", hostIf)
-	// No segmentation offload: the capture must see wire-sized frames, as on
-	// a mirror port (with TSO/GSO a veth hands 64 KB super-frames to
-	// AF_PACKET, which the packet-size statistics of netflow/v1 read as
-	// wildly anomalous). Sensors likewise disable GRO/LRO on capture ports.
-	nfMustRun(t, "ip", "link", "set", "dev", hostIf, "gso_max_segs", "1", "gso_max_size", "1500")
-	nfMustRun(t, "ip", "link", "set", hostIf, "up")
-	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "addr", "add", nfPeerAddr+"/24", "dev", peerIf)
-	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", "dev", peerIf, "gso_max_segs", "1", "gso_max_size", "1500")
-	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", peerIf, "up")
-	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	ns, hostIf := vethPair(t, "vgnf", nfHostAddr, nfPeerAddr)
 
 	// Servers in the other namespace.
 	helper := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestNetflowLiveHelper$", "-test.v")
@@ -272,4 +253,35 @@ func TestNetflowLive(t *testing.T) {
 	if c["events_lost"] != 0 || c["plugin_restarts"] != 0 {
 		t.Errorf("losses during the live test: %v", c)
 	}
+}
+
+// vethPair makes a network namespace and a veth pair for a test, named from
+// prefix and the test process id: hostAddr/24 on the root end, peerAddr/24
+// on the end inside the namespace (whose loopback is up too). Both are
+// removed when the test ends, failed or not. It returns the namespace and
+// the root end's interface.
+func vethPair(t *testing.T, prefix, hostAddr, peerAddr string) (ns, hostIf string) {
+	t.Helper()
+	pid := os.Getpid() % 10000
+	ns = fmt.Sprintf("%s%d", prefix, pid)
+	hostIf, peerIf := fmt.Sprintf("%sh%d", prefix, pid), fmt.Sprintf("%sp%d", prefix, pid)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+		_ = exec.Command("ip", "link", "del", hostIf).Run()
+	})
+	nfMustRun(t, "ip", "netns", "add", ns)
+	nfMustRun(t, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", peerIf)
+	nfMustRun(t, "ip", "link", "set", peerIf, "netns", ns)
+	nfMustRun(t, "ip", "addr", "add", hostAddr+"/24", "dev", hostIf)
+	// No segmentation offload: the capture must see wire-sized frames, as on
+	// a mirror port (with TSO/GSO a veth hands 64 KB super-frames to
+	// AF_PACKET, which the packet-size statistics of netflow/v1 read as
+	// wildly anomalous). Sensors likewise disable GRO/LRO on capture ports.
+	nfMustRun(t, "ip", "link", "set", "dev", hostIf, "gso_max_segs", "1", "gso_max_size", "1500")
+	nfMustRun(t, "ip", "link", "set", hostIf, "up")
+	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "addr", "add", peerAddr+"/24", "dev", peerIf)
+	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", "dev", peerIf, "gso_max_segs", "1", "gso_max_size", "1500")
+	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", peerIf, "up")
+	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	return ns, hostIf
 }

@@ -405,24 +405,8 @@ func TestRolloutRollbackInstruction(t *testing.T) {
 // end's interface and the peer's address.
 func shadowVeth(t *testing.T) (hostIf, peer string) {
 	t.Helper()
-	pid := os.Getpid() % 10000
-	ns := fmt.Sprintf("vgsh%d", pid)
-	hostIf, peerIf := fmt.Sprintf("vgshh%d", pid), fmt.Sprintf("vgshp%d", pid)
 	const hostAddr, peerAddr = "10.99.78.1", "10.99.78.2"
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-		_ = exec.Command("ip", "link", "del", hostIf).Run()
-	})
-	nfMustRun(t, "ip", "netns", "add", ns)
-	nfMustRun(t, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", peerIf)
-	nfMustRun(t, "ip", "link", "set", peerIf, "netns", ns)
-	nfMustRun(t, "ip", "addr", "add", hostAddr+"/24", "dev", hostIf)
-	nfMustRun(t, "ip", "link", "set", "dev", hostIf, "gso_max_segs", "1", "gso_max_size", "1500")
-	nfMustRun(t, "ip", "link", "set", hostIf, "up")
-	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "addr", "add", peerAddr+"/24", "dev", peerIf)
-	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", "dev", peerIf, "gso_max_segs", "1", "gso_max_size", "1500")
-	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", peerIf, "up")
-	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	ns, hostIf := vethPair(t, "vgsh", hostAddr, peerAddr)
 	helper := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestNetflowLiveHelper$")
 	helper.Env = append(os.Environ(), nfHelperEnv+"=1")
 	if err := helper.Start(); err != nil {

@@ -2,7 +2,10 @@
 // files and live AF_PACKET capture (TPACKET_V3, optional fanout, BPF
 // filters), all in pure Go on gopacket without libpcap. Frames are decoded
 // with preallocated gopacket layers into event.Packet records (metadata
-// only, no payload) and handed out in batches.
+// only, no payload) and handed out in batches; the common untagged
+// Ethernet + IPv4 + TCP/UDP frame takes a hand-written path that gives the
+// same record (fastEthIPv4), and classic pcap files are read without a
+// per-packet copy (pcapReader; pcapgo reads pcapng).
 //
 // Sources never panic on outside input: a panic inside the decoder is
 // recovered and counted, truncated or corrupt files end with an error that

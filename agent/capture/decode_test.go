@@ -213,5 +213,13 @@ func FuzzDecode(f *testing.F) {
 		if res == UnknownLinkType && SupportedLinkType(layers.LinkType(lt)) {
 			t.Fatalf("supported link type %d reported unknown", lt)
 		}
+		// The Ethernet/IPv4 fast path gives gopacket's record.
+		ref := NewDecoder()
+		ref.noFast = true
+		var q event.Packet
+		resRef := ref.Decode(layers.LinkType(lt), data, 0, len(data), &q)
+		if res != resRef || (res <= DecodedTruncated && p != q) {
+			t.Fatalf("fast path %v %+v, gopacket %v %+v", res, p, resRef, q)
+		}
 	})
 }

@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -72,7 +71,7 @@ type fileSource struct {
 	path    string
 	f       *os.File
 	cr      *countingReader
-	pcap    *pcapgo.Reader
+	pcap    *pcapReader // classic pcap; pcapgo reads pcapng
 	ng      *pcapgo.NgReader
 	link    layers.LinkType // classic pcap: the file's link type
 	dec     *Decoder
@@ -116,11 +115,11 @@ func newFileSource(path string, f *os.File) (*fileSource, error) {
 	s := &fileSource{path: path, f: f, cr: &countingReader{r: f}, dec: NewDecoder()}
 	switch binary.LittleEndian.Uint32(magic[:]) {
 	case magicPcapMicroLE, magicPcapMicroBE, magicPcapNanoLE, magicPcapNanoBE:
-		r, err := pcapgo.NewReader(bufio.NewReaderSize(s.cr, 1<<16))
+		r, err := newPcapReader(f)
 		if err != nil {
 			return nil, fmt.Errorf("open capture %s: pcap header: %w: %w", path, ErrCorrupt, err)
 		}
-		s.pcap, s.link, s.offset = r, r.LinkType(), 24
+		s.pcap, s.link, s.offset = r, r.link, 24
 		if !SupportedLinkType(s.link) {
 			return nil, fmt.Errorf("open capture %s: link type %d (%s): %w", path, uint16(s.link), s.link, ErrUnsupportedLinkType)
 		}
@@ -139,18 +138,15 @@ func newFileSource(path string, f *os.File) (*fileSource, error) {
 	return s, nil
 }
 
-// read returns the next frame. It never panics: a panic in the file
-// readers (outside input) becomes a corrupt-file error.
-func (s *fileSource) read() (data []byte, ci gopacket.CaptureInfo, lt layers.LinkType, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("reader panic: %v: %w", r, ErrCorrupt)
-		}
-	}()
+// read returns the next frame, its timestamp (Unix ns, 0 if none) and
+// original length. A panic in the file readers (outside input) is
+// recovered by batch, in Next.
+func (s *fileSource) read() (data []byte, ts int64, origLen int, lt layers.LinkType, err error) {
 	if s.pcap != nil {
-		data, ci, err = s.pcap.ZeroCopyReadPacketData()
-		return data, ci, s.link, err
+		data, ts, origLen, err = s.pcap.next()
+		return data, ts, origLen, s.link, err
 	}
+	var ci gopacket.CaptureInfo
 	data, ci, err = s.ng.ZeroCopyReadPacketData()
 	lt = layers.LinkType(0xffff) // unknown unless the reader says
 	if err == nil && len(ci.AncillaryData) > 0 {
@@ -158,7 +154,10 @@ func (s *fileSource) read() (data []byte, ci gopacket.CaptureInfo, lt layers.Lin
 			lt = l
 		}
 	}
-	return data, ci, lt, err
+	if !ci.Timestamp.IsZero() {
+		ts = ci.Timestamp.UnixNano()
+	}
+	return data, ts, ci.Length, lt, err
 }
 
 func (s *fileSource) wrap(err error) error {
@@ -184,31 +183,44 @@ func (s *fileSource) Next(ctx context.Context, buf []event.Packet) (int, error) 
 		return 0, s.err
 	}
 	var st Stats
-	defer s.stats.add(&st)
-	n := 0
+	n, err := s.batch(ctx, buf, &st)
+	s.stats.add(&st)
+	s.delivered += uint64(n)
+	if n > 0 {
+		return n, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return 0, s.err
+}
+
+// batch fills buf; it returns the context's error if that ended it, and
+// sets s.err at the end of the stream. It never panics: a panic in the file
+// readers (outside input) becomes a corrupt-file error after the packets
+// before it (one deferred recover per batch, not per packet).
+func (s *fileSource) batch(ctx context.Context, buf []event.Packet, st *Stats) (n int, ctxErr error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.err = s.wrap(fmt.Errorf("reader panic: %v: %w", r, ErrCorrupt))
+		}
+	}()
 	for n < len(buf) {
 		if s.records%ctxCheckEvery == 0 {
 			if err := ctx.Err(); err != nil {
-				if n > 0 {
-					return n, nil
-				}
-				return 0, err
+				return n, err
 			}
 		}
-		data, ci, lt, err := s.read()
+		data, ts, origLen, lt, err := s.read()
 		if err != nil {
 			s.err = s.wrap(err)
-			break
+			return n, nil
 		}
 		s.records++
 		s.offset += 16 + int64(len(data))
 		st.Packets++
 		st.Bytes += uint64(len(data))
-		var ts int64
-		if !ci.Timestamp.IsZero() {
-			ts = ci.Timestamp.UnixNano()
-		}
-		switch s.dec.Decode(lt, data, ts, ci.Length, &buf[n]) {
+		switch s.dec.Decode(lt, data, ts, origLen, &buf[n]) {
 		case Decoded:
 			st.Decoded++
 			n++
@@ -226,11 +238,7 @@ func (s *fileSource) Next(ctx context.Context, buf []event.Packet) (int, error) 
 			st.UnknownLinkType++
 		}
 	}
-	s.delivered += uint64(n)
-	if n > 0 {
-		return n, nil
-	}
-	return 0, s.err
+	return n, nil
 }
 
 func (s *fileSource) Stats() Stats { return s.stats.load() }

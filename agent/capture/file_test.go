@@ -306,8 +306,23 @@ func TestCompileFilter(t *testing.T) {
 func FuzzPcapReader(f *testing.F) {
 	f.Add([]byte{0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0})
 	f.Add([]byte{0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 28, 0, 0, 0})
+	{
+		// A little-endian microsecond file with two records, the second cut.
+		var b bytes.Buffer
+		w := pcapgo.NewWriter(&b)
+		_ = w.WriteFileHeader(65535, layers.LinkTypeEthernet)
+		for i := range 2 {
+			_ = w.WritePacket(gopacket.CaptureInfo{Timestamp: t0, CaptureLength: 60, Length: 60 + i}, make([]byte, 60))
+		}
+		f.Add(b.Bytes()[:b.Len()-5])
+	}
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if isClassicPcap(data) {
+			// The zero-copy classic pcap reader against pcapgo, the reference.
+			comparePcapReaders(t, "fuzz", data, false)
+			comparePcapReaders(t, "fuzz (chunked)", data, true)
+		}
 		path := filepath.Join(dir, "fuzz.pcap")
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)

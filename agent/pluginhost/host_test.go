@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"os"
@@ -77,6 +78,43 @@ func TestChecksumMismatch(t *testing.T) {
 	}
 	if _, err := New(Config{Path: filepath.Join(dir, "missing")}); err == nil {
 		t.Fatal("New pinned a missing binary")
+	}
+}
+
+// TestPinBeforeFirstLaunch: without Config.Checksum the binary is pinned
+// once (Checksum, or the first launch); a binary swapped after the pin is
+// refused by go-plugin's check and never runs.
+func TestPinBeforeFirstLaunch(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "plugin")
+	marker := filepath.Join(dir, "ran")
+	orig := []byte("#!/bin/sh\nexit 1\n")
+	if err := os.WriteFile(bin, orig, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Config{Path: bin, KeepPrivileges: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(orig)
+	if got := h.Checksum(); !bytes.Equal(got, want[:]) {
+		t.Fatalf("Checksum %x, want %x", got, want)
+	}
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.Checksum(); !bytes.Equal(got, want[:]) {
+		t.Fatalf("pin moved to the new binary: %x", got)
+	}
+	err = h.Start(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("Start of a swapped binary: %v", err)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("swapped binary was executed")
+	}
+	if _, err := New(Config{Path: dir}); err == nil {
+		t.Fatal("New accepted a directory as the plugin binary")
 	}
 }
 

@@ -105,6 +105,10 @@ func (h *Host) sysProcAttr() *syscall.SysProcAttr {
 
 // launch starts one plugin process whose ring starts at sequence base.
 func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error) {
+	sum, fresh, err := h.pin()
+	if err != nil {
+		return nil, err
+	}
 	r, err := ring.Create(h.cfg.RingSlots, base)
 	if err != nil {
 		return nil, err
@@ -118,6 +122,12 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 		_ = pw.Close()
 		_ = r.Close()
 	}
+	var secure *plugin.SecureConfig
+	if !fresh {
+		// Pinned earlier (Config.Checksum, an earlier launch): go-plugin
+		// hashes the file again and refuses it unless it matches.
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
 	cmd := exec.Command(h.cfg.Path, h.cfg.Args...)
 	cmd.Env = append([]string{}, h.cfg.Env...)
 	cmd.Dir = "/"
@@ -128,7 +138,7 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 		HandshakeConfig:  sdk.Handshake,
 		Plugins:          sdk.PluginMap(nil, nil),
 		Cmd:              cmd,
-		SecureConfig:     &plugin.SecureConfig{Checksum: h.sum, Hash: sha256.New()},
+		SecureConfig:     secure,
 		AutoMTLS:         true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		SkipHostEnv:      true,

@@ -129,3 +129,18 @@ func TestSurelyCloseBoundary(t *testing.T) {
 	}
 	t.Logf("accepted %d of 200000 near-edge vectors", accepted)
 }
+
+// TestLinearFeature: linearFeature is nhfeat.Raw.Feature for every linear
+// feature, bit for bit, on ordinary and extreme values.
+func TestLinearFeature(t *testing.T) {
+	vals := []float64{0, 1, -1, 0.5, 1e-45, 1e-300, 3.4e38, 3.5e38, 1e300, -1e300, math.Inf(1), math.Inf(-1), math.NaN(), 123456.789}
+	for _, j := range linear {
+		for _, x := range vals {
+			var r nhfeat.Raw
+			r[j] = x
+			if got, want := linearFeature(x), r.Feature(j); math.Float32bits(got) != math.Float32bits(want) {
+				t.Fatalf("feature %d, raw %v: %v, Feature %v", j, x, got, want)
+			}
+		}
+	}
+}

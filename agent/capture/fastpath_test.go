@@ -1,0 +1,136 @@
+package capture
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
+)
+
+// TestNoLayerAfterTransport: the fast path stops after the TCP or UDP
+// header, as gopacket does only if no layer registered in NewDecoder can
+// follow TCP or UDP on any port.
+func TestNoLayerAfterTransport(t *testing.T) {
+	d := NewDecoder()
+	registered := []gopacket.DecodingLayer{&d.eth, &d.dot1q, &d.sll, &d.sll2, &d.loop, &d.ip4, &d.ip6, &d.ip6ext,
+		&d.ip6frag, &d.tcp, &d.udp, &d.icmp4, &d.icmp6, &d.arp}
+	check := func(what string, port int, lt gopacket.LayerType) {
+		for _, l := range registered {
+			if l.CanDecode().Contains(lt) {
+				t.Fatalf("%s port %d: next layer %v is decoded (%T): the fast path would stop early", what, port, lt, l)
+			}
+		}
+	}
+	for port := 0; port <= 0xffff; port++ {
+		check("tcp", port, layers.TCPPort(port).LayerType())
+		check("udp", port, layers.UDPPort(port).LayerType())
+	}
+	check("udp gue", 0, layers.LayerTypeAGUEVar1)
+}
+
+// frameSource yields the frames of a pcap or pcapng file with their link
+// type, for the decoder comparisons.
+func eachFrame(t *testing.T, data []byte, fn func(lt layers.LinkType, frame []byte)) {
+	t.Helper()
+	if isClassicPcap(data) {
+		r, err := newPcapReader(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		for {
+			f, _, _, err := r.next()
+			if err != nil {
+				return
+			}
+			fn(r.link, f)
+		}
+	}
+	if len(data) < 4 || binary.LittleEndian.Uint32(data) != magicPcapNG {
+		return
+	}
+	r, err := pcapgo.NewNgReader(bytes.NewReader(data), pcapgo.NgReaderOptions{WantMixedLinkType: true, SkipUnknownVersion: true})
+	if err != nil {
+		return
+	}
+	for i := 0; i <= len(data); i++ {
+		f, ci, err := r.ZeroCopyReadPacketData()
+		if err != nil {
+			return
+		}
+		lt := layers.LinkType(0xffff)
+		if len(ci.AncillaryData) > 0 {
+			if l, ok := ci.AncillaryData[0].(layers.LinkType); ok {
+				lt = l
+			}
+		}
+		fn(lt, f)
+	}
+}
+
+// TestFastPathMatchesGopacket: on every frame of every capture of the
+// shared data (VIGIL_SHARED_DATA; skipped when absent), Decode with the
+// Ethernet/IPv4 fast path gives the same result and record as gopacket's
+// layers alone, and also on each frame cut short at several lengths.
+func TestFastPathMatchesGopacket(t *testing.T) {
+	dir := os.Getenv("VIGIL_SHARED_DATA")
+	if dir == "" {
+		dir = "/work/shared/data"
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Skipf("shared data not found at %s (set VIGIL_SHARED_DATA): skipping", dir)
+	}
+	fast, ref := NewDecoder(), NewDecoder()
+	ref.noFast = true
+	var frames, fastHits int
+	compare := func(name string, lt layers.LinkType, f []byte, wire int) {
+		var p, q event.Packet
+		r1 := fast.Decode(lt, f, 1234, wire, &p)
+		r2 := ref.Decode(lt, f, 1234, wire, &q)
+		if r1 != r2 || (r1 <= DecodedTruncated && p != q) {
+			t.Fatalf("%s: frame %d (% x): fast path %v %+v, gopacket %v %+v", name, frames, f, r1, p, r2, q)
+		}
+	}
+	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
+		if err != nil || !de.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		eachFrame(t, data, func(lt layers.LinkType, f []byte) {
+			frames++
+			var p event.Packet
+			if lt == layers.LinkTypeEthernet && fastEthIPv4(f, 0, len(f), &p) {
+				fastHits++
+			}
+			compare(rel, lt, f, len(f))
+			compare(rel, lt, f, len(f)+100)
+			if lt == layers.LinkTypeEthernet && frames%7 == 0 {
+				for _, cut := range []int{len(f) - 1, 14 + 20 + 7, 14 + 20 + 19, 14 + 21, 14 + 19, 13} {
+					if cut >= 0 && cut < len(f) {
+						compare(rel+" (cut)", lt, f[:cut], len(f))
+					}
+				}
+			}
+		})
+		return nil
+	})
+	if err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if frames == 0 {
+		t.Skip("no frames in the shared data")
+	}
+	t.Logf("%d frames, %d on the fast path: records identical to gopacket's", frames, fastHits)
+}

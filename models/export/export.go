@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/vigil-edge/vigil/models/ae"
 	"github.com/vigil-edge/vigil/models/bundle"
@@ -63,9 +64,30 @@ type Options struct {
 	// PadHidden, if > 1, pads the main encoder's hidden width up to a multiple of PadHidden with
 	// inert units (zero weights in and out), which suits ONNX Runtime's int8 GEMM kernels.
 	PadHidden int
+	// ActRange chooses how the static activation ranges (QDQ) are taken from Calibration:
+	// RangeMinMax (default: smallest and largest value), RangePercentile (the ActPercentile
+	// quantiles, outliers clipped) or RangeMSE (the clipping range that minimises the
+	// quantization mean squared error over the calibration values).
+	ActRange string
+	// ActPercentile is the upper quantile for RangePercentile (default 99.99; the lower one is
+	// 100 − ActPercentile).
+	ActPercentile float64
+	// ActType is the activations' integer type for static QDQ: ActUint8 (default, asymmetric
+	// with a zero point), ActInt8 (asymmetric) or ActInt8Sym (symmetric, zero point 0).
+	ActType string
 	// Version is written as the ONNX model_version.
 	Version int64
 }
+
+// Activation range methods and types (Options.ActRange, Options.ActType).
+const (
+	RangeMinMax     = "minmax"
+	RangePercentile = "percentile"
+	RangeMSE        = "mse"
+	ActUint8        = "uint8"
+	ActInt8         = "int8"
+	ActInt8Sym      = "int8sym"
+)
 
 // pad widens enc (In×H) and dec (H×Out) to H' = H rounded up to a multiple of mult. The new
 // units have zero input weights and zero output weights: they change no output.
@@ -351,8 +373,7 @@ func (e *exporter) dense(x string, l *layer, quant bool) string {
 	default: // static QDQ
 		wq, ws := quantizeWeights(l, e.opt.WeightBits)
 		r := e.ranges[l]
-		s, zp := qparams(r[0], r[1])
-		as, az := b.Float32("as", []float32{float32(s)}), b.Uint8("az", []uint8{zp})
+		s, as, az := e.actQuant(r[0], r[1], "a")
 		xq := b.Op("QuantizeLinear", x, as, az)
 		xd := b.Op("DequantizeLinear", xq, as, az)
 		wz := b.Int8("wz", make([]int8, l.Out), l.Out)
@@ -371,8 +392,7 @@ func (e *exporter) dense(x string, l *layer, quant bool) string {
 		if zr, ok := e.zrange[l]; ok && l.Act == ae.ActSigmoid {
 			// Gemm→Q becomes QGemm with uint8 output, DQ→Sigmoid→Q (the next layer's input
 			// quantization) QLinearSigmoid.
-			zs, zz := qparams(zr[0], zr[1])
-			zsn, zzn := b.Float32("zs", []float32{float32(zs)}), b.Uint8("zz", []uint8{zz})
+			_, zsn, zzn := e.actQuant(zr[0], zr[1], "z")
 			z = b.Op("DequantizeLinear", b.Op("QuantizeLinear", z, zsn, zzn), zsn, zzn)
 		}
 		if l.Act == ae.ActSigmoid {
@@ -387,6 +407,26 @@ func (e *exporter) dense(x string, l *layer, quant bool) string {
 	return z
 }
 
+// actQuant emits the scale and zero point initialisers of an activation range in the
+// configured type (Options.ActType) and returns the scale.
+func (e *exporter) actQuant(lo, hi float64, name string) (float64, string, string) {
+	b := e.b
+	switch e.opt.ActType {
+	case ActInt8:
+		s, zp := qparams(lo, hi)
+		return s, b.Float32(name+"s", []float32{float32(s)}), b.Int8(name+"z", []int8{int8(int(zp) - 128)})
+	case ActInt8Sym:
+		s := max(math.Abs(lo), math.Abs(hi)) / 127
+		if s == 0 {
+			s = 1
+		}
+		return s, b.Float32(name+"s", []float32{float32(s)}), b.Int8(name+"z", []int8{0})
+	default:
+		s, zp := qparams(lo, hi)
+		return s, b.Float32(name+"s", []float32{float32(s)}), b.Uint8(name+"z", []uint8{zp})
+	}
+}
+
 // qparams returns the uint8 scale and zero point of the range [lo, hi] (widened to contain 0).
 func qparams(lo, hi float64) (float64, uint8) {
 	lo, hi = min(lo, 0), max(hi, 0)
@@ -397,41 +437,111 @@ func qparams(lo, hi float64) (float64, uint8) {
 	return s, uint8(max(0, min(255, math.Round(-lo/s))))
 }
 
-// calibrate fixes the static activation ranges of the main encoder and decoder inputs.
+// calibrate fixes the static activation ranges of the main encoder and decoder inputs (and of
+// the encoder's pre-activation with QuantizeHidden) from Options.Calibration by Options.ActRange.
 func (e *exporter) calibrate(m *ae.Model, enc, dec *layer) error {
 	encR := [2]float64{m.Norm.Lo, m.Norm.Hi}
 	decR := [2]float64{0, 1}
+	switch e.opt.ActRange {
+	case "", RangeMinMax, RangePercentile, RangeMSE:
+	default:
+		return fmt.Errorf("export: unknown activation range method %q", e.opt.ActRange)
+	}
 	if c := e.opt.Calibration; c.Rows > 0 {
 		if c.Cols != m.Dim {
 			return fmt.Errorf("export: calibration data has %d columns, model %d", c.Cols, m.Dim)
 		}
-		encR = [2]float64{math.Inf(1), math.Inf(-1)}
-		decR = encR
-		zR := encR
+		xs := make([]float64, 0, c.Rows*enc.In)
+		hs := make([]float64, 0, c.Rows*enc.Out)
+		var zs []float64
 		xn := make([]float64, m.Dim)
-		h := make([]float64, enc.Out)
 		for r := 0; r < c.Rows; r++ {
 			m.Norm.Apply(c.Row(r), xn)
 			for i, v := range xn {
 				v = min(max(v, m.Norm.Lo), m.Norm.Hi)
 				xn[i] = v
-				encR[0], encR[1] = min(encR[0], v), max(encR[1], v)
+				xs = append(xs, v)
 			}
 			for j := 0; j < enc.Out; j++ {
 				z := enc.B[j]
 				for i := 0; i < enc.In; i++ {
 					z += xn[i] * enc.W[i*enc.Out+j]
 				}
-				zR[0], zR[1] = min(zR[0], z), max(zR[1], z)
-				h[j] = 1 / (1 + math.Exp(-z))
-				decR[0], decR[1] = min(decR[0], h[j]), max(decR[1], h[j])
+				if e.opt.QuantizeHidden {
+					zs = append(zs, z)
+				}
+				hs = append(hs, 1/(1+math.Exp(-z)))
 			}
 		}
+		encR = e.actRange(xs)
+		decR = e.actRange(hs)
 		if e.opt.QuantizeHidden {
-			e.zrange[enc] = zR
+			e.zrange[enc] = e.actRange(zs)
 		}
 	}
 	e.ranges[enc] = encR
 	e.ranges[dec] = decR
 	return nil
+}
+
+// actRange returns the quantization range of the calibration values vs (sorted in place) by
+// Options.ActRange.
+func (e *exporter) actRange(vs []float64) [2]float64 {
+	slices.Sort(vs)
+	lo, hi := vs[0], vs[len(vs)-1]
+	switch e.opt.ActRange {
+	case RangePercentile:
+		p := e.opt.ActPercentile
+		if p <= 50 || p > 100 {
+			p = 99.99
+		}
+		q := func(f float64) float64 {
+			return vs[min(len(vs)-1, max(0, int(math.Round(f*float64(len(vs)-1)))))]
+		}
+		return [2]float64{q(1 - p/100), q(p / 100)}
+	case RangeMSE:
+		return mseRange(vs, e.opt.ActType)
+	}
+	return [2]float64{lo, hi}
+}
+
+// mseRange searches clipping ranges [f·lo, f·hi] (lo ≤ 0 ≤ hi the extremes of the sorted values vs,
+// f from 1 down to 0.05 in steps of 0.01) and returns the one whose quantization (uint8
+// grid, or the symmetric int8 grid for ActInt8Sym) has the smallest mean squared error over a
+// sample of vs.
+func mseRange(vs []float64, typ string) [2]float64 {
+	const maxSample = 100000
+	step := max(1, len(vs)/maxSample)
+	sample := make([]float64, 0, len(vs)/step+1)
+	for i := 0; i < len(vs); i += step {
+		sample = append(sample, vs[i])
+	}
+	lo, hi := min(vs[0], 0), max(vs[len(vs)-1], 0)
+	mse := func(l, h float64) float64 {
+		var s, zp, qmin, qmax float64
+		if typ == ActInt8Sym {
+			s, qmin, qmax = max(-l, h)/127, -127, 127
+		} else {
+			s8, z8 := qparams(l, h)
+			s, zp, qmin, qmax = s8, float64(z8), 0, 255
+		}
+		if s == 0 {
+			return 0
+		}
+		var sum float64
+		for _, v := range sample {
+			q := max(qmin, min(qmax, math.Round(v/s)+zp))
+			d := (q-zp)*s - v
+			sum += d * d
+		}
+		return sum
+	}
+	best, bestR := math.Inf(1), [2]float64{lo, hi}
+	for a := 0; a <= 95; a++ {
+		f := 1 - float64(a)/100
+		if v := mse(lo*f, hi*f); v < best {
+			best, bestR = v, [2]float64{lo * f, hi * f}
+		}
+	}
+	return bestR
 }

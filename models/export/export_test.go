@@ -69,13 +69,24 @@ func TestBuildStructure(t *testing.T) {
 	}
 }
 
+// scoreRun is the rows per ONNX Runtime run in the tests, as the detector plugin and the trainer
+// score (dataset.ScoreChunk): on CPUs with AVX-512 VNNI / AMX, ONNX Runtime's int8 QGemm gets the
+// 32nd row of every 32-row block wrong in longer runs (see TestRunSizeInvariance).
+const scoreRun = 16
+
+// scoreAll scores every row of data in runs of scoreRun rows.
 func scoreAll(t *testing.T, s *runtime.Scorer, data ae.Matrix) []float32 {
 	t.Helper()
-	sc, _, err := s.Score(data.Data, data.Rows)
-	if err != nil {
-		t.Fatal(err)
+	out := make([]float32, 0, data.Rows)
+	for off := 0; off < data.Rows; off += scoreRun {
+		k := min(scoreRun, data.Rows-off)
+		sc, _, err := s.Score(data.Data[off*data.Cols:(off+k)*data.Cols], k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, sc...)
 	}
-	return append([]float32(nil), sc...)
+	return out
 }
 
 // TestORT runs the exported graphs in ONNX Runtime: float scores match the Go reference, int8
@@ -165,13 +176,10 @@ func TestORT(t *testing.T) {
 					rhoB, _ := calib.Spearman(floatScores[:val.Rows], scores[:val.Rows])
 					rhoA, _ := calib.Spearman(floatScores[val.Rows:], scores[val.Rows:])
 					t.Logf("Spearman(float, int8) = %.5f (benign only %.5f, attack only %.5f); ROC AUC float %.4f int8 %.4f", rho, rhoB, rhoA, aucF, aucQ)
-					// The dynamic int8 models are Vigil's default and must rank like float
-					// (≥ 0.99). Static QDQ with calibrated ranges ranks benign rows less
-					// faithfully (about 0.985 here); it is kept as an option and held to 0.97.
+					// Both int8 variants must rank like float (≥ 0.99) when scored in runs of
+					// scoreRun rows (about 0.9994 here). Scored in one run of 2,000 rows, static
+					// QDQ fell to 0.96-0.98 through ORT's wrong 32nd rows (TestRunSizeInvariance).
 					minRho := 0.99
-					if q == bundle.QuantInt8Static {
-						minRho = 0.97
-					}
 					if rho < minRho {
 						t.Fatalf("Spearman %.4f < %.2f", rho, minRho)
 					}
@@ -181,5 +189,53 @@ func TestORT(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestActRange checks the activation range methods on exponentially distributed values (a long
+// thin tail, max ≈ 10.6): min/max keeps the tail, the percentile range is the quantile, the MSE
+// range clips part of the tail and quantizes with a smaller error than min/max.
+func TestActRange(t *testing.T) {
+	const n = 20000
+	vs := func() []float64 {
+		out := make([]float64, n)
+		for i := range out {
+			out[i] = -math.Log(1 - (float64(i)+0.5)/n)
+		}
+		return out
+	}
+	max := vs()[n-1]
+	for _, c := range []struct {
+		opt    Options
+		lo, hi float64 // the range's upper end must be in [lo, hi]
+	}{
+		{Options{}, max, max},
+		{Options{ActRange: RangePercentile, ActPercentile: 99.9}, 6.8, 7.0},
+		{Options{ActRange: RangeMSE}, 3, max * 0.99},
+		{Options{ActRange: RangeMSE, ActType: ActInt8Sym}, 3, max * 0.99},
+	} {
+		e := &exporter{opt: c.opt}
+		r := e.actRange(vs())
+		if r[0] < 0 || r[0] > 0.01 || r[1] < c.lo || r[1] > c.hi {
+			t.Errorf("%s/%s: range %v, want [≈0, %g..%g]", c.opt.ActRange, c.opt.ActType, r, c.lo, c.hi)
+		}
+	}
+	qerr := func(hi float64) float64 {
+		s, zp := qparams(0, hi)
+		var sum float64
+		for _, v := range vs() {
+			q := math.Max(0, math.Min(255, math.Round(v/s)+float64(zp)))
+			sum += math.Pow((q-float64(zp))*s-v, 2)
+		}
+		return sum
+	}
+	if r := mseRange(vs(), ActUint8); qerr(r[1]) >= qerr(max) {
+		t.Errorf("MSE range %v: error %g, min/max %g", r, qerr(r[1]), qerr(max))
+	}
+	if s, _ := qparams(0, 0); s <= 0 {
+		t.Fatalf("scale %v for an empty range", s)
+	}
+	if _, err := Build(trained(t)[ae.KindSingle], Options{Quant: bundle.QuantInt8Static, ActRange: "bogus", Calibration: aetest.Data(10, dim, 1, false)}); err == nil {
+		t.Fatal("unknown range method accepted")
 	}
 }

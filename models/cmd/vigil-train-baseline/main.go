@@ -37,6 +37,7 @@ func main() {
 	flag.StringVar(&cfg.Ship, "ship", "nethost/v1", "feature sets whose bundles ship in -out (comma-separated); the others go to -out/experimental")
 	flag.StringVar(&cfg.Lab, "lab", "", "lab baseline pcaps from test/lab (comma-separated; optional): last fifth of each held out")
 	flag.StringVar(&cfg.Only, "only", "", "train and evaluate only this feature set (e.g. nethost/v1; with -dry-run for quick iterations)")
+	flag.BoolVar(&cfg.SweepQuant, "sweep-quant", false, "compare the int8 export variants with the float model (table on stdout; writes nothing)")
 	flag.Parse()
 	t, err := time.Parse(time.RFC3339, *created)
 	if err != nil {

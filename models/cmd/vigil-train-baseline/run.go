@@ -41,6 +41,9 @@ type Config struct {
 	// Only, if set, trains and evaluates only this feature set (quick
 	// iterations with -dry-run); the others flag nothing.
 	Only string
+	// SweepQuant compares the int8 export variants (models/export options) with the float model
+	// and writes a table to stdout instead of training the bundles.
+	SweepQuant bool
 }
 
 // set is one feature set the detector scores, with its training recipe.
@@ -154,6 +157,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("benign captures read", "lab", len(labFiles), "train_files", len(trainCaps), "holdout_files", len(holdCaps), "skipped", len(skipped),
 		"synthetic_baselines", len(base))
 
+	if cfg.SweepQuant {
+		return sweepQuant(ctx, cfg, sets, trainCaps, holdCaps, log, os.Stdout)
+	}
 	rep := &Report{
 		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR,
 		TrainFiles: len(trainCaps), HoldoutFiles: len(holdCaps), SkippedFiles: len(skipped),

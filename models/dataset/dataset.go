@@ -196,8 +196,9 @@ func Sample(m ae.Matrix, n int) ae.Matrix {
 }
 
 // ScoreChunk is the rows per ONNX Runtime run, as the detector plugin scores
-// (plugins/netflow.DefaultScoreChunk): ONNX Runtime's int8 kernels compute a
-// row differently inside blocks of 32 or more rows, and a dynamically
+// (plugins/netflow.DefaultScoreChunk): ONNX Runtime 1.24.3's int8 kernels
+// get the 32nd row of each 32-row block wrong on this CPU (docs/models.md,
+// section 4), and a dynamically
 // quantized batch is scaled by its own range, so calibration and evaluation
 // score the way the plugin does.
 const ScoreChunk = 16

@@ -96,10 +96,12 @@ type Options struct {
 	// reach after calibration (default 0.999).
 	CalibrateQuantile float64
 	// ScoreChunk is the number of rows per ONNX Runtime run (default 16).
-	// ONNX Runtime's int8 kernels compute a row differently when it is part
-	// of a block of 32 or more rows than in a smaller run (measured here:
-	// about 3% of rows differ, by up to 40% of the threshold), so the score of
-	// a packet would depend on how the ring cut the stream into batches.
+	// In runs of 32 or more rows, ONNX Runtime 1.24.3's int8 kernels on this
+	// (AVX-512) Xeon compute the 32nd row of each 32-row block wrongly, by up
+	// to several thresholds (docs/models.md, section 4; probably
+	// microsoft/onnxruntime#26324), so the score of a packet would depend on
+	// how the ring cut the stream into batches. Measured as well: with score
+	// reuse, scan CPU is the same at chunks of 16 and 256 (few rows per run).
 	// Runs of at most 24 rows all take the same path as a single row: scores
 	// are then batch-invariant and match the trainer's calibration (which
 	// scores with the same chunk). 0 or negative: the default.

@@ -182,6 +182,12 @@ type hostVal struct {
 type Extractor struct {
 	seed  uint64
 	hosts flowtab.Table[hostKey, hostVal]
+	// decayDt and decayF memoize decay's factors of the last time step:
+	// steady traffic repeats time steps, and the factors are a function of
+	// the step alone (decayDt 0: none yet, as decay never computes a step
+	// ≤ 0).
+	decayDt int64
+	decayF  [len(lambdas)]float64
 }
 
 // New returns an extractor with empty state.
@@ -203,15 +209,23 @@ func (e *Extractor) keyOf(addr [16]byte, mac [6]byte, ip bool) (hostKey, uint64)
 
 const slowLambda = 0.1
 
-func decay(v *hostVal, last *int64, now int64) {
+// decay ages v's decayed sums from packet time *last to now and sets *last
+// to now.
+func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	dt := now - *last
 	if dt <= 0 {
 		return
 	}
 	*last = now
-	s := float64(dt) * 1e-9
+	if dt != e.decayDt {
+		s := float64(dt) * 1e-9
+		for i, l := range lambdas {
+			e.decayF[i] = math.Exp2(-l * s)
+		}
+		e.decayDt = dt
+	}
 	for i, l := range lambdas {
-		f := math.Exp2(-l * s)
+		f := e.decayF[i]
 		c := &v.win[i]
 		c.initPkts *= f
 		c.initBytes *= f
@@ -395,7 +409,18 @@ func (r *Raw) Feature(j int) float32 {
 func (r *Raw) Features(out []float32) {
 	out = out[:Dim]
 	for j := range out {
-		out[j] = r.Feature(j)
+		// r.Feature(j), written out: the call per feature cost more than
+		// the conversion of a linear one.
+		var f float32
+		if isLog[j] {
+			f = lg(r[j])
+		} else {
+			f = float32(r[j])
+		}
+		if d := f - f; d != d { // ±Inf or NaN
+			f = 0
+		}
+		out[j] = f
 	}
 }
 
@@ -416,7 +441,7 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 		(p.Proto == event.ProtoICMP && p.SrcPort == 3) || (p.Proto == event.ProtoICMPv6 && p.SrcPort == 1)) {
 		k, h := e.keyOf(p.DstIP, p.DstMAC, true)
 		if v, last := e.hosts.Lookup(&k, h); v != nil {
-			decay(v, last, now)
+			e.decay(v, last, now)
 			for i := range v.win {
 				v.win[i].failedIn++
 			}
@@ -428,13 +453,13 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 		// owner's reply usually comes next.
 		k, h := e.keyOf(p.DstIP, p.DstMAC, true)
 		v, last := e.hosts.Get(&k, h, now)
-		decay(v, last, now)
+		e.decay(v, last, now)
 		v.arpAsked = min(v.arpAsked+1, 8)
 	}
 
 	k, h := e.keyOf(p.SrcIP, p.SrcMAC, isIP || isARP)
 	v, last := e.hosts.Get(&k, h, now)
-	decay(v, last, now)
+	e.decay(v, last, now)
 
 	// Sketch epochs.
 	ep := now / epochNs
@@ -536,13 +561,13 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 		o[0] = ratio(c.initBytes, c.initPkts)
 		o[1] = c.opens * sc
 		o[2] = c.newDst * sc
-		o[3] = math.Min(1, ratio(c.failedIn, c.syn))
-		o[4] = math.Min(1, ratio(c.syn, c.initTCP))
+		o[3] = min(1, ratio(c.failedIn, c.syn))
+		o[4] = min(1, ratio(c.syn, c.initTCP))
 		o[5] = c.odd * sc
 		o[6] = c.icmpReq * sc
 		o[7] = c.arpReq * sc
 		o[8] = c.arpUnsol * sc
-		o[9] = math.Min(1, ratio(c.dns, c.opens))
+		o[9] = min(1, ratio(c.dns, c.opens))
 		o[10] = ratio(c.dnsBytes, c.dns)
 	}
 	raw[Dim-4] = float64(distinctFeature(&v.cur[0], &v.prev[0], &v.distKey[0], &v.distVal[0]))

@@ -274,7 +274,7 @@ func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.R
 				strongest[j] = strongestBurst{anomaly: k, file: i, contrib: c, share: share}
 			}
 		} else {
-			a.TopFeatures = topK(c, d.names)
+			a.TopFeatures = sdk.TopContributions(c, d.names, TopK)
 			a.Context = fileContext(&files[i], v, m)
 			a.Context[ContextRateShare] = strconv.FormatFloat(float64(share), 'f', 3, 32)
 			a.Context[ContextKind] = KindFile
@@ -284,7 +284,7 @@ func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.R
 	for _, sb := range strongest {
 		a := &res.Anomalies[sb.anomaly]
 		i := sb.file
-		a.TopFeatures = topK(sb.contrib, d.names)
+		a.TopFeatures = sdk.TopContributions(sb.contrib, d.names, TopK)
 		a.Context = fileContext(&files[i], fv[i*feat.Dim:(i+1)*feat.Dim], m)
 		a.Context[ContextRateShare] = strconv.FormatFloat(float64(sb.share), 'f', 3, 32)
 		a.Context[ContextKind] = KindBurst
@@ -378,38 +378,6 @@ func indexOf(name string) int {
 		}
 	}
 	panic("fileactivity: feature " + name + " missing from " + feat.Name)
-}
-
-// topK returns the k largest contributions with their names.
-func topK(c []float32, names []string) []sdk.Contribution {
-	var idx [TopK]int
-	k := 0
-	for i := range c {
-		if k < TopK {
-			idx[k] = i
-			k++
-		} else if val(c, i) > val(c, idx[k-1]) {
-			idx[k-1] = i
-		} else {
-			continue
-		}
-		for j := k - 1; j > 0 && val(c, idx[j]) > val(c, idx[j-1]); j-- {
-			idx[j], idx[j-1] = idx[j-1], idx[j]
-		}
-	}
-	out := make([]sdk.Contribution, k)
-	for j := range k {
-		out[j] = sdk.Contribution{Name: names[idx[j]], Contribution: c[idx[j]]}
-	}
-	return out
-}
-
-func val(c []float32, i int) float32 {
-	v := c[i]
-	if v != v {
-		return float32(math.Inf(1))
-	}
-	return v
 }
 
 // Health implements sdk.Detector.

@@ -162,7 +162,7 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 			Index:       uint64(base + b.first),
 			Score:       d.rawScore(b.maxSlot, b.max),
 			Threshold:   m.thr,
-			TopFeatures: topK(d.contrib(b.maxSlot, b.max), m.names),
+			TopFeatures: sdk.TopContributions(d.contrib(b.maxSlot, b.max), m.names, TopK),
 			Context:     ctx,
 			Aggregate:   &agg,
 		}

@@ -415,7 +415,7 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 			Index:       uint64(base + i),
 			Score:       d.rawScore(s, i),
 			Threshold:   m.thr,
-			TopFeatures: topK(d.contrib(s, i), m.names),
+			TopFeatures: sdk.TopContributions(d.contrib(s, i), m.names, TopK),
 			Context:     packetContext(&pkts[i], m),
 		})
 	}
@@ -584,41 +584,6 @@ func (d *Detector) activeThreshold(s int) float32 {
 		return m.thr
 	}
 	return 0
-}
-
-// topK returns the k largest contributions with their names.
-func topK(c []float32, names []string) []sdk.Contribution {
-	var idx [TopK]int
-	k := 0
-	for i, v := range c {
-		if v != v {
-			v = float32(math.Inf(1))
-		}
-		if k < TopK {
-			idx[k] = i
-			k++
-		} else if v > val(c, idx[k-1]) {
-			idx[k-1] = i
-		} else {
-			continue
-		}
-		for j := k - 1; j > 0 && val(c, idx[j]) > val(c, idx[j-1]); j-- {
-			idx[j], idx[j-1] = idx[j-1], idx[j]
-		}
-	}
-	out := make([]sdk.Contribution, k)
-	for j := range k {
-		out[j] = sdk.Contribution{Name: names[idx[j]], Contribution: c[idx[j]]}
-	}
-	return out
-}
-
-func val(c []float32, i int) float32 {
-	v := c[i]
-	if v != v {
-		return float32(math.Inf(1))
-	}
-	return v
 }
 
 // packetContext describes p for the finding.

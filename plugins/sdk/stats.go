@@ -75,3 +75,41 @@ func selectK(a []float32, k int) float32 {
 	}
 	return a[k]
 }
+
+// MaxTopContributions bounds k of TopContributions.
+const MaxTopContributions = 16
+
+// TopContributions returns the k (at most MaxTopContributions) largest
+// contributions of c, largest first, with their names (names[i] names c[i]).
+// A NaN counts as +Inf, so a broken feature is reported first; ties keep the
+// lower index first. Both detector plugins report their top features with it.
+func TopContributions(c []float32, names []string, k int) []Contribution {
+	k = min(max(k, 0), MaxTopContributions)
+	var idx [MaxTopContributions]int
+	n := 0
+	for i := range c {
+		if n < k {
+			idx[n] = i
+			n++
+		} else if k == 0 || contribVal(c, i) <= contribVal(c, idx[n-1]) {
+			continue
+		} else {
+			idx[n-1] = i
+		}
+		for j := n - 1; j > 0 && contribVal(c, idx[j]) > contribVal(c, idx[j-1]); j-- {
+			idx[j], idx[j-1] = idx[j-1], idx[j]
+		}
+	}
+	out := make([]Contribution, n)
+	for j := range n {
+		out[j] = Contribution{Name: names[idx[j]], Contribution: c[idx[j]]}
+	}
+	return out
+}
+
+func contribVal(c []float32, i int) float32 {
+	if v := c[i]; v == v {
+		return v
+	}
+	return float32(math.Inf(1))
+}

@@ -75,8 +75,26 @@ type Options struct {
 	// ActType is the activations' integer type for static QDQ: ActUint8 (default, asymmetric
 	// with a zero point), ActInt8 (asymmetric) or ActInt8Sym (symmetric, zero point 0).
 	ActType string
+	// AMXSafe (int8 only) widens every int8 GEMM whose output width N has N mod 32 in 17..31
+	// to the next multiple of 32 (zero weight columns; the main encoder gets inert hidden
+	// units, other layers a Slice back to N). ONNX Runtime 1.24's AMX int8 kernel
+	// (MlasGemmU8S8 on CPUs with AMX) computes the 32nd row of every full 32-row block wrong for
+	// exactly those widths, so a model scored in runs of 32 rows or more then gets every 32nd
+	// score wrong; with AMXSafe the scores do not depend on the run length, and they equal
+	// the default layout's single-row scores (per-column weight scales and the calibrated
+	// activation ranges do not change).
+	AMXSafe bool
 	// Version is written as the ONNX model_version.
 	Version int64
+}
+
+// amxBadWidth reports whether ONNX Runtime 1.24's AMX int8 GEMM miscomputes outputs of width n
+// (see Options.AMXSafe), and the width to use instead.
+func amxBadWidth(n int) (bool, int) {
+	if r := n % 32; r > 16 {
+		return true, n - r + 32
+	}
+	return false, n
 }
 
 // Activation range methods and types (Options.ActRange, Options.ActType).
@@ -205,6 +223,11 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 		if err := e.calibrate(m, &enc, &dec); err != nil {
 			return nil, err
 		}
+	}
+	if bad, _ := amxBadWidth(enc.Out); quant && opt.AMXSafe && bad {
+		// After the calibration, so that the inert units' constant activations do not
+		// enter the activation ranges.
+		pad(&enc, &dec, 32)
 	}
 	h := e.dense(xc, &enc, quant)
 	y := e.dense(h, &dec, quant && !opt.FloatDecoder)
@@ -358,11 +381,45 @@ func quantizeWeights(l *layer, bits int) ([]int8, []float32) {
 
 // dense emits act(x·W + B), quantized or not.
 func (e *exporter) dense(x string, l *layer, quant bool) string {
+	if quant {
+		if bad, n2 := amxBadWidth(l.Out); bad && e.opt.AMXSafe {
+			return e.denseWide(x, l, n2)
+		}
+		return e.denseQuant(x, l)
+	}
+	b := e.b
+	z := b.Op("Add", b.Op("MatMul", x, b.Float32("w", f32(l.W), l.In, l.Out)), b.Float32("b", f32(l.B), l.Out))
+	if l.Act == ae.ActSigmoid {
+		return b.Op("Sigmoid", z)
+	}
+	return z
+}
+
+// denseWide emits the quantized layer l with its output widened to n2 columns (zero weights
+// and biases) and sliced back to l.Out columns before the activation (Options.AMXSafe).
+func (e *exporter) denseWide(x string, l *layer, n2 int) string {
+	b := e.b
+	w := &layer{In: l.In, Out: n2, W: make([]float64, l.In*n2), B: make([]float64, n2), Act: ae.ActLinear}
+	for i := 0; i < l.In; i++ {
+		copy(w.W[i*n2:i*n2+l.Out], l.W[i*l.Out:(i+1)*l.Out])
+	}
+	copy(w.B, l.B)
+	if r, ok := e.ranges[l]; ok {
+		e.ranges[w] = r
+	}
+	z := e.denseQuant(x, w)
+	z = b.Op("Slice", z, b.Int64("slice_start", []int64{0}, 1), b.Int64("slice_end", []int64{int64(l.Out)}, 1), b.Int64("slice_axis", []int64{1}, 1))
+	if l.Act == ae.ActSigmoid {
+		return b.Op("Sigmoid", z)
+	}
+	return z
+}
+
+// denseQuant emits act(x·W + B) in int8 (dynamic or static QDQ, by Options.Quant).
+func (e *exporter) denseQuant(x string, l *layer) string {
 	b := e.b
 	var mm string
 	switch {
-	case !quant:
-		mm = b.Op("MatMul", x, b.Float32("w", f32(l.W), l.In, l.Out))
 	case e.opt.Quant == bundle.QuantInt8Dyn:
 		wq, ws := quantizeWeights(l, e.opt.WeightBits)
 		dq := b.Node("", "DynamicQuantizeLinear", []string{x}, 3)

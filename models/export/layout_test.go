@@ -57,6 +57,10 @@ func TestLayoutOptions(t *testing.T) {
 			// Symmetric int8 wastes half its grid on the [0, 1] sigmoid outputs (and ORT keeps a Clip).
 			{"qdq-int8sym", Options{ActType: ActInt8Sym}, []string{"QGemm"}, []string{"Identity"}},
 			{"qdq-hidden-int8act", Options{QuantizeHidden: true, ActType: ActInt8}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}},
+			// AMXSafe: the widened GEMMs stay fused QGemms (followed by a Slice).
+			{"qdq-amx", Options{AMXSafe: true}, []string{"QGemm", "Slice"}, []string{"Identity"}},
+			{"qdq-amx-floatdec", Options{AMXSafe: true, FloatDecoder: true}, []string{"QGemm"}, nil},
+			{"qdq-amx-hidden", Options{AMXSafe: true, QuantizeHidden: true}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}},
 		} {
 			t.Run(kind+"/"+c.name, func(t *testing.T) {
 				c.opt.Quant, c.opt.Calibration = bundle.QuantInt8Static, val
@@ -221,77 +225,158 @@ func threadCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// TestRunSizeInvariance scores the same rows in runs of 1, 16, 32 and 256 rows at the shipped
-// nethost/v1 shape (single AE, D = 26, hidden 13). It asserts what the detector plugin relies on:
-// runs of up to 16 rows give exactly the scores of single rows. Larger runs are only logged: on the
-// development VM (Xeon with AVX-512 VNNI and AMX, ONNX Runtime 1.24.3) the int8 QGemm then
-// computes the 32nd row of every 32-row block differently (scores off by up to several
-// thresholds on real data), unless the decoder stays float (FloatDecoder) at this shape.
+// TestRunSizeInvariance scores the same rows in runs of 1, 16, 32, 64 and 256 rows through the
+// runtime package (the plugin's scorer) and asserts that the recommended int8 layouts give
+// every row the score of its single-row run, at the shipped nethost/v1 shape (single AE, D = 26,
+// hidden 13) and at netflow/v1's D = 115 (single AE with hidden 87, KitNET).
+//
+// On CPUs with AMX (the development VM: Xeon with AVX-512 VNNI and AMX, ONNX Runtime 1.24.3)
+// the int8 GEMM computes the 32nd row of every full 32-row block wrongly whenever its output
+// width N has N mod 32 in 17..31 (TestQGemmShapeSweep with VIGIL_LAYOUT_SWEEP=1 maps it):
+// the default static QDQ layout (decoder N = D = 26 or 115) is hit, and so is FloatDecoder at
+// hidden 87. Options.AMXSafe widens such GEMMs; with it the scores are run-size invariant and
+// bit-identical to the default layout's single-row scores. The unprotected layouts are only
+// logged (they are correct on CPUs without AMX).
 func TestRunSizeInvariance(t *testing.T) {
 	if err := runtime.Init(runtimetest.Library(t)); err != nil {
 		t.Fatal(err)
 	}
-	const d = 26
-	train := aetest.Data(3000, d, 1, false)
-	val := aetest.Data(1024, d, 2, false)
-	m, err := ae.Fit(t.Context(), train, ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Train: ae.TrainConfig{Epochs: 2, Seed: 3}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs := func(s *runtime.Scorer, chunk int) []float32 {
-		var out []float32
-		for off := 0; off < val.Rows; off += chunk {
-			k := min(chunk, val.Rows-off)
-			sc, _, err := s.Score(val.Data[off*d:(off+k)*d], k)
+	q := bundle.QuantInt8Static
+	for _, sh := range []struct {
+		name string
+		d    int
+		cfg  ae.Config
+	}{
+		{"nethost", 26, ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5}},
+		{"netflow-single", 115, ae.Config{Kind: ae.KindSingle}},
+		{"netflow-kitnet", 115, ae.Config{Kind: ae.KindKitNET}},
+	} {
+		d := sh.d
+		train := aetest.Data(3000, d, 1, false)
+		val := aetest.Data(1024, d, 2, false)
+		cfg := sh.cfg
+		cfg.Train = ae.TrainConfig{Epochs: 2, Seed: 3}
+		m, err := ae.Fit(t.Context(), train, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs := func(s *runtime.Scorer, chunk int) []float32 {
+			var out []float32
+			for off := 0; off < val.Rows; off += chunk {
+				k := min(chunk, val.Rows-off)
+				sc, _, err := s.Score(val.Data[off*d:(off+k)*d], k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, sc...)
+			}
+			return out
+		}
+		single := map[string][]float32{}
+		for _, c := range []struct {
+			name string
+			opt  Options
+			must bool   // run-size invariance asserted
+			base string // layout whose single-row scores these must equal exactly
+		}{
+			{"float", Options{Quant: bundle.QuantNone}, true, ""},
+			{"qdq", Options{Quant: q}, false, ""},
+			{"qdq-floatdec", Options{Quant: q, FloatDecoder: true}, false, ""},
+			{"qdq-amx", Options{Quant: q, AMXSafe: true}, true, "qdq"},
+			{"qdq-floatdec-amx", Options{Quant: q, FloatDecoder: true, AMXSafe: true}, true, "qdq-floatdec"},
+		} {
+			c.opt.Calibration = val
+			raw, err := Export(m, c.opt)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out = append(out, sc...)
-		}
-		return out
-	}
-	fraw, err := Export(m, Options{Quant: bundle.QuantNone})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs, err := runtime.OpenWith("", fraw, d, 256, runtime.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	floatScores := runs(fs, 1)
-	fs.Close()
-	for _, c := range []struct {
-		name string
-		opt  Options
-	}{{"qdq", Options{}}, {"qdq-floatdec", Options{FloatDecoder: true}}} {
-		c.opt.Quant, c.opt.Calibration = bundle.QuantInt8Static, val
-		raw, err := Export(m, c.opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := runtime.OpenWith("", raw, d, 256, runtime.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref := runs(s, 1)
-		for _, chunk := range []int{16, 32, 256} {
-			got := runs(s, chunk)
-			var n int
-			var worst, errRun, errSingle float64
-			for i := range got {
-				if diff := math.Abs(float64(got[i] - ref[i])); diff > 1e-5*math.Abs(float64(ref[i])) {
-					n++
-					worst = math.Max(worst, diff)
-					errRun += math.Abs(float64(got[i] - floatScores[i]))
-					errSingle += math.Abs(float64(ref[i] - floatScores[i]))
+			s, err := runtime.OpenWith("", raw, d, 256, runtime.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := runs(s, 1)
+			single[c.name] = ref
+			if base := single[c.base]; base != nil {
+				for i := range ref {
+					if ref[i] != base[i] {
+						t.Fatalf("%s/%s: row %d scores %g single, %s %g", sh.name, c.name, i, ref[i], c.base, base[i])
+					}
 				}
 			}
-			t.Logf("%s, runs of %d rows: %d of %d scores differ from single-row runs (largest difference %.3g; on those rows, mean |int8 − float| %.3g in runs, %.3g single)",
-				c.name, chunk, n, len(got), worst, errRun/float64(max(n, 1)), errSingle/float64(max(n, 1)))
-			if chunk <= 16 && n > 0 {
-				t.Errorf("%s: runs of %d rows change %d scores", c.name, chunk, n)
+			for _, chunk := range []int{16, 32, 64, 256} {
+				got := runs(s, chunk)
+				var n int
+				var worst float64
+				for i := range got {
+					// Float operators after the int8 GEMMs may round differently with the
+					// run length; the defect moves a score by whole quantization steps.
+					if diff := math.Abs(float64(got[i] - ref[i])); diff > 1e-5*math.Abs(float64(ref[i]))+1e-7 {
+						n++
+						worst = math.Max(worst, diff)
+					}
+				}
+				t.Logf("%s/%s (%d bytes), runs of %d rows: %d of %d scores differ from single-row runs (largest difference %.3g)",
+					sh.name, c.name, len(raw), chunk, n, len(got), worst)
+				if n > 0 && (c.must || chunk <= 16) {
+					t.Errorf("%s/%s: runs of %d rows change %d scores (largest difference %.3g)", sh.name, c.name, chunk, n, worst)
+				}
+			}
+			s.Close()
+		}
+	}
+}
+
+// TestAMXSafeWidths checks the graph AMXSafe writes: no int8 GEMM output width with N mod 32
+// in 17..31 (Gemm and MatMulInteger weights), and the shipped nethost layout (FloatDecoder,
+// hidden 13) unchanged byte for byte, since none of its int8 GEMMs has such a width.
+func TestAMXSafeWidths(t *testing.T) {
+	for _, c := range []struct {
+		d     int
+		ratio float64
+		kind  string
+	}{{26, 0.5, ae.KindSingle}, {26, 0.9, ae.KindSingle}, {115, 0.75, ae.KindSingle}, {115, 0.75, ae.KindKitNET}} {
+		train := aetest.Data(600, c.d, 1, false)
+		m, err := ae.Fit(t.Context(), train, ae.Config{Kind: c.kind, HiddenRatio: c.ratio, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, opt := range []Options{
+			{Quant: bundle.QuantInt8Static},
+			{Quant: bundle.QuantInt8Static, FloatDecoder: true},
+			{Quant: bundle.QuantInt8Static, QuantizeHidden: true},
+			{Quant: bundle.QuantInt8Static, QuantizeOutput: true},
+			{Quant: bundle.QuantInt8Dyn},
+		} {
+			opt.Calibration = train
+			opt.AMXSafe = true
+			mp, err := Build(m, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, init := range mp.Graph.Initializer {
+				if init.DataType != int32(onnx.Int8) || len(init.Dims) != 2 {
+					continue
+				}
+				if n := init.Dims[1]; n%32 > 16 {
+					t.Errorf("D=%d %s %+v: int8 weight %s is %v, output width %d mod 32 = %d", c.d, c.kind, opt.Quant, init.Name, init.Dims, n, n%32)
+				}
 			}
 		}
-		s.Close()
+	}
+	train := aetest.Data(600, 26, 1, false)
+	m, err := ae.Fit(t.Context(), train, ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Export(m, Options{Quant: bundle.QuantInt8Static, FloatDecoder: true, Calibration: train})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Export(m, Options{Quant: bundle.QuantInt8Static, FloatDecoder: true, AMXSafe: true, Calibration: train})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a) != string(b) {
+		t.Fatal("AMXSafe changed the nethost FloatDecoder graph (hidden 13 needs no widening)")
 	}
 }

@@ -37,6 +37,13 @@ func ReadBundle(path string) (*bundle.Bundle, error) {
 // OpenBundle opens b's model (read from path by ReadBundle) for batches of
 // up to maxBatch vectors, checks it by scoring one zero vector (one score and
 // Dim contributions), and returns the scorer with the bundle file's digest.
+//
+// It then fixes the scorer's run size (at most opts.MaxRun, default
+// maxBatch) to the largest one at which probe rows score as they do alone,
+// within a thousandth of the bundle's threshold (ConsistentRun): on CPUs
+// where ONNX Runtime's int8 kernels compute some rows of larger runs
+// differently, the scorer runs smaller batches instead of giving a vector a
+// score that depends on its neighbours.
 func OpenBundle(path string, b *bundle.Bundle, maxBatch int, opts Options) (*Scorer, string, error) {
 	digest, err := bundle.Digest(path)
 	if err != nil {
@@ -57,6 +64,10 @@ func OpenBundle(path string, b *bundle.Bundle, maxBatch int, opts Options) (*Sco
 			err = fmt.Errorf("model outputs %d scores and %d contributions for one vector", len(s), len(c))
 		}
 		return nil, "", fmt.Errorf("load bundle %s: test scoring: %w", path, err)
+	}
+	if _, err := sc.CheckRuns(1e-3 * b.Manifest.Threshold); err != nil {
+		_ = sc.Close()
+		return nil, "", fmt.Errorf("load bundle %s: %w", path, err)
 	}
 	return sc, digest, nil
 }

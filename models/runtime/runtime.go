@@ -3,8 +3,10 @@
 // detector plugins and `vigilctl model eval` use it, the agent core never does.
 //
 // A Scorer owns one session, created once with one intra-op thread by default, and pre-allocated
-// input and output tensors for its maximum batch, so scoring a full batch copies the features into
-// the input tensor and runs the session, nothing else.
+// input and output tensors for its run size, so scoring a full run copies the features into the
+// input tensor, runs the session and copies the results out, nothing else. The run size of a
+// bundle's scorer is checked on the machine at load (ConsistentRun): a vector's score must not
+// depend on the batch it came in.
 package runtime
 
 import (
@@ -54,6 +56,10 @@ type Options struct {
 	LibraryPath        string // passed to Init
 	IntraOpThreads     int    // default 1
 	OptimizedModelPath string // if set, ONNX Runtime writes its optimised graph there (for tests)
+	// MaxRun is the most rows per session run (default and at most: maxBatch). Score cuts
+	// larger inputs into runs of MaxRun rows; OpenBundle lowers it to the largest run size
+	// whose scores match single-row runs on this machine (ConsistentRun).
+	MaxRun int
 }
 
 // Scorer scores batches of feature vectors. It is safe for concurrent use (calls are serialised).
@@ -62,9 +68,13 @@ type Scorer struct {
 	sess     *ort.DynamicAdvancedSession
 	dim      int
 	maxBatch int
-	in       *ort.Tensor[float32]
-	score    *ort.Tensor[float32]
-	contrib  *ort.Tensor[float32]
+	runSize  int
+	// Tensors of runSize rows, reused by every full run.
+	in      *ort.Tensor[float32]
+	score   *ort.Tensor[float32]
+	contrib *ort.Tensor[float32]
+	// Results of up to maxBatch rows, returned by Score.
+	scores, contribs []float32
 }
 
 // Open loads the model at modelPath for vectors of dimension dim, scoring at most maxBatch vectors
@@ -132,17 +142,78 @@ func OpenWith(modelPath string, modelData []byte, dim, maxBatch int, opt Options
 	if err != nil {
 		return nil, fmt.Errorf("open scorer: create session: %w", err)
 	}
-	s := &Scorer{sess: sess, dim: dim, maxBatch: maxBatch}
-	if s.in, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(maxBatch), int64(dim))); err == nil {
-		if s.score, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(maxBatch))); err == nil {
-			s.contrib, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(maxBatch), int64(dim)))
+	s := &Scorer{sess: sess, dim: dim, maxBatch: maxBatch,
+		scores: make([]float32, maxBatch), contribs: make([]float32, maxBatch*dim)}
+	run := maxBatch
+	if opt.MaxRun > 0 {
+		run = min(opt.MaxRun, maxBatch)
+	}
+	if err := s.setRunSize(run); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open scorer: %w", err)
+	}
+	return s, nil
+}
+
+// setRunSize allocates the run tensors for k rows; the caller holds mu or
+// owns s.
+func (s *Scorer) setRunSize(k int) error {
+	if k < 1 || k > s.maxBatch {
+		return fmt.Errorf("run size %d outside [1, %d]", k, s.maxBatch)
+	}
+	s.destroyRunTensors()
+	var err error
+	if s.in, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(k), int64(s.dim))); err == nil {
+		if s.score, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(k))); err == nil {
+			s.contrib, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(k), int64(s.dim)))
 		}
 	}
 	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open scorer: allocate tensors: %w", err)
+		s.destroyRunTensors()
+		return fmt.Errorf("allocate tensors: %w", err)
 	}
-	return s, nil
+	s.runSize = k
+	return nil
+}
+
+func (s *Scorer) destroyRunTensors() {
+	for _, t := range []**ort.Tensor[float32]{&s.in, &s.score, &s.contrib} {
+		if *t != nil {
+			_ = (*t).Destroy()
+			*t = nil
+		}
+	}
+}
+
+// SetRunSize sets the most rows per session run (1 to MaxBatch).
+func (s *Scorer) SetRunSize(k int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sess == nil {
+		return errors.New("set run size: scorer is closed")
+	}
+	return s.setRunSize(k)
+}
+
+// RunSize is the most rows scored per session run.
+func (s *Scorer) RunSize() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runSize
+}
+
+// CheckRuns lowers the run size to the largest one, at most the current,
+// at which every probe row scores as it does alone, within tol
+// (ConsistentRun), and returns it.
+func (s *Scorer) CheckRuns(tol float64) (int, error) {
+	k, err := ConsistentRun(s, nil, s.RunSize(), tol)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.SetRunSize(k); err != nil {
+		return 0, err
+	}
+	return k, nil
 }
 
 func checkContract(ins, outs []ort.InputOutputInfo, dim int) error {
@@ -180,8 +251,9 @@ func (s *Scorer) Dim() int { return s.dim }
 func (s *Scorer) MaxBatch() int { return s.maxBatch }
 
 // Score scores n vectors (features holds n·Dim values, row-major) and returns n scores and the
-// n·Dim per-feature contributions. When n ≤ MaxBatch the returned slices are the scorer's own
-// buffers, valid until the next call; larger inputs are scored in chunks into new slices.
+// n·Dim per-feature contributions, in session runs of at most RunSize rows. When n ≤ MaxBatch
+// the returned slices are the scorer's own buffers, valid until the next call; larger inputs
+// are scored into new slices.
 func (s *Scorer) Score(features []float32, n int) (scores, contrib []float32, err error) {
 	if n < 0 || len(features) < n*s.dim {
 		return nil, nil, fmt.Errorf("score: %d values for %d vectors of %d", len(features), n, s.dim)
@@ -194,54 +266,60 @@ func (s *Scorer) Score(features []float32, n int) (scores, contrib []float32, er
 	if s.sess == nil {
 		return nil, nil, errors.New("score: scorer is closed")
 	}
+	d := s.dim
 	if n <= s.maxBatch {
-		return s.run(features, n)
+		scores, contrib = s.scores[:n], s.contribs[:n*d]
+	} else {
+		scores, contrib = make([]float32, n), make([]float32, n*d)
 	}
-	scores = make([]float32, 0, n)
-	contrib = make([]float32, 0, n*s.dim)
-	for start := 0; start < n; start += s.maxBatch {
-		m := min(s.maxBatch, n-start)
-		sc, co, err := s.run(features[start*s.dim:], m)
-		if err != nil {
+	for off := 0; off < n; off += s.runSize {
+		k := min(s.runSize, n-off)
+		if err := s.run(features[off*d:(off+k)*d], k, scores[off:off+k], contrib[off*d:(off+k)*d]); err != nil {
 			return nil, nil, err
 		}
-		scores = append(scores, sc...)
-		contrib = append(contrib, co...)
 	}
 	return scores, contrib, nil
 }
 
-// run scores n ≤ maxBatch vectors; the caller holds mu.
-func (s *Scorer) run(features []float32, n int) ([]float32, []float32, error) {
+// run scores n ≤ runSize vectors into scores and contrib; the caller holds mu.
+func (s *Scorer) run(features []float32, n int, scores, contrib []float32) error {
 	d := s.dim
 	inBuf, scoreBuf, contribBuf := s.in.GetData(), s.score.GetData(), s.contrib.GetData()
 	copy(inBuf, features[:n*d])
-	if n == s.maxBatch {
+	if n == s.runSize {
 		if err := s.sess.Run([]ort.Value{s.in}, []ort.Value{s.score, s.contrib}); err != nil {
-			return nil, nil, fmt.Errorf("score: run: %w", err)
+			return fmt.Errorf("score: run: %w", err)
 		}
-		return scoreBuf, contribBuf, nil
+	} else if err := s.runPartial(inBuf, scoreBuf, contribBuf, n); err != nil {
+		return err
 	}
-	// A partial batch: tensors of n rows over the same buffers.
-	in, err := ort.NewTensor(ort.NewShape(int64(n), int64(d)), inBuf)
+	copy(scores, scoreBuf[:n])
+	copy(contrib, contribBuf[:n*d])
+	return nil
+}
+
+// runPartial runs n < runSize rows on tensors of n rows over the run buffers.
+func (s *Scorer) runPartial(inBuf, scoreBuf, contribBuf []float32, n int) error {
+	d := s.dim
+	in, err := ort.NewTensor(ort.NewShape(int64(n), int64(d)), inBuf[:n*d])
 	if err != nil {
-		return nil, nil, fmt.Errorf("score: %w", err)
+		return fmt.Errorf("score: %w", err)
 	}
 	defer in.Destroy()
-	sc, err := ort.NewTensor(ort.NewShape(int64(n)), scoreBuf)
+	sc, err := ort.NewTensor(ort.NewShape(int64(n)), scoreBuf[:n])
 	if err != nil {
-		return nil, nil, fmt.Errorf("score: %w", err)
+		return fmt.Errorf("score: %w", err)
 	}
 	defer sc.Destroy()
-	co, err := ort.NewTensor(ort.NewShape(int64(n), int64(d)), contribBuf)
+	co, err := ort.NewTensor(ort.NewShape(int64(n), int64(d)), contribBuf[:n*d])
 	if err != nil {
-		return nil, nil, fmt.Errorf("score: %w", err)
+		return fmt.Errorf("score: %w", err)
 	}
 	defer co.Destroy()
 	if err := s.sess.Run([]ort.Value{in}, []ort.Value{sc, co}); err != nil {
-		return nil, nil, fmt.Errorf("score: run: %w", err)
+		return fmt.Errorf("score: run: %w", err)
 	}
-	return scoreBuf[:n], contribBuf[:n*d], nil
+	return nil
 }
 
 // Close releases the session and tensors. It is safe to call more than once.

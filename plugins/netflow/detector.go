@@ -55,7 +55,7 @@ const Name = "netflow"
 const Version = "0.1.0"
 
 // DefaultScoreChunk is the default Options.ScoreChunk.
-const DefaultScoreChunk = 16
+const DefaultScoreChunk = 256
 
 // TopK is the number of feature contributions reported per anomaly.
 const TopK = 5
@@ -95,16 +95,16 @@ type Options struct {
 	// CalibrateQuantile is the local score quantile that the threshold must
 	// reach after calibration (default 0.999).
 	CalibrateQuantile float64
-	// ScoreChunk is the number of rows per ONNX Runtime run (default 16).
-	// In runs of 32 or more rows, ONNX Runtime 1.24.3's int8 kernels on this
-	// (AVX-512) Xeon compute the 32nd row of each 32-row block wrongly, by up
-	// to several thresholds (docs/models.md, section 4; probably
-	// microsoft/onnxruntime#26324), so the score of a packet would depend on
-	// how the ring cut the stream into batches. Measured as well: with score
-	// reuse, scan CPU is the same at chunks of 16 and 256 (few rows per run).
-	// Runs of at most 24 rows all take the same path as a single row: scores
-	// are then batch-invariant and match the trainer's calibration (which
-	// scores with the same chunk). 0 or negative: the default.
+	// ScoreChunk is the most rows per ONNX Runtime run (default 256). At
+	// load, each model's run size is lowered to the largest one at which
+	// its scores match single-row runs on this machine
+	// (runtime.ConsistentRun): with ONNX Runtime 1.24.3, the int8 QGemm of
+	// an AVX-512 VNNI / AMX Xeon computes the 32nd row of every 32-row
+	// block wrongly, by up to several thresholds (docs/models.md, section
+	// 4; probably microsoft/onnxruntime#26324), so a static-QDQ decoder
+	// runs 16 rows at a time there, while the shipped layout (int8 encoder,
+	// float decoder) passes at 256. A packet's score thus never depends on
+	// how the ring cut the stream into batches. 0 or negative: the default.
 	ScoreChunk int
 	// HashSeed seeds the feature tables' hashes (0: random, which keeps
 	// outsiders from crafting colliding keys).
@@ -261,9 +261,10 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	case man.Dim != setDims[slot]:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, setDims[slot], man.Dim)
 	}
-	// The scorer's tensors are sized for one scoring chunk: every full
-	// chunk runs on pre-allocated tensors.
-	sc, digest, err := runtime.OpenBundle(path, b, d.opts.ScoreChunk, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
+	// One Score call per batch; the scorer runs it in runs of the checked
+	// run size, on pre-allocated tensors.
+	sc, digest, err := runtime.OpenBundle(path, b, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib,
+		IntraOpThreads: 1, MaxRun: d.opts.ScoreChunk})
 	if err != nil {
 		return sdk.ModelInfo{}, err
 	}
@@ -294,7 +295,7 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 		_ = old.scorer.Close()
 	}
 	d.log.Info("model loaded", "name", man.Name, "version", man.Version, "feature_set", man.FeatureSet,
-		"threshold", man.Threshold, "digest", digest)
+		"threshold", man.Threshold, "digest", digest, "run_size", sc.RunSize())
 	return m.info, nil
 }
 
@@ -438,19 +439,19 @@ func (d *Detector) scoreEach(s int, pkts []event.Packet, m *model, scores []floa
 	return d.scoreRows(s, m, n, scores)
 }
 
-// scoreRows scores the first n rows of d.feats[s] in chunks of
-// Options.ScoreChunk into scores and d.con[s].
+// scoreRows scores the first n rows of d.feats[s] (n ≤ MaxBatch; the
+// scorer runs them in runs of its checked size) into scores and d.con[s].
 func (d *Detector) scoreRows(s int, m *model, n int, scores []float32) error {
-	dim := setDims[s]
-	for off := 0; off < n; off += d.opts.ScoreChunk {
-		k := min(d.opts.ScoreChunk, n-off)
-		sc, co, err := m.scorer.Score(d.feats[s][off*dim:(off+k)*dim], k)
-		if err != nil {
-			return fmt.Errorf("score %s: %w", m.info.FeatureSet, err)
-		}
-		copy(scores[off:off+k], sc)
-		copy(d.con[s][off*dim:(off+k)*dim], co)
+	if n == 0 {
+		return nil
 	}
+	dim := setDims[s]
+	sc, co, err := m.scorer.Score(d.feats[s][:n*dim], n)
+	if err != nil {
+		return fmt.Errorf("score %s: %w", m.info.FeatureSet, err)
+	}
+	copy(scores[:n], sc)
+	copy(d.con[s][:n*dim], co)
 	return nil
 }
 
@@ -475,7 +476,7 @@ func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) e
 		// counters cannot prove it close to the source's scored one.
 		hit, built := false, false
 		if !fresh && now >= e.tns && now-e.tns <= maxAge {
-			if hit = e.surelyClose(&d.raw, abs, rel); !hit {
+			if hit = e.surelyClose(&d.raw); !hit {
 				d.raw.Features(v)
 				built = true
 				hit = e.close(v, abs, rel)
@@ -504,7 +505,7 @@ func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) e
 		}
 		c.misses++
 		copy(e.vec[:], v)
-		e.setRaw(&d.raw)
+		e.setBounds(&d.raw, abs, rel)
 		e.tns, e.pending, e.row = now, true, int32(rows)
 		c.pending = append(c.pending, int32(idx))
 		d.ref[i] = int32(rows)

@@ -117,3 +117,22 @@ func TestBatchingInvariant(t *testing.T) {
 		t.Fatal("no anomaly in a capture with a SYN scan")
 	}
 }
+
+// TestShippedRunSize: the shipped bundles are exported so that ONNX
+// Runtime scores them the same in runs of any length (models/train.Export:
+// float decoder, AMX-safe int8 widths), so the load-time check
+// (runtime.ConsistentRun) keeps the full default run of 256 rows. A layout
+// that brings back a run-length-dependent kernel path on this CPU fails
+// here instead of silently costing the plugin 16-row runs.
+func TestShippedRunSize(t *testing.T) {
+	d := newLoaded(t, Options{})
+	for s := range nslots {
+		m := d.models[s].Load()
+		if m == nil {
+			continue
+		}
+		if k := m.scorer.RunSize(); k != DefaultScoreChunk {
+			t.Errorf("%s: run size %d after the load-time check, want %d", m.info.FeatureSet, k, DefaultScoreChunk)
+		}
+	}
+}

@@ -32,7 +32,7 @@ const (
 
 const (
 	cacheWays = 4
-	// cacheSets × cacheWays entries of about 300 bytes: 1.2 MB, allocated
+	// cacheSets × cacheWays entries of about 450 bytes: 1.8 MB, allocated
 	// with the first nethost model.
 	cacheSets = 1024
 )
@@ -48,9 +48,9 @@ type hostEntry struct {
 	score   float32
 	vec     [nhfeat.Dim]float32
 	contrib [nhfeat.Dim]float32
-	// raw holds, for each log-scaled feature (logFeatures), the raw value
-	// (nhfeat.Raw) the scored vector's feature was computed from.
-	raw [numLog]float32
+	// lo and hi bound, per feature, the raw values (nhfeat.Raw) whose
+	// feature is surely within the reuse tolerance of vec (setBounds).
+	lo, hi [nhfeat.Dim]float32
 }
 
 // hostCache is a set-associative cache of hostEntry, least recently scored
@@ -140,81 +140,92 @@ func within(x, old, abs, rel float32) bool {
 	return !(d > abs+rel*m || -d > abs+rel*m)
 }
 
-// numLog is the number of log-scaled nethost/v1 features.
-const numLog = 14
-
-// logFeatures lists the log-scaled features (nhfeat.IsLog), linear lists
-// the others.
-var logFeatures, linear = func() (l, o []int) {
-	for j := range nhfeat.Dim {
-		if nhfeat.IsLog(j) {
-			l = append(l, j)
-		} else {
-			o = append(o, j)
-		}
-	}
-	if len(l) != numLog {
-		panic("netflow: nethost/v1 log-scaled features changed; update numLog")
-	}
-	return l, o
-}()
-
-// setRaw keeps the raw values of the log-scaled features of the vector
-// being scored.
-func (e *hostEntry) setRaw(r *nhfeat.Raw) {
-	for k, j := range logFeatures {
-		e.raw[k] = float32(r[j])
-	}
-}
-
-// linearFeature is r.Feature(j) for a feature j that is not log-scaled
-// (inlined; TestLinearFeature): the float32 value, 0 for ±Inf and NaN.
-func linearFeature(x float64) float32 {
-	f := float32(x)
-	if d := f - f; d != d {
-		return 0
-	}
-	return f
-}
-
 // surelyClose reports true only if close would report true for the vector
-// of r (r.Features), without computing the log-scaled features: those are
-// bounded from their raw values. False means undecided: compute the vector
-// and call close.
-//
-// For x, x0 ≥ 0, |log1p(x) − log1p(x0)| ≤ |x − x0| / (1 + min(x, x0)). The
-// scored feature old is float32(log1p(x0)) and e.raw holds float32(x0), so
-// the feature of x differs from old by at most that bound (with x0 from
-// e.raw) plus three float32 roundings (of x0, old and the new feature: a
-// few 2^-24 relative to 1 + |old| + tolerance). If that stays below the
-// tolerance t = abs + rel·|old| less a margin far above those roundings
-// (and above a float32 ulp of t, however the test rounds t), the exact
-// difference is at most t and so is its float32 rounding: close passes.
-//
-// The test is written without a division (|x − x0| > (t − margin)·(1 +
-// min)): the two forms differ by float64 roundings, some 1e-16 relative,
-// far inside the 1e-5 margin; the division was the costliest instruction of
-// the plugin's reuse path (surelyClose was ~8% of a scan's CPU in `perf`).
-func (e *hostEntry) surelyClose(r *nhfeat.Raw, abs, rel float32) bool {
-	for _, j := range linear {
-		if !within(linearFeature(r[j]), e.vec[j], abs, rel) {
-			return false
-		}
-	}
-	for k, j := range logFeatures {
-		x, x0 := r[j], float64(e.raw[k])
-		if !(x >= 0 && x <= math.MaxFloat32 && x0 >= 0 && x0 <= math.MaxFloat32) {
-			return false // NaN, Inf or negative: let the vector decide
-		}
-		m := math.Abs(float64(e.vec[j]))
-		t := float64(abs) + float64(rel)*m
-		margin := 1e-5 * (1 + m + t)
-		if math.Abs(x-x0) > (t-margin)*(1+min(x, x0)) {
+// of r (r.Features), without computing the vector: every raw value lies in
+// the interval that setBounds derived from the scored vector. False means
+// undecided: compute the vector and call close. Two comparisons per
+// feature; NaN fails them.
+func (e *hostEntry) surelyClose(r *nhfeat.Raw) bool {
+	for j := range r {
+		if x := r[j]; !(x >= float64(e.lo[j]) && x <= float64(e.hi[j])) {
 			return false
 		}
 	}
 	return true
 }
+
+// setBounds derives, from the scored vector e.vec and the raw values r it
+// was computed from, the raw intervals [lo, hi] that surelyClose tests.
+// Both bounds lie inside the exact interval of the tolerance test, shrunk
+// by a margin m' = 1e-5·(1 + |old| + t), where t = abs + rel·|old| and
+// t' = t − m'; m' is far above every rounding below (each a few 2^-24
+// relative to 1 + |old| + t).
+//
+// Linear features: feature = float32(x), close needs |f − old| ≤ t
+// (float32 arithmetic): the interval is old ± t'.
+//
+// Log-scaled features: feature = float32(log1p(x)). For x, x0 ≥ 0,
+// |log1p(x) − log1p(x0)| ≤ |x − x0| / (1 + min(x, x0)), so the feature is
+// within t of old whenever (x0 − t')/(1 + t') ≤ x ≤ x0 + t'·(1 + x0), x0
+// being the raw value rounded to float32 (the roundings of x0, old and the
+// new feature are inside the margin); x stays in [0, MaxFloat32].
+//
+// The roundings of the bounds to float32 move them by at most 2^-24 of
+// their value, which changes the feature difference they admit by at most
+// about 2^-24·(1 + |old| + t): inside the margin too. So surelyClose never
+// says "close" where close would not (TestSurelyCloseImpliesClose on real
+// captures, TestSurelyCloseBoundary at the edge of every feature).
+//
+// Computed once per scored vector instead of per packet: at 0.7 reuse hits
+// per packet, the per-packet form was the plugin's costliest function (12%
+// of a scan's CPU in perf).
+func (e *hostEntry) setBounds(r *nhfeat.Raw, abs, rel float32) {
+	for j := range r {
+		old := float64(e.vec[j])
+		m := old
+		if m < 0 {
+			m = -m
+		}
+		t := float64(abs) + float64(rel)*m
+		tp := t - 1e-5*(1+m+t)
+		var lo, hi float64
+		if isLog[j] {
+			// (x0 − t')/(1 + t') without the division: for t' > 0,
+			// 1/(1 + t') ≤ 1 − t' + t'², so (x0 − t')·(1 − t' + t'²) is
+			// a lower bound at least as tight as needed (inwards by
+			// O(t'³) relative); below 0 it is clamped to 0.
+			x0 := float64(float32(r[j]))
+			lo = (x0 - tp) * (1 - tp + tp*tp)
+			hi = x0 + tp*(1+x0)
+			if lo < 0 {
+				lo = 0
+			}
+			if hi > math.MaxFloat32 {
+				hi = math.MaxFloat32
+			}
+			if !(x0 >= 0 && x0 <= math.MaxFloat32) { // NaN, negative or too large: empty
+				lo, hi = 1, 0
+			}
+		} else {
+			lo, hi = old-tp, old+tp
+		}
+		if !(tp > 0) {
+			lo, hi = 1, 0 // empty
+		}
+		// float32 rounds a bound by at most 2^-24 of itself: far inside
+		// the margin (see above), so no directed rounding (whose
+		// data-dependent branches cost more than the rest of the loop).
+		e.lo[j], e.hi[j] = float32(lo), float32(hi)
+	}
+}
+
+// isLog marks the log-scaled nethost/v1 features (nhfeat.IsLog).
+var isLog = func() (l [nhfeat.Dim]bool) {
+	for j := range l {
+		l[j] = nhfeat.IsLog(j)
+	}
+	return l
+}()
 
 // reset forgets every entry (a new model scores differently).
 func (c *hostCache) reset() {

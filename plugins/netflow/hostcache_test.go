@@ -30,7 +30,7 @@ func checkSurelyClose(t *testing.T, path string, limit int) (sure, exact, n int)
 		now := p.TimestampNs
 		ok := false
 		if !fresh && now >= e.tns && now-e.tns <= DefaultReuseMaxAge {
-			s := e.surelyClose(&raw, DefaultReuseAbs, DefaultReuseRel)
+			s := e.surelyClose(&raw)
 			ok = e.close(v, DefaultReuseAbs, DefaultReuseRel)
 			if s && !ok {
 				t.Fatalf("%s packet %d: surelyClose true, close false\nraw %v\nvec %v\nold %v", path, i, raw, v, e.vec)
@@ -44,7 +44,7 @@ func checkSurelyClose(t *testing.T, path string, limit int) (sure, exact, n int)
 			continue
 		}
 		copy(e.vec[:], v)
-		e.setRaw(&raw)
+		e.setBounds(&raw, DefaultReuseAbs, DefaultReuseRel)
 		e.tns = now
 	}
 	return sure, exact, len(pkts)
@@ -103,21 +103,27 @@ func TestSurelyCloseBoundary(t *testing.T) {
 		}
 		r0.Features(v)
 		copy(e.vec[:], v)
-		e.setRaw(&r0)
+		e.setBounds(&r0, DefaultReuseAbs, DefaultReuseRel)
 		r = r0
-		moved := logFeatures
+		lo, hi := 0, nhfeat.Dim
 		if it%2 == 0 {
-			moved = logFeatures[it/2%numLog : it/2%numLog+1] // one feature: more acceptances at the edge
+			lo = it / 2 % nhfeat.Dim // one feature: more acceptances at the edge
+			hi = lo + 1
 		}
-		for _, j := range moved {
-			// Move x to about the edge of the tolerance in log space.
+		for j := lo; j < hi; j++ {
+			// Move x to about the edge of the tolerance (in log space for
+			// the log-scaled features).
 			old := float64(e.vec[j])
 			t := float64(DefaultReuseAbs) + float64(DefaultReuseRel)*math.Abs(old)
 			f := old + t*(0.98+0.04*rng.Float64())*float64(1-2*rng.IntN(2))
-			r[j] = max(0, math.Expm1(f))
+			if nhfeat.IsLog(j) {
+				r[j] = max(0, math.Expm1(f))
+			} else {
+				r[j] = f
+			}
 		}
 		r.Features(v)
-		if e.surelyClose(&r, DefaultReuseAbs, DefaultReuseRel) {
+		if e.surelyClose(&r) {
 			accepted++
 			if !e.close(v, DefaultReuseAbs, DefaultReuseRel) {
 				t.Fatalf("iteration %d: surelyClose true, close false\nraw %v\nvec %v\nold %v", it, r, v, e.vec)
@@ -128,19 +134,4 @@ func TestSurelyCloseBoundary(t *testing.T) {
 		t.Error("the bound never accepted near the edge")
 	}
 	t.Logf("accepted %d of 200000 near-edge vectors", accepted)
-}
-
-// TestLinearFeature: linearFeature is nhfeat.Raw.Feature for every linear
-// feature, bit for bit, on ordinary and extreme values.
-func TestLinearFeature(t *testing.T) {
-	vals := []float64{0, 1, -1, 0.5, 1e-45, 1e-300, 3.4e38, 3.5e38, 1e300, -1e300, math.Inf(1), math.Inf(-1), math.NaN(), 123456.789}
-	for _, j := range linear {
-		for _, x := range vals {
-			var r nhfeat.Raw
-			r[j] = x
-			if got, want := linearFeature(x), r.Feature(j); math.Float32bits(got) != math.Float32bits(want) {
-				t.Fatalf("feature %d, raw %v: %v, Feature %v", j, x, got, want)
-			}
-		}
-	}
 }

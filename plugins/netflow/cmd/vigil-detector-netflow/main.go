@@ -35,7 +35,7 @@ func main() {
 	quantile := flag.Float64("calibrate-quantile", 0.999, "local score quantile the thresholds must reach after calibration")
 	maxSockets := flag.Int("max-sockets", 0, "socket-pair table capacity (0: default)")
 	hashSeed := flag.Uint64("hash-seed", 0, "feature table hash seed (0: random; set it for reproducible offline scans)")
-	chunk := flag.Int("score-chunk", 0, "rows per ONNX Runtime run (0: default 16, batch-invariant int8 scores)")
+	chunk := flag.Int("score-chunk", 0, "most rows per ONNX Runtime run (0: default 256; lowered at load to the largest run size whose scores match single-row runs on this CPU)")
 	noAggregate := flag.Bool("no-aggregate", false, "report every anomalous packet as its own anomaly (default: merged per source, batch and window)")
 	aggWindow := flag.Duration("aggregate-window", 0, "window of the per-source merge (0: default 30s, the agent's default aggregation window)")
 	noReuse := flag.Bool("no-score-reuse", false, "score every packet's nethost/v1 vector (default: reuse a source's last score while its vector is unchanged within 1%)")

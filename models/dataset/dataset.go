@@ -195,12 +195,13 @@ func Sample(m ae.Matrix, n int) ae.Matrix {
 	return out
 }
 
-// ScoreChunk is the rows per ONNX Runtime run, as the detector plugin scores
-// (plugins/netflow.DefaultScoreChunk): ONNX Runtime 1.24.3's int8 kernels
-// get the 32nd row of each 32-row block wrong on this CPU (docs/models.md,
-// section 4), and a dynamically
-// quantized batch is scaled by its own range, so calibration and evaluation
-// score the way the plugin does.
+// ScoreChunk is the rows per ONNX Runtime run in calibration and
+// evaluation: small enough that every layout scores as single rows do. ONNX
+// Runtime 1.24.3's AMX int8 kernel gets the 32nd row of each 32-row block
+// wrong for some GEMM widths (docs/models.md, section 5; the trainers export
+// AMX-safe widths, older bundles are not), and a dynamically quantized run
+// is scaled by its own range. The plugins score larger runs only after the
+// load-time check (runtime.ConsistentRun) shows them equal to single rows.
 const ScoreChunk = 16
 
 // Chunked scores in runs of Chunk rows (ScoreChunk if 0).

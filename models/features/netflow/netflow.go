@@ -42,12 +42,27 @@
 //
 // Extraction is deterministic: the same packets in the same order with the
 // same Config give the same features.
+//
+// Speed (about 3x the straightforward code, the frozen copy in
+// internal/v1ref that the tests compare against): the state updates are
+// the same float operations in the same order, so the state stays
+// bit-identical to the straightforward code's and the features differ
+// from it by at most a float32 rounding or two (the shared reciprocal in
+// the 2D outputs). The gains come from keys of machine words, the decay
+// factors cached per time step (with an Exp2 that is math.Exp2 bit for
+// bit), computing a twin pair's update once (MI_dir and H, HH and HpHp
+// whose states are bit-identical, see update), a shortcut for new entries
+// (scans), no NaN/Inf pass (see stats.go), and, in ExtractBatch, table
+// look-ups issued a run of packets ahead so that their cache misses
+// overlap.
 package netflow
 
 import (
-	"bytes"
-	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
+	"encoding/binary"
+	"math/bits"
+	"unsafe"
 
+	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
@@ -115,39 +130,52 @@ const (
 
 // Key kinds: non-zero, so that a zero key marks an empty slot.
 const (
-	kindIP   uint8 = 1 // IP addresses (ARP: the protocol addresses)
-	kindMAC  uint8 = 2 // frames without IP: MAC addresses
-	kindARPs uint8 = 3 // ARP sockets: the MAC pair
+	kindIP   = 1 // IP addresses (ARP: the protocol addresses)
+	kindMAC  = 2 // frames without IP: MAC addresses
+	kindARPs = 3 // ARP sockets: the MAC pair
 )
 
-type miKey struct {
-	mac  [6]byte
-	ip   [16]byte
-	kind uint8
-}
+// Keys are made of little-endian words of the addresses (an address is
+// the 16 bytes of event.Packet's IP fields, or a MAC in the first 6 bytes),
+// so that building, hashing and comparing them takes a few word operations.
 
-type hostKey struct {
-	ip   [16]byte
-	kind uint8
-}
+// miKey: source MAC and IP. mac holds the MAC's 6 bytes and the kind in
+// its top byte.
+type miKey struct{ ip0, ip1, mac uint64 }
 
-type chanKey struct {
-	a, b [16]byte
-	kind uint8
-}
+// hostKey: source IP.
+type hostKey struct{ ip0, ip1, kind uint64 }
 
-type sockKey struct {
-	a, b   [16]byte
-	pa, pb uint16
-	proto  uint8
-	kind   uint8
-}
+// chanKey: the unordered address pair, a <= b in byte order.
+type chanKey struct{ a0, a1, b0, b1, kind uint64 }
+
+// sockKey: the unordered (address, port) pair, (a, pa) <= (b, pb); meta is
+// pa<<32 | pb<<16 | proto<<8 | kind.
+type sockKey struct{ a0, a1, b0, b1, meta uint64 }
 
 type chanVal struct {
 	hh      multi2
 	jitLast [2]int64
 	jit     [2]multi1
 	seen    [2]bool
+}
+
+// batchSize is how many packets ExtractBatch looks up ahead of updating
+// them: their table slots are loaded first, so that the cache misses of a
+// batch overlap instead of following each other. 16 packets load about
+// 200 cache lines, which stay in the L1 and L2 caches until they are used.
+const batchSize = 16
+
+// pktKeys is a packet's keys and hashes for the four tables.
+type pktKeys struct {
+	mi                     miKey
+	host                   hostKey
+	ch                     chanKey
+	sock                   sockKey
+	hMI, hHost, hCh, hSock uint64
+	now                    int64
+	size                   float64
+	chDir, sockDir         int
 }
 
 // Extractor computes netflow/v1 features. It is not safe for concurrent use.
@@ -157,6 +185,9 @@ type Extractor struct {
 	host  flowtab.Table[hostKey, multi1]
 	chans flowtab.Table[chanKey, chanVal]
 	socks flowtab.Table[sockKey, multi2]
+	dc    decayCache
+	keys  [batchSize]pktKeys
+	sink  uint64 // keeps the look-ahead loads from being optimised away
 }
 
 // New returns an extractor with empty state.
@@ -179,114 +210,197 @@ func New(cfg Config) *Extractor {
 	}
 }
 
-// advance moves an entry's clock to now and returns the decay factors for
-// the time elapsed since its previous packet.
-func advance(last *int64, now int64) decays {
-	dt := now - *last
-	if dt <= 0 {
-		return decayFactors(0)
+// le64 reads a little-endian word of an address.
+func le64(b *[16]byte, i int) uint64 { return binary.LittleEndian.Uint64(b[i : i+8]) }
+
+// cmpAddr compares addresses (a0, a1) and (b0, b1) in byte order, as
+// bytes.Compare does their 16 bytes: -1, 0 or 1.
+func cmpAddr(a0, a1, b0, b1 uint64) int {
+	if a0 != b0 {
+		if bits.ReverseBytes64(a0) < bits.ReverseBytes64(b0) {
+			return -1
+		}
+		return 1
 	}
-	*last = now
-	return decayFactors(float64(dt) * 1e-9)
+	if a1 != b1 {
+		if bits.ReverseBytes64(a1) < bits.ReverseBytes64(b1) {
+			return -1
+		}
+		return 1
+	}
+	return 0
+}
+
+// prepare computes p's keys and hashes into k.
+func (e *Extractor) prepare(p *event.Packet, k *pktKeys) {
+	k.now = p.TimestampNs
+	k.size = float64(p.Length)
+
+	// Source and destination identities.
+	var s0, s1, d0, d1 uint64
+	kind := uint64(kindIP)
+	if p.Flags&(event.FlagIPv4|event.FlagIPv6|event.FlagARP) != 0 {
+		s0, s1 = le64(&p.SrcIP, 0), le64(&p.SrcIP, 8)
+		d0, d1 = le64(&p.DstIP, 0), le64(&p.DstIP, 8)
+	} else {
+		kind = kindMAC
+		s0, d0 = macWord(&p.SrcMAC), macWord(&p.DstMAC)
+	}
+	seed := e.seed
+
+	// MI_dir: source MAC + IP.
+	mac := macWord(&p.SrcMAC)
+	k.mi = miKey{ip0: s0, ip1: s1, mac: mac | kind<<56}
+	k.hMI = flowtab.Mix(seed^s0^kind<<56, s1^mac)
+	// H: source IP.
+	k.host = hostKey{ip0: s0, ip1: s1, kind: kind}
+	k.hHost = flowtab.Mix(seed^s0^kind<<56, s1)
+	// HH and HH_jit: the channel, keyed by the unordered address pair.
+	c := cmpAddr(s0, s1, d0, d1)
+	a0, a1, b0, b1, dir := s0, s1, d0, d1, 0
+	if c > 0 {
+		a0, a1, b0, b1, dir = d0, d1, s0, s1, 1
+	}
+	k.ch = chanKey{a0: a0, a1: a1, b0: b0, b1: b1, kind: kind}
+	k.chDir = dir
+	h := flowtab.Mix(seed^a0^kind<<56, a1)
+	k.hCh = flowtab.Mix(h^b0, b1)
+	// HpHp: the socket pair.
+	var proto, pa, pb uint64
+	sk := kind
+	switch {
+	case p.Flags&event.FlagARP != 0:
+		sk = kindARPs
+		s0, s1, d0, d1 = mac, 0, macWord(&p.DstMAC), 0
+		c = cmpAddr(s0, s1, d0, d1)
+	case kind == kindIP:
+		proto = uint64(p.Proto)
+		if (p.Proto == event.ProtoTCP || p.Proto == event.ProtoUDP) && p.Flags&event.FlagFragment == 0 {
+			pa, pb = uint64(p.SrcPort), uint64(p.DstPort)
+		}
+	}
+	a0, a1, b0, b1, dir = s0, s1, d0, d1, 0
+	if c > 0 || (c == 0 && pa > pb) {
+		a0, a1, b0, b1, pa, pb, dir = d0, d1, s0, s1, pb, pa, 1
+	}
+	k.sock = sockKey{a0: a0, a1: a1, b0: b0, b1: b1, meta: pa<<32 | pb<<16 | proto<<8 | sk}
+	k.sockDir = dir
+	h = flowtab.Mix(seed^a0^sk<<56^proto<<48, a1^pa<<32^pb)
+	k.hSock = flowtab.Mix(h^b0, b1)
+}
+
+// touch loads the table slots k's lookups start at.
+func (e *Extractor) touch(k *pktKeys) {
+	e.sink += e.mi.Prefetch(k.hMI) + e.host.Prefetch(k.hHost) + e.chans.Prefetch(k.hCh) + e.socks.Prefetch(k.hSock)
 }
 
 // Extract updates the state with p and writes its Dim features to out,
 // which must hold at least Dim values.
 func (e *Extractor) Extract(p *event.Packet, out []float32) {
-	out = out[:Dim]
-	now := p.TimestampNs
-	size := float64(p.Length)
+	o := (*[Dim]float32)(out[:Dim])
+	k := &e.keys[0]
+	e.prepare(p, k)
+	e.touch(k)
+	e.update(k, o)
+}
 
-	// Source and destination identities.
-	var src, dst [16]byte
-	kind := kindIP
-	if p.Flags&(event.FlagIPv4|event.FlagIPv6|event.FlagARP) != 0 {
-		src, dst = p.SrcIP, p.DstIP
-	} else {
-		kind = kindMAC
-		copy(src[:], p.SrcMAC[:])
-		copy(dst[:], p.DstMAC[:])
-	}
-
-	// MI_dir: source MAC + IP.
-	{
-		k := miKey{mac: p.SrcMAC, ip: src, kind: kind}
-		h := flowtab.Mix(e.seed^flowtab.LE64(k.ip[0:])^uint64(k.kind)<<56, flowtab.LE64(k.ip[8:])^macWord(k.mac))
-		v, last := e.mi.Get(&k, h, now)
-		f := advance(last, now)
-		v.insert(&f, size)
-		v.put(out[offMI : offMI+3*nLambda])
-	}
-	// H: source IP.
-	{
-		k := hostKey{ip: src, kind: kind}
-		h := flowtab.Mix(e.seed^flowtab.LE64(k.ip[0:])^uint64(k.kind)<<56, flowtab.LE64(k.ip[8:]))
-		v, last := e.host.Get(&k, h, now)
-		f := advance(last, now)
-		v.insert(&f, size)
-		v.put(out[offH : offH+3*nLambda])
-	}
-	// HH and HH_jit: the channel, keyed by the unordered address pair.
-	{
-		k := chanKey{a: src, b: dst, kind: kind}
-		dir := 0
-		if bytes.Compare(src[:], dst[:]) > 0 {
-			k.a, k.b, dir = dst, src, 1
+// ExtractBatch is Extract for each packet of pkts in order, writing packet
+// i's features to out[i*Dim:(i+1)*Dim]; out must hold len(pkts)*Dim
+// values. It computes the same features as Extract, faster: it looks the
+// packets up in runs of a few before updating them, so that the memory
+// accesses of a run overlap.
+func (e *Extractor) ExtractBatch(pkts []event.Packet, out []float32) {
+	out = out[:len(pkts)*Dim]
+	for len(pkts) > 0 {
+		n := min(len(pkts), batchSize)
+		for i := range n {
+			k := &e.keys[i]
+			e.prepare(&pkts[i], k)
+			e.touch(k)
 		}
-		h := flowtab.Mix(e.seed^flowtab.LE64(k.a[0:])^uint64(k.kind)<<56, flowtab.LE64(k.a[8:]))
-		h = flowtab.Mix(h^flowtab.LE64(k.b[0:]), flowtab.LE64(k.b[8:]))
-		s, last := e.chans.Get(&k, h, now)
-		f := advance(last, now)
-		s.hh.insert(&f, dir, size)
-		s.hh.put(dir, out[offHH:offHH+7*nLambda])
-
-		jit := 0.0
-		if !s.seen[dir] {
-			s.seen[dir] = true
-			s.jitLast[dir] = now
-		} else if d := now - s.jitLast[dir]; d > 0 {
-			jit = float64(d) * 1e-9
+		for i := range n {
+			e.update(&e.keys[i], (*[Dim]float32)(out[i*Dim:(i+1)*Dim]))
 		}
-		fj := advance(&s.jitLast[dir], now)
-		s.jit[dir].insert(&fj, jit)
-		s.jit[dir].put(out[offJit : offJit+3*nLambda])
+		pkts, out = pkts[n:], out[n*Dim:]
 	}
-	// HpHp: the socket pair.
+}
+
+// update applies a prepared packet to the state and writes its features.
+//
+// The MAC+IP and the IP statistics of a source almost always see the same
+// packets (one MAC per IP), and so do a channel and its socket pair when
+// the two hosts talk over one connection: their states are then
+// bit-identical before the packet and after it. On the reference capture
+// that holds for 90% and 66% of the packets. update checks it (a
+// comparison of the states' bytes and clocks) and computes such a pair's
+// update once, copying state and features to the twin: the features are
+// exactly those of two separate updates.
+func (e *Extractor) update(k *pktKeys, o *[Dim]float32) {
+	now, size := k.now, k.size
 	{
-		k := sockKey{a: src, b: dst, kind: kind}
-		switch {
-		case p.Flags&event.FlagARP != 0:
-			k.kind = kindARPs
-			k.a, k.b = [16]byte{}, [16]byte{}
-			copy(k.a[:], p.SrcMAC[:])
-			copy(k.b[:], p.DstMAC[:])
-		case kind == kindIP:
-			k.proto = p.Proto
-			if (p.Proto == event.ProtoTCP || p.Proto == event.ProtoUDP) && p.Flags&event.FlagFragment == 0 {
-				k.pa, k.pb = p.SrcPort, p.DstPort
+		mv, ml, mNew := e.mi.Acquire(&k.mi, k.hMI, now)
+		hv, hl, hNew := e.host.Acquire(&k.host, k.hHost, now)
+		mo := (*[3 * nLambda]float32)(o[offMI:offH])
+		if mNew {
+			mv.fresh(size, mo)
+		} else {
+			twin := *ml == *hl && twins1(mv, hv)
+			mv.update(e.dc.advance(ml, now), size, mo)
+			if twin {
+				*hv, *hl = *mv, *ml
+				*(*[3 * nLambda]float32)(o[offH:offHH]) = *mo
+				hNew = false
+				goto channel
 			}
 		}
-		dir := 0
-		if c := bytes.Compare(k.a[:], k.b[:]); c > 0 || (c == 0 && k.pa > k.pb) {
-			k.a, k.b, k.pa, k.pb, dir = k.b, k.a, k.pb, k.pa, 1
+		ho := (*[3 * nLambda]float32)(o[offH:offHH])
+		if hNew {
+			hv.fresh(size, ho)
+		} else {
+			hv.update(e.dc.advance(hl, now), size, ho)
 		}
-		h := flowtab.Mix(e.seed^flowtab.LE64(k.a[0:])^uint64(k.kind)<<56^uint64(k.proto)<<48, flowtab.LE64(k.a[8:])^uint64(k.pa)<<32^uint64(k.pb))
-		h = flowtab.Mix(h^flowtab.LE64(k.b[0:]), flowtab.LE64(k.b[8:]))
-		v, last := e.socks.Get(&k, h, now)
-		f := advance(last, now)
-		v.insert(&f, dir, size)
-		v.put(dir, out[offHpHp:offHpHp+7*nLambda])
 	}
-	// Defence in depth: a model must never see NaN or Inf.
-	for i, v := range out {
-		if d := v - v; d != d { // NaN or ±Inf
-			out[i] = 0
+channel:
+	{
+		s, cl, cNew := e.chans.Acquire(&k.ch, k.hCh, now)
+		sv, sl, sNew := e.socks.Acquire(&k.sock, k.hSock, now)
+		dir := k.chDir & 1
+		co := (*[7 * nLambda]float32)(o[offHH:offJit])
+		so := (*[7 * nLambda]float32)(o[offHpHp:Dim])
+		twin := false
+		if cNew {
+			s.hh.fresh(dir, size, co)
+		} else {
+			twin = dir == k.sockDir && *cl == *sl && twins2(&s.hh, sv)
+			s.hh.update(e.dc.advance(cl, now), dir, size, co)
+		}
+		jo := (*[3 * nLambda]float32)(o[offJit:offHpHp])
+		if !s.seen[dir] { // the direction's first packet: inter-arrival 0
+			s.seen[dir] = true
+			s.jitLast[dir] = now
+			s.jit[dir].fresh(0, jo)
+		} else {
+			jit := 0.0
+			if d := now - s.jitLast[dir]; d > 0 {
+				jit = float64(d) * 1e-9
+			}
+			s.jit[dir].update(e.dc.advance(&s.jitLast[dir], now), jit, jo)
+		}
+		switch {
+		case twin:
+			*sv, *sl = s.hh, *cl
+			*so = *co
+		case sNew:
+			sv.fresh(k.sockDir, size, so)
+		default:
+			sv.update(e.dc.advance(sl, now), k.sockDir, size, so)
 		}
 	}
 }
 
-func macWord(m [6]byte) uint64 {
-	return uint64(m[0]) | uint64(m[1])<<8 | uint64(m[2])<<16 | uint64(m[3])<<24 | uint64(m[4])<<32 | uint64(m[5])<<40
+// macWord is a MAC's 6 bytes as a little-endian word.
+func macWord(m *[6]byte) uint64 {
+	return uint64(binary.LittleEndian.Uint32(m[0:4])) | uint64(binary.LittleEndian.Uint16(m[4:6]))<<32
 }
 
 // TableStats describes one state table.
@@ -303,8 +417,12 @@ type TableStats struct {
 type Stats struct {
 	Tables [4]TableStats
 	// MemoryBytes is the memory the tables hold (their slot arrays grow
-	// with use up to their capacities).
+	// with use up to their capacities) plus the extractor's fixed scratch
+	// (ScratchBytes).
 	MemoryBytes int64
+	// ScratchBytes is the fixed memory besides the tables: the decay
+	// factor cache and the look-ahead keys, about 200 KB.
+	ScratchBytes int64
 	// UsedBytes is the memory of the occupied entries.
 	UsedBytes int64
 }
@@ -320,6 +438,8 @@ func (e *Extractor) Stats() Stats {
 		st.MemoryBytes += int64(t.Slots * t.EntryBytes)
 		st.UsedBytes += int64(t.Entries * t.EntryBytes)
 	}
+	st.ScratchBytes = int64(unsafe.Sizeof(e.dc) + unsafe.Sizeof(e.keys))
+	st.MemoryBytes += st.ScratchBytes
 	return st
 }
 

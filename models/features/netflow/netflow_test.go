@@ -310,6 +310,21 @@ func TestZeroAllocs(t *testing.T) {
 	}
 }
 
+func TestZeroAllocsBatch(t *testing.T) {
+	e := New(Config{})
+	pk := benignWorkload(4096)
+	out := make([]float32, 64*Dim)
+	i := 0
+	allocs := testing.AllocsPerRun(1000, func() {
+		j := i % (len(pk) / 64) * 64
+		e.ExtractBatch(pk[j:j+64], out)
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("ExtractBatch allocates %v times per call", allocs)
+	}
+}
+
 // TestFiniteOnOddInput feeds extreme records: all features must stay finite.
 func TestFiniteOnOddInput(t *testing.T) {
 	e := New(Config{MaxSockets: 64, MaxChannels: 16, MaxHosts: 16})
@@ -335,10 +350,13 @@ func FuzzExtract(f *testing.F) {
 	seq[1].Marshal(b[event.PacketRecordSize:])
 	f.Add(b[:])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		e := New(Config{MaxSockets: 16, MaxChannels: 8, MaxHosts: 8})
+		cfg := Config{MaxSockets: 16, MaxChannels: 8, MaxHosts: 8}
+		e := New(cfg)
 		out := make([]float32, Dim)
-		var p event.Packet
+		var pk []event.Packet
+		var want []float32
 		for len(data) >= event.PacketRecordSize {
+			var p event.Packet
 			if err := p.Unmarshal(data); err != nil {
 				t.Fatal(err)
 			}
@@ -348,6 +366,16 @@ func FuzzExtract(f *testing.F) {
 				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 					t.Fatalf("%s = %v", names[j], v)
 				}
+			}
+			pk = append(pk, p)
+			want = append(want, out...)
+		}
+		// ExtractBatch computes the same features, bit for bit.
+		got := make([]float32, len(pk)*Dim)
+		New(cfg).ExtractBatch(pk, got)
+		for j := range got {
+			if math.Float32bits(got[j]) != math.Float32bits(want[j]) {
+				t.Fatalf("packet %d %s: ExtractBatch %v, Extract %v", j/Dim, names[j%Dim], got[j], want[j])
 			}
 		}
 	})
@@ -415,6 +443,26 @@ func benchmarkExtract(b *testing.B, pk []event.Packet) {
 
 func BenchmarkExtractBenign(b *testing.B)   { benchmarkExtract(b, benignWorkload(1<<16)) }
 func BenchmarkExtractPortScan(b *testing.B) { benchmarkExtract(b, portScan(1<<17)) }
+
+// benchmarkExtractBatch is benchmarkExtract with ExtractBatch over runs of
+// 256 packets (ns/op is per packet).
+func benchmarkExtractBatch(b *testing.B, pk []event.Packet) {
+	const run = 256
+	e := New(Config{})
+	out := make([]float32, run*Dim)
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += run {
+		j := i % len(pk)
+		e.ExtractBatch(pk[j:j+min(run, b.N-i, len(pk)-j)], out)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+func BenchmarkExtractBatchBenign(b *testing.B)   { benchmarkExtractBatch(b, benignWorkload(1<<16)) }
+func BenchmarkExtractBatchPortScan(b *testing.B) { benchmarkExtractBatch(b, portScan(1<<17)) }
 
 // cpuTime is the process's user+system CPU time: on a shared, loaded
 // machine it tells more than the wall clock that ns/op measures.

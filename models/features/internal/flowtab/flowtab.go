@@ -114,19 +114,26 @@ func (t *Table[K, V]) rehash(tags []uint32, last []int64, entries []entry[K, V],
 // when absent; a new entry is zeroed and its clock is now. Get may grow the
 // table: pointers returned by earlier calls become invalid.
 func (t *Table[K, V]) Get(k *K, h uint64, now int64) (*V, *int64) {
+	v, last, _ := t.Acquire(k, h, now)
+	return v, last
+}
+
+// Acquire is Get that also reports whether the entry was created (or
+// recycled) by this call: then its value is zero and its clock is now.
+func (t *Table[K, V]) Acquire(k *K, h uint64, now int64) (v *V, last *int64, created bool) {
 	if 2*t.used >= len(t.tags) && len(t.tags) < t.capacity {
 		t.grow()
 	}
 	for {
-		v, last, ok := t.get(k, h, now, len(t.tags) == t.capacity)
+		v, last, created, ok := t.get(k, h, now, len(t.tags) == t.capacity)
 		if ok {
-			return v, last
+			return v, last, created
 		}
 		t.grow() // the key's probe window is full below capacity
 	}
 }
 
-func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (*V, *int64, bool) {
+func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (v *V, last *int64, created, ok bool) {
 	tag := uint32(h>>32) | 1
 	i := h & t.mask
 	victim := -1
@@ -134,7 +141,7 @@ func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (*V, *int64, bo
 		switch t.tags[i] {
 		case tag:
 			if e := &t.entries[i]; e.key == *k {
-				return &e.val, &t.last[i], true
+				return &e.val, &t.last[i], false, true
 			}
 		case 0:
 			t.used++
@@ -142,7 +149,7 @@ func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (*V, *int64, bo
 			t.last[i] = now
 			t.hashes[i] = h
 			t.entries[i].key = *k
-			return &t.entries[i].val, &t.last[i], true
+			return &t.entries[i].val, &t.last[i], true, true
 		}
 		if victim < 0 || t.last[i] < t.last[victim] {
 			victim = int(i)
@@ -150,14 +157,24 @@ func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (*V, *int64, bo
 		i = (i + 1) & t.mask
 	}
 	if !evict {
-		return nil, nil, false
+		return nil, nil, false, false
 	}
 	t.evictions++
 	t.tags[victim] = tag
 	t.last[victim] = now
 	t.hashes[victim] = h
 	t.entries[victim] = entry[K, V]{key: *k}
-	return &t.entries[victim].val, &t.last[victim], true
+	return &t.entries[victim].val, &t.last[victim], true, true
+}
+
+// Prefetch loads the memory a lookup of hash h starts with (the tag, the
+// clock and the first cache line of the entry of the key's first slot)
+// into the cache and returns a value of no meaning: callers add it to a
+// field so that the loads are kept. Calling it for a few keys before
+// looking them up lets their cache misses overlap. It changes nothing.
+func (t *Table[K, V]) Prefetch(h uint64) uint64 {
+	i := h & t.mask
+	return uint64(t.tags[i]) + uint64(t.last[i]) + uint64(*(*byte)(unsafe.Pointer(&t.entries[i])))
 }
 
 // Lookup returns the entry of k and its clock, or nil when absent.

@@ -81,3 +81,25 @@ func TestTableGrows(t *testing.T) {
 		t.Fatalf("slots %d, len %d, evictions %d: want full capacity and evictions", tab.Slots(), tab.Len(), tab.Evictions())
 	}
 }
+
+// TestAcquireCreated: Acquire reports entries it creates, new or recycled
+// (zero value, clock now), and not existing ones; Prefetch changes nothing.
+func TestAcquireCreated(t *testing.T) {
+	tab := New[uint64, [4]uint64](8)
+	h := func(k uint64) uint64 { return Mix(k, 0) }
+	for k := uint64(0); k < 200; k++ {
+		_ = tab.Prefetch(h(k))
+		v, last, created := tab.Acquire(&k, h(k), int64(k))
+		if !created || *v != [4]uint64{} || *last != int64(k) {
+			t.Fatalf("key %d: created %v, value %v, clock %d", k, created, *v, *last)
+		}
+		*v = [4]uint64{k, k, k, k}
+		v, _, created = tab.Acquire(&k, h(k), int64(k)+1)
+		if created || v[3] != k {
+			t.Fatalf("key %d again: created %v, value %v", k, created, *v)
+		}
+	}
+	if tab.Evictions() == 0 {
+		t.Fatal("200 keys in 8 slots evicted nothing")
+	}
+}

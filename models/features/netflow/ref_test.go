@@ -163,29 +163,6 @@ func TestMatchesReferencePcap(t *testing.T) {
 	}
 }
 
-// TestExp2 checks exp2 against math.Exp2 bit for bit over the range
-// decayFactors uses and beyond.
-func TestExp2(t *testing.T) {
-	var x uint64 = 88172645463325252
-	check := func(v float64) {
-		if got, want := exp2(v), math.Exp2(v); math.Float64bits(got) != math.Float64bits(want) {
-			t.Fatalf("exp2(%v) = %v, math.Exp2 = %v", v, got, want)
-		}
-	}
-	for _, v := range []float64{0, -0.0, -1e-300, -1e-12, -0.5, -1, -1019.9, -1020, -1020.5, -1022, -1074, -1075, -2000,
-		math.Inf(-1), math.Inf(1), math.NaN(), 1, 1023, 1e9} {
-		check(v)
-	}
-	for range 2_000_000 {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		// -0.01·dt for dt from 1 ns to about 3 hours, log-uniform.
-		dt := math.Exp2(float64(x>>11)/(1<<53)*44) * 1e-9
-		check(-0.01 * dt)
-	}
-}
-
 // capturePackets reads VIGIL_NETFLOW_REF_PCAP into memory, at most
 // VIGIL_NETFLOW_REF_MAX packets if that is set.
 func capturePackets(tb testing.TB) []event.Packet {

@@ -3,6 +3,8 @@ package netflow
 import (
 	"math"
 	"unsafe"
+
+	"github.com/vigil-edge/vigil/models/features/internal/fmath"
 )
 
 // Decay windows. Index i of every per-λ array refers to lambdas[i]. The
@@ -33,7 +35,7 @@ func decayFactors(dt float64) decays {
 	}
 	// One exp2 and a few products: f(0.1)=f(0.01)^10, f(1)=f(0.1)^10,
 	// f(3)=f(1)^3, f(5)=f(3)·f(1)^2. Relative error stays near 1e-15.
-	e := exp2(-0.01 * dt)
+	e := fmath.Exp2(-0.01 * dt)
 	e2 := e * e
 	e4 := e2 * e2
 	e8 := e4 * e4

@@ -90,10 +90,11 @@
 package nethost
 
 import (
-	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
 	"math"
 	"math/bits"
 
+	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
+	"github.com/vigil-edge/vigil/models/features/internal/fmath"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
@@ -148,9 +149,12 @@ const (
 	kindMAC uint8 = 2
 )
 
+// hostKey is a source's address (IPv4 mapped into IPv6, or a MAC address
+// in the first 6 bytes) as two little-endian words, and its kind: two word
+// comparisons instead of a 17-byte one.
 type hostKey struct {
-	addr [16]byte
-	kind uint8
+	lo, hi uint64
+	kind   uint8
 }
 
 // counters are the decayed sums of one window.
@@ -161,50 +165,89 @@ type counters struct {
 type sketch [4]uint64 // 256 bits
 
 type hostVal struct {
+	// The fields every packet reads come first, together (five cache
+	// lines with the key); the sketches, read by opens and epoch turns,
+	// last.
 	win        [2]counters
 	macChanges float64 // decayed with λ = 0.1
 	shortConns float64 // decayed with λ = 0.1
 	arpAsked   float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
 	epoch      int64
-	cur        [3]sketch // ports, hosts, (host,port) pairs
-	prev       [3]sketch
-	arpMAC     [6]byte
-	arpSeen    bool
 	// distKey and distVal cache the dst_ports and dst_hosts features: the
 	// value is a function of the sketches' number of set bits only (key:
 	// that number + 1; 0: none cached), which changes only on opens to new
 	// destinations, so most packets skip its two logarithms.
 	distKey [2]uint16
 	distVal [2]float32
+	// distOnes is the number of set bits of cur[i] | prev[i] for the port
+	// and host sketches (i = 0, 1), kept up to date as bits are set and
+	// epochs turn, so that the cache above is checked without counting.
+	distOnes [2]uint16
+	arpMAC   [6]byte
+	arpSeen  bool
+	// counted is set once a window counter is incremented. Until then
+	// (a pure responder, such as a server) every counter is zero, and
+	// decay and the window features skip them.
+	counted bool
+	cur     [3]sketch // ports, hosts, (host,port) pairs
+	prev    [3]sketch
 }
 
 // Extractor computes nethost/v1 features. Not safe for concurrent use.
 type Extractor struct {
 	seed  uint64
 	hosts flowtab.Table[hostKey, hostVal]
-	// decayDt and decayF memoize decay's factors of the last time step:
-	// steady traffic repeats time steps, and the factors are a function of
-	// the step alone (decayDt 0: none yet, as decay never computes a step
-	// ≤ 0).
-	decayDt int64
-	decayF  [len(lambdas)]float64
+	// decays memoizes decay's factors of recent time steps in a small
+	// direct-mapped table: the factors are a function of the step alone,
+	// and steps recur (captures have microsecond timestamps; steady
+	// traffic repeats steps). On the reference capture about a third of
+	// the steps are found.
+	decays *[decayCacheSize]decayEntry
 }
+
+// decayCacheSize is the number of entries of the decay cache (a power of
+// two).
+const decayCacheSize = 512
+
+// decayEntry holds the decay factors of one time step dt (0: none, as
+// decay never computes a step ≤ 0).
+type decayEntry struct {
+	dt int64
+	f  [len(lambdas)]float64
+}
+
+// rateScale[i] scales window i's decayed counts to per-second rates: a
+// decayed count w of events at a steady rate r settles at r/(λ·ln 2). It is
+// computed in float64 arithmetic (a constant expression would round once,
+// not twice).
+var rateScale = func() (s [len(lambdas)]float64) {
+	for i, l := range lambdas {
+		s[i] = l * math.Ln2
+	}
+	return s
+}()
 
 // New returns an extractor with empty state.
 func New(cfg Config) *Extractor {
 	if cfg.MaxHosts <= 0 {
 		cfg.MaxHosts = DefaultMaxHosts
 	}
-	return &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts)}
+	return &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts),
+		decays: new([decayCacheSize]decayEntry)}
 }
 
-func (e *Extractor) keyOf(addr [16]byte, mac [6]byte, ip bool) (hostKey, uint64) {
-	k := hostKey{addr: addr, kind: kindIP}
-	if !ip {
-		k = hostKey{kind: kindMAC}
-		copy(k.addr[:], mac[:])
-	}
-	return k, flowtab.Mix(e.seed^flowtab.LE64(k.addr[0:])^uint64(k.kind)<<56, flowtab.LE64(k.addr[8:]))
+// ipKey returns the key and hash of an IP address.
+func (e *Extractor) ipKey(addr *[16]byte) (hostKey, uint64) {
+	k := hostKey{lo: flowtab.LE64(addr[0:]), hi: flowtab.LE64(addr[8:]), kind: kindIP}
+	return k, flowtab.Mix(e.seed^k.lo^uint64(kindIP)<<56, k.hi)
+}
+
+// macKey returns the key and hash of a MAC address (as if it were the first
+// 6 bytes of an address).
+func (e *Extractor) macKey(mac *[6]byte) (hostKey, uint64) {
+	k := hostKey{lo: uint64(mac[0]) | uint64(mac[1])<<8 | uint64(mac[2])<<16 | uint64(mac[3])<<24 |
+		uint64(mac[4])<<32 | uint64(mac[5])<<40, kind: kindMAC}
+	return k, flowtab.Mix(e.seed^k.lo^uint64(kindMAC)<<56, k.hi)
 }
 
 const slowLambda = 0.1
@@ -217,35 +260,42 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 		return
 	}
 	*last = now
-	if dt != e.decayDt {
+	if !v.counted && v.macChanges == 0 && v.shortConns == 0 && v.arpAsked == 0 {
+		return // every decayed sum is zero (a pure responder): nothing to age
+	}
+	d := &e.decays[uint64(dt)*0x9e3779b97f4a7c15>>(64-9)&(decayCacheSize-1)]
+	if d.dt != dt {
+		// exp2Pair is math.Exp2 of both, written out side by side
+		// (fastmath.go).
 		s := float64(dt) * 1e-9
-		for i, l := range lambdas {
-			e.decayF[i] = math.Exp2(-l * s)
-		}
-		e.decayDt = dt
+		d.f[0], d.f[1] = fmath.Exp2Pair(-lambdas[0]*s, -lambdas[1]*s)
+		d.dt = dt
 	}
-	for i, l := range lambdas {
-		f := e.decayF[i]
-		c := &v.win[i]
-		c.initPkts *= f
-		c.initBytes *= f
-		c.opens *= f
-		c.newDst *= f
-		c.failedIn *= f
-		c.syn *= f
-		c.initTCP *= f
-		c.odd *= f
-		c.icmpReq *= f
-		c.arpReq *= f
-		c.arpUnsol *= f
-		c.dns *= f
-		c.dnsBytes *= f
-		if l == slowLambda {
-			v.macChanges *= f
-			v.shortConns *= f
-			v.arpAsked *= f
-		}
+	f := d.f[1]
+	if v.counted {
+		decayWin(&v.win[0], d.f[0])
+		decayWin(&v.win[1], f)
 	}
+	// lambdas[1] is slowLambda
+	v.macChanges *= f
+	v.shortConns *= f
+	v.arpAsked *= f
+}
+
+func decayWin(c *counters, f float64) {
+	c.initPkts *= f
+	c.initBytes *= f
+	c.opens *= f
+	c.newDst *= f
+	c.failedIn *= f
+	c.syn *= f
+	c.initTCP *= f
+	c.odd *= f
+	c.icmpReq *= f
+	c.arpReq *= f
+	c.arpUnsol *= f
+	c.dns *= f
+	c.dnsBytes *= f
 }
 
 func (s *sketch) set(h uint64) (was bool) {
@@ -258,16 +308,26 @@ func (s *sketch) set(h uint64) (was bool) {
 func (s *sketch) has(h uint64) bool { return s[(h>>6)&3]&(uint64(1)<<(h&63)) != 0 }
 
 // distinctFeature is the log-scaled estimate of the number of distinct items
-// in a ∪ b, cached in *key and *val by the number of set bits it depends on.
-func distinctFeature(a, b *sketch, key *uint16, val *float32) float32 {
+// in a sketch pair whose union has ones set bits, cached in *key and *val
+// by that number.
+func distinctFeature(ones uint16, key *uint16, val *float32) float32 {
+	if *key != ones+1 {
+		setDistinct(ones, key, val)
+	}
+	return *val
+}
+
+func setDistinct(ones uint16, key *uint16, val *float32) {
+	*key, *val = ones+1, lg(distinctOnes(int(ones)))
+}
+
+// unionOnes is the number of set bits of a | b.
+func unionOnes(a, b *sketch) uint16 {
 	ones := 0
 	for i := range a {
 		ones += bits.OnesCount64(a[i] | b[i])
 	}
-	if k := uint16(ones + 1); *key != k {
-		*key, *val = k, lg(distinctOnes(ones))
-	}
-	return *val
+	return uint16(ones)
 }
 
 // distinctOnes estimates a number of distinct items by linear counting from
@@ -405,72 +465,104 @@ func (r *Raw) Feature(j int) float32 {
 }
 
 // Features writes the feature vector of r to out, which must hold at least
-// Dim values.
+// Dim values. It computes Feature(j) for every j, written out per feature
+// (the layout is fixed: see isLog).
 func (r *Raw) Features(out []float32) {
-	out = out[:Dim]
-	for j := range out {
-		// r.Feature(j), written out: the call per feature cost more than
-		// the conversion of a linear one.
-		var f float32
-		if isLog[j] {
-			f = lg(r[j])
-		} else {
-			f = float32(r[j])
-		}
-		if d := f - f; d != d { // ±Inf or NaN
-			f = 0
-		}
-		out[j] = f
+	o := (*[Dim]float32)(out[:Dim])
+	for w := range len(lambdas) {
+		ro := (*[perWindow]float64)(r[w*perWindow:])
+		oo := (*[perWindow]float32)(o[w*perWindow:])
+		oo[0] = linFeature(ro[0])
+		oo[1] = logFeature(ro[1])
+		oo[2] = logFeature(ro[2])
+		oo[3] = linFeature(ro[3])
+		oo[4] = linFeature(ro[4])
+		oo[5] = logFeature(ro[5])
+		oo[6] = logFeature(ro[6])
+		oo[7] = logFeature(ro[7])
+		oo[8] = logFeature(ro[8])
+		oo[9] = linFeature(ro[9])
+		oo[10] = linFeature(ro[10])
 	}
+	o[Dim-4] = linFeature(r[Dim-4])
+	o[Dim-3] = linFeature(r[Dim-3])
+	o[Dim-2] = logFeature(r[Dim-2])
+	o[Dim-1] = logFeature(r[Dim-1])
+}
+
+// linFeature is a linear feature: x as float32, 0 when that is not finite.
+func linFeature(x float64) float32 {
+	f := float32(x)
+	if d := f - f; d != d { // ±Inf or NaN
+		f = 0
+	}
+	return f
+}
+
+// logFeature is a log-scaled feature: lg(x), 0 when that is not finite
+// (lg is finite but for x = +Inf).
+func logFeature(x float64) float32 {
+	if !(x > 0) || x > math.MaxFloat64 {
+		return 0
+	}
+	return float32(fmath.Log1p(x))
 }
 
 // ExtractRaw updates the state with p and writes the raw features of p's
 // source to raw (see Raw).
 func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	now := p.TimestampNs
-	isARP := p.Flags&event.FlagARP != 0
-	isIP := p.Flags&(event.FlagIPv4|event.FlagIPv6) != 0
-	frag := p.Flags&event.FlagFragment != 0
-	l4 := isIP && !frag && (p.Proto == event.ProtoTCP || p.Proto == event.ProtoUDP)
-	tcp := isIP && !frag && p.Proto == event.ProtoTCP
+	flags, proto := p.Flags, p.Proto
+	isARP := flags&event.FlagARP != 0
+	isIP := flags&(event.FlagIPv4|event.FlagIPv6) != 0
+	unfrag := isIP && flags&event.FlagFragment == 0
+	tcp := unfrag && proto == event.ProtoTCP
+	l4 := tcp || unfrag && proto == event.ProtoUDP
+	arpReq := isARP && p.DstPort == 1
 
 	// Failures come back to the source: a RST, or an ICMP destination
 	// unreachable (type 3 / ICMPv6 type 1), counts for the packet's
 	// destination if that host is tracked (no entry is created for it).
 	if isIP && ((tcp && p.TCPFlags&event.TCPRst != 0) ||
-		(p.Proto == event.ProtoICMP && p.SrcPort == 3) || (p.Proto == event.ProtoICMPv6 && p.SrcPort == 1)) {
-		k, h := e.keyOf(p.DstIP, p.DstMAC, true)
+		(proto == event.ProtoICMP && p.SrcPort == 3) || (proto == event.ProtoICMPv6 && p.SrcPort == 1)) {
+		k, h := e.ipKey(&p.DstIP)
 		if v, last := e.hosts.Lookup(&k, h); v != nil {
 			e.decay(v, last, now)
-			for i := range v.win {
-				v.win[i].failedIn++
-			}
+			v.win[0].failedIn++
+			v.win[1].failedIn++
+			v.counted = true
 		}
 	}
 
-	if isARP && p.DstPort == 1 && p.SrcIP != p.DstIP {
+	if arpReq && p.SrcIP != p.DstIP {
 		// The entry is created if absent (bounded like any other): the
 		// owner's reply usually comes next.
-		k, h := e.keyOf(p.DstIP, p.DstMAC, true)
+		k, h := e.ipKey(&p.DstIP)
 		v, last := e.hosts.Get(&k, h, now)
 		e.decay(v, last, now)
 		v.arpAsked = min(v.arpAsked+1, 8)
 	}
 
-	k, h := e.keyOf(p.SrcIP, p.SrcMAC, isIP || isARP)
+	var k hostKey
+	var h uint64
+	if isIP || isARP {
+		k, h = e.ipKey(&p.SrcIP)
+	} else {
+		k, h = e.macKey(&p.SrcMAC)
+	}
 	v, last := e.hosts.Get(&k, h, now)
 	e.decay(v, last, now)
 
-	// Sketch epochs.
-	ep := now / epochNs
-	switch {
-	case ep == v.epoch:
-	case ep == v.epoch+1:
-		v.prev, v.cur = v.cur, [3]sketch{}
+	// Sketch epochs (a packet from an earlier epoch changes none).
+	if ep := now / epochNs; ep > v.epoch {
+		if ep == v.epoch+1 {
+			v.prev, v.cur = v.cur, [3]sketch{}
+		} else {
+			v.prev, v.cur = [3]sketch{}, [3]sketch{}
+		}
 		v.epoch = ep
-	case ep > v.epoch:
-		v.prev, v.cur = [3]sketch{}, [3]sketch{}
-		v.epoch = ep
+		v.distOnes[0] = unionOnes(&v.cur[0], &v.prev[0])
+		v.distOnes[1] = unionOnes(&v.cur[1], &v.prev[1])
 	}
 
 	r := classify(p, l4)
@@ -479,14 +571,16 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 		hh := flowtab.Mix(e.seed^flowtab.LE64(p.DstIP[0:]), flowtab.LE64(p.DstIP[8:]))
 		port := uint64(0)
 		if l4 {
-			port = uint64(p.DstPort) | uint64(p.Proto)<<16
+			port = uint64(p.DstPort) | uint64(proto)<<16
 		}
 		ph := flowtab.Mix(e.seed^port, 0x9e3779b97f4a7c15)
 		pair := flowtab.Mix(hh, ph)
 		if r == roleOpen {
-			v.cur[1].set(hh)
-			if l4 {
-				v.cur[0].set(ph)
+			if !v.cur[1].set(hh) && !v.prev[1].has(hh) {
+				v.distOnes[1]++
+			}
+			if l4 && !v.cur[0].set(ph) && !v.prev[0].has(ph) {
+				v.distOnes[0]++
 			}
 			if !v.prev[2].has(pair) && !v.cur[2].set(pair) {
 				newDst = true
@@ -498,7 +592,7 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	if knownPair {
 		v.shortConns++
 	}
-	if isARP && p.DstPort == 2 || isARP && p.SrcIP == p.DstIP { // replies and gratuitous announcements
+	if isARP && (p.DstPort == 2 || p.SrcIP == p.DstIP) { // replies and gratuitous announcements
 		if v.arpSeen && v.arpMAC != p.SrcMAC {
 			v.macChanges++
 		}
@@ -515,73 +609,106 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 			unsolicited = true
 		}
 	}
-	initiator := r != roleResponder
-	syn := r == roleOpen && tcp
-	odd := tcp && oddTCP(p.TCPFlags)
-	icmpReq := r == roleOpen && (p.Proto == event.ProtoICMP || p.Proto == event.ProtoICMPv6) && isIP
-	dns := r == roleOpen && l4 && p.DstPort == 53
-	for i, l := range lambdas {
-		c := &v.win[i]
-		if initiator {
-			c.initPkts++
-			c.initBytes += float64(p.Length)
-			if tcp {
-				c.initTCP++
-			}
+
+	// The counts of both windows, grouped by the conditions (every
+	// condition of the second group implies an open; a frame flagged both
+	// ARP and IP, which no decoder makes, may count in several).
+	w0, w1 := &v.win[0], &v.win[1]
+	if r != roleResponder { // initiator side
+		v.counted = true
+		b := float64(p.Length)
+		w0.initPkts++
+		w1.initPkts++
+		w0.initBytes += b
+		w1.initBytes += b
+		if tcp {
+			w0.initTCP++
+			w1.initTCP++
 		}
-		if r == roleOpen {
-			c.opens++
-		}
-		if newDst {
-			c.newDst++
-		}
-		if syn {
-			c.syn++
-		}
-		if odd {
-			c.odd++
-		}
-		if icmpReq {
-			c.icmpReq++
-		}
-		if isARP && p.DstPort == 1 {
-			c.arpReq++
-		}
-		if unsolicited {
-			c.arpUnsol++
-		}
-		if dns {
-			c.dns++
-			c.dnsBytes += float64(p.Length)
-		}
-		// A decayed count w of events at a steady rate r settles at
-		// r/(λ·ln 2): scale counts to per-second rates.
-		sc := l * math.Ln2
-		o := raw[i*perWindow:]
-		o[0] = ratio(c.initBytes, c.initPkts)
-		o[1] = c.opens * sc
-		o[2] = c.newDst * sc
-		o[3] = min(1, ratio(c.failedIn, c.syn))
-		o[4] = min(1, ratio(c.syn, c.initTCP))
-		o[5] = c.odd * sc
-		o[6] = c.icmpReq * sc
-		o[7] = c.arpReq * sc
-		o[8] = c.arpUnsol * sc
-		o[9] = min(1, ratio(c.dns, c.opens))
-		o[10] = ratio(c.dnsBytes, c.dns)
 	}
-	raw[Dim-4] = float64(distinctFeature(&v.cur[0], &v.prev[0], &v.distKey[0], &v.distVal[0]))
-	raw[Dim-3] = float64(distinctFeature(&v.cur[1], &v.prev[1], &v.distKey[1], &v.distVal[1]))
+	if r == roleOpen {
+		w0.opens++
+		w1.opens++
+		if newDst {
+			w0.newDst++
+			w1.newDst++
+		}
+		if tcp { // a SYN
+			w0.syn++
+			w1.syn++
+		}
+		if arpReq {
+			w0.arpReq++
+			w1.arpReq++
+		}
+		if isIP && (proto == event.ProtoICMP || proto == event.ProtoICMPv6) {
+			w0.icmpReq++
+			w1.icmpReq++
+		}
+		if l4 && p.DstPort == 53 {
+			b := float64(p.Length)
+			w0.dns++
+			w1.dns++
+			w0.dnsBytes += b
+			w1.dnsBytes += b
+		}
+	}
+	if tcp && oddTCP(p.TCPFlags) {
+		v.counted = true
+		w0.odd++
+		w1.odd++
+	}
+	if unsolicited {
+		v.counted = true
+		w0.arpUnsol++
+		w1.arpUnsol++
+	}
+	if v.counted {
+		windowRaw((*[perWindow]float64)(raw[0:]), w0, rateScale[0])
+		windowRaw((*[perWindow]float64)(raw[perWindow:]), w1, rateScale[1])
+	} else {
+		clear(raw[:2*perWindow]) // what windowRaw writes for zero counters
+	}
+	raw[Dim-4] = float64(distinctFeature(v.distOnes[0], &v.distKey[0], &v.distVal[0]))
+	raw[Dim-3] = float64(distinctFeature(v.distOnes[1], &v.distKey[1], &v.distVal[1]))
 	raw[Dim-2] = v.macChanges
 	raw[Dim-1] = v.shortConns * slowLambda * math.Ln2
 }
 
-// lg is the log scale of counts and rates: log(1+x), 0 for x ≤ 0.
+// windowRaw writes one window's raw features; sc scales counts to rates.
+func windowRaw(o *[perWindow]float64, c *counters, sc float64) {
+	o[0] = ratio(c.initBytes, c.initPkts)
+	o[1] = c.opens * sc
+	o[2] = c.newDst * sc
+	o[3] = cap1(ratio(c.failedIn, c.syn))
+	o[4] = cap1(ratio(c.syn, c.initTCP))
+	o[5] = c.odd * sc
+	o[6] = c.icmpReq * sc
+	o[7] = c.arpReq * sc
+	o[8] = c.arpUnsol * sc
+	o[9] = cap1(ratio(c.dns, c.opens))
+	o[10] = ratio(c.dnsBytes, c.dns)
+}
+
+// lg is the log scale of counts and rates: log(1+x), 0 for x ≤ 0 (log1p
+// is math.Log1p: fastmath.go).
 func lg(x float64) float32 {
 	if !(x > 0) {
 		return 0
 	}
-	return float32(math.Log1p(x))
+	if x > math.MaxFloat64 {
+		return float32(math.Inf(1))
+	}
+	return float32(fmath.Log1p(x))
+}
+
+// cap1 is min(1, x), NaN included, without min's signed-zero handling
+// (which only matters when both operands are zeros).
+func cap1(x float64) float64 {
+	if x > 1 {
+		return 1
+	}
+	return x
 }
 
 func ratio(a, b float64) float64 {

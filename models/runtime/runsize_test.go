@@ -158,3 +158,42 @@ func TestConsistentRunReal(t *testing.T) {
 		})
 	}
 }
+
+// TestScoreInto: ScoreInto writes what Score returns, in runs of the run
+// size, and refuses short output slices.
+func TestScoreInto(t *testing.T) {
+	s, err := runtime.Open(models(t)[ae.KindSingle+"/"+bundle.QuantNone], dim, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetRunSize(64); err != nil {
+		t.Fatal(err)
+	}
+	data := aetest.Data(300, dim, 4, false)
+	sc, co, err := s.Score(data.Data, data.Rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantS, wantC := append([]float32(nil), sc...), append([]float32(nil), co...)
+	gotS, gotC := make([]float32, data.Rows), make([]float32, data.Rows*dim)
+	if err := s.ScoreInto(data.Data, data.Rows, gotS, gotC); err != nil {
+		t.Fatal(err)
+	}
+	for i := range wantS {
+		if gotS[i] != wantS[i] {
+			t.Fatalf("score %d: ScoreInto %v, Score %v", i, gotS[i], wantS[i])
+		}
+	}
+	for i := range wantC {
+		if gotC[i] != wantC[i] {
+			t.Fatalf("contribution %d: ScoreInto %v, Score %v", i, gotC[i], wantC[i])
+		}
+	}
+	if err := s.ScoreInto(data.Data, data.Rows, gotS[:10], gotC); err == nil {
+		t.Error("ScoreInto accepted a short score slice")
+	}
+	if err := s.ScoreInto(data.Data[:dim], 2, gotS, gotC); err == nil {
+		t.Error("ScoreInto accepted 2 vectors with one vector's values")
+	}
+}

@@ -73,7 +73,8 @@ type Scorer struct {
 	in      *ort.Tensor[float32]
 	score   *ort.Tensor[float32]
 	contrib *ort.Tensor[float32]
-	// Results of up to maxBatch rows, returned by Score.
+	// Results of up to maxBatch rows, returned by Score (grown on demand;
+	// ScoreInto does not use them).
 	scores, contribs []float32
 }
 
@@ -142,8 +143,7 @@ func OpenWith(modelPath string, modelData []byte, dim, maxBatch int, opt Options
 	if err != nil {
 		return nil, fmt.Errorf("open scorer: create session: %w", err)
 	}
-	s := &Scorer{sess: sess, dim: dim, maxBatch: maxBatch,
-		scores: make([]float32, maxBatch), contribs: make([]float32, maxBatch*dim)}
+	s := &Scorer{sess: sess, dim: dim, maxBatch: maxBatch}
 	run := maxBatch
 	if opt.MaxRun > 0 {
 		run = min(opt.MaxRun, maxBatch)
@@ -268,17 +268,48 @@ func (s *Scorer) Score(features []float32, n int) (scores, contrib []float32, er
 	}
 	d := s.dim
 	if n <= s.maxBatch {
+		if len(s.scores) < n {
+			s.scores, s.contribs = make([]float32, n), make([]float32, n*d)
+		}
 		scores, contrib = s.scores[:n], s.contribs[:n*d]
 	} else {
 		scores, contrib = make([]float32, n), make([]float32, n*d)
 	}
+	if err := s.scoreRuns(features, n, scores, contrib); err != nil {
+		return nil, nil, err
+	}
+	return scores, contrib, nil
+}
+
+// ScoreInto is Score writing into the caller's slices: n scores into
+// scores and n·Dim contributions into contrib, with no buffer of the
+// scorer's own (a detector's batch buffers are the only copy).
+func (s *Scorer) ScoreInto(features []float32, n int, scores, contrib []float32) error {
+	if n < 0 || len(features) < n*s.dim || len(scores) < n || len(contrib) < n*s.dim {
+		return fmt.Errorf("score: %d values, %d scores and %d contributions for %d vectors of %d",
+			len(features), len(scores), len(contrib), n, s.dim)
+	}
+	if n == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sess == nil {
+		return errors.New("score: scorer is closed")
+	}
+	return s.scoreRuns(features, n, scores, contrib)
+}
+
+// scoreRuns scores n vectors in runs of runSize; the caller holds mu.
+func (s *Scorer) scoreRuns(features []float32, n int, scores, contrib []float32) error {
+	d := s.dim
 	for off := 0; off < n; off += s.runSize {
 		k := min(s.runSize, n-off)
 		if err := s.run(features[off*d:(off+k)*d], k, scores[off:off+k], contrib[off*d:(off+k)*d]); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
-	return scores, contrib, nil
+	return nil
 }
 
 // run scores n ≤ runSize vectors into scores and contrib; the caller holds mu.

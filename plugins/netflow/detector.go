@@ -446,12 +446,9 @@ func (d *Detector) scoreRows(s int, m *model, n int, scores []float32) error {
 		return nil
 	}
 	dim := setDims[s]
-	sc, co, err := m.scorer.Score(d.feats[s][:n*dim], n)
-	if err != nil {
+	if err := m.scorer.ScoreInto(d.feats[s][:n*dim], n, scores[:n], d.con[s][:n*dim]); err != nil {
 		return fmt.Errorf("score %s: %w", m.info.FeatureSet, err)
 	}
-	copy(scores[:n], sc)
-	copy(d.con[s][:n*dim], co)
 	return nil
 }
 

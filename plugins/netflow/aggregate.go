@@ -84,6 +84,13 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 	st.build = st.build[:0]
 	win := int64(d.opts.AggregateWindow)
 	ratio, which := d.ratio[:len(pkts)], d.which[:len(pkts)]
+	// The previous anomaly's source, its window start and record: runs of
+	// anomalies from one source (a scan) skip the map lookups.
+	var last srcKey
+	var lastWs int64
+	var lastR int32 = -1
+	var lastDst netip.Addr // in lastR's address set, if lastDstOK
+	lastDstOK := false
 	for i := range pkts {
 		if which[i] < 0 || !(ratio[i] > 1) {
 			continue
@@ -96,23 +103,39 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 
 		// The agent's rule: an anomaly more than the window after the
 		// first one of its source's open finding starts a new finding.
-		ws, ok := st.windows[k]
+		var ws int64
+		var ok bool
+		same := lastR >= 0 && k == last
+		if same {
+			ws, ok = lastWs, true
+		} else {
+			ws, ok = st.windows[k]
+		}
 		newWindow := !ok || ts-ws > win
 		if newWindow {
 			if !ok && len(st.windows) >= maxWindows {
 				st.pruneWindows(ts, win)
 			}
 			st.windows[k] = ts
+			ws = ts
 		} else if ts < ws {
 			st.windows[k] = ts
+			ws = ts
 		}
-		r, ok := st.recs[k]
-		if !ok || newWindow {
-			r = int32(len(st.build))
-			st.recs[k] = r
-			st.build = append(st.build, aggBuild{first: i, max: i, maxSlot: s, maxRatio: agentRatio(d.rawScore(s, i), loaded[s].thr)})
-			st.build[r].agg.FirstNs, st.build[r].agg.LastNs = ts, ts
+		var r int32
+		if same && !newWindow {
+			r = lastR
+		} else {
+			r, ok = st.recs[k]
+			if !ok || newWindow {
+				r = int32(len(st.build))
+				st.recs[k] = r
+				st.build = append(st.build, aggBuild{first: i, max: i, maxSlot: s, maxRatio: agentRatio(d.rawScore(s, i), loaded[s].thr)})
+				st.build[r].agg.FirstNs, st.build[r].agg.LastNs = ts, ts
+			}
 		}
+		sameRec := r == lastR
+		last, lastWs, lastR = k, ws, r
 		b := &st.build[r]
 		g := &b.agg
 		g.Count++
@@ -138,17 +161,25 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 				g.DstPorts = append(g.DstPorts, p.DstPort)
 			}
 		}
+		dstOK := false
 		if p.Flags&(event.FlagIPv4|event.FlagIPv6|event.FlagARP) != 0 && !g.DstAddrsTruncated {
 			ak := addrKey{rec: r, addr: p.DstAddr()}
-			if _, seen := st.addrs[ak]; !seen {
-				if len(g.DstAddrs) < sdk.MaxAggregateAddrs {
-					st.addrs[ak] = struct{}{}
-					g.DstAddrs = append(g.DstAddrs, ak.addr)
-				} else {
-					g.DstAddrsTruncated = true
-				}
+			if sameRec && lastDstOK && ak.addr == lastDst {
+				// the previous anomaly of this record went to the same
+				// address: already in the set
+				dstOK = true
+			} else if _, seen := st.addrs[ak]; seen {
+				dstOK = true
+			} else if len(g.DstAddrs) < sdk.MaxAggregateAddrs {
+				st.addrs[ak] = struct{}{}
+				g.DstAddrs = append(g.DstAddrs, ak.addr)
+				dstOK = true
+			} else {
+				g.DstAddrsTruncated = true
 			}
+			lastDst = ak.addr
 		}
+		lastDstOK = dstOK
 		if rt := agentRatio(d.rawScore(s, i), loaded[s].thr); rt > b.maxRatio {
 			b.max, b.maxSlot, b.maxRatio = i, s, rt
 		}

@@ -160,13 +160,12 @@ func (s *multi1) update(f *decays, x float64, out *[3 * nLambda]float32) {
 		m += d / w
 		wf, mf, vf := float32(w), float32(m), float32(float64(st.v)*fi+d*(x-m))
 		st.w, st.m, st.v = wf, mf, vf
-		out[3*i] = wf
-		out[3*i+1] = mf
 		var sd float32
 		if vf > 0 {
 			sd = float32(math.Sqrt(float64(vf) / float64(wf)))
 		}
-		out[3*i+2] = sd
+		ob := (*[3]float32)(out[3*i:])
+		ob[0], ob[1], ob[2] = wf, mf, sd
 	}
 	for i := range nHi {
 		st := &s.hi[i]
@@ -177,14 +176,12 @@ func (s *multi1) update(f *decays, x float64, out *[3 * nLambda]float32) {
 		m += d / w
 		v := st.v*fi + d*(x-m)
 		st.w, st.m, st.v = w, m, v
-		j := 3 * (nLo + i)
-		out[j] = float32(w)
-		out[j+1] = float32(m)
 		var sd float32
 		if v > 0 {
 			sd = float32(math.Sqrt(v / w))
 		}
-		out[j+2] = sd
+		ob := (*[3]float32)(out[3*(nLo+i):])
+		ob[0], ob[1], ob[2] = float32(w), float32(m), sd
 	}
 }
 
@@ -237,14 +234,11 @@ func (s *multi2) update(f *decays, d int, x float64, out *[7 * nLambda]float32) 
 			}
 		}
 		md, mo := float64(mf), float64(so.m)
-		j := 7 * i
-		out[j] = wf
-		out[j+1] = mf
-		out[j+2] = float32(sdd)
-		out[j+3] = float32(math.Sqrt(md*md + mo*mo))
-		out[j+4] = float32(math.Sqrt(vd*vd + vod*vod))
-		out[j+5] = float32(cov)
-		out[j+6] = pcc
+		ob := (*[7]float32)(out[7*i:])
+		ob[0], ob[1], ob[2] = wf, mf, float32(sdd)
+		ob[3] = float32(math.Sqrt(md*md + mo*mo))
+		ob[4] = float32(math.Sqrt(vd*vd + vod*vod))
+		ob[5], ob[6] = float32(cov), pcc
 	}
 	for i := range nHi {
 		st := &s.hi[i]
@@ -291,14 +285,11 @@ func (s *multi2) update(f *decays, d int, x float64, out *[7 * nLambda]float32) 
 			}
 		}
 		mo := so.m
-		j := 7 * (nLo + i)
-		out[j] = float32(w)
-		out[j+1] = float32(m)
-		out[j+2] = float32(sdd)
-		out[j+3] = float32(math.Sqrt(m*m + mo*mo))
-		out[j+4] = float32(math.Sqrt(vd*vd + vod*vod))
-		out[j+5] = float32(cov)
-		out[j+6] = pcc
+		ob := (*[7]float32)(out[7*(nLo+i):])
+		ob[0], ob[1], ob[2] = float32(w), float32(m), float32(sdd)
+		ob[3] = float32(math.Sqrt(m*m + mo*mo))
+		ob[4] = float32(math.Sqrt(vd*vd + vod*vod))
+		ob[5], ob[6] = float32(cov), pcc
 	}
 }
 

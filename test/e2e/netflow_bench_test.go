@@ -577,26 +577,15 @@ func cpuName() string {
 
 // BenchmarkNetflowDecodeFeatures: read + decode + both feature sets, per
 // packet, on the reference capture (VIGIL_BENCH_PACKETS bounds its size).
-func BenchmarkNetflowDecodeFeatures(b *testing.B) {
-	if os.Getenv("VIGIL_SHARED_DATA") == "" && os.Getenv("VIGIL_BENCH") != "1" {
-		b.Skip("set VIGIL_BENCH=1 or VIGIL_SHARED_DATA")
-	}
-	path, _ := refCapture(b)
-	b.ResetTimer()
-	var total int
-	var cpu time.Duration
-	for b.Loop() {
-		n, c := decodeFeatures(b, path, featBoth)
-		total += n
-		cpu += c
-	}
-	b.ReportMetric(float64(total)/cpu.Seconds(), "packets/CPU-s")
-}
+func BenchmarkNetflowDecodeFeatures(b *testing.B) { benchDecode(b, featBoth) }
 
 // BenchmarkNetflowDecodeNetflow: read + decode + netflow/v1 alone, per
 // packet, on the reference capture (the "decode + features" goal for
 // the Kitsune set: at least 2x ndpiReader's packets per CPU-second).
-func BenchmarkNetflowDecodeNetflow(b *testing.B) {
+func BenchmarkNetflowDecodeNetflow(b *testing.B) { benchDecode(b, featNetflow) }
+
+// benchDecode reports decodeFeatures' packets per CPU-second.
+func benchDecode(b *testing.B, features int) {
 	if os.Getenv("VIGIL_SHARED_DATA") == "" && os.Getenv("VIGIL_BENCH") != "1" {
 		b.Skip("set VIGIL_BENCH=1 or VIGIL_SHARED_DATA")
 	}
@@ -605,7 +594,7 @@ func BenchmarkNetflowDecodeNetflow(b *testing.B) {
 	var total int
 	var cpu time.Duration
 	for b.Loop() {
-		n, c := decodeFeatures(b, path, featNetflow)
+		n, c := decodeFeatures(b, path, features)
 		total += n
 		cpu += c
 	}

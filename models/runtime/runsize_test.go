@@ -1,7 +1,9 @@
 package runtime_test
 
 import (
+	"encoding/binary"
 	"errors"
+	"math"
 	"testing"
 
 	"github.com/vigil-edge/vigil/models/ae"
@@ -100,7 +102,7 @@ func TestProbeRowsDistinct(t *testing.T) {
 func float32Bytes(v []float32) []byte {
 	b := make([]byte, 0, 4*len(v))
 	for _, f := range v {
-		b = append(b, byte(int(f*1e4)), byte(int(f*1e4)>>8), byte(int(f*1e4)>>16))
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
 	}
 	return b
 }

@@ -183,27 +183,13 @@ func refCapture(tb testing.TB) (string, string) {
 	if v, err := strconv.Atoi(os.Getenv("VIGIL_BENCH_PACKETS")); err == nil && v > 0 {
 		target = v
 	}
-	dir := filepath.Join(nfRepoRoot(tb), ".cache", "bench")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	path := filepath.Join(dir, fmt.Sprintf("netflow-ref-%d.pcap", target))
-	desc := filepath.Join(path + ".txt")
-	if b, err := os.ReadFile(desc); err == nil {
-		if _, err := os.Stat(path); err == nil {
-			return path, string(b)
+	return cachedCapture(tb, fmt.Sprintf("netflow-ref-%d.pcap", target), func(path string) (string, error) {
+		data := os.Getenv("VIGIL_SHARED_DATA")
+		if data == "" {
+			data = filepath.Join(nfRepoRoot(tb), "..", "shared", "data")
 		}
-	}
-	data := os.Getenv("VIGIL_SHARED_DATA")
-	if data == "" {
-		data = filepath.Join(nfRepoRoot(tb), "..", "shared", "data")
-	}
-	d, err := BuildReferenceCapture(path, filepath.Join(data, "benign"), target)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	_ = os.WriteFile(desc, []byte(d), 0o644)
-	return path, d
+		return BuildReferenceCapture(path, filepath.Join(data, "benign"), target)
+	})
 }
 
 // portScanCapture returns a port-scan capture of about as many packets as
@@ -213,38 +199,48 @@ func refCapture(tb testing.TB) (string, string) {
 // scanner and target on each pass) as BuildReferenceCapture does.
 func portScanCapture(tb testing.TB, target int) (string, string) {
 	tb.Helper()
+	return cachedCapture(tb, fmt.Sprintf("netflow-portscan-%d.pcap", target), func(path string) (string, error) {
+		src := filepath.Join(tb.TempDir(), "scan.pcap")
+		f, err := os.Create(src)
+		if err != nil {
+			return "", err
+		}
+		bw := bufio.NewWriterSize(f, 1<<20)
+		info, err := trafficgen.Write(bw, trafficgen.Config{Seed: 1, Scan: true, ScanPorts: 60000, Sessions: 20000, Duration: 2 * time.Minute})
+		if err == nil {
+			err = bw.Flush()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", err
+		}
+		d, err := BuildReferenceCapture(path, filepath.Dir(src), target)
+		return fmt.Sprintf("trafficgen SYN scan of 60000 ports in 20000 benign sessions (%d packets, %d of the scan), as %s",
+			info.Packets, info.ScanPackets, d), err
+	})
+}
+
+// cachedCapture returns .cache/bench/NAME of the repository and its
+// description (NAME.txt), building both with build the first time.
+func cachedCapture(tb testing.TB, name string, build func(path string) (string, error)) (string, string) {
+	tb.Helper()
 	dir := filepath.Join(nfRepoRoot(tb), ".cache", "bench")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		tb.Fatal(err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("netflow-portscan-%d.pcap", target))
+	path := filepath.Join(dir, name)
 	desc := path + ".txt"
 	if b, err := os.ReadFile(desc); err == nil {
 		if _, err := os.Stat(path); err == nil {
 			return path, string(b)
 		}
 	}
-	src := tb.TempDir()
-	f, err := os.Create(filepath.Join(src, "scan.pcap"))
+	d, err := build(path)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("build %s: %v", name, err)
 	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	info, err := trafficgen.Write(bw, trafficgen.Config{Seed: 1, Scan: true, ScanPorts: 60000, Sessions: 20000, Duration: 2 * time.Minute})
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
-	d, err := BuildReferenceCapture(path, src, target)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	d = fmt.Sprintf("trafficgen SYN scan of 60000 ports in 20000 benign sessions (%d packets, %d of the scan), as %s", info.Packets, info.ScanPackets, d)
 	_ = os.WriteFile(desc, []byte(d), 0o644)
 	return path, d
 }

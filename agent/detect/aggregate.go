@@ -98,6 +98,10 @@ func (c *AggregatorConfig) defaults() {
 const maxDistinct = 4096
 
 // agg is one open finding: the anomalies of one source in one window.
+// fewPortsMax is how many distinct destination ports an open finding keeps
+// in a list before it switches to a bitmap.
+const fewPortsMax = 16
+
 type agg struct {
 	key              string
 	first, last      int64 // packet time, ns
@@ -109,8 +113,13 @@ type agg struct {
 	top              []sdk.Contribution
 	model            *wirev1.ModelRef
 	ctx              *wirev1.FindingContext
-	ports            [1024]uint64 // bitmap of destination ports
-	nports           int
+	// Destination ports: the first few in a list, then a bitmap of all
+	// 65536 (8 KB, allocated only for sources that reach that many: most
+	// findings name one or a few ports, and a full bitmap per open finding
+	// was most of the agent's allocations during a scan).
+	fewPorts [fewPortsMax]uint16
+	ports    *[1024]uint64
+	nports   int
 	hosts            map[string]struct{}
 	hostsSaturated   bool
 
@@ -253,8 +262,27 @@ func (g *agg) addAggregate(pre *sdk.Aggregate) {
 }
 
 func (g *agg) addPort(p uint64) {
+	if p > 0xffff {
+		return
+	}
+	if g.ports == nil {
+		for _, q := range g.fewPorts[:g.nports] {
+			if uint64(q) == p {
+				return
+			}
+		}
+		if g.nports < fewPortsMax {
+			g.fewPorts[g.nports] = uint16(p)
+			g.nports++
+			return
+		}
+		g.ports = new([1024]uint64)
+		for _, q := range g.fewPorts {
+			g.ports[q/64] |= 1 << (q % 64)
+		}
+	}
 	w, b := p/64, p%64
-	if w < uint64(len(g.ports)) && g.ports[w]&(1<<b) == 0 {
+	if g.ports[w]&(1<<b) == 0 {
 		g.ports[w] |= 1 << b
 		g.nports++
 	}

@@ -208,3 +208,27 @@ func TestAggregatePacketTimeIgnoresTick(t *testing.T) {
 		t.Fatalf("sweep emitted %v", out)
 	}
 }
+
+// TestAggPortsDistinct: distinct destination ports are counted exactly,
+// duplicates included, across the switch from the short list to the bitmap.
+func TestAggPortsDistinct(t *testing.T) {
+	for _, n := range []int{0, 1, fewPortsMax - 1, fewPortsMax, fewPortsMax + 1, 1000, 65536} {
+		var g agg
+		for round := range 2 { // every port twice, the second round after the switch
+			for i := range n {
+				p := uint64(i*7919) % 65536 // a permutation of 0..65535
+				g.addPort(p)
+				if round == 0 && g.nports != i+1 {
+					t.Fatalf("n=%d: after %d ports nports = %d", n, i+1, g.nports)
+				}
+			}
+		}
+		g.addPort(65536) // out of range: ignored
+		if g.nports != n {
+			t.Errorf("n=%d: nports = %d after duplicates", n, g.nports)
+		}
+		if (g.ports != nil) != (n > fewPortsMax) {
+			t.Errorf("n=%d: bitmap allocated = %v", n, g.ports != nil)
+		}
+	}
+}

@@ -11,6 +11,7 @@ package ae
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -67,9 +68,13 @@ func (a *AE) Forward(x, h, y []float64) {
 	for j := range h[:a.Hidden] {
 		h[j] = sigmoid(h[j])
 	}
+	a.decode(h[:a.Hidden], y)
+}
+
+// decode computes the reconstruction y (len In) from the hidden activations h (len Hidden).
+func (a *AE) decode(h, y []float64) {
 	copy(y[:a.In], a.B2)
-	for j := 0; j < a.Hidden; j++ {
-		hj := h[j]
+	for j, hj := range h {
 		row := a.W2[j*a.In : (j+1)*a.In]
 		for i, w := range row {
 			y[i] += hj * w
@@ -105,6 +110,14 @@ type TrainConfig struct {
 	BatchSize    int
 	LearningRate float64 // Adam step size
 	Seed         uint64
+	// InputNoise and HiddenNoise, if > 0, train for 8-bit inference: every training input
+	// value (after the clip) and every hidden activation gets uniform noise in ±InputNoise
+	// (±HiddenNoise), the size of the rounding error of the int8 model's activation
+	// quantization (half a step: 0.5/255 for a [0, 1] range), while the target stays the
+	// clean input. The autoencoder then learns to reconstruct the same output from rounded
+	// activations, so its int8 scores rank like its float scores. 0 (default) trains
+	// exactly as before.
+	InputNoise, HiddenNoise float64
 }
 
 func (c *TrainConfig) defaults() {
@@ -144,6 +157,24 @@ type Matrix struct {
 // Row returns row r.
 func (m Matrix) Row(r int) []float32 { return m.Data[r*m.Cols : (r+1)*m.Cols] }
 
+// DistinctRows returns the index of the first occurrence of every distinct row, in order
+// (rows compare by their float32 bits).
+func (m Matrix) DistinctRows() []int {
+	seen := map[string]bool{}
+	var out []int
+	for r := 0; r < m.Rows; r++ {
+		key := make([]byte, 0, 4*m.Cols)
+		for _, v := range m.Row(r) {
+			key = binary.LittleEndian.AppendUint32(key, math.Float32bits(v))
+		}
+		if k := string(key); !seen[k] {
+			seen[k] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // Train fits a to the rows of data, reading only the given columns (nil = all, in order). It
 // returns the mean loss (MSE) of each epoch; report, if non-nil, is called after each epoch.
 func (a *AE) Train(ctx context.Context, data Matrix, cols []int, cfg TrainConfig, rng *rand.Rand, report func(epoch int, loss float64)) ([]float64, error) {
@@ -174,6 +205,7 @@ type trainer struct {
 	rng                *rand.Rand
 	lo, hi             float64 // encoder input clip
 	x, h, y, dz2, dz1  []float64
+	xq, hq             []float64 // noisy encoder input and hidden activations (InputNoise, HiddenNoise)
 	gW1, gB1, gW2, gB2 []float64
 	oW1, oB1, oW2, oB2 *adam
 	perm               []int
@@ -201,10 +233,27 @@ func newTrainer(a *AE, data Matrix, cols []int, cfg TrainConfig, rng *rand.Rand)
 		gW1: make([]float64, in*hid), gB1: make([]float64, hid), gW2: make([]float64, hid*in), gB2: make([]float64, in),
 		oW1: newAdam(in * hid), oB1: newAdam(hid), oW2: newAdam(hid * in), oB2: newAdam(in),
 		perm: make([]int, data.Rows)}
+	if cfg.InputNoise > 0 || cfg.HiddenNoise > 0 {
+		tr.xq, tr.hq = make([]float64, bs*in), make([]float64, bs*hid)
+	}
 	for i := range tr.perm {
 		tr.perm[i] = i
 	}
 	return tr, nil
+}
+
+// noisyDecode adds HiddenNoise to the hidden activations h (into hq) and recomputes the
+// reconstruction y from them.
+func (tr *trainer) noisyDecode(h, hq, y []float64) {
+	a := tr.a
+	copy(hq, h)
+	if tr.cfg.HiddenNoise <= 0 {
+		return
+	}
+	for j := range hq {
+		hq[j] += tr.cfg.HiddenNoise * (2*tr.rng.Float64() - 1)
+	}
+	a.decode(hq, y)
 }
 
 // epoch runs one pass over the data in a fresh random order and returns the mean MSE.
@@ -230,12 +279,20 @@ func (tr *trainer) epoch(ctx context.Context) (float64, error) {
 				x[b*in+k] = float64(row[c])
 			}
 		}
+		noisy := tr.xq != nil
 		for b := 0; b < n; b++ {
 			xb := x[b*in : (b+1)*in]
 			for i, v := range xb {
 				xc[i] = min(max(v, tr.lo), tr.hi)
+				if cfg.InputNoise > 0 {
+					xc[i] += cfg.InputNoise * (2*tr.rng.Float64() - 1)
+				}
 			}
 			a.Forward(xc, h[b*hid:(b+1)*hid], y[b*in:(b+1)*in])
+			if noisy {
+				copy(tr.xq[b*in:(b+1)*in], xc)
+				tr.noisyDecode(h[b*hid:(b+1)*hid], tr.hq[b*hid:(b+1)*hid], y[b*in:(b+1)*in])
+			}
 		}
 		// Loss = mean over batch and features of (y−x)²; gradients of that.
 		scale := 2 / float64(n*in)
@@ -256,13 +313,17 @@ func (tr *trainer) epoch(ctx context.Context) (float64, error) {
 		clear(gB2)
 		for b := 0; b < n; b++ {
 			hb, db := h[b*hid:(b+1)*hid], dz2[b*in:(b+1)*in]
+			hd := hb // the decoder's input (noisy with HiddenNoise)
+			if noisy {
+				hd = tr.hq[b*hid : (b+1)*hid]
+			}
 			for j := 0; j < hid; j++ {
 				hj := hb[j]
 				row := gW2[j*in : (j+1)*in]
 				w2row := a.W2[j*in : (j+1)*in]
 				var dh float64
 				for i, g := range db {
-					row[i] += hj * g
+					row[i] += hd[j] * g
 					dh += g * w2row[i]
 				}
 				dz1[b*hid+j] = dh * hj * (1 - hj)
@@ -271,8 +332,13 @@ func (tr *trainer) epoch(ctx context.Context) (float64, error) {
 				gB2[i] += g
 			}
 			xb, d1 := x[b*in:(b+1)*in], dz1[b*hid:(b+1)*hid]
+			if noisy {
+				xb = tr.xq[b*in : (b+1)*in]
+			}
 			for i, xi := range xb {
-				xi = min(max(xi, tr.lo), tr.hi)
+				if !noisy {
+					xi = min(max(xi, tr.lo), tr.hi)
+				}
 				if xi == 0 {
 					continue
 				}

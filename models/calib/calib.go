@@ -203,6 +203,17 @@ func Ranks[T Float](xs []T) []float64 {
 	return r
 }
 
+// SubsetSpearman is Spearman's rho of a and b over the rows idx (0 when Spearman cannot
+// compute it, e.g. fewer than two rows).
+func SubsetSpearman[T Float](a, b []T, idx []int) float64 {
+	x, y := make([]T, len(idx)), make([]T, len(idx))
+	for k, i := range idx {
+		x[k], y[k] = a[i], b[i]
+	}
+	rho, _ := Spearman(x, y)
+	return rho
+}
+
 // Spearman is Spearman's rank correlation coefficient (Pearson correlation of the average ranks).
 func Spearman[T Float](a, b []T) (float64, error) {
 	if len(a) != len(b) {

@@ -159,3 +159,17 @@ func TestEvaluate(t *testing.T) {
 		t.Fatalf("map %v", mp)
 	}
 }
+
+func TestSubsetSpearman(t *testing.T) {
+	a := []float64{1, 2, 3, 4, 9}
+	b := []float64{1, 2, 3, 4, -9} // the last row disagrees
+	if got := SubsetSpearman(a, b, []int{0, 1, 2, 3}); got != 1 {
+		t.Errorf("rho over agreeing rows = %v, want 1", got)
+	}
+	if got := SubsetSpearman(a, b, []int{0, 1, 2, 3, 4}); got >= 1 {
+		t.Errorf("rho with the disagreeing row = %v, want < 1", got)
+	}
+	if got := SubsetSpearman(a, b, []int{2}); got != 0 {
+		t.Errorf("rho over one row = %v, want 0", got)
+	}
+}

@@ -84,6 +84,13 @@ type Options struct {
 	// the default layout's single-row scores (per-column weight scales and the calibrated
 	// activation ranges do not change).
 	AMXSafe bool
+	// Lean (static QDQ) stores the int8 layers' constants compactly without changing a score:
+	// the weights' zero points (all 0) are an Expand and the bias scales (activation scale ×
+	// weight scale) a Mul, the biases' zero points are left out (0 is the default), and
+	// AMXSafe's widened weights, scales and biases are stored at their real width and widened
+	// by Pad. ONNX Runtime folds these constants when it loads the model, before its QDQ
+	// fusion, so the optimised graph is the same (the same fused QGemms) and the file smaller.
+	Lean bool
 	// Version is written as the ONNX model_version.
 	Version int64
 }
@@ -382,7 +389,11 @@ func quantizeWeights(l *layer, bits int) ([]int8, []float32) {
 // dense emits act(x·W + B), quantized or not.
 func (e *exporter) dense(x string, l *layer, quant bool) string {
 	if quant {
-		if bad, n2 := amxBadWidth(l.Out); bad && e.opt.AMXSafe {
+		bad, n2 := amxBadWidth(l.Out)
+		switch {
+		case bad && e.opt.AMXSafe && e.opt.Lean && e.opt.Quant == bundle.QuantInt8Static && !hasRange(e.zrange, l):
+			return e.denseQuantPad(x, l, n2)
+		case bad && e.opt.AMXSafe:
 			return e.denseWide(x, l, n2)
 		}
 		return e.denseQuant(x, l)
@@ -431,6 +442,9 @@ func (e *exporter) denseQuant(x string, l *layer) string {
 		wq, ws := quantizeWeights(l, e.opt.WeightBits)
 		r := e.ranges[l]
 		s, as, az := e.actQuant(r[0], r[1], "a")
+		if e.opt.Lean && !hasRange(e.zrange, l) {
+			return e.qgemmLean(x, l, wq, ws, s, as, az, l.Out)
+		}
 		xq := b.Op("QuantizeLinear", x, as, az)
 		xd := b.Op("DequantizeLinear", xq, as, az)
 		wz := b.Int8("wz", make([]int8, l.Out), l.Out)
@@ -459,6 +473,59 @@ func (e *exporter) denseQuant(x string, l *layer) string {
 	}
 	z := b.Op("Add", mm, b.Float32("b", f32(l.B), l.Out))
 	if l.Act == ae.ActSigmoid {
+		return b.Op("Sigmoid", z)
+	}
+	return z
+}
+
+// hasRange reports whether m holds a range for l (QuantizeHidden layers keep the non-lean form).
+func hasRange(m map[*layer][2]float64, l *layer) bool {
+	_, ok := m[l]
+	return ok
+}
+
+// denseQuantPad is denseWide for Options.Lean: the weights, their scales and the bias are
+// stored for the l.Out real columns and padded to n2 columns at load time (zero weights and
+// bias, weight scale 1: the same values denseWide stores), then sliced back to l.Out.
+func (e *exporter) denseQuantPad(x string, l *layer, n2 int) string {
+	wq, ws := quantizeWeights(l, e.opt.WeightBits)
+	r := e.ranges[l]
+	s, as, az := e.actQuant(r[0], r[1], "a")
+	z := e.qgemmLean(x, l, wq, ws, s, as, az, n2)
+	b := e.b
+	z = b.Op("Slice", z, b.Int64("slice_start", []int64{0}, 1), b.Int64("slice_end", []int64{int64(l.Out)}, 1), b.Int64("slice_axis", []int64{1}, 1))
+	if l.Act == ae.ActSigmoid {
+		return b.Op("Sigmoid", z)
+	}
+	return z
+}
+
+// qgemmLean emits the static-QDQ Gemm of layer l (weights wq, per-column scales ws, activation
+// scale s with initialisers as, az) in the Options.Lean form, its output widened to n ≥ l.Out
+// columns by Pad, and applies no activation when n > l.Out (the caller slices first).
+func (e *exporter) qgemmLean(x string, l *layer, wq []int8, ws []float32, s float64, as, az string, n int) string {
+	b := e.b
+	xq := b.Op("QuantizeLinear", x, as, az)
+	xd := b.Op("DequantizeLinear", xq, as, az)
+	bq := make([]int32, l.Out)
+	for j := range bq {
+		bq[j] = int32(math.Round(l.B[j] / float64(float32(s)*ws[j])))
+	}
+	w, sc, bias := b.Int8("wq", wq, l.In, l.Out), b.Float32("ws", ws, l.Out), b.Int32("bq", bq, l.Out)
+	if n > l.Out {
+		k := int64(n - l.Out)
+		pc := b.Int64("pad_c", []int64{0, k}, 2)
+		w = b.Op("Pad", w, b.Int64("pad_w", []int64{0, 0, 0, k}, 4))
+		sc = b.Op("Pad", sc, pc, b.Float32("one", []float32{1}))
+		bias = b.Op("Pad", bias, pc)
+	}
+	// QGemm needs the weights' zero points (all 0): expanded at load time.
+	wz := b.Op("Expand", b.Int8("wz0", []int8{0}, 1), b.Int64("wz_dim", []int64{int64(n)}, 1))
+	wd := b.OpA("DequantizeLinear", []string{w, sc, wz}, onnx.AttrInt("axis", 1))
+	// float32(s)·ws[j] in float32, as denseQuant computes the bias scale.
+	bd := b.OpA("DequantizeLinear", []string{bias, b.Op("Mul", as, sc)}, onnx.AttrInt("axis", 0))
+	z := b.OpA("Gemm", []string{xd, wd, bd}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
+	if l.Act == ae.ActSigmoid && n == l.Out {
 		return b.Op("Sigmoid", z)
 	}
 	return z

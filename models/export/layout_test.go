@@ -61,6 +61,10 @@ func TestLayoutOptions(t *testing.T) {
 			{"qdq-amx", Options{AMXSafe: true}, []string{"QGemm", "Slice"}, []string{"Identity"}},
 			{"qdq-amx-floatdec", Options{AMXSafe: true, FloatDecoder: true}, []string{"QGemm"}, nil},
 			{"qdq-amx-hidden", Options{AMXSafe: true, QuantizeHidden: true}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}},
+			// Lean: the constants it leaves to ONNX Runtime (Expand, Mul, Pad) are folded before the
+			// QDQ fusion.
+			{"qdq-amx-lean", Options{AMXSafe: true, Lean: true}, []string{"QGemm", "Slice"}, []string{"Identity", "Expand", "Pad"}},
+			{"qdq-amx-floatdec-lean", Options{AMXSafe: true, FloatDecoder: true, Lean: true}, []string{"QGemm"}, []string{"Expand", "Pad"}},
 		} {
 			t.Run(kind+"/"+c.name, func(t *testing.T) {
 				c.opt.Quant, c.opt.Calibration = bundle.QuantInt8Static, val

@@ -24,6 +24,7 @@ type sessionVariant struct {
 	name   string
 	level  ort.GraphOptimizationLevel // 0 = default (all)
 	config map[string]string
+	arena  bool // CPU memory arena and memory pattern on (models/runtime turns both off)
 }
 
 // rawScorer is a session on an exported graph with explicit session options (test-only: the
@@ -255,7 +256,7 @@ func benchRaw(b *testing.B, name string, raw []byte, d int, v sessionVariant) {
 				b.Fatal(err)
 			}
 			defer so.Destroy()
-			for _, err := range []error{so.SetIntraOpNumThreads(1), so.SetInterOpNumThreads(1), so.SetCpuMemArena(false), so.SetMemPattern(false)} {
+			for _, err := range []error{so.SetIntraOpNumThreads(1), so.SetInterOpNumThreads(1), so.SetCpuMemArena(v.arena), so.SetMemPattern(v.arena)} {
 				if err != nil {
 					b.Fatal(err)
 				}

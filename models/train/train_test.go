@@ -83,3 +83,46 @@ func TestPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestExportLayout: the lean int8 layout quantizes both layers (no float MatMul left for a
+// decoder), stays within a third of the float model's size at netflow/v1's shape (D = 115,
+// single autoencoder, 64 hidden units), and the default layout is Export's.
+func TestExportLayout(t *testing.T) {
+	const d = 115
+	data := aetest.Data(800, d, 1, false)
+	m, err := ae.Fit(context.Background(), data, ae.Config{Kind: ae.KindSingle, HiddenRatio: 63.5 / d, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := ExportLayout(m, bundle.QuantNone, ae.Matrix{}, LayoutInt8Lean)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := Export(m, bundle.QuantInt8Static, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := ExportLayout(m, bundle.QuantInt8Static, data, LayoutFloatDecoder)
+	if err != nil || string(same) != string(def) {
+		t.Fatalf("LayoutFloatDecoder differs from Export (err %v)", err)
+	}
+	lean, err := ExportLayout(m, bundle.QuantInt8Static, data, LayoutInt8Lean)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := float64(len(lean)) / float64(len(fl)); r > 1.0/3 {
+		t.Fatalf("lean int8 model is %.3f of the float model's size", r)
+	}
+	g, err := onnx.Unmarshal(lean)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := onnx.OpCounts(g.Graph)
+	if ops["MatMul"] != 0 || ops["Gemm"] != 2 || ops["QuantizeLinear"] != 2 {
+		t.Fatalf("lean graph: %v", onnx.SortedOps(g.Graph))
+	}
+	if _, err := ExportLayout(m, bundle.QuantInt8Static, data, Layout(9)); err == nil {
+		t.Fatal("unknown layout accepted")
+	}
+	t.Logf("sizes: float %d, FloatDecoder %d, lean %d bytes", len(fl), len(def), len(lean))
+}

@@ -112,7 +112,7 @@ func sweepQuant(ctx context.Context, cfg Config, sets []set, trainCaps, holdCaps
 		if m.Kind == ae.KindSingle {
 			logSimulations(log, m, hold, calibData)
 		}
-		distinct := distinctRows(hold)
+		distinct := hold.DistinctRows()
 		var ref *variantResult
 		for _, v := range quantVariants() {
 			opt := v.opt
@@ -132,14 +132,14 @@ func sweepQuant(ctx context.Context, cfg Config, sets []set, trainCaps, holdCaps
 			} else {
 				rho, _ = calib.Spearman(ref.hold, r.hold)
 				rhoTop = topSpearman(ref.hold, r.hold, 0.05)
-				rhoDistinct = subsetSpearman(ref.hold, r.hold, distinct)
+				rhoDistinct = calib.SubsetSpearman(ref.hold, r.hold, distinct)
 				var high []int
 				for i, x := range ref.hold {
 					if float64(x) >= 0.1*ref.threshold {
 						high = append(high, i)
 					}
 				}
-				rhoHigh = subsetSpearman(ref.hold, r.hold, high)
+				rhoHigh = calib.SubsetSpearman(ref.hold, r.hold, high)
 			}
 			var diff []string
 			for _, d := range r.detected {
@@ -415,28 +415,4 @@ func channelRanges(m *ae.Model, c ae.Matrix, p float64) (inR, hR [][2]float64) {
 		hR = append(hR, rng(v))
 	}
 	return inR, hR
-}
-
-// distinctRows returns the index of the first occurrence of every distinct row of m.
-func distinctRows(m ae.Matrix) []int {
-	seen := map[string]bool{}
-	var out []int
-	for r := 0; r < m.Rows; r++ {
-		k := fmt.Sprint(m.Row(r))
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// subsetSpearman is Spearman's rho of a and b over the rows idx.
-func subsetSpearman(a, b []float32, idx []int) float64 {
-	x, y := make([]float32, len(idx)), make([]float32, len(idx))
-	for k, i := range idx {
-		x[k], y[k] = a[i], b[i]
-	}
-	rho, _ := calib.Spearman(x, y)
-	return rho
 }

@@ -11,6 +11,8 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 mkdir -p .cache/bench
 export VIGIL_E2E=1 VIGIL_BENCH=1
+# As `make`: netflow/v1 with its SIMD window updates (see the Makefile).
+export GOEXPERIMENT="${GOEXPERIMENT-simd}"
 export VIGIL_BIN="${VIGIL_BIN:-$root/bin}"
 export VIGIL_SHARED_DATA="${VIGIL_SHARED_DATA:-$root/../shared/data}"
 export VIGIL_BENCH_OUT="$root/.cache/bench/netflow-report.md"

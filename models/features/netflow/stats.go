@@ -93,34 +93,43 @@ func (c *decayCache) advance(last *int64, now int64) *decays {
 	return &m.f
 }
 
-// stat1 is one damped 1D statistic (AfterImage incStat) in Welford form:
-// decayed weight w, mean m and the decayed sum of squared deviations v, so
-// that variance = v/w. This equals AfterImage's |CF2/w - mean²| in exact
+// The statistics are kept in Welford form: for each window a decayed
+// weight w, mean m and decayed sum of squared deviations v, so that
+// variance = v/w. This equals AfterImage's |CF2/w - mean²| in exact
 // arithmetic and does not cancel catastrophically.
-type stat1[F float] struct{ w, m, v F }
+//
+// The state is laid out window by window within each field (a "structure
+// of arrays"), so that the SIMD update (stats_simd_amd64.go) loads a
+// field of all fast or all slow windows with one instruction; the scalar
+// update does the same arithmetic window by window. The float64 fields of
+// the slow windows come first, then the float32 ones: the SIMD update
+// reads 16 bytes from a 12-byte float32 field (the 4th lane is ignored),
+// and the fields after it, or the struct's padding, keep that read inside
+// the struct (see the layout checks at the end of this file).
 
-// stat2 is the damped statistics of the two directions of one channel or
-// socket pair plus their correlation (AfterImage incStat_cov): for direction
-// d, weight s[d].w, mean s[d].m, squared deviations s[d].v; cf3 is the
-// decayed sum of residual products and r[d] the last residual of direction
-// d. The covariance weight (AfterImage w3) equals w[0]+w[1]: both grow by
-// one per packet of the pair and decay together, so it is not stored.
-type stat2[F float] struct {
-	s   [2]stat1[F]
-	cf3 F
-	r   [2]float32
-}
-
-// multi1 is a 1D statistic over all five windows.
+// multi1 is a 1D statistic (AfterImage incStat) over all five windows:
+// weight, mean and squared deviations of the slow windows (λ = 0.1,
+// 0.01) in float64, then of the fast ones (λ = 5, 3, 1) in float32.
 type multi1 struct {
-	lo [nLo]stat1[float32]
-	hi [nHi]stat1[float64]
+	hw, hm, hv [nHi]float64
+	lw, lm, lv [nLo]float32
 }
 
-// multi2 is a 2D statistic over all five windows.
+// multi2 is the damped statistics of the two directions of one channel or
+// socket pair plus their correlation (AfterImage incStat_cov), over all
+// five windows: for direction d and window i, weight w[d][i], mean
+// m[d][i] and squared deviations v[d][i] (h* the slow windows in float64,
+// l* the fast ones in float32); cf3 is the decayed sum of residual
+// products and r[d] the last residuals of direction d (float32 for all
+// windows). The covariance weight (AfterImage w3) equals w[0]+w[1]: both
+// grow by one per packet of the pair and decay together, so it is not
+// stored.
 type multi2 struct {
-	lo [nLo]stat2[float32]
-	hi [nHi]stat2[float64]
+	hw, hm, hv [2][nHi]float64
+	hcf3       [nHi]float64
+	r          [2][nLambda]float32
+	lw, lm, lv [2][nLo]float32
+	lcf3       [nLo]float32
 }
 
 // The update functions below are the hot path of the extractor (25 window
@@ -138,6 +147,10 @@ type multi2 struct {
 // the features equal the reference's within a float32 rounding or two
 // (TestMatchesReference).
 //
+// update (stats_scalar.go, stats_simd_amd64.go) runs the SIMD version
+// where the build and the CPU allow it, else the scalar one here; both
+// compute the same bits (TestSIMDMatchesScalar).
+//
 // Every feature is finite, so the extractor needs no NaN/Inf pass over its
 // output (TestFiniteOnOddInput and FuzzExtract check it): inputs are
 // finite (sizes up to 65535, time steps up to 2^63 ns), weights are at
@@ -148,18 +161,17 @@ type multi2 struct {
 // that can overflow float32, the correlation of two vanishing deviations,
 // is set to 0 then, as the reference's NaN/Inf pass did.
 
-// update adds x to every window after decaying it by f and writes weight,
-// mean and std of each window, windows in lambdas order.
-func (s *multi1) update(f *decays, x float64, out *[3 * nLambda]float32) {
+// updateScalar adds x to every window after decaying it by f and writes
+// weight, mean and std of each window, windows in lambdas order.
+func (s *multi1) updateScalar(f *decays, x float64, out *[3 * nLambda]float32) {
 	for i := range nLo {
-		st := &s.lo[i]
 		fi := f[i]
-		w := float64(st.w)*fi + 1
-		m := float64(st.m)
+		w := float64(s.lw[i])*fi + 1
+		m := float64(s.lm[i])
 		d := x - m
 		m += d / w
-		wf, mf, vf := float32(w), float32(m), float32(float64(st.v)*fi+d*(x-m))
-		st.w, st.m, st.v = wf, mf, vf
+		wf, mf, vf := float32(w), float32(m), float32(float64(s.lv[i])*fi+d*(x-m))
+		s.lw[i], s.lm[i], s.lv[i] = wf, mf, vf
 		var sd float32
 		if vf > 0 {
 			sd = float32(math.Sqrt(float64(vf) / float64(wf)))
@@ -168,14 +180,13 @@ func (s *multi1) update(f *decays, x float64, out *[3 * nLambda]float32) {
 		ob[0], ob[1], ob[2] = wf, mf, sd
 	}
 	for i := range nHi {
-		st := &s.hi[i]
 		fi := f[nLo+i]
-		w := st.w*fi + 1
-		m := st.m
+		w := s.hw[i]*fi + 1
+		m := s.hm[i]
 		d := x - m
 		m += d / w
-		v := st.v*fi + d*(x-m)
-		st.w, st.m, st.v = w, m, v
+		v := s.hv[i]*fi + d*(x-m)
+		s.hw[i], s.hm[i], s.hv[i] = w, m, v
 		var sd float32
 		if v > 0 {
 			sd = float32(math.Sqrt(v / w))
@@ -185,38 +196,41 @@ func (s *multi1) update(f *decays, x float64, out *[3 * nLambda]float32) {
 	}
 }
 
-// update adds x of direction d (0 or 1) to every window after decaying the
-// whole pair by f and writes, for direction d, weight, mean, std,
-// magnitude, radius, covariance and correlation coefficient of each window.
-func (s *multi2) update(f *decays, d int, x float64, out *[7 * nLambda]float32) {
+// updateScalar adds x of direction d (0 or 1) to every window after
+// decaying the whole pair by f and writes, for direction d, weight, mean,
+// std, magnitude, radius, covariance and correlation coefficient of each
+// window.
+func (s *multi2) updateScalar(f *decays, d int, x float64, out *[7 * nLambda]float32) {
 	d &= 1
-	o := 1 - d
+	o := d ^ 1
+	// The two directions' fields, as in the straightforward code's
+	// per-direction statistics.
+	lwd, lmd, lvd, lwo, lmo, lvo := &s.lw[d], &s.lm[d], &s.lv[d], &s.lw[o], &s.lm[o], &s.lv[o]
+	rd, ro := &s.r[d], &s.r[o]
 	for i := range nLo {
-		st := &s.lo[i]
-		sd, so := &st.s[d], &st.s[o]
 		fi := f[i]
 		if fi != 1 {
-			so.w = float32(float64(so.w) * fi)
-			so.v = float32(float64(so.v) * fi)
-			st.cf3 = float32(float64(st.cf3) * fi)
+			lwo[i] = float32(float64(lwo[i]) * fi)
+			lvo[i] = float32(float64(lvo[i]) * fi)
+			s.lcf3[i] = float32(float64(s.lcf3[i]) * fi)
 		}
-		w := float64(sd.w)*fi + 1
-		m := float64(sd.m)
+		w := float64(lwd[i])*fi + 1
+		m := float64(lmd[i])
 		dev := x - m
 		m += dev / w
-		wf, mf, vf := float32(w), float32(m), float32(float64(sd.v)*fi+dev*(x-m))
-		sd.w, sd.m, sd.v = wf, mf, vf
+		wf, mf, vf := float32(w), float32(m), float32(float64(lvd[i])*fi+dev*(x-m))
+		lwd[i], lmd[i], lvd[i] = wf, mf, vf
 		res := x - m
-		cf3 := float32(float64(st.cf3) + res*float64(st.r[o]))
-		st.cf3 = cf3
-		st.r[d] = float32(res)
+		cf3 := float32(float64(s.lcf3[i]) + res*float64(ro[i]))
+		s.lcf3[i] = cf3
+		rd[i] = float32(res)
 
 		// Features from the stored state.
 		var vd float64
 		if vf > 0 {
 			vd = float64(vf) / float64(wf)
 		}
-		wo, vo := float64(so.w), float64(so.v)
+		wo, vo := float64(lwo[i]), float64(lvo[i])
 		w3 := float64(wf) + wo // >= 1: w[d] >= 1
 		var vod, cov float64
 		if vo > 0 && wo > 0 {
@@ -233,38 +247,38 @@ func (s *multi2) update(f *decays, d int, x float64, out *[7 * nLambda]float32) 
 				pcc = 0
 			}
 		}
-		md, mo := float64(mf), float64(so.m)
+		md, mo := float64(mf), float64(lmo[i])
 		ob := (*[7]float32)(out[7*i:])
 		ob[0], ob[1], ob[2] = wf, mf, float32(sdd)
 		ob[3] = float32(math.Sqrt(md*md + mo*mo))
 		ob[4] = float32(math.Sqrt(vd*vd + vod*vod))
 		ob[5], ob[6] = float32(cov), pcc
 	}
+	hwd, hmd, hvd, hwo, hmo, hvo := &s.hw[d], &s.hm[d], &s.hv[d], &s.hw[o], &s.hm[o], &s.hv[o]
+	rdh, roh := (*[nHi]float32)(rd[nLo:]), (*[nHi]float32)(ro[nLo:])
 	for i := range nHi {
-		st := &s.hi[i]
-		sd, so := &st.s[d], &st.s[o]
 		fi := f[nLo+i]
 		if fi != 1 {
-			so.w *= fi
-			so.v *= fi
-			st.cf3 *= fi
+			hwo[i] *= fi
+			hvo[i] *= fi
+			s.hcf3[i] *= fi
 		}
-		w := sd.w*fi + 1
-		m := sd.m
+		w := hwd[i]*fi + 1
+		m := hmd[i]
 		dev := x - m
 		m += dev / w
-		v := sd.v*fi + dev*(x-m)
-		sd.w, sd.m, sd.v = w, m, v
+		v := hvd[i]*fi + dev*(x-m)
+		hwd[i], hmd[i], hvd[i] = w, m, v
 		res := x - m
-		cf3 := st.cf3 + res*float64(st.r[o])
-		st.cf3 = cf3
-		st.r[d] = float32(res)
+		cf3 := s.hcf3[i] + res*float64(roh[i])
+		s.hcf3[i] = cf3
+		rdh[i] = float32(res)
 
 		var vd float64
 		if v > 0 {
 			vd = v / w
 		}
-		wo, vo := so.w, so.v
+		wo, vo := hwo[i], hvo[i]
 		w3 := w + wo
 		var vod, cov float64
 		if vo > 0 && wo > 0x1p-900 { // far from underflow: q stays finite
@@ -284,7 +298,7 @@ func (s *multi2) update(f *decays, d int, x float64, out *[7 * nLambda]float32) 
 				pcc = 0
 			}
 		}
-		mo := so.m
+		mo := hmo[i]
 		ob := (*[7]float32)(out[7*(nLo+i):])
 		ob[0], ob[1], ob[2] = float32(w), float32(m), float32(sdd)
 		ob[3] = float32(math.Sqrt(m*m + mo*mo))
@@ -300,30 +314,24 @@ func (s *multi2) update(f *decays, d int, x float64, out *[7 * nLambda]float32) 
 
 // fresh is update on a zero s.
 func (s *multi1) fresh(x float64, out *[3 * nLambda]float32) {
-	for i := range nLo {
-		s.lo[i] = stat1[float32]{w: 1, m: float32(x)}
-	}
-	for i := range nHi {
-		s.hi[i] = stat1[float64]{w: 1, m: x}
-	}
+	xf := float32(x)
+	s.lw, s.lm, s.lv = [nLo]float32{1, 1, 1}, [nLo]float32{xf, xf, xf}, [nLo]float32{}
+	s.hw, s.hm, s.hv = [nHi]float64{1, 1}, [nHi]float64{x, x}, [nHi]float64{}
 	for i := range nLambda {
-		out[3*i], out[3*i+1], out[3*i+2] = 1, float32(x), 0
+		out[3*i], out[3*i+1], out[3*i+2] = 1, xf, 0
 	}
 }
 
 // fresh is update on a zero s.
 func (s *multi2) fresh(d int, x float64, out *[7 * nLambda]float32) {
 	d &= 1
-	for i := range nLo {
-		s.lo[i].s[d] = stat1[float32]{w: 1, m: float32(x)}
-	}
-	for i := range nHi {
-		s.hi[i].s[d] = stat1[float64]{w: 1, m: x}
-	}
-	mag := float32(math.Sqrt(float64(float32(x)) * float64(float32(x))))
+	xf := float32(x)
+	s.lw[d], s.lm[d], s.lv[d] = [nLo]float32{1, 1, 1}, [nLo]float32{xf, xf, xf}, [nLo]float32{}
+	s.hw[d], s.hm[d], s.hv[d] = [nHi]float64{1, 1}, [nHi]float64{x, x}, [nHi]float64{}
+	mag := float32(math.Sqrt(float64(xf) * float64(xf)))
 	for i := range nLambda {
 		o := out[7*i : 7*i+7 : 7*i+7]
-		o[0], o[1], o[2], o[3], o[4], o[5], o[6] = 1, float32(x), 0, mag, 0, 0, 0
+		o[0], o[1], o[2], o[3], o[4], o[5], o[6] = 1, xf, 0, mag, 0, 0, 0
 	}
 }
 
@@ -347,3 +355,13 @@ func twins2(a, b *multi2) bool {
 
 // The word views above need sizes that are multiples of 4.
 var _ = [1]struct{}{}[unsafe.Sizeof(multi1{})%4+unsafe.Sizeof(multi2{})%4]
+
+// Layout checks for the SIMD update's 16-byte reads of the 12-byte
+// float32 fields (see multi1 and multi2) and of the slow windows'
+// residuals r[d][nLo:]: each read must end within the struct. A negative
+// difference does not compile.
+const (
+	_ = unsafe.Sizeof(multi1{}) - unsafe.Offsetof(multi1{}.lv) - 16
+	_ = unsafe.Sizeof(multi2{}) - unsafe.Offsetof(multi2{}.lcf3) - 16
+	_ = unsafe.Sizeof(multi2{}) - unsafe.Offsetof(multi2{}.r) - (nLambda+nLo)*4 - 16
+)

@@ -117,11 +117,11 @@ type agg struct {
 	// 65536 (8 KB, allocated only for sources that reach that many: most
 	// findings name one or a few ports, and a full bitmap per open finding
 	// was most of the agent's allocations during a scan).
-	fewPorts [fewPortsMax]uint16
-	ports    *[1024]uint64
-	nports   int
-	hosts            map[string]struct{}
-	hostsSaturated   bool
+	fewPorts       [fewPortsMax]uint16
+	ports          *[1024]uint64
+	nports         int
+	hosts          map[string]struct{}
+	hostsSaturated bool
 
 	created  time.Time // wall
 	lastEmit time.Time // wall, zero: never emitted

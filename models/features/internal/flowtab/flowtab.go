@@ -7,6 +7,7 @@ package flowtab
 
 import (
 	"math/bits"
+	"reflect"
 	"unsafe"
 )
 
@@ -46,6 +47,11 @@ type Table[K comparable, V any] struct {
 	capacity  int // the most slots the table grows to (a power of two)
 	used      int
 	evictions uint64
+	// mem holds the slot arrays when they are outside the Go heap
+	// (mapping.go: generations of at least mapMin bytes, K and V
+	// pointer-free); nil when they are on the heap.
+	mem     *mapping
+	offHeap bool // K and V are pointer-free: large generations may be mapped
 }
 
 // initialSlots is the size a table starts at (at most its capacity).
@@ -55,29 +61,52 @@ const initialSlots = 256
 // slot arrays start small and grow with use up to capacity.
 func New[K comparable, V any](capacity int) Table[K, V] {
 	n := 1 << bits.Len(uint(max(capacity, probeWindow)-1)) // next power of two
-	t := Table[K, V]{capacity: n}
+	t := Table[K, V]{capacity: n, offHeap: pointerFree(reflect.TypeFor[entry[K, V]]())}
 	t.alloc(min(n, initialSlots))
 	return t
 }
 
+// alloc makes zeroed slot arrays of n slots (a power of two): in a memory
+// mapping of their own when they are large and pointer-free (mapping.go),
+// else on the heap. It does not free the previous arrays.
 func (t *Table[K, V]) alloc(n int) {
+	t.mask = uint64(n - 1)
+	t.mem = nil
+	var e entry[K, V]
+	esz := int(unsafe.Sizeof(e))
+	if size := n * (esz + 8 + 8 + 4); t.offHeap && size >= mapMin {
+		if m := newMapping(size); m != nil {
+			// Entries, then the 8-byte and the 4-byte arrays: n is a power
+			// of two of at least 8 and the mapping is page-aligned, so each
+			// array is aligned for its type.
+			base := unsafe.Pointer(unsafe.SliceData(m.r.mem))
+			t.entries = unsafe.Slice((*entry[K, V])(base), n)
+			t.hashes = unsafe.Slice((*uint64)(unsafe.Add(base, n*esz)), n)
+			t.last = unsafe.Slice((*int64)(unsafe.Add(base, n*(esz+8))), n)
+			t.tags = unsafe.Slice((*uint32)(unsafe.Add(base, n*(esz+16))), n)
+			t.mem = m
+			return
+		}
+	}
 	t.tags = make([]uint32, n)
 	t.last = make([]int64, n)
 	t.entries = make([]entry[K, V], n)
 	t.hashes = make([]uint64, n)
-	t.mask = uint64(n - 1)
 }
 
 // grow doubles the slot arrays (or more, should a key's probe window be
 // full in the doubled arrays) and reinserts every entry in slot order, so
-// growth is deterministic. Pointers returned earlier become invalid.
+// growth is deterministic. Pointers returned earlier become invalid (and
+// the old arrays, if mapped, are unmapped at once).
 func (t *Table[K, V]) grow() {
-	tags, last, entries, hashes := t.tags, t.last, t.entries, t.hashes
+	tags, last, entries, hashes, old := t.tags, t.last, t.entries, t.hashes, t.mem
 	for n := 2 * len(tags); ; n *= 2 {
 		t.alloc(n)
 		if t.rehash(tags, last, entries, hashes, n >= t.capacity) {
+			old.free()
 			return
 		}
+		t.mem.free() // a larger generation follows
 	}
 }
 

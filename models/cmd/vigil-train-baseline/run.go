@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	sets := []set{
 		{name: netflow.Name, dim: netflow.Dim, names: netflow.Names(),
-			model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
+			model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
 		{name: nethost.Name, dim: nethost.Dim, names: nethost.Names(),
 			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
 	}

@@ -62,6 +62,7 @@ package netflow
 import (
 	"encoding/binary"
 	"math/bits"
+	"runtime"
 	"unsafe"
 
 	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
@@ -304,6 +305,7 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 	e.prepare(p, k)
 	e.touch(k)
 	e.update(k, o)
+	runtime.KeepAlive(e) // update wrote through pointers into e's tables (flowtab)
 }
 
 // ExtractBatch is Extract for each packet of pkts in order, writing packet
@@ -325,6 +327,7 @@ func (e *Extractor) ExtractBatch(pkts []event.Packet, out []float32) {
 		}
 		pkts, out = pkts[n:], out[n*Dim:]
 	}
+	runtime.KeepAlive(e) // update wrote through pointers into e's tables (flowtab)
 }
 
 // update applies a prepared packet to the state and writes its features.

@@ -92,6 +92,7 @@ package nethost
 import (
 	"math"
 	"math/bits"
+	"runtime"
 
 	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
 	"github.com/vigil-edge/vigil/models/features/internal/fmath"
@@ -673,6 +674,7 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	raw[Dim-3] = float64(distinctFeature(v.distOnes[1], &v.distKey[1], &v.distVal[1]))
 	raw[Dim-2] = v.macChanges
 	raw[Dim-1] = v.shortConns * slowLambda * math.Ln2
+	runtime.KeepAlive(e) // v points into e's table (flowtab: valid while the table is reachable)
 }
 
 // windowRaw writes one window's raw features; sc scales counts to rates.

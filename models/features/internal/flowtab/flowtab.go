@@ -141,7 +141,10 @@ func (t *Table[K, V]) rehash(tags []uint32, last []int64, entries []entry[K, V],
 
 // Get returns the entry of k and its clock, creating (or recycling) an entry
 // when absent; a new entry is zeroed and its clock is now. Get may grow the
-// table: pointers returned by earlier calls become invalid.
+// table: pointers returned by earlier calls become invalid. The pointers of
+// Get, Acquire and Lookup may point outside the Go heap (mapping.go): they
+// keep nothing alive, so the caller must keep the table reachable until its
+// last use of them (runtime.KeepAlive on the table's owner).
 func (t *Table[K, V]) Get(k *K, h uint64, now int64) (*V, *int64) {
 	v, last, _ := t.Acquire(k, h, now)
 	return v, last

@@ -7,6 +7,7 @@ package v1ref
 import (
 	"bytes"
 	"github.com/vigil-edge/vigil/models/features/internal/flowtab"
+	"runtime"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
@@ -243,6 +244,7 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 			out[i] = 0
 		}
 	}
+	runtime.KeepAlive(e) // pointers into e's tables were used above (flowtab)
 }
 
 func macWord(m [6]byte) uint64 {

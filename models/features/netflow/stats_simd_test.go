@@ -58,7 +58,7 @@ func bytesOf[T any](p *T) []byte {
 // and checks that state and features agree bit for bit.
 func TestSIMDMatchesScalar(t *testing.T) {
 	if !simdActive {
-		t.Skip("the CPU lacks AVX2: update runs the scalar code")
+		t.Skip("the CPU lacks AVX-512: update runs the scalar code")
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for stream := range 2000 {
@@ -96,7 +96,7 @@ func TestSIMDMatchesScalar(t *testing.T) {
 // for bit.
 func TestSIMDExtractorMatchesScalar(t *testing.T) {
 	if !simdActive {
-		t.Skip("the CPU lacks AVX2: update runs the scalar code")
+		t.Skip("the CPU lacks AVX-512: update runs the scalar code")
 	}
 	defer func() { simdActive = true }()
 	for name, pk := range map[string][]event.Packet{"golden": goldenSequence(), "benign": benignWorkload(20000), "scan": portScan(20000)} {

@@ -53,6 +53,19 @@ func widthLayouts() []struct {
 	}
 }
 
+// exportWidth exports m in layout opt, calibrated on train when it quantizes.
+func exportWidth(t testing.TB, m *ae.Model, opt Options, train ae.Matrix) []byte {
+	t.Helper()
+	if opt.Quant != bundle.QuantNone {
+		opt.Calibration = train
+	}
+	raw, err := Export(m, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 func fitWidth(t testing.TB, sh widthShape, epochs int) *ae.Model {
 	t.Helper()
 	cfg := sh.cfg
@@ -79,14 +92,7 @@ func BenchmarkNetflowWidths(b *testing.B) {
 	for _, sh := range widthShapes() {
 		m := fitWidth(b, sh, 1)
 		for _, l := range widthLayouts() {
-			opt := l.opt
-			if opt.Quant != bundle.QuantNone {
-				opt.Calibration = train
-			}
-			raw, err := Export(m, opt)
-			if err != nil {
-				b.Fatal(err)
-			}
+			raw := exportWidth(b, m, l.opt, train)
 			benchRaw(b, sh.name+"/"+l.name, raw, netflowDim, sessionVariant{name: "default"})
 			if l.opt.Lean || l.opt.Quant == bundle.QuantNone {
 				// ONNX Runtime's CPU arena and memory pattern on (models/runtime turns them off).
@@ -112,13 +118,7 @@ func TestNetflowWidthsRunSize(t *testing.T) {
 		probe := runtime.ProbeRows(1024, netflowDim)
 		for _, l := range widthLayouts() {
 			opt := l.opt
-			if opt.Quant != bundle.QuantNone {
-				opt.Calibration = train
-			}
-			raw, err := Export(m, opt)
-			if err != nil {
-				t.Fatal(err)
-			}
+			raw := exportWidth(t, m, opt, train)
 			if opt.Quant == bundle.QuantNone {
 				floatBytes = len(raw)
 			}

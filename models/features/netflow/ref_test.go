@@ -255,35 +255,46 @@ func BenchmarkCaptureDecode(b *testing.B) {
 	out := make([]float32, len(buf)*Dim)
 	for b.Loop() {
 		for v := range 2 {
-			c0 := cpuTime()
-			src, err := capture.OpenFile(path)
-			if err != nil {
-				b.Fatal(err)
-			}
 			r, e := v1ref.New(v1ref.Config{}), New(Config{})
-			for {
-				k, err := src.Next(context.Background(), buf)
+			n, c := capturePass(b, path, buf, func(p []event.Packet) {
 				if v == 0 {
-					for i := range buf[:k] {
-						r.Extract(&buf[i], out[:Dim])
+					for i := range p {
+						r.Extract(&p[i], out[:Dim])
 					}
 				} else {
-					e.ExtractBatch(buf[:k], out[:k*Dim])
+					e.ExtractBatch(p, out[:len(p)*Dim])
 				}
-				pkts[v] += k
-				if err != nil {
-					if !errors.Is(err, io.EOF) {
-						b.Fatal(err)
-					}
-					break
-				}
-			}
-			src.Close()
-			cpu[v] += cpuTime() - c0
+			})
+			pkts[v] += n
+			cpu[v] += c
 		}
 	}
 	b.ReportMetric(float64(pkts[0])/cpu[0].Seconds(), "ref-pkts/CPU-s")
 	b.ReportMetric(float64(pkts[1])/cpu[1].Seconds(), "batch-pkts/CPU-s")
+}
+
+// capturePass reads the capture at path in batches of len(buf) packets,
+// calls f on each batch, and returns the packets read and the thread's CPU
+// time for the pass (open, read, decode and f).
+func capturePass(b *testing.B, path string, buf []event.Packet, f func([]event.Packet)) (int, time.Duration) {
+	c0 := cpuTime()
+	src, err := capture.OpenFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	n := 0
+	for {
+		k, err := src.Next(context.Background(), buf)
+		f(buf[:k])
+		n += k
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				b.Fatal(err)
+			}
+			return n, cpuTime() - c0
+		}
+	}
 }
 
 // TestCaptureOnly runs one extractor (VIGIL_NETFLOW_BENCH_ONLY=ref,

@@ -3,9 +3,6 @@
 package netflow
 
 import (
-	"context"
-	"errors"
-	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -14,8 +11,6 @@ import (
 	"testing"
 	"time"
 	"unsafe"
-
-	"github.com/vigil-edge/vigil/agent/capture"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
@@ -206,26 +201,11 @@ func BenchmarkSIMDCaptureDecode(b *testing.B) {
 		for j := range 2 {
 			v := j ^ iter&1 // ABBA order: neither goes first always
 			simdActive = v == 1 && !scalarOnly
-			c0 := cpuTime()
-			src, err := capture.OpenFile(path)
-			if err != nil {
-				b.Fatal(err)
-			}
 			e := New(Config{})
-			for {
-				k, err := src.Next(context.Background(), buf)
-				e.ExtractBatch(buf[:k], out[:k*Dim])
-				pkts[v] += k
-				if err != nil {
-					if !errors.Is(err, io.EOF) {
-						b.Fatal(err)
-					}
-					break
-				}
-			}
-			src.Close()
-			pass[v] = cpuTime() - c0
-			cpu[v] += pass[v]
+			n, c := capturePass(b, path, buf, func(p []event.Packet) { e.ExtractBatch(p, out[:len(p)*Dim]) })
+			pkts[v] += n
+			pass[v] = c
+			cpu[v] += c
 		}
 		ratios = append(ratios, pass[0].Seconds()/pass[1].Seconds())
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 
 	"github.com/gopacket/gopacket"
@@ -115,7 +116,7 @@ func newFileSource(path string, f *os.File) (*fileSource, error) {
 	s := &fileSource{path: path, f: f, cr: &countingReader{r: f}, dec: NewDecoder()}
 	switch binary.LittleEndian.Uint32(magic[:]) {
 	case magicPcapMicroLE, magicPcapMicroBE, magicPcapNanoLE, magicPcapNanoBE:
-		r, err := newPcapReader(f)
+		r, err := newPcapFileReader(f)
 		if err != nil {
 			return nil, fmt.Errorf("open capture %s: pcap header: %w: %w", path, ErrCorrupt, err)
 		}
@@ -136,6 +137,25 @@ func newFileSource(path string, f *os.File) (*fileSource, error) {
 		return nil, fmt.Errorf("open capture %s: magic %x: %w", path, magic, ErrUnknownFormat)
 	}
 	return s, nil
+}
+
+// errFileShrank: a mapped capture file became shorter while it was read.
+var errFileShrank = errors.New("capture file shrank while being read")
+
+// faultSafe runs f with faults turned into panics (a mapped file that
+// shrinks, see fileMap) and returns such a fault as errFileShrank.
+func faultSafe[T any](f func() (T, error)) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fe, ok := r.(interface{ Addr() uintptr })
+			if !ok {
+				panic(r) // not a fault: a bug, not outside input
+			}
+			err = fmt.Errorf("%w (fault at %#x): %w", errFileShrank, fe.Addr(), ErrTruncated)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return f()
 }
 
 // read returns the next frame, its timestamp (Unix ns, 0 if none) and
@@ -202,9 +222,16 @@ func (s *fileSource) Next(ctx context.Context, buf []event.Packet) (int, error) 
 func (s *fileSource) batch(ctx context.Context, buf []event.Packet, st *Stats) (n int, ctxErr error) {
 	defer func() {
 		if r := recover(); r != nil {
+			if f, ok := r.(interface{ Addr() uintptr }); ok {
+				s.err = s.wrap(fmt.Errorf("%w (fault at %#x): %w", errFileShrank, f.Addr(), io.ErrUnexpectedEOF))
+				return
+			}
 			s.err = s.wrap(fmt.Errorf("reader panic: %v: %w", r, ErrCorrupt))
 		}
 	}()
+	if s.pcap != nil && s.pcap.m != nil { // a mapped file: a fault becomes a panic (see fileMap)
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	}
 	for n < len(buf) {
 		if s.records%ctxCheckEvery == 0 {
 			if err := ctx.Err(); err != nil {
@@ -244,6 +271,9 @@ func (s *fileSource) batch(ctx context.Context, buf []event.Packet, st *Stats) (
 func (s *fileSource) Stats() Stats { return s.stats.load() }
 
 func (s *fileSource) Close() error {
+	if s.pcap != nil {
+		s.pcap.close()
+	}
 	if err := s.f.Close(); err != nil {
 		return fmt.Errorf("close capture %s: %w", s.path, err)
 	}

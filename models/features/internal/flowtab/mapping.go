@@ -16,10 +16,12 @@ const mapMin = 1 << 20
 // to find in them; keeping them off the heap means that (1) a table's
 // memory is returned to the system the moment it doubles, instead of the
 // old arrays (half the new size) staying resident as garbage until a
-// later collection, and (2) the heap goal, a multiple of the live heap, no
+// later collection, (2) the heap goal, a multiple of the live heap, no
 // longer grows with the tables: with the plugin's 8 MB host table, GOGC 20
-// would otherwise allow 1.6 MB more garbage. Pages are resident only once
-// touched, as on the heap.
+// would otherwise allow 1.6 MB more garbage, and (3) mappings of 2 MB or
+// more can ask for transparent huge pages (mapping_linux.go), which spare
+// the random slot lookups most of their TLB misses. Pages are resident
+// only once touched, as on the heap (a huge page: its 2 MB at once).
 //
 // The table keeps a *mapping; the memory itself is in a region, which the
 // cleanup of the mapping (the table became unreachable) or free (the

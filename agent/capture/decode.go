@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/gopacket/gopacket"
@@ -277,21 +278,28 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 	if wireLen < len(data) {
 		wireLen = len(data)
 	}
-	*p = event.Packet{
-		TimestampNs: tsNs,
-		Length:      uint16(min(wireLen, 0xffff)),
-		DstMAC:      [6]byte(data[0:6]),
-		SrcMAC:      [6]byte(data[6:12]),
-		Flags:       event.FlagIPv4,
-		SrcIP:       mapped4(ip[12:16]),
-		DstIP:       mapped4(ip[16:20]),
-		Proto:       proto,
-		TTL:         ip[8],
-		SrcPort:     sport,
-		DstPort:     dport,
-		TCPFlags:    flags,
-	}
+	// Every field is stored into p directly: a composite literal (or an
+	// address built by mapped4) is assembled on the stack with small
+	// stores and copied with 16-byte loads, which cannot be forwarded from
+	// those stores and wait for them to retire (13% of this function in
+	// perf).
+	p.TimestampNs = tsNs
+	p.DstMAC = [6]byte(data[0:6])
+	p.SrcMAC = [6]byte(data[6:12])
+	putMapped4(&p.SrcIP, ip[12:16])
+	putMapped4(&p.DstIP, ip[16:20])
+	p.SrcPort, p.DstPort = sport, dport
+	p.Length = uint16(min(wireLen, 0xffff))
+	p.Proto, p.TCPFlags, p.TTL, p.Flags = proto, flags, ip[8], event.FlagIPv4
+	p.VLAN = 0
 	return true
+}
+
+// putMapped4 stores the IPv4-mapped form of the 4-byte address b in a
+// (see mapped4) with two 8-byte stores.
+func putMapped4(a *[16]byte, b []byte) {
+	binary.LittleEndian.PutUint64(a[0:8], 0)
+	binary.LittleEndian.PutUint64(a[8:16], 0xffff<<16|uint64(binary.LittleEndian.Uint32(b[0:4]))<<32)
 }
 
 func (d *Decoder) fillIPv4(p *event.Packet) {

@@ -80,6 +80,19 @@ func eachFrame(t *testing.T, data []byte, fn func(lt layers.LinkType, frame []by
 // shared data (VIGIL_SHARED_DATA; skipped when absent), Decode with the
 // Ethernet/IPv4 fast path gives the same result and record as gopacket's
 // layers alone, and also on each frame cut short at several lengths.
+// garbage is a packet record with every byte set, to check that decoding
+// writes every field.
+var garbage = func() (p event.Packet) {
+	b := make([]byte, event.PacketRecordSize)
+	for i := range b {
+		b[i] = 0xa5
+	}
+	if err := p.Unmarshal(b); err != nil {
+		panic(err)
+	}
+	return p
+}()
+
 func TestFastPathMatchesGopacket(t *testing.T) {
 	dir := os.Getenv("VIGIL_SHARED_DATA")
 	if dir == "" {
@@ -92,7 +105,8 @@ func TestFastPathMatchesGopacket(t *testing.T) {
 	ref.noFast = true
 	var frames, fastHits int
 	compare := func(name string, lt layers.LinkType, f []byte, wire int) {
-		var p, q event.Packet
+		var q event.Packet
+		p := garbage // every field must be written, whatever p held
 		r1 := fast.Decode(lt, f, 1234, wire, &p)
 		r2 := ref.Decode(lt, f, 1234, wire, &q)
 		if r1 != r2 || (r1 <= DecodedTruncated && p != q) {

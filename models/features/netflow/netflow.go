@@ -253,10 +253,13 @@ func (e *Extractor) prepare(p *event.Packet, k *pktKeys) {
 
 	// MI_dir: source MAC + IP.
 	mac := macWord(&p.SrcMAC)
-	k.mi = miKey{ip0: s0, ip1: s1, mac: mac | kind<<56}
+	// The keys are written field by field: a composite literal is built on
+	// the stack with 8-byte stores and copied with 16-byte loads, which
+	// cannot be forwarded from those stores and wait for them to retire.
+	k.mi.ip0, k.mi.ip1, k.mi.mac = s0, s1, mac|kind<<56
 	k.hMI = flowtab.Mix(seed^s0^kind<<56, s1^mac)
 	// H: source IP.
-	k.host = hostKey{ip0: s0, ip1: s1, kind: kind}
+	k.host.ip0, k.host.ip1, k.host.kind = s0, s1, kind
 	k.hHost = flowtab.Mix(seed^s0^kind<<56, s1)
 	// HH and HH_jit: the channel, keyed by the unordered address pair.
 	c := cmpAddr(s0, s1, d0, d1)
@@ -264,7 +267,7 @@ func (e *Extractor) prepare(p *event.Packet, k *pktKeys) {
 	if c > 0 {
 		a0, a1, b0, b1, dir = d0, d1, s0, s1, 1
 	}
-	k.ch = chanKey{a0: a0, a1: a1, b0: b0, b1: b1, kind: kind}
+	k.ch.a0, k.ch.a1, k.ch.b0, k.ch.b1, k.ch.kind = a0, a1, b0, b1, kind
 	k.chDir = dir
 	h := flowtab.Mix(seed^a0^kind<<56, a1)
 	k.hCh = flowtab.Mix(h^b0, b1)
@@ -286,7 +289,7 @@ func (e *Extractor) prepare(p *event.Packet, k *pktKeys) {
 	if c > 0 || (c == 0 && pa > pb) {
 		a0, a1, b0, b1, pa, pb, dir = d0, d1, s0, s1, pb, pa, 1
 	}
-	k.sock = sockKey{a0: a0, a1: a1, b0: b0, b1: b1, meta: pa<<32 | pb<<16 | proto<<8 | sk}
+	k.sock.a0, k.sock.a1, k.sock.b0, k.sock.b1, k.sock.meta = a0, a1, b0, b1, pa<<32|pb<<16|proto<<8|sk
 	k.sockDir = dir
 	h = flowtab.Mix(seed^a0^sk<<56^proto<<48, a1^pa<<32^pb)
 	k.hSock = flowtab.Mix(h^b0, b1)
@@ -342,30 +345,33 @@ func (e *Extractor) ExtractBatch(pkts []event.Packet, out []float32) {
 // exactly those of two separate updates.
 func (e *Extractor) update(k *pktKeys, o *[Dim]float32) {
 	now, size := k.now, k.size
+	// A twin's copy waits until the end: the state and features it copies
+	// were just stored by the vector code (masked and overlapping stores),
+	// and loading them at once would stall until those stores retire; by
+	// the end of the packet they have.
+	var mv, hv *multi1
+	var ml, hl *int64
+	miTwin := false
 	{
-		mv, ml, mNew := e.mi.Acquire(&k.mi, k.hMI, now)
-		hv, hl, hNew := e.host.Acquire(&k.host, k.hHost, now)
+		var mNew, hNew bool
+		mv, ml, mNew = e.mi.Acquire(&k.mi, k.hMI, now)
+		hv, hl, hNew = e.host.Acquire(&k.host, k.hHost, now)
 		mo := (*[3 * nLambda]float32)(o[offMI:offH])
 		if mNew {
 			mv.fresh(size, mo)
 		} else {
-			twin := *ml == *hl && twins1(mv, hv)
+			miTwin = *ml == *hl && twins1(mv, hv)
 			mv.update(e.dc.advance(ml, now), size, mo)
-			if twin {
-				*hv, *hl = *mv, *ml
-				*(*[3 * nLambda]float32)(o[offH:offHH]) = *mo
-				hNew = false
-				goto channel
+		}
+		if !miTwin {
+			ho := (*[3 * nLambda]float32)(o[offH:offHH])
+			if hNew {
+				hv.fresh(size, ho)
+			} else {
+				hv.update(e.dc.advance(hl, now), size, ho)
 			}
 		}
-		ho := (*[3 * nLambda]float32)(o[offH:offHH])
-		if hNew {
-			hv.fresh(size, ho)
-		} else {
-			hv.update(e.dc.advance(hl, now), size, ho)
-		}
 	}
-channel:
 	{
 		s, cl, cNew := e.chans.Acquire(&k.ch, k.hCh, now)
 		sv, sl, sNew := e.socks.Acquire(&k.sock, k.hSock, now)
@@ -400,6 +406,10 @@ channel:
 		default:
 			sv.update(e.dc.advance(sl, now), k.sockDir, size, so)
 		}
+	}
+	if miTwin {
+		*hv, *hl = *mv, *ml
+		*(*[3 * nLambda]float32)(o[offH:offHH]) = *(*[3 * nLambda]float32)(o[offMI:offH])
 	}
 }
 

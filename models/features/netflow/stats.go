@@ -50,6 +50,14 @@ func decayFactors(dt float64) decays {
 	return decays{f5, f3, f1, f01, e}
 }
 
+// decayInto is *f = decayFactors(dt), stored element by element: copying
+// a returned array moves it with 16-byte loads, which cannot be forwarded
+// from the 8-byte stores that built it and wait for them to retire.
+func decayInto(f *decays, dt float64) {
+	d := decayFactors(dt)
+	f[0], f[1], f[2], f[3], f[4] = d[0], d[1], d[2], d[3], d[4]
+}
+
 // ones is the decay of a zero or negative time step: none.
 var ones = decays{1, 1, 1, 1, 1}
 
@@ -88,7 +96,7 @@ func (c *decayCache) advance(last *int64, now int64) *decays {
 	m := &c.e[uint64(dt)*0x9e3779b97f4a7c15>>(64-dcBits)] // Fibonacci hashing
 	if m.dt != dt {
 		m.dt = dt
-		m.f = decayFactors(float64(dt) * 1e-9)
+		decayInto(&m.f, float64(dt)*1e-9)
 	}
 	return &m.f
 }

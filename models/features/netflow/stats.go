@@ -29,9 +29,18 @@ type decays [nLambda]float64
 
 // decayFactors returns 2^(-λ·dt) for every λ; dt in seconds. dt <= 0 (a
 // repeated or out-of-order timestamp) means no decay, as in AfterImage.
-func decayFactors(dt float64) decays {
+func decayFactors(dt float64) (f decays) {
+	setDecay(&f, dt)
+	return f
+}
+
+// setDecay stores decayFactors(dt) in *f, element by element: copying a
+// returned array moves it with 16-byte loads, which cannot be forwarded
+// from the 8-byte stores that built it and wait for them to retire.
+func setDecay(f *decays, dt float64) {
 	if !(dt > 0) { // also NaN
-		return decays{1, 1, 1, 1, 1}
+		f[0], f[1], f[2], f[3], f[4] = 1, 1, 1, 1, 1
+		return
 	}
 	// One exp2 and a few products: f(0.1)=f(0.01)^10, f(1)=f(0.1)^10,
 	// f(3)=f(1)^3, f(5)=f(3)·f(1)^2. Relative error stays near 1e-15.
@@ -47,15 +56,7 @@ func decayFactors(dt float64) decays {
 	f12 := f1 * f1
 	f3 := f12 * f1
 	f5 := f3 * f12
-	return decays{f5, f3, f1, f01, e}
-}
-
-// decayInto is *f = decayFactors(dt), stored element by element: copying
-// a returned array moves it with 16-byte loads, which cannot be forwarded
-// from the 8-byte stores that built it and wait for them to retire.
-func decayInto(f *decays, dt float64) {
-	d := decayFactors(dt)
-	f[0], f[1], f[2], f[3], f[4] = d[0], d[1], d[2], d[3], d[4]
+	f[0], f[1], f[2], f[3], f[4] = f5, f3, f1, f01, e
 }
 
 // ones is the decay of a zero or negative time step: none.
@@ -96,7 +97,7 @@ func (c *decayCache) advance(last *int64, now int64) *decays {
 	m := &c.e[uint64(dt)*0x9e3779b97f4a7c15>>(64-dcBits)] // Fibonacci hashing
 	if m.dt != dt {
 		m.dt = dt
-		decayInto(&m.f, float64(dt)*1e-9)
+		setDecay(&m.f, float64(dt)*1e-9)
 	}
 	return &m.f
 }
@@ -323,8 +324,14 @@ func (s *multi2) updateScalar(f *decays, d int, x float64, out *[7 * nLambda]flo
 // fresh is update on a zero s.
 func (s *multi1) fresh(x float64, out *[3 * nLambda]float32) {
 	xf := float32(x)
-	s.lw, s.lm, s.lv = [nLo]float32{1, 1, 1}, [nLo]float32{xf, xf, xf}, [nLo]float32{}
-	s.hw, s.hm, s.hv = [nHi]float64{1, 1}, [nHi]float64{x, x}, [nHi]float64{}
+	// Element by element: array literals are built on the stack and
+	// copied with wider loads, which stall on store forwarding.
+	for i := range nLo {
+		s.lw[i], s.lm[i], s.lv[i] = 1, xf, 0
+	}
+	for i := range nHi {
+		s.hw[i], s.hm[i], s.hv[i] = 1, x, 0
+	}
 	for i := range nLambda {
 		out[3*i], out[3*i+1], out[3*i+2] = 1, xf, 0
 	}
@@ -334,8 +341,12 @@ func (s *multi1) fresh(x float64, out *[3 * nLambda]float32) {
 func (s *multi2) fresh(d int, x float64, out *[7 * nLambda]float32) {
 	d &= 1
 	xf := float32(x)
-	s.lw[d], s.lm[d], s.lv[d] = [nLo]float32{1, 1, 1}, [nLo]float32{xf, xf, xf}, [nLo]float32{}
-	s.hw[d], s.hm[d], s.hv[d] = [nHi]float64{1, 1}, [nHi]float64{x, x}, [nHi]float64{}
+	for i := range nLo { // element by element, as in multi1.fresh
+		s.lw[d][i], s.lm[d][i], s.lv[d][i] = 1, xf, 0
+	}
+	for i := range nHi {
+		s.hw[d][i], s.hm[d][i], s.hv[d][i] = 1, x, 0
+	}
 	mag := float32(math.Sqrt(float64(xf) * float64(xf)))
 	for i := range nLambda {
 		o := out[7*i : 7*i+7 : 7*i+7]

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -477,12 +478,37 @@ func TestNetflowBenchReport(t *testing.T) {
 		}})
 	}
 	var scanB, psB, decB, hostB, featB, nfB best
+	// Paired ratios: in each round the scan, ndpiReader and the netflow/v1
+	// row run back to back, and their ratios in that round are kept. The
+	// load of a shared VM drifts over seconds, so two figures taken a few
+	// seconds apart share it, while the best of each row over all rounds
+	// may come from different phases.
+	var scanVsNdpi, nfVsNdpi []float64
 	for i := range runs {
 		c, w, err := scan()
 		if err != nil {
 			t.Fatal(err)
 		}
 		keep(&scanB, int(packets), c, w)
+		scanC := c
+		var ndpiC time.Duration
+		for _, p := range peers {
+			if p.skipped != "" || !strings.HasPrefix(p.name, "ndpiReader") {
+				continue
+			}
+			c, w, err := cpuOf(p.cmd(), nil)
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			keep(&p.b, int(packets), c, w)
+			ndpiC = c
+		}
+		n, nfC := decodeFeatures(t, path, featNetflow)
+		keep(&nfB, n, nfC, 0)
+		if ndpiC > 0 {
+			scanVsNdpi = append(scanVsNdpi, ndpiC.Seconds()/scanC.Seconds())
+			nfVsNdpi = append(nfVsNdpi, float64(n)/nfC.Seconds()/(float64(packets)/ndpiC.Seconds()))
+		}
 		if i == 0 {
 			psPath, psDesc = portScanCapture(t, int(packets))
 		}
@@ -491,7 +517,7 @@ func TestNetflowBenchReport(t *testing.T) {
 		}
 		keep(&psB, int(psPackets), c, w)
 		for _, p := range peers {
-			if p.skipped != "" {
+			if p.skipped != "" || strings.HasPrefix(p.name, "ndpiReader") {
 				continue
 			}
 			c, w, err := cpuOf(p.cmd(), nil)
@@ -503,7 +529,7 @@ func TestNetflowBenchReport(t *testing.T) {
 		for _, m := range []struct {
 			b *best
 			f int
-		}{{&decB, featNone}, {&hostB, featNethost}, {&featB, featBoth}, {&nfB, featNetflow}} {
+		}{{&decB, featNone}, {&hostB, featNethost}, {&featB, featBoth}} {
 			n, c := decodeFeatures(t, path, m.f)
 			keep(m.b, n, c, 0)
 		}
@@ -571,6 +597,10 @@ func TestNetflowBenchReport(t *testing.T) {
 		r := float64(row.n) / row.cpu.Seconds()
 		fmt.Fprintf(&b, "| %s | %s | %.0f | %s |\n", row.what, row.cmd, r, vsNdpi(r))
 	}
+	if len(nfVsNdpi) > 0 {
+		fmt.Fprintf(&b, "\nPaired with ndpiReader (run back to back in each round; median, min-max over %d rounds): scan %s, netflow/v1 decode + features %s.\n",
+			len(nfVsNdpi), medianRange(scanVsNdpi), medianRange(nfVsNdpi))
+	}
 	fmt.Fprintf(&b, "\nIPC: %s.\nPeak RSS of agent + plugin during the scan: %.1f MB (summed VmRSS; summed PSS, which counts the shared ring and libraries once: %.1f MB).\n", ipcLine, float64(rss)/1e6, float64(pss)/1e6)
 	t.Log("\n" + b.String())
 	if out := os.Getenv("VIGIL_BENCH_OUT"); out != "" {
@@ -578,6 +608,18 @@ func TestNetflowBenchReport(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// medianRange formats the median and the range of ratios, as "1.23x
+// (1.10-1.40x)".
+func medianRange(r []float64) string {
+	s := slices.Clone(r)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return fmt.Sprintf("%.2fx (%.2f-%.2fx)", m, s[0], s[len(s)-1])
 }
 
 func modelNames(in *nfInstall) string {

@@ -400,7 +400,7 @@ func TestNetflowBenchReport(t *testing.T) {
 	// conditions when the machine's load changes during the report (a
 	// shared VM: a figure measured a minute after its peer can move by a
 	// third), and the best of several rounds approaches the quiet machine.
-	runs := 5
+	runs := 7
 	if v, err := strconv.Atoi(os.Getenv("VIGIL_BENCH_ROUNDS")); err == nil && v > 0 {
 		runs = v
 	}

@@ -142,16 +142,25 @@ func newFileSource(path string, f *os.File) (*fileSource, error) {
 // errFileShrank: a mapped capture file became shorter while it was read.
 var errFileShrank = errors.New("capture file shrank while being read")
 
-// faultSafe runs f with faults turned into panics (a mapped file that
-// shrinks, see fileMap) and returns such a fault as errFileShrank.
+// faultError returns the error for a recovered panic r that is a memory
+// fault (with debug.SetPanicOnFault: a mapped file that shrank, see
+// fileMap), or nil for any other panic.
+func faultError(r any) error {
+	f, ok := r.(interface{ Addr() uintptr })
+	if !ok {
+		return nil
+	}
+	return fmt.Errorf("%w (fault at %#x): %w", errFileShrank, f.Addr(), io.ErrUnexpectedEOF)
+}
+
+// faultSafe runs f with faults turned into panics and returns such a fault
+// as an error (faultError).
 func faultSafe[T any](f func() (T, error)) (v T, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			fe, ok := r.(interface{ Addr() uintptr })
-			if !ok {
+			if err = faultError(r); err == nil {
 				panic(r) // not a fault: a bug, not outside input
 			}
-			err = fmt.Errorf("%w (fault at %#x): %w", errFileShrank, fe.Addr(), ErrTruncated)
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -222,8 +231,8 @@ func (s *fileSource) Next(ctx context.Context, buf []event.Packet) (int, error) 
 func (s *fileSource) batch(ctx context.Context, buf []event.Packet, st *Stats) (n int, ctxErr error) {
 	defer func() {
 		if r := recover(); r != nil {
-			if f, ok := r.(interface{ Addr() uintptr }); ok {
-				s.err = s.wrap(fmt.Errorf("%w (fault at %#x): %w", errFileShrank, f.Addr(), io.ErrUnexpectedEOF))
+			if fe := faultError(r); fe != nil {
+				s.err = s.wrap(fe)
 				return
 			}
 			s.err = s.wrap(fmt.Errorf("reader panic: %v: %w", r, ErrCorrupt))

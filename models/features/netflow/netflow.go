@@ -48,9 +48,10 @@
 // the same float operations in the same order, so the state stays
 // bit-identical to the straightforward code's and the features differ
 // from it by at most a float32 rounding or two (the shared reciprocal in
-// the 2D outputs). The gains come from keys of machine words, the decay
-// factors cached per time step (with an Exp2 that is math.Exp2 bit for
-// bit), computing a twin pair's update once (MI_dir and H, HH and HpHp
+// the 2D outputs). The gains come from keys of machine words, decay
+// factors from an exponential that vector lanes compute exactly
+// (fmath.Exp2Poly, the reference's too; the scalar code caches them per
+// time step), computing a twin pair's update once (MI_dir and H, HH and HpHp
 // whose states are bit-identical, see update), a shortcut for new entries
 // (scans), no NaN/Inf pass (see stats.go), and, in ExtractBatch, table
 // look-ups issued a run of packets ahead so that their cache misses
@@ -436,7 +437,8 @@ type Stats struct {
 	// (ScratchBytes).
 	MemoryBytes int64
 	// ScratchBytes is the fixed memory besides the tables: the decay
-	// factor cache and the look-ahead keys, about 200 KB.
+	// factors and the look-ahead keys, about 3 KB (and the scalar code's
+	// decay cache, 288 KB, where the window updates run without SIMD).
 	ScratchBytes int64
 	// UsedBytes is the memory of the occupied entries.
 	UsedBytes int64
@@ -453,7 +455,7 @@ func (e *Extractor) Stats() Stats {
 		st.MemoryBytes += int64(t.Slots * t.EntryBytes)
 		st.UsedBytes += int64(t.Entries * t.EntryBytes)
 	}
-	st.ScratchBytes = int64(unsafe.Sizeof(e.dc) + unsafe.Sizeof(e.keys))
+	st.ScratchBytes = e.dc.bytes() + int64(unsafe.Sizeof(e.keys))
 	st.MemoryBytes += st.ScratchBytes
 	return st
 }

@@ -24,57 +24,59 @@ const (
 // float is the storage type of damped statistics.
 type float interface{ ~float32 | ~float64 }
 
-// decays holds the decay factor 2^(-λ·Δt) of every window.
-type decays [nLambda]float64
+// decays holds the decay factor 2^(-λ·Δt) of every window, in the lanes
+// the SIMD update loads: the fast windows in lanes 0-2, the slow ones from
+// lane hiOff (4-5), so that each group is one aligned load; lane 3 repeats
+// lane 2 (the fast code computes a fourth lane that it discards: it gets
+// an ordinary number) and lanes 6-7 are 1.
+type decays [8]float64
 
-// decayFactors returns 2^(-λ·dt) for every λ; dt in seconds. dt <= 0 (a
-// repeated or out-of-order timestamp) means no decay, as in AfterImage.
-func decayFactors(dt float64) (f decays) {
+// hiOff is the lane of the first slow window in decays.
+const hiOff = 4
+
+// decayRates holds -λ per nanosecond for every lane of decays.
+var decayRates = decays{-5e-9, -3e-9, -1e-9, -1e-9, -1e-10, -1e-11, 0, 0}
+
+// decayFactors returns the decay factors of a time step of dt nanoseconds.
+// dt <= 0 (a repeated or out-of-order timestamp) means no decay, as in
+// AfterImage.
+func decayFactors(dt int64) (f decays) {
+	if dt <= 0 {
+		return ones
+	}
 	setDecay(&f, dt)
 	return f
 }
 
-// setDecay stores decayFactors(dt) in *f, element by element: copying a
-// returned array moves it with 16-byte loads, which cannot be forwarded
-// from the 8-byte stores that built it and wait for them to retire.
-func setDecay(f *decays, dt float64) {
-	if !(dt > 0) { // also NaN
-		f[0], f[1], f[2], f[3], f[4] = 1, 1, 1, 1, 1
-		return
+// setDecay stores the factors of a step of dt > 0 nanoseconds in *f: each
+// is fmath.Exp2Poly(-λ·dt), an exponential that vector lanes compute
+// exactly (decaySIMD in stats_simd_amd64.go), as the reference does
+// (internal/v1ref).
+func setDecay(f *decays, dt int64) {
+	d := float64(dt)
+	for i := range f {
+		f[i] = fmath.Exp2Poly(float64(d * decayRates[i])) // rounded: no fused multiply-add
 	}
-	// One exp2 and a few products: f(0.1)=f(0.01)^10, f(1)=f(0.1)^10,
-	// f(3)=f(1)^3, f(5)=f(3)·f(1)^2. Relative error stays near 1e-15.
-	e := fmath.Exp2(-0.01 * dt)
-	e2 := e * e
-	e4 := e2 * e2
-	e8 := e4 * e4
-	f01 := e8 * e2
-	g2 := f01 * f01
-	g4 := g2 * g2
-	g8 := g4 * g4
-	f1 := g8 * g2
-	f12 := f1 * f1
-	f3 := f12 * f1
-	f5 := f3 * f12
-	f[0], f[1], f[2], f[3], f[4] = f5, f3, f1, f01, e
 }
 
 // ones is the decay of a zero or negative time step: none.
-var ones = decays{1, 1, 1, 1, 1}
+var ones = decays{1, 1, 1, 1, 1, 1, 1, 1}
 
-// decayCache remembers the decay factors of recent time steps in a
-// direct-mapped table. The tables' clocks often agree (the channel and the
-// jitter of a packet, or its MAC+IP and its channel, were often last seen
-// by the same earlier packet), and time steps recur (captures have
-// microsecond timestamps): on the reference capture a packet needs 3.4
-// sets of factors (twins, see Extractor.update, need none) and computes
-// 0.84 of them.
+// decayCache computes the decay factors of the time steps. The SIMD code
+// computes the factors of every step (decaySIMD, a few dozen vector
+// instructions without a branch); the scalar code remembers the factors of
+// recent time steps in a direct-mapped table, allocated at its first use.
+// The tables' clocks often agree (the channel and the jitter of a packet,
+// or its MAC+IP and its channel, were often last seen by the same earlier
+// packet), and time steps recur (captures have microsecond timestamps): on
+// the reference capture a packet needs 3.4 sets of factors (twins, see
+// Extractor.update, need none) and 25% of them miss this table.
 type decayCache struct {
-	e [dcSize]dcEntry
+	cur decays // the SIMD code's factors of the last step
+	e   *[dcSize]dcEntry
 }
 
-// dcBits sizes the table: 4096 entries, 192 KB. On the reference capture
-// 31% of the time steps miss a 1024-entry table, 25% this one.
+// dcBits sizes the scalar code's table: 4096 entries, 288 KB.
 const (
 	dcBits = 12
 	dcSize = 1 << dcBits
@@ -94,12 +96,28 @@ func (c *decayCache) advance(last *int64, now int64) *decays {
 		return &ones
 	}
 	*last = now
+	if simdActive {
+		decaySIMD(&c.cur, dt)
+		return &c.cur
+	}
+	if c.e == nil {
+		c.e = new([dcSize]dcEntry)
+	}
 	m := &c.e[uint64(dt)*0x9e3779b97f4a7c15>>(64-dcBits)] // Fibonacci hashing
 	if m.dt != dt {
 		m.dt = dt
-		setDecay(&m.f, float64(dt)*1e-9)
+		setDecay(&m.f, dt)
 	}
 	return &m.f
+}
+
+// bytes is the memory the cache holds.
+func (c *decayCache) bytes() int64 {
+	n := int64(unsafe.Sizeof(*c))
+	if c.e != nil {
+		n += int64(unsafe.Sizeof(*c.e))
+	}
+	return n
 }
 
 // The statistics are kept in Welford form: for each window a decayed
@@ -189,7 +207,7 @@ func (s *multi1) updateScalar(f *decays, x float64, out *[3 * nLambda]float32) {
 		ob[0], ob[1], ob[2] = wf, mf, sd
 	}
 	for i := range nHi {
-		fi := f[nLo+i]
+		fi := f[hiOff+i]
 		w := s.hw[i]*fi + 1
 		m := s.hm[i]
 		d := x - m
@@ -266,7 +284,7 @@ func (s *multi2) updateScalar(f *decays, d int, x float64, out *[7 * nLambda]flo
 	hwd, hmd, hvd, hwo, hmo, hvo := &s.hw[d], &s.hm[d], &s.hv[d], &s.hw[o], &s.hm[o], &s.hv[o]
 	rdh, roh := (*[nHi]float32)(rd[nLo:]), (*[nHi]float32)(ro[nLo:])
 	for i := range nHi {
-		fi := f[nLo+i]
+		fi := f[hiOff+i]
 		if fi != 1 {
 			hwo[i] *= fi
 			hvo[i] *= fi

@@ -6,6 +6,8 @@ import (
 	"math"
 	"simd/archsimd"
 	"unsafe"
+
+	"github.com/vigil-edge/vigil/models/features/internal/fmath"
 )
 
 // With GOEXPERIMENT=simd on amd64, and a CPU with AVX-512 (F, CD, BW,
@@ -65,6 +67,53 @@ var (
 	zeros4   = [4]float64{}
 	ones4    = [4]float64{1, 1, 1, 1}
 )
+
+// exp2Coef holds fmath.Exp2Poly's coefficients, each in all lanes, and
+// exp2Min its smallest argument.
+var (
+	exp2Coef = func() (c [len(fmath.Exp2Coef)]decays) {
+		for n, v := range fmath.Exp2Coef {
+			for i := range c[n] {
+				c[n][i] = v
+			}
+		}
+		return c
+	}()
+	exp2Min = decays{fmath.Exp2PolyMin, fmath.Exp2PolyMin, fmath.Exp2PolyMin, fmath.Exp2PolyMin,
+		fmath.Exp2PolyMin, fmath.Exp2PolyMin, fmath.Exp2PolyMin, fmath.Exp2PolyMin}
+)
+
+// decaySIMD is setDecay with the lanes of decays as vector lanes:
+// fmath.Exp2Poly's operations in its order, each rounding per lane as the
+// scalar instruction does (TestDecaySIMD). Wide code, see above.
+//
+//go:noinline
+func decaySIMD(f *decays, dt int64) {
+	d := archsimd.BroadcastFloat64x8(float64(dt))
+	x := d.Mul(archsimd.LoadFloat64x8((*[8]float64)(&decayRates)))
+	k := x.RoundToEvenScaled(0)
+	r := x.Sub(k)
+	r2 := r.Mul(r)
+	r4 := r2.Mul(r2)
+	r8 := r4.Mul(r4)
+	c := func(n int) archsimd.Float64x8 { return archsimd.LoadFloat64x8((*[8]float64)(&exp2Coef[n])) }
+	a0 := c(1).MulAdd(r, c(0))
+	a1 := c(3).MulAdd(r, c(2))
+	a2 := c(5).MulAdd(r, c(4))
+	a3 := c(7).MulAdd(r, c(6))
+	a4 := c(9).MulAdd(r, c(8))
+	a5 := c(11).MulAdd(r, c(10))
+	a6 := c(13).MulAdd(r, c(12))
+	b0 := a1.MulAdd(r2, a0)
+	b1 := a3.MulAdd(r2, a2)
+	b2 := a5.MulAdd(r2, a4)
+	c0 := b1.MulAdd(r4, b0)
+	c1 := a6.MulAdd(r4, b2)
+	p := c1.MulAdd(r8, c0)
+	// p·2^k (exact: k ≥ Exp2PolyMin), and 0 below Exp2PolyMin.
+	p.Scale(k).Masked(x.GreaterEqual(archsimd.LoadFloat64x8((*[8]float64)(&exp2Min)))).Store((*[8]float64)(f))
+	archsimd.ClearAVXUpperBits()
+}
 
 // The output permutes. A feature vector k (a Float32x8) holds window i in
 // lane i for the fast windows (0-2) and lane i+1 for the slow ones (3-4);
@@ -145,7 +194,7 @@ func pair(a, b archsimd.Float32x8) archsimd.Float32x16 {
 //go:noinline
 func (s *multi1) updateSIMD(f *decays, x float64, out *[3 * nLambda]float32) {
 	// Slow windows (128-bit).
-	fh := archsimd.LoadFloat64x2((*[2]float64)(f[nLo:nLambda]))
+	fh := archsimd.LoadFloat64x2((*[2]float64)(f[hiOff : hiOff+nHi]))
 	xh := archsimd.BroadcastFloat64x2(x)
 	wh := archsimd.LoadFloat64x2(&s.hw).Mul(fh).Add(archsimd.LoadFloat64x2((*[2]float64)(ones4[0:2])))
 	mh := archsimd.LoadFloat64x2(&s.hm)
@@ -187,7 +236,7 @@ func (s *multi2) updateSIMD(f *decays, d int, x float64, out *[7 * nLambda]float
 	// Slow windows: weight, mean, std, magnitude, radius, covariance and
 	// pcc in lanes 0-1 of h.
 	var h [7][4]float32
-	fi := archsimd.LoadFloat64x2((*[2]float64)(f[nLo:nLambda]))
+	fi := archsimd.LoadFloat64x2((*[2]float64)(f[hiOff : hiOff+nHi]))
 	xv := archsimd.BroadcastFloat64x2(x)
 	one := archsimd.BroadcastFloat64x2(1)
 	var zero archsimd.Float64x2

@@ -22,13 +22,13 @@ func randomDecays(rng *rand.Rand) decays {
 	case 0:
 		return ones
 	case 1:
-		return decayFactors(rng.Float64() * 1e-6)
+		return decayFactors(rng.Int64N(1000) + 1) // up to 1 µs
 	case 2:
-		return decayFactors(rng.Float64() * 1e3)
+		return decayFactors(rng.Int64N(1e12)) // up to 1000 s
 	case 3:
-		return decayFactors(math.Ldexp(rng.Float64(), rng.IntN(40)-20))
+		return decayFactors(int64(math.Ldexp(rng.Float64(), rng.IntN(40)+10)))
 	}
-	return decayFactors(rng.ExpFloat64() * 0.01)
+	return decayFactors(int64(rng.ExpFloat64() * 1e7))
 }
 
 // randomSize returns a packet size or an inter-arrival time.
@@ -117,7 +117,7 @@ func benchSteps() ([]decays, []float64) {
 	fs := make([]decays, 1024)
 	xs := make([]float64, 1024)
 	for i := range fs {
-		fs[i] = decayFactors(rng.ExpFloat64() * 0.01)
+		fs[i] = decayFactors(int64(rng.ExpFloat64() * 1e7))
 		xs[i] = float64(60 + rng.IntN(1455))
 	}
 	return fs, xs
@@ -213,4 +213,38 @@ func BenchmarkSIMDCaptureDecode(b *testing.B) {
 	b.ReportMetric(float64(pkts[0])/cpu[0].Seconds(), "scalar-pkts/CPU-s")
 	b.ReportMetric(float64(pkts[1])/cpu[1].Seconds(), "simd-pkts/CPU-s")
 	b.ReportMetric(ratios[len(ratios)/2], "median-speedup")
+}
+
+// TestDecaySIMD: the vector decay factors are setDecay's bit for bit, for
+// steps from 1 ns to the largest int64, at the edges of fmath.Exp2Poly's
+// range and on random steps.
+func TestDecaySIMD(t *testing.T) {
+	if !simdActive {
+		t.Skip("the CPU lacks AVX-512: update runs the scalar code")
+	}
+	steps := []int64{1, 2, 999, 1000, 1001, 1e9, 1e9 + 1, 2e11, 1e12, 1e13, 1e14, 1<<53 + 1, 1 << 62, math.MaxInt64}
+	// Where -λ·dt crosses Exp2PolyMin for λ = 5, 3, 1, 0.1, 0.01.
+	for _, l := range []float64{5, 3, 1, 0.1, 0.01} {
+		edge := int64(1000 / l * 1e9)
+		for d := int64(-3); d <= 3; d++ {
+			steps = append(steps, edge+d)
+		}
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 200_000 {
+		steps = append(steps, int64(math.Exp2(rng.Float64()*62)))
+	}
+	for _, dt := range steps {
+		var want, got decays
+		setDecay(&want, dt)
+		decaySIMD(&got, dt)
+		if string(bytesOf(&got)) != string(bytesOf(&want)) {
+			t.Fatalf("step %d ns: SIMD %v, scalar %v", dt, got, want)
+		}
+		for i, f := range want {
+			if !(f >= 0 && f <= 1) || i >= 6 && f != 1 || want[3] != want[2] {
+				t.Fatalf("step %d ns: factors %v", dt, want)
+			}
+		}
+	}
 }

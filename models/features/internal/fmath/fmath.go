@@ -9,6 +9,10 @@
 // change; on the platforms where the math package uses its own assembly
 // (arm64, loong64, s390x) fmath_std.go calls the math package instead.
 //
+// Exp2Poly (exp2poly.go) is not from the math package: an exponential
+// defined by operations that vector lanes repeat exactly, for netflow/v1's
+// decay factors.
+//
 // Why a copy: in nethost/v1 and netflow/v1 the decay factors (exp2) and
 // the log-scaled features (log1p) were 7-10% of a scan's CPU, most of it
 // call overhead and special-case tests.

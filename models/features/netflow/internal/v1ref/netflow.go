@@ -148,7 +148,7 @@ func advance(last *int64, now int64) decays {
 		return decayFactors(0)
 	}
 	*last = now
-	return decayFactors(float64(dt) * 1e-9)
+	return decayFactors(dt)
 }
 
 // Extract updates the state with p and writes its Dim features to out,

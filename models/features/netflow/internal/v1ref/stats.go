@@ -1,6 +1,10 @@
 package v1ref
 
-import "math"
+import (
+	"math"
+
+	"github.com/vigil-edge/vigil/models/features/internal/fmath"
+)
 
 // Decay windows. Index i of every per-λ array refers to lambdas[i]. The
 // first nLo windows are fast (their state stays small and is kept in
@@ -22,27 +26,22 @@ type float interface{ ~float32 | ~float64 }
 // decays holds the decay factor 2^(-λ·Δt) of every window.
 type decays [nLambda]float64
 
-// decayFactors returns 2^(-λ·dt) for every λ; dt in seconds. dt <= 0 (a
-// repeated or out-of-order timestamp) means no decay, as in AfterImage.
-func decayFactors(dt float64) decays {
-	if !(dt > 0) { // also NaN
+// decayRates holds -λ per nanosecond.
+var decayRates = [nLambda]float64{-5e-9, -3e-9, -1e-9, -1e-10, -1e-11}
+
+// decayFactors returns 2^(-λ·dt) for every λ; dt in nanoseconds. dt <= 0
+// (a repeated or out-of-order timestamp) means no decay, as in AfterImage.
+// Each factor is fmath.Exp2Poly of -λ·dt (the exponential that the SIMD
+// code computes lane by lane).
+func decayFactors(dt int64) decays {
+	if dt <= 0 {
 		return decays{1, 1, 1, 1, 1}
 	}
-	// One exp2 and a few products: f(0.1)=f(0.01)^10, f(1)=f(0.1)^10,
-	// f(3)=f(1)^3, f(5)=f(3)·f(1)^2. Relative error stays near 1e-15.
-	e := math.Exp2(-0.01 * dt)
-	e2 := e * e
-	e4 := e2 * e2
-	e8 := e4 * e4
-	f01 := e8 * e2
-	g2 := f01 * f01
-	g4 := g2 * g2
-	g8 := g4 * g4
-	f1 := g8 * g2
-	f12 := f1 * f1
-	f3 := f12 * f1
-	f5 := f3 * f12
-	return decays{f5, f3, f1, f01, e}
+	var f decays
+	for i := range f {
+		f[i] = fmath.Exp2Poly(float64(float64(dt) * decayRates[i])) // rounded: no fused multiply-add
+	}
+	return f
 }
 
 // stat1 is one damped 1D statistic (AfterImage incStat) in Welford form:

@@ -63,8 +63,9 @@ func setDecay(f *decays, dt int64) {
 var ones = decays{1, 1, 1, 1, 1, 1, 1, 1}
 
 // decayCache computes the decay factors of the time steps. The SIMD code
-// computes the factors of every step (decaySIMD, a few dozen vector
-// instructions without a branch); the scalar code remembers the factors of
+// computes the factors of a step (decaySIMD, a few dozen vector
+// instructions without a branch) unless it is the step of the call before;
+// the scalar code remembers the factors of
 // recent time steps in a direct-mapped table, allocated at its first use.
 // The tables' clocks often agree (the channel and the jitter of a packet,
 // or its MAC+IP and its channel, were often last seen by the same earlier
@@ -72,7 +73,8 @@ var ones = decays{1, 1, 1, 1, 1, 1, 1, 1}
 // the reference capture a packet needs 3.4 sets of factors (twins, see
 // Extractor.update, need none) and 25% of them miss this table.
 type decayCache struct {
-	cur decays // the SIMD code's factors of the last step
+	cur decays // the SIMD code's factors of the step dt
+	dt  int64
 	e   *[dcSize]dcEntry
 }
 
@@ -97,7 +99,10 @@ func (c *decayCache) advance(last *int64, now int64) *decays {
 	}
 	*last = now
 	if simdActive {
-		decaySIMD(&c.cur, dt)
+		if dt != c.dt { // else the factors are there: a packet's tables often share a clock
+			c.dt = dt
+			decaySIMD(&c.cur, dt)
+		}
 		return &c.cur
 	}
 	if c.e == nil {
@@ -372,23 +377,31 @@ func (s *multi2) fresh(d int, x float64, out *[7 * nLambda]float32) {
 	}
 }
 
-// The twins functions report whether two statistics hold the same bytes
+// The twins functions (twins1 and twins2: stats_scalar.go,
+// stats_simd_amd64.go) report whether two statistics hold the same bytes
 // (and so evolve identically). Float comparison would call +0 and -0
-// equal and NaN unequal; the arrays compare with the runtime's vector
-// memequal. Padding bytes take part: should they differ, the twins are
-// merely computed twice.
+// equal and NaN unequal; twinsBytes compares the arrays with the runtime's
+// memequal, the SIMD code with a few 64-byte compares. Padding bytes take
+// part: should they differ, the twins are merely computed twice.
 type (
 	words1 = [unsafe.Sizeof(multi1{}) / 4]uint32
 	words2 = [unsafe.Sizeof(multi2{}) / 4]uint32
 )
 
-func twins1(a, b *multi1) bool {
+func twinsBytes1(a, b *multi1) bool {
 	return *(*words1)(unsafe.Pointer(a)) == *(*words1)(unsafe.Pointer(b))
 }
 
-func twins2(a, b *multi2) bool {
+func twinsBytes2(a, b *multi2) bool {
 	return *(*words2)(unsafe.Pointer(a)) == *(*words2)(unsafe.Pointer(b))
 }
+
+// The SIMD twins compare 64-byte blocks: multi1 needs at least one, multi2
+// three. A negative difference does not compile.
+const (
+	_ = unsafe.Sizeof(multi1{}) - 64
+	_ = unsafe.Sizeof(multi2{}) - 3*64
+)
 
 // The word views above need sizes that are multiples of 4.
 var _ = [1]struct{}{}[unsafe.Sizeof(multi1{})%4+unsafe.Sizeof(multi2{})%4]

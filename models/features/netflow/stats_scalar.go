@@ -23,3 +23,9 @@ func (s *multi2) update(f *decays, d int, x float64, out *[7 * nLambda]float32) 
 
 // decaySIMD is not called in this build (simdActive is false).
 func decaySIMD(f *decays, dt int64) { setDecay(f, dt) }
+
+// twins1 reports whether a and b hold the same bytes.
+func twins1(a, b *multi1) bool { return twinsBytes1(a, b) }
+
+// twins2 reports whether a and b hold the same bytes.
+func twins2(a, b *multi2) bool { return twinsBytes2(a, b) }

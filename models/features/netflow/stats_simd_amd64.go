@@ -359,3 +359,48 @@ func (s *multi2) fast(f *decays, d int, x float64, h *[7][4]float32, out *[7 * n
 	o2.GetLo().GetLo().Store((*[4]float32)(out[31:35]))
 	archsimd.ClearAVXUpperBits()
 }
+
+// twins1 reports whether a and b hold the same bytes.
+func twins1(a, b *multi1) bool {
+	if simdActive {
+		return twins1SIMD(a, b)
+	}
+	return twinsBytes1(a, b)
+}
+
+// twins2 reports whether a and b hold the same bytes.
+func twins2(a, b *multi2) bool {
+	if simdActive {
+		return twins2SIMD(a, b)
+	}
+	return twinsBytes2(a, b)
+}
+
+// twins1SIMD is twinsBytes1 with two 64-byte compares, the second
+// overlapping the first (wide code, see above).
+//
+//go:noinline
+func twins1SIMD(a, b *multi1) bool {
+	pa, pb := (*words1)(unsafe.Pointer(a)), (*words1)(unsafe.Pointer(b))
+	// Each compare's mask is moved to a general register before the next:
+	// combining the masks as vectors made the compiler keep a 512-bit
+	// value past ClearAVXUpperBits.
+	m0 := archsimd.LoadUint32x16((*[16]uint32)(pa[0:16])).Equal(archsimd.LoadUint32x16((*[16]uint32)(pb[0:16]))).ToBits()
+	m1 := archsimd.LoadUint32x16((*[16]uint32)(pa[len(pa)-16:])).Equal(archsimd.LoadUint32x16((*[16]uint32)(pb[len(pb)-16:]))).ToBits()
+	archsimd.ClearAVXUpperBits()
+	return m0&m1 == 0xffff
+}
+
+// twins2SIMD is twinsBytes2 with four 64-byte compares, the last
+// overlapping the third (wide code).
+//
+//go:noinline
+func twins2SIMD(a, b *multi2) bool {
+	pa, pb := (*words2)(unsafe.Pointer(a)), (*words2)(unsafe.Pointer(b))
+	m0 := archsimd.LoadUint32x16((*[16]uint32)(pa[0:16])).Equal(archsimd.LoadUint32x16((*[16]uint32)(pb[0:16]))).ToBits()
+	m1 := archsimd.LoadUint32x16((*[16]uint32)(pa[16:32])).Equal(archsimd.LoadUint32x16((*[16]uint32)(pb[16:32]))).ToBits()
+	m2 := archsimd.LoadUint32x16((*[16]uint32)(pa[32:48])).Equal(archsimd.LoadUint32x16((*[16]uint32)(pb[32:48]))).ToBits()
+	m3 := archsimd.LoadUint32x16((*[16]uint32)(pa[len(pa)-16:])).Equal(archsimd.LoadUint32x16((*[16]uint32)(pb[len(pb)-16:]))).ToBits()
+	archsimd.ClearAVXUpperBits()
+	return m0&m1&m2&m3 == 0xffff
+}

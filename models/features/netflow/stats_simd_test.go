@@ -248,3 +248,37 @@ func TestDecaySIMD(t *testing.T) {
 		}
 	}
 }
+
+// TestTwinsSIMD: the vector twin checks agree with the byte comparison on
+// equal statistics and on statistics that differ in any one byte.
+func TestTwinsSIMD(t *testing.T) {
+	if !simdActive {
+		t.Skip("the CPU lacks AVX-512")
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	var a1, b1 multi1
+	var a2, b2 multi2
+	for _, p := range [][]byte{bytesOf(&a1), bytesOf(&a2)} {
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+	}
+	b1, b2 = a1, a2
+	if !twins1SIMD(&a1, &b1) || !twins2SIMD(&a2, &b2) {
+		t.Fatal("equal statistics are not twins")
+	}
+	for i := range bytesOf(&a1) {
+		bytesOf(&b1)[i] ^= 1 << (i % 8)
+		if twins1SIMD(&a1, &b1) || twinsBytes1(&a1, &b1) {
+			t.Fatalf("multi1 differing in byte %d: twins", i)
+		}
+		bytesOf(&b1)[i] = bytesOf(&a1)[i]
+	}
+	for i := range bytesOf(&a2) {
+		bytesOf(&b2)[i] ^= 1 << (i % 8)
+		if twins2SIMD(&a2, &b2) || twinsBytes2(&a2, &b2) {
+			t.Fatalf("multi2 differing in byte %d: twins", i)
+		}
+		bytesOf(&b2)[i] = bytesOf(&a2)[i]
+	}
+}

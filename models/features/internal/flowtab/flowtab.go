@@ -17,17 +17,21 @@ import (
 // seen one is evicted (a bucketed LRU).
 const probeWindow = 8
 
-// entry is one table entry. K and V must hold no pointers, so the backing
+// entry is one table entry: key, clock and value, so that a lookup that
+// hits reads the tag array and the entry's first cache line (key and
+// clock) before the value. K and V must hold no pointers, so the backing
 // arrays are never scanned by the garbage collector.
 type entry[K comparable, V any] struct {
-	key K
-	val V
+	key  K
+	last int64 // time (ns) of the entry's latest packet: decay clock and LRU clock
+	val  V
 }
 
 // Table is a bounded open-addressing hash table with bounded linear probing
 // and least-recently-seen eviction. It never deletes, so an empty slot ends
-// every probe sequence. Probing reads only the tag and clock arrays (one or
-// two cache lines); the entry itself is touched once.
+// every probe sequence. Probing reads the tag array (one or two cache
+// lines) and the entries whose tag matches; the clocks of a window are read
+// only to pick the entry to evict.
 //
 // The slot arrays start small and double (rehashing every entry) when half
 // full or when a key's probe window is full, up to the capacity: memory
@@ -40,7 +44,6 @@ type entry[K comparable, V any] struct {
 // evicted depends on slot positions, like on the hash seed).
 type Table[K comparable, V any] struct {
 	tags      []uint32 // 32 bits of the key's hash, low bit set; 0 = empty
-	last      []int64  // time (ns) of the entry's latest packet: decay clock and LRU clock
 	entries   []entry[K, V]
 	hashes    []uint64 // the full hash of each slot's key (rehashing on growth)
 	mask      uint64
@@ -74,7 +77,7 @@ func (t *Table[K, V]) alloc(n int) {
 	t.mem = nil
 	var e entry[K, V]
 	esz := int(unsafe.Sizeof(e))
-	if size := n * (esz + 8 + 8 + 4); t.offHeap && size >= mapMin {
+	if size := n * (esz + 8 + 4); t.offHeap && size >= mapMin {
 		if m := newMapping(size); m != nil {
 			// Entries, then the 8-byte and the 4-byte arrays: n is a power
 			// of two of at least 8 and the mapping is page-aligned, so each
@@ -82,14 +85,12 @@ func (t *Table[K, V]) alloc(n int) {
 			base := unsafe.Pointer(unsafe.SliceData(m.r.mem))
 			t.entries = unsafe.Slice((*entry[K, V])(base), n)
 			t.hashes = unsafe.Slice((*uint64)(unsafe.Add(base, n*esz)), n)
-			t.last = unsafe.Slice((*int64)(unsafe.Add(base, n*(esz+8))), n)
-			t.tags = unsafe.Slice((*uint32)(unsafe.Add(base, n*(esz+16))), n)
+			t.tags = unsafe.Slice((*uint32)(unsafe.Add(base, n*(esz+8))), n)
 			t.mem = m
 			return
 		}
 	}
 	t.tags = make([]uint32, n)
-	t.last = make([]int64, n)
 	t.entries = make([]entry[K, V], n)
 	t.hashes = make([]uint64, n)
 }
@@ -99,10 +100,10 @@ func (t *Table[K, V]) alloc(n int) {
 // growth is deterministic. Pointers returned earlier become invalid (and
 // the old arrays, if mapped, are unmapped at once).
 func (t *Table[K, V]) grow() {
-	tags, last, entries, hashes, old := t.tags, t.last, t.entries, t.hashes, t.mem
+	tags, entries, hashes, old := t.tags, t.entries, t.hashes, t.mem
 	for n := 2 * len(tags); ; n *= 2 {
 		t.alloc(n)
-		if t.rehash(tags, last, entries, hashes, n >= t.capacity) {
+		if t.rehash(tags, entries, hashes, n >= t.capacity) {
 			old.free()
 			return
 		}
@@ -113,7 +114,7 @@ func (t *Table[K, V]) grow() {
 // rehash inserts the old slots' entries; when a key's window is full it
 // gives up (false), unless drop is set (full capacity), where such an entry
 // is dropped and counted as an eviction.
-func (t *Table[K, V]) rehash(tags []uint32, last []int64, entries []entry[K, V], hashes []uint64, drop bool) bool {
+func (t *Table[K, V]) rehash(tags []uint32, entries []entry[K, V], hashes []uint64, drop bool) bool {
 	for j, tag := range tags {
 		if tag == 0 {
 			continue
@@ -122,7 +123,7 @@ func (t *Table[K, V]) rehash(tags []uint32, last []int64, entries []entry[K, V],
 		placed := false
 		for range probeWindow {
 			if t.tags[i] == 0 {
-				t.tags[i], t.last[i], t.entries[i], t.hashes[i] = tag, last[j], entries[j], hashes[j]
+				t.tags[i], t.entries[i], t.hashes[i] = tag, entries[j], hashes[j]
 				placed = true
 				break
 			}
@@ -167,46 +168,52 @@ func (t *Table[K, V]) Acquire(k *K, h uint64, now int64) (v *V, last *int64, cre
 
 func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (v *V, last *int64, created, ok bool) {
 	tag := uint32(h>>32) | 1
-	i := h & t.mask
-	victim := -1
+	i0 := h & t.mask
+	i := i0
 	for range probeWindow {
 		switch t.tags[i] {
 		case tag:
 			if e := &t.entries[i]; e.key == *k {
-				return &e.val, &t.last[i], false, true
+				return &e.val, &e.last, false, true
 			}
 		case 0:
 			t.used++
 			t.tags[i] = tag
-			t.last[i] = now
 			t.hashes[i] = h
-			t.entries[i].key = *k
-			return &t.entries[i].val, &t.last[i], true, true
-		}
-		if victim < 0 || t.last[i] < t.last[victim] {
-			victim = int(i)
+			e := &t.entries[i]
+			e.key, e.last = *k, now
+			return &e.val, &e.last, true, true
 		}
 		i = (i + 1) & t.mask
 	}
 	if !evict {
 		return nil, nil, false, false
 	}
+	// The window is full: evict its least recently seen entry (the first
+	// of equals).
+	victim := i0
+	for range probeWindow - 1 {
+		i0 = (i0 + 1) & t.mask
+		if t.entries[i0].last < t.entries[victim].last {
+			victim = i0
+		}
+	}
 	t.evictions++
 	t.tags[victim] = tag
-	t.last[victim] = now
 	t.hashes[victim] = h
-	t.entries[victim] = entry[K, V]{key: *k}
-	return &t.entries[victim].val, &t.last[victim], true, true
+	t.entries[victim] = entry[K, V]{key: *k, last: now}
+	e := &t.entries[victim]
+	return &e.val, &e.last, true, true
 }
 
-// Prefetch loads the memory a lookup of hash h starts with (the tag, the
-// clock and the first cache line of the entry of the key's first slot)
+// Prefetch loads the memory a lookup of hash h starts with (the tag and
+// the first cache line of the entry, key and clock, of the key's first slot)
 // into the cache and returns a value of no meaning: callers add it to a
 // field so that the loads are kept. Calling it for a few keys before
 // looking them up lets their cache misses overlap. It changes nothing.
 func (t *Table[K, V]) Prefetch(h uint64) uint64 {
 	i := h & t.mask
-	return uint64(t.tags[i]) + uint64(t.last[i]) + uint64(*(*byte)(unsafe.Pointer(&t.entries[i])))
+	return uint64(t.tags[i]) + uint64(*(*byte)(unsafe.Pointer(&t.entries[i])))
 }
 
 // Lookup returns the entry of k and its clock, or nil when absent.
@@ -217,7 +224,7 @@ func (t *Table[K, V]) Lookup(k *K, h uint64) (*V, *int64) {
 		switch t.tags[i] {
 		case tag:
 			if e := &t.entries[i]; e.key == *k {
-				return &e.val, &t.last[i]
+				return &e.val, &e.last
 			}
 		case 0:
 			return nil, nil
@@ -229,8 +236,7 @@ func (t *Table[K, V]) Lookup(k *K, h uint64) (*V, *int64) {
 
 // EntryBytes is the memory per slot: key, statistics, tag, clock and hash.
 func (t *Table[K, V]) EntryBytes() int {
-	return int(unsafe.Sizeof(t.entries[0])) + int(unsafe.Sizeof(t.tags[0])) + int(unsafe.Sizeof(t.last[0])) +
-		int(unsafe.Sizeof(t.hashes[0]))
+	return int(unsafe.Sizeof(t.entries[0])) + int(unsafe.Sizeof(t.tags[0])) + int(unsafe.Sizeof(t.hashes[0]))
 }
 
 // hashing: a fixed-seed multiply-mix (wyhash style). Deterministic, so that

@@ -98,3 +98,43 @@ func TestMappedFileShrinks(t *testing.T) {
 	}
 	t.Logf("%d packets, then: %v", first+len(all), err)
 }
+
+// TestFaultSafe: faultSafe, which newPcapFileReader reads the file header
+// with, turns a fault on a mapped page beyond the file's end (the file
+// shrank after it was mapped: SIGBUS) into the truncated-file error, and
+// lets any other panic through.
+func TestFaultSafe(t *testing.T) {
+	ps := int(pageSize)
+	path := writeFile(t, "f.pcap", bytes.Repeat([]byte{1}, 3*ps))
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := newFileMap(f)
+	if m == nil {
+		t.Skip("the file cannot be mapped here")
+	}
+	defer m.unmap()
+	data, err := m.window(0, 3*ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := faultSafe(func() (byte, error) { return data[2*ps], nil }); v != 1 || err != nil {
+		t.Fatalf("read of a mapped page: %v, %v", v, err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err = faultSafe(func() (byte, error) { return data[2*ps], nil })
+	if !errors.Is(err, errFileShrank) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("read beyond the shrunk file's end: %v, want errFileShrank and io.ErrUnexpectedEOF", err)
+	}
+	defer func() {
+		if r := recover(); r != "not a fault" {
+			t.Fatalf("recovered %v, want the panic that is not a fault", r)
+		}
+	}()
+	_, _ = faultSafe(func() (int, error) { panic("not a fault") })
+	t.Fatal("faultSafe swallowed a panic that is not a fault")
+}

@@ -608,6 +608,9 @@ func TestNetflowBenchReport(t *testing.T) {
 		fmt.Fprintf(&b, "\nPaired with ndpiReader (run back to back in each round; median, min-max over %d rounds): scan %s, netflow/v1 decode + features %s.\n",
 			len(nfVsNdpi), medianRange(scanVsNdpi), medianRange(nfVsNdpi))
 	}
+	if len(nfVsNdpi) > 0 {
+		fmt.Fprintf(&b, "netflow/v1 decode + features against ndpiReader, every round (sorted): %s.\n", ratioList(nfVsNdpi))
+	}
 	if len(psVsScan) > 0 {
 		fmt.Fprintf(&b, "Port scan against benign, paired (the two scans back to back in each round): %s the benign rate.\n", medianRange(psVsScan))
 	}
@@ -630,6 +633,17 @@ func medianRange(r []float64) string {
 		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
 	return fmt.Sprintf("%.2fx (%.2f-%.2fx)", m, s[0], s[len(s)-1])
+}
+
+// ratioList formats ratios sorted, as "1.80 1.95 2.10".
+func ratioList(r []float64) string {
+	s := slices.Clone(r)
+	slices.Sort(s)
+	f := make([]string, len(s))
+	for i, v := range s {
+		f[i] = fmt.Sprintf("%.2f", v)
+	}
+	return strings.Join(f, " ")
 }
 
 func modelNames(in *nfInstall) string {

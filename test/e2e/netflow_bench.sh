@@ -5,7 +5,7 @@
 # the IPC share and RSS, and prints a Markdown section for docs/benchmarks.md
 # (also written to .cache/bench/netflow-report.md).
 # Env: VIGIL_BIN (built binaries, default ./bin), VIGIL_SHARED_DATA,
-# ONNXRUNTIME_LIB, VIGIL_BENCH_PACKETS (default 1000000).
+# ONNXRUNTIME_LIB, VIGIL_BENCH_PACKETS (default 1000000), VIGIL_BENCH_ROUNDS (default 15).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"

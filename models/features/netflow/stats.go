@@ -54,9 +54,13 @@ func decayFactors(dt int64) (f decays) {
 // (internal/v1ref).
 func setDecay(f *decays, dt int64) {
 	d := float64(dt)
-	for i := range f {
+	for i := range nLo {
 		f[i] = fmath.Exp2Poly(float64(d * decayRates[i])) // rounded: no fused multiply-add
 	}
+	for i := hiOff; i < hiOff+nHi; i++ {
+		f[i] = fmath.Exp2Poly(float64(d * decayRates[i]))
+	}
+	f[nLo], f[6], f[7] = f[nLo-1], 1, 1 // lane 3 repeats lane 2 (same rate); lanes 6-7 have rate 0
 }
 
 // ones is the decay of a zero or negative time step: none.
@@ -65,13 +69,13 @@ var ones = decays{1, 1, 1, 1, 1, 1, 1, 1}
 // decayCache computes the decay factors of the time steps. The SIMD code
 // computes the factors of a step (decaySIMD, a few dozen vector
 // instructions without a branch) unless it is the step of the call before;
-// the scalar code remembers the factors of
-// recent time steps in a direct-mapped table, allocated at its first use.
-// The tables' clocks often agree (the channel and the jitter of a packet,
-// or its MAC+IP and its channel, were often last seen by the same earlier
-// packet), and time steps recur (captures have microsecond timestamps): on
-// the reference capture a packet needs 3.4 sets of factors (twins, see
-// Extractor.update, need none) and 25% of them miss this table.
+// the scalar code remembers the factors of recent time steps in a
+// direct-mapped table, allocated at its first use. The tables' clocks often
+// agree (the channel and the jitter of a packet, or its MAC+IP and its
+// channel, were often last seen by the same earlier packet), and time steps
+// recur (captures have microsecond timestamps): on the reference capture a
+// packet needs 3.4 sets of factors (twins, see Extractor.update, need none)
+// and 25% of them miss the scalar code's table.
 type decayCache struct {
 	cur decays // the SIMD code's factors of the step dt
 	dt  int64

@@ -73,15 +73,20 @@ var (
 var (
 	exp2Coef = func() (c [len(fmath.Exp2Coef)]decays) {
 		for n, v := range fmath.Exp2Coef {
-			for i := range c[n] {
-				c[n][i] = v
-			}
+			c[n] = splat(v)
 		}
 		return c
 	}()
-	exp2Min = decays{fmath.Exp2PolyMin, fmath.Exp2PolyMin, fmath.Exp2PolyMin, fmath.Exp2PolyMin,
-		fmath.Exp2PolyMin, fmath.Exp2PolyMin, fmath.Exp2PolyMin, fmath.Exp2PolyMin}
+	exp2Min = splat(fmath.Exp2PolyMin)
 )
+
+// splat returns v in every lane.
+func splat(v float64) (d decays) {
+	for i := range d {
+		d[i] = v
+	}
+	return d
+}
 
 // decaySIMD is setDecay with the lanes of decays as vector lanes:
 // fmath.Exp2Poly's operations in its order, each rounding per lane as the

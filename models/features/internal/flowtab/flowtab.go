@@ -168,8 +168,7 @@ func (t *Table[K, V]) Acquire(k *K, h uint64, now int64) (v *V, last *int64, cre
 
 func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (v *V, last *int64, created, ok bool) {
 	tag := uint32(h>>32) | 1
-	i0 := h & t.mask
-	i := i0
+	i := h & t.mask
 	for range probeWindow {
 		switch t.tags[i] {
 		case tag:
@@ -191,11 +190,11 @@ func (t *Table[K, V]) get(k *K, h uint64, now int64, evict bool) (v *V, last *in
 	}
 	// The window is full: evict its least recently seen entry (the first
 	// of equals).
-	victim := i0
-	for range probeWindow - 1 {
-		i0 = (i0 + 1) & t.mask
-		if t.entries[i0].last < t.entries[victim].last {
-			victim = i0
+	victim := h & t.mask
+	for j, i := 1, victim; j < probeWindow; j++ {
+		i = (i + 1) & t.mask
+		if t.entries[i].last < t.entries[victim].last {
+			victim = i
 		}
 	}
 	t.evictions++

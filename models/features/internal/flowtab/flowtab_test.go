@@ -103,3 +103,33 @@ func TestAcquireCreated(t *testing.T) {
 		t.Fatal("200 keys in 8 slots evicted nothing")
 	}
 }
+
+// TestEvictsLeastRecent: in a full table of one probe window, a new key
+// replaces the entry with the oldest clock (and the entries' clocks are
+// the ones their keys were given, whatever the slots).
+func TestEvictsLeastRecent(t *testing.T) {
+	tab := New[uint64, int](probeWindow) // one window: every key competes with all
+	clocks := []int64{50, 20, 70, 10, 60, 30, 80, 40}
+	for k, c := range clocks {
+		key := uint64(k)
+		v, last, created := tab.Acquire(&key, Mix(key, 1), c)
+		if !created || *last != c {
+			t.Fatalf("key %d: created %v, clock %d, want a new entry at %d", k, created, *last, c)
+		}
+		*v = k
+	}
+	key := uint64(100)
+	if _, last, created := tab.Acquire(&key, Mix(key, 1), 90); !created || *last != 90 || tab.Evictions() != 1 {
+		t.Fatalf("new key in a full table: created %v, clock %d, evictions %d", created, *last, tab.Evictions())
+	}
+	for k, c := range clocks {
+		key := uint64(k)
+		v, last := tab.Lookup(&key, Mix(key, 1))
+		switch {
+		case c == 10 && v != nil:
+			t.Fatalf("key %d (the oldest clock) survived", k)
+		case c != 10 && (v == nil || *v != k || *last != c):
+			t.Fatalf("key %d (clock %d) lost or changed: %v", k, c, v)
+		}
+	}
+}

@@ -31,6 +31,7 @@ build: ort
 	  echo "go build $$m"; CGO_ENABLED=1 $(GO) build -trimpath -buildmode=pie -ldflags "$(LDFLAGS)" -o $(BIN)/ ./$$m || exit 1; \
 	done
 	@install -m 0644 "$(ORT_LIB)" $(BIN)/lib/libonnxruntime.so
+	@rm -f $(BIN)/models/*.vgb
 	@for b in models/baseline/*.vgb; do [ -f "$$b" ] && install -m 0644 "$$b" $(BIN)/models/ || true; done
 
 ort:

@@ -52,6 +52,8 @@ func Sets() []FeatureSet {
 			New: func() Extractor { return netflow.New(netflow.Config{HashSeed: 1}) }},
 		{Name: nethost.Name, Dim: nethost.Dim, Names: nethost.Names,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1}) }},
+		{Name: nethost.NameV2, Dim: nethost.DimV2, Names: nethost.NamesV2,
+			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V2: true}) }},
 	}
 }
 

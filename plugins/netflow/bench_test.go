@@ -9,7 +9,7 @@ import (
 // BenchmarkScoreReference scores the first 200,000 packets of the 1M-packet
 // reference capture (.cache/bench/netflow-ref-1000000.pcap, built by
 // test/e2e/netflow_bench.sh; VIGIL_NETFLOW_REF overrides the path) with the
-// shipped nethost/v1 model, in ring-sized batches of 4096, as the plugin does
+// shipped nethost model, in ring-sized batches of 4096, as the plugin does
 // during `vigil-agent scan`: the plugin's share of the scan's CPU, in
 // ns/packet. Each iteration starts from a fresh detector (not timed).
 func BenchmarkScoreReference(b *testing.B) {

@@ -43,7 +43,7 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	bundles := baselineBundles(t)
-	model, err := filepath.Abs(filepath.Join("../../models/baseline", "nethost-1.vgb"))
+	model, err := filepath.Abs(filepath.Join("../../models/baseline", "nethost-2.vgb"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Package netflow is Vigil's packet anomaly detector (the plugin binary
 // vigil-detector-netflow): it computes two feature sets per packet, Kitsune's
 // per-stream statistics (models/features/netflow, netflow/v1) and per-source
-// evidence over time (models/features/nethost, nethost/v1), scores each with
+// evidence over time (models/features/nethost: nethost/v2, or nethost/v1
+// for older bundles), scores each with
 // its own int8 ONNX model in ONNX Runtime (models/runtime), and flags a packet
 // when either model's score exceeds its threshold. Each anomaly carries the
 // score and threshold of the model with the larger score/threshold ratio,
@@ -9,14 +10,16 @@
 // packet's context (addresses, ports, protocol, time, length) and the model's
 // identity.
 //
-// nethost/v1 vectors are scored per source rather than per packet: a
+// nethost vectors are scored per source rather than per packet: a
 // packet whose source's vector has not changed materially since that
 // source's last scored vector reuses its score (hostcache.go).
 //
-// One bundle is loaded per feature set: LoadModel puts a bundle into the slot
-// of its manifest's feature set (a newer bundle of the same set replaces the
-// old one; a bundle of another set, dimension or detector is refused and the
-// active models stay). Scoring runs one reused session per model with
+// One bundle is loaded per slot: LoadModel puts a bundle into the slot of its
+// manifest's feature set (netflow/v1; nethost/v1 or nethost/v2 share the
+// per-source slot), and a newer bundle of the slot replaces the old one. A
+// bundle of nethost/v2 replacing one of nethost/v1 (or back) restarts the
+// per-source state cold, as nethost/v2 keeps more of it. A bundle of another
+// set, dimension or detector is refused and the active models stay. Scoring runs one reused session per model with
 // pre-allocated tensors and one intra-op thread.
 //
 // Per-sensor calibration (Options.Calibrate): for a grace period of packet
@@ -79,8 +82,20 @@ const (
 	nslots
 )
 
-var setNames = [nslots]string{nffeat.Name, nhfeat.Name}
-var setDims = [nslots]int{nffeat.Dim, nhfeat.Dim}
+// slotSets are the feature sets each slot accepts, with their dimensions.
+var slotSets = [nslots][]struct {
+	name string
+	dim  int
+}{
+	slotNetflow: {{nffeat.Name, nffeat.Dim}},
+	slotNethost: {{nhfeat.NameV2, nhfeat.DimV2}, {nhfeat.Name, nhfeat.Dim}},
+}
+
+// slotNames names the slots in logs.
+var slotNames = [nslots]string{"netflow", "nethost"}
+
+// maxDims are the largest dimensions of each slot's sets (buffer sizes).
+var maxDims = [nslots]int{nffeat.Dim, nhfeat.DimV2}
 
 // Options configure the detector.
 type Options struct {
@@ -148,6 +163,7 @@ type Detector struct {
 	// model loads (a feature set without a model is not computed).
 	nf    *nffeat.Extractor
 	nh    *nhfeat.Extractor
+	dims  [nslots]int // dimension of the feature set each slot computes now
 	seeds [nslots]uint64
 	feats [nslots][]float32
 	ratio []float32
@@ -155,12 +171,12 @@ type Detector struct {
 	rsc   []float32         // raw scores of the current chunk's packets, per slot
 	con   [nslots][]float32 // contributions of the current chunk's scored rows, per slot
 
-	// nethost/v1 score reuse (hostcache.go); nil with Options.NoReuse.
+	// nethost score reuse (hostcache.go); nil with Options.NoReuse.
 	cache  *hostCache
 	ref    []int32   // per packet: scored row (>= 0), or -1-k: contributions in hitCon[k·Dim:]
 	rowsc  []float32 // scores of the scored rows
 	hitCon []float32
-	raw    nhfeat.Raw // the current packet's raw nethost/v1 features
+	raw    nhfeat.Raw // the current packet's raw nethost features
 
 	// anomaly pre-aggregation (aggregate.go); nil with Options.NoAggregate.
 	agg *aggState
@@ -228,11 +244,11 @@ func New(log *slog.Logger, opts Options) *Detector {
 	return d
 }
 
-// Info implements sdk.Detector. Dim is netflow/v1's; nethost/v1 (dim 20) is
-// the second accepted feature set.
+// Info implements sdk.Detector. Dim is netflow/v1's; nethost/v2 and
+// nethost/v1 are the other accepted feature sets.
 func (d *Detector) Info() sdk.Info {
 	return sdk.Info{Name: Name, Version: Version, EventKind: sdk.EventPacket,
-		FeatureSets: []string{nffeat.Name, nhfeat.Name}, Dim: nffeat.Dim}
+		FeatureSets: []string{nffeat.Name, nhfeat.NameV2, nhfeat.Name}, Dim: nffeat.Dim}
 }
 
 // LoadModel implements sdk.Detector: it reads the bundle strictly, checks
@@ -247,19 +263,21 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 		return sdk.ModelInfo{}, err
 	}
 	man := b.Manifest
-	slot := -1
-	for i, n := range setNames {
-		if man.FeatureSet == n {
-			slot = i
+	slot, dim := -1, 0
+	for i, sets := range slotSets {
+		for _, fs := range sets {
+			if man.FeatureSet == fs.name {
+				slot, dim = i, fs.dim
+			}
 		}
 	}
 	switch {
 	case man.Detector != Name:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: made for detector %q, not %q", path, man.Detector, Name)
 	case slot < 0:
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s or %s)", path, man.FeatureSet, nffeat.Name, nhfeat.Name)
-	case man.Dim != setDims[slot]:
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, setDims[slot], man.Dim)
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s, %s or %s)", path, man.FeatureSet, nffeat.Name, nhfeat.NameV2, nhfeat.Name)
+	case man.Dim != dim:
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, dim, man.Dim)
 	}
 	// One Score call per batch; the scorer runs it in runs of the checked
 	// run size, on pre-allocated tensors.
@@ -276,16 +294,19 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 		scorer: sc,
 		ctxVer: strconv.FormatUint(man.Version, 10),
 	}
-	if slot == slotNetflow {
+	switch man.FeatureSet {
+	case nffeat.Name:
 		m.names = nffeat.Names()
-	} else {
+	case nhfeat.NameV2:
+		m.names = nhfeat.NamesV2()
+	default:
 		m.names = nhfeat.Names()
 	}
 	if v := math.Float32frombits(d.calThr[slot].Load()); v > m.thr {
 		m.thr = v
 	}
 	d.mu.Lock()
-	d.allocSlot(slot)
+	d.allocSlot(slot, man.FeatureSet, dim)
 	if d.cache != nil && slot == slotNethost {
 		d.cache.reset() // scores of the old model
 	}
@@ -299,31 +320,38 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	return m.info, nil
 }
 
-// allocSlot allocates the feature state and buffers of a slot; the caller
-// holds d.mu.
-func (d *Detector) allocSlot(s int) {
-	if d.feats[s] != nil {
-		return
-	}
+// allocSlot allocates the feature state and buffers of a slot for feature
+// set name of dimension dim; a slot that computes another set (nethost/v1
+// and nethost/v2) gets a new extractor, with cold state. The caller holds
+// d.mu.
+func (d *Detector) allocSlot(s int, name string, dim int) {
 	n := d.opts.MaxBatch
-	d.feats[s] = make([]float32, n*setDims[s])
-	d.con[s] = make([]float32, n*setDims[s])
+	if d.feats[s] == nil {
+		d.feats[s] = make([]float32, n*maxDims[s])
+		d.con[s] = make([]float32, n*maxDims[s])
+	}
 	switch s {
 	case slotNetflow:
-		d.nf = nffeat.New(nffeat.Config{MaxSockets: d.opts.MaxSockets, MaxChannels: d.opts.MaxChannels,
-			MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s]})
+		if d.nf == nil {
+			d.nf = nffeat.New(nffeat.Config{MaxSockets: d.opts.MaxSockets, MaxChannels: d.opts.MaxChannels,
+				MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s]})
+		}
 	case slotNethost:
-		d.nh = nhfeat.New(nhfeat.Config{MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s]})
-		if !d.opts.NoReuse {
+		if d.nh == nil || d.nh.Name() != name {
+			d.nh = nhfeat.New(nhfeat.Config{MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s], V2: name == nhfeat.NameV2})
+		}
+		if !d.opts.NoReuse && d.cache == nil {
 			d.cache = newHostCache(d.seeds[s])
 			d.ref = make([]int32, n)
 			d.rowsc = make([]float32, n)
-			d.hitCon = make([]float32, n*nhfeat.Dim)
+			d.hitCon = make([]float32, n*maxDims[s])
 		}
 	}
+	d.dims[s] = dim
 }
 
-// primary is the model Health reports: netflow/v1's, else nethost/v1's.
+// primary is the model Health reports: netflow/v1's, else the nethost
+// model's.
 func (d *Detector) primary() sdk.ModelInfo {
 	for i := range d.models {
 		if m := d.models[i].Load(); m != nil {
@@ -425,7 +453,7 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 
 // scoreEach computes and scores every packet's vector of slot s.
 func (d *Detector) scoreEach(s int, pkts []event.Packet, m *model, scores []float32) error {
-	n, dim := len(pkts), setDims[s]
+	n, dim := len(pkts), d.dims[s]
 	feats := d.feats[s]
 	if s == slotNetflow {
 		// The batch form probes the table slots of a few packets ahead,
@@ -445,18 +473,18 @@ func (d *Detector) scoreRows(s int, m *model, n int, scores []float32) error {
 	if n == 0 {
 		return nil
 	}
-	dim := setDims[s]
+	dim := d.dims[s]
 	if err := m.scorer.ScoreInto(d.feats[s][:n*dim], n, scores[:n], d.con[s][:n*dim]); err != nil {
 		return fmt.Errorf("score %s: %w", m.info.FeatureSet, err)
 	}
 	return nil
 }
 
-// scoreReuse computes every packet's nethost/v1 vector and scores only the
+// scoreReuse computes every packet's nethost vector and scores only the
 // vectors that changed materially since their source's last scored one
 // (hostcache.go); the other packets get that score and its contributions.
 func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) error {
-	const dim = nhfeat.Dim
+	dim := d.dims[slotNethost]
 	c := d.cache
 	c.pending = c.pending[:0]
 	feats := d.feats[slotNethost]
@@ -529,7 +557,7 @@ func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) e
 
 // contrib returns the contributions of packet i's vector of slot s.
 func (d *Detector) contrib(s, i int) []float32 {
-	dim := setDims[s]
+	dim := d.dims[s]
 	if s == slotNethost && d.cache != nil {
 		r := int(d.ref[i])
 		if r < 0 {
@@ -571,7 +599,7 @@ func (d *Detector) finishCalibration() {
 			nm.thr = float32(q)
 			d.models[s].Store(&nm)
 		}
-		d.log.Info("per-sensor calibration done", "feature_set", setNames[s], "samples", len(sc),
+		d.log.Info("per-sensor calibration done", "slot", slotNames[s], "samples", len(sc),
 			"quantile", d.opts.CalibrateQuantile, "local", q, "threshold", d.activeThreshold(s))
 	}
 	d.calDone.Store(true)
@@ -635,10 +663,11 @@ func (d *Detector) updateMem() {
 		}
 	}
 	if d.nh != nil {
-		b := d.nh.Stats()
-		mem += b.MemoryBytes
-		ev += b.Evictions
-		ent += int64(b.Entries)
+		for _, b := range []nhfeat.Stats{d.nh.Stats(), d.nh.PairStats()} {
+			mem += b.MemoryBytes
+			ev += b.Evictions
+			ent += int64(b.Entries)
+		}
 	}
 	if d.cache != nil {
 		mem += int64(len(d.cache.entries)) * int64(unsafe.Sizeof(hostEntry{}))
@@ -676,7 +705,7 @@ func (d *Detector) Health(_ context.Context) sdk.Health {
 	for s := range nslots {
 		if m := d.models[s].Load(); m != nil {
 			loaded++
-			h.Stats["threshold_micro_"+setNames[s]] = uint64(float64(m.thr) * 1e6)
+			h.Stats["threshold_micro_"+m.info.FeatureSet] = uint64(float64(m.thr) * 1e6)
 		}
 	}
 	switch {

@@ -8,9 +8,9 @@ import (
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
-// Score reuse for nethost/v1.
+// Score reuse for nethost (v1 and v2).
 //
-// nethost/v1 describes a source's aggregated evidence; consecutive packets of
+// nethost describes a source's aggregated evidence; consecutive packets of
 // one source mostly carry almost the same vector (decayed rates a few
 // microseconds apart). Scoring every packet spent most of the plugin's time
 // in ONNX Runtime for scores that differed in the fourth digit. The detector
@@ -46,11 +46,12 @@ type hostEntry struct {
 	row     int32
 	tns     int64 // packet time of the scored vector
 	score   float32
-	vec     [nhfeat.Dim]float32
-	contrib [nhfeat.Dim]float32
+	// A nethost/v1 vector leaves the last ExtraDim values zero.
+	vec     [nhfeat.DimV2]float32
+	contrib [nhfeat.DimV2]float32
 	// lo and hi bound, per feature, the raw values (nhfeat.Raw) whose
 	// feature is surely within the reuse tolerance of vec (setBounds).
-	lo, hi [nhfeat.Dim]float32
+	lo, hi [nhfeat.DimV2]float32
 }
 
 // hostCache is a set-associative cache of hostEntry, least recently scored
@@ -117,12 +118,11 @@ func (c *hostCache) lookup(p *event.Packet) (idx int, fresh bool) {
 	return victim, true
 }
 
-// close reports whether every feature of v is within the tolerance of the
-// entry's scored vector.
+// close reports whether every feature of v (nethost/v1 or v2) is within
+// the tolerance of the entry's scored vector.
 func (e *hostEntry) close(v []float32, abs, rel float32) bool {
-	v = v[:nhfeat.Dim]
-	for j, old := range e.vec {
-		if !within(v[j], old, abs, rel) {
+	for j, x := range v[:min(len(v), len(e.vec))] {
+		if !within(x, e.vec[j], abs, rel) {
 			return false
 		}
 	}
@@ -219,8 +219,8 @@ func (e *hostEntry) setBounds(r *nhfeat.Raw, abs, rel float32) {
 	}
 }
 
-// isLog marks the log-scaled nethost/v1 features (nhfeat.IsLog).
-var isLog = func() (l [nhfeat.Dim]bool) {
+// isLog marks the log-scaled nethost features (nhfeat.IsLog).
+var isLog = func() (l [nhfeat.DimV2]bool) {
 	for j := range l {
 		l[j] = nhfeat.IsLog(j)
 	}

@@ -19,6 +19,7 @@ type Report struct {
 	TrainPackets    int            `json:"train_packets"`
 	HoldoutPackets  int            `json:"holdout_packets"`
 	HoldoutUnionFPR float64        `json:"holdout_union_fpr"`
+	HostSet         string         `json:"host_set"`
 	Models          []ModelReport  `json:"models"`
 	Attacks         []AttackReport `json:"attacks"`
 }
@@ -81,7 +82,7 @@ func (r *Report) write(w io.Writer, _ error) error {
 	}
 	p("; the others are kept in experimental/ (loadable with `vigil-agent scan --bundle`), see the decision below.\n\n")
 	p("## Attack captures (per packet, fresh detector state per capture)\n\n")
-	p("TPR is over the packets sent by the attacker address where the manifest names one; `-` where it does not (detection only). Columns nf/nh: packets flagged by the netflow/v1 and nethost/v1 model.\n\n")
+	p("TPR is over the packets sent by the attacker address where the manifest names one; `-` where it does not (detection only). Columns nf/nh: packets flagged by the netflow/v1 and %s model.\n\n", r.HostSet)
 	p("| capture | what | packets | flagged (nf / nh) | detected | first flag s | attacker | attacker pkts | TPR (nf / nh / any) |\n|---|---|---|---|---|---|---|---|---|\n")
 	det, n := 0, 0
 	for _, a := range r.Attacks {
@@ -107,10 +108,10 @@ func (r *Report) write(w io.Writer, _ error) error {
 	}
 	p("\nDetected (at least one flagged packet): %d of %d captures.\n", det, n)
 	p("\n## Decision: which model ships\n\n")
-	p("On this evaluation the netflow/v1 model (Kitsune features) flags no capture that the nethost/v1 model misses (compare the nf and nh columns), ")
+	p("On this evaluation the netflow/v1 model (Kitsune features) flags no capture that the %s model misses (compare the nf and nh columns), ", r.HostSet)
 	p("and on live traffic it drowns in novelty: in the namespace test (test/e2e/netflow_live_test.go) a few curl downloads of 1 MB between two hosts ")
 	p("pushed its per-channel packet-count features (HH_*_weight, HH_jit_*_weight) far beyond the short sessions it was trained on, and it flagged ")
 	p("about 84%% of the benign packets, with scores up to 100x its threshold. This is the warning of issue 4 reproduced. Until it is trained on a long, ")
-	p("continuous baseline (the lab network of issue 4), only nethost/v1 ships; netflow/v1 stays in experimental/.\n")
+	p("continuous baseline (the lab network of issue 4), only %s ships; netflow/v1 stays in experimental/.\n", r.HostSet)
 	return nil
 }

@@ -41,6 +41,13 @@ type Config struct {
 	// Only, if set, trains and evaluates only this feature set (quick
 	// iterations with -dry-run); the others flag nothing.
 	Only string
+	// Zero names features that are set to 0 in every capture (training,
+	// calibration and evaluation alike; comma-separated): an ablation, to
+	// measure what a feature adds. Use with -dry-run.
+	Zero string
+	// HostSet is the per-source feature set the second model is trained
+	// on: nethost/v1 or nethost/v2.
+	HostSet string
 	// SweepQuant compares the int8 export variants (models/export options) with the float model
 	// and writes a table to stdout instead of training the bundles.
 	SweepQuant bool
@@ -59,10 +66,30 @@ type set struct {
 // feature sets (models/dataset).
 type capFeatures = dataset.Capture
 
-// extractFile runs a capture through the agent's capture code and both
-// feature sets, with fresh extractor state (as `vigil-agent scan` does).
+// extractSets are the feature sets of the trainer's models, in its order,
+// and zeroCols the columns of each that Config.Zero clears (set by Run).
+var (
+	extractSets []dataset.FeatureSet
+	zeroCols    [][]int
+)
+
+// extractFile runs a capture through the agent's capture code and the
+// trainer's feature sets, with fresh extractor state (as `vigil-agent
+// scan` does).
 func extractFile(ctx context.Context, path string) (*capFeatures, error) {
-	return dataset.Extract(ctx, path, dataset.Sets(), dataset.DefaultMaxPackets)
+	cf, err := dataset.Extract(ctx, path, extractSets, dataset.DefaultMaxPackets)
+	if err != nil {
+		return cf, err
+	}
+	for k, cols := range zeroCols {
+		d := extractSets[k].Dim
+		for i := range cf.N {
+			for _, j := range cols {
+				cf.Feats[k][i*d+j] = 0
+			}
+		}
+	}
+	return cf, nil
 }
 
 func listCaptures(dir string) ([]string, error) { return dataset.List(dir) }
@@ -94,11 +121,40 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := runtime.Init(cfg.ORTLib); err != nil {
 		return fmt.Errorf("onnx runtime: %w", err)
 	}
+	if cfg.HostSet == "" {
+		cfg.HostSet = nethost.NameV2
+	}
+	host, err := dataset.Lookup(cfg.HostSet)
+	if err != nil || (host.Name != nethost.Name && host.Name != nethost.NameV2) {
+		return fmt.Errorf("-host %q: want %s or %s", cfg.HostSet, nethost.Name, nethost.NameV2)
+	}
 	sets := []set{
 		{name: netflow.Name, dim: netflow.Dim, names: netflow.Names(),
 			model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
-		{name: nethost.Name, dim: nethost.Dim, names: nethost.Names(),
+		{name: host.Name, dim: host.Dim, names: host.Names(),
 			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
+	}
+	extractSets, zeroCols = nil, make([][]int, len(sets))
+	for k, s := range sets {
+		ds, err := dataset.Lookup(s.name)
+		if err != nil {
+			return err
+		}
+		extractSets = append(extractSets, ds)
+		if cfg.Zero == "" {
+			continue
+		}
+		for _, z := range strings.Split(cfg.Zero, ",") {
+			if j := slices.Index(s.names, z); j >= 0 {
+				zeroCols[k] = append(zeroCols[k], j)
+			}
+		}
+	}
+	if cfg.Zero != "" && !cfg.NoWrite && !cfg.SweepQuant {
+		return fmt.Errorf("-zero is an ablation: use it with -dry-run (its models must not be bundled)")
+	}
+	if n := len(slices.Concat(zeroCols...)); cfg.Zero != "" && n != len(strings.Split(cfg.Zero, ",")) {
+		return fmt.Errorf("-zero %q: %d of the names are features of the trained sets", cfg.Zero, n)
 	}
 
 	// Benign captures: every fifth file (by sorted path) is held out for
@@ -161,7 +217,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return sweepQuant(ctx, cfg, sets, trainCaps, holdCaps, log, os.Stdout)
 	}
 	rep := &Report{
-		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR,
+		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR, HostSet: host.Name,
 		TrainFiles: len(trainCaps), HoldoutFiles: len(holdCaps), SkippedFiles: len(skipped),
 	}
 	var scorers [2]*runtime.Scorer

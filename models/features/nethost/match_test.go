@@ -71,8 +71,17 @@ func TestMatchesReferenceCaptures(t *testing.T) {
 // TestMatchesReferenceRandom: random packets of every kind the extractor
 // tells apart, with repeated, backward, tiny and huge time steps.
 func TestMatchesReferenceRandom(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	pk := make([]event.Packet, 200_000)
+	pk := randomPackets(200_000, 1)
+	compareWithReference(t, "random", pk, Config{})
+	compareWithReference(t, "random (16 hosts)", pk, Config{MaxHosts: 16, HashSeed: 9})
+	compareWithReference(t, "rawTestPackets", rawTestPackets(), Config{HashSeed: 7})
+}
+
+// randomPackets is a random mix of n packets: 40 addresses, few ports,
+// every protocol and role, timestamps that repeat, step back and jump.
+func randomPackets(n int, seed uint64) []event.Packet {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	pk := make([]event.Packet, n)
 	ts := int64(1_700_000_000) * sec
 	for i := range pk {
 		switch rng.IntN(10) {
@@ -118,9 +127,7 @@ func TestMatchesReferenceRandom(t *testing.T) {
 		}
 		pk[i] = p
 	}
-	compareWithReference(t, "random", pk, Config{})
-	compareWithReference(t, "random (16 hosts)", pk, Config{MaxHosts: 16, HashSeed: 9})
-	compareWithReference(t, "rawTestPackets", rawTestPackets(), Config{HashSeed: 7})
+	return pk
 }
 
 // TestFeaturesMatchReferenceEdge: Raw.Features on values no extractor

@@ -140,6 +140,12 @@ type Config struct {
 	MaxHosts int
 	// HashSeed seeds the table hash (see netflow.Config.HashSeed).
 	HashSeed uint64
+	// V2 selects nethost/v2: nethost/v1's features followed by ExtraDim
+	// more (v2.go).
+	V2 bool
+	// MaxPairs caps nethost/v2's table of (source, destination host)
+	// pairs. Default 16384.
+	MaxPairs int
 }
 
 // DefaultMaxHosts is the default table capacity.
@@ -161,6 +167,8 @@ type hostKey struct {
 // counters are the decayed sums of one window.
 type counters struct {
 	initPkts, initBytes, opens, newDst, failedIn, syn, initTCP, odd, icmpReq, arpReq, arpUnsol, dns, dnsBytes float64
+	// icmpBytes is the bytes of the ICMP requests (nethost/v2's icmp_size).
+	icmpBytes float64
 }
 
 type sketch [4]uint64 // 256 bits
@@ -172,6 +180,7 @@ type hostVal struct {
 	win        [2]counters
 	macChanges float64 // decayed with λ = 0.1
 	shortConns float64 // decayed with λ = 0.1
+	beacon     float64 // nethost/v2: longest current run of regular connection starts (decayed with λ = 0.1)
 	arpAsked   float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
 	epoch      int64
 	// distKey and distVal cache the dst_ports and dst_hosts features: the
@@ -198,6 +207,8 @@ type hostVal struct {
 type Extractor struct {
 	seed  uint64
 	hosts flowtab.Table[hostKey, hostVal]
+	// v2 is set for a nethost/v2 extractor: its state and features (v2.go).
+	v2 *v2State
 	// decays memoizes decay's factors of recent time steps in a small
 	// direct-mapped table: the factors are a function of the step alone,
 	// and steps recur (captures have microsecond timestamps; steady
@@ -233,8 +244,29 @@ func New(cfg Config) *Extractor {
 	if cfg.MaxHosts <= 0 {
 		cfg.MaxHosts = DefaultMaxHosts
 	}
-	return &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts),
+	e := &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts),
 		decays: new([decayCacheSize]decayEntry)}
+	if cfg.V2 {
+		e.v2 = newV2(cfg)
+	}
+	return e
+}
+
+// Dim returns the number of features the extractor writes per packet: Dim
+// for nethost/v1, DimV2 for nethost/v2.
+func (e *Extractor) Dim() int {
+	if e.v2 != nil {
+		return DimV2
+	}
+	return Dim
+}
+
+// Name returns the feature set the extractor computes.
+func (e *Extractor) Name() string {
+	if e.v2 != nil {
+		return NameV2
+	}
+	return Name
 }
 
 // ipKey returns the key and hash of an IP address.
@@ -261,7 +293,7 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 		return
 	}
 	*last = now
-	if !v.counted && v.macChanges == 0 && v.shortConns == 0 && v.arpAsked == 0 {
+	if !v.counted && v.macChanges == 0 && v.shortConns == 0 && v.arpAsked == 0 && v.beacon == 0 {
 		return // every decayed sum is zero (a pure responder): nothing to age
 	}
 	d := &e.decays[uint64(dt)*0x9e3779b97f4a7c15>>(64-9)&(decayCacheSize-1)]
@@ -281,6 +313,7 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	v.macChanges *= f
 	v.shortConns *= f
 	v.arpAsked *= f
+	v.beacon *= f
 }
 
 func decayWin(c *counters, f float64) {
@@ -297,6 +330,7 @@ func decayWin(c *counters, f float64) {
 	c.arpUnsol *= f
 	c.dns *= f
 	c.dnsBytes *= f
+	c.icmpBytes *= f
 }
 
 func (s *sketch) set(h uint64) (was bool) {
@@ -419,12 +453,12 @@ func oddTCP(f uint8) bool {
 }
 
 // Extract updates the state with p and writes the features of p's source
-// to out, which must hold at least Dim values. It is ExtractRaw followed by
-// Raw.Features.
+// to out, which must hold at least e.Dim() values. It is ExtractRaw
+// followed by Raw.Features.
 func (e *Extractor) Extract(p *event.Packet, out []float32) {
 	var r Raw
 	e.ExtractRaw(p, &r)
-	r.Features(out)
+	r.Features(out[:e.Dim()])
 }
 
 // Raw holds the features of a packet before their final scaling: for a
@@ -433,23 +467,28 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 // may not need the vector (a score cache comparing against a previous
 // vector) can bound the change of the log-scaled features from x alone and
 // skip the logarithms; Features gives the vector bit for bit as Extract.
-type Raw [Dim]float64
+// A nethost/v1 extractor leaves the nethost/v2 values (Raw[Dim:]) zero.
+type Raw [DimV2]float64
 
-// isLog marks the log-scaled features (see the package documentation).
-var isLog = func() (l [Dim]bool) {
+// isLog marks the log-scaled features (see the package documentation and
+// v2.go).
+var isLog = func() (l [DimV2]bool) {
 	for w := range lambdas {
 		for _, j := range []int{1, 2, 5, 6, 7, 8} { // the *_rate statistics
 			l[w*perWindow+j] = true
 		}
 	}
 	l[Dim-2], l[Dim-1] = true, true // arp_mac_changes, short_conn_rate
+	for j, lg := range extraIsLog {
+		l[Dim+j] = lg
+	}
 	return l
 }()
 
 // IsLog reports whether feature j is log-scaled: Features computes it as
 // log1p of its Raw value (0 for values ≤ 0), and the others as the Raw value
 // converted to float32. Non-finite results become 0 either way.
-func IsLog(j int) bool { return j >= 0 && j < Dim && isLog[j] }
+func IsLog(j int) bool { return j >= 0 && j < DimV2 && isLog[j] }
 
 // Feature returns feature j of r as Features computes it.
 func (r *Raw) Feature(j int) float32 {
@@ -466,9 +505,15 @@ func (r *Raw) Feature(j int) float32 {
 }
 
 // Features writes the feature vector of r to out, which must hold at least
-// Dim values. It computes Feature(j) for every j, written out per feature
-// (the layout is fixed: see isLog).
+// Dim values: nethost/v1's Dim features, and nethost/v2's too when out
+// holds DimV2 values. It computes Feature(j) for every j, written out per
+// feature (the layout is fixed: see isLog).
 func (r *Raw) Features(out []float32) {
+	if len(out) >= DimV2 {
+		for j := Dim; j < DimV2; j++ {
+			out[j] = r.Feature(j)
+		}
+	}
 	o := (*[Dim]float32)(out[:Dim])
 	for w := range len(lambdas) {
 		ro := (*[perWindow]float64)(r[w*perWindow:])
@@ -551,7 +596,7 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	} else {
 		k, h = e.macKey(&p.SrcMAC)
 	}
-	v, last := e.hosts.Get(&k, h, now)
+	v, last, created := e.hosts.Acquire(&k, h, now)
 	e.decay(v, last, now)
 
 	// Sketch epochs (a packet from an earlier epoch changes none).
@@ -643,8 +688,11 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 			w1.arpReq++
 		}
 		if isIP && (proto == event.ProtoICMP || proto == event.ProtoICMPv6) {
+			b := float64(p.Length)
 			w0.icmpReq++
 			w1.icmpReq++
+			w0.icmpBytes += b
+			w1.icmpBytes += b
 		}
 		if l4 && p.DstPort == 53 {
 			b := float64(p.Length)
@@ -674,6 +722,11 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	raw[Dim-3] = float64(distinctFeature(v.distOnes[1], &v.distKey[1], &v.distVal[1]))
 	raw[Dim-2] = v.macChanges
 	raw[Dim-1] = v.shortConns * slowLambda * math.Ln2
+	if e.v2 != nil {
+		e.v2.extract(e, p, v, r, created, tcp, raw)
+	} else {
+		clear(raw[Dim:])
+	}
 	runtime.KeepAlive(e) // v points into e's table (flowtab: valid while the table is reachable)
 }
 

@@ -90,7 +90,7 @@ func benchCaptureWith[E any](b *testing.B, mk func() E, f func(e E, p *event.Pac
 		b.Skip("no reference capture (make bench builds it)")
 	}
 	pk := readPackets(b, path, 300_000)
-	out := make([]float32, Dim)
+	out := make([]float32, DimV2)
 	var raw Raw
 	b.ReportAllocs()
 	c0 := cpuTime()
@@ -124,6 +124,14 @@ func BenchmarkCaptureExtractRaw(b *testing.B) {
 // BenchmarkCaptureExtract: ExtractRaw + Raw.Features on real traffic.
 func BenchmarkCaptureExtract(b *testing.B) {
 	benchCapture(b, func(e *Extractor, p *event.Packet, raw *Raw, out []float32) {
+		e.ExtractRaw(p, raw)
+		raw.Features(out[:Dim])
+	})
+}
+
+// BenchmarkCaptureExtractV2: the same for nethost/v2.
+func BenchmarkCaptureExtractV2(b *testing.B) {
+	benchCaptureWith(b, func() *Extractor { return New(Config{V2: true}) }, func(e *Extractor, p *event.Packet, raw *Raw, out []float32) {
 		e.ExtractRaw(p, raw)
 		raw.Features(out)
 	})

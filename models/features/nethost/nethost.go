@@ -510,9 +510,11 @@ func (r *Raw) Feature(j int) float32 {
 // feature (the layout is fixed: see isLog).
 func (r *Raw) Features(out []float32) {
 	if len(out) >= DimV2 {
-		for j := Dim; j < DimV2; j++ {
-			out[j] = r.Feature(j)
-		}
+		// extraIsLog, written out
+		oo := (*[ExtraDim]float32)(out[Dim:])
+		oo[0] = linFeature(r[Dim])
+		oo[1] = logFeature(r[Dim+1])
+		oo[2] = logFeature(r[Dim+2])
 	}
 	o := (*[Dim]float32)(out[:Dim])
 	for w := range len(lambdas) {
@@ -781,9 +783,10 @@ type Stats struct {
 	MemoryBytes       int64
 }
 
-// Stats returns the table statistics.
-func (e *Extractor) Stats() Stats {
-	t := &e.hosts
+// Stats returns the statistics of the per-source table.
+func (e *Extractor) Stats() Stats { return tableStats(&e.hosts) }
+
+func tableStats[K comparable, V any](t *flowtab.Table[K, V]) Stats {
 	return Stats{Entries: t.Len(), Capacity: t.Cap(), Evictions: t.Evictions(), EntryBytes: t.EntryBytes(),
 		MemoryBytes: int64(t.Slots() * t.EntryBytes())}
 }

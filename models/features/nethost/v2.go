@@ -27,9 +27,10 @@ import (
 //	                     beacons and implants polling home
 //	sensor_new_src_rate  sensor-wide: opens per second (λ = 1) that are the
 //	                     first packet of a source the extractor did not
-//	                     track, log1p-scaled; a SYN flood from spoofed
-//	                     sources sends one packet per source, which no
-//	                     per-source evidence can see
+//	                     track, beyond one per second (normal churn),
+//	                     log1p-scaled; a SYN flood from spoofed sources
+//	                     sends one packet per source, which no per-source
+//	                     evidence can see
 //
 // The first Dim features are nethost/v1's, bit for bit (TestV2Prefix), so a
 // nethost/v2 extractor feeds a nethost/v1 model too.
@@ -53,6 +54,16 @@ func NamesV2() []string { return append(Names(), extraNames[:]...) }
 
 // DefaultMaxPairs is the default capacity of nethost/v2's pair table.
 const DefaultMaxPairs = 1 << 14
+
+// newSrcFloor is the rate of new sources (per second) that is normal
+// churn: sensor_new_src_rate is the excess over it. Below it the feature is
+// 0, so it does not change every source's vector with every packet (which
+// would defeat the plugin's score reuse, hostcache.go: a third more CPU for
+// a scan end to end), and the decayed count is dropped below newSrcFlush.
+const (
+	newSrcFloor = 1
+	newSrcFlush = 1e-6
+)
 
 // Beacon parameters.
 const (
@@ -96,6 +107,9 @@ func (s *v2State) extract(e *Extractor, p *event.Packet, v *hostVal, r role, cre
 	if dt := now - s.newSrcNs; dt > 0 {
 		if s.newSrc != 0 {
 			s.newSrc *= fmath.Exp2Poly(-lambdas[0] * float64(dt) * 1e-9)
+			if s.newSrc < newSrcFlush {
+				s.newSrc = 0 // no more exponentials until the next new source
+			}
 		}
 		s.newSrcNs = now
 	}
@@ -147,7 +161,7 @@ func (s *v2State) extract(e *Extractor, p *event.Packet, v *hostVal, r role, cre
 	}
 	raw[Dim] = ratio(v.win[1].icmpBytes, v.win[1].icmpReq)
 	raw[Dim+1] = v.beacon
-	raw[Dim+2] = s.newSrc * rateScale[0]
+	raw[Dim+2] = max(0, s.newSrc*rateScale[0]-newSrcFloor)
 }
 
 // PairStats describes nethost/v2's pair table (zero for nethost/v1).
@@ -155,7 +169,5 @@ func (e *Extractor) PairStats() Stats {
 	if e.v2 == nil {
 		return Stats{}
 	}
-	t := &e.v2.pairs
-	return Stats{Entries: t.Len(), Capacity: t.Cap(), Evictions: t.Evictions(), EntryBytes: t.EntryBytes(),
-		MemoryBytes: int64(t.Slots() * t.EntryBytes())}
+	return tableStats(&e.v2.pairs)
 }

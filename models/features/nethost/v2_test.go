@@ -20,6 +20,26 @@ func featV2(t *testing.T, out []float32, name string) float64 {
 	return 0
 }
 
+// TestFeaturesV2: Raw.Features computes every nethost/v2 feature as
+// Raw.Feature does, on values no extractor produces too.
+func TestFeaturesV2(t *testing.T) {
+	vals := []float64{0, math.Copysign(0, -1), -1, 5e-324, 1e-20, 0.5, 1, 3.5, 182, 1e30, math.MaxFloat64,
+		math.Inf(1), math.Inf(-1), math.NaN()}
+	out := make([]float32, DimV2)
+	for _, x := range vals {
+		var r Raw
+		for j := range r {
+			r[j] = x
+		}
+		r.Features(out)
+		for j := range out {
+			if want := r.Feature(j); math.Float32bits(out[j]) != math.Float32bits(want) {
+				t.Errorf("Features(%v)[%s] = %v, Feature %v", x, NamesV2()[j], out[j], want)
+			}
+		}
+	}
+}
+
 func TestNamesV2(t *testing.T) {
 	n := NamesV2()
 	if len(n) != DimV2 || n[Dim-1] != "host_short_conn_rate" || n[Dim] != "host_L0.1_icmp_size" || n[DimV2-1] != "sensor_new_src_rate" {
@@ -195,19 +215,39 @@ func TestNewSourceRate(t *testing.T) {
 		q := syn(ts, ipA, ipB, uint16(2000+i))
 		single.Extract(&q, o2)
 	}
-	// 100 opens from new sources, decayed over 20 ms at λ = 1, as a rate
-	got, want := featV2(t, o1, "sensor_new_src_rate"), math.Log1p(100*math.Ln2)
+	// 100 opens from new sources, decayed over 20 ms at λ = 1, as a rate,
+	// less the one per second of normal churn
+	got, want := featV2(t, o1, "sensor_new_src_rate"), math.Log1p(100*math.Ln2-1)
 	if math.Abs(got-want) > 0.05 {
 		t.Errorf("spoofed flood: sensor_new_src_rate %v, want about %v", got, want)
 	}
-	if got, want := featV2(t, o2, "sensor_new_src_rate"), math.Log1p(math.Exp2(-0.0198)*math.Ln2); math.Abs(got-want) > 1e-3 {
-		t.Errorf("one source: sensor_new_src_rate %v, want %v", got, want)
+	// one new source: 0.69 per second, below the floor
+	if got := featV2(t, o2, "sensor_new_src_rate"); got != 0 {
+		t.Errorf("one source: sensor_new_src_rate %v, want 0", got)
 	}
-	// The rate decays: 10 s later, a known source's packet sees about none.
+	// The rate decays: 10 s later, a known source's packet sees none, and
+	// the count is dropped once below the flush level (about 27 s).
 	p := pkt(15*sec, ipA, ipB, event.ProtoTCP, 2000, 443, 60, event.TCPAck)
 	spoofed.Extract(&p, o1)
-	if got := featV2(t, o1, "sensor_new_src_rate"); got > 0.1 {
+	if got := featV2(t, o1, "sensor_new_src_rate"); got != 0 {
 		t.Errorf("10 s after the flood: %v", got)
+	}
+	if spoofed.v2.newSrc == 0 {
+		t.Errorf("count dropped after 10 s")
+	}
+	p.TimestampNs = 40 * sec
+	spoofed.Extract(&p, o1)
+	if spoofed.v2.newSrc != 0 {
+		t.Errorf("count %v not dropped after 35 s", spoofed.v2.newSrc)
+	}
+	// Two new sources 100 ms apart: 1.3 per second, 0.3 above the floor.
+	two := New(Config{V2: true})
+	for i, ts := range []int64{sec, sec + sec/10} {
+		p := syn(ts, netip.AddrFrom4([4]byte{10, 99, 3, byte(i)}), ipB, 2000)
+		two.Extract(&p, o1)
+	}
+	if got, want := featV2(t, o1, "sensor_new_src_rate"), math.Log1p((1+math.Exp2(-0.1))*math.Ln2-1); math.Abs(got-want) > 1e-6 {
+		t.Errorf("two new sources: %v, want %v", got, want)
 	}
 	// A new source whose first packet is not an open does not count.
 	e := New(Config{V2: true})

@@ -128,20 +128,27 @@ func FuzzExtract(f *testing.F) {
 	p.Marshal(b[:])
 	f.Add(b[:])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		e := New(Config{MaxHosts: 8})
-		out := make([]float32, Dim)
-		var p event.Packet
-		for len(data) >= event.PacketRecordSize {
-			_ = p.Unmarshal(data)
-			data = data[event.PacketRecordSize:]
-			e.Extract(&p, out)
-			for i, v := range out {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					t.Fatalf("%s = %v", names[i], v)
-				}
+		extractRecords(t, Config{MaxHosts: 8}, data, func(float32) bool { return true })
+	})
+}
+
+// extractRecords runs the 64-byte packet records of data through a fresh
+// extractor and fails on a feature that is not finite or not ok.
+func extractRecords(t *testing.T, cfg Config, data []byte, ok func(float32) bool) {
+	e := New(cfg)
+	out := make([]float32, e.Dim())
+	n := append(Names(), extraNames[:]...)
+	var p event.Packet
+	for len(data) >= event.PacketRecordSize {
+		_ = p.Unmarshal(data)
+		data = data[event.PacketRecordSize:]
+		e.Extract(&p, out)
+		for i, v := range out {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) || !ok(v) {
+				t.Fatalf("%s = %v", n[i], v)
 			}
 		}
-	})
+	}
 }
 
 func cpuTime() time.Duration {

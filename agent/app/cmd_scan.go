@@ -125,6 +125,8 @@ func newScanCommand(g *Globals) *cobra.Command {
 		asJSON                   bool
 		window                   time.Duration
 		minPackets               uint64
+		minSeverity              string
+		persistWindows           int
 		calibrate                time.Duration
 		modelDirs, pluginDirs    []string
 		hashSeed                 uint64
@@ -157,6 +159,12 @@ func newScanCommand(g *Globals) *cobra.Command {
 			if g.LogLevel == "" {
 				l, _ := NewLogger(g.Stderr, g.LogFormat, "warn")
 				log = l
+			}
+			minSev := wirev1.Severity_SEVERITY_UNSPECIFIED // the aggregator's default
+			if minSeverity != "" {
+				if minSev, err = detect.ParseSeverity(minSeverity); err != nil {
+					return fmt.Errorf("scan: --min-severity: %w", err)
+				}
 			}
 			s := detect.Search{ModelDirs: modelDirs, PluginDirs: pluginDirs}
 			inst, err := detect.Discover(s)
@@ -213,7 +221,8 @@ func newScanCommand(g *Globals) *cobra.Command {
 			cfg := detect.Config{
 				Plugin: inst.Plugin, Bundles: bundles, ORTLib: inst.ORTLib, PluginArgs: args,
 				StageBundles: true, Pcaps: []string{pcap}, Logger: log,
-				Aggregate: detect.AggregatorConfig{Window: window, MinPackets: minPackets, PacketTime: true},
+				Aggregate: detect.AggregatorConfig{Window: window, MinPackets: minPackets, MinSeverity: minSev,
+					PersistWindows: persistWindows, PacketTime: true},
 			}
 			// Offline: wait for the plugin rather than drop packets.
 			cfg.Host.FullWait = 10 * time.Minute
@@ -265,6 +274,8 @@ func newScanCommand(g *Globals) *cobra.Command {
 	f.StringVar(&plugin, "plugin", "", "detector plugin binary (default: found next to vigil-agent)")
 	f.DurationVar(&window, "window", 30*time.Second, "aggregation window per source (packet time)")
 	f.Uint64Var(&minPackets, "min-packets", 0, "anomalous packets a source needs for a finding below high severity (default 3)")
+	f.StringVar(&minSeverity, "min-severity", "", "lowest severity reported: low, medium, high or critical (default medium)")
+	f.IntVar(&persistWindows, "persist-windows", 0, fmt.Sprintf("windows in a row of anomalies (each with --min-packets) after which a source is reported even below --min-severity, as medium; -1: off (default %d)", detect.DefaultPersistWindows))
 	f.DurationVar(&calibrate, "calibrate", 0, "per-sensor calibration: observe this much of the capture (packet time) before flagging")
 	f.Uint64Var(&hashSeed, "hash-seed", 0, "feature-table hash seed (default: a fixed seed, so repeated scans of a file are byte-identical)")
 	f.StringSliceVar(&modelDirs, "model-dir", nil, "directories with model bundles (after the one next to the binary)")

@@ -5,6 +5,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,22 @@ func Severity(ratio float64) wirev1.Severity {
 	}
 }
 
+// ParseSeverity parses a severity name: low, medium, high or critical (any
+// case).
+func ParseSeverity(name string) (wirev1.Severity, error) {
+	switch strings.ToLower(strings.TrimSpace(name)) {
+	case "low":
+		return wirev1.Severity_SEVERITY_LOW, nil
+	case "medium":
+		return wirev1.Severity_SEVERITY_MEDIUM, nil
+	case "high":
+		return wirev1.Severity_SEVERITY_HIGH, nil
+	case "critical":
+		return wirev1.Severity_SEVERITY_CRITICAL, nil
+	}
+	return wirev1.Severity_SEVERITY_UNSPECIFIED, fmt.Errorf("severity %q: want low, medium, high or critical", name)
+}
+
 // AggregatorConfig tunes the aggregation of anomalous packets into findings.
 type AggregatorConfig struct {
 	// Window is the span (packet time) of one finding per source: anomalous
@@ -62,8 +79,20 @@ type AggregatorConfig struct {
 	// marginal noise of a model calibrated at a 0.1% per-packet FPR, which
 	// any busy benign source accumulates).
 	MinSeverity wirev1.Severity
-	// MaxOpen bounds the open findings (sources); beyond it, the oldest
-	// open finding is closed and emitted early. Default 4096.
+	// PersistWindows reports low-and-slow sources: a source whose
+	// anomalies fill this many windows in a row (each with at least
+	// MinPackets anomalous packets, each starting within Window of the
+	// previous one's last anomaly) gets a finding for every further such
+	// window even below MinSeverity, raised to medium. A beacon scores
+	// under 1.5x its threshold packet by packet (below MinSeverity) but
+	// keeps doing so for minutes, which isolated benign outliers do not.
+	// Default 5 (at least two minutes at the default window); negative:
+	// off.
+	PersistWindows int
+	// MaxOpen bounds the open findings (sources) and the sources whose
+	// run of windows is remembered (PersistWindows); beyond it, the oldest
+	// open finding is closed and emitted early, the oldest run forgotten.
+	// Default 4096.
 	MaxOpen int
 	// PacketTime stamps findings with their last packet's time instead of
 	// the wall clock, and closes windows on the anomalies' packet time only
@@ -89,10 +118,16 @@ func (c *AggregatorConfig) defaults() {
 	if c.MaxOpen <= 0 {
 		c.MaxOpen = 4096
 	}
+	if c.PersistWindows == 0 {
+		c.PersistWindows = DefaultPersistWindows
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 }
+
+// DefaultPersistWindows is the default AggregatorConfig.PersistWindows.
+const DefaultPersistWindows = 5
 
 // maxDistinct bounds the distinct hosts remembered per finding.
 const maxDistinct = 4096
@@ -126,6 +161,20 @@ type agg struct {
 	created  time.Time // wall
 	lastEmit time.Time // wall, zero: never emitted
 	emitted  uint64    // count at the last emission
+
+	// run is the number of windows in a row of this source, this one
+	// included, and runFirst the first packet time of the first of them;
+	// set when the window closes (see persist).
+	run      int
+	runFirst int64
+}
+
+// streak is a source's run of consecutive qualifying windows
+// (AggregatorConfig.PersistWindows).
+type streak struct {
+	n     int
+	first int64 // first packet time of the run's first window
+	last  int64 // last packet time of its last window
 }
 
 // Aggregator merges anomalous packets into findings, per source address
@@ -151,12 +200,15 @@ type Aggregator struct {
 	anomalies, findings uint64
 	// swept is the packet-time grid point of the last sweep (PacketTime).
 	swept int64
+	// streaks are the runs of windows of recently closed sources
+	// (PersistWindows), at most MaxOpen.
+	streaks map[string]streak
 }
 
 // NewAggregator returns an empty aggregator.
 func NewAggregator(cfg AggregatorConfig) *Aggregator {
 	cfg.defaults()
-	return &Aggregator{cfg: cfg, open: map[string]*agg{}}
+	return &Aggregator{cfg: cfg, open: map[string]*agg{}, streaks: map[string]streak{}}
 }
 
 // Add merges one anomaly (as the netflow plugin reports it: one anomalous
@@ -373,15 +425,73 @@ func (a *Aggregator) evictOldest() *wirev1.Finding {
 }
 
 // finish returns the final emission of g, or nil if nothing changed since
-// the last one or g never qualified.
+// the last one or g never qualified. Every window passes here exactly once,
+// when it closes.
 func (a *Aggregator) finish(g *agg) *wirev1.Finding {
+	a.persist(g)
 	if g.count == g.emitted || !a.qualifies(g) {
 		return nil
 	}
 	return a.emit(g)
 }
 
+// persist extends or restarts g's source's run of windows as g closes.
+func (a *Aggregator) persist(g *agg) {
+	if a.cfg.PersistWindows < 0 {
+		return
+	}
+	s, ok := a.streaks[g.key]
+	switch {
+	case g.count < a.cfg.MinPackets:
+		// Too few anomalies to count: the run ends.
+		if ok {
+			delete(a.streaks, g.key)
+		}
+		return
+	case ok && g.first >= s.last && g.first-s.last <= int64(a.cfg.Window):
+		s.n++
+		s.last = max(s.last, g.last)
+	default:
+		s = streak{n: 1, first: g.first, last: g.last}
+	}
+	if !ok && len(a.streaks) >= a.cfg.MaxOpen {
+		a.forgetOldestStreak()
+	}
+	a.streaks[g.key] = s
+	g.run, g.runFirst = s.n, s.first
+}
+
+// forgetOldestStreak drops the run whose last window ended first.
+func (a *Aggregator) forgetOldestStreak() {
+	var oldK string
+	var old int64
+	for k, s := range a.streaks {
+		if oldK == "" || s.last < old || (s.last == old && k < oldK) {
+			oldK, old = k, s.last
+		}
+	}
+	delete(a.streaks, oldK)
+}
+
+// persistent reports whether g closes a run of at least n windows.
+func (g *agg) persistent(n int) bool { return n > 0 && g.run >= n }
+
+// severity is g's severity: from its largest score, raised to medium for a
+// persistent source.
+func (a *Aggregator) severity(g *agg) wirev1.Severity {
+	sev := Severity(g.maxRatio)
+	if g.persistent(a.cfg.PersistWindows) && sev < wirev1.Severity_SEVERITY_MEDIUM {
+		sev = wirev1.Severity_SEVERITY_MEDIUM
+	}
+	return sev
+}
+
 func (a *Aggregator) qualifies(g *agg) bool {
+	return a.qualifiesAlone(g) || g.persistent(a.cfg.PersistWindows)
+}
+
+// qualifiesAlone is the rule for one window: severity and packet count.
+func (a *Aggregator) qualifiesAlone(g *agg) bool {
 	sev := Severity(g.maxRatio)
 	return sev >= a.cfg.MinSeverity && (g.count >= a.cfg.MinPackets || sev >= wirev1.Severity_SEVERITY_HIGH)
 }
@@ -469,12 +579,12 @@ func (a *Aggregator) emit(g *agg) *wirev1.Finding {
 		FirstSeenUnixNano: g.first,
 		LastSeenUnixNano:  g.last,
 		Count:             g.count,
-		Severity:          Severity(g.maxRatio),
+		Severity:          a.severity(g),
 		Score:             round(g.maxScore),
 		Threshold:         round(g.maxThr),
 		Model:             g.model,
 		Context:           g.ctx,
-		Summary:           summary(g),
+		Summary:           summary(g, a.cfg.PersistWindows),
 		Packets:           g.count,
 		Bytes:             g.bytes,
 	}
@@ -495,8 +605,9 @@ func round(v float64) float64 {
 	return r
 }
 
-// summary is a one-line human description of an open finding.
-func summary(g *agg) string {
+// summary is a one-line human description of an open finding; persist is
+// AggregatorConfig.PersistWindows.
+func summary(g *agg, persist int) string {
 	src := g.ctx.SrcIp
 	if src == "" {
 		src = g.ctx.SrcMac
@@ -532,6 +643,10 @@ func summary(g *agg) string {
 		src, hosts, plural(len(g.hosts), "host", "hosts"))
 	if g.nports > 0 {
 		s += fmt.Sprintf(", %d %s", g.nports, plural(g.nports, "port", "ports"))
+	}
+	if g.persistent(persist) {
+		s += fmt.Sprintf("; persistent: anomalous in %d windows in a row for %s", g.run,
+			time.Duration(g.last-g.runFirst).Round(time.Second))
 	}
 	return s
 }

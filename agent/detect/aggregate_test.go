@@ -232,3 +232,87 @@ func TestAggPortsDistinct(t *testing.T) {
 		}
 	}
 }
+
+// TestAggregatePersistent checks the rule for low-and-slow sources
+// (AggregatorConfig.PersistWindows): windows in a row of low-severity
+// anomalies raise medium findings from the fifth window on, and nothing
+// else does.
+func TestAggregatePersistent(t *testing.T) {
+	type burst struct {
+		every   float64 // seconds between anomalies
+		n       int     // anomalies
+		score   float32
+		startAt float64
+	}
+	cases := []struct {
+		name    string
+		persist int
+		bursts  []burst
+		want    []wirev1.Severity
+		runs    []int // windows in a row named in each finding's summary (0: none)
+	}{
+		{name: "beacon for 5 min", bursts: []burst{{every: 7, n: 43, score: 1.2}},
+			// windows of 30 s hold 5 anomalies each (0, 7, ..., 28 s; the
+			// next starts at 35 s): 9 windows, the 5th to 9th reported
+			want: []wirev1.Severity{2, 2, 2, 2, 2}, runs: []int{5, 6, 7, 8, 9}},
+		{name: "rule off", persist: -1, bursts: []burst{{every: 7, n: 43, score: 1.2}}},
+		{name: "four windows only", bursts: []burst{{every: 7, n: 20, score: 1.2}}},
+		{name: "too few anomalies per window", bursts: []burst{{every: 16, n: 30, score: 1.2}}},
+		{name: "pauses break the run", bursts: []burst{
+			{every: 7, n: 15, score: 1.2}, {every: 7, n: 15, score: 1.2, startAt: 200}, {every: 7, n: 15, score: 1.2, startAt: 400}}},
+		{name: "medium windows keep their severity", bursts: []burst{{every: 7, n: 30, score: 2}},
+			want: []wirev1.Severity{2, 2, 2, 2, 2, 2}, runs: []int{0, 0, 0, 0, 5, 6}},
+		{name: "high windows keep their severity", bursts: []burst{{every: 7, n: 30, score: 4}},
+			want: []wirev1.Severity{3, 3, 3, 3, 3, 3}, runs: []int{0, 0, 0, 0, 5, 6}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := NewAggregator(AggregatorConfig{PacketTime: true, PersistWindows: c.persist})
+			var out []*wirev1.Finding
+			for _, b := range c.bursts {
+				for i := range b.n {
+					an := anomaly("192.0.2.7", "198.51.100.1", 443, 1000+b.startAt+float64(i)*b.every, b.score, 0x02)
+					out = append(out, a.Add(&an)...)
+				}
+			}
+			out = append(out, a.Flush()...)
+			if len(out) != len(c.want) {
+				for _, f := range out {
+					t.Logf("%v %s", f.Severity, f.Summary)
+				}
+				t.Fatalf("got %d findings, want %d", len(out), len(c.want))
+			}
+			for i, f := range out {
+				if f.Severity != c.want[i] {
+					t.Errorf("finding %d: severity %v, want %v", i, f.Severity, c.want[i])
+				}
+				named := strings.Contains(f.Summary, "persistent: anomalous in ")
+				if want := c.runs[i] > 0; named != want {
+					t.Errorf("finding %d: summary %q, persistent named %v, want %v", i, f.Summary, named, want)
+				} else if want && !strings.Contains(f.Summary, " in "+strconv.Itoa(c.runs[i])+" windows in a row") {
+					t.Errorf("finding %d: summary %q, want a run of %d windows", i, f.Summary, c.runs[i])
+				}
+			}
+		})
+	}
+}
+
+// TestAggregatePersistentBounded checks that the runs remembered stay within
+// MaxOpen however many sources pass.
+func TestAggregatePersistentBounded(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{PacketTime: true, MaxOpen: 8})
+	for s := range 200 {
+		src := netip.AddrFrom4([4]byte{192, 0, 2, byte(s)}).String()
+		for i := range 3 {
+			an := anomaly(src, "198.51.100.1", 443, float64(s*40+i), 1.2, 0x02)
+			a.Add(&an)
+		}
+		if len(a.open) > 8 || len(a.streaks) > 8 {
+			t.Fatalf("after %d sources: %d open, %d runs remembered (max 8)", s+1, len(a.open), len(a.streaks))
+		}
+	}
+	a.Flush()
+	if len(a.streaks) > 8 {
+		t.Fatalf("%d runs remembered (max 8)", len(a.streaks))
+	}
+}

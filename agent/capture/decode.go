@@ -188,6 +188,7 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 			}
 		case layers.LayerTypeTCP:
 			d.fillTCP(p)
+			p.Flags |= httpHints(d.tcp.Payload)
 		case layers.LayerTypeUDP:
 			p.Proto = event.ProtoUDP
 			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
@@ -254,16 +255,20 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 	proto := ip[9]
 	l4 := ip[20:ipLen]
 	var sport, dport uint16
-	var flags uint8
+	var flags, hints uint8
 	switch proto {
 	case event.ProtoTCP:
 		if len(l4) < 20 {
 			return false
 		}
-		if off := int(l4[12] >> 4); off < 5 || off*4 > len(l4) {
+		off := int(l4[12] >> 4)
+		if off < 5 || off*4 > len(l4) {
 			return false
 		}
 		flags = l4[13] // FIN..CWR: the wire bits are event.TCPFin..TCPCwr
+		if pl := l4[off*4:]; len(pl) >= 5 {
+			hints = httpHints(pl)
+		}
 	case event.ProtoUDP:
 		if len(l4) < 8 {
 			return false
@@ -290,7 +295,7 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 	putMapped4(&p.DstIP, ip[16:20])
 	p.SrcPort, p.DstPort = sport, dport
 	p.Length = uint16(min(wireLen, 0xffff))
-	p.Proto, p.TCPFlags, p.TTL, p.Flags = proto, flags, ip[8], event.FlagIPv4
+	p.Proto, p.TCPFlags, p.TTL, p.Flags = proto, flags, ip[8], event.FlagIPv4|hints
 	p.VLAN = 0
 	return true
 }

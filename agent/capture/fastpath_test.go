@@ -103,7 +103,7 @@ func TestFastPathMatchesGopacket(t *testing.T) {
 	}
 	fast, ref := NewDecoder(), NewDecoder()
 	ref.noFast = true
-	var frames, fastHits int
+	var frames, fastHits, hinted int
 	compare := func(name string, lt layers.LinkType, f []byte, wire int) {
 		var q event.Packet
 		p := garbage // every field must be written, whatever p held
@@ -111,6 +111,9 @@ func TestFastPathMatchesGopacket(t *testing.T) {
 		r2 := ref.Decode(lt, f, 1234, wire, &q)
 		if r1 != r2 || (r1 <= DecodedTruncated && p != q) {
 			t.Fatalf("%s: frame %d (% x): fast path %v %+v, gopacket %v %+v", name, frames, f, r1, p, r2, q)
+		}
+		if r1 <= DecodedTruncated && p.Flags&(event.FlagHTTPInjection|event.FlagHTTPTraversal) != 0 {
+			hinted++
 		}
 	}
 	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
@@ -146,5 +149,12 @@ func TestFastPathMatchesGopacket(t *testing.T) {
 	if frames == 0 {
 		t.Skip("no frames in the shared data")
 	}
-	t.Logf("%d frames, %d on the fast path: records identical to gopacket's", frames, fastHits)
+	t.Logf("%d frames, %d on the fast path: records identical to gopacket's; %d with HTTP content hints", frames, fastHits, hinted)
+	// The shared attack captures hold DVWA's SQL injection and traversal
+	// requests (each frame is compared twice, with two wire lengths).
+	if hinted == 0 {
+		if _, err := os.Stat(filepath.Join(dir, "attacks", "chrissanders-packets", "http_dvwa_sqlinjection.pcapng")); err == nil {
+			t.Error("no frame with HTTP content hints, though the DVWA captures are there")
+		}
+	}
 }

@@ -54,6 +54,8 @@ func Sets() []FeatureSet {
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1}) }},
 		{Name: nethost.NameV2, Dim: nethost.DimV2, Names: nethost.NamesV2,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V2: true}) }},
+		{Name: nethost.NameV3, Dim: nethost.DimV3, Names: nethost.NamesV3,
+			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V3: true}) }},
 	}
 }
 
@@ -82,6 +84,10 @@ type Capture struct {
 	Feats [][]float32
 	Src   []netip.Addr
 	TS    []int64 // unix nanoseconds
+	// WebAttacks counts the packets that the agent's decoder marked as an
+	// HTTP attack (event.FlagHTTPInjection or FlagHTTPTraversal): a
+	// "benign" capture with any is not benign.
+	WebAttacks int
 	// Reason says why reading stopped early (a decode error after some
 	// packets, or the packet bound); empty when the file was read to its end.
 	Reason string
@@ -120,6 +126,9 @@ func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int
 			for k := range sets {
 				ex[k].Extract(p, vec[k])
 				c.Feats[k] = append(c.Feats[k], vec[k]...)
+			}
+			if p.Flags&(event.FlagHTTPInjection|event.FlagHTTPTraversal) != 0 {
+				c.WebAttacks++
 			}
 			c.Src = append(c.Src, p.SrcAddr())
 			c.TS = append(c.TS, p.TimestampNs)

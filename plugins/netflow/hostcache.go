@@ -8,7 +8,7 @@ import (
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
-// Score reuse for nethost (v1 and v2).
+// Score reuse for nethost (v1, v2 and v3).
 //
 // nethost describes a source's aggregated evidence; consecutive packets of
 // one source mostly carry almost the same vector (decayed rates a few
@@ -32,7 +32,7 @@ const (
 
 const (
 	cacheWays = 4
-	// cacheSets × cacheWays entries of about 450 bytes: 1.8 MB, allocated
+	// cacheSets × cacheWays entries of about 540 bytes: 2.2 MB, allocated
 	// with the first nethost model.
 	cacheSets = 1024
 )
@@ -46,12 +46,12 @@ type hostEntry struct {
 	row     int32
 	tns     int64 // packet time of the scored vector
 	score   float32
-	// A nethost/v1 vector leaves the last ExtraDim values zero.
-	vec     [nhfeat.DimV2]float32
-	contrib [nhfeat.DimV2]float32
+	// A nethost/v1 or v2 vector leaves the values beyond its dimension zero.
+	vec     [nhfeat.DimV3]float32
+	contrib [nhfeat.DimV3]float32
 	// lo and hi bound, per feature, the raw values (nhfeat.Raw) whose
 	// feature is surely within the reuse tolerance of vec (setBounds).
-	lo, hi [nhfeat.DimV2]float32
+	lo, hi [nhfeat.DimV3]float32
 }
 
 // hostCache is a set-associative cache of hostEntry, least recently scored
@@ -118,7 +118,7 @@ func (c *hostCache) lookup(p *event.Packet) (idx int, fresh bool) {
 	return victim, true
 }
 
-// close reports whether every feature of v (nethost/v1 or v2) is within
+// close reports whether every feature of v (any nethost version) is within
 // the tolerance of the entry's scored vector.
 func (e *hostEntry) close(v []float32, abs, rel float32) bool {
 	for j, x := range v[:min(len(v), len(e.vec))] {
@@ -220,7 +220,7 @@ func (e *hostEntry) setBounds(r *nhfeat.Raw, abs, rel float32) {
 }
 
 // isLog marks the log-scaled nethost features (nhfeat.IsLog).
-var isLog = func() (l [nhfeat.DimV2]bool) {
+var isLog = func() (l [nhfeat.DimV3]bool) {
 	for j := range l {
 		l[j] = nhfeat.IsLog(j)
 	}

@@ -18,13 +18,13 @@ import (
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
-// hostBundle trains a small nethost model of feature set name (nethost/v1
-// or nethost/v2) on the benign packets of pkts (those not from the
+// hostBundle trains a small nethost model of feature set name (nethost/v1,
+// v2 or v3) on the benign packets of pkts (those not from the
 // scanner) and writes it as a bundle; manifestDim overrides the manifest's
 // dimension when > 0 (a bundle that lies about it).
 func hostBundle(t *testing.T, pkts []event.Packet, name string, manifestDim int) string {
 	t.Helper()
-	ex := nhfeat.New(nhfeat.Config{HashSeed: 1, V2: name == nhfeat.NameV2})
+	ex := nhfeat.New(nhfeat.Config{HashSeed: 1, V2: name == nhfeat.NameV2, V3: name == nhfeat.NameV3})
 	dim := ex.Dim()
 	scanner := netip.MustParseAddr("10.99.66.6")
 	var rows []float32
@@ -59,8 +59,8 @@ func hostBundle(t *testing.T, pkts []event.Packet, name string, manifestDim int)
 	return p
 }
 
-// TestNethostVersions: the per-source slot takes a nethost/v2 or a
-// nethost/v1 bundle, each replacing the other with its own extractor and
+// TestNethostVersions: the per-source slot takes a nethost/v3, v2 or v1
+// bundle, each replacing another with its own extractor and
 // feature names, with and without score reuse; a bundle whose manifest
 // gives the other version's dimension is refused and the active model
 // stays.
@@ -69,19 +69,25 @@ func TestNethostVersions(t *testing.T) {
 	pkts := scanPackets(t)
 	v1 := hostBundle(t, pkts, nhfeat.Name, 0)
 	v2 := hostBundle(t, pkts, nhfeat.NameV2, 0)
+	v3 := hostBundle(t, pkts, nhfeat.NameV3, 0)
 	lying := hostBundle(t, pkts, nhfeat.Name, nhfeat.DimV2)
-	shipped, _ := filepath.Glob("../../models/baseline/nethost-2.vgb")
+	shipped, _ := filepath.Glob("../../models/baseline/nethost-*.vgb")
 	for _, noReuse := range []bool{false, true} {
 		d := New(slog.New(slog.DiscardHandler), Options{ORTLib: lib, HashSeed: 1, NoReuse: noReuse})
 		bundles := []struct {
 			path, set string
 			dim       int
-		}{{v2, nhfeat.NameV2, nhfeat.DimV2}, {v1, nhfeat.Name, nhfeat.Dim}, {v2, nhfeat.NameV2, nhfeat.DimV2}}
+		}{{v2, nhfeat.NameV2, nhfeat.DimV2}, {v1, nhfeat.Name, nhfeat.Dim}, {v3, nhfeat.NameV3, nhfeat.DimV3},
+			{v2, nhfeat.NameV2, nhfeat.DimV2}, {v3, nhfeat.NameV3, nhfeat.DimV3}}
 		if len(shipped) == 1 {
+			bi, err := bundle.Read(shipped[0], bundle.DefaultLimits())
+			if err != nil {
+				t.Fatal(err)
+			}
 			bundles = append(bundles, struct {
 				path, set string
 				dim       int
-			}{shipped[0], nhfeat.NameV2, nhfeat.DimV2})
+			}{shipped[0], bi.Manifest.FeatureSet, bi.Manifest.Dim})
 		}
 		for _, b := range bundles {
 			info, err := d.LoadModel(context.Background(), b.path)

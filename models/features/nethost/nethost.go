@@ -146,6 +146,9 @@ type Config struct {
 	// MaxPairs caps nethost/v2's table of (source, destination host)
 	// pairs. Default 16384.
 	MaxPairs int
+	// V3 selects nethost/v3: nethost/v2's features (V2 is implied)
+	// followed by WebDim more (v3.go).
+	V3 bool
 }
 
 // DefaultMaxHosts is the default table capacity.
@@ -181,6 +184,8 @@ type hostVal struct {
 	macChanges float64 // decayed with λ = 0.1
 	shortConns float64 // decayed with λ = 0.1
 	beacon     float64 // nethost/v2: longest current run of regular connection starts (decayed with λ = 0.1)
+	// nethost/v3: HTTP requests with content hints (decayed with λ = 0.1)
+	httpInject, httpTraversal float64
 	arpAsked   float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
 	epoch      int64
 	// distKey and distVal cache the dst_ports and dst_hosts features: the
@@ -207,8 +212,11 @@ type hostVal struct {
 type Extractor struct {
 	seed  uint64
 	hosts flowtab.Table[hostKey, hostVal]
-	// v2 is set for a nethost/v2 extractor: its state and features (v2.go).
+	// v2 is set for a nethost/v2 or v3 extractor: its state and features
+	// (v2.go).
 	v2 *v2State
+	// v3 is set for a nethost/v3 extractor (v3.go).
+	v3 bool
 	// decays memoizes decay's factors of recent time steps in a small
 	// direct-mapped table: the factors are a function of the step alone,
 	// and steps recur (captures have microsecond timestamps; steady
@@ -246,16 +254,20 @@ func New(cfg Config) *Extractor {
 	}
 	e := &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts),
 		decays: new([decayCacheSize]decayEntry)}
-	if cfg.V2 {
+	if cfg.V2 || cfg.V3 {
 		e.v2 = newV2(cfg)
 	}
+	e.v3 = cfg.V3
 	return e
 }
 
 // Dim returns the number of features the extractor writes per packet: Dim
-// for nethost/v1, DimV2 for nethost/v2.
+// for nethost/v1, DimV2 for nethost/v2, DimV3 for nethost/v3.
 func (e *Extractor) Dim() int {
-	if e.v2 != nil {
+	switch {
+	case e.v3:
+		return DimV3
+	case e.v2 != nil:
 		return DimV2
 	}
 	return Dim
@@ -263,7 +275,10 @@ func (e *Extractor) Dim() int {
 
 // Name returns the feature set the extractor computes.
 func (e *Extractor) Name() string {
-	if e.v2 != nil {
+	switch {
+	case e.v3:
+		return NameV3
+	case e.v2 != nil:
 		return NameV2
 	}
 	return Name
@@ -293,7 +308,8 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 		return
 	}
 	*last = now
-	if !v.counted && v.macChanges == 0 && v.shortConns == 0 && v.arpAsked == 0 && v.beacon == 0 {
+	if !v.counted && v.macChanges == 0 && v.shortConns == 0 && v.arpAsked == 0 && v.beacon == 0 &&
+		v.httpInject == 0 && v.httpTraversal == 0 {
 		return // every decayed sum is zero (a pure responder): nothing to age
 	}
 	d := &e.decays[uint64(dt)*0x9e3779b97f4a7c15>>(64-9)&(decayCacheSize-1)]
@@ -314,6 +330,8 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	v.shortConns *= f
 	v.arpAsked *= f
 	v.beacon *= f
+	v.httpInject *= f
+	v.httpTraversal *= f
 }
 
 func decayWin(c *counters, f float64) {
@@ -467,12 +485,13 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 // may not need the vector (a score cache comparing against a previous
 // vector) can bound the change of the log-scaled features from x alone and
 // skip the logarithms; Features gives the vector bit for bit as Extract.
-// A nethost/v1 extractor leaves the nethost/v2 values (Raw[Dim:]) zero.
-type Raw [DimV2]float64
+// A nethost/v1 extractor leaves the nethost/v2 and v3 values (Raw[Dim:])
+// zero, a nethost/v2 extractor the nethost/v3 values (Raw[DimV2:]).
+type Raw [DimV3]float64
 
 // isLog marks the log-scaled features (see the package documentation and
 // v2.go).
-var isLog = func() (l [DimV2]bool) {
+var isLog = func() (l [DimV3]bool) {
 	for w := range lambdas {
 		for _, j := range []int{1, 2, 5, 6, 7, 8} { // the *_rate statistics
 			l[w*perWindow+j] = true
@@ -482,13 +501,16 @@ var isLog = func() (l [DimV2]bool) {
 	for j, lg := range extraIsLog {
 		l[Dim+j] = lg
 	}
+	for j := range WebDim {
+		l[DimV2+j] = true
+	}
 	return l
 }()
 
 // IsLog reports whether feature j is log-scaled: Features computes it as
 // log1p of its Raw value (0 for values ≤ 0), and the others as the Raw value
 // converted to float32. Non-finite results become 0 either way.
-func IsLog(j int) bool { return j >= 0 && j < DimV2 && isLog[j] }
+func IsLog(j int) bool { return j >= 0 && j < DimV3 && isLog[j] }
 
 // Feature returns feature j of r as Features computes it.
 func (r *Raw) Feature(j int) float32 {
@@ -505,10 +527,14 @@ func (r *Raw) Feature(j int) float32 {
 }
 
 // Features writes the feature vector of r to out, which must hold at least
-// Dim values: nethost/v1's Dim features, and nethost/v2's too when out
-// holds DimV2 values. It computes Feature(j) for every j, written out per
+// Dim values: nethost/v1's Dim features, nethost/v2's too when out holds
+// DimV2 values, and nethost/v3's when it holds DimV3. It computes Feature(j) for every j, written out per
 // feature (the layout is fixed: see isLog).
 func (r *Raw) Features(out []float32) {
+	if len(out) >= DimV3 {
+		out[DimV2] = logFeature(r[DimV2])
+		out[DimV2+1] = logFeature(r[DimV2+1])
+	}
 	if len(out) >= DimV2 {
 		// extraIsLog, written out
 		oo := (*[ExtraDim]float32)(out[Dim:])
@@ -727,7 +753,12 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	if e.v2 != nil {
 		e.v2.extract(e, p, v, r, created, tcp, raw)
 	} else {
-		clear(raw[Dim:])
+		clear(raw[Dim:DimV2])
+	}
+	if e.v3 {
+		extractWeb(p, v, raw)
+	} else {
+		clear(raw[DimV2:])
 	}
 	runtime.KeepAlive(e) // v points into e's table (flowtab: valid while the table is reachable)
 }

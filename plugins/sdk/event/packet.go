@@ -16,7 +16,10 @@ import (
 // PacketLayoutVersion is the version of the Packet record layout.
 //
 // History:
-//   - 1: 64-byte little-endian record (see Packet).
+//   - 1: 64-byte little-endian record (see Packet). Flag bits 6 and 7
+//     (FlagHTTPInjection, FlagHTTPTraversal), the content hints, were
+//     added later without a new version: they were zero before, and a
+//     consumer that ignores them reads the record as it did.
 const PacketLayoutVersion = 1
 
 // PacketRecordSize is the size in bytes of one encoded Packet.
@@ -30,6 +33,17 @@ const (
 	FlagVLAN     uint8 = 1 << 3
 	FlagFragment uint8 = 1 << 4 // IP fragment (not the first): no ports
 	FlagTrunc    uint8 = 1 << 5 // decoding stopped at a truncated or unknown layer
+
+	// Content hints: the TCP payload begins an HTTP/1.x request whose
+	// target carries an attack on the web application (agent/capture
+	// decides; the record carries these two bits, never the payload).
+	//
+	// FlagHTTPInjection: a query parameter's value is SQL injection or
+	// cross-site scripting by libinjection's grammar.
+	FlagHTTPInjection uint8 = 1 << 6
+	// FlagHTTPTraversal: the (percent-decoded) target climbs directories
+	// ("../", or "..\" as Windows servers read it).
+	FlagHTTPTraversal uint8 = 1 << 7
 )
 
 // TCP flag bits as in the TCP header's flags byte.

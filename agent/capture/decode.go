@@ -188,7 +188,9 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 			}
 		case layers.LayerTypeTCP:
 			d.fillTCP(p)
-			p.Flags |= httpHints(d.tcp.Payload)
+			if pl := d.tcp.Payload; len(pl) >= 5 && methodStart[pl[0]] {
+				p.Flags |= httpHints(pl)
+			}
 		case layers.LayerTypeUDP:
 			p.Proto = event.ProtoUDP
 			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
@@ -266,7 +268,7 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 			return false
 		}
 		flags = l4[13] // FIN..CWR: the wire bits are event.TCPFin..TCPCwr
-		if pl := l4[off*4:]; len(pl) >= 5 {
+		if pl := l4[off*4:]; len(pl) >= 5 && methodStart[pl[0]] {
 			hints = httpHints(pl)
 		}
 	case event.ProtoUDP:

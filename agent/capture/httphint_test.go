@@ -187,3 +187,16 @@ func FuzzHTTPHints(f *testing.F) {
 		}
 	})
 }
+
+// TestMethodStart: the decoder's one-byte filter lets every method through
+// that httpMethod accepts.
+func TestMethodStart(t *testing.T) {
+	for _, m := range []string{"GET", "PUT", "POST", "HEAD", "DELETE", "PATCH", "OPTIONS"} {
+		if _, ok := httpMethod([]byte(m + " /x HTTP/1.1\r\n")); !ok {
+			t.Errorf("httpMethod does not accept %s", m)
+		}
+		if !methodStart[m[0]] {
+			t.Errorf("methodStart filters %s out", m)
+		}
+	}
+}

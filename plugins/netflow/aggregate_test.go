@@ -13,9 +13,13 @@ import (
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
-// findings merges anomalies into findings as `vigil-agent scan` does.
+// findings merges anomalies into findings as `vigil-agent scan --min-severity low --min-packets 1` does.
+//
+// Every window with an anomaly is a finding (lowest severity, one packet):
+// the comparisons cover every window, not only those the agent reports.
 func findings(as []sdk.Anomaly, window time.Duration) ([]*wirev1.Finding, uint64) {
-	agg := detect.NewAggregator(detect.AggregatorConfig{Window: window, PacketTime: true})
+	agg := detect.NewAggregator(detect.AggregatorConfig{Window: window, PacketTime: true,
+		MinSeverity: wirev1.Severity_SEVERITY_LOW, MinPackets: 1})
 	var out []*wirev1.Finding
 	for i := range as {
 		out = append(out, agg.Add(&as[i])...)

@@ -23,13 +23,20 @@ type capturer struct {
 	err     error
 }
 
-func startCapture(n ns, iface, path string) (*capturer, error) {
+// startCapture captures on iface in namespace n into path. snaplen > 0
+// keeps at most that many bytes of each frame (the original length is
+// recorded: features read lengths, not payloads, but for the first bytes
+// of HTTP requests); 0 keeps whole frames.
+func startCapture(n ns, iface, path string, snaplen int) (*capturer, error) {
+	if snaplen <= 0 || snaplen > 65535 {
+		snaplen = 65535
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", path, err)
 	}
 	w := pcapgo.NewWriterNanos(f)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+	if err := w.WriteFileHeader(uint32(snaplen), layers.LinkTypeEthernet); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
@@ -59,6 +66,10 @@ func startCapture(n ns, iface, path string) (*capturer, error) {
 			data, ci, err := c.h.ReadPacketData()
 			if err != nil {
 				return // closed
+			}
+			if len(data) > snaplen {
+				data = data[:snaplen]
+				ci.CaptureLength = snaplen
 			}
 			if err := w.WritePacket(ci, data); err != nil {
 				c.err = err

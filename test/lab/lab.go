@@ -50,6 +50,7 @@ type Config struct {
 	Clients     int           // benign client hosts (default 4, at most 50)
 	Attacks     []string      // subset of AttackNames, run in this order
 	BeaconEvery time.Duration // beacon period (default 2 s)
+	Snaplen     int           // bytes kept of each frame (0: all)
 	Seed        uint64
 	Log         *slog.Logger
 }
@@ -155,7 +156,7 @@ func Run(ctx context.Context, cfg Config) (_ *dataset.Truth, err error) {
 	if err := l.startServers(runCtx); err != nil {
 		return nil, err
 	}
-	capt, err := startCapture(l.bridge, "br0", cfg.Out)
+	capt, err := startCapture(l.bridge, "br0", cfg.Out, cfg.Snaplen)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"github.com/gopacket/gopacket/pcapgo"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -93,7 +94,8 @@ func TestLabNmap(t *testing.T) {
 		t.Skip("nmap not installed")
 	}
 	dir := t.TempDir()
-	cfg := Config{Duration: 20 * time.Second, Out: filepath.Join(dir, "lab.pcap"), Attacks: []string{"nmap"}, Clients: 3, Seed: 5}
+	cfg := Config{Duration: 20 * time.Second, Out: filepath.Join(dir, "lab.pcap"), Attacks: []string{"nmap"}, Clients: 3, Seed: 5,
+		Snaplen: 200}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	truth, err := Run(ctx, cfg)
@@ -159,6 +161,35 @@ func TestLabNmap(t *testing.T) {
 	}
 	if busy < 4 { // web, infra and at least two of the three clients
 		t.Errorf("benign sources: %v", benignSrc)
+	}
+	// Frames are cut to the snap length; the original lengths are kept.
+	f, err := os.Open(cfg.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Snaplen() != 200 {
+		t.Errorf("pcap snap length %d, want 200", r.Snaplen())
+	}
+	cut := 0
+	for i := 0; i < 1_000_000; i++ {
+		data, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		if len(data) > 200 || ci.CaptureLength != len(data) || ci.Length < ci.CaptureLength {
+			t.Fatalf("record %d: %d bytes, capture length %d, length %d", i, len(data), ci.CaptureLength, ci.Length)
+		}
+		if ci.Length > ci.CaptureLength {
+			cut++
+		}
+	}
+	if cut == 0 {
+		t.Error("no frame was cut to the snap length (the clients download files of 1 MB)")
 	}
 	// The truth file reads back as labels for model eval.
 	ls, err := dataset.ReadLabels(filepath.Join(dir, "lab.json")) // the default truth file

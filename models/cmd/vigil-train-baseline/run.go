@@ -229,7 +229,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	rep := &Report{
 		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR, HostSet: host.Name,
 		TrainFiles: len(trainCaps), HoldoutFiles: len(holdCaps), SkippedFiles: len(skipped),
-		ExcludedBenign: relPaths(cfg.Benign, excluded),
+		ExcludedBenign: relPaths(cfg.Benign, excluded), LabFiles: baseNames(labFiles),
 	}
 	var scorers [2]*runtime.Scorer
 	var thresholds [2]float64
@@ -561,6 +561,15 @@ func relPaths(root string, paths []string) []string {
 			p = r
 		}
 		out = append(out, p)
+	}
+	return out
+}
+
+// baseNames returns the file names of paths.
+func baseNames(paths []string) []string {
+	out := make([]string, 0, len(paths))
+	for _, p := range paths {
+		out = append(out, filepath.Base(p))
 	}
 	return out
 }

@@ -186,8 +186,8 @@ type hostVal struct {
 	beacon     float64 // nethost/v2: longest current run of regular connection starts (decayed with λ = 0.1)
 	// nethost/v3: HTTP requests with content hints (decayed with λ = 0.1)
 	httpInject, httpTraversal float64
-	arpAsked   float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
-	epoch      int64
+	arpAsked                  float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
+	epoch                     int64
 	// distKey and distVal cache the dst_ports and dst_hosts features: the
 	// value is a function of the sketches' number of set bits only (key:
 	// that number + 1; 0: none cached), which changes only on opens to new

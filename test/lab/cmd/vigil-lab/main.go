@@ -31,6 +31,7 @@ func main() {
 	flag.StringVar(&attacks, "attacks", "", "comma-separated attacks: "+strings.Join(lab.AttackNames, ","))
 	flag.IntVar(&cfg.Clients, "clients", 4, "benign client hosts")
 	flag.DurationVar(&cfg.BeaconEvery, "beacon-every", 2*time.Second, "beacon period")
+	flag.IntVar(&cfg.Snaplen, "snaplen", 0, "bytes kept of each frame (0: whole frames; the original length is recorded)")
 	flag.Uint64Var(&cfg.Seed, "seed", 1, "seed of the clients' choices and timing")
 	flag.BoolVar(&cleanup, "cleanup", false, "remove stale vigil-lab-* namespaces (of lab processes that are gone) and exit")
 	flag.BoolVar(&force, "force", false, "with --cleanup: remove all vigil-lab-* namespaces, also those of running labs")

@@ -9,9 +9,11 @@ import (
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
-func featV2(t *testing.T, out []float32, name string) float64 {
+// featByName returns the feature called name from out, a vector of any
+// nethost version (each version's names begin with the previous one's).
+func featByName(t *testing.T, out []float32, name string) float64 {
 	t.Helper()
-	for i, n := range NamesV2() {
+	for i, n := range NamesV3()[:len(out)] {
 		if n == name {
 			return float64(out[i])
 		}
@@ -176,7 +178,7 @@ func TestBeacon(t *testing.T) {
 			p := syn(int64(s.at*1e9), ipA, s.dst, uint16(40000+i))
 			e.Extract(&p, out)
 		}
-		got := math.Expm1(featV2(t, out, "host_beacon"))
+		got := math.Expm1(featByName(t, out, "host_beacon"))
 		if got < c.min-1e-4 || got > c.max+1e-4 {
 			t.Errorf("%s: beacon run %v, want [%v, %v]", c.name, got, c.min, c.max)
 		}
@@ -192,12 +194,12 @@ func TestBeacon(t *testing.T) {
 	}
 	p := pkt(int64(30e9), ipB, ipA, event.ProtoTCP, 443, 40010, 60, event.TCPSyn|event.TCPAck)
 	e.Extract(&p, out)
-	if b := featV2(t, out, "host_beacon"); b != 0 {
+	if b := featByName(t, out, "host_beacon"); b != 0 {
 		t.Errorf("server's beacon = %v, want 0", b)
 	}
 	p = pkt(int64(40e9), ipA, ipB, event.ProtoTCP, 40010, 443, 60, event.TCPAck)
 	e.Extract(&p, out)
-	if got, want := math.Expm1(featV2(t, out, "host_beacon")), 9*0.5; math.Abs(got-want) > 1e-3 {
+	if got, want := math.Expm1(featByName(t, out, "host_beacon")), 9*0.5; math.Abs(got-want) > 1e-3 {
 		t.Errorf("beacon 10 s after a run of 9 = %v, want %v", got, want)
 	}
 }
@@ -217,19 +219,19 @@ func TestNewSourceRate(t *testing.T) {
 	}
 	// 100 opens from new sources, decayed over 20 ms at λ = 1, as a rate,
 	// less the one per second of normal churn
-	got, want := featV2(t, o1, "sensor_new_src_rate"), math.Log1p(100*math.Ln2-1)
+	got, want := featByName(t, o1, "sensor_new_src_rate"), math.Log1p(100*math.Ln2-1)
 	if math.Abs(got-want) > 0.05 {
 		t.Errorf("spoofed flood: sensor_new_src_rate %v, want about %v", got, want)
 	}
 	// one new source: 0.69 per second, below the floor
-	if got := featV2(t, o2, "sensor_new_src_rate"); got != 0 {
+	if got := featByName(t, o2, "sensor_new_src_rate"); got != 0 {
 		t.Errorf("one source: sensor_new_src_rate %v, want 0", got)
 	}
 	// The rate decays: 10 s later, a known source's packet sees none, and
 	// the count is dropped once below the flush level (about 27 s).
 	p := pkt(15*sec, ipA, ipB, event.ProtoTCP, 2000, 443, 60, event.TCPAck)
 	spoofed.Extract(&p, o1)
-	if got := featV2(t, o1, "sensor_new_src_rate"); got != 0 {
+	if got := featByName(t, o1, "sensor_new_src_rate"); got != 0 {
 		t.Errorf("10 s after the flood: %v", got)
 	}
 	if spoofed.v2.newSrc == 0 {
@@ -246,7 +248,7 @@ func TestNewSourceRate(t *testing.T) {
 		p := syn(ts, netip.AddrFrom4([4]byte{10, 99, 3, byte(i)}), ipB, 2000)
 		two.Extract(&p, o1)
 	}
-	if got, want := featV2(t, o1, "sensor_new_src_rate"), math.Log1p((1+math.Exp2(-0.1))*math.Ln2-1); math.Abs(got-want) > 1e-6 {
+	if got, want := featByName(t, o1, "sensor_new_src_rate"), math.Log1p((1+math.Exp2(-0.1))*math.Ln2-1); math.Abs(got-want) > 1e-6 {
 		t.Errorf("two new sources: %v, want %v", got, want)
 	}
 	// A new source whose first packet is not an open does not count.
@@ -256,7 +258,7 @@ func TestNewSourceRate(t *testing.T) {
 		p := pkt(sec+int64(i)*1000, src, ipB, event.ProtoTCP, 443, 40000, 60, event.TCPSyn|event.TCPAck)
 		e.Extract(&p, o1)
 	}
-	if got := featV2(t, o1, "sensor_new_src_rate"); got != 0 {
+	if got := featByName(t, o1, "sensor_new_src_rate"); got != 0 {
 		t.Errorf("new responders: sensor_new_src_rate %v, want 0", got)
 	}
 }
@@ -266,20 +268,20 @@ func TestICMPSize(t *testing.T) {
 	out := make([]float32, DimV2)
 	p := pkt(sec, ipA, ipB, event.ProtoUDP, 40000, 53, 80, 0)
 	e.Extract(&p, out)
-	if got := featV2(t, out, "host_L0.1_icmp_size"); got != 0 {
+	if got := featByName(t, out, "host_L0.1_icmp_size"); got != 0 {
 		t.Errorf("no ICMP: icmp_size %v", got)
 	}
 	for i := range 4 {
 		p := pkt(2*sec+int64(i)*sec, ipA, ipB, event.ProtoICMP, 8, 0, 182, 0)
 		e.Extract(&p, out)
 	}
-	if got := featV2(t, out, "host_L0.1_icmp_size"); math.Abs(got-182) > 1e-3 {
+	if got := featByName(t, out, "host_L0.1_icmp_size"); math.Abs(got-182) > 1e-3 {
 		t.Errorf("echo requests of 182 bytes: icmp_size %v", got)
 	}
 	// replies are the responder's, not counted for it
 	r := pkt(7*sec, ipB, ipA, event.ProtoICMP, 0, 0, 1000, 0)
 	e.Extract(&r, out)
-	if got := featV2(t, out, "host_L0.1_icmp_size"); got != 0 {
+	if got := featByName(t, out, "host_L0.1_icmp_size"); got != 0 {
 		t.Errorf("echo replier: icmp_size %v", got)
 	}
 }

@@ -9,17 +9,6 @@ import (
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
-func featV3(t *testing.T, out []float32, name string) float64 {
-	t.Helper()
-	for i, n := range NamesV3() {
-		if n == name {
-			return float64(out[i])
-		}
-	}
-	t.Fatalf("no feature %q", name)
-	return 0
-}
-
 func TestNamesV3(t *testing.T) {
 	n := NamesV3()
 	if len(n) != DimV3 || DimV3 != DimV2+WebDim {
@@ -126,7 +115,7 @@ func TestWebFeatures(t *testing.T) {
 		p.DstPort = 80
 		p.Flags |= flags
 		e.Extract(&p, out)
-		return featV3(t, out, "host_http_injection"), featV3(t, out, "host_http_traversal")
+		return featByName(t, out, "host_http_injection"), featByName(t, out, "host_http_traversal")
 	}
 	near := func(what string, got, want float64) {
 		t.Helper()

@@ -102,10 +102,13 @@ func httpHints(payload []byte) uint8 {
 	bp := hintBufs.Get().(*[]byte)
 	defer hintBufs.Put(bp)
 	var hints uint8
-	dec := percentDecode((*bp)[:0], target, false)
-	*bp = dec[:0]
-	if climbs(dec) {
-		hints |= event.FlagHTTPTraversal
+	// ".." needs a dot, raw or percent-encoded.
+	if bytes.IndexByte(target, '.') >= 0 || bytes.IndexByte(target, '%') >= 0 {
+		dec := percentDecode((*bp)[:0], target, false)
+		*bp = dec[:0]
+		if climbs(dec) {
+			hints |= event.FlagHTTPTraversal
+		}
 	}
 	q := bytes.IndexByte(target, '?')
 	if q < 0 {

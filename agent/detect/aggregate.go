@@ -91,7 +91,8 @@ type AggregatorConfig struct {
 	PersistWindows int
 	// MaxOpen bounds the open findings (sources) and the sources whose
 	// run of windows is remembered (PersistWindows); beyond it, the oldest
-	// open finding is closed and emitted early, the oldest run forgotten.
+	// open finding is closed and emitted early, and the runs that ended
+	// are forgotten (if none has, a new source's run is not followed).
 	// Default 4096.
 	MaxOpen int
 	// PacketTime stamps findings with their last packet's time instead of
@@ -201,8 +202,10 @@ type Aggregator struct {
 	// swept is the packet-time grid point of the last sweep (PacketTime).
 	swept int64
 	// streaks are the runs of windows of recently closed sources
-	// (PersistWindows), at most MaxOpen.
+	// (PersistWindows), at most MaxOpen; pruned is the packet time of
+	// their last pruning.
 	streaks map[string]streak
+	pruned  int64
 }
 
 // NewAggregator returns an empty aggregator.
@@ -454,23 +457,31 @@ func (a *Aggregator) persist(g *agg) {
 	default:
 		s = streak{n: 1, first: g.first, last: g.last}
 	}
-	if !ok && len(a.streaks) >= a.cfg.MaxOpen {
-		a.forgetOldestStreak()
+	g.run, g.runFirst = s.n, s.first
+	if !ok && len(a.streaks) >= a.cfg.MaxOpen && !a.pruneStreaks(g.first) {
+		// Every remembered run is live (more than MaxOpen sources
+		// anomalous at once, a flood from many addresses): this source's
+		// run is not followed. The work per window stays bounded.
+		return
 	}
 	a.streaks[g.key] = s
-	g.run, g.runFirst = s.n, s.first
 }
 
-// forgetOldestStreak drops the run whose last window ended first.
-func (a *Aggregator) forgetOldestStreak() {
-	var oldK string
-	var old int64
+// pruneStreaks forgets the runs that can no longer continue at packet time
+// now (their last anomaly more than a window before it), at most once per
+// window of packet time, and reports whether that made room.
+func (a *Aggregator) pruneStreaks(now int64) bool {
+	win := int64(a.cfg.Window)
+	if a.pruned != 0 && now-a.pruned < win {
+		return false
+	}
+	a.pruned = now
 	for k, s := range a.streaks {
-		if oldK == "" || s.last < old || (s.last == old && k < oldK) {
-			oldK, old = k, s.last
+		if now-s.last > win {
+			delete(a.streaks, k)
 		}
 	}
-	delete(a.streaks, oldK)
+	return len(a.streaks) < a.cfg.MaxOpen
 }
 
 // persistent reports whether g closes a run of at least n windows.

@@ -316,3 +316,24 @@ func TestAggregatePersistentBounded(t *testing.T) {
 		t.Fatalf("%d runs remembered (max 8)", len(a.streaks))
 	}
 }
+
+// TestAggregatePersistentFlood: with more anomalous sources at once than
+// MaxOpen, the runs remembered stay within it (new sources' runs are not
+// followed while every remembered one is live).
+func TestAggregatePersistentFlood(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{PacketTime: true, MaxOpen: 4})
+	for i := range 60 { // 60 × 7 s: 7 minutes
+		for s := range 10 {
+			src := netip.AddrFrom4([4]byte{192, 0, 2, byte(s)}).String()
+			an := anomaly(src, "198.51.100.1", 443, 1000+float64(i)*7+float64(s)*0.01, 1.2, 0x02)
+			a.Add(&an)
+			if len(a.streaks) > 4 {
+				t.Fatalf("%d runs remembered (max 4)", len(a.streaks))
+			}
+		}
+	}
+	a.Flush()
+	if len(a.streaks) > 4 {
+		t.Fatalf("%d runs remembered after the flush (max 4)", len(a.streaks))
+	}
+}

@@ -93,6 +93,18 @@ type Capture struct {
 	Reason string
 }
 
+// NotBenign says why a capture given as benign is not, or "" when nothing
+// speaks against it: the agent's decoder marked some of its packets as
+// attacks on a web application. Trainers leave such captures out of benign
+// data (zeek's test traces include a DVWA SQL injection and requests for
+// ../../../etc/passwd).
+func (c *Capture) NotBenign() string {
+	if c.WebAttacks > 0 {
+		return fmt.Sprintf("%d packets carry HTTP attacks (SQL injection, XSS or path traversal)", c.WebAttacks)
+	}
+	return ""
+}
+
 // Matrix returns the features of set k as a matrix view.
 func (c *Capture) Matrix(k int) ae.Matrix {
 	return ae.Matrix{Data: c.Feats[k], Rows: c.N, Cols: c.Sets[k].Dim}

@@ -3,12 +3,17 @@ package dataset
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/vigil-edge/vigil/test/trafficgen"
 )
@@ -124,6 +129,9 @@ func TestExtractAndSplitTail(t *testing.T) {
 	if c.N != info.Packets || len(c.Feats[0]) != c.N*Sets()[0].Dim || len(c.Feats[1]) != c.N*Sets()[1].Dim || c.Reason != "" {
 		t.Fatalf("extracted %d packets (reason %q), want %d", c.N, c.Reason, info.Packets)
 	}
+	if why := c.NotBenign(); why != "" {
+		t.Errorf("trafficgen's benign sessions not benign: %s", why)
+	}
 	c2, err := Extract(context.Background(), p, Sets()[1:], 100)
 	if err != nil || c2.N != 100 || c2.Reason == "" {
 		t.Fatalf("bounded extract: %v %d %q", err, c2.N, c2.Reason)
@@ -167,4 +175,61 @@ func FuzzParseLabels(f *testing.F) {
 			_, _ = ParseManifest(bytes.NewReader(data))
 		}
 	})
+}
+
+// writeRequest writes a one-packet capture: an HTTP request with the given
+// target from 10.99.0.7 to 10.99.0.80.
+func writeRequest(t *testing.T, path, target string) {
+	t.Helper()
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP,
+		SrcIP: net.IPv4(10, 99, 0, 7), DstIP: net.IPv4(10, 99, 0, 80)}
+	tcp := &layers.TCP{SrcPort: 40000, DstPort: 80, ACK: true, PSH: true, Window: 1024}
+	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		&layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 7}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 80}, EthernetType: layers.EthernetTypeIPv4},
+		ip, tcp, gopacket.Payload("GET "+target+" HTTP/1.1\r\nHost: lab\r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := pcapgo.NewWriter(f)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1_700_000_000, 0), CaptureLength: len(data), Length: len(data)}, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNotBenign: a capture whose HTTP requests the decoder marks as
+// attacks is named not benign; one with ordinary requests is not.
+func TestNotBenign(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		target string
+		bad    bool
+	}{
+		{"/index.php?page=../../../etc/passwd", true},
+		{"/sqli/?id=1%27+OR+%271%27%3D%271&Submit=Submit", true},
+		{"/search?q=%22exact+phrase%22&author=O%27Reilly", false},
+		{"/static/app.js", false},
+	} {
+		p := filepath.Join(dir, "r.pcap")
+		writeRequest(t, p, c.target)
+		cp, err := Extract(context.Background(), p, Sets()[:1], 0)
+		if err != nil || cp.N != 1 {
+			t.Fatalf("%s: extract: %v (%d packets)", c.target, err, cp.N)
+		}
+		if why := cp.NotBenign(); (why != "") != c.bad {
+			t.Errorf("%s: NotBenign %q, want an objection: %v", c.target, why, c.bad)
+		}
+	}
 }

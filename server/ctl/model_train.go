@@ -130,7 +130,8 @@ func peakRSS() uint64 {
 	return uint64(ru.Maxrss) * 1024
 }
 
-// readCaptures extracts every file, reporting progress; unreadable files are
+// readCaptures extracts every benign file, reporting progress; unreadable
+// files, and files that are not benign (dataset.Capture.NotBenign), are
 // skipped and named.
 func readCaptures(ctx context.Context, files []string, sets []dataset.FeatureSet, maxPackets int, prog *progress) (caps []*dataset.Capture, skipped []string, err error) {
 	for i, p := range files {
@@ -145,6 +146,10 @@ func readCaptures(ctx context.Context, files []string, sets []dataset.FeatureSet
 		}
 		if c.N == 0 {
 			skipped = append(skipped, p+": no packets")
+			continue
+		}
+		if why := c.NotBenign(); why != "" {
+			skipped = append(skipped, p+": not benign: "+why)
 			continue
 		}
 		caps = append(caps, c)

@@ -171,14 +171,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			skipped = append(skipped, p)
 			continue
 		}
-		// A capture in which the agent's decoder sees an attack on a web
-		// application (libinjection, ".." segments) is not benign: zeek's
-		// test traces include a DVWA SQL injection and requests for
-		// ../../../etc/passwd. It is neither trained on nor held out (the
-		// split of the others does not move).
-		if cf.WebAttacks > 0 {
+		// Neither trained on nor held out (the split of the others does
+		// not move).
+		if why := cf.NotBenign(); why != "" {
 			excluded = append(excluded, p)
-			log.Info("benign capture excluded: it carries HTTP attacks", "file", p, "packets", cf.WebAttacks)
+			log.Info("benign capture excluded", "file", p, "why", why)
 			continue
 		}
 		if i%5 == 2 {

@@ -75,40 +75,55 @@ func TestV2Prefix(t *testing.T) {
 	} {
 		v1c, v2c := c.cfg, c.cfg
 		v2c.V2 = true
-		a, b := New(v1c), New(v2c)
-		va, vb := make([]float32, Dim), make([]float32, DimV2)
-		var ra, rb Raw
-		for j := range ra {
-			ra[j] = 42 // must be cleared
+		samePrefix(t, c.name, c.pk, New(v1c), New(v2c), false)
+	}
+}
+
+// samePrefix runs pk through a and b, whose version extends a's, and fails
+// unless b's first a.Dim() raw values and features equal a's bit for bit,
+// a leaves its raw values up to b.Dim() zero, and every feature of b is
+// finite (and not negative, if nonneg). It returns the packets for which b
+// has a nonzero raw value beyond a's.
+func samePrefix(t *testing.T, name string, pk []event.Packet, a, b *Extractor, nonneg bool) (extra int) {
+	t.Helper()
+	da, db := a.Dim(), b.Dim()
+	va, vb := make([]float32, da), make([]float32, db)
+	var ra, rb Raw
+	for j := range ra {
+		ra[j] = 42 // must be cleared
+	}
+	for i := range pk {
+		p := pk[i]
+		a.ExtractRaw(&p, &ra)
+		b.ExtractRaw(&p, &rb)
+		for j := range da {
+			if math.Float64bits(ra[j]) != math.Float64bits(rb[j]) {
+				t.Fatalf("%s: packet %d raw %s: %s %v, %s %v", name, i, NamesV3()[j], a.Name(), ra[j], b.Name(), rb[j])
+			}
 		}
-		for i := range c.pk {
-			p := c.pk[i]
-			a.ExtractRaw(&p, &ra)
-			b.ExtractRaw(&p, &rb)
-			for j := range Dim {
-				if math.Float64bits(ra[j]) != math.Float64bits(rb[j]) {
-					t.Fatalf("%s: packet %d raw %s: v1 %v, v2 %v", c.name, i, names[j], ra[j], rb[j])
-				}
+		for j := da; j < db; j++ {
+			if ra[j] != 0 {
+				t.Fatalf("%s: %s raw[%d] = %v, want 0", name, a.Name(), j, ra[j])
 			}
-			for j := Dim; j < DimV2; j++ {
-				if ra[j] != 0 {
-					t.Fatalf("%s: v1 raw[%d] = %v, want 0", c.name, j, ra[j])
-				}
+			if rb[j] != 0 {
+				extra++
+				break
 			}
-			ra.Features(va)
-			rb.Features(vb)
-			for j := range Dim {
-				if math.Float32bits(va[j]) != math.Float32bits(vb[j]) {
-					t.Fatalf("%s: packet %d feature %s: v1 %v, v2 %v", c.name, i, names[j], va[j], vb[j])
-				}
+		}
+		ra.Features(va)
+		rb.Features(vb)
+		for j := range da {
+			if math.Float32bits(va[j]) != math.Float32bits(vb[j]) {
+				t.Fatalf("%s: packet %d feature %s: %s %v, %s %v", name, i, NamesV3()[j], a.Name(), va[j], b.Name(), vb[j])
 			}
-			for j, x := range vb {
-				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-					t.Fatalf("%s: packet %d feature %d = %v", c.name, i, j, x)
-				}
+		}
+		for j, x := range vb {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) || (nonneg && x < 0) {
+				t.Fatalf("%s: packet %d feature %d = %v", name, i, j, x)
 			}
 		}
 	}
+	return extra
 }
 
 // syn is a TCP SYN from src port sport to dst:443.

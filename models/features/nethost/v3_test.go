@@ -60,44 +60,7 @@ func TestV3Prefix(t *testing.T) {
 	} {
 		v2c, v3c := c.cfg, c.cfg
 		v2c.V2, v3c.V3 = true, true
-		a, b := New(v2c), New(v3c)
-		va, vb := make([]float32, DimV2), make([]float32, DimV3)
-		var ra, rb Raw
-		for j := range ra {
-			ra[j] = 42 // must be cleared
-		}
-		hinted := 0
-		for i := range c.pk {
-			p := c.pk[i]
-			a.ExtractRaw(&p, &ra)
-			b.ExtractRaw(&p, &rb)
-			for j := range DimV2 {
-				if math.Float64bits(ra[j]) != math.Float64bits(rb[j]) {
-					t.Fatalf("%s: packet %d raw %d: v2 %v, v3 %v", c.name, i, j, ra[j], rb[j])
-				}
-			}
-			for j := DimV2; j < DimV3; j++ {
-				if ra[j] != 0 {
-					t.Fatalf("%s: v2 raw[%d] = %v, want 0", c.name, j, ra[j])
-				}
-			}
-			if rb[DimV2] > 0 || rb[DimV2+1] > 0 {
-				hinted++
-			}
-			ra.Features(va)
-			rb.Features(vb)
-			for j := range DimV2 {
-				if math.Float32bits(va[j]) != math.Float32bits(vb[j]) {
-					t.Fatalf("%s: packet %d feature %d: v2 %v, v3 %v", c.name, i, j, va[j], vb[j])
-				}
-			}
-			for j, x := range vb {
-				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) || x < 0 {
-					t.Fatalf("%s: packet %d feature %d = %v", c.name, i, j, x)
-				}
-			}
-		}
-		if hinted == 0 {
+		if hinted := samePrefix(t, c.name, c.pk, New(v2c), New(v3c), true); hinted == 0 {
 			t.Errorf("%s: no packet with a nonzero web feature", c.name)
 		}
 	}

@@ -261,28 +261,30 @@ func New(cfg Config) *Extractor {
 	return e
 }
 
-// Dim returns the number of features the extractor writes per packet: Dim
-// for nethost/v1, DimV2 for nethost/v2, DimV3 for nethost/v3.
-func (e *Extractor) Dim() int {
+// versions are the feature sets an extractor computes, by version - 1.
+var versions = [...]struct {
+	name string
+	dim  int
+}{{Name, Dim}, {NameV2, DimV2}, {NameV3, DimV3}}
+
+// version is the extractor's nethost version, minus 1 (an index into
+// versions).
+func (e *Extractor) version() int {
 	switch {
 	case e.v3:
-		return DimV3
+		return 2
 	case e.v2 != nil:
-		return DimV2
+		return 1
 	}
-	return Dim
+	return 0
 }
 
+// Dim returns the number of features the extractor writes per packet: Dim
+// for nethost/v1, DimV2 for nethost/v2, DimV3 for nethost/v3.
+func (e *Extractor) Dim() int { return versions[e.version()].dim }
+
 // Name returns the feature set the extractor computes.
-func (e *Extractor) Name() string {
-	switch {
-	case e.v3:
-		return NameV3
-	case e.v2 != nil:
-		return NameV2
-	}
-	return Name
-}
+func (e *Extractor) Name() string { return versions[e.version()].name }
 
 // ipKey returns the key and hash of an IP address.
 func (e *Extractor) ipKey(addr *[16]byte) (hostKey, uint64) {

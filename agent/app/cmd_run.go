@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,7 @@ type runFlags struct {
 	watch      []string
 	metrics    string
 	demo       string
+	calibrate  time.Duration
 }
 
 func newRunCommand(g *Globals) *cobra.Command {
@@ -49,6 +51,7 @@ func newRunCommand(g *Globals) *cobra.Command {
 	f.StringArrayVar(&rf.pcaps, "pcap", nil, "replay this pcap file (repeatable; adds to the config)")
 	f.StringArrayVar(&rf.watch, "watch", nil, "watch this directory for file activity (repeatable; adds to the config)")
 	f.StringVar(&rf.metrics, "metrics", "", "metrics listener on localhost, or off (default "+config.DefaultMetricsListen+")")
+	f.DurationVar(&rf.calibrate, "calibrate", 0, "per-sensor calibration: observe this much local traffic (packet time) without findings, then raise the thresholds to the local quantile (capture.calibrate)")
 	f.StringVar(&rf.demo, "demo-findings", "", "TEST/DEMO ONLY: generate N synthetic findings per second (\"N/s\")")
 	_ = f.MarkHidden("demo-findings")
 	return cmd
@@ -72,6 +75,9 @@ func loadRunConfig(cmd *cobra.Command, rf *runFlags, g *Globals) (*config.Config
 	cfg.Watch = append(cfg.Watch, rf.watch...)
 	if rf.metrics != "" {
 		cfg.Metrics.Listen = rf.metrics
+	}
+	if cmd.Flags().Changed("calibrate") {
+		cfg.Capture.Calibrate = config.Duration(rf.calibrate)
 	}
 	if rf.demo != "" {
 		rate, err := parseRate(rf.demo)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
@@ -46,8 +47,13 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	for _, b := range inst.Bundles {
 		env.Log.Info("netflow model", "name", b.Name, "version", b.Version, "feature_set", b.FeatureSet, "path", b.Path)
 	}
+	var args []string
+	if env.Calibrate > 0 {
+		args = []string{"-calibrate", env.Calibrate.String(), "-calibrate-quantile", strconv.FormatFloat(env.CalibrateQuantile, 'g', -1, 64)}
+		env.Log.Info("per-sensor calibration: observing local traffic before flagging", "grace", env.Calibrate, "quantile", env.CalibrateQuantile)
+	}
 	p, err := detect.New(detect.Config{
-		Plugin: inst.Plugin, Bundles: inst.Bundles, ORTLib: inst.ORTLib,
+		Plugin: inst.Plugin, Bundles: inst.Bundles, ORTLib: inst.ORTLib, PluginArgs: args,
 		Pcaps: env.Pcaps, Interfaces: env.Interfaces, Follow: true,
 		// The unprivileged plugin cannot read the private state directory
 		// (activated models) and receives the updater's models later: both

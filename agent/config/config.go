@@ -82,6 +82,15 @@ type Log struct {
 type Capture struct {
 	Interfaces []string `json:"interfaces,omitempty" yaml:"interfaces,omitempty"`
 	Pcaps      []string `json:"pcaps,omitempty" yaml:"pcaps,omitempty"`
+	// Calibrate is the per-sensor calibration grace period (packet time):
+	// the netflow detector observes local traffic this long without
+	// findings, then raises each model's threshold to the local
+	// CalibrateQuantile score quantile where that is higher, and the agent
+	// reports the result to the server. 0 (the default) uses the models'
+	// thresholds as they are.
+	Calibrate Duration `json:"calibrate,omitempty" yaml:"calibrate,omitempty"`
+	// CalibrateQuantile is that quantile (default 0.999).
+	CalibrateQuantile float64 `json:"calibrate_quantile,omitempty" yaml:"calibrate_quantile,omitempty"`
 }
 
 // Demo configures the synthetic findings generator (tests and demos only).
@@ -102,6 +111,10 @@ const (
 	DefaultMetricsListen  = "127.0.0.1:9464"
 	// DefaultShadowReportInterval: shadow statistics reach the server once a minute.
 	DefaultShadowReportInterval = time.Minute
+	// DefaultCalibrateQuantile is the local score quantile of per-sensor calibration.
+	DefaultCalibrateQuantile = 0.999
+	// MaxCalibrate bounds the calibration grace period.
+	MaxCalibrate = 7 * 24 * time.Hour
 )
 
 // Default returns a configuration with every default filled in.
@@ -139,6 +152,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Update.ShadowReportInterval == 0 {
 		c.Update.ShadowReportInterval = Duration(DefaultShadowReportInterval)
+	}
+	if c.Capture.CalibrateQuantile == 0 {
+		c.Capture.CalibrateQuantile = DefaultCalibrateQuantile
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -268,6 +284,12 @@ func (c *Config) Validate() error {
 		if s == "" {
 			errs = append(errs, errors.New("empty interface, pcap or watch entry"))
 		}
+	}
+	if d := c.Capture.Calibrate.D(); d < 0 || d > MaxCalibrate {
+		errs = append(errs, fmt.Errorf("capture.calibrate %s: between 0 and %s", d, MaxCalibrate))
+	}
+	if q := c.Capture.CalibrateQuantile; !(q >= 0.5 && q < 1) {
+		errs = append(errs, fmt.Errorf("capture.calibrate_quantile %v: at least 0.5 and below 1", q))
 	}
 	if c.Demo.Rate < 0 || c.Demo.Rate > 1e6 || c.Demo.Rate != c.Demo.Rate {
 		errs = append(errs, fmt.Errorf("demo.rate %v: between 0 and 1e6", c.Demo.Rate))

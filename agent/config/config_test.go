@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +25,7 @@ metrics:
 capture:
   interfaces: [eth0]
   pcaps: [a.pcap]
+  calibrate: 10m
 watch: [/srv]
 demo:
   rate: 50
@@ -38,7 +40,8 @@ demo:
 		t.Fatal(err)
 	}
 	if c.Spool.MaxBytes != 16<<20 || c.Uplink.StatusInterval.D() != 5*time.Second || c.Uplink.BatchMax != 200 ||
-		c.Uplink.Inflight != DefaultInflight || c.Capture.Interfaces[0] != "eth0" || c.Watch[0] != "/srv" || c.Demo.Rate != 50 {
+		c.Uplink.Inflight != DefaultInflight || c.Capture.Interfaces[0] != "eth0" || c.Watch[0] != "/srv" || c.Demo.Rate != 50 ||
+		c.Capture.Calibrate.D() != 10*time.Minute || c.Capture.CalibrateQuantile != DefaultCalibrateQuantile {
 		t.Fatalf("parsed %+v", c)
 	}
 
@@ -108,6 +111,12 @@ func TestValidate(t *testing.T) {
 		{"empty iface", func(c *Config) { c.Capture.Interfaces = []string{""} }, "empty"},
 		{"demo rate", func(c *Config) { c.Demo.Rate = -1 }, "demo.rate"},
 		{"no state", func(c *Config) { c.StateDir = "" }, "state_dir"},
+		{"calibrate", func(c *Config) { c.Capture.Calibrate = Duration(10 * time.Minute); c.Capture.CalibrateQuantile = 0.99 }, ""},
+		{"calibrate negative", func(c *Config) { c.Capture.Calibrate = Duration(-time.Second) }, "capture.calibrate"},
+		{"calibrate too long", func(c *Config) { c.Capture.Calibrate = Duration(MaxCalibrate + time.Second) }, "capture.calibrate"},
+		{"calibrate quantile 1", func(c *Config) { c.Capture.CalibrateQuantile = 1 }, "calibrate_quantile"},
+		{"calibrate quantile low", func(c *Config) { c.Capture.CalibrateQuantile = 0.2 }, "calibrate_quantile"},
+		{"calibrate quantile NaN", func(c *Config) { c.Capture.CalibrateQuantile = math.NaN() }, "calibrate_quantile"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,4 +169,19 @@ func FuzzConfigLoad(f *testing.F) {
 		}
 		_ = c.Validate() // must not panic
 	})
+}
+
+// TestShippedConfig: the agent.yaml the packages install loads and
+// validates (with calibration off, as shipped).
+func TestShippedConfig(t *testing.T) {
+	c, err := Load("../../installer/files/config/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/var/lib/vigil" || c.Capture.Calibrate != 0 || c.Capture.CalibrateQuantile != 0.999 {
+		t.Fatalf("shipped config: %+v", c)
+	}
 }

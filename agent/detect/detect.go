@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -108,6 +109,9 @@ type Pipeline struct {
 	shadow                         atomic.Pointer[shadowRun]
 	running                        atomic.Bool // Run has started the plugin and not yet stopped
 	shadowDropped, shadowAnomalies atomic.Uint64
+
+	// calStats is the plugin's last reported calibration state (calibration.go).
+	calStats atomic.Pointer[map[string]uint64]
 }
 
 var (
@@ -287,7 +291,7 @@ func addStats(a *capture.Stats, b capture.Stats) {
 // Counters implements pipeline.Counters (names as the Status message uses).
 func (p *Pipeline) Counters() map[string]uint64 {
 	st := p.Stats()
-	return map[string]uint64{
+	c := map[string]uint64{
 		"captured":          st.Capture.Packets,
 		"decoded":           st.Capture.Decoded,
 		"decode_errors":     st.Capture.DecodeErrors,
@@ -303,6 +307,8 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"shadow_dropped":    p.shadowDropped.Load(),
 		"shadow_anomalies":  p.shadowAnomalies.Load(),
 	}
+	maps.Copy(c, p.calibrationCounters())
+	return c
 }
 
 // Run implements pipeline.Source: it starts the plugin and the sources and
@@ -370,6 +376,14 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 	}
 	srcDone := make(chan struct{})
 	go func() { wg.Wait(); close(srcDone) }()
+	if p.calibrating() {
+		calDone := make(chan struct{})
+		go func() {
+			defer close(calDone)
+			p.pollCalibration(rctx)
+		}()
+		defer func() { cancel(); <-calDone }()
+	}
 
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()

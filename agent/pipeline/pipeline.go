@@ -7,6 +7,7 @@ package pipeline
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
@@ -47,6 +48,10 @@ type Env struct {
 	Watch      []string // --watch / watch
 	PluginDirs []string // plugin_dirs: where detector plugins are searched
 	ModelDirs  []string // model_dirs: where model bundles are searched
+	// Calibrate and CalibrateQuantile: per-sensor calibration of the
+	// packet detector (capture.calibrate; 0: none).
+	Calibrate         time.Duration
+	CalibrateQuantile float64
 }
 
 // Factory builds the sources a pipeline package contributes for this run

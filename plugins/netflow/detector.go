@@ -24,8 +24,14 @@
 //
 // Per-sensor calibration (Options.Calibrate): for a grace period of packet
 // time after the first packet the detector only observes (no anomalies),
-// collecting each model's scores; then each threshold becomes the larger of
-// the model's and the observed Options.CalibrateQuantile quantile.
+// collecting each model's scores (an evenly thinned sample, bounded); then
+// each threshold becomes the larger of the model's and the observed
+// Options.CalibrateQuantile quantile. A model loaded later (an update) is
+// calibrated the same way on its own scores, but flags at its own threshold
+// while it observes: an update never silences a calibrated sensor, and a
+// threshold measured on another model's score scale is never carried over.
+// Health reports the outcome per feature set (calibration_* stats), which
+// the agent forwards to the server in its Status counters.
 package netflow
 
 import (
@@ -148,6 +154,12 @@ type model struct {
 	scorer *runtime.Scorer
 	names  []string
 	ctxVer string
+	// per-sensor calibration of this model: observing until its grace
+	// period has passed, then calibrated with calLocal, the local quantile
+	// of calSamples observed scores.
+	observing, calibrated bool
+	calLocal              float32
+	calSamples            int
 }
 
 // Detector implements sdk.Detector.
@@ -181,11 +193,11 @@ type Detector struct {
 	// anomaly pre-aggregation (aggregate.go); nil with Options.NoAggregate.
 	agg *aggState
 
-	// per-sensor calibration
-	calStart  int64 // first packet time
-	calDone   atomic.Bool
-	calScores [nslots][]float32
-	calThr    [nslots]atomic.Uint32 // float32 bits of the calibrated threshold
+	// per-sensor calibration: calDone is false during the sensor's initial
+	// grace period (no anomalies); cal[s] samples the observing model of
+	// slot s (scoring goroutine only, under mu).
+	calDone atomic.Bool
+	cal     [nslots]calSample
 
 	memBytes  atomic.Int64
 	scored    atomic.Uint64
@@ -304,9 +316,7 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	default:
 		m.names = nhfeat.Names()
 	}
-	if v := math.Float32frombits(d.calThr[slot].Load()); v > m.thr {
-		m.thr = v
-	}
+	m.observing = d.opts.Calibrate > 0
 	d.mu.Lock()
 	d.allocSlot(slot, man.FeatureSet, dim)
 	if d.cache != nil && slot == slotNethost {
@@ -389,9 +399,19 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 	for i := range ratio {
 		ratio[i], which[i] = 0, -1
 	}
+	// A batch that spans the end of a model's calibration grace period is
+	// scored in two parts: the packets before it are observed, those after
+	// it are judged by the calibrated threshold.
+	if k := d.calibrationCut(pkts); k > 0 && k < len(pkts) {
+		if err := d.scoreChunk(pkts[:k], base, res); err != nil {
+			return err
+		}
+		return d.scoreChunk(pkts[k:], base+k, res)
+	}
 	calibrating := !d.calDone.Load()
-	if calibrating && n > 0 && d.calStart == 0 {
-		d.calStart = pkts[0].TimestampNs
+	if calibrating && d.calibratedAll() {
+		d.calDone.Store(true)
+		calibrating = false
 	}
 	var loaded [nslots]*model
 	for s := range nslots {
@@ -412,8 +432,8 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 		if err != nil {
 			return err
 		}
-		if calibrating {
-			d.observe(s, scores)
+		if m.observing && n > 0 {
+			d.observe(m, scores, pkts[0].TimestampNs)
 		}
 		for i, v := range scores {
 			if v != v { // NaN: treat as the most anomalous
@@ -427,9 +447,6 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 	}
 	res.Scores = append(res.Scores, ratio...)
 	if calibrating {
-		if n > 0 && pkts[n-1].TimestampNs-d.calStart >= int64(d.opts.Calibrate) {
-			d.finishCalibration()
-		}
 		return nil
 	}
 	if d.agg != nil {
@@ -573,38 +590,116 @@ func (d *Detector) contrib(s, i int) []float32 {
 
 func (d *Detector) rawScore(s, i int) float32 { return d.rsc[s*d.opts.MaxBatch+i] }
 
-// observe keeps calibration scores (a bounded, evenly thinned sample).
-func (d *Detector) observe(s int, scores []float32) {
-	const maxKeep = 1 << 18
-	if len(d.calScores[s]) >= maxKeep {
-		return
-	}
-	d.calScores[s] = append(d.calScores[s], scores...)
+// calSample is a bounded, evenly spaced sample of one model's scores over
+// its calibration grace period: every stride-th score is kept; when the
+// buffer is full, every other kept score is dropped and the stride doubles.
+type calSample struct {
+	model  *model // the model sampled (a new model restarts the sample)
+	start  int64  // packet time of its first observed batch
+	seen   uint64 // scores offered
+	stride uint64
+	scores []float32
 }
 
-// finishCalibration raises each loaded model's threshold to the local
-// quantile of its observed scores.
-func (d *Detector) finishCalibration() {
-	for s := range nslots {
-		sc := d.calScores[s]
-		d.calScores[s] = nil
-		if len(sc) == 0 {
-			continue
+// calSampleMax bounds a calibration sample (1 MB of scores per slot).
+const calSampleMax = 1 << 18
+
+func (c *calSample) add(scores []float32) {
+	for _, v := range scores {
+		if c.seen%c.stride == 0 {
+			if len(c.scores) == calSampleMax {
+				for i := range calSampleMax / 2 {
+					c.scores[i] = c.scores[2*i]
+				}
+				c.scores = c.scores[:calSampleMax/2]
+				c.stride *= 2
+				if c.seen%c.stride != 0 {
+					c.seen++
+					continue
+				}
+			}
+			c.scores = append(c.scores, v)
 		}
-		q, err := calib.Quantile(sc, d.opts.CalibrateQuantile)
-		if err != nil || math.IsNaN(q) || math.IsInf(q, 0) {
-			continue
-		}
-		d.calThr[s].Store(math.Float32bits(float32(q)))
-		if m := d.models[s].Load(); m != nil && float32(q) > m.thr {
-			nm := *m
-			nm.thr = float32(q)
-			d.models[s].Store(&nm)
-		}
-		d.log.Info("per-sensor calibration done", "slot", slotNames[s], "samples", len(sc),
-			"quantile", d.opts.CalibrateQuantile, "local", q, "threshold", d.activeThreshold(s))
+		c.seen++
 	}
-	d.calDone.Store(true)
+}
+
+// observe adds an observing model's scores of one batch (its first packet
+// at packet time first) to its slot's sample; calibrationCut keeps every
+// observed packet inside the grace period.
+func (d *Detector) observe(m *model, scores []float32, first int64) {
+	c := &d.cal[m.slot]
+	if c.model != m {
+		*c = calSample{model: m, start: first, stride: 1, scores: c.scores[:0]}
+	}
+	c.add(scores)
+}
+
+// calibrationCut finishes the calibration of every observing model whose
+// grace period ended before pkts[0], and returns the index of the first
+// packet after the end of a grace period still running (len(pkts) if none
+// ends inside pkts).
+func (d *Detector) calibrationCut(pkts []event.Packet) int {
+	cut := len(pkts)
+	if d.opts.Calibrate <= 0 || len(pkts) == 0 {
+		return cut
+	}
+	grace := int64(d.opts.Calibrate)
+	for s := range nslots {
+		m := d.models[s].Load()
+		if m == nil || !m.observing {
+			continue
+		}
+		start := pkts[0].TimestampNs // a model not yet observed starts here
+		if c := &d.cal[s]; c.model == m {
+			start = c.start
+		}
+		if pkts[0].TimestampNs-start >= grace {
+			d.finishCalibration(m)
+			continue
+		}
+		for i := 1; i < cut; i++ {
+			if pkts[i].TimestampNs-start >= grace {
+				cut = i
+				break
+			}
+		}
+	}
+	return cut
+}
+
+// finishCalibration raises m's threshold to the local quantile of its
+// observed scores (never lowers it) and marks it calibrated. The caller
+// holds mu (no model swap in between).
+func (d *Detector) finishCalibration(m *model) {
+	c := &d.cal[m.slot]
+	nm := *m
+	nm.observing, nm.calibrated, nm.calSamples = false, true, len(c.scores)
+	if q, err := calib.Quantile(c.scores, d.opts.CalibrateQuantile); err == nil && !math.IsNaN(q) && !math.IsInf(q, 0) {
+		nm.calLocal = float32(q)
+		nm.thr = max(nm.thr, nm.calLocal)
+	}
+	*c = calSample{}
+	if !d.models[m.slot].CompareAndSwap(m, &nm) {
+		return
+	}
+	d.log.Info("per-sensor calibration done", "feature_set", nm.info.FeatureSet, "samples", nm.calSamples,
+		"quantile", d.opts.CalibrateQuantile, "local", nm.calLocal, "model_threshold", nm.info.Threshold, "threshold", nm.thr)
+}
+
+// calibratedAll reports whether a model is loaded and none is observing:
+// the end of the sensor's initial grace period.
+func (d *Detector) calibratedAll() bool {
+	any := false
+	for s := range nslots {
+		if m := d.models[s].Load(); m != nil {
+			if m.observing {
+				return false
+			}
+			any = true
+		}
+	}
+	return any
 }
 
 func (d *Detector) activeThreshold(s int) float32 {
@@ -708,6 +803,14 @@ func (d *Detector) Health(_ context.Context) sdk.Health {
 		if m := d.models[s].Load(); m != nil {
 			loaded++
 			h.Stats["threshold_micro_"+m.info.FeatureSet] = uint64(float64(m.thr) * 1e6)
+			if d.opts.Calibrate > 0 {
+				h.Stats["model_threshold_micro_"+m.info.FeatureSet] = uint64(float64(m.info.Threshold) * 1e6)
+				h.Stats["calibrated_"+m.info.FeatureSet] = b2u(m.calibrated)
+			}
+			if m.calibrated {
+				h.Stats["calibration_samples_"+m.info.FeatureSet] = uint64(m.calSamples)
+				h.Stats["calibration_local_micro_"+m.info.FeatureSet] = uint64(float64(m.calLocal) * 1e6)
+			}
 		}
 	}
 	switch {
@@ -719,6 +822,13 @@ func (d *Detector) Health(_ context.Context) sdk.Health {
 		h.Message = fmt.Sprintf("%d model(s) active", loaded)
 	}
 	return h
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Close releases the models.

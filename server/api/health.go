@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vigil-edge/vigil/server/store"
@@ -35,7 +36,39 @@ type health struct {
 	Spool        *store.SpoolStats `json:"spool,omitempty"`
 	ActiveModels []store.ModelRef  `json:"active_models,omitempty"`
 	ModelStatus  []modelStatus     `json:"model_status,omitempty"`
+	Calibration  []calibration     `json:"calibration,omitempty"`
 	SeenAgo      string            `json:"seen_ago,omitempty"`
+}
+
+// calibration is a sensor's per-sensor calibration of one feature set's
+// model, from the counters the agent reports (agent/detect/calibration.go).
+type calibration struct {
+	FeatureSet string `json:"feature_set"`
+	// Calibrated is false while the model observes local traffic.
+	Calibrated     bool    `json:"calibrated"`
+	ModelThreshold float64 `json:"model_threshold"`
+	LocalQuantile  float64 `json:"local_quantile,omitempty"`
+	Samples        uint64  `json:"samples,omitempty"`
+	// Threshold is the active one: the larger of the model's and the local quantile.
+	Threshold float64 `json:"threshold"`
+}
+
+// calibrations reads the calibration counters, by feature set.
+func calibrations(c map[string]uint64) []calibration {
+	var out []calibration
+	for k, v := range c {
+		set, ok := strings.CutPrefix(k, "calibrated_")
+		if !ok || set == "" {
+			continue
+		}
+		out = append(out, calibration{FeatureSet: set, Calibrated: v == 1,
+			ModelThreshold: float64(c["model_threshold_micro_"+set]) / 1e6,
+			LocalQuantile:  float64(c["calibration_local_micro_"+set]) / 1e6,
+			Samples:        c["calibration_samples_"+set],
+			Threshold:      float64(c["threshold_micro_"+set]) / 1e6})
+	}
+	slices.SortFunc(out, func(a, b calibration) int { return strings.Compare(a.FeatureSet, b.FeatureSet) })
+	return out
 }
 
 type modelStatus struct {
@@ -119,6 +152,7 @@ func agentHealth(a store.Agent, now time.Time, offlineAfter time.Duration) healt
 			worse(HealthWarning, fmt.Sprintf("spool %d%% full", sp.Bytes*100/sp.CapacityBytes))
 		}
 	}
+	h.Calibration = calibrations(a.Counters)
 	keys := make([]string, 0, len(a.Counters))
 	for k := range a.Counters {
 		keys = append(keys, k)

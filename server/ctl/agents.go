@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,6 +27,34 @@ type agentView struct {
 			Dropped uint64 `json:"dropped"`
 		} `json:"spool"`
 	} `json:"state"`
+	Health struct {
+		Calibration []struct {
+			FeatureSet     string  `json:"feature_set"`
+			Calibrated     bool    `json:"calibrated"`
+			ModelThreshold float64 `json:"model_threshold"`
+			Threshold      float64 `json:"threshold"`
+		} `json:"calibration"`
+	} `json:"health"`
+}
+
+// calibration summarises an agent's per-sensor calibration: per feature
+// set, "observing", or the model's threshold and the active one.
+func (a *agentView) calibration() string {
+	var parts []string
+	for _, c := range a.Health.Calibration {
+		switch {
+		case !c.Calibrated:
+			parts = append(parts, c.FeatureSet+" observing")
+		case c.Threshold > c.ModelThreshold:
+			parts = append(parts, fmt.Sprintf("%s %.4g→%.4g", c.FeatureSet, c.ModelThreshold, c.Threshold))
+		default:
+			parts = append(parts, fmt.Sprintf("%s %.4g (kept)", c.FeatureSet, c.ModelThreshold))
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func newAgentsCmd(app *App) *cobra.Command {
@@ -56,7 +85,7 @@ func newAgentsCmd(app *App) *cobra.Command {
 			if asJSON {
 				return app.PrintJSON(nonNil(resp.Agents))
 			}
-			t := newTable(app.Stdout, "ID", "ENTITY", "HOSTNAME", "VERSION", "LAST SEEN", "SPOOL", "DROPPED", "CERT EXPIRES", "STATE")
+			t := newTable(app.Stdout, "ID", "ENTITY", "HOSTNAME", "VERSION", "LAST SEEN", "SPOOL", "DROPPED", "CERT EXPIRES", "STATE", "CALIBRATION")
 			for _, raw := range resp.Agents {
 				var a agentView
 				if err := json.Unmarshal(raw, &a); err != nil {
@@ -69,7 +98,7 @@ func newAgentsCmd(app *App) *cobra.Command {
 					state = "never seen"
 				}
 				t.row(a.ID, a.Entity, a.Hostname, a.Version, ago(a.LastSeen), fmt.Sprint(a.State.Spool.Depth),
-					fmt.Sprint(a.State.Spool.Dropped), stamp(a.CertNotAfter), state)
+					fmt.Sprint(a.State.Spool.Dropped), stamp(a.CertNotAfter), state, a.calibration())
 			}
 			return t.flush()
 		},

@@ -91,7 +91,8 @@ echo "== 4. demo capture: benign sessions with a SYN port scan from 10.99.66.6 i
 agent_args=(run --state "$DEMO/agent" --metrics 127.0.0.1:0 --log-format text)
 if [ "${VIGIL_DEMO_GENERATOR:-0}" != 1 ] && [ -x "$BIN/vigil-detector-netflow" ] && ls "$BIN"/models/*.vgb >/dev/null 2>&1; then
   echo "   the agent replays it through the netflow detector ($BIN/vigil-detector-netflow, $(ls "$BIN"/models/*.vgb | xargs -n1 basename | tr '\n' ' '))"
-  agent_args+=(--pcap "$DEMO/demo.pcap")
+  echo "   per-sensor calibration: the first 20 s of the capture are observed without findings (--calibrate 20s)"
+  agent_args+=(--pcap "$DEMO/demo.pcap" --calibrate 20s)
 else
   echo "   (no detector plugin or baseline bundle in $BIN: the agent feeds its spool from the synthetic demo generator)"
   agent_args+=(--demo-findings 5)
@@ -110,7 +111,7 @@ cat <<EOT
 Ctrl-C stops everything.
 
 EOT
-start=$(date +%s); seen=-1
+start=$(date +%s); seen=-1; cal=""
 while :; do
   sleep 2
   for p in "${pids[@]}"; do
@@ -125,6 +126,11 @@ while :; do
     echo "--- $(date +%T) findings at the server: $n"
     "$BIN/vigilctl" findings list --limit 5 2>/dev/null | cut -c1-160 || true
     seen=$n
+  fi
+  c=$("$BIN/vigilctl" agents list 2>/dev/null | sed -n '2,$s/.*  active  *//p' || true)
+  if [ -n "$c" ] && [ "$c" != "$cal" ] && [ "$c" != "-" ]; then
+    echo "--- $(date +%T) the sensor's calibration, as the server shows it (model threshold -> local quantile): $c"
+    cal=$c
   fi
   if [ "$DURATION" != 0 ] && [ $(( $(date +%s) - start )) -ge "$DURATION" ]; then break; fi
 done

@@ -1,0 +1,209 @@
+package netflow
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/plugins/sdk"
+)
+
+// TestCalibration: during the grace period no anomaly is reported; at its
+// end each model's threshold becomes the larger of its own and the local
+// quantile of the scores it gave in that period (checked against a detector
+// without calibration on the same packets); afterwards only packets above
+// that threshold are reported, and Health says what was calibrated.
+func TestCalibration(t *testing.T) {
+	pkts := scanPackets(t) // benign sessions over 60 s, a SYN scan from 30 s
+	const grace = 20 * time.Second
+	q := 0.999 // the top packet of the first 20 s is above the shipped nethost threshold
+	cal := newLoaded(t, Options{HashSeed: 5, NoAggregate: true, Calibrate: grace, CalibrateQuantile: q})
+	ref := newLoaded(t, Options{HashSeed: 5, NoAggregate: true})
+
+	// Batches of 64 packets; the grace period ends inside one of them (the
+	// detector splits that batch at the first packet after it).
+	const batch = 64
+	end := -1 // index of the first packet after the grace period
+	for i, p := range pkts {
+		if p.TimestampNs-pkts[0].TimestampNs >= int64(grace) {
+			end = i
+			break
+		}
+	}
+	if end%batch == 0 {
+		t.Fatalf("the grace period ends at a batch boundary (packet %d): the split is not exercised", end)
+	}
+	var all [nslots][]float32 // the reference models' score of every packet
+	var got []sdk.Anomaly
+	for off := 0; off < len(pkts); off += batch {
+		b := pkts[off:min(off+batch, len(pkts))]
+		if _, err := ref.ScorePackets(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		for s := range nslots {
+			if ref.models[s].Load() != nil {
+				all[s] = append(all[s], ref.rsc[s*ref.opts.MaxBatch:s*ref.opts.MaxBatch+len(b)]...)
+			}
+		}
+		res, err := cal.ScorePackets(context.Background(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range res.Anomalies {
+			a.Index += uint64(off)
+			got = append(got, a)
+		}
+	}
+	var raw, want [nslots][]float32 // scores inside and after the grace period
+	for s := range nslots {
+		if all[s] != nil {
+			raw[s], want[s] = all[s][:end], all[s][end:]
+		}
+	}
+	if end < 0 || end >= len(pkts) {
+		t.Fatalf("grace period ends at packet %d of %d", end, len(pkts))
+	}
+	for _, a := range got {
+		if a.Index < uint64(end) {
+			t.Fatalf("anomaly at packet %d, inside the grace period (packets 0..%d)", a.Index, end-1)
+		}
+	}
+
+	h := cal.Health(context.Background())
+	if h.Message != "2 model(s) active" && h.Message != "1 model(s) active" {
+		t.Errorf("health message after calibration: %q", h.Message)
+	}
+	calibrated := 0
+	var thr [nslots]float32
+	for s := range nslots {
+		m := cal.models[s].Load()
+		if m == nil {
+			continue
+		}
+		set := m.info.FeatureSet
+		local, err := calib.Quantile(raw[s], q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantThr := max(m.info.Threshold, float32(local))
+		if !m.calibrated || m.observing || m.calSamples != len(raw[s]) || m.calLocal != float32(local) || m.thr != wantThr {
+			t.Errorf("%s: calibrated %v observing %v, %d samples (want %d), local %g (want %g), threshold %g (want %g)",
+				set, m.calibrated, m.observing, m.calSamples, len(raw[s]), m.calLocal, local, m.thr, wantThr)
+		}
+		thr[s] = m.thr
+		for k, v := range map[string]uint64{
+			"calibrated_" + set:              1,
+			"calibration_samples_" + set:     uint64(len(raw[s])),
+			"calibration_local_micro_" + set: uint64(float64(float32(local)) * 1e6),
+			"threshold_micro_" + set:         uint64(float64(wantThr) * 1e6),
+			"model_threshold_micro_" + set:   uint64(float64(m.info.Threshold) * 1e6),
+		} {
+			if h.Stats[k] != v {
+				t.Errorf("health stat %s = %d, want %d", k, h.Stats[k], v)
+			}
+		}
+		calibrated++
+		t.Logf("%s: %d samples, local q%g %.5f, model threshold %.5f, active %.5f", set, len(raw[s]), q, local, m.info.Threshold, m.thr)
+	}
+	if calibrated == 0 || thr[slotNethost] <= cal.models[slotNethost].Load().info.Threshold {
+		t.Fatalf("%d models calibrated; nethost threshold %g not raised above its own", calibrated, thr[slotNethost])
+	}
+
+	// After the grace period: exactly the packets above the raised
+	// thresholds, by the reference models' scores.
+	wantIdx := map[uint64]bool{}
+	for i := range len(pkts) - end {
+		for s := range nslots {
+			if thr[s] > 0 && want[s][i] > thr[s] {
+				wantIdx[uint64(end+i)] = true
+			}
+		}
+	}
+	if len(got) == 0 || len(got) != len(wantIdx) {
+		t.Fatalf("%d anomalies after calibration, %d packets above the calibrated thresholds", len(got), len(wantIdx))
+	}
+	for _, a := range got {
+		if !wantIdx[a.Index] {
+			t.Fatalf("anomaly at packet %d is not above the calibrated thresholds", a.Index)
+		}
+	}
+}
+
+// TestCalibrationModelUpdate: a model loaded after calibration flags at its
+// own threshold at once (an update does not silence the sensor, and the old
+// model's local quantile, on another score scale, is not carried over), and
+// is calibrated on its own scores after a grace period.
+func TestCalibrationModelUpdate(t *testing.T) {
+	pkts := scanPackets(t)
+	const grace = 20 * time.Second
+	d := newLoaded(t, Options{HashSeed: 5, NoAggregate: true, Calibrate: grace, CalibrateQuantile: 0.999})
+	half := len(pkts) / 2 // before the scan
+	scoreAll(t, d, pkts[:half], []int{64})
+	if !d.calDone.Load() {
+		t.Fatal("initial calibration not done after half of the capture")
+	}
+	m := d.models[slotNethost].Load()
+	if m == nil || !m.calibrated || m.thr <= m.info.Threshold {
+		t.Fatalf("nethost after calibration: threshold %g, own %g (want it raised)", m.thr, m.info.Threshold)
+	}
+	var b string
+	for _, p := range baselineBundles(t) {
+		if strings.HasPrefix(filepath.Base(p), "nethost-") {
+			b = p
+		}
+	}
+	if _, err := d.LoadModel(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	n := d.models[slotNethost].Load()
+	if n == m || !n.observing || n.calibrated || n.thr != n.info.Threshold {
+		t.Fatalf("reloaded model: observing %v calibrated %v threshold %g (own %g)", n.observing, n.calibrated, n.thr, n.info.Threshold)
+	}
+	h := d.Health(context.Background())
+	if h.Stats["calibrated_"+n.info.FeatureSet] != 0 {
+		t.Errorf("health says the new model is calibrated: %v", h.Stats)
+	}
+	// It reports anomalies at once: the scan (from 30 s) is in the rest.
+	an := scoreAll(t, d, pkts[half:], []int{64})
+	if len(an) == 0 {
+		t.Fatal("no anomaly from the updated model")
+	}
+	n = d.models[slotNethost].Load()
+	if !n.calibrated || n.observing || math.IsNaN(float64(n.calLocal)) {
+		t.Fatalf("updated model not calibrated after the rest of the capture: %+v", n)
+	}
+}
+
+// TestCalSample: the calibration sample stays bounded and evenly spaced over
+// everything offered.
+func TestCalSample(t *testing.T) {
+	for _, n := range []int{0, 1, calSampleMax - 1, calSampleMax, calSampleMax + 1, 3*calSampleMax + 5, 9 * calSampleMax} {
+		c := calSample{stride: 1}
+		buf := make([]float32, 1000)
+		for off := 0; off < n; off += len(buf) {
+			k := min(len(buf), n-off)
+			for i := range k {
+				buf[i] = float32(off + i)
+			}
+			c.add(buf[:k])
+		}
+		if len(c.scores) > calSampleMax || c.seen != uint64(n) {
+			t.Fatalf("n=%d: %d kept, %d seen", n, len(c.scores), c.seen)
+		}
+		for i, v := range c.scores {
+			if v != float32(uint64(i)*c.stride) {
+				t.Fatalf("n=%d: sample %d is %g, want %d (stride %d)", n, i, v, uint64(i)*c.stride, c.stride)
+			}
+		}
+		if wantLen := (n + int(c.stride) - 1) / int(c.stride); len(c.scores) != wantLen {
+			t.Fatalf("n=%d: %d kept at stride %d, want %d", n, len(c.scores), c.stride, wantLen)
+		}
+		if n > calSampleMax && len(c.scores) < calSampleMax/2 {
+			t.Fatalf("n=%d: only %d kept", n, len(c.scores))
+		}
+	}
+}

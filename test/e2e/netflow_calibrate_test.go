@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/agent/detect"
+	"github.com/vigil-edge/vigil/test/trafficgen"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// TestNetflowCalibration: per-sensor calibration through the agent's
+// pipeline and the real plugin. The demo's capture (benign sessions, a SYN
+// scan from 30 s) gives a benign finding in its first seconds with the
+// shipped model's threshold. With a 20 s grace period: no finding starts
+// inside it, the scan is still found, and the pipeline's counters (which
+// the agent sends to the server in every Status) report the calibration of
+// the shipped nethost model: its own threshold, the local quantile, the
+// sample size and the active threshold, the larger of the two.
+func TestNetflowCalibration(t *testing.T) {
+	in := netflowInstall(t)
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	pcap, info := writeTrafficgen(t, dir, "demo.pcap", trafficgen.Config{Seed: 42, Start: t0, Sessions: 400, Scan: true, ScanPorts: 1000})
+	const grace = 20 * time.Second
+
+	run := func(args []string, until func(map[string]uint64) bool) ([]*wirev1.Finding, map[string]uint64) {
+		t.Helper()
+		log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		p, err := detect.New(detect.Config{
+			Plugin: in.Plugin, Bundles: in.Bundles, ORTLib: in.ORT, StageBundles: true, PluginArgs: args,
+			Pcaps: []string{pcap}, Follow: true, Logger: log,
+			Aggregate: detect.AggregatorConfig{FirstAfter: time.Second, UpdateEvery: 5 * time.Second},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		sink := &findingsSink{}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, sink) }()
+		deadline := time.Now().Add(90 * time.Second)
+		var c map[string]uint64
+		for {
+			c = p.Counters()
+			if c["scored"] == uint64(info.Packets) && until(c) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out: counters %v", c)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("pipeline: %v", err)
+		}
+		return sink.snapshot(), c
+	}
+	start := t0.UnixNano() // the first packet is at or after t0
+	early := func(fs []*wirev1.Finding) (n int, scan bool) {
+		for _, f := range fs {
+			if f.FirstSeenUnixNano < start+int64(grace) {
+				n++
+			}
+			if f.GetContext().GetSrcIp() == info.Scanner.String() {
+				scan = true
+			}
+		}
+		return n, scan
+	}
+
+	plain, _ := run(nil, func(map[string]uint64) bool { return true })
+	nPlain, scanPlain := early(plain)
+	if nPlain == 0 || !scanPlain {
+		t.Fatalf("without calibration: %d findings in the first %s (want the benign one this test is about), scan found %v", nPlain, grace, scanPlain)
+	}
+
+	const set = "nethost/v3"
+	fs, c := run([]string{"-calibrate", grace.String(), "-calibrate-quantile", "0.999"},
+		func(c map[string]uint64) bool { return c["calibrated_"+set] == 1 })
+	n, scan := early(fs)
+	if n != 0 || !scan {
+		t.Fatalf("with calibration: %d findings in the grace period, scan found %v", n, scan)
+	}
+	model, local, active := c["model_threshold_micro_"+set], c["calibration_local_micro_"+set], c["threshold_micro_"+set]
+	if model == 0 || local == 0 || c["calibration_samples_"+set] == 0 || active != max(model, local) {
+		t.Fatalf("calibration counters: model %d, local %d, active %d (µ), %d samples; all: %v", model, local, active, c["calibration_samples_"+set], c)
+	}
+	for k := range c {
+		if strings.HasPrefix(k, "calibrated_") && c[k] != 1 {
+			t.Errorf("%s = %d after the grace period", k, c[k])
+		}
+	}
+	t.Logf("without calibration %d findings (%d in the first %s); with it %d; nethost threshold %.5f → %.5f (local q0.999 %.5f, %d samples)",
+		len(plain), nPlain, grace, len(fs), float64(model)/1e6, float64(active)/1e6, float64(local)/1e6, c["calibration_samples_"+set])
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -21,6 +23,17 @@ import (
 
 // calibrationPoll is how often the plugin's calibration state is read.
 const calibrationPoll = 5 * time.Second
+
+// calibratedBitsPrefix is the plugin's Health stat of a calibrated model's
+// local quantile by bundle digest (float32 bits; plugins/netflow
+// CalibratedBitsPrefix, not imported: the agent core has no cgo). The
+// pipeline keeps these and passes them to a restarted plugin
+// (-calibrated DIGEST=BITS,...), so that a crash does not open another
+// silent grace period; they are not forwarded to the server.
+const calibratedBitsPrefix = "calibrated_bits_"
+
+// maxCalibrated bounds the models remembered (the plugin's limit).
+const maxCalibrated = 16
 
 // calibrationStat tells whether a plugin Health stat reports calibration.
 func calibrationStat(k string) bool {
@@ -60,7 +73,9 @@ func (p *Pipeline) readCalibration(ctx context.Context, logged map[string]bool) 
 	}
 	st := map[string]uint64{}
 	for k, v := range hl.Stats {
-		if calibrationStat(k) {
+		if digest, ok := strings.CutPrefix(k, calibratedBitsPrefix); ok {
+			p.rememberCalibrated(digest, v)
+		} else if calibrationStat(k) {
 			st[k] = v
 		}
 	}
@@ -85,4 +100,42 @@ func (p *Pipeline) calibrationCounters() map[string]uint64 {
 		return maps.Clone(*st)
 	}
 	return nil
+}
+
+// rememberCalibrated keeps a calibrated model's local quantile (float32
+// bits) by digest, at most maxCalibrated (the first ones are kept).
+func (p *Pipeline) rememberCalibrated(digest string, bits uint64) {
+	if !validDigest(digest) || bits == 0 || bits > math.MaxUint32 {
+		return
+	}
+	p.calMu.Lock()
+	defer p.calMu.Unlock()
+	if p.calibrated == nil {
+		p.calibrated = map[string]uint32{}
+	}
+	if _, ok := p.calibrated[digest]; ok || len(p.calibrated) < maxCalibrated {
+		p.calibrated[digest] = uint32(bits)
+	}
+}
+
+// calibratedArgs are the plugin arguments that restore the calibrations
+// seen so far (pluginhost.Config.LaunchArgs).
+func (p *Pipeline) calibratedArgs() []string {
+	p.calMu.Lock()
+	defer p.calMu.Unlock()
+	if len(p.calibrated) == 0 {
+		return nil
+	}
+	items := make([]string, 0, len(p.calibrated))
+	for d, b := range p.calibrated {
+		items = append(items, fmt.Sprintf("%s=%08x", d, b))
+	}
+	slices.Sort(items)
+	return []string{"-calibrated", strings.Join(items, ",")}
+}
+
+// validDigest accepts "sha256:" and 64 lowercase hex digits.
+func validDigest(d string) bool {
+	h, ok := strings.CutPrefix(d, "sha256:")
+	return ok && len(h) == 64 && strings.Trim(h, "0123456789abcdef") == ""
 }

@@ -110,8 +110,12 @@ type Pipeline struct {
 	running                        atomic.Bool // Run has started the plugin and not yet stopped
 	shadowDropped, shadowAnomalies atomic.Uint64
 
-	// calStats is the plugin's last reported calibration state (calibration.go).
-	calStats atomic.Pointer[map[string]uint64]
+	// calStats is the plugin's last reported calibration state, calibrated
+	// the local quantiles (float32 bits) of the models it calibrated, by
+	// digest (calibration.go).
+	calStats   atomic.Pointer[map[string]uint64]
+	calMu      sync.Mutex
+	calibrated map[string]uint32
 }
 
 var (
@@ -197,6 +201,11 @@ func (p *Pipeline) hostConfig(bundles []string, onResult func(sdk.BatchResult), 
 		hc.Args = append(hc.Args, "-bundle", b)
 	}
 	hc.Args = append(hc.Args, p.cfg.PluginArgs...)
+	if role == "" && p.calibrating() {
+		// A restarted plugin keeps the calibration of the models it runs
+		// (calibration.go) instead of observing, silent, once more.
+		hc.LaunchArgs = p.calibratedArgs
+	}
 	if w := p.cfg.Aggregate.Window; w > 0 && w != 30*time.Second && !hasFlag(p.cfg.PluginArgs, "aggregate-window") {
 		// The plugin merges anomalies per source within the agent's
 		// finding window: keep the two windows equal (its default is 30s).

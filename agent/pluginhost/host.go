@@ -54,6 +54,10 @@ type Config struct {
 	// Path of the plugin binary and its arguments.
 	Path string
 	Args []string
+	// LaunchArgs, if set, is called at every launch (the first and each
+	// restart) for arguments appended to Args: state the agent learned from
+	// an earlier instance (e.g. per-sensor calibration).
+	LaunchArgs func() []string
 	// Env is the plugin's whole environment (it does not inherit the
 	// agent's: no secrets leak into it), e.g. ONNXRUNTIME_LIB=....
 	Env []string

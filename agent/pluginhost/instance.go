@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -128,7 +129,11 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 		// hashes the file again and refuses it unless it matches.
 		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
-	cmd := exec.Command(h.cfg.Path, h.cfg.Args...)
+	args := h.cfg.Args
+	if h.cfg.LaunchArgs != nil {
+		args = append(slices.Clone(args), h.cfg.LaunchArgs()...)
+	}
+	cmd := exec.Command(h.cfg.Path, args...)
 	cmd.Env = append([]string{}, h.cfg.Env...)
 	cmd.Dir = "/"
 	cmd.ExtraFiles = []*os.File{r.File(), pr}

@@ -2,6 +2,7 @@ package netflow
 
 import (
 	"context"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"strings"
@@ -206,4 +207,131 @@ func TestCalSample(t *testing.T) {
 			t.Fatalf("n=%d: only %d kept", n, len(c.scores))
 		}
 	}
+}
+
+// TestCalibrationRestored: a model whose digest the agent passes back
+// (Options.Calibrated, after a plugin restart) starts calibrated: no new
+// silent grace period, its threshold the larger of its own and the restored
+// quantile; other digests are ignored.
+func TestCalibrationRestored(t *testing.T) {
+	pkts := scanPackets(t)
+	probe := newLoaded(t, Options{})
+	m := probe.models[slotNethost].Load()
+	raised := m.info.Threshold * 1.5
+	// Only the nethost bundle: a model still observing (here for an hour)
+	// would keep the whole sensor silent.
+	opts := Options{HashSeed: 5, NoAggregate: true, Calibrate: time.Hour, ORTLib: ortLib(t), Calibrated: map[string]float32{
+		m.info.Digest:                        raised,
+		"sha256:" + strings.Repeat("ab", 32): 1e-9, // another model's
+	}}
+	d := New(slog.New(slog.DiscardHandler), opts)
+	t.Cleanup(func() { _ = d.Close() })
+	for _, b := range baselineBundles(t) {
+		if strings.HasPrefix(filepath.Base(b), "nethost-") {
+			if _, err := d.LoadModel(context.Background(), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	n := d.models[slotNethost].Load()
+	if n == nil || !n.calibrated || n.observing || n.thr != raised || n.calLocal != raised {
+		t.Fatalf("restored: %+v (want calibrated, threshold and local %g)", n, raised)
+	}
+	h := d.Health(context.Background())
+	if h.Stats[CalibratedBitsPrefix+m.info.Digest] != uint64(math.Float32bits(raised)) || h.Stats["calibrated_"+m.info.FeatureSet] != 1 {
+		t.Fatalf("health after restore: %v", h.Stats)
+	}
+	an := scoreAll(t, d, pkts, []int{256})
+	if len(an) == 0 || !d.calDone.Load() {
+		t.Fatalf("restored sensor: %d anomalies, grace over %v", len(an), d.calDone.Load())
+	}
+	for _, a := range an {
+		if a.Score <= raised {
+			t.Fatalf("anomaly with score %g at or below the restored threshold %g", a.Score, raised)
+		}
+	}
+
+	// A digest not restored observes (silently, as the first model of the sensor).
+	d2 := New(slog.New(slog.DiscardHandler), Options{HashSeed: 5, NoAggregate: true, Calibrate: time.Hour, ORTLib: ortLib(t),
+		Calibrated: map[string]float32{"sha256:" + strings.Repeat("ab", 32): raised}})
+	t.Cleanup(func() { _ = d2.Close() })
+	for _, b := range baselineBundles(t) {
+		if strings.HasPrefix(filepath.Base(b), "nethost-") {
+			if _, err := d2.LoadModel(context.Background(), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := d2.models[slotNethost].Load(); !n.observing || n.calibrated || n.thr != n.info.Threshold {
+		t.Fatalf("unrestored digest: observing %v calibrated %v threshold %g", n.observing, n.calibrated, n.thr)
+	}
+	if an := scoreAll(t, d2, pkts, []int{256}); len(an) != 0 {
+		t.Fatalf("%d anomalies inside the grace period", len(an))
+	}
+}
+
+func TestParseCalibrated(t *testing.T) {
+	dg := "sha256:" + strings.Repeat("0f", 32)
+	dg2 := "sha256:" + strings.Repeat("a1", 32)
+	cases := []struct {
+		in   string
+		want map[string]float32
+		err  string
+	}{
+		{"", map[string]float32{}, ""},
+		{dg + "=3d4eeb9c", map[string]float32{dg: math.Float32frombits(0x3d4eeb9c)}, ""},
+		{dg + "=3d4eeb9c," + dg2 + "=3f800000", map[string]float32{dg: math.Float32frombits(0x3d4eeb9c), dg2: 1}, ""},
+		{dg, nil, "want sha256"},
+		{"md5:" + strings.Repeat("0f", 16) + "=3f800000", nil, "want sha256"},
+		{"sha256:" + strings.Repeat("0F", 32) + "=3f800000", nil, "want sha256"},
+		{"sha256:" + strings.Repeat("0f", 31) + "=3f800000", nil, "want sha256"},
+		{dg + "=3f80000", nil, "8 hex"},
+		{dg + "=03f800000", nil, "8 hex"},
+		{dg + "=zzzzzzzz", nil, "8 hex"},
+		{dg + "=00000000", nil, "finite positive"},
+		{dg + "=bf800000", nil, "finite positive"}, // -1
+		{dg + "=7f800000", nil, "finite positive"}, // +Inf
+		{dg + "=7fc00000", nil, "finite positive"}, // NaN
+		{dg + "=3f800000," + dg + "=3f800000", nil, "twice"},
+		{dg + "=3f800000,", nil, "want sha256"},
+		{strings.Repeat(dg+"=3f800000,", 16) + dg + "=3f800000", nil, "at most 16"},
+	}
+	for _, tc := range cases {
+		got, err := ParseCalibrated(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseCalibrated(%.40q): %v, want an error with %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || len(got) != len(tc.want) {
+			t.Errorf("ParseCalibrated(%.40q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			continue
+		}
+		for k, v := range tc.want {
+			if got[k] != v {
+				t.Errorf("ParseCalibrated(%.40q)[%s] = %g, want %g", tc.in, k, got[k], v)
+			}
+		}
+	}
+}
+
+func FuzzParseCalibrated(f *testing.F) {
+	f.Add("sha256:" + strings.Repeat("0f", 32) + "=3d4eeb9c")
+	f.Add("")
+	f.Add("=,=")
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseCalibrated(s)
+		if err != nil {
+			return
+		}
+		if len(m) > maxCalibrated {
+			t.Fatalf("%d entries", len(m))
+		}
+		for k, v := range m {
+			if len(k) != 71 || !(v > 0) || math.IsInf(float64(v), 0) {
+				t.Fatalf("accepted %q=%v", k, v)
+			}
+		}
+	})
 }

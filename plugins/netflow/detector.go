@@ -44,6 +44,7 @@ import (
 	"math"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,6 +117,11 @@ type Options struct {
 	// CalibrateQuantile is the local score quantile that the threshold must
 	// reach after calibration (default 0.999).
 	CalibrateQuantile float64
+	// Calibrated are the local quantiles of models an earlier instance of
+	// this plugin calibrated on this sensor, by bundle digest (the agent
+	// passes them to a restarted plugin: -calibrated, ParseCalibrated). A
+	// model loaded with one of these digests starts calibrated.
+	Calibrated map[string]float32
 	// ScoreChunk is the most rows per ONNX Runtime run (default 256). At
 	// load, each model's run size is lowered to the largest one at which
 	// its scores match single-row runs on this machine
@@ -317,6 +323,11 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 		m.names = nhfeat.Names()
 	}
 	m.observing = d.opts.Calibrate > 0
+	if v, ok := d.opts.Calibrated[digest]; ok && m.observing {
+		m.observing, m.calibrated, m.calLocal = false, true, v
+		m.thr = max(m.thr, v)
+		d.log.Info("per-sensor calibration restored", "feature_set", man.FeatureSet, "local", v, "threshold", m.thr)
+	}
 	d.mu.Lock()
 	d.allocSlot(slot, man.FeatureSet, dim)
 	if d.cache != nil && slot == slotNethost {
@@ -810,6 +821,7 @@ func (d *Detector) Health(_ context.Context) sdk.Health {
 			if m.calibrated {
 				h.Stats["calibration_samples_"+m.info.FeatureSet] = uint64(m.calSamples)
 				h.Stats["calibration_local_micro_"+m.info.FeatureSet] = uint64(float64(m.calLocal) * 1e6)
+				h.Stats[CalibratedBitsPrefix+m.info.Digest] = uint64(math.Float32bits(m.calLocal))
 			}
 		}
 	}
@@ -842,4 +854,47 @@ func (d *Detector) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// CalibratedBitsPrefix prefixes the Health stat that carries a calibrated
+// model's local quantile, exactly (float32 bits), keyed by bundle digest:
+// what the agent gives a restarted plugin back with -calibrated.
+const CalibratedBitsPrefix = "calibrated_bits_"
+
+// maxCalibrated bounds the -calibrated list (one entry per feature set and
+// model the plugin ran).
+const maxCalibrated = 16
+
+// ParseCalibrated parses -calibrated: "DIGEST=BITS,..." with DIGEST a bundle
+// digest ("sha256:" and 64 lowercase hex digits) and BITS the local
+// quantile's float32 bits in hex (8 digits), a finite positive value.
+func ParseCalibrated(s string) (map[string]float32, error) {
+	out := map[string]float32{}
+	if s == "" {
+		return out, nil
+	}
+	items := strings.Split(s, ",")
+	if len(items) > maxCalibrated {
+		return nil, fmt.Errorf("%d entries, at most %d", len(items), maxCalibrated)
+	}
+	for _, it := range items {
+		digest, bits, ok := strings.Cut(it, "=")
+		hexDigest, isSHA := strings.CutPrefix(digest, "sha256:")
+		if !ok || !isSHA || len(hexDigest) != 64 || strings.Trim(hexDigest, "0123456789abcdef") != "" {
+			return nil, fmt.Errorf("entry %q: want sha256:<64 hex>=<8 hex>", it)
+		}
+		b, err := strconv.ParseUint(bits, 16, 32)
+		if err != nil || len(bits) != 8 {
+			return nil, fmt.Errorf("entry %q: bits %q: want 8 hex digits", it, bits)
+		}
+		v := math.Float32frombits(uint32(b))
+		if !(v > 0) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("entry %q: quantile %v: want a finite positive value", it, v)
+		}
+		if _, dup := out[digest]; dup {
+			return nil, fmt.Errorf("entry %q: digest given twice", it)
+		}
+		out[digest] = v
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 // inside it, the scan is still found, and the pipeline's counters (which
 // the agent sends to the server in every Status) report the calibration of
 // the shipped nethost model: its own threshold, the local quantile, the
-// sample size and the active threshold, the larger of the two.
+// sample size and the active threshold, the larger of the two. A plugin
+// killed after that restarts calibrated, with the same threshold.
 func TestNetflowCalibration(t *testing.T) {
 	in := netflowInstall(t)
 	dir := t.TempDir()
@@ -28,7 +30,8 @@ func TestNetflowCalibration(t *testing.T) {
 	pcap, info := writeTrafficgen(t, dir, "demo.pcap", trafficgen.Config{Seed: 42, Start: t0, Sessions: 400, Scan: true, ScanPorts: 1000})
 	const grace = 20 * time.Second
 
-	run := func(args []string, until func(map[string]uint64) bool) ([]*wirev1.Finding, map[string]uint64) {
+	const set = "nethost/v3"
+	run := func(args []string, until func(map[string]uint64) bool, kill bool) ([]*wirev1.Finding, map[string]uint64) {
 		t.Helper()
 		log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		p, err := detect.New(detect.Config{
@@ -56,6 +59,30 @@ func TestNetflowCalibration(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+		if kill {
+			// A plugin restarted after a crash keeps the calibration (the
+			// pipeline passes it back): calibrated at once, with the same
+			// threshold, and no samples of its own.
+			pid := p.PluginPID()
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill plugin %d: %v", pid, err)
+			}
+			before := c
+			for {
+				c = p.Counters()
+				if c["plugin_restarts"] >= 1 && p.PluginPID() != pid && c["calibration_samples_"+set] == 0 && c["calibrated_"+set] == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("restarted plugin: counters %v (before the kill %v)", c, before)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if c["threshold_micro_"+set] != before["threshold_micro_"+set] || c["calibration_local_micro_"+set] != before["calibration_local_micro_"+set] {
+				t.Fatalf("restarted plugin's calibration differs: %v, before the kill %v", c, before)
+			}
+			c = before
+		}
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Fatalf("pipeline: %v", err)
@@ -75,15 +102,14 @@ func TestNetflowCalibration(t *testing.T) {
 		return n, scan
 	}
 
-	plain, _ := run(nil, func(map[string]uint64) bool { return true })
+	plain, _ := run(nil, func(map[string]uint64) bool { return true }, false)
 	nPlain, scanPlain := early(plain)
 	if nPlain == 0 || !scanPlain {
 		t.Fatalf("without calibration: %d findings in the first %s (want the benign one this test is about), scan found %v", nPlain, grace, scanPlain)
 	}
 
-	const set = "nethost/v3"
 	fs, c := run([]string{"-calibrate", grace.String(), "-calibrate-quantile", "0.999"},
-		func(c map[string]uint64) bool { return c["calibrated_"+set] == 1 })
+		func(c map[string]uint64) bool { return c["calibrated_"+set] == 1 }, true)
 	n, scan := early(fs)
 	if n != 0 || !scan {
 		t.Fatalf("with calibration: %d findings in the grace period, scan found %v", n, scan)

@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	ortruntime "github.com/vigil-edge/vigil/models/runtime"
 	"log/slog"
 	"os"
@@ -33,6 +34,7 @@ func main() {
 	ort := flag.String("ort", "", "libonnxruntime.so (default: $ONNXRUNTIME_LIB, then ../lib and lib next to this binary)")
 	calibrate := flag.Duration("calibrate", 0, "per-sensor calibration: observe this much traffic (packet time) before flagging")
 	quantile := flag.Float64("calibrate-quantile", 0.999, "local score quantile the thresholds must reach after calibration")
+	calibrated := flag.String("calibrated", "", "models already calibrated on this sensor (by an earlier instance): DIGEST=BITS,... with BITS the local quantile's float32 bits in hex")
 	maxSockets := flag.Int("max-sockets", 0, "socket-pair table capacity (0: default)")
 	hashSeed := flag.Uint64("hash-seed", 0, "feature table hash seed (0: random; set it for reproducible offline scans)")
 	chunk := flag.Int("score-chunk", 0, "most rows per ONNX Runtime run (0: default 256; lowered at load to the largest run size whose scores match single-row runs on this CPU)")
@@ -40,6 +42,11 @@ func main() {
 	aggWindow := flag.Duration("aggregate-window", 0, "window of the per-source merge (0: default 30s, the agent's default aggregation window)")
 	noReuse := flag.Bool("no-score-reuse", false, "score every packet's nethost/v1 vector (default: reuse a source's last score while its vector is unchanged within 1%)")
 	flag.Parse()
+	restored, err := netflow.ParseCalibrated(*calibrated)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vigil-detector-netflow: -calibrated: %v\n", err)
+		os.Exit(2)
+	}
 	// The live heap is mostly fixed (feature tables of up to about 8 MB,
 	// scoring buffers, the score cache) and pointer-free, so a collection
 	// is cheap; the garbage is per-batch results and the tables' old slot
@@ -52,7 +59,7 @@ func main() {
 	}
 	sdk.Serve(func(log *slog.Logger) sdk.Detector {
 		d := netflow.New(log, netflow.Options{
-			ORTLib: ortruntime.FindLibrary(*ort), Calibrate: *calibrate, CalibrateQuantile: *quantile, MaxSockets: *maxSockets,
+			ORTLib: ortruntime.FindLibrary(*ort), Calibrate: *calibrate, CalibrateQuantile: *quantile, Calibrated: restored, MaxSockets: *maxSockets,
 			HashSeed: *hashSeed, ScoreChunk: *chunk, NoReuse: *noReuse, NoAggregate: *noAggregate, AggregateWindow: *aggWindow,
 		})
 		for _, b := range bundles {

@@ -51,7 +51,7 @@ func newRunCommand(g *Globals) *cobra.Command {
 	f.StringArrayVar(&rf.pcaps, "pcap", nil, "replay this pcap file (repeatable; adds to the config)")
 	f.StringArrayVar(&rf.watch, "watch", nil, "watch this directory for file activity (repeatable; adds to the config)")
 	f.StringVar(&rf.metrics, "metrics", "", "metrics listener on localhost, or off (default "+config.DefaultMetricsListen+")")
-	f.DurationVar(&rf.calibrate, "calibrate", 0, "per-sensor calibration: observe this much local traffic (packet time) without findings, then raise the thresholds to the local quantile (capture.calibrate)")
+	f.DurationVar(&rf.calibrate, "calibrate", 0, "per-sensor calibration: observe this much local activity (event time) without findings, then raise the thresholds to the local quantile (calibration.grace)")
 	f.StringVar(&rf.demo, "demo-findings", "", "TEST/DEMO ONLY: generate N synthetic findings per second (\"N/s\")")
 	_ = f.MarkHidden("demo-findings")
 	return cmd
@@ -77,7 +77,7 @@ func loadRunConfig(cmd *cobra.Command, rf *runFlags, g *Globals) (*config.Config
 		cfg.Metrics.Listen = rf.metrics
 	}
 	if cmd.Flags().Changed("calibrate") {
-		cfg.Capture.Calibrate = config.Duration(rf.calibrate)
+		cfg.Calibration.Grace = config.Duration(rf.calibrate)
 	}
 	if rf.demo != "" {
 		rate, err := parseRate(rf.demo)

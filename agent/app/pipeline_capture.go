@@ -47,11 +47,7 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	for _, b := range inst.Bundles {
 		env.Log.Info("netflow model", "name", b.Name, "version", b.Version, "feature_set", b.FeatureSet, "path", b.Path)
 	}
-	var args []string
-	if env.Calibrate > 0 {
-		args = []string{"-calibrate", env.Calibrate.String(), "-calibrate-quantile", strconv.FormatFloat(env.CalibrateQuantile, 'g', -1, 64)}
-		env.Log.Info("per-sensor calibration: observing local traffic before flagging", "grace", env.Calibrate, "quantile", env.CalibrateQuantile)
-	}
+	args := calibrationArgs(env, "netflow")
 	p, err := detect.New(detect.Config{
 		Plugin: inst.Plugin, Bundles: inst.Bundles, ORTLib: inst.ORTLib, PluginArgs: args,
 		Pcaps: env.Pcaps, Interfaces: env.Interfaces, Follow: true,
@@ -66,6 +62,17 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 		return nil, fmt.Errorf("packet detection: %w", err)
 	}
 	return []pipeline.Source{p}, nil
+}
+
+// calibrationArgs are a detector plugin's per-sensor calibration arguments
+// (none when calibration is off).
+func calibrationArgs(env pipeline.Env, detector string) []string {
+	if env.Calibrate <= 0 {
+		return nil
+	}
+	env.Log.Info("per-sensor calibration: observing local activity before flagging", "detector", detector,
+		"grace", env.Calibrate, "quantile", env.CalibrateQuantile)
+	return []string{"-calibrate", env.Calibrate.String(), "-calibrate-quantile", strconv.FormatFloat(env.CalibrateQuantile, 'g', -1, 64)}
 }
 
 // preferActive replaces, per feature set, the discovered (baseline) bundle

@@ -42,7 +42,7 @@ func newWatchSources(env pipeline.Env) ([]pipeline.Source, error) {
 	}
 	env.Log.Info("fileactivity model", "name", inst.Bundle.Name, "version", inst.Bundle.Version, "path", inst.Bundle.Path)
 	p, err := filedetect.New(filedetect.Config{
-		Plugin: inst.Plugin, Bundle: inst.Bundle, ORTLib: inst.ORTLib,
+		Plugin: inst.Plugin, Bundle: inst.Bundle, ORTLib: inst.ORTLib, PluginArgs: calibrationArgs(env, "fileactivity"),
 		Watch:     watch.Config{Roots: env.Watch},
 		Aggregate: filedetect.AggregatorConfig{FirstAfter: watchFirstAfter, UpdateEvery: watchUpdateEvery, Hold: watchHold},
 		Logger:    env.Log.With("part", "fileactivity"),

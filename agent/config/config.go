@@ -36,6 +36,8 @@ type Config struct {
 	Log     Log      `json:"log" yaml:"log"`
 	Capture Capture  `json:"capture" yaml:"capture"`
 	Watch   []string `json:"watch,omitempty" yaml:"watch,omitempty"`
+	// Calibration is per-sensor calibration (off by default).
+	Calibration Calibration `json:"calibration" yaml:"calibration"`
 	// PluginDirs and ModelDirs are searched for detector plugins and model
 	// bundles after the directory of the vigil-agent binary (packages:
 	// /usr/lib/vigil/plugins, /usr/share/vigil/models).
@@ -82,15 +84,19 @@ type Log struct {
 type Capture struct {
 	Interfaces []string `json:"interfaces,omitempty" yaml:"interfaces,omitempty"`
 	Pcaps      []string `json:"pcaps,omitempty" yaml:"pcaps,omitempty"`
-	// Calibrate is the per-sensor calibration grace period (packet time):
-	// the netflow detector observes local traffic this long without
-	// findings, then raises each model's threshold to the local
-	// CalibrateQuantile score quantile where that is higher, and the agent
-	// reports the result to the server. 0 (the default) uses the models'
-	// thresholds as they are.
-	Calibrate Duration `json:"calibrate,omitempty" yaml:"calibrate,omitempty"`
-	// CalibrateQuantile is that quantile (default 0.999).
-	CalibrateQuantile float64 `json:"calibrate_quantile,omitempty" yaml:"calibrate_quantile,omitempty"`
+}
+
+// Calibration configures per-sensor calibration of the detectors (packets
+// and file activity alike).
+type Calibration struct {
+	// Grace is the calibration grace period (event time): each detector
+	// observes local events this long without findings, then raises its
+	// models' thresholds to the local Quantile score quantile where that is
+	// higher, and the agent reports the result to the server. 0 (the
+	// default) uses the models' thresholds as they are.
+	Grace Duration `json:"grace,omitempty" yaml:"grace,omitempty"`
+	// Quantile is that quantile (default 0.999).
+	Quantile float64 `json:"quantile,omitempty" yaml:"quantile,omitempty"`
 }
 
 // Demo configures the synthetic findings generator (tests and demos only).
@@ -153,8 +159,8 @@ func (c *Config) SetDefaults() {
 	if c.Update.ShadowReportInterval == 0 {
 		c.Update.ShadowReportInterval = Duration(DefaultShadowReportInterval)
 	}
-	if c.Capture.CalibrateQuantile == 0 {
-		c.Capture.CalibrateQuantile = DefaultCalibrateQuantile
+	if c.Calibration.Quantile == 0 {
+		c.Calibration.Quantile = DefaultCalibrateQuantile
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -285,11 +291,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("empty interface, pcap or watch entry"))
 		}
 	}
-	if d := c.Capture.Calibrate.D(); d < 0 || d > MaxCalibrate {
-		errs = append(errs, fmt.Errorf("capture.calibrate %s: between 0 and %s", d, MaxCalibrate))
+	if d := c.Calibration.Grace.D(); d < 0 || d > MaxCalibrate {
+		errs = append(errs, fmt.Errorf("calibration.grace %s: between 0 and %s", d, MaxCalibrate))
 	}
-	if q := c.Capture.CalibrateQuantile; !(q >= 0.5 && q < 1) {
-		errs = append(errs, fmt.Errorf("capture.calibrate_quantile %v: at least 0.5 and below 1", q))
+	if q := c.Calibration.Quantile; !(q >= 0.5 && q < 1) {
+		errs = append(errs, fmt.Errorf("calibration.quantile %v: at least 0.5 and below 1", q))
 	}
 	if c.Demo.Rate < 0 || c.Demo.Rate > 1e6 || c.Demo.Rate != c.Demo.Rate {
 		errs = append(errs, fmt.Errorf("demo.rate %v: between 0 and 1e6", c.Demo.Rate))

@@ -25,8 +25,9 @@ metrics:
 capture:
   interfaces: [eth0]
   pcaps: [a.pcap]
-  calibrate: 10m
 watch: [/srv]
+calibration:
+  grace: 10m
 demo:
   rate: 50
 `), 0o600); err != nil {
@@ -41,7 +42,7 @@ demo:
 	}
 	if c.Spool.MaxBytes != 16<<20 || c.Uplink.StatusInterval.D() != 5*time.Second || c.Uplink.BatchMax != 200 ||
 		c.Uplink.Inflight != DefaultInflight || c.Capture.Interfaces[0] != "eth0" || c.Watch[0] != "/srv" || c.Demo.Rate != 50 ||
-		c.Capture.Calibrate.D() != 10*time.Minute || c.Capture.CalibrateQuantile != DefaultCalibrateQuantile {
+		c.Calibration.Grace.D() != 10*time.Minute || c.Calibration.Quantile != DefaultCalibrateQuantile {
 		t.Fatalf("parsed %+v", c)
 	}
 
@@ -111,12 +112,12 @@ func TestValidate(t *testing.T) {
 		{"empty iface", func(c *Config) { c.Capture.Interfaces = []string{""} }, "empty"},
 		{"demo rate", func(c *Config) { c.Demo.Rate = -1 }, "demo.rate"},
 		{"no state", func(c *Config) { c.StateDir = "" }, "state_dir"},
-		{"calibrate", func(c *Config) { c.Capture.Calibrate = Duration(10 * time.Minute); c.Capture.CalibrateQuantile = 0.99 }, ""},
-		{"calibrate negative", func(c *Config) { c.Capture.Calibrate = Duration(-time.Second) }, "capture.calibrate"},
-		{"calibrate too long", func(c *Config) { c.Capture.Calibrate = Duration(MaxCalibrate + time.Second) }, "capture.calibrate"},
-		{"calibrate quantile 1", func(c *Config) { c.Capture.CalibrateQuantile = 1 }, "calibrate_quantile"},
-		{"calibrate quantile low", func(c *Config) { c.Capture.CalibrateQuantile = 0.2 }, "calibrate_quantile"},
-		{"calibrate quantile NaN", func(c *Config) { c.Capture.CalibrateQuantile = math.NaN() }, "calibrate_quantile"},
+		{"calibrate", func(c *Config) { c.Calibration.Grace = Duration(10 * time.Minute); c.Calibration.Quantile = 0.99 }, ""},
+		{"calibrate negative", func(c *Config) { c.Calibration.Grace = Duration(-time.Second) }, "calibration.grace"},
+		{"calibrate too long", func(c *Config) { c.Calibration.Grace = Duration(MaxCalibrate + time.Second) }, "calibration.grace"},
+		{"calibrate quantile 1", func(c *Config) { c.Calibration.Quantile = 1 }, "calibration.quantile"},
+		{"calibrate quantile low", func(c *Config) { c.Calibration.Quantile = 0.2 }, "calibration.quantile"},
+		{"calibrate quantile NaN", func(c *Config) { c.Calibration.Quantile = math.NaN() }, "calibration.quantile"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,7 +182,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.StateDir != "/var/lib/vigil" || c.Capture.Calibrate != 0 || c.Capture.CalibrateQuantile != 0.999 {
+	if c.StateDir != "/var/lib/vigil" || c.Calibration.Grace != 0 || c.Calibration.Quantile != 0.999 {
 		t.Fatalf("shipped config: %+v", c)
 	}
 }

@@ -3,41 +3,46 @@ package detect
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math"
-	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
 
-// Per-sensor calibration (issue 4): with Config.PluginArgs carrying
-// -calibrate, the netflow plugin observes local traffic for that grace period
-// without anomalies, then raises each model's threshold to the local score
-// quantile (plugins/netflow). The pipeline polls the plugin's Health and
-// forwards what it says about calibration in Counters, which the agent sends
-// to the server in every Status: per feature set, calibrated_<set> (0 while
-// the model observes, 1 after), the model's own and the active threshold
+// Per-sensor calibration (issue 4): a detector plugin started with
+// -calibrate observes local events for that grace period without anomalies,
+// then raises each model's threshold to the local score quantile
+// (plugins/sdk/selfcal). The agent polls the plugin's Health and forwards
+// what it says about calibration in its pipeline's Counters, which reach the
+// server in every Status: per feature set, calibrated_<set> (0 while the
+// model observes, 1 after), the model's own and the active threshold
 // (model_threshold_micro_<set>, threshold_micro_<set>, ×1e6), the local
 // quantile and its sample size (calibration_local_micro_<set>,
-// calibration_samples_<set>).
+// calibration_samples_<set>). It also keeps each calibrated model's exact
+// quantile by digest and gives it back to a restarted plugin (-calibrated),
+// so that a crash does not open another silent grace period.
 
-// calibrationPoll is how often the plugin's calibration state is read.
-const calibrationPoll = 5 * time.Second
+// CalibrationPoll is how often a plugin's calibration state is read.
+const CalibrationPoll = 5 * time.Second
 
-// calibratedBitsPrefix is the plugin's Health stat of a calibrated model's
-// local quantile by bundle digest (float32 bits; plugins/netflow
-// CalibratedBitsPrefix, not imported: the agent core has no cgo). The
-// pipeline keeps these and passes them to a restarted plugin
-// (-calibrated DIGEST=BITS,...), so that a crash does not open another
-// silent grace period; they are not forwarded to the server.
-const calibratedBitsPrefix = "calibrated_bits_"
-
-// maxCalibrated bounds the models remembered (the plugin's limit).
-const maxCalibrated = 16
+// Calibration follows the calibration of one plugin (across its restarts).
+// The zero value is ready; it is safe for concurrent use.
+type Calibration struct {
+	stats  atomic.Pointer[map[string]uint64]
+	mu     sync.Mutex
+	bits   map[string]uint32 // local quantiles of calibrated models, by digest
+	logged map[string]bool
+}
 
 // calibrationStat tells whether a plugin Health stat reports calibration.
 func calibrationStat(k string) bool {
-	for _, p := range []string{"calibrated_", "calibration_", "model_threshold_micro_", "threshold_micro_"} {
+	for _, p := range []string{selfcal.StatCalibrated, selfcal.StatLocal, selfcal.StatSamples, selfcal.StatModelThreshold, selfcal.StatThreshold} {
 		if strings.HasPrefix(k, p) {
 			return true
 		}
@@ -45,17 +50,13 @@ func calibrationStat(k string) bool {
 	return false
 }
 
-// calibrating tells whether the plugin was started with a calibration grace period.
-func (p *Pipeline) calibrating() bool { return hasFlag(p.cfg.PluginArgs, "calibrate") }
-
-// pollCalibration reads the plugin's calibration state every calibrationPoll
-// until ctx ends, and logs each model's calibration once.
-func (p *Pipeline) pollCalibration(ctx context.Context) {
-	t := time.NewTicker(calibrationPoll)
+// Poll reads the plugin's calibration state now and every `every` until ctx
+// ends.
+func (c *Calibration) Poll(ctx context.Context, health func(context.Context) (sdk.Health, error), every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
 	defer t.Stop()
-	logged := map[string]bool{}
 	for {
-		p.readCalibration(ctx, logged)
+		c.Read(ctx, health, log)
 		select {
 		case <-ctx.Done():
 			return
@@ -64,78 +65,82 @@ func (p *Pipeline) pollCalibration(ctx context.Context) {
 	}
 }
 
-func (p *Pipeline) readCalibration(ctx context.Context, logged map[string]bool) {
+// Read reads the plugin's calibration state once and logs each new
+// calibration.
+func (c *Calibration) Read(ctx context.Context, health func(context.Context) (sdk.Health, error), log *slog.Logger) {
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	hl, err := p.host.Load().Health(hctx)
+	hl, err := health(hctx)
 	if err != nil {
 		return
 	}
 	st := map[string]uint64{}
 	for k, v := range hl.Stats {
-		if digest, ok := strings.CutPrefix(k, calibratedBitsPrefix); ok {
-			p.rememberCalibrated(digest, v)
+		if digest, ok := strings.CutPrefix(k, selfcal.BitsPrefix); ok {
+			c.remember(digest, v)
 		} else if calibrationStat(k) {
 			st[k] = v
 		}
 	}
-	p.calStats.Store(&st)
+	c.stats.Store(&st)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.logged == nil {
+		c.logged = map[string]bool{}
+	}
 	for k, v := range st {
-		set, ok := strings.CutPrefix(k, "calibrated_")
-		key := fmt.Sprint(set, "/", st["calibration_samples_"+set], "/", st["calibration_local_micro_"+set])
-		if !ok || v != 1 || logged[key] {
+		set, ok := strings.CutPrefix(k, selfcal.StatCalibrated)
+		key := fmt.Sprint(set, "/", st[selfcal.StatSamples+set], "/", st[selfcal.StatLocal+set])
+		if !ok || v != 1 || c.logged[key] || log == nil {
 			continue
 		}
-		logged[key] = true
-		p.log.Info("per-sensor calibration done", "feature_set", set, "samples", st["calibration_samples_"+set],
-			"local_quantile", float64(st["calibration_local_micro_"+set])/1e6,
-			"model_threshold", float64(st["model_threshold_micro_"+set])/1e6,
-			"threshold", float64(st["threshold_micro_"+set])/1e6)
+		c.logged[key] = true
+		log.Info("per-sensor calibration done", "feature_set", set, "samples", st[selfcal.StatSamples+set],
+			"local_quantile", float64(st[selfcal.StatLocal+set])/1e6,
+			"model_threshold", float64(st[selfcal.StatModelThreshold+set])/1e6,
+			"threshold", float64(st[selfcal.StatThreshold+set])/1e6)
 	}
 }
 
-// calibrationCounters returns the last calibration state read (a copy).
-func (p *Pipeline) calibrationCounters() map[string]uint64 {
-	if st := p.calStats.Load(); st != nil {
+// Counters returns the last calibration state read (a copy; nil before).
+func (c *Calibration) Counters() map[string]uint64 {
+	if st := c.stats.Load(); st != nil {
 		return maps.Clone(*st)
 	}
 	return nil
 }
 
-// rememberCalibrated keeps a calibrated model's local quantile (float32
-// bits) by digest, at most maxCalibrated (the first ones are kept).
-func (p *Pipeline) rememberCalibrated(digest string, bits uint64) {
-	if !validDigest(digest) || bits == 0 || bits > math.MaxUint32 {
+// remember keeps a calibrated model's local quantile (float32 bits) by
+// digest, at most selfcal.MaxRestored (the first ones are kept).
+func (c *Calibration) remember(digest string, bits uint64) {
+	if !selfcal.ValidDigest(digest) || bits == 0 || bits > math.MaxUint32 {
 		return
 	}
-	p.calMu.Lock()
-	defer p.calMu.Unlock()
-	if p.calibrated == nil {
-		p.calibrated = map[string]uint32{}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bits == nil {
+		c.bits = map[string]uint32{}
 	}
-	if _, ok := p.calibrated[digest]; ok || len(p.calibrated) < maxCalibrated {
-		p.calibrated[digest] = uint32(bits)
+	if _, ok := c.bits[digest]; ok || len(c.bits) < selfcal.MaxRestored {
+		c.bits[digest] = uint32(bits)
 	}
 }
 
-// calibratedArgs are the plugin arguments that restore the calibrations
-// seen so far (pluginhost.Config.LaunchArgs).
-func (p *Pipeline) calibratedArgs() []string {
-	p.calMu.Lock()
-	defer p.calMu.Unlock()
-	if len(p.calibrated) == 0 {
+// LaunchArgs are the plugin arguments that restore the calibrations seen so
+// far (pluginhost.Config.LaunchArgs).
+func (c *Calibration) LaunchArgs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.bits) == 0 {
 		return nil
 	}
-	items := make([]string, 0, len(p.calibrated))
-	for d, b := range p.calibrated {
-		items = append(items, fmt.Sprintf("%s=%08x", d, b))
-	}
-	slices.Sort(items)
-	return []string{"-calibrated", strings.Join(items, ",")}
+	return []string{"-calibrated", selfcal.FormatRestored(c.bits)}
 }
 
-// validDigest accepts "sha256:" and 64 lowercase hex digits.
-func validDigest(d string) bool {
-	h, ok := strings.CutPrefix(d, "sha256:")
-	return ok && len(h) == 64 && strings.Trim(h, "0123456789abcdef") == ""
+// calibrating tells whether the plugin was started with a calibration grace period.
+func (p *Pipeline) calibrating() bool { return hasFlag(p.cfg.PluginArgs, "calibrate") }
+
+// pollCalibration follows the plugin's calibration until ctx ends.
+func (p *Pipeline) pollCalibration(ctx context.Context) {
+	p.cal.Poll(ctx, func(ctx context.Context) (sdk.Health, error) { return p.host.Load().Health(ctx) }, CalibrationPoll, p.log)
 }

@@ -1,24 +1,30 @@
 package detect
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
 
 // TestCalibratedArgs: the calibrations a restarted plugin is given back are
 // those the plugin reported with a valid digest and value, sorted, at most
-// maxCalibrated; a digest reported again is updated.
+// selfcal.MaxRestored; a digest reported again is updated.
 func TestCalibratedArgs(t *testing.T) {
-	var p Pipeline
-	if a := p.calibratedArgs(); a != nil {
+	var p Calibration
+	if a := p.LaunchArgs(); a != nil {
 		t.Fatalf("nothing seen yet: %v", a)
 	}
 	d := func(i int) string { return fmt.Sprintf("sha256:%064x", i) }
-	p.rememberCalibrated(d(2), 0x3d4eeb9c)
-	p.rememberCalibrated(d(1), 0x3f800000)
-	p.rememberCalibrated(d(2), 0x3d000000) // updated
+	p.remember(d(2), 0x3d4eeb9c)
+	p.remember(d(1), 0x3f800000)
+	p.remember(d(2), 0x3d000000) // updated
 	for _, bad := range []struct {
 		digest string
 		bits   uint64
@@ -29,19 +35,50 @@ func TestCalibratedArgs(t *testing.T) {
 		{d(3), 1 << 32},
 		{"md5:" + strings.Repeat("a", 64), 1},
 	} {
-		p.rememberCalibrated(bad.digest, bad.bits)
+		p.remember(bad.digest, bad.bits)
 	}
 	want := []string{"-calibrated", d(1) + "=3f800000," + d(2) + "=3d000000"}
-	if got := p.calibratedArgs(); !reflect.DeepEqual(got, want) {
+	if got := p.LaunchArgs(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("args %q, want %q", got, want)
 	}
 	for i := range 100 {
-		p.rememberCalibrated(d(10+i), 0x3f800000)
+		p.remember(d(10+i), 0x3f800000)
 	}
-	if n := strings.Count(p.calibratedArgs()[1], "="); n != maxCalibrated {
-		t.Fatalf("%d remembered, want at most %d", n, maxCalibrated)
+	if n := strings.Count(p.LaunchArgs()[1], "="); n != selfcal.MaxRestored {
+		t.Fatalf("%d remembered, want at most %d", n, selfcal.MaxRestored)
 	}
-	if !strings.Contains(p.calibratedArgs()[1], d(1)) {
+	if !strings.Contains(p.LaunchArgs()[1], d(1)) {
 		t.Fatal("an early calibration was pushed out")
+	}
+}
+
+// TestCalibrationRead: of a plugin's Health stats, the calibration ones
+// become counters, the exact quantiles by digest are kept for a restart (and
+// not forwarded), the rest is ignored; a failed Health call keeps the last
+// state.
+func TestCalibrationRead(t *testing.T) {
+	d := fmt.Sprintf("sha256:%064x", 7)
+	stats := map[string]uint64{
+		"scored": 10, "anomalies": 2, "threshold_micro": 5,
+		"calibrated_nethost/v3": 1, "model_threshold_micro_nethost/v3": 50518, "threshold_micro_nethost/v3": 90686,
+		"calibration_local_micro_nethost/v3": 90686, "calibration_samples_nethost/v3": 1079,
+		selfcal.BitsPrefix + d: 0x3db9b9b9,
+	}
+	var c Calibration
+	ok := func(context.Context) (sdk.Health, error) { return sdk.Health{Stats: stats}, nil }
+	c.Read(context.Background(), ok, slog.New(slog.DiscardHandler))
+	want := map[string]uint64{
+		"calibrated_nethost/v3": 1, "model_threshold_micro_nethost/v3": 50518, "threshold_micro_nethost/v3": 90686,
+		"calibration_local_micro_nethost/v3": 90686, "calibration_samples_nethost/v3": 1079,
+	}
+	if got := c.Counters(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("counters %v, want %v", got, want)
+	}
+	if got := c.LaunchArgs(); !reflect.DeepEqual(got, []string{"-calibrated", d + "=3db9b9b9"}) {
+		t.Fatalf("launch args %q", got)
+	}
+	c.Read(context.Background(), func(context.Context) (sdk.Health, error) { return sdk.Health{}, errors.New("down") }, nil)
+	if got := c.Counters(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a failed read: %v", got)
 	}
 }

@@ -110,12 +110,8 @@ type Pipeline struct {
 	running                        atomic.Bool // Run has started the plugin and not yet stopped
 	shadowDropped, shadowAnomalies atomic.Uint64
 
-	// calStats is the plugin's last reported calibration state, calibrated
-	// the local quantiles (float32 bits) of the models it calibrated, by
-	// digest (calibration.go).
-	calStats   atomic.Pointer[map[string]uint64]
-	calMu      sync.Mutex
-	calibrated map[string]uint32
+	// cal follows the plugin's per-sensor calibration (calibration.go).
+	cal Calibration
 }
 
 var (
@@ -204,7 +200,7 @@ func (p *Pipeline) hostConfig(bundles []string, onResult func(sdk.BatchResult), 
 	if role == "" && p.calibrating() {
 		// A restarted plugin keeps the calibration of the models it runs
 		// (calibration.go) instead of observing, silent, once more.
-		hc.LaunchArgs = p.calibratedArgs
+		hc.LaunchArgs = p.cal.LaunchArgs
 	}
 	if w := p.cfg.Aggregate.Window; w > 0 && w != 30*time.Second && !hasFlag(p.cfg.PluginArgs, "aggregate-window") {
 		// The plugin merges anomalies per source within the agent's
@@ -316,7 +312,7 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"shadow_dropped":    p.shadowDropped.Load(),
 		"shadow_anomalies":  p.shadowAnomalies.Load(),
 	}
-	maps.Copy(c, p.calibrationCounters())
+	maps.Copy(c, p.cal.Counters())
 	return c
 }
 

@@ -21,9 +21,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/pluginhost"
 	"github.com/vigil-edge/vigil/agent/watch"
+	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
@@ -51,6 +54,9 @@ type Config struct {
 	Bundle detect.BundleInfo
 	// ORTLib is passed to the plugin as ONNXRUNTIME_LIB.
 	ORTLib string
+	// PluginArgs are extra plugin arguments (e.g. -calibrate 10m: per-sensor
+	// calibration, followed as detect.Calibration describes).
+	PluginArgs []string
 	// StageBundle copies the bundle into a private directory the
 	// unprivileged plugin can read (for a bundle in a user's home).
 	StageBundle bool
@@ -147,7 +153,7 @@ func (p *Pipeline) Stats() Stats {
 // Counters implements pipeline.Counters.
 func (p *Pipeline) Counters() map[string]uint64 {
 	st := p.Stats()
-	return map[string]uint64{
+	c := map[string]uint64{
 		"file_events":          st.Events,
 		"file_events_scored":   st.Scored,
 		"file_events_lost":     st.Lost,
@@ -164,6 +170,18 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"watch_denied":         st.Watch.Denied,
 		"watch_limit":          st.Watch.WatchLimit,
 	}
+	maps.Copy(c, p.eng.cal.Counters())
+	return c
+}
+
+// calibrating tells whether the plugin was started with a calibration grace period.
+func (e *engine) calibrating() bool {
+	for _, a := range e.cfg.PluginArgs {
+		if a = strings.TrimLeft(a, "-"); a == "calibrate" || strings.HasPrefix(a, "calibrate=") {
+			return true
+		}
+	}
+	return false
 }
 
 // PluginPID returns the running plugin's process id, or 0.
@@ -183,6 +201,16 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 		return err
 	}
 	defer stop()
+	if p.eng.calibrating() {
+		cctx, ccancel := context.WithCancel(ctx)
+		calDone := make(chan struct{})
+		go func() {
+			defer close(calDone)
+			p.eng.cal.Poll(cctx, func(ctx context.Context) (sdk.Health, error) { return p.eng.host.Load().Health(ctx) },
+				detect.CalibrationPoll, p.log)
+		}()
+		defer func() { ccancel(); <-calDone }()
+	}
 	out := make(chan []event.File, 1024)
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
@@ -268,6 +296,7 @@ type engine struct {
 	cfg  *Config
 	agg  *Aggregator
 	host atomic.Pointer[pluginhost.Host]
+	cal  detect.Calibration
 
 	events, scored, lost, calls atomic.Uint64
 	lastTs                      atomic.Int64
@@ -314,7 +343,11 @@ func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err 
 		}
 		bundle, cleanup = staged, func() { _ = os.RemoveAll(dir) }
 	}
-	hc.Args = []string{"-bundle", bundle}
+	hc.Args = append([]string{"-bundle", bundle}, e.cfg.PluginArgs...)
+	if e.calibrating() {
+		// A restarted plugin keeps its model's calibration.
+		hc.LaunchArgs = e.cal.LaunchArgs
+	}
 	if e.cfg.ORTLib != "" {
 		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+e.cfg.ORTLib)
 	}

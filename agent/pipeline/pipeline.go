@@ -49,7 +49,7 @@ type Env struct {
 	PluginDirs []string // plugin_dirs: where detector plugins are searched
 	ModelDirs  []string // model_dirs: where model bundles are searched
 	// Calibrate and CalibrateQuantile: per-sensor calibration of the
-	// packet detector (capture.calibrate; 0: none).
+	// detectors (calibration.grace and .quantile; 0: none).
 	Calibrate         time.Duration
 	CalibrateQuantile float64
 }

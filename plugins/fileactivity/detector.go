@@ -37,11 +37,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	feat "github.com/vigil-edge/vigil/models/features/fileactivity"
 	"github.com/vigil-edge/vigil/models/runtime"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
+	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
 
 // Name is the detector's name (findings' "detector", manifests' "detector").
@@ -101,12 +103,28 @@ type Options struct {
 	ORTLib string
 	// MaxBatch is the largest batch scored in one session run (default 1024).
 	MaxBatch int
+	// Calibrate is the per-sensor calibration grace period (event time; 0:
+	// none): the detector observes that long without anomalies, then the
+	// model's threshold becomes the larger of its own and the observed
+	// CalibrateQuantile (default 0.999) score quantile (plugins/sdk/selfcal).
+	// A model loaded later observes on its own scores while flagging at its
+	// own threshold. Calibrated are local quantiles, by bundle digest, of
+	// models an earlier instance calibrated (the agent passes them back to a
+	// restarted plugin): such a model starts calibrated.
+	Calibrate         time.Duration
+	CalibrateQuantile float64
+	Calibrated        map[string]float32
 }
 
 type model struct {
 	info   sdk.ModelInfo
+	thr    float32 // active threshold: the model's, or raised by calibration
 	scorer *runtime.Scorer
 	ctxVer string
+	// per-sensor calibration
+	observing, calibrated bool
+	calLocal              float32
+	calSamples            int
 }
 
 // Detector implements sdk.Detector and sdk.FileScorer.
@@ -122,6 +140,12 @@ type Detector struct {
 	feats     []float32
 	names     []string
 	strongest []strongestBurst
+
+	// per-sensor calibration: calDone is false during the initial grace
+	// period (no anomalies); cal samples calModel's scores (under mu).
+	calDone  atomic.Bool
+	cal      selfcal.Sample
+	calModel *model
 
 	scored    atomic.Uint64
 	anomalies atomic.Uint64
@@ -142,10 +166,15 @@ func New(log *slog.Logger, opts Options) *Detector {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Detector{
+	if opts.CalibrateQuantile <= 0 || opts.CalibrateQuantile >= 1 {
+		opts.CalibrateQuantile = 0.999
+	}
+	d := &Detector{
 		log: log, opts: opts, x: feat.NewExtractor(),
 		feats: make([]float32, opts.MaxBatch*feat.Dim), names: feat.Names(),
 	}
+	d.calDone.Store(opts.Calibrate <= 0)
+	return d
 }
 
 // Info implements sdk.Detector.
@@ -179,7 +208,13 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	m := &model{
 		info: sdk.ModelInfo{Name: man.Name, Version: man.Version, Digest: digest, FeatureSet: man.FeatureSet,
 			Threshold: float32(man.Threshold)},
-		scorer: sc, ctxVer: strconv.FormatUint(man.Version, 10),
+		thr: float32(man.Threshold), scorer: sc, ctxVer: strconv.FormatUint(man.Version, 10),
+		observing: d.opts.Calibrate > 0,
+	}
+	if v, ok := d.opts.Calibrated[digest]; ok && m.observing {
+		m.observing, m.calibrated, m.calLocal = false, true, v
+		m.thr = max(m.thr, v)
+		d.log.Info("per-sensor calibration restored", "feature_set", man.FeatureSet, "local", v, "threshold", m.thr)
 	}
 	d.mu.Lock()
 	old := d.model.Swap(m)
@@ -205,10 +240,9 @@ func (d *Detector) ScoreFiles(_ context.Context, files []event.File) (sdk.Result
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	res := sdk.Result{Scores: make([]float32, 0, len(files))}
-	m := d.model.Load()
 	for off := 0; off < len(files); off += d.opts.MaxBatch {
 		chunk := files[off:min(off+d.opts.MaxBatch, len(files))]
-		if err := d.scoreChunk(m, chunk, off, &res); err != nil {
+		if err := d.scoreCalibrated(chunk, off, &res); err != nil {
 			return sdk.Result{}, err
 		}
 	}
@@ -216,6 +250,47 @@ func (d *Detector) ScoreFiles(_ context.Context, files []event.File) (sdk.Result
 	d.anomalies.Add(uint64(len(res.Anomalies)))
 	d.trees.Store(int64(d.x.Trees()))
 	return res, nil
+}
+
+// scoreCalibrated scores a chunk; one that spans the end of the model's
+// calibration grace period is scored in two parts (the events before it are
+// observed, those after it judged by the calibrated threshold).
+func (d *Detector) scoreCalibrated(files []event.File, base int, res *sdk.Result) error {
+	m := d.model.Load()
+	if m != nil && m.observing && len(files) > 0 {
+		start, grace := files[0].TimeNs, int64(d.opts.Calibrate)
+		if d.calModel == m {
+			start = d.cal.Start()
+		}
+		if files[0].TimeNs-start >= grace {
+			d.finishCalibration(m)
+			m = d.model.Load()
+		} else if k := selfcal.Cut(len(files), func(i int) int64 { return files[i].TimeNs }, start, grace); k < len(files) {
+			if err := d.scoreChunk(m, files[:k], base, res); err != nil {
+				return err
+			}
+			return d.scoreCalibrated(files[k:], base+k, res)
+		}
+	}
+	return d.scoreChunk(m, files, base, res)
+}
+
+// finishCalibration raises m's threshold to the local quantile of its
+// observed scores (never lowers it). The caller holds mu.
+func (d *Detector) finishCalibration(m *model) {
+	nm := *m
+	nm.observing, nm.calibrated, nm.calSamples = false, true, d.cal.Len()
+	if q, ok := d.cal.Quantile(d.opts.CalibrateQuantile); ok {
+		nm.calLocal = q
+		nm.thr = max(nm.thr, q)
+	}
+	d.cal.Reset(0)
+	d.calModel = nil
+	if !d.model.CompareAndSwap(m, &nm) {
+		return
+	}
+	d.log.Info("per-sensor calibration done", "feature_set", nm.info.FeatureSet, "samples", nm.calSamples,
+		"quantile", d.opts.CalibrateQuantile, "local", nm.calLocal, "model_threshold", nm.info.Threshold, "threshold", nm.thr)
 }
 
 func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.Result) error {
@@ -232,7 +307,26 @@ func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.R
 	if err != nil {
 		return fmt.Errorf("score %s: %w", feat.Name, err)
 	}
-	thr := m.info.Threshold
+	thr := m.thr
+	if m.observing {
+		if d.calModel != m {
+			d.calModel = m
+			d.cal.Reset(files[0].TimeNs)
+		}
+		d.cal.Add(scores)
+	}
+	if !d.calDone.Load() {
+		if m.observing { // the sensor's initial grace period: no anomalies
+			for _, s := range scores {
+				if s != s {
+					s = float32(math.Inf(1))
+				}
+				res.Scores = append(res.Scores, s/thr)
+			}
+			return nil
+		}
+		d.calDone.Store(true)
+	}
 	first := len(res.Anomalies)
 	// The strongest burst anomaly of each tree in this chunk (the first one
 	// at the maximum): it alone of the tree's burst anomalies carries the
@@ -395,7 +489,14 @@ func (d *Detector) Health(context.Context) sdk.Health {
 	if m := d.model.Load(); m != nil {
 		h.Model = m.info
 		h.Message = "model active"
-		h.Stats["threshold_micro"] = uint64(float64(m.info.Threshold) * 1e6)
+		if !d.calDone.Load() {
+			h.Message = fmt.Sprintf("calibrating: observing local file activity for %s (event time) before flagging", d.opts.Calibrate)
+		}
+		h.Stats["threshold_micro"] = uint64(float64(m.thr) * 1e6)
+		if d.opts.Calibrate > 0 {
+			selfcal.Report(h.Stats, selfcal.State{FeatureSet: m.info.FeatureSet, Digest: m.info.Digest,
+				Model: m.info.Threshold, Active: m.thr, Calibrated: m.calibrated, Local: m.calLocal, Samples: m.calSamples})
+		}
 	} else {
 		h.Message = "no model loaded: scoring nothing"
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vigil-edge/vigil/models/calib"
 	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
 
 // TestCalibration: during the grace period no anomaly is reported; at its
@@ -179,36 +180,6 @@ func TestCalibrationModelUpdate(t *testing.T) {
 	}
 }
 
-// TestCalSample: the calibration sample stays bounded and evenly spaced over
-// everything offered.
-func TestCalSample(t *testing.T) {
-	for _, n := range []int{0, 1, calSampleMax - 1, calSampleMax, calSampleMax + 1, 3*calSampleMax + 5, 9 * calSampleMax} {
-		c := calSample{stride: 1}
-		buf := make([]float32, 1000)
-		for off := 0; off < n; off += len(buf) {
-			k := min(len(buf), n-off)
-			for i := range k {
-				buf[i] = float32(off + i)
-			}
-			c.add(buf[:k])
-		}
-		if len(c.scores) > calSampleMax || c.seen != uint64(n) {
-			t.Fatalf("n=%d: %d kept, %d seen", n, len(c.scores), c.seen)
-		}
-		for i, v := range c.scores {
-			if v != float32(uint64(i)*c.stride) {
-				t.Fatalf("n=%d: sample %d is %g, want %d (stride %d)", n, i, v, uint64(i)*c.stride, c.stride)
-			}
-		}
-		if wantLen := (n + int(c.stride) - 1) / int(c.stride); len(c.scores) != wantLen {
-			t.Fatalf("n=%d: %d kept at stride %d, want %d", n, len(c.scores), c.stride, wantLen)
-		}
-		if n > calSampleMax && len(c.scores) < calSampleMax/2 {
-			t.Fatalf("n=%d: only %d kept", n, len(c.scores))
-		}
-	}
-}
-
 // TestCalibrationRestored: a model whose digest the agent passes back
 // (Options.Calibrated, after a plugin restart) starts calibrated: no new
 // silent grace period, its threshold the larger of its own and the restored
@@ -238,7 +209,7 @@ func TestCalibrationRestored(t *testing.T) {
 		t.Fatalf("restored: %+v (want calibrated, threshold and local %g)", n, raised)
 	}
 	h := d.Health(context.Background())
-	if h.Stats[CalibratedBitsPrefix+m.info.Digest] != uint64(math.Float32bits(raised)) || h.Stats["calibrated_"+m.info.FeatureSet] != 1 {
+	if h.Stats[selfcal.BitsPrefix+m.info.Digest] != uint64(math.Float32bits(raised)) || h.Stats["calibrated_"+m.info.FeatureSet] != 1 {
 		t.Fatalf("health after restore: %v", h.Stats)
 	}
 	an := scoreAll(t, d, pkts, []int{256})
@@ -268,70 +239,4 @@ func TestCalibrationRestored(t *testing.T) {
 	if an := scoreAll(t, d2, pkts, []int{256}); len(an) != 0 {
 		t.Fatalf("%d anomalies inside the grace period", len(an))
 	}
-}
-
-func TestParseCalibrated(t *testing.T) {
-	dg := "sha256:" + strings.Repeat("0f", 32)
-	dg2 := "sha256:" + strings.Repeat("a1", 32)
-	cases := []struct {
-		in   string
-		want map[string]float32
-		err  string
-	}{
-		{"", map[string]float32{}, ""},
-		{dg + "=3d4eeb9c", map[string]float32{dg: math.Float32frombits(0x3d4eeb9c)}, ""},
-		{dg + "=3d4eeb9c," + dg2 + "=3f800000", map[string]float32{dg: math.Float32frombits(0x3d4eeb9c), dg2: 1}, ""},
-		{dg, nil, "want sha256"},
-		{"md5:" + strings.Repeat("0f", 16) + "=3f800000", nil, "want sha256"},
-		{"sha256:" + strings.Repeat("0F", 32) + "=3f800000", nil, "want sha256"},
-		{"sha256:" + strings.Repeat("0f", 31) + "=3f800000", nil, "want sha256"},
-		{dg + "=3f80000", nil, "8 hex"},
-		{dg + "=03f800000", nil, "8 hex"},
-		{dg + "=zzzzzzzz", nil, "8 hex"},
-		{dg + "=00000000", nil, "finite positive"},
-		{dg + "=bf800000", nil, "finite positive"}, // -1
-		{dg + "=7f800000", nil, "finite positive"}, // +Inf
-		{dg + "=7fc00000", nil, "finite positive"}, // NaN
-		{dg + "=3f800000," + dg + "=3f800000", nil, "twice"},
-		{dg + "=3f800000,", nil, "want sha256"},
-		{strings.Repeat(dg+"=3f800000,", 16) + dg + "=3f800000", nil, "at most 16"},
-	}
-	for _, tc := range cases {
-		got, err := ParseCalibrated(tc.in)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("ParseCalibrated(%.40q): %v, want an error with %q", tc.in, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || len(got) != len(tc.want) {
-			t.Errorf("ParseCalibrated(%.40q) = %v, %v; want %v", tc.in, got, err, tc.want)
-			continue
-		}
-		for k, v := range tc.want {
-			if got[k] != v {
-				t.Errorf("ParseCalibrated(%.40q)[%s] = %g, want %g", tc.in, k, got[k], v)
-			}
-		}
-	}
-}
-
-func FuzzParseCalibrated(f *testing.F) {
-	f.Add("sha256:" + strings.Repeat("0f", 32) + "=3d4eeb9c")
-	f.Add("")
-	f.Add("=,=")
-	f.Fuzz(func(t *testing.T, s string) {
-		m, err := ParseCalibrated(s)
-		if err != nil {
-			return
-		}
-		if len(m) > maxCalibrated {
-			t.Fatalf("%d entries", len(m))
-		}
-		for k, v := range m {
-			if len(k) != 71 || !(v > 0) || math.IsInf(float64(v), 0) {
-				t.Fatalf("accepted %q=%v", k, v)
-			}
-		}
-	})
 }

@@ -44,18 +44,17 @@ import (
 	"math"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
-	"github.com/vigil-edge/vigil/models/calib"
 	nffeat "github.com/vigil-edge/vigil/models/features/netflow"
 	nhfeat "github.com/vigil-edge/vigil/models/features/nethost"
 	"github.com/vigil-edge/vigil/models/runtime"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
+	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
 
 // Name is the detector's name (findings' "detector", manifests' "detector").
@@ -119,7 +118,7 @@ type Options struct {
 	CalibrateQuantile float64
 	// Calibrated are the local quantiles of models an earlier instance of
 	// this plugin calibrated on this sensor, by bundle digest (the agent
-	// passes them to a restarted plugin: -calibrated, ParseCalibrated). A
+	// passes them to a restarted plugin: -calibrated, selfcal.ParseRestored). A
 	// model loaded with one of these digests starts calibrated.
 	Calibrated map[string]float32
 	// ScoreChunk is the most rows per ONNX Runtime run (default 256). At
@@ -202,8 +201,9 @@ type Detector struct {
 	// per-sensor calibration: calDone is false during the sensor's initial
 	// grace period (no anomalies); cal[s] samples the observing model of
 	// slot s (scoring goroutine only, under mu).
-	calDone atomic.Bool
-	cal     [nslots]calSample
+	calDone  atomic.Bool
+	cal      [nslots]selfcal.Sample
+	calModel [nslots]*model // the model cal[s] samples
 
 	memBytes  atomic.Int64
 	scored    atomic.Uint64
@@ -601,49 +601,15 @@ func (d *Detector) contrib(s, i int) []float32 {
 
 func (d *Detector) rawScore(s, i int) float32 { return d.rsc[s*d.opts.MaxBatch+i] }
 
-// calSample is a bounded, evenly spaced sample of one model's scores over
-// its calibration grace period: every stride-th score is kept; when the
-// buffer is full, every other kept score is dropped and the stride doubles.
-type calSample struct {
-	model  *model // the model sampled (a new model restarts the sample)
-	start  int64  // packet time of its first observed batch
-	seen   uint64 // scores offered
-	stride uint64
-	scores []float32
-}
-
-// calSampleMax bounds a calibration sample (1 MB of scores per slot).
-const calSampleMax = 1 << 18
-
-func (c *calSample) add(scores []float32) {
-	for _, v := range scores {
-		if c.seen%c.stride == 0 {
-			if len(c.scores) == calSampleMax {
-				for i := range calSampleMax / 2 {
-					c.scores[i] = c.scores[2*i]
-				}
-				c.scores = c.scores[:calSampleMax/2]
-				c.stride *= 2
-				if c.seen%c.stride != 0 {
-					c.seen++
-					continue
-				}
-			}
-			c.scores = append(c.scores, v)
-		}
-		c.seen++
-	}
-}
-
 // observe adds an observing model's scores of one batch (its first packet
 // at packet time first) to its slot's sample; calibrationCut keeps every
 // observed packet inside the grace period.
 func (d *Detector) observe(m *model, scores []float32, first int64) {
-	c := &d.cal[m.slot]
-	if c.model != m {
-		*c = calSample{model: m, start: first, stride: 1, scores: c.scores[:0]}
+	if d.calModel[m.slot] != m {
+		d.calModel[m.slot] = m
+		d.cal[m.slot].Reset(first)
 	}
-	c.add(scores)
+	d.cal[m.slot].Add(scores)
 }
 
 // calibrationCut finishes the calibration of every observing model whose
@@ -662,19 +628,14 @@ func (d *Detector) calibrationCut(pkts []event.Packet) int {
 			continue
 		}
 		start := pkts[0].TimestampNs // a model not yet observed starts here
-		if c := &d.cal[s]; c.model == m {
-			start = c.start
+		if d.calModel[s] == m {
+			start = d.cal[s].Start()
 		}
 		if pkts[0].TimestampNs-start >= grace {
 			d.finishCalibration(m)
 			continue
 		}
-		for i := 1; i < cut; i++ {
-			if pkts[i].TimestampNs-start >= grace {
-				cut = i
-				break
-			}
-		}
+		cut = min(cut, selfcal.Cut(len(pkts), func(i int) int64 { return pkts[i].TimestampNs }, start, grace))
 	}
 	return cut
 }
@@ -685,12 +646,13 @@ func (d *Detector) calibrationCut(pkts []event.Packet) int {
 func (d *Detector) finishCalibration(m *model) {
 	c := &d.cal[m.slot]
 	nm := *m
-	nm.observing, nm.calibrated, nm.calSamples = false, true, len(c.scores)
-	if q, err := calib.Quantile(c.scores, d.opts.CalibrateQuantile); err == nil && !math.IsNaN(q) && !math.IsInf(q, 0) {
-		nm.calLocal = float32(q)
-		nm.thr = max(nm.thr, nm.calLocal)
+	nm.observing, nm.calibrated, nm.calSamples = false, true, c.Len()
+	if q, ok := c.Quantile(d.opts.CalibrateQuantile); ok {
+		nm.calLocal = q
+		nm.thr = max(nm.thr, q)
 	}
-	*c = calSample{}
+	c.Reset(0)
+	d.calModel[m.slot] = nil
 	if !d.models[m.slot].CompareAndSwap(m, &nm) {
 		return
 	}
@@ -815,13 +777,8 @@ func (d *Detector) Health(_ context.Context) sdk.Health {
 			loaded++
 			h.Stats["threshold_micro_"+m.info.FeatureSet] = uint64(float64(m.thr) * 1e6)
 			if d.opts.Calibrate > 0 {
-				h.Stats["model_threshold_micro_"+m.info.FeatureSet] = uint64(float64(m.info.Threshold) * 1e6)
-				h.Stats["calibrated_"+m.info.FeatureSet] = b2u(m.calibrated)
-			}
-			if m.calibrated {
-				h.Stats["calibration_samples_"+m.info.FeatureSet] = uint64(m.calSamples)
-				h.Stats["calibration_local_micro_"+m.info.FeatureSet] = uint64(float64(m.calLocal) * 1e6)
-				h.Stats[CalibratedBitsPrefix+m.info.Digest] = uint64(math.Float32bits(m.calLocal))
+				selfcal.Report(h.Stats, selfcal.State{FeatureSet: m.info.FeatureSet, Digest: m.info.Digest,
+					Model: m.info.Threshold, Active: m.thr, Calibrated: m.calibrated, Local: m.calLocal, Samples: m.calSamples})
 			}
 		}
 	}
@@ -836,13 +793,6 @@ func (d *Detector) Health(_ context.Context) sdk.Health {
 	return h
 }
 
-func b2u(b bool) uint64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // Close releases the models.
 func (d *Detector) Close() error {
 	d.mu.Lock()
@@ -854,47 +804,4 @@ func (d *Detector) Close() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// CalibratedBitsPrefix prefixes the Health stat that carries a calibrated
-// model's local quantile, exactly (float32 bits), keyed by bundle digest:
-// what the agent gives a restarted plugin back with -calibrated.
-const CalibratedBitsPrefix = "calibrated_bits_"
-
-// maxCalibrated bounds the -calibrated list (one entry per feature set and
-// model the plugin ran).
-const maxCalibrated = 16
-
-// ParseCalibrated parses -calibrated: "DIGEST=BITS,..." with DIGEST a bundle
-// digest ("sha256:" and 64 lowercase hex digits) and BITS the local
-// quantile's float32 bits in hex (8 digits), a finite positive value.
-func ParseCalibrated(s string) (map[string]float32, error) {
-	out := map[string]float32{}
-	if s == "" {
-		return out, nil
-	}
-	items := strings.Split(s, ",")
-	if len(items) > maxCalibrated {
-		return nil, fmt.Errorf("%d entries, at most %d", len(items), maxCalibrated)
-	}
-	for _, it := range items {
-		digest, bits, ok := strings.Cut(it, "=")
-		hexDigest, isSHA := strings.CutPrefix(digest, "sha256:")
-		if !ok || !isSHA || len(hexDigest) != 64 || strings.Trim(hexDigest, "0123456789abcdef") != "" {
-			return nil, fmt.Errorf("entry %q: want sha256:<64 hex>=<8 hex>", it)
-		}
-		b, err := strconv.ParseUint(bits, 16, 32)
-		if err != nil || len(bits) != 8 {
-			return nil, fmt.Errorf("entry %q: bits %q: want 8 hex digits", it, bits)
-		}
-		v := math.Float32frombits(uint32(b))
-		if !(v > 0) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("entry %q: quantile %v: want a finite positive value", it, v)
-		}
-		if _, dup := out[digest]; dup {
-			return nil, fmt.Errorf("entry %q: digest given twice", it)
-		}
-		out[digest] = v
-	}
-	return out, nil
 }

@@ -92,11 +92,11 @@ func searchOnly(dir string) detect.Search {
 // startWatching runs the agent's file pipeline (as `vigil-agent run --watch
 // root` builds it, with the real plugin and baseline bundle) and returns it
 // with its sink and a stop function that flushes and waits.
-func startWatching(t *testing.T, in *faInstall, root string) (*filedetect.Pipeline, *faSink, func()) {
+func startWatching(t *testing.T, in *faInstall, root string, pluginArgs ...string) (*filedetect.Pipeline, *faSink, func()) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(faLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := filedetect.New(filedetect.Config{
-		Plugin: in.Inst.Plugin, Bundle: in.Inst.Bundle, ORTLib: in.Inst.ORTLib, StageBundle: true,
+		Plugin: in.Inst.Plugin, Bundle: in.Inst.Bundle, ORTLib: in.Inst.ORTLib, StageBundle: true, PluginArgs: pluginArgs,
 		Watch:     watch.Config{Roots: []string{root}},
 		Aggregate: filedetect.AggregatorConfig{FirstAfter: time.Second, UpdateEvery: 5 * time.Second, Hold: 2 * time.Second},
 		Logger:    log,

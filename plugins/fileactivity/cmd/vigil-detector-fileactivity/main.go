@@ -11,20 +11,32 @@ package main
 import (
 	"context"
 	"flag"
-	ortruntime "github.com/vigil-edge/vigil/models/runtime"
+	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
+	ortruntime "github.com/vigil-edge/vigil/models/runtime"
 	"github.com/vigil-edge/vigil/plugins/fileactivity"
 	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
 
 func main() {
 	bundlePath := flag.String("bundle", "", "model bundle to load at start")
 	ort := flag.String("ort", "", "libonnxruntime.so (default: $ONNXRUNTIME_LIB, then ../lib and lib next to this binary)")
+	calibrate := flag.Duration("calibrate", 0, "per-sensor calibration: observe this much file activity (event time) before flagging")
+	quantile := flag.Float64("calibrate-quantile", 0.999, "local score quantile the threshold must reach after calibration")
+	calibrated := flag.String("calibrated", "", "models already calibrated on this sensor (by an earlier instance): DIGEST=BITS,... with BITS the local quantile's float32 bits in hex")
 	flag.Parse()
+	restored, err := selfcal.ParseRestored(*calibrated)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vigil-detector-fileactivity: -calibrated: %v\n", err)
+		os.Exit(2)
+	}
 	sdk.Serve(func(log *slog.Logger) sdk.Detector {
-		d := fileactivity.New(log, fileactivity.Options{ORTLib: ortruntime.FindLibrary(*ort)})
+		d := fileactivity.New(log, fileactivity.Options{ORTLib: ortruntime.FindLibrary(*ort),
+			Calibrate: *calibrate, CalibrateQuantile: *quantile, Calibrated: restored})
 		if *bundlePath != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			if _, err := d.LoadModel(ctx, *bundlePath); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vigil-edge/vigil/plugins/netflow"
 	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
 
 type list []string
@@ -42,7 +43,7 @@ func main() {
 	aggWindow := flag.Duration("aggregate-window", 0, "window of the per-source merge (0: default 30s, the agent's default aggregation window)")
 	noReuse := flag.Bool("no-score-reuse", false, "score every packet's nethost/v1 vector (default: reuse a source's last score while its vector is unchanged within 1%)")
 	flag.Parse()
-	restored, err := netflow.ParseCalibrated(*calibrated)
+	restored, err := selfcal.ParseRestored(*calibrated)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vigil-detector-netflow: -calibrated: %v\n", err)
 		os.Exit(2)

@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
+)
+
+// TestFileactivityCalibration: per-sensor calibration of the file-activity
+// detector through the agent's pipeline and the real plugin, on a watched
+// tree. During a 3 s grace period ordinary edits raise no finding; after it
+// the pipeline's counters (sent to the server in every Status) report the
+// calibration, a ransomware-style encryption is still found, and a plugin
+// killed afterwards restarts calibrated, with the same threshold.
+func TestFileactivityCalibration(t *testing.T) {
+	in := fileactivityInstall(t)
+	root := t.TempDir()
+	share := filepath.Join(root, "share")
+	files := sourceTree(t, share, 99, 400)
+	const grace = 3 * time.Second
+	p, sink, stop := startWatching(t, in, root, "-calibrate", grace.String(), "-calibrate-quantile", "0.999")
+	const set = "fileactivity/v1"
+
+	// Ordinary edits during the grace period, and one after it (the grace
+	// period ends with the first event after it).
+	start := time.Now()
+	for i := 0; time.Since(start) < grace+time.Second; i++ {
+		f := files[i%len(files)]
+		if err := os.WriteFile(f, fmt.Appendf(nil, "// edit %d\npackage x\n", i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var c map[string]uint64
+	for i := 0; ; i++ {
+		c = p.Counters()
+		if c["calibrated_"+set] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not calibrated: counters %v", c)
+		}
+		if err := os.WriteFile(filepath.Join(share, "late.txt"), fmt.Appendf(nil, "note %d\n", i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	model, active := c["model_threshold_micro_"+set], c["threshold_micro_"+set]
+	if model == 0 || c["calibration_samples_"+set] == 0 || active != max(model, c["calibration_local_micro_"+set]) {
+		t.Fatalf("calibration counters: %v", c)
+	}
+	for _, f := range sink.snapshot() {
+		t.Errorf("finding during or right after the grace period of ordinary edits: %s", describe([]*wirev1.Finding{f}))
+	}
+
+	// Ransomware after calibration: found.
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := time.Now()
+	for _, f := range files {
+		plain, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iv := make([]byte, aes.BlockSize)
+		_, _ = rand.Read(iv)
+		out := make([]byte, len(plain))
+		cipher.NewCTR(blk, iv).XORKeyStream(out, plain)
+		if err := os.WriteFile(f, append(iv, out...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(f, f+".locked"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f := waitFinding(sink, enc.Add(15*time.Second), func(f *wirev1.Finding) bool {
+		return strings.HasPrefix(f.GetContext().GetPath(), share) && f.GetCount() >= 20
+	}); f == nil {
+		stop()
+		t.Fatalf("no burst finding after calibration; counters %v; findings:%s", p.Counters(), describe(sink.snapshot()))
+	}
+
+	// A killed plugin restarts calibrated.
+	pid := p.PluginPID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		r := p.Counters()
+		if p.PluginPID() != pid && p.PluginPID() != 0 && r["calibrated_"+set] == 1 && r["calibration_samples_"+set] == 0 {
+			if r["threshold_micro_"+set] != active {
+				t.Fatalf("restarted plugin's threshold %d µ, before %d µ", r["threshold_micro_"+set], active)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted plugin not calibrated: %v", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("threshold %.5f → %.5f (local q0.999 %.5f, %d samples); restored after a kill",
+		float64(model)/1e6, float64(active)/1e6, float64(c["calibration_local_micro_"+set])/1e6, c["calibration_samples_"+set])
+}

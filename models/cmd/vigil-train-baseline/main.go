@@ -40,6 +40,7 @@ func main() {
 	flag.StringVar(&cfg.HostSet, "host", "nethost/v3", "per-source feature set of the second model (nethost/v1, v2 or v3)")
 	flag.StringVar(&cfg.Zero, "zero", "", "ablation: features set to 0 everywhere (comma-separated names; with -dry-run)")
 	flag.BoolVar(&cfg.SweepQuant, "sweep-quant", false, "compare the int8 export variants with the float model (table on stdout; writes nothing)")
+	flag.StringVar(&cfg.Netflow, "netflow", RecipeKitNET, "netflow/v1 model recipe: kitnet or single-lean")
 	flag.Parse()
 	t, err := time.Parse(time.RFC3339, *created)
 	if err != nil {

@@ -51,7 +51,20 @@ type Config struct {
 	// SweepQuant compares the int8 export variants (models/export options) with the float model
 	// and writes a table to stdout instead of training the bundles.
 	SweepQuant bool
+	// Netflow is the netflow/v1 model's recipe: RecipeKitNET (the default) or
+	// RecipeSingleLean.
+	Netflow string
 }
+
+// Recipes of the netflow/v1 model (Config.Netflow).
+const (
+	// RecipeKitNET is a KitNET ensemble (groups of at most 10 features,
+	// hidden ratio 0.5), int8 encoders with float decoders.
+	RecipeKitNET = "kitnet"
+	// RecipeSingleLean is one autoencoder of 64 hidden units, int8 encoder
+	// and decoder stored lean (train.LayoutInt8Lean).
+	RecipeSingleLean = "single-lean"
+)
 
 // set is one feature set the detector scores, with its training recipe.
 type set struct {
@@ -59,6 +72,7 @@ type set struct {
 	dim     int
 	names   []string
 	model   ae.Config
+	layout  train.Layout
 	extract func(*event.Packet, []float32)
 }
 
@@ -128,9 +142,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil || !strings.HasPrefix(host.Name, "nethost/") {
 		return fmt.Errorf("-host %q: want %s, %s or %s", cfg.HostSet, nethost.Name, nethost.NameV2, nethost.NameV3)
 	}
+	nf := set{name: netflow.Name, dim: netflow.Dim, names: netflow.Names(),
+		model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}}
+	switch cfg.Netflow {
+	case "", RecipeKitNET:
+	case RecipeSingleLean:
+		// ceil(0.55 · 115) = 64 hidden units.
+		nf.model = ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.55, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}
+		nf.layout = train.LayoutInt8Lean
+	default:
+		return fmt.Errorf("-netflow %q: want %s or %s", cfg.Netflow, RecipeKitNET, RecipeSingleLean)
+	}
 	sets := []set{
-		{name: netflow.Name, dim: netflow.Dim, names: netflow.Names(),
-			model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
+		nf,
 		{name: host.Name, dim: host.Dim, names: host.Names(),
 			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
 	}
@@ -256,7 +280,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		// not depend on the other packets of its batch (dynamic quantization
 		// scales each batch by its own range: scores then change with the
 		// batching, and an outlier in a batch shifts everyone's scores).
-		model, err := train.Export(m, bundle.QuantInt8Static, sample(data, 20000))
+		model, err := train.ExportLayout(m, bundle.QuantInt8Static, sample(data, 20000), s.layout)
 		if err != nil {
 			return fmt.Errorf("export %s: %w", s.name, err)
 		}

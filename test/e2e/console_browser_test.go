@@ -55,7 +55,10 @@ func startConsoleServer(t *testing.T) *consoleServer {
 	}
 	models := []store.ModelRef{{Name: "netflow-ae", Version: 3, Digest: "sha256:ab12"}}
 	if err := db.TouchAgent(ctx, "a-ok", now, store.AgentState{Version: "0.7.0", ActiveModels: models,
-		Spool: store.SpoolStats{Depth: 0, CapacityBytes: 1 << 20}}); err != nil {
+		Spool: store.SpoolStats{Depth: 0, CapacityBytes: 1 << 20},
+		// A calibrated sensor (agent/detect/calibration.go counters).
+		Counters: map[string]uint64{"calibrated_nethost/v3": 1, "model_threshold_micro_nethost/v3": 50518,
+			"threshold_micro_nethost/v3": 90686, "calibration_local_micro_nethost/v3": 90686, "calibration_samples_nethost/v3": 1079}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.TouchAgent(ctx, "a-sick", now.Add(-time.Hour), store.AgentState{Version: "0.6.9", ActiveModels: models,
@@ -258,6 +261,9 @@ func TestConsoleBrowser(t *testing.T) {
 	first := evalJS[string](t, ctx, `document.querySelector('#agents tbody tr').dataset.agent + ' ' + document.querySelector('#agents tbody tr').textContent`)
 	if !strings.HasPrefix(first, "a-sick ") || !strings.Contains(first, "offline") || !strings.Contains(first, "42 findings dropped") {
 		t.Errorf("first agent row: %s", first)
+	}
+	if txt := evalJS[string](t, ctx, `document.querySelector('#agents tr[data-agent="a-ok"] .calibration').textContent`); txt != "nethost/v3: threshold 0.05052 → 0.09069 (local)" {
+		t.Errorf("calibration of a-ok: %q", txt)
 	}
 	if txt := evalJS[string](t, ctx, `document.getElementById('health-summary').textContent`); !strings.Contains(txt, "1ok") {
 		t.Errorf("health summary %q", txt)

@@ -373,13 +373,17 @@ pages.agents = async (main, _parts, qs) => {
   const rows = agents.map(a => {
     const sp = a.health.spool || {};
     const models = (a.health.active_models || []).map(m => m.name + '@' + m.version).join(', ');
+    // Per-sensor calibration: the model's threshold and the active one.
+    const cal = (a.health.calibration || []).map(c => c.feature_set + ': ' + (!c.calibrated ? 'calibrating'
+      : c.threshold > c.model_threshold ? 'threshold ' + c.model_threshold.toPrecision(4) + ' → ' + c.threshold.toPrecision(4) + ' (local)'
+        : 'threshold ' + c.model_threshold.toPrecision(4) + ' kept')).join('; ');
     return h('tr', { 'data-agent': a.id, class: a.id === focus ? 'fresh' : '' },
       h('td', {}, healthBadge(a.health.status)),
       h('td', {}, (a.health.problems || []).length ? h('ul', { class: 'problems' }, a.health.problems.map(p => h('li', { text: p }))) : h('span', { class: 'muted', text: '—' })),
       h('td', { text: a.entity }), h('td', { text: a.id }), h('td', { text: a.hostname }), h('td', { text: a.version || '' }),
       h('td', { text: a.last_seen ? fmtTime(a.last_seen) + (a.health.seen_ago ? ' (' + a.health.seen_ago + ' ago)' : '') : 'never' }),
       h('td', { text: sp.depth !== undefined ? sp.depth + ' waiting, ' + (sp.dropped || 0) + ' dropped' : '' }),
-      h('td', { text: models }), h('td', { text: fmtTime(a.cert_not_after) }));
+      h('td', {}, h('div', { text: models }), cal ? h('div', { class: 'muted calibration', text: cal }) : ''), h('td', { text: fmtTime(a.cert_not_after) }));
   });
   main.replaceChildren(h('h1', { text: 'Agents' }),
     h('div', { class: 'summary', id: 'health-summary' }, ['ok', 'warning', 'critical', 'offline', 'unknown', 'revoked'].map(k =>

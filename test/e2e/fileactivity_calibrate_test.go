@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -64,29 +61,8 @@ func TestFileactivityCalibration(t *testing.T) {
 	}
 
 	// Ransomware after calibration: found.
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	blk, err := aes.NewCipher(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	enc := time.Now()
-	for _, f := range files {
-		plain, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		iv := make([]byte, aes.BlockSize)
-		_, _ = rand.Read(iv)
-		out := make([]byte, len(plain))
-		cipher.NewCTR(blk, iv).XORKeyStream(out, plain)
-		if err := os.WriteFile(f, append(iv, out...), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(f, f+".locked"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ransomware(t, files)
 	if f := waitFinding(sink, enc.Add(15*time.Second), func(f *wirev1.Finding) bool {
 		return strings.HasPrefix(f.GetContext().GetPath(), share) && f.GetCount() >= 20
 	}); f == nil {

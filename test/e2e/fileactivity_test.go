@@ -178,26 +178,16 @@ func sourceTree(t *testing.T, dir string, seed uint64, n int) []string {
 	return files
 }
 
-// TestFileactivityRansomware: a ransomware simulation (AES-256-CTR over
-// every file of a copied source tree, in place, then a rename to .locked)
-// under a watched folder produces a burst finding within 10 s of its start.
-func TestFileactivityRansomware(t *testing.T) {
-	in := fileactivityInstall(t)
-	root := t.TempDir()
-	share := filepath.Join(root, "share")
-	files := sourceTree(t, share, 424242, 500)
-	p, sink, stop := startWatching(t, in, root)
-	time.Sleep(time.Second)
-
-	// The ransomware: a fresh AES key, every file encrypted and renamed.
+// ransomware encrypts every file with a fresh AES-256 key (CTR, a random IV
+// in front), in place, then renames it to .locked; it returns the count.
+func ransomware(t *testing.T, files []string) int {
+	t.Helper()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	blk, err := aes.NewCipher(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	encrypted := 0
 	for _, f := range files {
 		plain, err := os.ReadFile(f)
 		if err != nil {
@@ -213,8 +203,23 @@ func TestFileactivityRansomware(t *testing.T) {
 		if err := os.Rename(f, f+".locked"); err != nil {
 			t.Fatal(err)
 		}
-		encrypted++
 	}
+	return len(files)
+}
+
+// TestFileactivityRansomware: a ransomware simulation (AES-256-CTR over
+// every file of a copied source tree, in place, then a rename to .locked)
+// under a watched folder produces a burst finding within 10 s of its start.
+func TestFileactivityRansomware(t *testing.T) {
+	in := fileactivityInstall(t)
+	root := t.TempDir()
+	share := filepath.Join(root, "share")
+	files := sourceTree(t, share, 424242, 500)
+	p, sink, stop := startWatching(t, in, root)
+	time.Sleep(time.Second)
+
+	start := time.Now()
+	encrypted := ransomware(t, files)
 	t.Logf("encrypted and renamed %d files in %v", encrypted, time.Since(start).Round(time.Millisecond))
 	f := waitFinding(sink, start.Add(10*time.Second), func(f *wirev1.Finding) bool {
 		return strings.HasPrefix(f.GetContext().GetPath(), share) && f.GetCount() >= 20

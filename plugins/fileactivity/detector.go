@@ -284,7 +284,7 @@ func (d *Detector) finishCalibration(m *model) {
 		nm.calLocal = q
 		nm.thr = max(nm.thr, q)
 	}
-	d.cal.Reset(0)
+	d.cal.Release()
 	d.calModel = nil
 	if !d.model.CompareAndSwap(m, &nm) {
 		return

@@ -651,7 +651,7 @@ func (d *Detector) finishCalibration(m *model) {
 		nm.calLocal = q
 		nm.thr = max(nm.thr, q)
 	}
-	c.Reset(0)
+	c.Release()
 	d.calModel[m.slot] = nil
 	if !d.models[m.slot].CompareAndSwap(m, &nm) {
 		return

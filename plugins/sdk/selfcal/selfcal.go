@@ -19,8 +19,9 @@ import (
 	"github.com/vigil-edge/vigil/models/calib"
 )
 
-// MaxSample bounds a sample (1 MB of scores).
-const MaxSample = 1 << 18
+// MaxSample bounds a sample (256 kB of scores per model; a 0.999 quantile
+// still has 65 scores above it).
+const MaxSample = 1 << 16
 
 // Sample is a bounded, evenly spaced sample of one model's scores over its
 // grace period: every stride-th score is kept; when the buffer is full,
@@ -32,6 +33,9 @@ type Sample struct {
 	stride uint64
 	scores []float32
 }
+
+// Release empties s and frees its buffer (after a calibration).
+func (s *Sample) Release() { *s = Sample{} }
 
 // Reset empties s (keeping its buffer) for a grace period starting at start.
 func (s *Sample) Reset(start int64) {

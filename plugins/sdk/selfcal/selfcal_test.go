@@ -172,3 +172,18 @@ func TestCut(t *testing.T) {
 		}
 	}
 }
+
+// TestRelease: a released sample holds no buffer and starts over.
+func TestRelease(t *testing.T) {
+	var s Sample
+	s.Reset(5)
+	s.Add(make([]float32, 1000))
+	s.Release()
+	if s.Len() != 0 || cap(s.scores) != 0 || s.Start() != 0 {
+		t.Fatalf("after Release: len %d cap %d start %d", s.Len(), cap(s.scores), s.Start())
+	}
+	s.Add([]float32{1, 2})
+	if v, ok := s.Quantile(1); !ok || v != 2 {
+		t.Fatalf("after Release and Add: %v %v", v, ok)
+	}
+}

@@ -279,12 +279,11 @@ func (d *Detector) scoreCalibrated(files []event.File, base int, res *sdk.Result
 // observed scores (never lowers it). The caller holds mu.
 func (d *Detector) finishCalibration(m *model) {
 	nm := *m
-	nm.observing, nm.calibrated, nm.calSamples = false, true, d.cal.Len()
-	if q, ok := d.cal.Quantile(d.opts.CalibrateQuantile); ok {
-		nm.calLocal = q
-		nm.thr = max(nm.thr, q)
+	local, n, ok := d.cal.Finish(d.opts.CalibrateQuantile)
+	nm.observing, nm.calibrated, nm.calSamples = false, true, n
+	if ok {
+		nm.calLocal, nm.thr = local, max(nm.thr, local)
 	}
-	d.cal.Release()
 	d.calModel = nil
 	if !d.model.CompareAndSwap(m, &nm) {
 		return

@@ -97,9 +97,6 @@ var slotSets = [nslots][]struct {
 	slotNethost: {{nhfeat.NameV3, nhfeat.DimV3}, {nhfeat.NameV2, nhfeat.DimV2}, {nhfeat.Name, nhfeat.Dim}},
 }
 
-// slotNames names the slots in logs.
-var slotNames = [nslots]string{"netflow", "nethost"}
-
 // maxDims are the largest dimensions of each slot's sets (buffer sizes).
 var maxDims = [nslots]int{nffeat.Dim, nhfeat.DimV3}
 
@@ -644,14 +641,12 @@ func (d *Detector) calibrationCut(pkts []event.Packet) int {
 // observed scores (never lowers it) and marks it calibrated. The caller
 // holds mu (no model swap in between).
 func (d *Detector) finishCalibration(m *model) {
-	c := &d.cal[m.slot]
 	nm := *m
-	nm.observing, nm.calibrated, nm.calSamples = false, true, c.Len()
-	if q, ok := c.Quantile(d.opts.CalibrateQuantile); ok {
-		nm.calLocal = q
-		nm.thr = max(nm.thr, q)
+	local, n, ok := d.cal[m.slot].Finish(d.opts.CalibrateQuantile)
+	nm.observing, nm.calibrated, nm.calSamples = false, true, n
+	if ok {
+		nm.calLocal, nm.thr = local, max(nm.thr, local)
 	}
-	c.Release()
 	d.calModel[m.slot] = nil
 	if !d.models[m.slot].CompareAndSwap(m, &nm) {
 		return
@@ -673,13 +668,6 @@ func (d *Detector) calibratedAll() bool {
 		}
 	}
 	return any
-}
-
-func (d *Detector) activeThreshold(s int) float32 {
-	if m := d.models[s].Load(); m != nil {
-		return m.thr
-	}
-	return 0
 }
 
 // packetContext describes p for the finding.

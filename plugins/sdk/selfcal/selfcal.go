@@ -85,6 +85,15 @@ func (s *Sample) Quantile(q float64) (v float32, ok bool) {
 	return float32(x), true
 }
 
+// Finish ends a grace period: the q-quantile of the kept scores (ok as for
+// Quantile) and how many were kept; the buffer is freed.
+func (s *Sample) Finish(q float64) (local float32, n int, ok bool) {
+	local, ok = s.Quantile(q)
+	n = s.Len()
+	s.Release()
+	return local, n, ok
+}
+
 // Cut returns the index of the first event, by event time ts(i) of n
 // events, that lies grace or more after start (n if none does).
 func Cut(n int, ts func(int) int64, start, grace int64) int {

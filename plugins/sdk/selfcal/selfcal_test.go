@@ -183,7 +183,10 @@ func TestRelease(t *testing.T) {
 		t.Fatalf("after Release: len %d cap %d start %d", s.Len(), cap(s.scores), s.Start())
 	}
 	s.Add([]float32{1, 2})
-	if v, ok := s.Quantile(1); !ok || v != 2 {
-		t.Fatalf("after Release and Add: %v %v", v, ok)
+	if v, n, ok := s.Finish(1); !ok || v != 2 || n != 2 || cap(s.scores) != 0 {
+		t.Fatalf("Finish after Release and Add: %v %d %v, cap %d", v, n, ok, cap(s.scores))
+	}
+	if _, n, ok := s.Finish(1); ok || n != 0 {
+		t.Fatalf("Finish of an empty sample: %d %v", n, ok)
 	}
 }

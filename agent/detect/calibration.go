@@ -137,8 +137,11 @@ func (c *Calibration) LaunchArgs() []string {
 	return []string{"-calibrated", selfcal.FormatRestored(c.bits)}
 }
 
+// Calibrating tells whether plugin arguments start a calibration grace period.
+func Calibrating(pluginArgs []string) bool { return hasFlag(pluginArgs, "calibrate") }
+
 // calibrating tells whether the plugin was started with a calibration grace period.
-func (p *Pipeline) calibrating() bool { return hasFlag(p.cfg.PluginArgs, "calibrate") }
+func (p *Pipeline) calibrating() bool { return Calibrating(p.cfg.PluginArgs) }
 
 // pollCalibration follows the plugin's calibration until ctx ends.
 func (p *Pipeline) pollCalibration(ctx context.Context) {

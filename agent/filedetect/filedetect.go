@@ -25,7 +25,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,14 +174,7 @@ func (p *Pipeline) Counters() map[string]uint64 {
 }
 
 // calibrating tells whether the plugin was started with a calibration grace period.
-func (e *engine) calibrating() bool {
-	for _, a := range e.cfg.PluginArgs {
-		if a = strings.TrimLeft(a, "-"); a == "calibrate" || strings.HasPrefix(a, "calibrate=") {
-			return true
-		}
-	}
-	return false
-}
+func (e *engine) calibrating() bool { return detect.Calibrating(e.cfg.PluginArgs) }
 
 // PluginPID returns the running plugin's process id, or 0.
 func (p *Pipeline) PluginPID() int { return p.eng.pid() }

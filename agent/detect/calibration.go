@@ -31,6 +31,14 @@ import (
 // CalibrationPoll is how often a plugin's calibration state is read.
 const CalibrationPoll = 5 * time.Second
 
+// A plugin is less trusted than the agent (it parses outside input): what
+// it reports is bounded before it joins the Status counters, which the
+// server refuses beyond 256.
+const (
+	maxCalibrationStats = 48  // calibration counters kept (5 per feature set)
+	maxCalibrationKey   = 100 // bytes of a counter name
+)
+
 // Calibration follows the calibration of one plugin (across its restarts).
 // The zero value is ready; it is safe for concurrent use.
 type Calibration struct {
@@ -78,7 +86,7 @@ func (c *Calibration) Read(ctx context.Context, health func(context.Context) (sd
 	for k, v := range hl.Stats {
 		if digest, ok := strings.CutPrefix(k, selfcal.BitsPrefix); ok {
 			c.remember(digest, v)
-		} else if calibrationStat(k) {
+		} else if calibrationStat(k) && len(k) <= maxCalibrationKey && len(st) < maxCalibrationStats {
 			st[k] = v
 		}
 	}
@@ -111,9 +119,14 @@ func (c *Calibration) Counters() map[string]uint64 {
 }
 
 // remember keeps a calibrated model's local quantile (float32 bits) by
-// digest, at most selfcal.MaxRestored (the first ones are kept).
+// digest, at most selfcal.MaxRestored (the first ones are kept). Only what
+// the plugin's -calibrated accepts is kept (a finite positive value), so a
+// bad report cannot keep a restarted plugin from starting.
 func (c *Calibration) remember(digest string, bits uint64) {
-	if !selfcal.ValidDigest(digest) || bits == 0 || bits > math.MaxUint32 {
+	if !selfcal.ValidDigest(digest) || bits > math.MaxUint32 {
+		return
+	}
+	if v := math.Float32frombits(uint32(bits)); !(v > 0) || math.IsInf(float64(v), 0) {
 		return
 	}
 	c.mu.Lock()

@@ -33,6 +33,9 @@ func TestCalibratedArgs(t *testing.T) {
 		{"sha256:abc", 1},
 		{d(3), 0},
 		{d(3), 1 << 32},
+		{d(3), 0x7fc00000}, // NaN
+		{d(3), 0x7f800000}, // +Inf
+		{d(3), 0xbf800000}, // -1
 		{"md5:" + strings.Repeat("a", 64), 1},
 	} {
 		p.remember(bad.digest, bad.bits)
@@ -40,6 +43,10 @@ func TestCalibratedArgs(t *testing.T) {
 	want := []string{"-calibrated", d(1) + "=3f800000," + d(2) + "=3d000000"}
 	if got := p.LaunchArgs(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("args %q, want %q", got, want)
+	}
+	// What the agent passes, the plugin accepts.
+	if r, err := selfcal.ParseRestored(want[1]); err != nil || len(r) != 2 {
+		t.Fatalf("the plugin refuses the agent's -calibrated: %v %v", r, err)
 	}
 	for i := range 100 {
 		p.remember(d(10+i), 0x3f800000)
@@ -80,5 +87,30 @@ func TestCalibrationRead(t *testing.T) {
 	c.Read(context.Background(), func(context.Context) (sdk.Health, error) { return sdk.Health{}, errors.New("down") }, nil)
 	if got := c.Counters(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after a failed read: %v", got)
+	}
+}
+
+// TestCalibrationReadBounded: a plugin reporting thousands of calibration
+// stats, or very long names, cannot inflate the agent's Status beyond what
+// the server accepts.
+func TestCalibrationReadBounded(t *testing.T) {
+	stats := map[string]uint64{"calibrated_" + strings.Repeat("x", 200): 1}
+	for i := range 5000 {
+		stats[fmt.Sprintf("calibrated_set%d/v1", i)] = 1
+		stats[fmt.Sprintf("%ssha256:%064x", selfcal.BitsPrefix, i)] = 0x3f800000
+	}
+	var c Calibration
+	c.Read(context.Background(), func(context.Context) (sdk.Health, error) { return sdk.Health{Stats: stats}, nil }, nil)
+	got := c.Counters()
+	if len(got) != maxCalibrationStats {
+		t.Fatalf("%d counters kept, want %d", len(got), maxCalibrationStats)
+	}
+	for k := range got {
+		if len(k) > maxCalibrationKey {
+			t.Fatalf("kept a %d-byte name", len(k))
+		}
+	}
+	if n := strings.Count(c.LaunchArgs()[1], "="); n != selfcal.MaxRestored {
+		t.Fatalf("%d calibrations remembered, want %d", n, selfcal.MaxRestored)
 	}
 }

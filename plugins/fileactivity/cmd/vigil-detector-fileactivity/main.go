@@ -31,8 +31,10 @@ func main() {
 	flag.Parse()
 	restored, err := selfcal.ParseRestored(*calibrated)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "vigil-detector-fileactivity: -calibrated: %v\n", err)
-		os.Exit(2)
+		// Fail safe: a plugin that cannot restore its calibration observes
+		// again rather than not run at all.
+		fmt.Fprintf(os.Stderr, "vigil-detector-fileactivity: -calibrated ignored (calibrating again): %v\n", err)
+		restored = nil
 	}
 	sdk.Serve(func(log *slog.Logger) sdk.Detector {
 		d := fileactivity.New(log, fileactivity.Options{ORTLib: ortruntime.FindLibrary(*ort),

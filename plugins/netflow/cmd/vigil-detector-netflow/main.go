@@ -45,8 +45,10 @@ func main() {
 	flag.Parse()
 	restored, err := selfcal.ParseRestored(*calibrated)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "vigil-detector-netflow: -calibrated: %v\n", err)
-		os.Exit(2)
+		// Fail safe: a plugin that cannot restore its calibration observes
+		// again rather than not run at all.
+		fmt.Fprintf(os.Stderr, "vigil-detector-netflow: -calibrated ignored (calibrating again): %v\n", err)
+		restored = nil
 	}
 	// The live heap is mostly fixed (feature tables of up to about 8 MB,
 	// scoring buffers, the score cache) and pointer-free, so a collection

@@ -1,11 +1,16 @@
 package netflow
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/vigil-edge/vigil/agent/pluginhost"
 	"github.com/vigil-edge/vigil/agent/pluginhost/pluginhosttest"
 	"github.com/vigil-edge/vigil/plugins/sdk/sdktest"
 )
@@ -52,4 +57,42 @@ func TestConformance(t *testing.T) {
 		model = abs
 	}
 	sdktest.Run(t, buildPlugin(t), sdktest.Options{NewHost: pluginhosttest.NewHost, ModelPath: model, Env: []string{"ONNXRUNTIME_LIB=" + lib}})
+}
+
+// TestBadCalibratedArg: a plugin given a -calibrated list it cannot parse
+// still starts, with its models, and calibrates again (fail safe: a plugin
+// that refused to run would leave the sensor unmonitored).
+func TestBadCalibratedArg(t *testing.T) {
+	if !sdktest.Enabled() {
+		t.Skip("starts the plugin binary: set VIGIL_E2E=1")
+	}
+	lib, err := filepath.Abs(ortLib(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bundle string
+	for _, b := range baselineBundles(t) {
+		if strings.HasPrefix(filepath.Base(b), "nethost-") {
+			bundle, _ = filepath.Abs(b)
+		}
+	}
+	h, err := pluginhost.New(pluginhost.Config{Path: buildPlugin(t),
+		Args: []string{"-bundle", bundle, "-calibrate", "1h", "-calibrated", "sha256:nothex=zz"},
+		Env:  []string{"ONNXRUNTIME_LIB=" + lib}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := h.Start(ctx); err != nil {
+		t.Fatalf("plugin with a bad -calibrated did not start: %v", err)
+	}
+	defer h.Close(ctx)
+	hl, err := h.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hl.Model.Name != "nethost" || !strings.HasPrefix(hl.Message, "calibrating") || hl.Stats["calibrated_"+hl.Model.FeatureSet] != 0 {
+		t.Fatalf("health: %q, model %+v, stats %v", hl.Message, hl.Model, hl.Stats)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -152,13 +151,7 @@ func TestCalibrationModelUpdate(t *testing.T) {
 	if m == nil || !m.calibrated || m.thr <= m.info.Threshold {
 		t.Fatalf("nethost after calibration: threshold %g, own %g (want it raised)", m.thr, m.info.Threshold)
 	}
-	var b string
-	for _, p := range baselineBundles(t) {
-		if strings.HasPrefix(filepath.Base(p), "nethost-") {
-			b = p
-		}
-	}
-	if _, err := d.LoadModel(context.Background(), b); err != nil {
+	if _, err := d.LoadModel(context.Background(), nethostBundle(t)); err != nil {
 		t.Fatal(err)
 	}
 	n := d.models[slotNethost].Load()
@@ -197,12 +190,8 @@ func TestCalibrationRestored(t *testing.T) {
 	}}
 	d := New(slog.New(slog.DiscardHandler), opts)
 	t.Cleanup(func() { _ = d.Close() })
-	for _, b := range baselineBundles(t) {
-		if strings.HasPrefix(filepath.Base(b), "nethost-") {
-			if _, err := d.LoadModel(context.Background(), b); err != nil {
-				t.Fatal(err)
-			}
-		}
+	if _, err := d.LoadModel(context.Background(), nethostBundle(t)); err != nil {
+		t.Fatal(err)
 	}
 	n := d.models[slotNethost].Load()
 	if n == nil || !n.calibrated || n.observing || n.thr != raised || n.calLocal != raised {
@@ -226,12 +215,8 @@ func TestCalibrationRestored(t *testing.T) {
 	d2 := New(slog.New(slog.DiscardHandler), Options{HashSeed: 5, NoAggregate: true, Calibrate: time.Hour, ORTLib: ortLib(t),
 		Calibrated: map[string]float32{"sha256:" + strings.Repeat("ab", 32): raised}})
 	t.Cleanup(func() { _ = d2.Close() })
-	for _, b := range baselineBundles(t) {
-		if strings.HasPrefix(filepath.Base(b), "nethost-") {
-			if _, err := d2.LoadModel(context.Background(), b); err != nil {
-				t.Fatal(err)
-			}
-		}
+	if _, err := d2.LoadModel(context.Background(), nethostBundle(t)); err != nil {
+		t.Fatal(err)
 	}
 	if n := d2.models[slotNethost].Load(); !n.observing || n.calibrated || n.thr != n.info.Threshold {
 		t.Fatalf("unrestored digest: observing %v calibrated %v threshold %g", n.observing, n.calibrated, n.thr)

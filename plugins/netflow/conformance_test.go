@@ -70,14 +70,8 @@ func TestBadCalibratedArg(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bundle string
-	for _, b := range baselineBundles(t) {
-		if strings.HasPrefix(filepath.Base(b), "nethost-") {
-			bundle, _ = filepath.Abs(b)
-		}
-	}
 	h, err := pluginhost.New(pluginhost.Config{Path: buildPlugin(t),
-		Args: []string{"-bundle", bundle, "-calibrate", "1h", "-calibrated", "sha256:nothex=zz"},
+		Args: []string{"-bundle", nethostBundle(t), "-calibrate", "1h", "-calibrated", "sha256:nothex=zz"},
 		Env:  []string{"ONNXRUNTIME_LIB=" + lib}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,20 @@ func baselineBundles(t testing.TB) []string {
 	return b
 }
 
+// nethostBundle returns the absolute path of the shipped nethost bundle, or
+// skips.
+func nethostBundle(t testing.TB) string {
+	b, _ := filepath.Glob("../../models/baseline/nethost-*.vgb")
+	if len(b) == 0 {
+		t.Skip("no nethost bundle in models/baseline")
+	}
+	abs, err := filepath.Abs(b[len(b)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
 // scanPackets returns the packets of a trafficgen capture with a SYN scan.
 func scanPackets(t testing.TB) []event.Packet {
 	p := filepath.Join(t.TempDir(), "scan.pcap")

@@ -18,7 +18,7 @@ PURE_MAINS := agent/cmd/vigil-agent server/cmd/vigil-server test/trafficgen/cmd/
 # Runtime at run time.
 PLUGIN_MAINS := $(filter-out plugins/example/%,$(wildcard plugins/*/cmd/vigil-detector-*))
 
-.PHONY: all build ort test test-short bench proto lint models run clean fuzz package
+.PHONY: all build ort test test-short bench proto lint models fileactivity-traces run clean fuzz package
 
 all: build
 
@@ -84,8 +84,19 @@ $(LAB_PCAP): $(LAB_BASELINE)
 	@mkdir -p $(dir $@)
 	gunzip -c $< > $@.tmp && mv $@.tmp $@
 
+# The fileactivity model trains on the file-event traces in
+# models/baseline/fileactivity (recorded by `make fileactivity-traces`, which
+# runs the benign workloads and the attacks again, about 8 minutes; traces
+# depend on this machine's timing, so only the recording is not byte for byte).
+FA_VERSION := 2
+
 models: build $(if $(filter $(LAB_PCAP),$(LAB)),$(LAB_PCAP))
 	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-baseline -benign ../shared/data/benign -attacks ../shared/data/attacks -manifest ../shared/data/MANIFEST.csv -out models/baseline $(if $(LAB),-lab $(LAB))
+	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-fileactivity -traces models/baseline/fileactivity -version $(FA_VERSION) -out models/baseline
+
+fileactivity-traces: build
+	rm -rf models/baseline/fileactivity/*.vft.gz models/baseline/fileactivity/sessions.json
+	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-fileactivity -save models/baseline/fileactivity -dry-run > /dev/null
 
 # make run: a demo deployment in .demo/ (git-ignored): PKI, admin token,
 # server, one enrolled agent replaying a generated capture; Ctrl-C stops all.

@@ -39,7 +39,16 @@ func (n *Norm) Apply(x []float32, dst []float64) {
 }
 
 // FitNorm learns a normalisation from the rows of data.
-func FitNorm(data Matrix, kind string) (Norm, error) {
+func FitNorm(data Matrix, kind string) (Norm, error) { return FitNormRange(data, kind, 0) }
+
+// FitNormRange is FitNorm with a floor on each feature's spread (the min-max
+// range or the standard deviation): a feature that barely varies in the
+// training data is scaled as if it varied by at least minRange, so that a
+// small deviation of it cannot dominate the reconstruction error. Without a
+// floor, a feature that is nonzero for one training file in ten thousand
+// (a rare content indicator at 0.015) is scaled ×66, and the next benign
+// file with the same small value scores as a strong anomaly.
+func FitNormRange(data Matrix, kind string, minRange float64) (Norm, error) {
 	d := data.Cols
 	n := Norm{Kind: kind, Offset: make([]float64, d), Scale: make([]float64, d)}
 	if data.Rows == 0 {
@@ -59,7 +68,7 @@ func FitNorm(data Matrix, kind string) (Norm, error) {
 		}
 		for i := range lo {
 			n.Offset[i] = lo[i]
-			n.Scale[i] = 1 / rangeOrUnit(hi[i]-lo[i], lo[i])
+			n.Scale[i] = 1 / max(rangeOrUnit(hi[i]-lo[i], lo[i]), minRange)
 		}
 		n.Lo, n.Hi = -1, 2
 	case NormZScore:
@@ -74,7 +83,7 @@ func FitNorm(data Matrix, kind string) (Norm, error) {
 		}
 		for i := range mean {
 			n.Offset[i] = mean[i]
-			n.Scale[i] = 1 / rangeOrUnit(math.Sqrt(m2[i]/float64(data.Rows)), mean[i])
+			n.Scale[i] = 1 / max(rangeOrUnit(math.Sqrt(m2[i]/float64(data.Rows)), mean[i]), minRange)
 		}
 		n.Lo, n.Hi = -6, 6
 	default:
@@ -178,6 +187,9 @@ type Config struct {
 	MaxGroup    int     // m: maximum features per ensemble autoencoder (default 10)
 	HiddenRatio float64 // hidden units = ceil(ratio·inputs) (default 0.75)
 	Norm        string  // NormMinMax (default) or NormZScore
+	// MinRange floors every input feature's spread in the normalisation (FitNormRange; 0: no
+	// floor). For feature sets whose features are already scaled to [0, 1] (fileactivity/v1).
+	MinRange float64
 	// OutAct is the autoencoders' output activation: ActSigmoid or ActLinear (default: sigmoid
 	// with NormMinMax, linear with NormZScore).
 	OutAct        string
@@ -231,7 +243,7 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 	if data.Rows < 2 || data.Cols < 1 {
 		return nil, fmt.Errorf("fit: need at least 2 rows of ≥1 feature, have %d×%d", data.Rows, data.Cols)
 	}
-	norm, err := FitNorm(data, cfg.Norm)
+	norm, err := FitNormRange(data, cfg.Norm, cfg.MinRange)
 	if err != nil {
 		return nil, fmt.Errorf("fit: %w", err)
 	}

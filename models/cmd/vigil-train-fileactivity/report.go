@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/vigil-edge/vigil/models/calib"
@@ -14,6 +15,7 @@ type Report struct {
 	Seed              uint64          `json:"seed"`
 	FPR               float64         `json:"target_fpr"`
 	Kind              string          `json:"kind"`
+	Recipe            string          `json:"recipe"`
 	Dim               int             `json:"dim"`
 	Bundle            string          `json:"bundle,omitempty"`
 	Digest            string          `json:"digest,omitempty"`
@@ -24,9 +26,20 @@ type Report struct {
 	FloatBytes        int             `json:"float_bytes"`
 	Threshold         float64         `json:"threshold"`
 	SpearmanInt8Float float64         `json:"spearman_int8_float"`
+	Spearman          SpearmanReport  `json:"spearman"`
+	FloatThreshold    float64         `json:"float_threshold"` // the float model calibrated alike, for the comparison
+	FloatFPR          float64         `json:"float_fpr"`
 	Metrics           calib.Metrics   `json:"metrics"`
 	Sessions          []SessionReport `json:"sessions"`
 	Attacks           []AttackReport  `json:"attacks"`
+}
+
+// SpearmanReport is the rank agreement of the int8 and float models on the
+// held-out benign events (compareScores).
+type SpearmanReport struct {
+	All  float64 `json:"all"`
+	Near float64 `json:"float_at_least_tenth_of_threshold"`
+	Top5 float64 `json:"top_5_percent"`
 }
 
 // SessionReport is one benign session scored by the final model.
@@ -51,6 +64,7 @@ type AttackReport struct {
 	File                string   `json:"file"`
 	Events              int      `json:"events"`
 	Anomalous           int      `json:"anomalous"`
+	FloatAnomalous      int      `json:"float_anomalous"` // the float model at its own threshold
 	BurstAnomalous      int      `json:"burst_anomalous"`
 	Detected            bool     `json:"detected"`
 	FirstAnomalySeconds *float64 `json:"first_anomaly_seconds,omitempty"`
@@ -66,7 +80,20 @@ func (r *Report) write(w io.Writer) error {
 	p("| model | dim | bundle | int8 bytes | float bytes | train rows | held-out rows | threshold | held-out FPR (target %.2f%%) | benign p99 | benign max | Spearman int8/float | train s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", r.FPR*100)
 	p("| %s (static int8 QDQ) | %d | %s | %d | %d | %d | %d | %.4g | %.3f%% | %.4g | %.4g | %.4f | %.1f |\n\n", r.Kind, r.Dim, r.Bundle,
 		r.Int8Bytes, r.FloatBytes, r.TrainRows, r.HoldoutRows, r.Threshold, r.Metrics.FPR*100, r.Metrics.BenignP99, r.Metrics.BenignMax, r.SpearmanInt8Float, r.TrainSeconds)
+	p("Recipe: %s.\n\n", r.Recipe)
 	p("Bundle digest: `%s`.\n\n", r.Digest)
+	p("int8 against float on the held-out benign events (the float model calibrated alike: threshold %.4g, held-out FPR %.3f%%): Spearman %.4f over all, %.4f where the float score is at least a tenth of its threshold, %.4f over the top 5%%. ",
+		r.FloatThreshold, r.FloatFPR*100, r.Spearman.All, r.Spearman.Near, r.Spearman.Top5)
+	var ev, a8, af int
+	for _, a := range r.Attacks {
+		if a.File == "-" && a.BurstAnomalous >= 0 && !strings.Contains(a.Name, "(benign)") {
+			ev, a8, af = ev+a.Events, a8+a.Anomalous, af+a.FloatAnomalous
+		}
+	}
+	if ev > 0 {
+		p("Attack events flagged (ransomware, wiper): int8 %d, float %d of %d (%.2f against %.2f points of TPR).", a8, af, ev, 100*float64(a8)/float64(ev), 100*float64(af)/float64(ev))
+	}
+	p("\n\n")
 	p("## Benign sessions (per event; ratio = score / threshold)\n\n")
 	p("`burst` anomalies are those whose error comes mostly from the tree's rate features (or removes): the agent merges them per tree; `max burst/10s` is the most such anomalies of one tree within 10 s (the agent's burst finding needs more than its minimum). `max file ratio` is the highest ratio of a content (file) anomaly: the agent reports a single file only from a higher ratio.\n\n")
 	p("| session | kind | events | s | watcher dropped | anomalous | burst | max burst/10s | max ratio | max file ratio | top file anomaly |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -74,13 +101,13 @@ func (r *Report) write(w io.Writer) error {
 		p("| %s | %s | %d | %.1f | %d | %d | %d | %d | %.2f | %.2f | %s |\n", s.Name, s.Kind, s.Events, s.Seconds, s.Dropped, s.Anomalous, s.BurstAnomalous, s.MaxBurst10s, s.MaxRatio, s.MaxFileRatio, s.MaxFileEvent)
 	}
 	p("\n## Attacks (events after the attack started)\n\n")
-	p("| attack | file | events | anomalous | burst | detected | first anomaly s | max ratio | top features (largest event) |\n|---|---|---|---|---|---|---|---|---|\n")
+	p("| attack | file | events | anomalous (float) | burst | detected | first anomaly s | max ratio | top features (largest event) |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, a := range r.Attacks {
 		first := "-"
 		if a.FirstAnomalySeconds != nil {
 			first = fmt.Sprintf("%.2f", *a.FirstAnomalySeconds)
 		}
-		p("| %s | %s | %d | %d | %d | %v | %s | %.2f | %s |\n", a.Name, a.File, a.Events, a.Anomalous, a.BurstAnomalous, a.Detected, first, a.MaxRatio, a.Top)
+		p("| %s | %s | %d | %d (%d) | %d | %v | %s | %.2f | %s |\n", a.Name, a.File, a.Events, a.Anomalous, a.FloatAnomalous, a.BurstAnomalous, a.Detected, first, a.MaxRatio, a.Top)
 	}
 	p("\nLimits: the benign workloads are synthetic recreations of real activity on this machine's files, not traces of production sensors; a site whose normal activity differs (e.g. routinely writing encrypted archives under unknown extensions) needs a model trained on its own traces. Timing-based rate features depend on the machine's speed.\n")
 	return nil

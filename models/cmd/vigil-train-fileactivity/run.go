@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -36,7 +36,7 @@ type Config struct {
 	TrainSessions, HoldSessions int
 	Kind, Norm                  string
 	MaxGroup                    int
-	Hidden                      float64
+	Hidden, MinRange            float64
 	Created                     time.Time
 	Validity                    time.Duration
 	NoWrite                     bool
@@ -47,7 +47,7 @@ type Session struct {
 	Name        string
 	Kind        string // "train", "holdout" or "attack"
 	Workloads   []string
-	Events      []event.File
+	Events      []event.File      `json:"-"` // kept in the session's trace file
 	AttackStart int64             // Unix ns; attacks only
 	Targets     map[string]string // dropped file path -> what (drop sessions)
 	Watch       watch.Stats
@@ -302,14 +302,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	var sessions []*Session
 	if cfg.Traces != "" {
-		f, err := os.Open(filepath.Join(cfg.Traces, "sessions.gob"))
-		if err != nil {
-			return fmt.Errorf("load traces: %w", err)
-		}
-		err = gob.NewDecoder(f).Decode(&sessions)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("load traces: %w", err)
+		var err error
+		if sessions, err = loadTraces(cfg.Traces); err != nil {
+			return err
 		}
 	} else {
 		for i := range cfg.TrainSessions + cfg.HoldSessions {
@@ -329,19 +324,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		sessions = append(sessions, att...)
 		if cfg.Save != "" {
-			if err := os.MkdirAll(cfg.Save, 0o755); err != nil {
-				return fmt.Errorf("save traces: %w", err)
-			}
-			f, err := os.Create(filepath.Join(cfg.Save, "sessions.gob"))
-			if err != nil {
-				return fmt.Errorf("save traces: %w", err)
-			}
-			err = gob.NewEncoder(f).Encode(sessions)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("save traces: %w", err)
+			if err := saveTraces(cfg.Save, sessions); err != nil {
+				return err
 			}
 		}
 	}
@@ -362,7 +346,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	data, hold := matrix(trainS), matrix(holdS)
 	log.Info("benign events", "train", data.Rows, "holdout", hold.Rows)
 
-	mc := ae.Config{Kind: cfg.Kind, MaxGroup: cfg.MaxGroup, Norm: cfg.Norm, HiddenRatio: cfg.Hidden,
+	mc := ae.Config{Kind: cfg.Kind, MaxGroup: cfg.MaxGroup, Norm: cfg.Norm, HiddenRatio: cfg.Hidden, MinRange: cfg.MinRange,
 		Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}
 	t0 := time.Now()
 	m, err := ae.Fit(ctx, data, mc)
@@ -393,17 +377,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("open float model: %w", err)
 	}
+	defer fsc.Close()
+	// The float model, calibrated on its own held-out scores at the same
+	// FPR: what quantization changes in the ranking and in detection.
+	fmet, err := train.Calibrate(fsc, hold, ae.Matrix{}, cfg.FPR)
+	if err != nil {
+		return fmt.Errorf("calibrate float model: %w", err)
+	}
 	a, _ := train.Scores(sc, hold, 4096)
 	b, _ := train.Scores(fsc, hold, 4096)
-	_ = fsc.Close()
-	rho, _ := calib.Spearman(a, b)
-	log.Info("calibrated", "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "spearman", rho)
+	q := compareScores(a, b, fmet.Threshold)
+	log.Info("calibrated", "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "spearman", q.All)
 
 	rep := &Report{
-		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR, Kind: m.Kind, Dim: feat.Dim,
+		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR, Kind: m.Kind, Dim: feat.Dim, Recipe: recipe(cfg),
 		TrainRows: data.Rows, HoldoutRows: hold.Rows, TrainSeconds: trainDur.Seconds(),
 		Int8Bytes: len(model), FloatBytes: len(floatModel), Threshold: met.Threshold, Metrics: met,
-		SpearmanInt8Float: rho,
+		SpearmanInt8Float: q.All, Spearman: q, FloatThreshold: fmet.Threshold, FloatFPR: fmet.FPR,
 	}
 	for _, s := range append(append([]*Session{}, trainS...), holdS...) {
 		r, err := scoreSession(sc, s, met.Threshold)
@@ -417,7 +407,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		rep.Attacks = append(rep.Attacks, attackReport(s, r)...)
+		fr, err := scoreSession(fsc, s, fmet.Threshold)
+		if err != nil {
+			return err
+		}
+		ars, fars := attackReport(s, r), attackReport(s, fr)
+		for i := range ars {
+			ars[i].FloatAnomalous = fars[i].Anomalous
+		}
+		rep.Attacks = append(rep.Attacks, ars...)
 	}
 	if cfg.NoWrite {
 		return rep.write(os.Stdout)
@@ -559,4 +557,44 @@ func attackReport(s *Session, r scored) []AttackReport {
 		ar.FirstAnomalySeconds = &d
 	}
 	return []AttackReport{ar}
+}
+
+// compareScores is the rank agreement of int8 and float scores of the same
+// held-out events: over all of them, over those whose float score is at
+// least a tenth of the float threshold (where a decision can change), and
+// over the top 5% by float score.
+func compareScores(int8s, floats []float32, floatThr float64) SpearmanReport {
+	var r SpearmanReport
+	r.All, _ = calib.Spearman(int8s, floats)
+	pick := func(keep func(i int) bool) float64 {
+		var a, b []float32
+		for i := range floats {
+			if keep(i) {
+				a, b = append(a, int8s[i]), append(b, floats[i])
+			}
+		}
+		rho, err := calib.Spearman(a, b)
+		if err != nil {
+			return math.NaN()
+		}
+		return rho
+	}
+	r.Near = pick(func(i int) bool { return float64(floats[i]) >= floatThr/10 })
+	sorted := slices.Clone(floats)
+	slices.Sort(sorted)
+	if len(sorted) > 0 {
+		cut := sorted[len(sorted)*95/100]
+		r.Top5 = pick(func(i int) bool { return floats[i] >= cut })
+	}
+	return r
+}
+
+// recipe describes the training configuration for the report.
+func recipe(cfg Config) string {
+	shape := fmt.Sprintf("single autoencoder, hidden ratio %g", cfg.Hidden)
+	if cfg.Kind != ae.KindSingle {
+		shape = fmt.Sprintf("KitNET, at most %d features per autoencoder, hidden ratio %g", cfg.MaxGroup, cfg.Hidden)
+	}
+	return fmt.Sprintf("%s, %s normalisation (spread floor %g), %d epochs, seed %d, static int8 QDQ (int8 encoder, float decoder, AMX-safe widths)",
+		shape, cfg.Norm, cfg.MinRange, cfg.Epochs, cfg.Seed)
 }

@@ -18,12 +18,14 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/vigil-edge/vigil/agent/capture"
 	"github.com/vigil-edge/vigil/models/ae"
+	"github.com/vigil-edge/vigil/models/features/fileactivity"
 	"github.com/vigil-edge/vigil/models/features/netflow"
 	"github.com/vigil-edge/vigil/models/features/nethost"
 	"github.com/vigil-edge/vigil/models/train"
@@ -35,34 +37,57 @@ type Extractor interface {
 	Extract(p *event.Packet, out []float32)
 }
 
-// FeatureSet is a packet feature set a detector scores.
-type FeatureSet struct {
-	Name  string
-	Dim   int
-	Names func() []string
-	// New returns an extractor with fresh state, configured as the plugin
-	// configures it.
-	New func() Extractor
+// FileExtractor computes one feature vector per file event (stateful, in
+// order).
+type FileExtractor interface {
+	Extract(ev *event.File, out []float32)
 }
+
+// FeatureSet is a feature set a detector scores: a packet set (New) or a
+// file-event set (NewFiles), whose captures are file-event traces
+// (event.ReadTrace) instead of pcaps.
+type FeatureSet struct {
+	Name     string
+	Detector string // the detector plugin that runs it (bundle.Manifest.Detector)
+	Dim      int
+	Names    func() []string
+	// New returns an extractor with fresh state, configured as the plugin
+	// configures it; nil for a file-event set.
+	New func() Extractor
+	// NewFiles is New for a file-event set; nil for a packet set.
+	NewFiles func() FileExtractor
+}
+
+// Files reports whether s is a file-event feature set.
+func (s FeatureSet) Files() bool { return s.NewFiles != nil }
 
 // Sets are the packet feature sets, in the order the baseline trainer uses.
 func Sets() []FeatureSet {
 	return []FeatureSet{
-		{Name: netflow.Name, Dim: netflow.Dim, Names: netflow.Names,
+		{Name: netflow.Name, Detector: "netflow", Dim: netflow.Dim, Names: netflow.Names,
 			New: func() Extractor { return netflow.New(netflow.Config{HashSeed: 1}) }},
-		{Name: nethost.Name, Dim: nethost.Dim, Names: nethost.Names,
+		{Name: nethost.Name, Detector: "netflow", Dim: nethost.Dim, Names: nethost.Names,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1}) }},
-		{Name: nethost.NameV2, Dim: nethost.DimV2, Names: nethost.NamesV2,
+		{Name: nethost.NameV2, Detector: "netflow", Dim: nethost.DimV2, Names: nethost.NamesV2,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V2: true}) }},
-		{Name: nethost.NameV3, Dim: nethost.DimV3, Names: nethost.NamesV3,
+		{Name: nethost.NameV3, Detector: "netflow", Dim: nethost.DimV3, Names: nethost.NamesV3,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V3: true}) }},
 	}
 }
 
-// Lookup returns the feature set called name ("nethost/v1").
+// FileSets are the file-event feature sets.
+func FileSets() []FeatureSet {
+	return []FeatureSet{
+		{Name: fileactivity.Name, Detector: "fileactivity", Dim: fileactivity.Dim, Names: fileactivity.Names,
+			NewFiles: func() FileExtractor { return fileactivity.NewExtractor() }},
+	}
+}
+
+// Lookup returns the feature set called name ("nethost/v1",
+// "fileactivity/v1").
 func Lookup(name string) (FeatureSet, error) {
 	var known []string
-	for _, s := range Sets() {
+	for _, s := range append(Sets(), FileSets()...) {
 		if s.Name == name {
 			return s, nil
 		}
@@ -113,10 +138,23 @@ func (c *Capture) Matrix(k int) ae.Matrix {
 // Extract reads the capture at path (pcap or pcapng) through agent/capture
 // and computes every set's features with fresh extractor state. It reads at
 // most maxPackets packets (DefaultMaxPackets if 0). A decode error after some
-// packets keeps them and is recorded in Reason.
+// packets keeps them and is recorded in Reason. For file-event sets the
+// capture is a file-event trace (ExtractTrace).
 func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int) (*Capture, error) {
 	if maxPackets <= 0 {
 		maxPackets = DefaultMaxPackets
+	}
+	files := 0
+	for _, s := range sets {
+		if s.Files() {
+			files++
+		}
+	}
+	switch {
+	case files == len(sets) && files > 0:
+		return ExtractTrace(ctx, path, sets, maxPackets)
+	case files > 0:
+		return nil, errors.New("extract: packet and file-event feature sets mixed")
 	}
 	src, err := capture.OpenFile(path)
 	if err != nil {
@@ -161,6 +199,54 @@ func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int
 		}
 	}
 	c.Reason = fmt.Sprintf("stopped at %d packets", maxPackets)
+	return c, nil
+}
+
+// ExtractTrace reads the file-event trace at path (event.ReadTrace: what
+// `vigil-agent record` writes, plain or gzip-compressed) and computes every
+// file-event set's features with fresh extractor state, as the fileactivity
+// plugin does for a new watch. It reads at most maxEvents events
+// (DefaultMaxPackets if 0), keeping them and saying so in Reason when the
+// trace is longer; a trace cut short inside a frame keeps its complete
+// frames. Src is the zero address for every event.
+func ExtractTrace(ctx context.Context, path string, sets []FeatureSet, maxEvents int) (*Capture, error) {
+	if maxEvents <= 0 {
+		maxEvents = DefaultMaxPackets
+	}
+	for _, s := range sets {
+		if !s.Files() {
+			return nil, fmt.Errorf("extract %s: %s is not a file-event feature set", path, s.Name)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read trace: %w", err)
+	}
+	defer f.Close()
+	evs, err := event.ReadTrace(f, maxEvents)
+	c := &Capture{Path: path, Sets: sets, Feats: make([][]float32, len(sets))}
+	if err != nil {
+		if len(evs) == 0 || errors.Is(err, event.ErrTraceBadMagic) {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		c.Reason = err.Error()
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c.N = len(evs)
+	c.Src = make([]netip.Addr, c.N)
+	c.TS = make([]int64, c.N)
+	for i := range evs {
+		c.TS[i] = evs[i].TimeNs
+	}
+	for k, s := range sets {
+		x := s.NewFiles()
+		c.Feats[k] = make([]float32, c.N*s.Dim)
+		for i := range evs {
+			x.Extract(&evs[i], c.Feats[k][i*s.Dim:(i+1)*s.Dim])
+		}
+	}
 	return c, nil
 }
 

@@ -70,9 +70,12 @@ type TrainResult struct {
 func modelTrain(app *App) *cobra.Command {
 	var o trainOptions
 	c := &cobra.Command{
-		Use:   "train --feature-set nethost/v3|nethost/v2|nethost/v1|netflow/v1 --benign PATH... [--holdout 0.2] [--kind kitnet|single] [--seed N] [--epochs N] [--fpr 0.001] [--name NAME --version N --out DIR]",
-		Short: "Train an int8 anomaly model on benign captures, calibrate its threshold on held-out benign packets, write NAME-VERSION.vgb (unsigned)",
-		Args:  cobra.NoArgs,
+		Use:   "train --feature-set nethost/v3|nethost/v2|nethost/v1|netflow/v1|fileactivity/v1 --benign PATH... [--holdout 0.2] [--kind kitnet|single] [--seed N] [--epochs N] [--fpr 0.001] [--name NAME --version N --out DIR]",
+		Short: "Train an int8 anomaly model on benign captures (or file-event traces), calibrate its threshold on held-out benign events, write NAME-VERSION.vgb (unsigned)",
+		Long: "Train an int8 anomaly model on benign captures, calibrate its threshold on held-out benign events, write NAME-VERSION.vgb (unsigned).\n\n" +
+			"Packet feature sets (nethost/*, netflow/v1) read pcap or pcapng files. fileactivity/v1 reads file-event traces\n" +
+			"(`vigil-agent record` writes them on a sensor; gzip-compressed traces are read as they are).",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			res, err := runTrain(cmd.Context(), app, o)
 			if err != nil {
@@ -100,12 +103,12 @@ func modelTrain(app *App) *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.featureSet, "feature-set", "", "feature set: nethost/v3, nethost/v2, nethost/v1 or netflow/v1")
-	f.StringArrayVar(&o.benign, "benign", nil, "benign capture file or folder (pcap/pcapng; repeatable)")
+	f.StringVar(&o.featureSet, "feature-set", "", "feature set: nethost/v3, nethost/v2, nethost/v1, netflow/v1 or fileactivity/v1")
+	f.StringArrayVar(&o.benign, "benign", nil, "benign capture file or folder (pcap/pcapng; file-event traces for fileactivity/v1; repeatable)")
 	f.Float64Var(&o.holdout, "holdout", 0.2, "fraction held out for calibration: whole files (every 1/FRAC-th) when there are several, else the last packets of each capture")
-	f.StringVar(&o.kind, "kind", "", "model kind: kitnet or single (default: single for nethost/v3, v2 and v1, kitnet for netflow/v1)")
+	f.StringVar(&o.kind, "kind", "", "model kind: kitnet or single (default: single for nethost/v3, v2 and v1, kitnet for netflow/v1 and fileactivity/v1)")
 	f.Uint64Var(&o.seed, "seed", 1, "training seed (same seed and data: same model)")
-	f.IntVar(&o.epochs, "epochs", 10, "training epochs")
+	f.IntVar(&o.epochs, "epochs", 0, "training epochs (default: 10, or 40 for fileactivity/v1, as the shipped models)")
 	f.Float64Var(&o.fpr, "fpr", calib.DefaultFPR, "target false-positive rate on held-out benign packets")
 	f.StringVar(&o.quant, "quant", bundle.QuantInt8Dyn, "int8 format: int8-dynamic or int8-qdq (static; batch-independent scores)")
 	f.StringVar(&o.name, "name", "", "bundle name (default: the feature set's name, e.g. nethost)")
@@ -114,7 +117,7 @@ func modelTrain(app *App) *cobra.Command {
 	f.StringVar(&o.ortLib, "ort", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB, else lib/ next to vigilctl)")
 	f.StringVar(&o.created, "created", "", "manifest creation time, RFC 3339 (default now; fix it for reproducible bundles)")
 	f.DurationVar(&o.validity, "validity", 365*24*time.Hour, "bundle validity")
-	f.IntVar(&o.maxPackets, "max-packets", dataset.DefaultMaxPackets, "packets read at most per capture")
+	f.IntVar(&o.maxPackets, "max-packets", dataset.DefaultMaxPackets, "packets (or file events) read at most per capture")
 	f.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
 	return c
 }
@@ -145,7 +148,7 @@ func readCaptures(ctx context.Context, files []string, sets []dataset.FeatureSet
 			continue
 		}
 		if c.N == 0 {
-			skipped = append(skipped, p+": no packets")
+			skipped = append(skipped, p+": no packets or file events")
 			continue
 		}
 		if why := c.NotBenign(); why != "" {
@@ -175,14 +178,27 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	if err != nil {
 		return nil, err
 	}
-	mc := ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax} // the shipped nethost recipe
-	if !strings.HasPrefix(fs.Name, "nethost/") {
+	// The shipped recipes: nethost (vigil-train-baseline), netflow/v1's
+	// experimental KitNET, fileactivity (vigil-train-fileactivity).
+	mc, epochs := ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax}, 10
+	switch {
+	case fs.Files():
+		mc, epochs = ae.Config{Kind: ae.KindKitNET, MaxGroup: 16, HiddenRatio: 0.75, Norm: ae.NormMinMax, MinRange: 0.2}, 40
+	case !strings.HasPrefix(fs.Name, "nethost/"):
 		mc = ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, Norm: ae.NormMinMax}
+	}
+	if o.epochs < 0 {
+		return nil, fmt.Errorf("--epochs %d: want a positive count", o.epochs)
+	}
+	if o.epochs > 0 {
+		epochs = o.epochs
 	}
 	switch o.kind {
 	case "":
 	case ae.KindKitNET:
-		mc.Kind, mc.MaxGroup = ae.KindKitNET, 10
+		if mc.Kind != ae.KindKitNET {
+			mc.Kind, mc.MaxGroup = ae.KindKitNET, 10
+		}
 	case ae.KindSingle:
 		mc.Kind = ae.KindSingle
 		if mc.HiddenRatio == 0 {
@@ -191,7 +207,7 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	default:
 		return nil, fmt.Errorf("--kind %q: want kitnet or single", o.kind)
 	}
-	mc.Train = ae.TrainConfig{Epochs: o.epochs, Seed: o.seed}
+	mc.Train = ae.TrainConfig{Epochs: epochs, Seed: o.seed}
 	created := time.Now().UTC().Truncate(time.Second)
 	if o.created != "" {
 		if created, err = time.Parse(time.RFC3339, o.created); err != nil {
@@ -202,7 +218,7 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	if name == "" {
 		name = strings.SplitN(fs.Name, "/", 2)[0]
 	}
-	man := bundle.Manifest{Name: name, Detector: "netflow", Version: o.version, FeatureSet: fs.Name, Dim: fs.Dim,
+	man := bundle.Manifest{Name: name, Detector: fs.Detector, Version: o.version, FeatureSet: fs.Name, Dim: fs.Dim,
 		Created: created, Expires: created.Add(o.validity), Quantization: o.quant}
 
 	files, err := dataset.List(o.benign...)
@@ -242,7 +258,7 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	data, hold := dataset.Stack(trainCaps, 0), dataset.Stack(holdCaps, 0)
 	if data.Rows == 0 || hold.Rows == 0 {
-		return nil, fmt.Errorf("no packets to train on (%d) or to calibrate on (%d)", data.Rows, hold.Rows)
+		return nil, fmt.Errorf("no events to train on (%d) or to calibrate on (%d)", data.Rows, hold.Rows)
 	}
 	res.TrainFiles, res.HoldoutFiles, res.TrainRows, res.HoldoutRows = len(trainCaps), len(holdCaps), data.Rows, hold.Rows
 
@@ -448,14 +464,14 @@ func modelEval(app *App) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&o.bundle, "bundle", "", "model bundle (NAME-VERSION.vgb)")
-	f.StringArrayVar(&o.benign, "benign", nil, "benign capture file or folder, not trained on, or @FILE listing captures (repeatable)")
-	f.StringArrayVar(&o.attack, "attack", nil, "attack capture file or folder (repeatable)")
+	f.StringArrayVar(&o.benign, "benign", nil, "benign capture file or folder (file-event traces for a fileactivity bundle), not trained on, or @FILE listing captures (repeatable)")
+	f.StringArrayVar(&o.attack, "attack", nil, "attack capture file or folder (file-event traces for a fileactivity bundle; repeatable)")
 	f.StringVar(&o.labels, "labels", "", "ground truth: MANIFEST.csv (attacker address per capture) or a lab truth .json")
 	f.StringVar(&o.out, "out", ".", "folder for eval.md, eval.json, roc.svg")
 	f.StringVar(&o.ortLib, "ort", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB, else lib/ next to vigilctl)")
 	f.Float64Var(&o.fpr, "fpr", calib.DefaultFPR, "the fixed false-positive rate of the second operating point")
 	f.IntVar(&o.chunk, "chunk", dataset.ScoreChunk, "rows per ONNX Runtime run when scoring (the plugin's chunk)")
-	f.IntVar(&o.maxPackets, "max-packets", dataset.DefaultMaxPackets, "packets read at most per capture")
+	f.IntVar(&o.maxPackets, "max-packets", dataset.DefaultMaxPackets, "packets (or file events) read at most per capture")
 	f.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
 	return c
 }

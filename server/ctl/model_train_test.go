@@ -178,3 +178,69 @@ func TestModelTrainEval(t *testing.T) {
 		}
 	}
 }
+
+// TestModelTrainFileactivity trains fileactivity/v1 on the committed benign
+// file-event traces of the shipped model (models/baseline/fileactivity,
+// written by vigil-train-fileactivity -save, the format of vigil-agent
+// record), then evaluates the bundle on its ransomware and wiper traces.
+func TestModelTrainFileactivity(t *testing.T) {
+	if os.Getenv("ONNXRUNTIME_LIB") == "" {
+		t.Skip("ONNXRUNTIME_LIB not set: model train and eval need ONNX Runtime")
+	}
+	traces := filepath.Join("..", "..", "models", "baseline", "fileactivity")
+	benign, _ := filepath.Glob(filepath.Join(traces, "*-train.vft.gz"))
+	hold, _ := filepath.Glob(filepath.Join(traces, "*-holdout.vft.gz"))
+	benign = append(benign, hold...)
+	attacks := []string{filepath.Join(traces, "12-attack.vft.gz"), filepath.Join(traces, "13-attack.vft.gz")}
+	if len(benign) != 12 {
+		t.Fatalf("benign traces: %v", benign)
+	}
+	dir := t.TempDir()
+	run := func(args ...string) []byte {
+		t.Helper()
+		var so, se bytes.Buffer
+		if code := Main(context.Background(), args, &so, &se); code != 0 {
+			t.Fatalf("vigilctl %s: exit %d: %s", strings.Join(args, " "), code, se.String())
+		}
+		return so.Bytes()
+	}
+	args := []string{"model", "train", "--feature-set", "fileactivity/v1", "--epochs", "10", "--quant", bundle.QuantInt8Static,
+		"--out", dir, "--created", "2026-01-01T00:00:00Z", "--json"}
+	for _, b := range benign {
+		args = append(args, "--benign", b)
+	}
+	var res TrainResult
+	if js := run(args...); json.Unmarshal(js, &res) != nil {
+		t.Fatalf("train output: %s", js)
+	}
+	if res.Kind != "kitnet" || res.HoldoutSplit != "files" || res.TrainFiles != 10 || res.HoldoutFiles != 2 ||
+		res.TrainRows < 10000 || res.HoldoutRows < 2000 || len(res.SkippedFiles) != 0 || res.Metrics.Threshold <= 0 {
+		t.Errorf("train result: %+v", res)
+	}
+	b, err := bundle.Read(res.Bundle, bundle.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := b.Manifest; m.Name != "fileactivity" || m.Detector != "fileactivity" || m.FeatureSet != "fileactivity/v1" || m.Dim != 71 {
+		t.Errorf("manifest %+v", m)
+	}
+	var rep eval.Report
+	args = []string{"model", "eval", "--bundle", res.Bundle, "--benign", "@" + res.HoldoutList, "--out", filepath.Join(dir, "eval"), "--json"}
+	for _, a := range attacks {
+		args = append(args, "--attack", a)
+	}
+	if js := run(args...); json.Unmarshal(js, &rep) != nil {
+		t.Fatalf("eval output: %s", js)
+	}
+	if rep.Captures != 2 || rep.Detected != 2 || rep.BenignFiles != 2 || rep.AttackPackets < 500 {
+		t.Errorf("eval: %d of %d attack traces detected, %d benign files, %d attack events", rep.Detected, rep.Captures, rep.BenignFiles, rep.AttackPackets)
+	}
+	// A pcap is not a trace: a clear error names the file.
+	var so, se bytes.Buffer
+	pcap := filepath.Join(dir, "x.pcap")
+	writeCapture(t, pcap, trafficgen.Config{Seed: 1, Sessions: 5})
+	code := Main(context.Background(), []string{"model", "train", "--feature-set", "fileactivity/v1", "--benign", pcap, "--out", dir}, &so, &se)
+	if code == 0 || !strings.Contains(se.String(), "x.pcap") || !strings.Contains(se.String(), "not a file-event trace") {
+		t.Errorf("pcap as a trace: exit %d, %s", code, se.String())
+	}
+}

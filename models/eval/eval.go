@@ -32,6 +32,17 @@ type ModelInfo struct {
 	Quantization string  `json:"quantization"`
 	Digest       string  `json:"digest,omitempty"`
 	Threshold    float64 `json:"threshold"` // the bundle's calibrated threshold
+	// Unit names what a score is for in the written reports: "packets"
+	// (default) or "file events" (the *_packets JSON fields count them too).
+	Unit string `json:"unit,omitempty"`
+}
+
+// unit is m.Unit, "packets" by default.
+func (m ModelInfo) unit() string {
+	if m.Unit == "" {
+		return "packets"
+	}
+	return m.Unit
 }
 
 // Benign is the scores of one benign capture.

@@ -79,24 +79,25 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		p(", bundle %s", m.Digest)
 	}
 	p(".\n\n")
-	p("Benign: %d captures, %d packets (score p99 %.4g, max %.4g). Attack packets: %d from %d captures ", r.BenignFiles, r.BenignPackets, r.BenignP99, r.BenignMax, r.AttackPackets, r.Captures)
-	p("(the attacker's packets where ground truth names one, every packet of the capture otherwise).\n\n")
+	u := m.unit()
+	p("Benign: %d captures, %d %s (score p99 %.4g, max %.4g). Attack %s: %d from %d captures ", r.BenignFiles, r.BenignPackets, u, r.BenignP99, r.BenignMax, u, r.AttackPackets, r.Captures)
+	p("(the attacker's packets where ground truth names one, all of the capture's %s otherwise).\n\n", u)
 	p("| metric | value |\n|---|---|\n")
 	p("| ROC AUC | %.4f |\n| PR AUC (average precision) | %.4f |\n", r.ROCAUC, r.PRAUC)
 	p("| calibrated threshold (bundle) | %.6g |\n", r.AtThreshold.Threshold)
 	p("| FPR / TPR at the calibrated threshold | %s / %s |\n", pct(r.AtThreshold.FPR), pct(r.AtThreshold.TPR))
-	p("| threshold at FPR %s on these benign packets | %.6g |\n", pct(r.TargetFPR), r.AtTargetFPR.Threshold)
+	p("| threshold at FPR %s on these benign %s | %.6g |\n", pct(r.TargetFPR), u, r.AtTargetFPR.Threshold)
 	p("| FPR / TPR at that threshold | %s / %s |\n", pct(r.AtTargetFPR.FPR), pct(r.AtTargetFPR.TPR))
 	p("| attack captures detected (calibrated threshold) | %d of %d |\n", r.Detected, r.Captures)
 	for _, t := range r.Throughput {
 		p("| scoring throughput, batch %d | %.0f vectors/s (%d vectors in %.3f s) |\n", t.Batch, t.PerSec, t.Vectors, t.Seconds)
 	}
 	if r.Undercounted {
-		p("\nFewer benign packets (%d) than 1/FPR: the threshold at FPR %s is the benign maximum and under-determined.\n", r.BenignPackets, pct(r.TargetFPR))
+		p("\nFewer benign %s (%d) than 1/FPR: the threshold at FPR %s is the benign maximum and under-determined.\n", u, r.BenignPackets, pct(r.TargetFPR))
 	}
 	p("\n## Attack captures\n\n")
-	p("TPR and AUCs are over the capture's attack packets against all benign packets; first detection is the packet time from the first attack packet to the first flagged one.\n\n")
-	p("| capture | what | attacker | packets | flagged | attack packets | detected | TPR | TPR at FPR %s | ROC AUC | PR AUC | first detection s |\n", pct(r.TargetFPR))
+	p("TPR and AUCs are over the capture's attack %s against all benign %s; first detection is the event time from the first attack %s to the first flagged one.\n\n", u, u, strings.TrimSuffix(u, "s"))
+	p("| capture | what | attacker | %s | flagged | attack %s | detected | TPR | TPR at FPR %s | ROC AUC | PR AUC | first detection s |\n", u, u, pct(r.TargetFPR))
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, a := range r.Attacks {
 		if a.Error != "" {
@@ -164,8 +165,8 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		p(`<text x="%.1f" y="%.1f" text-anchor="end">%.1f</text>`+"\n", x(0)-6, y(v)+4, v)
 	}
 	p(`<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="black"/>`+"\n", left, top, plotW, plotH)
-	p(`<text x="%.1f" y="%.1f" text-anchor="middle">false-positive rate (benign packets)</text>`+"\n", x(0.5), y(0)+34)
-	p(`<text x="%.1f" y="%.1f" text-anchor="middle" transform="rotate(-90 %.1f %.1f)">true-positive rate (attack packets)</text>`+"\n", x(0)-40, y(0.5), x(0)-40, y(0.5))
+	p(`<text x="%.1f" y="%.1f" text-anchor="middle">false-positive rate (benign %s)</text>`+"\n", x(0.5), y(0)+34, r.Model.unit())
+	p(`<text x="%.1f" y="%.1f" text-anchor="middle" transform="rotate(-90 %.1f %.1f)">true-positive rate (attack %s)</text>`+"\n", x(0)-40, y(0.5), x(0)-40, y(0.5), r.Model.unit())
 	p(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="gray" stroke-dasharray="4 4"/>`+"\n", x(0), y(0), x(1), y(1))
 	poly := func(pts []Point, color string, wd float64) {
 		var b strings.Builder

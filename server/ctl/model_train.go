@@ -450,7 +450,11 @@ func modelEval(app *App) *cobra.Command {
 			}
 			p := func(f string, a ...any) { fmt.Fprintf(app.Stdout, f, a...) }
 			p("model:        %s v%d (%s, %s), threshold %.6g\n", r.Model.Name, r.Model.Version, r.Model.FeatureSet, r.Model.Quantization, r.Model.Threshold)
-			p("data:         %d benign packets (%d captures), %d attack packets (%d captures)\n", r.BenignPackets, r.BenignFiles, r.AttackPackets, r.Captures)
+			u := r.Model.Unit
+			if u == "" {
+				u = "packets"
+			}
+			p("data:         %d benign %s (%d captures), %d attack %s (%d captures)\n", r.BenignPackets, u, r.BenignFiles, r.AttackPackets, u, r.Captures)
 			p("ROC AUC %.4f, PR AUC %.4f\n", r.ROCAUC, r.PRAUC)
 			p("calibrated:   FPR %.3f%%, TPR %.3f%%\n", 100*r.AtThreshold.FPR, 100*r.AtThreshold.TPR)
 			p("FPR %.3f%%:   threshold %.6g, TPR %.3f%%\n", 100*r.TargetFPR, r.AtTargetFPR.Threshold, 100*r.AtTargetFPR.TPR)
@@ -531,6 +535,9 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 
 	in := eval.Input{TargetFPR: o.fpr, Model: eval.ModelInfo{Name: m.Name, Version: m.Version, FeatureSet: m.FeatureSet, Dim: m.Dim,
 		Quantization: m.Quantization, Digest: digest, Threshold: m.Threshold}}
+	if fs.Files() {
+		in.Model.Unit = "file events"
+	}
 	benignFiles, err := listWithAt(o.benign)
 	if err != nil {
 		return nil, err

@@ -232,8 +232,11 @@ func TestModelTrainFileactivity(t *testing.T) {
 	if js := run(args...); json.Unmarshal(js, &rep) != nil {
 		t.Fatalf("eval output: %s", js)
 	}
-	if rep.Captures != 2 || rep.Detected != 2 || rep.BenignFiles != 2 || rep.AttackPackets < 500 {
-		t.Errorf("eval: %d of %d attack traces detected, %d benign files, %d attack events", rep.Detected, rep.Captures, rep.BenignFiles, rep.AttackPackets)
+	if rep.Captures != 2 || rep.Detected != 2 || rep.BenignFiles != 2 || rep.AttackPackets < 500 || rep.Model.Unit != "file events" {
+		t.Errorf("eval: %d of %d attack traces detected, %d benign files, %d attack events, unit %q", rep.Detected, rep.Captures, rep.BenignFiles, rep.AttackPackets, rep.Model.Unit)
+	}
+	if md, err := os.ReadFile(filepath.Join(dir, "eval", eval.MarkdownFile)); err != nil || !strings.Contains(string(md), "attack file events: 980") && !strings.Contains(string(md), "Attack file events: 980") {
+		t.Errorf("eval.md does not count file events: %v\n%s", err, md)
 	}
 	// A pcap is not a trace: a clear error names the file.
 	var so, se bytes.Buffer

@@ -98,6 +98,17 @@ func writeCapture(t *testing.T, path string, cfg trafficgen.Config) trafficgen.I
 	return info
 }
 
+// runCtl runs vigilctl in process and returns its standard output; a
+// non-zero exit fails the test.
+func runCtl(t *testing.T, args ...string) []byte {
+	t.Helper()
+	var so, se bytes.Buffer
+	if code := Main(context.Background(), args, &so, &se); code != 0 {
+		t.Fatalf("vigilctl %s: exit %d: %s", strings.Join(args, " "), code, se.String())
+	}
+	return so.Bytes()
+}
+
 // TestModelTrainEval trains nethost/v1 on synthetic benign captures, then
 // evaluates the bundle on a synthetic SYN scan with a truth file.
 func TestModelTrainEval(t *testing.T) {
@@ -113,16 +124,8 @@ func TestModelTrainEval(t *testing.T) {
 		writeCapture(t, filepath.Join(benign, fmt.Sprintf("b%d.pcap", i)), trafficgen.Config{Seed: uint64(200 + i), Sessions: 150, Duration: 30 * time.Second})
 	}
 	out := filepath.Join(dir, "out")
-	run := func(args ...string) []byte {
-		t.Helper()
-		var so, se bytes.Buffer
-		if code := Main(context.Background(), args, &so, &se); code != 0 {
-			t.Fatalf("vigilctl %s: exit %d: %s", strings.Join(args, " "), code, se.String())
-		}
-		return so.Bytes()
-	}
 	var res TrainResult
-	js := run("model", "train", "--feature-set", "nethost/v1", "--benign", benign, "--epochs", "3", "--seed", "7",
+	js := runCtl(t, "model", "train", "--feature-set", "nethost/v1", "--benign", benign, "--epochs", "3", "--seed", "7",
 		"--name", "lab", "--version", "4", "--out", out, "--created", "2026-01-01T00:00:00Z", "--json")
 	if err := json.Unmarshal(js, &res); err != nil {
 		t.Fatalf("%v: %s", err, js)
@@ -139,7 +142,7 @@ func TestModelTrainEval(t *testing.T) {
 	}
 	// Deterministic for a seed: the same flags give the same model bytes.
 	out2 := filepath.Join(dir, "out2")
-	run("model", "train", "--feature-set", "nethost/v1", "--benign", benign, "--epochs", "3", "--seed", "7",
+	runCtl(t, "model", "train", "--feature-set", "nethost/v1", "--benign", benign, "--epochs", "3", "--seed", "7",
 		"--name", "lab", "--version", "4", "--out", out2, "--created", "2026-01-01T00:00:00Z", "--json")
 	b2, err := bundle.Read(filepath.Join(out2, "lab-4.vgb"), bundle.DefaultLimits())
 	if err != nil {
@@ -162,7 +165,7 @@ func TestModelTrainEval(t *testing.T) {
 	}
 	evalDir := filepath.Join(dir, "eval")
 	var rep eval.Report
-	js = run("model", "eval", "--bundle", res.Bundle, "--benign", "@"+res.HoldoutList, "--attack", attacks, "--labels", truthFile, "--out", evalDir, "--json")
+	js = runCtl(t, "model", "eval", "--bundle", res.Bundle, "--benign", "@"+res.HoldoutList, "--attack", attacks, "--labels", truthFile, "--out", evalDir, "--json")
 	if err := json.Unmarshal(js, &rep); err != nil {
 		t.Fatalf("%v: %s", err, js)
 	}
@@ -196,21 +199,13 @@ func TestModelTrainFileactivity(t *testing.T) {
 		t.Fatalf("benign traces: %v", benign)
 	}
 	dir := t.TempDir()
-	run := func(args ...string) []byte {
-		t.Helper()
-		var so, se bytes.Buffer
-		if code := Main(context.Background(), args, &so, &se); code != 0 {
-			t.Fatalf("vigilctl %s: exit %d: %s", strings.Join(args, " "), code, se.String())
-		}
-		return so.Bytes()
-	}
 	args := []string{"model", "train", "--feature-set", "fileactivity/v1", "--epochs", "10", "--quant", bundle.QuantInt8Static,
 		"--out", dir, "--created", "2026-01-01T00:00:00Z", "--json"}
 	for _, b := range benign {
 		args = append(args, "--benign", b)
 	}
 	var res TrainResult
-	if js := run(args...); json.Unmarshal(js, &res) != nil {
+	if js := runCtl(t, args...); json.Unmarshal(js, &res) != nil {
 		t.Fatalf("train output: %s", js)
 	}
 	if res.Kind != "kitnet" || res.HoldoutSplit != "files" || res.TrainFiles != 10 || res.HoldoutFiles != 2 ||
@@ -229,7 +224,7 @@ func TestModelTrainFileactivity(t *testing.T) {
 	for _, a := range attacks {
 		args = append(args, "--attack", a)
 	}
-	if js := run(args...); json.Unmarshal(js, &rep) != nil {
+	if js := runCtl(t, args...); json.Unmarshal(js, &rep) != nil {
 		t.Fatalf("eval output: %s", js)
 	}
 	if rep.Captures != 2 || rep.Detected != 2 || rep.BenignFiles != 2 || rep.AttackPackets < 500 || rep.Model.Unit != "file events" {

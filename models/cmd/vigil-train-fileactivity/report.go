@@ -109,6 +109,6 @@ func (r *Report) write(w io.Writer) error {
 		}
 		p("| %s | %s | %d | %d (%d) | %d | %v | %s | %.2f | %s |\n", a.Name, a.File, a.Events, a.Anomalous, a.FloatAnomalous, a.BurstAnomalous, a.Detected, first, a.MaxRatio, a.Top)
 	}
-	p("\nLimits: the benign workloads are synthetic recreations of real activity on this machine's files, not traces of production sensors; a site whose normal activity differs (e.g. routinely writing encrypted archives under unknown extensions) needs a model trained on its own traces. Timing-based rate features depend on the machine's speed.\n")
+	p("\nLimits: the benign workloads are synthetic recreations of real activity on this machine's files, not traces of production sensors; a site whose normal activity differs (e.g. routinely writing encrypted archives under unknown extensions) needs a model trained on its own traces (`vigil-agent record --dir D --out F.vft.gz` on the sensor, then `vigilctl model train --feature-set fileactivity/v1 --benign TRACES/`). Timing-based rate features depend on the machine's speed.\n")
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -20,24 +21,39 @@ import (
 // flags --bundle, --json, --plugin, --model-dir and --plugin-dir keep their
 // meaning (for the fileactivity plugin and bundle).
 func extendScanDir(cmd *cobra.Command, g *Globals) {
-	var dir string
+	var dir, trace string
 	var pace time.Duration
+	var maxEvents int
 	cmd.Flags().StringVar(&dir, "dir", "", "folder whose files to score (fileactivity detector)")
 	cmd.Flags().DurationVar(&pace, "pace", filedetect.DefaultPace, "with --dir: event-time spacing of the files (replayed as creates in modification-time order)")
-	cmd.Use = "scan (--pcap FILE | --dir DIR) [--bundle FILE] [--json]"
-	cmd.Short = "Score a capture file or a folder offline (no server): findings and a summary"
+	cmd.Flags().StringVar(&trace, "trace", "", "file-event trace to replay (written by `vigil-agent record`; fileactivity detector)")
+	cmd.Flags().IntVar(&maxEvents, "max-events", 5_000_000, "with --trace: events replayed at most")
+	cmd.Use = "scan (--pcap FILE | --dir DIR | --trace FILE) [--bundle FILE] [--json]"
+	cmd.Short = "Score a capture file, a folder or a file-event trace offline (no server): findings and a summary"
 	cmd.Long += "\n\nWith --dir, scan scores the regular files below DIR with the fileactivity detector plugin\n" +
 		"(vigil-detector-fileactivity and models/fileactivity-*.vgb next to the binary): each file is sampled\n" +
-		"like the watcher does and scored as a create, in modification-time order."
+		"like the watcher does and scored as a create, in modification-time order.\n\n" +
+		"With --trace, scan replays a file-event trace recorded by `vigil-agent record` through the fileactivity\n" +
+		"plugin and the agent's finding rules in the trace's own time: the findings a bundle would have raised\n" +
+		"on that activity (to check a model on a site's traces before rolling it out)."
 	orig := cmd.RunE
 	cmd.RunE = func(c *cobra.Command, args []string) error {
-		if dir == "" {
-			return orig(c, args)
+		p, _ := c.Flags().GetString("pcap")
+		n := 0
+		for _, v := range []string{p, dir, trace} {
+			if v != "" {
+				n++
+			}
 		}
-		if p, _ := c.Flags().GetString("pcap"); p != "" {
-			return &exitError{code: 2, msg: "scan: give --pcap FILE or --dir DIR, not both"}
+		switch {
+		case n > 1:
+			return &exitError{code: 2, msg: "scan: give one of --pcap FILE, --dir DIR or --trace FILE"}
+		case dir != "":
+			return runScanDir(c, g, dir, pace)
+		case trace != "":
+			return runScanTrace(c, g, trace, maxEvents)
 		}
-		return runScanDir(c, g, dir, pace)
+		return orig(c, args)
 	}
 }
 
@@ -60,10 +76,11 @@ type DirScanSummary struct {
 	PluginRestarts uint64  `json:"plugin_restarts"`
 }
 
-func runScanDir(c *cobra.Command, g *Globals, dir string, pace time.Duration) error {
+// fileInstallation finds the fileactivity plugin and bundle for scan --dir
+// and --trace (flags --plugin, --bundle, --model-dir, --plugin-dir).
+func fileInstallation(c *cobra.Command, g *Globals) (*filedetect.Installation, *slog.Logger, error) {
 	fl := c.Flags()
 	bundlePath, _ := fl.GetString("bundle")
-	asJSON, _ := fl.GetBool("json")
 	plugin, _ := fl.GetString("plugin")
 	modelDirs, _ := fl.GetStringSlice("model-dir")
 	pluginDirs, _ := fl.GetStringSlice("plugin-dir")
@@ -79,7 +96,7 @@ func runScanDir(c *cobra.Command, g *Globals, dir string, pace time.Duration) er
 	} else {
 		inst, err = filedetect.Discover(detect.Search{ModelDirs: modelDirs, PluginDirs: pluginDirs})
 		if err != nil {
-			return fmt.Errorf("scan: %w", err)
+			return nil, nil, fmt.Errorf("scan: %w", err)
 		}
 		if plugin != "" {
 			inst.Plugin = plugin
@@ -91,12 +108,21 @@ func runScanDir(c *cobra.Command, g *Globals, dir string, pace time.Duration) er
 	if bundlePath != "" {
 		bi, err := filedetect.ReadBundleInfo(bundlePath)
 		if err != nil {
-			return fmt.Errorf("scan: %w", err)
+			return nil, nil, fmt.Errorf("scan: %w", err)
 		}
 		inst.Bundle = bi
 	}
 	if inst.Bundle.Path == "" {
-		return fmt.Errorf("scan: %w", filedetect.ErrNoBundle)
+		return nil, nil, fmt.Errorf("scan: %w", filedetect.ErrNoBundle)
+	}
+	return inst, log, nil
+}
+
+func runScanDir(c *cobra.Command, g *Globals, dir string, pace time.Duration) error {
+	asJSON, _ := c.Flags().GetBool("json")
+	inst, log, err := fileInstallation(c, g)
+	if err != nil {
+		return err
 	}
 	cfg := filedetect.ScanConfig{
 		Dir: dir, Plugin: inst.Plugin, Bundle: inst.Bundle, ORTLib: inst.ORTLib, StageBundle: true,
@@ -143,13 +169,18 @@ func printDirScan(w io.Writer, dir string, rep DirScanReport) {
 		fmt.Fprintf(w, " (plugin restarts %d, files not scored %d)", s.PluginRestarts, s.EventsLost)
 	}
 	fmt.Fprintln(w)
-	if len(rep.Findings) == 0 {
+	printFindings(w, rep.Findings)
+}
+
+// printFindings prints file findings as a table (nothing if there are none).
+func printFindings(w io.Writer, findings []FindingJSON) {
+	if len(findings) == 0 {
 		return
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEVERITY\tPATH\tCOUNT\tSCORE/THR\tTOP FEATURE\tSUMMARY")
-	for _, f := range rep.Findings {
+	for _, f := range findings {
 		ratio := 0.0
 		if f.Threshold > 0 {
 			ratio = f.Score / f.Threshold
@@ -161,4 +192,61 @@ func printDirScan(w io.Writer, dir string, rep DirScanReport) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1fx\t%s\t%s\n", f.Severity, f.Context.Path, f.Count, ratio, top, f.Summary)
 	}
 	_ = tw.Flush()
+}
+
+// TraceScanReport is what `scan --trace --json` prints.
+type TraceScanReport struct {
+	Summary  TraceScanSummary `json:"summary"`
+	Findings []FindingJSON    `json:"findings"`
+}
+
+// TraceScanSummary sums up a trace replay.
+type TraceScanSummary struct {
+	Events         uint64  `json:"events"`
+	TraceSeconds   float64 `json:"trace_seconds"` // from the first to the last event
+	Seconds        float64 `json:"seconds"`       // wall time of the replay
+	Findings       int     `json:"findings"`
+	Anomalies      uint64  `json:"anomalies"`
+	EventsLost     uint64  `json:"events_lost"`
+	PluginRestarts uint64  `json:"plugin_restarts"`
+	Reason         string  `json:"reason,omitempty"` // why the trace was not replayed to its end
+}
+
+func runScanTrace(c *cobra.Command, g *Globals, trace string, maxEvents int) error {
+	asJSON, _ := c.Flags().GetBool("json")
+	inst, log, err := fileInstallation(c, g)
+	if err != nil {
+		return err
+	}
+	cfg := filedetect.ScanConfig{Plugin: inst.Plugin, Bundle: inst.Bundle, ORTLib: inst.ORTLib, StageBundle: true, Logger: log}
+	start := time.Now()
+	res, err := filedetect.ScanTrace(c.Context(), cfg, trace, maxEvents)
+	if err != nil {
+		return err // already "scan: ..."
+	}
+	rep := TraceScanReport{Summary: TraceScanSummary{
+		Events: res.Events, TraceSeconds: res.Seconds, Seconds: time.Since(start).Seconds(), Findings: len(res.Findings),
+		Anomalies: res.Stats.Aggregator.Anomalies, EventsLost: res.Stats.Lost, PluginRestarts: res.Stats.Host.Restarts, Reason: res.Reason,
+	}, Findings: []FindingJSON{}}
+	for i, f := range res.Findings {
+		f.Seq = uint64(i + 1)
+		rep.Findings = append(rep.Findings, NewFindingJSON(f))
+	}
+	if asJSON {
+		enc := json.NewEncoder(g.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	s := rep.Summary
+	fmt.Fprintf(g.Stdout, "%s: %d file events over %.1f s of recording, replayed in %.2f s, %d anomalous, %d findings",
+		trace, s.Events, s.TraceSeconds, s.Seconds, s.Anomalies, s.Findings)
+	if s.EventsLost > 0 || s.PluginRestarts > 0 {
+		fmt.Fprintf(g.Stdout, " (plugin restarts %d, events not scored %d)", s.PluginRestarts, s.EventsLost)
+	}
+	if s.Reason != "" {
+		fmt.Fprintf(g.Stdout, " (stopped early: %s)", s.Reason)
+	}
+	fmt.Fprintln(g.Stdout)
+	printFindings(g.Stdout, rep.Findings)
+	return nil
 }

@@ -118,16 +118,9 @@ func Scan(ctx context.Context, cfg ScanConfig) (*ScanResult, error) {
 		}
 		return files[i].path < files[j].path
 	})
-	acfg := cfg.Aggregate
-	acfg.EventTime, acfg.UpdateEvery = true, 0
-	c := Config{Plugin: cfg.Plugin, Bundle: cfg.Bundle, ORTLib: cfg.ORTLib, StageBundle: cfg.StageBundle,
-		Host: cfg.Host, Logger: cfg.Logger, Aggregate: acfg}
-	c.defaults()
-	agg := NewAggregator(acfg)
-	eng := &engine{cfg: &c, agg: agg}
-	stop, err := eng.start(ctx, c.Logger)
+	eng, stop, err := startOffline(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("scan: %w", err)
+		return nil, err
 	}
 	defer stop()
 
@@ -169,12 +162,92 @@ func Scan(ctx context.Context, cfg ScanConfig) (*ScanResult, error) {
 	if cfg.Progress != nil {
 		cfg.Progress(len(files), len(files))
 	}
-	eng.queue(agg.Flush())
-	eng.mu.Lock()
-	res.Findings = eng.pending
-	eng.pending = nil
-	eng.mu.Unlock()
-	res.Stats = eng.stats()
+	res.Findings, res.Stats = eng.finishOffline()
+	return res, nil
+}
+
+// startOffline starts the plugin for an offline scan: findings stamped with
+// event time, emitted when their window closes or at the end.
+func startOffline(ctx context.Context, cfg ScanConfig) (*engine, func(), error) {
+	if cfg.Bundle.Path == "" {
+		return nil, nil, ErrNoBundle
+	}
+	acfg := cfg.Aggregate
+	acfg.EventTime, acfg.UpdateEvery = true, 0
+	c := Config{Plugin: cfg.Plugin, Bundle: cfg.Bundle, ORTLib: cfg.ORTLib, StageBundle: cfg.StageBundle,
+		Host: cfg.Host, Logger: cfg.Logger, Aggregate: acfg}
+	c.defaults()
+	eng := &engine{cfg: &c, agg: NewAggregator(acfg)}
+	stop, err := eng.start(ctx, c.Logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("scan: %w", err)
+	}
+	return eng, stop, nil
+}
+
+// finishOffline flushes the aggregator and returns every finding.
+func (e *engine) finishOffline() ([]*wirev1.Finding, Stats) {
+	e.queue(e.agg.Flush())
+	e.mu.Lock()
+	fs := e.pending
+	e.pending = nil
+	e.mu.Unlock()
+	return fs, e.stats()
+}
+
+// TraceResult is what ScanTrace found.
+type TraceResult struct {
+	Events   uint64 // events replayed
+	Seconds  float64
+	Findings []*wirev1.Finding
+	Stats    Stats
+	// Reason says why the trace was not read to its end (the event bound,
+	// or a trace cut short inside a frame); empty otherwise.
+	Reason string
+}
+
+// ScanTrace replays a recorded file-event trace (`vigil-agent record`,
+// event.ReadTrace) through the plugin and the aggregator in its own event
+// time: the events, roots and timing the live pipeline saw, so a bundle's
+// findings on a site's recorded activity can be counted before it is rolled
+// out. It reads at most maxEvents events (no bound if 0); cfg.Dir, Pace and
+// Sample are not used.
+func ScanTrace(ctx context.Context, cfg ScanConfig, path string, maxEvents int) (*TraceResult, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
+	}
+	evs, rerr := event.ReadTrace(f, maxEvents)
+	f.Close()
+	res := &TraceResult{}
+	if rerr != nil {
+		if len(evs) == 0 || errors.Is(rerr, event.ErrTraceBadMagic) {
+			return nil, fmt.Errorf("scan: %s: %w", path, rerr)
+		}
+		res.Reason = rerr.Error()
+	}
+	eng, stop, err := startOffline(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	const batch = 1024
+	for off := 0; off < len(evs); off += batch {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("scan: %w", err)
+		}
+		b := evs[off:min(off+batch, len(evs))]
+		eng.score(ctx, b)
+		eng.queue(eng.agg.Tick(b[len(b)-1].TimeNs))
+		if cfg.Progress != nil {
+			cfg.Progress(off+len(b), len(evs))
+		}
+	}
+	res.Events = uint64(len(evs))
+	if n := len(evs); n > 0 {
+		res.Seconds = float64(evs[n-1].TimeNs-evs[0].TimeNs) / 1e9
+	}
+	res.Findings, res.Stats = eng.finishOffline()
 	return res, nil
 }
 

@@ -52,6 +52,7 @@ func newRecordCommand(g *Globals) *cobra.Command {
 			"sampling) and writes every event to a file-event trace, with no detector and no server. A release\n" +
 			"engineer trains a site's fileactivity model on such traces of normal activity:\n" +
 			"  vigilctl model train --feature-set fileactivity/v1 --benign TRACES/\n" +
+			"and checks a bundle's findings on a recorded day with `vigil-agent scan --trace FILE --bundle B`.\n" +
 			"FILE is gzip-compressed when it ends in .gz, and is written 0600 (it names the site's files). Recording\n" +
 			"stops after --duration, after --max-events, or on SIGINT/SIGTERM; the trace is flushed every 10 s, and\n" +
 			"a trace cut short by a kill is still readable up to its last complete frame.",

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -74,9 +73,7 @@ func newRecordCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return writeJSON(g.Stdout, rep)
 			}
 			fmt.Fprintf(g.Stdout, "recorded %d file events in %.1f s to %s (stopped by %s); watcher: %d dropped, %d queue overflows, %d rescans\n",
 				rep.Events, rep.Seconds, rep.Out, rep.Stopped, rep.Watch.Dropped, rep.Watch.Overflows, rep.Watch.Rescans)

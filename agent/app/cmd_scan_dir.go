@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/filedetect"
+	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
 // extendScanDir adds `--dir DIR` to the scan command (cmd_scan.go calls it
@@ -144,18 +145,12 @@ func runScanDir(c *cobra.Command, g *Globals, dir string, pace time.Duration) er
 	rep := DirScanReport{Summary: DirScanSummary{
 		Files: res.Files, Seconds: secs, Findings: len(res.Findings), Skipped: res.Skipped, Denied: res.Denied,
 		Anomalies: res.Stats.Aggregator.Anomalies, EventsLost: res.Stats.Lost, PluginRestarts: res.Stats.Host.Restarts,
-	}, Findings: []FindingJSON{}}
+	}, Findings: offlineFindings(res.Findings)}
 	if secs > 0 {
 		rep.Summary.FilesPerSec = float64(res.Files) / secs
 	}
-	for i, f := range res.Findings {
-		f.Seq = uint64(i + 1)
-		rep.Findings = append(rep.Findings, NewFindingJSON(f))
-	}
 	if asJSON {
-		enc := json.NewEncoder(g.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return writeJSON(g.Stdout, rep)
 	}
 	printDirScan(g.Stdout, dir, rep)
 	return nil
@@ -227,15 +222,9 @@ func runScanTrace(c *cobra.Command, g *Globals, trace string, maxEvents int) err
 	rep := TraceScanReport{Summary: TraceScanSummary{
 		Events: res.Events, TraceSeconds: res.Seconds, Seconds: time.Since(start).Seconds(), Findings: len(res.Findings),
 		Anomalies: res.Stats.Aggregator.Anomalies, EventsLost: res.Stats.Lost, PluginRestarts: res.Stats.Host.Restarts, Reason: res.Reason,
-	}, Findings: []FindingJSON{}}
-	for i, f := range res.Findings {
-		f.Seq = uint64(i + 1)
-		rep.Findings = append(rep.Findings, NewFindingJSON(f))
-	}
+	}, Findings: offlineFindings(res.Findings)}
 	if asJSON {
-		enc := json.NewEncoder(g.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return writeJSON(g.Stdout, rep)
 	}
 	s := rep.Summary
 	fmt.Fprintf(g.Stdout, "%s: %d file events over %.1f s of recording, replayed in %.2f s, %d anomalous, %d findings",
@@ -249,4 +238,22 @@ func runScanTrace(c *cobra.Command, g *Globals, trace string, maxEvents int) err
 	fmt.Fprintln(g.Stdout)
 	printFindings(g.Stdout, rep.Findings)
 	return nil
+}
+
+// offlineFindings numbers the findings of an offline file scan (they have
+// no spool sequence) and converts them for output.
+func offlineFindings(fs []*wirev1.Finding) []FindingJSON {
+	out := []FindingJSON{}
+	for i, f := range fs {
+		f.Seq = uint64(i + 1)
+		out = append(out, NewFindingJSON(f))
+	}
+	return out
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

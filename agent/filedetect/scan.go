@@ -213,19 +213,11 @@ type TraceResult struct {
 // out. It reads at most maxEvents events (no bound if 0); cfg.Dir, Pace and
 // Sample are not used.
 func ScanTrace(ctx context.Context, cfg ScanConfig, path string, maxEvents int) (*TraceResult, error) {
-	f, err := os.Open(path)
+	evs, partial, err := event.ReadTraceFile(path, maxEvents)
 	if err != nil {
 		return nil, fmt.Errorf("scan: %w", err)
 	}
-	evs, rerr := event.ReadTrace(f, maxEvents)
-	f.Close()
-	res := &TraceResult{}
-	if rerr != nil {
-		if len(evs) == 0 || errors.Is(rerr, event.ErrTraceBadMagic) {
-			return nil, fmt.Errorf("scan: %s: %w", path, rerr)
-		}
-		res.Reason = rerr.Error()
-	}
+	res := &TraceResult{Reason: partial}
 	eng, stop, err := startOffline(ctx, cfg)
 	if err != nil {
 		return nil, err

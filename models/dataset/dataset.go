@@ -18,7 +18,6 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -218,19 +217,11 @@ func ExtractTrace(ctx context.Context, path string, sets []FeatureSet, maxEvents
 			return nil, fmt.Errorf("extract %s: %s is not a file-event feature set", path, s.Name)
 		}
 	}
-	f, err := os.Open(path)
+	evs, partial, err := event.ReadTraceFile(path, maxEvents)
 	if err != nil {
-		return nil, fmt.Errorf("read trace: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	evs, err := event.ReadTrace(f, maxEvents)
-	c := &Capture{Path: path, Sets: sets, Feats: make([][]float32, len(sets))}
-	if err != nil {
-		if len(evs) == 0 || errors.Is(err, event.ErrTraceBadMagic) {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		c.Reason = err.Error()
-	}
+	c := &Capture{Path: path, Sets: sets, Feats: make([][]float32, len(sets)), Reason: partial}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

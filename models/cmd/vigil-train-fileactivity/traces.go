@@ -85,14 +85,12 @@ func loadTraces(dir string) ([]*Session, error) {
 		if e.Trace == "" || e.Trace != filepath.Base(e.Trace) || strings.HasPrefix(e.Trace, ".") {
 			return nil, fmt.Errorf("load traces: %s: session %q: bad trace name %q", indexName, e.Name, e.Trace)
 		}
-		f, err := os.Open(filepath.Join(dir, e.Trace))
+		evs, partial, err := event.ReadTraceFile(filepath.Join(dir, e.Trace), maxTraceEvents)
+		if err == nil && partial != "" {
+			err = fmt.Errorf("%s: %s", e.Trace, partial) // a training trace must be whole
+		}
 		if err != nil {
 			return nil, fmt.Errorf("load traces: %w", err)
-		}
-		evs, err := event.ReadTrace(f, maxTraceEvents)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("load traces: %s: %w", e.Trace, err)
 		}
 		s := e.Session
 		s.Events = evs

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 )
 
 // A file-event trace is a recording of the file events a watcher produced,
@@ -164,6 +165,26 @@ func ReadTrace(r io.Reader, maxEvents int) ([]File, error) {
 			}
 		}
 	}
+}
+
+// ReadTraceFile reads the trace at path with ReadTrace. A trace read in part
+// (longer than maxEvents, or cut short inside a frame) returns its events
+// and, in partial, why it stopped; a file with no readable event is an error
+// that names it.
+func ReadTraceFile(path string, maxEvents int) (evs []File, partial string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("read trace: %w", err)
+	}
+	defer f.Close()
+	evs, err = ReadTrace(f, maxEvents)
+	if err != nil {
+		if len(evs) == 0 || errors.Is(err, ErrTraceBadMagic) {
+			return nil, "", fmt.Errorf("%s: %w", path, err)
+		}
+		return evs, err.Error(), nil
+	}
+	return evs, "", nil
 }
 
 // peekMore reports whether br has more bytes.

@@ -119,7 +119,7 @@ func (s *Sampler) Analyze(r io.ReaderAt, size int64, name string, ev *event.File
 	ev.ChiSquare, ev.Base64Frac = st.ChiSquare, st.Base64Frac
 	ev.Magic = Detect(sample[:headLen])
 	ev.Flags |= event.FileFlagSampled
-	if Mismatch(ev.Magic, ev.ExtMagic) {
+	if Mismatch(ev.Magic, ev.ExtMagic) && !(ev.ExtMagic == event.MagicELF && ev.Magic == event.MagicText && LinkerScript(sample[:headLen])) {
 		ev.Flags |= event.FileFlagMagicMismatch
 	}
 	if ev.Magic == event.MagicELF || ev.Magic == event.MagicPE {

@@ -2,15 +2,22 @@ package contentstats
 
 import (
 	"bytes"
+	"compress/zlib"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"debug/elf"
 	"encoding/base64"
+	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
@@ -114,7 +121,55 @@ func TestDetect(t *testing.T) {
 		{[]byte("caf\xe9 cr\xe8me br\xfbl\xe9e, legacy latin-1 text\n"), event.MagicText},
 		{aesCTR(t, []byte(prose)), event.MagicUnknown},
 		{[]byte("abc\x00def"), event.MagicUnknown},
+		// "x^" is a valid zlib header; text that starts with it stays text.
+		{[]byte("x^2 + y^2 = r^2 is the circle's equation\n"), event.MagicText},
+		{[]byte("\x78\x9c\x06"), event.MagicUnknown}, // too short to tell
 	}
+	// Real zlib streams at every level (git writes its loose objects at
+	// level 1 or the default), and a git blob.
+	for _, level := range []int{zlib.NoCompression, zlib.BestSpeed, 3, zlib.DefaultCompression, zlib.BestCompression} {
+		var b bytes.Buffer
+		w, err := zlib.NewWriterLevel(&b, level)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "blob %d\x00%s", len(prose), prose)
+		w.Close()
+		cases = append(cases, struct {
+			b    []byte
+			want event.Magic
+		}{b.Bytes(), event.MagicZlib})
+	}
+	// DER: a certificate, PKCS#1 and PKCS#8 keys, a CRL.
+	key, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "vigil test"},
+		NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<31, 0), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCRLSign | x509.KeyUsageCertSign, SubjectKeyId: []byte{1, 2, 3, 4}}
+	cert, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1)}, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{cert, x509.MarshalPKCS1PrivateKey(key), p8, crl} {
+		cases = append(cases, struct {
+			b    []byte
+			want event.Magic
+		}{b, event.MagicDER})
+	}
+	cases = append(cases, struct {
+		b    []byte
+		want event.Magic
+	}{[]byte("\x30\x82\x00\x10\x30\x82\x01\x00"), event.MagicUnknown}) // non-minimal length
 	for _, c := range cases {
 		if got := Detect(c.b); got != c.want {
 			t.Errorf("Detect(%.20q) = %v, want %v", c.b, got, c.want)
@@ -347,6 +402,9 @@ func FuzzDetect(f *testing.F) {
 	f.Add([]byte("\x7fELF"))
 	f.Add([]byte("#!/bin/sh\n"))
 	f.Add([]byte(prose[:300]))
+	f.Add([]byte("\x78\x9c\x4b\xca\xc9\x4f\x52\x30\x60\x00"))         // zlib
+	f.Add([]byte("\x30\x82\x03\xa1\x30\x82\x02\x89\xa0\x03\x02\x01")) // DER certificate
+	f.Add([]byte("\x30\x81"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m := Detect(b)
 		if m >= event.MagicEnd {
@@ -426,6 +484,46 @@ func TestHistogramSizes(t *testing.T) {
 		}
 		if got := Histogram(b[:n]); got != want {
 			t.Errorf("Histogram of %d bytes differs from a plain count", n)
+		}
+	}
+}
+
+// TestLinkerScript: the .so files that are GNU ld scripts (glibc's libc.so,
+// ncurses' libncurses.so, Debian's libtermcap.so) are not a content
+// mismatch; other text named .so is.
+func TestLinkerScript(t *testing.T) {
+	cases := []struct {
+		text string
+		want bool
+	}{
+		{"/* GNU ld script\n   Use the shared library.  */\nOUTPUT_FORMAT(elf64-x86-64)\nGROUP ( /lib/x86_64-linux-gnu/libc.so.6 )\n", true},
+		{"INPUT(libncurses.so.6 -ltinfo)\n", true},
+		{"/* We use a linker script rather than a symlink to work around\n   an ldconfig bug. */\nINPUT(-lncurses)\n", true},
+		{"GROUP (libfoo.so.1)", true},
+		{"#!/bin/sh\necho INPUT(x)\n", false},
+		{"INPUTS are validated here\n", false},
+		{"/* unterminated comment INPUT(x)", false},
+		{"hello world\n", false},
+	}
+	for _, c := range cases {
+		if got := LinkerScript([]byte(c.text)); got != c.want {
+			t.Errorf("LinkerScript(%.30q) = %v, want %v", c.text, got, c.want)
+		}
+	}
+	s := New(Config{})
+	for _, c := range []struct {
+		name, text string
+		mismatch   bool
+	}{
+		{"libncurses.so", "INPUT(libncurses.so.6 -ltinfo)\n", false},
+		{"libevil.so", "just some text, not a library\n", true},
+	} {
+		var ev event.File
+		if err := s.Analyze(strings.NewReader(c.text), int64(len(c.text)), c.name, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if got := ev.Flags&event.FileFlagMagicMismatch != 0; got != c.mismatch {
+			t.Errorf("%s: mismatch %v, want %v", c.name, got, c.mismatch)
 		}
 	}
 }

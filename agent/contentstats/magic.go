@@ -71,6 +71,10 @@ func Detect(b []byte) event.Magic {
 		return event.MagicOgg
 	case has(0, "ID3"), len(b) >= 2 && b[0] == 0xff && (b[1] == 0xfb || b[1] == 0xf3 || b[1] == 0xf2):
 		return event.MagicMP3
+	case isZlib(b):
+		return event.MagicZlib
+	case isDER(b):
+		return event.MagicDER
 	}
 	if !looksText(b) {
 		return event.MagicUnknown
@@ -87,6 +91,46 @@ func Detect(b []byte) event.Magic {
 		return event.MagicHTML
 	}
 	return event.MagicText
+}
+
+// isZlib reports whether b starts a zlib stream (RFC 1950) as zlib writes
+// it: deflate with a 32 KiB window (0x78), no preset dictionary, one of the
+// four compression-level flags (so the header checksum holds), followed by a
+// deflate block header whose type is not the reserved 3. Git's loose objects
+// are such streams. Text that starts with "x^" and happens to continue with
+// a valid block type is read as text: the stream must not look like text.
+func isZlib(b []byte) bool {
+	if len(b) < 8 || b[0] != 0x78 {
+		return false
+	}
+	switch b[1] {
+	case 0x01, 0x5e, 0x9c, 0xda:
+	default:
+		return false
+	}
+	return (b[2]>>1)&3 != 3 && !looksText(b)
+}
+
+// isDER reports whether b starts the way certificates, keys and CRLs in
+// ASN.1 DER do: a SEQUENCE with a long-form length (1-3 length bytes, as
+// every such object over 127 bytes has), whose first element is a
+// SEQUENCE (X.509 tbsCertificate, CRL, PKCS#12 and PKCS#7 content) or an
+// INTEGER (a PKCS#1 or PKCS#8 key's version) with a valid length byte.
+func isDER(b []byte) bool {
+	if len(b) < 8 || b[0] != 0x30 || b[1] < 0x81 || b[1] > 0x83 {
+		return false
+	}
+	i := 2 + int(b[1]&0x7f)
+	if b[2] == 0 { // a minimal encoding has no leading zero length byte
+		return false
+	}
+	switch b[i] {
+	case 0x30:
+		return b[i+1] >= 0x81 && b[i+1] <= 0x83 || b[i+1] < 0x80 && b[i+1] > 0
+	case 0x02:
+		return b[i+1] >= 1 && b[i+1] <= 4
+	}
+	return false
 }
 
 // looksText reports whether the first KiB of b is text: no NUL, at most 1%
@@ -188,6 +232,35 @@ func ExtMagic(name string) event.Magic {
 		return event.MagicUnknown
 	}
 	return extTypes[e]
+}
+
+// LinkerScript reports whether text content is a GNU ld script, what glibc,
+// ncurses and other packages install under a shared library's name (libc.so,
+// libm.so, libncurses.so): not an ELF file, and no contradiction of its .so
+// extension. It looks at the first statement after leading comments.
+func LinkerScript(b []byte) bool {
+	if len(b) > 1024 {
+		b = b[:1024]
+	}
+	for {
+		b = bytes.TrimLeft(b, " \t\r\n")
+		if !bytes.HasPrefix(b, []byte("/*")) {
+			break
+		}
+		end := bytes.Index(b[2:], []byte("*/"))
+		if end < 0 {
+			return false
+		}
+		b = b[2+end+2:]
+	}
+	for _, kw := range []string{"INPUT", "GROUP", "OUTPUT_FORMAT", "SEARCH_DIR", "AS_NEEDED"} {
+		if rest, ok := bytes.CutPrefix(b, []byte(kw)); ok {
+			if rest = bytes.TrimLeft(rest, " \t"); len(rest) > 0 && rest[0] == '(' {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Mismatch reports whether content of type got contradicts the extension's

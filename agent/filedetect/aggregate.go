@@ -166,6 +166,7 @@ type treeAgg struct {
 	extRenames  uint64
 	removes     uint64
 	highEnt     uint64
+	wiped       uint64            // writes that left constant bytes or nothing (wipers)
 	exts        map[string]uint64 // extensions that renames changed to
 	dir         string            // deepest common folder of the anomalous paths
 	best        best              // largest burst anomaly (else largest of any kind)
@@ -310,6 +311,9 @@ func (a *Aggregator) add(fa *fileAnomaly) []*wirev1.Finding {
 	if fa.highEnt {
 		g.highEnt++
 	}
+	if fa.op == "write" && wipedContent(fa.magic, fa.entropy) {
+		g.wiped++
+	}
 	g.dir = commonDir(g.dir, parentDir(p))
 	if fa.burst {
 		g.best.add(fa)
@@ -333,6 +337,17 @@ func (a *Aggregator) add(fa *fileAnomaly) []*wirev1.Finding {
 		f.best.add(fa)
 	}
 	return out
+}
+
+// wipedContent reports whether a sampled file's content is gone: empty, or
+// one repeated byte (entropy under 1 bit per byte), what wipers that
+// overwrite with zeros or a fill byte leave.
+func wipedContent(magic, entropy string) bool {
+	if magic == "empty" {
+		return true
+	}
+	e, err := strconv.ParseFloat(entropy, 64)
+	return err == nil && entropy != "" && e < 1
 }
 
 // parentDir is path.Dir without allocating for clean absolute paths (what
@@ -576,6 +591,8 @@ func burstSummary(g *treeAgg) string {
 			s += " with high-entropy content"
 		}
 		s += fmt.Sprintf(" under %s in %s", under, span)
+	case g.wiped*2 >= n:
+		s = fmt.Sprintf("%d files overwritten with constant bytes or emptied under %s in %s", g.wiped, under, span)
 	case g.highEnt*2 >= n:
 		s = fmt.Sprintf("%d files written with high-entropy content under %s in %s", g.highEnt, under, span)
 	default:

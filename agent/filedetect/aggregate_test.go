@@ -51,6 +51,17 @@ func TestAggregator(t *testing.T) {
 				a.Add(anomaly("/srv/www", fmt.Sprintf("/srv/www/f%d", i), "remove", "burst", time.Duration(i)*time.Millisecond, 1.2, nil))
 			}
 		}, 1, "50 files deleted under /srv/www in 49 ms", "/srv/www", wirev1.Severity_SEVERITY_MEDIUM},
+		{"overwrite wiper burst", func(a *Aggregator) {
+			for i := range 120 {
+				extra := map[string]string{ctxMagic: "unknown", ctxEntropy: "0.00"}
+				if i%4 == 0 {
+					extra = map[string]string{ctxMagic: "empty", ctxEntropy: "0.00"}
+				}
+				a.Add(anomaly("/srv/share", fmt.Sprintf("/srv/share/docs/f%d.docx", i), "write", "burst", time.Duration(i)*10*time.Millisecond, 30, extra))
+			}
+			// Text written by an ordinary save is not counted as wiped.
+			a.Add(anomaly("/srv/share", "/srv/share/docs/notes.txt", "write", "burst", 1300*time.Millisecond, 2, map[string]string{ctxMagic: "text", ctxEntropy: "4.70"}))
+		}, 1, "120 files overwritten with constant bytes or emptied under /srv/share/docs in 1.3 s", "/srv/share/docs", wirev1.Severity_SEVERITY_CRITICAL},
 		{"packed file", func(a *Aggregator) {
 			a.Add(anomaly("/srv/www", "/srv/www/bin/helper", "create", "file", time.Second, 4, map[string]string{ctxMagic: "elf", ctxEntropy: "7.61"}))
 			a.Add(anomaly("/srv/www", "/srv/www/bin/helper", "write", "file", 2*time.Second, 3, nil))

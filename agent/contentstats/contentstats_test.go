@@ -124,6 +124,9 @@ func TestDetect(t *testing.T) {
 		// "x^" is a valid zlib header; text that starts with it stays text.
 		{[]byte("x^2 + y^2 = r^2 is the circle's equation\n"), event.MagicText},
 		{[]byte("\x78\x9c\x06"), event.MagicUnknown}, // too short to tell
+		{[]byte("PACK\x00\x00\x00\x02\x00\x00\x01\x2c\x9d"), event.MagicGitPack},
+		{[]byte("\xfftOc\x00\x00\x00\x02\x00\x00\x00\x03"), event.MagicGitIndex},
+		{[]byte("PACKING LIST\n1 box\n"), event.MagicText},
 	}
 	// Real zlib streams at every level (git writes its loose objects at
 	// level 1 or the default), and a git blob.

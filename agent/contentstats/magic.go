@@ -71,6 +71,10 @@ func Detect(b []byte) event.Magic {
 		return event.MagicOgg
 	case has(0, "ID3"), len(b) >= 2 && b[0] == 0xff && (b[1] == 0xfb || b[1] == 0xf3 || b[1] == 0xf2):
 		return event.MagicMP3
+	case has(0, "PACK\x00\x00\x00\x02"), has(0, "PACK\x00\x00\x00\x03"):
+		return event.MagicGitPack
+	case has(0, "\xfftOc\x00\x00\x00\x02"):
+		return event.MagicGitIndex
 	case isZlib(b):
 		return event.MagicZlib
 	case isDER(b):

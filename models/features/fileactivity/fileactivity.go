@@ -269,11 +269,11 @@ func magicClass(m event.Magic) (text, script, exec, compressed, media, document 
 		script = true
 	case event.MagicELF, event.MagicPE, event.MagicMachO, event.MagicClass, event.MagicWasm:
 		exec = true
-	case event.MagicGzip, event.MagicZip, event.MagicBzip2, event.MagicXZ, event.MagicZstd, event.Magic7z, event.MagicRar, event.MagicZlib:
+	case event.MagicGzip, event.MagicZip, event.MagicBzip2, event.MagicXZ, event.MagicZstd, event.Magic7z, event.MagicRar, event.MagicZlib, event.MagicGitPack:
 		compressed = true
 	case event.MagicPNG, event.MagicJPEG, event.MagicGIF, event.MagicMP4, event.MagicWebP, event.MagicOgg, event.MagicMP3:
 		media = true
-	case event.MagicPDF, event.MagicOLE, event.MagicRTF, event.MagicSQLite, event.MagicTar, event.MagicDER:
+	case event.MagicPDF, event.MagicOLE, event.MagicRTF, event.MagicSQLite, event.MagicTar, event.MagicDER, event.MagicGitIndex:
 		document = true
 	}
 	return

@@ -132,9 +132,11 @@ const (
 	MagicWebP
 	MagicOgg
 	MagicMP3
-	MagicZlib // a zlib stream (RFC 1950): git's loose objects
-	MagicDER  // ASN.1 DER: X.509 certificates and CRLs, PKCS#1/#8 keys, PKCS#7/#12 containers
-	MagicEnd  // number of content types; values at or above it are unknown to this version
+	MagicZlib     // a zlib stream (RFC 1950): git's loose objects
+	MagicDER      // ASN.1 DER: X.509 certificates and CRLs, PKCS#1/#8 keys, PKCS#7/#12 containers
+	MagicGitPack  // a git pack file: zlib-compressed objects
+	MagicGitIndex // a git pack index (.idx): tables of object hashes
+	MagicEnd      // number of content types; values at or above it are unknown to this version
 )
 
 var magicNames = [...]string{
@@ -144,7 +146,7 @@ var magicNames = [...]string{
 	MagicZstd: "zstd", Magic7z: "7z", MagicRar: "rar", MagicOLE: "ole", MagicSQLite: "sqlite",
 	MagicWasm: "wasm", MagicClass: "class", MagicTar: "tar", MagicHTML: "html", MagicXML: "xml",
 	MagicRTF: "rtf", MagicMP4: "mp4", MagicWebP: "webp", MagicOgg: "ogg", MagicMP3: "mp3",
-	MagicZlib: "zlib", MagicDER: "der",
+	MagicZlib: "zlib", MagicDER: "der", MagicGitPack: "gitpack", MagicGitIndex: "gitindex",
 }
 
 // String returns the content type's short name.

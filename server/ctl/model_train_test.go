@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/eval"
+	"github.com/vigil-edge/vigil/test/filework"
 	"github.com/vigil-edge/vigil/test/trafficgen"
 )
 
@@ -185,7 +186,7 @@ func TestModelTrainEval(t *testing.T) {
 // TestModelTrainFileactivity trains fileactivity/v1 on the committed benign
 // file-event traces of the shipped model (models/baseline/fileactivity,
 // written by vigil-train-fileactivity -save, the format of vigil-agent
-// record), then evaluates the bundle on its ransomware and wiper traces.
+// record), then evaluates the bundle on its ransomware and overwriting-wiper traces.
 func TestModelTrainFileactivity(t *testing.T) {
 	if os.Getenv("ONNXRUNTIME_LIB") == "" {
 		t.Skip("ONNXRUNTIME_LIB not set: model train and eval need ONNX Runtime")
@@ -194,8 +195,15 @@ func TestModelTrainFileactivity(t *testing.T) {
 	benign, _ := filepath.Glob(filepath.Join(traces, "*-train.vft.gz"))
 	hold, _ := filepath.Glob(filepath.Join(traces, "*-holdout.vft.gz"))
 	benign = append(benign, hold...)
-	attacks := []string{filepath.Join(traces, "12-attack.vft.gz"), filepath.Join(traces, "13-attack.vft.gz")}
-	if len(benign) != 12 {
+	var attacks []string
+	for _, name := range []string{"ransomware", "overwrite"} {
+		p, err := filework.FindTrace(traces, "attack", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		attacks = append(attacks, p)
+	}
+	if len(benign) != 22 {
 		t.Fatalf("benign traces: %v", benign)
 	}
 	dir := t.TempDir()
@@ -208,7 +216,7 @@ func TestModelTrainFileactivity(t *testing.T) {
 	if js := runCtl(t, args...); json.Unmarshal(js, &res) != nil {
 		t.Fatalf("train output: %s", js)
 	}
-	if res.Kind != "kitnet" || res.HoldoutSplit != "files" || res.TrainFiles != 10 || res.HoldoutFiles != 2 ||
+	if res.Kind != "kitnet" || res.HoldoutSplit != "files" || res.TrainFiles != 18 || res.HoldoutFiles != 4 ||
 		res.TrainRows < 10000 || res.HoldoutRows < 2000 || len(res.SkippedFiles) != 0 || res.Metrics.Threshold <= 0 {
 		t.Errorf("train result: %+v", res)
 	}
@@ -227,10 +235,10 @@ func TestModelTrainFileactivity(t *testing.T) {
 	if js := runCtl(t, args...); json.Unmarshal(js, &rep) != nil {
 		t.Fatalf("eval output: %s", js)
 	}
-	if rep.Captures != 2 || rep.Detected != 2 || rep.BenignFiles != 2 || rep.AttackPackets < 500 || rep.Model.Unit != "file events" {
+	if rep.Captures != 2 || rep.Detected != 2 || rep.BenignFiles != 4 || rep.AttackPackets < 500 || rep.Model.Unit != "file events" {
 		t.Errorf("eval: %d of %d attack traces detected, %d benign files, %d attack events, unit %q", rep.Detected, rep.Captures, rep.BenignFiles, rep.AttackPackets, rep.Model.Unit)
 	}
-	if md, err := os.ReadFile(filepath.Join(dir, "eval", eval.MarkdownFile)); err != nil || !strings.Contains(string(md), "attack file events: 980") && !strings.Contains(string(md), "Attack file events: 980") {
+	if md, err := os.ReadFile(filepath.Join(dir, "eval", eval.MarkdownFile)); err != nil || !strings.Contains(string(md), "attack file events: 817") && !strings.Contains(string(md), "Attack file events: 817") {
 		t.Errorf("eval.md does not count file events: %v\n%s", err, md)
 	}
 	// A pcap is not a trace: a clear error names the file.

@@ -237,29 +237,33 @@ func TestFileactivityRansomware(t *testing.T) {
 	}
 }
 
-// TestFileactivityWiper: deleting every file of a watched source tree
-// produces a burst finding within 10 s.
+// TestFileactivityWiper: overwriting every file of a watched source tree
+// with zeros in place (CaddyWiper's method) produces a burst finding within
+// 10 s that says so. Deleting the files (what `rm -rf` does) is not a wiper
+// finding: the benign cleanup workload does the same (TestFileactivityBenign).
 func TestFileactivityWiper(t *testing.T) {
 	in := fileactivityInstall(t)
 	root := t.TempDir()
 	share := filepath.Join(root, "www")
-	files := sourceTree(t, share, 515151, 500)
+	sourceTree(t, share, 515151, 500)
 	p, sink, stop := startWatching(t, in, root)
 	time.Sleep(time.Second)
 	start := time.Now()
-	for _, f := range files {
-		if err := os.Remove(f); err != nil {
-			t.Fatal(err)
-		}
+	n, err := filework.OverwriteWiper(context.Background(), share)
+	if err != nil || n < 400 {
+		t.Fatalf("wiper overwrote %d files: %v", n, err)
 	}
 	f := waitFinding(sink, start.Add(10*time.Second), func(f *wirev1.Finding) bool {
-		return strings.HasPrefix(f.GetContext().GetPath(), share) && strings.Contains(f.GetSummary(), "deleted")
+		return strings.HasPrefix(f.GetContext().GetPath(), share) && strings.Contains(f.GetSummary(), "overwritten with constant bytes")
 	})
 	if f == nil {
 		stop()
 		t.Fatalf("no wiper finding within 10 s; counters %v; findings:%s", p.Counters(), describe(sink.snapshot()))
 	}
 	t.Logf("finding after %v: %s", time.Since(start).Round(time.Millisecond), describe([]*wirev1.Finding{f}))
+	if f.GetSeverity() < wirev1.Severity_SEVERITY_HIGH || f.GetCount() < 20 {
+		t.Errorf("wiper finding %+v", f)
+	}
 }
 
 // TestFileactivityBenign: ordinary workloads on the same kind of tree give
@@ -472,6 +476,10 @@ func TestFileactivityAdversarial(t *testing.T) {
 	if err := os.WriteFile(odd, filework.Base64Script(3), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Let its file finding out before the mass activity below starts: a
+	// burst in the same tree absorbs the file anomalies it holds (all under
+	// FileAlwaysRatio, 10 ×).
+	time.Sleep(3 * time.Second)
 	sparse := filepath.Join(root, "sparse.img")
 	f, err := os.Create(sparse)
 	if err != nil {

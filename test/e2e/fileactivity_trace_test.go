@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vigil-edge/vigil/test/filework"
 )
 
 // traceScan is `vigil-agent scan --trace --json`'s output.
@@ -27,7 +29,7 @@ type traceScan struct {
 // TestFileactivityScanTrace replays the committed traces of the shipped
 // fileactivity model through the real agent and plugin (`vigil-agent scan
 // --trace`): the agent's finding rules on the held-out benign sessions give
-// nothing, the ransomware and the dropped files give their findings, and a
+// nothing, the ransomware, the overwriting wiper and the dropped files give their findings, and a
 // file that is not a trace gets a clear error.
 func TestFileactivityScanTrace(t *testing.T) {
 	in := fileactivityInstall(t)
@@ -48,7 +50,7 @@ func TestFileactivityScanTrace(t *testing.T) {
 		return r
 	}
 	hold, _ := filepath.Glob(filepath.Join(traces, "*-holdout.vft.gz"))
-	if len(hold) != 4 {
+	if len(hold) != 6 {
 		t.Fatalf("held-out traces: %v", hold)
 	}
 	for _, h := range hold {
@@ -56,11 +58,23 @@ func TestFileactivityScanTrace(t *testing.T) {
 			t.Errorf("held-out benign session %s: %d events, %d findings: %+v", filepath.Base(h), r.Summary.Events, r.Summary.Findings, r.Findings)
 		}
 	}
-	r := scan(filepath.Join(traces, "12-attack.vft.gz"))
+	attack := func(name string) string {
+		t.Helper()
+		p, err := filework.FindTrace(traces, "attack", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	r := scan(attack("ransomware"))
 	if r.Summary.Findings != 1 || r.Findings[0].Count < 400 || r.Findings[0].Severity != "critical" || !strings.Contains(r.Findings[0].Summary, ".locked") {
 		t.Errorf("ransomware trace: %+v", r)
 	}
-	r = scan(filepath.Join(traces, "14-attack.vft.gz"))
+	r = scan(attack("overwrite"))
+	if r.Summary.Findings != 1 || r.Findings[0].Count < 300 || !strings.Contains(r.Findings[0].Summary, "overwritten with constant bytes") {
+		t.Errorf("overwrite wiper trace: %+v", r)
+	}
+	r = scan(attack("dropped files"))
 	if r.Summary.Findings != 3 {
 		t.Errorf("dropped files trace: want the packed ELF, the base64 script and the gzexe script: %+v", r)
 	}

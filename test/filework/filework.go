@@ -21,6 +21,7 @@ import (
 	"crypto/cipher"
 	"debug/elf"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
@@ -53,6 +54,7 @@ func Benign() []Workload {
 		{"logrotate", LogRotate},
 		{"install", Install},
 		{"office", Office},
+		{"cleanup", Cleanup},
 	}
 }
 
@@ -232,6 +234,58 @@ func UnpackArchive(ctx context.Context, arch, dst string) error {
 			return fmt.Errorf("unpack: %w", err)
 		}
 	}
+}
+
+// Cleanup is what every build host and file share does after a job: a
+// scratch tree (a source archive unpacked for a build, a temporary export)
+// lives for a few seconds and is then removed whole with `rm -rf` (files and
+// folders; os.RemoveAll when rm is missing), and a few stale files (editor
+// backups, old downloads) are deleted one by one.
+func Cleanup(ctx context.Context, dir string, seed uint64) error {
+	r := rng(seed)
+	tmp, err := os.MkdirTemp("", "filework-archive-")
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	arch := filepath.Join(tmp, "job.tar.gz")
+	if err := SourceArchive(arch, seed, 100+r.IntN(500)); err != nil {
+		return err
+	}
+	scratch := filepath.Join(dir, "tmp", fmt.Sprintf("job-%d", r.IntN(100000)))
+	if err := UnpackArchive(ctx, arch, scratch); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	stale := filepath.Join(dir, "tmp", "stale")
+	if err := os.MkdirAll(stale, 0o755); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	var old []string
+	for i := range 3 + r.IntN(10) {
+		p := filepath.Join(stale, fmt.Sprintf("%s-%d%s", []string{"notes", "report", "export", "draft"}[r.IntN(4)], i,
+			[]string{".txt~", ".bak", ".swp", ".csv", ".old"}[r.IntN(5)]))
+		if err := os.WriteFile(p, []byte(strings.Repeat(fmt.Sprintf("line %d of a stale file\n", i), 1+r.IntN(200))), 0o644); err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		old = append(old, p)
+	}
+	if err := sleep(ctx, time.Duration(1000+r.IntN(3000))*time.Millisecond); err != nil {
+		return err
+	}
+	if rm, err := exec.LookPath("rm"); err == nil {
+		if out, err := exec.CommandContext(ctx, rm, "-rf", scratch).CombinedOutput(); err != nil {
+			return fmt.Errorf("rm -rf: %w: %s", err, out)
+		}
+	} else if err := os.RemoveAll(scratch); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	for _, p := range old {
+		if err := sleep(ctx, time.Duration(20+r.IntN(300))*time.Millisecond); err != nil {
+			return err
+		}
+		_ = os.Remove(p)
+	}
+	return nil
 }
 
 // cSource is a small but varied C translation unit.
@@ -803,6 +857,41 @@ func Wiper(ctx context.Context, dir string) (int, error) {
 	return n, nil
 }
 
+// OverwriteWiper destroys every regular file under dir in place, the way
+// CaddyWiper does: the content is overwritten with zeros (the file's length,
+// at most 10 MiB), the names stay. It returns the number of files
+// overwritten. Unlike deletion (Wiper), the data cannot be recovered.
+func OverwriteWiper(ctx context.Context, dir string) (int, error) {
+	var files []string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	zero := make([]byte, 64<<10)
+	n := 0
+	for _, p := range files {
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			continue
+		}
+		fi, err := f.Stat()
+		if err == nil {
+			for left := min(fi.Size(), 10<<20); left > 0 && err == nil; left -= int64(len(zero)) {
+				_, err = f.Write(zero[:min(left, int64(len(zero)))])
+			}
+		}
+		if cerr := f.Close(); err == nil && cerr == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // PackedELF builds, in memory, a copy of the ELF executable src whose code
 // section (.text) is overwritten with AES-encrypted bytes: what a crypter
 // leaves (headers intact, code unreadable).
@@ -861,3 +950,31 @@ func Base64Script(seed uint64) []byte {
 
 // zlibWriter writes the PDF stream with zlib framing (FlateDecode).
 func zlibWriter(w io.Writer) (io.WriteCloser, error) { return zlib.NewWriter(w), nil }
+
+// TraceSession is one entry of a trace folder's index (sessions.json,
+// written by vigil-train-fileactivity -save): the fields tests look up.
+type TraceSession struct {
+	Name  string `json:"Name"`
+	Kind  string `json:"Kind"`
+	Trace string `json:"trace"`
+}
+
+// FindTrace returns the path of the trace in dir (a folder written by
+// vigil-train-fileactivity -save) whose session is of kind and whose name
+// contains name, so that tests do not depend on how many sessions precede it.
+func FindTrace(dir, kind, name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "sessions.json"))
+	if err != nil {
+		return "", fmt.Errorf("trace index: %w", err)
+	}
+	var ss []TraceSession
+	if err := json.Unmarshal(b, &ss); err != nil {
+		return "", fmt.Errorf("trace index %s: %w", dir, err)
+	}
+	for _, s := range ss {
+		if s.Kind == kind && strings.Contains(s.Name, name) && s.Trace != "" {
+			return filepath.Join(dir, s.Trace), nil
+		}
+	}
+	return "", fmt.Errorf("no %s session %q in %s", kind, name, dir)
+}

@@ -148,7 +148,7 @@ func attackSessions(ctx context.Context, log *slog.Logger, seed uint64) ([]*Sess
 		return nil, err
 	}
 	out = append(out, rs)
-	ws := &Session{Name: "wiper (delete ~400 files)", Kind: "attack"}
+	ws := &Session{Name: "mass deletion (rm -rf-like: delete ~400 files, then the folders)", Kind: "attack"}
 	if err := record(ctx, log, ws, tree, func(ctx context.Context, root string, s *Session) error {
 		time.Sleep(time.Second)
 		mark(s)
@@ -208,6 +208,16 @@ func attackSessions(ctx context.Context, log *slog.Logger, seed uint64) ([]*Sess
 		return nil, err
 	}
 	out = append(out, ds)
+	ow := &Session{Name: "wiper (overwrite ~400 files with zeros in place: CaddyWiper's method)", Kind: "attack"}
+	if err := record(ctx, log, ow, tree, func(ctx context.Context, root string, s *Session) error {
+		time.Sleep(time.Second)
+		mark(s)
+		_, err := filework.OverwriteWiper(ctx, filepath.Join(root, "share"))
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	out = append(out, ow)
 	return out, nil
 }
 

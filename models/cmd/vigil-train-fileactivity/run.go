@@ -138,26 +138,32 @@ func attackSessions(ctx context.Context, log *slog.Logger, seed uint64) ([]*Sess
 		return nil
 	}
 	mark := func(s *Session) { s.AttackStart = time.Now().UnixNano() }
-	rs := &Session{Name: "ransomware (AES-CTR in place + rename to .locked, ~400 files)", Kind: "attack"}
-	if err := record(ctx, log, rs, tree, func(ctx context.Context, root string, s *Session) error {
-		time.Sleep(time.Second)
-		mark(s)
-		_, err := filework.Ransomware(ctx, filepath.Join(root, "share"), ".locked", seed)
+	// treeAttack records an attack on a copy of a source tree (share/), one
+	// second after the watcher started.
+	treeAttack := func(name string, attack func(ctx context.Context, share string) error) error {
+		s := &Session{Name: name, Kind: "attack"}
+		if err := record(ctx, log, s, tree, func(ctx context.Context, root string, s *Session) error {
+			time.Sleep(time.Second)
+			mark(s)
+			return attack(ctx, filepath.Join(root, "share"))
+		}); err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	}
+	if err := treeAttack("ransomware (AES-CTR in place + rename to .locked, ~400 files)", func(ctx context.Context, share string) error {
+		_, err := filework.Ransomware(ctx, share, ".locked", seed)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	out = append(out, rs)
-	ws := &Session{Name: "mass deletion (rm -rf-like: delete ~400 files, then the folders)", Kind: "attack"}
-	if err := record(ctx, log, ws, tree, func(ctx context.Context, root string, s *Session) error {
-		time.Sleep(time.Second)
-		mark(s)
-		_, err := filework.Wiper(ctx, filepath.Join(root, "share"))
+	if err := treeAttack("mass deletion (rm -rf-like: delete ~400 files, then the folders)", func(ctx context.Context, share string) error {
+		_, err := filework.Wiper(ctx, share)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	out = append(out, ws)
 	ds := &Session{Name: "dropped files among office documents", Kind: "attack", Targets: map[string]string{}}
 	if err := record(ctx, log, ds, nil, func(ctx context.Context, root string, s *Session) error {
 		if err := filework.Office(ctx, root, seed+5); err != nil {
@@ -208,16 +214,12 @@ func attackSessions(ctx context.Context, log *slog.Logger, seed uint64) ([]*Sess
 		return nil, err
 	}
 	out = append(out, ds)
-	ow := &Session{Name: "wiper (overwrite ~400 files with zeros in place: CaddyWiper's method)", Kind: "attack"}
-	if err := record(ctx, log, ow, tree, func(ctx context.Context, root string, s *Session) error {
-		time.Sleep(time.Second)
-		mark(s)
-		_, err := filework.OverwriteWiper(ctx, filepath.Join(root, "share"))
+	if err := treeAttack("wiper (overwrite ~400 files with zeros in place: CaddyWiper's method)", func(ctx context.Context, share string) error {
+		_, err := filework.OverwriteWiper(ctx, share)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	out = append(out, ow)
 	return out, nil
 }
 

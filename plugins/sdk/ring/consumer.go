@@ -113,6 +113,12 @@ func (c *Consumer) waitAny(ctx context.Context) (uint64, error) {
 			return avail, err
 		}
 		if c.r.Closed() {
+			// The producer publishes head before it sets closed, so head read
+			// after closed is final: records pushed between the first read
+			// and the close are not lost.
+			if avail, err = c.available(); err != nil || avail > 0 {
+				return avail, err
+			}
 			return 0, ErrClosed
 		}
 		if err := ctx.Err(); err != nil {

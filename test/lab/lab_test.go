@@ -147,10 +147,11 @@ func TestLabNmap(t *testing.T) {
 		}
 	}
 	// nmap's default scan probes 1,000 ports, but on a loaded 2-core
-	// machine it may give up on retransmissions and the capture may drop:
-	// a few hundred SYNs prove the attack ran; every one of them must lie
-	// inside the span the truth file gives.
-	if syns < 300 || synsInSpan != syns {
+	// machine it may give up on retransmissions and the capture may drop
+	// (a CI run with the e2e suite beside it captured 126 of them in the
+	// scan's 0.28 s): a hundred SYNs prove the attack ran; every one of
+	// them must lie inside the span the truth file gives.
+	if syns < 100 || synsInSpan != syns {
 		t.Errorf("%d scan SYNs, %d inside the truth span %s..%s", syns, synsInSpan, scan.Start, scan.End)
 	}
 	busy := 0

@@ -191,6 +191,9 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 			if pl := d.tcp.Payload; len(pl) >= 5 && methodStart[pl[0]] {
 				p.Flags |= httpHints(pl)
 			}
+			if pl := d.tcp.Payload; shellCandidate(pl) {
+				p.VLAN |= shellHint(pl)
+			}
 		case layers.LayerTypeUDP:
 			p.Proto = event.ProtoUDP
 			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
@@ -258,6 +261,7 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 	l4 := ip[20:ipLen]
 	var sport, dport uint16
 	var flags, hints uint8
+	var vlan uint16 // the fast path takes untagged frames: content hints only
 	switch proto {
 	case event.ProtoTCP:
 		if len(l4) < 20 {
@@ -268,8 +272,12 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 			return false
 		}
 		flags = l4[13] // FIN..CWR: the wire bits are event.TCPFin..TCPCwr
-		if pl := l4[off*4:]; len(pl) >= 5 && methodStart[pl[0]] {
+		pl := l4[off*4:]
+		if len(pl) >= 5 && methodStart[pl[0]] {
 			hints = httpHints(pl)
+		}
+		if shellCandidate(pl) {
+			vlan = shellHint(pl)
 		}
 	case event.ProtoUDP:
 		if len(l4) < 8 {
@@ -298,7 +306,7 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 	p.SrcPort, p.DstPort = sport, dport
 	p.Length = uint16(min(wireLen, 0xffff))
 	p.Proto, p.TCPFlags, p.TTL, p.Flags = proto, flags, ip[8], event.FlagIPv4|hints
-	p.VLAN = 0
+	p.VLAN = vlan
 	return true
 }
 

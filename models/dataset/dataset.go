@@ -71,6 +71,8 @@ func Sets() []FeatureSet {
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V2: true}) }},
 		{Name: nethost.NameV3, Detector: "netflow", Dim: nethost.DimV3, Names: nethost.NamesV3,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V3: true}) }},
+		{Name: nethost.NameV4, Detector: "netflow", Dim: nethost.DimV4, Names: nethost.NamesV4,
+			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V4: true}) }},
 	}
 }
 
@@ -112,6 +114,9 @@ type Capture struct {
 	// HTTP attack (event.FlagHTTPInjection or FlagHTTPTraversal): a
 	// "benign" capture with any is not benign.
 	WebAttacks int
+	// CmdShells counts the packets that the agent's decoder marked as a
+	// command shell served over the network (event.HintCmdShell).
+	CmdShells int
 	// Reason says why reading stopped early (a decode error after some
 	// packets, or the packet bound); empty when the file was read to its end.
 	Reason string
@@ -119,14 +124,18 @@ type Capture struct {
 
 // NotBenign says why a capture given as benign is not, or "" when nothing
 // speaks against it: the agent's decoder marked some of its packets as
-// attacks on a web application. Trainers leave such captures out of benign
-// data (zeek's test traces include a DVWA SQL injection and requests for
-// ../../../etc/passwd).
+// attacks on a web application or as a command shell. Trainers leave such
+// captures out of benign data (zeek's test traces include a DVWA SQL
+// injection and requests for ../../../etc/passwd).
 func (c *Capture) NotBenign() string {
+	var why []string
 	if c.WebAttacks > 0 {
-		return fmt.Sprintf("%d packets carry HTTP attacks (SQL injection, XSS or path traversal)", c.WebAttacks)
+		why = append(why, fmt.Sprintf("%d packets carry HTTP attacks (SQL injection, XSS or path traversal)", c.WebAttacks))
 	}
-	return ""
+	if c.CmdShells > 0 {
+		why = append(why, fmt.Sprintf("%d packets serve a command shell", c.CmdShells))
+	}
+	return strings.Join(why, "; ")
 }
 
 // Matrix returns the features of set k as a matrix view.
@@ -178,6 +187,9 @@ func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int
 			}
 			if p.Flags&(event.FlagHTTPInjection|event.FlagHTTPTraversal) != 0 {
 				c.WebAttacks++
+			}
+			if p.VLAN&event.HintCmdShell != 0 {
+				c.CmdShells++
 			}
 			c.Src = append(c.Src, p.SrcAddr())
 			c.TS = append(c.TS, p.TimestampNs)

@@ -181,6 +181,13 @@ func FuzzParseLabels(f *testing.F) {
 // target from 10.99.0.7 to 10.99.0.80.
 func writeRequest(t *testing.T, path, target string) {
 	t.Helper()
+	writePayload(t, path, "GET "+target+" HTTP/1.1\r\nHost: lab\r\n\r\n")
+}
+
+// writePayload writes a one-packet capture: a TCP segment with the given
+// payload from 10.99.0.7 to 10.99.0.80.
+func writePayload(t *testing.T, path, payload string) {
+	t.Helper()
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP,
 		SrcIP: net.IPv4(10, 99, 0, 7), DstIP: net.IPv4(10, 99, 0, 80)}
 	tcp := &layers.TCP{SrcPort: 40000, DstPort: 80, ACK: true, PSH: true, Window: 1024}
@@ -190,7 +197,7 @@ func writeRequest(t *testing.T, path, target string) {
 	buf := gopacket.NewSerializeBuffer()
 	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
 		&layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 7}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 80}, EthernetType: layers.EthernetTypeIPv4},
-		ip, tcp, gopacket.Payload("GET "+target+" HTTP/1.1\r\nHost: lab\r\n\r\n"))
+		ip, tcp, gopacket.Payload(payload))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +217,8 @@ func writeRequest(t *testing.T, path, target string) {
 }
 
 // TestNotBenign: a capture whose HTTP requests the decoder marks as
-// attacks is named not benign; one with ordinary requests is not.
+// attacks, or that serves a command shell, is named not benign; one with
+// ordinary requests is not.
 func TestNotBenign(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct {
@@ -230,6 +238,24 @@ func TestNotBenign(t *testing.T) {
 		}
 		if why := cp.NotBenign(); (why != "") != c.bad {
 			t.Errorf("%s: NotBenign %q, want an objection: %v", c.target, why, c.bad)
+		}
+	}
+	for _, c := range []struct {
+		payload string
+		bad     bool
+	}{
+		{"Microsoft Windows [Version 10.0.19045.3693]\r\n(c) Microsoft Corporation.\r\n", true},
+		{"uid=0(root) gid=0(root) groups=0(root)\n", true},
+		{"220 ftp.lab FTP server ready\r\n", false},
+	} {
+		p := filepath.Join(dir, "s.pcap")
+		writePayload(t, p, c.payload)
+		cp, err := Extract(context.Background(), p, Sets()[:1], 0)
+		if err != nil || cp.N != 1 {
+			t.Fatalf("%q: extract: %v (%d packets)", c.payload, err, cp.N)
+		}
+		if why := cp.NotBenign(); (why != "") != c.bad || c.bad && !strings.Contains(why, "command shell") {
+			t.Errorf("%q: NotBenign %q, want an objection: %v", c.payload, why, c.bad)
 		}
 	}
 }

@@ -149,6 +149,9 @@ type Config struct {
 	// V3 selects nethost/v3: nethost/v2's features (V2 is implied)
 	// followed by WebDim more (v3.go).
 	V3 bool
+	// V4 selects nethost/v4: nethost/v3's features (V3 is implied)
+	// followed by ShellDim more (v4.go).
+	V4 bool
 }
 
 // DefaultMaxHosts is the default table capacity.
@@ -186,8 +189,10 @@ type hostVal struct {
 	beacon     float64 // nethost/v2: longest current run of regular connection starts (decayed with λ = 0.1)
 	// nethost/v3: HTTP requests with content hints (decayed with λ = 0.1)
 	httpInject, httpTraversal float64
-	arpAsked                  float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
-	epoch                     int64
+	// nethost/v4: packets that serve a command shell (decayed with λ = 0.1)
+	cmdShell float64
+	arpAsked float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
+	epoch    int64
 	// distKey and distVal cache the dst_ports and dst_hosts features: the
 	// value is a function of the sketches' number of set bits only (key:
 	// that number + 1; 0: none cached), which changes only on opens to new
@@ -215,8 +220,10 @@ type Extractor struct {
 	// v2 is set for a nethost/v2 or v3 extractor: its state and features
 	// (v2.go).
 	v2 *v2State
-	// v3 is set for a nethost/v3 extractor (v3.go).
+	// v3 is set for a nethost/v3 or v4 extractor (v3.go).
 	v3 bool
+	// v4 is set for a nethost/v4 extractor (v4.go).
+	v4 bool
 	// decays memoizes decay's factors of recent time steps in a small
 	// direct-mapped table: the factors are a function of the step alone,
 	// and steps recur (captures have microsecond timestamps; steady
@@ -254,10 +261,11 @@ func New(cfg Config) *Extractor {
 	}
 	e := &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts),
 		decays: new([decayCacheSize]decayEntry)}
-	if cfg.V2 || cfg.V3 {
+	if cfg.V2 || cfg.V3 || cfg.V4 {
 		e.v2 = newV2(cfg)
 	}
-	e.v3 = cfg.V3
+	e.v3 = cfg.V3 || cfg.V4
+	e.v4 = cfg.V4
 	return e
 }
 
@@ -265,12 +273,14 @@ func New(cfg Config) *Extractor {
 var versions = [...]struct {
 	name string
 	dim  int
-}{{Name, Dim}, {NameV2, DimV2}, {NameV3, DimV3}}
+}{{Name, Dim}, {NameV2, DimV2}, {NameV3, DimV3}, {NameV4, DimV4}}
 
 // version is the extractor's nethost version, minus 1 (an index into
 // versions).
 func (e *Extractor) version() int {
 	switch {
+	case e.v4:
+		return 3
 	case e.v3:
 		return 2
 	case e.v2 != nil:
@@ -280,7 +290,8 @@ func (e *Extractor) version() int {
 }
 
 // Dim returns the number of features the extractor writes per packet: Dim
-// for nethost/v1, DimV2 for nethost/v2, DimV3 for nethost/v3.
+// for nethost/v1, DimV2 for nethost/v2, DimV3 for nethost/v3, DimV4 for
+// nethost/v4.
 func (e *Extractor) Dim() int { return versions[e.version()].dim }
 
 // Name returns the feature set the extractor computes.
@@ -311,7 +322,7 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	}
 	*last = now
 	if !v.counted && v.macChanges == 0 && v.shortConns == 0 && v.arpAsked == 0 && v.beacon == 0 &&
-		v.httpInject == 0 && v.httpTraversal == 0 {
+		v.httpInject == 0 && v.httpTraversal == 0 && v.cmdShell == 0 {
 		return // every decayed sum is zero (a pure responder): nothing to age
 	}
 	d := &e.decays[uint64(dt)*0x9e3779b97f4a7c15>>(64-9)&(decayCacheSize-1)]
@@ -334,6 +345,7 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	v.beacon *= f
 	v.httpInject *= f
 	v.httpTraversal *= f
+	v.cmdShell *= f
 }
 
 func decayWin(c *counters, f float64) {
@@ -487,13 +499,14 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 // may not need the vector (a score cache comparing against a previous
 // vector) can bound the change of the log-scaled features from x alone and
 // skip the logarithms; Features gives the vector bit for bit as Extract.
-// A nethost/v1 extractor leaves the nethost/v2 and v3 values (Raw[Dim:])
-// zero, a nethost/v2 extractor the nethost/v3 values (Raw[DimV2:]).
-type Raw [DimV3]float64
+// A nethost/v1 extractor leaves the nethost/v2, v3 and v4 values
+// (Raw[Dim:]) zero, a nethost/v2 extractor the nethost/v3 and v4 values
+// (Raw[DimV2:]), a nethost/v3 extractor the nethost/v4 value (Raw[DimV3:]).
+type Raw [DimV4]float64
 
 // isLog marks the log-scaled features (see the package documentation and
 // v2.go).
-var isLog = func() (l [DimV3]bool) {
+var isLog = func() (l [DimV4]bool) {
 	for w := range lambdas {
 		for _, j := range []int{1, 2, 5, 6, 7, 8} { // the *_rate statistics
 			l[w*perWindow+j] = true
@@ -506,13 +519,16 @@ var isLog = func() (l [DimV3]bool) {
 	for j := range WebDim {
 		l[DimV2+j] = true
 	}
+	for j := range ShellDim {
+		l[DimV3+j] = true
+	}
 	return l
 }()
 
 // IsLog reports whether feature j is log-scaled: Features computes it as
 // log1p of its Raw value (0 for values ≤ 0), and the others as the Raw value
 // converted to float32. Non-finite results become 0 either way.
-func IsLog(j int) bool { return j >= 0 && j < DimV3 && isLog[j] }
+func IsLog(j int) bool { return j >= 0 && j < DimV4 && isLog[j] }
 
 // Feature returns feature j of r as Features computes it.
 func (r *Raw) Feature(j int) float32 {
@@ -530,9 +546,13 @@ func (r *Raw) Feature(j int) float32 {
 
 // Features writes the feature vector of r to out, which must hold at least
 // Dim values: nethost/v1's Dim features, nethost/v2's too when out holds
-// DimV2 values, and nethost/v3's when it holds DimV3. It computes Feature(j) for every j, written out per
+// DimV2 values, nethost/v3's when it holds DimV3 and nethost/v4's when it
+// holds DimV4. It computes Feature(j) for every j, written out per
 // feature (the layout is fixed: see isLog).
 func (r *Raw) Features(out []float32) {
+	if len(out) >= DimV4 {
+		out[DimV3] = logFeature(r[DimV3])
+	}
 	if len(out) >= DimV3 {
 		out[DimV2] = logFeature(r[DimV2])
 		out[DimV2+1] = logFeature(r[DimV2+1])
@@ -760,7 +780,12 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	if e.v3 {
 		extractWeb(p, v, raw)
 	} else {
-		clear(raw[DimV2:])
+		clear(raw[DimV2:DimV3])
+	}
+	if e.v4 {
+		extractShell(p, v, raw)
+	} else {
+		clear(raw[DimV3:])
 	}
 	runtime.KeepAlive(e) // v points into e's table (flowtab: valid while the table is reachable)
 }

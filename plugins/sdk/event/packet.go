@@ -20,6 +20,10 @@ import (
 //     (FlagHTTPInjection, FlagHTTPTraversal), the content hints, were
 //     added later without a new version: they were zero before, and a
 //     consumer that ignores them reads the record as it did.
+//   - Bit 12 of the VLAN field (HintCmdShell), a third content hint, was
+//     added the same way: bits 12-15 held the 802.1Q priority and DEI,
+//     which the agent never stored and every reader masked off, so an
+//     older consumer reads the bare VLAN id as before.
 const PacketLayoutVersion = 1
 
 // PacketRecordSize is the size in bytes of one encoded Packet.
@@ -44,6 +48,21 @@ const (
 	// FlagHTTPTraversal: the (percent-decoded) target climbs directories
 	// ("../", or "..\" as Windows servers read it).
 	FlagHTTPTraversal uint8 = 1 << 7
+)
+
+// Bits of the VLAN field: the 12-bit VLAN id and, above it, content hints
+// that found no room in Flags. Bits 13-15 are reserved: Unmarshal clears
+// them.
+const (
+	// VLANIDMask selects the VLAN id (Packet.VLANID).
+	VLANIDMask uint16 = 0x0fff
+	// HintCmdShell: the TCP payload is the banner, prompt or first output
+	// of an interactive command shell (cmd.exe, PowerShell, sh or bash)
+	// served over the connection, as a reverse or bind shell after an
+	// exploit does (agent/capture decides).
+	HintCmdShell uint16 = 1 << 12
+	// VLANKnownBits are the bits of the VLAN field a record may carry.
+	VLANKnownBits = VLANIDMask | HintCmdShell
 )
 
 // TCP flag bits as in the TCP header's flags byte.
@@ -77,7 +96,7 @@ const (
 // Layout (little endian): 0 TimestampNs int64 | 8 SrcMAC [6] | 14 DstMAC [6] |
 // 20 SrcIP [16] | 36 DstIP [16] | 52 SrcPort u16 | 54 DstPort u16 |
 // 56 Length u16 | 58 Proto u8 | 59 TCPFlags u8 | 60 TTL u8 | 61 Flags u8 |
-// 62 VLAN u16 (12-bit id).
+// 62 VLAN u16 (bits 0-11 the VLAN id, bit 12 HintCmdShell).
 type Packet struct {
 	TimestampNs int64
 	SrcMAC      [6]byte
@@ -91,8 +110,11 @@ type Packet struct {
 	TCPFlags    uint8
 	TTL         uint8 // TTL or hop limit
 	Flags       uint8
-	VLAN        uint16
+	VLAN        uint16 // VLAN id (VLANIDMask) and HintCmdShell
 }
+
+// VLANID returns the packet's VLAN id (0 without a tag).
+func (p *Packet) VLANID() uint16 { return p.VLAN & VLANIDMask }
 
 // ErrShortRecord is returned when a buffer is smaller than one record.
 var ErrShortRecord = errors.New("event: short packet record")
@@ -133,7 +155,7 @@ func (p *Packet) Unmarshal(b []byte) error {
 	p.TCPFlags = b[59]
 	p.TTL = b[60]
 	p.Flags = b[61]
-	p.VLAN = binary.LittleEndian.Uint16(b[62:]) & 0x0fff
+	p.VLAN = binary.LittleEndian.Uint16(b[62:]) & VLANKnownBits
 	return nil
 }
 

@@ -31,6 +31,37 @@ func TestPacketRoundTrip(t *testing.T) {
 	}
 }
 
+// TestVLANBits: bit 12 of the VLAN field (HintCmdShell) survives a round
+// trip next to the VLAN id; the reserved bits 13-15 are cleared.
+func TestVLANBits(t *testing.T) {
+	tests := []struct {
+		name     string
+		wire     uint16
+		want     uint16
+		id       uint16
+		hintSeen bool
+	}{
+		{"id only", 42, 42, 42, false},
+		{"hint, no tag", HintCmdShell, HintCmdShell, 0, true},
+		{"id and hint", 4095 | HintCmdShell, 4095 | HintCmdShell, 4095, true},
+		{"reserved bits cleared", 0xe000 | 7, 7, 7, false},
+		{"all bits", 0xffff, 0x1fff, 4095, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := make([]byte, PacketRecordSize)
+			b[62], b[63] = byte(tt.wire), byte(tt.wire>>8)
+			var p Packet
+			if err := p.Unmarshal(b); err != nil {
+				t.Fatal(err)
+			}
+			if p.VLAN != tt.want || p.VLANID() != tt.id || (p.VLAN&HintCmdShell != 0) != tt.hintSeen {
+				t.Fatalf("VLAN %#x id %d: want %#x id %d hint %v", p.VLAN, p.VLANID(), tt.want, tt.id, tt.hintSeen)
+			}
+		})
+	}
+}
+
 func FuzzPacketUnmarshal(f *testing.F) {
 	f.Add(make([]byte, PacketRecordSize))
 	f.Add([]byte{1, 2, 3})

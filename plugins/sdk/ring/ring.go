@@ -313,7 +313,7 @@ func decode(dst []event.Packet, src []byte) {
 	if nativeLayout {
 		copy(packetBytes(dst), src)
 		for i := range dst {
-			dst[i].VLAN &= 0x0fff
+			dst[i].VLAN &= event.VLANKnownBits
 		}
 		return
 	}

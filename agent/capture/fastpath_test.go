@@ -3,7 +3,6 @@ package capture
 import (
 	"bytes"
 	"encoding/binary"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -35,6 +34,41 @@ func TestNoLayerAfterTransport(t *testing.T) {
 		check("udp", port, layers.UDPPort(port).LayerType())
 	}
 	check("udp gue", 0, layers.LayerTypeAGUEVar1)
+}
+
+// sharedData returns the folder of the shared data (VIGIL_SHARED_DATA,
+// default /work/shared/data), or skips the test when it is absent.
+func sharedData(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("VIGIL_SHARED_DATA")
+	if dir == "" {
+		dir = "/work/shared/data"
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Skipf("shared data not found at %s (set VIGIL_SHARED_DATA): skipping", dir)
+	}
+	return dir
+}
+
+// sharedFiles calls fn with the path (relative to dir) and the contents of
+// every regular file below dir.
+func sharedFiles(t *testing.T, dir string, fn func(rel string, data []byte)) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
+		if err != nil || !de.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		fn(rel, data)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // frameSource yields the frames of a pcap or pcapng file with their link
@@ -94,13 +128,7 @@ var garbage = func() (p event.Packet) {
 }()
 
 func TestFastPathMatchesGopacket(t *testing.T) {
-	dir := os.Getenv("VIGIL_SHARED_DATA")
-	if dir == "" {
-		dir = "/work/shared/data"
-	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		t.Skipf("shared data not found at %s (set VIGIL_SHARED_DATA): skipping", dir)
-	}
+	dir := sharedData(t)
 	fast, ref := NewDecoder(), NewDecoder()
 	ref.noFast = true
 	var frames, fastHits, hinted int
@@ -116,15 +144,7 @@ func TestFastPathMatchesGopacket(t *testing.T) {
 			hinted++
 		}
 	}
-	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
-		if err != nil || !de.Type().IsRegular() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
+	sharedFiles(t, dir, func(rel string, data []byte) {
 		eachFrame(t, data, func(lt layers.LinkType, f []byte) {
 			frames++
 			var p event.Packet
@@ -141,11 +161,7 @@ func TestFastPathMatchesGopacket(t *testing.T) {
 				}
 			}
 		})
-		return nil
 	})
-	if err != nil && err != io.EOF {
-		t.Fatal(err)
-	}
 	if frames == 0 {
 		t.Skip("no frames in the shared data")
 	}

@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -158,35 +157,17 @@ func FuzzShellHint(f *testing.F) {
 // is id's output, "uid=0(root) gid=0(root) groups=0(root)"; on a sensor
 // that is a finding to look at, and those captures are no training data.)
 func TestShellHintSharedData(t *testing.T) {
-	dir := os.Getenv("VIGIL_SHARED_DATA")
-	if dir == "" {
-		dir = "/work/shared/data"
-	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		t.Skipf("shared data not found at %s (set VIGIL_SHARED_DATA): skipping", dir)
-	}
+	dir := sharedData(t)
 	d := NewDecoder()
 	hinted := map[string]int{}
-	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
-		if err != nil || !de.Type().IsRegular() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
+	sharedFiles(t, dir, func(rel string, data []byte) {
 		eachFrame(t, data, func(lt layers.LinkType, f []byte) {
 			var p event.Packet
 			if d.Decode(lt, f, 1, len(f), &p) <= DecodedTruncated && p.VLAN&event.HintCmdShell != 0 {
 				hinted[rel]++
 			}
 		})
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	names := make([]string, 0, len(hinted))
 	for n := range hinted {
 		names = append(names, n)

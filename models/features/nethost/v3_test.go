@@ -9,29 +9,6 @@ import (
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
-func TestNamesV3(t *testing.T) {
-	n := NamesV3()
-	if len(n) != DimV3 || DimV3 != DimV2+WebDim {
-		t.Fatalf("%d names, DimV3 %d", len(n), DimV3)
-	}
-	seen := map[string]bool{}
-	for _, s := range n {
-		if seen[s] {
-			t.Errorf("duplicate name %q", s)
-		}
-		seen[s] = true
-	}
-	e := New(Config{V3: true})
-	if e.Dim() != DimV3 || e.Name() != NameV3 {
-		t.Errorf("V3 extractor: Dim %d, Name %q", e.Dim(), e.Name())
-	}
-	for j := DimV2; j < DimV3; j++ {
-		if !IsLog(j) {
-			t.Errorf("feature %s is not log-scaled", n[j])
-		}
-	}
-}
-
 // withHints returns pk with content hints on some TCP packets.
 func withHints(pk []event.Packet, seed uint64) []event.Packet {
 	rng := rand.New(rand.NewPCG(seed, 3))
@@ -43,27 +20,6 @@ func withHints(pk []event.Packet, seed uint64) []event.Packet {
 		}
 	}
 	return out
-}
-
-// TestV3Prefix: nethost/v3's first DimV2 features are nethost/v2's, bit
-// for bit, whatever the content hints; a v2 extractor leaves Raw[DimV2:]
-// zero and ignores the hints.
-func TestV3Prefix(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		pk   []event.Packet
-		cfg  Config
-	}{
-		{"random", withHints(randomPackets(100_000, 3), 1), Config{HashSeed: 5}},
-		{"random, 16 hosts, 8 pairs", withHints(randomPackets(50_000, 4), 2), Config{MaxHosts: 16, MaxPairs: 8, HashSeed: 6}},
-		{"rawTestPackets", withHints(rawTestPackets(), 3), Config{HashSeed: 7}},
-	} {
-		v2c, v3c := c.cfg, c.cfg
-		v2c.V2, v3c.V3 = true, true
-		if hinted := samePrefix(t, c.name, c.pk, New(v2c), New(v3c), true); hinted == 0 {
-			t.Errorf("%s: no packet with a nonzero web feature", c.name)
-		}
-	}
 }
 
 // TestWebFeatures follows one SQL injection and one traversal request

@@ -9,29 +9,42 @@ import (
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
-func TestNamesV4(t *testing.T) {
-	n := NamesV4()
-	if len(n) != DimV4 || DimV4 != DimV3+ShellDim {
-		t.Fatalf("%d names, DimV4 %d", len(n), DimV4)
-	}
-	seen := map[string]bool{}
-	for _, s := range n {
-		if seen[s] {
-			t.Errorf("duplicate name %q", s)
+// TestNamesVersions: each later set's names are unique, its extractor
+// reports its name and dimension, and the features it adds are
+// log-scaled counts.
+func TestNamesVersions(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		names        []string
+		prevDim, dim int
+		cfg          Config
+	}{
+		{NameV3, NamesV3(), DimV2, DimV3, Config{V3: true}},
+		{NameV4, NamesV4(), DimV3, DimV4, Config{V4: true}},
+	} {
+		n := c.names
+		if len(n) != c.dim {
+			t.Fatalf("%s: %d names, dim %d", c.name, len(n), c.dim)
 		}
-		seen[s] = true
-	}
-	e := New(Config{V4: true})
-	if e.Dim() != DimV4 || e.Name() != NameV4 {
-		t.Errorf("V4 extractor: Dim %d, Name %q", e.Dim(), e.Name())
-	}
-	for j := DimV3; j < DimV4; j++ {
-		if !IsLog(j) {
-			t.Errorf("feature %s is not log-scaled", n[j])
+		seen := map[string]bool{}
+		for _, s := range n {
+			if seen[s] {
+				t.Errorf("%s: duplicate name %q", c.name, s)
+			}
+			seen[s] = true
+		}
+		e := New(c.cfg)
+		if e.Dim() != c.dim || e.Name() != c.name {
+			t.Errorf("%s extractor: Dim %d, Name %q", c.name, e.Dim(), e.Name())
+		}
+		for j := c.prevDim; j < c.dim; j++ {
+			if !IsLog(j) {
+				t.Errorf("%s: feature %s is not log-scaled", c.name, n[j])
+			}
 		}
 	}
-	if IsLog(DimV4) {
-		t.Error("IsLog past the last feature")
+	if DimV3 != DimV2+WebDim || DimV4 != DimV3+ShellDim || IsLog(DimV4) {
+		t.Errorf("dimensions %d %d, IsLog past the last feature %v", DimV3, DimV4, IsLog(DimV4))
 	}
 }
 
@@ -48,23 +61,34 @@ func withShells(pk []event.Packet, seed uint64) []event.Packet {
 	return out
 }
 
-// TestV4Prefix: nethost/v4's first DimV3 features are nethost/v3's, bit
-// for bit, whatever the hints; a v3 extractor leaves Raw[DimV3:] zero and
-// ignores the shell hint.
-func TestV4Prefix(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		pk   []event.Packet
-		cfg  Config
+// TestPrefixVersions: each set's features begin with the previous set's,
+// bit for bit, whatever the content hints; the previous set leaves the
+// added raw values zero and ignores the hints it does not read
+// (nethost/v3 after v2, v4 after v3).
+func TestPrefixVersions(t *testing.T) {
+	for _, v := range []struct {
+		name      string
+		hints     func([]event.Packet, uint64) []event.Packet
+		old, next Config
 	}{
-		{"random", withShells(randomPackets(100_000, 3), 1), Config{HashSeed: 5}},
-		{"random, 16 hosts, 8 pairs", withShells(randomPackets(50_000, 4), 2), Config{MaxHosts: 16, MaxPairs: 8, HashSeed: 6}},
-		{"rawTestPackets", withShells(rawTestPackets(), 3), Config{HashSeed: 7}},
+		{"v3 after v2", withHints, Config{V2: true}, Config{V3: true}},
+		{"v4 after v3", withShells, Config{V3: true}, Config{V4: true}},
 	} {
-		v3c, v4c := c.cfg, c.cfg
-		v3c.V3, v4c.V4 = true, true
-		if hinted := samePrefix(t, c.name, c.pk, New(v3c), New(v4c), true); hinted == 0 {
-			t.Errorf("%s: no packet with a nonzero shell feature", c.name)
+		for _, c := range []struct {
+			name string
+			pk   []event.Packet
+			cfg  Config
+		}{
+			{"random", v.hints(randomPackets(100_000, 3), 1), Config{HashSeed: 5}},
+			{"random, 16 hosts, 8 pairs", v.hints(randomPackets(50_000, 4), 2), Config{MaxHosts: 16, MaxPairs: 8, HashSeed: 6}},
+			{"rawTestPackets", v.hints(rawTestPackets(), 3), Config{HashSeed: 7}},
+		} {
+			a, b := c.cfg, c.cfg
+			a.V2, a.V3, a.V4 = v.old.V2, v.old.V3, v.old.V4
+			b.V2, b.V3, b.V4 = v.next.V2, v.next.V3, v.next.V4
+			if added := samePrefix(t, v.name+", "+c.name, c.pk, New(a), New(b), true); added == 0 {
+				t.Errorf("%s, %s: no packet with a nonzero added feature", v.name, c.name)
+			}
 		}
 	}
 }

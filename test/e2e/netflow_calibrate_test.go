@@ -30,7 +30,7 @@ func TestNetflowCalibration(t *testing.T) {
 	pcap, info := writeTrafficgen(t, dir, "demo.pcap", trafficgen.Config{Seed: 42, Start: t0, Sessions: 400, Scan: true, ScanPorts: 1000})
 	const grace = 20 * time.Second
 
-	const set = "nethost/v3"
+	const set = "nethost/v4"
 	run := func(args []string, until func(map[string]uint64) bool, kill bool) ([]*wirev1.Finding, map[string]uint64) {
 		t.Helper()
 		log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))

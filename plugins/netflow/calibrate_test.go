@@ -8,10 +8,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/models/train"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
+
+// strictThreshold is the nethost threshold of strictBundles: below the
+// scores the shipped model gives the trafficgen capture's benign sessions
+// at the top (0.04 at the 0.999 quantile with nethost-4.vgb, whose own
+// threshold, 0.047, none of them reaches), as a site's traffic may be
+// noisier than the CERT's held-out data.
+const strictThreshold = 0.02
+
+// strictBundles are the baseline bundles with the shipped nethost model's
+// threshold lowered to strictThreshold (the same model bytes), so that a
+// grace period on trafficgen's benign sessions raises it.
+func strictBundles(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, p := range baselineBundles(t) {
+		b, err := bundle.Read(p, bundle.DefaultLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(b.Manifest.FeatureSet, "nethost/") {
+			out = append(out, p)
+			continue
+		}
+		man := b.Manifest
+		man.Name += "-strict"
+		sp, err := train.Build(t.TempDir(), b.Model, man, calib.Metrics{Threshold: strictThreshold})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, sp)
+	}
+	return out
+}
 
 // TestCalibration: during the grace period no anomaly is reported; at its
 // end each model's threshold becomes the larger of its own and the local
@@ -21,9 +56,10 @@ import (
 func TestCalibration(t *testing.T) {
 	pkts := scanPackets(t) // benign sessions over 60 s, a SYN scan from 30 s
 	const grace = 20 * time.Second
-	q := 0.999 // the top packet of the first 20 s is above the shipped nethost threshold
-	cal := newLoaded(t, Options{HashSeed: 5, NoAggregate: true, Calibrate: grace, CalibrateQuantile: q})
-	ref := newLoaded(t, Options{HashSeed: 5, NoAggregate: true})
+	q := 0.999
+	bundles := strictBundles(t)
+	cal := newLoadedFrom(t, Options{HashSeed: 5, NoAggregate: true, Calibrate: grace, CalibrateQuantile: q}, bundles)
+	ref := newLoadedFrom(t, Options{HashSeed: 5, NoAggregate: true}, bundles)
 
 	// Batches of 64 packets; the grace period ends inside one of them (the
 	// detector splits that batch at the first packet after it).
@@ -141,7 +177,7 @@ func TestCalibration(t *testing.T) {
 func TestCalibrationModelUpdate(t *testing.T) {
 	pkts := scanPackets(t)
 	const grace = 20 * time.Second
-	d := newLoaded(t, Options{HashSeed: 5, NoAggregate: true, Calibrate: grace, CalibrateQuantile: 0.999})
+	d := newLoadedFrom(t, Options{HashSeed: 5, NoAggregate: true, Calibrate: grace, CalibrateQuantile: 0.999}, strictBundles(t))
 	half := len(pkts) / 2 // before the scan
 	scoreAll(t, d, pkts[:half], []int{64})
 	if !d.calDone.Load() {

@@ -83,9 +83,14 @@ func scanPackets(t testing.TB) []event.Packet {
 }
 
 func newLoaded(t testing.TB, opts Options) *Detector {
+	return newLoadedFrom(t, opts, baselineBundles(t))
+}
+
+// newLoadedFrom returns a detector with the given bundles loaded.
+func newLoadedFrom(t testing.TB, opts Options, bundles []string) *Detector {
 	opts.ORTLib = ortLib(t)
 	d := New(slog.New(slog.DiscardHandler), opts)
-	for _, b := range baselineBundles(t) {
+	for _, b := range bundles {
 		if _, err := d.LoadModel(context.Background(), b); err != nil {
 			t.Fatal(err)
 		}

@@ -616,6 +616,15 @@ func round(v float64) float64 {
 	return r
 }
 
+// contentKinds name a finding whose leading feature is one of the
+// decoder's content hints (nethost/v3 and v4): what the payload showed says
+// more than the packets' shape.
+var contentKinds = map[string]string{
+	"host_cmd_shell":      "Command shell served",
+	"host_http_injection": "Web attack (SQL injection or XSS)",
+	"host_http_traversal": "Web attack (path traversal)",
+}
+
 // summary is a one-line human description of an open finding; persist is
 // AggregatorConfig.PersistWindows.
 func summary(g *agg, persist int) string {
@@ -634,7 +643,13 @@ func summary(g *agg, persist int) string {
 		return many
 	}
 	kind := "Anomalous traffic"
+	lead := ""
+	if len(g.top) > 0 {
+		lead = g.top[0].Name
+	}
 	switch {
+	case contentKinds[lead] != "":
+		kind = contentKinds[lead]
 	case g.syn*10 >= g.count*8 && g.nports >= 20:
 		kind = "SYN scan-like"
 	case g.syn*10 >= g.count*8 && len(g.hosts) >= 20:

@@ -68,6 +68,31 @@ func TestAggregateScan(t *testing.T) {
 	}
 }
 
+// TestSummaryContentKinds: a finding whose leading feature is a content
+// hint is named after it, whatever the packets' shape; other leading
+// features keep the shape's name.
+func TestSummaryContentKinds(t *testing.T) {
+	for _, c := range []struct {
+		lead, want string
+	}{
+		{"host_cmd_shell", "Command shell served: 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
+		{"host_http_injection", "Web attack (SQL injection or XSS): 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
+		{"host_http_traversal", "Web attack (path traversal): 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
+		{"host_dst_ports", "SYN burst: 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
+	} {
+		a := NewAggregator(AggregatorConfig{})
+		for i := range 3 {
+			an := anomaly("10.99.0.10", "10.99.0.66", 4444, float64(i), 4, 0x02)
+			an.TopFeatures = []sdk.Contribution{{Name: c.lead, Contribution: 0.5}, {Name: "host_L1_open_rate", Contribution: 0.1}}
+			a.Add(&an)
+		}
+		out := a.Flush()
+		if len(out) != 1 || out[0].Summary != c.want {
+			t.Errorf("%s: findings %v, want one with summary %q", c.lead, out, c.want)
+		}
+	}
+}
+
 func TestAggregateFilters(t *testing.T) {
 	cases := []struct {
 		name  string

@@ -15,8 +15,8 @@ import (
 // /dev/tcp from the web server host to the attacker's listener; root,
 // VIGIL_E2E=1) and scans the capture with the shipped bundle: the shell is
 // reported, as a finding whose source is the victim serving it and whose
-// leading feature is nethost/v4's host_cmd_shell, inside the attack's
-// span; the benign clients raise nothing. The nethost/v3 model before it
+// leading feature is nethost/v4's host_cmd_shell (and whose summary says
+// so), inside the attack's span; the benign clients raise nothing. The nethost/v3 model before it
 // saw nothing in such a capture (docs/models.md, section 12).
 func TestLabRevshell(t *testing.T) {
 	in := netflowInstall(t)
@@ -56,6 +56,9 @@ func TestLabRevshell(t *testing.T) {
 		first, err := time.Parse(time.RFC3339Nano, f["first_seen"].(string))
 		if err != nil || first.Before(att.Start.Add(-time.Second)) || first.After(att.End) {
 			t.Errorf("first seen %v (%v), attack %s..%s", f["first_seen"], err, att.Start, att.End)
+		}
+		if s, _ := f["summary"].(string); !strings.HasPrefix(s, "Command shell served: ") {
+			t.Errorf("summary %q", s)
 		}
 		if sev, _ := f["severity"].(string); sev != "high" && sev != "critical" {
 			t.Errorf("severity %q, want high or critical", sev)

@@ -127,14 +127,7 @@ func TestShellFeature(t *testing.T) {
 }
 
 func FuzzExtractV4(f *testing.F) {
-	var b [2 * event.PacketRecordSize]byte
-	p := syn(sec, ipA, ipB, 1)
-	p.VLAN |= event.HintCmdShell
-	p.Marshal(b[:])
-	p.TimestampNs += 2 * sec
-	p.Flags |= event.FlagHTTPTraversal
-	p.Marshal(b[event.PacketRecordSize:])
-	f.Add(b[:])
+	f.Add(hintedSeed(func(p *event.Packet) { p.VLAN |= event.HintCmdShell }))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		extractRecords(t, Config{V4: true, MaxHosts: 8, MaxPairs: 4}, data, func(v float32) bool { return v >= 0 })
 	})

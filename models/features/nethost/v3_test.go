@@ -22,6 +22,14 @@ func withHints(pk []event.Packet, seed uint64) []event.Packet {
 	return out
 }
 
+// near fails t unless got is within 1e-4 of want.
+func near(t *testing.T, what string, got, want float64) {
+	t.Helper()
+	if math.Abs(got-want) > 1e-4 {
+		t.Errorf("%s = %.5f, want %.5f", what, got, want)
+	}
+}
+
 // TestWebFeatures follows one SQL injection and one traversal request
 // through the source's later packets.
 func TestWebFeatures(t *testing.T) {
@@ -36,27 +44,21 @@ func TestWebFeatures(t *testing.T) {
 		e.Extract(&p, out)
 		return featByName(t, out, "host_http_injection"), featByName(t, out, "host_http_traversal")
 	}
-	near := func(what string, got, want float64) {
-		t.Helper()
-		if math.Abs(got-want) > 1e-4 {
-			t.Errorf("%s = %.5f, want %.5f", what, got, want)
-		}
-	}
 	inj, trav := get(10*sec, "10.99.0.7", "10.99.0.80", 0)
-	near("injection before any request", inj, 0)
+	near(t, "injection before any request", inj, 0)
 	inj, trav = get(11*sec, "10.99.0.7", "10.99.0.80", event.FlagHTTPInjection)
-	near("injection at the request", inj, math.Log1p(1))
-	near("traversal at the injection", trav, 0)
+	near(t, "injection at the request", inj, math.Log1p(1))
+	near(t, "traversal at the injection", trav, 0)
 	// λ = 0.1: the count halves every 10 s.
 	inj, _ = get(21*sec, "10.99.0.7", "10.99.0.80", 0)
-	near("injection 10 s later", inj, math.Log1p(0.5))
+	near(t, "injection 10 s later", inj, math.Log1p(0.5))
 	inj, trav = get(21*sec, "10.99.0.7", "10.99.0.80", event.FlagHTTPInjection|event.FlagHTTPTraversal)
-	near("injection, second request", inj, math.Log1p(1.5))
-	near("traversal, first request", trav, math.Log1p(1))
+	near(t, "injection, second request", inj, math.Log1p(1.5))
+	near(t, "traversal, first request", trav, math.Log1p(1))
 	// Another source is not touched.
 	inj, trav = get(21*sec, "10.99.0.8", "10.99.0.80", 0)
-	near("other source injection", inj, 0)
-	near("other source traversal", trav, 0)
+	near(t, "other source injection", inj, 0)
+	near(t, "other source traversal", trav, 0)
 	inj, trav = get(221*sec, "10.99.0.7", "10.99.0.80", 0)
 	if inj > 1e-5 || trav > 1e-5 {
 		t.Errorf("200 s later: injection %v, traversal %v, want about 0", inj, trav)

@@ -107,20 +107,14 @@ func TestShellFeature(t *testing.T) {
 		e.Extract(&p, out)
 		return featByName(t, out, "host_cmd_shell")
 	}
-	near := func(what string, got, want float64) {
-		t.Helper()
-		if math.Abs(got-want) > 1e-4 {
-			t.Errorf("%s = %.5f, want %.5f", what, got, want)
-		}
-	}
-	near("before the shell", get(10*sec, "10.99.0.9", "10.99.0.66", 0), 0)
-	near("the banner", get(11*sec, "10.99.0.9", "10.99.0.66", event.HintCmdShell), math.Log1p(1))
+	near(t, "before the shell", get(10*sec, "10.99.0.9", "10.99.0.66", 0), 0)
+	near(t, "the banner", get(11*sec, "10.99.0.9", "10.99.0.66", event.HintCmdShell), math.Log1p(1))
 	// λ = 0.1: the count halves every 10 s.
-	near("10 s later", get(21*sec, "10.99.0.9", "10.99.0.66", 0), math.Log1p(0.5))
-	near("a prompt", get(21*sec, "10.99.0.9", "10.99.0.66", event.HintCmdShell), math.Log1p(1.5))
-	near("the attacker", get(21*sec, "10.99.0.66", "10.99.0.9", 0), 0)
+	near(t, "10 s later", get(21*sec, "10.99.0.9", "10.99.0.66", 0), math.Log1p(0.5))
+	near(t, "a prompt", get(21*sec, "10.99.0.9", "10.99.0.66", event.HintCmdShell), math.Log1p(1.5))
+	near(t, "the attacker", get(21*sec, "10.99.0.66", "10.99.0.9", 0), 0)
 	// A VLAN id alone is no hint.
-	near("a VLAN id", get(22*sec, "10.99.0.10", "10.99.0.66", 4095), 0)
+	near(t, "a VLAN id", get(22*sec, "10.99.0.10", "10.99.0.66", 4095), 0)
 	if v := get(221*sec, "10.99.0.9", "10.99.0.66", 0); v > 1e-5 {
 		t.Errorf("200 s later: %v, want about 0", v)
 	}

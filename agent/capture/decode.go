@@ -200,9 +200,13 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 		case layers.LayerTypeICMPv4:
 			p.Proto = event.ProtoICMP
 			p.SrcPort, p.DstPort = uint16(d.icmp4.TypeCode.Type()), uint16(d.icmp4.TypeCode.Code())
+			p.VLAN |= icmpHint(false, d.icmp4.TypeCode.Type(), d.icmp4.Payload)
 		case layers.LayerTypeICMPv6:
 			p.Proto = event.ProtoICMPv6
 			p.SrcPort, p.DstPort = uint16(d.icmp6.TypeCode.Type()), uint16(d.icmp6.TypeCode.Code())
+			if pl := d.icmp6.Payload; len(pl) > 4 { // identifier and sequence number first
+				p.VLAN |= icmpHint(true, d.icmp6.TypeCode.Type(), pl[4:])
+			}
 		case layers.LayerTypeARP:
 			p.Flags |= event.FlagARP
 			p.DstPort = d.arp.Operation

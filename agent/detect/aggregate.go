@@ -617,10 +617,11 @@ func round(v float64) float64 {
 }
 
 // contentKinds name a finding whose leading feature is one of the
-// decoder's content hints (nethost/v3 and v4): what the payload showed says
+// decoder's content hints (nethost/v3 to v5): what the payload showed says
 // more than the packets' shape.
 var contentKinds = map[string]string{
 	"host_cmd_shell":      "Command shell served",
+	"host_icmp_data":      "Covert data in ICMP echoes",
 	"host_http_injection": "Web attack (SQL injection or XSS)",
 	"host_http_traversal": "Web attack (path traversal)",
 }

@@ -78,6 +78,7 @@ func TestSummaryContentKinds(t *testing.T) {
 		{"host_cmd_shell", "Command shell served: 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
 		{"host_http_injection", "Web attack (SQL injection or XSS): 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
 		{"host_http_traversal", "Web attack (path traversal): 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
+		{"host_icmp_data", "Covert data in ICMP echoes: 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
 		{"host_dst_ports", "SYN burst: 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
 	} {
 		a := NewAggregator(AggregatorConfig{})

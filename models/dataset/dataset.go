@@ -73,6 +73,8 @@ func Sets() []FeatureSet {
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V3: true}) }},
 		{Name: nethost.NameV4, Detector: "netflow", Dim: nethost.DimV4, Names: nethost.NamesV4,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V4: true}) }},
+		{Name: nethost.NameV5, Detector: "netflow", Dim: nethost.DimV5, Names: nethost.NamesV5,
+			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V5: true}) }},
 	}
 }
 
@@ -117,6 +119,9 @@ type Capture struct {
 	// CmdShells counts the packets that the agent's decoder marked as a
 	// command shell served over the network (event.HintCmdShell).
 	CmdShells int
+	// ICMPData counts the ICMP echoes that the agent's decoder marked as
+	// carrying covert data (event.HintICMPData).
+	ICMPData int
 	// Reason says why reading stopped early (a decode error after some
 	// packets, or the packet bound); empty when the file was read to its end.
 	Reason string
@@ -124,7 +129,8 @@ type Capture struct {
 
 // NotBenign says why a capture given as benign is not, or "" when nothing
 // speaks against it: the agent's decoder marked some of its packets as
-// attacks on a web application or as a command shell. Trainers leave such
+// attacks on a web application, as a command shell or as an ICMP covert
+// channel. Trainers leave such
 // captures out of benign data (zeek's test traces include a DVWA SQL
 // injection and requests for ../../../etc/passwd).
 func (c *Capture) NotBenign() string {
@@ -134,6 +140,9 @@ func (c *Capture) NotBenign() string {
 	}
 	if c.CmdShells > 0 {
 		why = append(why, fmt.Sprintf("%d packets serve a command shell", c.CmdShells))
+	}
+	if c.ICMPData > 0 {
+		why = append(why, fmt.Sprintf("%d ICMP echoes carry covert data", c.ICMPData))
 	}
 	return strings.Join(why, "; ")
 }
@@ -190,6 +199,9 @@ func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int
 			}
 			if p.VLAN&event.HintCmdShell != 0 {
 				c.CmdShells++
+			}
+			if p.VLAN&event.HintICMPData != 0 {
+				c.ICMPData++
 			}
 			c.Src = append(c.Src, p.SrcAddr())
 			c.TS = append(c.TS, p.TimestampNs)

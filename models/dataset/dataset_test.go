@@ -177,20 +177,27 @@ func FuzzParseLabels(f *testing.F) {
 	})
 }
 
-// writePayload writes a one-packet capture: a TCP segment with the given
-// payload from 10.99.0.7 to 10.99.0.80.
-func writePayload(t *testing.T, path, payload string) {
+// writePayload writes a one-packet capture: a TCP segment (or, with icmp,
+// an ICMP echo request) with the given payload from 10.99.0.7 to
+// 10.99.0.80.
+func writePayload(t *testing.T, path string, icmp bool, payload string) {
 	t.Helper()
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP,
 		SrcIP: net.IPv4(10, 99, 0, 7), DstIP: net.IPv4(10, 99, 0, 80)}
-	tcp := &layers.TCP{SrcPort: 40000, DstPort: 80, ACK: true, PSH: true, Window: 1024}
-	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-		t.Fatal(err)
+	var l4 gopacket.SerializableLayer = &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 1, Seq: 1}
+	if icmp {
+		ip.Protocol = layers.IPProtocolICMPv4
+	} else {
+		tcp := &layers.TCP{SrcPort: 40000, DstPort: 80, ACK: true, PSH: true, Window: 1024}
+		if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+			t.Fatal(err)
+		}
+		l4 = tcp
 	}
 	buf := gopacket.NewSerializeBuffer()
 	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
 		&layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 7}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 80}, EthernetType: layers.EthernetTypeIPv4},
-		ip, tcp, gopacket.Payload(payload))
+		ip, l4, gopacket.Payload(payload))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,25 +217,28 @@ func writePayload(t *testing.T, path, payload string) {
 }
 
 // TestNotBenign: a capture whose HTTP requests the decoder marks as
-// attacks, or that serves a command shell, is named not benign; one with
-// ordinary requests is not.
+// attacks, that serves a command shell or whose echoes carry covert data
+// is named not benign; one with ordinary requests or pings is not.
 func TestNotBenign(t *testing.T) {
 	dir := t.TempDir()
 	req := func(target string) string { return "GET " + target + " HTTP/1.1\r\nHost: lab\r\n\r\n" }
 	for _, c := range []struct {
 		payload string
 		why     string // a word of the objection; "" for none
+		icmp    bool
 	}{
-		{req("/index.php?page=../../../etc/passwd"), "HTTP attacks"},
-		{req("/sqli/?id=1%27+OR+%271%27%3D%271&Submit=Submit"), "HTTP attacks"},
-		{req("/search?q=%22exact+phrase%22&author=O%27Reilly"), ""},
-		{req("/static/app.js"), ""},
-		{"Microsoft Windows [Version 10.0.19045.3693]\r\n(c) Microsoft Corporation.\r\n", "command shell"},
-		{"uid=0(root) gid=0(root) groups=0(root)\n", "command shell"},
-		{"220 ftp.lab FTP server ready\r\n", ""},
+		{req("/index.php?page=../../../etc/passwd"), "HTTP attacks", false},
+		{req("/sqli/?id=1%27+OR+%271%27%3D%271&Submit=Submit"), "HTTP attacks", false},
+		{req("/search?q=%22exact+phrase%22&author=O%27Reilly"), "", false},
+		{req("/static/app.js"), "", false},
+		{"Microsoft Windows [Version 10.0.19045.3693]\r\n(c) Microsoft Corporation.\r\n", "command shell", false},
+		{"uid=0(root) gid=0(root) groups=0(root)\n", "command shell", false},
+		{"220 ftp.lab FTP server ready\r\n", "", false},
+		{"abcdefghijklmnopqrstuvwabcdefghi", "", true},
+		{"BlueChat10.100.17.48   Transfer all of the funds", "covert data", true},
 	} {
 		p := filepath.Join(dir, "r.pcap")
-		writePayload(t, p, c.payload)
+		writePayload(t, p, c.icmp, c.payload)
 		cp, err := Extract(context.Background(), p, Sets()[:1], 0)
 		if err != nil || cp.N != 1 {
 			t.Fatalf("%q: extract: %v (%d packets)", c.payload, err, cp.N)

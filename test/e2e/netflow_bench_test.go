@@ -346,7 +346,7 @@ func decodeFeatures(tb testing.TB, path string, features int) (int, time.Duratio
 	defer src.Close()
 	nf := netflow.New(netflow.Config{})
 	nh := nethost.New(nethost.Config{V4: true})
-	var b [nethost.DimV4]float32
+	var b [nethost.DimV5]float32
 	buf := make([]event.Packet, 1024)
 	var feats []float32
 	if features == featNetflow || features == featBoth {

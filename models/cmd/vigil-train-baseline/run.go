@@ -46,7 +46,7 @@ type Config struct {
 	// measure what a feature adds. Use with -dry-run.
 	Zero string
 	// HostSet is the per-source feature set the second model is trained
-	// on: nethost/v1, v2, v3 or v4.
+	// on: nethost/v1 to v5.
 	HostSet string
 	// SweepQuant compares the int8 export variants (models/export options) with the float model
 	// and writes a table to stdout instead of training the bundles.
@@ -136,11 +136,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("onnx runtime: %w", err)
 	}
 	if cfg.HostSet == "" {
-		cfg.HostSet = nethost.NameV4
+		cfg.HostSet = nethost.NameV5
 	}
 	host, err := dataset.Lookup(cfg.HostSet)
 	if err != nil || !strings.HasPrefix(host.Name, "nethost/") {
-		return fmt.Errorf("-host %q: want %s, %s, %s or %s", cfg.HostSet, nethost.Name, nethost.NameV2, nethost.NameV3, nethost.NameV4)
+		return fmt.Errorf("-host %q: want %s, %s, %s, %s or %s", cfg.HostSet, nethost.Name, nethost.NameV2, nethost.NameV3, nethost.NameV4, nethost.NameV5)
 	}
 	nf := set{name: netflow.Name, dim: netflow.Dim, names: netflow.Names(),
 		model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}}

@@ -24,6 +24,8 @@ import (
 //     added the same way: bits 12-15 held the 802.1Q priority and DEI,
 //     which the agent never stored and every reader masked off, so an
 //     older consumer reads the bare VLAN id as before.
+//   - Bit 13 of the VLAN field (HintICMPData), a fourth content hint, was
+//     added the same way.
 const PacketLayoutVersion = 1
 
 // PacketRecordSize is the size in bytes of one encoded Packet.
@@ -51,8 +53,8 @@ const (
 )
 
 // Bits of the VLAN field: the 12-bit VLAN id and, above it, content hints
-// that found no room in Flags. Bits 13-15 are reserved: Unmarshal clears
-// them.
+// that found no room in Flags. Bits 14 and 15 are reserved: Unmarshal
+// clears them.
 const (
 	// VLANIDMask selects the VLAN id (Packet.VLANID).
 	VLANIDMask uint16 = 0x0fff
@@ -61,8 +63,13 @@ const (
 	// served over the connection, as a reverse or bind shell after an
 	// exploit does (agent/capture decides).
 	HintCmdShell uint16 = 1 << 12
+	// HintICMPData: the ICMP or ICMPv6 echo request or reply carries data
+	// that no ping program's fill pattern explains (text, file contents,
+	// tunnelled packets): a covert channel or a tunnel over ICMP
+	// (agent/capture decides).
+	HintICMPData uint16 = 1 << 13
 	// VLANKnownBits are the bits of the VLAN field a record may carry.
-	VLANKnownBits = VLANIDMask | HintCmdShell
+	VLANKnownBits = VLANIDMask | HintCmdShell | HintICMPData
 )
 
 // TCP flag bits as in the TCP header's flags byte.
@@ -96,7 +103,7 @@ const (
 // Layout (little endian): 0 TimestampNs int64 | 8 SrcMAC [6] | 14 DstMAC [6] |
 // 20 SrcIP [16] | 36 DstIP [16] | 52 SrcPort u16 | 54 DstPort u16 |
 // 56 Length u16 | 58 Proto u8 | 59 TCPFlags u8 | 60 TTL u8 | 61 Flags u8 |
-// 62 VLAN u16 (bits 0-11 the VLAN id, bit 12 HintCmdShell).
+// 62 VLAN u16 (bits 0-11 the VLAN id, bit 12 HintCmdShell, bit 13 HintICMPData).
 type Packet struct {
 	TimestampNs int64
 	SrcMAC      [6]byte
@@ -110,7 +117,7 @@ type Packet struct {
 	TCPFlags    uint8
 	TTL         uint8 // TTL or hop limit
 	Flags       uint8
-	VLAN        uint16 // VLAN id (VLANIDMask) and HintCmdShell
+	VLAN        uint16 // VLAN id (VLANIDMask), HintCmdShell and HintICMPData
 }
 
 // VLANID returns the packet's VLAN id (0 without a tag).

@@ -31,21 +31,24 @@ func TestPacketRoundTrip(t *testing.T) {
 	}
 }
 
-// TestVLANBits: bit 12 of the VLAN field (HintCmdShell) survives a round
-// trip next to the VLAN id; the reserved bits 13-15 are cleared.
+// TestVLANBits: bits 12 and 13 of the VLAN field (HintCmdShell,
+// HintICMPData) survive a round trip next to the VLAN id; the reserved bits
+// 14 and 15 are cleared.
 func TestVLANBits(t *testing.T) {
 	tests := []struct {
-		name     string
-		wire     uint16
-		want     uint16
-		id       uint16
-		hintSeen bool
+		name  string
+		wire  uint16
+		want  uint16
+		id    uint16
+		hints uint16
 	}{
-		{"id only", 42, 42, 42, false},
-		{"hint, no tag", HintCmdShell, HintCmdShell, 0, true},
-		{"id and hint", 4095 | HintCmdShell, 4095 | HintCmdShell, 4095, true},
-		{"reserved bits cleared", 0xe000 | 7, 7, 7, false},
-		{"all bits", 0xffff, 0x1fff, 4095, true},
+		{"id only", 42, 42, 42, 0},
+		{"shell hint, no tag", HintCmdShell, HintCmdShell, 0, HintCmdShell},
+		{"id and shell hint", 4095 | HintCmdShell, 4095 | HintCmdShell, 4095, HintCmdShell},
+		{"ICMP hint, no tag", HintICMPData, HintICMPData, 0, HintICMPData},
+		{"id and both hints", 9 | HintCmdShell | HintICMPData, 9 | HintCmdShell | HintICMPData, 9, HintCmdShell | HintICMPData},
+		{"reserved bits cleared", 0xc000 | 7, 7, 7, 0},
+		{"all bits", 0xffff, 0x3fff, 4095, HintCmdShell | HintICMPData},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,8 +58,8 @@ func TestVLANBits(t *testing.T) {
 			if err := p.Unmarshal(b); err != nil {
 				t.Fatal(err)
 			}
-			if p.VLAN != tt.want || p.VLANID() != tt.id || (p.VLAN&HintCmdShell != 0) != tt.hintSeen {
-				t.Fatalf("VLAN %#x id %d: want %#x id %d hint %v", p.VLAN, p.VLANID(), tt.want, tt.id, tt.hintSeen)
+			if p.VLAN != tt.want || p.VLANID() != tt.id || p.VLAN&^VLANIDMask != tt.hints {
+				t.Fatalf("VLAN %#x id %d: want %#x id %d hints %#x", p.VLAN, p.VLANID(), tt.want, tt.id, tt.hints)
 			}
 		})
 	}

@@ -273,7 +273,7 @@ func newScanCommand(g *Globals) *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print one JSON document")
 	f.StringVar(&plugin, "plugin", "", "detector plugin binary (default: found next to vigil-agent)")
 	f.DurationVar(&window, "window", 30*time.Second, "aggregation window per source (packet time)")
-	f.Uint64Var(&minPackets, "min-packets", 0, "anomalous packets a source needs for a finding below high severity (default 3)")
+	f.Uint64Var(&minPackets, "min-packets", 0, "anomalous packets a source needs for a finding below high severity, unless a content hint leads it (default 3)")
 	f.StringVar(&minSeverity, "min-severity", "", "lowest severity reported: low, medium, high or critical (default medium)")
 	f.IntVar(&persistWindows, "persist-windows", 0, fmt.Sprintf("windows in a row of anomalies (each with --min-packets) after which a source is reported even below --min-severity, as medium; -1: off (default %d)", detect.DefaultPersistWindows))
 	f.DurationVar(&calibrate, "calibrate", 0, "per-sensor calibration: observe this much of the capture (packet time) before flagging")

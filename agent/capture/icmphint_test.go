@@ -3,7 +3,6 @@ package capture
 import (
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -165,28 +164,7 @@ func TestICMPHintDecode(t *testing.T) {
 // TestICMPHintSharedData: on the shared captures the hint marks the covert
 // channel of ppa1e_covertinfo and no packet of a benign capture.
 func TestICMPHintSharedData(t *testing.T) {
-	dir := sharedData(t)
-	d := NewDecoder()
-	hinted := map[string]int{}
-	sharedFiles(t, dir, func(rel string, data []byte) {
-		eachFrame(t, data, func(lt layers.LinkType, f []byte) {
-			var p event.Packet
-			if d.Decode(lt, f, 1, len(f), &p) <= DecodedTruncated && p.VLAN&event.HintICMPData != 0 {
-				hinted[rel]++
-			}
-		})
-	})
-	names := make([]string, 0, len(hinted))
-	for n := range hinted {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		t.Logf("%s: %d echo packets with covert data", n, hinted[n])
-		if strings.HasPrefix(n, "benign"+string(filepath.Separator)) {
-			t.Errorf("benign capture %s: %d packets marked as covert ICMP data", n, hinted[n])
-		}
-	}
+	dir, hinted := sharedHinted(t, event.HintICMPData, "covert ICMP data")
 	rel := filepath.Join("attacks", "chrissanders-packets", "ppa1e_covertinfo.pcap")
 	if _, err := os.Stat(filepath.Join(dir, rel)); err == nil && hinted[rel] != 2 {
 		t.Errorf("%s: %d packets marked, want the request and its reply", rel, hinted[rel])

@@ -150,20 +150,21 @@ func FuzzShellHint(f *testing.F) {
 	})
 }
 
-// TestShellHintSharedData: on the shared captures (VIGIL_SHARED_DATA;
-// skipped when absent) the shells of the Aurora and Blaster attacks are
-// marked, and no benign capture has a marked packet. (Among the parser
-// corpus, suricata-verify's FTP tests are marked: the file they transfer
-// is id's output, "uid=0(root) gid=0(root) groups=0(root)"; on a sensor
-// that is a finding to look at, and those captures are no training data.)
-func TestShellHintSharedData(t *testing.T) {
+// sharedHinted decodes every frame of the shared captures
+// (VIGIL_SHARED_DATA; skipped when absent) and counts, per capture, the
+// packets whose record carries the content hint bit hint (of the VLAN
+// field). It logs the counts, fails the test for every benign capture
+// with a marked packet (what: what the mark says), and returns the data
+// folder and the counts.
+func sharedHinted(t *testing.T, hint uint16, what string) (string, map[string]int) {
+	t.Helper()
 	dir := sharedData(t)
 	d := NewDecoder()
 	hinted := map[string]int{}
 	sharedFiles(t, dir, func(rel string, data []byte) {
 		eachFrame(t, data, func(lt layers.LinkType, f []byte) {
 			var p event.Packet
-			if d.Decode(lt, f, 1, len(f), &p) <= DecodedTruncated && p.VLAN&event.HintCmdShell != 0 {
+			if d.Decode(lt, f, 1, len(f), &p) <= DecodedTruncated && p.VLAN&hint != 0 {
 				hinted[rel]++
 			}
 		})
@@ -174,11 +175,22 @@ func TestShellHintSharedData(t *testing.T) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		t.Logf("%s: %d packets with a command shell", n, hinted[n])
+		t.Logf("%s: %d packets marked as %s", n, hinted[n], what)
 		if strings.HasPrefix(n, "benign"+string(filepath.Separator)) {
-			t.Errorf("benign capture %s: %d packets marked as a command shell", n, hinted[n])
+			t.Errorf("benign capture %s: %d packets marked as %s", n, hinted[n], what)
 		}
 	}
+	return dir, hinted
+}
+
+// TestShellHintSharedData: on the shared captures the shells of the Aurora
+// and Blaster attacks are marked, and no benign capture has a marked
+// packet. (Among the parser corpus, suricata-verify's FTP tests are
+// marked: the file they transfer is id's output, "uid=0(root) gid=0(root)
+// groups=0(root)"; on a sensor that is a finding to look at, and those
+// captures are no training data.)
+func TestShellHintSharedData(t *testing.T) {
+	dir, hinted := sharedHinted(t, event.HintCmdShell, "a command shell")
 	for _, want := range []string{"aurora.pcapng", "ppa2e_aurora.pcap", "ppa1e_blaster.pcap"} {
 		rel := filepath.Join("attacks", "chrissanders-packets", want)
 		if _, err := os.Stat(filepath.Join(dir, rel)); err == nil && hinted[rel] == 0 {

@@ -222,10 +222,10 @@ type hostVal struct {
 type Extractor struct {
 	seed  uint64
 	hosts flowtab.Table[hostKey, hostVal]
-	// v2 is set for a nethost/v2 or v3 extractor: its state and features
+	// v2 is set for a nethost/v2 or later extractor: its state and features
 	// (v2.go).
 	v2 *v2State
-	// v3 is set for a nethost/v3 or v4 extractor (v3.go).
+	// v3 is set for a nethost/v3 or later extractor (v3.go).
 	v3 bool
 	// v4 is set for a nethost/v4 or v5 extractor (v4.go).
 	v4 bool

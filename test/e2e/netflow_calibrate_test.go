@@ -66,8 +66,16 @@ func TestNetflowCalibration(t *testing.T) {
 	pcap, info := writeTrafficgen(t, dir, "demo.pcap", trafficgen.Config{Seed: 42, Start: t0, Sessions: 400, Scan: true, ScanPorts: 1000})
 	const grace = 20 * time.Second
 
-	const set = "nethost/v4"
 	bundles := strictNethost(t, in.Bundles, 0.02)
+	set := "" // the shipped nethost model's feature set, which names its counters
+	for _, b := range bundles {
+		if strings.HasPrefix(b.FeatureSet, "nethost/") {
+			set = b.FeatureSet
+		}
+	}
+	if set == "" {
+		t.Fatalf("no nethost bundle installed: %v", in.Bundles)
+	}
 	run := func(args []string, until func(map[string]uint64) bool, kill bool) ([]*wirev1.Finding, map[string]uint64) {
 		t.Helper()
 		log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -78,6 +78,7 @@ type ContextJSON struct {
 	DstPort uint32 `json:"dst_port"`
 	Proto   string `json:"proto"`
 	Path    string `json:"path"`
+	SrcMAC  string `json:"src_mac,omitempty"`
 }
 
 // FeatureJSON is one feature contribution.
@@ -107,7 +108,8 @@ func NewFindingJSON(f *wirev1.Finding) FindingJSON {
 		TopFeatures: []FeatureJSON{},
 	}
 	if c := f.GetContext(); c != nil {
-		out.Context = ContextJSON{SrcIP: c.GetSrcIp(), DstIP: c.GetDstIp(), SrcPort: c.GetSrcPort(), DstPort: c.GetDstPort(), Proto: c.GetProto(), Path: c.GetPath()}
+		out.Context = ContextJSON{SrcIP: c.GetSrcIp(), DstIP: c.GetDstIp(), SrcPort: c.GetSrcPort(), DstPort: c.GetDstPort(), Proto: c.GetProto(), Path: c.GetPath(),
+			SrcMAC: c.GetSrcMac()}
 	}
 	for _, t := range f.GetTopFeatures() {
 		out.TopFeatures = append(out.TopFeatures, FeatureJSON{Name: t.GetName(), Contribution: t.GetContribution()})

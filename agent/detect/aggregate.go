@@ -75,7 +75,9 @@ type AggregatorConfig struct {
 	// the finding's leading feature is one of the decoder's content hints
 	// (contentKinds): a shell banner, an attack in a request or covert
 	// data in an echo is evidence in the payload, not a statistical
-	// outlier, and one such packet is worth a finding. Default 3.
+	// outlier, and one such packet is worth a finding. Nor does an
+	// anomalous ARP claim on an address need more than one packet
+	// (arpClaim). Default 3.
 	MinPackets uint64
 	// MinSeverity is the lowest severity emitted (default medium: an
 	// aggregate whose largest score stays under 1.5x its threshold is the
@@ -195,7 +197,8 @@ type streak struct {
 // cumulative counts: updates of one finding share detector, context.src_ip
 // and first_seen, and a consumer keeps the one with the largest count.
 // Nothing is emitted below MinSeverity, nor before MinPackets anomalous
-// packets unless the severity is high or critical or a content hint leads.
+// packets unless the severity is high or critical, a content hint leads or
+// the anomalies are ARP claims on an address.
 type Aggregator struct {
 	cfg  AggregatorConfig
 	mu   sync.Mutex
@@ -222,10 +225,7 @@ func NewAggregator(cfg AggregatorConfig) *Aggregator {
 // findings that had to be closed (window rolled over, or evicted).
 func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	c := an.Context
-	key := c[sdk.ContextSrcIP]
-	if key == "" {
-		key = "mac:" + c[ctxSrcMAC]
-	}
+	key := sourceKey(c)
 	pre := an.Aggregate
 	var ts, lastTs int64
 	var count, length uint64
@@ -297,6 +297,22 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 		g.model = &wirev1.ModelRef{Name: c[ctxModel], Version: v, Digest: c[ctxModelDigest], Detector: DetectorName}
 	}
 	return out
+}
+
+// sourceKey is the aggregation key of an anomaly: its source address,
+// its MAC without one, and for ARP the sender address with the frame's
+// source MAC, so that a poisoner's claims on an address make their own
+// finding, apart from the traffic of the host that owns it (the netflow
+// plugin's pre-aggregation mirrors this: plugins/netflow aggKey).
+func sourceKey(c map[string]string) string {
+	ip := c[sdk.ContextSrcIP]
+	switch {
+	case c[sdk.ContextProto] == "arp":
+		return "arp:" + c[ctxSrcMAC] + "/" + ip
+	case ip == "":
+		return "mac:" + c[ctxSrcMAC]
+	}
+	return ip
 }
 
 // addAggregate merges a pre-aggregated anomaly's kinds, ports and hosts.
@@ -508,11 +524,31 @@ func (a *Aggregator) qualifies(g *agg) bool {
 // (see AggregatorConfig.MinPackets).
 func (a *Aggregator) qualifiesAlone(g *agg) bool {
 	sev := Severity(g.maxRatio)
-	return sev >= a.cfg.MinSeverity && (g.count >= a.cfg.MinPackets || sev >= wirev1.Severity_SEVERITY_HIGH || g.contentLed())
+	return sev >= a.cfg.MinSeverity &&
+		(g.count >= a.cfg.MinPackets || sev >= wirev1.Severity_SEVERITY_HIGH || g.contentLed() || g.arpClaim())
 }
 
 // contentLed reports whether g's leading feature is a content hint.
 func (g *agg) contentLed() bool { return len(g.top) > 0 && contentKinds[g.top[0].Name] != "" }
+
+// arpClaimLed reports whether g's leading feature is about claims on an
+// address in ARP: unsolicited replies for it, or changes of the MAC that
+// announces it (nethost's arp_unsol_rate, arp_mac_changes).
+func (g *agg) arpClaimLed() bool {
+	if len(g.top) == 0 {
+		return false
+	}
+	n := g.top[0].Name
+	return strings.HasSuffix(n, "arp_unsol_rate") || strings.HasSuffix(n, "arp_mac_changes")
+}
+
+// arpClaim reports whether g is anomalous ARP only (one sender address and
+// MAC: sourceKey), led by a claim feature: what ARP cache poisoning looks
+// like. One forged reply poisons a cache for as long as the entry lives, and
+// the tools send one every 2 to 10 s (dsniff's arpspoof, ettercap), so
+// unlike IP traffic a single anomalous packet is worth a finding; arpwatch
+// reports every changed address the same way.
+func (g *agg) arpClaim() bool { return g.arp > 0 && g.arp == g.count && g.arpClaimLed() }
 
 // Tick emits what is due: findings whose window closed before packet time
 // nowPkt (ns; 0: none closes) and, with UpdateEvery, updates of open ones.
@@ -637,8 +673,11 @@ var contentKinds = map[string]string{
 // AggregatorConfig.PersistWindows.
 func summary(g *agg, persist int) string {
 	src := g.ctx.SrcIp
-	if src == "" {
+	switch {
+	case src == "":
 		src = g.ctx.SrcMac
+	case g.arp > 0 && g.arp == g.count && g.ctx.SrcMac != "":
+		src = g.ctx.SrcMac + " (claiming " + src + ")"
 	}
 	hosts := strconv.Itoa(len(g.hosts))
 	if g.hostsSaturated {
@@ -666,8 +705,12 @@ func summary(g *agg, persist int) string {
 		kind = "ICMP sweep-like"
 	case g.syn*10 >= g.count*8:
 		kind = "SYN burst"
+	case g.arpClaim():
+		kind = "ARP spoofing-like"
 	case g.arp*10 >= g.count*8:
 		kind = "ARP anomaly"
+	case g.arpClaimLed() && g.arp == 0:
+		kind = "Traffic of an address claimed in ARP"
 	case g.nports >= 100 && g.syn*2 >= g.count:
 		kind = "Port scan-like"
 	case g.udp*10 >= g.count*8 && g.ctx.DstPort == 53:

@@ -138,6 +138,7 @@ type Truth struct {
 type TruthHost struct {
 	Name string `json:"name"`
 	Addr string `json:"addr"`
+	MAC  string `json:"mac,omitempty"` // the lab's fixed MAC address (ARP attacks)
 	Role string `json:"role"`
 }
 

@@ -43,6 +43,20 @@ const maxWindows = 1 << 14
 type srcKey struct {
 	addr [16]byte
 	kind uint8
+	mac  [6]byte // ARP only
+}
+
+// aggKey is the source of an anomalous packet as the agent's aggregator
+// keys it (agent/detect): its source address, its MAC without one, and for
+// ARP the pair of sender address and frame source MAC (a poisoner's claims
+// are not merged with the traffic of the address it claims).
+func aggKey(p *event.Packet) srcKey {
+	addr, kind := sourceKey(p)
+	k := srcKey{addr: addr, kind: kind}
+	if p.Flags&event.FlagARP != 0 {
+		k.kind, k.mac = 3, p.SrcMAC
+	}
+	return k
 }
 
 // aggState is the detector's pre-aggregation state: the window mirror
@@ -97,8 +111,7 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 		}
 		p := &pkts[i]
 		s := int(which[i])
-		addr, kind := sourceKey(p)
-		k := srcKey{addr: addr, kind: kind}
+		k := aggKey(p)
 		ts := p.TimestampNs
 
 		// The agent's rule: an anomaly more than the window after the

@@ -1,6 +1,7 @@
 package netflow
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/plugins/sdk"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -114,5 +116,64 @@ func TestAggregateAttackCaptures(t *testing.T) {
 		want, _ := findings(per, 30*time.Second)
 		got, _ := findings(merged, 30*time.Second)
 		sameFindings(t, filepath.Base(f), want, got)
+	}
+}
+
+// TestAggregateARPClaims: an ARP poisoner's replies claiming a server's
+// address, among the server's own traffic, merge into findings of their
+// own (keyed by sender address and MAC, as the agent keys them), exactly as
+// the per-packet anomalies do.
+func TestAggregateARPClaims(t *testing.T) {
+	pkts := benignGenPackets(t)
+	if len(pkts) < 1000 {
+		t.Fatalf("%d benign packets", len(pkts))
+	}
+	server := netip.MustParseAddr("10.99.1.10") // trafficgen's first server
+	poisoner := [6]byte{0x02, 0x00, 0x0a, 0x63, 0x00, 0x42}
+	var client event.Packet
+	for _, p := range pkts {
+		if p.DstAddr() == server && p.Flags&event.FlagIPv4 != 0 {
+			client = p
+			break
+		}
+	}
+	// One reply every 2 s for 20 s, from the 10th second (dsniff's
+	// arpspoof), each placed among the benign packets by time.
+	t0 := pkts[0].TimestampNs + int64(10*time.Second)
+	var arps []event.Packet
+	for i := range 10 {
+		p := event.Packet{TimestampNs: t0 + int64(i)*int64(2*time.Second), SrcMAC: poisoner, DstMAC: client.SrcMAC,
+			DstPort: 2, Length: 42, Flags: event.FlagARP}
+		p.SetSrc(server)
+		p.SetDst(client.SrcAddr())
+		arps = append(arps, p)
+	}
+	all := make([]event.Packet, 0, len(pkts)+len(arps))
+	for _, p := range pkts {
+		for len(arps) > 0 && arps[0].TimestampNs <= p.TimestampNs {
+			all, arps = append(all, arps[0]), arps[1:]
+		}
+		all = append(all, p)
+	}
+	all = append(all, arps...)
+
+	per := scoreAll(t, newNethost(t, Options{HashSeed: 3, NoAggregate: true}), all, []int{4096})
+	want, _ := findings(per, 30*time.Second)
+	merged := scoreAll(t, newNethost(t, Options{HashSeed: 3}), all, []int{1, 7, 300, 64, 2048, 13})
+	got, _ := findings(merged, 30*time.Second)
+	sameFindings(t, "ARP claims", want, got)
+	var claims int
+	for _, f := range got {
+		c := f.GetContext()
+		if c.GetProto() == "arp" && c.GetSrcIp() == server.String() {
+			if c.GetSrcMac() != "02:00:0a:63:00:42" {
+				t.Errorf("ARP finding for %s with MAC %s: %v", server, c.GetSrcMac(), f)
+			}
+			claims += int(f.GetPackets())
+			t.Logf("%s (%.1fx)", f.GetSummary(), f.GetScore()/f.GetThreshold())
+		}
+	}
+	if claims == 0 {
+		t.Fatalf("no ARP finding for the poisoner's claims on %s among %d findings", server, len(got))
 	}
 }

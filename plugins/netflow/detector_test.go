@@ -54,12 +54,20 @@ func nethostBundle(t testing.TB) string {
 
 // scanPackets returns the packets of a trafficgen capture with a SYN scan.
 func scanPackets(t testing.TB) []event.Packet {
-	p := filepath.Join(t.TempDir(), "scan.pcap")
+	return genPackets(t, trafficgen.Config{Seed: 1, Scan: true})
+}
+
+// benignGenPackets is trafficgen's benign traffic (seed 1) as decoded.
+func benignGenPackets(t testing.TB) []event.Packet { return genPackets(t, trafficgen.Config{Seed: 1}) }
+
+// genPackets writes trafficgen's capture for cfg and decodes it.
+func genPackets(t testing.TB, cfg trafficgen.Config) []event.Packet {
+	p := filepath.Join(t.TempDir(), "gen.pcap")
 	f, err := os.Create(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := trafficgen.Write(f, trafficgen.Config{Seed: 1, Scan: true}); err != nil {
+	if _, err := trafficgen.Write(f, cfg); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()

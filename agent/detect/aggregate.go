@@ -20,6 +20,7 @@ const (
 	ctxLength       = "len"
 	ctxTCPFlags     = "tcp_flags"
 	ctxSrcMAC       = "src_mac"
+	ctxARPClaim     = "arp_claim"
 	ctxModel        = "model"
 	ctxModelVersion = "model_version"
 	ctxModelDigest  = "model_digest"
@@ -76,8 +77,8 @@ type AggregatorConfig struct {
 	// (contentKinds): a shell banner, an attack in a request or covert
 	// data in an echo is evidence in the payload, not a statistical
 	// outlier, and one such packet is worth a finding. Nor does an
-	// anomalous ARP claim on an address need more than one packet
-	// (arpClaim). Default 3.
+	// anomalous ARP claim on an address (an unsolicited reply, a new MAC
+	// for the address) need more than one packet (arpClaim). Default 3.
 	MinPackets uint64
 	// MinSeverity is the lowest severity emitted (default medium: an
 	// aggregate whose largest score stays under 1.5x its threshold is the
@@ -299,15 +300,19 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	return out
 }
 
-// sourceKey is the aggregation key of an anomaly: its source address,
-// its MAC without one, and for ARP the sender address with the frame's
-// source MAC, so that a poisoner's claims on an address make their own
-// finding, apart from the traffic of the host that owns it (the netflow
-// plugin's pre-aggregation mirrors this: plugins/netflow aggKey).
+// sourceKey is the aggregation key of an anomaly with context c: its
+// source address, its MAC without one, and for an ARP claim (an unsolicited
+// reply or a new MAC for the address, as the netflow plugin marks it:
+// arp_claim) the claimed address with the frame's source MAC, so that a
+// poisoner's claims make their own finding, apart from the traffic of the
+// host that owns the address. Other anomalous ARP (a host answering for
+// its own address while its traffic is anomalous) stays with its sender's
+// traffic. The netflow plugin's pre-aggregation keys its merged anomalies
+// the same way (plugins/netflow aggKey).
 func sourceKey(c map[string]string) string {
 	ip := c[sdk.ContextSrcIP]
 	switch {
-	case c[sdk.ContextProto] == "arp":
+	case c[ctxARPClaim] == "1":
 		return "arp:" + c[ctxSrcMAC] + "/" + ip
 	case ip == "":
 		return "mac:" + c[ctxSrcMAC]
@@ -531,24 +536,12 @@ func (a *Aggregator) qualifiesAlone(g *agg) bool {
 // contentLed reports whether g's leading feature is a content hint.
 func (g *agg) contentLed() bool { return len(g.top) > 0 && contentKinds[g.top[0].Name] != "" }
 
-// arpClaimLed reports whether g's leading feature is about claims on an
-// address in ARP: unsolicited replies for it, or changes of the MAC that
-// announces it (nethost's arp_unsol_rate, arp_mac_changes).
-func (g *agg) arpClaimLed() bool {
-	if len(g.top) == 0 {
-		return false
-	}
-	n := g.top[0].Name
-	return strings.HasSuffix(n, "arp_unsol_rate") || strings.HasSuffix(n, "arp_mac_changes")
-}
-
-// arpClaim reports whether g is anomalous ARP only (one sender address and
-// MAC: sourceKey), led by a claim feature: what ARP cache poisoning looks
-// like. One forged reply poisons a cache for as long as the entry lives, and
-// the tools send one every 2 to 10 s (dsniff's arpspoof, ettercap), so
-// unlike IP traffic a single anomalous packet is worth a finding; arpwatch
-// reports every changed address the same way.
-func (g *agg) arpClaim() bool { return g.arp > 0 && g.arp == g.count && g.arpClaimLed() }
+// arpClaim reports whether g holds ARP claims on an address (sourceKey).
+// One forged reply poisons a cache for as long as the entry lives, and the
+// tools send one every 2 to 10 s (dsniff's arpspoof, ettercap), so unlike
+// IP traffic a single anomalous claim is worth a finding; arpwatch reports
+// every changed address the same way.
+func (g *agg) arpClaim() bool { return strings.HasPrefix(g.key, "arp:") }
 
 // Tick emits what is due: findings whose window closed before packet time
 // nowPkt (ns; 0: none closes) and, with UpdateEvery, updates of open ones.
@@ -676,7 +669,7 @@ func summary(g *agg, persist int) string {
 	switch {
 	case src == "":
 		src = g.ctx.SrcMac
-	case g.arp > 0 && g.arp == g.count && g.ctx.SrcMac != "":
+	case g.arpClaim():
 		src = g.ctx.SrcMac + " (claiming " + src + ")"
 	}
 	hosts := strconv.Itoa(len(g.hosts))
@@ -709,8 +702,6 @@ func summary(g *agg, persist int) string {
 		kind = "ARP spoofing-like"
 	case g.arp*10 >= g.count*8:
 		kind = "ARP anomaly"
-	case g.arpClaimLed() && g.arp == 0:
-		kind = "Traffic of an address claimed in ARP"
 	case g.nports >= 100 && g.syn*2 >= g.count:
 		kind = "Port scan-like"
 	case g.udp*10 >= g.count*8 && g.ctx.DstPort == 53:

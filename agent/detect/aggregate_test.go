@@ -391,73 +391,77 @@ func TestContentLedSinglePacket(t *testing.T) {
 	}
 }
 
-// arpAnomaly is an anomalous ARP reply (operation 2) from mac claiming ip,
-// led by the feature lead.
-func arpAnomaly(mac, ip, dst string, tsSec float64, score float32, lead string) sdk.Anomaly {
+// arpAnomaly is an anomalous ARP reply (operation 2) from mac for ip, an
+// ARP claim (the plugin's arp_claim) if claim.
+func arpAnomaly(mac, ip, dst string, tsSec float64, score float32, claim bool) sdk.Anomaly {
 	an := anomaly(ip, dst, 2, tsSec, score, 0)
 	an.Context[sdk.ContextProto] = "arp"
 	delete(an.Context, sdk.ContextSrcPort)
 	delete(an.Context, ctxTCPFlags)
 	an.Context[ctxSrcMAC] = mac
-	an.TopFeatures = []sdk.Contribution{{Name: lead, Contribution: 0.5}}
+	if claim {
+		an.Context[ctxARPClaim] = "1"
+	}
+	an.TopFeatures = []sdk.Contribution{{Name: "host_L0.1_arp_unsol_rate", Contribution: 0.5}}
 	return an
 }
 
-// TestARPClaimSinglePacket: one anomalous ARP packet led by a claim
-// feature (unsolicited replies, a changed MAC) is a finding at medium
-// severity, named after the MAC that made the claim; other ARP anomalies
-// and IP traffic led by a claim feature still need MinPackets packets.
+// TestARPClaimSinglePacket: one anomalous ARP claim (an unsolicited reply
+// or a new MAC for the address) is a finding from medium severity, named
+// after the MAC that made the claim; other anomalous ARP and IP traffic
+// still need MinPackets packets below high severity.
 func TestARPClaimSinglePacket(t *testing.T) {
 	const poisoner = "00:25:b3:bf:91:ee"
 	for _, c := range []struct {
-		lead    string
+		what    string
 		score   float32
+		claim   bool
 		ip      bool // an IP packet of the claimed address, not ARP
 		want    int
 		summary string
 	}{
-		{"host_arp_mac_changes", 1.8, false, 1, "ARP spoofing-like: 1 anomalous packet from " + poisoner + " (claiming 172.16.0.1) to 1 host"},
-		{"host_L0.1_arp_unsol_rate", 2, false, 1, "ARP spoofing-like: "},
-		{"host_L1_arp_unsol_rate", 1.5, false, 1, "ARP spoofing-like: "},
-		{"host_arp_mac_changes", 1.2, false, 0, ""}, // low: below MinSeverity
-		{"host_L1_arp_req_rate", 2, false, 0, ""},   // a sweep needs packets
-		{"host_L1_init_mean_size", 2, false, 0, ""},
-		{"host_L1_arp_req_rate", 3, false, 1, "ARP anomaly: 1 anomalous packet from " + poisoner + " (claiming 172.16.0.1)"},
-		{"host_L0.1_arp_unsol_rate", 2, true, 0, ""},
-		{"host_L0.1_arp_unsol_rate", 3, true, 1, "Traffic of an address claimed in ARP: 1 anomalous packet from 172.16.0.1 to"},
+		{"claim", 1.8, true, false, 1, "ARP spoofing-like: 1 anomalous packet from " + poisoner + " (claiming 172.16.0.1) to 1 host"},
+		{"claim", 1.5, true, false, 1, "ARP spoofing-like: "},
+		{"claim, low", 1.2, true, false, 0, ""},
+		{"other ARP", 2, false, false, 0, ""},
+		{"other ARP, high", 3, false, false, 1, "ARP anomaly: 1 anomalous packet from 172.16.0.1 to 1 host"},
+		{"IP", 2, false, true, 0, ""},
 	} {
 		a := NewAggregator(AggregatorConfig{})
-		an := arpAnomaly(poisoner, "172.16.0.1", "172.16.0.107", 1, c.score, c.lead)
+		an := arpAnomaly(poisoner, "172.16.0.1", "172.16.0.107", 1, c.score, c.claim)
 		if c.ip {
 			an = anomaly("172.16.0.1", "172.16.0.107", 80, 1, c.score, 0x12)
-			an.TopFeatures = []sdk.Contribution{{Name: c.lead, Contribution: 0.5}}
+			an.TopFeatures = []sdk.Contribution{{Name: "host_L0.1_arp_unsol_rate", Contribution: 0.5}}
 		}
 		a.Add(&an)
 		out := a.Flush()
 		if len(out) != c.want {
-			t.Errorf("%s at %.1fx (IP %v): %d findings, want %d", c.lead, c.score, c.ip, len(out), c.want)
+			t.Errorf("%s at %.1fx: %d findings, want %d", c.what, c.score, len(out), c.want)
 			continue
 		}
 		if c.want == 1 && !strings.HasPrefix(out[0].GetSummary(), c.summary) {
-			t.Errorf("%s: summary %q, want the prefix %q", c.lead, out[0].GetSummary(), c.summary)
+			t.Errorf("%s: summary %q, want the prefix %q", c.what, out[0].GetSummary(), c.summary)
 		}
-		if c.want == 1 && !c.ip && out[0].GetContext().GetSrcMac() != poisoner {
-			t.Errorf("%s: context MAC %q", c.lead, out[0].GetContext().GetSrcMac())
+		if c.want == 1 && out[0].GetContext().GetSrcMac() != poisoner {
+			t.Errorf("%s: context MAC %q", c.what, out[0].GetContext().GetSrcMac())
 		}
 	}
 }
 
 // TestARPClaimsApart: the ARP claims of two MACs on one address and that
-// address's own IP traffic make three findings, each with its MAC; the
-// plugin's pre-aggregation keys sources the same way (plugins/netflow).
+// address's own IP traffic make three findings, each with its MAC; an
+// anomalous ARP reply that is no claim (a host answering for its own
+// address while its traffic is anomalous) stays in its traffic's finding.
+// The plugin's pre-aggregation keys sources the same way (plugins/netflow).
 func TestARPClaimsApart(t *testing.T) {
 	a := NewAggregator(AggregatorConfig{MinPackets: 1})
 	for i := range 4 {
 		ts := 10 + float64(i)
 		for _, an := range []sdk.Anomaly{
-			arpAnomaly("02:00:0a:63:00:42", "10.99.0.10", "10.99.0.20", ts, 8, "host_L0.1_arp_unsol_rate"),
-			arpAnomaly("02:00:0a:63:00:0a", "10.99.0.10", "10.99.0.66", ts+0.1, 8, "host_L0.1_arp_unsol_rate"),
+			arpAnomaly("02:00:0a:63:00:42", "10.99.0.10", "10.99.0.20", ts, 8, true),
+			arpAnomaly("02:00:0a:63:00:0a", "10.99.0.10", "10.99.0.66", ts+0.1, 8, true),
 			anomaly("10.99.0.10", "10.99.0.20", 443, ts+0.2, 8, 0x12),
+			arpAnomaly("02:00:0a:63:00:0a", "10.99.0.10", "10.99.0.21", ts+0.3, 8, false),
 		} {
 			a.Add(&an)
 		}
@@ -468,10 +472,14 @@ func TestARPClaimsApart(t *testing.T) {
 	}
 	macs := map[string]bool{}
 	for _, f := range out {
-		if f.GetPackets() != 4 || f.GetContext().GetSrcIp() != "10.99.0.10" {
-			t.Errorf("finding %q: %d packets, source %s", f.GetSummary(), f.GetPackets(), f.GetContext().GetSrcIp())
+		want, claim := uint64(4), strings.HasPrefix(f.GetSummary(), "ARP spoofing-like: ")
+		if !claim {
+			want = 8
 		}
-		if f.GetContext().GetProto() == "arp" {
+		if f.GetPackets() != want || f.GetContext().GetSrcIp() != "10.99.0.10" {
+			t.Errorf("finding %q: %d packets, want %d, source %s", f.GetSummary(), f.GetPackets(), want, f.GetContext().GetSrcIp())
+		}
+		if claim {
 			macs[f.GetContext().GetSrcMac()] = true
 			if !strings.Contains(f.GetSummary(), f.GetContext().GetSrcMac()+" (claiming 10.99.0.10)") {
 				t.Errorf("summary %q does not name %s", f.GetSummary(), f.GetContext().GetSrcMac())
@@ -479,6 +487,6 @@ func TestARPClaimsApart(t *testing.T) {
 		}
 	}
 	if len(macs) != 2 {
-		t.Errorf("ARP findings from %v, want both MACs", macs)
+		t.Errorf("ARP claim findings from %v, want both MACs", macs)
 	}
 }

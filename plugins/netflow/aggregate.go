@@ -48,12 +48,14 @@ type srcKey struct {
 
 // aggKey is the source of an anomalous packet as the agent's aggregator
 // keys it (agent/detect): its source address, its MAC without one, and for
-// ARP the pair of sender address and frame source MAC (a poisoner's claims
-// are not merged with the traffic of the address it claims).
-func aggKey(p *event.Packet) srcKey {
+// an ARP claim (nethost's ARPClaim: an unsolicited reply, a new MAC for the
+// address) the pair of claimed address and frame source MAC, so that a
+// poisoner's claims are not merged with the traffic of the address it
+// claims.
+func aggKey(p *event.Packet, claim bool) srcKey {
 	addr, kind := sourceKey(p)
 	k := srcKey{addr: addr, kind: kind}
-	if p.Flags&event.FlagARP != 0 {
+	if claim {
 		k.kind, k.mac = 3, p.SrcMAC
 	}
 	return k
@@ -111,7 +113,7 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 		}
 		p := &pkts[i]
 		s := int(which[i])
-		k := aggKey(p)
+		k := aggKey(p, d.claim[i])
 		ts := p.TimestampNs
 
 		// The agent's rule: an anomaly more than the window after the
@@ -200,7 +202,7 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 	for r := range st.build {
 		b := &st.build[r]
 		m := loaded[b.maxSlot]
-		ctx := packetContext(&pkts[b.first], m)
+		ctx := packetContext(&pkts[b.first], m, d.claim[b.first])
 		agg := b.agg
 		a := sdk.Anomaly{
 			Index:       uint64(base + b.first),

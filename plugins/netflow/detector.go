@@ -75,6 +75,7 @@ const (
 	ContextLength       = "len"           // bytes on the wire
 	ContextTCPFlags     = "tcp_flags"     // TCP flags byte, decimal
 	ContextSrcMAC       = "src_mac"       // source MAC
+	ContextARPClaim     = "arp_claim"     // "1": an ARP claim on src_ip by src_mac (nethost's ARPClaim)
 	ContextModel        = "model"         // model name
 	ContextModelVersion = "model_version" // model version
 	ContextModelDigest  = "model_digest"  // "sha256:..." of the bundle file
@@ -182,6 +183,7 @@ type Detector struct {
 	feats [nslots][]float32
 	ratio []float32
 	which []int8
+	claim []bool            // per packet of the current chunk: an ARP claim (nethost's ARPClaim)
 	rsc   []float32         // raw scores of the current chunk's packets, per slot
 	con   [nslots][]float32 // contributions of the current chunk's scored rows, per slot
 
@@ -248,6 +250,7 @@ func New(log *slog.Logger, opts Options) *Detector {
 	}
 	d.ratio = make([]float32, opts.MaxBatch)
 	d.which = make([]int8, opts.MaxBatch)
+	d.claim = make([]bool, opts.MaxBatch)
 	d.rsc = make([]float32, nslots*opts.MaxBatch)
 	if !opts.NoAggregate {
 		d.agg = newAggState()
@@ -411,6 +414,7 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 	for i := range ratio {
 		ratio[i], which[i] = 0, -1
 	}
+	clear(d.claim[:n])
 	// A batch that spans the end of a model's calibration grace period is
 	// scored in two parts: the packets before it are observed, those after
 	// it are judged by the calibrated threshold.
@@ -476,7 +480,7 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 			Score:       d.rawScore(s, i),
 			Threshold:   m.thr,
 			TopFeatures: sdk.TopContributions(d.contrib(s, i), m.names, TopK),
-			Context:     packetContext(&pkts[i], m),
+			Context:     packetContext(&pkts[i], m, d.claim[i]),
 		})
 	}
 	return nil
@@ -493,6 +497,7 @@ func (d *Detector) scoreEach(s int, pkts []event.Packet, m *model, scores []floa
 	} else {
 		for i := range pkts {
 			d.nh.Extract(&pkts[i], feats[i*dim:(i+1)*dim])
+			d.claim[i] = d.nh.ARPClaim()
 		}
 	}
 	return d.scoreRows(s, m, n, scores)
@@ -525,6 +530,7 @@ func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) e
 		p := &pkts[i]
 		v := feats[rows*dim : (rows+1)*dim] // the next free row; a reused packet's vector is overwritten
 		d.nh.ExtractRaw(p, &d.raw)
+		d.claim[i] = d.nh.ARPClaim()
 		idx, fresh := c.lookup(p)
 		e := &c.entries[idx]
 		now := p.TimestampNs
@@ -674,8 +680,9 @@ func (d *Detector) calibratedAll() bool {
 	return any
 }
 
-// packetContext describes p for the finding.
-func packetContext(p *event.Packet, m *model) map[string]string {
+// packetContext describes p for the finding; claim marks an ARP claim
+// (ContextARPClaim).
+func packetContext(p *event.Packet, m *model, claim bool) map[string]string {
 	ctx := map[string]string{
 		sdk.ContextProto:    p.ProtoName(),
 		ContextTimeNs:       strconv.FormatInt(p.TimestampNs, 10),
@@ -696,6 +703,9 @@ func packetContext(p *event.Packet, m *model) map[string]string {
 	}
 	if p.Proto == event.ProtoTCP {
 		ctx[ContextTCPFlags] = strconv.Itoa(int(p.TCPFlags))
+	}
+	if claim {
+		ctx[ContextARPClaim] = "1"
 	}
 	return ctx
 }

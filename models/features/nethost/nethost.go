@@ -237,7 +237,29 @@ type Extractor struct {
 	// traffic repeats steps). On the reference capture about a third of
 	// the steps are found.
 	decays *[decayCacheSize]decayEntry
+	// claim records whether the last packet was an ARP claim (ARPClaim).
+	claim bool
 }
+
+// claimable reports whether a is an address an ARP packet can claim: not
+// zero (no address decoded) and not 0.0.0.0.
+func claimable(a *[16]byte) bool {
+	var zero, zero4 [16]byte
+	zero4[10], zero4[11] = 0xff, 0xff
+	return *a != zero && *a != zero4
+}
+
+// ARPClaim reports whether the packet last given to Extract or ExtractRaw
+// was a claim on an IP address in ARP that the address's history does not
+// back: a reply nobody asked for (no request for the address seen within
+// the features' memory), or a reply or gratuitous announcement from another
+// MAC than the last one that announced the address. These are the packets
+// ARP cache poisoning consists of (arpwatch reports the second kind as
+// "changed ethernet address" and "flip flop"); the features count them in
+// arp_unsol_rate and arp_mac_changes. The netflow detector reports an
+// anomalous claim under the MAC that sent it, apart from the claimed
+// address's own traffic.
+func (e *Extractor) ARPClaim() bool { return e.claim }
 
 // decayCacheSize is the number of entries of the decay cache (a power of
 // two).
@@ -625,6 +647,7 @@ func logFeature(x float64) float32 {
 // ExtractRaw updates the state with p and writes the raw features of p's
 // source to raw (see Raw).
 func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
+	e.claim = false
 	now := p.TimestampNs
 	flags, proto := p.Flags, p.Proto
 	isARP := flags&event.FlagARP != 0
@@ -709,6 +732,7 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	if isARP && (p.DstPort == 2 || p.SrcIP == p.DstIP) { // replies and gratuitous announcements
 		if v.arpSeen && v.arpMAC != p.SrcMAC {
 			v.macChanges++
+			e.claim = true
 		}
 		v.arpMAC, v.arpSeen = p.SrcMAC, true
 	}
@@ -721,8 +745,14 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 			v.arpAsked--
 		} else {
 			unsolicited = true
+			e.claim = true
 		}
 	}
+
+	// A claim needs a sender address: ARP for other protocols or with
+	// malformed address lengths decodes without one (zero), and a probe
+	// (RFC 5227) claims nothing.
+	e.claim = e.claim && claimable(&p.SrcIP)
 
 	// The counts of both windows, grouped by the conditions (every
 	// condition of the second group implies an open; a frame flagged both

@@ -334,6 +334,51 @@ func TestARPMACChange(t *testing.T) {
 	}
 }
 
+// TestARPClaim: ARPClaim marks an unsolicited reply and an announcement
+// from a new MAC for a known address, and nothing else: requests, replies
+// to requests, repeated announcements from the same MAC, IP packets.
+func TestARPClaim(t *testing.T) {
+	arp := func(op uint16, mac [6]byte, src, dst netip.Addr) event.Packet {
+		p := event.Packet{Flags: event.FlagARP, DstPort: op, SrcMAC: mac, Length: 42}
+		p.SetSrc(src)
+		p.SetDst(dst)
+		return p
+	}
+	ip := event.Packet{Flags: event.FlagIPv4, Proto: event.ProtoUDP, SrcMAC: macA, SrcPort: 53, DstPort: 40000, Length: 80}
+	ip.SetSrc(ipA)
+	ip.SetDst(ipB)
+	steps := []struct {
+		what string
+		p    event.Packet
+		want bool
+	}{
+		{"request for A", arp(1, macB, ipB, ipA), false},
+		{"A's reply to it", arp(2, macA, ipA, ipB), false},
+		{"A's gratuitous announcement", arp(1, macA, ipA, ipA), false},
+		{"A's traffic", ip, false},
+		{"unsolicited reply for A from A's MAC", arp(2, macA, ipA, ipB), true},
+		{"request for A again", arp(1, macB, ipB, ipA), false},
+		{"reply for A from another MAC", arp(2, macB, ipA, ipB), true},
+		{"gratuitous announcement of A from the first MAC", arp(1, macA, ipA, ipA), true},
+		{"the same again", arp(1, macA, ipA, ipA), false},
+		{"B's request", arp(1, macB, ipB, ipA), false},
+		{"reply without a sender address", arp(2, macA, netip.IPv6Unspecified(), ipB), false},
+		{"reply from another MAC without a sender address", arp(2, macB, netip.IPv6Unspecified(), ipB), false},
+		{"reply for 0.0.0.0", arp(2, macB, netip.IPv4Unspecified(), ipB), false},
+	}
+	e := New(Config{V5: true})
+	out := make([]float32, DimV5)
+	ts := int64(1_700_000_000) * sec
+	for _, st := range steps {
+		ts += sec
+		st.p.TimestampNs = ts
+		e.Extract(&st.p, out)
+		if got := e.ARPClaim(); got != st.want {
+			t.Errorf("%s: ARPClaim %v, want %v", st.what, got, st.want)
+		}
+	}
+}
+
 // TestRawLogFeatures: the features Raw keeps before log1p are the rates and
 // the ARP MAC changes (dst_ports and dst_hosts come logged from their
 // per-host cache), and Raw.Features of a packet equals Extract of the same

@@ -274,6 +274,9 @@ func arpspoofAttack(ctx context.Context, l *lab, att *host) (string, string, err
 	}
 	run := ctx
 	if dl, ok := ctx.Deadline(); ok {
+		if time.Until(dl) < 10*time.Second {
+			return "", "arpspoof needs a slot of at least 10 s (a longer --duration or fewer attacks)", nil
+		}
 		var cancel context.CancelFunc
 		run, cancel = context.WithDeadline(ctx, dl.Add(-6*time.Second))
 		defer cancel()

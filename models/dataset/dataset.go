@@ -111,7 +111,9 @@ type Capture struct {
 	Sets  []FeatureSet
 	Feats [][]float32
 	Src   []netip.Addr
-	TS    []int64 // unix nanoseconds
+	// SrcMAC is each packet's frame source MAC (nil for file events).
+	SrcMAC [][6]byte
+	TS     []int64 // unix nanoseconds
 	// WebAttacks counts the packets that the agent's decoder marked as an
 	// HTTP attack (event.FlagHTTPInjection or FlagHTTPTraversal): a
 	// "benign" capture with any is not benign.
@@ -204,6 +206,7 @@ func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int
 				c.ICMPData++
 			}
 			c.Src = append(c.Src, p.SrcAddr())
+			c.SrcMAC = append(c.SrcMAC, p.SrcMAC)
 			c.TS = append(c.TS, p.TimestampNs)
 			c.N++
 		}
@@ -395,6 +398,9 @@ func SplitTail(caps []*Capture, frac float64) (trainCaps, holdCaps []*Capture) {
 
 func (c *Capture) slice(lo, hi int) *Capture {
 	out := &Capture{Path: c.Path, N: hi - lo, Sets: c.Sets, Src: c.Src[lo:hi], TS: c.TS[lo:hi], Reason: c.Reason}
+	if c.SrcMAC != nil {
+		out.SrcMAC = c.SrcMAC[lo:hi]
+	}
 	for k, s := range c.Sets {
 		out.Feats = append(out.Feats, c.Feats[k][lo*s.Dim:hi*s.Dim])
 	}

@@ -63,7 +63,8 @@ func TestParseManifest(t *testing.T) {
 func TestTruthLabels(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "lab.json")
-	js := `{"capture":"lab.pcap","attacks":[{"name":"nmap","command":"nmap -sS","attacker":"10.99.0.66","start":"2026-01-01T00:00:10Z","end":"2026-01-01T00:00:20Z"},
+	js := `{"capture":"lab.pcap","hosts":[{"name":"web","addr":"10.99.0.10","mac":"02:00:0a:63:00:0a"},{"name":"attacker","addr":"10.99.0.66","mac":"02:00:0a:63:00:42"}],
+"attacks":[{"name":"nmap","command":"nmap -sS","attacker":"10.99.0.66","start":"2026-01-01T00:00:10Z","end":"2026-01-01T00:00:20Z"},
 {"name":"hydra","attacker":"10.99.0.66","skipped":"hydra not installed"}]}`
 	if err := os.WriteFile(p, []byte(js), 0o644); err != nil {
 		t.Fatal(err)
@@ -78,20 +79,31 @@ func TestTruthLabels(t *testing.T) {
 	}
 	at := func(s int) int64 { return time.Date(2026, 1, 1, 0, 0, s, 0, time.UTC).UnixNano() }
 	a := netip.MustParseAddr("::ffff:10.99.0.66")
+	web := netip.MustParseAddr("10.99.0.10")
+	attMAC, webMAC := [6]byte{2, 0, 10, 99, 0, 0x42}, [6]byte{2, 0, 10, 99, 0, 10}
 	cases := []struct {
 		src  netip.Addr
+		mac  [6]byte
 		ts   int64
 		want bool
 	}{
-		{a, at(15), true},
-		{a.Unmap(), at(10), true},
-		{a, at(5), false},
-		{a, at(21), false},
-		{netip.MustParseAddr("10.99.0.10"), at(15), false},
+		{a, attMAC, at(15), true},
+		{a.Unmap(), [6]byte{}, at(10), true}, // by address alone
+		{a, attMAC, at(5), false},
+		{a, attMAC, at(21), false},
+		{web, webMAC, at(15), false},
+		{web, attMAC, at(15), true}, // a forged reply claiming the web server's address
+		{web, attMAC, at(25), false},
 	}
 	for _, c := range cases {
-		if got[0].Positive(c.src, c.ts) != c.want {
-			t.Errorf("Positive(%v, %d) != %v", c.src, c.ts, c.want)
+		if got[0].Positive(c.src, c.mac, c.ts) != c.want {
+			t.Errorf("Positive(%v, %x, %d) != %v", c.src, c.mac, c.ts, c.want)
+		}
+	}
+	for _, bad := range []string{`"02:00:0a:63:00"`, `"not a mac"`, `"02:00:0a:63:00:42:00:01"`} {
+		js := `{"hosts":[{"name":"attacker","addr":"10.99.0.66","mac":` + bad + `}],"attacks":[{"name":"nmap","attacker":"10.99.0.66"}]}`
+		if _, err := parseTruth(strings.NewReader(js), "x"); err == nil || !strings.Contains(err.Error(), "MAC") {
+			t.Errorf("MAC %s: err %v", bad, err)
 		}
 	}
 	if _, err := ReadLabels(filepath.Join(dir, "missing.csv")); err == nil {
@@ -168,6 +180,7 @@ func equal(a, b []float32) bool {
 func FuzzParseLabels(f *testing.F) {
 	f.Add([]byte(manifest), false)
 	f.Add([]byte(`{"attacks":[{"name":"x","attacker":"10.99.0.66"}]}`), true)
+	f.Add([]byte(`{"hosts":[{"name":"a","addr":"10.99.0.66","mac":"02:00:0a:63:00:42"}],"attacks":[{"name":"x","attacker":"10.99.0.66"}]}`), true)
 	f.Fuzz(func(t *testing.T, data []byte, js bool) {
 		if js {
 			_, _ = parseTruth(bytes.NewReader(data), "x")

@@ -1,10 +1,12 @@
 package dataset
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,18 +17,25 @@ import (
 
 // Label is the ground truth of one attack capture: what it is and, where
 // known, the attacker's address and the time span of the attack. Packets
-// sent by Attacker (inside the span, when one is given) are the positives.
+// sent by Attacker (inside the span, when one is given) are the positives,
+// and where the truth knows the attacker's MAC (the lab's), every frame the
+// attacker sent, whatever address it claims (forged ARP replies).
 type Label struct {
-	What     string
-	Attacker netip.Addr
-	Start    time.Time // zero: from the beginning
-	End      time.Time // zero: to the end
+	What        string
+	Attacker    netip.Addr
+	AttackerMAC net.HardwareAddr // nil: unknown
+	Start       time.Time        // zero: from the beginning
+	End         time.Time        // zero: to the end
 }
 
-// Positive reports whether a packet from src at ts (unix ns) is an attack
-// packet under this label. Without an attacker address nothing is.
-func (l Label) Positive(src netip.Addr, ts int64) bool {
-	if !l.Attacker.IsValid() || src.Unmap() != l.Attacker.Unmap() {
+// Positive reports whether a packet from src (frame source MAC mac) at ts
+// (unix ns) is an attack packet under this label. Without an attacker
+// address nothing is.
+func (l Label) Positive(src netip.Addr, mac [6]byte, ts int64) bool {
+	if !l.Attacker.IsValid() {
+		return false
+	}
+	if src.Unmap() != l.Attacker.Unmap() && !bytes.Equal(l.AttackerMAC, mac[:]) {
 		return false
 	}
 	if !l.Start.IsZero() && ts < l.Start.UnixNano() {
@@ -163,6 +172,21 @@ func parseTruth(r io.Reader, fallbackName string) (Labels, error) {
 	if name == "" {
 		name = fallbackName + ".pcap"
 	}
+	macs := map[netip.Addr]net.HardwareAddr{}
+	for _, h := range t.Hosts {
+		if h.MAC == "" {
+			continue
+		}
+		addr, err := netip.ParseAddr(h.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("parse truth: host %q: address: %w", h.Name, err)
+		}
+		mac, err := net.ParseMAC(h.MAC)
+		if err != nil || len(mac) != 6 {
+			return nil, fmt.Errorf("parse truth: host %q: MAC %q is not an Ethernet address", h.Name, h.MAC)
+		}
+		macs[addr.Unmap()] = mac
+	}
 	out := Labels{}
 	for _, a := range t.Attacks {
 		if a.Skipped != "" {
@@ -172,7 +196,8 @@ func parseTruth(r io.Reader, fallbackName string) (Labels, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse truth: attack %s: attacker: %w", a.Name, err)
 		}
-		out[name] = append(out[name], Label{What: a.Name + ": " + a.Command, Attacker: addr, Start: a.Start, End: a.End})
+		out[name] = append(out[name], Label{What: a.Name + ": " + a.Command, Attacker: addr, AttackerMAC: macs[addr.Unmap()],
+			Start: a.Start, End: a.End})
 	}
 	return out, nil
 }

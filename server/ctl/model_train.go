@@ -598,7 +598,11 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 			a.Positive = make([]bool, c.N)
 			for i := range c.N {
 				for _, l := range ls {
-					if l.Positive(c.Src[i], c.TS[i]) {
+					var mac [6]byte
+					if c.SrcMAC != nil {
+						mac = c.SrcMAC[i]
+					}
+					if l.Positive(c.Src[i], mac, c.TS[i]) {
 						a.Positive[i] = true
 						break
 					}

@@ -162,7 +162,15 @@ func TestAggregateARPClaims(t *testing.T) {
 	merged := scoreAll(t, newNethost(t, Options{HashSeed: 3}), all, []int{1, 7, 300, 64, 2048, 13})
 	got, _ := findings(merged, 30*time.Second)
 	sameFindings(t, "ARP claims", want, got)
-	var claims int
+	// Without the score cache the vectors are built by the other path.
+	fresh := scoreAll(t, newNethost(t, Options{HashSeed: 3, NoReuse: true}), all, []int{4096})
+	noReuse, _ := findings(fresh, 30*time.Second)
+	var claims, claimsNoReuse int
+	for _, f := range noReuse {
+		if f.GetContext().GetProto() == "arp" {
+			claimsNoReuse += int(f.GetPackets())
+		}
+	}
 	for _, f := range got {
 		c := f.GetContext()
 		if c.GetProto() == "arp" && c.GetSrcIp() == server.String() {
@@ -175,5 +183,8 @@ func TestAggregateARPClaims(t *testing.T) {
 	}
 	if claims == 0 {
 		t.Fatalf("no ARP finding for the poisoner's claims on %s among %d findings", server, len(got))
+	}
+	if claimsNoReuse != claims {
+		t.Errorf("claims in ARP findings: %d with the score cache, %d without", claims, claimsNoReuse)
 	}
 }

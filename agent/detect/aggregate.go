@@ -21,6 +21,7 @@ const (
 	ctxTCPFlags     = "tcp_flags"
 	ctxSrcMAC       = "src_mac"
 	ctxARPClaim     = "arp_claim"
+	ctxARPPrevMAC   = "arp_prev_mac"
 	ctxModel        = "model"
 	ctxModelVersion = "model_version"
 	ctxModelDigest  = "model_digest"
@@ -155,6 +156,10 @@ type agg struct {
 	top              []sdk.Contribution
 	model            *wirev1.ModelRef
 	ctx              *wirev1.FindingContext
+	// arpPrev is, for ARP claims, the MAC that announced the address before
+	// the group's first claim, if that claim changed it (the plugin's
+	// arp_prev_mac).
+	arpPrev string
 	// Destination ports: the first few in a list, then a bitmap of all
 	// 65536 (8 KB, allocated only for sources that reach that many: most
 	// findings name one or a few ports, and a full bitmap per open finding
@@ -264,6 +269,9 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 		g = &agg{key: key, first: ts, last: ts, created: a.cfg.Now(), hosts: map[string]struct{}{}}
 		g.ctx = &wirev1.FindingContext{
 			SrcIp: c[sdk.ContextSrcIP], DstIp: c[sdk.ContextDstIP], Proto: c[sdk.ContextProto], SrcMac: c[ctxSrcMAC],
+		}
+		if c[ctxARPClaim] == "1" {
+			g.arpPrev = c[ctxARPPrevMAC]
 		}
 		if v, err := strconv.ParseUint(c[sdk.ContextSrcPort], 10, 16); err == nil {
 			g.ctx.SrcPort = uint32(v)
@@ -669,6 +677,8 @@ func summary(g *agg, persist int) string {
 	switch {
 	case src == "":
 		src = g.ctx.SrcMac
+	case g.arpClaim() && g.arpPrev != "":
+		src = g.ctx.SrcMac + " (claiming " + src + ", announced before by " + g.arpPrev + ")"
 	case g.arpClaim():
 		src = g.ctx.SrcMac + " (claiming " + src + ")"
 	}

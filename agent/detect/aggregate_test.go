@@ -455,13 +455,18 @@ func TestARPClaimSinglePacket(t *testing.T) {
 // The plugin's pre-aggregation keys sources the same way (plugins/netflow).
 func TestARPClaimsApart(t *testing.T) {
 	a := NewAggregator(AggregatorConfig{MinPackets: 1})
+	const attacker, owner = "02:00:0a:63:00:42", "02:00:0a:63:00:0a"
 	for i := range 4 {
 		ts := 10 + float64(i)
+		forged := arpAnomaly(attacker, "10.99.0.10", "10.99.0.20", ts, 8, true)
+		if i == 0 { // the first forged reply replaced the owner's MAC
+			forged.Context[ctxARPPrevMAC] = owner
+		}
 		for _, an := range []sdk.Anomaly{
-			arpAnomaly("02:00:0a:63:00:42", "10.99.0.10", "10.99.0.20", ts, 8, true),
-			arpAnomaly("02:00:0a:63:00:0a", "10.99.0.10", "10.99.0.66", ts+0.1, 8, true),
+			forged,
+			arpAnomaly(owner, "10.99.0.10", "10.99.0.66", ts+0.1, 8, true),
 			anomaly("10.99.0.10", "10.99.0.20", 443, ts+0.2, 8, 0x12),
-			arpAnomaly("02:00:0a:63:00:0a", "10.99.0.10", "10.99.0.21", ts+0.3, 8, false),
+			arpAnomaly(owner, "10.99.0.10", "10.99.0.21", ts+0.3, 8, false),
 		} {
 			a.Add(&an)
 		}
@@ -481,8 +486,12 @@ func TestARPClaimsApart(t *testing.T) {
 		}
 		if claim {
 			macs[f.GetContext().GetSrcMac()] = true
-			if !strings.Contains(f.GetSummary(), f.GetContext().GetSrcMac()+" (claiming 10.99.0.10)") {
-				t.Errorf("summary %q does not name %s", f.GetSummary(), f.GetContext().GetSrcMac())
+			want := f.GetContext().GetSrcMac() + " (claiming 10.99.0.10)"
+			if f.GetContext().GetSrcMac() == attacker {
+				want = attacker + " (claiming 10.99.0.10, announced before by " + owner + ")"
+			}
+			if !strings.Contains(f.GetSummary(), want) {
+				t.Errorf("summary %q, want %q in it", f.GetSummary(), want)
 			}
 		}
 	}

@@ -52,10 +52,10 @@ type srcKey struct {
 // address) the pair of claimed address and frame source MAC, so that a
 // poisoner's claims are not merged with the traffic of the address it
 // claims.
-func aggKey(p *event.Packet, claim bool) srcKey {
+func aggKey(p *event.Packet, claim arpClaim) srcKey {
 	addr, kind := sourceKey(p)
 	k := srcKey{addr: addr, kind: kind}
-	if claim {
+	if claim.is {
 		k.kind, k.mac = 3, p.SrcMAC
 	}
 	return k

@@ -76,6 +76,7 @@ const (
 	ContextTCPFlags     = "tcp_flags"     // TCP flags byte, decimal
 	ContextSrcMAC       = "src_mac"       // source MAC
 	ContextARPClaim     = "arp_claim"     // "1": an ARP claim on src_ip by src_mac (nethost's ARPClaim)
+	ContextARPPrevMAC   = "arp_prev_mac"  // the MAC that announced src_ip before the claim, if it changed
 	ContextModel        = "model"         // model name
 	ContextModelVersion = "model_version" // model version
 	ContextModelDigest  = "model_digest"  // "sha256:..." of the bundle file
@@ -183,7 +184,7 @@ type Detector struct {
 	feats [nslots][]float32
 	ratio []float32
 	which []int8
-	claim []bool            // per packet of the current chunk: an ARP claim (nethost's ARPClaim)
+	claim []arpClaim        // per packet of the current chunk: an ARP claim (nethost's ARPClaim)
 	rsc   []float32         // raw scores of the current chunk's packets, per slot
 	con   [nslots][]float32 // contributions of the current chunk's scored rows, per slot
 
@@ -250,7 +251,7 @@ func New(log *slog.Logger, opts Options) *Detector {
 	}
 	d.ratio = make([]float32, opts.MaxBatch)
 	d.which = make([]int8, opts.MaxBatch)
-	d.claim = make([]bool, opts.MaxBatch)
+	d.claim = make([]arpClaim, opts.MaxBatch)
 	d.rsc = make([]float32, nslots*opts.MaxBatch)
 	if !opts.NoAggregate {
 		d.agg = newAggState()
@@ -497,7 +498,7 @@ func (d *Detector) scoreEach(s int, pkts []event.Packet, m *model, scores []floa
 	} else {
 		for i := range pkts {
 			d.nh.Extract(&pkts[i], feats[i*dim:(i+1)*dim])
-			d.claim[i] = d.nh.ARPClaim()
+			d.claim[i] = claimOf(d.nh)
 		}
 	}
 	return d.scoreRows(s, m, n, scores)
@@ -530,7 +531,7 @@ func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) e
 		p := &pkts[i]
 		v := feats[rows*dim : (rows+1)*dim] // the next free row; a reused packet's vector is overwritten
 		d.nh.ExtractRaw(p, &d.raw)
-		d.claim[i] = d.nh.ARPClaim()
+		d.claim[i] = claimOf(d.nh)
 		idx, fresh := c.lookup(p)
 		e := &c.entries[idx]
 		now := p.TimestampNs
@@ -680,9 +681,24 @@ func (d *Detector) calibratedAll() bool {
 	return any
 }
 
+// arpClaim is what nethost's extractor said of a packet: an ARP claim
+// (ARPClaim), and the MAC it replaced (ARPPreviousMAC).
+type arpClaim struct {
+	is, changed bool
+	prev        [6]byte
+}
+
+func claimOf(e *nhfeat.Extractor) arpClaim {
+	if !e.ARPClaim() {
+		return arpClaim{}
+	}
+	prev, changed := e.ARPPreviousMAC()
+	return arpClaim{is: true, changed: changed, prev: prev}
+}
+
 // packetContext describes p for the finding; claim marks an ARP claim
-// (ContextARPClaim).
-func packetContext(p *event.Packet, m *model, claim bool) map[string]string {
+// (ContextARPClaim, ContextARPPrevMAC).
+func packetContext(p *event.Packet, m *model, claim arpClaim) map[string]string {
 	ctx := map[string]string{
 		sdk.ContextProto:    p.ProtoName(),
 		ContextTimeNs:       strconv.FormatInt(p.TimestampNs, 10),
@@ -704,8 +720,11 @@ func packetContext(p *event.Packet, m *model, claim bool) map[string]string {
 	if p.Proto == event.ProtoTCP {
 		ctx[ContextTCPFlags] = strconv.Itoa(int(p.TCPFlags))
 	}
-	if claim {
+	if claim.is {
 		ctx[ContextARPClaim] = "1"
+	}
+	if claim.changed {
+		ctx[ContextARPPrevMAC] = macString(claim.prev)
 	}
 	return ctx
 }

@@ -237,8 +237,10 @@ type Extractor struct {
 	// traffic repeats steps). On the reference capture about a third of
 	// the steps are found.
 	decays *[decayCacheSize]decayEntry
-	// claim records whether the last packet was an ARP claim (ARPClaim).
-	claim bool
+	// claim records whether the last packet was an ARP claim (ARPClaim);
+	// changed whether it changed the address's MAC from prevMAC.
+	claim, changed bool
+	prevMAC        [6]byte
 }
 
 // claimable reports whether a is an address an ARP packet can claim: not
@@ -260,6 +262,12 @@ func claimable(a *[16]byte) bool {
 // anomalous claim under the MAC that sent it, apart from the claimed
 // address's own traffic.
 func (e *Extractor) ARPClaim() bool { return e.claim }
+
+// ARPPreviousMAC returns, when the packet last given to Extract or
+// ExtractRaw was an ARP claim that changed its address's MAC, the MAC that
+// announced the address before (arpwatch's "changed ethernet address" old
+// and new); ok is false otherwise.
+func (e *Extractor) ARPPreviousMAC() (mac [6]byte, ok bool) { return e.prevMAC, e.claim && e.changed }
 
 // decayCacheSize is the number of entries of the decay cache (a power of
 // two).
@@ -647,7 +655,7 @@ func logFeature(x float64) float32 {
 // ExtractRaw updates the state with p and writes the raw features of p's
 // source to raw (see Raw).
 func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
-	e.claim = false
+	e.claim, e.changed = false, false
 	now := p.TimestampNs
 	flags, proto := p.Flags, p.Proto
 	isARP := flags&event.FlagARP != 0
@@ -732,7 +740,7 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	if isARP && (p.DstPort == 2 || p.SrcIP == p.DstIP) { // replies and gratuitous announcements
 		if v.arpSeen && v.arpMAC != p.SrcMAC {
 			v.macChanges++
-			e.claim = true
+			e.claim, e.changed, e.prevMAC = true, true, v.arpMAC
 		}
 		v.arpMAC, v.arpSeen = p.SrcMAC, true
 	}

@@ -347,24 +347,26 @@ func TestARPClaim(t *testing.T) {
 	ip := event.Packet{Flags: event.FlagIPv4, Proto: event.ProtoUDP, SrcMAC: macA, SrcPort: 53, DstPort: 40000, Length: 80}
 	ip.SetSrc(ipA)
 	ip.SetDst(ipB)
+	none := [6]byte{}
 	steps := []struct {
 		what string
 		p    event.Packet
 		want bool
+		prev [6]byte // the MAC the claim replaced (none: no change)
 	}{
-		{"request for A", arp(1, macB, ipB, ipA), false},
-		{"A's reply to it", arp(2, macA, ipA, ipB), false},
-		{"A's gratuitous announcement", arp(1, macA, ipA, ipA), false},
-		{"A's traffic", ip, false},
-		{"unsolicited reply for A from A's MAC", arp(2, macA, ipA, ipB), true},
-		{"request for A again", arp(1, macB, ipB, ipA), false},
-		{"reply for A from another MAC", arp(2, macB, ipA, ipB), true},
-		{"gratuitous announcement of A from the first MAC", arp(1, macA, ipA, ipA), true},
-		{"the same again", arp(1, macA, ipA, ipA), false},
-		{"B's request", arp(1, macB, ipB, ipA), false},
-		{"reply without a sender address", arp(2, macA, netip.IPv6Unspecified(), ipB), false},
-		{"reply from another MAC without a sender address", arp(2, macB, netip.IPv6Unspecified(), ipB), false},
-		{"reply for 0.0.0.0", arp(2, macB, netip.IPv4Unspecified(), ipB), false},
+		{"request for A", arp(1, macB, ipB, ipA), false, none},
+		{"A's reply to it", arp(2, macA, ipA, ipB), false, none},
+		{"A's gratuitous announcement", arp(1, macA, ipA, ipA), false, none},
+		{"A's traffic", ip, false, none},
+		{"unsolicited reply for A from A's MAC", arp(2, macA, ipA, ipB), true, none},
+		{"request for A again", arp(1, macB, ipB, ipA), false, none},
+		{"reply for A from another MAC", arp(2, macB, ipA, ipB), true, macA},
+		{"gratuitous announcement of A from the first MAC", arp(1, macA, ipA, ipA), true, macB},
+		{"the same again", arp(1, macA, ipA, ipA), false, none},
+		{"B's request", arp(1, macB, ipB, ipA), false, none},
+		{"reply without a sender address", arp(2, macA, netip.IPv6Unspecified(), ipB), false, none},
+		{"reply from another MAC without a sender address", arp(2, macB, netip.IPv6Unspecified(), ipB), false, none},
+		{"reply for 0.0.0.0", arp(2, macB, netip.IPv4Unspecified(), ipB), false, none},
 	}
 	e := New(Config{V5: true})
 	out := make([]float32, DimV5)
@@ -375,6 +377,9 @@ func TestARPClaim(t *testing.T) {
 		e.Extract(&st.p, out)
 		if got := e.ARPClaim(); got != st.want {
 			t.Errorf("%s: ARPClaim %v, want %v", st.what, got, st.want)
+		}
+		if prev, ok := e.ARPPreviousMAC(); ok != (st.prev != none) || prev != st.prev && ok {
+			t.Errorf("%s: ARPPreviousMAC %x %v, want %x", st.what, prev, ok, st.prev)
 		}
 	}
 }

@@ -499,3 +499,38 @@ func TestARPClaimsApart(t *testing.T) {
 		t.Errorf("ARP claim findings from %v, want both MACs", macs)
 	}
 }
+
+// FuzzAggregatorAdd: whatever a detector plugin (a separate process) puts
+// in an anomaly's context, score and top features, the aggregator neither
+// panics nor emits a finding without a count, a source key's summary or a
+// severity, and every anomaly is counted once.
+func FuzzAggregatorAdd(f *testing.F) {
+	f.Add("10.99.0.10", "02:00:0a:63:00:42", "arp", "1", "02:00:0a:63:00:0a", "1000000000", "42", "2", "", float32(8), float32(1), "host_L0.1_arp_unsol_rate", uint8(3))
+	f.Add("", "", "tcp", "", "", "x", "-1", "99999", "300", float32(-1), float32(0), "", uint8(1))
+	f.Add("::1", "zz", "udp", "0", "", "9223372036854775807", "18446744073709551616", "53", "2", float32(2), float32(1), "host_cmd_shell", uint8(200))
+	f.Fuzz(func(t *testing.T, src, mac, proto, claim, prev, ts, length, dport, flags string, score, thr float32, lead string, n uint8) {
+		a := NewAggregator(AggregatorConfig{MinPackets: 1, MinSeverity: wirev1.Severity_SEVERITY_LOW, PacketTime: true})
+		var out []*wirev1.Finding
+		for i := range int(n%8) + 1 {
+			an := sdk.Anomaly{Score: score, Threshold: thr, TopFeatures: []sdk.Contribution{{Name: lead, Contribution: score}},
+				Context: map[string]string{sdk.ContextSrcIP: src, ctxSrcMAC: mac, sdk.ContextProto: proto, ctxARPClaim: claim,
+					ctxARPPrevMAC: prev, ctxTimeNs: ts, ctxLength: length, sdk.ContextDstPort: dport, ctxTCPFlags: flags,
+					sdk.ContextDstIP: strconv.Itoa(i)}}
+			out = append(out, a.Add(&an)...)
+		}
+		out = append(out, a.Flush()...)
+		var packets uint64
+		for _, fd := range out {
+			if fd.GetPackets() == 0 || fd.GetSummary() == "" || fd.GetSeverity() == wirev1.Severity_SEVERITY_UNSPECIFIED {
+				t.Fatalf("finding %v", fd)
+			}
+			packets += fd.GetPackets()
+		}
+		if anomalies, _ := a.Stats(); anomalies != uint64(n%8)+1 {
+			t.Fatalf("%d anomalies counted, %d added", anomalies, n%8+1)
+		}
+		if packets > uint64(n%8)+1 {
+			t.Fatalf("findings hold %d packets, %d added", packets, n%8+1)
+		}
+	})
+}

@@ -98,7 +98,8 @@ func nfMustRun(t *testing.T, name string, args ...string) {
 // Benign traffic (HTTP downloads with curl from a Go server in the other
 // namespace, DNS lookups against a small responder there) gives no finding;
 // then `nmap -sS` of the other namespace gives a finding naming the
-// scanner's address within 10 seconds.
+// scanner's address within 10 seconds, and dsniff's arpspoof there an ARP
+// spoofing finding naming its MAC (liveARPSpoof).
 func TestNetflowLive(t *testing.T) {
 	if os.Getenv(nfHelperEnv) == "1" {
 		t.Skip("helper")
@@ -249,10 +250,55 @@ func TestNetflowLive(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Log("nmap still running; killed")
 	}
+	liveARPSpoof(ctx, t, ns, "vgnf", sink)
 	c := p.Counters()
 	if c["events_lost"] != 0 || c["plugin_restarts"] != 0 {
 		t.Errorf("losses during the live test: %v", c)
 	}
+}
+
+// nfClaimedAddr is the address arpspoof claims in TestNetflowLive (no host
+// has it).
+const nfClaimedAddr = "10.99.77.9"
+
+// liveARPSpoof is TestNetflowLive's last phase, when dsniff is installed:
+// dsniff's arpspoof in the other namespace tells the agent's host, every
+// 2 s, that nfClaimedAddr is at that namespace's MAC; a live "ARP
+// spoofing-like" finding names that MAC and address within 20 s.
+func liveARPSpoof(ctx context.Context, t *testing.T, ns, prefix string, sink *findingsSink) {
+	arpspoof, err := exec.LookPath("arpspoof")
+	if err != nil {
+		t.Log("arpspoof not installed (apt-get install dsniff): ARP spoofing phase skipped")
+		return
+	}
+	peerIf := fmt.Sprintf("%sp%d", prefix, os.Getpid()%10000)
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+peerIf+"/address").Output()
+	if err != nil {
+		t.Fatalf("peer MAC: %v", err)
+	}
+	peerMAC := strings.TrimSpace(string(out))
+	start := time.Now()
+	spoof := exec.CommandContext(ctx, "ip", "netns", "exec", ns, arpspoof, "-i", peerIf, "-t", nfHostAddr, nfClaimedAddr)
+	if err := spoof.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = spoof.Process.Kill(); _ = spoof.Wait() })
+	var hit *wirev1.Finding
+	for hit == nil && time.Since(start) < 20*time.Second {
+		for _, f := range sink.snapshot() {
+			if c := f.GetContext(); c.GetSrcIp() == nfClaimedAddr && c.GetSrcMac() == peerMAC &&
+				strings.HasPrefix(f.GetSummary(), "ARP spoofing-like: ") {
+				hit = f
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if hit == nil {
+		t.Fatalf("no ARP spoofing finding from %s claiming %s within 20 s of arpspoof's start; findings %v",
+			peerMAC, nfClaimedAddr, sink.snapshot())
+	}
+	t.Logf("ARP finding after %s: %s [%s, score %.3g / %.3g]", time.Since(start).Round(time.Millisecond), hit.Summary,
+		hit.Severity, hit.Score, hit.Threshold)
 }
 
 // vethPair makes a network namespace and a veth pair for a test, named from

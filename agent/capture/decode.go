@@ -191,8 +191,8 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 			if pl := d.tcp.Payload; len(pl) >= 5 && methodStart[pl[0]] {
 				p.Flags |= httpHints(pl)
 			}
-			if pl := d.tcp.Payload; shellCandidate(pl) {
-				p.VLAN |= shellHint(pl)
+			if pl, sport := d.tcp.Payload, uint16(d.tcp.SrcPort); shellCandidate(pl, sport) {
+				p.VLAN |= shellHint(pl, sport)
 			}
 		case layers.LayerTypeUDP:
 			p.Proto = event.ProtoUDP
@@ -280,8 +280,8 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 		if len(pl) >= 5 && methodStart[pl[0]] {
 			hints = httpHints(pl)
 		}
-		if shellCandidate(pl) {
-			vlan = shellHint(pl)
+		if sp := uint16(l4[0])<<8 | uint16(l4[1]); shellCandidate(pl, sp) {
+			vlan = shellHint(pl, sp)
 		}
 	case event.ProtoUDP:
 		if len(l4) < 8 {

@@ -28,7 +28,12 @@ import (
 //     "sh: " and says "job control" within its first 256 bytes;
 //   - a bare interactive shell prompt ("sh-5.2# ", "bash-4.4$ ", what bash
 //     prints when it reads no profile), the whole payload;
-//   - the output of id(1): it begins with "uid=N(name) gid=N(".
+//   - the output of id(1): it begins with "uid=N(name) gid=N(";
+//   - from TCP port 23 (telnet) only, a command prompt on the payload's
+//     last line, which a telnet login reaches once it succeeded: a router's
+//     or switch's ("Router>", "core1(config-if)#", "admin@srx> ",
+//     "Matrix N7 Platinum(su)->", "[admin@MikroTik] > ") or a Unix
+//     shell's ("pi@host:~$ ", "[root@host etc]# ") (telnetPrompt).
 //
 // Each test looks at the payload's first bytes or its last one, so a
 // payload that is none of these costs a table load and a comparison.
@@ -49,19 +54,26 @@ const (
 // and sh), 'u' (id). A payload whose last byte is '>' is read from the end.
 var shellStart = [256]bool{'M': true, 'W': true, 'b': true, 's': true, 'u': true}
 
-// shellCandidate reports whether shellHint can return a hint for pl: the
-// decoder's inline test.
-func shellCandidate(pl []byte) bool {
-	return len(pl) >= 3 && (shellStart[pl[0]] || pl[len(pl)-1] == '>')
+// telnetPort is the TCP port whose payloads telnetPrompt reads.
+const telnetPort = 23
+
+// shellCandidate reports whether shellHint can return a hint for pl, sent
+// from TCP port sport: the decoder's inline test.
+func shellCandidate(pl []byte, sport uint16) bool {
+	return len(pl) >= 3 && (shellStart[pl[0]] || pl[len(pl)-1] == '>' || sport == telnetPort)
 }
 
-// shellHint returns event.HintCmdShell if the TCP payload pl is a command
-// shell's banner, prompt or first output, and 0 otherwise.
-func shellHint(pl []byte) uint16 {
+// shellHint returns event.HintCmdShell if the TCP payload pl, sent from
+// port sport, is a command shell's banner, prompt or first output, and 0
+// otherwise.
+func shellHint(pl []byte, sport uint16) uint16 {
 	if len(pl) < 3 {
 		return 0
 	}
 	if pl[len(pl)-1] == '>' && windowsPrompt(pl) {
+		return event.HintCmdShell
+	}
+	if sport == telnetPort && telnetPrompt(pl) {
 		return event.HintCmdShell
 	}
 	head := pl[:min(len(pl), jobWindow)]
@@ -112,6 +124,104 @@ func windowsPrompt(pl []byte) bool {
 		i -= 3
 	}
 	return i < 0 || pl[i] == '\n'
+}
+
+// telnetPrompt reports whether the last line of pl (after its last '\n',
+// without a leading '\r' or NUL: telnet's line ends) is a command prompt
+// waiting for input, in one of the forms of network devices and Unix
+// shells:
+//
+//	name>  name#  name(mode)#           Cisco IOS and NX-OS, Arista, HPE, Brocade
+//	user@name>  user@name#  (+ ' ')     Juniper Junos
+//	name(su)->  name(rw)->  name(ro)->  Enterasys and Extreme EOS (name may have spaces)
+//	[user@name] >                       MikroTik RouterOS
+//	user@name:path$  user@name:path#    Unix shells (+ ' '), also "[user@name path]$ "
+//
+// Only payloads from the telnet port are read (the decoder's check): on
+// other ports "name>" is too common a line end. A prompt reached over
+// telnet means a cleartext login succeeded.
+func telnetPrompt(pl []byte) bool {
+	line := pl
+	if i := bytes.LastIndexByte(pl, '\n'); i >= 0 {
+		line = pl[i+1:]
+	}
+	for len(line) > 0 && (line[0] == '\r' || line[0] == 0) {
+		line = line[1:]
+	}
+	if len(line) < 2 || len(line) > maxTelnetPrompt {
+		return false
+	}
+	spaced := line[len(line)-1] == ' '
+	if spaced {
+		line = line[:len(line)-1]
+	}
+	end := line[len(line)-1]
+	body := line[:len(line)-1]
+	switch {
+	case end == '>' && !spaced && bytes.HasSuffix(body, []byte("-")):
+		body = body[:len(body)-1]
+		for _, mode := range []string{"(su)", "(rw)", "(ro)"} {
+			if name, ok := bytes.CutSuffix(body, []byte(mode)); ok {
+				return len(name) > 0 && allBytes(name, nameOrSpaceByte)
+			}
+		}
+		return false
+	case (end == '>' || end == '#') && !spaced:
+		name, mode, hasMode := bytes.Cut(body, []byte("("))
+		if hasMode && (len(mode) < 2 || mode[len(mode)-1] != ')' || !allBytes(mode[:len(mode)-1], nameByte)) {
+			return false
+		}
+		if bytes.IndexByte(name, '@') >= 0 {
+			return userAtHost(name)
+		}
+		return len(name) > 0 && allBytes(name, nameByte)
+	case end == '>' && spaced:
+		// "user@name> " (Junos) or "[user@name] > " (RouterOS)
+		if inner, ok := bytes.CutSuffix(body, []byte("] ")); ok && len(inner) > 0 && inner[0] == '[' {
+			body = inner[1:]
+		}
+		return userAtHost(body)
+	case end == '#' && spaced && userAtHost(body): // "user@name# " (Junos configuration mode)
+		return true
+	case (end == '$' || end == '#') && spaced:
+		if inner, ok := bytes.CutPrefix(body, []byte("[")); ok { // "[user@name path]$ "
+			inner, ok = bytes.CutSuffix(inner, []byte("]"))
+			userHost, path, sp := bytes.Cut(inner, []byte(" "))
+			return ok && sp && userAtHost(userHost) && len(path) > 0 && allBytes(path, pathNameByte)
+		}
+		userHost, path, ok := bytes.Cut(body, []byte(":")) // "user@name:path$ "
+		return ok && userAtHost(userHost) && len(path) > 0 && allBytes(path, pathNameByte)
+	}
+	return false
+}
+
+// userAtHost reports whether b is "user@name".
+func userAtHost(b []byte) bool {
+	user, host, ok := bytes.Cut(b, []byte("@"))
+	return ok && len(user) > 0 && allBytes(user, nameByte) && len(host) > 0 && allBytes(host, nameByte)
+}
+
+// maxTelnetPrompt bounds the prompt line telnetPrompt accepts.
+const maxTelnetPrompt = 128
+
+// nameByte: a host, user or mode name's bytes (letters, digits, '.', '_',
+// '-').
+func nameByte(c byte) bool {
+	return isLetter(c) || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+}
+
+func nameOrSpaceByte(c byte) bool { return nameByte(c) || c == ' ' }
+
+// pathNameByte: a Unix prompt's working directory ('~', '/' and names).
+func pathNameByte(c byte) bool { return nameByte(c) || c == '/' || c == '~' }
+
+func allBytes(b []byte, ok func(byte) bool) bool {
+	for _, c := range b {
+		if !ok(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // pathByte reports whether c may appear in a Windows path after its drive:

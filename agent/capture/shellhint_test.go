@@ -62,12 +62,73 @@ func TestShellHint(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			pl := []byte(c.payload)
-			got := shellHint(pl) == event.HintCmdShell
-			if got != c.want {
-				t.Errorf("shellHint(%q) = %v, want %v", c.payload, got, c.want)
+			for _, port := range []uint16{4321, telnetPort} {
+				got := shellHint(pl, port) == event.HintCmdShell
+				if got != c.want {
+					t.Errorf("shellHint(%q, %d) = %v, want %v", c.payload, port, got, c.want)
+				}
+				if got && !shellCandidate(pl, port) {
+					t.Errorf("shellCandidate filters %q out", c.payload)
+				}
 			}
-			if got && !shellCandidate(pl) {
+		})
+	}
+}
+
+// TestTelnetPrompt: from the telnet port, the prompts of network devices
+// and Unix shells on the payload's last line are marked (a login that
+// succeeded); login and password prompts, banners, text and the same
+// prompts from any other port are not.
+func TestTelnetPrompt(t *testing.T) {
+	cases := []struct {
+		name, payload string
+		want          bool
+	}{
+		{"cisco user exec", "\r\nRouter>", true},
+		{"cisco privileged", "\r\ncore-sw1.lab#", true},
+		{"cisco config mode", "\r\nR1(config-if)#", true},
+		{"after output", "Interface    IP-Address\r\nGi0/1        10.0.0.1\r\nsw1#", true},
+		{"prompt alone", "sw1>", true},
+		{"junos", "\r\nadmin@srx> ", true},
+		{"junos config", "\r\n[edit]\r\nadmin@srx# ", true},
+		{"junos without space", "admin@srx>", true},
+		{"enterasys", "\r\n\r\nMatrix N7 Platinum(su)->", true},
+		{"enterasys read-only", "Switch 1(ro)->", true},
+		{"mikrotik", "\r\n[admin@MikroTik] > ", true},
+		{"debian shell", "Last login: Sat Nov 28\r\npi@raspberrypi:~$ ", true},
+		{"root shell", "\r\nroot@host:/etc# ", true},
+		{"rhel shell", "\r\n[root@db1 ~]# ", true},
+		{"telnet CR NUL line end", "\r\x00sw1#", true},
+		{"username prompt", "\r\nUsername: ", false},
+		{"login prompt", "\r\ndebian login: ", false},
+		{"password prompt", "Password: ", false},
+		{"banner", "\r\nUnauthorized access prohibited\r\n", false},
+		{"html end", "<div>\r\n</div>", false},
+		{"C sharp", "\r\nC#", true}, // telnet only: a line that is a name and '#'
+		{"arrow without mode", "name->", false},
+		{"unknown mode", "name(xx)->", false},
+		{"mode with space", "R1(config if)#", false},
+		{"empty mode", "R1()#", false},
+		{"bad host char", "\r\nrou!ter>", false},
+		{"user without host", "admin@> ", false},
+		{"shell without path", "pi@host:$ ", false},
+		{"shell without user", "@host:~$ ", false},
+		{"rhel without path", "[root@db1]# ", false},
+		{"prompt then text", "sw1#\r\nmore", false},
+		{"too long", "\r\n" + strings.Repeat("a", maxTelnetPrompt) + ">", false},
+		{"just the end", "\r\n>", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pl := []byte(c.payload)
+			if got := shellHint(pl, telnetPort) == event.HintCmdShell; got != c.want {
+				t.Errorf("from port 23: shellHint(%q) = %v, want %v", c.payload, got, c.want)
+			}
+			if !shellCandidate(pl, telnetPort) && len(pl) >= 3 {
 				t.Errorf("shellCandidate filters %q out", c.payload)
+			}
+			if got := shellHint(pl, 8023) == event.HintCmdShell; got {
+				t.Errorf("from port 8023: %q marked", c.payload)
 			}
 		})
 	}
@@ -80,7 +141,7 @@ func TestShellHintDecode(t *testing.T) {
 	shell := []byte("Microsoft Windows [Version 10.0.19045.3693]\r\n")
 	for _, tagged := range []bool{false, true} {
 		for _, pl := range [][]byte{shell, []byte("hello\r\n")} {
-			frame := shellFrame(t, tagged, pl)
+			frame := shellFrame(t, tagged, 4321, pl)
 			var p event.Packet
 			if r := NewDecoder().Decode(layers.LinkTypeEthernet, frame, 1, len(frame), &p); r != Decoded {
 				t.Fatalf("decode: %v", r)
@@ -99,10 +160,28 @@ func TestShellHintDecode(t *testing.T) {
 	}
 }
 
-// shellFrame is an Ethernet/IPv4/TCP frame carrying pl, with an 802.1Q tag
-// (VLAN 42) if tagged.
-func shellFrame(t *testing.T, tagged bool, pl []byte) []byte {
-	tcp := &layers.TCP{SrcPort: 4321, DstPort: 49200, PSH: true, ACK: true, Window: 512}
+// TestTelnetPromptDecode: both decoder paths mark a device prompt from the
+// telnet port, and not from another port.
+func TestTelnetPromptDecode(t *testing.T) {
+	pl := []byte("\r\nMatrix N7 Platinum(su)->")
+	for _, tagged := range []bool{false, true} {
+		for port, want := range map[layers.TCPPort]uint16{23: event.HintCmdShell, 2323: 0} {
+			frame := shellFrame(t, tagged, port, pl)
+			var p event.Packet
+			if r := NewDecoder().Decode(layers.LinkTypeEthernet, frame, 1, len(frame), &p); r != Decoded {
+				t.Fatalf("decode: %v", r)
+			}
+			if p.VLAN&event.HintCmdShell != want {
+				t.Errorf("tagged %v, port %d: hint %#x, want %#x", tagged, port, p.VLAN&event.HintCmdShell, want)
+			}
+		}
+	}
+}
+
+// shellFrame is an Ethernet/IPv4/TCP frame from port sport carrying pl,
+// with an 802.1Q tag (VLAN 42) if tagged.
+func shellFrame(t *testing.T, tagged bool, sport layers.TCPPort, pl []byte) []byte {
+	tcp := &layers.TCP{SrcPort: sport, DstPort: 49200, PSH: true, ACK: true, Window: 512}
 	ip := ip4(layers.IPProtocolTCP)
 	_ = tcp.SetNetworkLayerForChecksum(ip)
 	if tagged {
@@ -117,13 +196,19 @@ func BenchmarkShellHint(b *testing.B) {
 		{"tls", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 tls client hello"},
 		{"html-end", "<html><body>" + strings.Repeat("x", 1400) + "</html>"},
 		{"cmd-prompt", "\r\n Directory of C:\\\r\n\r\nC:\\Windows\\system32>"},
+		{"telnet-prompt", "Interface    IP-Address\r\nGi0/1        10.0.0.1\r\ncore-sw1(config-if)#"},
+		{"telnet-output", strings.Repeat("Gi0/1        10.0.0.1     up\r\n", 40)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			p := []byte(c.payload)
+			sport := uint16(4321)
+			if strings.HasPrefix(c.name, "telnet") {
+				sport = telnetPort
+			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if shellCandidate(p) {
-					shellHint(p)
+				if shellCandidate(p, sport) {
+					shellHint(p, sport)
 				}
 			}
 		})
@@ -136,15 +221,16 @@ func FuzzShellHint(f *testing.F) {
 	for _, s := range []string{
 		"Microsoft Windows [Version 10.0]", "\r\nC:\\WINNT\\system32>", "PS C:\\>", "bash-5.2$ ", "sh: no job control",
 		"uid=0(root) gid=0(root)", "Windows PowerShell Copyright", "uid=1(", "C:\\" + strings.Repeat("\n", 300) + ">",
+		"\r\nR1(config-if)#", "Matrix N7 Platinum(su)->", "[admin@MikroTik] > ", "[root@db1 ~]# ", "pi@host:~$ ",
 	} {
-		f.Add([]byte(s))
+		f.Add([]byte(s), uint16(telnetPort))
 	}
-	f.Fuzz(func(t *testing.T, payload []byte) {
-		got := shellHint(payload)
+	f.Fuzz(func(t *testing.T, payload []byte, sport uint16) {
+		got := shellHint(payload, sport)
 		if got != 0 && got != event.HintCmdShell {
 			t.Fatalf("bits outside the hint: %#x", got)
 		}
-		if got != 0 && !shellCandidate(payload) {
+		if got != 0 && !shellCandidate(payload, sport) {
 			t.Fatalf("hint for a payload the decoder skips: %q", payload)
 		}
 	})
@@ -184,14 +270,14 @@ func sharedHinted(t *testing.T, hint uint16, what string) (string, map[string]in
 }
 
 // TestShellHintSharedData: on the shared captures the shells of the Aurora
-// and Blaster attacks are marked, and no benign capture has a marked
-// packet. (Among the parser corpus, suricata-verify's FTP tests are
+// and Blaster attacks and the switch CLI that hackersview's telnet login
+// reaches are marked, and no benign capture has a marked packet. (Among the parser corpus, suricata-verify's FTP tests are
 // marked: the file they transfer is id's output, "uid=0(root) gid=0(root)
 // groups=0(root)"; on a sensor that is a finding to look at, and those
 // captures are no training data.)
 func TestShellHintSharedData(t *testing.T) {
 	dir, hinted := sharedHinted(t, event.HintCmdShell, "a command shell")
-	for _, want := range []string{"aurora.pcapng", "ppa2e_aurora.pcap", "ppa1e_blaster.pcap"} {
+	for _, want := range []string{"aurora.pcapng", "ppa2e_aurora.pcap", "ppa1e_blaster.pcap", "ppa1e_hackersview.pcap"} {
 		rel := filepath.Join("attacks", "chrissanders-packets", want)
 		if _, err := os.Stat(filepath.Join(dir, rel)); err == nil && hinted[rel] == 0 {
 			t.Errorf("%s: its command shell is not marked", rel)

@@ -183,3 +183,18 @@ func TestLabICMPExfil(t *testing.T) {
 		summary: "Covert data in ICMP echoes: ", fromAttacker: true, severities: []string{"medium", "high", "critical"},
 		command: "-p HEX"})
 }
+
+// TestLabTelnetd: a telnet backdoor (busybox telnetd serving bash without
+// a login on the web server host) that the attacker types commands into is
+// reported from the victim, led by host_cmd_shell: the decoder marks the
+// shell's prompt sent from port 23 (docs/models.md, section 14). Skipped
+// without a busybox that has the telnetd applet (Debian: busybox-static;
+// .ci/run installs it).
+func TestLabTelnetd(t *testing.T) {
+	out, err := exec.Command("busybox", "telnetd", "--help").CombinedOutput()
+	if err != nil && len(out) == 0 || strings.Contains(string(out), "applet not found") {
+		t.Skip("no busybox with the telnetd applet (apt-get install busybox-static; .ci/run installs it)")
+	}
+	runLabContentAttack(t, labContentAttack{attack: "telnetd", seed: 34, lead: "host_cmd_shell",
+		summary: "Command shell served: ", severities: []string{"medium", "high", "critical"}, command: "busybox telnetd"})
+}

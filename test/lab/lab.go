@@ -16,9 +16,11 @@
 // runs the requested attacks with real tools when installed (nmap, hping3,
 // hydra), Go clients (beacon, DNS tunnel), a real bash reverse shell from
 // the web server host to the attacker (revshell) or iputils ping leaking a
-// made-up secrets file in its echo payloads (icmpexfil), or dsniff's
+// made-up secrets file in its echo payloads (icmpexfil), dsniff's
 // arpspoof poisoning a client's ARP cache for the web server's address
-// (arpspoof), one after another, each with its address and time span written to the truth file
+// (arpspoof), or a telnet backdoor on the web server host (busybox
+// telnetd serving bash without a login) that the attacker types commands
+// into (telnetd), one after another, each with its address and time span written to the truth file
 // (models/dataset.Truth, read by `vigilctl model eval --labels`).
 //
 // Every frame crossing the bridge is captured to a pcap file (AF_PACKET in

@@ -195,30 +195,7 @@ func revshellAttack(ctx context.Context, l *lab, att *host) (string, string, err
 		_ = ln.Close()
 		return "", "", fmt.Errorf("the victim's shell did not connect: %w", ctx.Err())
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	defer stop()
-	// Read whatever the shell sends (its banner, prompts, output) until it
-	// exits or the slot ends; the lab keeps none of it.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(io.Discard, conn)
-	}()
-	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0x5e11))
-	for _, c := range shellCommands {
-		if !sleep(ctx, time.Duration(1000+rng.IntN(2000))*time.Millisecond) {
-			break
-		}
-		if _, err := conn.Write([]byte(c + "\n")); err != nil {
-			break
-		}
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	case <-time.After(5 * time.Second):
-	}
+	typeInto(ctx, conn, shellCommands, "\n", rand.New(rand.NewPCG(l.cfg.Seed, 0x5e11)))
 	return fmt.Sprintf("victim: %s; attacker on %s:%d types: %s", line, att.addr, portShell, strings.Join(shellCommands, "; ")), "", nil
 }
 
@@ -278,20 +255,30 @@ func telnetdAttack(ctx context.Context, l *lab, att *host) (string, string, erro
 	if conn == nil {
 		return "", "", fmt.Errorf("connect to telnetd: %v", err)
 	}
+	typeInto(ctx, conn, telnetCommands, "\r\n", rand.New(rand.NewPCG(l.cfg.Seed, 0x7e1)))
+	return fmt.Sprintf("victim: busybox telnetd -F -p 23 -l <bash, prompt %q>; attacker types: %s", telnetPrompt,
+		strings.Join(telnetCommands, "; ")), "", nil
+}
+
+// typeInto is the attacker at a remote shell on conn: it types cmds, each
+// followed by eol, one every 1-3 s (rng), reads whatever the shell sends
+// (banner, prompts, output; the lab keeps none of it), and returns when the
+// shell closes the connection, 5 s after the last command, or when ctx
+// ends. It closes conn.
+func typeInto(ctx context.Context, conn net.Conn, cmds []string, eol string, rng *rand.Rand) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	done := make(chan struct{})
-	go func() { // the banner, prompts and output; the lab keeps none of it
+	go func() {
 		defer close(done)
 		_, _ = io.Copy(io.Discard, conn)
 	}()
-	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0x7e1))
-	for _, c := range telnetCommands {
+	for _, c := range cmds {
 		if !sleep(ctx, time.Duration(1000+rng.IntN(2000))*time.Millisecond) {
 			break
 		}
-		if _, err := conn.Write([]byte(c + "\r\n")); err != nil {
+		if _, err := conn.Write([]byte(c + eol)); err != nil {
 			break
 		}
 	}
@@ -300,8 +287,6 @@ func telnetdAttack(ctx context.Context, l *lab, att *host) (string, string, erro
 	case <-ctx.Done():
 	case <-time.After(5 * time.Second):
 	}
-	return fmt.Sprintf("victim: busybox telnetd -F -p 23 -l <bash, prompt %q>; attacker types: %s", telnetPrompt,
-		strings.Join(telnetCommands, "; ")), "", nil
 }
 
 // exfilSecret is what icmpExfilAttack leaks: a made-up credentials file

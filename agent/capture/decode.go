@@ -194,6 +194,9 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 			if pl, sport := d.tcp.Payload, uint16(d.tcp.SrcPort); shellCandidate(pl, sport) {
 				p.VLAN |= shellHint(pl, sport)
 			}
+			if pl := d.tcp.Payload; hexCandidate(pl) {
+				p.VLAN |= hexHint(pl)
+			}
 		case layers.LayerTypeUDP:
 			p.Proto = event.ProtoUDP
 			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
@@ -282,6 +285,9 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 		}
 		if sp := uint16(l4[0])<<8 | uint16(l4[1]); shellCandidate(pl, sp) {
 			vlan = shellHint(pl, sp)
+		}
+		if hexCandidate(pl) {
+			vlan |= hexHint(pl)
 		}
 	case event.ProtoUDP:
 		if len(l4) < 8 {

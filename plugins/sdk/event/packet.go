@@ -24,8 +24,8 @@ import (
 //     added the same way: bits 12-15 held the 802.1Q priority and DEI,
 //     which the agent never stored and every reader masked off, so an
 //     older consumer reads the bare VLAN id as before.
-//   - Bit 13 of the VLAN field (HintICMPData), a fourth content hint, was
-//     added the same way.
+//   - Bit 13 of the VLAN field (HintICMPData), a fourth content hint, and
+//     bit 14 (HintHexData), a fifth, were added the same way.
 const PacketLayoutVersion = 1
 
 // PacketRecordSize is the size in bytes of one encoded Packet.
@@ -53,8 +53,7 @@ const (
 )
 
 // Bits of the VLAN field: the 12-bit VLAN id and, above it, content hints
-// that found no room in Flags. Bits 14 and 15 are reserved: Unmarshal
-// clears them.
+// that found no room in Flags. Bit 15 is reserved: Unmarshal clears it.
 const (
 	// VLANIDMask selects the VLAN id (Packet.VLANID).
 	VLANIDMask uint16 = 0x0fff
@@ -68,8 +67,13 @@ const (
 	// tunnelled packets): a covert channel or a tunnel over ICMP
 	// (agent/capture decides).
 	HintICMPData uint16 = 1 << 13
+	// HintHexData: the TCP payload (an HTTP message's body, when it begins
+	// one) is hex-encoded data and nothing else, as malware writes the
+	// ciphertext it exchanges with its command-and-control server over
+	// plain HTTP (agent/capture decides).
+	HintHexData uint16 = 1 << 14
 	// VLANKnownBits are the bits of the VLAN field a record may carry.
-	VLANKnownBits = VLANIDMask | HintCmdShell | HintICMPData
+	VLANKnownBits = VLANIDMask | HintCmdShell | HintICMPData | HintHexData
 )
 
 // TCP flag bits as in the TCP header's flags byte.
@@ -103,7 +107,8 @@ const (
 // Layout (little endian): 0 TimestampNs int64 | 8 SrcMAC [6] | 14 DstMAC [6] |
 // 20 SrcIP [16] | 36 DstIP [16] | 52 SrcPort u16 | 54 DstPort u16 |
 // 56 Length u16 | 58 Proto u8 | 59 TCPFlags u8 | 60 TTL u8 | 61 Flags u8 |
-// 62 VLAN u16 (bits 0-11 the VLAN id, bit 12 HintCmdShell, bit 13 HintICMPData).
+// 62 VLAN u16 (bits 0-11 the VLAN id, bit 12 HintCmdShell, bit 13 HintICMPData,
+// bit 14 HintHexData).
 type Packet struct {
 	TimestampNs int64
 	SrcMAC      [6]byte
@@ -117,7 +122,7 @@ type Packet struct {
 	TCPFlags    uint8
 	TTL         uint8 // TTL or hop limit
 	Flags       uint8
-	VLAN        uint16 // VLAN id (VLANIDMask), HintCmdShell and HintICMPData
+	VLAN        uint16 // VLAN id (VLANIDMask), HintCmdShell, HintICMPData and HintHexData
 }
 
 // VLANID returns the packet's VLAN id (0 without a tag).

@@ -31,9 +31,9 @@ func TestPacketRoundTrip(t *testing.T) {
 	}
 }
 
-// TestVLANBits: bits 12 and 13 of the VLAN field (HintCmdShell,
-// HintICMPData) survive a round trip next to the VLAN id; the reserved bits
-// 14 and 15 are cleared.
+// TestVLANBits: bits 12 to 14 of the VLAN field (HintCmdShell,
+// HintICMPData, HintHexData) survive a round trip next to the VLAN id; the
+// reserved bit 15 is cleared.
 func TestVLANBits(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -47,8 +47,9 @@ func TestVLANBits(t *testing.T) {
 		{"id and shell hint", 4095 | HintCmdShell, 4095 | HintCmdShell, 4095, HintCmdShell},
 		{"ICMP hint, no tag", HintICMPData, HintICMPData, 0, HintICMPData},
 		{"id and both hints", 9 | HintCmdShell | HintICMPData, 9 | HintCmdShell | HintICMPData, 9, HintCmdShell | HintICMPData},
-		{"reserved bits cleared", 0xc000 | 7, 7, 7, 0},
-		{"all bits", 0xffff, 0x3fff, 4095, HintCmdShell | HintICMPData},
+		{"hex hint, no tag", HintHexData, HintHexData, 0, HintHexData},
+		{"reserved bit cleared", 0x8000 | 7, 7, 7, 0},
+		{"all bits", 0xffff, 0x7fff, 4095, HintCmdShell | HintICMPData | HintHexData},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

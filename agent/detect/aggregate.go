@@ -75,8 +75,9 @@ type AggregatorConfig struct {
 	// window before its finding is emitted (isolated outliers of benign
 	// traffic stay below it), unless the severity is high or critical or
 	// the finding's leading feature is one of the decoder's content hints
-	// (contentKinds): a shell banner, an attack in a request or covert
-	// data in an echo is evidence in the payload, not a statistical
+	// (contentKinds): a shell banner, an attack in a request, covert
+	// data in an echo or hex-encoded ciphertext is evidence in the
+	// payload, not a statistical
 	// outlier, and one such packet is worth a finding. Nor does an
 	// anomalous ARP claim on an address (an unsolicited reply, a new MAC
 	// for the address) need more than one packet (arpClaim). Default 3.
@@ -661,10 +662,11 @@ func round(v float64) float64 {
 }
 
 // contentKinds name a finding whose leading feature is one of the
-// decoder's content hints (nethost/v3 to v5): what the payload showed says
+// decoder's content hints (nethost/v3 to v6): what the payload showed says
 // more than the packets' shape.
 var contentKinds = map[string]string{
 	"host_cmd_shell":      "Command shell served",
+	"host_hex_data":       "Hex-encoded data (C2-like)",
 	"host_icmp_data":      "Covert data in ICMP echoes",
 	"host_http_injection": "Web attack (SQL injection or XSS)",
 	"host_http_traversal": "Web attack (path traversal)",

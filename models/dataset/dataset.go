@@ -75,6 +75,8 @@ func Sets() []FeatureSet {
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V4: true}) }},
 		{Name: nethost.NameV5, Detector: "netflow", Dim: nethost.DimV5, Names: nethost.NamesV5,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V5: true}) }},
+		{Name: nethost.NameV6, Detector: "netflow", Dim: nethost.DimV6, Names: nethost.NamesV6,
+			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V6: true}) }},
 	}
 }
 
@@ -124,6 +126,9 @@ type Capture struct {
 	// ICMPData counts the ICMP echoes that the agent's decoder marked as
 	// carrying covert data (event.HintICMPData).
 	ICMPData int
+	// HexData counts the packets that the agent's decoder marked as
+	// carrying hex-encoded data (event.HintHexData).
+	HexData int
 	// Reason says why reading stopped early (a decode error after some
 	// packets, or the packet bound); empty when the file was read to its end.
 	Reason string
@@ -131,9 +136,9 @@ type Capture struct {
 
 // NotBenign says why a capture given as benign is not, or "" when nothing
 // speaks against it: the agent's decoder marked some of its packets as
-// attacks on a web application, as a command shell or as an ICMP covert
-// channel. Trainers leave such
-// captures out of benign data (zeek's test traces include a DVWA SQL
+// attacks on a web application, as a command shell, as an ICMP covert
+// channel or as hex-encoded data (the command-and-control traffic of
+// malware). Trainers leave such captures out of benign data (zeek's test traces include a DVWA SQL
 // injection and requests for ../../../etc/passwd).
 func (c *Capture) NotBenign() string {
 	var why []string
@@ -145,6 +150,9 @@ func (c *Capture) NotBenign() string {
 	}
 	if c.ICMPData > 0 {
 		why = append(why, fmt.Sprintf("%d ICMP echoes carry covert data", c.ICMPData))
+	}
+	if c.HexData > 0 {
+		why = append(why, fmt.Sprintf("%d packets carry hex-encoded data", c.HexData))
 	}
 	return strings.Join(why, "; ")
 }
@@ -204,6 +212,9 @@ func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int
 			}
 			if p.VLAN&event.HintICMPData != 0 {
 				c.ICMPData++
+			}
+			if p.VLAN&event.HintHexData != 0 {
+				c.HexData++
 			}
 			c.Src = append(c.Src, p.SrcAddr())
 			c.SrcMAC = append(c.SrcMAC, p.SrcMAC)

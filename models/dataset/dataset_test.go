@@ -230,8 +230,9 @@ func writePayload(t *testing.T, path string, icmp bool, payload string) {
 }
 
 // TestNotBenign: a capture whose HTTP requests the decoder marks as
-// attacks, that serves a command shell or whose echoes carry covert data
-// is named not benign; one with ordinary requests or pings is not.
+// attacks, that serves a command shell, whose echoes carry covert data or
+// whose payloads are hex-encoded data is named not benign; one with
+// ordinary requests, pings or hashes is not.
 func TestNotBenign(t *testing.T) {
 	dir := t.TempDir()
 	req := func(target string) string { return "GET " + target + " HTTP/1.1\r\nHost: lab\r\n\r\n" }
@@ -249,6 +250,8 @@ func TestNotBenign(t *testing.T) {
 		{"220 ftp.lab FTP server ready\r\n", "", false},
 		{"abcdefghijklmnopqrstuvwabcdefghi", "", true},
 		{"BlueChat10.100.17.48   Transfer all of the funds", "covert data", true},
+		{"o=6b787638683333616b6431660f05f2393c1a354ad6e57d984568037ecebfe360e70ca9e211cdc0f5cf1b065484cf67e605493877069bbcc6b7eae868198581", "hex-encoded", false},
+		{"sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "", false},
 	} {
 		p := filepath.Join(dir, "r.pcap")
 		writePayload(t, p, c.icmp, c.payload)

@@ -15,7 +15,7 @@
 // source's last scored vector reuses its score (hostcache.go).
 //
 // One bundle is loaded per slot: LoadModel puts a bundle into the slot of its
-// manifest's feature set (netflow/v1; nethost/v1 to v5 share the
+// manifest's feature set (netflow/v1; nethost/v1 to v6 share the
 // per-source slot), and a newer bundle of the slot replaces the old one. A
 // bundle of one nethost version replacing another restarts the per-source
 // state cold, as the later versions keep more of it. A bundle of another
@@ -96,11 +96,11 @@ var slotSets = [nslots][]struct {
 	dim  int
 }{
 	slotNetflow: {{nffeat.Name, nffeat.Dim}},
-	slotNethost: {{nhfeat.NameV5, nhfeat.DimV5}, {nhfeat.NameV4, nhfeat.DimV4}, {nhfeat.NameV3, nhfeat.DimV3}, {nhfeat.NameV2, nhfeat.DimV2}, {nhfeat.Name, nhfeat.Dim}},
+	slotNethost: {{nhfeat.NameV6, nhfeat.DimV6}, {nhfeat.NameV5, nhfeat.DimV5}, {nhfeat.NameV4, nhfeat.DimV4}, {nhfeat.NameV3, nhfeat.DimV3}, {nhfeat.NameV2, nhfeat.DimV2}, {nhfeat.Name, nhfeat.Dim}},
 }
 
 // maxDims are the largest dimensions of each slot's sets (buffer sizes).
-var maxDims = [nslots]int{nffeat.Dim, nhfeat.DimV5}
+var maxDims = [nslots]int{nffeat.Dim, nhfeat.DimV6}
 
 // Options configure the detector.
 type Options struct {
@@ -263,11 +263,11 @@ func New(log *slog.Logger, opts Options) *Detector {
 	return d
 }
 
-// Info implements sdk.Detector. Dim is netflow/v1's; nethost/v5, v4, v3, v2 and v1
+// Info implements sdk.Detector. Dim is netflow/v1's; nethost/v6, v5, v4, v3, v2 and v1
 // are the other accepted feature sets.
 func (d *Detector) Info() sdk.Info {
 	return sdk.Info{Name: Name, Version: Version, EventKind: sdk.EventPacket,
-		FeatureSets: []string{nffeat.Name, nhfeat.NameV5, nhfeat.NameV4, nhfeat.NameV3, nhfeat.NameV2, nhfeat.Name}, Dim: nffeat.Dim}
+		FeatureSets: []string{nffeat.Name, nhfeat.NameV6, nhfeat.NameV5, nhfeat.NameV4, nhfeat.NameV3, nhfeat.NameV2, nhfeat.Name}, Dim: nffeat.Dim}
 }
 
 // LoadModel implements sdk.Detector: it reads the bundle strictly, checks
@@ -294,7 +294,7 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	case man.Detector != Name:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: made for detector %q, not %q", path, man.Detector, Name)
 	case slot < 0:
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s, %s, %s, %s, %s or %s)", path, man.FeatureSet, nffeat.Name, nhfeat.NameV5, nhfeat.NameV4, nhfeat.NameV3, nhfeat.NameV2, nhfeat.Name)
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s, %s, %s, %s, %s, %s or %s)", path, man.FeatureSet, nffeat.Name, nhfeat.NameV6, nhfeat.NameV5, nhfeat.NameV4, nhfeat.NameV3, nhfeat.NameV2, nhfeat.Name)
 	case man.Dim != dim:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, dim, man.Dim)
 	}
@@ -316,6 +316,8 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	switch man.FeatureSet {
 	case nffeat.Name:
 		m.names = nffeat.Names()
+	case nhfeat.NameV6:
+		m.names = nhfeat.NamesV6()
 	case nhfeat.NameV5:
 		m.names = nhfeat.NamesV5()
 	case nhfeat.NameV4:
@@ -350,7 +352,7 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 
 // allocSlot allocates the feature state and buffers of a slot for feature
 // set name of dimension dim; a slot that computes another set (nethost/v1,
-// v2, v3, v4 and v5) gets a new extractor, with cold state. The caller holds
+// v2, v3, v4, v5 and v6) gets a new extractor, with cold state. The caller holds
 // d.mu.
 func (d *Detector) allocSlot(s int, name string, dim int) {
 	n := d.opts.MaxBatch
@@ -366,7 +368,7 @@ func (d *Detector) allocSlot(s int, name string, dim int) {
 		}
 	case slotNethost:
 		if d.nh == nil || d.nh.Name() != name {
-			d.nh = nhfeat.New(nhfeat.Config{MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s], V2: name == nhfeat.NameV2, V3: name == nhfeat.NameV3, V4: name == nhfeat.NameV4, V5: name == nhfeat.NameV5})
+			d.nh = nhfeat.New(nhfeat.Config{MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s], V2: name == nhfeat.NameV2, V3: name == nhfeat.NameV3, V4: name == nhfeat.NameV4, V5: name == nhfeat.NameV5, V6: name == nhfeat.NameV6})
 		}
 		if !d.opts.NoReuse && d.cache == nil {
 			d.cache = newHostCache(d.seeds[s])

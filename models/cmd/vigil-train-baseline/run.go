@@ -46,7 +46,7 @@ type Config struct {
 	// measure what a feature adds. Use with -dry-run.
 	Zero string
 	// HostSet is the per-source feature set the second model is trained
-	// on: nethost/v1 to v5.
+	// on: nethost/v1 to v6.
 	HostSet string
 	// SweepQuant compares the int8 export variants (models/export options) with the float model
 	// and writes a table to stdout instead of training the bundles.
@@ -136,11 +136,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("onnx runtime: %w", err)
 	}
 	if cfg.HostSet == "" {
-		cfg.HostSet = nethost.NameV5
+		cfg.HostSet = nethost.NameV6
 	}
 	host, err := dataset.Lookup(cfg.HostSet)
 	if err != nil || !strings.HasPrefix(host.Name, "nethost/") {
-		return fmt.Errorf("-host %q: want %s, %s, %s, %s or %s", cfg.HostSet, nethost.Name, nethost.NameV2, nethost.NameV3, nethost.NameV4, nethost.NameV5)
+		return fmt.Errorf("-host %q: want %s, %s, %s, %s, %s or %s", cfg.HostSet, nethost.Name, nethost.NameV2, nethost.NameV3, nethost.NameV4, nethost.NameV5, nethost.NameV6)
 	}
 	nf := set{name: netflow.Name, dim: netflow.Dim, names: netflow.Names(),
 		model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}}
@@ -153,14 +153,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	default:
 		return fmt.Errorf("-netflow %q: want %s or %s", cfg.Netflow, RecipeKitNET, RecipeSingleLean)
 	}
-	// nethost: a single autoencoder of ceil(0.48·D) hidden units, 16 for
-	// nethost/v4 (D = 32) and v5 (D = 33). The ratio was 0.5, which gives
-	// v5 17 units, a width that AMXSafe widens to 32 (docs/models.md,
-	// section 13).
+	// nethost: a single autoencoder of ceil(0.47·D) hidden units, 16 for
+	// nethost/v4 (D = 32), v5 (D = 33) and v6 (D = 34). The ratio was 0.5,
+	// which gives v5 17 units, a width that AMXSafe widens to 32
+	// (docs/models.md, section 13); 0.48 gives v6 17 (section 15).
 	sets := []set{
 		nf,
 		{name: host.Name, dim: host.Dim, names: host.Names(),
-			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.48, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
+			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.47, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}},
 	}
 	extractSets, zeroCols = nil, make([][]int, len(sets))
 	for k, s := range sets {

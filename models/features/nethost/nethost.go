@@ -155,6 +155,9 @@ type Config struct {
 	// V5 selects nethost/v5: nethost/v4's features (V4 is implied)
 	// followed by ICMPDataDim more (v5.go).
 	V5 bool
+	// V6 selects nethost/v6: nethost/v5's features (V5 is implied)
+	// followed by HexDataDim more (v6.go).
+	V6 bool
 }
 
 // DefaultMaxHosts is the default table capacity.
@@ -196,6 +199,8 @@ type hostVal struct {
 	cmdShell float64
 	// nethost/v5: ICMP echoes with covert data (decayed with λ = 0.1)
 	icmpData float64
+	// nethost/v6: packets with hex-encoded data (decayed with λ = 0.1)
+	hexData  float64
 	arpAsked float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
 	epoch    int64
 	// distKey and distVal cache the dst_ports and dst_hosts features: the
@@ -227,10 +232,12 @@ type Extractor struct {
 	v2 *v2State
 	// v3 is set for a nethost/v3 or later extractor (v3.go).
 	v3 bool
-	// v4 is set for a nethost/v4 or v5 extractor (v4.go).
+	// v4 is set for a nethost/v4, v5 or v6 extractor (v4.go).
 	v4 bool
-	// v5 is set for a nethost/v5 extractor (v5.go).
+	// v5 is set for a nethost/v5 or v6 extractor (v5.go).
 	v5 bool
+	// v6 is set for a nethost/v6 extractor (v6.go).
+	v6 bool
 	// decays memoizes decay's factors of recent time steps in a small
 	// direct-mapped table: the factors are a function of the step alone,
 	// and steps recur (captures have microsecond timestamps; steady
@@ -298,12 +305,13 @@ func New(cfg Config) *Extractor {
 	}
 	e := &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts),
 		decays: new([decayCacheSize]decayEntry)}
-	if cfg.V2 || cfg.V3 || cfg.V4 || cfg.V5 {
+	if cfg.V2 || cfg.V3 || cfg.V4 || cfg.V5 || cfg.V6 {
 		e.v2 = newV2(cfg)
 	}
-	e.v3 = cfg.V3 || cfg.V4 || cfg.V5
-	e.v4 = cfg.V4 || cfg.V5
-	e.v5 = cfg.V5
+	e.v3 = cfg.V3 || cfg.V4 || cfg.V5 || cfg.V6
+	e.v4 = cfg.V4 || cfg.V5 || cfg.V6
+	e.v5 = cfg.V5 || cfg.V6
+	e.v6 = cfg.V6
 	return e
 }
 
@@ -311,12 +319,14 @@ func New(cfg Config) *Extractor {
 var versions = [...]struct {
 	name string
 	dim  int
-}{{Name, Dim}, {NameV2, DimV2}, {NameV3, DimV3}, {NameV4, DimV4}, {NameV5, DimV5}}
+}{{Name, Dim}, {NameV2, DimV2}, {NameV3, DimV3}, {NameV4, DimV4}, {NameV5, DimV5}, {NameV6, DimV6}}
 
 // version is the extractor's nethost version, minus 1 (an index into
 // versions).
 func (e *Extractor) version() int {
 	switch {
+	case e.v6:
+		return 5
 	case e.v5:
 		return 4
 	case e.v4:
@@ -331,7 +341,7 @@ func (e *Extractor) version() int {
 
 // Dim returns the number of features the extractor writes per packet: Dim
 // for nethost/v1, DimV2 for nethost/v2, DimV3 for nethost/v3, DimV4 for
-// nethost/v4, DimV5 for nethost/v5.
+// nethost/v4, DimV5 for nethost/v5, DimV6 for nethost/v6.
 func (e *Extractor) Dim() int { return versions[e.version()].dim }
 
 // Name returns the feature set the extractor computes.
@@ -362,7 +372,8 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	}
 	*last = now
 	if !v.counted && v.macChanges == 0 && v.shortConns == 0 && v.arpAsked == 0 && v.beacon == 0 &&
-		v.httpInject == 0 && v.httpTraversal == 0 && v.cmdShell == 0 && v.icmpData == 0 {
+		v.httpInject == 0 && v.httpTraversal == 0 && v.cmdShell == 0 && v.icmpData == 0 &&
+		v.hexData == 0 {
 		return // every decayed sum is zero (a pure responder): nothing to age
 	}
 	d := &e.decays[uint64(dt)*0x9e3779b97f4a7c15>>(64-9)&(decayCacheSize-1)]
@@ -387,6 +398,7 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	v.httpTraversal *= f
 	v.cmdShell *= f
 	v.icmpData *= f
+	v.hexData *= f
 }
 
 func decayWin(c *counters, f float64) {
@@ -543,12 +555,12 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 // An extractor of an earlier version leaves the later versions' values
 // zero: a nethost/v1 extractor Raw[Dim:], a nethost/v2 extractor
 // Raw[DimV2:], a nethost/v3 extractor Raw[DimV3:], a nethost/v4 extractor
-// Raw[DimV4:].
-type Raw [DimV5]float64
+// Raw[DimV4:], a nethost/v5 extractor Raw[DimV5:].
+type Raw [DimV6]float64
 
 // isLog marks the log-scaled features (see the package documentation and
 // v2.go).
-var isLog = func() (l [DimV5]bool) {
+var isLog = func() (l [DimV6]bool) {
 	for w := range lambdas {
 		for _, j := range []int{1, 2, 5, 6, 7, 8} { // the *_rate statistics
 			l[w*perWindow+j] = true
@@ -567,13 +579,16 @@ var isLog = func() (l [DimV5]bool) {
 	for j := range ICMPDataDim {
 		l[DimV4+j] = true
 	}
+	for j := range HexDataDim {
+		l[DimV5+j] = true
+	}
 	return l
 }()
 
 // IsLog reports whether feature j is log-scaled: Features computes it as
 // log1p of its Raw value (0 for values ≤ 0), and the others as the Raw value
 // converted to float32. Non-finite results become 0 either way.
-func IsLog(j int) bool { return j >= 0 && j < DimV5 && isLog[j] }
+func IsLog(j int) bool { return j >= 0 && j < DimV6 && isLog[j] }
 
 // Feature returns feature j of r as Features computes it.
 func (r *Raw) Feature(j int) float32 {
@@ -592,9 +607,13 @@ func (r *Raw) Feature(j int) float32 {
 // Features writes the feature vector of r to out, which must hold at least
 // Dim values: nethost/v1's Dim features, nethost/v2's too when out holds
 // DimV2 values, nethost/v3's when it holds DimV3, nethost/v4's when it
-// holds DimV4 and nethost/v5's when it holds DimV5. It computes Feature(j)
-// for every j, written out per feature (the layout is fixed: see isLog).
+// holds DimV4, nethost/v5's when it holds DimV5 and nethost/v6's when it
+// holds DimV6. It computes Feature(j) for every j, written out per feature
+// (the layout is fixed: see isLog).
 func (r *Raw) Features(out []float32) {
+	if len(out) >= DimV6 {
+		out[DimV5] = logFeature(r[DimV5])
+	}
 	if len(out) >= DimV5 {
 		out[DimV4] = logFeature(r[DimV4])
 	}
@@ -846,7 +865,12 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	if e.v5 {
 		extractICMPData(p, v, raw)
 	} else {
-		clear(raw[DimV4:])
+		clear(raw[DimV4:DimV5])
+	}
+	if e.v6 {
+		extractHexData(p, v, raw)
+	} else {
+		clear(raw[DimV5:])
 	}
 	runtime.KeepAlive(e) // v points into e's table (flowtab: valid while the table is reachable)
 }

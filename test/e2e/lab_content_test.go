@@ -191,10 +191,7 @@ func TestLabICMPExfil(t *testing.T) {
 // without a busybox that has the telnetd applet (Debian: busybox-static;
 // .ci/run installs it).
 func TestLabTelnetd(t *testing.T) {
-	out, err := exec.Command("busybox", "telnetd", "--help").CombinedOutput()
-	if err != nil && len(out) == 0 || strings.Contains(string(out), "applet not found") {
-		t.Skip("no busybox with the telnetd applet (apt-get install busybox-static; .ci/run installs it)")
-	}
+	needBusybox(t, "telnetd")
 	runLabContentAttack(t, labContentAttack{attack: "telnetd", seed: 34, lead: "host_cmd_shell",
 		summary: "Command shell served: ", severities: []string{"medium", "high", "critical"}, command: "busybox telnetd"})
 }
@@ -208,11 +205,17 @@ func TestLabTelnetd(t *testing.T) {
 // connections (docs/models.md, section 15). Skipped without a busybox that
 // has the httpd applet (Debian: busybox-static; .ci/run installs it).
 func TestLabHexC2(t *testing.T) {
-	out, err := exec.Command("busybox", "httpd", "--help").CombinedOutput()
-	if err != nil && len(out) == 0 || strings.Contains(string(out), "applet not found") {
-		t.Skip("no busybox with the httpd applet (apt-get install busybox-static; .ci/run installs it)")
-	}
+	needBusybox(t, "httpd")
 	runLabContentAttack(t, labContentAttack{attack: "hexc2", seed: 35, lead: "host_hex_data",
 		summary: "Hex-encoded data (C2-like): ", fromAttacker: true, severities: []string{"medium", "high", "critical"},
 		command: "busybox httpd"})
+}
+
+// needBusybox skips t without a busybox that has applet (Debian:
+// busybox-static; .ci/run installs it).
+func needBusybox(t *testing.T, applet string) {
+	t.Helper()
+	if !lab.HasBusyboxApplet(context.Background(), "busybox", applet) {
+		t.Skip("no busybox with the " + applet + " applet (apt-get install busybox-static; .ci/run installs it)")
+	}
 }

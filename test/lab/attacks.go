@@ -216,12 +216,9 @@ var telnetCommands = []string{"uname -a", "ls /", "cat /etc/hostname", "exit"}
 // client, the packets that serve the shell come from the victim. Needs a
 // busybox with the telnetd applet (Debian: busybox-static).
 func telnetdAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
-	busybox, err := lookPath("busybox")
-	if err != nil {
-		return "", "busybox not installed (apt-get install busybox-static)", nil
-	}
-	if out, _ := exec.CommandContext(ctx, busybox, "telnetd", "--help").CombinedOutput(); bytes.Contains(out, []byte("applet not found")) {
-		return "", "busybox has no telnetd applet (apt-get install busybox-static)", nil
+	busybox, skip := busyboxApplet(ctx, "telnetd")
+	if skip != "" {
+		return "", skip, nil
 	}
 	bash, err := lookPath("bash")
 	if err != nil {
@@ -259,6 +256,27 @@ func telnetdAttack(ctx context.Context, l *lab, att *host) (string, string, erro
 	typeInto(ctx, conn, telnetCommands, "\r\n", rand.New(rand.NewPCG(l.cfg.Seed, 0x7e1)))
 	return fmt.Sprintf("victim: busybox telnetd -F -p 23 -l <bash, prompt %q>; attacker types: %s", telnetPrompt,
 		strings.Join(telnetCommands, "; ")), "", nil
+}
+
+// busyboxApplet returns the path of a busybox that has applet, or why the
+// attack that needs it is skipped (Debian's busybox has neither telnetd nor
+// httpd; busybox-static has both).
+func busyboxApplet(ctx context.Context, applet string) (path, skipped string) {
+	busybox, err := lookPath("busybox")
+	if err != nil {
+		return "", "busybox not installed (apt-get install busybox-static)"
+	}
+	if !HasBusyboxApplet(ctx, busybox, applet) {
+		return "", "busybox has no " + applet + " applet (apt-get install busybox-static)"
+	}
+	return busybox, ""
+}
+
+// HasBusyboxApplet reports whether the busybox binary at path has applet
+// (the lab's telnetd and hexc2 attacks need busybox-static's).
+func HasBusyboxApplet(ctx context.Context, path, applet string) bool {
+	out, err := exec.CommandContext(ctx, path, applet, "--help").CombinedOutput()
+	return !(err != nil && len(out) == 0 || bytes.Contains(out, []byte("applet not found")))
 }
 
 // typeInto is the attacker at a remote shell on conn: it types cmds, each
@@ -385,12 +403,9 @@ const hexC2Port = 8080
 // way), at most 1,000 times. Random bytes stand for the ciphertext; the
 // lab sends nothing of the machine it runs on.
 func hexC2Attack(ctx context.Context, l *lab, att *host) (string, string, error) {
-	busybox, err := lookPath("busybox")
-	if err != nil {
-		return "", "busybox not installed (apt-get install busybox-static)", nil
-	}
-	if out, _ := exec.CommandContext(ctx, busybox, "httpd", "--help").CombinedOutput(); bytes.Contains(out, []byte("applet not found")) {
-		return "", "busybox has no httpd applet (apt-get install busybox-static)", nil
+	busybox, skip := busyboxApplet(ctx, "httpd")
+	if skip != "" {
+		return "", skip, nil
 	}
 	curl, err := lookPath("curl")
 	if err != nil {

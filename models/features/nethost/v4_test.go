@@ -53,14 +53,21 @@ func TestNamesVersions(t *testing.T) {
 // withShells returns pk with web hints and the command-shell hint on some
 // TCP packets.
 func withShells(pk []event.Packet, seed uint64) []event.Packet {
-	out := withHints(pk, seed)
-	rng := rand.New(rand.NewPCG(seed, 4))
-	for i := range out {
-		if out[i].Flags&(event.FlagIPv4|event.FlagIPv6) != 0 && rng.IntN(30) == 0 {
-			out[i].VLAN |= event.HintCmdShell
+	return markSome(withHints(pk, seed), seed, 4, 30, event.HintCmdShell,
+		func(p *event.Packet) bool { return p.Flags&(event.FlagIPv4|event.FlagIPv6) != 0 })
+}
+
+// markSome sets the VLAN-field hint bit hint on about one in n of the
+// packets of pk that match (random stream stream of seed), in place, and
+// returns pk.
+func markSome(pk []event.Packet, seed, stream uint64, n int, hint uint16, match func(*event.Packet) bool) []event.Packet {
+	rng := rand.New(rand.NewPCG(seed, stream))
+	for i := range pk {
+		if match(&pk[i]) && rng.IntN(n) == 0 {
+			pk[i].VLAN |= hint
 		}
 	}
-	return out
+	return pk
 }
 
 // TestPrefixVersions: each set's features begin with the previous set's,

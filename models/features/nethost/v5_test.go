@@ -2,7 +2,6 @@ package nethost
 
 import (
 	"math"
-	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -12,14 +11,8 @@ import (
 // withICMPData returns pk with the web and shell hints of withShells and
 // the covert-ICMP hint on some ICMP packets.
 func withICMPData(pk []event.Packet, seed uint64) []event.Packet {
-	out := withShells(pk, seed)
-	rng := rand.New(rand.NewPCG(seed, 5))
-	for i := range out {
-		if (out[i].Proto == event.ProtoICMP || out[i].Proto == event.ProtoICMPv6) && rng.IntN(4) == 0 {
-			out[i].VLAN |= event.HintICMPData
-		}
-	}
-	return out
+	return markSome(withShells(pk, seed), seed, 5, 4, event.HintICMPData,
+		func(p *event.Packet) bool { return p.Proto == event.ProtoICMP || p.Proto == event.ProtoICMPv6 })
 }
 
 // TestICMPDataFeature follows a covert echo request and its reply: both

@@ -2,7 +2,6 @@ package nethost
 
 import (
 	"math"
-	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -12,14 +11,8 @@ import (
 // withHexData returns pk with the hints of withICMPData and the hex-data
 // hint on some TCP packets.
 func withHexData(pk []event.Packet, seed uint64) []event.Packet {
-	out := withICMPData(pk, seed)
-	rng := rand.New(rand.NewPCG(seed, 6))
-	for i := range out {
-		if out[i].Proto == event.ProtoTCP && rng.IntN(20) == 0 {
-			out[i].VLAN |= event.HintHexData
-		}
-	}
-	return out
+	return markSome(withICMPData(pk, seed), seed, 6, 20, event.HintHexData,
+		func(p *event.Packet) bool { return p.Proto == event.ProtoTCP })
 }
 
 // TestHexDataFeature follows a check-in and its answer: both ends count,

@@ -241,21 +241,30 @@ func telnetdAttack(ctx context.Context, l *lab, att *host) (string, string, erro
 		return "", "", fmt.Errorf("start telnetd: %w", err)
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	var conn net.Conn
-	for i := 0; i < 50; i++ { // until telnetd listens (at most 5 s)
-		if conn, err = att.ns.dial(ctx, "tcp", netip.AddrPortFrom(victim.addr, 23).String()); err == nil || ctx.Err() != nil {
-			break
+	conn, err := dialListening(ctx, att.ns, netip.AddrPortFrom(victim.addr, 23))
+	if err != nil {
+		return "", "", fmt.Errorf("connect to telnetd: %w", err)
+	}
+	typeInto(ctx, conn, telnetCommands, "\r\n", rand.New(rand.NewPCG(l.cfg.Seed, 0x7e1)))
+	return fmt.Sprintf("victim: busybox telnetd -F -p 23 -l <bash, prompt %q>; attacker types: %s", telnetPrompt,
+		strings.Join(telnetCommands, "; ")), "", nil
+}
+
+// dialListening connects from namespace n to the TCP address addr, trying
+// again every 100 ms until a server just started there listens (at most 5 s,
+// or until ctx ends).
+func dialListening(ctx context.Context, n ns, addr netip.AddrPort) (net.Conn, error) {
+	var err error
+	for range 50 {
+		var c net.Conn
+		if c, err = n.dial(ctx, "tcp", addr.String()); err == nil {
+			return c, nil
 		}
 		if !sleep(ctx, 100*time.Millisecond) {
 			break
 		}
 	}
-	if conn == nil {
-		return "", "", fmt.Errorf("connect to telnetd: %v", err)
-	}
-	typeInto(ctx, conn, telnetCommands, "\r\n", rand.New(rand.NewPCG(l.cfg.Seed, 0x7e1)))
-	return fmt.Sprintf("victim: busybox telnetd -F -p 23 -l <bash, prompt %q>; attacker types: %s", telnetPrompt,
-		strings.Join(telnetCommands, "; ")), "", nil
+	return nil, err
 }
 
 // busyboxApplet returns the path of a busybox that has applet, or why the
@@ -430,15 +439,9 @@ func hexC2Attack(ctx context.Context, l *lab, att *host) (string, string, error)
 		return "", "", fmt.Errorf("start httpd: %w", err)
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	for i := 0; i < 50; i++ { // until the httpd listens (at most 5 s; the attacker's own loopback, off the bridge)
-		c, err := att.ns.dial(ctx, "tcp", listen.String())
-		if err == nil {
-			_ = c.Close()
-			break
-		}
-		if !sleep(ctx, 100*time.Millisecond) {
-			break
-		}
+	// Until the httpd listens (the attacker's own loopback, off the bridge).
+	if c, err := dialListening(ctx, att.ns, listen); err == nil {
+		_ = c.Close()
 	}
 	victim := l.hosts[0]
 	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0xc2))

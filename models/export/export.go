@@ -91,6 +91,18 @@ type Options struct {
 	// by Pad. ONNX Runtime folds these constants when it loads the model, before its QDQ
 	// fusion, so the optimised graph is the same (the same fused QGemms) and the file smaller.
 	Lean bool
+	// SplitInput (static QDQ, with or without Lean) quantizes the encoder's input in two uint8
+	// passes: the input on its calibrated grid, then the rounding residual (input minus its
+	// dequantized value, at most half a step) on a grid 255 times finer. Both passes multiply
+	// the same int8 weights (two fused QGemms; the weights are stored once) and their outputs are
+	// added, so the encoder sees the input at about 16-bit precision while every GEMM stays an
+	// int8 kernel. The 8-bit input rounding is what reorders benign rows whose float scores
+	// differ by less than one step (docs/models.md, sections 4 and 16).
+	SplitInput bool
+	// SplitHidden (static QDQ, int8 decoder: not with FloatDecoder) does the same for the main
+	// decoder's input, the hidden activations: the reconstruction then carries no 8-bit
+	// rounding of the hidden layer either, and the decoder's weights stay int8.
+	SplitHidden bool
 	// Version is written as the ONNX model_version.
 	Version int64
 }
@@ -137,6 +149,10 @@ type layer struct {
 	In, Out int
 	W, B    []float64
 	Act     string
+	// Split, if set, names the tensor whose rounding residual the layer's second int8 pass
+	// takes (Options.SplitInput, Options.SplitHidden): the layer's input, or for the encoder its
+	// unclipped copy.
+	Split string
 }
 
 func encoder(a *ae.AE) layer {
@@ -236,7 +252,13 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 		// enter the activation ranges.
 		pad(&enc, &dec, 32)
 	}
+	if opt.SplitInput && opt.Quant == bundle.QuantInt8Static {
+		enc.Split = xn
+	}
 	h := e.dense(xc, &enc, quant)
+	if opt.SplitHidden && opt.Quant == bundle.QuantInt8Static {
+		dec.Split = h
+	}
 	y := e.dense(h, &dec, quant && !opt.FloatDecoder)
 	diff := b.Op("Sub", y, xn)
 	sq := b.Op("Mul", diff, diff)
@@ -410,7 +432,7 @@ func (e *exporter) dense(x string, l *layer, quant bool) string {
 // and biases) and sliced back to l.Out columns before the activation (Options.AMXSafe).
 func (e *exporter) denseWide(x string, l *layer, n2 int) string {
 	b := e.b
-	w := &layer{In: l.In, Out: n2, W: make([]float64, l.In*n2), B: make([]float64, n2), Act: ae.ActLinear}
+	w := &layer{In: l.In, Out: n2, W: make([]float64, l.In*n2), B: make([]float64, n2), Act: ae.ActLinear, Split: l.Split}
 	for i := 0; i < l.In; i++ {
 		copy(w.W[i*n2:i*n2+l.Out], l.W[i*l.Out:(i+1)*l.Out])
 	}
@@ -448,7 +470,8 @@ func (e *exporter) denseQuant(x string, l *layer) string {
 		xq := b.Op("QuantizeLinear", x, as, az)
 		xd := b.Op("DequantizeLinear", xq, as, az)
 		wz := b.Int8("wz", make([]int8, l.Out), l.Out)
-		wd := b.OpA("DequantizeLinear", []string{b.Int8("wq", wq, l.In, l.Out), b.Float32("ws", ws, l.Out), wz}, onnx.AttrInt("axis", 1))
+		wqn, wsn := b.Int8("wq", wq, l.In, l.Out), b.Float32("ws", ws, l.Out)
+		wd := b.OpA("DequantizeLinear", []string{wqn, wsn, wz}, onnx.AttrInt("axis", 1))
 		// The bias is int32 at scale a_scale·w_scale (per column), as QGemm expects, and the
 		// layer is one explicit Gemm: a MatMul followed by a float Add would be fused into a
 		// float Gemm before the QDQ transformer sees it.
@@ -460,6 +483,11 @@ func (e *exporter) denseQuant(x string, l *layer) string {
 		}
 		bd := b.OpA("DequantizeLinear", []string{b.Int32("bq", bq, l.Out), b.Float32("bs", bs, l.Out), b.Int32("bz", make([]int32, l.Out), l.Out)}, onnx.AttrInt("axis", 0))
 		z := b.OpA("Gemm", []string{xd, wd, bd}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
+		if l.Split != "" {
+			z = b.Op("Add", z, e.residualGemm(l.Split, xd, s, func() string {
+				return b.OpA("DequantizeLinear", []string{wqn, wsn, wz}, onnx.AttrInt("axis", 1))
+			}))
+		}
 		if zr, ok := e.zrange[l]; ok && l.Act == ae.ActSigmoid {
 			// Gemm→Q becomes QGemm with uint8 output, DQ→Sigmoid→Q (the next layer's input
 			// quantization) QLinearSigmoid.
@@ -525,10 +553,33 @@ func (e *exporter) qgemmLean(x string, l *layer, wq []int8, ws []float32, s floa
 	// float32(s)·ws[j] in float32, as denseQuant computes the bias scale.
 	bd := b.OpA("DequantizeLinear", []string{bias, b.Op("Mul", as, sc)}, onnx.AttrInt("axis", 0))
 	z := b.OpA("Gemm", []string{xd, wd, bd}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
+	if l.Split != "" {
+		z = b.Op("Add", z, e.residualGemm(l.Split, xd, s, func() string {
+			return b.OpA("DequantizeLinear", []string{w, sc, wz}, onnx.AttrInt("axis", 1))
+		}))
+	}
 	if l.Act == ae.ActSigmoid && n == l.Out {
 		return b.Op("Sigmoid", z)
 	}
 	return z
+}
+
+// residualGemm emits the second pass of Options.SplitInput and SplitHidden: the rounding
+// residual x − xd of the input quantized at scale s (xd its dequantized value), quantized to
+// uint8 at scale s/255 around zero, times the layer's int8 weights (a second DequantizeLinear of
+// the same weight initialiser, from weights, so that each QGemm has its own weight node) without
+// a bias.
+//
+// For the encoder, x is the unclipped input, so that the Clip before the first pass has
+// no other consumer and ONNX Runtime folds it into that pass's QuantizeLinear (which saturates
+// at the same range): one node less per run. Outside the clip range the residual saturates at
+// half a step, so such a value enters the encoder as the range end ± s/2 instead of the range
+// end: half a first-pass step, the rounding error every input has without SplitInput.
+func (e *exporter) residualGemm(x, xd string, s float64, weights func() string) string {
+	b := e.b
+	_, rs, rz := e.actQuant(-s/2, s/2, "r")
+	rd := b.Op("DequantizeLinear", b.Op("QuantizeLinear", b.Op("Sub", x, xd), rs, rz), rs, rz)
+	return b.OpA("Gemm", []string{rd, weights()}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
 }
 
 // actQuant emits the scale and zero point initialisers of an activation range in the

@@ -42,29 +42,36 @@ func TestLayoutOptions(t *testing.T) {
 		floatScores := scoreAll(t, fs, val)
 		fs.Close()
 		for _, c := range []struct {
-			name string
-			opt  Options
-			want []string // fused operators that must appear in the optimised graph
-			gone []string // operators that must not
+			name  string
+			opt   Options
+			want  []string // fused operators that must appear in the optimised graph
+			gone  []string // operators that must not
+			qgemm int      // if > 0, the number of QGemm nodes the optimised graph must have
 		}{
-			{"qdq", Options{}, []string{"QGemm"}, []string{"Identity"}},
-			{"qdq-hidden", Options{QuantizeHidden: true}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}},
-			{"qdq-floatdec", Options{FloatDecoder: true}, []string{"QGemm"}, nil},
-			{"qdq-pad16", Options{PadHidden: 16}, []string{"QGemm"}, nil},
-			{"qdq-percentile", Options{ActRange: RangePercentile, ActPercentile: 99.9}, []string{"QGemm"}, []string{"Identity"}},
-			{"qdq-mse", Options{ActRange: RangeMSE}, []string{"QGemm"}, []string{"Identity"}},
-			{"qdq-int8act", Options{ActType: ActInt8}, []string{"QGemm"}, []string{"Identity"}},
+			{"qdq", Options{}, []string{"QGemm"}, []string{"Identity"}, 0},
+			{"qdq-hidden", Options{QuantizeHidden: true}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}, 0},
+			{"qdq-floatdec", Options{FloatDecoder: true}, []string{"QGemm"}, nil, 0},
+			{"qdq-pad16", Options{PadHidden: 16}, []string{"QGemm"}, nil, 0},
+			{"qdq-percentile", Options{ActRange: RangePercentile, ActPercentile: 99.9}, []string{"QGemm"}, []string{"Identity"}, 0},
+			{"qdq-mse", Options{ActRange: RangeMSE}, []string{"QGemm"}, []string{"Identity"}, 0},
+			{"qdq-int8act", Options{ActType: ActInt8}, []string{"QGemm"}, []string{"Identity"}, 0},
 			// Symmetric int8 wastes half its grid on the [0, 1] sigmoid outputs (and ORT keeps a Clip).
-			{"qdq-int8sym", Options{ActType: ActInt8Sym}, []string{"QGemm"}, []string{"Identity"}},
-			{"qdq-hidden-int8act", Options{QuantizeHidden: true, ActType: ActInt8}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}},
+			{"qdq-int8sym", Options{ActType: ActInt8Sym}, []string{"QGemm"}, []string{"Identity"}, 0},
+			{"qdq-hidden-int8act", Options{QuantizeHidden: true, ActType: ActInt8}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}, 0},
 			// AMXSafe: the widened GEMMs stay fused QGemms (followed by a Slice).
-			{"qdq-amx", Options{AMXSafe: true}, []string{"QGemm", "Slice"}, []string{"Identity"}},
-			{"qdq-amx-floatdec", Options{AMXSafe: true, FloatDecoder: true}, []string{"QGemm"}, nil},
-			{"qdq-amx-hidden", Options{AMXSafe: true, QuantizeHidden: true}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}},
+			{"qdq-amx", Options{AMXSafe: true}, []string{"QGemm", "Slice"}, []string{"Identity"}, 0},
+			{"qdq-amx-floatdec", Options{AMXSafe: true, FloatDecoder: true}, []string{"QGemm"}, nil, 0},
+			{"qdq-amx-hidden", Options{AMXSafe: true, QuantizeHidden: true}, []string{"QGemm", "QLinearSigmoid"}, []string{"Identity"}, 0},
 			// Lean: the constants it leaves to ONNX Runtime (Expand, Mul, Pad) are folded before the
 			// QDQ fusion.
-			{"qdq-amx-lean", Options{AMXSafe: true, Lean: true}, []string{"QGemm", "Slice"}, []string{"Identity", "Expand", "Pad"}},
-			{"qdq-amx-floatdec-lean", Options{AMXSafe: true, FloatDecoder: true, Lean: true}, []string{"QGemm"}, []string{"Expand", "Pad"}},
+			{"qdq-amx-lean", Options{AMXSafe: true, Lean: true}, []string{"QGemm", "Slice"}, []string{"Identity", "Expand", "Pad"}, 0},
+			{"qdq-amx-floatdec-lean", Options{AMXSafe: true, FloatDecoder: true, Lean: true}, []string{"QGemm"}, []string{"Expand", "Pad"}, 1},
+			// SplitInput: the residual pass is a second fused QGemm on the same weights; no float
+			// Gemm is left but the float decoder's.
+			{"qdq-amx-floatdec-split", Options{AMXSafe: true, FloatDecoder: true, SplitInput: true}, []string{"QGemm"}, []string{"Identity"}, 2},
+			{"qdq-amx-floatdec-lean-split", Options{AMXSafe: true, FloatDecoder: true, Lean: true, SplitInput: true}, []string{"QGemm"}, []string{"Expand", "Pad"}, 2},
+			{"qdq-split", Options{SplitInput: true}, []string{"QGemm"}, []string{"Identity"}, 3},
+			{"qdq-amx-lean-split", Options{AMXSafe: true, Lean: true, SplitInput: true}, []string{"QGemm", "Slice"}, []string{"Identity", "Expand", "Pad"}, 3},
 		} {
 			t.Run(kind+"/"+c.name, func(t *testing.T) {
 				c.opt.Quant, c.opt.Calibration = bundle.QuantInt8Static, val
@@ -106,6 +113,9 @@ func TestLayoutOptions(t *testing.T) {
 						t.Fatalf("%s left in the optimised graph: %v", op, onnx.SortedOps(opt.Graph))
 					}
 				}
+				if n := qgemms(ops); c.qgemm > 0 && n != c.qgemm {
+					t.Fatalf("%d QGemm nodes in the optimised graph, want %d: %v", n, c.qgemm, onnx.SortedOps(opt.Graph))
+				}
 				rho, err := calib.Spearman(floatScores, scores)
 				if err != nil {
 					t.Fatal(err)
@@ -117,6 +127,17 @@ func TestLayoutOptions(t *testing.T) {
 			})
 		}
 	}
+}
+
+// qgemms counts the QGemm nodes in an optimised graph's operator counts.
+func qgemms(ops map[string]int) int {
+	n := 0
+	for k, c := range ops {
+		if k == "QGemm" || strings.HasSuffix(k, ":QGemm") {
+			n += c
+		}
+	}
+	return n
 }
 
 // BenchmarkLayouts scores batches of 256 (and the detector plugin's runs of 16) with every graph
@@ -143,6 +164,8 @@ func BenchmarkLayouts(b *testing.B) {
 				{"qdq", Options{Quant: bundle.QuantInt8Static}},
 				{"qdq-hidden", Options{Quant: bundle.QuantInt8Static, QuantizeHidden: true}},
 				{"qdq-pad16", Options{Quant: bundle.QuantInt8Static, PadHidden: 16}},
+				{"qdq-floatdec-amx", Options{Quant: bundle.QuantInt8Static, FloatDecoder: true, AMXSafe: true}},
+				{"qdq-floatdec-amx-split", Options{Quant: bundle.QuantInt8Static, FloatDecoder: true, AMXSafe: true, SplitInput: true}},
 			} {
 				c.opt.Calibration = train
 				raw, err := Export(m, c.opt)
@@ -155,18 +178,18 @@ func BenchmarkLayouts(b *testing.B) {
 	}
 }
 
-// BenchmarkLayoutsNethost is BenchmarkLayouts at the shipped nethost/v1 model's shape (single
-// autoencoder, D = 26, hidden 13, sigmoid output): float, the shipped static QDQ and the int8
-// variants compared by `vigil-train-baseline -sweep-quant` (FloatDecoder, percentile ranges,
-// int8 activations).
+// BenchmarkLayoutsNethost is BenchmarkLayouts at the shipped nethost/v6 model's shape (single
+// autoencoder, D = 34, hidden 16, sigmoid output): float, static QDQ and the int8 variants
+// compared by `vigil-train-baseline -sweep-quant` (FloatDecoder, percentile ranges, int8
+// activations, SplitInput; "shipped" is the layout train.Export writes).
 func BenchmarkLayoutsNethost(b *testing.B) {
 	lib := runtimetest.Library(b)
 	if err := runtime.Init(lib); err != nil {
 		b.Fatal(err)
 	}
-	const d = 26
+	const d = 34
 	train := aetest.Data(1500, d, 1, false)
-	m, err := ae.Fit(b.Context(), train, ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.5, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
+	m, err := ae.Fit(b.Context(), train, ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.47, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -180,6 +203,8 @@ func BenchmarkLayoutsNethost(b *testing.B) {
 		{"qdq-floatdec", Options{Quant: q, FloatDecoder: true}},
 		{"qdq-percentile", Options{Quant: q, ActRange: RangePercentile, ActPercentile: 99.99}},
 		{"qdq-int8act", Options{Quant: q, ActType: ActInt8}},
+		{"qdq-floatdec-amx", Options{Quant: q, FloatDecoder: true, AMXSafe: true}},
+		{"qdq-floatdec-amx-split", Options{Quant: q, FloatDecoder: true, AMXSafe: true, SplitInput: true}},
 	} {
 		c.opt.Calibration = train
 		raw, err := Export(m, c.opt)
@@ -382,5 +407,60 @@ func TestAMXSafeWidths(t *testing.T) {
 	}
 	if string(a) != string(b) {
 		t.Fatal("AMXSafe changed the nethost FloatDecoder graph (hidden 13 needs no widening)")
+	}
+}
+
+// TestSplitInput checks what Options.SplitInput is for: with the encoder's input quantized in two
+// passes, the int8 scores are closer to the float model's than with one 8-bit pass, for both
+// model kinds (on this synthetic data the mean difference falls by a third to a half; the rest
+// is the int8 weights'), and rows outside the clip range still score as the clipped input does
+// (the residual saturates at half a first-pass step).
+func TestSplitInput(t *testing.T) {
+	lib := runtimetest.Library(t)
+	if err := runtime.Init(lib); err != nil {
+		t.Fatal(err)
+	}
+	val := aetest.Data(2000, dim, 2, false)
+	// Rows far outside the training range: every feature of these is clipped.
+	far := aetest.Data(64, dim, 5, false)
+	for i := range far.Data {
+		far.Data[i] = far.Data[i]*40 - 20
+	}
+	for kind, m := range trained(t) {
+		score := func(opt Options, data ae.Matrix) []float32 {
+			t.Helper()
+			raw, err := Export(m, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := runtime.OpenWith("", raw, dim, 256, runtime.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			return scoreAll(t, s, data)
+		}
+		q := Options{Quant: bundle.QuantInt8Static, Calibration: val, FloatDecoder: true, AMXSafe: true}
+		qs := q
+		qs.SplitInput = true
+		fl := score(Options{Quant: bundle.QuantNone}, val)
+		one, two := score(q, val), score(qs, val)
+		var e1, e2 float64
+		for i := range fl {
+			e1 += math.Abs(float64(one[i] - fl[i]))
+			e2 += math.Abs(float64(two[i] - fl[i]))
+		}
+		e1, e2 = e1/float64(len(fl)), e2/float64(len(fl))
+		t.Logf("%s: mean |int8 − float| one pass %.3g, split %.3g", kind, e1, e2)
+		if !(e2 < 0.75*e1) {
+			t.Errorf("%s: split input does not bring the int8 scores closer to float: mean |Δ| %.3g vs %.3g with one pass", kind, e2, e1)
+		}
+		ffar, sfar := score(Options{Quant: bundle.QuantNone}, far), score(qs, far)
+		for i := range ffar {
+			if d := math.Abs(float64(sfar[i]-ffar[i])) / float64(ffar[i]); d > 0.05 {
+				t.Errorf("%s: clipped row %d scores %.4g with split input, %.4g in float (%.1f%% apart)", kind, i, sfar[i], ffar[i], 100*d)
+				break
+			}
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/eval"
+	"github.com/vigil-edge/vigil/models/onnx"
 	"github.com/vigil-edge/vigil/test/filework"
 	"github.com/vigil-edge/vigil/test/trafficgen"
 )
@@ -41,6 +42,7 @@ func TestModelTrainFlags(t *testing.T) {
 		{"bad holdout", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--holdout", "1.5"}, "--holdout"},
 		{"bad kind", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--kind", "rnn"}, "--kind"},
 		{"bad quant", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "fp16"}, "--quant"},
+		{"split input needs qdq", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--split-input"}, "--split-input needs --quant int8-qdq"},
 		{"eval needs bundle", []string{"model", "eval", "--benign", "x", "--attack", "y"}, "--bundle, --benign and --attack are required"},
 	}
 	for _, c := range cases {
@@ -187,6 +189,53 @@ func TestModelTrainEval(t *testing.T) {
 // file-event traces of the shipped model (models/baseline/fileactivity,
 // written by vigil-train-fileactivity -save, the format of vigil-agent
 // record), then evaluates the bundle on its ransomware and overwriting-wiper traces.
+// TestModelTrainSplitInput trains the same static-QDQ model with and without --split-input: the
+// split bundle's graph has the encoder's second pass (one Gemm more, on the same int8 weights:
+// models/export.TestLayoutOptions checks that ONNX Runtime fuses both into QGemm), and its int8
+// scores rank at least as close to the float model's.
+func TestModelTrainSplitInput(t *testing.T) {
+	if os.Getenv("ONNXRUNTIME_LIB") == "" {
+		t.Skip("ONNXRUNTIME_LIB not set: model train needs ONNX Runtime")
+	}
+	dir := t.TempDir()
+	benign := filepath.Join(dir, "benign")
+	if err := os.Mkdir(benign, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		writeCapture(t, filepath.Join(benign, fmt.Sprintf("b%d.pcap", i)), trafficgen.Config{Seed: uint64(300 + i), Sessions: 100, Duration: 20 * time.Second})
+	}
+	gemms := map[bool]int{}
+	rho := map[bool]float64{}
+	for _, split := range []bool{false, true} {
+		args := []string{"model", "train", "--feature-set", "nethost/v6", "--benign", benign, "--epochs", "2", "--quant", bundle.QuantInt8Static,
+			"--version", "1", "--out", filepath.Join(dir, fmt.Sprint(split)), "--created", "2026-01-01T00:00:00Z", "--json"}
+		if split {
+			args = append(args, "--split-input")
+		}
+		var res TrainResult
+		if js := runCtl(t, args...); json.Unmarshal(js, &res) != nil {
+			t.Fatalf("train output: %s", js)
+		}
+		b, err := bundle.Read(res.Bundle, bundle.DefaultLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := onnx.Unmarshal(b.Model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gemms[split], rho[split] = onnx.OpCounts(m.Graph)["Gemm"], res.SpearmanInt8Float
+	}
+	if gemms[false] < 1 || gemms[true] != gemms[false]+1 {
+		t.Errorf("Gemm nodes: %d without --split-input, %d with (want one more)", gemms[false], gemms[true])
+	}
+	if rho[true] < rho[false]-0.001 {
+		t.Errorf("int8/float Spearman %.4f with --split-input, %.4f without", rho[true], rho[false])
+	}
+	t.Logf("int8/float Spearman %.4f without --split-input, %.4f with; Gemm nodes %v", rho[false], rho[true], gemms)
+}
+
 func TestModelTrainFileactivity(t *testing.T) {
 	if os.Getenv("ONNXRUNTIME_LIB") == "" {
 		t.Skip("ONNXRUNTIME_LIB not set: model train and eval need ONNX Runtime")

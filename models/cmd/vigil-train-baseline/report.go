@@ -30,23 +30,27 @@ type Report struct {
 
 // ModelReport describes one trained model.
 type ModelReport struct {
-	FeatureSet        string        `json:"feature_set"`
-	Kind              string        `json:"kind"`
-	Dim               int           `json:"dim"`
-	Bundle            string        `json:"bundle,omitempty"`
-	Shipped           bool          `json:"shipped"`
-	Digest            string        `json:"digest,omitempty"`
-	TrainRows         int           `json:"train_rows"`
-	HoldoutRows       int           `json:"holdout_rows"`
-	TrainSeconds      float64       `json:"train_seconds"`
-	Int8Bytes         int           `json:"int8_bytes"`
-	FloatBytes        int           `json:"float_bytes"`
-	Threshold         float64       `json:"threshold"`
-	HoldoutFPR        float64       `json:"holdout_fpr"`
-	BenignP99         float64       `json:"benign_p99"`
-	BenignMax         float64       `json:"benign_max"`
-	SpearmanInt8Float float64       `json:"spearman_int8_float"`
-	Metrics           calib.Metrics `json:"metrics"`
+	FeatureSet        string  `json:"feature_set"`
+	Kind              string  `json:"kind"`
+	Dim               int     `json:"dim"`
+	Bundle            string  `json:"bundle,omitempty"`
+	Shipped           bool    `json:"shipped"`
+	Digest            string  `json:"digest,omitempty"`
+	TrainRows         int     `json:"train_rows"`
+	HoldoutRows       int     `json:"holdout_rows"`
+	TrainSeconds      float64 `json:"train_seconds"`
+	Int8Bytes         int     `json:"int8_bytes"`
+	FloatBytes        int     `json:"float_bytes"`
+	Threshold         float64 `json:"threshold"`
+	HoldoutFPR        float64 `json:"holdout_fpr"`
+	BenignP99         float64 `json:"benign_p99"`
+	BenignMax         float64 `json:"benign_max"`
+	SpearmanInt8Float float64 `json:"spearman_int8_float"`
+	// Int8Speed and FloatSpeed are held-out rows scored per CPU-second of the scoring thread in
+	// runs of 256, the int8 and the float model one after the other (train.Speed).
+	Int8Speed  float64       `json:"int8_rows_per_cpu_s"`
+	FloatSpeed float64       `json:"float_rows_per_cpu_s"`
+	Metrics    calib.Metrics `json:"metrics"`
 }
 
 // AttackReport is the per-packet evaluation of one attack capture.
@@ -77,9 +81,9 @@ func (r *Report) write(w io.Writer, _ error) error {
 		p("Excluded from the benign data (neither trained on nor held out), because the agent's decoder finds attacks on a web application in them (SQL injection or XSS by libinjection, or a `..` path segment; nethost/v3's content hints), a command shell served over the network (nethost/v4's), ICMP echoes with covert data (nethost/v5's) or hex-encoded data (nethost/v6's): %s.\n\n",
 			"`"+strings.Join(r.ExcludedBenign, "`, `")+"`")
 	}
-	p("| feature set | model | bundle | int8 bytes | float bytes | threshold | held-out FPR | benign p99 | benign max | Spearman int8/float | train s |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| feature set | model | bundle | int8 bytes | float bytes | threshold | held-out FPR | benign p99 | benign max | Spearman int8/float | int8 / float rows per CPU-s, batch 256 | train s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, m := range r.Models {
-		p("| %s | %s | %s | %d | %d | %.4g | %.3f%% | %.4g | %.4g | %.4f | %.1f |\n", m.FeatureSet, m.Kind, m.Bundle, m.Int8Bytes, m.FloatBytes, m.Threshold, m.HoldoutFPR*100, m.BenignP99, m.BenignMax, m.SpearmanInt8Float, m.TrainSeconds)
+		p("| %s | %s | %s | %d | %d | %.4g | %.3f%% | %.4g | %.4g | %.4f | %.2fM / %.2fM | %.1f |\n", m.FeatureSet, m.Kind, m.Bundle, m.Int8Bytes, m.FloatBytes, m.Threshold, m.HoldoutFPR*100, m.BenignP99, m.BenignMax, m.SpearmanInt8Float, m.Int8Speed/1e6, m.FloatSpeed/1e6, m.TrainSeconds)
 	}
 	p("\nHeld-out benign packets flagged by either model (union FPR): %.3f%%.\n\n", r.HoldoutUnionFPR*100)
 	p("Shipped (installed into bin/models by `make`): ")

@@ -29,7 +29,7 @@ func quantVariants() []quantVariant {
 	q := bundle.QuantInt8Static
 	return []quantVariant{
 		{"float32", export.Options{Quant: bundle.QuantNone}},
-		{"qdq minmax uint8 (shipped)", export.Options{Quant: q}},
+		{"qdq minmax uint8", export.Options{Quant: q}},
 		{"qdq minmax, FloatDecoder", export.Options{Quant: q, FloatDecoder: true}},
 		{"qdq percentile 99.9", export.Options{Quant: q, ActRange: export.RangePercentile, ActPercentile: 99.9}},
 		{"qdq percentile 99.99", export.Options{Quant: q, ActRange: export.RangePercentile, ActPercentile: 99.99}},
@@ -44,6 +44,12 @@ func quantVariants() []quantVariant {
 		{"qdq PadHidden 16", export.Options{Quant: q, PadHidden: 16}},
 		{"qdq PadHidden 32", export.Options{Quant: q, PadHidden: 32}},
 		{"qdq PadHidden 16, FloatDecoder", export.Options{Quant: q, PadHidden: 16, FloatDecoder: true}},
+		{"qdq FloatDecoder AMXSafe (shipped: train.Export)", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true}},
+		{"qdq FloatDecoder AMXSafe SplitInput (train.LayoutSplitInput)", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, SplitInput: true}},
+		{"qdq AMXSafe Lean SplitInput (int8 decoder)", export.Options{Quant: q, AMXSafe: true, Lean: true, SplitInput: true}},
+		{"qdq AMXSafe Lean (int8 decoder)", export.Options{Quant: q, AMXSafe: true, Lean: true}},
+		{"qdq AMXSafe Lean SplitInput SplitHidden", export.Options{Quant: q, AMXSafe: true, Lean: true, SplitInput: true, SplitHidden: true}},
+		{"qdq AMXSafe Lean SplitHidden", export.Options{Quant: q, AMXSafe: true, Lean: true, SplitHidden: true}},
 	}
 }
 
@@ -64,6 +70,7 @@ type variantResult struct {
 	tpr, auc   float64
 	runChanged int     // held-out rows whose score changes in runs of 256
 	runMaxDiff float64 // largest such change, in thresholds
+	speed      float64 // held-out rows scored per thread CPU-second in runs of 256 (best of 3)
 }
 
 // sweepQuant trains each feature set's model once and compares the int8 export variants on the
@@ -97,7 +104,7 @@ func sweepQuant(ctx context.Context, cfg Config, sets []set, trainCaps, holdCaps
 		}
 		atk = append(atk, a)
 	}
-	fmt.Fprintf(w, "| feature set | variant | int8 bytes | Spearman all | distinct vectors | float score ≥ 0.1×thr | top 5%% | threshold | held-out FPR | captures detected | attacker TPR | ROC AUC | captures differing from float | rows changed in 256-row runs (max Δ/thr) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| feature set | variant | int8 bytes | Spearman all | distinct vectors | float score ≥ 0.1×thr | top 5%% | threshold | held-out FPR | captures detected | attacker TPR | ROC AUC | captures differing from float | rows changed in 256-row runs (max Δ/thr) | rows/CPU-s at 256 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for k, s := range sets {
 		if cfg.Only != "" && s.name != cfg.Only {
 			continue
@@ -152,8 +159,8 @@ func sweepQuant(ctx context.Context, cfg Config, sets []set, trainCaps, holdCaps
 					diff = append(diff, "-"+filepath.Base(d))
 				}
 			}
-			fmt.Fprintf(w, "| %s | %s | %d | %.4f | %.4f | %.4f | %.4f | %.4g | %.3f%% | %d of %d | %.3f | %.4f | %s | %d (%.2f) |\n", s.name, v.name, r.bytes,
-				rho, rhoDistinct, rhoHigh, rhoTop, r.threshold, r.fpr*100, len(r.detected), len(atk), r.tpr, r.auc, strings.Join(diff, " "), r.runChanged, r.runMaxDiff)
+			fmt.Fprintf(w, "| %s | %s | %d | %.4f | %.4f | %.4f | %.4f | %.4g | %.3f%% | %d of %d | %.3f | %.4f | %s | %d (%.2f) | %.2fM |\n", s.name, v.name, r.bytes,
+				rho, rhoDistinct, rhoHigh, rhoTop, r.threshold, r.fpr*100, len(r.detected), len(atk), r.tpr, r.auc, strings.Join(diff, " "), r.runChanged, r.runMaxDiff, r.speed/1e6)
 			log.Info("variant", "set", s.name, "variant", v.name, "spearman", rho, "top5", rhoTop, "detected", len(r.detected))
 		}
 	}
@@ -190,6 +197,9 @@ func measureVariant(m *ae.Model, opt export.Options, k int, hold ae.Matrix, atk 
 			r.runChanged++
 			r.runMaxDiff = max(r.runMaxDiff, d/max(r.threshold, 1e-12))
 		}
+	}
+	if r.speed, err = train.Speed(sc, hold, 256, 3, 0); err != nil {
+		return r, err
 	}
 	var attackScores []float32
 	var tp int

@@ -40,6 +40,7 @@ type Config struct {
 	Created                     time.Time
 	Validity                    time.Duration
 	NoWrite                     bool
+	SplitInput                  bool // export with train.LayoutSplitInput
 }
 
 // Session is the event trace of one recorded run.
@@ -368,7 +369,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	trainDur := time.Since(t0)
 	// Static QDQ int8: fixed activation scales, so an event's score does not
 	// depend on the other events of its batch.
-	model, err := train.Export(m, bundle.QuantInt8Static, sample(data, 20000))
+	layout := train.LayoutFloatDecoder
+	if cfg.SplitInput {
+		layout = train.LayoutSplitInput
+	}
+	model, err := train.ExportLayout(m, bundle.QuantInt8Static, sample(data, 20000), layout)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -399,13 +404,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	a, _ := train.Scores(sc, hold, 4096)
 	b, _ := train.Scores(fsc, hold, 4096)
 	q := compareScores(a, b, fmet.Threshold)
+	// Speed side by side: the same events, runs of 256, one model after the other.
+	i8speed, err := train.Speed(sc, hold, 256, 3, 0)
+	if err != nil {
+		return err
+	}
+	fspeed, err := train.Speed(fsc, hold, 256, 3, 0)
+	if err != nil {
+		return fmt.Errorf("float model: %w", err)
+	}
 	log.Info("calibrated", "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "spearman", q.All)
 
 	rep := &Report{
 		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR, Kind: m.Kind, Dim: feat.Dim, Recipe: recipe(cfg),
 		TrainRows: data.Rows, HoldoutRows: hold.Rows, TrainSeconds: trainDur.Seconds(),
 		Int8Bytes: len(model), FloatBytes: len(floatModel), Threshold: met.Threshold, Metrics: met,
-		SpearmanInt8Float: q.All, Spearman: q, FloatThreshold: fmet.Threshold, FloatFPR: fmet.FPR,
+		SpearmanInt8Float: q.All, Spearman: q, FloatThreshold: fmet.Threshold, FloatFPR: fmet.FPR, Int8Speed: i8speed, FloatSpeed: fspeed,
 	}
 	for _, s := range append(append([]*Session{}, trainS...), holdS...) {
 		r, err := scoreSession(sc, s, met.Threshold)

@@ -1,0 +1,49 @@
+package train
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/ae"
+)
+
+// spinScorer burns about perRow of CPU per row and counts the rows it scored; it fails from
+// failAt rows on, if failAt > 0.
+type spinScorer struct {
+	perRow time.Duration
+	rows   int
+	failAt int
+}
+
+func (s *spinScorer) Score(features []float32, n int) ([]float32, []float32, error) {
+	if s.failAt > 0 && s.rows+n > s.failAt {
+		return nil, nil, errors.New("scorer broke")
+	}
+	t0 := threadCPU()
+	for threadCPU()-t0 < time.Duration(n)*s.perRow {
+	}
+	s.rows += n
+	return make([]float32, n), nil, nil
+}
+
+func TestSpeed(t *testing.T) {
+	data := ae.Matrix{Rows: 600, Cols: 2, Data: make([]float32, 1200)}
+	sc := &spinScorer{perRow: 20 * time.Microsecond}
+	v, err := Speed(sc, data, 256, 2, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 20 µs of CPU per row: at most 50,000 rows per CPU-second (the clock's granularity and the
+	// loop's own cost only lower it), and whole runs of 256 rows only (600 rows: 2 runs a pass).
+	if v <= 0 || v > 50_000*1.05 || sc.rows%256 != 0 || sc.rows < 2*256 {
+		t.Errorf("speed %.0f rows/CPU-s after %d rows scored", v, sc.rows)
+	}
+	if _, err := Speed(sc, ae.Matrix{Rows: 100, Cols: 2, Data: make([]float32, 200)}, 256, 1, 0); err == nil || !strings.Contains(err.Error(), "fewer than one run") {
+		t.Errorf("100 rows at batch 256: %v", err)
+	}
+	if _, err := Speed(&spinScorer{failAt: 300}, data, 256, 1, time.Millisecond); err == nil || !strings.Contains(err.Error(), "scorer broke") {
+		t.Errorf("failing scorer: %v", err)
+	}
+}

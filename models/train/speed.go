@@ -49,6 +49,27 @@ func Speed(sc Scorer, data ae.Matrix, batch, trials int, minCPU time.Duration) (
 	return best, nil
 }
 
+// Speeds are an int8 model's and its float model's scoring speeds measured side by side (rows per
+// CPU-second of the scoring thread, SideBySide), as the trainers' reports carry them.
+type Speeds struct {
+	Int8  float64 `json:"int8_rows_per_cpu_s"`
+	Float float64 `json:"float_rows_per_cpu_s"`
+}
+
+// SideBySide measures int8 and then float on the same rows of data in runs of 256 (Speed, best of
+// 3 trials of at least 0.3 s each).
+func SideBySide(int8, float Scorer, data ae.Matrix) (Speeds, error) {
+	i, err := Speed(int8, data, 256, 3, 0)
+	if err != nil {
+		return Speeds{}, fmt.Errorf("int8 model: %w", err)
+	}
+	f, err := Speed(float, data, 256, 3, 0)
+	if err != nil {
+		return Speeds{}, fmt.Errorf("float model: %w", err)
+	}
+	return Speeds{Int8: i, Float: f}, nil
+}
+
 // threadCPU is the calling OS thread's user+system CPU time (Linux RUSAGE_THREAD), or -1.
 func threadCPU() time.Duration {
 	var ru syscall.Rusage

@@ -101,6 +101,20 @@ func writeCapture(t *testing.T, path string, cfg trafficgen.Config) trafficgen.I
 	return info
 }
 
+// writeBenign writes n generated benign captures (seeds seed0, seed0+1, …) into dir/benign and
+// returns that folder.
+func writeBenign(t *testing.T, dir string, n int, seed0 uint64, sessions int, d time.Duration) string {
+	t.Helper()
+	benign := filepath.Join(dir, "benign")
+	if err := os.Mkdir(benign, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		writeCapture(t, filepath.Join(benign, fmt.Sprintf("b%d.pcap", i)), trafficgen.Config{Seed: seed0 + uint64(i), Sessions: sessions, Duration: d})
+	}
+	return benign
+}
+
 // runCtl runs vigilctl in process and returns its standard output; a
 // non-zero exit fails the test.
 func runCtl(t *testing.T, args ...string) []byte {
@@ -119,13 +133,7 @@ func TestModelTrainEval(t *testing.T) {
 		t.Skip("ONNXRUNTIME_LIB not set: model train and eval need ONNX Runtime")
 	}
 	dir := t.TempDir()
-	benign := filepath.Join(dir, "benign")
-	if err := os.Mkdir(benign, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 5 {
-		writeCapture(t, filepath.Join(benign, fmt.Sprintf("b%d.pcap", i)), trafficgen.Config{Seed: uint64(200 + i), Sessions: 150, Duration: 30 * time.Second})
-	}
+	benign := writeBenign(t, dir, 5, 200, 150, 30*time.Second)
 	out := filepath.Join(dir, "out")
 	var res TrainResult
 	js := runCtl(t, "model", "train", "--feature-set", "nethost/v1", "--benign", benign, "--epochs", "3", "--seed", "7",
@@ -198,13 +206,7 @@ func TestModelTrainSplitInput(t *testing.T) {
 		t.Skip("ONNXRUNTIME_LIB not set: model train needs ONNX Runtime")
 	}
 	dir := t.TempDir()
-	benign := filepath.Join(dir, "benign")
-	if err := os.Mkdir(benign, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		writeCapture(t, filepath.Join(benign, fmt.Sprintf("b%d.pcap", i)), trafficgen.Config{Seed: uint64(300 + i), Sessions: 100, Duration: 20 * time.Second})
-	}
+	benign := writeBenign(t, dir, 3, 300, 100, 20*time.Second)
 	gemms := map[bool]int{}
 	rho := map[bool]float64{}
 	for _, split := range []bool{false, true} {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/models/train"
 )
 
 // Report is the evaluation written next to the bundles.
@@ -46,11 +47,9 @@ type ModelReport struct {
 	BenignP99         float64 `json:"benign_p99"`
 	BenignMax         float64 `json:"benign_max"`
 	SpearmanInt8Float float64 `json:"spearman_int8_float"`
-	// Int8Speed and FloatSpeed are held-out rows scored per CPU-second of the scoring thread in
-	// runs of 256, the int8 and the float model one after the other (train.Speed).
-	Int8Speed  float64       `json:"int8_rows_per_cpu_s"`
-	FloatSpeed float64       `json:"float_rows_per_cpu_s"`
-	Metrics    calib.Metrics `json:"metrics"`
+	// Held-out rows scored per CPU-second in runs of 256, int8 and float side by side.
+	train.Speeds
+	Metrics calib.Metrics `json:"metrics"`
 }
 
 // AttackReport is the per-packet evaluation of one attack capture.
@@ -83,7 +82,7 @@ func (r *Report) write(w io.Writer, _ error) error {
 	}
 	p("| feature set | model | bundle | int8 bytes | float bytes | threshold | held-out FPR | benign p99 | benign max | Spearman int8/float | int8 / float rows per CPU-s, batch 256 | train s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, m := range r.Models {
-		p("| %s | %s | %s | %d | %d | %.4g | %.3f%% | %.4g | %.4g | %.4f | %.2fM / %.2fM | %.1f |\n", m.FeatureSet, m.Kind, m.Bundle, m.Int8Bytes, m.FloatBytes, m.Threshold, m.HoldoutFPR*100, m.BenignP99, m.BenignMax, m.SpearmanInt8Float, m.Int8Speed/1e6, m.FloatSpeed/1e6, m.TrainSeconds)
+		p("| %s | %s | %s | %d | %d | %.4g | %.3f%% | %.4g | %.4g | %.4f | %.2fM / %.2fM | %.1f |\n", m.FeatureSet, m.Kind, m.Bundle, m.Int8Bytes, m.FloatBytes, m.Threshold, m.HoldoutFPR*100, m.BenignP99, m.BenignMax, m.SpearmanInt8Float, m.Int8/1e6, m.Float/1e6, m.TrainSeconds)
 	}
 	p("\nHeld-out benign packets flagged by either model (union FPR): %.3f%%.\n\n", r.HoldoutUnionFPR*100)
 	p("Shipped (installed into bin/models by `make`): ")

@@ -330,25 +330,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		a, _ := train.Scores(sc, hold, scoreChunk)
 		b, _ := train.Scores(fsc, hold, scoreChunk)
-		// Speed side by side: the same rows, runs of 256, one model after the other.
-		i8speed, err := train.Speed(sc, hold, 256, 3, 0)
-		if err != nil {
-			_ = fsc.Close()
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		fspeed, err := train.Speed(fsc, hold, 256, 3, 0)
+		speeds, err := train.SideBySide(sc, fsc, hold)
 		_ = fsc.Close()
 		if err != nil {
-			return fmt.Errorf("%s float model: %w", s.name, err)
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		rho, _ := calib.Spearman(a, b)
 		rep.Models = append(rep.Models, ModelReport{
 			FeatureSet: s.name, Kind: m.Kind, Dim: s.dim, TrainRows: data.Rows, HoldoutRows: hold.Rows,
 			TrainSeconds: trainDur.Seconds(), Int8Bytes: len(model), FloatBytes: len(floatModel),
 			Threshold: met.Threshold, HoldoutFPR: met.FPR, BenignP99: met.BenignP99, BenignMax: met.BenignMax,
-			SpearmanInt8Float: rho, Int8Speed: i8speed, FloatSpeed: fspeed, Metrics: met,
+			SpearmanInt8Float: rho, Speeds: speeds, Metrics: met,
 		})
-		log.Info("calibrated", "set", s.name, "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "float_bytes", len(floatModel), "spearman", rho, "int8_rows_per_cpu_s", i8speed, "float_rows_per_cpu_s", fspeed)
+		log.Info("calibrated", "set", s.name, "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "float_bytes", len(floatModel), "spearman", rho, "int8_rows_per_cpu_s", speeds.Int8, "float_rows_per_cpu_s", speeds.Float)
 	}
 	defer func() {
 		for _, s := range scorers {

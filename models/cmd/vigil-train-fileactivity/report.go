@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/models/train"
 )
 
 // Report is the evaluation written next to the bundle.
@@ -29,13 +30,11 @@ type Report struct {
 	Spearman          SpearmanReport `json:"spearman"`
 	FloatThreshold    float64        `json:"float_threshold"` // the float model calibrated alike, for the comparison
 	FloatFPR          float64        `json:"float_fpr"`
-	// Int8Speed and FloatSpeed are held-out events scored per CPU-second of the scoring thread in
-	// runs of 256, the int8 and the float model one after the other (train.Speed).
-	Int8Speed  float64         `json:"int8_rows_per_cpu_s"`
-	FloatSpeed float64         `json:"float_rows_per_cpu_s"`
-	Metrics    calib.Metrics   `json:"metrics"`
-	Sessions   []SessionReport `json:"sessions"`
-	Attacks    []AttackReport  `json:"attacks"`
+	// Held-out events scored per CPU-second in runs of 256, int8 and float side by side.
+	train.Speeds
+	Metrics  calib.Metrics   `json:"metrics"`
+	Sessions []SessionReport `json:"sessions"`
+	Attacks  []AttackReport  `json:"attacks"`
 }
 
 // SpearmanReport is the rank agreement of the int8 and float models on the
@@ -83,7 +82,7 @@ func (r *Report) write(w io.Writer) error {
 	p("Training data are generated, not downloaded: real benign workloads (package test/filework) run in temporary trees watched by the agent's own watcher (agent/watch), so the events, content statistics and timing are the agent's: `unpack` (tar -xzf of a Go source subset), `build` (gcc objects, dependency files, ar, link, then many .o files written or renamed into place), `edit` (vim swap/backup files, sed -i temp+rename, appends), `logrotate` (appends, rename .N→.N+1, gzip, delete the oldest), `install` (real /usr files written as NAME.dpkg-new and renamed, as dpkg does), `office` (docx/pdf/png/csv/web files saved via lock file + temp + rename), `cleanup` (a scratch tree of 100-600 files unpacked, then removed whole with `rm -rf`; stale files deleted one by one). Each session runs all seven in a seed-shuffled order with pauses; whole sessions are held out for calibration.\n\n")
 	p("| model | dim | bundle | int8 bytes | float bytes | train rows | held-out rows | threshold | held-out FPR (target %.2f%%) | benign p99 | benign max | Spearman int8/float | int8 / float rows per CPU-s, batch 256 | train s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", r.FPR*100)
 	p("| %s (static int8 QDQ) | %d | %s | %d | %d | %d | %d | %.4g | %.3f%% | %.4g | %.4g | %.4f | %.2fM / %.2fM | %.1f |\n\n", r.Kind, r.Dim, r.Bundle,
-		r.Int8Bytes, r.FloatBytes, r.TrainRows, r.HoldoutRows, r.Threshold, r.Metrics.FPR*100, r.Metrics.BenignP99, r.Metrics.BenignMax, r.SpearmanInt8Float, r.Int8Speed/1e6, r.FloatSpeed/1e6, r.TrainSeconds)
+		r.Int8Bytes, r.FloatBytes, r.TrainRows, r.HoldoutRows, r.Threshold, r.Metrics.FPR*100, r.Metrics.BenignP99, r.Metrics.BenignMax, r.SpearmanInt8Float, r.Int8/1e6, r.Float/1e6, r.TrainSeconds)
 	p("Recipe: %s.\n\n", r.Recipe)
 	p("Bundle digest: `%s`.\n\n", r.Digest)
 	p("int8 against float on the held-out benign events (the float model calibrated alike: threshold %.4g, held-out FPR %.3f%%): Spearman %.4f over all, %.4f where the float score is at least a tenth of its threshold, %.4f over the top 5%%. ",

@@ -404,14 +404,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	a, _ := train.Scores(sc, hold, 4096)
 	b, _ := train.Scores(fsc, hold, 4096)
 	q := compareScores(a, b, fmet.Threshold)
-	// Speed side by side: the same events, runs of 256, one model after the other.
-	i8speed, err := train.Speed(sc, hold, 256, 3, 0)
+	speeds, err := train.SideBySide(sc, fsc, hold)
 	if err != nil {
 		return err
-	}
-	fspeed, err := train.Speed(fsc, hold, 256, 3, 0)
-	if err != nil {
-		return fmt.Errorf("float model: %w", err)
 	}
 	log.Info("calibrated", "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "spearman", q.All)
 
@@ -419,7 +414,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR, Kind: m.Kind, Dim: feat.Dim, Recipe: recipe(cfg),
 		TrainRows: data.Rows, HoldoutRows: hold.Rows, TrainSeconds: trainDur.Seconds(),
 		Int8Bytes: len(model), FloatBytes: len(floatModel), Threshold: met.Threshold, Metrics: met,
-		SpearmanInt8Float: q.All, Spearman: q, FloatThreshold: fmet.Threshold, FloatFPR: fmet.FPR, Int8Speed: i8speed, FloatSpeed: fspeed,
+		SpearmanInt8Float: q.All, Spearman: q, FloatThreshold: fmet.Threshold, FloatFPR: fmet.FPR, Speeds: speeds,
 	}
 	for _, s := range append(append([]*Session{}, trainS...), holdS...) {
 		r, err := scoreSession(sc, s, met.Threshold)

@@ -46,4 +46,12 @@ func TestSpeed(t *testing.T) {
 	if _, err := Speed(&spinScorer{failAt: 300}, data, 256, 1, time.Millisecond); err == nil || !strings.Contains(err.Error(), "scorer broke") {
 		t.Errorf("failing scorer: %v", err)
 	}
+	// Side by side: a scorer with 5 times the CPU per row is slower whatever the machine's load.
+	sp, err := SideBySide(&spinScorer{perRow: 4 * time.Microsecond}, &spinScorer{perRow: 20 * time.Microsecond}, data)
+	if err != nil || !(sp.Int8 > 2*sp.Float) {
+		t.Errorf("side by side: %+v, %v", sp, err)
+	}
+	if _, err := SideBySide(&spinScorer{}, &spinScorer{failAt: 1}, data); err == nil || !strings.Contains(err.Error(), "float model") {
+		t.Errorf("failing float scorer: %v", err)
+	}
 }

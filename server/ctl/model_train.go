@@ -47,25 +47,28 @@ type trainOptions struct {
 
 // TrainResult is what `model train --json` prints.
 type TrainResult struct {
-	Bundle            string        `json:"bundle"`
-	FeatureSet        string        `json:"feature_set"`
-	Kind              string        `json:"kind"`
-	Quantization      string        `json:"quantization"`
-	TrainFiles        int           `json:"train_files"`
-	HoldoutFiles      int           `json:"holdout_files"`
-	SkippedFiles      []string      `json:"skipped_files"`
-	HoldoutSplit      string        `json:"holdout_split"` // "files" or "tail" (last packets of each capture)
-	TrainRows         int           `json:"train_rows"`
-	HoldoutRows       int           `json:"holdout_rows"`
-	FinalLoss         float64       `json:"final_loss"`
-	TrainSeconds      float64       `json:"train_seconds"`
-	PeakHeapBytes     uint64        `json:"peak_heap_bytes"`
-	PeakRSSBytes      uint64        `json:"peak_rss_bytes"`
-	Int8Bytes         int           `json:"int8_bytes"`
-	FloatBytes        int           `json:"float_bytes"`
-	SpearmanInt8Float float64       `json:"spearman_int8_float"`
-	Metrics           calib.Metrics `json:"metrics"`
-	HoldoutList       string        `json:"holdout_list,omitempty"` // held-out capture paths, for model eval --benign @FILE
+	Bundle            string   `json:"bundle"`
+	FeatureSet        string   `json:"feature_set"`
+	Kind              string   `json:"kind"`
+	Quantization      string   `json:"quantization"`
+	TrainFiles        int      `json:"train_files"`
+	HoldoutFiles      int      `json:"holdout_files"`
+	SkippedFiles      []string `json:"skipped_files"`
+	HoldoutSplit      string   `json:"holdout_split"` // "files" or "tail" (last packets of each capture)
+	TrainRows         int      `json:"train_rows"`
+	HoldoutRows       int      `json:"holdout_rows"`
+	FinalLoss         float64  `json:"final_loss"`
+	TrainSeconds      float64  `json:"train_seconds"`
+	PeakHeapBytes     uint64   `json:"peak_heap_bytes"`
+	PeakRSSBytes      uint64   `json:"peak_rss_bytes"`
+	Int8Bytes         int      `json:"int8_bytes"`
+	FloatBytes        int      `json:"float_bytes"`
+	SpearmanInt8Float float64  `json:"spearman_int8_float"`
+	// Held-out rows scored per CPU-second in runs of 256, int8 and float side by side (absent
+	// with fewer than 256 held-out rows).
+	Speeds      *train.Speeds `json:"speeds,omitempty"`
+	Metrics     calib.Metrics `json:"metrics"`
+	HoldoutList string        `json:"holdout_list,omitempty"` // held-out capture paths, for model eval --benign @FILE
 }
 
 func modelTrain(app *App) *cobra.Command {
@@ -100,6 +103,9 @@ func modelTrain(app *App) *cobra.Command {
 				p("held-out list:  %s (evaluate with `vigilctl model eval --benign @%s ...`)\n", res.HoldoutList, res.HoldoutList)
 			}
 			p("int8 vs float:  %d vs %d bytes, Spearman %.4f on held-out scores\n", res.Int8Bytes, res.FloatBytes, res.SpearmanInt8Float)
+			if sp := res.Speeds; sp != nil {
+				p("int8 vs float:  %.0f vs %.0f rows per CPU-second at batch 256 (%+.0f%%)\n", sp.Int8, sp.Float, 100*(sp.Int8/sp.Float-1))
+			}
 			return nil
 		},
 	}
@@ -313,6 +319,12 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 		b, err = train.Scores(dataset.Chunked{Scorer: fsc, Dim: fs.Dim}, hold, 4096)
 		if err == nil {
 			res.SpearmanInt8Float, err = calib.Spearman(a, b)
+		}
+	}
+	if err == nil && hold.Rows >= 256 {
+		var sp train.Speeds
+		if sp, err = train.SideBySide(sc, fsc, hold); err == nil {
+			res.Speeds = &sp
 		}
 	}
 	_ = fsc.Close()

@@ -228,6 +228,9 @@ func TestModelTrainSplitInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		gemms[split], rho[split] = onnx.OpCounts(m.Graph)["Gemm"], res.SpearmanInt8Float
+		if res.HoldoutRows >= 256 && (res.Speeds == nil || res.Speeds.Int8 <= 0 || res.Speeds.Float <= 0) {
+			t.Errorf("%d held-out rows but no int8/float speed: %+v", res.HoldoutRows, res.Speeds)
+		}
 	}
 	if gemms[false] < 1 || gemms[true] != gemms[false]+1 {
 		t.Errorf("Gemm nodes: %d without --split-input, %d with (want one more)", gemms[false], gemms[true])

@@ -103,6 +103,12 @@ type Options struct {
 	// decoder's input, the hidden activations: the reconstruction then carries no 8-bit
 	// rounding of the hidden layer either, and the decoder's weights stay int8.
 	SplitHidden bool
+	// FitRounding (int8, with Calibration) chooses each int8 weight's rounding, up or down, to
+	// minimise the layer's output error on the calibration rows (as the int8 model sees them)
+	// instead of rounding each weight to the nearest step, then corrects the bias for the mean
+	// error left: post-training rounding in the manner of AdaRound (Nagel et al., 2020) and bias
+	// correction (Nagel et al., 2019). The graph, its size and its speed do not change.
+	FitRounding bool
 	// Version is written as the ONNX model_version.
 	Version int64
 }
@@ -201,6 +207,13 @@ type exporter struct {
 	opt    Options
 	ranges map[*layer][2]float64 // static input ranges per layer
 	zrange map[*layer][2]float64 // static pre-activation ranges (QuantizeHidden)
+	calX   map[*layer]calRows    // calibration inputs per layer (FitRounding)
+}
+
+// calRows are a layer's calibration inputs: rows of in values.
+type calRows struct {
+	in int
+	x  []float64
 }
 
 // Build returns the ONNX model for m.
@@ -222,7 +235,7 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 	if m == nil || m.Dim <= 0 || len(m.Norm.Offset) != m.Dim {
 		return nil, errors.New("export: model is empty or inconsistent")
 	}
-	e := &exporter{b: onnx.NewBuilder("vigil_" + m.Kind), opt: opt, ranges: map[*layer][2]float64{}, zrange: map[*layer][2]float64{}}
+	e := &exporter{b: onnx.NewBuilder("vigil_" + m.Kind), opt: opt, ranges: map[*layer][2]float64{}, zrange: map[*layer][2]float64{}, calX: map[*layer]calRows{}}
 	b := e.b
 	d := int64(m.Dim)
 	x := b.Input(InputName, onnx.Float, onnx.Param("N"), onnx.Fixed(d))
@@ -385,6 +398,135 @@ func (e *exporter) normalise(x string, n *ae.Norm, name string) (xn, xc string) 
 	return xn, xc
 }
 
+// quantize returns l's int8 weights, their per-column scales and the bias to quantize with them:
+// each weight rounded to the nearest step and l's bias, or with Options.FitRounding (and
+// calibration rows for l) the rounding fitted on those rows and the bias corrected for the mean
+// error left (fitRounding).
+func (e *exporter) quantize(l *layer) ([]int8, []float32, []float64) {
+	q, scales := quantizeWeights(l, e.opt.WeightBits)
+	c, ok := e.calX[l]
+	if !e.opt.FitRounding || !ok || c.in != l.In || len(c.x) < l.In {
+		// No rows, or rows of another width (PadHidden or AMXSafe widened the decoder's input).
+		return q, scales, l.B
+	}
+	seen := func(v float64) float64 { return v } // dynamic quantization, SplitInput: ≈ exact
+	if e.opt.Quant == bundle.QuantInt8Static && l.Split == "" {
+		r := e.ranges[l]
+		s, zp, lo, hi := e.actGrid(r[0], r[1])
+		seen = func(v float64) float64 { return s * (min(max(math.RoundToEven(v/s)+zp, lo), hi) - zp) }
+	}
+	return q, scales, fitRounding(l, q, scales, c.x, seen, e.opt.WeightBits)
+}
+
+// actGrid is the activation grid of actQuant for the range [lo, hi]: scale, zero point and the
+// integer range, so that a value v is seen as s·(clamp(round(v/s) + zp) − zp).
+func (e *exporter) actGrid(lo, hi float64) (s, zp, qlo, qhi float64) {
+	switch e.opt.ActType {
+	case ActInt8:
+		s, z := qparams(lo, hi)
+		return s, float64(int(z) - 128), -128, 127
+	case ActInt8Sym:
+		s := max(math.Abs(lo), math.Abs(hi)) / 127
+		if s == 0 {
+			s = 1
+		}
+		return s, 0, -128, 127
+	default:
+		s, z := qparams(lo, hi)
+		return s, float64(z), 0, 255
+	}
+}
+
+// fitRounding chooses, column by column, the integer weights q (scales s, start: rounded to
+// nearest) that minimise the mean squared difference between the float layer's pre-activation
+// on the calibration inputs x (rows of l.In) and the int8 layer's on the same inputs as the
+// int8 model sees them (seen), by coordinate descent over steps of ±1 (at most 64 passes; each
+// accepted step lowers the error, so it ends). Weights that are 0 in float stay 0 (KitNET's block
+// structure, AMXSafe's inert units). It returns l's bias corrected for the mean difference left.
+func fitRounding(l *layer, q []int8, s []float32, x []float64, seen func(float64) float64, bits int) []float64 {
+	n, in := len(x)/l.In, l.In
+	qmax := int(1)<<(bits-1) - 1
+	// G = X̂ᵀX̂/n, H = X̂ᵀX/n, and the column means of X and X̂.
+	g := make([]float64, in*in)
+	h := make([]float64, in*in)
+	mx := make([]float64, in)
+	mh := make([]float64, in)
+	xh := make([]float64, in)
+	for r := range n {
+		row := x[r*in : (r+1)*in]
+		for i, v := range row {
+			xh[i] = seen(v)
+			mx[i] += v / float64(n)
+			mh[i] += xh[i] / float64(n)
+		}
+		for i := range in {
+			if xh[i] == 0 {
+				continue
+			}
+			gi, hi := g[i*in:(i+1)*in], h[i*in:(i+1)*in]
+			for k := range in {
+				gi[k] += xh[i] * xh[k]
+				hi[k] += xh[i] * row[k]
+			}
+		}
+	}
+	for i := range g {
+		g[i] /= float64(n)
+		h[i] /= float64(n)
+	}
+	bias := append([]float64(nil), l.B...)
+	res := make([]float64, in)
+	for j := 0; j < l.Out; j++ {
+		sj := float64(s[j])
+		// res = G·ŵ − H·w: half the gradient of the error in ŵ.
+		for i := range in {
+			var a float64
+			for k := range in {
+				a += g[i*in+k]*sj*float64(q[k*l.Out+j]) - h[i*in+k]*l.W[k*l.Out+j]
+			}
+			res[i] = a
+		}
+		for range 64 {
+			changed := false
+			for i := range in {
+				if l.W[i*l.Out+j] == 0 {
+					continue
+				}
+				qi := int(q[i*l.Out+j])
+				best, bestD := 0.0, 0
+				for _, d := range [2]int{1, -1} {
+					if qi+d > qmax || qi+d < -qmax {
+						continue
+					}
+					delta := float64(d) * sj
+					if de := 2*delta*res[i] + delta*delta*g[i*in+i]; de < best-1e-18 {
+						best, bestD = de, d
+					}
+				}
+				if bestD == 0 {
+					continue
+				}
+				q[i*l.Out+j] = int8(qi + bestD)
+				delta := float64(bestD) * sj
+				for k := range in {
+					res[k] += delta * g[k*in+i]
+				}
+				changed = true
+			}
+			if !changed {
+				break
+			}
+		}
+		// Bias correction: the mean pre-activation difference left.
+		var mean float64
+		for i := range in {
+			mean += mx[i]*l.W[i*l.Out+j] - mh[i]*sj*float64(q[i*l.Out+j])
+		}
+		bias[j] += mean
+	}
+	return bias
+}
+
 // quantizeWeights quantizes W (In×Out) symmetrically per output column.
 func quantizeWeights(l *layer, bits int) ([]int8, []float32) {
 	qmax := float64(int(1)<<(bits-1) - 1)
@@ -440,6 +582,9 @@ func (e *exporter) denseWide(x string, l *layer, n2 int) string {
 	if r, ok := e.ranges[l]; ok {
 		e.ranges[w] = r
 	}
+	if x, ok := e.calX[l]; ok {
+		e.calX[w] = x
+	}
 	z := e.denseQuant(x, w)
 	z = b.Op("Slice", z, b.Int64("slice_start", []int64{0}, 1), b.Int64("slice_end", []int64{int64(l.Out)}, 1), b.Int64("slice_axis", []int64{1}, 1))
 	if l.Act == ae.ActSigmoid {
@@ -454,18 +599,18 @@ func (e *exporter) denseQuant(x string, l *layer) string {
 	var mm string
 	switch {
 	case e.opt.Quant == bundle.QuantInt8Dyn:
-		wq, ws := quantizeWeights(l, e.opt.WeightBits)
+		wq, ws, bias := e.quantize(l)
 		dq := b.Node("", "DynamicQuantizeLinear", []string{x}, 3)
 		mi := b.Op("MatMulInteger", dq[0], b.Int8("wq", wq, l.In, l.Out), dq[2])
 		cast := b.OpA("Cast", []string{mi}, onnx.AttrInt("to", int64(onnx.Float)))
 		scale := b.Op("Mul", dq[1], b.Float32("ws", ws, l.Out))
-		mm = b.Op("Mul", cast, scale)
+		mm = b.Op("Add", b.Op("Mul", cast, scale), b.Float32("b", f32(bias), l.Out))
 	default: // static QDQ
-		wq, ws := quantizeWeights(l, e.opt.WeightBits)
+		wq, ws, bias := e.quantize(l)
 		r := e.ranges[l]
 		s, as, az := e.actQuant(r[0], r[1], "a")
 		if e.opt.Lean && !hasRange(e.zrange, l) {
-			return e.qgemmLean(x, l, wq, ws, s, as, az, l.Out)
+			return e.qgemmLean(x, l, wq, ws, bias, s, as, az, l.Out)
 		}
 		xq := b.Op("QuantizeLinear", x, as, az)
 		xd := b.Op("DequantizeLinear", xq, as, az)
@@ -479,7 +624,7 @@ func (e *exporter) denseQuant(x string, l *layer) string {
 		bs := make([]float32, l.Out)
 		for j := range bq {
 			bs[j] = float32(s) * ws[j]
-			bq[j] = int32(math.Round(l.B[j] / float64(bs[j])))
+			bq[j] = int32(math.Round(bias[j] / float64(bs[j])))
 		}
 		bd := b.OpA("DequantizeLinear", []string{b.Int32("bq", bq, l.Out), b.Float32("bs", bs, l.Out), b.Int32("bz", make([]int32, l.Out), l.Out)}, onnx.AttrInt("axis", 0))
 		z := b.OpA("Gemm", []string{xd, wd, bd}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
@@ -499,11 +644,10 @@ func (e *exporter) denseQuant(x string, l *layer) string {
 		}
 		return z
 	}
-	z := b.Op("Add", mm, b.Float32("b", f32(l.B), l.Out))
 	if l.Act == ae.ActSigmoid {
-		return b.Op("Sigmoid", z)
+		return b.Op("Sigmoid", mm)
 	}
-	return z
+	return mm
 }
 
 // hasRange reports whether m holds a range for l (QuantizeHidden layers keep the non-lean form).
@@ -516,10 +660,10 @@ func hasRange(m map[*layer][2]float64, l *layer) bool {
 // stored for the l.Out real columns and padded to n2 columns at load time (zero weights and
 // bias, weight scale 1: the same values denseWide stores), then sliced back to l.Out.
 func (e *exporter) denseQuantPad(x string, l *layer, n2 int) string {
-	wq, ws := quantizeWeights(l, e.opt.WeightBits)
+	wq, ws, bias := e.quantize(l)
 	r := e.ranges[l]
 	s, as, az := e.actQuant(r[0], r[1], "a")
-	z := e.qgemmLean(x, l, wq, ws, s, as, az, n2)
+	z := e.qgemmLean(x, l, wq, ws, bias, s, as, az, n2)
 	b := e.b
 	z = b.Op("Slice", z, b.Int64("slice_start", []int64{0}, 1), b.Int64("slice_end", []int64{int64(l.Out)}, 1), b.Int64("slice_axis", []int64{1}, 1))
 	if l.Act == ae.ActSigmoid {
@@ -531,27 +675,27 @@ func (e *exporter) denseQuantPad(x string, l *layer, n2 int) string {
 // qgemmLean emits the static-QDQ Gemm of layer l (weights wq, per-column scales ws, activation
 // scale s with initialisers as, az) in the Options.Lean form, its output widened to n ≥ l.Out
 // columns by Pad, and applies no activation when n > l.Out (the caller slices first).
-func (e *exporter) qgemmLean(x string, l *layer, wq []int8, ws []float32, s float64, as, az string, n int) string {
+func (e *exporter) qgemmLean(x string, l *layer, wq []int8, ws []float32, bias []float64, s float64, as, az string, n int) string {
 	b := e.b
 	xq := b.Op("QuantizeLinear", x, as, az)
 	xd := b.Op("DequantizeLinear", xq, as, az)
 	bq := make([]int32, l.Out)
 	for j := range bq {
-		bq[j] = int32(math.Round(l.B[j] / float64(float32(s)*ws[j])))
+		bq[j] = int32(math.Round(bias[j] / float64(float32(s)*ws[j])))
 	}
-	w, sc, bias := b.Int8("wq", wq, l.In, l.Out), b.Float32("ws", ws, l.Out), b.Int32("bq", bq, l.Out)
+	w, sc, bn := b.Int8("wq", wq, l.In, l.Out), b.Float32("ws", ws, l.Out), b.Int32("bq", bq, l.Out)
 	if n > l.Out {
 		k := int64(n - l.Out)
 		pc := b.Int64("pad_c", []int64{0, k}, 2)
 		w = b.Op("Pad", w, b.Int64("pad_w", []int64{0, 0, 0, k}, 4))
 		sc = b.Op("Pad", sc, pc, b.Float32("one", []float32{1}))
-		bias = b.Op("Pad", bias, pc)
+		bn = b.Op("Pad", bn, pc)
 	}
 	// QGemm needs the weights' zero points (all 0): expanded at load time.
 	wz := b.Op("Expand", b.Int8("wz0", []int8{0}, 1), b.Int64("wz_dim", []int64{int64(n)}, 1))
 	wd := b.OpA("DequantizeLinear", []string{w, sc, wz}, onnx.AttrInt("axis", 1))
 	// float32(s)·ws[j] in float32, as denseQuant computes the bias scale.
-	bd := b.OpA("DequantizeLinear", []string{bias, b.Op("Mul", as, sc)}, onnx.AttrInt("axis", 0))
+	bd := b.OpA("DequantizeLinear", []string{bn, b.Op("Mul", as, sc)}, onnx.AttrInt("axis", 0))
 	z := b.OpA("Gemm", []string{xd, wd, bd}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1))
 	if l.Split != "" {
 		z = b.Op("Add", z, e.residualGemm(l.Split, xd, s, func() string {
@@ -650,6 +794,9 @@ func (e *exporter) calibrate(m *ae.Model, enc, dec *layer) error {
 		}
 		encR = e.actRange(xs)
 		decR = e.actRange(hs)
+		if e.opt.FitRounding {
+			e.calX[enc], e.calX[dec] = calRows{enc.In, xs}, calRows{enc.Out, hs}
+		}
 		if e.opt.QuantizeHidden {
 			e.zrange[enc] = e.actRange(zs)
 		}

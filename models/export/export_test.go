@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -237,5 +238,72 @@ func TestActRange(t *testing.T) {
 	}
 	if _, err := Build(trained(t)[ae.KindSingle], Options{Quant: bundle.QuantInt8Static, ActRange: "bogus", Calibration: aetest.Data(10, dim, 1, false)}); err == nil {
 		t.Fatal("unknown range method accepted")
+	}
+}
+
+// TestFitRoundingObjective checks fitRounding on a random layer: the fitted integer weights stay
+// in range, structural zeros stay zero, and the mean squared pre-activation error on the
+// calibration rows (as the int8 layer sees them) is lower than with rounding to nearest, and the
+// bias correction leaves no mean error.
+func TestFitRoundingObjective(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const in, out, n = 12, 7, 3000
+	l := &layer{In: in, Out: out, W: make([]float64, in*out), B: make([]float64, out)}
+	for i := range l.W {
+		if i%5 == 3 {
+			continue // a structural zero
+		}
+		l.W[i] = rng.NormFloat64()
+	}
+	x := make([]float64, n*in)
+	for r := range n {
+		base := rng.Float64()
+		for i := range in {
+			x[r*in+i] = min(1, max(0, base+0.2*rng.NormFloat64())) // correlated inputs in [0, 1]
+		}
+	}
+	s0, zp := qparams(0, 1)
+	seen := func(v float64) float64 { return s0 * (min(max(math.RoundToEven(v/s0)+float64(zp), 0), 255) - float64(zp)) }
+	mse := func(q []int8, s []float32, bias []float64) (m, mean []float64) {
+		m, mean = make([]float64, out), make([]float64, out)
+		for r := range n {
+			for j := range out {
+				var zf, zq float64
+				for i := range in {
+					zf += x[r*in+i] * l.W[i*out+j]
+					zq += seen(x[r*in+i]) * float64(s[j]) * float64(q[i*out+j])
+				}
+				d := (zf + l.B[j]) - (zq + bias[j])
+				m[j] += d * d / n
+				mean[j] += d / n
+			}
+		}
+		return m, mean
+	}
+	q0, s := quantizeWeights(l, 8)
+	before, _ := mse(q0, s, l.B)
+	q := append([]int8(nil), q0...)
+	bias := fitRounding(l, q, s, x, seen, 8)
+	after, mean := mse(q, s, bias)
+	for j := range out {
+		if after[j] > before[j] {
+			t.Errorf("column %d: error %.3g after fitting, %.3g rounded to nearest", j, after[j], before[j])
+		}
+		if math.Abs(mean[j]) > 1e-9 {
+			t.Errorf("column %d: mean error %.3g after the bias correction", j, mean[j])
+		}
+	}
+	for i, v := range q {
+		if v < -127 || (l.W[i] == 0 && v != 0) {
+			t.Fatalf("weight %d: %d (float %g)", i, v, l.W[i])
+		}
+	}
+	var b, a float64
+	for j := range out {
+		b, a = b+before[j], a+after[j]
+	}
+	t.Logf("pre-activation MSE: %.3g rounded to nearest, %.3g fitted", b, a)
+	if !(a < 0.8*b) {
+		t.Errorf("fitting lowered the error only from %.3g to %.3g", b, a)
 	}
 }

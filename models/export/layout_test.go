@@ -72,6 +72,9 @@ func TestLayoutOptions(t *testing.T) {
 			{"qdq-amx-floatdec-lean-split", Options{AMXSafe: true, FloatDecoder: true, Lean: true, SplitInput: true}, []string{"QGemm"}, []string{"Expand", "Pad"}, 2},
 			{"qdq-split", Options{SplitInput: true}, []string{"QGemm"}, []string{"Identity"}, 3},
 			{"qdq-amx-lean-split", Options{AMXSafe: true, Lean: true, SplitInput: true}, []string{"QGemm", "Slice"}, []string{"Identity", "Expand", "Pad"}, 3},
+			// FitRounding changes weights and biases only: the same fused graph.
+			{"qdq-amx-floatdec-fit", Options{AMXSafe: true, FloatDecoder: true, FitRounding: true}, []string{"QGemm"}, []string{"Identity"}, 1},
+			{"qdq-amx-lean-fit", Options{AMXSafe: true, Lean: true, FitRounding: true}, []string{"QGemm", "Slice"}, []string{"Identity", "Expand", "Pad"}, 2},
 		} {
 			t.Run(kind+"/"+c.name, func(t *testing.T) {
 				c.opt.Quant, c.opt.Calibration = bundle.QuantInt8Static, val
@@ -414,7 +417,8 @@ func TestAMXSafeWidths(t *testing.T) {
 // passes, the int8 scores are closer to the float model's than with one 8-bit pass, for both
 // model kinds (on this synthetic data the mean difference falls by a third to a half; the rest
 // is the int8 weights'), and rows outside the clip range still score as the clipped input does
-// (the residual saturates at half a first-pass step).
+// (the residual saturates at half a first-pass step). With FitRounding as well the weights'
+// rounding error shrinks too.
 func TestSplitInput(t *testing.T) {
 	lib := runtimetest.Library(t)
 	if err := runtime.Init(lib); err != nil {
@@ -451,9 +455,21 @@ func TestSplitInput(t *testing.T) {
 			e2 += math.Abs(float64(two[i] - fl[i]))
 		}
 		e1, e2 = e1/float64(len(fl)), e2/float64(len(fl))
-		t.Logf("%s: mean |int8 − float| one pass %.3g, split %.3g", kind, e1, e2)
+		qf := qs
+		qf.FitRounding = true
+		fit := score(qf, val)
+		var e3 float64
+		for i := range fl {
+			e3 += math.Abs(float64(fit[i] - fl[i]))
+		}
+		e3 /= float64(len(fl))
+		t.Logf("%s: mean |int8 − float| one pass %.3g, split %.3g, split with fitted rounding %.3g", kind, e1, e2, e3)
 		if !(e2 < 0.75*e1) {
 			t.Errorf("%s: split input does not bring the int8 scores closer to float: mean |Δ| %.3g vs %.3g with one pass", kind, e2, e1)
+		}
+		// FitRounding (fitted on these rows) removes most of what the weights' rounding leaves.
+		if !(e3 < 0.75*e2) {
+			t.Errorf("%s: fitted rounding does not bring the split model's scores closer to float: mean |Δ| %.3g vs %.3g", kind, e3, e2)
 		}
 		ffar, sfar := score(Options{Quant: bundle.QuantNone}, far), score(qs, far)
 		for i := range ffar {

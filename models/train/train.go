@@ -176,11 +176,12 @@ const (
 	// int8 layout there; int8/float Spearman 0.96-0.97 on the held-out benign packets.
 	LayoutInt8Lean
 	// LayoutSplitInput is LayoutFloatDecoder with the encoder's input quantized in two uint8
-	// passes (export.Options.SplitInput): the int8 encoder then sees its input at about 16-bit
-	// precision. int8/float Spearman on the held-out benign rows: nethost/v6 0.9839 → 0.9992,
-	// netflow/v1 KitNET 0.9736 → 0.9934, fileactivity/v1 0.9718 → 0.9770; the int8 model is
-	// 15-23% slower than the float one at batch 256 instead of as fast (docs/models.md,
-	// section 16). Not the default.
+	// passes (export.Options.SplitInput: the int8 encoder sees its input at about 16-bit
+	// precision) and the int8 weights' rounding fitted on the calibration rows
+	// (export.Options.FitRounding). int8/float Spearman on the held-out benign rows: nethost/v6
+	// 0.9839 → 0.9986, netflow/v1 KitNET 0.9736 → 0.9990, fileactivity/v1 0.9718 → 0.9844;
+	// the int8 model is 15-23% slower than the float one at batch 256 instead of about as fast
+	// (docs/models.md, section 16). Not the default.
 	LayoutSplitInput
 )
 
@@ -194,7 +195,7 @@ func ExportLayout(m *ae.Model, quant string, calibration ae.Matrix, layout Layou
 	case LayoutInt8Lean:
 		return export.Export(m, export.Options{Quant: quant, Calibration: calibration, AMXSafe: true, Lean: true})
 	case LayoutSplitInput:
-		return export.Export(m, export.Options{Quant: quant, Calibration: calibration, FloatDecoder: true, AMXSafe: true, SplitInput: true})
+		return export.Export(m, export.Options{Quant: quant, Calibration: calibration, FloatDecoder: true, AMXSafe: true, SplitInput: true, FitRounding: true})
 	}
 	return nil, fmt.Errorf("export: unknown layout %d", layout)
 }

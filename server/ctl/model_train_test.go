@@ -42,7 +42,7 @@ func TestModelTrainFlags(t *testing.T) {
 		{"bad holdout", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--holdout", "1.5"}, "--holdout"},
 		{"bad kind", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--kind", "rnn"}, "--kind"},
 		{"bad quant", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "fp16"}, "--quant"},
-		{"split input needs qdq", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--split-input"}, "--split-input needs --quant int8-qdq"},
+		{"split input needs qdq", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "int8-dynamic", "--split-input"}, "--split-input needs --quant int8-qdq"},
 		{"eval needs bundle", []string{"model", "eval", "--benign", "x", "--attack", "y"}, "--bundle, --benign and --attack are required"},
 	}
 	for _, c := range cases {
@@ -148,7 +148,7 @@ func TestModelTrainEval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Manifest.Name != "lab" || b.Manifest.Version != 4 || b.Manifest.Quantization != bundle.QuantInt8Dyn || b.Manifest.Threshold != res.Metrics.Threshold {
+	if b.Manifest.Name != "lab" || b.Manifest.Version != 4 || b.Manifest.Quantization != bundle.QuantInt8Static || b.Manifest.Threshold != res.Metrics.Threshold {
 		t.Errorf("manifest %+v", b.Manifest)
 	}
 	// Deterministic for a seed: the same flags give the same model bytes.
@@ -239,6 +239,33 @@ func TestModelTrainSplitInput(t *testing.T) {
 		t.Errorf("int8/float Spearman %.4f with --split-input, %.4f without", rho[true], rho[false])
 	}
 	t.Logf("int8/float Spearman %.4f without --split-input, %.4f with; Gemm nodes %v", rho[false], rho[true], gemms)
+}
+
+// TestModelTrainDynamic: --quant int8-dynamic (no longer the default) still writes a dynamically
+// quantized bundle, whose graph quantizes its activations at run time.
+func TestModelTrainDynamic(t *testing.T) {
+	if os.Getenv("ONNXRUNTIME_LIB") == "" {
+		t.Skip("ONNXRUNTIME_LIB not set: model train needs ONNX Runtime")
+	}
+	dir := t.TempDir()
+	benign := writeBenign(t, dir, 3, 400, 60, 20*time.Second)
+	var res TrainResult
+	js := runCtl(t, "model", "train", "--feature-set", "nethost/v6", "--benign", benign, "--epochs", "1", "--quant", bundle.QuantInt8Dyn,
+		"--out", filepath.Join(dir, "out"), "--created", "2026-01-01T00:00:00Z", "--json")
+	if err := json.Unmarshal(js, &res); err != nil {
+		t.Fatalf("%v: %s", err, js)
+	}
+	b, err := bundle.Read(res.Bundle, bundle.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Unmarshal(b.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops := onnx.OpCounts(m.Graph); res.Quantization != bundle.QuantInt8Dyn || b.Manifest.Quantization != bundle.QuantInt8Dyn || ops["DynamicQuantizeLinear"] == 0 {
+		t.Errorf("quantization %q, manifest %q, graph %v", res.Quantization, b.Manifest.Quantization, ops)
+	}
 }
 
 func TestModelTrainFileactivity(t *testing.T) {

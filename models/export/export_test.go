@@ -263,7 +263,9 @@ func TestFitRoundingObjective(t *testing.T) {
 		}
 	}
 	s0, zp := qparams(0, 1)
-	seen := func(v float64) float64 { return s0 * (min(max(math.RoundToEven(v/s0)+float64(zp), 0), 255) - float64(zp)) }
+	seen := func(v float64) float64 {
+		return s0 * (min(max(math.RoundToEven(v/s0)+float64(zp), 0), 255) - float64(zp))
+	}
 	mse := func(q []int8, s []float32, bias []float64) (m, mean []float64) {
 		m, mean = make([]float64, out), make([]float64, out)
 		for r := range n {

@@ -219,14 +219,7 @@ func TestModelTrainSplitInput(t *testing.T) {
 		if js := runCtl(t, args...); json.Unmarshal(js, &res) != nil {
 			t.Fatalf("train output: %s", js)
 		}
-		b, err := bundle.Read(res.Bundle, bundle.DefaultLimits())
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := onnx.Unmarshal(b.Model)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, m := readModel(t, res.Bundle)
 		gemms[split], rho[split] = onnx.OpCounts(m.Graph)["Gemm"], res.SpearmanInt8Float
 		if res.HoldoutRows >= 256 && (res.Speeds == nil || res.Speeds.Int8 <= 0 || res.Speeds.Float <= 0) {
 			t.Errorf("%d held-out rows but no int8/float speed: %+v", res.HoldoutRows, res.Speeds)
@@ -239,6 +232,20 @@ func TestModelTrainSplitInput(t *testing.T) {
 		t.Errorf("int8/float Spearman %.4f with --split-input, %.4f without", rho[true], rho[false])
 	}
 	t.Logf("int8/float Spearman %.4f without --split-input, %.4f with; Gemm nodes %v", rho[false], rho[true], gemms)
+}
+
+// readModel reads the bundle at path and parses its ONNX model.
+func readModel(t *testing.T, path string) (*bundle.Bundle, *onnx.ModelProto) {
+	t.Helper()
+	b, err := bundle.Read(path, bundle.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnx.Unmarshal(b.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, m
 }
 
 // TestModelTrainDynamic: --quant int8-dynamic (no longer the default) still writes a dynamically
@@ -255,14 +262,7 @@ func TestModelTrainDynamic(t *testing.T) {
 	if err := json.Unmarshal(js, &res); err != nil {
 		t.Fatalf("%v: %s", err, js)
 	}
-	b, err := bundle.Read(res.Bundle, bundle.DefaultLimits())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := onnx.Unmarshal(b.Model)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, m := readModel(t, res.Bundle)
 	if ops := onnx.OpCounts(m.Graph); res.Quantization != bundle.QuantInt8Dyn || b.Manifest.Quantization != bundle.QuantInt8Dyn || ops["DynamicQuantizeLinear"] == 0 {
 		t.Errorf("quantization %q, manifest %q, graph %v", res.Quantization, b.Manifest.Quantization, ops)
 	}

@@ -104,7 +104,8 @@ type Options struct {
 	// rounding of the hidden layer either, and the decoder's weights stay int8.
 	SplitHidden bool
 	// FitRounding (int8, with Calibration) chooses each int8 weight's rounding, up or down, to
-	// minimise the layer's output error on the calibration rows (as the int8 model sees them)
+	// minimise the layer's output error on the calibration rows (as the int8 model sees them;
+	// for a sigmoid layer the pre-activation error weighted by the sigmoid's squared slope)
 	// instead of rounding each weight to the nearest step, then corrects the bias for the mean
 	// error left: post-training rounding in the manner of AdaRound (Nagel et al., 2020) and bias
 	// correction (Nagel et al., 2019). The graph, its size and its speed do not change.
@@ -438,93 +439,137 @@ func (e *exporter) actGrid(lo, hi float64) (s, zp, qlo, qhi float64) {
 }
 
 // fitRounding chooses, column by column, the integer weights q (scales s, start: rounded to
-// nearest) that minimise the mean squared difference between the float layer's pre-activation
-// on the calibration inputs x (rows of l.In) and the int8 layer's on the same inputs as the
-// int8 model sees them (seen), by coordinate descent over steps of ±1 (at most 64 passes; each
+// nearest) that minimise the squared difference between the float layer's output and the int8
+// layer's on the calibration inputs x (rows of l.In), the int8 layer seeing them as the int8
+// model does (seen). For a sigmoid layer each row's pre-activation difference is weighted by the
+// sigmoid's squared slope there (a saturated unit's rounding hardly matters); for a linear layer
+// the weight is 1. The search is coordinate descent over steps of ±1 (at most 64 passes; each
 // accepted step lowers the error, so it ends). Weights that are 0 in float stay 0 (KitNET's block
-// structure, AMXSafe's inert units). It returns l's bias corrected for the mean difference left.
+// structure, AMXSafe's inert units). It returns l's bias corrected for the (weighted) mean
+// difference left.
 func fitRounding(l *layer, q []int8, s []float32, x []float64, seen func(float64) float64, bits int) []float64 {
 	n, in := len(x)/l.In, l.In
 	qmax := int(1)<<(bits-1) - 1
-	// G = X̂ᵀX̂/n, H = X̂ᵀX/n, and the column means of X and X̂.
-	g := make([]float64, in*in)
-	h := make([]float64, in*in)
-	mx := make([]float64, in)
-	mh := make([]float64, in)
-	xh := make([]float64, in)
-	for r := range n {
-		row := x[r*in : (r+1)*in]
-		for i, v := range row {
-			xh[i] = seen(v)
-			mx[i] += v / float64(n)
-			mh[i] += xh[i] / float64(n)
-		}
-		for i := range in {
-			if xh[i] == 0 {
-				continue
-			}
-			gi, hi := g[i*in:(i+1)*in], h[i*in:(i+1)*in]
-			for k := range in {
-				gi[k] += xh[i] * xh[k]
-				hi[k] += xh[i] * row[k]
-			}
-		}
-	}
-	for i := range g {
-		g[i] /= float64(n)
-		h[i] /= float64(n)
+	xh := make([]float64, n*in)
+	for i, v := range x[:n*in] {
+		xh[i] = seen(v)
 	}
 	bias := append([]float64(nil), l.B...)
-	res := make([]float64, in)
+	wt := make([]float64, n)
+	var act []int
 	for j := 0; j < l.Out; j++ {
+		act = act[:0]
+		for i := range in {
+			if l.W[i*l.Out+j] != 0 {
+				act = append(act, i)
+			}
+		}
+		k := len(act)
+		if k == 0 {
+			continue
+		}
 		sj := float64(s[j])
-		// res = G·ŵ − H·w: half the gradient of the error in ŵ.
-		for i := range in {
-			var a float64
-			for k := range in {
-				a += g[i*in+k]*sj*float64(q[k*l.Out+j]) - h[i*in+k]*l.W[k*l.Out+j]
+		// Row weights, and the column's G = Σ wt·x̂x̂ᵀ and H = Σ wt·x̂xᵀ over its active inputs.
+		var wsum float64
+		for r := range n {
+			w := 1.0
+			if l.Act == ae.ActSigmoid {
+				z := l.B[j]
+				for _, i := range act {
+					z += x[r*in+i] * l.W[i*l.Out+j]
+				}
+				sg := 1 / (1 + math.Exp(-z))
+				w = sg * (1 - sg) * sg * (1 - sg)
 			}
-			res[i] = a
+			wt[r] = w
+			wsum += w
 		}
-		for range 64 {
-			changed := false
-			for i := range in {
-				if l.W[i*l.Out+j] == 0 {
+		if wsum == 0 {
+			continue
+		}
+		g := make([]float64, k*k)
+		h := make([]float64, k*k)
+		for r := range n {
+			w := wt[r] / wsum
+			row, rowh := x[r*in:(r+1)*in], xh[r*in:(r+1)*in]
+			for a, i := range act {
+				if rowh[i] == 0 {
 					continue
 				}
-				qi := int(q[i*l.Out+j])
-				best, bestD := 0.0, 0
-				for _, d := range [2]int{1, -1} {
-					if qi+d > qmax || qi+d < -qmax {
-						continue
-					}
-					delta := float64(d) * sj
-					if de := 2*delta*res[i] + delta*delta*g[i*in+i]; de < best-1e-18 {
-						best, bestD = de, d
-					}
+				wa := w * rowh[i]
+				ga, ha := g[a*k:(a+1)*k], h[a*k:(a+1)*k]
+				for b, i2 := range act {
+					ga[b] += wa * rowh[i2]
+					ha[b] += wa * row[i2]
 				}
-				if bestD == 0 {
-					continue
-				}
-				q[i*l.Out+j] = int8(qi + bestD)
-				delta := float64(bestD) * sj
-				for k := range in {
-					res[k] += delta * g[k*in+i]
-				}
-				changed = true
-			}
-			if !changed {
-				break
 			}
 		}
-		// Bias correction: the mean pre-activation difference left.
+		hw := make([]float64, k)
+		cq := make([]int8, k)
+		for a, i := range act {
+			cq[a] = q[i*l.Out+j]
+			for b, i2 := range act {
+				hw[a] += h[a*k+b] * l.W[i2*l.Out+j]
+			}
+		}
+		fitColumn(cq, sj, g, hw, make([]float64, k), qmax)
+		for a, i := range act {
+			q[i*l.Out+j] = cq[a]
+		}
+		// Bias correction: the weighted mean pre-activation difference left.
 		var mean float64
-		for i := range in {
-			mean += mx[i]*l.W[i*l.Out+j] - mh[i]*sj*float64(q[i*l.Out+j])
+		for r := range n {
+			var d float64
+			for _, i := range act {
+				d += x[r*in+i]*l.W[i*l.Out+j] - xh[r*in+i]*sj*float64(q[i*l.Out+j])
+			}
+			mean += wt[r] / wsum * d
 		}
 		bias[j] += mean
 	}
 	return bias
+}
+
+// fitColumn fits the integer weights q of one column (scale sc; start: the given q) by coordinate
+// descent over steps of ±1 on the quadratic error E(ŵ) = ŵᵀGŵ − 2ŵᵀ·hw with ŵ = sc·q (G is k×k,
+// hw = H·w), using res as scratch: at most 64 passes, each accepted step lowering E.
+func fitColumn(q []int8, sc float64, g, hw, res []float64, qmax int) {
+	k := len(q)
+	for a := range k {
+		var v float64
+		for b := range k {
+			v += g[a*k+b] * sc * float64(q[b])
+		}
+		res[a] = v - hw[a]
+	}
+	for range 64 {
+		changed := false
+		for a := range k {
+			qa := int(q[a])
+			best, bestD := 0.0, 0
+			for _, d := range [2]int{1, -1} {
+				if qa+d > qmax || qa+d < -qmax {
+					continue
+				}
+				delta := float64(d) * sc
+				if de := 2*delta*res[a] + delta*delta*g[a*k+a]; de < best-1e-18 {
+					best, bestD = de, d
+				}
+			}
+			if bestD == 0 {
+				continue
+			}
+			q[a] = int8(qa + bestD)
+			delta := float64(bestD) * sc
+			for b := range k {
+				res[b] += delta * g[b*k+a]
+			}
+			changed = true
+		}
+		if !changed {
+			break
+		}
+	}
 }
 
 // quantizeWeights quantizes W (In×Out) symmetrically per output column.

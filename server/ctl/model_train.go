@@ -124,7 +124,7 @@ func modelTrain(app *App) *cobra.Command {
 	// nethost/v6 int8-qdq bundle and 1.8-2.0 s with the same model in int8-dynamic
 	// (docs/models.md, section 16).
 	f.StringVar(&o.quant, "quant", bundle.QuantInt8Static, "int8 format: int8-qdq (static: batch-independent scores, the detectors score runs of 256) or int8-dynamic (one scale per run: scored one row at a time, about 4x slower scans)")
-	f.BoolVar(&o.splitInput, "split-input", false, "int8-qdq only: the int8 encoder takes its input in two uint8 passes, with weight rounding fitted on the calibration rows (int8 scores rank like the float model's: Spearman 0.9986 instead of 0.9839 for nethost/v6, at 15-23% more scoring CPU)")
+	f.BoolVar(&o.splitInput, "split-input", false, "int8-qdq only: the int8 encoder takes its input in two uint8 passes, with weight rounding fitted on the calibration rows (int8 scores rank like the float model's: Spearman 0.9987 instead of 0.9839 for nethost/v6, at 15-28% more scoring CPU)")
 	f.StringVar(&o.name, "name", "", "bundle name (default: the feature set's name, e.g. nethost)")
 	f.Uint64Var(&o.version, "version", 1, "bundle version (monotonic)")
 	f.StringVar(&o.out, "out", ".", "output folder")

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/vigil-edge/vigil/models/dataset"
 	"github.com/vigil-edge/vigil/models/runtime"
 	"github.com/vigil-edge/vigil/models/runtime/runtimetest"
+	"github.com/vigil-edge/vigil/models/train"
 	"github.com/vigil-edge/vigil/test/trafficgen"
 )
 
@@ -88,7 +88,7 @@ func BenchmarkCommittedBundles(b *testing.B) {
 func benchRows(b *testing.B, sc *runtime.Scorer, rows ae.Matrix) {
 	goruntime.LockOSThread()
 	defer goruntime.UnlockOSThread()
-	cpu0 := benchThreadCPU()
+	cpu0 := train.ThreadCPU()
 	b.ResetTimer()
 	start := 0
 	for range b.N {
@@ -102,16 +102,7 @@ func benchRows(b *testing.B, sc *runtime.Scorer, rows ae.Matrix) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*256)/b.Elapsed().Seconds(), "vectors/s")
-	if cpu := benchThreadCPU() - cpu0; cpu > 0 {
+	if cpu := train.ThreadCPU() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(b.N*256)/cpu.Seconds(), "vectors/cpu-s")
 	}
-}
-
-// benchThreadCPU is the calling OS thread's user+system CPU time (Linux RUSAGE_THREAD).
-func benchThreadCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

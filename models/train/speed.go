@@ -32,11 +32,11 @@ func Speed(sc Scorer, data ae.Matrix, batch, trials int, minCPU time.Duration) (
 	defer runtime.UnlockOSThread()
 	best := 0.0
 	for range trials {
-		rows, t0 := 0, threadCPU()
+		rows, t0 := 0, ThreadCPU()
 		if t0 < 0 {
 			return 0, errors.New("speed: no thread CPU time on this system")
 		}
-		for threadCPU()-t0 < minCPU {
+		for ThreadCPU()-t0 < minCPU {
 			for start := 0; start+batch <= data.Rows; start += batch {
 				if _, _, err := sc.Score(data.Data[start*data.Cols:(start+batch)*data.Cols], batch); err != nil {
 					return 0, fmt.Errorf("speed: score rows %d..%d: %w", start, start+batch, err)
@@ -44,7 +44,7 @@ func Speed(sc Scorer, data ae.Matrix, batch, trials int, minCPU time.Duration) (
 				rows += batch
 			}
 		}
-		best = max(best, float64(rows)/(threadCPU()-t0).Seconds())
+		best = max(best, float64(rows)/(ThreadCPU()-t0).Seconds())
 	}
 	return best, nil
 }
@@ -70,8 +70,8 @@ func SideBySide(int8, float Scorer, data ae.Matrix) (Speeds, error) {
 	return Speeds{Int8: i, Float: f}, nil
 }
 
-// threadCPU is the calling OS thread's user+system CPU time (Linux RUSAGE_THREAD), or -1.
-func threadCPU() time.Duration {
+// ThreadCPU is the calling OS thread's user+system CPU time (Linux RUSAGE_THREAD), or -1.
+func ThreadCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
 		return -1

@@ -9,21 +9,33 @@ import (
 	"github.com/vigil-edge/vigil/models/ae"
 )
 
-// spinScorer burns about perRow of CPU per row and counts the rows it scored; it fails from
-// failAt rows on, if failAt > 0.
+// spinScorer burns at least perRow of CPU time per row (by the thread clock), or else work
+// arithmetic steps per row, and counts the rows it scored; it fails from failAt rows on, if
+// failAt > 0.
 type spinScorer struct {
 	perRow time.Duration
+	work   int
 	rows   int
 	failAt int
+	sink   uint64
 }
 
 func (s *spinScorer) Score(features []float32, n int) ([]float32, []float32, error) {
 	if s.failAt > 0 && s.rows+n > s.failAt {
 		return nil, nil, errors.New("scorer broke")
 	}
-	t0 := threadCPU()
-	for threadCPU()-t0 < time.Duration(n)*s.perRow {
+	if s.perRow > 0 {
+		t0 := ThreadCPU()
+		for ThreadCPU()-t0 < time.Duration(n)*s.perRow {
+		}
 	}
+	// Fixed work, not a clock: the thread clock may tick coarsely, which would make two
+	// time-based spinners of different cost look alike.
+	x := s.sink | 1
+	for range n * s.work {
+		x = x*6364136223846793005 + 1442695040888963407
+	}
+	s.sink = x
 	s.rows += n
 	return make([]float32, n), nil, nil
 }
@@ -46,10 +58,12 @@ func TestSpeed(t *testing.T) {
 	if _, err := Speed(&spinScorer{failAt: 300}, data, 256, 1, time.Millisecond); err == nil || !strings.Contains(err.Error(), "scorer broke") {
 		t.Errorf("failing scorer: %v", err)
 	}
-	// Side by side: a scorer with 5 times the CPU per row is slower whatever the machine's load.
-	sp, err := SideBySide(&spinScorer{perRow: 4 * time.Microsecond}, &spinScorer{perRow: 20 * time.Microsecond}, data)
+	// Side by side: a scorer with 5 times the work per row is slower whatever the machine's load.
+	sp, err := SideBySide(&spinScorer{work: 400}, &spinScorer{work: 2000}, data)
 	if err != nil || !(sp.Int8 > 2*sp.Float) {
 		t.Errorf("side by side: %+v, %v", sp, err)
+	} else {
+		t.Logf("side by side: %.0f vs %.0f rows per CPU-s", sp.Int8, sp.Float)
 	}
 	if _, err := SideBySide(&spinScorer{}, &spinScorer{failAt: 1}, data); err == nil || !strings.Contains(err.Error(), "float model") {
 		t.Errorf("failing float scorer: %v", err)

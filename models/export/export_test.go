@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -323,6 +324,59 @@ func TestFitRoundingObjective(t *testing.T) {
 		t.Logf("%s: pre-activation error %.3g rounded to nearest, %.3g fitted", act, b, a)
 		if !(a < 0.8*b) {
 			t.Errorf("%s: fitting lowered the error only from %.3g to %.3g", act, b, a)
+		}
+	}
+}
+
+// TestCalibrationRows checks what FitRounding and InputGain are fitted on: the calibration rows
+// as the encoder sees them (normalised, clipped, in row order), and the decoder's rows of hidden
+// activations; sorting them, as the activation ranges need, must not reach these rows.
+func TestCalibrationRows(t *testing.T) {
+	m := trained(t)[ae.KindSingle]
+	cal := aetest.Data(300, dim, 7, false)
+	for _, gain := range []float64{0, 1} {
+		e := &exporter{opt: Options{Quant: bundle.QuantInt8Static, Calibration: cal, FitRounding: true, InputGain: gain}, ranges: map[*layer][2]float64{}, zrange: map[*layer][2]float64{}, calX: map[*layer]calRows{}}
+		enc, dec := encoder(m.Single), decoder(m.Single)
+		w0 := slices.Clone(enc.W)
+		if err := e.calibrate(m, &enc, &dec); err != nil {
+			t.Fatal(err)
+		}
+		cx, ch := e.calX[&enc], e.calX[&dec]
+		if cx.in != dim || len(cx.x) != cal.Rows*dim || ch.in != enc.Out || len(ch.x) != cal.Rows*enc.Out {
+			t.Fatalf("gain %g: calibration rows %d×%d and %d×%d, want %d×%d and %d×%d", gain, len(cx.x)/max(cx.in, 1), cx.in, len(ch.x)/max(ch.in, 1), ch.in, cal.Rows, dim, cal.Rows, enc.Out)
+		}
+		xn := make([]float64, dim)
+		for r := range cal.Rows {
+			m.Norm.Apply(cal.Row(r), xn)
+			for i, v := range xn {
+				v = min(max(v, m.Norm.Lo), m.Norm.Hi)
+				xn[i] = v
+				g := 1.0
+				if enc.Gain != nil {
+					g = enc.Gain[i]
+				}
+				if got := cx.x[r*dim+i]; math.Abs(got-v*g) > 1e-12 {
+					t.Fatalf("gain %g: row %d feature %d: calibration value %g, want %g (×%g)", gain, r, i, got, v*g, g)
+				}
+				for j := range enc.Out {
+					// The gained layer computes the same pre-activation.
+					if d := math.Abs(enc.W[i*enc.Out+j]*g - w0[i*enc.Out+j]); d > 1e-12 {
+						t.Fatalf("gain %g: weight (%d, %d) is %g×%g, was %g", gain, i, j, enc.W[i*enc.Out+j], g, w0[i*enc.Out+j])
+					}
+				}
+			}
+			for j := range enc.Out {
+				z := enc.B[j]
+				for i, v := range xn {
+					z += v * w0[i*enc.Out+j]
+				}
+				if got, want := ch.x[r*enc.Out+j], 1/(1+math.Exp(-z)); math.Abs(got-want) > 1e-12 {
+					t.Fatalf("gain %g: row %d hidden unit %d: calibration value %g, want %g", gain, r, j, got, want)
+				}
+			}
+		}
+		if gain > 0 && enc.Gain == nil {
+			t.Fatalf("gain %g: no gains set", gain)
 		}
 	}
 }

@@ -40,6 +40,7 @@ func main() {
 	flag.StringVar(&cfg.Only, "only", "", "train and evaluate only this feature set (e.g. nethost/v6; with -dry-run for quick iterations)")
 	flag.StringVar(&cfg.HostSet, "host", "nethost/v6", "per-source feature set of the second model (nethost/v1 to v6)")
 	flag.StringVar(&cfg.Zero, "zero", "", "ablation: features set to 0 everywhere (comma-separated names; with -dry-run)")
+	flag.StringVar(&cfg.SweepVariants, "sweep-variants", "", "with -sweep-quant: only the variants whose name contains one of these comma-separated strings")
 	flag.BoolVar(&cfg.SweepQuant, "sweep-quant", false, "compare the int8 export variants with the float model (table on stdout; writes nothing)")
 	flag.StringVar(&cfg.Netflow, "netflow", RecipeKitNET, "netflow/v1 model recipe: kitnet or single-lean")
 	flag.BoolVar(&cfg.SplitInput, "split-input", false, "int8 encoders take their input in two uint8 passes, with fitted weight rounding (train.LayoutSplitInput: int8/float Spearman ≥ 0.99 for nethost/v6 and netflow/v1 KitNET, 15-28% slower scoring; not with -netflow single-lean)")

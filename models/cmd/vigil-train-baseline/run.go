@@ -45,6 +45,9 @@ type Config struct {
 	// Only, if set, trains and evaluates only this feature set (quick
 	// iterations with -dry-run); the others flag nothing.
 	Only string
+	// SweepVariants, if set, limits -sweep-quant to the variants whose name contains one of
+	// these comma-separated strings (the float32 reference always runs).
+	SweepVariants string
 	// Zero names features that are set to 0 in every capture (training,
 	// calibration and evaluation alike; comma-separated): an ablation, to
 	// measure what a feature adds. Use with -dry-run.

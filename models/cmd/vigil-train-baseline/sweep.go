@@ -24,6 +24,20 @@ type quantVariant struct {
 	opt  export.Options
 }
 
+// selected reports whether the variant runs under -sweep-variants filter (comma-separated
+// substrings of variant names; empty: all). The float32 reference always runs.
+func (v quantVariant) selected(filter string) bool {
+	if filter == "" || v.opt.Quant == bundle.QuantNone {
+		return true
+	}
+	for _, f := range strings.Split(filter, ",") {
+		if f = strings.TrimSpace(f); f != "" && strings.Contains(v.name, f) {
+			return true
+		}
+	}
+	return false
+}
+
 // quantVariants are the int8 export options -sweep-quant compares with the float model.
 func quantVariants() []quantVariant {
 	q := bundle.QuantInt8Static
@@ -53,6 +67,14 @@ func quantVariants() []quantVariant {
 		{"qdq AMXSafe Lean (int8 decoder)", export.Options{Quant: q, AMXSafe: true, Lean: true}},
 		{"qdq AMXSafe Lean SplitInput SplitHidden", export.Options{Quant: q, AMXSafe: true, Lean: true, SplitInput: true, SplitHidden: true}},
 		{"qdq AMXSafe Lean SplitHidden", export.Options{Quant: q, AMXSafe: true, Lean: true, SplitHidden: true}},
+		{"qdq FloatDecoder AMXSafe InputGain 1 p99.9", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 1, InputGainPercentile: 99.9}},
+		{"qdq FloatDecoder AMXSafe InputGain 0.5 p99.9", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 0.5, InputGainPercentile: 99.9}},
+		{"qdq FloatDecoder AMXSafe InputGain 1 p99.99", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 1, InputGainPercentile: 99.99}},
+		{"qdq FloatDecoder AMXSafe InputGain 0.5 p99.99", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 0.5, InputGainPercentile: 99.99}},
+		{"qdq FloatDecoder AMXSafe InputGain 0.75 p99.9", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 0.75, InputGainPercentile: 99.9}},
+		{"qdq FloatDecoder AMXSafe InputGain 0.75 p99.9 FitRounding", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 0.75, InputGainPercentile: 99.9, FitRounding: true}},
+		{"qdq FloatDecoder AMXSafe InputGain 1 p99.9 FitRounding", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 1, InputGainPercentile: 99.9, FitRounding: true}},
+		{"qdq FloatDecoder AMXSafe InputGain 0.5 p99.9 FitRounding", export.Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 0.5, InputGainPercentile: 99.9, FitRounding: true}},
 	}
 }
 
@@ -125,6 +147,9 @@ func sweepQuant(ctx context.Context, cfg Config, sets []set, trainCaps, holdCaps
 		distinct := hold.DistinctRows()
 		var ref *variantResult
 		for _, v := range quantVariants() {
+			if !v.selected(cfg.SweepVariants) {
+				continue
+			}
 			opt := v.opt
 			if opt.Quant != bundle.QuantNone {
 				opt.Calibration = calibData

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +126,21 @@ func TestExportLayout(t *testing.T) {
 		t.Fatal("unknown layout accepted")
 	}
 	t.Logf("sizes: float %d, FloatDecoder %d, lean %d bytes", len(fl), len(def), len(lean))
+}
+
+// TestParseLayout checks that every layout's name parses back to it, "" is the default layout,
+// and an unknown name is refused with the list of names.
+func TestParseLayout(t *testing.T) {
+	for l := LayoutFloatDecoder; l <= LayoutInputGain; l++ {
+		got, err := ParseLayout(l.String())
+		if err != nil || got != l {
+			t.Errorf("ParseLayout(%q) = %v, %v; want %v", l.String(), got, err, l)
+		}
+	}
+	if l, err := ParseLayout(""); err != nil || l != LayoutFloatDecoder {
+		t.Errorf(`ParseLayout("") = %v, %v`, l, err)
+	}
+	if _, err := ParseLayout("int4"); err == nil || !strings.Contains(err.Error(), "input-gain") {
+		t.Errorf("ParseLayout(int4): %v", err)
+	}
 }

@@ -35,6 +35,7 @@ type trainOptions struct {
 	fpr        float64
 	quant      string
 	splitInput bool
+	layout     string
 	name       string
 	version    uint64
 	out        string
@@ -124,7 +125,8 @@ func modelTrain(app *App) *cobra.Command {
 	// nethost/v6 int8-qdq bundle and 1.8-2.0 s with the same model in int8-dynamic
 	// (docs/models.md, section 16).
 	f.StringVar(&o.quant, "quant", bundle.QuantInt8Static, "int8 format: int8-qdq (static: batch-independent scores, the detectors score runs of 256) or int8-dynamic (one scale per run: scored one row at a time, about 4x slower scans)")
-	f.BoolVar(&o.splitInput, "split-input", false, "int8-qdq only: the int8 encoder takes its input in two uint8 passes, with weight rounding fitted on the calibration rows (int8 scores rank like the float model's: Spearman 0.9987 instead of 0.9839 for nethost/v6, at 15-28% more scoring CPU)")
+	f.BoolVar(&o.splitInput, "split-input", false, "int8-qdq only: the int8 encoder takes its input in two uint8 passes, with weight rounding fitted on the calibration rows (int8 scores rank like the float model's: Spearman 0.9992 instead of 0.9839 for nethost/v6, at 15-28% more scoring CPU); the same as --layout split-input")
+	f.StringVar(&o.layout, "layout", "", "int8-qdq only: the int8 graph layout, float-decoder (default), fit-rounding (weight rounding fitted on the calibration rows; same graph and speed), input-gain (fit-rounding with per-feature input gains: one node more) or split-input (docs/models.md, sections 16 and 17)")
 	f.StringVar(&o.name, "name", "", "bundle name (default: the feature set's name, e.g. nethost)")
 	f.Uint64Var(&o.version, "version", 1, "bundle version (monotonic)")
 	f.StringVar(&o.out, "out", ".", "output folder")
@@ -190,6 +192,19 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	if o.splitInput && o.quant != bundle.QuantInt8Static {
 		return nil, fmt.Errorf("--split-input needs --quant %s", bundle.QuantInt8Static)
+	}
+	layout, err := train.ParseLayout(o.layout)
+	if err != nil {
+		return nil, fmt.Errorf("--layout: %w", err)
+	}
+	if o.layout != "" && o.quant != bundle.QuantInt8Static {
+		return nil, fmt.Errorf("--layout needs --quant %s", bundle.QuantInt8Static)
+	}
+	if o.splitInput {
+		if o.layout != "" && layout != train.LayoutSplitInput {
+			return nil, errors.New("--split-input and --layout disagree")
+		}
+		layout = train.LayoutSplitInput
 	}
 	fs, err := dataset.Lookup(o.featureSet)
 	if err != nil {
@@ -291,10 +306,6 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	res.TrainSeconds, res.FinalLoss, res.PeakHeapBytes = tr.Duration.Seconds(), tr.FinalLoss, tr.PeakHeap
 
-	layout := train.LayoutFloatDecoder
-	if o.splitInput {
-		layout = train.LayoutSplitInput
-	}
 	model, err := train.ExportLayout(tr.Model, o.quant, dataset.Sample(data, 20000), layout)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)

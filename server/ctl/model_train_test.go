@@ -43,6 +43,9 @@ func TestModelTrainFlags(t *testing.T) {
 		{"bad kind", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--kind", "rnn"}, "--kind"},
 		{"bad quant", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "fp16"}, "--quant"},
 		{"split input needs qdq", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "int8-dynamic", "--split-input"}, "--split-input needs --quant int8-qdq"},
+		{"unknown layout", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--layout", "int4"}, "unknown int8 layout"},
+		{"layout needs qdq", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "int8-dynamic", "--layout", "fit-rounding"}, "--layout needs --quant int8-qdq"},
+		{"layouts disagree", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--layout", "input-gain", "--split-input"}, "--split-input and --layout disagree"},
 		{"eval needs bundle", []string{"model", "eval", "--benign", "x", "--attack", "y"}, "--bundle, --benign and --attack are required"},
 	}
 	for _, c := range cases {
@@ -193,45 +196,52 @@ func TestModelTrainEval(t *testing.T) {
 	}
 }
 
-// TestModelTrainFileactivity trains fileactivity/v1 on the committed benign
-// file-event traces of the shipped model (models/baseline/fileactivity,
-// written by vigil-train-fileactivity -save, the format of vigil-agent
-// record), then evaluates the bundle on its ransomware and overwriting-wiper traces.
-// TestModelTrainSplitInput trains the same static-QDQ model with and without --split-input: the
-// split bundle's graph has the encoder's second pass (one Gemm more, on the same int8 weights:
-// models/export.TestLayoutOptions checks that ONNX Runtime fuses both into QGemm), and its int8
-// scores rank at least as close to the float model's.
-func TestModelTrainSplitInput(t *testing.T) {
+// TestModelTrainLayouts trains the same static-QDQ model with the default int8 layout, with
+// --split-input and with --layout input-gain. The split bundle's graph has the encoder's second
+// pass (one Gemm more, on the same int8 weights: models/export.TestLayoutOptions checks that ONNX
+// Runtime fuses both into QGemm); the input-gain bundle multiplies the features by their gains
+// (one Mul more) and needs no Clip before the encoder. Both rank their int8 scores at least about
+// as close to the float model's as the default does.
+func TestModelTrainLayouts(t *testing.T) {
 	if os.Getenv("ONNXRUNTIME_LIB") == "" {
 		t.Skip("ONNXRUNTIME_LIB not set: model train needs ONNX Runtime")
 	}
 	dir := t.TempDir()
 	benign := writeBenign(t, dir, 3, 300, 100, 20*time.Second)
-	gemms := map[bool]int{}
-	rho := map[bool]float64{}
-	for _, split := range []bool{false, true} {
+	ops := map[string]map[string]int{}
+	rho := map[string]float64{}
+	for _, layout := range []string{"default", "split", "gain"} {
 		args := []string{"model", "train", "--feature-set", "nethost/v6", "--benign", benign, "--epochs", "2", "--quant", bundle.QuantInt8Static,
-			"--version", "1", "--out", filepath.Join(dir, fmt.Sprint(split)), "--created", "2026-01-01T00:00:00Z", "--json"}
-		if split {
+			"--version", "1", "--out", filepath.Join(dir, layout), "--created", "2026-01-01T00:00:00Z", "--json"}
+		switch layout {
+		case "split":
 			args = append(args, "--split-input")
+		case "gain":
+			args = append(args, "--layout", "input-gain")
 		}
 		var res TrainResult
 		if js := runCtl(t, args...); json.Unmarshal(js, &res) != nil {
 			t.Fatalf("train output: %s", js)
 		}
 		_, m := readModel(t, res.Bundle)
-		gemms[split], rho[split] = onnx.OpCounts(m.Graph)["Gemm"], res.SpearmanInt8Float
+		ops[layout], rho[layout] = onnx.OpCounts(m.Graph), res.SpearmanInt8Float
 		if res.HoldoutRows >= 256 && (res.Speeds == nil || res.Speeds.Int8 <= 0 || res.Speeds.Float <= 0) {
-			t.Errorf("%d held-out rows but no int8/float speed: %+v", res.HoldoutRows, res.Speeds)
+			t.Errorf("%s: %d held-out rows but no int8/float speed: %+v", layout, res.HoldoutRows, res.Speeds)
 		}
 	}
-	if gemms[false] < 1 || gemms[true] != gemms[false]+1 {
-		t.Errorf("Gemm nodes: %d without --split-input, %d with (want one more)", gemms[false], gemms[true])
+	def := ops["default"]
+	if def["Gemm"] < 1 || ops["split"]["Gemm"] != def["Gemm"]+1 {
+		t.Errorf("Gemm nodes: %d by default, %d with --split-input (want one more)", def["Gemm"], ops["split"]["Gemm"])
 	}
-	if rho[true] < rho[false]-0.001 {
-		t.Errorf("int8/float Spearman %.4f with --split-input, %.4f without", rho[true], rho[false])
+	if g := ops["gain"]; g["Mul"] != def["Mul"]+1 || g["Clip"] != def["Clip"]-1 || g["Gemm"] != def["Gemm"] {
+		t.Errorf("--layout input-gain: Mul %d, Clip %d, Gemm %d; by default %d, %d, %d (want one Mul more, one Clip less)", g["Mul"], g["Clip"], g["Gemm"], def["Mul"], def["Clip"], def["Gemm"])
 	}
-	t.Logf("int8/float Spearman %.4f without --split-input, %.4f with; Gemm nodes %v", rho[false], rho[true], gemms)
+	for _, l := range []string{"split", "gain"} {
+		if rho[l] < rho["default"]-0.001 {
+			t.Errorf("int8/float Spearman %.4f with %s, %.4f by default", rho[l], l, rho["default"])
+		}
+	}
+	t.Logf("int8/float Spearman %v", rho)
 }
 
 // readModel reads the bundle at path and parses its ONNX model.
@@ -268,6 +278,10 @@ func TestModelTrainDynamic(t *testing.T) {
 	}
 }
 
+// TestModelTrainFileactivity trains fileactivity/v1 on the committed benign
+// file-event traces of the shipped model (models/baseline/fileactivity,
+// written by vigil-train-fileactivity -save, the format of vigil-agent
+// record), then evaluates the bundle on its ransomware and overwriting-wiper traces.
 func TestModelTrainFileactivity(t *testing.T) {
 	if os.Getenv("ONNXRUNTIME_LIB") == "" {
 		t.Skip("ONNXRUNTIME_LIB not set: model train and eval need ONNX Runtime")

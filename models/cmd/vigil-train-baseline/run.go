@@ -64,6 +64,8 @@ type Config struct {
 	// SplitInput exports both models with train.LayoutSplitInput (the int8 encoder takes its
 	// input in two uint8 passes).
 	SplitInput bool
+	// Layout, if set, exports both models with this int8 layout (train.ParseLayout).
+	Layout string
 }
 
 // Recipes of the netflow/v1 model (Config.Netflow).
@@ -184,6 +186,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	if cfg.SplitInput {
 		sets[1].layout = train.LayoutSplitInput
+	}
+	if cfg.Layout != "" {
+		l, err := train.ParseLayout(cfg.Layout)
+		if err != nil {
+			return err
+		}
+		if l == train.LayoutInt8Lean || cfg.SplitInput || nf.layout == train.LayoutInt8Lean {
+			return errors.New("-layout: not with -split-input, -netflow single-lean or int8-lean")
+		}
+		sets[0].layout, sets[1].layout = l, l
 	}
 	extractSets, zeroCols = nil, make([][]int, len(sets))
 	for k, s := range sets {

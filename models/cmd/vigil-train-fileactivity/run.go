@@ -40,7 +40,8 @@ type Config struct {
 	Created                     time.Time
 	Validity                    time.Duration
 	NoWrite                     bool
-	SplitInput                  bool // export with train.LayoutSplitInput
+	SplitInput                  bool   // export with train.LayoutSplitInput
+	Layout                      string // int8 layout by name (train.ParseLayout; "" = the default)
 }
 
 // Session is the event trace of one recorded run.
@@ -369,7 +370,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	trainDur := time.Since(t0)
 	// Static QDQ int8: fixed activation scales, so an event's score does not
 	// depend on the other events of its batch.
-	layout := train.LayoutFloatDecoder
+	layout, err := train.ParseLayout(cfg.Layout)
+	if err != nil {
+		return err
+	}
 	if cfg.SplitInput {
 		layout = train.LayoutSplitInput
 	}

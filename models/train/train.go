@@ -180,9 +180,9 @@ const (
 	// passes (export.Options.SplitInput: the int8 encoder sees its input at about 16-bit
 	// precision) and the int8 weights' rounding fitted on the calibration rows
 	// (export.Options.FitRounding). int8/float Spearman on the held-out benign rows: nethost/v6
-	// 0.9839 → 0.9987, netflow/v1 KitNET 0.9736 → 0.9990, fileactivity/v1 0.9718 → 0.9860;
+	// 0.9839 → 0.9992, netflow/v1 KitNET 0.9736 → 0.9999, fileactivity/v1 0.9718 → 0.9940;
 	// the int8 model is 15-28% slower than the float one at batch 256 instead of about as fast
-	// (docs/models.md, section 16). Not the default.
+	// (docs/models.md, sections 16 and 17). Not the default.
 	LayoutSplitInput
 	// LayoutFitRounding is LayoutFloatDecoder with the int8 weights' rounding fitted on the
 	// calibration rows (export.Options.FitRounding): the same graph, size and speed.

@@ -26,6 +26,13 @@ import (
 //
 // Events: "finding" (data: the finding JSON, id: its id), and a comment
 // line every 15 s to keep proxies from closing an idle stream.
+//
+// The guard checks the bearer token once, when the stream opens; a stream
+// lives for hours. So every poll checks the token again, with the same store
+// call, and ends the stream when it no longer authenticates (the user was
+// disabled) or no longer grants what the stream was opened with (role or
+// scope). The client's reconnect then gets the 401 or 403. The cost is one
+// lookup by a unique key per stream per poll.
 
 const (
 	streamBatch     = 500
@@ -60,6 +67,7 @@ func (s *server) streamFindings(w http.ResponseWriter, r *http.Request, p *princ
 		return errorf(http.StatusServiceUnavailable, "too many live streams; try again later")
 	}
 	f.Limit = streamBatch
+	f.Ascending = true // the cursor is the largest id sent: oldest first, also from id 0
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -99,7 +107,7 @@ func (s *server) streamFindings(w http.ResponseWriter, r *http.Request, p *princ
 					continue
 				}
 				fmt.Fprintf(bw, "id: %d\nevent: finding\ndata: %s\n\n", fi.ID, b)
-				f.AfterID = fi.ID
+				f.AfterID = max(f.AfterID, fi.ID)
 			}
 			if len(fs) > 0 {
 				if err := flush(); err != nil {
@@ -118,6 +126,12 @@ func (s *server) streamFindings(w http.ResponseWriter, r *http.Request, p *princ
 			return nil
 		case <-tick.C:
 		}
+		if err := s.reauthorize(r, p, permRead); err != nil {
+			if ctx.Err() == nil {
+				s.log.Info("live stream closed: the caller is no longer authorized", "user", p.user.Name, "err", err)
+			}
+			return nil
+		}
 		if time.Since(lastWrite) >= streamHeartbeat {
 			bw.WriteString(": ping\n\n")
 			if err := flush(); err != nil {
@@ -126,6 +140,22 @@ func (s *server) streamFindings(w http.ResponseWriter, r *http.Request, p *princ
 			lastWrite = time.Now()
 		}
 	}
+}
+
+// reauthorize authenticates the bearer token of r again for a long-lived
+// request opened by p with perm. It fails when the token no longer
+// authenticates (ErrUnauthorized: user disabled) or when the user's role no
+// longer grants perm or its scope changed (errForbidden): the request's
+// filters were built for the old scope.
+func (s *server) reauthorize(r *http.Request, p *principal, perm permission) error {
+	now, err := s.authenticate(r)
+	if err != nil {
+		return fmt.Errorf("authenticate again: %w", err)
+	}
+	if now.user.ID != p.user.ID || !rolePerms[now.user.Role][perm] || now.scopeEntity() != p.scopeEntity() {
+		return errForbidden
+	}
+	return nil
 }
 
 // MaxExport bounds the findings of one export request.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,7 +231,8 @@ func New(ctx context.Context, cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new endpoint: load revoked agents: %w", err)
 	}
-	e.revoked = rev
+	e.revoked = map[string]bool{}
+	e.addRevoked(rev)
 	e.tlsConf = e.buildTLS()
 	return e, nil
 }
@@ -287,7 +289,7 @@ func (e *Endpoint) isRevoked(agentID string) bool {
 }
 
 // Revoke marks agentID revoked at once (the store must already say so, or
-// the next refresh forgets it) and disconnects its live connections with
+// a restart forgets it) and disconnects its live connections with
 // CodeRevoked. The API calls it after store.RevokeAgent.
 func (e *Endpoint) Revoke(agentID string) {
 	e.revMu.Lock()
@@ -296,28 +298,39 @@ func (e *Endpoint) Revoke(agentID string) {
 	e.disconnect(agentID, wirev1.CodeRevoked, "agent revoked")
 }
 
-// RefreshRevoked reloads the revoked set from the store and disconnects
-// every connected agent in it.
+// RefreshRevoked adds the store's revoked set to the in-memory one and
+// disconnects every connected agent in it. The snapshot is merged, not
+// swapped in: a Revoke that lands while the store is read is not in the
+// snapshot and must not be forgotten. There is no un-revoke, so the set only
+// grows.
 func (e *Endpoint) RefreshRevoked(ctx context.Context) error {
 	rev, err := e.st.RevokedAgents(ctx)
 	if err != nil {
 		return fmt.Errorf("refresh revoked agents: %w", err)
 	}
-	e.revMu.Lock()
-	e.revoked = rev
-	e.revMu.Unlock()
+	e.addRevoked(rev)
 	e.connMu.Lock()
 	var ids []string
 	for id := range e.byAgent {
-		if rev[id] {
-			ids = append(ids, id)
-		}
+		ids = append(ids, id)
 	}
 	e.connMu.Unlock()
+	ids = slices.DeleteFunc(ids, func(id string) bool { return !e.isRevoked(id) })
 	for _, id := range ids {
 		e.disconnect(id, wirev1.CodeRevoked, "agent revoked")
 	}
 	return nil
+}
+
+// addRevoked merges rev into the revoked set.
+func (e *Endpoint) addRevoked(rev map[string]bool) {
+	e.revMu.Lock()
+	defer e.revMu.Unlock()
+	for id, r := range rev {
+		if r {
+			e.revoked[id] = true
+		}
+	}
 }
 
 func (e *Endpoint) disconnect(agentID string, code wirev1.ErrorCode, msg string) {

@@ -257,12 +257,12 @@ func (f *ForwarderConfig) validateSyslog() error {
 func (f *ForwarderConfig) validateWebhook() error {
 	u, err := url.Parse(f.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return fmt.Errorf("url %q: want an https:// URL", f.URL)
+		return fmt.Errorf("url %q: want an https:// URL", redactURL(f.URL))
 	}
 	if u.Scheme == "http" {
 		ip := net.ParseIP(u.Hostname())
 		if u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return fmt.Errorf("url %q: plain http only to loopback; findings must not cross a network unencrypted", f.URL)
+			return fmt.Errorf("url %q: plain http only to loopback; findings must not cross a network unencrypted", redactURL(f.URL))
 		}
 	}
 	if u.User != nil {

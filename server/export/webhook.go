@@ -8,9 +8,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -114,6 +116,12 @@ func (s *webhookSender) Send(ctx context.Context, fs []store.Finding) error {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		// The client's *url.Error carries the full URL, whose query may
+		// hold a secret (?token=...): the error is logged and kept in
+		// Stats.LastError.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			ue.URL = redactURL(ue.URL)
+		}
 		return fmt.Errorf("post %s: %w", redactURL(s.fc.URL), err)
 	}
 	defer resp.Body.Close()

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"container/heap"
 	"fmt"
 	"math"
 	"sort"
@@ -27,10 +28,12 @@ const (
 	ctxModelDigest  = "model_digest"
 )
 
-// Severity from the ratio of the largest score to its threshold.
+// Severity from the ratio of the largest score to its threshold. +Inf (a
+// NaN or infinite score, or no positive threshold: the plugins flag a NaN
+// score as the most anomalous) and NaN are critical.
 func Severity(ratio float64) wirev1.Severity {
 	switch {
-	case ratio >= 10:
+	case ratio >= 10 || math.IsNaN(ratio):
 		return wirev1.Severity_SEVERITY_CRITICAL
 	case ratio >= 3:
 		return wirev1.Severity_SEVERITY_HIGH
@@ -147,8 +150,12 @@ const maxDistinct = 4096
 const fewPortsMax = 16
 
 type agg struct {
-	key              string
-	first, last      int64 // packet time, ns
+	key         string
+	first, last int64 // packet time, ns
+	// seq numbers the open findings in the order they opened, and idx is
+	// g's place in Aggregator.byLast (eviction order).
+	seq              uint64
+	idx              int
 	count, bytes     uint64
 	syn, icmp, arp   uint64
 	udp              uint64
@@ -210,6 +217,12 @@ type Aggregator struct {
 	cfg  AggregatorConfig
 	mu   sync.Mutex
 	open map[string]*agg
+	// byLast holds the open findings, least recently updated (smallest
+	// last packet time, then first opened) first: evictOldest takes its
+	// root instead of scanning MaxOpen findings for every new source of a
+	// flood. opened numbers the findings (agg.seq).
+	byLast lastHeap
+	opened uint64
 	// anomalies seen and findings emitted
 	anomalies, findings uint64
 	// swept is the packet-time grid point of the last sweep (PacketTime).
@@ -258,7 +271,7 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 		if f := a.finish(g); f != nil {
 			out = append(out, f)
 		}
-		delete(a.open, key)
+		a.remove(g)
 		g = nil
 	}
 	if g == nil {
@@ -267,7 +280,8 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 				out = append(out, f)
 			}
 		}
-		g = &agg{key: key, first: ts, last: ts, created: a.cfg.Now(), hosts: map[string]struct{}{}}
+		a.opened++
+		g = &agg{key: key, first: ts, last: ts, seq: a.opened, created: a.cfg.Now(), hosts: map[string]struct{}{}}
 		g.ctx = &wirev1.FindingContext{
 			SrcIp: c[sdk.ContextSrcIP], DstIp: c[sdk.ContextDstIP], Proto: c[sdk.ContextProto], SrcMac: c[ctxSrcMAC],
 		}
@@ -281,6 +295,7 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 			g.ctx.DstPort = uint32(v)
 		}
 		a.open[key] = g
+		heap.Push(&a.byLast, g)
 	}
 	g.count += count
 	g.bytes += length
@@ -289,6 +304,7 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	}
 	if lastTs > g.last {
 		g.last = lastTs
+		heap.Fix(&a.byLast, g.idx)
 	}
 	if pre != nil {
 		g.addAggregate(pre)
@@ -299,6 +315,12 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	ratio := math.Inf(1)
 	if thr > 0 {
 		ratio = float64(an.Score) / thr
+	}
+	if math.IsNaN(ratio) {
+		// A NaN score: the plugins flag it as the most anomalous. As NaN
+		// it would stay maxRatio (nothing compares greater) and make the
+		// finding low, whatever followed.
+		ratio = math.Inf(1)
 	}
 	if ratio > g.maxRatio || g.model == nil {
 		g.maxRatio, g.maxScore, g.maxThr = ratio, float64(an.Score), thr
@@ -441,23 +463,59 @@ func (a *Aggregator) sweep(ts int64, out []*wirev1.Finding) []*wirev1.Finding {
 		if f := a.finish(g); f != nil {
 			out = append(out, f)
 		}
-		delete(a.open, g.key)
+		a.remove(g)
 	}
 	return out
 }
 
+// evictOldest closes the least recently updated open finding: the one with
+// the smallest last packet time (of equals, the first opened).
 func (a *Aggregator) evictOldest() *wirev1.Finding {
-	var old *agg
-	for _, g := range a.open {
-		if old == nil || g.last < old.last {
-			old = g
-		}
-	}
-	if old == nil {
+	if len(a.byLast) == 0 {
 		return nil
 	}
-	delete(a.open, old.key)
+	old := a.byLast[0]
+	a.remove(old)
 	return a.finish(old)
+}
+
+// remove forgets the open finding g.
+func (a *Aggregator) remove(g *agg) {
+	delete(a.open, g.key)
+	heap.Remove(&a.byLast, g.idx)
+}
+
+// lastHeap is a min-heap of open findings by last packet time, then
+// opening order (container/heap); each finding knows its index.
+type lastHeap []*agg
+
+func (h lastHeap) Len() int { return len(h) }
+
+func (h lastHeap) Less(i, j int) bool {
+	if h[i].last != h[j].last {
+		return h[i].last < h[j].last
+	}
+	return h[i].seq < h[j].seq
+}
+
+func (h lastHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+
+func (h *lastHeap) Push(x any) {
+	g := x.(*agg)
+	g.idx = len(*h)
+	*h = append(*h, g)
+}
+
+func (h *lastHeap) Pop() any {
+	old := *h
+	g := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	g.idx = -1
+	return g
 }
 
 // finish returns the final emission of g, or nil if nothing changed since
@@ -569,7 +627,7 @@ func (a *Aggregator) Tick(nowPkt int64) []*wirev1.Finding {
 			if f := a.finish(g); f != nil {
 				out = append(out, f)
 			}
-			delete(a.open, k)
+			a.remove(g)
 			continue
 		}
 		if a.cfg.UpdateEvery <= 0 || g.count == g.emitted || !a.qualifies(g) {
@@ -592,8 +650,10 @@ func (a *Aggregator) Flush() []*wirev1.Finding {
 		if f := a.finish(a.open[k]); f != nil {
 			out = append(out, f)
 		}
-		delete(a.open, k)
 	}
+	clear(a.open)
+	clear(a.byLast)
+	a.byLast = a.byLast[:0]
 	return out
 }
 
@@ -636,8 +696,8 @@ func (a *Aggregator) emit(g *agg) *wirev1.Finding {
 		LastSeenUnixNano:  g.last,
 		Count:             g.count,
 		Severity:          a.severity(g),
-		Score:             round(g.maxScore),
-		Threshold:         round(g.maxThr),
+		Score:             wireFloat(g.maxScore),
+		Threshold:         wireFloat(g.maxThr),
 		Model:             g.model,
 		Context:           g.ctx,
 		Summary:           summary(g, a.cfg.PersistWindows),
@@ -645,9 +705,32 @@ func (a *Aggregator) emit(g *agg) *wirev1.Finding {
 		Bytes:             g.bytes,
 	}
 	for _, c := range g.top {
-		f.TopFeatures = append(f.TopFeatures, &wirev1.FeatureContribution{Name: c.Name, Contribution: round(float64(c.Contribution))})
+		f.TopFeatures = append(f.TopFeatures, &wirev1.FeatureContribution{Name: c.Name, Contribution: wireFloat(float64(c.Contribution))})
 	}
 	return f
+}
+
+// maxWireScore is the largest score, threshold or feature contribution a
+// finding carries. The server refuses a finding with a number that is not
+// finite (its API serves findings as JSON, which has none; encoding/json,
+// as in `vigil-agent scan --json`, fails on one too), but a plugin flags a
+// NaN score as the most anomalous and a model can overflow to +Inf: such a
+// value is sent as maxWireScore (NaN and +Inf) or its negative (-Inf). It
+// is the largest float32 (a model's scores are float32), so a finding's
+// score/threshold ratio computed in float64 stays finite for any positive
+// float32 threshold. The severity is computed before this cap (Severity
+// of +Inf: critical).
+const maxWireScore = math.MaxFloat32
+
+// wireFloat is v rounded (round) and made finite for the wire (maxWireScore).
+func wireFloat(v float64) float64 {
+	switch {
+	case math.IsNaN(v) || v >= maxWireScore:
+		return maxWireScore
+	case v <= -maxWireScore:
+		return -maxWireScore
+	}
+	return round(v)
 }
 
 // round keeps 6 significant digits (float32 scores printed as float64

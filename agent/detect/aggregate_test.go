@@ -1,7 +1,12 @@
 package detect
 
 import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,7 +35,8 @@ func TestSeverity(t *testing.T) {
 		ratio float64
 		want  wirev1.Severity
 	}{{1.01, wirev1.Severity_SEVERITY_LOW}, {1.5, wirev1.Severity_SEVERITY_MEDIUM}, {2.9, wirev1.Severity_SEVERITY_MEDIUM},
-		{3, wirev1.Severity_SEVERITY_HIGH}, {9.99, wirev1.Severity_SEVERITY_HIGH}, {10, wirev1.Severity_SEVERITY_CRITICAL}} {
+		{3, wirev1.Severity_SEVERITY_HIGH}, {9.99, wirev1.Severity_SEVERITY_HIGH}, {10, wirev1.Severity_SEVERITY_CRITICAL},
+		{math.Inf(1), wirev1.Severity_SEVERITY_CRITICAL}, {math.NaN(), wirev1.Severity_SEVERITY_CRITICAL}} {
 		if got := Severity(c.ratio); got != c.want {
 			t.Errorf("Severity(%v) = %v, want %v", c.ratio, got, c.want)
 		}
@@ -158,6 +164,74 @@ func TestAggregateUpdates(t *testing.T) {
 	}
 }
 
+// TestAggregateNaNScore: an anomaly with a NaN score (flagged by the plugin
+// as the most anomalous) counts as the largest ratio: a NaN first used to
+// stay the finding's largest ratio (nothing compares greater) and keep it
+// low, below MinSeverity, however strong the anomalies after it.
+func TestAggregateNaNScore(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, scores := range [][]float32{{nan, 25}, {25, nan}} {
+		a := NewAggregator(AggregatorConfig{PacketTime: true})
+		for i := range 101 {
+			score := scores[1]
+			if i == 0 {
+				score = scores[0]
+			}
+			an := anomaly("10.0.0.1", "10.0.0.2", 80, 1+float64(i)/100, score, 0x02)
+			if out := a.Add(&an); len(out) != 0 {
+				t.Fatalf("finding before the end: %v", out)
+			}
+		}
+		out := a.Flush()
+		if len(out) != 1 {
+			t.Fatalf("scores %v: %d findings, want 1", scores, len(out))
+		}
+		if f := out[0]; f.Severity != wirev1.Severity_SEVERITY_CRITICAL || f.Score != maxWireScore || f.Count != 101 {
+			t.Fatalf("scores %v: finding %v, want critical with score %g", scores, f, maxWireScore)
+		}
+	}
+}
+
+// TestFindingNumbersFinite: a finding never carries a number that is not
+// finite (the server refuses the whole batch, encoding/json fails): NaN
+// and infinite scores and contributions are capped at maxWireScore, and a
+// score/threshold ratio of the capped values stays finite.
+func TestFindingNumbersFinite(t *testing.T) {
+	inf := float32(math.Inf(1))
+	for _, c := range []struct{ score, thr, contrib float32 }{
+		{float32(math.NaN()), 1, float32(math.NaN())},
+		{inf, 1e-30, inf},
+		{inf, float32(math.Inf(1)), -inf},
+		{5, float32(math.NaN()), 5},
+	} {
+		a := NewAggregator(AggregatorConfig{PacketTime: true, MinPackets: 1, MinSeverity: wirev1.Severity_SEVERITY_LOW})
+		an := anomaly("10.0.0.1", "10.0.0.2", 80, 1, c.score, 0x02)
+		an.Threshold = c.thr
+		an.TopFeatures = []sdk.Contribution{{Name: "x", Contribution: c.contrib}}
+		a.Add(&an)
+		out := a.Flush()
+		if len(out) != 1 {
+			t.Fatalf("%+v: %d findings", c, len(out))
+		}
+		f := out[0]
+		nums := []float64{f.Score, f.Threshold, f.TopFeatures[0].Contribution}
+		if f.Threshold > 0 {
+			nums = append(nums, f.Score/f.Threshold)
+		}
+		for _, v := range nums {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				t.Fatalf("%+v: finding with a number not finite: %v", c, f)
+			}
+		}
+		if _, err := json.Marshal(nums); err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		if f.Severity != wirev1.Severity_SEVERITY_CRITICAL {
+			t.Errorf("%+v: severity %v, want critical", c, f.Severity)
+		}
+	}
+}
+
 func TestAggregateEviction(t *testing.T) {
 	a := NewAggregator(AggregatorConfig{MaxOpen: 2})
 	var out []*wirev1.Finding
@@ -170,6 +244,115 @@ func TestAggregateEviction(t *testing.T) {
 	}
 	if n := len(a.Flush()); n != 2 {
 		t.Fatalf("flush %d", n)
+	}
+}
+
+// TestAggregateEvictionOrder: beyond MaxOpen, the open finding evicted is
+// the least recently updated, by last packet time (an anomaly older than a
+// finding's last packet does not refresh it); of equal last packet times,
+// the first opened goes first (it used to depend on map order, so an
+// offline scan's output was not reproducible).
+func TestAggregateEvictionOrder(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{MaxOpen: 4, MinPackets: 1, MinSeverity: wirev1.Severity_SEVERITY_LOW})
+	add := func(src string, ts float64) []*wirev1.Finding {
+		an := anomaly(src, "10.0.0.100", 80, ts, 20, 0x18)
+		out := a.Add(&an)
+		checkByLast(t, a)
+		return out
+	}
+	for i, src := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"} {
+		add(src, float64(1+i))
+	}
+	add("10.0.0.1", 5)   // last 5: now the most recent
+	add("10.0.0.3", 0.5) // older than its last (3): stays third
+	var evicted []string
+	for i := range 4 {
+		for _, f := range add("10.0.1."+strconv.Itoa(i), float64(6+i)) {
+			evicted = append(evicted, f.Context.SrcIp)
+		}
+	}
+	if want := []string{"10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.1"}; !slices.Equal(evicted, want) {
+		t.Fatalf("evicted %v, want %v", evicted, want)
+	}
+
+	// Ties: 16 sources at one packet time leave in the order they opened.
+	for range 5 {
+		a = NewAggregator(AggregatorConfig{MaxOpen: 16, MinPackets: 1, MinSeverity: wirev1.Severity_SEVERITY_LOW})
+		var want []string
+		for i := range 16 {
+			src := "10.0.2." + strconv.Itoa(i)
+			want = append(want, src)
+			add(src, 10)
+		}
+		evicted = evicted[:0]
+		for i := range 16 {
+			for _, f := range add("10.0.3."+strconv.Itoa(i), 11) {
+				evicted = append(evicted, f.Context.SrcIp)
+			}
+		}
+		if !slices.Equal(evicted, want) {
+			t.Fatalf("ties evicted in order %v, want %v", evicted, want)
+		}
+	}
+
+	// Random sources, times (ties, out of order) and window rollovers.
+	rng := rand.New(rand.NewPCG(1, 2))
+	a = NewAggregator(AggregatorConfig{MaxOpen: 64, Window: 5 * time.Second, MinPackets: 1, MinSeverity: wirev1.Severity_SEVERITY_LOW})
+	for i := range 5000 {
+		ts := float64(i)/100 + float64(rng.IntN(300))/100
+		add("10.1.0."+strconv.Itoa(rng.IntN(100)), ts)
+		if i%1000 == 999 {
+			a.Tick(int64(ts * 1e9))
+			checkByLast(t, a)
+		}
+	}
+	a.Flush()
+	checkByLast(t, a)
+}
+
+// checkByLast checks that a.byLast holds exactly the open findings, each
+// at its index, with the least recently updated at the root.
+func checkByLast(t *testing.T, a *Aggregator) {
+	t.Helper()
+	if len(a.byLast) != len(a.open) {
+		t.Fatalf("%d findings in the eviction heap, %d open", len(a.byLast), len(a.open))
+	}
+	var oldest *agg
+	for i, g := range a.byLast {
+		if g.idx != i || a.open[g.key] != g {
+			t.Fatalf("heap entry %d: %s at index %d, open %v", i, g.key, g.idx, a.open[g.key] == g)
+		}
+		if oldest == nil || g.last < oldest.last || (g.last == oldest.last && g.seq < oldest.seq) {
+			oldest = g
+		}
+	}
+	if oldest != nil && a.byLast[0] != oldest {
+		t.Fatalf("heap root %s (last %d), oldest %s (last %d)", a.byLast[0].key, a.byLast[0].last, oldest.key, oldest.last)
+	}
+}
+
+// BenchmarkAggregatorAddEvict: anomalies of new sources (a random-source
+// flood) with MaxOpen findings open, each evicting the oldest.
+func BenchmarkAggregatorAddEvict(b *testing.B) {
+	a := NewAggregator(AggregatorConfig{})
+	ans := make([]sdk.Anomaly, 1<<16)
+	for i := range ans {
+		ans[i] = anomaly(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), "10.0.0.100", 80, 0, 2, 0x02)
+	}
+	ts := int64(0)
+	next := func(i int) *sdk.Anomaly {
+		an := &ans[i%len(ans)]
+		ts += 1000
+		an.Context[ctxTimeNs] = strconv.FormatInt(ts, 10)
+		return an
+	}
+	for i := range a.cfg.MaxOpen {
+		a.Add(next(i))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		a.Add(next(a.cfg.MaxOpen + i))
 	}
 }
 
@@ -505,11 +688,14 @@ func TestARPClaimsApart(t *testing.T) {
 // FuzzAggregatorAdd: whatever a detector plugin (a separate process) puts
 // in an anomaly's context, score and top features, the aggregator neither
 // panics nor emits a finding without a count, a source key's summary or a
-// severity, and every anomaly is counted once.
+// severity, or with a number the server refuses (not finite), and every
+// anomaly is counted once.
 func FuzzAggregatorAdd(f *testing.F) {
 	f.Add("10.99.0.10", "02:00:0a:63:00:42", "arp", "1", "02:00:0a:63:00:0a", "1000000000", "42", "2", "", float32(8), float32(1), "host_L0.1_arp_unsol_rate", uint8(3))
 	f.Add("", "", "tcp", "", "", "x", "-1", "99999", "300", float32(-1), float32(0), "", uint8(1))
 	f.Add("::1", "zz", "udp", "0", "", "9223372036854775807", "18446744073709551616", "53", "2", float32(2), float32(1), "host_cmd_shell", uint8(200))
+	f.Add("10.0.0.1", "", "tcp", "", "", "1", "60", "80", "2", float32(math.NaN()), float32(1), "syn_ratio", uint8(4))
+	f.Add("10.0.0.1", "", "tcp", "", "", "1", "60", "80", "2", float32(math.Inf(1)), float32(math.Inf(1)), "syn_ratio", uint8(2))
 	f.Fuzz(func(t *testing.T, src, mac, proto, claim, prev, ts, length, dport, flags string, score, thr float32, lead string, n uint8) {
 		a := NewAggregator(AggregatorConfig{MinPackets: 1, MinSeverity: wirev1.Severity_SEVERITY_LOW, PacketTime: true})
 		var out []*wirev1.Finding
@@ -525,6 +711,15 @@ func FuzzAggregatorAdd(f *testing.F) {
 		for _, fd := range out {
 			if fd.GetPackets() == 0 || fd.GetSummary() == "" || fd.GetSeverity() == wirev1.Severity_SEVERITY_UNSPECIFIED {
 				t.Fatalf("finding %v", fd)
+			}
+			nums := []float64{fd.GetScore(), fd.GetThreshold()}
+			for _, tf := range fd.GetTopFeatures() {
+				nums = append(nums, tf.GetContribution())
+			}
+			for _, v := range nums {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					t.Fatalf("finding with a number not finite: %v", fd)
+				}
 			}
 			packets += fd.GetPackets()
 		}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,15 +38,20 @@ const CalibrationPoll = 5 * time.Second
 const (
 	maxCalibrationStats = 48  // calibration counters kept (5 per feature set)
 	maxCalibrationKey   = 100 // bytes of a counter name
+	maxCalibrationLog   = 48  // feature sets whose last logged calibration is kept
 )
 
 // Calibration follows the calibration of one plugin (across its restarts).
 // The zero value is ready; it is safe for concurrent use.
 type Calibration struct {
-	stats  atomic.Pointer[map[string]uint64]
-	mu     sync.Mutex
-	bits   map[string]uint32 // local quantiles of calibrated models, by digest
-	logged map[string]bool
+	stats atomic.Pointer[map[string]uint64]
+	mu    sync.Mutex
+	bits  map[string]uint32 // local quantiles of calibrated models, by digest
+	// order holds the digests of bits, least recently reported first.
+	order []string
+	// logged is, per feature set, the calibration last logged (samples
+	// and local quantile), at most maxCalibrationLog sets.
+	logged map[string]string
 }
 
 // calibrationStat tells whether a plugin Health stat reports calibration.
@@ -94,15 +100,21 @@ func (c *Calibration) Read(ctx context.Context, health func(context.Context) (sd
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.logged == nil {
-		c.logged = map[string]bool{}
+		c.logged = map[string]string{}
 	}
 	for k, v := range st {
 		set, ok := strings.CutPrefix(k, selfcal.StatCalibrated)
-		key := fmt.Sprint(set, "/", st[selfcal.StatSamples+set], "/", st[selfcal.StatLocal+set])
-		if !ok || v != 1 || c.logged[key] || log == nil {
+		key := fmt.Sprint(st[selfcal.StatSamples+set], "/", st[selfcal.StatLocal+set])
+		last, seen := c.logged[set]
+		if !ok || v != 1 || log == nil || (seen && last == key) {
 			continue
 		}
-		c.logged[key] = true
+		if !seen && len(c.logged) >= maxCalibrationLog {
+			// The plugin names the sets: forget them all rather than grow
+			// (at worst a calibration is logged again).
+			clear(c.logged)
+		}
+		c.logged[set] = key
 		log.Info("per-sensor calibration done", "feature_set", set, "samples", st[selfcal.StatSamples+set],
 			"local_quantile", float64(st[selfcal.StatLocal+set])/1e6,
 			"model_threshold", float64(st[selfcal.StatModelThreshold+set])/1e6,
@@ -119,9 +131,14 @@ func (c *Calibration) Counters() map[string]uint64 {
 }
 
 // remember keeps a calibrated model's local quantile (float32 bits) by
-// digest, at most selfcal.MaxRestored (the first ones are kept). Only what
-// the plugin's -calibrated accepts is kept (a finite positive value), so a
-// bad report cannot keep a restarted plugin from starting.
+// digest, at most selfcal.MaxRestored: the most recently reported ones. The
+// plugin reports the calibrations of the models it runs at every poll, so
+// these stay, and the models it ran before (replaced by updates) are
+// forgotten first; keeping the first ones instead lost the current models
+// after MaxRestored updates, and a restart silenced the sensor for another
+// grace period. Only what the plugin's -calibrated accepts is kept (a
+// finite positive value), so a bad report cannot keep a restarted plugin
+// from starting.
 func (c *Calibration) remember(digest string, bits uint64) {
 	if !selfcal.ValidDigest(digest) || bits > math.MaxUint32 {
 		return
@@ -134,9 +151,14 @@ func (c *Calibration) remember(digest string, bits uint64) {
 	if c.bits == nil {
 		c.bits = map[string]uint32{}
 	}
-	if _, ok := c.bits[digest]; ok || len(c.bits) < selfcal.MaxRestored {
-		c.bits[digest] = uint32(bits)
+	if _, ok := c.bits[digest]; ok {
+		c.order = slices.DeleteFunc(c.order, func(d string) bool { return d == digest })
+	} else if len(c.order) >= selfcal.MaxRestored {
+		delete(c.bits, c.order[0])
+		c.order = slices.Delete(c.order, 0, 1)
 	}
+	c.bits[digest] = uint32(bits)
+	c.order = append(c.order, digest)
 }
 
 // LaunchArgs are the plugin arguments that restore the calibrations seen so

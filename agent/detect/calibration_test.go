@@ -15,7 +15,8 @@ import (
 
 // TestCalibratedArgs: the calibrations a restarted plugin is given back are
 // those the plugin reported with a valid digest and value, sorted, at most
-// selfcal.MaxRestored; a digest reported again is updated.
+// selfcal.MaxRestored, the most recently reported; a digest reported again
+// is updated.
 func TestCalibratedArgs(t *testing.T) {
 	var p Calibration
 	if a := p.LaunchArgs(); a != nil {
@@ -48,14 +49,32 @@ func TestCalibratedArgs(t *testing.T) {
 	if r, err := selfcal.ParseRestored(want[1]); err != nil || len(r) != 2 {
 		t.Fatalf("the plugin refuses the agent's -calibrated: %v %v", r, err)
 	}
+	// Beyond MaxRestored models (a long-running sensor, one per update),
+	// the newest win: the plugin runs the model it calibrated last, and
+	// the one it would need back after a restart (keeping the first ones
+	// lost it, and a restart silenced the sensor for a grace period). A
+	// model the plugin still runs (d(2), reported at every poll) stays.
 	for i := range 100 {
 		p.remember(d(10+i), 0x3f800000)
+		p.remember(d(2), 0x3d000000)
 	}
-	if n := strings.Count(p.LaunchArgs()[1], "="); n != selfcal.MaxRestored {
-		t.Fatalf("%d remembered, want at most %d", n, selfcal.MaxRestored)
+	args := p.LaunchArgs()[1]
+	if n := strings.Count(args, "="); n != selfcal.MaxRestored {
+		t.Fatalf("%d remembered, want %d", n, selfcal.MaxRestored)
 	}
-	if !strings.Contains(p.LaunchArgs()[1], d(1)) {
-		t.Fatal("an early calibration was pushed out")
+	for i := 100 - selfcal.MaxRestored + 1; i < 100; i++ {
+		if !strings.Contains(args, d(10+i)) {
+			t.Fatalf("recent calibration %d of 100 forgotten: %s", i, args)
+		}
+	}
+	if !strings.Contains(args, d(2)) {
+		t.Fatal("the calibration of a model still reported was pushed out")
+	}
+	if strings.Contains(args, d(1)) || strings.Contains(args, d(10)) {
+		t.Fatal("the oldest calibrations were kept")
+	}
+	if r, err := selfcal.ParseRestored(args); err != nil || len(r) != selfcal.MaxRestored {
+		t.Fatalf("the plugin refuses the agent's -calibrated: %v %v", len(r), err)
 	}
 }
 
@@ -112,5 +131,38 @@ func TestCalibrationReadBounded(t *testing.T) {
 	}
 	if n := strings.Count(c.LaunchArgs()[1], "="); n != selfcal.MaxRestored {
 		t.Fatalf("%d calibrations remembered, want %d", n, selfcal.MaxRestored)
+	}
+}
+
+// TestCalibrationLogBounded: the calibrations logged are remembered per
+// feature set (each logged once, again when it changes), and a plugin
+// naming new sets at every poll cannot grow that memory.
+func TestCalibrationLogBounded(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	var c Calibration
+	read := func(stats map[string]uint64) {
+		c.Read(context.Background(), func(context.Context) (sdk.Health, error) { return sdk.Health{Stats: stats}, nil }, log)
+	}
+	one := map[string]uint64{"calibrated_nethost/v6": 1, "calibration_samples_nethost/v6": 100, "calibration_local_micro_nethost/v6": 5}
+	read(one)
+	read(one)
+	if n := strings.Count(buf.String(), "calibration done"); n != 1 {
+		t.Fatalf("one calibration logged %d times:\n%s", n, buf.String())
+	}
+	one["calibration_local_micro_nethost/v6"] = 6
+	read(one)
+	if n := strings.Count(buf.String(), "calibration done"); n != 2 {
+		t.Fatalf("a new calibration of the set logged %d times in all", n-1)
+	}
+	for r := range 200 {
+		st := map[string]uint64{}
+		for i := range maxCalibrationStats {
+			st[fmt.Sprintf("calibrated_set%d-%d/v1", r, i)] = 1
+		}
+		read(st)
+		if len(c.logged) > maxCalibrationLog {
+			t.Fatalf("read %d: %d logged calibrations remembered, want at most %d", r, len(c.logged), maxCalibrationLog)
+		}
 	}
 }

@@ -197,9 +197,12 @@ func (p *Pipeline) hostConfig(bundles []string, onResult func(sdk.BatchResult), 
 		hc.Args = append(hc.Args, "-bundle", b)
 	}
 	hc.Args = append(hc.Args, p.cfg.PluginArgs...)
-	if role == "" && p.calibrating() {
+	if p.calibrating() {
 		// A restarted plugin keeps the calibration of the models it runs
-		// (calibration.go) instead of observing, silent, once more.
+		// (calibration.go) instead of observing, silent, once more. The
+		// shadow instance, which gets -calibrate too, starts with the
+		// same calibrations: the active models it runs beside the shadow
+		// one flag at the thresholds they have in the active instance.
 		hc.LaunchArgs = p.cal.LaunchArgs
 	}
 	if w := p.cfg.Aggregate.Window; w > 0 && w != 30*time.Second && !hasFlag(p.cfg.PluginArgs, "aggregate-window") {

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -98,6 +99,41 @@ func TestOfflineHashSeed(t *testing.T) {
 		}
 		if n := len(slices.DeleteFunc(slices.Clone(p.pluginArgs), func(s string) bool { return s != "-hash-seed" })); n > 1 {
 			t.Errorf("hash seed given twice: %v", p.pluginArgs)
+		}
+	}
+}
+
+// TestShadowLaunchArgs: on a calibrating sensor, the shadow instance is
+// started, like the active one, with the calibrations the active instance
+// reported (-calibrated): it inherits -calibrate, and without them every
+// model it runs observed silently again, the active models included.
+func TestShadowLaunchArgs(t *testing.T) {
+	digest := fmt.Sprintf("sha256:%064x", 1)
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-calibrate", "10m"}, []string{"-calibrated", digest + "=3f800000"}},
+		{nil, nil},
+	} {
+		p, err := New(Config{Plugin: fakePlugin(t), Bundles: []BundleInfo{{Path: fakeBundle(t), FeatureSet: "nethost/v6"}},
+			Interfaces: []string{"eth-test0"}, PluginArgs: c.args})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.cal.remember(digest, 0x3f800000)
+		for _, role := range []string{"", "shadow"} {
+			hc := p.hostConfig([]string{"active.vgb", "shadow.vgb"}, nil, role)
+			var got []string
+			if hc.LaunchArgs != nil {
+				got = hc.LaunchArgs()
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("plugin args %v, role %q: launch args %q, want %q", c.args, role, got, c.want)
+			}
+			if !slices.Equal(hc.Args[len(hc.Args)-len(c.args):], c.args) {
+				t.Errorf("plugin args %v, role %q: args %q", c.args, role, hc.Args)
+			}
 		}
 	}
 }

@@ -217,10 +217,15 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 }
 
 // agentRatio is the agent's comparison key of an anomaly (agent/detect):
-// score/threshold in float64, +Inf without a positive threshold.
+// score/threshold in float64, +Inf without a positive threshold or for a
+// NaN score (flagged as the most anomalous: as NaN it would stay a
+// record's maxRatio, as nothing compares greater, and hide the later
+// packets as the agent would not).
 func agentRatio(score, thr float32) float64 {
 	if t := float64(thr); t > 0 {
-		return float64(score) / t
+		if r := float64(score) / t; r == r {
+			return r
+		}
 	}
 	return math.Inf(1)
 }

@@ -1,6 +1,8 @@
 package netflow
 
 import (
+	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/vigil-edge/vigil/agent/detect"
+	nffeat "github.com/vigil-edge/vigil/models/features/netflow"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -186,5 +189,57 @@ func TestAggregateARPClaims(t *testing.T) {
 	}
 	if claimsNoReuse != claims {
 		t.Errorf("claims in ARP findings: %d with the score cache, %d without", claims, claimsNoReuse)
+	}
+}
+
+// TestAggregateNaNScore: a NaN score is flagged as the most anomalous, so
+// the merged anomaly carries it (as the agent, comparing NaN as +Inf, picks
+// it among the per-packet anomalies) whatever comes before or after it, and
+// the finding is critical with a finite score. As NaN it used to lose every
+// comparison: the merge kept a later, lower packet, and a NaN first stayed
+// the agent's largest ratio (low severity) after anomalies at 25x.
+func TestAggregateNaNScore(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, scores := range [][]float32{{25, nan, 30, 2}, {nan, 25, 30}, {30, 40, nan}} {
+		d := New(slog.New(slog.DiscardHandler), Options{MaxBatch: 8})
+		const s = slotNetflow
+		d.dims[s] = nffeat.Dim
+		d.con[s] = make([]float32, 8*nffeat.Dim)
+		m := &model{thr: 1, names: nffeat.Names(), ctxVer: "1",
+			info: sdk.ModelInfo{Name: "netflow", Version: 1, Digest: "sha256:ab", FeatureSet: nffeat.Name}}
+		loaded := [nslots]*model{s: m}
+		pkts := make([]event.Packet, len(scores))
+		var per []sdk.Anomaly
+		nanAt := -1
+		for i, v := range scores {
+			p := &pkts[i]
+			p.TimestampNs, p.Length, p.Flags, p.Proto = int64(i+1)*1e9, 60, event.FlagIPv4, event.ProtoTCP
+			p.TCPFlags, p.SrcPort, p.DstPort = event.TCPSyn, 40000, uint16(100+i)
+			p.SetSrc(netip.MustParseAddr("10.0.0.1"))
+			p.SetDst(netip.MustParseAddr("10.0.0.2"))
+			d.con[s][i*nffeat.Dim+i] = v // a distinct top feature per packet
+			d.rsc[s*8+i] = v
+			d.ratio[i], d.which[i] = v/m.thr, s
+			if v != v {
+				d.ratio[i], nanAt = float32(math.Inf(1)), i // as scoreChunk flags it
+			}
+			per = append(per, sdk.Anomaly{Index: uint64(i), Score: v, Threshold: m.thr,
+				TopFeatures: sdk.TopContributions(d.contrib(s, i), m.names, TopK), Context: packetContext(p, m, arpClaim{})})
+		}
+		var res sdk.Result
+		d.aggregate(pkts, 0, &loaded, &res)
+		if len(res.Anomalies) != 1 || res.Anomalies[0].Records() != uint64(len(scores)) {
+			t.Fatalf("scores %v: merged into %d anomalies, want 1 of %d packets", scores, len(res.Anomalies), len(scores))
+		}
+		if sc := res.Anomalies[0].Score; sc == sc {
+			t.Fatalf("scores %v: merged anomaly carries score %v, not the NaN of packet %d", scores, sc, nanAt)
+		}
+		want, _ := findings(per, 30*time.Second)
+		got, _ := findings(res.Anomalies, 30*time.Second)
+		sameFindings(t, "NaN score", want, got)
+		f := got[0]
+		if f.Severity != wirev1.Severity_SEVERITY_CRITICAL || math.IsNaN(f.Score) || math.IsInf(f.Score, 0) {
+			t.Fatalf("scores %v: finding %v (want critical, finite score)", scores, f)
+		}
 	}
 }

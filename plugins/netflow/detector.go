@@ -525,6 +525,15 @@ func (d *Detector) scoreRows(s int, m *model, n int, scores []float32) error {
 func (d *Detector) scoreReuse(pkts []event.Packet, m *model, scores []float32) error {
 	dim := d.dims[slotNethost]
 	c := d.cache
+	// Entries still pending were set by a batch whose scoring failed (an
+	// error, or a panic the SDK recovered): their row is of that batch, not
+	// of this one, and their score was never set. Forget them, or a packet
+	// of their source that hits one would take another packet's score.
+	for _, idx := range c.pending {
+		if e := &c.entries[idx]; e.pending {
+			*e = hostEntry{}
+		}
+	}
 	c.pending = c.pending[:0]
 	feats := d.feats[slotNethost]
 	abs, rel, maxAge := d.opts.ReuseAbs, d.opts.ReuseRel, int64(d.opts.ReuseMaxAge)

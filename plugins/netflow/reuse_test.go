@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/vigil-edge/vigil/agent/capture"
+	"github.com/vigil-edge/vigil/models/runtime"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
@@ -162,5 +163,75 @@ func TestScoreReuseKeepsAnomalies(t *testing.T) {
 		if flips := r.onlyExact + r.onlyReuse; flips > max(3, r.exactAnom/20) {
 			t.Errorf("%s: %d decisions flipped by score reuse (%+v)", c.name, flips, r)
 		}
+	}
+}
+
+// TestScoreReuseAfterFailedBatch: a batch whose scoring fails (an error,
+// or a panic that the SDK recovers) leaves no cache entry pointing at its
+// rows: the next batch's scores are those of a detector that scored the
+// failed batch, up to the reuse tolerance. An entry left pending used to
+// give a later packet of its source the score of whatever packet took that
+// row in the later batch (off by several thresholds).
+func TestScoreReuseAfterFailedBatch(t *testing.T) {
+	pkts := scanPackets(t)
+	const n = 1000
+	if len(pkts) < 3*n {
+		t.Fatalf("only %d packets", len(pkts))
+	}
+	a, b, c := pkts[:n], pkts[n:2*n], pkts[2*n:3*n]
+	opts := Options{HashSeed: 5, NoAggregate: true}
+	score := func(d *Detector, pkts []event.Packet) []float32 {
+		t.Helper()
+		res, err := d.ScorePackets(context.Background(), pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Scores
+	}
+	clean := newNethost(t, opts)
+	score(clean, a)
+	score(clean, b)
+	want := score(clean, c)
+
+	// A scorer that fails: a closed one.
+	closed := newNethost(t, opts)
+	failing := closed.models[slotNethost].Load().scorer
+	_ = closed.Close()
+
+	for _, tc := range []struct {
+		name   string
+		scorer *runtime.Scorer
+	}{
+		{"error", failing},
+		{"panic", nil}, // a nil scorer panics in ScoreInto
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newNethost(t, opts)
+			score(d, a)
+			m := d.models[slotNethost].Load()
+			orig := m.scorer
+			m.scorer = tc.scorer
+			func() {
+				defer func() { _ = recover() }() // as sdk's server does
+				if _, err := d.ScorePackets(context.Background(), b); err == nil {
+					t.Fatal("scoring with a broken scorer did not fail")
+				}
+			}()
+			m.scorer = orig
+			got := score(d, c)
+			worst, bad := 0.0, 0
+			for i := range want {
+				x := math.Abs(float64(got[i]-want[i])) / math.Max(1, float64(want[i]))
+				if x > 0.05 {
+					bad++
+				}
+				worst = max(worst, x)
+			}
+			if bad > 0 {
+				t.Fatalf("after a failed batch, %d of %d scores of the next batch differ from a clean detector's by more than 5%% of the threshold (up to %.2f)",
+					bad, len(want), worst)
+			}
+			t.Logf("largest difference %.4f of max(1, ratio)", worst)
+		})
 	}
 }

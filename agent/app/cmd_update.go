@@ -120,7 +120,7 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 	f := cmd.Flags()
 	f.StringVar(&stateDir, "state", "", "state directory (default "+config.DefaultStateDir+")")
 	f.StringVar(&bundlePath, "bundle", "", "model bundle (.vgb) to verify and activate")
-	f.StringVar(&rollbackPath, "rollback", "", "signed rollback instruction allowing a version not greater than the active one")
+	f.StringVar(&rollbackPath, "rollback", "", "signed rollback instruction allowing a version not greater than the active one, the highest ever activated or the installed baseline")
 	f.StringVar(&trustPath, "trust", "", "signed trust policy update (DSSE envelope) to apply to <state>/trust.json")
 	f.BoolVar(&asJSON, "json", false, "print the outcome as one JSON document")
 	return cmd

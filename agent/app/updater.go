@@ -4,13 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/state"
 	"github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/models/bundle"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -59,6 +62,7 @@ func newUpdater(stateDir string, sources []pipeline.Source, fetch bool, log *slo
 	cfg := update.Config{
 		StateDir: stateDir,
 		Loaders:  &update.PluginLoaders{Dirs: update.DefaultPluginDirs(), Env: pluginEnv(), Running: running, Logger: log},
+		Baseline: installedBaseline(baselineDirs(stateDir), running),
 		Logger:   log,
 		Report: func(st *wirev1.ModelStatus) {
 			select {
@@ -129,4 +133,48 @@ func (a *agentUpdater) activeRefs(stateDir string) []*wirev1.ModelRef {
 		out = append(out, &wirev1.ModelRef{Name: m.Manifest.Name, Version: m.Manifest.Version, Digest: m.Digest, Detector: m.Detector})
 	}
 	return out
+}
+
+// baselineDirs are the directories the detector pipelines take their installed (baseline) bundles
+// from, in the order detect.Discover searches them for newPacketSources: models/ next to the agent
+// binary, <state>/models, then detect.DefaultModelDirs.
+func baselineDirs(stateDir string) []string {
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		if r, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = r
+		}
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "models"))
+	}
+	dirs = append(dirs, filepath.Join(stateDir, update.ModelsDir))
+	return append(dirs, detect.DefaultModelDirs...)
+}
+
+// installedBaseline is update.Config.Baseline: for a detector a running pipeline serves (running),
+// the newest bundle of that detector and feature set in dirs, i.e. the installed bundle the
+// pipeline runs when the slot has no active model. The updater reloads it into the pipeline's
+// plugin when a model without a previous one fails its health check, and takes its version as a
+// floor. Detectors checked by a plugin started just for the update have none: that plugin stops
+// with the update.
+func installedBaseline(dirs []string, running update.LoaderMap) func(detector, featureSet string) string {
+	return func(detector, featureSet string) string {
+		if _, ok := running[detector]; !ok {
+			return ""
+		}
+		var best string
+		var bestVersion uint64
+		for _, d := range dirs {
+			files, _ := filepath.Glob(filepath.Join(d, "*"+bundle.Extension))
+			for _, f := range files {
+				b, err := bundle.Read(f, bundle.DefaultLimits())
+				if err != nil || b.Manifest.Detector != detector || b.Manifest.FeatureSet != featureSet {
+					continue
+				}
+				if best == "" || b.Manifest.Version > bestVersion {
+					best, bestVersion = f, b.Manifest.Version
+				}
+			}
+		}
+		return best
+	}
 }

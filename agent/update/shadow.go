@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/vigil-edge/vigil/models/bundle"
@@ -22,7 +21,10 @@ import (
 // new model would have raised compared with the active one, and the server can halt a rollout
 // whose shadow model alerts too often (server/registry, docs/rollouts.md). The server stops a
 // shadow model with a ModelWithdrawal (HandleWithdrawal); a new shadow rollout replaces it.
-// The shadow runs in memory only: after an agent restart no shadow model runs.
+// The shadow runs in memory only: after an agent restart no shadow model runs. Its bundle is a
+// copy of its own in <state>/models/<detector>/shadow/ (never a file a pointer names, even when
+// the same bundle is or becomes active), removed when the shadow model stops or, left by a
+// restart, when the next one starts.
 
 // ShadowSummary compares the active and the shadow model over the same events, cumulated since
 // the shadow model started.
@@ -76,12 +78,6 @@ func (u *Updater) startShadow(rolloutID string, m *bundle.Manifest, digest, path
 	u.shadow.sum = ShadowSummary{}
 }
 
-func (u *Updater) shadowPath() string {
-	u.shadow.mu.Lock()
-	defer u.shadow.mu.Unlock()
-	return u.shadow.path
-}
-
 // ShadowRunning returns the rollout and model of the running shadow model.
 func (u *Updater) ShadowRunning() (rolloutID string, ref *wirev1.ModelRef, ok bool) {
 	u.shadow.mu.Lock()
@@ -121,7 +117,8 @@ func (u *Updater) ShadowReport() (ShadowSummary, bool) {
 }
 
 // stopShadow stops the running shadow model (if any) through its detector's loader, removes its
-// staged bundle and reports it withdrawn with reason. The caller holds u.mu.
+// bundle (its own copy in <detector>/shadow/, which no pointer can name, even when the same bundle
+// is active) and reports it withdrawn with reason. The caller holds u.mu and the state lock.
 func (u *Updater) stopShadow(ctx context.Context, reason string) bool {
 	u.shadow.mu.Lock()
 	on, rid, ref, path, sum := u.shadow.on, u.shadow.rolloutID, u.shadow.ref, u.shadow.path, u.shadow.sum
@@ -142,7 +139,6 @@ func (u *Updater) stopShadow(ctx context.Context, reason string) bool {
 	}
 	if path != "" {
 		_ = os.Remove(path)
-		u.gc(filepath.Dir(path))
 	}
 	final, _ := json.Marshal(sum)
 	u.log.Info("shadow model stopped", "rollout", rid, "model", ref.Name, "version", ref.Version, "reason", reason, "summary", string(final))
@@ -186,6 +182,12 @@ func (u *Updater) isWithdrawn(rolloutID string) bool {
 func (u *Updater) processWithdrawal(ctx context.Context, w *wirev1.ModelWithdrawal) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	unlock, err := u.lockState(ctx)
+	if err != nil {
+		u.log.Warn("model withdrawal not processed; the server repeats it at the next connection", "rollout", w.RolloutId, "err", err)
+		return
+	}
+	defer unlock()
 	reason := "rollout withdrawn by the server"
 	if w.Reason != "" {
 		reason += ": " + w.Reason

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/vigil-edge/vigil/models/bundle"
@@ -17,13 +18,20 @@ import (
 // Directory layout under the state directory:
 //
 //	<state>/trust.json                          the trust policy (installer; `update --trust`)
+//	<state>/models/.lock                        flock(2) of every process changing models/ (see lockState)
 //	<state>/models/<detector>/<name>-<ver>-<sha12>.vgb   staged bundles (write, fsync, rename)
 //	<state>/models/<detector>/active-<slot>     pointer: the file name of the active bundle
 //	<state>/models/<detector>/previous-<slot>   pointer: the bundle active before it
+//	<state>/models/<detector>/floor-<slot>      "<version> <digest>": the highest version ever activated
+//	<state>/models/<detector>/shadow/<name>-<ver>-<sha12>.vgb   the running shadow model's bundle
 //	<state>/update/<sha256hex>.part             a download in progress (resumed from its size)
 //
 // A slot is a feature set with "/" replaced by "-" (a detector may serve several feature sets,
 // e.g. netflow/v1 and nethost/v1, each with its own active model).
+//
+// Pointers only ever name staged bundles of <detector>/ itself, never a shadow bundle (pointers
+// cannot name a file in a subdirectory), so a staged bundle is removed only by gc, which keeps
+// every bundle a pointer names.
 const (
 	ModelsDir   = "models"
 	DownloadDir = "update"
@@ -31,6 +39,9 @@ const (
 
 	activePrefix   = "active-"
 	previousPrefix = "previous-"
+	floorPrefix    = "floor-"
+	shadowDir      = "shadow"
+	lockFile       = ".lock"
 	maxPointer     = 256
 )
 
@@ -105,44 +116,6 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return syncDir(dir)
 }
 
-// copyFileAtomic copies src to dst the same way (temporary file, fsync, rename, dir fsync).
-func copyFileAtomic(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("stage %s: %w", src, err)
-	}
-	defer in.Close()
-	dir := filepath.Dir(dst)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(dst)+"-*")
-	if err != nil {
-		return fmt.Errorf("stage: %w", err)
-	}
-	name := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(name)
-		return fmt.Errorf("stage %s: %w", dst, err)
-	}
-	if _, err := io.Copy(f, io.LimitReader(in, bundle.DefaultLimits().MaxTotal+1)); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("stage %s: %w", dst, err)
-	}
-	if err := os.Rename(name, dst); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("stage %s: %w", dst, err)
-	}
-	return syncDir(dir)
-}
-
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -212,4 +185,51 @@ func ActiveModels(stateDir string) ([]Active, error) {
 		return out[i].Detector+"/"+out[i].FeatureSet < out[j].Detector+"/"+out[j].FeatureSet
 	})
 	return out, nil
+}
+
+// versionFloor is the anti-rollback floor of a slot: the highest version ever activated in it and
+// the digest of that bundle. It survives the loss of the active bundle (a deleted or damaged file,
+// a pointer Recover removed), so an older signed bundle still needs a signed rollback instruction.
+type versionFloor struct {
+	Version uint64
+	Digest  string
+}
+
+// readFloor reads the floor of a slot; the zero floor when the slot never had one.
+func readFloor(dir, slot string) (versionFloor, error) {
+	name := filepath.Join(dir, floorPrefix+slot)
+	b, err := os.ReadFile(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return versionFloor{}, nil
+	}
+	if err != nil {
+		return versionFloor{}, fmt.Errorf("read version floor: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 || !digestRE.MatchString(f[1]) {
+		return versionFloor{}, fmt.Errorf("read version floor %s: malformed (want \"<version> sha256:<hex>\")", name)
+	}
+	v, err := strconv.ParseUint(f[0], 10, 64)
+	if err != nil || v == 0 {
+		return versionFloor{}, fmt.Errorf("read version floor %s: malformed version %q", name, f[0])
+	}
+	return versionFloor{Version: v, Digest: f[1]}, nil
+}
+
+// raiseFloor records that version (digest) was activated in slot: the floor is rewritten atomically
+// (temporary file, fsync, rename) when version is above it, and left alone otherwise (a signed
+// rollback never lowers it).
+func raiseFloor(dir, slot string, version uint64, digest string) error {
+	cur, err := readFloor(dir, slot)
+	if err != nil {
+		return err
+	}
+	if version <= cur.Version {
+		return nil
+	}
+	line := strconv.FormatUint(version, 10) + " " + digest + "\n"
+	if err := writeFileAtomic(filepath.Join(dir, floorPrefix+slot), []byte(line), 0o644); err != nil {
+		return fmt.Errorf("raise version floor: %w", err)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package update
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -89,7 +90,7 @@ type Step string
 const (
 	StepFetched   Step = "fetched"   // the download is complete and renamed into place
 	StepVerified  Step = "verified"  // signatures, digest, version and plugin checks passed
-	StepStaged    Step = "staged"    // the bundle is in <state>/models/<detector>/
+	StepStaged    Step = "staged"    // the bundle is in <state>/models/<detector>/ (a shadow bundle in its shadow/)
 	StepLoaded    Step = "loaded"    // the plugin loaded it (not yet health-checked)
 	StepHealthy   Step = "healthy"   // health check passed, pointers not yet written
 	StepPrevious  Step = "previous"  // the previous pointer is written, active not yet
@@ -106,8 +107,10 @@ type Config struct {
 	Fetcher Fetcher
 	// Report receives every status (nil: logged only). It must not block for long.
 	Report func(*wirev1.ModelStatus)
-	// Baseline returns the bundle a slot falls back to when it has no previous model (the
-	// installed baseline); nil or "" means none.
+	// Baseline returns the installed bundle a slot runs when it has no active model (the bundle
+	// the detector pipeline was started with): a model failing its health check with no previous
+	// model is rolled back to it, and an update must have a greater version than it. nil or ""
+	// means none.
 	Baseline func(detector, featureSet string) string
 	Logger   *slog.Logger
 	// Now is the clock (tests); nil means time.Now.
@@ -165,11 +168,19 @@ func New(cfg Config) (*Updater, error) {
 }
 
 // Rejection is an update refused before anything was activated; Reason is what the server sees.
+// State is StateRolledBack only when a model failed its health check and an earlier model was
+// loaded back; when none could be, State is StateRejected and Err wraps ErrNotRestored.
 type Rejection struct {
 	State  string // StateRejected or StateRolledBack
 	Reason string
 	Err    error
 }
+
+// ErrNotRestored is wrapped by the Rejection of a model that failed its health check after the
+// plugin loaded it when no earlier model (previous or installed baseline) could be loaded back:
+// the plugin may still run the failed model. Nothing was activated; the agent's next start loads
+// its active model (or baseline) again.
+var ErrNotRestored = errors.New("no earlier model could be restored")
 
 func (r *Rejection) Error() string { return r.State + ": " + r.Reason }
 func (r *Rejection) Unwrap() error { return r.Err }
@@ -184,7 +195,7 @@ type Request struct {
 	Digest    string // expected "sha256:<hex>" of the file ("" = not checked: air-gapped)
 	RolloutID string
 	// Rollback is a signed rollback instruction (models/rollback) allowing a version that is not
-	// greater than the active one.
+	// greater than the active one, the slot's version floor or the installed baseline.
 	Rollback []byte
 	// Shadow runs the model beside the active one (no findings) instead of activating it.
 	Shadow bool
@@ -241,11 +252,49 @@ func FileDigest(path string) (string, error) {
 
 // Install verifies, stages, loads, health-checks and activates (or shadows) one bundle. A
 // *Rejection error says why nothing changed (State rejected) or why the model was rolled back.
-// Other errors are I/O errors or injected crashes.
+// Other errors are I/O errors or injected crashes. It holds the state directory's inter-process
+// lock (lockState) throughout, waiting for it until ctx ends.
+//
+// The bundle file is read once: the bytes hashed, verified and staged are the same, so a file
+// replaced meanwhile cannot get unverified bytes activated.
 func (u *Updater) Install(ctx context.Context, req Request) (Result, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	unlock, err := u.lockState(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	return u.install(ctx, req)
+}
+
+// readBundleFile reads a whole bundle file, refusing one larger than the bundle size limit
+// (bundle.DefaultLimits().MaxTotal) or that is not a regular file.
+func readBundleFile(path string) ([]byte, error) {
+	limit := bundle.DefaultLimits().MaxTotal
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read bundle %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read bundle %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, reject(nil, "bundle %s is not a regular file", filepath.Base(path))
+	}
+	if st.Size() > limit {
+		return nil, reject(nil, "bundle file of %d bytes is larger than the limit of %d bytes", st.Size(), limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read bundle %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, reject(nil, "bundle file is larger than the limit of %d bytes", limit)
+	}
+	return data, nil
 }
 
 func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
@@ -254,14 +303,16 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, reject(err, "%v", err)
 	}
-	digest, err := FileDigest(req.Path)
+	data, err := readBundleFile(req.Path)
 	if err != nil {
 		return Result{}, err
 	}
+	sum := sha256.Sum256(data)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
 	if req.Digest != "" && digest != req.Digest {
 		return Result{}, reject(nil, "digest mismatch: downloaded %s, offered %s", digest, req.Digest)
 	}
-	b, keys, err := trust.VerifyBundle(req.Path, pol, now)
+	b, keys, err := trust.VerifyBundleReader(bytes.NewReader(data), bundle.DefaultLimits(), pol, now)
 	if err != nil {
 		return Result{}, reject(err, "%s", reasonOf(err))
 	}
@@ -288,10 +339,27 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		res.State, res.Path, res.Already = StateActive, cur.Path, true
 		return res, nil
 	}
-	if haveCur && m.Version <= cur.Manifest.Version {
+	// Anti-rollback: the version must be greater than the active one, than the highest one ever
+	// activated in the slot (kept when the active bundle is lost) and than the installed
+	// baseline's. The bundle that set the floor may come back (after a rollback, or when its
+	// staged file was lost).
+	floor, err := readFloor(dir, slot)
+	if err != nil {
+		return res, reject(err, "%v", err)
+	}
+	base, haveBase := u.baseline(m.Detector, m.FeatureSet)
+	var below string // what the version is not greater than
+	switch {
+	case haveCur && m.Version <= cur.Manifest.Version:
+		below = fmt.Sprintf("the active version %d", cur.Manifest.Version)
+	case m.Version < floor.Version || (m.Version == floor.Version && digest != floor.Digest):
+		below = fmt.Sprintf("version %d, the highest activated for %s on this agent", floor.Version, m.FeatureSet)
+	case haveBase && m.Version <= base.Manifest.Version:
+		below = fmt.Sprintf("the installed baseline version %d", base.Manifest.Version)
+	}
+	if below != "" {
 		if req.Rollback == nil {
-			return res, reject(nil, "version %d is not greater than the active version %d (a downgrade needs a signed rollback instruction)",
-				m.Version, cur.Manifest.Version)
+			return res, reject(nil, "version %d is not greater than %s (a downgrade needs a signed rollback instruction)", m.Version, below)
 		}
 		in, err := rollback.Verify(req.Rollback, pol, now)
 		if err != nil {
@@ -301,7 +369,7 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 			return res, reject(nil, "rollback instruction names %s %s@%d, not this bundle", in.Detector, in.Name, in.Version)
 		}
 		u.log.Warn("downgrade allowed by a signed rollback instruction", "name", m.Name, "version", m.Version,
-			"active_version", cur.Manifest.Version, "reason", in.Reason)
+			"not_greater_than", below, "reason", in.Reason)
 	}
 	u.log.Info("bundle verified", "name", m.Name, "version", m.Version, "detector", m.Detector, "keys", len(keys))
 	u.report(req.RolloutID, &m, digest, StateVerified, "")
@@ -309,16 +377,30 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		return res, err
 	}
 
-	// Stage.
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	// Stage the verified bytes. A shadow model gets its own copy in <detector>/shadow/, which no
+	// pointer can name: stopping it never removes a bundle a pointer names.
+	sl, shadowOK := loader.(ShadowLoader)
+	stageDir := dir
+	if req.Shadow {
+		if !shadowOK {
+			return res, reject(nil, "shadow mode is not supported by the %s detector on this agent (no running %s pipeline)", m.Detector, m.Detector)
+		}
+		// One shadow model at a time: a new shadow rollout replaces the running one, which is
+		// stopped (and its bundle removed) before the new bundle is staged.
+		u.stopShadow(ctx, "replaced by the shadow model of rollout "+req.RolloutID)
+		stageDir = filepath.Join(dir, shadowDir)
+		// Only the running agent stages shadow bundles and one runs at a time: what is left here
+		// is the bundle of a shadow model that ran before a restart.
+		if err := os.RemoveAll(stageDir); err != nil {
+			return res, fmt.Errorf("stage: %w", err)
+		}
+	}
+	if err := os.MkdirAll(stageDir, 0o750); err != nil {
 		return res, fmt.Errorf("stage: %w", err)
 	}
-	staged := filepath.Join(dir, fmt.Sprintf("%s-%d-%s%s", m.Name, m.Version, strings.TrimPrefix(digest, "sha256:")[:12], bundle.Extension))
-	if err := copyFileAtomic(req.Path, staged); err != nil {
-		return res, err
-	}
-	if d, err := FileDigest(staged); err != nil || d != digest {
-		return res, fmt.Errorf("stage: staged copy does not match (%s): %w", d, err)
+	staged := filepath.Join(stageDir, fmt.Sprintf("%s-%d-%s%s", m.Name, m.Version, strings.TrimPrefix(digest, "sha256:")[:12], bundle.Extension))
+	if err := writeFileAtomic(staged, data, 0o644); err != nil {
+		return res, fmt.Errorf("stage: %w", err)
 	}
 	res.Path = staged
 	if err := u.failpoint(StepStaged); err != nil {
@@ -326,15 +408,8 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	}
 
 	if req.Shadow {
-		sl, ok := loader.(ShadowLoader)
-		if !ok {
-			_ = os.Remove(staged)
-			return res, reject(nil, "shadow mode is not supported by the %s detector on this agent (no running %s pipeline)", m.Detector, m.Detector)
-		}
-		// One shadow model at a time: a new shadow rollout replaces the running one.
-		u.stopShadow(ctx, "replaced by the shadow model of rollout "+req.RolloutID)
 		if _, err := sl.LoadShadow(ctx, staged, u.ObserveShadow); err != nil {
-			_ = os.Remove(staged)
+			_ = os.Remove(staged) // in shadow/: no pointer names it
 			return res, reject(err, "plugin refused the shadow model: %v", err)
 		}
 		u.startShadow(req.RolloutID, &m, digest, staged)
@@ -355,21 +430,24 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		prev := ""
 		if haveCur {
 			prev = cur.Path
-		} else if u.cfg.Baseline != nil {
-			prev = u.cfg.Baseline(m.Detector, m.FeatureSet)
+		} else if haveBase {
+			prev = base.Path
 		}
-		if prev != "" {
-			if _, err := loader.LoadModel(ctx, prev); err != nil {
-				reason += fmt.Sprintf("; reloading the previous model %s failed too: %v", filepath.Base(prev), err)
-				u.log.Error("rollback failed", "previous", prev, "err", err)
-			} else {
-				reason += "; rolled back to " + filepath.Base(prev)
-			}
+		var rej *Rejection
+		if prev == "" {
+			u.log.Error("model failed its health check and no earlier model can be restored", "name", m.Name, "version", m.Version)
+			rej = &Rejection{State: StateRejected, Err: fmt.Errorf("%w: %w", ErrNotRestored, herr),
+				Reason: reason + "; no previous or baseline model to roll back to (nothing was loaded back in its place)"}
+		} else if _, err := loader.LoadModel(ctx, prev); err != nil {
+			u.log.Error("rollback failed", "previous", prev, "err", err)
+			rej = &Rejection{State: StateRejected, Err: fmt.Errorf("%w: reload %s: %w", ErrNotRestored, filepath.Base(prev), err),
+				Reason: reason + fmt.Sprintf("; reloading the previous model %s failed too (nothing was loaded back in its place): %v",
+					filepath.Base(prev), err)}
 		} else {
-			reason += "; no previous model to roll back to"
+			rej = &Rejection{State: StateRolledBack, Reason: reason + "; rolled back to " + filepath.Base(prev), Err: herr}
 		}
-		_ = os.Remove(staged)
-		return res, &Rejection{State: StateRolledBack, Reason: reason, Err: herr}
+		u.gc(dir) // the staged bundle goes, unless a pointer names it
+		return res, rej
 	}
 	if err := u.failpoint(StepHealthy); err != nil {
 		return res, err
@@ -384,6 +462,11 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	if err := u.failpoint(StepPrevious); err != nil {
+		return res, err
+	}
+	// The floor before the active pointer: after a crash between the two, the same bundle may
+	// still be installed again (it is the one that set the floor).
+	if err := raiseFloor(dir, slot, m.Version, digest); err != nil {
 		return res, err
 	}
 	if err := writeFileAtomic(filepath.Join(dir, activePrefix+slot), []byte(filepath.Base(staged)+"\n"), 0o644); err != nil {
@@ -434,7 +517,11 @@ func (u *Updater) healthCheck(ctx context.Context, l ModelLoader, m *bundle.Mani
 
 func finite(v float32) bool { return !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) }
 
-// gc removes staged bundles of dir that no pointer names, and stale temporary files.
+// tmpMaxAge is the age from which gc removes a temporary file (one of a crashed write).
+const tmpMaxAge = time.Minute
+
+// gc removes staged bundles of dir that no pointer names, and temporary files older than
+// tmpMaxAge. The caller holds the state lock (lockState); shadow/ is not its business.
 func (u *Updater) gc(dir string) {
 	keep := map[string]bool{}
 	ents, err := os.ReadDir(dir)
@@ -449,21 +536,32 @@ func (u *Updater) gc(dir string) {
 			}
 		}
 	}
-	shadow := u.shadowPath()
 	for _, e := range ents {
 		n := e.Name()
-		if (strings.HasSuffix(n, bundle.Extension) && !keep[n] && filepath.Join(dir, n) != shadow) || strings.HasPrefix(n, ".tmp-") {
+		switch {
+		case e.IsDir(): // shadow/
+		case strings.HasPrefix(n, ".tmp-"):
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > tmpMaxAge {
+				_ = os.Remove(filepath.Join(dir, n))
+			}
+		case strings.HasSuffix(n, bundle.Extension) && !keep[n]:
 			_ = os.Remove(filepath.Join(dir, n))
 		}
 	}
 }
 
 // Recover repairs the state after a crash: an active pointer whose bundle is missing or damaged
-// falls back to the previous one; temporary files and unreferenced staged bundles are removed.
-// It returns the active models.
+// falls back to the previous one; stale temporary files and unreferenced staged bundles are
+// removed; a slot's version floor is raised to its active version (state written before floors
+// existed). It holds the state lock (lockState), waiting for it. It returns the active models.
 func (u *Updater) Recover() ([]Active, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	unlock, err := u.lockState(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	defer unlock()
 	root := filepath.Join(u.cfg.StateDir, ModelsDir)
 	dets, err := os.ReadDir(root)
 	if err != nil && !os.IsNotExist(err) {
@@ -480,7 +578,10 @@ func (u *Updater) Recover() ([]Active, error) {
 			if !ok || strings.HasPrefix(e.Name(), ".tmp-") {
 				continue
 			}
-			if _, ok := loadActive(dir, activePrefix+slot); ok {
+			if a, ok := loadActive(dir, activePrefix+slot); ok {
+				if err := raiseFloor(dir, slot, a.Manifest.Version, a.Digest); err != nil {
+					u.log.Error("version floor not updated", "detector", d.Name(), "slot", slot, "err", err)
+				}
 				continue
 			}
 			if prev, ok := loadActive(dir, previousPrefix+slot); ok {
@@ -543,4 +644,26 @@ func lastPart(err error) string {
 		}
 	}
 	return s
+}
+
+// baseline resolves Config.Baseline for a slot: the installed bundle's path and manifest, if it
+// parses and is of that detector and feature set.
+func (u *Updater) baseline(detector, featureSet string) (Active, bool) {
+	if u.cfg.Baseline == nil {
+		return Active{}, false
+	}
+	p := u.cfg.Baseline(detector, featureSet)
+	if p == "" {
+		return Active{}, false
+	}
+	b, err := bundle.Read(p, bundle.DefaultLimits())
+	if err != nil {
+		u.log.Warn("installed baseline unreadable", "path", p, "err", err)
+		return Active{}, false
+	}
+	if b.Manifest.Detector != detector || b.Manifest.FeatureSet != featureSet {
+		u.log.Warn("installed baseline of another slot ignored", "path", p, "detector", b.Manifest.Detector, "feature_set", b.Manifest.FeatureSet)
+		return Active{}, false
+	}
+	return Active{Detector: detector, FeatureSet: featureSet, Path: p, Manifest: b.Manifest}, true
 }

@@ -2,10 +2,12 @@ package ae
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -190,5 +192,44 @@ func TestDistinctRows(t *testing.T) {
 	m := Matrix{Rows: 5, Cols: 2, Data: []float32{1, 2, 3, 4, 1, 2, 0, 0, 3, 4}}
 	if got := m.DistinctRows(); !slices.Equal(got, []int{0, 1, 3}) {
 		t.Errorf("DistinctRows = %v, want [0 1 3]", got)
+	}
+}
+
+// TestFitNonFinite: a non-finite training value is an error naming its
+// feature and row, in FitNormRange and in Fit, for both normalisations and
+// both model kinds. A +Inf used to pass min-max fitting (scale 1/Inf = 0),
+// normalise to NaN and spread into every weight of a "successful" fit.
+func TestFitNonFinite(t *testing.T) {
+	inf, nan := float32(math.Inf(1)), float32(math.NaN())
+	cases := []struct {
+		name  string
+		v     float32
+		norm  string
+		kind  string
+		minRg float64
+	}{
+		{"+Inf minmax single", inf, NormMinMax, KindSingle, 0},
+		{"+Inf minmax kitnet", inf, NormMinMax, KindKitNET, 0},
+		{"+Inf minmax floored", inf, NormMinMax, KindKitNET, 0.2},
+		{"-Inf minmax", -inf, NormMinMax, KindSingle, 0},
+		{"NaN minmax", nan, NormMinMax, KindSingle, 0},
+		{"+Inf zscore", inf, NormZScore, KindSingle, 0},
+		{"NaN zscore", nan, NormZScore, KindKitNET, 0},
+	}
+	const row, feat = 37, 5
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data := synth(100, 12, 3, false)
+			data.Row(row)[feat] = c.v
+			want := fmt.Sprintf("feature %d of row %d", feat, row)
+			if _, err := FitNormRange(data, c.norm, c.minRg); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("FitNormRange: error %v, want one naming %q", err, want)
+			}
+			cfg := Config{Kind: c.kind, Norm: c.norm, MinRange: c.minRg, MaxGroup: 4, Train: TrainConfig{Epochs: 1, Seed: 1}}
+			m, err := Fit(context.Background(), data, cfg)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Fit: model %v, error %v, want one naming %q", m != nil, err, want)
+			}
+		})
 	}
 }

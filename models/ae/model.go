@@ -54,6 +54,17 @@ func FitNormRange(data Matrix, kind string, minRange float64) (Norm, error) {
 	if data.Rows == 0 {
 		return n, errors.New("fit normalisation: no data")
 	}
+	// A non-finite value would pass into the ranges unnoticed (a +Inf
+	// maximum gives scale 1/Inf = 0 and normalises every value of the
+	// feature to (x−lo)·0, which is NaN for the +Inf itself) and from there
+	// into every weight.
+	for r := 0; r < data.Rows; r++ {
+		for i, v := range data.Row(r) {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return n, fmt.Errorf("fit normalisation: feature %d of row %d is %v (want a finite value)", i, r, v)
+			}
+		}
+	}
 	switch kind {
 	case NormMinMax:
 		lo, hi := make([]float64, d), make([]float64, d)
@@ -90,12 +101,14 @@ func FitNormRange(data Matrix, kind string, minRange float64) (Norm, error) {
 		return n, fmt.Errorf("fit normalisation: unknown kind %q", kind)
 	}
 	for i := range n.Scale {
-		if math.IsNaN(n.Scale[i]) || math.IsInf(n.Scale[i], 0) || math.IsNaN(n.Offset[i]) || math.IsInf(n.Offset[i], 0) {
-			return n, fmt.Errorf("fit normalisation: feature %d is not finite", i)
+		if !finite(n.Scale[i]) || n.Scale[i] == 0 || !finite(n.Offset[i]) {
+			return n, fmt.Errorf("fit normalisation: feature %d: offset %v, scale %v (want finite, nonzero scale)", i, n.Offset[i], n.Scale[i])
 		}
 	}
 	return n, nil
 }
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // rangeOrUnit guards constant features: their spread becomes max(|value|, 1), so a later change of
 // the value is visible without dividing by ~0.

@@ -18,12 +18,14 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/vigil-edge/vigil/agent/capture"
 	"github.com/vigil-edge/vigil/models/ae"
+	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/features/fileactivity"
 	"github.com/vigil-edge/vigil/models/features/netflow"
 	"github.com/vigil-edge/vigil/models/features/nethost"
@@ -280,27 +282,104 @@ func ExtractTrace(ctx context.Context, path string, sets []FeatureSet, maxEvents
 }
 
 // List expands paths (capture files or folders, walked recursively) into a
-// sorted, de-duplicated list of regular files.
-func List(paths ...string) ([]string, error) {
-	seen := map[string]bool{}
-	var out []string
+// sorted list of regular files, each file once: files are told apart by
+// identity (os.SameFile), not by spelling, so "caps", "./caps/b.pcap" and
+// "/abs/caps/b.pcap" list b.pcap once (under the first spelling met), and a
+// hard link or symlink to a listed file adds nothing. A path that is a
+// symlink is followed (a symlinked folder is walked, its files named under
+// the given path); inside a folder, symlinks to regular files are listed,
+// symlinks to folders are not followed (no cycles). A path that does not
+// exist, or that is neither a regular file nor a folder (a device, a FIFO),
+// is an error. A folder holding no regular file adds nothing (ListNonEmpty
+// makes that an error).
+func List(paths ...string) ([]string, error) { return list(false, paths) }
+
+// ListNonEmpty is List, and a folder holding no regular file (directly or
+// below) is an error naming it: for paths a user gave one by one, where an
+// empty folder is a mistake rather than "no data" (an attack folder whose
+// captures are elsewhere would otherwise evaluate as "0 of 0 detected").
+func ListNonEmpty(paths ...string) ([]string, error) { return list(true, paths) }
+
+func list(nonEmpty bool, paths []string) ([]string, error) {
+	l := lister{bySize: map[int64][]fs.FileInfo{}}
 	for _, root := range paths {
-		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.Type().IsRegular() && !seen[p] {
-				seen[p] = true
-				out = append(out, p)
-			}
-			return nil
-		})
+		n, err := l.add(root)
 		if err != nil {
 			return nil, fmt.Errorf("list captures: %w", err)
 		}
+		if n == 0 && nonEmpty {
+			return nil, fmt.Errorf("list captures: folder %s holds no files", root)
+		}
 	}
-	sort.Strings(out)
-	return out, nil
+	sort.Strings(l.out)
+	return l.out, nil
+}
+
+// lister collects distinct regular files.
+type lister struct {
+	bySize map[int64][]fs.FileInfo // the listed files by size, for os.SameFile
+	out    []string
+}
+
+// file lists path unless the file it names is already listed.
+func (l *lister) file(path string, fi fs.FileInfo) {
+	for _, seen := range l.bySize[fi.Size()] {
+		if os.SameFile(seen, fi) {
+			return
+		}
+	}
+	l.bySize[fi.Size()] = append(l.bySize[fi.Size()], fi)
+	l.out = append(l.out, path)
+}
+
+// add lists the regular files at root (a file, or a folder walked
+// recursively; symlinks followed) and returns how many it found, counting
+// those listed already.
+func (l *lister) add(root string) (int, error) {
+	fi, err := os.Stat(root) // follows a symlink
+	if err != nil {
+		return 0, err // names root
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		l.file(root, fi)
+		return 1, nil
+	case !fi.IsDir():
+		return 0, fmt.Errorf("%s is neither a regular file nor a folder (mode %s)", root, fi.Mode().Type())
+	}
+	// WalkDir does not follow a root that is a symlink: walk its target
+	// and name the files under root as given.
+	dir, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var fi fs.FileInfo
+		switch t := d.Type(); {
+		case t.IsRegular():
+			if fi, err = d.Info(); err != nil {
+				return err
+			}
+		case t&fs.ModeSymlink != 0:
+			if fi, err = os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+				return nil // a dangling link, or a link to a folder (not followed) or a device
+			}
+		default:
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		n++
+		l.file(filepath.Join(root, rel), fi)
+		return nil
+	})
+	return n, err
 }
 
 // Stack concatenates the features of set k of the captures into one matrix.
@@ -334,13 +413,31 @@ func Sample(m ae.Matrix, n int) ae.Matrix {
 }
 
 // ScoreChunk is the rows per ONNX Runtime run in calibration and
-// evaluation: small enough that every layout scores as single rows do. ONNX
-// Runtime 1.24.3's AMX int8 kernel gets the 32nd row of each 32-row block
-// wrong for some GEMM widths (docs/models.md, section 5; the trainers export
-// AMX-safe widths, older bundles are not), and a dynamically quantized run
-// is scaled by its own range. The plugins score larger runs only after the
-// load-time check (runtime.ConsistentRun) shows them equal to single rows.
+// evaluation of a float or static-QDQ model: small enough that such a model
+// scores each row as it scores it alone. ONNX Runtime 1.24.3's AMX int8
+// kernel gets the 32nd row of each 32-row block wrong for some GEMM widths
+// (docs/models.md, section 5; the trainers export AMX-safe widths, older
+// bundles are not). It does not hold for a dynamically quantized model
+// (bundle.QuantInt8Dyn): each run is quantized with one scale taken from its
+// own range, so a row's score depends on the rows it is run with, and the
+// plugins' load-time check (runtime.ConsistentRun) cuts such a model to
+// runs of one row. Use ChunkFor, which scores those one row at a time too.
+// The plugins score larger runs only after that check shows them equal to
+// single rows.
 const ScoreChunk = 16
+
+// ChunkFor is the rows per ONNX Runtime run in which calibration and
+// evaluation score a model of quantization quant (bundle.Manifest's
+// Quantization), so that its scores are the ones a sensor computes: 1 for
+// bundle.QuantInt8Dyn (scored in 16-row runs, 19,227 of 20,000 held-out
+// nethost scores differed from the sensor's single-row ones, by up to 2.9%),
+// ScoreChunk for float and static-QDQ models.
+func ChunkFor(quant string) int {
+	if quant == bundle.QuantInt8Dyn {
+		return 1
+	}
+	return ScoreChunk
+}
 
 // Chunked scores in runs of Chunk rows (ScoreChunk if 0).
 type Chunked struct {

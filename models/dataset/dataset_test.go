@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/test/trafficgen"
 )
 
@@ -261,6 +264,92 @@ func TestNotBenign(t *testing.T) {
 		}
 		if why := cp.NotBenign(); (why != "") != (c.why != "") || !strings.Contains(why, c.why) {
 			t.Errorf("%q: NotBenign %q, want an objection naming %q", c.payload, why, c.why)
+		}
+	}
+}
+
+// TestList: files are listed once whatever the spelling (relative,
+// "./", absolute, through a symlink or a hard link), a root that is a
+// symlink is walked, and a root that is neither a file nor a folder is an
+// error, as is (for ListNonEmpty) a folder without files. Spelling-based
+// de-duplication used to list caps/b.pcap twice for "caps" and
+// "./caps/b.pcap", which could put it on both sides of the held-out split,
+// and a symlinked folder listed nothing, without an error.
+func TestList(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, d := range []string{"caps/sub", "empty/sub", "other"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"caps/a.pcap", "caps/sub/b.pcap", "other/c.pcap"} {
+		if err := os.WriteFile(f, []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range [][2]string{{"caps", "link"}, {"../caps/a.pcap", "other/a-link.pcap"}, {"../caps", "other/caps-link"}, {"missing", "other/dangling"}} {
+		if err := os.Symlink(l[0], l[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Link("caps/sub/b.pcap", "other/b-hard.pcap"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo("fifo", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs := filepath.Join(dir, "caps")
+	cases := []struct {
+		name     string
+		paths    []string
+		nonEmpty bool
+		want     []string
+		err      string
+	}{
+		{"folder and ./file", []string{"caps", "./caps/sub/b.pcap"}, false, []string{"caps/a.pcap", "caps/sub/b.pcap"}, ""},
+		{"file first", []string{"./caps/sub/b.pcap", "caps"}, false, []string{"./caps/sub/b.pcap", "caps/a.pcap"}, ""},
+		{"absolute and relative", []string{abs, "caps/a.pcap", "caps/./sub/../a.pcap"}, false, []string{abs + "/a.pcap", abs + "/sub/b.pcap"}, ""},
+		{"symlinked folder", []string{"link"}, true, []string{"link/a.pcap", "link/sub/b.pcap"}, ""},
+		{"symlinked folder and its target", []string{"caps", "link", abs}, true, []string{"caps/a.pcap", "caps/sub/b.pcap"}, ""},
+		// other/: a symlink and a hard link to files of caps/ (listed
+		// once), a symlinked folder (not followed), a dangling link.
+		{"links inside a folder", []string{"caps", "other"}, true, []string{"caps/a.pcap", "caps/sub/b.pcap", "other/c.pcap"}, ""},
+		{"links inside a folder first", []string{"other"}, true, []string{"other/a-link.pcap", "other/b-hard.pcap", "other/c.pcap"}, ""},
+		{"folder without files", []string{"caps", "empty"}, false, []string{"caps/a.pcap", "caps/sub/b.pcap"}, ""},
+		{"folder without files, non-empty", []string{"caps", "empty"}, true, nil, "folder empty holds no files"},
+		{"only duplicates is not empty", []string{"caps", "link/sub"}, true, []string{"caps/a.pcap", "caps/sub/b.pcap"}, ""},
+		{"FIFO", []string{"caps", "fifo"}, false, nil, "fifo is neither a regular file nor a folder"},
+		{"missing", []string{"nope"}, false, nil, "no such file"},
+		{"dangling symlink", []string{"other/dangling"}, false, nil, "no such file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			list := List
+			if c.nonEmpty {
+				list = ListNonEmpty
+			}
+			got, err := list(c.paths...)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("got %q, %v, want an error containing %q", got, err, c.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, c.want) {
+				t.Fatalf("got %q, %v, want %q", got, err, c.want)
+			}
+		})
+	}
+}
+
+// TestChunkFor: a dynamically quantized model is calibrated and evaluated
+// one row per run, as the sensors score it (runtime.ConsistentRun): each
+// run is quantized with its own scale.
+func TestChunkFor(t *testing.T) {
+	for q, want := range map[string]int{bundle.QuantInt8Dyn: 1, bundle.QuantInt8Static: ScoreChunk, bundle.QuantNone: ScoreChunk} {
+		if got := ChunkFor(q); got != want {
+			t.Errorf("ChunkFor(%q) = %d, want %d", q, got, want)
 		}
 	}
 }

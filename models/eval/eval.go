@@ -147,6 +147,11 @@ func Evaluate(in Input) (*Report, error) {
 	r := &Report{Model: in.Model, TargetFPR: in.TargetFPR, BenignFiles: len(in.Benign), Throughput: in.Throughput}
 	var benign []float32
 	for _, b := range in.Benign {
+		// The benign scores give the report's thresholds and statistics,
+		// which must be numbers (eval.json has no NaN or Inf).
+		if i, v := nonFinite(b.Scores, true); i >= 0 {
+			return nil, fmt.Errorf("evaluate: benign capture %s: score %d is %v: the model does not score it (non-finite features, or overflow)", b.Name, i, v)
+		}
 		benign = append(benign, b.Scores...)
 	}
 	if len(benign) == 0 {
@@ -179,6 +184,11 @@ func Evaluate(in Input) (*Report, error) {
 		if len(a.TS) != len(a.Scores) {
 			return nil, fmt.Errorf("evaluate %s: %d times for %d scores", a.Name, len(a.TS), len(a.Scores))
 		}
+		// ±Inf ranks as the extreme it is (+Inf is flagged at any threshold),
+		// NaN has no rank.
+		if i, v := nonFinite(a.Scores, false); i >= 0 {
+			return nil, fmt.Errorf("evaluate %s: score %d is %v: the model does not score it (non-finite features)", a.Name, i, v)
+		}
 		ar.Labelled = a.Positive != nil
 		var pos []float32
 		firstPos := -1
@@ -208,9 +218,15 @@ func Evaluate(in Input) (*Report, error) {
 			ar.Detected = ar.FlaggedAttack > 0
 			ar.TPR = calib.RateAbove(pos, thr)
 			ar.TPRAtTargetFPR = calib.RateAbove(pos, thrFPR)
-			ar.ROCAUC, _ = calib.ROCAUC(benign, pos)
-			ar.PRAUC, _ = calib.AveragePrecision(benign, pos)
-			ar.curve = rocCurve(benignDesc, pos)
+			if ar.ROCAUC, err = calib.ROCAUC(benign, pos); err != nil {
+				return nil, fmt.Errorf("evaluate %s: %w", a.Name, err)
+			}
+			if ar.PRAUC, err = calib.AveragePrecision(benign, pos); err != nil {
+				return nil, fmt.Errorf("evaluate %s: %w", a.Name, err)
+			}
+			if ar.curve, err = rocCurve(benignDesc, pos); err != nil {
+				return nil, fmt.Errorf("evaluate %s: %w", a.Name, err)
+			}
 		}
 		if ar.Detected {
 			r.Detected++
@@ -222,13 +238,30 @@ func Evaluate(in Input) (*Report, error) {
 	r.AtThreshold = Operating{Threshold: thr, FPR: calib.RateAbove(benign, thr)}
 	r.AtTargetFPR = Operating{Threshold: thrFPR, FPR: calib.RateAbove(benign, thrFPR)}
 	if len(pooled) > 0 {
-		r.ROCAUC, _ = calib.ROCAUC(benign, pooled)
-		r.PRAUC, _ = calib.AveragePrecision(benign, pooled)
+		if r.ROCAUC, err = calib.ROCAUC(benign, pooled); err != nil {
+			return nil, fmt.Errorf("evaluate: pooled attacks: %w", err)
+		}
+		if r.PRAUC, err = calib.AveragePrecision(benign, pooled); err != nil {
+			return nil, fmt.Errorf("evaluate: pooled attacks: %w", err)
+		}
 		r.AtThreshold.TPR = calib.RateAbove(pooled, thr)
 		r.AtTargetFPR.TPR = calib.RateAbove(pooled, thrFPR)
-		r.pooledCurve = rocCurve(benignDesc, pooled)
+		if r.pooledCurve, err = rocCurve(benignDesc, pooled); err != nil {
+			return nil, fmt.Errorf("evaluate: pooled attacks: %w", err)
+		}
 	}
 	return r, nil
+}
+
+// nonFinite returns the index and value of the first NaN in xs (or, with
+// inf, the first NaN or ±Inf), or -1.
+func nonFinite(xs []float32, inf bool) (int, float32) {
+	for i, v := range xs {
+		if v != v || inf && math.IsInf(float64(v), 0) {
+			return i, v
+		}
+	}
+	return -1, 0
 }
 
 func sortedDesc(xs []float32) []float64 {
@@ -243,8 +276,20 @@ func sortedDesc(xs []float32) []float64 {
 // rocCurve is the ROC curve of positives against the benign scores (sorted
 // descending): one point per distinct threshold, from (0,0) to (1,1), thinned
 // so that consecutive kept points differ by at least 1/500 in FPR or TPR.
-func rocCurve(benignDesc []float64, positives []float32) []Point {
+// ±Inf scores are thresholds like any other; a NaN score is an error (it
+// equals no threshold, so the walk could not pass it).
+func rocCurve(benignDesc []float64, positives []float32) ([]Point, error) {
 	pos := sortedDesc(positives)
+	for _, v := range benignDesc {
+		if math.IsNaN(v) {
+			return nil, errors.New("roc curve: benign score is NaN")
+		}
+	}
+	for _, v := range pos {
+		if math.IsNaN(v) {
+			return nil, errors.New("roc curve: attack score is NaN")
+		}
+	}
 	nb, np := float64(len(benignDesc)), float64(len(pos))
 	pts := []Point{{0, 0}}
 	i, j := 0, 0
@@ -257,15 +302,19 @@ func rocCurve(benignDesc []float64, positives []float32) []Point {
 		if j < len(pos) && pos[j] > t {
 			t = pos[j]
 		}
+		i0, j0 := i, j
 		for i < len(benignDesc) && benignDesc[i] == t {
 			i++
 		}
 		for j < len(pos) && pos[j] == t {
 			j++
 		}
+		if i == i0 && j == j0 { // nothing equals t: unreachable without NaN, never loop on it
+			return nil, fmt.Errorf("roc curve: stuck at threshold %v (benign %d of %d, attack %d of %d)", t, i, len(benignDesc), j, len(pos))
+		}
 		pts = append(pts, Point{float64(i) / nb, float64(j) / np})
 	}
-	return thin(pts, 1.0/500)
+	return thin(pts, 1.0/500), nil
 }
 
 func thin(pts []Point, step float64) []Point {
@@ -282,10 +331,11 @@ func thin(pts []Point, step float64) []Point {
 	return append(out, pts[len(pts)-1])
 }
 
-// ROC returns the thinned ROC curve of attack scores against benign scores.
-func ROC(benign, attack []float32) []Point {
+// ROC returns the thinned ROC curve of attack scores against benign scores
+// (nil if either is empty); a NaN score is an error.
+func ROC(benign, attack []float32) ([]Point, error) {
 	if len(benign) == 0 || len(attack) == 0 {
-		return nil
+		return nil, nil
 	}
 	return rocCurve(sortedDesc(benign), attack)
 }

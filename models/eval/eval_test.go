@@ -3,10 +3,13 @@ package eval
 import (
 	"bytes"
 	"flag"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -98,25 +101,104 @@ func TestEvaluateErrors(t *testing.T) {
 }
 
 func TestROCCurve(t *testing.T) {
+	inf, nan := float32(math.Inf(1)), float32(math.NaN())
 	cases := []struct {
 		name           string
 		benign, attack []float32
 		want           []Point
+		err            string
 	}{
-		{"separated", []float32{1, 2}, []float32{3, 4}, []Point{{0, 0}, {0, 0.5}, {0, 1}, {0.5, 1}, {1, 1}}},
-		{"tied", []float32{1, 1}, []float32{1}, []Point{{0, 0}, {1, 1}}},
-		{"inverted", []float32{3}, []float32{1}, []Point{{0, 0}, {1, 0}, {1, 1}}},
+		{"separated", []float32{1, 2}, []float32{3, 4}, []Point{{0, 0}, {0, 0.5}, {0, 1}, {0.5, 1}, {1, 1}}, ""},
+		{"tied", []float32{1, 1}, []float32{1}, []Point{{0, 0}, {1, 1}}, ""},
+		{"inverted", []float32{3}, []float32{1}, []Point{{0, 0}, {1, 0}, {1, 1}}, ""},
+		{"+Inf attack", []float32{1, 2}, []float32{inf, 3}, []Point{{0, 0}, {0, 0.5}, {0, 1}, {0.5, 1}, {1, 1}}, ""},
+		{"-Inf attack", []float32{1}, []float32{-inf}, []Point{{0, 0}, {1, 0}, {1, 1}}, ""},
+		{"+Inf benign", []float32{inf}, []float32{1}, []Point{{0, 0}, {1, 0}, {1, 1}}, ""},
+		// NaN sorts last and equals no threshold: the walk used to loop
+		// for ever on it, appending points.
+		{"NaN attack", []float32{1, 2}, []float32{3, nan}, nil, "attack score is NaN"},
+		{"NaN benign", []float32{nan}, []float32{1}, nil, "benign score is NaN"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := ROC(c.benign, c.attack)
-			if len(got) != len(c.want) {
-				t.Fatalf("got %v, want %v", got, c.want)
+			got, err := ROC(c.benign, c.attack)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("got %v, %v, want an error containing %q", got, err, c.err)
+				}
+				return
+			}
+			if err != nil || len(got) != len(c.want) {
+				t.Fatalf("got %v, %v, want %v", got, err, c.want)
 			}
 			for i := range got {
 				if got[i] != c.want[i] {
 					t.Fatalf("got %v, want %v", got, c.want)
 				}
+			}
+		})
+	}
+}
+
+// TestEvaluateNonFinite: a NaN attack score is an error naming the capture
+// (it used to hang Evaluate in rocCurve, growing memory), as non-finite
+// benign scores are; ±Inf attack scores rank as the extremes they are.
+func TestEvaluateNonFinite(t *testing.T) {
+	inf, nan := float32(math.Inf(1)), float32(math.NaN())
+	benign := Benign{Name: "b", Scores: []float32{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0}}
+	cases := []struct {
+		name     string
+		benign   []float32
+		attack   []float32
+		positive []bool
+		err      string
+		detected int
+		auc      float64
+	}{
+		{"NaN attack", nil, []float32{2, nan, 3}, nil, "evaluate scan.pcap: score 1 is NaN", 0, 0},
+		{"NaN in labelled background", nil, []float32{nan, 3}, []bool{false, true}, "evaluate scan.pcap: score 0 is NaN", 0, 0},
+		{"NaN benign", []float32{0.1, nan}, []float32{2}, nil, "benign capture b: score 1 is NaN", 0, 0},
+		{"+Inf benign", []float32{0.1, inf}, []float32{2}, nil, "benign capture b: score 1 is +Inf", 0, 0},
+		{"+Inf attack", nil, []float32{inf, inf}, nil, "", 1, 1},
+		{"-Inf attack", nil, []float32{float32(math.Inf(-1))}, nil, "", 0, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := benign
+			if c.benign != nil {
+				b.Scores = c.benign
+			}
+			in := Input{Model: ModelInfo{Threshold: 1}, Benign: []Benign{b},
+				Attacks: []Attack{{Name: "scan.pcap", Scores: c.attack, TS: make([]int64, len(c.attack)), Positive: c.positive}}}
+			type result struct {
+				r   *Report
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				r, err := Evaluate(in)
+				done <- result{r, err}
+			}()
+			var res result
+			select {
+			case res = <-done:
+			case <-time.After(10 * time.Second): // generous: it returns in microseconds
+				t.Fatal("Evaluate did not return within 10 s")
+			}
+			if c.err != "" {
+				if res.err == nil || !strings.Contains(res.err.Error(), c.err) {
+					t.Fatalf("error %v, want one containing %q", res.err, c.err)
+				}
+				return
+			}
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			if r := res.r; r.Detected != c.detected || r.ROCAUC != c.auc || r.Attacks[0].ROCAUC != c.auc {
+				t.Errorf("detected %d, ROC AUC %g (capture %g), want %d, %g", r.Detected, r.ROCAUC, r.Attacks[0].ROCAUC, c.detected, c.auc)
+			}
+			if err := res.r.WriteJSON(io.Discard); err != nil {
+				t.Errorf("report with ±Inf attack scores: %v", err)
 			}
 		})
 	}

@@ -253,9 +253,11 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	man := bundle.Manifest{Name: name, Detector: fs.Detector, Version: o.version, FeatureSet: fs.Name, Dim: fs.Dim,
 		Created: created, Expires: created.Add(o.validity), Quantization: o.quant}
 
-	files, err := dataset.List(o.benign...)
+	// Listed by file identity: a capture named twice (caps and
+	// ./caps/b.pcap) cannot land on both sides of the held-out split.
+	files, err := dataset.ListNonEmpty(o.benign...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--benign: %w", err)
 	}
 	if len(files) == 0 {
 		return nil, errors.New("no capture files under --benign")
@@ -320,8 +322,11 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 		return nil, fmt.Errorf("open int8 model: %w", err)
 	}
 	defer sc.Close()
-	// Calibrated on the int8 model's own scores, in the plugin's chunks.
-	met, err := train.Calibrate(dataset.Chunked{Scorer: sc, Dim: fs.Dim}, hold, ae.Matrix{}, o.fpr)
+	// Calibrated on the int8 model's own scores, in runs whose scores are
+	// the plugin's: one row per run for a dynamically quantized model,
+	// which quantizes each run with the run's own scale (dataset.ChunkFor).
+	int8Scorer := dataset.Chunked{Scorer: sc, Dim: fs.Dim, Chunk: dataset.ChunkFor(o.quant)}
+	met, err := train.Calibrate(int8Scorer, hold, ae.Matrix{}, o.fpr)
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +335,7 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	if err != nil {
 		return nil, fmt.Errorf("open float model: %w", err)
 	}
-	a, err := train.Scores(dataset.Chunked{Scorer: sc, Dim: fs.Dim}, hold, 4096)
+	a, err := train.Scores(int8Scorer, hold, 4096)
 	if err == nil {
 		var b []float32
 		b, err = train.Scores(dataset.Chunked{Scorer: fsc, Dim: fs.Dim}, hold, 4096)
@@ -374,8 +379,8 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	return res, nil
 }
 
-// listWithAt expands capture paths like dataset.List; "@FILE" names a file
-// listing one capture path per line (as `model train` writes
+// listWithAt expands capture paths like dataset.ListNonEmpty; "@FILE" names
+// a file listing one capture path per line (as `model train` writes
 // NAME-VERSION.holdout.txt).
 func listWithAt(paths []string) ([]string, error) {
 	var expanded []string
@@ -388,13 +393,17 @@ func listWithAt(paths []string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read capture list: %w", err)
 		}
+		n := len(expanded)
 		for _, l := range strings.Split(string(data), "\n") {
 			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
 				expanded = append(expanded, l)
 			}
 		}
+		if len(expanded) == n {
+			return nil, fmt.Errorf("capture list %s names no captures", p[1:])
+		}
 	}
-	return dataset.List(expanded...)
+	return dataset.ListNonEmpty(expanded...)
 }
 
 // matrixSource feeds a matrix's rows to train.Train.
@@ -512,13 +521,13 @@ func modelEval(app *App) *cobra.Command {
 	f.StringVar(&o.out, "out", ".", "folder for eval.md, eval.json, roc.svg")
 	f.StringVar(&o.ortLib, "ort", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB, else lib/ next to vigilctl)")
 	f.Float64Var(&o.fpr, "fpr", calib.DefaultFPR, "the fixed false-positive rate of the second operating point")
-	f.IntVar(&o.chunk, "chunk", dataset.ScoreChunk, "rows per ONNX Runtime run when scoring (the plugin's chunk)")
+	f.IntVar(&o.chunk, "chunk", 0, fmt.Sprintf("rows per ONNX Runtime run when scoring (default: as the plugin scores, %d for int8-qdq and float bundles, 1 for int8-dynamic ones, whose scores depend on the run)", dataset.ScoreChunk))
 	f.IntVar(&o.maxPackets, "max-packets", dataset.DefaultMaxPackets, "packets (or file events) read at most per capture")
 	f.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
 	return c
 }
 
-// timedScorer scores in the plugin's chunks and accumulates the time spent.
+// timedScorer scores in the plugin's runs and accumulates the time spent.
 type timedScorer struct {
 	sc      dataset.Chunked
 	vectors int
@@ -539,6 +548,20 @@ func (t *timedScorer) scores(m ae.Matrix) ([]float32, error) {
 func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error) {
 	if o.bundle == "" || len(o.benign) == 0 || len(o.attack) == 0 {
 		return nil, errors.New("--bundle, --benign and --attack are required")
+	}
+	if o.chunk < 0 {
+		return nil, fmt.Errorf("--chunk %d: want a positive row count", o.chunk)
+	}
+	// Listed first, to fail before loading the model. Every path given
+	// must hold captures: an attack folder that holds none (or a symlink
+	// that resolves to nothing) would otherwise report "0 of 0 detected".
+	benignFiles, err := listWithAt(o.benign)
+	if err != nil {
+		return nil, fmt.Errorf("--benign: %w", err)
+	}
+	attackFiles, err := dataset.ListNonEmpty(o.attack...)
+	if err != nil {
+		return nil, fmt.Errorf("--attack: %w", err)
 	}
 	b, err := bundle.Read(o.bundle, bundle.DefaultLimits())
 	if err != nil {
@@ -567,7 +590,14 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 		return nil, fmt.Errorf("open model: %w", err)
 	}
 	defer sc.Close()
-	ts := &timedScorer{sc: dataset.Chunked{Scorer: sc, Dim: fs.Dim, Chunk: o.chunk}}
+	chunk := dataset.ChunkFor(m.Quantization)
+	if o.chunk > 0 {
+		if o.chunk > chunk && m.Quantization == bundle.QuantInt8Dyn {
+			fmt.Fprintf(app.Stderr, "warning: --chunk %d: a %s model's scores depend on the run, sensors score it one row at a time\n", o.chunk, m.Quantization)
+		}
+		chunk = o.chunk
+	}
+	ts := &timedScorer{sc: dataset.Chunked{Scorer: sc, Dim: fs.Dim, Chunk: chunk}}
 	sets := []dataset.FeatureSet{fs}
 	prog := newProgress(app.Stderr)
 
@@ -575,10 +605,6 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 		Quantization: m.Quantization, Digest: digest, Threshold: m.Threshold}}
 	if fs.Files() {
 		in.Model.Unit = "file events"
-	}
-	benignFiles, err := listWithAt(o.benign)
-	if err != nil {
-		return nil, err
 	}
 	var benignVecs ae.Matrix
 	for i, p := range benignFiles {
@@ -602,10 +628,6 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 		}
 	}
 	prog.done()
-	attackFiles, err := dataset.List(o.attack...)
-	if err != nil {
-		return nil, err
-	}
 	for i, p := range attackFiles {
 		prog.step("scoring attack captures", i+1, len(attackFiles), filepath.Base(p))
 		name := displayName(p, o.attack)

@@ -7,13 +7,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/models/dataset"
 	"github.com/vigil-edge/vigil/models/eval"
 	"github.com/vigil-edge/vigil/models/onnx"
+	"github.com/vigil-edge/vigil/models/train"
 	"github.com/vigil-edge/vigil/test/filework"
 	"github.com/vigil-edge/vigil/test/trafficgen"
 )
@@ -343,5 +348,157 @@ func TestModelTrainFileactivity(t *testing.T) {
 	code := Main(context.Background(), []string{"model", "train", "--feature-set", "fileactivity/v1", "--benign", pcap, "--out", dir}, &so, &se)
 	if code == 0 || !strings.Contains(se.String(), "x.pcap") || !strings.Contains(se.String(), "not a file-event trace") {
 		t.Errorf("pcap as a trace: exit %d, %s", code, se.String())
+	}
+}
+
+// TestModelPathErrors: every capture path given to model train and model
+// eval must hold captures. An attack folder without any (or a symlink to
+// nothing) used to evaluate as "0 of 0 attack captures detected"; a FIFO
+// listed nothing. The paths are checked before the bundle is read, so no
+// ONNX Runtime is needed here.
+func TestModelPathErrors(t *testing.T) {
+	dir := t.TempDir()
+	capFile := filepath.Join(dir, "b.pcap")
+	empty, emptyList, fifo := filepath.Join(dir, "empty"), filepath.Join(dir, "empty.txt"), filepath.Join(dir, "fifo")
+	if err := os.WriteFile(capFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(emptyList, []byte("# nothing held out\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "no.vgb")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"eval attack folder without captures", []string{"model", "eval", "--bundle", missing, "--benign", capFile, "--attack", empty}, "--attack: list captures: folder " + empty + " holds no files"},
+		{"eval attack FIFO", []string{"model", "eval", "--bundle", missing, "--benign", capFile, "--attack", fifo}, "is neither a regular file nor a folder"},
+		{"eval attack missing", []string{"model", "eval", "--bundle", missing, "--benign", capFile, "--attack", filepath.Join(dir, "nope")}, "--attack: list captures: stat"},
+		{"eval benign folder without captures", []string{"model", "eval", "--bundle", missing, "--benign", capFile, "--benign", empty, "--attack", capFile}, "--benign: list captures: folder"},
+		{"eval empty capture list", []string{"model", "eval", "--bundle", missing, "--benign", "@" + emptyList, "--attack", capFile}, "names no captures"},
+		{"eval negative chunk", []string{"model", "eval", "--bundle", missing, "--benign", capFile, "--attack", capFile, "--chunk", "-1"}, "--chunk -1"},
+		{"train benign folder without captures", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", capFile, "--benign", empty}, "--benign: list captures: folder"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := Main(context.Background(), c.args, &out, &errb); code == 0 || !strings.Contains(errb.String(), c.want) {
+				t.Errorf("exit %d, stderr %q, want an error containing %q", code, errb.String(), c.want)
+			}
+		})
+	}
+}
+
+// TestModelDynamicScoresAsSensor: an int8-dynamic model quantizes each run
+// with the run's own scale, so sensors score it one row at a time
+// (runtime.ConsistentRun). Its threshold must be calibrated, and its
+// evaluation scored, on those single-row scores; in 16-row runs most
+// held-out scores differed. It also trains on a capture named twice
+// (folder and ./file: one file) and evaluates an attack folder given as a
+// symlink.
+func TestModelDynamicScoresAsSensor(t *testing.T) {
+	if os.Getenv("ONNXRUNTIME_LIB") == "" {
+		t.Skip("ONNXRUNTIME_LIB not set: model train and eval need ONNX Runtime")
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	benign := writeBenign(t, dir, 3, 400, 60, 20*time.Second)
+	var res TrainResult
+	js := runCtl(t, "model", "train", "--feature-set", "nethost/v6", "--benign", benign, "--benign", "./benign/b2.pcap",
+		"--epochs", "1", "--quant", bundle.QuantInt8Dyn, "--out", filepath.Join(dir, "out"), "--created", "2026-01-01T00:00:00Z", "--json")
+	if err := json.Unmarshal(js, &res); err != nil {
+		t.Fatalf("%v: %s", err, js)
+	}
+	if res.TrainFiles+res.HoldoutFiles+len(res.SkippedFiles) != 3 || res.HoldoutSplit != "files" {
+		t.Fatalf("%d training, %d held-out, %d skipped captures (split by %s), want 3 in all, split by files",
+			res.TrainFiles, res.HoldoutFiles, len(res.SkippedFiles), res.HoldoutSplit)
+	}
+
+	// The held-out rows, scored as a sensor scores them: one row per run.
+	b, err := bundle.Read(res.Bundle, bundle.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := dataset.Lookup(b.Manifest.FeatureSet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdFiles, err := listWithAt([]string{"@" + res.HoldoutList})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var caps []*dataset.Capture
+	for _, p := range holdFiles {
+		c, err := dataset.Extract(t.Context(), p, []dataset.FeatureSet{fs}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caps = append(caps, c)
+	}
+	hold := dataset.Stack(caps, 0)
+	sc, err := openScorer("", b.Model, fs.Dim, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	single, err := train.Scores(sc, hold, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs, err := train.Scores(dataset.Chunked{Scorer: sc, Dim: fs.Dim, Chunk: dataset.ScoreChunk}, hold, 4096); err == nil {
+		differ := 0
+		for i := range runs {
+			if runs[i] != single[i] {
+				differ++
+			}
+		}
+		t.Logf("%d of %d held-out scores differ between runs of %d rows and single rows", differ, len(runs), dataset.ScoreChunk)
+	}
+	thr, err := calib.Threshold(single, res.Metrics.TargetFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Metrics.Threshold != thr || b.Manifest.Threshold != thr || res.Metrics.BenignN != len(single) {
+		t.Errorf("threshold %v (manifest %v) on %d rows, want %v, the single-row scores' on %d",
+			res.Metrics.Threshold, b.Manifest.Threshold, res.Metrics.BenignN, thr, len(single))
+	}
+
+	// model eval, by default, scores it the same way; the attack folder
+	// is given through a symlink.
+	attacks := filepath.Join(dir, "attacks")
+	if err := os.Mkdir(attacks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeCapture(t, filepath.Join(attacks, "scan.pcap"), trafficgen.Config{Seed: 9, Sessions: 60, Duration: 20 * time.Second, Scan: true})
+	link := filepath.Join(dir, "attack-link")
+	if err := os.Symlink(attacks, link); err != nil {
+		t.Fatal(err)
+	}
+	var rep eval.Report
+	js = runCtl(t, "model", "eval", "--bundle", res.Bundle, "--benign", "@"+res.HoldoutList, "--attack", link,
+		"--out", filepath.Join(dir, "eval"), "--json")
+	if err := json.Unmarshal(js, &rep); err != nil {
+		t.Fatalf("%v: %s", err, js)
+	}
+	if rep.Captures != 1 || len(rep.Attacks) != 1 || rep.Attacks[0].File != "scan.pcap" || rep.Attacks[0].Packets == 0 {
+		t.Errorf("attack captures through a symlink: %d evaluated, %+v", rep.Captures, rep.Attacks)
+	}
+	p99, err := calib.Quantile(single, 0.99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.BenignPackets != len(single) || rep.BenignMax != float64(slices.Max(single)) || rep.BenignP99 != p99 {
+		t.Errorf("eval: %d benign rows, max %v, p99 %v; single-row scores: %d, max %v, p99 %v",
+			rep.BenignPackets, rep.BenignMax, rep.BenignP99, len(single), slices.Max(single), p99)
+	}
+	if len(rep.Throughput) == 0 || rep.Throughput[0].Batch != 1 {
+		t.Errorf("throughput %+v, want the scoring runs' size 1 first", rep.Throughput)
 	}
 }

@@ -69,3 +69,53 @@ func TestREADME(t *testing.T) {
 		}
 	}
 }
+
+// The agent and the server run as different system users, so that a
+// compromised agent or detector plugin on a host with both packages cannot
+// read the server's CA keys; the agent's unit also hides the server's state.
+func TestServiceUsers(t *testing.T) {
+	for _, tc := range []struct {
+		file          string
+		must, mustNot []string
+	}{
+		{"systemd/vigil-agent.service",
+			[]string{"\nUser=vigil\n", "\nGroup=vigil\n", "\nInaccessiblePaths=-/var/lib/vigil-server\n"}, nil},
+		{"systemd/vigil-server.service",
+			[]string{"\nUser=vigil-server\n", "\nGroup=vigil-server\n", "\nStateDirectory=vigil-server\n"},
+			[]string{"\nUser=vigil\n", "\nGroup=vigil\n"}},
+		{"scripts/deb/server-postinst",
+			[]string{"getent passwd vigil-server ", "addgroup --system --quiet vigil-server\n",
+				"--ingroup vigil-server --home \"$STATE\"", "--gecos \"Vigil server\" vigil-server\n",
+				"STATE=/var/lib/vigil-server\n", "chown -R --no-dereference vigil-server:vigil-server \"$STATE\""},
+			[]string{"getent passwd vigil ", "--ingroup vigil ", " vigil\n"}},
+		{"scripts/rpm/server-pre",
+			[]string{"groupadd -r vigil-server\n", "useradd -r -g vigil-server -d /var/lib/vigil-server ", " vigil-server\n"},
+			[]string{"getent passwd vigil ", "-g vigil ", " vigil\n"}},
+		{"scripts/rpm/server-post",
+			[]string{"STATE=/var/lib/vigil-server\n", "chown -R --no-dereference vigil-server:vigil-server \"$STATE\""}, nil},
+		{"scripts/deb/agent-postinst",
+			[]string{"getent passwd vigil ", "--ingroup vigil ", "install -d -m 0750 -o vigil -g vigil \"$STATE\""},
+			[]string{"vigil-server"}},
+		{"scripts/rpm/agent-pre",
+			[]string{"groupadd -r vigil\n", "useradd -r -g vigil -d /var/lib/vigil "}, []string{"vigil-server"}},
+	} {
+		b, err := Read(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		for _, m := range tc.must {
+			if !strings.Contains(s, m) {
+				t.Errorf("%s lacks %q", tc.file, m)
+			}
+		}
+		for _, m := range tc.mustNot {
+			if strings.Contains(s, m) {
+				t.Errorf("%s has %q", tc.file, m)
+			}
+		}
+	}
+	if r := string(README()); !strings.Contains(r, "`vigil-server`") || !strings.Contains(r, "InaccessiblePaths=-/var/lib/vigil-server") {
+		t.Error("README.md does not document the server's user and the agent's InaccessiblePaths")
+	}
+}

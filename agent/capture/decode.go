@@ -126,9 +126,17 @@ func (d *Decoder) parserFor(lt layers.LinkType, data []byte) *gopacket.DecodingL
 }
 
 // Decode decodes one frame of link type lt, captured at tsNs with wireLen
-// bytes on the wire, into p. It never panics: a panic inside gopacket is
-// recovered and reported as DecodeFailed.
+// bytes on the wire, into p. It never panics: a panic inside gopacket or a
+// content hint (both paths run third-party parsers, such as libinjection in
+// the HTTP hints, on the payload) is recovered and reported as DecodeFailed.
 func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen int, p *event.Packet) (res Result) {
+	// Before the fast path: the live readers have no recover of their own,
+	// so a panic here would end the agent.
+	defer func() {
+		if r := recover(); r != nil {
+			res = DecodeFailed
+		}
+	}()
 	if lt == layers.LinkTypeEthernet && !d.noFast && fastEthIPv4(data, tsNs, wireLen, p) {
 		return Decoded
 	}
@@ -136,11 +144,6 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 	if parser == nil {
 		return UnknownLinkType
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			res = DecodeFailed
-		}
-	}()
 	*p = event.Packet{TimestampNs: tsNs}
 	if wireLen < len(data) {
 		wireLen = len(data)

@@ -176,6 +176,34 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestDecodeRecoversFastPathPanic: a panic on the Ethernet/IPv4 fast path,
+// which runs a third-party parser on HTTP request lines (the HTTP hints'
+// libinjection), is recovered like one in gopacket's path: the frame fails
+// to decode (the readers count a decode error) and the capture goes on
+// instead of the agent crashing. A nil record makes the fast path panic.
+func TestDecodeRecoversFastPathPanic(t *testing.T) {
+	frame := tcpFrame(t)
+	var p event.Packet
+	if !fastEthIPv4(frame, 1, len(frame), &p) {
+		t.Fatal("the test frame does not take the fast path")
+	}
+	d := NewDecoder()
+	res := func() (res Result) {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("Decode panicked on the fast path: %v", r)
+			}
+		}()
+		return d.Decode(layers.LinkTypeEthernet, frame, 1, len(frame), nil)
+	}()
+	if res != DecodeFailed {
+		t.Errorf("Decode after a panic = %v, want %v", res, DecodeFailed)
+	}
+	if r := d.Decode(layers.LinkTypeEthernet, frame, 1, len(frame), &p); r != Decoded {
+		t.Errorf("next Decode = %v, want %v", r, Decoded)
+	}
+}
+
 func TestDecodeNoAllocs(t *testing.T) {
 	d := NewDecoder()
 	frame := tcpFrame(t)

@@ -210,13 +210,7 @@ func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters,
 			if p.Flags&event.FlagTrunc != 0 {
 				st.Truncated++
 			}
-			// The kernel strips VLAN tags; it reports them out of band.
-			for _, a := range ci.AncillaryData {
-				if v, ok := a.(afpacket.AncillaryVLAN); ok && p.Flags&event.FlagVLAN == 0 {
-					p.Flags |= event.FlagVLAN
-					p.VLAN = uint16(v.VLAN) & 0x0fff
-				}
-			}
+			addAncillary(p, ci.AncillaryData)
 		default:
 			st.DecodeErrors++
 			batch = batch[:len(batch)-1]
@@ -225,6 +219,20 @@ func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters,
 			if !hand() {
 				return
 			}
+		}
+	}
+}
+
+// addAncillary adds to p, decoded from a live frame, what the kernel reports
+// out of band: the 802.1Q tag it stripped from the frame. The VLAN id goes
+// into the id bits of p.VLAN, next to the content hints the decoder set
+// above them, so that the record equals the one decoded from the tagged
+// frame (as a capture file holds it).
+func addAncillary(p *event.Packet, anc []any) {
+	for _, a := range anc {
+		if v, ok := a.(afpacket.AncillaryVLAN); ok && p.Flags&event.FlagVLAN == 0 {
+			p.Flags |= event.FlagVLAN
+			p.VLAN = p.VLAN&^event.VLANIDMask | uint16(v.VLAN)&event.VLANIDMask
 		}
 	}
 }

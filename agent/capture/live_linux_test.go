@@ -9,9 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/afpacket"
+	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -47,9 +51,12 @@ func inNetns(name string, f func() error) error {
 	return <-errc
 }
 
-// TestLiveCapture captures on one end of a veth pair between two network
-// namespaces the test creates, while the other end sends UDP and pings.
-func TestLiveCapture(t *testing.T) {
+// vethPair creates two network namespaces joined by a veth pair, vA in
+// nsA (10.99.77.1/24) and vB in nsB (10.99.77.2/24), both up, and removes
+// them after the test. It skips the test unless VIGIL_E2E=1 and root.
+// prefix (at most 4 characters) keeps the names of concurrent tests apart.
+func vethPair(t *testing.T, prefix string) (nsA, nsB, vA, vB string) {
+	t.Helper()
 	if os.Getenv("VIGIL_E2E") != "1" {
 		t.Skip("live capture in network namespaces runs only with VIGIL_E2E=1")
 	}
@@ -60,8 +67,8 @@ func TestLiveCapture(t *testing.T) {
 		t.Skip("iproute2 (ip) not installed")
 	}
 	id := os.Getpid() % 100000
-	nsA, nsB := fmt.Sprintf("vgcapA%d", id), fmt.Sprintf("vgcapB%d", id)
-	vA, vB := fmt.Sprintf("vgc%da", id), fmt.Sprintf("vgc%db", id)
+	nsA, nsB = fmt.Sprintf("%sA%d", prefix, id), fmt.Sprintf("%sB%d", prefix, id)
+	vA, vB = fmt.Sprintf("%s%da", prefix, id), fmt.Sprintf("%s%db", prefix, id)
 	t.Cleanup(func() {
 		exec.Command("ip", "netns", "del", nsA).Run()
 		exec.Command("ip", "netns", "del", nsB).Run()
@@ -73,6 +80,13 @@ func TestLiveCapture(t *testing.T) {
 	run(t, "ip", "-n", nsB, "addr", "add", "10.99.77.2/24", "dev", vB)
 	run(t, "ip", "-n", nsA, "link", "set", vA, "up")
 	run(t, "ip", "-n", nsB, "link", "set", vB, "up")
+	return nsA, nsB, vA, vB
+}
+
+// TestLiveCapture captures on one end of a veth pair between two network
+// namespaces the test creates, while the other end sends UDP and pings.
+func TestLiveCapture(t *testing.T) {
+	nsA, nsB, vA, _ := vethPair(t, "vgc")
 
 	var all, filtered Source
 	if err := inNetns(nsA, func() (err error) {
@@ -175,5 +189,152 @@ func TestLiveCapture(t *testing.T) {
 	}
 	if st := all.Stats(); st.Packets < uint64(udpCount) || st.KernelDrops != 0 {
 		t.Errorf("stats after close: %+v", st)
+	}
+}
+
+// vlanHintFrame is an 802.1Q-tagged frame (VLAN 42) whose payload sets a
+// content hint, which the decoder keeps in the VLAN field's upper bits.
+type vlanHintFrame struct {
+	name   string
+	tagged []byte
+	hint   uint16
+}
+
+func vlanHintFrames(t *testing.T) []vlanHintFrame {
+	ip := ip4(layers.IPProtocolICMPv4)
+	icmp := serialize(t, eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: 42, Type: layers.EthernetTypeIPv4},
+		ip, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 1, Seq: 1},
+		gopacket.Payload(blueChat))
+	return []vlanHintFrame{
+		// Untagged, this one takes the Ethernet/IPv4 fast path.
+		{"shell banner over TCP", shellFrame(t, true, 4321, []byte("Microsoft Windows [Version 10.0.19045.3693]\r\n")), event.HintCmdShell},
+		{"ICMP echo with data", icmp, event.HintICMPData},
+	}
+}
+
+// untag removes the 802.1Q tag from an Ethernet frame, as the kernel does
+// before a packet socket sees it.
+func untag(frame []byte) []byte {
+	return append(slices.Clip(frame[:12]), frame[16:]...)
+}
+
+func decodeFrame(t *testing.T, frame []byte) event.Packet {
+	t.Helper()
+	var p event.Packet
+	if r := NewDecoder().Decode(layers.LinkTypeEthernet, frame, 1, len(frame), &p); r != Decoded {
+		t.Fatalf("decode: %v", r)
+	}
+	return p
+}
+
+// TestAddAncillaryVLAN: a live frame whose 802.1Q tag the kernel stripped
+// and reported out of band gives the record of the tagged frame as a
+// capture file holds it, content hints included (they share the VLAN
+// field with the id).
+func TestAddAncillaryVLAN(t *testing.T) {
+	for _, c := range vlanHintFrames(t) {
+		t.Run(c.name, func(t *testing.T) {
+			want := decodeFrame(t, c.tagged)
+			if want.VLAN&^event.VLANIDMask != c.hint || want.VLANID() != 42 {
+				t.Fatalf("tagged frame: VLAN field %#x, want id 42 and hint %#x", want.VLAN, c.hint)
+			}
+			got := decodeFrame(t, untag(c.tagged))
+			addAncillary(&got, []any{afpacket.AncillaryVLAN{VLAN: 42}})
+			got.Length = want.Length // the kernel's wire length does not count the stripped tag
+			if got != want {
+				t.Errorf("live record %+v\nfile record %+v", got, want)
+			}
+		})
+	}
+	t.Run("tag in the frame wins", func(t *testing.T) {
+		f := vlanHintFrames(t)[0]
+		want := decodeFrame(t, f.tagged)
+		got := want
+		addAncillary(&got, []any{afpacket.AncillaryVLAN{VLAN: 7}})
+		if got != want {
+			t.Errorf("record %+v, want %+v", got, want)
+		}
+	})
+	t.Run("no ancillary data", func(t *testing.T) {
+		f := vlanHintFrames(t)[0]
+		want := decodeFrame(t, untag(f.tagged))
+		got := want
+		addAncillary(&got, nil)
+		if got != want || got.Flags&event.FlagVLAN != 0 || got.VLAN != f.hint {
+			t.Errorf("record %+v, want %+v", got, want)
+		}
+	})
+}
+
+// TestLiveCaptureVLANHints sends 802.1Q-tagged frames that set content
+// hints over a veth pair. The kernel strips the tag and reports it out of
+// band; the live records must equal the tagged frames' records as a capture
+// file gives them (but for the wire length, which the kernel counts
+// without the tag), hints included.
+func TestLiveCaptureVLANHints(t *testing.T) {
+	nsA, nsB, vA, vB := vethPair(t, "vgv")
+	var src Source
+	if err := inNetns(nsA, func() (err error) {
+		src, err = OpenLive(vA, LiveOptions{FlushInterval: 20 * time.Millisecond})
+		return err
+	}); err != nil {
+		t.Fatalf("open live capture in %s: %v", nsA, err)
+	}
+	defer src.Close()
+
+	frames := vlanHintFrames(t)
+	sendErr := make(chan error, 1)
+	go func() {
+		sendErr <- inNetns(nsB, func() error {
+			ifi, err := net.InterfaceByName(vB)
+			if err != nil {
+				return err
+			}
+			// Protocol 0: a socket that only sends whole frames.
+			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("packet socket: %w", err)
+			}
+			defer unix.Close(fd)
+			for range 5 {
+				for _, f := range frames {
+					if err := unix.Sendto(fd, f.tagged, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
+						return fmt.Errorf("send %s: %w", f.name, err)
+					}
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			return nil
+		})
+	}()
+
+	want := map[string]event.Packet{}
+	for _, f := range frames {
+		want[f.name] = decodeFrame(t, f.tagged)
+	}
+	seen := map[string]bool{}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	buf := make([]event.Packet, 64)
+	for len(seen) < len(frames) {
+		n, err := src.Next(ctx, buf)
+		if err != nil {
+			t.Fatalf("Next: %v (seen %v)", err, seen)
+		}
+		for _, p := range buf[:n] {
+			for name, w := range want {
+				if seen[name] || p.Proto != w.Proto || p.SrcPort != w.SrcPort || p.DstPort != w.DstPort || p.SrcIP != w.SrcIP {
+					continue
+				}
+				seen[name] = true
+				p.TimestampNs, p.Length = w.TimestampNs, w.Length
+				if p != w {
+					t.Errorf("%s: live record %+v\nfile record %+v", name, p, w)
+				}
+			}
+		}
+	}
+	if err := <-sendErr; err != nil {
+		t.Fatalf("sender: %v", err)
 	}
 }

@@ -44,8 +44,8 @@ const (
 	DefaultMaxBackoff   = 30 * time.Second
 	DefaultStableAfter  = time.Minute
 	DefaultStartTimeout = 15 * time.Second
-	// NobodyID is the uid and gid plugins run as when the agent is root and
-	// Config.Credential is nil.
+	// NobodyID is the uid and gid plugins run as when the agent may switch
+	// users (SwitchesUser) and Config.Credential is nil.
 	NobodyID = 65534
 )
 
@@ -68,15 +68,19 @@ type Config struct {
 	// once instead of twice), and a binary swapped later is refused at
 	// restart.
 	Checksum []byte
-	// Credential is the uid/gid the plugin runs as when the agent runs as
-	// root (default nobody, 65534:65534). Ignored when the agent is not root.
+	// Credential is the uid/gid the plugin runs as when the agent may
+	// switch users: it runs as root or holds CAP_SETUID and CAP_SETGID
+	// (SwitchesUser). Default nobody, 65534:65534. Ignored otherwise: the
+	// plugin then runs with the agent's uid.
 	Credential *syscall.Credential
-	// KeepPrivileges runs the plugin with the agent's uid even as root
-	// (tests, debugging).
+	// KeepPrivileges runs the plugin with the agent's uid (and network)
+	// even when the agent could switch users (tests, debugging). Plugins
+	// never inherit the agent's ambient capabilities, with or without it.
 	KeepPrivileges bool
 	// Network keeps the plugin in the agent's network namespace. By default
-	// a plugin started by root gets a new, empty network namespace (no
-	// network); go-plugin's Unix socket still works across namespaces.
+	// a plugin started by root (or with CAP_SYS_ADMIN) gets a new, empty
+	// network namespace (no network); go-plugin's Unix socket still works
+	// across namespaces.
 	Network bool
 
 	// RingSlots is the ring capacity (power of two; default 65536 = 4 MiB).

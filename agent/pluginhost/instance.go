@@ -87,21 +87,10 @@ func (i *instance) stop() {
 	})
 }
 
-// sysProcAttr returns the plugin's process attributes: killed when the agent
-// dies; without privileges and without network when the agent is root.
+// sysProcAttr returns the plugin's process attributes (procAttr) for the
+// agent's privileges.
 func (h *Host) sysProcAttr() *syscall.SysProcAttr {
-	attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if os.Geteuid() == 0 && !h.cfg.KeepPrivileges {
-		cred := h.cfg.Credential
-		if cred == nil {
-			cred = &syscall.Credential{Uid: NobodyID, Gid: NobodyID, Groups: []uint32{}}
-		}
-		attr.Credential = cred
-		if !h.cfg.Network {
-			attr.Cloneflags = syscall.CLONE_NEWNET
-		}
-	}
-	return attr
+	return procAttr(&h.cfg, processPrivileges())
 }
 
 // launch starts one plugin process whose ring starts at sequence base.
@@ -151,7 +140,13 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 		Logger:           newHCLog(h.log, binName),
 		Stderr:           &stderrWriter{log: h.log.With("stream", "plugin")},
 	})
-	rpc, err := client.Client()
+	// Client forks the plugin on the calling goroutine (then waits for its
+	// handshake), so it forks from the thread withoutAmbientCaps cleared.
+	var rpc plugin.ClientProtocol
+	err = withoutAmbientCaps(func() (err error) {
+		rpc, err = client.Client()
+		return err
+	})
 	_ = pr.Close()
 	if err != nil {
 		client.Kill()

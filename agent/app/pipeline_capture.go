@@ -2,13 +2,13 @@ package app
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/pluginhost"
 	"github.com/vigil-edge/vigil/agent/update"
 )
 
@@ -54,7 +54,7 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 		// The unprivileged plugin cannot read the private state directory
 		// (activated models) and receives the updater's models later: both
 		// go through the pipeline's world-readable stage directory.
-		StageBundles: fromState || os.Geteuid() == 0,
+		StageBundles: fromState || pluginhost.SwitchesUser(),
 		Aggregate:    detect.AggregatorConfig{FirstAfter: liveFirstAfter, UpdateEvery: liveUpdateEvery},
 		Logger:       env.Log.With("part", "netflow"),
 	})

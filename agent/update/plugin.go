@@ -139,7 +139,7 @@ func (p *PluginLoaders) Loader(ctx context.Context, detector string) (ModelLoade
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h, err := pluginhost.New(pluginhost.Config{Path: path, Env: p.Env, KeepPrivileges: os.Geteuid() != 0, Logger: log.With("plugin", name),
+	h, err := pluginhost.New(pluginhost.Config{Path: path, Env: p.Env, Logger: log.With("plugin", name),
 		RingSlots: 1024, MaxBatch: 256})
 	if err != nil {
 		return nil, nil, fmt.Errorf("start %s: %w", name, err)
@@ -149,7 +149,7 @@ func (p *PluginLoaders) Loader(ctx context.Context, detector string) (ModelLoade
 		return nil, nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	stage := ""
-	if os.Geteuid() == 0 {
+	if pluginhost.SwitchesUser() {
 		if stage, err = os.MkdirTemp("", "vigil-update-"); err == nil {
 			err = os.Chmod(stage, 0o755)
 		}

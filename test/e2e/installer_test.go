@@ -529,7 +529,7 @@ func TestInstallerUnitsVerify(t *testing.T) {
 		must      []string
 	}{
 		{"vigil-agent.service", 20, []string{
-			"User=vigil", "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN\n", "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN\n",
+			"User=vigil\n", "InaccessiblePaths=-/var/lib/vigil-server\n", "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN\n", "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN\n",
 			"ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes", "StateDirectory=vigil\n",
 			"Restart=on-failure", "StartLimitIntervalSec=", "StartLimitBurst=", "MemoryMax=", "CPUQuota=",
 			"ProtectKernelTunables=yes", "ProtectControlGroups=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET\n",
@@ -537,7 +537,7 @@ func TestInstallerUnitsVerify(t *testing.T) {
 			"ExecStart=/usr/bin/vigil-agent run --config /etc/vigil/agent.yaml --state /var/lib/vigil\n",
 		}},
 		{"vigil-server.service", 15, []string{
-			"User=vigil", "CapabilityBoundingSet=\n", "AmbientCapabilities=\n", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+			"User=vigil-server\n", "Group=vigil-server\n", "CapabilityBoundingSet=\n", "AmbientCapabilities=\n", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 			"NoNewPrivileges=yes", "StateDirectory=vigil-server\n", "Restart=on-failure", "StartLimitIntervalSec=", "StartLimitBurst=",
 			"MemoryMax=", "CPUQuota=", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n",
 		}},

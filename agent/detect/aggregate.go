@@ -710,25 +710,12 @@ func (a *Aggregator) emit(g *agg) *wirev1.Finding {
 	return f
 }
 
-// maxWireScore is the largest score, threshold or feature contribution a
-// finding carries. The server refuses a finding with a number that is not
-// finite (its API serves findings as JSON, which has none; encoding/json,
-// as in `vigil-agent scan --json`, fails on one too), but a plugin flags a
-// NaN score as the most anomalous and a model can overflow to +Inf: such a
-// value is sent as maxWireScore (NaN and +Inf) or its negative (-Inf). It
-// is the largest float32 (a model's scores are float32), so a finding's
-// score/threshold ratio computed in float64 stays finite for any positive
-// float32 threshold. The severity is computed before this cap (Severity
+// wireFloat is v rounded (round) and made finite for the wire
+// (wirev1.FiniteScore). The severity is computed before this cap (Severity
 // of +Inf: critical).
-const maxWireScore = math.MaxFloat32
-
-// wireFloat is v rounded (round) and made finite for the wire (maxWireScore).
 func wireFloat(v float64) float64 {
-	switch {
-	case math.IsNaN(v) || v >= maxWireScore:
-		return maxWireScore
-	case v <= -maxWireScore:
-		return -maxWireScore
+	if v = wirev1.FiniteScore(v); v == wirev1.MaxScore || v == -wirev1.MaxScore {
+		return v
 	}
 	return round(v)
 }

@@ -186,15 +186,15 @@ func TestAggregateNaNScore(t *testing.T) {
 		if len(out) != 1 {
 			t.Fatalf("scores %v: %d findings, want 1", scores, len(out))
 		}
-		if f := out[0]; f.Severity != wirev1.Severity_SEVERITY_CRITICAL || f.Score != maxWireScore || f.Count != 101 {
-			t.Fatalf("scores %v: finding %v, want critical with score %g", scores, f, maxWireScore)
+		if f := out[0]; f.Severity != wirev1.Severity_SEVERITY_CRITICAL || f.Score != wirev1.MaxScore || f.Count != 101 {
+			t.Fatalf("scores %v: finding %v, want critical with score %g", scores, f, wirev1.MaxScore)
 		}
 	}
 }
 
 // TestFindingNumbersFinite: a finding never carries a number that is not
 // finite (the server refuses the whole batch, encoding/json fails): NaN
-// and infinite scores and contributions are capped at maxWireScore, and a
+// and infinite scores and contributions are capped at wirev1.MaxScore, and a
 // score/threshold ratio of the capped values stays finite.
 func TestFindingNumbersFinite(t *testing.T) {
 	inf := float32(math.Inf(1))

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/plugins/sdk"
@@ -520,7 +521,7 @@ func (a *Aggregator) emitFile(g *treeAgg, f *fileAgg) *wirev1.Finding {
 		Score:             round(f.best.score),
 		Threshold:         round(f.best.thr),
 		Model:             f.best.model,
-		Context:           &wirev1.FindingContext{Path: f.path, Proto: "file"},
+		Context:           &wirev1.FindingContext{Path: wirev1.Truncate(f.path, wirev1.MaxPathLen), Proto: "file"},
 		TopFeatures:       topFeatures(f.best.top),
 		Summary:           fileSummary(f),
 	}
@@ -549,7 +550,7 @@ func (a *Aggregator) emitBurst(g *treeAgg) *wirev1.Finding {
 		Score:             round(b.score),
 		Threshold:         round(b.thr),
 		Model:             b.model,
-		Context:           &wirev1.FindingContext{Path: g.dir, Proto: "file"},
+		Context:           &wirev1.FindingContext{Path: wirev1.Truncate(g.dir, wirev1.MaxPathLen), Proto: "file"},
 		TopFeatures:       topFeatures(b.top),
 		Summary:           burstSummary(g),
 	}
@@ -571,6 +572,7 @@ func burstSummary(g *treeAgg) string {
 	if under == "" || under == "." {
 		under = g.root
 	}
+	under = shortPath(under)
 	var s string
 	switch {
 	case g.removes*2 >= n:
@@ -598,8 +600,9 @@ func burstSummary(g *treeAgg) string {
 	default:
 		s = fmt.Sprintf("%d anomalous file events under %s in %s", n, under, span)
 	}
-	return s + fmt.Sprintf(" (anomalous events %d: creates %d, writes %d, renames %d, removes %d, high-entropy %d)",
+	s += fmt.Sprintf(" (anomalous events %d: creates %d, writes %d, renames %d, removes %d, high-entropy %d)",
 		n, g.creates, g.writes, g.renames, g.removes, g.highEnt)
+	return wirev1.Truncate(s, wirev1.MaxSummaryLen)
 }
 
 // hints explain the usual top features of a single anomalous file.
@@ -620,7 +623,7 @@ func fileSummary(f *fileAgg) string {
 	c := &f.best
 	var b strings.Builder
 	b.WriteString("Anomalous file ")
-	b.WriteString(f.path)
+	b.WriteString(shortPath(f.path))
 	var facts []string
 	if c.magic != "" {
 		facts = append(facts, c.magic)
@@ -631,7 +634,7 @@ func fileSummary(f *fileAgg) string {
 	if op := c.op; op != "" {
 		o := op
 		if op == "rename" && c.oldPath != "" {
-			o = "renamed from " + c.oldPath
+			o = "renamed from " + shortPath(c.oldPath)
 		}
 		facts = append(facts, o)
 	}
@@ -644,7 +647,28 @@ func fileSummary(f *fileAgg) string {
 			break
 		}
 	}
-	return b.String()
+	return wirev1.Truncate(b.String(), wirev1.MaxSummaryLen)
+}
+
+// maxSummaryPath bounds a path quoted in a summary, so that the rest of the
+// summary (what happened to the file) fits in wirev1.MaxSummaryLen too. The
+// paths come escaped (event.SafePath: up to 4 bytes per byte of the name).
+const maxSummaryPath = 1024
+
+// shortPath cuts the middle out of a path longer than maxSummaryPath,
+// marking the cut with wirev1.Ellipsis: its start and its end (the file's
+// name) stay readable.
+func shortPath(p string) string {
+	if len(p) <= maxSummaryPath {
+		return p
+	}
+	room := maxSummaryPath - len(wirev1.Ellipsis)
+	head := wirev1.Truncate(p, room/4+len(wirev1.Ellipsis)) // ends with the mark
+	i := len(p) - (room - room/4)
+	for j := 0; j < utf8.UTFMax-1 && i < len(p) && !utf8.RuneStart(p[i]); j++ {
+		i++
+	}
+	return head + p[i:]
 }
 
 // commonDir is the deepest folder containing both a and b.
@@ -685,9 +709,12 @@ func extOf(p string) string {
 	return base[i+1:]
 }
 
-// round keeps 6 significant digits.
+// round keeps 6 significant digits of v made finite for the wire
+// (wirev1.FiniteScore: the fileactivity plugin sends a NaN score as +Inf,
+// the most anomalous, and the server refuses a number that is not finite).
 func round(v float64) float64 {
-	if v == 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+	v = wirev1.FiniteScore(v)
+	if v == 0 || v == wirev1.MaxScore || v == -wirev1.MaxScore {
 		return v
 	}
 	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 6, 64), 64)

@@ -1,7 +1,9 @@
 package filedetect
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 	"path"
 	"strconv"
 	"strings"
@@ -215,4 +217,65 @@ func FuzzCommonDir(f *testing.F) {
 			t.Fatalf("parentDir(%q) = %q, want %q", a, got, want)
 		}
 	})
+}
+
+// TestAggregatorLongPaths: findings about very long paths (escaped names
+// grow up to fourfold) stay within the protocol's limits, which the server
+// enforces by refusing the whole batch: a file finding's summary keeps what
+// happened and both file names, and paths are cut on a UTF-8 boundary.
+func TestAggregatorLongPaths(t *testing.T) {
+	dir := "/srv/share/" + strings.Repeat(event.SafePath("d\xff\xfeé/"), 200) // 2,411 bytes
+	long := dir + strings.Repeat("x", 2000) + ".exe"                          // 4,415 bytes
+	old := dir + strings.Repeat("y", 2000) + ".txt"
+	file := NewAggregator(AggregatorConfig{EventTime: true})
+	an := anomaly("/srv/share", long, "rename", "file", time.Second, 4, map[string]string{ctxOldPath: old, ctxMagic: "pe", ctxEntropy: "7.90"})
+	an.TopFeatures = []sdk.Contribution{{Name: "exec_section_entropy", Contribution: 0.9}}
+	file.Add(an)
+	burst := NewAggregator(AggregatorConfig{EventTime: true})
+	for i := range 60 {
+		burst.Add(anomaly("/srv/share", fmt.Sprintf("%s/f%d.locked", long, i), "remove", "burst", time.Duration(i)*time.Millisecond, 2, nil))
+	}
+	got := append(file.Flush(), burst.Flush()...)
+	if len(got) != 2 {
+		t.Fatalf("%d findings, want a file and a burst finding", len(got))
+	}
+	for _, f := range got {
+		if n := len(f.Summary); n > wirev1.MaxSummaryLen || !utf8.ValidString(f.Summary) {
+			t.Errorf("summary of %d bytes (limit %d), valid UTF-8 %v", n, wirev1.MaxSummaryLen, utf8.ValidString(f.Summary))
+		}
+		if p := f.Context.GetPath(); len(p) > wirev1.MaxPathLen || !utf8.ValidString(p) || !strings.HasPrefix(p, "/srv/share/d") {
+			t.Errorf("context path of %d bytes (limit %d)", len(p), wirev1.MaxPathLen)
+		}
+	}
+	for _, want := range []string{"Anomalous file /srv/share/", "xxx.exe (pe, entropy 7.90, renamed from /srv/share/",
+		"yyy.txt): executable code looks packed or encrypted"} {
+		if !strings.Contains(got[0].Summary, want) {
+			t.Errorf("file summary lacks %q:\n%s", want, got[0].Summary)
+		}
+	}
+	if want := "60 files deleted under /srv/share/"; !strings.HasPrefix(got[1].Summary, want) || !strings.Contains(got[1].Summary, "xxx.exe in ") {
+		t.Errorf("burst summary:\n%s", got[1].Summary)
+	}
+}
+
+// TestAggregatorNonFiniteScore checks that a file anomaly with an infinite score (the
+// fileactivity plugin sends a NaN score as +Inf) and a NaN contribution gives a finding with
+// finite numbers, which the server accepts and encoding/json can write.
+func TestAggregatorNonFiniteScore(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{EventTime: true})
+	an := anomaly("/srv/share", "/srv/share/a.bin", "write", "file", time.Second, 4, nil)
+	an.Score = float32(math.Inf(1))
+	an.TopFeatures = []sdk.Contribution{{Name: "write_entropy", Contribution: float32(math.NaN())}}
+	a.Add(an)
+	got := a.Flush()
+	if len(got) != 1 {
+		t.Fatalf("%d findings, want 1", len(got))
+	}
+	f := got[0]
+	if f.Score != wirev1.MaxScore || len(f.TopFeatures) != 1 || f.TopFeatures[0].Contribution != wirev1.MaxScore {
+		t.Errorf("score %g, top features %v: want %g", f.Score, f.TopFeatures, wirev1.MaxScore)
+	}
+	if _, err := json.Marshal(f); err != nil {
+		t.Errorf("finding does not encode as JSON: %v", err)
+	}
 }

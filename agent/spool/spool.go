@@ -194,7 +194,10 @@ type pending struct {
 // Append assigns seqs to the findings (it sets their Seq field), stores them
 // in one transaction (fsynced) and, if the spool overflows, drops the oldest
 // findings of the lowest severity first (possibly some of this batch).
-// Findings larger than MaxFindingSize are dropped and counted.
+// Findings larger than MaxFindingSize are dropped and counted. Each finding
+// is first fitted into the protocol's limits (wirev1.TrimFinding): the
+// server refuses a batch that holds a finding beyond them, so a finding that
+// any producer built too long is cut here, not stuck in the spool.
 func (s *Spool) Append(ctx context.Context, fs []*wirev1.Finding) error {
 	if len(fs) == 0 {
 		return nil
@@ -220,6 +223,7 @@ func (s *Spool) Append(ctx context.Context, fs []*wirev1.Finding) error {
 			continue
 		}
 		f.Seq = seq
+		wirev1.TrimFinding(f)
 		buf := make([]byte, 1, 1+mo.Size(f))
 		buf[0] = byte(sevIndex(f.Severity))
 		buf, err := mo.MarshalAppend(buf, f)

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -306,7 +309,10 @@ func TestOverflowCountsExactlyUnderLoad(t *testing.T) {
 func TestOversizedFindingDropped(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "spool.db"), 0)
 	defer s.Close()
-	big := finding(wirev1.Severity_SEVERITY_HIGH, string(make([]byte, MaxFindingSize+1)))
+	// Known fields are trimmed to the protocol's limits (TestAppendTrims):
+	// only unknown fields (a newer producer's) can make a finding this big.
+	big := finding(wirev1.Severity_SEVERITY_HIGH, "big")
+	big.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 999, protowire.BytesType), make([]byte, MaxFindingSize)))
 	if err := s.Append(context.Background(), []*wirev1.Finding{finding(1, "a"), big, finding(1, "b")}); err != nil {
 		t.Fatal(err)
 	}
@@ -316,6 +322,37 @@ func TestOversizedFindingDropped(t *testing.T) {
 	}
 	if st := s.Stats(); st.Dropped != 1 {
 		t.Fatalf("dropped %d", st.Dropped)
+	}
+}
+
+// TestAppendTrims: a finding over the protocol's limits (a summary and a
+// path too long for the server) is stored cut to them, on a UTF-8 boundary.
+func TestAppendTrims(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "spool.db"), 0)
+	defer s.Close()
+	long := "/srv/" + strings.Repeat("dossier-é/", 500) // 5,505 bytes
+	f := finding(wirev1.Severity_SEVERITY_HIGH, "Anomalous file "+long+" (renamed from "+long+")")
+	f.Context.Path = long
+	if err := s.Append(context.Background(), []*wirev1.Finding{finding(1, "a"), f}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Peek(10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d findings stored", len(got))
+	}
+	g := got[1]
+	if n := len(g.Summary); n > wirev1.MaxSummaryLen || !strings.HasPrefix(g.Summary, "Anomalous file /srv/dossier-é/") ||
+		!strings.HasSuffix(g.Summary, wirev1.Ellipsis) || !utf8.ValidString(g.Summary) {
+		t.Errorf("summary of %d bytes: %q...", n, g.Summary[:40])
+	}
+	if n := len(g.Context.GetPath()); n > wirev1.MaxPathLen || !utf8.ValidString(g.Context.GetPath()) {
+		t.Errorf("path of %d bytes", n)
+	}
+	if st := s.Stats(); st.Dropped != 0 {
+		t.Errorf("dropped %d", st.Dropped)
 	}
 }
 

@@ -4,6 +4,12 @@
 // stream (FindingsBatch -> Ack, a few batches in flight, the spool deleting
 // only acknowledged findings). It reconnects with jittered exponential
 // backoff and renews the agent certificate at 2/3 of its lifetime.
+//
+// A finding that the server refuses (it closes the connection with a
+// protocol error and acknowledges nothing of the batch) would block the
+// spool forever if resent as it is: the uplink then isolates it by sending
+// smaller batches, one at a time, and drops it from the spool, counted and
+// logged, once the server has refused it alone several times (isolation).
 package uplink
 
 import (
@@ -59,7 +65,7 @@ type Config struct {
 	Inflight       int           // batches awaiting ack, default 4
 	BackoffMin     time.Duration // default 200 ms
 	BackoffMax     time.Duration // default 30 s
-	AckTimeout     time.Duration // no ack for this long with batches in flight: reconnect (default 60 s)
+	AckTimeout     time.Duration // no ack for this long with batches in flight, or a write blocked this long: reconnect (default 60 s)
 	RenewRetry     time.Duration // wait before retrying a failed renewal (default 1 min)
 
 	// Counters adds the pipeline's counters to Status messages (optional).
@@ -92,16 +98,17 @@ type Config struct {
 
 // Stats are the client's counters, for metrics.
 type Stats struct {
-	Connected     bool      `json:"connected"`
-	Connects      uint64    `json:"connects"`       // sessions that got a HelloAck
-	Reconnects    uint64    `json:"reconnects"`     // connection attempts after a failure
-	BatchesSent   uint64    `json:"batches_sent"`   //
-	FindingsSent  uint64    `json:"findings_sent"`  // including re-sends after a reconnect
-	Acks          uint64    `json:"acks"`           //
-	FindingsAcked uint64    `json:"findings_acked"` // seqs acknowledged (dropped seqs in between count too)
-	Renewals      uint64    `json:"renewals"`
-	RenewFailures uint64    `json:"renew_failures"`
-	CertNotAfter  time.Time `json:"cert_not_after,omitzero"`
+	Connected       bool      `json:"connected"`
+	Connects        uint64    `json:"connects"`         // sessions that got a HelloAck
+	Reconnects      uint64    `json:"reconnects"`       // connection attempts after a failure
+	BatchesSent     uint64    `json:"batches_sent"`     //
+	FindingsSent    uint64    `json:"findings_sent"`    // including re-sends after a reconnect
+	Acks            uint64    `json:"acks"`             //
+	FindingsAcked   uint64    `json:"findings_acked"`   // seqs acknowledged (dropped seqs in between count too)
+	FindingsRefused uint64    `json:"findings_refused"` // dropped from the spool: the server refused each alone maxRefusals times
+	Renewals        uint64    `json:"renewals"`
+	RenewFailures   uint64    `json:"renew_failures"`
+	CertNotAfter    time.Time `json:"cert_not_after,omitzero"`
 }
 
 // Client is the uplink. Create with New, then Run.
@@ -119,6 +126,15 @@ type Client struct {
 	renewals      atomic.Uint64
 	renewFailures atomic.Uint64
 	certNotAfter  atomic.Int64
+	refused       atomic.Uint64 // findings dropped after refusals
+
+	// isoMu guards iso, which outlives sessions.
+	isoMu sync.Mutex
+	iso   isolation
+	// unacked is the oldest batch still in flight when the last session's
+	// findings stream ended (n == 0: none). Written by findings before it
+	// returns, read by session after its goroutines ended.
+	unacked inflightBatch
 
 	// SlowDown from the server: applies to the current session.
 	minBatchInterval atomic.Int64 // ns
@@ -155,15 +171,16 @@ func New(cfg Config) (*Client, error) {
 // Stats returns a snapshot of the counters.
 func (c *Client) Stats() Stats {
 	s := Stats{
-		Connected:     c.connected.Load(),
-		Connects:      c.connects.Load(),
-		Reconnects:    c.reconnects.Load(),
-		BatchesSent:   c.batchesSent.Load(),
-		FindingsSent:  c.findingsSent.Load(),
-		Acks:          c.acks.Load(),
-		FindingsAcked: c.findingsAcked.Load(),
-		Renewals:      c.renewals.Load(),
-		RenewFailures: c.renewFailures.Load(),
+		Connected:       c.connected.Load(),
+		Connects:        c.connects.Load(),
+		Reconnects:      c.reconnects.Load(),
+		BatchesSent:     c.batchesSent.Load(),
+		FindingsSent:    c.findingsSent.Load(),
+		Acks:            c.acks.Load(),
+		FindingsAcked:   c.findingsAcked.Load(),
+		FindingsRefused: c.refused.Load(),
+		Renewals:        c.renewals.Load(),
+		RenewFailures:   c.renewFailures.Load(),
 	}
 	if n := c.certNotAfter.Load(); n != 0 {
 		s.CertNotAfter = time.Unix(n, 0)
@@ -348,6 +365,7 @@ func (c *Client) session(ctx context.Context) (progress bool, err error) {
 	}
 	run(func() error { return c.controlReader(r, renewCh) })
 	run(func() error { return c.controlWriter(sctx, ctrl, creds, interval, renewCh) })
+	c.unacked = inflightBatch{}
 	run(func() error { return c.findings(sctx, conn) })
 
 	err = <-errc
@@ -366,6 +384,7 @@ func (c *Client) session(ctx context.Context) (progress bool, err error) {
 	if ctx.Err() != nil {
 		return true, nil
 	}
+	c.noteRefusal(err, c.unacked)
 	return true, err
 }
 
@@ -573,6 +592,7 @@ func (c *Client) status(creds *state.Credentials) *wirev1.Status {
 	counters["uplink_findings_sent"] = st.FindingsSent
 	counters["uplink_acks"] = st.Acks
 	counters["uplink_renewals"] = st.Renewals
+	counters["uplink_findings_refused"] = st.FindingsRefused
 	s := &wirev1.Status{
 		TimeUnixNano:     time.Now().UnixNano(),
 		Spool:            c.cfg.Spool.Stats(),
@@ -589,6 +609,12 @@ func (c *Client) status(creds *state.Credentials) *wirev1.Status {
 // (each finding adds a tag and a length prefix to its encoded size).
 const maxBatchBytes = wirev1.MaxFrameSize / 2
 
+// inflightBatch is a batch sent and not yet acknowledged.
+type inflightBatch struct {
+	first, last uint64 // seqs
+	n           int    // findings
+}
+
 // findings drains the spool over a FINDINGS stream with up to Inflight
 // batches awaiting their (cumulative) ack.
 func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
@@ -604,11 +630,21 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 
 	var (
 		mu       sync.Mutex
-		window   []uint64 // last seq of each batch in flight, increasing
+		window   []inflightBatch // batches in flight, oldest first
 		lastSent uint64
+		// progress is when the window last advanced (an ack) or, if it was
+		// empty, filled: the ack timeout counts from there.
+		progress time.Time
 		acked    = make(chan struct{}, 1)
 		readErr  = make(chan error, 1)
 	)
+	defer func() {
+		mu.Lock()
+		if len(window) > 0 {
+			c.unacked = window[0]
+		}
+		mu.Unlock()
+	}()
 	go func() {
 		r := wirev1.NewReader(st, wirev1.MaxFrameSize)
 		for {
@@ -631,10 +667,13 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 				return
 			}
 			n := 0
-			for n < len(window) && window[n] <= a.ThroughSeq {
+			for n < len(window) && window[n].last <= a.ThroughSeq {
 				n++
 			}
 			window = window[n:]
+			if n > 0 {
+				progress = time.Now()
+			}
 			mu.Unlock()
 			before := c.cfg.Spool.Stats().AckedSeq
 			if a.ThroughSeq > before {
@@ -645,6 +684,7 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 				c.findingsAcked.Add(a.ThroughSeq - before)
 			}
 			c.acks.Add(1)
+			c.isolationAcked(a.ThroughSeq)
 			select {
 			case acked <- struct{}{}:
 			default:
@@ -652,26 +692,36 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 		}
 	}()
 
+	// The ack timer fires at the latest AckTimeout after the last progress;
+	// ackOverdue then decides (acks move progress without touching the
+	// timer), and re-arms it otherwise.
+	ackTimer := time.NewTimer(c.cfg.AckTimeout)
+	defer ackTimer.Stop()
+	ackOverdue := func() error {
+		mu.Lock()
+		inflight, idle := len(window), time.Since(progress)
+		mu.Unlock()
+		if inflight == 0 {
+			ackTimer.Reset(c.cfg.AckTimeout)
+			return nil
+		}
+		if idle >= c.cfg.AckTimeout {
+			return fmt.Errorf("no ack for %s with %d batches in flight", c.cfg.AckTimeout, inflight)
+		}
+		ackTimer.Reset(c.cfg.AckTimeout - idle)
+		return nil
+	}
+
 	var next uint64 // first seq to send; 0: the oldest waiting
 	var lastBatch time.Time
 	var frame []byte // the batch being written (reused)
-	ackTimer := time.NewTimer(time.Hour)
-	defer ackTimer.Stop()
-	resetAckTimer := func() {
-		ackTimer.Stop()
-		select {
-		case <-ackTimer.C:
-		default:
-		}
-		ackTimer.Reset(c.cfg.AckTimeout)
-	}
 	for {
 		// Wait for room in the window.
 		for {
 			mu.Lock()
 			inflight := len(window)
 			mu.Unlock()
-			if inflight < c.cfg.Inflight {
+			if _, maxInflight := c.batchLimits(); inflight < maxInflight {
 				break
 			}
 			select {
@@ -680,9 +730,10 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 			case err := <-readErr:
 				return err
 			case <-acked:
-				resetAckTimer()
 			case <-ackTimer.C:
-				return fmt.Errorf("no ack for %s with %d batches in flight", c.cfg.AckTimeout, inflight)
+				if err := ackOverdue(); err != nil {
+					return err
+				}
 			}
 		}
 		// Honour SlowDown's minimum interval between batches.
@@ -700,24 +751,16 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 				}
 			}
 		}
-		limit := c.cfg.BatchMax
+		limit, _ := c.batchLimits()
 		if m := int(c.slowMaxBatch.Load()); m > 0 && m < limit {
 			limit = m
 		}
-		var n int
-		var last uint64
-		frame, n, last, err = c.nextBatch(next, limit, frame[:0])
+		var b inflightBatch
+		frame, b, err = c.nextBatch(next, limit, frame[:0])
 		if err != nil {
 			return err
 		}
-		if n == 0 {
-			mu.Lock()
-			inflight := len(window)
-			mu.Unlock()
-			var timeout <-chan time.Time
-			if inflight > 0 {
-				timeout = ackTimer.C
-			}
+		if b.n == 0 {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -725,28 +768,179 @@ func (c *Client) findings(ctx context.Context, conn *quic.Conn) error {
 				return err
 			case <-c.cfg.Spool.Notify():
 			case <-acked:
-				resetAckTimer()
-			case <-timeout:
-				return fmt.Errorf("no ack for %s with %d batches in flight", c.cfg.AckTimeout, inflight)
+			case <-ackTimer.C:
+				if err := ackOverdue(); err != nil {
+					return err
+				}
 			}
 			continue
 		}
 		mu.Lock()
-		wasEmpty := len(window) == 0
-		window = append(window, last)
-		lastSent = last
-		mu.Unlock()
-		if _, err := st.Write(frame); err != nil {
-			return fmt.Errorf("write batch: %w", err)
+		if len(window) == 0 {
+			progress = time.Now()
 		}
-		if wasEmpty {
-			resetAckTimer()
+		window = append(window, b)
+		lastSent = b.last
+		mu.Unlock()
+		if err := c.writeBatch(st, frame); err != nil {
+			return err
 		}
 		lastBatch = time.Now()
-		next = last + 1
+		next = b.last + 1
 		c.batchesSent.Add(1)
-		c.findingsSent.Add(uint64(n))
+		c.findingsSent.Add(uint64(b.n))
 	}
+}
+
+// writeChunk is the most of a batch's frame written under one deadline.
+const writeChunk = 256 << 10
+
+// writeBatch writes a batch's frame in chunks of writeChunk, each with
+// AckTimeout to leave: a server that stops reading (its flow control then
+// blocks the write) ends the session as one that stops acknowledging does,
+// while a slow link that keeps moving does not.
+func (c *Client) writeBatch(st *quic.Stream, frame []byte) error {
+	defer func() { _ = st.SetWriteDeadline(time.Time{}) }()
+	for len(frame) > 0 {
+		n := min(len(frame), writeChunk)
+		if err := st.SetWriteDeadline(time.Now().Add(c.cfg.AckTimeout)); err != nil {
+			return fmt.Errorf("write batch: %w", err)
+		}
+		if _, err := st.Write(frame[:n]); err != nil {
+			return fmt.Errorf("write batch: %w", err)
+		}
+		frame = frame[n:]
+	}
+	return nil
+}
+
+// maxRefusals is how many times in a row the server must refuse a finding
+// sent alone before the uplink drops it.
+const maxRefusals = 3
+
+// isolation is the search for a finding that the server refuses. The
+// server validates every batch and, for one finding it cannot take (a
+// string above its limits, a score that is not a number), closes the
+// connection with CodeProtocol (CodeSequenceBroken, CodeFrameTooLarge for
+// the batch itself) and acknowledges nothing of that batch. After such a
+// refusal of a batch of n findings the uplink sends batches of at most n/2
+// findings, one at a time, so that the good findings in front of the bad
+// one are acknowledged and the refused batch shrinks, down to the single
+// bad finding. Refused alone maxRefusals times in a row, it is dropped
+// from the spool, counted (Stats.FindingsRefused, the Status counter
+// uplink_findings_refused) and logged. A refusal with no batch in flight
+// cannot be a finding's doing: it counts for nothing.
+//
+// Isolation ends when acks pass the last refused batch, or with the drop.
+// Like every session error, each refusal waits a backoff delay.
+type isolation struct {
+	from    uint64 // first seq of the last refused batch
+	until   uint64 // last seq of the refused batches: isolation ends when acked
+	limit   int    // findings per batch; 0: not isolating
+	strikes int    // refusals in a row of the single finding from
+}
+
+// isRefusal reports whether err is the server refusing what it read: a
+// protocol error, not an overload, shutdown or internal failure.
+func isRefusal(err error) (*ServerError, bool) {
+	se, ok := AsServerError(err)
+	if !ok {
+		return nil, false
+	}
+	switch se.Code {
+	case wirev1.CodeProtocol, wirev1.CodeSequenceBroken, wirev1.CodeFrameTooLarge:
+		return se, true
+	}
+	return nil, false
+}
+
+// batchLimits returns the findings per batch and the batches in flight
+// allowed now: the configured ones, or those of an isolation.
+func (c *Client) batchLimits() (limit, inflight int) {
+	c.isoMu.Lock()
+	defer c.isoMu.Unlock()
+	if c.iso.limit > 0 {
+		return min(c.iso.limit, c.cfg.BatchMax), 1
+	}
+	return c.cfg.BatchMax, c.cfg.Inflight
+}
+
+// isolationAcked ends an isolation whose refused batches are all
+// acknowledged now.
+func (c *Client) isolationAcked(through uint64) {
+	c.isoMu.Lock()
+	defer c.isoMu.Unlock()
+	iso := &c.iso
+	if iso.limit == 0 {
+		return
+	}
+	if through >= iso.until {
+		c.log.Info("findings delivered past the refused batch; back to full batches", "through_seq", through)
+		*iso = isolation{}
+		return
+	}
+	if through >= iso.from {
+		iso.strikes = 0 // the finding at from got through
+	}
+}
+
+// noteRefusal advances the isolation after a session ended with err, b
+// being the oldest batch then in flight (b.n == 0: none).
+func (c *Client) noteRefusal(err error, b inflightBatch) {
+	se, ok := isRefusal(err)
+	if !ok {
+		return
+	}
+	c.isoMu.Lock()
+	defer c.isoMu.Unlock()
+	iso := &c.iso
+	switch {
+	case b.n == 0:
+		iso.strikes = 0
+		return
+	case iso.limit == 0:
+		*iso = isolation{until: b.last}
+	default:
+		iso.until = max(iso.until, b.last)
+	}
+	switch {
+	case b.n > 1:
+		iso.strikes = 0
+	case iso.limit == 1 && iso.from == b.first:
+		iso.strikes++
+	default:
+		iso.strikes = 1
+	}
+	iso.from, iso.limit = b.first, max(b.n/2, 1)
+	if iso.strikes < maxRefusals {
+		c.log.Warn("server refused a batch: isolating the finding it refuses",
+			"first_seq", b.first, "findings", b.n, "next_batch", iso.limit, "code", se.Code.String())
+		return
+	}
+	c.dropRefused(b.first, se)
+	*iso = isolation{}
+}
+
+// dropRefused drops the finding seq, which the server refused alone
+// maxRefusals times, from the spool: it is the oldest waiting one, so
+// acknowledging it deletes it alone.
+func (c *Client) dropRefused(seq uint64, se *ServerError) {
+	fs, err := c.cfg.Spool.PeekFrom(0, 1, 0)
+	if err != nil {
+		c.log.Error("cannot drop the finding the server refuses", "seq", seq, "err", err)
+		return
+	}
+	if len(fs) == 0 || fs[0].Seq != seq {
+		return // acknowledged or dropped meanwhile
+	}
+	if err := c.cfg.Spool.Ack(seq); err != nil {
+		c.log.Error("cannot drop the finding the server refuses", "seq", seq, "err", err)
+		return
+	}
+	c.refused.Add(1)
+	// Only what identifies the finding: its content may be sensitive.
+	c.log.Error("dropped a finding that the server refuses", "seq", seq, "detector", fs[0].Detector,
+		"bytes", proto.Size(fs[0]), "refusals", maxRefusals, "code", se.Code.String(), "message", se.Message)
 }
 
 // RawSpool is implemented by spools that hand out findings still encoded
@@ -758,41 +952,41 @@ type RawSpool interface {
 
 // nextBatch reads up to limit findings from seq from on and appends their
 // FindingsBatch frame (length-prefixed, as wirev1.Write frames) to frame.
-// n is the number of findings (0: none waiting) and last the last seq.
-func (c *Client) nextBatch(from uint64, limit int, frame []byte) (_ []byte, n int, last uint64, err error) {
+// b describes the batch (b.n == 0: no finding waiting).
+func (c *Client) nextBatch(from uint64, limit int, frame []byte) (_ []byte, b inflightBatch, err error) {
 	if rs, ok := c.cfg.Spool.(RawSpool); ok {
 		seqs, data, err := rs.PeekRawFrom(from, limit, maxBatchBytes)
 		if err != nil {
-			return frame, 0, 0, fmt.Errorf("peek spool: %w", err)
+			return frame, b, fmt.Errorf("peek spool: %w", err)
 		}
 		if len(seqs) == 0 {
-			return frame, 0, 0, nil
+			return frame, b, nil
 		}
 		frame, err = appendRawBatch(frame, seqs, data)
 		if err != nil {
-			return frame, 0, 0, fmt.Errorf("write batch: %w", err)
+			return frame, b, fmt.Errorf("write batch: %w", err)
 		}
-		return frame, len(seqs), seqs[len(seqs)-1], nil
+		return frame, inflightBatch{first: seqs[0], last: seqs[len(seqs)-1], n: len(seqs)}, nil
 	}
 	batch, err := c.cfg.Spool.PeekFrom(from, limit, maxBatchBytes)
 	if err != nil {
-		return frame, 0, 0, fmt.Errorf("peek spool: %w", err)
+		return frame, b, fmt.Errorf("peek spool: %w", err)
 	}
 	if len(batch) == 0 {
-		return frame, 0, 0, nil
+		return frame, b, nil
 	}
 	m := &wirev1.FindingsBatch{FirstSeq: batch[0].Seq, Findings: batch}
 	size := proto.Size(m)
 	if size > wirev1.MaxFrameSize {
-		return frame, 0, 0, &wirev1.ProtocolError{Code: wirev1.CodeFrameTooLarge,
+		return frame, b, &wirev1.ProtocolError{Code: wirev1.CodeFrameTooLarge,
 			Err: fmt.Errorf("write batch: %d bytes above limit %d", size, wirev1.MaxFrameSize)}
 	}
 	frame = protowire.AppendVarint(frame, uint64(size))
 	frame, err = proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(frame, m)
 	if err != nil {
-		return frame, 0, 0, fmt.Errorf("write batch: %w", err)
+		return frame, b, fmt.Errorf("write batch: %w", err)
 	}
-	return frame, len(batch), batch[len(batch)-1].Seq, nil
+	return frame, inflightBatch{first: batch[0].Seq, last: batch[len(batch)-1].Seq, n: len(batch)}, nil
 }
 
 // Field numbers of FindingsBatch and Finding (wire/v1/vigil.proto).

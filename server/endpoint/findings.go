@@ -12,15 +12,16 @@ import (
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
-// Limits on a FindingsBatch. A batch outside them closes the connection
-// (CodeProtocol, or CodeSequenceBroken for sequence numbers).
+// Limits on a FindingsBatch (the protocol's, shared with the agent). A
+// batch outside them closes the connection (CodeProtocol, or
+// CodeSequenceBroken for sequence numbers).
 const (
-	MaxBatchFindings = 10000
-	maxDetector      = 64
-	maxSummary       = 4096
-	maxShortString   = 128 // model name/digest, IPs, proto, MAC, feature names
-	maxPath          = 4096
-	maxTopFeatures   = 64
+	MaxBatchFindings = wirev1.MaxBatchFindings
+	maxDetector      = wirev1.MaxDetectorLen
+	maxSummary       = wirev1.MaxSummaryLen
+	maxShortString   = wirev1.MaxShortStringLen // model name/digest, IPs, proto, MAC, feature names
+	maxPath          = wirev1.MaxPathLen
+	maxTopFeatures   = wirev1.MaxTopFeatures
 	commitTimeout    = 60 * time.Second
 )
 

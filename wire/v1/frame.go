@@ -2,12 +2,16 @@ package wirev1
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // ProtocolError is a framing or message error; Code says how to close the
@@ -35,9 +39,11 @@ func NewReader(r io.Reader, maxSize int) *Reader {
 }
 
 // Read reads one message into m. It returns io.EOF at a clean end of stream,
-// and a *ProtocolError for an oversized or malformed frame.
+// and a *ProtocolError for an oversized or malformed frame, or for one whose
+// repeated fields hold more elements than their limits (checkRepeated):
+// those are refused before the frame is decoded.
 func (r *Reader) Read(m proto.Message) error {
-	err := protodelim.UnmarshalOptions{MaxSize: int64(r.max)}.UnmarshalFrom(r.br, m)
+	err := r.read(m)
 	if err == nil {
 		return nil
 	}
@@ -61,6 +67,53 @@ func (r *Reader) Read(m proto.Message) error {
 		return fmt.Errorf("read frame: %w", err)
 	}
 	return &ProtocolError{Code: CodeProtocol, Err: fmt.Errorf("read frame: %w", err)}
+}
+
+// read is protodelim.UnmarshalFrom with the scan of checkRepeated between
+// reading the frame and decoding it. Errors are as UnmarshalFrom's: io.EOF
+// only if no byte was read.
+func (r *Reader) read(m proto.Message) error {
+	var sizeBuf [binary.MaxVarintLen64]byte
+	n := 0
+	for n < len(sizeBuf) {
+		c, err := r.br.ReadByte()
+		if err != nil {
+			if errors.Is(err, io.EOF) && n > 0 {
+				break // a truncated varint: ConsumeVarint reports it
+			}
+			return err
+		}
+		sizeBuf[n] = c
+		n++
+		if c < 0x80 {
+			break
+		}
+	}
+	size, k := protowire.ConsumeVarint(sizeBuf[:n])
+	if k < 0 {
+		return protowire.ParseError(k)
+	}
+	if size > uint64(r.max) {
+		return &protodelim.SizeTooLargeError{Size: size, MaxSize: uint64(r.max)}
+	}
+	// Peek avoids a copy when the frame fits in the buffer; proto.Unmarshal
+	// copies what it keeps, so the buffer may be reused after Discard.
+	b, err := r.br.Peek(int(size))
+	if err == nil {
+		defer func() { _, _ = r.br.Discard(len(b)) }()
+	} else {
+		b = make([]byte, size)
+		if _, err := io.ReadFull(r.br, b); err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	if err := checkRepeated(b, m.ProtoReflect().Descriptor(), 0); err != nil {
+		return &ProtocolError{Code: CodeProtocol, Err: fmt.Errorf("read frame: %w", err)}
+	}
+	return proto.Unmarshal(b, m)
 }
 
 // transportError is implemented by quic-go's stream and connection errors.
@@ -89,4 +142,110 @@ func Write(w io.Writer, m proto.Message, maxSize int) error {
 		return fmt.Errorf("write frame: %w", err)
 	}
 	return nil
+}
+
+// MaxRepeated bounds the elements of a repeated field (and the entries of a
+// map) of one message in a frame, where no tighter limit applies
+// (repeatedLimit). It is above every legitimate count (the server sends at
+// most 10000 suppressions) and keeps what a peer can make the reader decode
+// in bounds: decoding allocates a Go value for every element, and an empty
+// message of 2 bytes on the wire becomes a struct of up to some 200 bytes.
+const MaxRepeated = 1 << 16
+
+// maxScanDepth bounds the nesting checkRepeated descends into. The messages
+// of this protocol nest a few levels deep; none is recursive.
+const maxScanDepth = 16
+
+// repeatedLimit is the most elements the repeated field fd may hold in one
+// message: the server's limits for a FindingsBatch, MaxRepeated otherwise.
+func repeatedLimit(fd protoreflect.FieldDescriptor) int {
+	switch fd.FullName() {
+	case "vigil.wire.v1.FindingsBatch.findings":
+		return MaxBatchFindings
+	case "vigil.wire.v1.Finding.top_features":
+		return MaxTopFeatures
+	}
+	return MaxRepeated
+}
+
+// checkRepeated walks the encoded message b of type md without decoding it
+// and refuses it if one message in it holds more elements in a repeated
+// field than repeatedLimit allows. It descends only into the known fields
+// of message type that can hold a repeated field, so it costs a fraction of
+// the decoding it guards. Malformed bytes are left to proto.Unmarshal.
+func checkRepeated(b []byte, md protoreflect.MessageDescriptor, depth int) error {
+	if depth > maxScanDepth {
+		return fmt.Errorf("%s: nested more than %d levels deep", md.FullName(), maxScanDepth)
+	}
+	fields := md.Fields()
+	var small [32]int // this protocol's messages have fewer fields
+	var counts []int
+	if fields.Len() <= len(small) {
+		counts = small[:fields.Len()]
+	} else {
+		counts = make([]int, fields.Len())
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil
+		}
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return nil
+		}
+		value := b[:m]
+		b = b[m:]
+		fd := fields.ByNumber(num)
+		if fd == nil {
+			continue // an unknown field is kept as bytes, not decoded
+		}
+		if fd.Cardinality() == protoreflect.Repeated {
+			i := fd.Index()
+			counts[i]++
+			if limit := repeatedLimit(fd); counts[i] > limit {
+				return fmt.Errorf("%s: more than %d elements in one message", fd.FullName(), limit)
+			}
+		}
+		if fd.Kind() != protoreflect.MessageKind || typ != protowire.BytesType || !canRepeat(fd.Message()) {
+			continue
+		}
+		inner, _ := protowire.ConsumeBytes(value)
+		if err := checkRepeated(inner, fd.Message(), depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// repeats caches canRepeat by message descriptor.
+var repeats sync.Map // protoreflect.MessageDescriptor -> bool
+
+// canRepeat reports whether a message of type md can hold a repeated field,
+// itself or in a message field at any depth.
+func canRepeat(md protoreflect.MessageDescriptor) bool {
+	if v, ok := repeats.Load(md); ok {
+		return v.(bool)
+	}
+	v := canRepeatUncached(md, 0)
+	repeats.Store(md, v)
+	return v
+}
+
+func canRepeatUncached(md protoreflect.MessageDescriptor, depth int) bool {
+	if depth > maxScanDepth {
+		return true // deeper than any message of this protocol: scan it
+	}
+	fields := md.Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if fd.Cardinality() == protoreflect.Repeated {
+			return true
+		}
+		if fd.Kind() == protoreflect.MessageKind && canRepeatUncached(fd.Message(), depth+1) {
+			return true
+		}
+	}
+	return false
 }

@@ -19,6 +19,11 @@ package wirev1
 //     refuse rollback offers, as before); ServerControl.model_withdrawal
 //     (field 7): a halted rollout's bundle is withdrawn and a shadow model
 //     running it stops (older agents ignore the unknown oneof case).
+//   - 1 (no version change): the server's limits of a FindingsBatch are
+//     written here (limits.go), and both sides' readers refuse a frame whose
+//     repeated fields hold more elements than those limits (other fields:
+//     MaxRepeated) before decoding it. No frame that a peer of this version
+//     sends, or that the server accepted before, is above them.
 const ProtocolVersion = 1
 
 // ALPN is the TLS application protocol negotiated on every connection.

@@ -21,6 +21,10 @@ import (
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
+// StreamReceiveWindow is the flow control window of a stream the server
+// has not read from yet.
+const StreamReceiveWindow = 512 << 10
+
 // Server is the fake server. Set the hook fields before the agent connects.
 type Server struct {
 	PKI  *pkitest.Deployment
@@ -41,6 +45,14 @@ type Server struct {
 	AfterHello func(send func(*wirev1.ServerControl) error)
 	// RefuseRenew answers renew requests with an error.
 	RefuseRenew bool
+	// AckDelay delays each ack by this long after its batch was read, while
+	// the next batches are read meanwhile (as the real server pipelines its
+	// commits); acks still leave in order.
+	AckDelay time.Duration
+	// StallFindings, if set and true when a FINDINGS stream starts, makes
+	// the server stop reading that stream after its header (the agent's
+	// writes then block on flow control) until the connection ends.
+	StallFindings func() bool
 
 	ln     *quic.Listener
 	mu     sync.Mutex
@@ -59,7 +71,12 @@ func New(t testing.TB) *Server {
 	d := pkitest.New(t, "vigil.test")
 	s := &Server{PKI: d, Entity: "acme", AgentTTL: time.Hour, seqs: map[uint64]*wirev1.Finding{}}
 	cert := d.ServerCert(t)
-	ln, err := quic.ListenAddr("127.0.0.1:0", pki.ServerTLSConfig(cert, d.CA.Pool()), &quic.Config{MaxIdleTimeout: 10 * time.Second})
+	ln, err := quic.ListenAddr("127.0.0.1:0", pki.ServerTLSConfig(cert, d.CA.Pool()), &quic.Config{
+		MaxIdleTimeout: 10 * time.Second,
+		// quic-go's default, pinned: with StallFindings the agent's writes
+		// block once a stream carries this much unread.
+		InitialStreamReceiveWindow: StreamReceiveWindow,
+	})
 	if err != nil {
 		t.Fatalf("uplinktest: %v", err)
 	}
@@ -183,6 +200,10 @@ func (s *Server) serveStream(conn *quic.Conn, st *quic.Stream, agentID string) e
 		if agentID == "" {
 			return &wirev1.ProtocolError{Code: wirev1.CodeUnauthorized, Err: errors.New("no client certificate")}
 		}
+		if s.StallFindings != nil && s.StallFindings() {
+			<-conn.Context().Done()
+			return nil
+		}
 		err := s.findings(st, r)
 		var ce closeErr
 		if errors.As(err, &ce) {
@@ -278,6 +299,34 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 }
 
 func (s *Server) findings(st *quic.Stream, r *wirev1.Reader) error {
+	send := func(a *wirev1.Ack) error { return wirev1.Write(st, a, 0) }
+	if s.AckDelay > 0 {
+		type delayed struct {
+			ack *wirev1.Ack
+			due time.Time
+		}
+		acks := make(chan delayed, 1024)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			failed := false
+			for d := range acks {
+				if failed {
+					continue // drain
+				}
+				time.Sleep(time.Until(d.due))
+				failed = wirev1.Write(st, d.ack, 0) != nil
+			}
+		}()
+		defer func() {
+			close(acks)
+			<-done
+		}()
+		send = func(a *wirev1.Ack) error {
+			acks <- delayed{a, time.Now().Add(s.AckDelay)}
+			return nil
+		}
+	}
 	for {
 		var b wirev1.FindingsBatch
 		if err := r.Read(&b); err != nil {
@@ -310,7 +359,7 @@ func (s *Server) findings(st *quic.Stream, r *wirev1.Reader) error {
 			}
 		}
 		s.mu.Unlock()
-		if err := wirev1.Write(st, ack, 0); err != nil {
+		if err := send(ack); err != nil {
 			return nil
 		}
 	}

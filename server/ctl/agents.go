@@ -119,7 +119,7 @@ func newAgentsCmd(app *App) *cobra.Command {
 			if err := c.Do(cmd.Context(), http.MethodPost, "agents/"+url.PathEscape(args[0])+"/revoke", nil, nil, &a); err != nil {
 				return fmt.Errorf("revoke agent %s: %w", args[0], err)
 			}
-			fmt.Fprintf(app.Stdout, "agent %s (entity %s) revoked at %s\n", a.ID, a.Entity, stamp(a.RevokedAt))
+			fmt.Fprintf(app.Stdout, "agent %s (entity %s) revoked at %s\n", safeText(a.ID), safeText(a.Entity), stamp(a.RevokedAt))
 			return nil
 		},
 	}

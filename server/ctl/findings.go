@@ -140,7 +140,7 @@ func newTriageCmd(app *App) *cobra.Command {
 			}
 			var f struct{ Status, Assignee string }
 			_ = json.Unmarshal(out, &f)
-			fmt.Fprintf(app.Stdout, "finding %d: %s %s\n", id, f.Status, f.Assignee)
+			fmt.Fprintf(app.Stdout, "finding %d: %s %s\n", id, safeText(f.Status), safeText(f.Assignee))
 			return nil
 		},
 	}

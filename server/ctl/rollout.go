@@ -70,7 +70,7 @@ func rolloutCreate(app *App) *cobra.Command {
 			if asJSON {
 				return app.PrintJSON(res)
 			}
-			fmt.Fprintf(app.Stdout, "rollout %s created; offered now to %d connected agent(s)\n", res.ID, len(res.Reached))
+			fmt.Fprintf(app.Stdout, "rollout %s created; offered now to %d connected agent(s)\n", safeText(res.ID), len(res.Reached))
 			return nil
 		},
 	}
@@ -161,13 +161,15 @@ func rolloutStatus(app *App) *cobra.Command {
 				case r.Rollback:
 					mode = " (rollback)"
 				}
-				fmt.Fprintf(app.Stdout, "rollout %s  %s@%d%s  %s  %s\n", r.ID, r.Model.Name, r.Model.Version, mode, r.State, strings.Join(counts, " "))
+				// Agents report the states counted and the reasons shown: safeText.
+				fmt.Fprintf(app.Stdout, "rollout %s  %s@%d%s  %s  %s\n", safeText(r.ID), safeText(r.Model.Name), r.Model.Version, mode,
+					safeText(r.State), safeText(strings.Join(counts, " ")))
 				if r.StateReason != "" {
-					fmt.Fprintf(app.Stdout, "  %s: %s\n", r.State, r.StateReason)
+					fmt.Fprintf(app.Stdout, "  %s: %s\n", safeText(r.State), safeText(r.StateReason))
 				}
 				if t := r.ShadowTotals; t != nil {
 					fmt.Fprintf(app.Stdout, "  shadow totals over %d agent(s): active %d/%d anomalies/events, shadow %d/%d; %s\n",
-						t.Agents, t.ActiveAnomalies, t.ActiveEvents, t.ShadowAnomalies, t.ShadowEvents, t.Verdict.Reason)
+						t.Agents, t.ActiveAnomalies, t.ActiveEvents, t.ShadowAnomalies, t.ShadowEvents, safeText(t.Verdict.Reason))
 				}
 				t := newTable(app.Stdout, "  AGENT", "ENTITY", "STATE", "REASON")
 				for _, a := range r.Agents {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"math/bits"
 	"time"
 
 	"github.com/vigil-edge/vigil/server/store"
@@ -13,16 +15,23 @@ import (
 // Shadow halt rule (docs/rollouts.md). A shadow rollout created with a halt factor F > 0 halts
 // itself when its new model alerts too often compared with the model it would replace:
 //
-//	summed over every targeted agent's latest shadow report of the rollout,
+//	each agent's latest shadow report of the rollout, its counts cut to MaxShadowReportEvents;
 //	  active rate = active anomalies / active events
 //	  shadow rate = shadow anomalies / shadow events
-//	judge only when both event counts are at least MinEvents (default 1000);
-//	halt when shadow rate > F × max(active rate, RateFloor)   (RateFloor default 0.001)
+//	  over        = shadow rate > F × max(active rate, RateFloor)   (RateFloor default 0.001)
+//	judge only when the summed event counts are at least MinEvents (default 1000) each;
+//	halt when the summed counts are over,
+//	  or when half or more of the agents that have MinEvents events each are over on their own.
 //
 // The floor stands in for an active rate of zero (a quiet network on which the active model
 // raised nothing): without it any single shadow anomaly would be "infinitely" worse. 0.001 is the
 // false-positive rate the shipped models are calibrated to (models/baseline/REPORT.md), so with
 // F = 3 a shadow model halts on a quiet network once it flags more than 0.3% of the events.
+//
+// The reports are outside input: one agent must not decide the verdict for the others. Its
+// counts are cut to MaxShadowReportEvents (keeping its rates) and summed with saturation, so no
+// report can overflow the sums; and since one agent claiming many quiet events can still
+// outweigh the others in the sums, the agents are also judged one by one, each counting once.
 // Halting sets the rollout's state to "halted" with the verdict as its reason, audits
 // "rollout.halted" by actor "system", stops offering the rollout, and sends a ModelWithdrawal to
 // the targeted agents (connected ones at once, the others at their next Hello), which stop the
@@ -35,6 +44,13 @@ const (
 	// HaltActor is the audit actor of automatic halts.
 	HaltActor = "system"
 )
+
+// MaxShadowReportEvents bounds the events of each model that one agent's shadow report counts
+// for. The agent's counts run from the start of its shadow model: 10^9 events is over 11,000
+// events a second for a day, beyond what one sensor's detector scores. A report counting more is
+// scaled down to it, its anomalies in proportion (its rates kept), so that a report claiming 2^64
+// events neither overflows the sums nor buries the other agents' reports under 10^15 quiet events.
+const MaxShadowReportEvents = 1_000_000_000
 
 // HaltRule is the shadow halt rule.
 type HaltRule struct {
@@ -50,6 +66,8 @@ type ShadowCounts struct {
 	ShadowEvents    uint64 `json:"shadow_events"`
 	ShadowAnomalies uint64 `json:"shadow_anomalies"`
 	Agents          int    `json:"agents"` // agents whose reports are summed
+	// perAgent are the summed reports one by one (sumReports), which Judge also judges alone.
+	perAgent []ShadowCounts
 }
 
 // Verdict is the halt rule's answer.
@@ -59,10 +77,27 @@ type Verdict struct {
 	ActiveRate float64 `json:"active_rate"`
 	ShadowRate float64 `json:"shadow_rate"`
 	Limit      float64 `json:"limit"` // Factor × max(active rate, floor)
-	Reason     string  `json:"reason"`
+	// AgentsJudged are the agents whose own reports have MinEvents events of each model;
+	// AgentsOver those of them whose own shadow rate is over their own limit.
+	AgentsJudged int    `json:"agents_judged"`
+	AgentsOver   int    `json:"agents_over"`
+	Reason       string `json:"reason"`
 }
 
-// Judge applies the rule to c.
+// rates returns c's active and shadow rates, the limit and whether the shadow rate is over it.
+func (h HaltRule) rates(c ShadowCounts) (active, shadow, limit float64, over bool) {
+	if c.ActiveEvents > 0 {
+		active = float64(c.ActiveAnomalies) / float64(c.ActiveEvents)
+	}
+	if c.ShadowEvents > 0 {
+		shadow = float64(c.ShadowAnomalies) / float64(c.ShadowEvents)
+	}
+	limit = h.Factor * max(active, h.RateFloor)
+	return active, shadow, limit, shadow > limit
+}
+
+// Judge applies the rule to c: to its sums, and to each agent's report alone when c comes from
+// sumReports (counts built by hand are judged on their sums only).
 func (h HaltRule) Judge(c ShadowCounts) Verdict {
 	if h.MinEvents == 0 {
 		h.MinEvents = DefaultHaltMinEvents
@@ -71,13 +106,8 @@ func (h HaltRule) Judge(c ShadowCounts) Verdict {
 		h.RateFloor = DefaultHaltRateFloor
 	}
 	var v Verdict
-	if c.ActiveEvents > 0 {
-		v.ActiveRate = float64(c.ActiveAnomalies) / float64(c.ActiveEvents)
-	}
-	if c.ShadowEvents > 0 {
-		v.ShadowRate = float64(c.ShadowAnomalies) / float64(c.ShadowEvents)
-	}
-	v.Limit = h.Factor * max(v.ActiveRate, h.RateFloor)
+	var over bool
+	v.ActiveRate, v.ShadowRate, v.Limit, over = h.rates(c)
 	switch {
 	case h.Factor <= 0:
 		v.Reason = "no halt factor"
@@ -85,14 +115,27 @@ func (h HaltRule) Judge(c ShadowCounts) Verdict {
 		v.Reason = fmt.Sprintf("not judged yet: %d active / %d shadow events, need %d each", c.ActiveEvents, c.ShadowEvents, h.MinEvents)
 	default:
 		v.Judged = true
-		v.Halt = v.ShadowRate > v.Limit
+		for _, a := range c.perAgent {
+			if a.ActiveEvents < h.MinEvents || a.ShadowEvents < h.MinEvents {
+				continue
+			}
+			v.AgentsJudged++
+			if _, _, _, o := h.rates(a); o {
+				v.AgentsOver++
+			}
+		}
+		v.Halt = over || (v.AgentsOver > 0 && 2*v.AgentsOver >= v.AgentsJudged)
 		cmp := "within"
-		if v.Halt {
+		if over {
 			cmp = "exceeds"
 		}
 		v.Reason = fmt.Sprintf("shadow alert rate %.4g (%d/%d events) %s %g x active rate %.4g (%d/%d events; floor %g) over %d agent(s)",
 			v.ShadowRate, c.ShadowAnomalies, c.ShadowEvents, cmp, h.Factor, v.ActiveRate, c.ActiveAnomalies, c.ActiveEvents,
 			h.RateFloor, c.Agents)
+		if v.AgentsJudged > 0 {
+			v.Reason += fmt.Sprintf("; judged alone, %d of %d agent(s) with %d+ events exceed %g x their own active rate",
+				v.AgentsOver, v.AgentsJudged, h.MinEvents, h.Factor)
+		}
 	}
 	return v
 }
@@ -100,17 +143,26 @@ func (h HaltRule) Judge(c ShadowCounts) Verdict {
 // shadowReport is the part of the agent's shadow summary (agent/update.ShadowSummary, sent as the
 // Reason of a "shadow" ModelStatus) that the rule reads.
 type shadowReport struct {
-	Active struct {
-		Events    uint64 `json:"events"`
-		Anomalies uint64 `json:"anomalies"`
-	} `json:"active"`
-	Shadow struct {
-		Events    uint64 `json:"events"`
-		Anomalies uint64 `json:"anomalies"`
-	} `json:"shadow"`
+	Active modelCounts `json:"active"`
+	Shadow modelCounts `json:"shadow"`
 }
 
-// parseShadowReport reads a shadow summary (outside input: bounded by the store's reason limit).
+type modelCounts struct {
+	Events    uint64 `json:"events"`
+	Anomalies uint64 `json:"anomalies"`
+}
+
+// capped returns c cut to MaxShadowReportEvents events, the anomalies in proportion.
+func (c modelCounts) capped() modelCounts {
+	if c.Events <= MaxShadowReportEvents {
+		return c
+	}
+	a := uint64(float64(c.Anomalies) / float64(c.Events) * MaxShadowReportEvents)
+	return modelCounts{Events: MaxShadowReportEvents, Anomalies: min(a, MaxShadowReportEvents)}
+}
+
+// parseShadowReport reads a shadow summary (outside input: bounded by the store's reason limit),
+// its counts cut to MaxShadowReportEvents.
 func parseShadowReport(s string) (shadowReport, bool) {
 	var r shadowReport
 	if len(s) == 0 || len(s) > 4096 || json.Unmarshal([]byte(s), &r) != nil {
@@ -119,6 +171,7 @@ func parseShadowReport(s string) (shadowReport, bool) {
 	if r.Active.Anomalies > r.Active.Events || r.Shadow.Anomalies > r.Shadow.Events {
 		return r, false
 	}
+	r.Active, r.Shadow = r.Active.capped(), r.Shadow.capped()
 	return r, true
 }
 
@@ -131,22 +184,45 @@ func (r *Registry) shadowReports(ctx context.Context, ro *store.RolloutRecord) (
 			return out, nil
 		}
 	}
-	sts, err := r.cfg.DB.ModelStatuses(ctx, "", ro.Model.Digest)
+	by, err := r.statusesOf(ctx, ro)
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range sts {
-		if s.State != "shadow" || (s.RolloutID != "" && s.RolloutID != ro.ID) {
+	for agent, s := range by {
+		if s.State != "shadow" {
 			continue
 		}
 		if _, ok := parseShadowReport(s.Reason); ok {
-			out[s.AgentID] = json.RawMessage(s.Reason)
+			out[agent] = json.RawMessage(s.Reason)
 		}
 	}
 	return out, nil
 }
 
-// sumReports adds up shadow reports.
+// statusesOf returns each agent's last report about rollout ro (statusIndex.of), by agent id.
+func (r *Registry) statusesOf(ctx context.Context, ro *store.RolloutRecord) (map[string]store.AgentModelStatus, error) {
+	sts, err := r.cfg.DB.ModelStatuses(ctx, "", ro.Model.Digest)
+	if err != nil {
+		return nil, err
+	}
+	byAgent := map[string]statusIndex{}
+	for _, s := range sts {
+		if byAgent[s.AgentID] == nil {
+			byAgent[s.AgentID] = statusIndex{}
+		}
+		byAgent[s.AgentID].add(s)
+	}
+	out := make(map[string]store.AgentModelStatus, len(byAgent))
+	for agent, ix := range byAgent {
+		if s, ok := ix.of(ro); ok {
+			out[agent] = s
+		}
+	}
+	return out, nil
+}
+
+// sumReports adds up shadow reports (saturating, although capped reports cannot overflow) and
+// keeps each one for Judge's per-agent verdicts.
 func sumReports(reps map[string]json.RawMessage) ShadowCounts {
 	var c ShadowCounts
 	for _, raw := range reps {
@@ -154,13 +230,25 @@ func sumReports(reps map[string]json.RawMessage) ShadowCounts {
 		if !ok {
 			continue
 		}
-		c.ActiveEvents += rep.Active.Events
-		c.ActiveAnomalies += rep.Active.Anomalies
-		c.ShadowEvents += rep.Shadow.Events
-		c.ShadowAnomalies += rep.Shadow.Anomalies
+		a := ShadowCounts{ActiveEvents: rep.Active.Events, ActiveAnomalies: rep.Active.Anomalies,
+			ShadowEvents: rep.Shadow.Events, ShadowAnomalies: rep.Shadow.Anomalies, Agents: 1}
+		c.ActiveEvents = addSat(c.ActiveEvents, a.ActiveEvents)
+		c.ActiveAnomalies = addSat(c.ActiveAnomalies, a.ActiveAnomalies)
+		c.ShadowEvents = addSat(c.ShadowEvents, a.ShadowEvents)
+		c.ShadowAnomalies = addSat(c.ShadowAnomalies, a.ShadowAnomalies)
 		c.Agents++
+		c.perAgent = append(c.perAgent, a)
 	}
 	return c
+}
+
+// addSat is a + b, or the largest uint64 when that overflows.
+func addSat(a, b uint64) uint64 {
+	s, carry := bits.Add64(a, b, 0)
+	if carry != 0 {
+		return math.MaxUint64
+	}
+	return s
 }
 
 // HaltRuleFor returns the rule of a rollout (its halt factor, the default minimum and floor).
@@ -260,15 +348,15 @@ func (r *Registry) withdrawConnected(ro store.RolloutRecord) {
 
 // withdrawalsFor returns the withdrawals an agent that just connected needs: halted shadow
 // rollouts targeting it that it last reported running (or still fetching).
-func withdrawalsFor(halted []store.RolloutRecord, agentID, entity string, statuses map[string]store.AgentModelStatus) []*wirev1.ServerControl {
+func withdrawalsFor(halted []store.RolloutRecord, agentID, entity string, statuses statusIndex) []*wirev1.ServerControl {
 	var out []*wirev1.ServerControl
 	for i := range halted {
 		ro := &halted[i]
 		if !ro.Shadow || !Targets(ro, agentID, entity) {
 			continue
 		}
-		st, ok := statuses[ro.Model.Digest]
-		if !ok || (st.RolloutID != ro.ID && st.RolloutID != "") {
+		st, ok := statuses.of(ro)
+		if !ok {
 			continue
 		}
 		switch st.State {

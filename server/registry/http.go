@@ -54,6 +54,9 @@ func (r *Registry) guard(admin bool, h handlerFunc) http.HandlerFunc {
 			writeErr(w, http.StatusForbidden, "this needs the admin role")
 			return
 		}
+		// Audit entries written under the request (model.publish, rollout.create) record
+		// the caller's address, as the API's guard does.
+		req = req.WithContext(store.WithRemote(req.Context(), req.RemoteAddr))
 		if err := h(w, req, u); err != nil {
 			var he *httpError
 			switch {

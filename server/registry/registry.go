@@ -176,6 +176,7 @@ func (r *Registry) Publish(ctx context.Context, rd io.Reader, actor string, opts
 	m, err := r.cfg.DB.InsertModel(ctx, store.Model{Name: b.Manifest.Name, Version: b.Manifest.Version, Detector: b.Manifest.Detector,
 		Digest: digest, Size: n, Manifest: man, Signers: signers}, actor)
 	if err != nil {
+		r.removeOrphan(ctx, final, digest)
 		if errors.Is(err, store.ErrConflict) {
 			return PublishResult{}, fmt.Errorf("%w: %s version %d is already published (versions are immutable; publish a greater version)",
 				ErrRejected, b.Manifest.Name, b.Manifest.Version)
@@ -185,6 +186,23 @@ func (r *Registry) Publish(ctx context.Context, rd io.Reader, actor string, opts
 	res.Model = m
 	r.log.Info("model published", "name", m.Name, "version", m.Version, "digest", digest, "by", actor, "smoke", res.Smoke)
 	return res, nil
+}
+
+// removeOrphan removes the bundle file of a publish that was refused after the file was moved
+// into the bundle directory (FETCH serves every file there by digest), unless a published model
+// has that digest: the same bytes published before share the file, which must stay.
+func (r *Registry) removeOrphan(ctx context.Context, path, digest string) {
+	_, err := r.cfg.DB.ModelByDigest(ctx, digest)
+	switch {
+	case err == nil:
+		return
+	case !errors.Is(err, store.ErrNotFound):
+		r.log.Error("publish refused: keeping its bundle file (cannot tell whether a model uses it)", "path", path, "err", err)
+		return
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		r.log.Error("publish refused: remove its bundle file", "path", path, "err", err)
+	}
 }
 
 // RolloutRequest is a rollout to create.
@@ -317,7 +335,7 @@ func Targets(ro *store.RolloutRecord, agentID, entity string) bool {
 // the newest active rollout targeting it, unless the agent already reported a final state for
 // that bundle in that rollout. A new rollout of a bundle the agent refused or ran before is
 // offered again (e.g. the same old version again, now with a signed rollback instruction).
-func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity string, statuses map[string]store.AgentModelStatus) []*wirev1.ModelOffer {
+func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity string, statuses statusIndex) []*wirev1.ModelOffer {
 	newest := map[string]*store.RolloutRecord{}
 	for i := range rollouts {
 		ro := &rollouts[i]
@@ -329,7 +347,7 @@ func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity str
 	}
 	var out []*wirev1.ModelOffer
 	for _, ro := range newest {
-		if st, ok := statuses[ro.Model.Digest]; ok && store.IsTerminalModelState(st.State) && (st.RolloutID == ro.ID || st.RolloutID == "") {
+		if st, ok := statuses.of(ro); ok && store.IsTerminalModelState(st.State) {
 			continue
 		}
 		out = append(out, &wirev1.ModelOffer{RolloutId: ro.ID, Size: uint64(ro.Size), Shadow: ro.Shadow,
@@ -365,22 +383,43 @@ func (r *Registry) OnHello(agentID, entity string) {
 		r.log.Error("model statuses", "err", err)
 		return
 	}
-	sm := statusMap(st)
+	ix := indexStatuses(st)
 	// Withdrawals first: a halted shadow model stops before anything new starts.
-	for _, w := range withdrawalsFor(halted, agentID, entity, sm) {
+	for _, w := range withdrawalsFor(halted, agentID, entity, ix) {
 		if err := p.Push(agentID, w); err != nil {
 			r.log.Debug("push withdrawal", "agent", agentID, "err", err)
 		}
 	}
-	r.push(p, agentID, r.offersFor(active, agentID, entity, sm))
+	r.push(p, agentID, r.offersFor(active, agentID, entity, ix))
 }
 
-func statusMap(st []store.AgentModelStatus) map[string]store.AgentModelStatus {
-	m := make(map[string]store.AgentModelStatus, len(st))
+// statusIndex holds one agent's model reports by bundle digest and rollout id.
+type statusIndex map[statusKey]store.AgentModelStatus
+
+type statusKey struct{ digest, rollout string }
+
+func indexStatuses(st []store.AgentModelStatus) statusIndex {
+	ix := make(statusIndex, len(st))
+	ix.add(st...)
+	return ix
+}
+
+func (ix statusIndex) add(st ...store.AgentModelStatus) {
 	for _, s := range st {
-		m[s.Digest] = s
+		ix[statusKey{s.Digest, s.RolloutID}] = s
 	}
-	return m
+}
+
+// of returns the agent's last report about rollout ro's bundle under ro: the report naming ro,
+// else one naming no rollout (kept from before reports were stored per rollout, or sent by an
+// agent that named none), which stands for every rollout of that bundle. A report under another
+// rollout of the same bundle (e.g. the shadow rollout an ordinary one promoted) never counts.
+func (ix statusIndex) of(ro *store.RolloutRecord) (store.AgentModelStatus, bool) {
+	if s, ok := ix[statusKey{ro.Model.Digest, ro.ID}]; ok {
+		return s, true
+	}
+	s, ok := ix[statusKey{ro.Model.Digest, ""}]
+	return s, ok
 }
 
 func (r *Registry) push(p Pusher, agentID string, offers []*wirev1.ModelOffer) bool {
@@ -419,12 +458,12 @@ func (r *Registry) PushPending(ctx context.Context) []string {
 	if err != nil {
 		return nil
 	}
-	byAgent := map[string]map[string]store.AgentModelStatus{}
+	byAgent := map[string]statusIndex{}
 	for _, s := range all {
 		if byAgent[s.AgentID] == nil {
-			byAgent[s.AgentID] = map[string]store.AgentModelStatus{}
+			byAgent[s.AgentID] = statusIndex{}
 		}
-		byAgent[s.AgentID][s.Digest] = s
+		byAgent[s.AgentID].add(s)
 	}
 	var reached []string
 	for _, id := range p.Connected() {

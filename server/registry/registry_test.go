@@ -56,15 +56,15 @@ func TestOffersFor(t *testing.T) {
 	if len(o) != 1 || o[0].RolloutId != "r2" {
 		t.Fatalf("newest rollout per model: %v", o)
 	}
-	if o := r.offersFor(rs, "a-1", "alpha", map[string]store.AgentModelStatus{"d3": {RolloutID: "r2", State: "rejected"}}); len(o) != 0 {
+	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r2", State: "rejected"}})); len(o) != 0 {
 		t.Fatalf("a rejected bundle is offered again: %v", o)
 	}
-	if o := r.offersFor(rs, "a-1", "alpha", map[string]store.AgentModelStatus{"d3": {RolloutID: "r2", State: "fetched"}}); len(o) != 1 {
+	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r2", State: "fetched"}})); len(o) != 1 {
 		t.Fatalf("an unfinished offer is not repeated: %v", o)
 	}
 	// A new rollout of a bundle refused under an older rollout is offered (e.g. with a
 	// rollback instruction this time).
-	if o := r.offersFor(rs, "a-1", "alpha", map[string]store.AgentModelStatus{"d3": {RolloutID: "r0", State: "rejected"}}); len(o) != 1 {
+	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r0", State: "rejected"}})); len(o) != 1 {
 		t.Fatalf("a new rollout of a refused bundle is not offered: %v", o)
 	}
 }

@@ -49,8 +49,11 @@ type ShadowTotals struct {
 	Verdict Verdict `json:"verdict"`
 }
 
-// Status reports every active or halted rollout (or only id, in any state) per targeted agent;
-// entity, when set, limits the agents to that entity (entity-admins).
+// Status reports every active or halted rollout (or only id, in any state) per targeted agent.
+// entity, when set, is the caller's scope (an entity-admin), as for GET /api/v1/rollouts
+// (server/api listRollouts): only that entity's rollouts and the deployment-wide ones, the agents
+// of that entity only, and a deployment-wide rollout without what may name or summarise other
+// entities' agents: its target (agent list and halt factor), its creator and its shadow totals.
 func (r *Registry) Status(ctx context.Context, id, entity string) ([]RolloutStatus, error) {
 	var rollouts []store.RolloutRecord
 	if id != "" {
@@ -78,13 +81,13 @@ func (r *Registry) Status(ctx context.Context, id, entity string) ([]RolloutStat
 		if id != "" && ro.ID != id {
 			continue
 		}
-		sts, err := r.cfg.DB.ModelStatuses(ctx, "", ro.Model.Digest)
+		if entity != "" && ro.Entity != "" && ro.Entity != entity {
+			continue // another entity's rollout
+		}
+		foreign := entity != "" && ro.Entity != entity // deployment-wide, seen by an entity-admin
+		by, err := r.statusesOf(ctx, ro)
 		if err != nil {
 			return nil, err
-		}
-		by := map[string]store.AgentModelStatus{}
-		for _, s := range sts {
-			by[s.AgentID] = s
 		}
 		rs := RolloutStatus{ID: ro.ID, Model: ro.Model, Entity: ro.Entity, Agents: ro.Agents, Percent: ro.Percent, Shadow: ro.Shadow,
 			State: ro.State, StateReason: ro.StateReason, Rollback: len(ro.RollbackInstruction) > 0,
@@ -101,14 +104,17 @@ func (r *Registry) Status(ctx context.Context, id, entity string) ([]RolloutStat
 			c := sumReports(reps)
 			rs.ShadowTotals = &ShadowTotals{ShadowCounts: c, Verdict: r.HaltRuleFor(ro).Judge(c)}
 		}
+		if foreign {
+			rs.Agents, rs.HaltFactor, rs.CreatedBy, rs.ShadowTotals = nil, 0, "", nil
+		}
 		for _, a := range agents {
 			if !a.RevokedAt.IsZero() || !Targets(ro, a.ID, a.Entity) {
 				continue
 			}
 			as := AgentStatus{AgentID: a.ID, Entity: a.Entity, State: "pending"}
-			// The agent's last report about this bundle, if it was about this rollout (a report
-			// under an older rollout of the same bundle leaves this one pending until offered).
-			if s, ok := by[a.ID]; ok && (s.RolloutID == ro.ID || s.RolloutID == "") {
+			// The agent's last report about this bundle under this rollout (a report under another
+			// rollout of the same bundle leaves this one pending until offered).
+			if s, ok := by[a.ID]; ok {
 				as.State, as.Reason, as.Time = s.State, s.Reason, s.Time
 				if s.State == "shadow" && json.Valid([]byte(s.Reason)) {
 					as.Shadow, as.Reason = json.RawMessage(s.Reason), ""

@@ -230,6 +230,29 @@ var migrations = []migration{
 	{5, "findings detail blob", []string{
 		`ALTER TABLE findings ADD COLUMN detail BLOB`,
 	}},
+	// An agent's model reports are kept per rollout: a shadow rollout and an
+	// ordinary rollout of the same bundle (a promoted shadow model) shared
+	// one row per (agent, digest), so the agent's periodic shadow reports
+	// overwrote the ordinary rollout's "active" and each rollout was offered
+	// again in turn. SQLite cannot change a primary key: the table is
+	// rebuilt with its rows (each keeps the rollout id it had; a row with
+	// none keeps "", which readers take as the agent's report under any
+	// rollout of that bundle).
+	{6, "model status per rollout", []string{
+		`CREATE TABLE agent_model_status_v6 (
+			agent_id     TEXT NOT NULL REFERENCES agents(id),
+			rollout_id   TEXT NOT NULL DEFAULT '',
+			model_digest TEXT NOT NULL,
+			state        TEXT NOT NULL,
+			reason       TEXT NOT NULL DEFAULT '',
+			time         INTEGER NOT NULL,
+			PRIMARY KEY (agent_id, model_digest, rollout_id)
+		) STRICT`,
+		`INSERT INTO agent_model_status_v6(agent_id, rollout_id, model_digest, state, reason, time)
+			SELECT agent_id, rollout_id, model_digest, state, reason, time FROM agent_model_status`,
+		`DROP TABLE agent_model_status`,
+		`ALTER TABLE agent_model_status_v6 RENAME TO agent_model_status`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.
@@ -237,7 +260,11 @@ func SchemaVersion() int { return migrations[len(migrations)-1].version }
 
 // migrate applies every pending migration, each in its own transaction,
 // recording it in schema_migrations.
-func (db *DB) migrate(ctx context.Context) error {
+func (db *DB) migrate(ctx context.Context) error { return db.migrateTo(ctx, SchemaVersion()) }
+
+// migrateTo applies the pending migrations up to version target (tests
+// build an older schema with it).
+func (db *DB) migrateTo(ctx context.Context, target int) error {
 	if _, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		name       TEXT NOT NULL,
@@ -253,7 +280,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("database schema version %d is newer than this build's %d", cur, SchemaVersion())
 	}
 	for _, m := range migrations {
-		if m.version <= cur {
+		if m.version <= cur || m.version > target {
 			continue
 		}
 		err := db.withTx(ctx, func(tx *sql.Tx) error {

@@ -138,9 +138,7 @@ func (db *DB) CreateRollout(ctx context.Context, s RolloutSpec, actor string) er
 // It reports false, and changes nothing, when the rollout is not active (already halted,
 // superseded) or unknown, so concurrent halts record one entry.
 func (db *DB) HaltRollout(ctx context.Context, id, actor, reason string, final json.RawMessage) (bool, error) {
-	if len(reason) > maxStatusReason {
-		reason = reason[:maxStatusReason]
-	}
+	reason = wirev1.Truncate(reason, maxStatusReason)
 	if !json.Valid(final) {
 		final = nil
 	}
@@ -274,40 +272,57 @@ func (db *DB) rolloutRecords(ctx context.Context, where string, args ...any) ([]
 	return out, nil
 }
 
-// Terminal model states: the agent will not move further without a new offer.
-var terminalModelStates = map[string]bool{"active": true, "rejected": true, "rolled_back": true, "shadow": true, "withdrawn": true}
+// modelStates are the states an agent reports about a model (agent/update), true for the
+// terminal ones: the agent will not move further without a new offer.
+var modelStates = map[string]bool{
+	"offered": false, "fetched": false, "verified": false,
+	"active": true, "rejected": true, "rolled_back": true, "shadow": true, "withdrawn": true,
+}
 
 // IsTerminalModelState reports whether an agent's model state ends an offer.
-func IsTerminalModelState(s string) bool { return terminalModelStates[s] }
+func IsTerminalModelState(s string) bool { return modelStates[s] }
 
 const (
-	maxStatusReason = 2048
-	maxStatusState  = 32
+	maxStatusReason  = 2048
+	maxStatusDigest  = 80
+	maxStatusRollout = 128
 )
 
 // RecordModelStatus stores an agent's report about a model (the endpoint calls it for every
-// ModelStatus on the CONTROL stream): the latest state per agent and bundle digest.
+// ModelStatus on the CONTROL stream): the latest state per agent, bundle digest and rollout.
+// Only reports about what the registry knows are kept, so that an agent cannot grow the table:
+// a known state, the digest of a published model, and no rollout id or the id of a rollout of
+// that model; anything else wraps ErrInvalid (malformed) or ErrNotFound (unknown model or
+// rollout). The reason is cut to maxStatusReason bytes.
 func (db *DB) RecordModelStatus(ctx context.Context, agentID string, st *wirev1.ModelStatus) error {
 	digest := st.GetModel().GetDigest()
-	if digest == "" || len(digest) > 80 || st.State == "" || len(st.State) > maxStatusState || len(st.RolloutId) > 128 {
-		return fmt.Errorf("record model status: %w", ErrInvalid)
+	if _, known := modelStates[st.State]; !known || digest == "" || len(digest) > maxStatusDigest || len(st.RolloutId) > maxStatusRollout {
+		return fmt.Errorf("record model status: state %.32q, digest %.80q: %w", st.State, digest, ErrInvalid)
 	}
-	reason := st.Reason
-	if len(reason) > maxStatusReason {
-		reason = reason[:maxStatusReason]
-	}
+	reason := wirev1.Truncate(st.Reason, maxStatusReason)
 	t := time.Unix(0, st.TimeUnixNano)
 	if st.TimeUnixNano <= 0 {
 		t = db.now()
 	}
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO agent_model_status(agent_id, rollout_id, model_digest, state, reason, time)
-			VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT(agent_id, model_digest) DO UPDATE SET
-				rollout_id = CASE WHEN excluded.rollout_id != '' THEN excluded.rollout_id ELSE rollout_id END,
+		res, err := tx.ExecContext(ctx, `INSERT INTO agent_model_status(agent_id, rollout_id, model_digest, state, reason, time)
+			SELECT ?, ?, ?, ?, ?, ?
+			WHERE EXISTS (SELECT 1 FROM models WHERE digest = ?)
+				AND (? = '' OR EXISTS (SELECT 1 FROM rollouts r JOIN models m ON m.id = r.model_id WHERE r.id = ? AND m.digest = ?))
+			ON CONFLICT(agent_id, model_digest, rollout_id) DO UPDATE SET
 				state = excluded.state, reason = excluded.reason, time = excluded.time`,
-			agentID, st.RolloutId, digest, st.State, reason, t.UnixNano())
-		return err
+			agentID, st.RolloutId, digest, st.State, reason, t.UnixNano(), digest, st.RolloutId, st.RolloutId, digest)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("model %.80q of rollout %.128q: %w", digest, st.RolloutId, ErrNotFound)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("record model status: %w", err)
@@ -315,7 +330,7 @@ func (db *DB) RecordModelStatus(ctx context.Context, agentID string, st *wirev1.
 	return nil
 }
 
-// AgentModelStatus is an agent's last report about one bundle.
+// AgentModelStatus is an agent's last report about one bundle under one rollout.
 type AgentModelStatus struct {
 	AgentID   string    `json:"agent_id"`
 	Entity    string    `json:"entity"`
@@ -326,11 +341,12 @@ type AgentModelStatus struct {
 	Time      time.Time `json:"time"`
 }
 
-// ModelStatuses returns the reports of one agent ("" = all agents) about one digest ("" = all).
+// ModelStatuses returns the reports of one agent ("" = all agents) about one digest ("" = all):
+// one per agent, digest and rollout (RolloutID "" for a report naming no rollout).
 func (db *DB) ModelStatuses(ctx context.Context, agentID, digest string) ([]AgentModelStatus, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT s.agent_id, COALESCE(a.entity, ''), s.rollout_id, s.model_digest, s.state, s.reason, s.time
 		FROM agent_model_status s LEFT JOIN agents a ON a.id = s.agent_id
-		WHERE (? = '' OR s.agent_id = ?) AND (? = '' OR s.model_digest = ?) ORDER BY s.agent_id`, agentID, agentID, digest, digest)
+		WHERE (? = '' OR s.agent_id = ?) AND (? = '' OR s.model_digest = ?) ORDER BY s.agent_id, s.model_digest, s.rollout_id`, agentID, agentID, digest, digest)
 	if err != nil {
 		return nil, fmt.Errorf("model statuses: %w", err)
 	}

@@ -27,7 +27,38 @@ const (
 	// minTouchInterval: Status reports more frequent than this update memory
 	// only, not the store.
 	minTouchInterval = time.Second
+	// An agent reports a model status per step of an install and a shadow
+	// model's counts once a minute: modelStatusBurst reports at once, then
+	// one per modelStatusEvery. Beyond that, reports are dropped (counted,
+	// logged once per burst of drops), so that one agent cannot flood the
+	// store's single writer or the log.
+	modelStatusBurst = 64
+	modelStatusEvery = time.Second
 )
+
+// statusLimiter is a token bucket for one CONTROL session's ModelStatus
+// reports.
+type statusLimiter struct {
+	tokens  float64
+	last    time.Time
+	dropped uint64 // since the last report that got through
+}
+
+// allow reports whether a report at now may be recorded.
+func (l *statusLimiter) allow(now time.Time) bool {
+	if l.last.IsZero() {
+		l.tokens = modelStatusBurst
+	} else {
+		l.tokens = min(modelStatusBurst, l.tokens+float64(now.Sub(l.last))/float64(modelStatusEvery))
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.dropped++
+		return false
+	}
+	l.tokens--
+	return true
+}
 
 // controlSession is a live CONTROL stream: the handler and Push write to it.
 type controlSession struct {
@@ -121,6 +152,7 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 		go e.cfg.OnHello(ctx, p.id.AgentID, p.id.Entity)
 	}
 
+	var limiter statusLimiter
 	for {
 		var m wirev1.AgentControl
 		if err := r.Read(&m); err != nil {
@@ -148,11 +180,22 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 			if msg.ModelStatus == nil {
 				continue
 			}
+			if !limiter.allow(time.Now()) {
+				if limiter.dropped == 1 {
+					p.log.Warn("model status reports dropped: more than the agent sends", "burst", modelStatusBurst, "every", modelStatusEvery)
+				}
+				e.m.modelStatusDropped.Inc()
+				continue
+			}
+			if limiter.dropped > 0 {
+				p.log.Warn("model status reports dropped", "count", limiter.dropped)
+				limiter.dropped = 0
+			}
 			p.log.Info("model status", "rollout", msg.ModelStatus.RolloutId, "model", msg.ModelStatus.GetModel().GetName(),
 				"version", msg.ModelStatus.GetModel().GetVersion(), "state", msg.ModelStatus.State, "reason", msg.ModelStatus.Reason)
 			if rec, ok := e.st.(ModelStatusRecorder); ok {
 				if err := rec.RecordModelStatus(ctx, p.id.AgentID, msg.ModelStatus); err != nil {
-					p.log.Error("record model status", "err", err)
+					p.log.Warn("record model status", "err", err)
 				} else if e.cfg.OnModelStatus != nil {
 					e.cfg.OnModelStatus(ctx, p.id.AgentID, msg.ModelStatus)
 				}

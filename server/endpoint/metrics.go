@@ -28,6 +28,7 @@ type metrics struct {
 	suppressionsTruncated prometheus.Counter
 	panics                prometheus.Counter
 	revokedDisconnect     prometheus.Counter
+	modelStatusDropped    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -73,6 +74,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "handler_panics_total", Help: "Panics recovered in connection or stream handlers (bugs)."}),
 		revokedDisconnect: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "revoked_disconnects_total", Help: "Live connections closed because their agent was revoked."}),
+		modelStatusDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "model_status_dropped_total", Help: "Model status reports dropped because an agent sent more than its rate allows."}),
 	}
 	if reg == nil {
 		return m, nil
@@ -80,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.handshakeRefused, m.streams,
 		m.framesRejected, m.findingsReceived, m.findingsCommitted, m.findingsDuplicate, m.acks, m.slowDowns,
 		m.commitSeconds, m.commitErrors, m.enrollments, m.renewals, m.fetchBytes, m.pushes, m.suppressionsTruncated, m.panics,
-		m.revokedDisconnect} {
+		m.revokedDisconnect, m.modelStatusDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

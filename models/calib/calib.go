@@ -85,7 +85,12 @@ func Quantile[T Float](xs []T, q float64) (float64, error) {
 	if lo >= len(s)-1 {
 		return s[len(s)-1], nil
 	}
-	return s[lo] + (h-float64(lo))*(s[lo+1]-s[lo]), nil
+	if frac := h - float64(lo); frac > 0 {
+		return s[lo] + frac*(s[lo+1]-s[lo]), nil
+	}
+	// On a sample point: s[lo] itself (interpolating would give 0·Inf = NaN
+	// when the next score is +Inf, as a NaN score is counted).
+	return s[lo], nil
 }
 
 // RateAbove is the fraction of scores strictly greater than thr (TPR on attack scores, FPR on

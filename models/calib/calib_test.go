@@ -63,6 +63,15 @@ func TestQuantile(t *testing.T) {
 			t.Errorf("Quantile(%v) = %v, want %v", c.q, got, c.want)
 		}
 	}
+	// On a sample point next to +Inf (a NaN score counted as +Inf, plugins/sdk/selfcal): the
+	// sample itself, not 0·Inf = NaN; between a sample and +Inf: +Inf.
+	inf := float32(math.Inf(1))
+	withInf := []float32{3, inf, 1, 2, 4} // sorted 1 2 3 4 +Inf
+	for _, c := range []struct{ q, want float64 }{{0.75, 4}, {0.5, 3}, {0.9, math.Inf(1)}, {1, math.Inf(1)}} {
+		if got, err := Quantile(withInf, c.q); err != nil || got != c.want {
+			t.Errorf("Quantile(%v) with +Inf = %v, %v; want %v", c.q, got, err, c.want)
+		}
+	}
 }
 
 func TestROCAUC(t *testing.T) {

@@ -62,7 +62,9 @@ type Options struct {
 	MaxRun int
 }
 
-// Scorer scores batches of feature vectors. It is safe for concurrent use (calls are serialised).
+// Scorer scores batches of feature vectors. Its calls are serialised, so it may be shared between
+// goroutines; but Score returns the scorer's own buffers, valid only until the next Score call
+// from any goroutine: a caller that shares a Scorer uses ScoreInto with its own slices.
 type Scorer struct {
 	mu       sync.Mutex
 	sess     *ort.DynamicAdvancedSession
@@ -161,18 +163,25 @@ func (s *Scorer) setRunSize(k int) error {
 	if k < 1 || k > s.maxBatch {
 		return fmt.Errorf("run size %d outside [1, %d]", k, s.maxBatch)
 	}
-	s.destroyRunTensors()
-	var err error
-	if s.in, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(k), int64(s.dim))); err == nil {
-		if s.score, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(k))); err == nil {
-			s.contrib, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(k), int64(s.dim)))
-		}
-	}
+	// The new tensors first: if one cannot be allocated, the scorer keeps its
+	// current run size and tensors (nil tensors would make the next run panic).
+	in, err := ort.NewEmptyTensor[float32](ort.NewShape(int64(k), int64(s.dim)))
 	if err != nil {
-		s.destroyRunTensors()
 		return fmt.Errorf("allocate tensors: %w", err)
 	}
-	s.runSize = k
+	score, err := ort.NewEmptyTensor[float32](ort.NewShape(int64(k)))
+	if err != nil {
+		_ = in.Destroy()
+		return fmt.Errorf("allocate tensors: %w", err)
+	}
+	contrib, err := ort.NewEmptyTensor[float32](ort.NewShape(int64(k), int64(s.dim)))
+	if err != nil {
+		_ = in.Destroy()
+		_ = score.Destroy()
+		return fmt.Errorf("allocate tensors: %w", err)
+	}
+	s.destroyRunTensors()
+	s.in, s.score, s.contrib, s.runSize = in, score, contrib, k
 	return nil
 }
 

@@ -79,7 +79,9 @@ func TestServiceUsers(t *testing.T) {
 		must, mustNot []string
 	}{
 		{"systemd/vigil-agent.service",
-			[]string{"\nUser=vigil\n", "\nGroup=vigil\n", "\nInaccessiblePaths=-/var/lib/vigil-server\n"}, nil},
+			[]string{"\nUser=vigil\n", "\nGroup=vigil\n", "\nInaccessiblePaths=-/var/lib/vigil-server\n",
+				// The plugins' Landlock sandbox (not in @system-service on systemd 252).
+				"\nSystemCallFilter=landlock_create_ruleset landlock_add_rule landlock_restrict_self\n"}, nil},
 		{"systemd/vigil-server.service",
 			[]string{"\nUser=vigil-server\n", "\nGroup=vigil-server\n", "\nStateDirectory=vigil-server\n"},
 			[]string{"\nUser=vigil\n", "\nGroup=vigil\n"}},

@@ -8,7 +8,6 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
-	"github.com/vigil-edge/vigil/agent/pluginhost"
 	"github.com/vigil-edge/vigil/agent/update"
 )
 
@@ -39,8 +38,7 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	if err != nil {
 		env.Log.Warn("active models unreadable; using the baseline bundles", "err", err)
 	}
-	bundles, fromState := preferActive(inst.Bundles, act)
-	inst.Bundles = bundles
+	inst.Bundles = preferActive(inst.Bundles, act)
 	if len(inst.Bundles) == 0 {
 		return nil, fmt.Errorf("packet detection: %w", detect.ErrNoBundle)
 	}
@@ -51,10 +49,13 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	p, err := detect.New(detect.Config{
 		Plugin: inst.Plugin, Bundles: inst.Bundles, ORTLib: inst.ORTLib, PluginArgs: args,
 		Pcaps: env.Pcaps, Interfaces: env.Interfaces, Follow: true,
-		// The unprivileged plugin cannot read the private state directory
-		// (activated models) and receives the updater's models later: both
-		// go through the pipeline's world-readable stage directory.
-		StageBundles: fromState || pluginhost.SwitchesUser(),
+		// The plugin reads models only from the pipeline's stage
+		// directory: it receives the updater's models while it runs, and
+		// its sandbox (pluginhost.Sandbox) lets it read only the paths
+		// fixed at its start; a plugin running as nobody (SwitchesUser)
+		// could not read the private state directory anyway. The bundles
+		// are a few kilobytes.
+		StageBundles: true,
 		Aggregate:    detect.AggregatorConfig{FirstAfter: liveFirstAfter, UpdateEvery: liveUpdateEvery},
 		Logger:       env.Log.With("part", "netflow"),
 	})
@@ -78,9 +79,8 @@ func calibrationArgs(env pipeline.Env, detector string) []string {
 // preferActive replaces, per feature set, the discovered (baseline) bundle
 // with the model the updater activated for the netflow detector
 // (<state>/models/netflow/active-<slot>), and adds active models of feature
-// sets without a baseline. fromState tells whether any bundle comes from the
-// state directory.
-func preferActive(found []detect.BundleInfo, act []update.Active) (out []detect.BundleInfo, fromState bool) {
+// sets without a baseline.
+func preferActive(found []detect.BundleInfo, act []update.Active) (out []detect.BundleInfo) {
 	bySet := map[string]int{}
 	for _, b := range found {
 		bySet[b.FeatureSet] = len(out)
@@ -97,7 +97,6 @@ func preferActive(found []detect.BundleInfo, act []update.Active) (out []detect.
 			bySet[a.FeatureSet] = len(out)
 			out = append(out, b)
 		}
-		fromState = true
 	}
-	return out, fromState
+	return out
 }

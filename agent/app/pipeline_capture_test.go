@@ -20,9 +20,9 @@ func TestPreferActive(t *testing.T) {
 			Manifest: bundle.Manifest{Name: "nethost", Version: 3}},
 		{Detector: "fileactivity", FeatureSet: "fileactivity/v1", Path: "/state/models/fileactivity/f-2.vgb"},
 	}
-	got, fromState := preferActive(found, act)
-	if !fromState || len(got) != 2 {
-		t.Fatalf("preferActive = %+v, %v", got, fromState)
+	got := preferActive(found, act)
+	if len(got) != 2 {
+		t.Fatalf("preferActive = %+v", got)
 	}
 	if got[0].Path != "/state/models/netflow/nethost-3.vgb" || got[0].Version != 3 || got[0].Digest != "sha256:aa" {
 		t.Errorf("nethost/v1: %+v, want the active model", got[0])
@@ -30,7 +30,7 @@ func TestPreferActive(t *testing.T) {
 	if got[1] != found[1] {
 		t.Errorf("netflow/v1: %+v, want the baseline", got[1])
 	}
-	if got, fromState := preferActive(found, nil); fromState || len(got) != 2 || got[0] != found[0] {
-		t.Errorf("no active models: %+v %v", got, fromState)
+	if got := preferActive(found, nil); len(got) != 2 || got[0] != found[0] {
+		t.Errorf("no active models: %+v", got)
 	}
 }

@@ -48,7 +48,11 @@ type Config struct {
 	// PluginArgs are extra plugin arguments (e.g. -calibrate 10m).
 	PluginArgs []string
 	// StageBundles copies the bundles into a private directory the
-	// unprivileged plugin can read (for bundles in a user's home).
+	// unprivileged plugin can read (for bundles in a user's home). It is
+	// also the one directory of models the plugin's sandbox lets it read
+	// (Host.Sandbox): without it, a model handed to the running plugin
+	// later (the updater's, ModelLoaders) must lie beneath
+	// Host.Sandbox.ReadOnly, or the plugin cannot open it.
 	StageBundles bool
 
 	// Pcaps are read in order, then (Follow) the pipeline idles until ctx
@@ -62,7 +66,8 @@ type Config struct {
 
 	Aggregate AggregatorConfig
 	// Host tunes the plugin host (Path, Args, Env, OnResult and Logger are
-	// set by the pipeline).
+	// set by the pipeline, which adds the bundles and the stage directory to
+	// Sandbox.ReadOnly).
 	Host pluginhost.Config
 	// Progress, if set, is called about every 100 ms with the source stats.
 	Progress func(capture.Stats)
@@ -217,7 +222,18 @@ func (p *Pipeline) hostConfig(bundles []string, onResult func(sdk.BatchResult), 
 	}
 	hc.Env = slices.Clone(hc.Env)
 	if p.cfg.ORTLib != "" {
+		// The host's sandbox lets the plugin read this library's directory.
 		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+p.cfg.ORTLib)
+	}
+	// The plugin's sandbox (pluginhost.Sandbox): it reads its start bundles,
+	// Config.Bundle and, later, whatever the pipeline stages for it (the
+	// updater's models, shadow bundles): nothing else of the agent's.
+	hc.Sandbox.ReadOnly = append(slices.Clone(hc.Sandbox.ReadOnly), bundles...)
+	if p.extra != "" {
+		hc.Sandbox.ReadOnly = append(hc.Sandbox.ReadOnly, p.extra)
+	}
+	if p.stageDir != "" {
+		hc.Sandbox.ReadOnly = append(hc.Sandbox.ReadOnly, p.stageDir)
 	}
 	return hc
 }
@@ -310,6 +326,7 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"anomalies":         st.Anomalies,
 		"netflow_findings":  st.Findings,
 		"plugin_restarts":   st.Host.Restarts,
+		"plugin_unconfined": st.Host.Unconfined,
 		"events_lost":       st.Host.Lost(),
 		"batch_errors":      st.Host.BatchErrors,
 		"shadow_dropped":    p.shadowDropped.Load(),

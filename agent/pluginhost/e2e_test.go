@@ -46,6 +46,9 @@ func needE2E(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
+	if serveProbe() {
+		os.Exit(0)
+	}
 	code := m.Run()
 	if exampleBin != "" {
 		_ = os.RemoveAll(filepath.Dir(exampleBin))
@@ -95,11 +98,15 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 func TestKillPluginMidStream(t *testing.T) {
 	bin := needE2E(t)
 	var rl resultLog
+	// The model is loaded after the start (and reloaded into the restarted
+	// plugin): its directory must be readable in the sandbox.
+	dir := sdktest.ReadableTempDir(t)
 	h, err := pluginhost.New(pluginhost.Config{
 		Path: bin, Args: []string{"-batch-sleep=3ms"}, Logger: testLogger(t),
 		RingSlots: 1024, MaxBatch: 128, MaxDelay: time.Millisecond,
 		FullWait: 20 * time.Millisecond, DownWait: 20 * time.Millisecond,
 		MinBackoff: 50 * time.Millisecond, OnResult: rl.add,
+		Sandbox: pluginhost.Sandbox{ReadOnly: []string{dir}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +120,6 @@ func TestKillPluginMidStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := sdktest.ReadableTempDir(t)
 	b, _ := os.ReadFile(model)
 	model = filepath.Join(dir, "model.json")
 	if err := os.WriteFile(model, b, 0o644); err != nil {

@@ -1,9 +1,10 @@
 // Package pluginhost is the agent's side of the detector plugin contract: it
 // launches a plugin binary (go-plugin, gRPC, SHA-256-pinned, AutoMTLS,
-// unprivileged, killed with the agent), feeds it packet records through a
-// shared-memory ring (plugins/sdk/ring), delivers the anomalies it returns to
-// a callback, and restarts it with exponential backoff when it dies, counting
-// exactly the records lost meanwhile.
+// unprivileged, confined with Landlock: sandbox.go, killed with the agent),
+// feeds it packet records through a shared-memory ring (plugins/sdk/ring),
+// delivers the anomalies it returns to a callback, and restarts it with
+// exponential backoff when it dies, counting exactly the records lost
+// meanwhile.
 //
 // It imports plugins/sdk, never the other way round; it is pure Go (no cgo).
 package pluginhost
@@ -59,7 +60,9 @@ type Config struct {
 	// an earlier instance (e.g. per-sensor calibration).
 	LaunchArgs func() []string
 	// Env is the plugin's whole environment (it does not inherit the
-	// agent's: no secrets leak into it), e.g. ONNXRUNTIME_LIB=....
+	// agent's: no secrets leak into it), e.g. ONNXRUNTIME_LIB=.... A
+	// confined plugin also gets TMPDIR and PLUGIN_UNIX_SOCKET_DIR (its
+	// private directory, see Sandbox).
 	Env []string
 	// Checksum is the expected SHA-256 of the binary, verified (go-plugin's
 	// SecureConfig) before every launch. When nil, the host pins the binary
@@ -82,6 +85,10 @@ type Config struct {
 	// network namespace (no network); go-plugin's Unix socket still works
 	// across namespaces.
 	Network bool
+	// Sandbox confines the plugin with Landlock (on by default): what it
+	// may read, no writes outside a private directory, no TCP. See
+	// Sandbox.
+	Sandbox Sandbox
 
 	// RingSlots is the ring capacity (power of two; default 65536 = 4 MiB).
 	RingSlots int
@@ -164,6 +171,10 @@ type Stats struct {
 	Starts        uint64
 	Restarts      uint64
 	StartFailures uint64
+	// Unconfined counts launches that started the plugin without the
+	// Landlock sandbox because the kernel (or a seccomp filter) does not
+	// allow it; Sandbox.Disable does not count.
+	Unconfined uint64
 }
 
 // Lost is every record that did not get scored results.
@@ -195,7 +206,7 @@ type Host struct {
 
 	published, scored, anomalies, batchErrors          atomic.Uint64
 	lostInFlight, unreported, droppedDown, droppedFull atomic.Uint64
-	starts, restarts, startFailures                    atomic.Uint64
+	starts, restarts, startFailures, unconfined        atomic.Uint64
 }
 
 // New checks the configuration and that the plugin binary is a regular
@@ -304,6 +315,7 @@ func (h *Host) Stats() Stats {
 		BatchErrors: h.batchErrors.Load(), LostInFlight: h.lostInFlight.Load(), Unreported: h.unreported.Load(),
 		DroppedDown: h.droppedDown.Load(), DroppedFull: h.droppedFull.Load(),
 		Starts: h.starts.Load(), Restarts: h.restarts.Load(), StartFailures: h.startFailures.Load(),
+		Unconfined: h.unconfined.Load(),
 	}
 }
 

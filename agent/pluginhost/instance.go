@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
@@ -39,6 +40,8 @@ type instance struct {
 
 	ring *ring.Ring // nil for plugins without a packet ring
 	prod *ring.Producer
+
+	privDir string // the confined plugin's private directory ("" unconfined)
 
 	mu   sync.Mutex // serializes ring writes with retirement
 	dead bool
@@ -84,6 +87,9 @@ func (i *instance) stop() {
 		i.cancel()
 		i.client.Kill()
 		<-i.done
+		if i.privDir != "" {
+			_ = os.RemoveAll(i.privDir)
+		}
 	})
 }
 
@@ -91,6 +97,64 @@ func (i *instance) stop() {
 // agent's privileges.
 func (h *Host) sysProcAttr() *syscall.SysProcAttr {
 	return procAttr(&h.cfg, processPrivileges())
+}
+
+// confinement is one launch's Landlock sandbox.
+type confinement struct {
+	abi     int
+	ruleset int     // the ruleset's descriptor
+	flags   uintptr // landlock_restrict_self flags
+	dir     string  // the plugin's private directory
+}
+
+// confine prepares the sandbox of a launch with arguments args and process
+// attributes attr: the plugin's private directory and its ruleset. It
+// returns nil (and no error) when the plugin starts unconfined:
+// Sandbox.Disable, or Landlock unavailable (counted, warned about once).
+func (h *Host) confine(args []string, attr *syscall.SysProcAttr) (*confinement, error) {
+	if h.cfg.Sandbox.Disable {
+		return nil, nil
+	}
+	abi, err := landlockABI()
+	if err != nil {
+		h.unconfined.Add(1)
+		warnUnconfined.Do(func() {
+			h.log.Warn("Landlock is unavailable: detector plugins run unconfined, with the file system and network access of the agent's user",
+				"reason", unavailableHint(err), "err", err)
+		})
+		return nil, nil
+	}
+	if err := noDumpOnce(); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(h.cfg.Sandbox.TempDir, "vigil-plugin-")
+	if err != nil {
+		return nil, fmt.Errorf("plugin private directory: %w", err)
+	}
+	if c := attr.Credential; c != nil && int(c.Uid) != os.Geteuid() {
+		// The plugin runs as another user: give it the directory, or
+		// (no CAP_CHOWN) let it create entries there, sticky.
+		if err := os.Chown(dir, int(c.Uid), int(c.Gid)); err != nil {
+			if err := os.Chmod(dir, 0o1733); err != nil {
+				_ = os.RemoveAll(dir)
+				return nil, fmt.Errorf("plugin private directory: %w", err)
+			}
+		}
+	}
+	ro := append(slices.Clone(h.cfg.Sandbox.ReadOnly), bundleArgs(args)...)
+	ro = append(ro, ortDirs(h.cfg.Env)...)
+	pol := buildPolicy(abi, policyInput{Binary: h.cfg.Path, Interp: elfInterp(h.cfg.Path), ReadOnly: ro, Private: dir})
+	for _, p := range pol.Skipped {
+		h.log.Debug("plugin sandbox: path does not exist, skipped", "path", p)
+	}
+	fd, err := pol.create()
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("plugin sandbox: %w", err)
+	}
+	h.log.Debug("plugin sandbox", "landlock_abi", abi, "handled_fs", fmt.Sprintf("%#x", pol.HandledFS),
+		"handled_net", fmt.Sprintf("%#x", pol.HandledNet), "scoped", fmt.Sprintf("%#x", pol.Scoped), "rules", pol.Rules)
+	return &confinement{abi: abi, ruleset: fd, flags: restrictFlags(abi), dir: dir}, nil
 }
 
 // launch starts one plugin process whose ring starts at sequence base.
@@ -127,6 +191,22 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 	cmd.Dir = "/"
 	cmd.ExtraFiles = []*os.File{r.File(), pr}
 	cmd.SysProcAttr = h.sysProcAttr()
+	conf, err := h.confine(args, cmd.SysProcAttr)
+	if err != nil {
+		_ = pr.Close()
+		cleanupRing()
+		return nil, fmt.Errorf("launch %s: %w", h.cfg.Path, err)
+	}
+	if conf != nil {
+		// go-plugin's server creates its Unix socket in
+		// PLUGIN_UNIX_SOCKET_DIR (default: TMPDIR, or /tmp).
+		cmd.Env = append(cmd.Env, "TMPDIR="+conf.dir, plugin.EnvUnixSocketDir+"="+conf.dir)
+	}
+	cleanupDir := func() {
+		if conf != nil {
+			_ = os.RemoveAll(conf.dir)
+		}
+	}
 	binName := filepath.Base(h.cfg.Path)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
@@ -140,23 +220,37 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 		Logger:           newHCLog(h.log, binName),
 		Stderr:           &stderrWriter{log: h.log.With("stream", "plugin")},
 	})
-	// Client forks the plugin on the calling goroutine (then waits for its
-	// handshake), so it forks from the thread withoutAmbientCaps cleared.
-	var rpc plugin.ClientProtocol
-	err = withoutAmbientCaps(func() (err error) {
-		rpc, err = client.Client()
+	// Client.Start forks the plugin on the calling goroutine (cmd.Start),
+	// then waits for its handshake: it runs on the thread that
+	// startConfined restricted (or withoutAmbientCaps cleared), so the
+	// plugin inherits that thread's confinement. Client then dials the
+	// plugin's socket from an ordinary, unrestricted goroutine.
+	start := func() error {
+		_, err := client.Start()
 		return err
-	})
+	}
+	if conf != nil {
+		err = startConfined(conf.ruleset, conf.flags, start, func() bool { return !client.Exited() })
+		_ = unix.Close(conf.ruleset)
+	} else {
+		err = withoutAmbientCaps(start)
+	}
+	var rpc plugin.ClientProtocol
+	if err == nil {
+		rpc, err = client.Client()
+	}
 	_ = pr.Close()
 	if err != nil {
 		client.Kill()
 		cleanupRing()
+		cleanupDir()
 		return nil, fmt.Errorf("launch %s: %w", h.cfg.Path, err)
 	}
 	defer func() {
 		if err != nil {
 			client.Kill()
 			cleanupRing()
+			cleanupDir()
 		}
 	}()
 	raw, err := rpc.Dispense(sdk.PluginName)
@@ -178,6 +272,13 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 	}
 	inst := &instance{
 		client: client, det: det, info: info, started: time.Now(), done: make(chan struct{}),
+	}
+	sandbox := "off"
+	if conf != nil {
+		inst.privDir = conf.dir
+		sandbox = fmt.Sprintf("landlock ABI %d", conf.abi)
+	} else if !h.cfg.Sandbox.Disable {
+		sandbox = "unavailable"
 	}
 	if rc := client.ReattachConfig(); rc != nil {
 		inst.pid = rc.Pid
@@ -215,7 +316,7 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 	}
 	go watchExit(sctx, inst)
 	h.log.Info("plugin started", "pid", inst.pid, "name", info.Name, "version", info.Version,
-		"kind", info.EventKind.String(), "ring_base", base)
+		"kind", info.EventKind.String(), "ring_base", base, "sandbox", sandbox)
 	return inst, nil
 }
 

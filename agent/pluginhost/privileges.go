@@ -84,13 +84,23 @@ func procAttr(cfg *Config, pv privileges) *syscall.SysProcAttr {
 // this one thread. The thread keeps its empty set afterwards: ambient
 // capabilities only matter at execve, and nothing the agent executes
 // (plugins, tcpdump -ddd) needs them. The thread's permitted and effective
-// sets, which the agent's own capture uses, are not changed.
+// sets, which the agent's own capture uses, are not changed. (A confined
+// plugin is started from a thread of its own instead, startConfined, which
+// clears the set the same way.)
 func withoutAmbientCaps(start func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	if err := clearAmbientCaps(); err != nil {
+		return err
+	}
+	return start()
+}
+
+// clearAmbientCaps empties the calling thread's ambient capability set.
+func clearAmbientCaps() error {
 	// EINVAL: a kernel before 4.3, which has no ambient capabilities.
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
-	return start()
+	return nil
 }

@@ -19,8 +19,10 @@ import (
 //
 //	updater.Config.Loaders = update.LoaderMap{"netflow": update.HostLoader{Host: pipelineHost}}
 //
-// A plugin started by root runs as nobody and cannot read the agent's state directory; when
-// StageDir is set, LoadModel first copies the bundle (public, signed data) there, world-readable.
+// A plugin started by root runs as nobody and cannot read the agent's state directory, and a
+// plugin's sandbox (pluginhost.Sandbox) lets it read only the paths fixed at its start; when
+// StageDir is set (a directory the plugin can read, in its Sandbox.ReadOnly), LoadModel first
+// copies the bundle (public, signed data) there, world-readable.
 type HostLoader struct {
 	Host     *pluginhost.Host
 	StageDir string
@@ -94,8 +96,8 @@ func ProbeFiles() []event.File {
 
 // PluginLoaders starts the detector's plugin binary, vigil-detector-<detector>, just for the
 // duration of an update (air-gapped `vigil-agent update`, or an agent whose running pipeline does
-// not serve that detector). The check is the same: the real plugin loads the bundle and scores
-// the probe batch.
+// not serve that detector). The check is the same: the real plugin, confined as usual, loads the
+// bundle (copied into a stage directory first) and scores the probe batch.
 type PluginLoaders struct {
 	// Dirs are searched in order for vigil-detector-<detector>.
 	Dirs []string
@@ -139,32 +141,35 @@ func (p *PluginLoaders) Loader(ctx context.Context, detector string) (ModelLoade
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h, err := pluginhost.New(pluginhost.Config{Path: path, Env: p.Env, Logger: log.With("plugin", name),
-		RingSlots: 1024, MaxBatch: 256})
+	// The bundles to check are copied into a stage directory that exists
+	// before the plugin starts: its sandbox (pluginhost.Sandbox) lets it
+	// read that directory and nothing else of the agent's, and a plugin
+	// running as nobody (pluginhost.SwitchesUser) could not read the
+	// private state directory anyway.
+	stage, err := os.MkdirTemp("", "vigil-update-")
+	if err == nil {
+		err = os.Chmod(stage, 0o755)
+	}
 	if err != nil {
+		_ = os.RemoveAll(stage)
+		return nil, nil, fmt.Errorf("stage directory: %w", err)
+	}
+	h, err := pluginhost.New(pluginhost.Config{Path: path, Env: p.Env, Logger: log.With("plugin", name),
+		RingSlots: 1024, MaxBatch: 256, Sandbox: pluginhost.Sandbox{ReadOnly: []string{stage}}})
+	if err != nil {
+		_ = os.RemoveAll(stage)
 		return nil, nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	if err := h.Start(ctx); err != nil {
 		_ = h.Close(context.Background())
+		_ = os.RemoveAll(stage)
 		return nil, nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	stage := ""
-	if pluginhost.SwitchesUser() {
-		if stage, err = os.MkdirTemp("", "vigil-update-"); err == nil {
-			err = os.Chmod(stage, 0o755)
-		}
-		if err != nil {
-			_ = h.Close(context.Background())
-			return nil, nil, fmt.Errorf("stage directory: %w", err)
-		}
 	}
 	release := func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = h.Close(cctx)
-		if stage != "" {
-			_ = os.RemoveAll(stage)
-		}
+		_ = os.RemoveAll(stage)
 	}
 	return HostLoader{Host: h, StageDir: stage}, release, nil
 }

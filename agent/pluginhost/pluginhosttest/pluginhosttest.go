@@ -12,7 +12,7 @@ import (
 func NewHost(cfg sdktest.HostConfig) (sdktest.Host, error) {
 	h, err := pluginhost.New(pluginhost.Config{
 		Path: cfg.Path, Args: cfg.Args, Env: cfg.Env, MaxDelay: cfg.MaxDelay,
-		OnResult: cfg.OnResult, Logger: cfg.Logger,
+		OnResult: cfg.OnResult, Logger: cfg.Logger, Sandbox: pluginhost.Sandbox{ReadOnly: cfg.ReadOnly},
 	})
 	if err != nil {
 		return nil, err

@@ -57,6 +57,12 @@ type HostConfig struct {
 	MaxDelay  time.Duration         // the plugin's batch latency bound
 	OnResult  func(sdk.BatchResult) // every ring batch result, in order
 	Logger    *slog.Logger
+
+	// ReadOnly are the files and directories the plugin must be able to
+	// read besides its start arguments (the directory of the models the
+	// harness hands it with LoadModel): a host that confines plugins
+	// (agent/pluginhost's Landlock sandbox) allows them.
+	ReadOnly []string
 }
 
 // HostStats are the host counters the harness checks.
@@ -132,7 +138,7 @@ func Run(t *testing.T, path string, opts Options) {
 	var rmu sync.Mutex
 	var results []sdk.BatchResult
 	h, err := opts.NewHost(HostConfig{
-		Path: path, Args: opts.Args, Env: opts.Env, Logger: opts.Logger,
+		Path: path, Args: opts.Args, Env: opts.Env, Logger: opts.Logger, ReadOnly: []string{dir},
 		MaxDelay: time.Millisecond,
 		OnResult: func(br sdk.BatchResult) {
 			rmu.Lock()

@@ -168,6 +168,7 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"watch_vanished":       st.Watch.Vanished,
 		"watch_denied":         st.Watch.Denied,
 		"watch_limit":          st.Watch.WatchLimit,
+		"watch_roots_lost":     st.Watch.RootsLost,
 	}
 	maps.Copy(c, p.eng.cal.Counters())
 	return c
@@ -182,6 +183,13 @@ func (p *Pipeline) PluginPID() int { return p.eng.pid() }
 // Run implements pipeline.Source: it starts the plugin and the watcher and
 // appends findings to sink until ctx ends; findings still open are flushed
 // before it returns.
+//
+// A watch root deleted, renamed or replaced while the agent runs
+// (watch.ErrRootGone) does not stop the pipeline, nor the agent: the loss
+// is logged and counted (watch_roots_lost), and the watcher starts again on
+// the roots that exist, then on all of them once the lost ones are back
+// (checked every rootRetry). A root missing when the agent starts is a
+// configuration error: Run fails.
 func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 	w, err := watch.New(p.cfg.Watch, p.log.With("part", "watch"))
 	if err != nil {
@@ -203,19 +211,100 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 		}()
 		defer func() { ccancel(); <-calDone }()
 	}
+	var runErr error
+	for {
+		var lost bool
+		lost, runErr = p.watchOnce(ctx, w, sink)
+		if !lost || runErr != nil || ctx.Err() != nil {
+			break
+		}
+		if w = p.rewatch(ctx); w == nil {
+			break
+		}
+	}
+	// Every watcher closed its output after delivering what it had and
+	// watchOnce scored it: flush every open finding.
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	p.eng.queue(p.agg.Flush())
+	if err := p.eng.drain(sctx, sink); err != nil && runErr == nil {
+		runErr = err
+	}
+	st := p.Stats()
+	p.log.Info("file detection stopped", "events", st.Events, "scored", st.Scored, "lost", st.Lost,
+		"anomalies", st.Aggregator.Anomalies, "file_findings", st.Aggregator.FileFindings,
+		"burst_findings", st.Aggregator.BurstFindings, "watch_dropped", st.Watch.Dropped)
+	return runErr
+}
+
+// rootRetry is how often the pipeline looks for lost watch roots.
+const rootRetry = 5 * time.Second
+
+// existingRoots returns the configured roots that are directories now.
+func (p *Pipeline) existingRoots() []string {
+	var out []string
+	for _, r := range p.cfg.Watch.Roots {
+		if st, err := os.Stat(r); err == nil && st.IsDir() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// rewatch starts a watcher on the configured roots that exist, waiting
+// (rootRetry) until one does; nil when ctx ends first.
+func (p *Pipeline) rewatch(ctx context.Context) *watch.Watcher {
+	t := time.NewTicker(rootRetry)
+	defer t.Stop()
+	for logged := false; ; {
+		if roots := p.existingRoots(); len(roots) > 0 {
+			cfg := p.cfg.Watch
+			cfg.Roots = roots
+			w, err := watch.New(cfg, p.log.With("part", "watch"))
+			if err == nil {
+				if prev := p.w.Load(); prev != nil {
+					w.AddLost(prev.Stats().RootsLost) // keep the count across watchers
+				}
+				p.w.Store(w)
+				p.log.Warn("watching again", "roots", roots, "configured", p.cfg.Watch.Roots)
+				return w
+			}
+			if !logged {
+				p.log.Error("watch: cannot watch the roots again; retrying", "roots", roots, "err", err)
+				logged = true
+			}
+		} else if !logged {
+			p.log.Error("watch: no configured root exists; retrying", "roots", p.cfg.Watch.Roots, "every", rootRetry)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// watchOnce runs watcher w until it ends, scoring its events and draining
+// findings into sink. lost reports that it ended because a root was lost
+// (watch.ErrRootGone), or, when w watches fewer roots than configured,
+// because a missing root is back (w is stopped to watch it again).
+func (p *Pipeline) watchOnce(ctx context.Context, w *watch.Watcher, sink pipeline.Sink) (lost bool, runErr error) {
 	out := make(chan []event.File, 1024)
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	werr := make(chan error, 1)
 	go func() { werr <- w.Run(wctx, out) }()
-	p.log.Info("watching", "roots", p.cfg.Watch.Roots, "dirs", w.Stats().Watches)
+	p.log.Info("watching", "roots", w.Roots(), "dirs", w.Stats().Watches)
+	partial := len(w.Roots()) < len(p.cfg.Watch.Roots)
 
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	retry := time.NewTicker(rootRetry)
+	defer retry.Stop()
 	delay := time.NewTimer(time.Hour)
 	delay.Stop()
 	var pending []event.File
-	var runErr error
 	flush := func(ctx context.Context) {
 		if len(pending) > 0 {
 			p.eng.score(ctx, pending)
@@ -260,25 +349,27 @@ loop:
 				runErr = err
 				wcancel()
 			}
+		case <-retry.C:
+			if partial && len(p.existingRoots()) > len(w.Roots()) {
+				p.log.Warn("a lost watch root is back: watching it again")
+				lost = true
+				wcancel()
+			}
 		}
 	}
-	if err := <-werr; err != nil && runErr == nil && ctx.Err() == nil {
+	err := <-werr
+	switch {
+	case errors.Is(err, watch.ErrRootGone) && ctx.Err() == nil:
+		p.log.Error("watch root lost: watching the other roots, and this one again when it is back", "err", err)
+		lost = true
+	case err != nil && runErr == nil && ctx.Err() == nil && !lost:
 		runErr = fmt.Errorf("watch: %w", err)
 	}
-	// The watcher closed out after delivering what it had: score it, then
-	// flush every open finding.
+	// The watcher closed out after delivering what it had: score it.
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 	flush(sctx)
-	p.eng.queue(p.agg.Flush())
-	if err := p.eng.drain(sctx, sink); err != nil && runErr == nil {
-		runErr = err
-	}
-	st := p.Stats()
-	p.log.Info("file detection stopped", "events", st.Events, "scored", st.Scored, "lost", st.Lost,
-		"anomalies", st.Aggregator.Anomalies, "file_findings", st.Aggregator.FileFindings,
-		"burst_findings", st.Aggregator.BurstFindings, "watch_dropped", st.Watch.Dropped)
-	return runErr
+	return lost, runErr
 }
 
 // engine is the part shared by the live pipeline and the offline scan: the

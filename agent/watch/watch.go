@@ -41,8 +41,9 @@
 //     is seen by its event (IN_MOVE_SELF); the rest by a check of the roots'
 //     paths every second and at every rescan (a deleted root sends no event
 //     while the watcher holds it open). It is logged and counted, and Run
-//     returns an error wrapping ErrRootGone; the agent exits and its restart
-//     watches the path anew.
+//     returns an error wrapping ErrRootGone; the caller (agent/filedetect)
+//     starts a new Watcher on the roots that exist, and on the lost one
+//     again once it is back.
 //   - Event times are the wall clock at New plus the monotonic time elapsed
 //     since, following the wall clock only when it steps forward: they never
 //     go backwards, so a clock stepped back cannot freeze the detector's
@@ -545,6 +546,19 @@ func (w *Watcher) forgetDir(dir string, all bool) {
 		}
 	}
 }
+
+// Roots returns the roots w watches (cleaned paths, in the order given).
+func (w *Watcher) Roots() []string {
+	out := make([]string, len(w.roots))
+	for i, r := range w.roots {
+		out[i] = r.path
+	}
+	return out
+}
+
+// AddLost adds n to Stats.RootsLost: a caller that starts a new Watcher after
+// one lost a root keeps the count.
+func (w *Watcher) AddLost(n uint64) { w.c.rootsLost.Add(n) }
 
 // Stats returns a snapshot of the counters. It is safe to call at any time.
 func (w *Watcher) Stats() Stats {

@@ -94,10 +94,16 @@ func searchOnly(dir string) detect.Search {
 // with its sink and a stop function that flushes and waits.
 func startWatching(t *testing.T, in *faInstall, root string, pluginArgs ...string) (*filedetect.Pipeline, *faSink, func()) {
 	t.Helper()
+	return startWatchingRoots(t, in, []string{root}, pluginArgs...)
+}
+
+// startWatchingRoots is startWatching on several roots.
+func startWatchingRoots(t *testing.T, in *faInstall, roots []string, pluginArgs ...string) (*filedetect.Pipeline, *faSink, func()) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(faLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := filedetect.New(filedetect.Config{
 		Plugin: in.Inst.Plugin, Bundle: in.Inst.Bundle, ORTLib: in.Inst.ORTLib, StageBundle: true, PluginArgs: pluginArgs,
-		Watch:     watch.Config{Roots: []string{root}},
+		Watch:     watch.Config{Roots: roots},
 		Aggregate: filedetect.AggregatorConfig{FirstAfter: time.Second, UpdateEvery: 5 * time.Second, Hold: 2 * time.Second},
 		Logger:    log,
 	})
@@ -234,6 +240,75 @@ func TestFileactivityRansomware(t *testing.T) {
 	}
 	if f.GetSeverity() < wirev1.Severity_SEVERITY_MEDIUM || len(f.GetTopFeatures()) == 0 || f.GetModel().GetDigest() == "" {
 		t.Errorf("finding %+v", f)
+	}
+}
+
+// TestFileactivityRootLost: a watch root renamed away while the agent runs
+// (a deploy swapping a directory, or an attacker) is counted, and the
+// pipeline keeps watching the other root (a ransomware run there gives its
+// finding); once a directory is back at the lost root's path it is watched
+// again (a ransomware run in it gives its finding too).
+func TestFileactivityRootLost(t *testing.T) {
+	in := fileactivityInstall(t)
+	base := t.TempDir()
+	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
+	for _, d := range []string{a, b} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, sink, stop := startWatchingRoots(t, in, []string{a, b})
+	if err := os.Rename(a, a+".old"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for p.Counters()["watch_roots_lost"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("root loss not counted: %v", p.Counters())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	burst := func(dir string, seed uint64) {
+		t.Helper()
+		files := sourceTree(t, filepath.Join(dir, "share"), seed, 400)
+		time.Sleep(time.Second)
+		start := time.Now()
+		ransomware(t, files)
+		// The burst's folder is the common folder of its events: dir's share,
+		// or an ancestor when the burst also holds the other root's events.
+		if f := waitFinding(sink, start.Add(20*time.Second), func(f *wirev1.Finding) bool {
+			path := f.GetContext().GetPath()
+			return (strings.HasPrefix(path, dir+"/") || strings.HasPrefix(dir, path+"/")) && f.GetCount() >= 20 &&
+				f.GetTimeUnixNano() >= start.UnixNano()
+		}); f == nil {
+			stop()
+			t.Fatalf("no burst finding under %s within 20 s; counters %v; findings:%s", dir, p.Counters(), describe(sink.snapshot()))
+		}
+	}
+	// The other root is watched again right away.
+	deadline = time.Now().Add(30 * time.Second)
+	for p.Counters()["watch_dirs"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the remaining root is not watched: %v", p.Counters())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	burst(b, 7)
+	// The lost root comes back.
+	dirs := p.Counters()["watch_dirs"]
+	if err := os.MkdirAll(a, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for p.Counters()["watch_dirs"] <= dirs {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost root is not watched again: %v", p.Counters())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	burst(a, 8)
+	if n := p.Counters()["watch_roots_lost"]; n != 1 {
+		t.Errorf("watch_roots_lost %d, want 1", n)
 	}
 }
 

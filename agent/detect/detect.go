@@ -327,6 +327,7 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"netflow_findings":  st.Findings,
 		"plugin_restarts":   st.Host.Restarts,
 		"plugin_unconfined": st.Host.Unconfined,
+		"plugin_unfiltered": st.Host.Unfiltered,
 		"events_lost":       st.Host.Lost(),
 		"batch_errors":      st.Host.BatchErrors,
 		"shadow_dropped":    p.shadowDropped.Load(),

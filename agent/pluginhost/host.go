@@ -1,10 +1,10 @@
 // Package pluginhost is the agent's side of the detector plugin contract: it
 // launches a plugin binary (go-plugin, gRPC, SHA-256-pinned, AutoMTLS,
-// unprivileged, confined with Landlock: sandbox.go, killed with the agent),
-// feeds it packet records through a shared-memory ring (plugins/sdk/ring),
-// delivers the anomalies it returns to a callback, and restarts it with
-// exponential backoff when it dies, counting exactly the records lost
-// meanwhile.
+// unprivileged, confined with Landlock and a seccomp socket filter:
+// sandbox.go, seccomp.go; killed with the agent), feeds it packet records
+// through a shared-memory ring (plugins/sdk/ring), delivers the anomalies it
+// returns to a callback, and restarts it with exponential backoff when it
+// dies, counting exactly the records lost meanwhile.
 //
 // It imports plugins/sdk, never the other way round; it is pure Go (no cgo).
 package pluginhost
@@ -175,6 +175,10 @@ type Stats struct {
 	// Landlock sandbox because the kernel (or a seccomp filter) does not
 	// allow it; Sandbox.Disable does not count.
 	Unconfined uint64
+	// Unfiltered counts launches that started the plugin without the
+	// seccomp socket filter (no filter for the architecture, or the kernel
+	// refused it); Sandbox.Disable does not count.
+	Unfiltered uint64
 }
 
 // Lost is every record that did not get scored results.
@@ -207,6 +211,7 @@ type Host struct {
 	published, scored, anomalies, batchErrors          atomic.Uint64
 	lostInFlight, unreported, droppedDown, droppedFull atomic.Uint64
 	starts, restarts, startFailures, unconfined        atomic.Uint64
+	unfiltered                                         atomic.Uint64
 }
 
 // New checks the configuration and that the plugin binary is a regular
@@ -315,7 +320,7 @@ func (h *Host) Stats() Stats {
 		BatchErrors: h.batchErrors.Load(), LostInFlight: h.lostInFlight.Load(), Unreported: h.unreported.Load(),
 		DroppedDown: h.droppedDown.Load(), DroppedFull: h.droppedFull.Load(),
 		Starts: h.starts.Load(), Restarts: h.restarts.Load(), StartFailures: h.startFailures.Load(),
-		Unconfined: h.unconfined.Load(),
+		Unconfined: h.unconfined.Load(), Unfiltered: h.unfiltered.Load(),
 	}
 }
 

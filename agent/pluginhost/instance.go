@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -99,30 +100,67 @@ func (h *Host) sysProcAttr() *syscall.SysProcAttr {
 	return procAttr(&h.cfg, processPrivileges())
 }
 
-// confinement is one launch's Landlock sandbox.
+// confinement is one launch's sandbox, applied by startConfined.
 type confinement struct {
-	abi     int
-	ruleset int     // the ruleset's descriptor
-	flags   uintptr // landlock_restrict_self flags
-	dir     string  // the plugin's private directory
+	abi     int             // Landlock ABI (0: no Landlock)
+	ruleset int             // the ruleset's descriptor (-1: no Landlock)
+	flags   uintptr         // landlock_restrict_self flags
+	dir     string          // the plugin's private directory ("": no Landlock)
+	filter  *unix.SockFprog // the seccomp socket filter (nil: none)
+}
+
+// describe names the sandbox for the "plugin started" log line.
+func (c *confinement) describe() string {
+	var parts []string
+	if c.abi > 0 {
+		parts = append(parts, fmt.Sprintf("landlock ABI %d", c.abi))
+	}
+	if c.filter != nil {
+		parts = append(parts, "seccomp")
+	}
+	if len(parts) == 0 {
+		return "unavailable"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // confine prepares the sandbox of a launch with arguments args and process
-// attributes attr: the plugin's private directory and its ruleset. It
+// attributes attr: the plugin's private directory, its Landlock ruleset and
+// the socket filter. Whichever of Landlock and the filter is unavailable is
+// counted and warned about once, and the plugin starts with the other. It
 // returns nil (and no error) when the plugin starts unconfined:
-// Sandbox.Disable, or Landlock unavailable (counted, warned about once).
+// Sandbox.Disable, or neither available.
 func (h *Host) confine(args []string, attr *syscall.SysProcAttr) (*confinement, error) {
 	if h.cfg.Sandbox.Disable {
 		return nil, nil
+	}
+	filter, ferr := socketFilter()
+	if ferr != nil {
+		filter = nil
+		h.unfilteredLaunch(ferr)
 	}
 	abi, err := landlockABI()
 	if err != nil {
 		h.unconfined.Add(1)
 		warnUnconfined.Do(func() {
-			h.log.Warn("Landlock is unavailable: detector plugins run unconfined, with the file system and network access of the agent's user",
+			if filter == nil {
+				h.log.Warn("Landlock is unavailable: detector plugins run unconfined, with the file system and network access of the agent's user",
+					"reason", unavailableHint(err), "err", err)
+				return
+			}
+			h.log.Warn("Landlock is unavailable: detector plugins run unconfined, with the file system access of the agent's user (the seccomp filter still refuses them every socket but Unix sockets)",
 				"reason", unavailableHint(err), "err", err)
 		})
-		return nil, nil
+		if filter == nil {
+			return nil, nil
+		}
+		// The filter alone, on a launching thread of its own. Non-dumpable:
+		// otherwise a plugin of the agent's user could ptrace the agent's
+		// unfiltered threads or take its sockets (pidfd_getfd).
+		if err := noDumpOnce(); err != nil {
+			return nil, err
+		}
+		return &confinement{ruleset: -1, filter: filter}, nil
 	}
 	if err := noDumpOnce(); err != nil {
 		return nil, err
@@ -153,8 +191,19 @@ func (h *Host) confine(args []string, attr *syscall.SysProcAttr) (*confinement, 
 		return nil, fmt.Errorf("plugin sandbox: %w", err)
 	}
 	h.log.Debug("plugin sandbox", "landlock_abi", abi, "handled_fs", fmt.Sprintf("%#x", pol.HandledFS),
-		"handled_net", fmt.Sprintf("%#x", pol.HandledNet), "scoped", fmt.Sprintf("%#x", pol.Scoped), "rules", pol.Rules)
-	return &confinement{abi: abi, ruleset: fd, flags: restrictFlags(abi), dir: dir}, nil
+		"handled_net", fmt.Sprintf("%#x", pol.HandledNet), "scoped", fmt.Sprintf("%#x", pol.Scoped), "rules", pol.Rules,
+		"seccomp", filter != nil)
+	return &confinement{abi: abi, ruleset: fd, flags: restrictFlags(abi), dir: dir, filter: filter}, nil
+}
+
+// unfilteredLaunch counts a launch that starts without the socket filter
+// and warns about the first.
+func (h *Host) unfilteredLaunch(err error) {
+	h.unfiltered.Add(1)
+	warnUnfiltered.Do(func() {
+		h.log.Warn("the seccomp socket filter is unavailable: detector plugins may create sockets of any family (UDP, MPTCP, raw, netlink) and use io_uring; Landlock, when available, still refuses them TCP",
+			"err", err)
+	})
 }
 
 // launch starts one plugin process whose ring starts at sequence base.
@@ -197,13 +246,13 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 		cleanupRing()
 		return nil, fmt.Errorf("launch %s: %w", h.cfg.Path, err)
 	}
-	if conf != nil {
+	if conf != nil && conf.dir != "" {
 		// go-plugin's server creates its Unix socket in
 		// PLUGIN_UNIX_SOCKET_DIR (default: TMPDIR, or /tmp).
 		cmd.Env = append(cmd.Env, "TMPDIR="+conf.dir, plugin.EnvUnixSocketDir+"="+conf.dir)
 	}
 	cleanupDir := func() {
-		if conf != nil {
+		if conf != nil && conf.dir != "" {
 			_ = os.RemoveAll(conf.dir)
 		}
 	}
@@ -222,16 +271,24 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 	})
 	// Client.Start forks the plugin on the calling goroutine (cmd.Start),
 	// then waits for its handshake: it runs on the thread that
-	// startConfined restricted (or withoutAmbientCaps cleared), so the
-	// plugin inherits that thread's confinement. Client then dials the
-	// plugin's socket from an ordinary, unrestricted goroutine.
+	// startConfined restricted and filtered (or withoutAmbientCaps
+	// cleared), so the plugin inherits that thread's confinement. Client
+	// then dials the plugin's socket from an ordinary, unrestricted
+	// goroutine.
 	start := func() error {
 		_, err := client.Start()
 		return err
 	}
 	if conf != nil {
-		err = startConfined(conf.ruleset, conf.flags, start, func() bool { return !client.Exited() })
-		_ = unix.Close(conf.ruleset)
+		var filterErr error
+		filterErr, err = startConfined(conf, start, func() bool { return !client.Exited() })
+		if conf.ruleset >= 0 {
+			_ = unix.Close(conf.ruleset)
+		}
+		if filterErr != nil {
+			conf.filter = nil
+			h.unfilteredLaunch(filterErr)
+		}
 	} else {
 		err = withoutAmbientCaps(start)
 	}
@@ -276,7 +333,7 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 	sandbox := "off"
 	if conf != nil {
 		inst.privDir = conf.dir
-		sandbox = fmt.Sprintf("landlock ABI %d", conf.abi)
+		sandbox = conf.describe()
 	} else if !h.cfg.Sandbox.Disable {
 		sandbox = "unavailable"
 	}

@@ -17,23 +17,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Plugin sandbox: every plugin process is confined with Landlock (DESIGN.md
-// section 5: no privilege, no network, no access beyond its model files).
+// Plugin sandbox: every plugin process is confined with Landlock and a
+// seccomp socket filter (DESIGN.md section 5: no privilege, no network, no
+// access beyond its model files).
 //
-// How: Landlock restricts the calling thread, and a process forked by a
-// restricted thread inherits its domain, kept across execve. The host
-// therefore forks each plugin from a dedicated OS thread (startConfined): a
-// goroutine locks itself to a new thread, sets no_new_privs on it, enforces
-// the ruleset with landlock_restrict_self, clears the thread's ambient
-// capabilities and runs go-plugin's Client.Start, which forks and executes the
-// plugin from that goroutine (cmdrunner.Start, exec.Cmd.Start) and then reads
-// its handshake from pipes. The agent's other threads are never restricted
-// (go-landlock's high-level API, which restricts every thread of the process,
-// is not used). The restricted thread is never given back to the Go
-// scheduler: its goroutine stays locked to it and returns, which ends the
-// thread, only once the plugin process has exited. It cannot return earlier:
-// the kernel sends a child its parent-death signal (Pdeathsig, SIGKILL) when
-// the *thread* that forked it exits, not the process.
+// How: Landlock and seccomp both restrict the calling thread, and a process
+// forked by a restricted thread inherits its Landlock domain and its seccomp
+// filters, kept across execve. The host therefore forks each plugin from a
+// dedicated OS thread (startConfined): a goroutine locks itself to a new
+// thread, sets no_new_privs on it, enforces the ruleset with
+// landlock_restrict_self, installs the socket filter (seccomp.go) with
+// prctl(PR_SET_SECCOMP), which filters that thread only, clears the thread's
+// ambient capabilities and runs go-plugin's Client.Start, which forks and
+// executes the plugin from that goroutine (cmdrunner.Start, exec.Cmd.Start)
+// and then reads its handshake from pipes. The agent's other threads are
+// never restricted (go-landlock's high-level API, which restricts every
+// thread of the process, is not used, nor SECCOMP_FILTER_FLAG_TSYNC). The
+// Go runtime never creates a thread by cloning a locked one (it asks its
+// template thread instead), so no new thread inherits the restrictions. The
+// restricted thread is never given back to the Go scheduler: its goroutine
+// stays locked to it and returns, which ends the thread, only once the
+// plugin process has exited, or at once when confining or starting fails. It
+// cannot return earlier: the kernel sends a child its parent-death signal
+// (Pdeathsig, SIGKILL) when the *thread* that forked it exits, not the
+// process.
 //
 // That thread shares the plugin's Landlock domain, and Landlock lets a task
 // signal, ptrace or open /proc/PID/mem of tasks of its own domain. Before the
@@ -45,10 +52,12 @@ import (
 // capability of its tracee; TestSandboxUnitUser checks both.) A plugin can
 // still signal the launching thread (tgkill), which acts on the whole agent:
 // it could kill the agent, as a plugin running as the agent's user could
-// without the sandbox.
+// without the sandbox. Being non-dumpable also keeps a plugin from taking
+// the agent's sockets with pidfd_getfd or driving its unfiltered threads
+// with ptrace when Landlock is unavailable and only the filter applies.
 
-// Sandbox describes the Landlock confinement of a plugin (Config.Sandbox).
-// The zero value confines.
+// Sandbox describes the confinement of a plugin (Config.Sandbox): Landlock
+// and the socket filter. The zero value confines.
 //
 // A confined plugin may read, and nothing else: its own binary (and execute
 // it and its ELF interpreter: no other program), the system's libraries and
@@ -62,16 +71,20 @@ import (
 // it may neither bind nor connect TCP sockets; from ABI 6 on it may not
 // connect to abstract Unix sockets or signal processes outside its domain;
 // from ABI 9 on, not connect to pathname Unix sockets either. Landlock's
-// network rights cover IPPROTO_TCP sockets only: UDP (until the UDP rights of
-// later ABIs, which this host does not use yet) and MPTCP, which falls back
-// to plain TCP with any server, stay open. Nor does it restrict what the
-// plugin reads through descriptors it inherits (the ring's memfd) or its uid
-// (see procAttr).
+// network rights cover IPPROTO_TCP sockets only; the socket filter
+// (seccomp.go) closes the rest: the plugin may create Unix sockets and no
+// other (socket(2) and socketpair(2) of any other family fail with EPERM:
+// no UDP, MPTCP, raw, packet or netlink socket, nor TCP), nor use io_uring
+// (EPERM). Neither restricts what the plugin reads through descriptors it
+// inherits (the ring's memfd) or its uid (see procAttr).
 //
 // Without Landlock (a kernel before 5.13, Landlock not enabled at boot, or its
 // system calls refused by a seccomp filter, such as systemd's
 // SystemCallFilter=@system-service, which lacks them) the host logs a
-// warning once and starts plugins unconfined, counted in Stats.Unconfined.
+// warning once and starts plugins with the socket filter only, counted in
+// Stats.Unconfined. Without the filter (an architecture other than amd64 and
+// arm64, or a kernel that refuses it) it logs a warning once and starts
+// plugins with Landlock only, counted in Stats.Unfiltered.
 type Sandbox struct {
 	// Disable starts plugins unconfined (tests, debugging).
 	Disable bool
@@ -408,21 +421,29 @@ func ortDirs(env []string) []string {
 const holdPoll = 250 * time.Millisecond
 
 // startConfined runs start, which forks the plugin, on a new OS thread that it
-// first confines with the ruleset rulesetFD (no_new_privs,
-// landlock_restrict_self, flags) and strips of its ambient capabilities; it
-// returns start's error. The thread is never given back to the scheduler:
-// after a successful start it waits until running reports false (the plugin
-// has exited), then ends with its goroutine. The agent's other threads are not
-// restricted; goroutines that start creates run on them.
-func startConfined(rulesetFD int, flags uintptr, start func() error, running func() bool) error {
-	errc := make(chan error, 1)
-	go confinedThread(rulesetFD, flags, start, running, errc)
-	return <-errc
+// first confines as c says: no_new_privs, the Landlock ruleset
+// (landlock_restrict_self with c.flags; skipped when c.ruleset < 0), the
+// seccomp socket filter (c.filter; skipped when nil), and no ambient
+// capabilities. It returns start's error and, apart, why the filter could
+// not be installed (the plugin then started without it: the kernel installs
+// a filter whole or not at all). The thread is never given back to the
+// scheduler, whatever fails: after a successful start it waits until running
+// reports false (the plugin has exited), then ends with its goroutine. The
+// agent's other threads are neither restricted nor filtered; goroutines that
+// start creates run on them.
+func startConfined(c *confinement, start func() error, running func() bool) (filterErr, err error) {
+	res := make(chan launchResult, 1)
+	go confinedThread(c, start, running, res)
+	r := <-res
+	return r.filterErr, r.err
 }
 
-func confinedThread(rulesetFD int, flags uintptr, start func() error, running func() bool, errc chan<- error) {
+type launchResult struct{ filterErr, err error }
+
+func confinedThread(c *confinement, start func() error, running func() bool, res chan<- launchResult) {
 	runtime.LockOSThread()
-	// Never unlocked: the thread ends when this goroutine returns.
+	// Never unlocked: the thread ends when this goroutine returns, also
+	// on every error below (after a partial confinement).
 	if unix.Gettid() == unix.Getpid() {
 		// The main thread cannot end (the runtime parks it for ever
 		// instead) and stands for the whole process in kill(2) and
@@ -433,26 +454,32 @@ func confinedThread(rulesetFD int, flags uintptr, start func() error, running fu
 		go func() {
 			runtime.LockOSThread()
 			close(locked)
-			confinedThread(rulesetFD, flags, start, running, errc)
+			confinedThread(c, start, running, res)
 		}()
 		<-locked
 		runtime.UnlockOSThread()
 		return
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		errc <- fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
+		res <- launchResult{err: fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)}
 		return
 	}
-	if _, _, errno := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(rulesetFD), flags, 0); errno != 0 {
-		errc <- fmt.Errorf("landlock_restrict_self: %w", errno)
-		return
+	if c.ruleset >= 0 {
+		if _, _, errno := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(c.ruleset), c.flags, 0); errno != 0 {
+			res <- launchResult{err: fmt.Errorf("landlock_restrict_self: %w", errno)}
+			return
+		}
+	}
+	var filterErr error
+	if c.filter != nil {
+		filterErr = installFilter(c.filter)
 	}
 	if err := clearAmbientCaps(); err != nil {
-		errc <- err
+		res <- launchResult{filterErr: filterErr, err: err}
 		return
 	}
 	err := start()
-	errc <- err
+	res <- launchResult{filterErr: filterErr, err: err}
 	if err != nil {
 		return
 	}

@@ -12,12 +12,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -67,7 +69,10 @@ func (probe) Health(context.Context) sdk.Health { return sdk.Health{OK: true, Me
 //	exec:PATH  tcp:ADDR (connect)  listen:ADDR (TCP)
 //	mptcp:ADDR (connect with MPTCP)  mptcp-listen:ADDR  tgkill:PID (signal 0
 //	to each thread: "ok:TID" for the first that accepts)
-//	udp:ADDR (send a datagram)  abstract:NAME (connect)  kill:PID (signal 0)
+//	udp:ADDR (send a datagram)  packet (create an AF_PACKET socket)
+//	netlink (create an AF_NETLINK route socket)  unixpair (socketpair
+//	AF_UNIX)  io_uring (io_uring_setup)
+//	abstract:NAME (connect)  kill:PID (signal 0)
 //	mem:PID (open /proc/PID/task/TID/mem of every thread: "ok:TID" for the
 //	first that opens)  status (the plugin's capability sets and no_new_privs:
 //	"CapInh:... CapPrm:... CapEff:... CapBnd:... CapAmb:... NoNewPrivs:1")
@@ -113,6 +118,29 @@ func runProbe(op string) string {
 		if c, err = net.Dial("udp", arg); err == nil {
 			_, err = c.Write([]byte("probe"))
 			c.Close()
+		}
+	case "packet", "netlink":
+		domain, typ, proto := unix.AF_PACKET, unix.SOCK_RAW, 0
+		if kind == "netlink" {
+			domain, proto = unix.AF_NETLINK, unix.NETLINK_ROUTE
+		}
+		var fd int
+		if fd, err = unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto); err == nil {
+			unix.Close(fd)
+		}
+	case "unixpair":
+		var fds [2]int
+		if fds, err = unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err == nil {
+			unix.Close(fds[0])
+			unix.Close(fds[1])
+		}
+	case "io_uring":
+		var params [120]byte // struct io_uring_params
+		fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params)), 0)
+		if errno != 0 {
+			err = errno
+		} else {
+			unix.Close(int(fd))
 		}
 	case "abstract":
 		var c net.Conn
@@ -238,6 +266,28 @@ func probeIn(t *testing.T, h *pluginhost.Host, op string) string {
 // no_new_privs set (the thread that launched a confined plugin).
 func threadsWithNoNewPrivs(t *testing.T) []string {
 	t.Helper()
+	return threadsWith(t, "NoNewPrivs:", "1")
+}
+
+// threadsWithSeccomp returns the ids of this process's threads in seccomp
+// filter mode (the thread that launched a confined plugin).
+func threadsWithSeccomp(t *testing.T) []string {
+	t.Helper()
+	return threadsWith(t, "Seccomp:", "2")
+}
+
+// processHas reports whether this process's main thread has field (with
+// its colon) set to value in its status: the whole process has it, as
+// under a systemd unit with NoNewPrivileges= or SystemCallFilter=.
+func processHas(t *testing.T, field, value string) bool {
+	t.Helper()
+	return slices.Contains(threadsWith(t, field, value), strconv.Itoa(os.Getpid()))
+}
+
+// threadsWith returns the ids of this process's threads whose status has
+// field (with its colon) set to value.
+func threadsWith(t *testing.T, field, value string) []string {
+	t.Helper()
 	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +300,7 @@ func threadsWithNoNewPrivs(t *testing.T) []string {
 		}
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "NoNewPrivs:" && f[1] == "1" {
+			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == field && f[1] == value {
 				out = append(out, e.Name())
 			}
 		}
@@ -261,14 +311,16 @@ func threadsWithNoNewPrivs(t *testing.T) []string {
 // TestSandbox starts the probe plugin (this test binary) unconfined, then
 // confined, and checks from inside it that the sandbox allows what a plugin
 // needs (the handshake, scoring, an allowed file, its private directory)
-// and denies the rest (a file outside the allowed paths, TCP, executing a
+// and denies the rest (a file outside the allowed paths, executing a
 // program, writing outside its directory, signals and abstract Unix sockets
-// of the agent); the unconfined run shows that each denial is the sandbox's.
-// UDP and MPTCP, which Landlock does not cover, are checked to stay open, so
-// that the day they are closed this test and the documentation change.
+// of the agent: Landlock; TCP, UDP, MPTCP, packet and netlink sockets and
+// io_uring: the seccomp socket filter, with EPERM); the unconfined run shows
+// that each denial is the sandbox's. Without a filter for the architecture,
+// TCP is Landlock's (EACCES) and UDP and MPTCP stay open.
 // It also checks that the agent itself stays unrestricted: every other
-// thread still reads the file the plugin may not, and the one thread that
-// launched the plugin ends when the plugin has exited.
+// thread still reads the file the plugin may not and creates UDP sockets,
+// only the one thread that launched the plugin is filtered, and it ends
+// when the plugin has exited.
 func TestSandbox(t *testing.T) {
 	abi := needLandlock(t)
 	t.Logf("Landlock ABI %d", abi)
@@ -316,25 +368,49 @@ func TestSandbox(t *testing.T) {
 		{"write:" + filepath.Join(secretDir, "dropped"), "ok", "EACCES"},
 		{"tmpwrite", "ok", "ok"}, // the private directory
 		{"exec:" + truePath, "ok", "EACCES"},
-		{"udp:" + udp.LocalAddr().String(), "ok", "ok"}, // Landlock does not cover UDP
+		{"unixpair", "ok", "ok"},
 	}
-	if abi >= 4 {
+	filtered := pluginhost.SocketFilterSupported()
+	if filtered {
+		// The filter refuses every socket but Unix sockets, before
+		// Landlock sees a connect or bind. AF_PACKET and io_uring may
+		// be refused without it too (no CAP_NET_RAW, io_uring
+		// disabled): the unconfined outcome is this process's.
 		checks = append(checks,
-			check{"tcp:" + tcp.Addr().String(), "ok", "EACCES"},
-			check{"listen:127.0.0.1:0", "ok", "EACCES"},
-			// Landlock's TCP rights cover IPPROTO_TCP sockets only:
-			// MPTCP (which falls back to plain TCP with any peer)
-			// is not restricted. Documented; a seccomp filter on
-			// socket(2) would be needed.
-			check{"mptcp:" + tcp.Addr().String(), "ok", "ok"},
-			check{"mptcp-listen:127.0.0.1:0", "ok", "ok"})
+			check{"udp:" + udp.LocalAddr().String(), "ok", "EPERM"},
+			check{"tcp:" + tcp.Addr().String(), "ok", "EPERM"},
+			check{"listen:127.0.0.1:0", "ok", "EPERM"},
+			check{"mptcp:" + tcp.Addr().String(), "ok", "EPERM"},
+			check{"mptcp-listen:127.0.0.1:0", "ok", "EPERM"},
+			check{"netlink", "ok", "EPERM"},
+			check{"packet", runProbe("packet"), "EPERM"},
+			check{"io_uring", runProbe("io_uring"), "EPERM"})
+	} else {
+		t.Logf("no socket filter for %s: Landlock only", runtime.GOARCH)
+		checks = append(checks, check{"udp:" + udp.LocalAddr().String(), "ok", "ok"}) // Landlock does not cover UDP
+		if abi >= 4 {
+			checks = append(checks,
+				check{"tcp:" + tcp.Addr().String(), "ok", "EACCES"},
+				check{"listen:127.0.0.1:0", "ok", "EACCES"},
+				// Landlock's TCP rights cover IPPROTO_TCP sockets
+				// only: MPTCP (which falls back to plain TCP with
+				// any peer) is not restricted.
+				check{"mptcp:" + tcp.Addr().String(), "ok", "ok"},
+				check{"mptcp-listen:127.0.0.1:0", "ok", "ok"})
+		}
 	}
 	if abi >= 6 {
 		checks = append(checks,
 			check{"kill:" + pid, "ok", "EPERM"},
 			check{"abstract:" + abstractName, "ok", "EPERM"})
 	}
-	nnpBefore := threadsWithNoNewPrivs(t)
+	// A process with no_new_privs or a seccomp filter as a whole (its
+	// main thread has it) leaves no launching thread to tell apart.
+	// Launching threads of earlier tests may still be ending: wait.
+	nnpWide, seccompWide := processHas(t, "NoNewPrivs:", "1"), processHas(t, "Seccomp:", "2")
+	waitFor(t, "earlier launching threads to end", 10*time.Second, func() bool {
+		return (nnpWide || len(threadsWithNoNewPrivs(t)) == 0) && (seccompWide || len(threadsWithSeccomp(t)) == 0)
+	})
 
 	for _, confined := range []bool{false, true} {
 		name := map[bool]string{false: "unconfined", true: "confined"}[confined]
@@ -363,8 +439,8 @@ func TestSandbox(t *testing.T) {
 					t.Errorf("%s: %s, want %s", c.op, got, want)
 				}
 			}
-			if st := h.Stats(); st.Unconfined != 0 {
-				t.Errorf("Stats.Unconfined = %d", st.Unconfined)
+			if st := h.Stats(); st.Unconfined != 0 || st.Unfiltered != 0 {
+				t.Errorf("Stats.Unconfined = %d, Unfiltered = %d", st.Unconfined, st.Unfiltered)
 			}
 			if !confined {
 				return
@@ -376,7 +452,8 @@ func TestSandbox(t *testing.T) {
 				probeIn(t, h, "tgkill:"+pid), probeIn(t, h, "mem:"+pid), threadsWithNoNewPrivs(t))
 
 			// The agent is not restricted: many threads read the file
-			// the plugin may not, and connect where it may not.
+			// the plugin may not, and connect and send where it may
+			// not.
 			var wg sync.WaitGroup
 			errs := make(chan error, 64)
 			for range 64 {
@@ -395,6 +472,15 @@ func TestSandbox(t *testing.T) {
 						return
 					}
 					c.Close()
+					u, err := net.Dial("udp", udp.LocalAddr().String())
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer u.Close()
+					if _, err := u.Write([]byte("agent")); err != nil {
+						errs <- err
+					}
 				}()
 			}
 			wg.Wait()
@@ -402,12 +488,17 @@ func TestSandbox(t *testing.T) {
 			for err := range errs {
 				t.Errorf("agent thread restricted: %v", err)
 			}
-			if len(nnpBefore) > 0 {
+			if nnpWide {
 				return // the whole process has no_new_privs: nothing to tell apart
 			}
 			launchers := threadsWithNoNewPrivs(t)
 			if len(launchers) != 1 {
 				t.Errorf("threads with no_new_privs while the plugin runs: %v, want the launching thread only", launchers)
+			}
+			if filtered && !seccompWide {
+				if got := threadsWithSeccomp(t); !slices.Equal(got, launchers) {
+					t.Errorf("threads with a seccomp filter while the plugin runs: %v, want the launching thread %v only", got, launchers)
+				}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -415,7 +506,7 @@ func TestSandbox(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitFor(t, "the launching thread to end", 10*time.Second, func() bool {
-				return len(threadsWithNoNewPrivs(t)) == 0
+				return len(threadsWithNoNewPrivs(t)) == 0 && (seccompWide || len(threadsWithSeccomp(t)) == 0)
 			})
 		})
 	}
@@ -534,7 +625,8 @@ func readableCopy(t *testing.T) string {
 
 // TestSandboxUnavailable: without Landlock (here: its system calls refused
 // with EPERM, as a seccomp filter such as systemd's @system-service does)
-// plugins start unconfined, each launch is counted, and the agent warns once.
+// plugins start with the socket filter only, each launch is counted, and the
+// agent warns once.
 func TestSandboxUnavailable(t *testing.T) {
 	defer pluginhost.SetLandlockProbe(func() (int, error) { return 0, unix.EPERM })()
 	var logs bytes.Buffer
@@ -544,19 +636,99 @@ func TestSandboxUnavailable(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	wantUDP := "ok"
+	if pluginhost.SocketFilterSupported() {
+		wantUDP = "EPERM"
+	}
 	for range 2 {
 		h := probeHostLog(t, pluginhost.Sandbox{}, log)
 		if got := probeIn(t, h, "read:"+secret); got != "ok" {
 			t.Errorf("unconfined plugin reading %s: %s", secret, got)
 		}
-		if st := h.Stats(); st.Unconfined != 1 || st.Starts != 1 {
-			t.Errorf("stats %+v, want one unconfined start", st)
+		if got := probeIn(t, h, "udp:"+udp.LocalAddr().String()); got != wantUDP {
+			t.Errorf("plugin without Landlock sending UDP: %s, want %s", got, wantUDP)
+		}
+		if st := h.Stats(); st.Unconfined != 1 || st.Unfiltered != 0 || st.Starts != 1 {
+			t.Errorf("stats %+v, want one unconfined start, filtered", st)
 		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	if n := strings.Count(logs.String(), "Landlock is unavailable"); n != 1 || !strings.Contains(logs.String(), "SystemCallFilter=") {
 		t.Errorf("%d warnings, want 1 naming the system call filter:\n%s", n, logs.String())
+	}
+}
+
+// TestSandboxUnfiltered: without the socket filter (no filter for the
+// architecture, or the kernel refuses it: here an empty program, EINVAL)
+// plugins start confined by Landlock alone, each launch is counted, the
+// agent warns once, and no thread keeps a filter.
+func TestSandboxUnfiltered(t *testing.T) {
+	abi := needLandlock(t)
+	if processHas(t, "Seccomp:", "2") {
+		t.Skip("the whole process is filtered already")
+	}
+	waitFor(t, "earlier launching threads to end", 10*time.Second, func() bool { return len(threadsWithSeccomp(t)) == 0 })
+	secret := filepath.Join(t.TempDir(), "agent.key")
+	if err := os.WriteFile(secret, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	for _, tc := range []struct {
+		name   string
+		filter func() (*unix.SockFprog, error)
+		reason string // in the warning
+	}{
+		{"no filter for the architecture", func() (*unix.SockFprog, error) {
+			return nil, errors.New("no seccomp socket filter for testarch")
+		}, "testarch"},
+		{"refused by the kernel", func() (*unix.SockFprog, error) { return &unix.SockFprog{}, nil }, "PR_SET_SECCOMP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer pluginhost.SetSocketFilter(tc.filter)()
+			var logs bytes.Buffer
+			var mu sync.Mutex
+			log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			for range 2 {
+				h := probeHostLog(t, pluginhost.Sandbox{}, log)
+				res, err := h.Score(t.Context(), sdktest.SynthPackets(10))
+				if err != nil || res.Stats.Count != 10 {
+					t.Fatalf("Score = %+v, %v", res.Stats, err)
+				}
+				if got := probeIn(t, h, "read:"+secret); got != "EACCES" {
+					t.Errorf("plugin reading %s: %s, want EACCES (Landlock)", secret, got)
+				}
+				if got := probeIn(t, h, "udp:"+udp.LocalAddr().String()); got != "ok" {
+					t.Errorf("unfiltered plugin sending UDP: %s, want ok", got)
+				}
+				if abi >= 4 {
+					if got := probeIn(t, h, "listen:127.0.0.1:0"); got != "EACCES" {
+						t.Errorf("unfiltered plugin listening on TCP: %s, want EACCES (Landlock)", got)
+					}
+				}
+				if st := h.Stats(); st.Unfiltered != 1 || st.Unconfined != 0 || st.Starts != 1 {
+					t.Errorf("stats %+v, want one unfiltered start, confined", st)
+				}
+				if got := threadsWithSeccomp(t); len(got) != 0 {
+					t.Errorf("threads with a seccomp filter: %v, want none", got)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("warnings:\n%s", logs.String())
+			if n := strings.Count(logs.String(), "seccomp socket filter is unavailable"); n != 1 || !strings.Contains(logs.String(), tc.reason) {
+				t.Errorf("%d warnings, want 1 naming %q:\n%s", n, tc.reason, logs.String())
+			}
+		})
 	}
 }
 

@@ -250,3 +250,20 @@ func TestUnavailableHint(t *testing.T) {
 		}
 	}
 }
+
+func TestConfinementDescribe(t *testing.T) {
+	fp := &unix.SockFprog{}
+	for _, tc := range []struct {
+		c    confinement
+		want string
+	}{
+		{confinement{abi: 7, ruleset: 3, filter: fp}, "landlock ABI 7, seccomp"},
+		{confinement{abi: 7, ruleset: 3}, "landlock ABI 7"},
+		{confinement{ruleset: -1, filter: fp}, "seccomp"},
+		{confinement{ruleset: -1}, "unavailable"},
+	} {
+		if got := tc.c.describe(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.c, got, tc.want)
+		}
+	}
+}

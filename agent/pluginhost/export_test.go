@@ -33,3 +33,6 @@ func SocketFilterSupported() bool {
 	_, err := socketFilter()
 	return err == nil
 }
+
+// HelperBinary is helperBinary for the external tests.
+var HelperBinary = helperBinary

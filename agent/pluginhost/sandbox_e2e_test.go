@@ -549,7 +549,7 @@ func TestSandboxUnitUser(t *testing.T) {
 		if os.Getenv(unitHelperEnv) != "" {
 			t.Fatal("helper still root")
 		}
-		bin := readableCopy(t)
+		bin := pluginhost.HelperBinary(t)
 		unitCaps := []uintptr{unix.CAP_NET_RAW, unix.CAP_NET_ADMIN}
 		for _, tc := range []struct {
 			caps     []uintptr
@@ -603,24 +603,6 @@ func TestSandboxUnitUser(t *testing.T) {
 	if open, want := strings.HasPrefix(got, "ok"), os.Getenv(memOpenEnv) == "1"; open != want {
 		t.Fatalf("the confined plugin opening the agent's memory: %s, want open=%v", got, want)
 	}
-}
-
-// readableCopy copies the test binary where any user can execute it.
-func readableCopy(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(sdktest.ReadableTempDir(t), "pluginhost.test")
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return bin
 }
 
 // TestSandboxUnavailable: without Landlock (here: its system calls refused

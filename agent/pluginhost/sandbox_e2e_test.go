@@ -614,15 +614,7 @@ func TestSandboxUnavailable(t *testing.T) {
 	var logs bytes.Buffer
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	secret := filepath.Join(t.TempDir(), "agent.key")
-	if err := os.WriteFile(secret, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer udp.Close()
+	secret, udp := secretAndUDP(t)
 	wantUDP := "ok"
 	if pluginhost.SocketFilterSupported() {
 		wantUDP = "EPERM"
@@ -656,15 +648,7 @@ func TestSandboxUnfiltered(t *testing.T) {
 		t.Skip("the whole process is filtered already")
 	}
 	waitFor(t, "earlier launching threads to end", 10*time.Second, func() bool { return len(threadsWithSeccomp(t)) == 0 })
-	secret := filepath.Join(t.TempDir(), "agent.key")
-	if err := os.WriteFile(secret, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer udp.Close()
+	secret, udp := secretAndUDP(t)
 	for _, tc := range []struct {
 		name   string
 		filter func() (*unix.SockFprog, error)
@@ -723,4 +707,20 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// secretAndUDP writes a secret file the plugins must not read and opens a
+// UDP socket on loopback they must not reach (closed at the test's end).
+func secretAndUDP(t *testing.T) (secret string, udp net.PacketConn) {
+	t.Helper()
+	secret = filepath.Join(t.TempDir(), "agent.key")
+	if err := os.WriteFile(secret, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = udp.Close() })
+	return secret, udp
 }

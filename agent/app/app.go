@@ -239,7 +239,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		log.Error("agent part failed", "err", runErr)
 	}
 	stopSources()
-	waitTimeout(&srcWG, 10*time.Second, log, "sources")
+	// A source flushes its last findings into the spool while it stops: the
+	// packet pipeline gives its plugin up to 30 s to score what its ring
+	// holds, then appends with 10 s to spare; the file pipeline up to 35 s.
+	// The spool must stay open until then.
+	srcStopped := waitTimeout(&srcWG, sourceStopTimeout, log, "sources")
 	// Let the uplink ship what the sources flushed last, briefly.
 	drainUntil := time.Now().Add(2 * time.Second)
 	for runErr == nil && up.Stats().Connected && sp.Stats().Depth > 0 && time.Now().Before(drainUntil) {
@@ -252,15 +256,27 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return fmt.Errorf("run: %w", runErr)
 	}
+	if !srcStopped {
+		// The spool closes under them: what they append now is lost.
+		return fmt.Errorf("run: sources did not stop within %s: their last findings may be lost", sourceStopTimeout)
+	}
 	return nil
 }
 
-func waitTimeout(wg *sync.WaitGroup, d time.Duration, log *slog.Logger, what string) {
+// sourceStopTimeout bounds how long Run waits for its sources to stop (and
+// flush) before it closes the spool; the systemd unit's TimeoutStopSec
+// leaves room for it.
+var sourceStopTimeout = 45 * time.Second
+
+// waitTimeout waits for wg at most d; it reports whether wg finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration, log *slog.Logger, what string) bool {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		return true
 	case <-time.After(d):
 		log.Warn("parts did not stop in time", "parts", what, "timeout", d)
+		return false
 	}
 }

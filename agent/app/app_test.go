@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
+	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/uplink/uplinktest"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
@@ -182,5 +183,92 @@ func TestDependencies(t *testing.T) {
 		if strings.HasPrefix(dep, "github.com/vigil-edge/vigil/server") || strings.Contains(dep, "onnxruntime") {
 			t.Errorf("vigil-agent depends on %s", dep)
 		}
+	}
+}
+
+// slowStopSource appends one finding after its context ends, delay later, as
+// the packet pipeline does after closing its plugin; appended holds the
+// result of that append.
+type slowStopSource struct {
+	delay    time.Duration
+	appended chan error
+}
+
+func (s *slowStopSource) Name() string { return "slow-stop" }
+
+func (s *slowStopSource) Run(ctx context.Context, sink pipeline.Sink) error {
+	<-ctx.Done()
+	time.Sleep(s.delay)
+	f := &wirev1.Finding{Detector: "slow-stop", Severity: wirev1.Severity_SEVERITY_HIGH, Count: 1, Score: 2, Threshold: 1,
+		TimeUnixNano: time.Now().UnixNano(), Summary: "last finding"}
+	err := sink.Append(context.Background(), []*wirev1.Finding{f})
+	s.appended <- err
+	return err
+}
+
+// TestRunWaitsForSourcesToFlush: Run keeps the spool open until its sources
+// have stopped and appended their last findings (within sourceStopTimeout),
+// and says so with an error when a source takes longer (its last findings
+// are lost): it closed the spool after 10 s, under the packet pipeline's
+// 30 s plugin close, and returned nil.
+func TestRunWaitsForSourcesToFlush(t *testing.T) {
+	old := sourceStopTimeout
+	sourceStopTimeout = 2 * time.Second
+	defer func() { sourceStopTimeout = old }()
+	srv := uplinktest.New(t)
+	srv.Token = "vge_abc.topsecret"
+	for _, c := range []struct {
+		name    string
+		delay   time.Duration
+		wantErr bool
+	}{
+		{"in time", 300 * time.Millisecond, false},
+		{"too slow", 4 * time.Second, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "state")
+			if code, _, stderr := runCLI(t, "enroll", "--server", srv.Addr, "--token", srv.Token, "--ca-pin", srv.Pin(), "--state", dir); code != 0 {
+				t.Fatalf("enroll: %s", stderr)
+			}
+			cfg := config.Default()
+			cfg.StateDir = dir
+			cfg.Metrics.Listen = "off"
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			src := &slowStopSource{delay: c.delay, appended: make(chan error, 1)}
+			ctx, cancel := context.WithCancel(context.Background())
+			ready := make(chan *Running, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- Run(ctx, cfg, Options{Sources: []pipeline.Source{src}, Ready: func(r *Running) { ready <- r }}, slog.New(slog.DiscardHandler))
+			}()
+			select {
+			case <-ready:
+			case err := <-done:
+				t.Fatalf("Run returned early: %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run not ready")
+			}
+			cancel()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatal("Run did not stop")
+			}
+			if c.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "did not stop") {
+					t.Fatalf("Run returned %v, want an error saying the sources did not stop", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if aerr := <-src.appended; aerr != nil {
+				t.Fatalf("the source's last append: %v", aerr)
+			}
+		})
 	}
 }

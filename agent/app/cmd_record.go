@@ -129,6 +129,11 @@ func recordTrace(ctx context.Context, g *Globals, cfg watch.Config, out string, 
 		return nil, fmt.Errorf("record: %w", err)
 	}
 	defer f.Close()
+	// 0600 also when the file existed (O_CREAT's mode applies only to a new
+	// file): the trace names the site's files.
+	if err := f.Chmod(0o600); err != nil {
+		return nil, fmt.Errorf("record: %w", err)
+	}
 	bw := bufio.NewWriterSize(f, 1<<16)
 	var sink io.Writer = bw
 	var zw *gzip.Writer

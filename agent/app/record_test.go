@@ -81,6 +81,10 @@ func TestRecord(t *testing.T) {
 func TestRecordStops(t *testing.T) {
 	dir, outDir := t.TempDir(), t.TempDir()
 	out := filepath.Join(outDir, "idle.vft")
+	// An existing, world-readable file: the trace replaces it 0600.
+	if err := os.WriteFile(out, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
@@ -89,6 +93,11 @@ func TestRecordStops(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "recorded 0 file events") || !strings.Contains(stdout.String(), "stopped by signal") {
 		t.Errorf("summary %q", stdout.String())
+	}
+	if st, err := os.Stat(out); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != 0o600 {
+		t.Errorf("trace file mode %v, want 0600", st.Mode().Perm())
 	}
 	f, _ := os.Open(out)
 	defer f.Close()

@@ -83,7 +83,8 @@ pin=$(printf '%s' "$tok_json" | sed -n 's/.*"ca_pin": *"\([^"]*\)".*/\1/p')
 [ -n "$token" ] && [ -n "$pin" ] || { echo "unexpected token create output: $tok_json" >&2; exit 1; }
 
 echo "== 3. agent enrolls (key made locally, server checked against the CA pin $pin)"
-"$BIN/vigil-agent" enroll --server "localhost:${QUIC_ADDR##*:}" --token "$token" --ca-pin "$pin" --state "$DEMO/agent"
+# The token through the environment, not the command line (ps shows arguments).
+VIGIL_ENROLL_TOKEN="$token" "$BIN/vigil-agent" enroll --server "localhost:${QUIC_ADDR##*:}" --ca-pin "$pin" --state "$DEMO/agent"
 
 echo "== 4. demo capture: benign sessions with a SYN port scan from 10.99.66.6 inside"
 "$BIN/vigil-trafficgen" --out "$DEMO/demo.pcap" --seed 42
@@ -104,7 +105,7 @@ cat <<EOT
 
 == Vigil demo running
    API / console : https://$API_ADDR/   (CA: $VIGIL_CA)
-   admin token   : $VIGIL_TOKEN
+   admin token   : in $DEMO/server/admin.token (0600; paste it into the console's login)
    QUIC endpoint : $QUIC_ADDR
    logs          : $DEMO/server.log, $DEMO/agent.log
    try           : VIGIL_SERVER=$VIGIL_SERVER VIGIL_CA=$VIGIL_CA VIGIL_TOKEN=\$(cat $DEMO/server/admin.token) $BIN/vigilctl findings list

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
@@ -90,9 +91,10 @@ func (l *lab) ntpPoll(ctx context.Context, h *host) error {
 }
 
 // client runs one benign host: sessions of browsing, API calls, downloads,
-// uploads and fetches from the python server, separated by think times, plus
-// periodic jobs (NTP every ~16 s, an update check every ~30 s, a backup upload
-// every ~60 s).
+// uploads, fetches from the python server and scripted fetch loops,
+// separated by think times, plus periodic jobs (NTP every ~16 s, an update
+// check every ~30 s, a liveness ping every ~45 s, a backup upload every
+// ~60 s).
 func (l *lab) client(ctx context.Context, h *host, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0xc11e47))
 	hc := l.httpClient(h)
@@ -121,8 +123,10 @@ func (l *lab) client(ctx context.Context, h *host, seed uint64) {
 				err = get(ctx, hc, fmt.Sprintf("https://%s/api/v1/items/%d", web, rng.IntN(1000)))
 				sleep(ctx, time.Duration(100+rng.IntN(800))*time.Millisecond)
 			}
-		case k < 7: // file download
+		case k < 7 && rng.IntN(2) == 0: // file download
 			err = get(ctx, hc, fmt.Sprintf("https://%s/files/%d", web, 50_000+rng.IntN(2_000_000)))
+		case k < 7: // a script fetching files one by one, each on a new connection
+			err = l.fetchLoop(ctx, h, rng)
 		case k < 8: // upload
 			body := bytes.NewReader(make([]byte, 10_000+rng.IntN(500_000)))
 			req, rerr := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://%s/upload", web), body)
@@ -162,11 +166,12 @@ func (l *lab) periodic(ctx context.Context, h *host, seed uint64) {
 	defer hc.CloseIdleConnections()
 	start := time.Now()
 	next := map[string]time.Duration{"ntp": time.Duration(rng.IntN(4000)) * time.Millisecond,
-		"update": time.Duration(5000+rng.IntN(10_000)) * time.Millisecond, "backup": time.Duration(20+rng.IntN(30)) * time.Second}
-	period := map[string]time.Duration{"ntp": 16 * time.Second, "update": 30 * time.Second, "backup": 60 * time.Second}
+		"update": time.Duration(5000+rng.IntN(10_000)) * time.Millisecond, "backup": time.Duration(20+rng.IntN(30)) * time.Second,
+		"ping": time.Duration(rng.IntN(20_000)) * time.Millisecond}
+	period := map[string]time.Duration{"ntp": 16 * time.Second, "update": 30 * time.Second, "backup": 60 * time.Second, "ping": 45 * time.Second}
 	for i := 0; i < maxSessions && ctx.Err() == nil; i++ {
 		job, at := "", time.Duration(1<<62)
-		for _, j := range []string{"ntp", "update", "backup"} {
+		for _, j := range []string{"ntp", "update", "backup", "ping"} {
 			if next[j] < at {
 				job, at = j, next[j]
 			}
@@ -180,6 +185,8 @@ func (l *lab) periodic(ctx context.Context, h *host, seed uint64) {
 		case "update":
 			_ = l.resolve(ctx, h, "updates.lab", rng)
 			_ = get(ctx, hc, fmt.Sprintf("https://%s/api/updates?host=%s", l.hosts[0].addr, h.name))
+		case "ping":
+			l.ping(ctx, h, rng)
 		case "backup":
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://%s/upload", l.hosts[0].addr), bytes.NewReader(make([]byte, 200_000+rng.IntN(300_000))))
 			if err == nil {
@@ -192,4 +199,51 @@ func (l *lab) periodic(ctx context.Context, h *host, seed uint64) {
 		jitter := time.Duration(rng.IntN(1000)) * time.Millisecond
 		next[job] += period[job] + jitter
 	}
+}
+
+// fetchLoop is a script that fetches files one after another with a fresh
+// curl each time (so a new TCP connection per file), sometimes resolving a
+// name first, with short pauses: what mirror and update scripts, CI jobs and
+// monitoring probes do. Without curl, an HTTP client without keep-alives
+// gives the same connections.
+func (l *lab) fetchLoop(ctx context.Context, h *host, rng *rand.Rand) error {
+	curl, cerr := lookPath("curl")
+	var hc *http.Client
+	if cerr != nil {
+		hc = l.httpClient(h)
+		hc.Transport.(*http.Transport).DisableKeepAlives = true
+		defer hc.CloseIdleConnections()
+	}
+	web := l.hosts[0].addr.String()
+	for i, n := 0, 3+rng.IntN(18); i < n; i++ {
+		if rng.IntN(2) == 0 {
+			_ = l.resolve(ctx, h, fmt.Sprintf("mirror%d.lab", rng.IntN(4)), rng)
+		}
+		size := int(1000 * math.Exp2(8.2*rng.Float64())) // 1 KB to 300 KB, log-uniform
+		url := fmt.Sprintf("http://%s/files/%d", web, size)
+		if hc != nil {
+			if err := get(ctx, hc, url); err != nil {
+				return err
+			}
+		} else if out, err := h.ns.command(ctx, curl, "-s", "-f", "-m", "20", "-o", "/dev/null", url).CombinedOutput(); err != nil {
+			return fmt.Errorf("curl %s: %w: %s", url, err, lastLine(string(out)))
+		}
+		if !sleep(ctx, time.Duration(100+rng.IntN(600))*time.Millisecond) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// ping is a liveness check with iputils ping (one to three echo requests to
+// the web or the infrastructure host), as monitoring agents and people do.
+// Without ping it does nothing.
+func (l *lab) ping(ctx context.Context, h *host, rng *rand.Rand) {
+	ping, err := lookPath("ping")
+	if err != nil {
+		return
+	}
+	dst := l.hosts[rng.IntN(2)].addr.String()
+	count := fmt.Sprint(1 + rng.IntN(3))
+	_ = h.ns.command(ctx, ping, "-n", "-q", "-c", count, "-i", "0.2", "-W", "1", dst).Run()
 }

@@ -128,7 +128,7 @@ func TestLabNmap(t *testing.T) {
 	defer src.Close()
 	attacker := netip.MustParseAddr(scan.Attacker)
 	benignSrc := map[netip.Addr]int{}
-	var syns, synsInSpan int
+	var syns, synsInSpan, pings int
 	buf := make([]event.Packet, 512)
 	for i := 0; i < 10_000; i++ {
 		n, err := src.Next(ctx, buf)
@@ -149,6 +149,9 @@ func TestLabNmap(t *testing.T) {
 			}
 			if a.Is4() && netip.MustParsePrefix("10.99.0.0/16").Contains(a) {
 				benignSrc[a]++
+				if p.Proto == event.ProtoICMP && p.SrcPort == 8 { // echo request (type in SrcPort)
+					pings++
+				}
 			}
 		}
 		if err != nil {
@@ -171,6 +174,10 @@ func TestLabNmap(t *testing.T) {
 	}
 	if busy < 4 { // web, infra and at least two of the three clients
 		t.Errorf("benign sources: %v", benignSrc)
+	}
+	// Every client's first liveness ping falls in its first 20 s.
+	if _, err := exec.LookPath("ping"); err == nil && pings == 0 {
+		t.Error("no echo request from a benign client: the clients' periodic ping did not run")
 	}
 	// Frames are cut to the snap length; the original lengths are kept.
 	f, err := os.Open(cfg.Out)

@@ -10,6 +10,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -44,15 +46,45 @@ func (a *App) Client() (*Client, error) {
 	return a.client, a.clientErr
 }
 
-// PrintJSON writes v as one indented JSON document to stdout.
+// PrintJSON writes v as one indented JSON document to stdout. Strings come
+// from sensors and users (summaries, file paths, host names), so the
+// control characters encoding/json leaves as they are (DEL, the C1 controls,
+// which some terminals read as escape sequences, and the bidi controls,
+// which reorder what a reader sees) are written as \u escapes: the document
+// decodes to the same values, and no byte of it drives the terminal.
 func (a *App) PrintJSON(v any) error {
-	enc := json.NewEncoder(a.Stdout)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
+	if _, err := a.Stdout.Write(escapeJSONControls(buf.Bytes())); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
 	return nil
+}
+
+// escapeJSONControls rewrites every rune of the encoded JSON document doc
+// that safeText would escape as a JSON \u escape, except the newlines of
+// the indentation (encoding/json escapes those inside strings, and writes
+// all of these runes inside strings only).
+func escapeJSONControls(doc []byte) []byte {
+	if !bytes.ContainsFunc(doc, func(r rune) bool { return r != '\n' && unsafeRune(r) }) {
+		return doc
+	}
+	out := make([]byte, 0, len(doc)+32)
+	for i := 0; i < len(doc); {
+		r, n := utf8.DecodeRune(doc[i:])
+		if r != '\n' && unsafeRune(r) && !(r == utf8.RuneError && n == 1) {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, doc[i:i+n]...)
+		}
+		i += n
+	}
+	return out
 }
 
 // group builds one top-level command.

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
@@ -94,5 +95,45 @@ func TestSensorTextEscaped(t *testing.T) {
 		if !strings.Contains(out, `\x1b]0;pwned\x07\x0d\x1b[2K\u{202e}ok\x9b`) {
 			t.Errorf("%v: the text is not shown escaped:\n%s", args, out)
 		}
+	}
+}
+
+// TestPrintJSONControls: --json output carries no raw DEL, C1 or bidi
+// control from a sensor's text (encoding/json leaves them as they are), and
+// still decodes to the same strings.
+func TestPrintJSONControls(t *testing.T) {
+	in := map[string]string{
+		"summary": "scan\u009b2J from\u202eevil\u2066 \x7f done",
+		"path":    "/srv/share/\u0085line\ttab\nnew",
+		"plain":   "héllo ✓",
+	}
+	var out bytes.Buffer
+	a := &App{Stdout: &out}
+	if err := a.PrintJSON(in); err != nil {
+		t.Fatal(err)
+	}
+	doc := out.String()
+	for _, r := range doc {
+		if r != '\n' && unsafeRune(r) {
+			t.Fatalf("raw control %U in output:\n%q", r, doc)
+		}
+	}
+	for _, want := range []string{`\u009b`, `\u202e`, `\u2066`, `\u007f`, `\u0085`, `\t`, `\n`, "héllo ✓"} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("output lacks %s:\n%s", want, doc)
+		}
+	}
+	var back map[string]string
+	if err := json.Unmarshal(out.Bytes(), &back); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, doc)
+	}
+	for k, v := range in {
+		if back[k] != v {
+			t.Errorf("%s decodes to %q, want %q", k, back[k], v)
+		}
+	}
+	// A document without such runes is written unchanged.
+	if plain := []byte("{\n  \"a\": \"b\"\n}\n"); !bytes.Equal(escapeJSONControls(plain), plain) {
+		t.Error("escapeJSONControls changed a plain document")
 	}
 }

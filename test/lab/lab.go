@@ -10,9 +10,10 @@
 // 10.99.0.10) runs HTTP and HTTPS (Go servers, TLS 1.3); host 2 (infra,
 // 10.99.0.11) runs a DNS responder for the .lab zone, an NTP-like UDP
 // service, python3 -m http.server and Debian's sshd when installed; clients
-// (10.99.0.20...) run sessions of browsing, API calls, downloads, uploads and
-// lookups with think times, plus periodic jobs (NTP every 16 s, an update
-// check every 30 s, a backup upload every 60 s). The attacker (10.99.0.66)
+// (10.99.0.20...) run sessions of browsing, API calls, downloads, fetch
+// loops (a fresh curl per file), uploads and lookups with think times, plus
+// periodic jobs (NTP every 16 s, an update check every 30 s, an iputils ping
+// every 45 s, a backup upload every 60 s). The attacker (10.99.0.66)
 // runs the requested attacks with real tools when installed (nmap, hping3,
 // hydra), Go clients (beacon, DNS tunnel), a real bash reverse shell from
 // the web server host to the attacker (revshell) or iputils ping leaking a

@@ -93,6 +93,11 @@ func newUpdater(stateDir string, sources []pipeline.Source, fetch bool, log *slo
 	if err != nil {
 		return nil, err
 	}
+	if fetch { // the running agent: no shadow model runs yet, so one left in shadow/ is stale
+		if err := u.RemoveStaleShadows(); err != nil {
+			log.Warn("stale shadow bundles not removed", "err", err)
+		}
+	}
 	for _, m := range act {
 		log.Info("active model", "detector", m.Detector, "feature_set", m.FeatureSet, "name", m.Manifest.Name,
 			"version", m.Manifest.Version, "path", m.Path)

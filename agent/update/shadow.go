@@ -3,7 +3,10 @@ package update
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/vigil-edge/vigil/models/bundle"
@@ -24,7 +27,7 @@ import (
 // The shadow runs in memory only: after an agent restart no shadow model runs. Its bundle is a
 // copy of its own in <state>/models/<detector>/shadow/ (never a file a pointer names, even when
 // the same bundle is or becomes active), removed when the shadow model stops or, left by a
-// restart, when the next one starts.
+// restart, when the agent starts again (RemoveStaleShadows) or the next one starts.
 
 // ShadowSummary compares the active and the shadow model over the same events, cumulated since
 // the shadow model started.
@@ -202,4 +205,47 @@ func (u *Updater) processWithdrawal(ctx context.Context, w *wirev1.ModelWithdraw
 		u.reportStatus(&wirev1.ModelStatus{RolloutId: w.RolloutId, State: StateWithdrawn, Reason: reason + " (no shadow model of it was running)",
 			TimeUnixNano: u.cfg.Now().UnixNano(), Model: &wirev1.ModelRef{Name: m.Name, Version: m.Version, Digest: m.Digest, Detector: m.Detector}})
 	}
+}
+
+// RemoveStaleShadows removes the shadow bundles that an earlier run of the agent left in
+// <state>/models/<detector>/shadow/: a shadow model runs in memory only, so after a restart none
+// runs and its bundle is garbage (before, it stayed until the next shadow rollout started). Only
+// the running agent calls it, at start-up and before it processes offers: the `update` command
+// must not, since the running agent's shadow bundle is there. It holds the state lock.
+func (u *Updater) RemoveStaleShadows() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.shadow.mu.Lock()
+	on := u.shadow.on
+	u.shadow.mu.Unlock()
+	if on {
+		return errors.New("remove stale shadow bundles: a shadow model of this agent is running")
+	}
+	unlock, err := u.lockState(context.Background())
+	if err != nil {
+		return fmt.Errorf("remove stale shadow bundles: %w", err)
+	}
+	defer unlock()
+	root := filepath.Join(u.cfg.StateDir, ModelsDir)
+	dets, err := os.ReadDir(root)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("remove stale shadow bundles: %w", err)
+	}
+	for _, d := range dets {
+		if !d.IsDir() {
+			continue
+		}
+		dir := filepath.Join(root, d.Name(), shadowDir)
+		if _, err := os.Lstat(dir); err != nil {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove stale shadow bundles: %w", err)
+		}
+		u.log.Info("removed the shadow bundle of an earlier run", "detector", d.Name())
+	}
+	return nil
 }

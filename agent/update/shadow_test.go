@@ -79,3 +79,49 @@ func TestShadowNeverRemovesAnActiveBundle(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveStaleShadows: the shadow bundle that an agent restart leaves behind is removed when
+// the agent starts again (a new Updater on the same state), the active bundle stays, and an
+// Updater whose own shadow model runs refuses to remove it.
+func TestRemoveStaleShadows(t *testing.T) {
+	e := newEnv(t)
+	sl := &shadowLoader{fakeLoader: e.loader}
+	u := e.updater(nil)
+	u.cfg.Loaders = LoaderMap{"netflow": sl}
+	install(t, u, e.bundle("nf", 1, nil, "model-1"))
+	res, err := u.Install(context.Background(), Request{Path: e.bundle("nf", 2, nil, "model-2"), Shadow: true, RolloutID: "s1"})
+	if err != nil || res.State != StateShadow {
+		t.Fatalf("shadow: %+v %v", res, err)
+	}
+	if err := u.RemoveStaleShadows(); err == nil {
+		t.Fatal("RemoveStaleShadows removed the bundle of a running shadow model")
+	}
+	if _, err := os.Stat(res.Path); err != nil {
+		t.Fatalf("running shadow bundle: %v", err)
+	}
+
+	// The agent restarts: the new Updater runs no shadow model.
+	u2 := e.updater(nil)
+	if _, err := u2.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(res.Path); err != nil {
+		t.Fatalf("Recover removed the shadow bundle (the update command runs it too): %v", err)
+	}
+	if err := u2.RemoveStaleShadows(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(res.Path); !os.IsNotExist(err) {
+		t.Fatalf("stale shadow bundle still there: %v", err)
+	}
+	a, ok := u2.Active("netflow", "netflow/v1")
+	if !ok || a.Manifest.Version != 1 {
+		t.Fatalf("active %+v %v, want version 1", a, ok)
+	}
+	if _, err := os.Stat(a.Path); err != nil {
+		t.Fatalf("active bundle: %v", err)
+	}
+	if err := u2.RemoveStaleShadows(); err != nil { // nothing left: no error
+		t.Fatal(err)
+	}
+}

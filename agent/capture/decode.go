@@ -67,6 +67,8 @@ type Decoder struct {
 	// noFast turns the Ethernet/IPv4/TCP|UDP fast path off (tests compare
 	// the two paths).
 	noFast bool
+	// cookies follows session cookies across clients (cookiehint.go).
+	cookies *CookieTable
 }
 
 const (
@@ -78,9 +80,14 @@ const (
 	firstIPv6
 )
 
-// NewDecoder returns a ready decoder.
-func NewDecoder() *Decoder {
-	d := &Decoder{decoded: make([]gopacket.LayerType, 0, 16)}
+// NewDecoder returns a ready decoder with a session-cookie table of its own
+// (event.HintCookieReuse): one decoder per capture file.
+func NewDecoder() *Decoder { return NewDecoderWithCookies(NewCookieTable()) }
+
+// NewDecoderWithCookies returns a ready decoder that follows session cookies
+// in t, which the decoders of one capture (a live capture's sockets) share.
+func NewDecoderWithCookies(t *CookieTable) *Decoder {
+	d := &Decoder{decoded: make([]gopacket.LayerType, 0, 16), cookies: t}
 	// The IPv6 extension skipper comes before the fragment layer so that the
 	// fragment header is decoded by IPv6Fragment (later registrations win).
 	dl := []gopacket.DecodingLayer{&d.eth, &d.dot1q, &d.sll, &d.sll2, &d.loop, &d.ip4, &d.ip6, &d.ip6ext,
@@ -138,6 +145,9 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 		}
 	}()
 	if lt == layers.LinkTypeEthernet && !d.noFast && fastEthIPv4(data, tsNs, wireLen, p) {
+		if p.Proto == event.ProtoTCP {
+			d.cookieHint(p, fastTCPPayload(data))
+		}
 		return Decoded
 	}
 	parser := d.parserFor(lt, data)
@@ -193,6 +203,7 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 			d.fillTCP(p)
 			if pl := d.tcp.Payload; len(pl) >= 5 && methodStart[pl[0]] {
 				p.Flags |= httpHints(pl)
+				d.cookieHint(p, pl)
 			}
 			if pl, sport := d.tcp.Payload, uint16(d.tcp.SrcPort); shellCandidate(pl, sport) {
 				p.VLAN |= shellHint(pl, sport)
@@ -321,6 +332,27 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 	p.Proto, p.TCPFlags, p.TTL, p.Flags = proto, flags, ip[8], event.FlagIPv4|hints
 	p.VLAN = vlan
 	return true
+}
+
+// fastTCPPayload returns the TCP payload of a frame that fastEthIPv4
+// accepted as Ethernet + IPv4 (no options) + TCP.
+func fastTCPPayload(data []byte) []byte {
+	ip := data[14:]
+	ipLen := int(ip[2])<<8 | int(ip[3])
+	l4 := ip[20:ipLen]
+	return l4[int(l4[12]>>4)*4:]
+}
+
+// cookieHint marks p (a TCP packet whose addresses and ports are set, with
+// payload pl) when it is an HTTP request presenting another client's
+// session cookie (cookiehint.go).
+func (d *Decoder) cookieHint(p *event.Packet, pl []byte) {
+	if len(pl) < 5 || !methodStart[pl[0]] || d.cookies == nil {
+		return
+	}
+	if _, ok := httpMethod(pl); ok {
+		p.VLAN |= d.cookies.check(p, pl)
+	}
 }
 
 // putMapped4 stores the IPv4-mapped form of the 4-byte address b in a

@@ -33,6 +33,7 @@ type liveSource struct {
 	err     error          // first reader error
 	pending []event.Packet // rest of a batch not yet delivered
 	pendBuf []event.Packet
+	cookies *CookieTable // shared by the readers' decoders (cookiehint.go)
 	closeMu sync.Once
 	hmu     sync.Mutex // guards handles against Close during Stats
 	log     *slog.Logger
@@ -73,7 +74,7 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 		}
 	}
 	blocks := max(opts.RingBytes/blockSize, 8)
-	s := &liveSource{iface: iface, log: opts.Logger, done: make(chan struct{})}
+	s := &liveSource{iface: iface, log: opts.Logger, done: make(chan struct{}), cookies: NewCookieTable()}
 	for i := 0; i < opts.Fanout; i++ {
 		h, err := afpacket.NewTPacket(
 			afpacket.OptInterface(iface),
@@ -148,7 +149,7 @@ func (s *liveSource) setErr(err error) {
 // full (or, after flush, partial) batches to Next.
 func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters, batchSize int, flush time.Duration) {
 	defer s.wg.Done()
-	dec := NewDecoder()
+	dec := NewDecoderWithCookies(s.cookies)
 	var batch []event.Packet
 	var st Stats
 	lastHand := time.Now()

@@ -245,9 +245,9 @@ func FuzzShellHint(f *testing.F) {
 func sharedHinted(t *testing.T, hint uint16, what string) (string, map[string]int) {
 	t.Helper()
 	dir := sharedData(t)
-	d := NewDecoder()
 	hinted := map[string]int{}
 	sharedFiles(t, dir, func(rel string, data []byte) {
+		d := NewDecoder() // one per capture, as the agent's (session cookies are per capture)
 		eachFrame(t, data, func(lt layers.LinkType, f []byte) {
 			var p event.Packet
 			if d.Decode(lt, f, 1, len(f), &p) <= DecodedTruncated && p.VLAN&hint != 0 {

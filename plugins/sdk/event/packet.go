@@ -53,7 +53,7 @@ const (
 )
 
 // Bits of the VLAN field: the 12-bit VLAN id and, above it, content hints
-// that found no room in Flags. Bit 15 is reserved: Unmarshal clears it.
+// that found no room in Flags. Every bit of the field is now in use.
 const (
 	// VLANIDMask selects the VLAN id (Packet.VLANID).
 	VLANIDMask uint16 = 0x0fff
@@ -72,8 +72,12 @@ const (
 	// ciphertext it exchanges with its command-and-control server over
 	// plain HTTP (agent/capture decides).
 	HintHexData uint16 = 1 << 14
+	// HintCookieReuse: the TCP payload is an HTTP request that presents a
+	// session cookie which another client address presented to the same
+	// server: a hijacked web session (agent/capture decides).
+	HintCookieReuse uint16 = 1 << 15
 	// VLANKnownBits are the bits of the VLAN field a record may carry.
-	VLANKnownBits = VLANIDMask | HintCmdShell | HintICMPData | HintHexData
+	VLANKnownBits = VLANIDMask | HintCmdShell | HintICMPData | HintHexData | HintCookieReuse
 )
 
 // TCP flag bits as in the TCP header's flags byte.
@@ -108,7 +112,7 @@ const (
 // 20 SrcIP [16] | 36 DstIP [16] | 52 SrcPort u16 | 54 DstPort u16 |
 // 56 Length u16 | 58 Proto u8 | 59 TCPFlags u8 | 60 TTL u8 | 61 Flags u8 |
 // 62 VLAN u16 (bits 0-11 the VLAN id, bit 12 HintCmdShell, bit 13 HintICMPData,
-// bit 14 HintHexData).
+// bit 14 HintHexData, bit 15 HintCookieReuse).
 type Packet struct {
 	TimestampNs int64
 	SrcMAC      [6]byte
@@ -122,7 +126,7 @@ type Packet struct {
 	TCPFlags    uint8
 	TTL         uint8 // TTL or hop limit
 	Flags       uint8
-	VLAN        uint16 // VLAN id (VLANIDMask), HintCmdShell, HintICMPData and HintHexData
+	VLAN        uint16 // VLAN id (VLANIDMask), HintCmdShell, HintICMPData, HintHexData and HintCookieReuse
 }
 
 // VLANID returns the packet's VLAN id (0 without a tag).

@@ -31,9 +31,9 @@ func TestPacketRoundTrip(t *testing.T) {
 	}
 }
 
-// TestVLANBits: bits 12 to 14 of the VLAN field (HintCmdShell,
-// HintICMPData, HintHexData) survive a round trip next to the VLAN id; the
-// reserved bit 15 is cleared.
+// TestVLANBits: bits 12 to 15 of the VLAN field (HintCmdShell,
+// HintICMPData, HintHexData, HintCookieReuse) survive a round trip next to
+// the VLAN id. (Bit 15 was reserved, and cleared, before HintCookieReuse.)
 func TestVLANBits(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -48,8 +48,8 @@ func TestVLANBits(t *testing.T) {
 		{"ICMP hint, no tag", HintICMPData, HintICMPData, 0, HintICMPData},
 		{"id and both hints", 9 | HintCmdShell | HintICMPData, 9 | HintCmdShell | HintICMPData, 9, HintCmdShell | HintICMPData},
 		{"hex hint, no tag", HintHexData, HintHexData, 0, HintHexData},
-		{"reserved bit cleared", 0x8000 | 7, 7, 7, 0},
-		{"all bits", 0xffff, 0x7fff, 4095, HintCmdShell | HintICMPData | HintHexData},
+		{"cookie hint and id", 0x8000 | 7, HintCookieReuse | 7, 7, HintCookieReuse},
+		{"all bits", 0xffff, 0xffff, 4095, HintCmdShell | HintICMPData | HintHexData | HintCookieReuse},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -79,9 +79,9 @@ type AggregatorConfig struct {
 	// traffic stay below it), unless the severity is high or critical or
 	// the finding's leading feature is one of the decoder's content hints
 	// (contentKinds): a shell banner, an attack in a request, covert
-	// data in an echo or hex-encoded ciphertext is evidence in the
-	// payload, not a statistical
-	// outlier, and one such packet is worth a finding. Nor does an
+	// data in an echo, hex-encoded ciphertext or another client's session
+	// cookie is evidence in the payload, not a statistical outlier, and
+	// one such packet is worth a finding. Nor does an
 	// anomalous ARP claim on an address (an unsolicited reply, a new MAC
 	// for the address) need more than one packet (arpClaim). Default 3.
 	MinPackets uint64
@@ -732,10 +732,11 @@ func round(v float64) float64 {
 }
 
 // contentKinds name a finding whose leading feature is one of the
-// decoder's content hints (nethost/v3 to v6): what the payload showed says
+// decoder's content hints (nethost/v3 to v7): what the payload showed says
 // more than the packets' shape.
 var contentKinds = map[string]string{
 	"host_cmd_shell":      "Command shell served",
+	"host_cookie_reuse":   "Hijacked web session (another client's session cookie)",
 	"host_hex_data":       "Hex-encoded data (C2-like)",
 	"host_icmp_data":      "Covert data in ICMP echoes",
 	"host_http_injection": "Web attack (SQL injection or XSS)",

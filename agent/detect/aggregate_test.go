@@ -86,6 +86,7 @@ func TestSummaryContentKinds(t *testing.T) {
 		{"host_http_traversal", "Web attack (path traversal): 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
 		{"host_icmp_data", "Covert data in ICMP echoes: 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
 		{"host_hex_data", "Hex-encoded data (C2-like): 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
+		{"host_cookie_reuse", "Hijacked web session (another client's session cookie): 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
 		{"host_dst_ports", "SYN burst: 3 anomalous packets from 10.99.0.10 to 1 host, 1 port"},
 	} {
 		a := NewAggregator(AggregatorConfig{})
@@ -560,6 +561,7 @@ func TestContentLedSinglePacket(t *testing.T) {
 		{"host_icmp_data", 2, 1},
 		{"host_cmd_shell", 2, 1},
 		{"host_hex_data", 1.6, 1},
+		{"host_cookie_reuse", 1.6, 1},
 		{"host_http_injection", 1.6, 1},
 		{"host_icmp_data", 1.2, 0}, // low: below MinSeverity
 		{"host_L0.1_icmp_size", 2, 0},

@@ -79,6 +79,8 @@ func Sets() []FeatureSet {
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V5: true}) }},
 		{Name: nethost.NameV6, Detector: "netflow", Dim: nethost.DimV6, Names: nethost.NamesV6,
 			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V6: true}) }},
+		{Name: nethost.NameV7, Detector: "netflow", Dim: nethost.DimV7, Names: nethost.NamesV7,
+			New: func() Extractor { return nethost.New(nethost.Config{HashSeed: 1, V7: true}) }},
 	}
 }
 
@@ -131,6 +133,9 @@ type Capture struct {
 	// HexData counts the packets that the agent's decoder marked as
 	// carrying hex-encoded data (event.HintHexData).
 	HexData int
+	// CookieReuse counts the HTTP requests that the agent's decoder marked
+	// as presenting another client's session cookie (event.HintCookieReuse).
+	CookieReuse int
 	// Reason says why reading stopped early (a decode error after some
 	// packets, or the packet bound); empty when the file was read to its end.
 	Reason string
@@ -139,8 +144,8 @@ type Capture struct {
 // NotBenign says why a capture given as benign is not, or "" when nothing
 // speaks against it: the agent's decoder marked some of its packets as
 // attacks on a web application, as a command shell, as an ICMP covert
-// channel or as hex-encoded data (the command-and-control traffic of
-// malware). Trainers leave such captures out of benign data (zeek's test traces include a DVWA SQL
+// channel, as hex-encoded data (the command-and-control traffic of
+// malware) or as a hijacked web session. Trainers leave such captures out of benign data (zeek's test traces include a DVWA SQL
 // injection and requests for ../../../etc/passwd).
 func (c *Capture) NotBenign() string {
 	var why []string
@@ -155,6 +160,9 @@ func (c *Capture) NotBenign() string {
 	}
 	if c.HexData > 0 {
 		why = append(why, fmt.Sprintf("%d packets carry hex-encoded data", c.HexData))
+	}
+	if c.CookieReuse > 0 {
+		why = append(why, fmt.Sprintf("%d requests present another client's session cookie", c.CookieReuse))
 	}
 	return strings.Join(why, "; ")
 }
@@ -217,6 +225,9 @@ func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int
 			}
 			if p.VLAN&event.HintHexData != 0 {
 				c.HexData++
+			}
+			if p.VLAN&event.HintCookieReuse != 0 {
+				c.CookieReuse++
 			}
 			c.Src = append(c.Src, p.SrcAddr())
 			c.SrcMAC = append(c.SrcMAC, p.SrcMAC)

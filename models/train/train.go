@@ -316,3 +316,16 @@ func (r ReferenceScorer) Score(features []float32, n int) ([]float32, []float32,
 	}
 	return scores, contrib, nil
 }
+
+// NethostHiddenRatio is the hidden ratio of the shipped nethost recipe (a
+// single autoencoder of ceil(ratio·dim) hidden units) for a nethost set of
+// dimension dim: 16 units from nethost/v4 (D = 32) to v7 (D = 35). 0.47
+// gives v4 to v6 16 units; v7 takes 0.45, because ceil(0.47·35) = 17, a
+// width that AMXSafe widens to 32 (docs/models.md, sections 13 and 15).
+// Earlier sets keep the ratios they were trained with up to v6 (0.47).
+func NethostHiddenRatio(dim int) float64 {
+	if dim >= 35 {
+		return 0.45
+	}
+	return 0.47
+}

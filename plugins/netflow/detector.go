@@ -96,11 +96,11 @@ var slotSets = [nslots][]struct {
 	dim  int
 }{
 	slotNetflow: {{nffeat.Name, nffeat.Dim}},
-	slotNethost: {{nhfeat.NameV6, nhfeat.DimV6}, {nhfeat.NameV5, nhfeat.DimV5}, {nhfeat.NameV4, nhfeat.DimV4}, {nhfeat.NameV3, nhfeat.DimV3}, {nhfeat.NameV2, nhfeat.DimV2}, {nhfeat.Name, nhfeat.Dim}},
+	slotNethost: {{nhfeat.NameV7, nhfeat.DimV7}, {nhfeat.NameV6, nhfeat.DimV6}, {nhfeat.NameV5, nhfeat.DimV5}, {nhfeat.NameV4, nhfeat.DimV4}, {nhfeat.NameV3, nhfeat.DimV3}, {nhfeat.NameV2, nhfeat.DimV2}, {nhfeat.Name, nhfeat.Dim}},
 }
 
 // maxDims are the largest dimensions of each slot's sets (buffer sizes).
-var maxDims = [nslots]int{nffeat.Dim, nhfeat.DimV6}
+var maxDims = [nslots]int{nffeat.Dim, nhfeat.DimV7}
 
 // Options configure the detector.
 type Options struct {
@@ -263,11 +263,11 @@ func New(log *slog.Logger, opts Options) *Detector {
 	return d
 }
 
-// Info implements sdk.Detector. Dim is netflow/v1's; nethost/v6, v5, v4, v3, v2 and v1
+// Info implements sdk.Detector. Dim is netflow/v1's; nethost/v7, v6, v5, v4, v3, v2 and v1
 // are the other accepted feature sets.
 func (d *Detector) Info() sdk.Info {
 	return sdk.Info{Name: Name, Version: Version, EventKind: sdk.EventPacket,
-		FeatureSets: []string{nffeat.Name, nhfeat.NameV6, nhfeat.NameV5, nhfeat.NameV4, nhfeat.NameV3, nhfeat.NameV2, nhfeat.Name}, Dim: nffeat.Dim}
+		FeatureSets: []string{nffeat.Name, nhfeat.NameV7, nhfeat.NameV6, nhfeat.NameV5, nhfeat.NameV4, nhfeat.NameV3, nhfeat.NameV2, nhfeat.Name}, Dim: nffeat.Dim}
 }
 
 // LoadModel implements sdk.Detector: it reads the bundle strictly, checks
@@ -294,7 +294,7 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	case man.Detector != Name:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: made for detector %q, not %q", path, man.Detector, Name)
 	case slot < 0:
-		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s, %s, %s, %s, %s, %s or %s)", path, man.FeatureSet, nffeat.Name, nhfeat.NameV6, nhfeat.NameV5, nhfeat.NameV4, nhfeat.NameV3, nhfeat.NameV2, nhfeat.Name)
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %q not supported (want %s, %s, %s, %s, %s, %s, %s or %s)", path, man.FeatureSet, nffeat.Name, nhfeat.NameV7, nhfeat.NameV6, nhfeat.NameV5, nhfeat.NameV4, nhfeat.NameV3, nhfeat.NameV2, nhfeat.Name)
 	case man.Dim != dim:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, dim, man.Dim)
 	}
@@ -316,6 +316,8 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	switch man.FeatureSet {
 	case nffeat.Name:
 		m.names = nffeat.Names()
+	case nhfeat.NameV7:
+		m.names = nhfeat.NamesV7()
 	case nhfeat.NameV6:
 		m.names = nhfeat.NamesV6()
 	case nhfeat.NameV5:
@@ -368,7 +370,7 @@ func (d *Detector) allocSlot(s int, name string, dim int) {
 		}
 	case slotNethost:
 		if d.nh == nil || d.nh.Name() != name {
-			d.nh = nhfeat.New(nhfeat.Config{MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s], V2: name == nhfeat.NameV2, V3: name == nhfeat.NameV3, V4: name == nhfeat.NameV4, V5: name == nhfeat.NameV5, V6: name == nhfeat.NameV6})
+			d.nh = nhfeat.New(nhfeat.Config{MaxHosts: d.opts.MaxHosts, HashSeed: d.seeds[s], V2: name == nhfeat.NameV2, V3: name == nhfeat.NameV3, V4: name == nhfeat.NameV4, V5: name == nhfeat.NameV5, V6: name == nhfeat.NameV6, V7: name == nhfeat.NameV7})
 		}
 		if !d.opts.NoReuse && d.cache == nil {
 			d.cache = newHostCache(d.seeds[s])

@@ -8,7 +8,7 @@ import (
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
-// Score reuse for nethost (v1 to v6).
+// Score reuse for nethost (v1 to v7).
 //
 // nethost describes a source's aggregated evidence; consecutive packets of
 // one source mostly carry almost the same vector (decayed rates a few
@@ -47,11 +47,11 @@ type hostEntry struct {
 	tns     int64 // packet time of the scored vector
 	score   float32
 	// A nethost/v1 or v2 vector leaves the values beyond its dimension zero.
-	vec     [nhfeat.DimV6]float32
-	contrib [nhfeat.DimV6]float32
+	vec     [nhfeat.DimV7]float32
+	contrib [nhfeat.DimV7]float32
 	// lo and hi bound, per feature, the raw values (nhfeat.Raw) whose
 	// feature is surely within the reuse tolerance of vec (setBounds).
-	lo, hi [nhfeat.DimV6]float32
+	lo, hi [nhfeat.DimV7]float32
 }
 
 // hostCache is a set-associative cache of hostEntry, least recently scored
@@ -220,7 +220,7 @@ func (e *hostEntry) setBounds(r *nhfeat.Raw, abs, rel float32) {
 }
 
 // isLog marks the log-scaled nethost features (nhfeat.IsLog).
-var isLog = func() (l [nhfeat.DimV6]bool) {
+var isLog = func() (l [nhfeat.DimV7]bool) {
 	for j := range l {
 		l[j] = nhfeat.IsLog(j)
 	}

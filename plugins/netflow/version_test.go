@@ -24,7 +24,7 @@ import (
 // dimension when > 0 (a bundle that lies about it).
 func hostBundle(t *testing.T, pkts []event.Packet, name string, manifestDim int) string {
 	t.Helper()
-	ex := nhfeat.New(nhfeat.Config{HashSeed: 1, V2: name == nhfeat.NameV2, V3: name == nhfeat.NameV3, V4: name == nhfeat.NameV4, V5: name == nhfeat.NameV5, V6: name == nhfeat.NameV6})
+	ex := nhfeat.New(nhfeat.Config{HashSeed: 1, V2: name == nhfeat.NameV2, V3: name == nhfeat.NameV3, V4: name == nhfeat.NameV4, V5: name == nhfeat.NameV5, V6: name == nhfeat.NameV6, V7: name == nhfeat.NameV7})
 	dim := ex.Dim()
 	scanner := netip.MustParseAddr("10.99.66.6")
 	var rows []float32
@@ -59,7 +59,7 @@ func hostBundle(t *testing.T, pkts []event.Packet, name string, manifestDim int)
 	return p
 }
 
-// TestNethostVersions: the per-source slot takes a nethost/v6, v5, v4, v3, v2 or v1
+// TestNethostVersions: the per-source slot takes a nethost/v7, v6, v5, v4, v3, v2 or v1
 // bundle, each replacing another with its own extractor and
 // feature names, with and without score reuse; a bundle whose manifest
 // gives the other version's dimension is refused and the active model
@@ -73,6 +73,7 @@ func TestNethostVersions(t *testing.T) {
 	v4 := hostBundle(t, pkts, nhfeat.NameV4, 0)
 	v5 := hostBundle(t, pkts, nhfeat.NameV5, 0)
 	v6 := hostBundle(t, pkts, nhfeat.NameV6, 0)
+	v7 := hostBundle(t, pkts, nhfeat.NameV7, 0)
 	lying := hostBundle(t, pkts, nhfeat.Name, nhfeat.DimV2)
 	shipped, _ := filepath.Glob("../../models/baseline/nethost-*.vgb")
 	for _, noReuse := range []bool{false, true} {
@@ -82,7 +83,8 @@ func TestNethostVersions(t *testing.T) {
 			dim       int
 		}{{v2, nhfeat.NameV2, nhfeat.DimV2}, {v1, nhfeat.Name, nhfeat.Dim}, {v3, nhfeat.NameV3, nhfeat.DimV3},
 			{v4, nhfeat.NameV4, nhfeat.DimV4}, {v2, nhfeat.NameV2, nhfeat.DimV2}, {v3, nhfeat.NameV3, nhfeat.DimV3},
-			{v4, nhfeat.NameV4, nhfeat.DimV4}, {v5, nhfeat.NameV5, nhfeat.DimV5}, {v6, nhfeat.NameV6, nhfeat.DimV6}, {v4, nhfeat.NameV4, nhfeat.DimV4}}
+			{v4, nhfeat.NameV4, nhfeat.DimV4}, {v5, nhfeat.NameV5, nhfeat.DimV5}, {v6, nhfeat.NameV6, nhfeat.DimV6}, {v7, nhfeat.NameV7, nhfeat.DimV7},
+			{v4, nhfeat.NameV4, nhfeat.DimV4}}
 		if len(shipped) == 1 {
 			bi, err := bundle.Read(shipped[0], bundle.DefaultLimits())
 			if err != nil {

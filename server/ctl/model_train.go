@@ -75,7 +75,7 @@ type TrainResult struct {
 func modelTrain(app *App) *cobra.Command {
 	var o trainOptions
 	c := &cobra.Command{
-		Use:   "train --feature-set nethost/v6|nethost/v5|nethost/v4|nethost/v3|nethost/v2|nethost/v1|netflow/v1|fileactivity/v1 --benign PATH... [--holdout 0.2] [--kind kitnet|single] [--seed N] [--epochs N] [--fpr 0.001] [--name NAME --version N --out DIR]",
+		Use:   "train --feature-set nethost/v7|nethost/v6|nethost/v5|nethost/v4|nethost/v3|nethost/v2|nethost/v1|netflow/v1|fileactivity/v1 --benign PATH... [--holdout 0.2] [--kind kitnet|single] [--seed N] [--epochs N] [--fpr 0.001] [--name NAME --version N --out DIR]",
 		Short: "Train an int8 anomaly model on benign captures (or file-event traces), calibrate its threshold on held-out benign events, write NAME-VERSION.vgb (unsigned)",
 		Long: "Train an int8 anomaly model on benign captures, calibrate its threshold on held-out benign events, write NAME-VERSION.vgb (unsigned).\n\n" +
 			"Packet feature sets (nethost/*, netflow/v1) read pcap or pcapng files. fileactivity/v1 reads file-event traces\n" +
@@ -111,10 +111,10 @@ func modelTrain(app *App) *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.featureSet, "feature-set", "", "feature set: nethost/v6, nethost/v5, nethost/v4, nethost/v3, nethost/v2, nethost/v1, netflow/v1 or fileactivity/v1")
+	f.StringVar(&o.featureSet, "feature-set", "", "feature set: nethost/v7, nethost/v6, nethost/v5, nethost/v4, nethost/v3, nethost/v2, nethost/v1, netflow/v1 or fileactivity/v1")
 	f.StringArrayVar(&o.benign, "benign", nil, "benign capture file or folder (pcap/pcapng; file-event traces for fileactivity/v1; repeatable)")
 	f.Float64Var(&o.holdout, "holdout", 0.2, "fraction held out for calibration: whole files (every 1/FRAC-th) when there are several, else the last packets of each capture")
-	f.StringVar(&o.kind, "kind", "", "model kind: kitnet or single (default: single for nethost/v1 to v6, kitnet for netflow/v1 and fileactivity/v1)")
+	f.StringVar(&o.kind, "kind", "", "model kind: kitnet or single (default: single for nethost/v1 to v7, kitnet for netflow/v1 and fileactivity/v1)")
 	f.Uint64Var(&o.seed, "seed", 1, "training seed (same seed and data: same model)")
 	f.IntVar(&o.epochs, "epochs", 0, "training epochs (default: 10, or 40 for fileactivity/v1, as the shipped models)")
 	f.Float64Var(&o.fpr, "fpr", calib.DefaultFPR, "target false-positive rate on held-out benign packets")
@@ -212,7 +212,7 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	// The shipped recipes: nethost (vigil-train-baseline), netflow/v1's
 	// experimental KitNET, fileactivity (vigil-train-fileactivity).
-	mc, epochs := ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.48, Norm: ae.NormMinMax}, 10
+	mc, epochs := ae.Config{Kind: ae.KindSingle, HiddenRatio: train.NethostHiddenRatio(fs.Dim), Norm: ae.NormMinMax}, 10
 	switch {
 	case fs.Files():
 		mc, epochs = ae.Config{Kind: ae.KindKitNET, MaxGroup: 16, HiddenRatio: 0.75, Norm: ae.NormMinMax, MinRange: 0.2}, 40

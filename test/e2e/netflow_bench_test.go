@@ -327,8 +327,8 @@ func rssOf(pid int) uint64 {
 // Feature sets decodeFeatures computes.
 const (
 	featNone    = iota // decode only
-	featNethost        // nethost/v6, the set of the shipped model (the plugin computes only the loaded models' sets)
-	featBoth           // netflow/v1 (Kitsune, 115 features) and nethost/v6
+	featNethost        // nethost/v7, the set of the shipped model (the plugin computes only the loaded models' sets)
+	featBoth           // netflow/v1 (Kitsune, 115 features) and nethost/v7
 	featNetflow        // netflow/v1 alone
 )
 
@@ -345,8 +345,8 @@ func decodeFeatures(tb testing.TB, path string, features int) (int, time.Duratio
 	}
 	defer src.Close()
 	nf := netflow.New(netflow.Config{})
-	nh := nethost.New(nethost.Config{V6: true})
-	var b [nethost.DimV6]float32
+	nh := nethost.New(nethost.Config{V7: true})
+	var b [nethost.DimV7]float32
 	buf := make([]event.Packet, 1024)
 	var feats []float32
 	if features == featNetflow || features == featBoth {
@@ -599,9 +599,9 @@ func TestNetflowBenchReport(t *testing.T) {
 		cpu       time.Duration
 	}{
 		{"read + decode only (in process)", "capture.OpenFile + Decoder", decN, decCPU},
-		{"read + decode + nethost/v6 features, the shipped model's set (in process)", "", hostN, hostCPU},
+		{"read + decode + nethost/v7 features, the shipped model's set (in process)", "", hostN, hostCPU},
 		{"read + decode + netflow/v1 features, Kitsune's 115 (in process, ExtractBatch as the plugin)", "", nfN, nfCPU},
-		{"read + decode + netflow/v1 + nethost/v6 features (in process)", "", featN, featCPU},
+		{"read + decode + netflow/v1 + nethost/v7 features (in process)", "", featN, featCPU},
 	} {
 		r := float64(row.n) / row.cpu.Seconds()
 		fmt.Fprintf(&b, "| %s | %s | %.0f | %s |\n", row.what, row.cmd, r, vsNdpi(r))

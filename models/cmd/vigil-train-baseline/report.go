@@ -77,7 +77,7 @@ func (r *Report) write(w io.Writer, _ error) error {
 	p("Training data: %d benign captures (%d packets); calibration: %d held-out benign captures (%d packets, every fifth file, never trained on); %d files skipped (no decodable packets). Target FPR per model: %.3f%%. A packet is flagged when either model's score exceeds its threshold.\n\n",
 		r.TrainFiles, r.TrainPackets, r.HoldoutFiles, r.HoldoutPackets, r.SkippedFiles, r.FPR*100)
 	if len(r.ExcludedBenign) > 0 {
-		p("Excluded from the benign data (neither trained on nor held out), because the agent's decoder finds attacks on a web application in them (SQL injection or XSS by libinjection, or a `..` path segment; nethost/v3's content hints), a command shell served over the network (nethost/v4's), ICMP echoes with covert data (nethost/v5's) or hex-encoded data (nethost/v6's): %s.\n\n",
+		p("Excluded from the benign data (neither trained on nor held out), because the agent's decoder finds attacks on a web application in them (SQL injection or XSS by libinjection, or a `..` path segment; nethost/v3's content hints), a command shell served over the network (nethost/v4's), ICMP echoes with covert data (nethost/v5's), hex-encoded data (nethost/v6's) or another client's session cookie (nethost/v7's): %s.\n\n",
 			"`"+strings.Join(r.ExcludedBenign, "`, `")+"`")
 	}
 	p("| feature set | model | bundle | int8 bytes | float bytes | threshold | held-out FPR | benign p99 | benign max | Spearman int8/float | int8 / float rows per CPU-s, batch 256 | train s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")

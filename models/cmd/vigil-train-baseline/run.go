@@ -53,7 +53,7 @@ type Config struct {
 	// measure what a feature adds. Use with -dry-run.
 	Zero string
 	// HostSet is the per-source feature set the second model is trained
-	// on: nethost/v1 to v6.
+	// on: nethost/v1 to v7.
 	HostSet string
 	// SweepQuant compares the int8 export variants (models/export options) with the float model
 	// and writes a table to stdout instead of training the bundles.
@@ -148,11 +148,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("onnx runtime: %w", err)
 	}
 	if cfg.HostSet == "" {
-		cfg.HostSet = nethost.NameV6
+		cfg.HostSet = nethost.NameV7
 	}
 	host, err := dataset.Lookup(cfg.HostSet)
 	if err != nil || !strings.HasPrefix(host.Name, "nethost/") {
-		return fmt.Errorf("-host %q: want %s, %s, %s, %s, %s or %s", cfg.HostSet, nethost.Name, nethost.NameV2, nethost.NameV3, nethost.NameV4, nethost.NameV5, nethost.NameV6)
+		return fmt.Errorf("-host %q: want %s, %s, %s, %s, %s, %s or %s", cfg.HostSet, nethost.Name, nethost.NameV2, nethost.NameV3, nethost.NameV4, nethost.NameV5, nethost.NameV6, nethost.NameV7)
 	}
 	nf := set{name: netflow.Name, dim: netflow.Dim, names: netflow.Names(),
 		model: ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, HiddenRatio: 0.5, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}}
@@ -171,10 +171,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		nf.layout = train.LayoutSplitInput
 	}
-	// nethost: a single autoencoder of ceil(0.47·D) hidden units, 16 for
-	// nethost/v4 (D = 32), v5 (D = 33) and v6 (D = 34). The ratio was 0.5,
-	// which gives v5 17 units, a width that AMXSafe widens to 32
-	// (docs/models.md, section 13); 0.48 gives v6 17 (section 15).
+	// nethost: a single autoencoder of 16 hidden units for nethost/v4
+	// (D = 32) to v7 (D = 35): train.NethostHiddenRatio.
 	hostSeed := cfg.HostSeed
 	if hostSeed == 0 {
 		hostSeed = cfg.Seed
@@ -182,7 +180,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	sets := []set{
 		nf,
 		{name: host.Name, dim: host.Dim, names: host.Names(),
-			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.47, Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: hostSeed}}},
+			model: ae.Config{Kind: ae.KindSingle, HiddenRatio: train.NethostHiddenRatio(host.Dim), Norm: ae.NormMinMax, Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: hostSeed}}},
 	}
 	if cfg.SplitInput {
 		sets[1].layout = train.LayoutSplitInput

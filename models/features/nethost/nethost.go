@@ -158,6 +158,9 @@ type Config struct {
 	// V6 selects nethost/v6: nethost/v5's features (V5 is implied)
 	// followed by HexDataDim more (v6.go).
 	V6 bool
+	// V7 selects nethost/v7: nethost/v6's features (V6 is implied)
+	// followed by CookieReuseDim more (v7.go).
+	V7 bool
 }
 
 // DefaultMaxHosts is the default table capacity.
@@ -200,9 +203,11 @@ type hostVal struct {
 	// nethost/v5: ICMP echoes with covert data (decayed with λ = 0.1)
 	icmpData float64
 	// nethost/v6: packets with hex-encoded data (decayed with λ = 0.1)
-	hexData  float64
-	arpAsked float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
-	epoch    int64
+	hexData float64
+	// nethost/v7: HTTP requests with another client's session cookie (decayed with λ = 0.1)
+	cookieReuse float64
+	arpAsked    float64 // ARP requests seen for this IP (decayed with λ = 0.1), not yet answered
+	epoch       int64
 	// distKey and distVal cache the dst_ports and dst_hosts features: the
 	// value is a function of the sketches' number of set bits only (key:
 	// that number + 1; 0: none cached), which changes only on opens to new
@@ -232,12 +237,14 @@ type Extractor struct {
 	v2 *v2State
 	// v3 is set for a nethost/v3 or later extractor (v3.go).
 	v3 bool
-	// v4 is set for a nethost/v4, v5 or v6 extractor (v4.go).
+	// v4 is set for a nethost/v4 or later extractor (v4.go).
 	v4 bool
-	// v5 is set for a nethost/v5 or v6 extractor (v5.go).
+	// v5 is set for a nethost/v5 or later extractor (v5.go).
 	v5 bool
-	// v6 is set for a nethost/v6 extractor (v6.go).
+	// v6 is set for a nethost/v6 or v7 extractor (v6.go).
 	v6 bool
+	// v7 is set for a nethost/v7 extractor (v7.go).
+	v7 bool
 	// decays memoizes decay's factors of recent time steps in a small
 	// direct-mapped table: the factors are a function of the step alone,
 	// and steps recur (captures have microsecond timestamps; steady
@@ -305,13 +312,14 @@ func New(cfg Config) *Extractor {
 	}
 	e := &Extractor{seed: cfg.HashSeed, hosts: flowtab.New[hostKey, hostVal](cfg.MaxHosts),
 		decays: new([decayCacheSize]decayEntry)}
-	if cfg.V2 || cfg.V3 || cfg.V4 || cfg.V5 || cfg.V6 {
+	if cfg.V2 || cfg.V3 || cfg.V4 || cfg.V5 || cfg.V6 || cfg.V7 {
 		e.v2 = newV2(cfg)
 	}
-	e.v3 = cfg.V3 || cfg.V4 || cfg.V5 || cfg.V6
-	e.v4 = cfg.V4 || cfg.V5 || cfg.V6
-	e.v5 = cfg.V5 || cfg.V6
-	e.v6 = cfg.V6
+	e.v3 = cfg.V3 || cfg.V4 || cfg.V5 || cfg.V6 || cfg.V7
+	e.v4 = cfg.V4 || cfg.V5 || cfg.V6 || cfg.V7
+	e.v5 = cfg.V5 || cfg.V6 || cfg.V7
+	e.v6 = cfg.V6 || cfg.V7
+	e.v7 = cfg.V7
 	return e
 }
 
@@ -319,12 +327,14 @@ func New(cfg Config) *Extractor {
 var versions = [...]struct {
 	name string
 	dim  int
-}{{Name, Dim}, {NameV2, DimV2}, {NameV3, DimV3}, {NameV4, DimV4}, {NameV5, DimV5}, {NameV6, DimV6}}
+}{{Name, Dim}, {NameV2, DimV2}, {NameV3, DimV3}, {NameV4, DimV4}, {NameV5, DimV5}, {NameV6, DimV6}, {NameV7, DimV7}}
 
 // version is the extractor's nethost version, minus 1 (an index into
 // versions).
 func (e *Extractor) version() int {
 	switch {
+	case e.v7:
+		return 6
 	case e.v6:
 		return 5
 	case e.v5:
@@ -341,7 +351,8 @@ func (e *Extractor) version() int {
 
 // Dim returns the number of features the extractor writes per packet: Dim
 // for nethost/v1, DimV2 for nethost/v2, DimV3 for nethost/v3, DimV4 for
-// nethost/v4, DimV5 for nethost/v5, DimV6 for nethost/v6.
+// nethost/v4, DimV5 for nethost/v5, DimV6 for nethost/v6, DimV7 for
+// nethost/v7.
 func (e *Extractor) Dim() int { return versions[e.version()].dim }
 
 // Name returns the feature set the extractor computes.
@@ -373,7 +384,7 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	*last = now
 	if !v.counted && v.macChanges == 0 && v.shortConns == 0 && v.arpAsked == 0 && v.beacon == 0 &&
 		v.httpInject == 0 && v.httpTraversal == 0 && v.cmdShell == 0 && v.icmpData == 0 &&
-		v.hexData == 0 {
+		v.hexData == 0 && v.cookieReuse == 0 {
 		return // every decayed sum is zero (a pure responder): nothing to age
 	}
 	d := &e.decays[uint64(dt)*0x9e3779b97f4a7c15>>(64-9)&(decayCacheSize-1)]
@@ -399,6 +410,7 @@ func (e *Extractor) decay(v *hostVal, last *int64, now int64) {
 	v.cmdShell *= f
 	v.icmpData *= f
 	v.hexData *= f
+	v.cookieReuse *= f
 }
 
 func decayWin(c *counters, f float64) {
@@ -555,12 +567,13 @@ func (e *Extractor) Extract(p *event.Packet, out []float32) {
 // An extractor of an earlier version leaves the later versions' values
 // zero: a nethost/v1 extractor Raw[Dim:], a nethost/v2 extractor
 // Raw[DimV2:], a nethost/v3 extractor Raw[DimV3:], a nethost/v4 extractor
-// Raw[DimV4:], a nethost/v5 extractor Raw[DimV5:].
-type Raw [DimV6]float64
+// Raw[DimV4:], a nethost/v5 extractor Raw[DimV5:], a nethost/v6 extractor
+// Raw[DimV6:].
+type Raw [DimV7]float64
 
 // isLog marks the log-scaled features (see the package documentation and
 // v2.go).
-var isLog = func() (l [DimV6]bool) {
+var isLog = func() (l [DimV7]bool) {
 	for w := range lambdas {
 		for _, j := range []int{1, 2, 5, 6, 7, 8} { // the *_rate statistics
 			l[w*perWindow+j] = true
@@ -582,13 +595,16 @@ var isLog = func() (l [DimV6]bool) {
 	for j := range HexDataDim {
 		l[DimV5+j] = true
 	}
+	for j := range CookieReuseDim {
+		l[DimV6+j] = true
+	}
 	return l
 }()
 
 // IsLog reports whether feature j is log-scaled: Features computes it as
 // log1p of its Raw value (0 for values ≤ 0), and the others as the Raw value
 // converted to float32. Non-finite results become 0 either way.
-func IsLog(j int) bool { return j >= 0 && j < DimV6 && isLog[j] }
+func IsLog(j int) bool { return j >= 0 && j < DimV7 && isLog[j] }
 
 // Feature returns feature j of r as Features computes it.
 func (r *Raw) Feature(j int) float32 {
@@ -607,10 +623,13 @@ func (r *Raw) Feature(j int) float32 {
 // Features writes the feature vector of r to out, which must hold at least
 // Dim values: nethost/v1's Dim features, nethost/v2's too when out holds
 // DimV2 values, nethost/v3's when it holds DimV3, nethost/v4's when it
-// holds DimV4, nethost/v5's when it holds DimV5 and nethost/v6's when it
-// holds DimV6. It computes Feature(j) for every j, written out per feature
+// holds DimV4, nethost/v5's when it holds DimV5, nethost/v6's when it
+// holds DimV6 and nethost/v7's when it holds DimV7. It computes Feature(j) for every j, written out per feature
 // (the layout is fixed: see isLog).
 func (r *Raw) Features(out []float32) {
+	if len(out) >= DimV7 {
+		out[DimV6] = logFeature(r[DimV6])
+	}
 	if len(out) >= DimV6 {
 		out[DimV5] = logFeature(r[DimV5])
 	}
@@ -870,7 +889,12 @@ func (e *Extractor) ExtractRaw(p *event.Packet, raw *Raw) {
 	if e.v6 {
 		extractHexData(p, v, raw)
 	} else {
-		clear(raw[DimV5:])
+		clear(raw[DimV5:DimV6])
+	}
+	if e.v7 {
+		extractCookieReuse(p, v, raw)
+	} else {
+		clear(raw[DimV6:])
 	}
 	runtime.KeepAlive(e) // v points into e's table (flowtab: valid while the table is reachable)
 }

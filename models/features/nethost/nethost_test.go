@@ -137,7 +137,7 @@ func FuzzExtract(f *testing.F) {
 func extractRecords(t *testing.T, cfg Config, data []byte, ok func(float32) bool) {
 	e := New(cfg)
 	out := make([]float32, e.Dim())
-	n := NamesV6()
+	n := NamesV7()
 	var p event.Packet
 	for len(data) >= event.PacketRecordSize {
 		_ = p.Unmarshal(data)

@@ -243,7 +243,7 @@ func refOddTCP(f uint8) bool {
 // may not need the vector (a score cache comparing against a previous
 // vector) can bound the change of the log-scaled features from x alone and
 // skip the logarithms; Features gives the vector bit for bit as Extract.
-type refRaw [DimV6]float64 // the reference computes nethost/v1 only: Raw[Dim:] stays zero
+type refRaw [DimV7]float64 // the reference computes nethost/v1 only: Raw[Dim:] stays zero
 
 // refIsLog marks the log-scaled features (see the package documentation).
 var refIsLog = func() (l [Dim]bool) {

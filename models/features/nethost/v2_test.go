@@ -13,7 +13,7 @@ import (
 // nethost version (each version's names begin with the previous one's).
 func featByName(t *testing.T, out []float32, name string) float64 {
 	t.Helper()
-	for i, n := range NamesV6()[:len(out)] {
+	for i, n := range NamesV7()[:len(out)] {
 		if n == name {
 			return float64(out[i])
 		}
@@ -98,7 +98,7 @@ func samePrefix(t *testing.T, name string, pk []event.Packet, a, b *Extractor, n
 		b.ExtractRaw(&p, &rb)
 		for j := range da {
 			if math.Float64bits(ra[j]) != math.Float64bits(rb[j]) {
-				t.Fatalf("%s: packet %d raw %s: %s %v, %s %v", name, i, NamesV6()[j], a.Name(), ra[j], b.Name(), rb[j])
+				t.Fatalf("%s: packet %d raw %s: %s %v, %s %v", name, i, NamesV7()[j], a.Name(), ra[j], b.Name(), rb[j])
 			}
 		}
 		for j := da; j < db; j++ {
@@ -114,7 +114,7 @@ func samePrefix(t *testing.T, name string, pk []event.Packet, a, b *Extractor, n
 		rb.Features(vb)
 		for j := range da {
 			if math.Float32bits(va[j]) != math.Float32bits(vb[j]) {
-				t.Fatalf("%s: packet %d feature %s: %s %v, %s %v", name, i, NamesV6()[j], a.Name(), va[j], b.Name(), vb[j])
+				t.Fatalf("%s: packet %d feature %s: %s %v, %s %v", name, i, NamesV7()[j], a.Name(), va[j], b.Name(), vb[j])
 			}
 		}
 		for j, x := range vb {

@@ -23,6 +23,7 @@ func TestNamesVersions(t *testing.T) {
 		{NameV4, NamesV4(), DimV3, DimV4, Config{V4: true}},
 		{NameV5, NamesV5(), DimV4, DimV5, Config{V5: true}},
 		{NameV6, NamesV6(), DimV5, DimV6, Config{V6: true}},
+		{NameV7, NamesV7(), DimV6, DimV7, Config{V7: true}},
 	} {
 		n := c.names
 		if len(n) != c.dim {
@@ -45,8 +46,8 @@ func TestNamesVersions(t *testing.T) {
 			}
 		}
 	}
-	if DimV3 != DimV2+WebDim || DimV4 != DimV3+ShellDim || DimV5 != DimV4+ICMPDataDim || DimV6 != DimV5+HexDataDim || IsLog(DimV6) {
-		t.Errorf("dimensions %d %d %d %d, IsLog past the last feature %v", DimV3, DimV4, DimV5, DimV6, IsLog(DimV6))
+	if DimV3 != DimV2+WebDim || DimV4 != DimV3+ShellDim || DimV5 != DimV4+ICMPDataDim || DimV6 != DimV5+HexDataDim || DimV7 != DimV6+CookieReuseDim || IsLog(DimV7) {
+		t.Errorf("dimensions %d %d %d %d %d, IsLog past the last feature %v", DimV3, DimV4, DimV5, DimV6, DimV7, IsLog(DimV7))
 	}
 }
 
@@ -73,7 +74,7 @@ func markSome(pk []event.Packet, seed, stream uint64, n int, hint uint16, match 
 // TestPrefixVersions: each set's features begin with the previous set's,
 // bit for bit, whatever the content hints; the previous set leaves the
 // added raw values zero and ignores the hints it does not read
-// (nethost/v3 after v2, v4 after v3, v5 after v4, v6 after v5).
+// (nethost/v3 after v2, v4 after v3, v5 after v4, v6 after v5, v7 after v6).
 func TestPrefixVersions(t *testing.T) {
 	for _, v := range []struct {
 		name      string
@@ -84,6 +85,7 @@ func TestPrefixVersions(t *testing.T) {
 		{"v4 after v3", withShells, Config{V3: true}, Config{V4: true}},
 		{"v5 after v4", withICMPData, Config{V4: true}, Config{V5: true}},
 		{"v6 after v5", withHexData, Config{V5: true}, Config{V6: true}},
+		{"v7 after v6", withCookieReuse, Config{V6: true}, Config{V7: true}},
 	} {
 		for _, c := range []struct {
 			name string
@@ -95,8 +97,8 @@ func TestPrefixVersions(t *testing.T) {
 			{"rawTestPackets", v.hints(rawTestPackets(), 3), Config{HashSeed: 7}},
 		} {
 			a, b := c.cfg, c.cfg
-			a.V2, a.V3, a.V4, a.V5, a.V6 = v.old.V2, v.old.V3, v.old.V4, v.old.V5, v.old.V6
-			b.V2, b.V3, b.V4, b.V5, b.V6 = v.next.V2, v.next.V3, v.next.V4, v.next.V5, v.next.V6
+			a.V2, a.V3, a.V4, a.V5, a.V6, a.V7 = v.old.V2, v.old.V3, v.old.V4, v.old.V5, v.old.V6, v.old.V7
+			b.V2, b.V3, b.V4, b.V5, b.V6, b.V7 = v.next.V2, v.next.V3, v.next.V4, v.next.V5, v.next.V6, v.next.V7
 			if added := samePrefix(t, v.name+", "+c.name, c.pk, New(a), New(b), true); added == 0 {
 				t.Errorf("%s, %s: no packet with a nonzero added feature", v.name, c.name)
 			}

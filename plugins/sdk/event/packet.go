@@ -25,7 +25,9 @@ import (
 //     which the agent never stored and every reader masked off, so an
 //     older consumer reads the bare VLAN id as before.
 //   - Bit 13 of the VLAN field (HintICMPData), a fourth content hint, and
-//     bit 14 (HintHexData), a fifth, were added the same way.
+//     bit 14 (HintHexData), a fifth, were added the same way, and bit 15
+//     (HintCookieReuse), a sixth: a plugin built before it clears bit 15
+//     on Unmarshal (it was reserved), so it reads the record as before.
 const PacketLayoutVersion = 1
 
 // PacketRecordSize is the size in bytes of one encoded Packet.

@@ -46,6 +46,9 @@ type Stats struct {
 	UnknownLinkType uint64 // frames of an unsupported link type; not delivered
 	KernelDrops     uint64 // frames the kernel dropped (live capture: ring full)
 	OurDrops        uint64 // frames read and decoded but discarded (live capture closed before delivery)
+	// CookiesUntracked counts session cookies that the cookie-reuse hint
+	// did not follow because its table was full (cookiehint.go).
+	CookiesUntracked uint64
 }
 
 func (s *Stats) add(o Stats) {
@@ -57,6 +60,7 @@ func (s *Stats) add(o Stats) {
 	s.UnknownLinkType += o.UnknownLinkType
 	s.KernelDrops += o.KernelDrops
 	s.OurDrops += o.OurDrops
+	s.CookiesUntracked += o.CookiesUntracked
 }
 
 // Errors that callers may test with errors.Is.

@@ -205,3 +205,33 @@ func FuzzCookieHint(f *testing.F) {
 		}
 	})
 }
+
+// TestCookieHintFile: a capture file's source marks the second client's
+// request and counts the cookies its full table did not follow in Stats.
+func TestCookieHintFile(t *testing.T) {
+	own := request("Cookie: PHPSESSID=" + sessionID)
+	other := request("Cookie: sid=" + strings.Repeat("z", 20))
+	fr := [][]byte{
+		cookieFrame(t, false, "10.99.0.1", "10.99.0.80", 80, own),
+		cookieFrame(t, true, "10.99.0.2", "10.99.0.80", 80, own),
+		cookieFrame(t, false, "10.99.0.3", "10.99.0.80", 80, other), // no room: untracked
+	}
+	src, err := OpenFile(writeFile(t, "cookies.pcap", writePcap(t, false, layers.LinkTypeEthernet, fr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	src.(*fileSource).dec.cookies.max = 1
+	pk, _ := readAll(t, src)
+	if len(pk) != 3 {
+		t.Fatalf("%d packets, want 3", len(pk))
+	}
+	for i, want := range []bool{false, true, false} {
+		if got := pk[i].VLAN&event.HintCookieReuse != 0; got != want {
+			t.Errorf("packet %d: marked %v, want %v", i, got, want)
+		}
+	}
+	if u := src.Stats().CookiesUntracked; u != 1 {
+		t.Errorf("CookiesUntracked %d, want 1", u)
+	}
+}

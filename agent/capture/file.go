@@ -277,7 +277,11 @@ func (s *fileSource) batch(ctx context.Context, buf []event.Packet, st *Stats) (
 	return n, nil
 }
 
-func (s *fileSource) Stats() Stats { return s.stats.load() }
+func (s *fileSource) Stats() Stats {
+	st := s.stats.load()
+	st.CookiesUntracked = s.dec.cookies.Untracked()
+	return st
+}
 
 func (s *fileSource) Close() error {
 	if s.pcap != nil {

@@ -281,6 +281,7 @@ func (s *liveSource) Stats() Stats {
 		}
 	}
 	s.hmu.Unlock()
+	st.CookiesUntracked = s.cookies.Untracked()
 	return st
 }
 

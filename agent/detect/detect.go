@@ -310,6 +310,7 @@ func addStats(a *capture.Stats, b capture.Stats) {
 	a.UnknownLinkType += b.UnknownLinkType
 	a.KernelDrops += b.KernelDrops
 	a.OurDrops += b.OurDrops
+	a.CookiesUntracked += b.CookiesUntracked
 }
 
 // Counters implements pipeline.Counters (names as the Status message uses).
@@ -322,6 +323,7 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"unknown_link_type": st.Capture.UnknownLinkType,
 		"kernel_drops":      st.Capture.KernelDrops,
 		"capture_drops":     st.Capture.OurDrops,
+		"cookies_untracked": st.Capture.CookiesUntracked,
 		"scored":            st.Host.Scored,
 		"anomalies":         st.Anomalies,
 		"netflow_findings":  st.Findings,

@@ -25,6 +25,10 @@ type labContentAttack struct {
 	// fromAttacker allows findings from the attacker as well as from the
 	// victim (an echo reply carries the request's payload back).
 	fromAttacker bool
+	// byAttacker: the attack is reported from the attacker, not the victim
+	// (a hijacker presents the victim's cookie; the victim's own requests
+	// are ordinary).
+	byAttacker bool
 	// severities are those allowed.
 	severities []string
 	// command is a word of the truth's command.
@@ -42,6 +46,9 @@ type labContentAttack struct {
 // and the lab recordings of docs/models.md count them.
 func runLabContentAttack(t *testing.T, c labContentAttack) {
 	_, att, res, raw := runLabAttack(t, c.attack, c.seed)
+	if c.byAttacker {
+		att.Victim = att.Attacker // the reporter the checks below expect
+	}
 	var fromVictim int
 	for _, f := range res.Findings {
 		ctx, _ := f["context"].(map[string]any)
@@ -218,4 +225,16 @@ func needBusybox(t *testing.T, applet string) {
 	if !lab.HasBusyboxApplet(context.Background(), "busybox", applet) {
 		t.Skip("no busybox with the " + applet + " applet (apt-get install busybox-static; .ci/run installs it)")
 	}
+}
+
+// TestLabSidejack: a web session taken over with a stolen cookie (the
+// victim logs into the lab's web application over plain HTTP; the attacker
+// sends requests with the victim's session cookie) is reported from the
+// attacker, led by nethost/v7's host_cookie_reuse, inside the attack's span.
+// No other feature separated sessionhijacking's hijacker from web browsing
+// before the hint (docs/models.md, sections 3 and 19).
+func TestLabSidejack(t *testing.T) {
+	runLabContentAttack(t, labContentAttack{attack: "sidejack", seed: 36, lead: "host_cookie_reuse",
+		summary: "Hijacked web session (another client's session cookie): ", byAttacker: true,
+		severities: []string{"medium", "high", "critical"}, command: "SESSIONID"})
 }

@@ -5,23 +5,26 @@ import (
 	"context"
 	"encoding/base32"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vigil-edge/vigil/models/dataset"
 )
 
 // Attack names accepted in Config.Attacks.
-var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil", "arpspoof", "telnetd", "hexc2"}
+var AttackNames = []string{"nmap", "hping3", "hydra", "beacon", "dnstunnel", "revshell", "icmpexfil", "arpspoof", "telnetd", "hexc2", "sidejack"}
 
 // attack runs one labelled attack from the attacker host within ctx (its
 // time slot) and returns the command it ran, or a reason to skip it.
@@ -38,6 +41,7 @@ var attacks = map[string]attackFunc{
 	"arpspoof":  arpspoofAttack,
 	"telnetd":   telnetdAttack,
 	"hexc2":     hexC2Attack,
+	"sidejack":  sidejackAttack,
 }
 
 func runTool(ctx context.Context, att *host, prog string, args ...string) (string, error) {
@@ -469,6 +473,101 @@ func hexC2Attack(ctx context.Context, l *lab, att *host) (string, string, error)
 		listen, victim.addr, sent), "", nil
 }
 
+// sidejackAttack: a web session taken over with a stolen cookie. The
+// victim (the first client) logs into the web server's application over
+// plain HTTP and uses its session, a request every 1-3 s; from the fourth
+// second of the slot the attacker, who has read the session cookie off the
+// network (here: handed over by the lab), sends requests with it too,
+// 12 of them every 1-3 s, while the victim goes on. Both use Go's HTTP
+// client, so the attacker's requests are the victim's, byte for byte, but
+// for the address they come from.
+func sidejackAttack(ctx context.Context, l *lab, att *host) (string, string, error) {
+	victim := l.hosts[0]
+	if len(l.hosts) > 2 {
+		victim = l.hosts[2]
+	}
+	base := fmt.Sprintf("http://%s", netip.AddrPortFrom(l.hosts[0].addr, portHTTP))
+	vc, ac := l.httpClient(victim), l.httpClient(att)
+	defer vc.CloseIdleConnections()
+	defer ac.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/login", nil)
+	if err != nil {
+		return "", "", err
+	}
+	resp, err := vc.Do(req)
+	if err != nil {
+		return "", "", fmt.Errorf("login: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "SESSIONID" {
+			cookie = c
+		}
+	}
+	if cookie == nil {
+		return "", "", errors.New("login: no session cookie")
+	}
+	account := func(c *http.Client) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/account", nil)
+		if err != nil {
+			return err
+		}
+		req.AddCookie(cookie)
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/account: %s", resp.Status)
+		}
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0x51de))
+	start := time.Now()
+	var wg sync.WaitGroup
+	var victimErr error
+	wg.Add(1)
+	go func() { // the victim's session goes on
+		defer wg.Done()
+		vr := rand.New(rand.NewPCG(l.cfg.Seed, 0x51df))
+		for i := 0; i < 100 && ctx.Err() == nil; i++ {
+			if err := account(vc); err != nil && ctx.Err() == nil {
+				victimErr = err
+				return
+			}
+			if !sleep(ctx, time.Duration(1000+vr.IntN(2000))*time.Millisecond) {
+				return
+			}
+		}
+	}()
+	sent := 0
+	if sleep(ctx, 4*time.Second-time.Since(start)) {
+		for i := 0; i < 12 && ctx.Err() == nil; i++ {
+			if err := account(ac); err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				wg.Wait()
+				return "", "", fmt.Errorf("attacker: %w", err)
+			}
+			sent++
+			if !sleep(ctx, time.Duration(1000+rng.IntN(2000))*time.Millisecond) {
+				break
+			}
+		}
+	}
+	wg.Wait()
+	if victimErr != nil {
+		return "", "", fmt.Errorf("victim: %w", victimErr)
+	}
+	return fmt.Sprintf("victim %s: GET /login, then GET /account with its SESSIONID cookie every 1-3 s; attacker: GET /account with the same cookie every 1-3 s, %d requests",
+		victim.addr, sent), "", nil
+}
+
 // runAttacks runs the requested attacks one after another, each in its own
 // slot of the window [from, to] after start, and records them.
 func (l *lab) runAttacks(ctx context.Context, start time.Time, from, to time.Duration) {
@@ -505,7 +604,7 @@ func (l *lab) victim(attack string) netip.Addr {
 	switch {
 	case attack == "hydra" || attack == "dnstunnel":
 		return l.hosts[1].addr
-	case attack == "arpspoof" && len(l.hosts) > 2: // the first client
+	case (attack == "arpspoof" || attack == "sidejack") && len(l.hosts) > 2: // the first client
 		return l.hosts[2].addr
 	}
 	return l.hosts[0].addr

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/big"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -30,14 +32,42 @@ const (
 	portSSH    = 22
 )
 
-// webHandler serves pages, downloads of a chosen size, uploads and a C2-like
-// check-in path (the beacon attack).
+// webHandler serves pages, downloads of a chosen size, uploads, a C2-like
+// check-in path (the beacon attack) and a small web application with
+// logins (/login gives a session cookie, /account needs one: the sidejack
+// attack).
 func webHandler() http.Handler {
 	mux := http.NewServeMux()
 	page := make([]byte, 64<<10)
 	for i := range page {
 		page[i] = "abcdefghijklmnopqrstuvwxyz <>/\n"[i%31]
 	}
+	var smu sync.Mutex
+	sessions := map[string]bool{}
+	mux.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		smu.Lock()
+		if len(sessions) < 10000 {
+			sessions[id] = true
+		}
+		smu.Unlock()
+		http.SetCookie(w, &http.Cookie{Name: "SESSIONID", Value: id, Path: "/", HttpOnly: true})
+		fmt.Fprintln(w, "welcome")
+	})
+	mux.HandleFunc("/account", func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie("SESSIONID")
+		smu.Lock()
+		ok := err == nil && sessions[c.Value]
+		smu.Unlock()
+		if !ok {
+			http.Error(w, "login first", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write(page[:3000])
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		n := 2000 + len(r.URL.Path)*300
 		w.Header().Set("Content-Type", "text/html")

@@ -73,11 +73,11 @@ lint:
 
 # Baseline model bundles, reproducible from the shared benign captures.
 # The lab baseline that the shipped models train on besides the shared
-# benign captures (test/lab: seed 22, 6 clients, 6 minutes, frames cut to 256
+# benign captures (test/lab: seed 24, 6 clients, 6 minutes, frames cut to 256
 # bytes; models/baseline/lab/README.md). LAB= (empty) trains without it;
 # LAB=a.pcap,b.pcap on other lab captures.
-LAB_BASELINE := models/baseline/lab/lab-22.pcap.gz
-LAB_PCAP := $(CURDIR)/.cache/lab/lab-22.pcap
+LAB_BASELINE := models/baseline/lab/lab-24.pcap.gz
+LAB_PCAP := $(CURDIR)/.cache/lab/lab-24.pcap
 LAB ?= $(LAB_PCAP)
 
 $(LAB_PCAP): $(LAB_BASELINE)

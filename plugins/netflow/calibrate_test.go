@@ -18,8 +18,8 @@ import (
 // strictThreshold is the nethost threshold of strictBundles: below the
 // scores the shipped model gives the trafficgen capture's benign sessions
 // at the top (0.04 at the 0.999 quantile with nethost-4.vgb, whose own
-// threshold, 0.047, none of them reaches; nethost-5.vgb's to nethost-8.vgb's
-// are 0.046, 0.047, 0.048 and 0.047), as a site's traffic may
+// threshold, 0.047, none of them reaches; nethost-5.vgb's to nethost-9.vgb's
+// are 0.046 to 0.048), as a site's traffic may
 // be noisier than the CERT's held-out data.
 const strictThreshold = 0.02
 

@@ -204,9 +204,13 @@ func (l *lab) periodic(ctx context.Context, h *host, seed uint64) {
 // fetchLoop is a script that fetches files one after another with a fresh
 // curl each time (so a new TCP connection per file), sometimes resolving a
 // name first, with short pauses: what mirror and update scripts, CI jobs and
-// monitoring probes do. Without curl, an HTTP client without keep-alives
-// gives the same connections.
+// monitoring probes do. A third of them first check that the server answers
+// with one to three pings ("ping -c 3 host && fetch"). Without curl, an HTTP
+// client without keep-alives gives the same connections.
 func (l *lab) fetchLoop(ctx context.Context, h *host, rng *rand.Rand) error {
+	if rng.IntN(3) == 0 {
+		l.pingHost(ctx, h, l.hosts[0].addr.String(), 1+rng.IntN(3))
+	}
 	curl, cerr := lookPath("curl")
 	var hc *http.Client
 	if cerr != nil {
@@ -239,11 +243,19 @@ func (l *lab) fetchLoop(ctx context.Context, h *host, rng *rand.Rand) error {
 // the web or the infrastructure host), as monitoring agents and people do.
 // Without ping it does nothing.
 func (l *lab) ping(ctx context.Context, h *host, rng *rand.Rand) {
+	if _, err := lookPath("ping"); err != nil {
+		return
+	}
+	dst := l.hosts[rng.IntN(2)].addr.String()
+	l.pingHost(ctx, h, dst, 1+rng.IntN(3))
+}
+
+// pingHost sends count echo requests from h to dst with iputils ping, 0.2 s
+// apart. Without ping it does nothing.
+func (l *lab) pingHost(ctx context.Context, h *host, dst string, count int) {
 	ping, err := lookPath("ping")
 	if err != nil {
 		return
 	}
-	dst := l.hosts[rng.IntN(2)].addr.String()
-	count := fmt.Sprint(1 + rng.IntN(3))
-	_ = h.ns.command(ctx, ping, "-n", "-q", "-c", count, "-i", "0.2", "-W", "1", dst).Run()
+	_ = h.ns.command(ctx, ping, "-n", "-q", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "1", dst).Run()
 }

@@ -2,7 +2,6 @@ package nethost
 
 import (
 	"math"
-	"net/netip"
 	"testing"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
@@ -19,15 +18,7 @@ func withCookieReuse(pk []event.Packet, seed uint64) []event.Packet {
 // requests count, not the server's answers nor the owner's requests, and
 // the count decays with λ = 0.1.
 func TestCookieReuseFeature(t *testing.T) {
-	e := New(Config{V7: true, HashSeed: 1})
-	out := make([]float32, DimV7)
-	get := func(ts int64, src, dst string, sport, dport uint16, hint uint16) float64 {
-		t.Helper()
-		p := pkt(ts, netip.MustParseAddr(src), netip.MustParseAddr(dst), event.ProtoTCP, sport, dport, 500, event.TCPAck|event.TCPPsh)
-		p.VLAN |= hint
-		e.Extract(&p, out)
-		return featByName(t, out, "host_cookie_reuse")
-	}
+	get := hintFeature(t, Config{V7: true, HashSeed: 1}, 500, "host_cookie_reuse")
 	near(t, "the owner's request", get(10*sec, "10.99.0.164", "10.99.0.181", 60432, 80, 0), 0)
 	near(t, "its answer", get(10*sec, "10.99.0.181", "10.99.0.164", 80, 60432, 0), 0)
 	near(t, "the hijacker's request", get(11*sec, "10.99.0.154", "10.99.0.181", 53275, 80, event.HintCookieReuse), math.Log1p(1))

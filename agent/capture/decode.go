@@ -144,11 +144,11 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 			res = DecodeFailed
 		}
 	}()
-	if lt == layers.LinkTypeEthernet && !d.noFast && fastEthIPv4(data, tsNs, wireLen, p) {
-		if p.Proto == event.ProtoTCP {
-			d.cookieHint(p, fastTCPPayload(data))
+	if lt == layers.LinkTypeEthernet && !d.noFast {
+		if pl, ok := fastEthIPv4(data, tsNs, wireLen, p); ok {
+			d.cookieHint(p, pl)
+			return Decoded
 		}
-		return Decoded
 	}
 	parser := d.parserFor(lt, data)
 	if parser == nil {
@@ -252,8 +252,9 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 // options or fragmentation + a complete TCP or UDP header, in a few dozen
 // instructions, into exactly the record gopacket's layers give (Decode's
 // other path; TestFastPathMatchesGopacket compares the two on every frame of
-// the shared captures, FuzzDecode on random frames). It returns false,
-// leaving p to the other path, for anything else: VLAN tags, IPv4 options,
+// the shared captures, FuzzDecode on random frames), and returns the TCP
+// payload (nil for UDP) for the decoder's session-cookie check. It returns
+// ok false, leaving p to the other path, for anything else: VLAN tags, IPv4 options,
 // a zero or inconsistent IPv4 length, fragments, other protocols, short or
 // malformed transport headers, UDP lengths that gopacket flags as truncated.
 //
@@ -263,20 +264,20 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 // agent's decode was about a fifth of a scan's CPU. After the transport
 // header gopacket decodes nothing more here: no layer registered in
 // NewDecoder follows TCP or UDP (TestNoLayerAfterTransport checks every port).
-func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
+func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) (tcpPayload []byte, ok bool) {
 	if len(data) < 14+20 || data[12] != 0x08 || data[13] != 0x00 {
-		return false
+		return nil, false
 	}
 	ip := data[14:]
 	if ip[0]&0x0f != 5 {
-		return false // IPv4 options (or an invalid header length)
+		return nil, false // IPv4 options (or an invalid header length)
 	}
 	ipLen := int(ip[2])<<8 | int(ip[3])
 	if ipLen < 20 || ipLen > len(ip) {
-		return false // TSO zero length, too small, or truncated
+		return nil, false // TSO zero length, too small, or truncated
 	}
 	if ip[6]&0x3f != 0 || ip[7] != 0 {
-		return false // more fragments, or a fragment offset
+		return nil, false // more fragments, or a fragment offset
 	}
 	proto := ip[9]
 	l4 := ip[20:ipLen]
@@ -286,14 +287,15 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 	switch proto {
 	case event.ProtoTCP:
 		if len(l4) < 20 {
-			return false
+			return nil, false
 		}
 		off := int(l4[12] >> 4)
 		if off < 5 || off*4 > len(l4) {
-			return false
+			return nil, false
 		}
 		flags = l4[13] // FIN..CWR: the wire bits are event.TCPFin..TCPCwr
 		pl := l4[off*4:]
+		tcpPayload = pl
 		if len(pl) >= 5 && methodStart[pl[0]] {
 			hints = httpHints(pl)
 		}
@@ -305,13 +307,13 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 		}
 	case event.ProtoUDP:
 		if len(l4) < 8 {
-			return false
+			return nil, false
 		}
 		if ul := int(l4[4])<<8 | int(l4[5]); ul != 0 && (ul < 8 || ul > len(l4)) {
-			return false
+			return nil, false
 		}
 	default:
-		return false
+		return nil, false
 	}
 	sport, dport = uint16(l4[0])<<8|uint16(l4[1]), uint16(l4[2])<<8|uint16(l4[3])
 	if wireLen < len(data) {
@@ -331,16 +333,7 @@ func fastEthIPv4(data []byte, tsNs int64, wireLen int, p *event.Packet) bool {
 	p.Length = uint16(min(wireLen, 0xffff))
 	p.Proto, p.TCPFlags, p.TTL, p.Flags = proto, flags, ip[8], event.FlagIPv4|hints
 	p.VLAN = vlan
-	return true
-}
-
-// fastTCPPayload returns the TCP payload of a frame that fastEthIPv4
-// accepted as Ethernet + IPv4 (no options) + TCP.
-func fastTCPPayload(data []byte) []byte {
-	ip := data[14:]
-	ipLen := int(ip[2])<<8 | int(ip[3])
-	l4 := ip[20:ipLen]
-	return l4[int(l4[12]>>4)*4:]
+	return tcpPayload, true
 }
 
 // cookieHint marks p (a TCP packet whose addresses and ports are set, with

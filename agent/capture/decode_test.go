@@ -184,7 +184,7 @@ func TestDecode(t *testing.T) {
 func TestDecodeRecoversFastPathPanic(t *testing.T) {
 	frame := tcpFrame(t)
 	var p event.Packet
-	if !fastEthIPv4(frame, 1, len(frame), &p) {
+	if _, ok := fastEthIPv4(frame, 1, len(frame), &p); !ok {
 		t.Fatal("the test frame does not take the fast path")
 	}
 	d := NewDecoder()

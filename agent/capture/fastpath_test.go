@@ -148,7 +148,7 @@ func TestFastPathMatchesGopacket(t *testing.T) {
 		eachFrame(t, data, func(lt layers.LinkType, f []byte) {
 			frames++
 			var p event.Packet
-			if lt == layers.LinkTypeEthernet && fastEthIPv4(f, 0, len(f), &p) {
+			if _, ok := fastEthIPv4(f, 0, len(f), &p); lt == layers.LinkTypeEthernet && ok {
 				fastHits++
 			}
 			compare(rel, lt, f, len(f))

@@ -102,7 +102,7 @@ func TestDecodeHTTPHints(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var p event.Packet
-			if fastEthIPv4(c.frame, 0, len(c.frame), &p) != c.fast {
+			if _, ok := fastEthIPv4(c.frame, 0, len(c.frame), &p); ok != c.fast {
 				t.Fatalf("fast path taken: %v, want %v", !c.fast, c.fast)
 			}
 			d := NewDecoder()

@@ -43,24 +43,35 @@ type ScanSummary struct {
 
 // FindingJSON is a finding with the field names of DESIGN.md section 11.
 type FindingJSON struct {
-	ID          uint64         `json:"id"`
-	AgentID     string         `json:"agent_id"`
-	Entity      string         `json:"entity"`
-	Detector    string         `json:"detector"`
-	Time        time.Time      `json:"time"`
-	FirstSeen   time.Time      `json:"first_seen"`
-	LastSeen    time.Time      `json:"last_seen"`
-	Count       uint64         `json:"count"`
-	Severity    string         `json:"severity"`
-	Score       float64        `json:"score"`
-	Threshold   float64        `json:"threshold"`
-	Model       ModelJSON      `json:"model"`
-	Context     ContextJSON    `json:"context"`
-	TopFeatures []FeatureJSON  `json:"top_features"`
-	Summary     string         `json:"summary"`
-	Packets     uint64         `json:"packets"`
-	Bytes       uint64         `json:"bytes"`
-	Extra       map[string]any `json:"-"`
+	ID          uint64        `json:"id"`
+	AgentID     string        `json:"agent_id"`
+	Entity      string        `json:"entity"`
+	Detector    string        `json:"detector"`
+	Time        time.Time     `json:"time"`
+	FirstSeen   time.Time     `json:"first_seen"`
+	LastSeen    time.Time     `json:"last_seen"`
+	Count       uint64        `json:"count"`
+	Severity    string        `json:"severity"`
+	Score       float64       `json:"score"`
+	Threshold   float64       `json:"threshold"`
+	Model       ModelJSON     `json:"model"`
+	Context     ContextJSON   `json:"context"`
+	TopFeatures []FeatureJSON `json:"top_features"`
+	Summary     string        `json:"summary"`
+	Packets     uint64        `json:"packets"`
+	Bytes       uint64        `json:"bytes"`
+	// LeadIn is the source's traffic just before first_seen (wire
+	// Finding.lead_in_*); absent when the detector reports none.
+	LeadIn *LeadInJSON    `json:"lead_in,omitempty"`
+	Extra  map[string]any `json:"-"`
+}
+
+// LeadInJSON is a finding's lead-in: the packets its source sent in the
+// seconds before its first anomalous one (since Since).
+type LeadInJSON struct {
+	Since   time.Time `json:"since"`
+	Packets uint64    `json:"packets"`
+	Bytes   uint64    `json:"bytes"`
 }
 
 // ModelJSON names a model.
@@ -113,6 +124,9 @@ func NewFindingJSON(f *wirev1.Finding) FindingJSON {
 	}
 	for _, t := range f.GetTopFeatures() {
 		out.TopFeatures = append(out.TopFeatures, FeatureJSON{Name: t.GetName(), Contribution: t.GetContribution()})
+	}
+	if f.GetLeadInPackets() > 0 && wirev1.ValidLeadIn(f) {
+		out.LeadIn = &LeadInJSON{Since: time.Unix(0, f.GetLeadInUnixNano()).UTC(), Packets: f.GetLeadInPackets(), Bytes: f.GetLeadInBytes()}
 	}
 	return out
 }

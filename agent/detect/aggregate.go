@@ -187,6 +187,12 @@ type agg struct {
 	// set when the window closes (see persist).
 	run      int
 	runFirst int64
+
+	// The lead-in (sdk.Aggregate.LeadFirstNs, LeadCount, LeadBytes): the
+	// source's packets just before its first anomalous one, as the
+	// detector saw them; leadFirst 0: none.
+	leadFirst           int64
+	leadPkts, leadBytes uint64
 }
 
 // streak is a source's run of consecutive qualifying windows
@@ -308,6 +314,13 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 	}
 	if pre != nil {
 		g.addAggregate(pre)
+		// The detector attaches a lead-in to the anomaly that opens a
+		// source's window; should another one come (a plugin restarted, or
+		// its window mirror differs from this aggregator's), the earliest
+		// is kept, not added: lead-ins of one source overlap.
+		if pre.LeadCount > 0 && pre.ValidLead() && (g.leadFirst == 0 || pre.LeadFirstNs < g.leadFirst) {
+			g.leadFirst, g.leadPkts, g.leadBytes = pre.LeadFirstNs, pre.LeadCount, pre.LeadBytes
+		}
 	} else {
 		g.addContext(c)
 	}
@@ -704,6 +717,9 @@ func (a *Aggregator) emit(g *agg) *wirev1.Finding {
 		Packets:           g.count,
 		Bytes:             g.bytes,
 	}
+	if g.leadFirst != 0 && g.leadFirst <= g.first {
+		f.LeadInUnixNano, f.LeadInPackets, f.LeadInBytes = g.leadFirst, g.leadPkts, g.leadBytes
+	}
 	for _, c := range g.top {
 		f.TopFeatures = append(f.TopFeatures, &wirev1.FeatureContribution{Name: c.Name, Contribution: wireFloat(float64(c.Contribution))})
 	}
@@ -799,5 +815,23 @@ func summary(g *agg, persist int) string {
 		s += fmt.Sprintf("; persistent: anomalous in %d windows in a row for %s", g.run,
 			time.Duration(g.last-g.runFirst).Round(time.Second))
 	}
+	if g.leadFirst != 0 && g.leadFirst <= g.first {
+		s += fmt.Sprintf("; active since %s before (%d earlier %s)", leadSpan(g.first-g.leadFirst),
+			g.leadPkts, plural(int(min(g.leadPkts, 2)), "packet", "packets"))
+	}
 	return s
+}
+
+// leadSpan prints how long before first_seen a lead-in began: to the
+// microsecond below 10 ms, the millisecond below 10 s, the tenth of a second
+// above.
+func leadSpan(ns int64) string {
+	d := time.Duration(ns)
+	switch {
+	case d < 10*time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < 10*time.Second:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
 }

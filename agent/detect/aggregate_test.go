@@ -733,3 +733,63 @@ func FuzzAggregatorAdd(f *testing.F) {
 		}
 	})
 }
+
+// TestAggregateLeadIn: a finding takes the lead-in of the anomaly that
+// opened it; a second one (a restarted plugin) replaces it only if it
+// reaches further back, and is never added to it; a lead-in that
+// sdk.Aggregate.ValidLead refuses, or per-packet anomalies, give none; the
+// summary says since when the source was active.
+func TestAggregateLeadIn(t *testing.T) {
+	pre := func(first, leadFirst float64, leadPkts uint64) *sdk.Anomaly {
+		an := anomaly("10.99.66.6", "10.99.1.1", 22, first, 5, 0x02)
+		an.Aggregate = &sdk.Aggregate{Count: 3, FirstNs: int64(first * 1e9), LastNs: int64((first + 1) * 1e9), Bytes: 180,
+			LeadCount: leadPkts, LeadBytes: 60 * leadPkts}
+		if leadPkts > 0 || leadFirst != 0 {
+			an.Aggregate.LeadFirstNs = int64(leadFirst * 1e9)
+		}
+		return &an
+	}
+	for _, tc := range []struct {
+		name      string
+		in        []*sdk.Anomaly
+		wantFirst float64 // 0: no lead-in
+		wantPkts  uint64
+		wantText  string
+	}{
+		{"one", []*sdk.Anomaly{pre(100, 94.5, 12)}, 94.5, 12, "; active since 5.5s before (12 earlier packets)"},
+		{"one packet", []*sdk.Anomaly{pre(100, 99.75, 1)}, 99.75, 1, "; active since 250ms before (1 earlier packet)"},
+		{"none", []*sdk.Anomaly{pre(100, 0, 0)}, 0, 0, ""},
+		{"a later one merged", []*sdk.Anomaly{pre(100, 94.5, 12), pre(102, 97, 30)}, 94.5, 12, ""},
+		{"an earlier one merged", []*sdk.Anomaly{pre(100, 96, 12), pre(99, 90, 30)}, 90, 30, "; active since 9s before (30 earlier packets)"},
+		{"after the first anomaly", []*sdk.Anomaly{pre(100, 100.5, 4)}, 0, 0, ""},
+		{"too long before", []*sdk.Anomaly{pre(400, 99, 4)}, 0, 0, ""},
+		{"a time without packets", []*sdk.Anomaly{pre(100, 95, 0)}, 0, 0, ""},
+		{"per-packet anomalies", func() []*sdk.Anomaly {
+			a, b := anomaly("10.99.66.6", "10.99.1.1", 22, 100, 5, 2), anomaly("10.99.66.6", "10.99.1.1", 23, 100.5, 5, 2)
+			c := anomaly("10.99.66.6", "10.99.1.1", 24, 101, 5, 2)
+			return []*sdk.Anomaly{&a, &b, &c}
+		}(), 0, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := NewAggregator(AggregatorConfig{PacketTime: true})
+			for _, an := range tc.in {
+				if out := a.Add(an); len(out) != 0 {
+					t.Fatalf("emitted early: %v", out)
+				}
+			}
+			fs := a.Flush()
+			if len(fs) != 1 {
+				t.Fatalf("%d findings", len(fs))
+			}
+			f := fs[0]
+			if got := float64(f.LeadInUnixNano) / 1e9; got != tc.wantFirst || f.LeadInPackets != tc.wantPkts ||
+				f.LeadInBytes != 60*tc.wantPkts || !wirev1.ValidLeadIn(f) {
+				t.Fatalf("lead-in %d packets (%d bytes) from %.3f s; want %d from %.3f s: %v", f.LeadInPackets, f.LeadInBytes, got, tc.wantPkts, tc.wantFirst, f)
+			}
+			has := strings.Contains(f.Summary, "; active since ")
+			if has != (tc.wantFirst != 0) || (tc.wantText != "" && !strings.HasSuffix(f.Summary, tc.wantText)) {
+				t.Fatalf("summary %q, want suffix %q", f.Summary, tc.wantText)
+			}
+		})
+	}
+}

@@ -107,11 +107,19 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 	var lastR int32 = -1
 	var lastDst netip.Addr // in lastR's address set, if lastDstOK
 	lastDstOK := false
+	lt := d.lead
 	for i := range pkts {
+		p := &pkts[i]
+		var le *leadEntry
+		if lt != nil {
+			le = lt.entry(p)
+		}
 		if which[i] < 0 || !(ratio[i] > 1) {
+			if le != nil {
+				le.add(lt, p.TimestampNs, uint32(p.Length))
+			}
 			continue
 		}
-		p := &pkts[i]
 		s := int(which[i])
 		k := aggKey(p, d.claim[i])
 		ts := p.TimestampNs
@@ -146,7 +154,15 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 				r = int32(len(st.build))
 				st.recs[k] = r
 				st.build = append(st.build, aggBuild{first: i, max: i, maxSlot: s, maxRatio: agentRatio(d.rawScore(s, i), loaded[s].thr)})
-				st.build[r].agg.FirstNs, st.build[r].agg.LastNs = ts, ts
+				g := &st.build[r].agg
+				g.FirstNs, g.LastNs = ts, ts
+				if newWindow && le != nil {
+					// The window's first anomaly: the source's packets
+					// just before it are the finding's lead-in.
+					if first, n, b := le.lead(lt, ts); n > 0 {
+						g.LeadFirstNs, g.LeadCount, g.LeadBytes = first, n, b
+					}
+				}
 			}
 		}
 		sameRec := r == lastR
@@ -197,6 +213,10 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 		lastDstOK = dstOK
 		if rt := agentRatio(d.rawScore(s, i), loaded[s].thr); rt > b.maxRatio {
 			b.max, b.maxSlot, b.maxRatio = i, s, rt
+		}
+		if le != nil {
+			le.add(lt, ts, uint32(p.Length))
+			le.markAnomalous(lt, ts)
 		}
 	}
 	for r := range st.build {

@@ -148,6 +148,11 @@ type Options struct {
 	// (aggregate.go) with AggregateWindow (default 30 s, the agent's).
 	NoAggregate     bool
 	AggregateWindow time.Duration
+	// LeadIn is how far back the anomaly that opens a source's window
+	// reports the source's packets before it (lead.go; default
+	// DefaultLeadIn, 10 s; at most sdk.MaxLeadIn). Negative: no lead-in.
+	// Only with aggregation.
+	LeadIn time.Duration
 }
 
 // model is one loaded bundle.
@@ -197,6 +202,10 @@ type Detector struct {
 
 	// anomaly pre-aggregation (aggregate.go); nil with Options.NoAggregate.
 	agg *aggState
+	// lead-in slots per source (lead.go); nil without aggregation or with
+	// a negative Options.LeadIn.
+	lead          *leadTable
+	leadEvictions atomic.Uint64
 
 	// per-sensor calibration: calDone is false during the sensor's initial
 	// grace period (no anomalies); cal[s] samples the observing model of
@@ -244,6 +253,10 @@ func New(log *slog.Logger, opts Options) *Detector {
 	if opts.AggregateWindow <= 0 {
 		opts.AggregateWindow = DefaultAggregateWindow
 	}
+	if opts.LeadIn == 0 {
+		opts.LeadIn = DefaultLeadIn
+	}
+	opts.LeadIn = min(opts.LeadIn, sdk.MaxLeadIn)
 	d := &Detector{
 		log:   log,
 		opts:  opts,
@@ -255,6 +268,9 @@ func New(log *slog.Logger, opts Options) *Detector {
 	d.rsc = make([]float32, nslots*opts.MaxBatch)
 	if !opts.NoAggregate {
 		d.agg = newAggState()
+		if opts.LeadIn > 0 {
+			d.lead = newLeadTable(d.seeds[0]^0x6c656164, int64(opts.LeadIn))
+		}
 	}
 	if opts.Calibrate <= 0 {
 		d.calDone.Store(true)
@@ -468,6 +484,13 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 	}
 	res.Scores = append(res.Scores, ratio...)
 	if calibrating {
+		// No anomalies yet, but the lead-in of the first ones after the
+		// grace period reaches back into it.
+		if d.lead != nil {
+			for i := range pkts {
+				d.lead.entry(&pkts[i]).add(d.lead, pkts[i].TimestampNs, uint32(pkts[i].Length))
+			}
+		}
 		return nil
 	}
 	if d.agg != nil {
@@ -776,6 +799,10 @@ func (d *Detector) updateMem() {
 	if d.cache != nil {
 		mem += int64(len(d.cache.entries)) * int64(unsafe.Sizeof(hostEntry{}))
 	}
+	if d.lead != nil {
+		mem += int64(len(d.lead.entries))*int64(unsafe.Sizeof(leadEntry{})) + int64(len(d.lead.tags))*int64(unsafe.Sizeof(leadTag{}))
+		d.leadEvictions.Store(d.lead.evicted)
+	}
 	if mem > d.memBytes.Load()+1<<20 && mem > 4<<20 {
 		// A feature table doubled: the old slot arrays are garbage now.
 		// Return them (and other freed spans) to the OS at once rather than
@@ -803,6 +830,9 @@ func (d *Detector) Health(_ context.Context) sdk.Health {
 			"flow_evictions":   d.evictions.Load(),
 			"flow_entries":     uint64(d.entries.Load()),
 			"flow_table_bytes": uint64(d.memBytes.Load()),
+			// sources whose lead-in slots were replaced while still recent
+			// (lead.go): a later finding of theirs starts later than it could
+			"lead_evictions": d.leadEvictions.Load(),
 		},
 	}
 	var loaded int

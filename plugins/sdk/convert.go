@@ -99,7 +99,8 @@ func aggregateToProto(g *Aggregate) *pb.Aggregate {
 		return nil
 	}
 	pg := &pb.Aggregate{Count: g.Count, FirstNs: g.FirstNs, LastNs: g.LastNs, Bytes: g.Bytes,
-		TcpSyn: g.TCPSyn, Udp: g.UDP, Icmp: g.ICMP, Arp: g.ARP, DstAddrsTruncated: g.DstAddrsTruncated}
+		TcpSyn: g.TCPSyn, Udp: g.UDP, Icmp: g.ICMP, Arp: g.ARP, DstAddrsTruncated: g.DstAddrsTruncated,
+		LeadFirstNs: g.LeadFirstNs, LeadCount: g.LeadCount, LeadBytes: g.LeadBytes}
 	if len(g.DstPorts) > 0 {
 		pg.DstPorts = make([]uint32, len(g.DstPorts))
 		for i, p := range g.DstPorts {
@@ -123,14 +124,21 @@ func aggregateToProto(g *Aggregate) *pb.Aggregate {
 
 // aggregateFromProto converts what a plugin sent, dropping what cannot be
 // (ports above 65535, addresses of other lengths, addresses beyond
-// MaxAggregateAddrs, which set DstAddrsTruncated).
+// MaxAggregateAddrs, which set DstAddrsTruncated, a lead-in that
+// Aggregate.ValidLead refuses).
 func aggregateFromProto(pg *pb.Aggregate) *Aggregate {
 	if pg == nil {
 		return nil
 	}
 	g := &Aggregate{Count: pg.GetCount(), FirstNs: pg.GetFirstNs(), LastNs: pg.GetLastNs(), Bytes: pg.GetBytes(),
 		TCPSyn: pg.GetTcpSyn(), UDP: pg.GetUdp(), ICMP: pg.GetIcmp(), ARP: pg.GetArp(),
-		DstAddrsTruncated: pg.GetDstAddrsTruncated()}
+		DstAddrsTruncated: pg.GetDstAddrsTruncated(),
+		LeadFirstNs:       pg.GetLeadFirstNs(), LeadCount: pg.GetLeadCount(), LeadBytes: pg.GetLeadBytes()}
+	if !g.ValidLead() {
+		// A lead-in after the first record, too long before it, or a time
+		// without records: not one the detector could have seen.
+		g.LeadFirstNs, g.LeadCount, g.LeadBytes = 0, 0, 0
+	}
 	if ps := pg.GetDstPorts(); len(ps) > 0 {
 		g.DstPorts = make([]uint16, 0, len(ps))
 		for _, p := range ps {

@@ -18,6 +18,7 @@ package sdk
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
@@ -139,6 +140,29 @@ type Aggregate struct {
 	DstPorts          []uint16
 	DstAddrs          []netip.Addr
 	DstAddrsTruncated bool
+	// The lead-in: the source's records in the seconds before FirstNs that
+	// were not merged (not anomalous), where the detector knows them. The
+	// netflow plugin sets it on the anomaly that opens a source's window
+	// (plugins/netflow, Options.LeadIn); the agent gives it to the finding
+	// (wire Finding.lead_in_unix_nano). LeadFirstNs is the first such
+	// record's time (0: no lead-in), LeadCount and LeadBytes their number
+	// and lengths. The records are not in Count or Bytes.
+	LeadFirstNs          int64
+	LeadCount, LeadBytes uint64
+}
+
+// MaxLeadIn bounds an Aggregate's lead-in: a LeadFirstNs more than this
+// before FirstNs (or after it) is not one the agent accepts.
+const MaxLeadIn = 5 * time.Minute
+
+// ValidLead reports whether g's lead-in is consistent: none at all (every
+// field 0), or a first time within MaxLeadIn before FirstNs with at least
+// one record.
+func (g *Aggregate) ValidLead() bool {
+	if g.LeadFirstNs == 0 {
+		return g.LeadCount == 0 && g.LeadBytes == 0
+	}
+	return g.LeadCount > 0 && g.LeadFirstNs <= g.FirstNs && g.FirstNs-g.LeadFirstNs <= int64(MaxLeadIn)
 }
 
 // Records returns the number of records a stands for (1 without Aggregate).

@@ -163,7 +163,9 @@ func sizeAggregate(g *pb.Aggregate) int {
 	n := sizeVarintField(1, g.GetCount()) + sizeVarintField(2, uint64(g.GetFirstNs())) +
 		sizeVarintField(3, uint64(g.GetLastNs())) + sizeVarintField(4, g.GetBytes()) +
 		sizeVarintField(5, g.GetTcpSyn()) + sizeVarintField(6, g.GetUdp()) + sizeVarintField(7, g.GetIcmp()) +
-		sizeVarintField(8, g.GetArp()) + sizeBoolField(11, g.GetDstAddrsTruncated())
+		sizeVarintField(8, g.GetArp()) + sizeBoolField(11, g.GetDstAddrsTruncated()) +
+		sizeVarintField(12, uint64(g.GetLeadFirstNs())) + sizeVarintField(13, g.GetLeadCount()) +
+		sizeVarintField(14, g.GetLeadBytes())
 	if ps := g.GetDstPorts(); len(ps) > 0 {
 		n += sizeMsgField(9, sizePacked(ps))
 	}
@@ -195,6 +197,9 @@ func appendAggregate(b []byte, g *pb.Aggregate) []byte {
 	if g.GetDstAddrsTruncated() {
 		b = protowire.AppendVarint(protowire.AppendTag(b, 11, protowire.VarintType), 1)
 	}
+	b = appendVarintField(b, 12, uint64(g.GetLeadFirstNs()))
+	b = appendVarintField(b, 13, g.GetLeadCount())
+	b = appendVarintField(b, 14, g.GetLeadBytes())
 	return b
 }
 
@@ -475,6 +480,12 @@ func aggregate(b []byte, g *pb.Aggregate) error {
 			g.DstAddrs = append(g.DstAddrs, append([]byte{}, p...))
 		case num == 11 && typ == protowire.VarintType:
 			g.DstAddrsTruncated = v != 0
+		case num == 12 && typ == protowire.VarintType:
+			g.LeadFirstNs = int64(v)
+		case num == 13 && typ == protowire.VarintType:
+			g.LeadCount = v
+		case num == 14 && typ == protowire.VarintType:
+			g.LeadBytes = v
 		}
 	}
 	return nil

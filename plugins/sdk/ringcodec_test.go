@@ -26,8 +26,9 @@ func sampleRingResult() *pb.RingResult {
 		Context:     map[string]string{"src_ip": "10.0.0.9", "model": "nethost"},
 		Aggregate: &pb.Aggregate{Count: 1200, FirstNs: 1_700_000_000_000_000_000, LastNs: 1_700_000_001_500_000_000,
 			Bytes: 72000, TcpSyn: 1199, Udp: 1, DstPorts: []uint32{1, 22, 80, 443, 65535, 0},
-			DstAddrs: [][]byte{{10, 0, 0, 1}, make([]byte, 16)}, DstAddrsTruncated: true},
-	}, &pb.Anomaly{Index: 5001, Aggregate: &pb.Aggregate{}}, &pb.Anomaly{Aggregate: &pb.Aggregate{FirstNs: -5}})
+			DstAddrs: [][]byte{{10, 0, 0, 1}, make([]byte, 16)}, DstAddrsTruncated: true,
+			LeadFirstNs: 1_699_999_990_000_000_000, LeadCount: 7, LeadBytes: 420},
+	}, &pb.Anomaly{Index: 5001, Aggregate: &pb.Aggregate{}}, &pb.Anomaly{Aggregate: &pb.Aggregate{FirstNs: -5, LeadFirstNs: -9}})
 	return m
 }
 

@@ -200,6 +200,10 @@ func validateFinding(f *wirev1.Finding) error {
 	if !finite(f.Score) || !finite(f.Threshold) {
 		return errors.New("score or threshold not finite")
 	}
+	if !wirev1.ValidLeadIn(f) {
+		return fmt.Errorf("lead-in (%d packets from %d) not within %d s before first_seen %d",
+			f.LeadInPackets, f.LeadInUnixNano, wirev1.MaxLeadIn/1_000_000_000, f.FirstSeenUnixNano)
+	}
 	if m := f.Model; m != nil {
 		if len(m.Name) > maxShortString || len(m.Digest) > maxShortString || len(m.Detector) > maxDetector {
 			return errors.New("model reference fields too long")

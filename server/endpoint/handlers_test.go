@@ -257,6 +257,15 @@ func TestFindingsValidation(t *testing.T) {
 	}
 	below := batch(5, 6)
 	below.FirstSeq = 6
+	leadAfter := batch(1)
+	leadAfter.Findings[0].FirstSeenUnixNano = 2e18
+	leadAfter.Findings[0].LeadInUnixNano, leadAfter.Findings[0].LeadInPackets = 2e18+1, 3
+	leadEarly := batch(1)
+	leadEarly.Findings[0].FirstSeenUnixNano = 2e18
+	leadEarly.Findings[0].LeadInUnixNano, leadEarly.Findings[0].LeadInPackets = 2e18-wirev1.MaxLeadIn-1, 3
+	leadEmpty := batch(1)
+	leadEmpty.Findings[0].FirstSeenUnixNano = 2e18
+	leadEmpty.Findings[0].LeadInUnixNano = 2e18 - 1e9
 	for _, tc := range []struct {
 		name string
 		b    *wirev1.FindingsBatch
@@ -272,6 +281,9 @@ func TestFindingsValidation(t *testing.T) {
 		{"no detector", noDet, wirev1.CodeProtocol},
 		{"unknown severity", badSev, wirev1.CodeProtocol},
 		{"too many findings", tooMany, wirev1.CodeProtocol},
+		{"lead-in after first_seen", leadAfter, wirev1.CodeProtocol},
+		{"lead-in too early", leadEarly, wirev1.CodeProtocol},
+		{"lead-in without packets", leadEmpty, wirev1.CodeProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := frames(t, header(wirev1.StreamKind_STREAM_KIND_FINDINGS), tc.b)

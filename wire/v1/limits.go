@@ -20,6 +20,9 @@ const (
 	MaxPathLen        = 4096  // FindingContext.path
 	MaxShortStringLen = 128   // ModelRef name and digest, FindingContext IPs, proto and MAC, feature names
 	MaxTopFeatures    = 64    // Finding.top_features
+	// MaxLeadIn bounds how far Finding.lead_in_unix_nano may lie before
+	// first_seen_unix_nano, in ns (5 minutes).
+	MaxLeadIn = 5 * 60 * 1_000_000_000
 )
 
 // MaxScore is the largest score, threshold or feature contribution a finding
@@ -70,12 +73,24 @@ func Truncate(s string, max int) string {
 	return s[:i] + mark
 }
 
+// ValidLeadIn reports whether f's lead-in is one the server accepts: none
+// (all three fields 0), or at least one packet from a time at most
+// MaxLeadIn before first_seen and not after it.
+func ValidLeadIn(f *Finding) bool {
+	t, first := f.GetLeadInUnixNano(), f.GetFirstSeenUnixNano()
+	if t == 0 {
+		return f.GetLeadInPackets() == 0 && f.GetLeadInBytes() == 0
+	}
+	return f.GetLeadInPackets() > 0 && t <= first && first-t <= MaxLeadIn
+}
+
 // TrimFinding fits f's bounded strings into the limits above (Truncate) and
 // keeps its first MaxTopFeatures top features. It reports whether it
 // changed f. f itself is changed in place; its model reference, context and
 // top features, which producers may share between findings, are replaced
 // by trimmed copies instead. A score, threshold or contribution that is not
-// finite becomes FiniteScore's value. What no cut can repair (an empty
+// finite becomes FiniteScore's value, and a lead-in that ValidLeadIn
+// refuses is dropped. What no cut can repair (an empty
 // detector, a port above 65535) is left for the server to refuse.
 func TrimFinding(f *Finding) bool {
 	if f == nil {
@@ -119,6 +134,12 @@ func TrimFinding(f *Finding) bool {
 	}
 	fin(&f.Score)
 	fin(&f.Threshold)
+	if !ValidLeadIn(f) {
+		// A lead-in is context, not evidence: one the server would refuse
+		// is dropped rather than the finding.
+		f.LeadInUnixNano, f.LeadInPackets, f.LeadInBytes = 0, 0, 0
+		changed = true
+	}
 	copied := false
 	for i, tf := range f.TopFeatures {
 		if tf == nil || (len(tf.Name) <= MaxShortStringLen && FiniteScore(tf.Contribution) == tf.Contribution) {

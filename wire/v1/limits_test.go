@@ -99,6 +99,48 @@ func TestTrimFinding(t *testing.T) {
 // TestTrimFindingNonFinite checks that scores, thresholds and contributions that are not finite
 // become FiniteScore's values (NaN and +Inf the largest, -Inf its negative), without changing a
 // top feature shared with another finding, and that finite numbers are kept.
+// TestTrimFindingLeadIn: a lead-in the server would refuse is dropped, the
+// finding kept; a valid one is left alone.
+func TestTrimFindingLeadIn(t *testing.T) {
+	const first = int64(2e18)
+	for _, tc := range []struct {
+		name    string
+		t       int64
+		pkts    uint64
+		bytes   uint64
+		keep    bool
+		changed bool
+	}{
+		{"none", 0, 0, 0, true, false},
+		{"ten seconds", first - 10e9, 7, 420, true, false},
+		{"at first_seen", first, 1, 60, true, false},
+		{"at the bound", first - MaxLeadIn, 1, 60, true, false},
+		{"past the bound", first - MaxLeadIn - 1, 1, 60, false, true},
+		{"after first_seen", first + 1, 1, 60, false, true},
+		{"no packets", first - 1e9, 0, 60, false, true},
+		{"packets without a time", 0, 4, 0, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &Finding{Detector: "netflow", FirstSeenUnixNano: first, LeadInUnixNano: tc.t, LeadInPackets: tc.pkts, LeadInBytes: tc.bytes}
+			if got := ValidLeadIn(f); got != tc.keep {
+				t.Fatalf("ValidLeadIn = %v, want %v", got, tc.keep)
+			}
+			if got := TrimFinding(f); got != tc.changed {
+				t.Fatalf("TrimFinding reported %v, want %v", got, tc.changed)
+			}
+			if tc.keep && (f.LeadInUnixNano != tc.t || f.LeadInPackets != tc.pkts || f.LeadInBytes != tc.bytes) {
+				t.Fatalf("a valid lead-in changed: %v", f)
+			}
+			if !tc.keep && (f.LeadInUnixNano != 0 || f.LeadInPackets != 0 || f.LeadInBytes != 0) {
+				t.Fatalf("an invalid lead-in kept: %v", f)
+			}
+			if !ValidLeadIn(f) || f.FirstSeenUnixNano != first {
+				t.Fatalf("after TrimFinding: %v", f)
+			}
+		})
+	}
+}
+
 func TestTrimFindingNonFinite(t *testing.T) {
 	shared := &FeatureContribution{Name: "f", Contribution: math.NaN()}
 	f := &Finding{Detector: "fileactivity", Score: math.Inf(1), Threshold: math.Inf(-1),

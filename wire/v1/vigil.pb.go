@@ -1812,8 +1812,18 @@ type Finding struct {
 	Summary           string                 `protobuf:"bytes,13,opt,name=summary,proto3" json:"summary,omitempty"`
 	Packets           uint64                 `protobuf:"varint,14,opt,name=packets,proto3" json:"packets,omitempty"`
 	Bytes             uint64                 `protobuf:"varint,15,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The lead-in (additive, no version change): the source's packets in the
+	// seconds before first_seen that were not anomalous. Per-source evidence
+	// takes a few packets to build up, so the first anomalous packet comes
+	// after the activity began; the lead-in says since when the source was
+	// active (the netflow detector looks back 10 s). lead_in_unix_nano is the
+	// first such packet's time (0: no lead-in), at most 5 minutes before
+	// first_seen; the packets are not in count, packets or bytes.
+	LeadInUnixNano int64  `protobuf:"varint,16,opt,name=lead_in_unix_nano,json=leadInUnixNano,proto3" json:"lead_in_unix_nano,omitempty"`
+	LeadInPackets  uint64 `protobuf:"varint,17,opt,name=lead_in_packets,json=leadInPackets,proto3" json:"lead_in_packets,omitempty"`
+	LeadInBytes    uint64 `protobuf:"varint,18,opt,name=lead_in_bytes,json=leadInBytes,proto3" json:"lead_in_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Finding) Reset() {
@@ -1947,6 +1957,27 @@ func (x *Finding) GetPackets() uint64 {
 func (x *Finding) GetBytes() uint64 {
 	if x != nil {
 		return x.Bytes
+	}
+	return 0
+}
+
+func (x *Finding) GetLeadInUnixNano() int64 {
+	if x != nil {
+		return x.LeadInUnixNano
+	}
+	return 0
+}
+
+func (x *Finding) GetLeadInPackets() uint64 {
+	if x != nil {
+		return x.LeadInPackets
+	}
+	return 0
+}
+
+func (x *Finding) GetLeadInBytes() uint64 {
+	if x != nil {
+		return x.LeadInBytes
 	}
 	return 0
 }
@@ -2323,7 +2354,7 @@ const file_vigil_proto_rawDesc = "" +
 	"\asrc_mac\x18\a \x01(\tR\x06srcMac\"M\n" +
 	"\x13FeatureContribution\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
-	"\fcontribution\x18\x02 \x01(\x01R\fcontribution\"\xb5\x04\n" +
+	"\fcontribution\x18\x02 \x01(\x01R\fcontribution\"\xac\x05\n" +
 	"\aFinding\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1a\n" +
 	"\bdetector\x18\x02 \x01(\tR\bdetector\x12$\n" +
@@ -2340,7 +2371,10 @@ const file_vigil_proto_rawDesc = "" +
 	"\ftop_features\x18\f \x03(\v2\".vigil.wire.v1.FeatureContributionR\vtopFeatures\x12\x18\n" +
 	"\asummary\x18\r \x01(\tR\asummary\x12\x18\n" +
 	"\apackets\x18\x0e \x01(\x04R\apackets\x12\x14\n" +
-	"\x05bytes\x18\x0f \x01(\x04R\x05bytes\"`\n" +
+	"\x05bytes\x18\x0f \x01(\x04R\x05bytes\x12)\n" +
+	"\x11lead_in_unix_nano\x18\x10 \x01(\x03R\x0eleadInUnixNano\x12&\n" +
+	"\x0flead_in_packets\x18\x11 \x01(\x04R\rleadInPackets\x12\"\n" +
+	"\rlead_in_bytes\x18\x12 \x01(\x04R\vleadInBytes\"`\n" +
 	"\rFindingsBatch\x12\x1b\n" +
 	"\tfirst_seq\x18\x01 \x01(\x04R\bfirstSeq\x122\n" +
 	"\bfindings\x18\x02 \x03(\v2\x16.vigil.wire.v1.FindingR\bfindings\"\x88\x01\n" +

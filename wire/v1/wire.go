@@ -24,6 +24,10 @@ package wirev1
 //     repeated fields hold more elements than those limits (other fields:
 //     MaxRepeated) before decoding it. No frame that a peer of this version
 //     sends, or that the server accepted before, is above them.
+//   - 1 (additive, no version change): Finding.lead_in_unix_nano,
+//     lead_in_packets and lead_in_bytes (fields 16-18), the source's packets
+//     just before first_seen. An older server ignores them; the server
+//     refuses a lead-in after first_seen or more than MaxLeadIn before it.
 const ProtocolVersion = 1
 
 // ALPN is the TLS application protocol negotiated on every connection.

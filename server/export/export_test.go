@@ -79,6 +79,8 @@ func TestOCSFDetectionFinding(t *testing.T) {
 	fs, _ := db.ListFindings(context.Background(), store.FindingFilter{Ascending: true})
 	fs = append(fs, store.Finding{ID: 99, AgentID: "a-2", Entity: "beta", Seq: 1, Detector: "fileactivity", Time: time.Now(),
 		Severity: "unspecified", Context: store.FindingContext{Path: "/etc/shadow"}, Status: store.StatusFalsePositive})
+	// A finding with a lead-in: evidence data, start_time unchanged.
+	fs[0].LeadIn = &store.LeadIn{Since: fs[0].FirstSeen.Add(-7 * time.Second), Packets: 14, Bytes: 840}
 	sevIDs := map[float64]bool{0: true, 1: true, 2: true, 3: true, 4: true, 5: true, 6: true, 99: true}
 	statusIDs := map[float64]bool{0: true, 1: true, 2: true, 3: true, 4: true, 5: true, 99: true}
 	for _, f := range fs {
@@ -196,6 +198,16 @@ func TestOCSFDetectionFinding(t *testing.T) {
 		}
 		if str("metadata", "tenant_uid") != f.Entity {
 			t.Errorf("tenant_uid")
+		}
+		data := ev["data"].(map[string]any)
+		if l := f.LeadIn; l != nil {
+			li, ok := data["lead_in"].(map[string]any)
+			if !ok || li["packets"] != float64(14) || li["bytes"] != float64(840) || li["since_time"] != float64(l.Since.UnixMilli()) ||
+				num("start_time") != float64(f.FirstSeen.UnixMilli()) {
+				t.Errorf("lead-in %v, start_time %v", data["lead_in"], o["start_time"])
+			}
+		} else if _, ok := data["lead_in"]; ok {
+			t.Errorf("finding %d without a lead-in: %v", f.ID, data["lead_in"])
 		}
 	}
 	// Severity mapping.

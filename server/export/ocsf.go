@@ -278,6 +278,11 @@ func ToOCSF(f store.Finding) OCSFFinding {
 	if f.Packets > 0 || f.Bytes > 0 {
 		ev.Data["packets"], ev.Data["bytes"] = f.Packets, f.Bytes
 	}
+	if l := f.LeadIn; l != nil {
+		// The source's traffic before the first anomalous packet: not
+		// part of the finding's events, so start_time stays first_seen.
+		ev.Data["lead_in"] = map[string]any{"since_time": ms(l.Since), "packets": l.Packets, "bytes": l.Bytes}
+	}
 	o.Evidences = []OCSFEvidence{ev}
 	o.Unmapped = map[string]any{"vigil": map[string]any{
 		"id": f.ID, "entity": f.Entity, "agent_id": f.AgentID, "seq": f.Seq, "detector": f.Detector,

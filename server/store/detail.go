@@ -16,7 +16,7 @@ import (
 
 // A finding's detail (everything no query filters or sorts on: first/last
 // seen, count, score, threshold, model, context, top features, summary,
-// packets, bytes) is stored in ONE column, findings.detail (migration 5),
+// packets, bytes, lead-in) is stored in ONE column, findings.detail (migration 5),
 // instead of one column each: ingest then binds 5 values per finding instead
 // of 23, and binding was about a quarter of the committer's CPU
 // (docs/benchmarks.md). Rows stored before migration 5 keep their detail in
@@ -42,6 +42,9 @@ const (
 	fSummary     = 13
 	fPackets     = 14
 	fBytes       = 15
+	fLeadIn      = 16
+	fLeadPackets = 17
+	fLeadBytes   = 18
 
 	fModelName    = 1
 	fModelVersion = 2
@@ -105,7 +108,13 @@ func appendDetail(b []byte, f *wirev1.Finding) []byte {
 	}
 	b = appendStringField(b, fSummary, f.GetSummary())
 	b = appendVarintField(b, fPackets, f.GetPackets())
-	return appendVarintField(b, fBytes, f.GetBytes())
+	b = appendVarintField(b, fBytes, f.GetBytes())
+	if f.GetLeadInPackets() > 0 && wirev1.ValidLeadIn(f) {
+		b = appendVarintField(b, fLeadIn, uint64(f.GetLeadInUnixNano()))
+		b = appendVarintField(b, fLeadPackets, f.GetLeadInPackets())
+		b = appendVarintField(b, fLeadBytes, f.GetLeadInBytes())
+	}
+	return b
 }
 
 // appendMessage appends an embedded message field whose body fn appends.
@@ -188,5 +197,8 @@ func decodeDetail(fi *Finding, b []byte) error {
 	}
 	fi.Summary = w.GetSummary()
 	fi.Packets, fi.Bytes = w.GetPackets(), w.GetBytes()
+	if w.GetLeadInPackets() > 0 && w.GetLeadInUnixNano() != 0 {
+		fi.LeadIn = &LeadIn{Since: time.Unix(0, w.GetLeadInUnixNano()).UTC(), Packets: w.GetLeadInPackets(), Bytes: w.GetLeadInBytes()}
+	}
 	return nil
 }

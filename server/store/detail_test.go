@@ -27,7 +27,8 @@ func TestDetailRoundTrip(t *testing.T) {
 			Context: &wirev1.FindingContext{SrcIp: "10.0.0.1", DstIp: "10.0.0.2", SrcPort: 65535, DstPort: 22,
 				Proto: "tcp", Path: long, SrcMac: "02:00:00:00:00:01"},
 			TopFeatures: []*wirev1.FeatureContribution{{Name: "a", Contribution: 0.75}, nil, {Name: "b\xffc", Contribution: math.NaN()}},
-			Summary:     "scan \"quoted\"\n", Packets: 12, Bytes: 1 << 40},
+			Summary:     "scan \"quoted\"\n", Packets: 12, Bytes: 1 << 40,
+			LeadInUnixNano: base.UnixNano() - 5 - 4e9, LeadInPackets: 9, LeadInBytes: 540},
 		// Only what a query needs: first/last seen default to the time.
 		{Seq: 2, Detector: "fileactivity", TimeUnixNano: base.UnixNano(), Score: math.Inf(-1)},
 	}
@@ -55,9 +56,12 @@ func TestDetailRoundTrip(t *testing.T) {
 	if want := []FeatureContribution{{"a", 0.75}, {"b\ufffdc", 0}}; !reflect.DeepEqual(g.TopFeatures, want) {
 		t.Errorf("top features %+v", g.TopFeatures)
 	}
+	if l := g.LeadIn; l == nil || !l.Since.Equal(base.Add(-5-4*time.Second)) || l.Packets != 9 || l.Bytes != 540 {
+		t.Errorf("lead-in %+v", l)
+	}
 	g = got[1]
 	if !g.FirstSeen.Equal(base) || !g.LastSeen.Equal(base) || g.Score != 0 || g.TopFeatures == nil || len(g.TopFeatures) != 0 ||
-		g.Model != (ModelRef{}) || g.Context != (FindingContext{}) {
+		g.Model != (ModelRef{}) || g.Context != (FindingContext{}) || g.LeadIn != nil {
 		t.Errorf("finding 2: %+v", g)
 	}
 	one, err := db.GetFinding(ctx, got[0].ID)

@@ -15,7 +15,7 @@ import (
 
 // Finding is a stored finding. The JSON names are the ones of DESIGN.md
 // section 11 (the API, `vigilctl findings list --json` and the exports use
-// them), plus seq, packets, bytes and received_at.
+// them), plus seq, packets, bytes, lead_in and received_at.
 type Finding struct {
 	ID          int64                 `json:"id"`
 	AgentID     string                `json:"agent_id"`
@@ -35,9 +35,19 @@ type Finding struct {
 	Summary     string                `json:"summary"`
 	Packets     uint64                `json:"packets,omitempty"`
 	Bytes       uint64                `json:"bytes,omitempty"`
+	LeadIn      *LeadIn               `json:"lead_in,omitempty"`
 	ReceivedAt  time.Time             `json:"received_at"`
 	Status      string                `json:"status"`             // triage: new, acknowledged, false_positive, resolved
 	Assignee    string                `json:"assignee,omitempty"` // triage
+}
+
+// LeadIn is the traffic a finding's source sent in the seconds before its
+// first anomalous packet (wire Finding.lead_in_*), since Since: where the
+// source's activity began, as the detector saw it.
+type LeadIn struct {
+	Since   time.Time `json:"since"`
+	Packets uint64    `json:"packets"`
+	Bytes   uint64    `json:"bytes"`
 }
 
 // FindingContext is where a finding happened (network or file).

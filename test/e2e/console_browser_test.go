@@ -77,6 +77,11 @@ func startConsoleServer(t *testing.T) *consoleServer {
 				TopFeatures: []*wirev1.FeatureContribution{{Name: "syn_ratio", Contribution: 0.61}, {Name: "dst_port_entropy", Contribution: 0.27},
 					{Name: "pkt_rate", Contribution: 0.08}},
 				Summary: fmt.Sprintf("%s finding %d", a.entity, i+1)})
+			if f := fs[len(fs)-1]; f.Severity == wirev1.Severity_SEVERITY_CRITICAL {
+				// The source's traffic before its first anomalous packet.
+				f.FirstSeenUnixNano = f.TimeUnixNano
+				f.LeadInUnixNano, f.LeadInPackets, f.LeadInBytes = f.TimeUnixNano-8e9, 14, 840
+			}
 		}
 		if _, err := db.InsertFindings(ctx, a.agent, a.entity, fs); err != nil {
 			t.Fatal(err)
@@ -211,6 +216,9 @@ func TestConsoleBrowser(t *testing.T) {
 	pollTrue(t, ctx, "finding page", `!!document.getElementById('feature-chart') && document.querySelectorAll('#feature-chart rect.bar').length === 3`)
 	if txt := evalJS[string](t, ctx, `document.getElementById('explanation').textContent`); !strings.Contains(txt, "syn_ratio") {
 		t.Errorf("explanation %q", txt)
+	}
+	if txt := evalJS[string](t, ctx, `(document.getElementById('lead-in') || {}).textContent + ' / ' + (document.getElementById('lead-in-packets') || {}).textContent`); !strings.HasSuffix(txt, "Z / 14") {
+		t.Errorf("lead-in %q", txt)
 	}
 	if txt := evalJS[string](t, ctx, `document.body.innerText`); !strings.Contains(txt, "sha256:ab12") || !strings.Contains(txt, "10.1.9.9:22") {
 		t.Errorf("provenance or context missing: %.400s", txt)

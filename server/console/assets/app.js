@@ -345,7 +345,10 @@ pages.finding = async (main, parts) => {
         featureChart((f.explanation || {}).top_features || f.top_features || [])),
       h('div', { class: 'card' }, h('h2', { text: 'Context' }), kv([
         ['Entity', f.entity], ['Agent', h('a', { href: '#/agents?focus=' + encodeURIComponent(f.agent_id), text: f.agent_id })],
-        ['Detector', f.detector], ['Time', fmtTime(f.time)], ['First seen', fmtTime(f.first_seen)], ['Last seen', fmtTime(f.last_seen)],
+        ['Detector', f.detector], ['Time', fmtTime(f.time)], ['First seen', fmtTime(f.first_seen)],
+        ['Active since', f.lead_in ? h('span', { id: 'lead-in', text: fmtTime(f.lead_in.since) }) : undefined],
+        ['Packets before', f.lead_in ? h('span', { id: 'lead-in-packets', text: String(f.lead_in.packets) }) : undefined],
+        ['Last seen', fmtTime(f.last_seen)],
         ['Events merged', f.count], ['Score / threshold', Number(f.score).toPrecision(4) + ' / ' + Number(f.threshold).toPrecision(4)],
         ['Source', c.src_ip ? c.src_ip + (c.src_port ? ':' + c.src_port : '') : undefined], ['Source MAC', c.src_mac],
         ['Destination', c.dst_ip ? c.dst_ip + (c.dst_port ? ':' + c.dst_port : '') : undefined],

@@ -18,7 +18,7 @@ PURE_MAINS := agent/cmd/vigil-agent server/cmd/vigil-server test/trafficgen/cmd/
 # Runtime at run time.
 PLUGIN_MAINS := $(filter-out plugins/example/%,$(wildcard plugins/*/cmd/vigil-detector-*))
 
-.PHONY: all build ort test test-short bench proto lint models fileactivity-traces run clean fuzz package
+.PHONY: all build ort test test-short bench proto lint models fileactivity-traces coverage run clean fuzz package
 
 all: build
 
@@ -93,6 +93,13 @@ FA_VERSION := 3
 models: build $(if $(filter $(LAB_PCAP),$(LAB)),$(LAB_PCAP))
 	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-baseline -benign ../shared/data/benign -attacks ../shared/data/attacks -manifest ../shared/data/MANIFEST.csv -out models/baseline $(if $(LAB),-lab $(LAB))
 	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-fileactivity -traces models/baseline/fileactivity -version $(FA_VERSION) -out models/baseline
+
+# make coverage: how much of each labelled attack of ../shared/data the
+# agent's findings cover, with and without their lead-in, and the same share
+# of the held-out benign packets (test/coverage): models/baseline/COVERAGE.md
+# and coverage.json.
+coverage: build
+	$(GO) run ./test/coverage/cmd/vigil-coverage
 
 fileactivity-traces: build
 	rm -rf models/baseline/fileactivity/*.vft.gz models/baseline/fileactivity/sessions.json

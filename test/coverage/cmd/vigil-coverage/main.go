@@ -59,7 +59,7 @@ func run(ctx context.Context, agent, data, outMD, outJSON string, extraBenign []
 		return err
 	}
 	scan := coverage.AgentScanner(agent)
-	r := &coverage.Report{Command: "vigil-coverage " + strings.Join(os.Args[1:], " "), Agent: strings.TrimSpace(string(ver))}
+	r := &coverage.Report{Command: strings.TrimSpace("vigil-coverage " + strings.Join(os.Args[1:], " ")), Agent: strings.TrimSpace(string(ver))}
 
 	// Labelled attack captures, in path order.
 	var keys []string

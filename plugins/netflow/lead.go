@@ -1,6 +1,7 @@
 package netflow
 
 import (
+	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
@@ -36,6 +37,10 @@ import (
 
 // DefaultLeadIn is the default Options.LeadIn.
 const DefaultLeadIn = 10_000_000_000 // 10 s, in ns
+
+// maxLeadBack is the longest lead-in attached: the agent refuses one that
+// begins more than sdk.MaxLeadIn before the first anomaly.
+const maxLeadBack = int64(sdk.MaxLeadIn)
 
 const (
 	leadSlots = 10 // slots before the first anomaly's own
@@ -193,6 +198,11 @@ func (e *leadEntry) lead(t *leadTable, ts int64) (first int64, pkts, bytes uint6
 			continue
 		}
 		if s.first > ts { // an out-of-order packet from after the anomaly
+			continue
+		}
+		if ts-s.first > maxLeadBack {
+			// The slot before the lead-in's whole slots reaches past
+			// what the agent accepts (LeadIn near sdk.MaxLeadIn).
 			continue
 		}
 		if pkts == 0 || s.first < first {

@@ -99,6 +99,32 @@ func TestLeadTable(t *testing.T) {
 	}
 }
 
+// TestLeadTableLongest: with the longest lead-in the options allow, the
+// slot before the whole slots would begin more than sdk.MaxLeadIn before the
+// anomaly; it is left out, so the agent never refuses a lead-in.
+func TestLeadTableLongest(t *testing.T) {
+	d := New(slog.New(slog.DiscardHandler), Options{LeadIn: time.Hour})
+	if d.opts.LeadIn != sdk.MaxLeadIn {
+		t.Fatalf("LeadIn %s, want it cut to %s", d.opts.LeadIn, sdk.MaxLeadIn)
+	}
+	lt := d.lead
+	// 30 s slots; t0 + 1000 s starts one, so an anomaly at 1020 s has its
+	// ten whole slots from 720 s and the partial one from 700 s: the
+	// packets at 710 s and 721 s share that slot, which begins 310 s
+	// before the anomaly and is left out whole.
+	ts := sec(1020)
+	for _, at := range []float64{710, 721, 960} {
+		p := leadPacket("10.99.0.7", sec(at), 60)
+		lt.entry(&p).add(lt, p.TimestampNs, 60)
+	}
+	p := leadPacket("10.99.0.7", ts, 60)
+	first, n, _ := lt.entry(&p).lead(lt, ts)
+	g := sdk.Aggregate{FirstNs: ts, LeadFirstNs: first, LeadCount: n, LeadBytes: 60 * n}
+	if n != 1 || first != sec(960) || !g.ValidLead() {
+		t.Fatalf("lead-in of %d packets from %s before", n, time.Duration(ts-first))
+	}
+}
+
 // TestLeadTableSaturates: a slot's counters stop at their maximum instead
 // of wrapping.
 func TestLeadTableSaturates(t *testing.T) {

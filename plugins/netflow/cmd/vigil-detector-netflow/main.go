@@ -41,7 +41,7 @@ func main() {
 	chunk := flag.Int("score-chunk", 0, "most rows per ONNX Runtime run (0: default 256; lowered at load to the largest run size whose scores match single-row runs on this CPU)")
 	noAggregate := flag.Bool("no-aggregate", false, "report every anomalous packet as its own anomaly (default: merged per source, batch and window)")
 	aggWindow := flag.Duration("aggregate-window", 0, "window of the per-source merge (0: default 30s, the agent's default aggregation window)")
-	leadIn := flag.Duration("lead-in", 0, "how far back a source's first anomaly of a window reports its earlier packets (0: default 10s, at most 5m; negative: no lead-in)")
+	leadIn := flag.Duration("lead-in", 0, "how far back a source's first anomaly of a window reports its earlier packets (0: default 10s, at most 5m; a negative duration such as -1s: no lead-in)")
 	noReuse := flag.Bool("no-score-reuse", false, "score every packet's nethost/v1 vector (default: reuse a source's last score while its vector is unchanged within 1%)")
 	flag.Parse()
 	restored, err := selfcal.ParseRestored(*calibrated)

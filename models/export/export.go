@@ -99,6 +99,14 @@ type Options struct {
 	// int8 kernel. The 8-bit input rounding is what reorders benign rows whose float scores
 	// differ by less than one step (docs/models.md, sections 4 and 16).
 	SplitInput bool
+	// SplitWeights (static QDQ, not Lean) stores the main encoder's weights in two int8 parts:
+	// the weights rounded to their per-column grid, and the rounding residual on a grid 127
+	// times finer (its own per-column scales). Both multiply the same uint8 input (two fused
+	// QGemms on one QuantizeLinear) and their outputs are added, so the encoder computes with
+	// weights of about 15 bits while every GEMM stays an int8 kernel. Where the int8 rank error
+	// is the weights' rather than the input's (fileactivity/v1, docs/models.md section 20) it
+	// removes most of it for one GEMM and one Add more, against SplitInput's five nodes.
+	SplitWeights bool
 	// SplitHidden (static QDQ, int8 decoder: not with FloatDecoder) does the same for the main
 	// decoder's input, the hidden activations: the reconstruction then carries no 8-bit
 	// rounding of the hidden layer either, and the decoder's weights stay int8.
@@ -182,6 +190,8 @@ type layer struct {
 	// Gain, if set, holds per-input gains (Options.InputGain): the layer's input is the
 	// normalised features times Gain (one Mul), and W's row i is already divided by Gain[i].
 	Gain []float64
+	// SplitW adds the int8 pass of the weights' rounding residual (Options.SplitWeights).
+	SplitW bool
 }
 
 func encoder(a *ae.AE) layer {
@@ -261,6 +271,9 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 	if opt.InputGain > 0 && (opt.Quant != bundle.QuantInt8Static || opt.SplitInput || (opt.ActType != "" && opt.ActType != ActUint8) || opt.Calibration.Rows == 0) {
 		return nil, errors.New("export: InputGain needs static QDQ with uint8 activations and calibration rows, and not SplitInput")
 	}
+	if opt.SplitWeights && (opt.Quant != bundle.QuantInt8Static || opt.Lean) {
+		return nil, errors.New("export: SplitWeights needs static QDQ, not Lean")
+	}
 	e := &exporter{b: onnx.NewBuilder("vigil_" + m.Kind), opt: opt, ranges: map[*layer][2]float64{}, zrange: map[*layer][2]float64{}, calX: map[*layer]calRows{}}
 	b := e.b
 	d := int64(m.Dim)
@@ -301,6 +314,7 @@ func Build(m *ae.Model, opt Options) (*onnx.ModelProto, error) {
 	if opt.SplitInput && opt.Quant == bundle.QuantInt8Static {
 		enc.Split = xn
 	}
+	enc.SplitW = opt.SplitWeights
 	h := e.dense(xc, &enc, quant)
 	if opt.SplitHidden && opt.Quant == bundle.QuantInt8Static {
 		dec.Split = h
@@ -647,6 +661,32 @@ func quantizeWeights(l *layer, bits int) ([]int8, []float32) {
 	return q, scales
 }
 
+// residualWeights returns the int8 rounding residual of l's weights after their quantization q
+// at per-column scales s (Options.SplitWeights): r = W − s·q, on per-column grids of
+// max|r|/127 (a column without residual gets scale 1 and zeros).
+func residualWeights(l *layer, q []int8, s []float32) ([]int8, []float32) {
+	rq := make([]int8, len(q))
+	rs := make([]float32, l.Out)
+	r := make([]float64, l.In)
+	for j := 0; j < l.Out; j++ {
+		var amax float64
+		for i := 0; i < l.In; i++ {
+			r[i] = l.W[i*l.Out+j] - float64(s[j])*float64(q[i*l.Out+j])
+			amax = max(amax, math.Abs(r[i]))
+		}
+		sc := float32(amax / 127)
+		if sc == 0 {
+			rs[j] = 1
+			continue
+		}
+		rs[j] = sc
+		for i := 0; i < l.In; i++ {
+			rq[i*l.Out+j] = int8(max(-127, min(127, math.Round(r[i]/float64(sc)))))
+		}
+	}
+	return rq, rs
+}
+
 // dense emits act(x·W + B), quantized or not.
 func (e *exporter) dense(x string, l *layer, quant bool) string {
 	if quant {
@@ -671,7 +711,7 @@ func (e *exporter) dense(x string, l *layer, quant bool) string {
 // and biases) and sliced back to l.Out columns before the activation (Options.AMXSafe).
 func (e *exporter) denseWide(x string, l *layer, n2 int) string {
 	b := e.b
-	w := &layer{In: l.In, Out: n2, W: make([]float64, l.In*n2), B: make([]float64, n2), Act: ae.ActLinear, Split: l.Split, Gain: l.Gain}
+	w := &layer{In: l.In, Out: n2, W: make([]float64, l.In*n2), B: make([]float64, n2), Act: ae.ActLinear, Split: l.Split, Gain: l.Gain, SplitW: l.SplitW}
 	for i := 0; i < l.In; i++ {
 		copy(w.W[i*n2:i*n2+l.Out], l.W[i*l.Out:(i+1)*l.Out])
 	}
@@ -729,6 +769,13 @@ func (e *exporter) denseQuant(x string, l *layer) string {
 			z = b.Op("Add", z, e.residualGemm(l.Split, xd, s, func() string {
 				return b.OpA("DequantizeLinear", []string{wqn, wsn, wz}, onnx.AttrInt("axis", 1))
 			}))
+		}
+		if l.SplitW {
+			// The weights' rounding residual, on its own finer grid, times the same
+			// quantized input (its own DequantizeLinear, so that each QGemm has one).
+			rq, rs := residualWeights(l, wq, ws)
+			rd := b.OpA("DequantizeLinear", []string{b.Int8("wr", rq, l.In, l.Out), b.Float32("wrs", rs, l.Out), wz}, onnx.AttrInt("axis", 1))
+			z = b.Op("Add", z, b.OpA("Gemm", []string{b.Op("DequantizeLinear", xq, as, az), rd}, onnx.AttrFloat("alpha", 1), onnx.AttrFloat("beta", 1)))
 		}
 		if zr, ok := e.zrange[l]; ok && l.Act == ae.ActSigmoid {
 			// Gemm→Q becomes QGemm with uint8 output, DQ→Sigmoid→Q (the next layer's input

@@ -81,6 +81,10 @@ func TestLayoutOptions(t *testing.T) {
 			{"qdq-amx-floatdec-gain", Options{AMXSafe: true, FloatDecoder: true, InputGain: 1}, []string{"QGemm"}, []string{"Identity"}, 1},
 			{"qdq-amx-floatdec-gain-fit", Options{AMXSafe: true, FloatDecoder: true, InputGain: 0.5, FitRounding: true}, []string{"QGemm"}, []string{"Identity"}, 1},
 			{"qdq-amx-lean-gain", Options{AMXSafe: true, Lean: true, InputGain: 1}, []string{"QGemm", "Slice"}, []string{"Identity", "Expand", "Pad"}, 2},
+			// SplitWeights: the residual weights' pass is a second fused QGemm on the same
+			// quantized input.
+			{"qdq-amx-floatdec-splitw", Options{AMXSafe: true, FloatDecoder: true, SplitWeights: true}, []string{"QGemm"}, []string{"Identity"}, 2},
+			{"qdq-splitw", Options{SplitWeights: true}, []string{"QGemm"}, []string{"Identity"}, 3},
 		} {
 			t.Run(kind+"/"+c.name, func(t *testing.T) {
 				c.opt.Quant, c.opt.Calibration = bundle.QuantInt8Static, val
@@ -222,6 +226,40 @@ func BenchmarkLayoutsNethost(b *testing.B) {
 			b.Fatal(err)
 		}
 		benchScore(b, "single/"+c.name, raw, d)
+	}
+}
+
+// BenchmarkLayoutsFileactivity is BenchmarkLayouts at the shipped fileactivity/v1 model's shape
+// (KitNET over D = 71, at most 16 features per autoencoder, hidden ratio 0.75, minmax with a
+// spread floor of 0.2): float, the shipped layout and the two layouts that reach Spearman 0.99
+// on its held-out events (SplitInput with FitRounding, SplitWeights; docs/models.md, section 20).
+func BenchmarkLayoutsFileactivity(b *testing.B) {
+	lib := runtimetest.Library(b)
+	if err := runtime.Init(lib); err != nil {
+		b.Fatal(err)
+	}
+	const d = 71
+	train := aetest.Data(3000, d, 1, false)
+	m, err := ae.Fit(b.Context(), train, ae.Config{Kind: ae.KindKitNET, MaxGroup: 16, HiddenRatio: 0.75, MinRange: 0.2, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := bundle.QuantInt8Static
+	for _, c := range []struct {
+		name string
+		opt  Options
+	}{
+		{"float", Options{Quant: bundle.QuantNone}},
+		{"shipped", Options{Quant: q, FloatDecoder: true, AMXSafe: true}},
+		{"split-input", Options{Quant: q, FloatDecoder: true, AMXSafe: true, SplitInput: true, FitRounding: true}},
+		{"split-weights", Options{Quant: q, FloatDecoder: true, AMXSafe: true, SplitWeights: true}},
+	} {
+		c.opt.Calibration = train
+		raw, err := Export(m, c.opt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchScore(b, "kitnet/"+c.name, raw, d)
 	}
 }
 
@@ -417,6 +455,69 @@ func TestAMXSafeWidths(t *testing.T) {
 	}
 	if string(a) != string(b) {
 		t.Fatal("AMXSafe changed the nethost FloatDecoder graph (hidden 13 needs no widening)")
+	}
+}
+
+// TestSplitWeights checks what Options.SplitWeights is for: with the encoder's weights in two
+// int8 parts, the int8 scores are closer to the float model's than with the weights rounded once
+// (for both model kinds), the residual weights reconstruct the float weights to within half a
+// residual step, and the option is refused where it does not apply.
+func TestSplitWeights(t *testing.T) {
+	lib := runtimetest.Library(t)
+	if err := runtime.Init(lib); err != nil {
+		t.Fatal(err)
+	}
+	val := aetest.Data(2000, dim, 2, false)
+	for kind, m := range trained(t) {
+		score := func(opt Options) []float32 {
+			t.Helper()
+			raw, err := Export(m, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := runtime.OpenWith("", raw, dim, 256, runtime.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			return scoreAll(t, s, val)
+		}
+		q := Options{Quant: bundle.QuantInt8Static, Calibration: val, FloatDecoder: true, AMXSafe: true}
+		qw := q
+		qw.SplitWeights = true
+		fl, one, two := score(Options{Quant: bundle.QuantNone}), score(q), score(qw)
+		var e1, e2 float64
+		for i := range fl {
+			e1 += math.Abs(float64(one[i] - fl[i]))
+			e2 += math.Abs(float64(two[i] - fl[i]))
+		}
+		e1, e2 = e1/float64(len(fl)), e2/float64(len(fl))
+		t.Logf("%s: mean |int8 - float| %.3g with the weights rounded once, %.3g split", kind, e1, e2)
+		if !(e2 < e1) {
+			t.Errorf("%s: split weights do not bring the int8 scores closer to float: %.3g vs %.3g", kind, e2, e1)
+		}
+	}
+	// The two parts give back the float weights.
+	l := &layer{In: 5, Out: 3, W: []float64{0.9, -0.013, 0, 0.37, 0.001, 0, -1.7, 0.25, 0, 0.0049, -0.6, 0, 1e-4, 0.33, 0}}
+	wq, ws := quantizeWeights(l, 8)
+	rq, rs := residualWeights(l, wq, ws)
+	for j := 0; j < l.Out; j++ {
+		for i := 0; i < l.In; i++ {
+			w := l.W[i*l.Out+j]
+			got := float64(ws[j])*float64(wq[i*l.Out+j]) + float64(rs[j])*float64(rq[i*l.Out+j])
+			if d := math.Abs(got - w); d > float64(rs[j])/2*1.0001 {
+				t.Errorf("weight (%d, %d) %g: two parts give %g (residual step %g)", i, j, w, got, rs[j])
+			}
+		}
+	}
+	if rs[2] != 1 || rq[2] != 0 {
+		t.Errorf("an all-zero column: residual scale %g, weights %v", rs[2], rq)
+	}
+	m := trained(t)[ae.KindSingle]
+	for _, opt := range []Options{{Quant: bundle.QuantInt8Dyn, SplitWeights: true}, {Quant: bundle.QuantInt8Static, Lean: true, SplitWeights: true, Calibration: val}} {
+		if _, err := Export(m, opt); err == nil || !strings.Contains(err.Error(), "SplitWeights") {
+			t.Errorf("%+v: %v", opt, err)
+		}
 	}
 }
 

@@ -190,10 +190,14 @@ const (
 	// LayoutInputGain is LayoutFitRounding with per-feature input gains before the int8
 	// encoder (export.Options.InputGain 0.75 at the 99.9th percentiles): one Mul node more.
 	LayoutInputGain
+	// LayoutSplitWeights is LayoutFloatDecoder with the encoder's weights in two int8 parts,
+	// the rounded weights and their rounding residual (export.Options.SplitWeights): one
+	// QGemm and one Add more.
+	LayoutSplitWeights
 )
 
 // layoutNames are the names ParseLayout accepts, in Layout order.
-var layoutNames = []string{"float-decoder", "int8-lean", "split-input", "fit-rounding", "input-gain"}
+var layoutNames = []string{"float-decoder", "int8-lean", "split-input", "fit-rounding", "input-gain", "split-weights"}
 
 // String returns the layout's name (ParseLayout's input).
 func (l Layout) String() string {
@@ -231,6 +235,8 @@ func ExportLayout(m *ae.Model, quant string, calibration ae.Matrix, layout Layou
 		return export.Export(m, export.Options{Quant: quant, Calibration: calibration, FloatDecoder: true, AMXSafe: true, FitRounding: true})
 	case LayoutInputGain:
 		return export.Export(m, export.Options{Quant: quant, Calibration: calibration, FloatDecoder: true, AMXSafe: true, FitRounding: true, InputGain: 0.75, InputGainPercentile: 99.9})
+	case LayoutSplitWeights:
+		return export.Export(m, export.Options{Quant: quant, Calibration: calibration, FloatDecoder: true, AMXSafe: true, SplitWeights: true})
 	}
 	return nil, fmt.Errorf("export: unknown layout %d", layout)
 }

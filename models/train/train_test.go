@@ -131,7 +131,7 @@ func TestExportLayout(t *testing.T) {
 // TestParseLayout checks that every layout's name parses back to it, "" is the default layout,
 // and an unknown name is refused with the list of names.
 func TestParseLayout(t *testing.T) {
-	for l := LayoutFloatDecoder; l <= LayoutInputGain; l++ {
+	for l := LayoutFloatDecoder; l <= LayoutSplitWeights; l++ {
 		got, err := ParseLayout(l.String())
 		if err != nil || got != l {
 			t.Errorf("ParseLayout(%q) = %v, %v; want %v", l.String(), got, err, l)

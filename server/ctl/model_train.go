@@ -126,7 +126,7 @@ func modelTrain(app *App) *cobra.Command {
 	// (docs/models.md, section 16).
 	f.StringVar(&o.quant, "quant", bundle.QuantInt8Static, "int8 format: int8-qdq (static: batch-independent scores, the detectors score runs of 256) or int8-dynamic (one scale per run: scored one row at a time, about 4x slower scans)")
 	f.BoolVar(&o.splitInput, "split-input", false, "int8-qdq only: the int8 encoder takes its input in two uint8 passes, with weight rounding fitted on the calibration rows (int8 scores rank like the float model's: Spearman 0.9992 instead of 0.9839 for nethost/v6, at 15-28% more scoring CPU); the same as --layout split-input")
-	f.StringVar(&o.layout, "layout", "", "int8-qdq only: the int8 graph layout, float-decoder (default), fit-rounding (weight rounding fitted on the calibration rows; same graph and speed), input-gain (fit-rounding with per-feature input gains: one node more) or split-input (docs/models.md, sections 16 and 17)")
+	f.StringVar(&o.layout, "layout", "", "int8-qdq only: the int8 graph layout, float-decoder (default), fit-rounding (weight rounding fitted on the calibration rows; same graph and speed), input-gain (fit-rounding with per-feature input gains: one node more), split-input, or split-weights (the encoder's weights in two int8 parts: one QGemm more; docs/models.md, sections 16, 17 and 20)")
 	f.StringVar(&o.name, "name", "", "bundle name (default: the feature set's name, e.g. nethost)")
 	f.Uint64Var(&o.version, "version", 1, "bundle version (monotonic)")
 	f.StringVar(&o.out, "out", ".", "output folder")

@@ -43,7 +43,7 @@ func main() {
 	flag.StringVar(&cfg.SweepVariants, "sweep-variants", "", "with -sweep-quant: only the variants whose name contains one of these comma-separated strings")
 	flag.BoolVar(&cfg.SweepQuant, "sweep-quant", false, "compare the int8 export variants with the float model (table on stdout; writes nothing)")
 	flag.StringVar(&cfg.Netflow, "netflow", RecipeKitNET, "netflow/v1 model recipe: kitnet or single-lean")
-	flag.StringVar(&cfg.Layout, "layout", "", "int8 graph layout of both models: float-decoder (default), fit-rounding or input-gain (docs/models.md, section 17)")
+	flag.StringVar(&cfg.Layout, "layout", "", "int8 graph layout of both models: float-decoder (default), fit-rounding, input-gain or split-weights (docs/models.md, sections 17 and 20)")
 	flag.BoolVar(&cfg.SplitInput, "split-input", false, "int8 encoders take their input in two uint8 passes, with fitted weight rounding (train.LayoutSplitInput: int8/float Spearman ≥ 0.99 for nethost/v6 and netflow/v1 KitNET, 15-28% slower scoring; not with -netflow single-lean)")
 	flag.Parse()
 	t, err := time.Parse(time.RFC3339, *created)

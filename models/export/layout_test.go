@@ -142,6 +142,30 @@ func TestLayoutOptions(t *testing.T) {
 	}
 }
 
+// exportScores exports m with opt and scores data with it in ONNX Runtime (runs of 256).
+func exportScores(t *testing.T, m *ae.Model, opt Options, data ae.Matrix) []float32 {
+	t.Helper()
+	raw, err := Export(m, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := runtime.OpenWith("", raw, data.Cols, 256, runtime.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	return scoreAll(t, s, data)
+}
+
+// meanAbsDiff is the mean |a[i] − b[i]|.
+func meanAbsDiff(a, b []float32) float64 {
+	var e float64
+	for i := range b {
+		e += math.Abs(float64(a[i] - b[i]))
+	}
+	return e / float64(len(b))
+}
+
 // qgemms counts the QGemm nodes in an optimised graph's operator counts.
 func qgemms(ops map[string]int) int {
 	n := 0
@@ -469,29 +493,11 @@ func TestSplitWeights(t *testing.T) {
 	}
 	val := aetest.Data(2000, dim, 2, false)
 	for kind, m := range trained(t) {
-		score := func(opt Options) []float32 {
-			t.Helper()
-			raw, err := Export(m, opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := runtime.OpenWith("", raw, dim, 256, runtime.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			return scoreAll(t, s, val)
-		}
 		q := Options{Quant: bundle.QuantInt8Static, Calibration: val, FloatDecoder: true, AMXSafe: true}
 		qw := q
 		qw.SplitWeights = true
-		fl, one, two := score(Options{Quant: bundle.QuantNone}), score(q), score(qw)
-		var e1, e2 float64
-		for i := range fl {
-			e1 += math.Abs(float64(one[i] - fl[i]))
-			e2 += math.Abs(float64(two[i] - fl[i]))
-		}
-		e1, e2 = e1/float64(len(fl)), e2/float64(len(fl))
+		fl := exportScores(t, m, Options{Quant: bundle.QuantNone}, val)
+		e1, e2 := meanAbsDiff(exportScores(t, m, q, val), fl), meanAbsDiff(exportScores(t, m, qw, val), fl)
 		t.Logf("%s: mean |int8 - float| %.3g with the weights rounded once, %.3g split", kind, e1, e2)
 		if !(e2 < e1) {
 			t.Errorf("%s: split weights do not bring the int8 scores closer to float: %.3g vs %.3g", kind, e2, e1)
@@ -539,38 +545,15 @@ func TestSplitInput(t *testing.T) {
 		far.Data[i] = far.Data[i]*40 - 20
 	}
 	for kind, m := range trained(t) {
-		score := func(opt Options, data ae.Matrix) []float32 {
-			t.Helper()
-			raw, err := Export(m, opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := runtime.OpenWith("", raw, dim, 256, runtime.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			return scoreAll(t, s, data)
-		}
+		score := func(opt Options, data ae.Matrix) []float32 { t.Helper(); return exportScores(t, m, opt, data) }
 		q := Options{Quant: bundle.QuantInt8Static, Calibration: val, FloatDecoder: true, AMXSafe: true}
 		qs := q
 		qs.SplitInput = true
 		fl := score(Options{Quant: bundle.QuantNone}, val)
-		one, two := score(q, val), score(qs, val)
-		var e1, e2 float64
-		for i := range fl {
-			e1 += math.Abs(float64(one[i] - fl[i]))
-			e2 += math.Abs(float64(two[i] - fl[i]))
-		}
-		e1, e2 = e1/float64(len(fl)), e2/float64(len(fl))
+		e1, e2 := meanAbsDiff(score(q, val), fl), meanAbsDiff(score(qs, val), fl)
 		qf := qs
 		qf.FitRounding = true
-		fit := score(qf, val)
-		var e3 float64
-		for i := range fl {
-			e3 += math.Abs(float64(fit[i] - fl[i]))
-		}
-		e3 /= float64(len(fl))
+		e3 := meanAbsDiff(score(qf, val), fl)
 		t.Logf("%s: mean |int8 − float| one pass %.3g, split %.3g, split with fitted rounding %.3g", kind, e1, e2, e3)
 		if !(e2 < 0.75*e1) {
 			t.Errorf("%s: split input does not bring the int8 scores closer to float: mean |Δ| %.3g vs %.3g with one pass", kind, e2, e1)
@@ -641,31 +624,16 @@ func TestInputGain(t *testing.T) {
 			t.Errorf("InputGain accepted with %+v", bad)
 		}
 	}
-	score := func(opt Options) []float32 {
-		raw, err := Export(m, opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := runtime.OpenWith("", raw, d, 256, runtime.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		return scoreAll(t, s, val)
-	}
+	score := func(opt Options) []float32 { t.Helper(); return exportScores(t, m, opt, val) }
 	fl := score(Options{Quant: bundle.QuantNone})
 	base := Options{Quant: q, Calibration: train, FloatDecoder: true, AMXSafe: true}
 	gained := base
 	gained.InputGain = 1
 	one, two := score(base), score(gained)
-	var e1, e2 float64
-	for i := range fl {
-		e1 += math.Abs(float64(one[i] - fl[i]))
-		e2 += math.Abs(float64(two[i] - fl[i]))
-	}
+	e1, e2 := meanAbsDiff(one, fl), meanAbsDiff(two, fl)
 	r1, _ := calib.Spearman(fl, one)
 	r2, _ := calib.Spearman(fl, two)
-	t.Logf("mean |int8 − float| %.3g without gains, %.3g with; Spearman %.4f and %.4f", e1/float64(len(fl)), e2/float64(len(fl)), r1, r2)
+	t.Logf("mean |int8 − float| %.3g without gains, %.3g with; Spearman %.4f and %.4f", e1, e2, r1, r2)
 	if !(e2 < 0.75*e1) || !(r2 > r1) {
 		t.Errorf("InputGain does not bring the int8 scores closer to float: mean |Δ| %.3g vs %.3g, Spearman %.4f vs %.4f", e2, e1, r2, r1)
 	}

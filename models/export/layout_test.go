@@ -220,21 +220,11 @@ func BenchmarkLayouts(b *testing.B) {
 // compared by `vigil-train-baseline -sweep-quant` (FloatDecoder, percentile ranges, int8
 // activations, SplitInput; "shipped" is the layout train.Export writes).
 func BenchmarkLayoutsNethost(b *testing.B) {
-	lib := runtimetest.Library(b)
-	if err := runtime.Init(lib); err != nil {
-		b.Fatal(err)
-	}
 	const d = 34
 	train := aetest.Data(1500, d, 1, false)
-	m, err := ae.Fit(b.Context(), train, ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.47, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := benchModel(b, train, ae.Config{Kind: ae.KindSingle, HiddenRatio: 0.47, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
 	q := bundle.QuantInt8Static
-	for _, c := range []struct {
-		name string
-		opt  Options
-	}{
+	benchLayoutCases(b, "single/", m, train, []layoutCase{
 		{"float", Options{Quant: bundle.QuantNone}},
 		{"qdq", Options{Quant: q}},
 		{"qdq-floatdec", Options{Quant: q, FloatDecoder: true}},
@@ -243,14 +233,7 @@ func BenchmarkLayoutsNethost(b *testing.B) {
 		{"qdq-floatdec-amx", Options{Quant: q, FloatDecoder: true, AMXSafe: true}},
 		{"qdq-floatdec-amx-split", Options{Quant: q, FloatDecoder: true, AMXSafe: true, SplitInput: true}},
 		{"qdq-floatdec-amx-gain", Options{Quant: q, FloatDecoder: true, AMXSafe: true, InputGain: 0.75}},
-	} {
-		c.opt.Calibration = train
-		raw, err := Export(m, c.opt)
-		if err != nil {
-			b.Fatal(err)
-		}
-		benchScore(b, "single/"+c.name, raw, d)
-	}
+	})
 }
 
 // BenchmarkLayoutsFileactivity is BenchmarkLayouts at the shipped fileactivity/v1 model's shape
@@ -258,32 +241,47 @@ func BenchmarkLayoutsNethost(b *testing.B) {
 // spread floor of 0.2): float, the shipped layout and the two layouts that reach Spearman 0.99
 // on its held-out events (SplitInput with FitRounding, SplitWeights; docs/models.md, section 20).
 func BenchmarkLayoutsFileactivity(b *testing.B) {
-	lib := runtimetest.Library(b)
-	if err := runtime.Init(lib); err != nil {
-		b.Fatal(err)
-	}
 	const d = 71
 	train := aetest.Data(3000, d, 1, false)
-	m, err := ae.Fit(b.Context(), train, ae.Config{Kind: ae.KindKitNET, MaxGroup: 16, HiddenRatio: 0.75, MinRange: 0.2, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := benchModel(b, train, ae.Config{Kind: ae.KindKitNET, MaxGroup: 16, HiddenRatio: 0.75, MinRange: 0.2, Train: ae.TrainConfig{Epochs: 1, Seed: 1}})
 	q := bundle.QuantInt8Static
-	for _, c := range []struct {
-		name string
-		opt  Options
-	}{
+	benchLayoutCases(b, "kitnet/", m, train, []layoutCase{
 		{"float", Options{Quant: bundle.QuantNone}},
 		{"shipped", Options{Quant: q, FloatDecoder: true, AMXSafe: true}},
 		{"split-input", Options{Quant: q, FloatDecoder: true, AMXSafe: true, SplitInput: true, FitRounding: true}},
 		{"split-weights", Options{Quant: q, FloatDecoder: true, AMXSafe: true, SplitWeights: true}},
-	} {
+	})
+}
+
+// benchModel loads ONNX Runtime and fits a model of cfg on train for a layout benchmark.
+func benchModel(b *testing.B, train ae.Matrix, cfg ae.Config) *ae.Model {
+	b.Helper()
+	if err := runtime.Init(runtimetest.Library(b)); err != nil {
+		b.Fatal(err)
+	}
+	m, err := ae.Fit(b.Context(), train, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// layoutCase is one export layout of a layout benchmark.
+type layoutCase struct {
+	name string
+	opt  Options
+}
+
+// benchLayoutCases exports m in every layout (calibrated on train) and benchmarks its scoring
+// (benchScore) under prefix + the layout's name.
+func benchLayoutCases(b *testing.B, prefix string, m *ae.Model, train ae.Matrix, cases []layoutCase) {
+	for _, c := range cases {
 		c.opt.Calibration = train
 		raw, err := Export(m, c.opt)
 		if err != nil {
 			b.Fatal(err)
 		}
-		benchScore(b, "kitnet/"+c.name, raw, d)
+		benchScore(b, prefix+c.name, raw, train.Cols)
 	}
 }
 

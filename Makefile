@@ -88,7 +88,7 @@ $(LAB_PCAP): $(LAB_BASELINE)
 # models/baseline/fileactivity (recorded by `make fileactivity-traces`, which
 # runs the benign workloads and the attacks again, about 14 minutes; traces
 # depend on this machine's timing, so only the recording is not byte for byte).
-FA_VERSION := 3
+FA_VERSION := 4
 
 models: build $(if $(filter $(LAB_PCAP),$(LAB)),$(LAB_PCAP))
 	ONNXRUNTIME_LIB=$(BIN)/lib/libonnxruntime.so $(GO) run ./models/cmd/vigil-train-baseline -benign ../shared/data/benign -attacks ../shared/data/attacks -manifest ../shared/data/MANIFEST.csv -out models/baseline $(if $(LAB),-lab $(LAB))

@@ -35,6 +35,37 @@ type AE struct {
 
 func sigmoid(z float64) float64 { return 1 / (1 + math.Exp(-z)) }
 
+// WeightScale is the step of the symmetric bits-bit grid for a weight column whose largest
+// magnitude is amax: amax/(2^(bits−1) − 1) as a float32, or 1 for an all-zero column. It is the
+// one definition of the grid that models/export quantizes a layer's weights to and that
+// SnapEncoder rounds the float weights to.
+func WeightScale(amax float64, bits int) float32 {
+	s := float32(amax / float64(int(1)<<(bits-1)-1))
+	if s == 0 {
+		return 1
+	}
+	return s
+}
+
+// SnapEncoder rounds the encoder's weights (W1, one grid per hidden unit: a column of W1) to
+// the symmetric bits-bit grid of WeightScale, so that an int8 model exported from a quantizes
+// them without error: each weight becomes step·k for an integer |k| ≤ 2^(bits−1) − 1, exactly
+// the value its int8 form k stands for. The column's largest weight keeps its magnitude.
+func (a *AE) SnapEncoder(bits int) {
+	qmax := float64(int(1)<<(bits-1) - 1)
+	for j := 0; j < a.Hidden; j++ {
+		var amax float64
+		for i := 0; i < a.In; i++ {
+			amax = max(amax, math.Abs(a.W1[i*a.Hidden+j]))
+		}
+		s := float64(WeightScale(amax, bits))
+		for i := 0; i < a.In; i++ {
+			w := &a.W1[i*a.Hidden+j]
+			*w = s * max(-qmax, min(qmax, math.Round(*w/s)))
+		}
+	}
+}
+
 // NewAE initialises an autoencoder with Xavier-uniform weights from rng.
 func NewAE(in, hidden int, outAct string, rng *rand.Rand) *AE {
 	a := &AE{In: in, Hidden: hidden, OutAct: outAct,
@@ -210,6 +241,9 @@ type trainer struct {
 	oW1, oB1, oW2, oB2 *adam
 	perm               []int
 	t                  int
+	// frozenW1 keeps the encoder's weights as they are (Config.SnapEpochs): the other
+	// parameters still learn.
+	frozenW1 bool
 }
 
 func newTrainer(a *AE, data Matrix, cols []int, cfg TrainConfig, rng *rand.Rand) (*trainer, error) {
@@ -331,7 +365,14 @@ func (tr *trainer) epoch(ctx context.Context) (float64, error) {
 			for i, g := range db {
 				gB2[i] += g
 			}
-			xb, d1 := x[b*in:(b+1)*in], dz1[b*hid:(b+1)*hid]
+			d1 := dz1[b*hid : (b+1)*hid]
+			for j, g := range d1 {
+				gB1[j] += g
+			}
+			if tr.frozenW1 {
+				continue
+			}
+			xb := x[b*in : (b+1)*in]
 			if noisy {
 				xb = tr.xq[b*in : (b+1)*in]
 			}
@@ -347,12 +388,11 @@ func (tr *trainer) epoch(ctx context.Context) (float64, error) {
 					row[j] += xi * g
 				}
 			}
-			for j, g := range d1 {
-				gB1[j] += g
-			}
 		}
 		tr.t++
-		tr.oW1.step(a.W1, gW1, cfg.LearningRate, tr.t)
+		if !tr.frozenW1 {
+			tr.oW1.step(a.W1, gW1, cfg.LearningRate, tr.t)
+		}
 		tr.oB1.step(a.B1, gB1, cfg.LearningRate, tr.t)
 		tr.oW2.step(a.W2, gW2, cfg.LearningRate, tr.t)
 		tr.oB2.step(a.B2, gB2, cfg.LearningRate, tr.t)

@@ -188,7 +188,7 @@ func reconErr(a *AE, xc, xn, sq []float64) float64 {
 
 // Progress is reported after every epoch of every stage.
 type Progress struct {
-	Stage  string // "ensemble", "output" or "single"
+	Stage  string // "ensemble", "output", "single" or "snap" (Config.SnapEpochs)
 	Epoch  int
 	Epochs int
 	Loss   float64 // mean MSE of the epoch (for the ensemble: mean over its autoencoders)
@@ -203,14 +203,31 @@ type Config struct {
 	// MinRange floors every input feature's spread in the normalisation (FitNormRange; 0: no
 	// floor). For feature sets whose features are already scaled to [0, 1] (fileactivity/v1).
 	MinRange float64
+	// OutMinRange floors the spread of every group RMSE in KitNET's output normalisation
+	// (OutNorm, FitNormRange; 0: no floor). A group whose RMSE barely varies on the training data
+	// (an autoencoder over one feature that is nearly always 0) otherwise gets a scale of 10^4 to
+	// 10^5, and the output autoencoder then sees that group's rounding noise, float32 or int8,
+	// magnified as much: it decides how the benign rows rank among themselves.
+	OutMinRange float64
 	// OutAct is the autoencoders' output activation: ActSigmoid or ActLinear (default: sigmoid
 	// with NormMinMax, linear with NormZScore).
 	OutAct        string
 	ClusterSample int // rows used for the correlation clustering (default 10000)
 	Train         TrainConfig
 	OutputEpochs  int // epochs of the KitNET output autoencoder (default Train.Epochs)
-	Workers       int // parallel ensemble trainers (default 2)
-	Progress      func(Progress)
+	// SnapEpochs, if > 0, trains for an int8 encoder (quantization-aware fine-tuning): after
+	// Train.Epochs, every encoder's weights (the single autoencoder's, or each ensemble
+	// autoencoder's) are rounded to the SnapBits-bit grid that models/export quantizes them to
+	// (AE.SnapEncoder), and SnapEpochs more epochs train the other parameters (encoder biases,
+	// decoder) with those weights fixed. KitNET's output autoencoder then trains on the
+	// snapped ensemble. The float model is then the one the int8 model computes, up to the
+	// rounding of its activations: the int8 encoder's weights carry no error of their own.
+	// 0 (default) trains exactly as before.
+	SnapEpochs int
+	// SnapBits is the weights' grid for SnapEpochs: 8 (default) or 7, as export's WeightBits.
+	SnapBits int
+	Workers  int // parallel ensemble trainers (default 2)
+	Progress func(Progress)
 }
 
 func (c *Config) defaults() {
@@ -238,6 +255,9 @@ func (c *Config) defaults() {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 2
+	}
+	if c.SnapBits == 0 {
+		c.SnapBits = 8
 	}
 }
 
@@ -270,6 +290,9 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 	if cfg.OutAct != ActSigmoid && cfg.OutAct != ActLinear {
 		return nil, fmt.Errorf("fit: unknown output activation %q", cfg.OutAct)
 	}
+	if cfg.SnapEpochs < 0 || (cfg.SnapEpochs > 0 && cfg.SnapBits != 7 && cfg.SnapBits != 8) {
+		return nil, fmt.Errorf("fit: snap epochs %d at %d bits (want ≥ 0 epochs, 7 or 8 bits)", cfg.SnapEpochs, cfg.SnapBits)
+	}
 	switch cfg.Kind {
 	case KindSingle:
 		rng := rand.New(rand.NewPCG(cfg.Train.Seed, 1))
@@ -285,6 +308,17 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 				return nil, fmt.Errorf("fit: %w", err)
 			}
 			progress(Progress{Stage: "single", Epoch: ep, Epochs: cfg.Train.Epochs, Loss: loss})
+		}
+		if cfg.SnapEpochs > 0 {
+			m.Single.SnapEncoder(cfg.SnapBits)
+			tr.frozenW1 = true
+			for ep := 1; ep <= cfg.SnapEpochs; ep++ {
+				loss, err := tr.epoch(ctx)
+				if err != nil {
+					return nil, fmt.Errorf("fit: %w", err)
+				}
+				progress(Progress{Stage: "snap", Epoch: ep, Epochs: cfg.SnapEpochs, Loss: loss})
+			}
 		}
 		return m, nil
 	case KindKitNET:
@@ -303,33 +337,17 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 		}
 		trainers[g].lo, trainers[g].hi = norm.Lo, norm.Hi
 	}
-	for ep := 1; ep <= cfg.Train.Epochs; ep++ {
-		losses := make([]float64, len(trainers))
-		errs := make([]error, len(trainers))
-		var wg sync.WaitGroup
-		next := make(chan int)
-		for w := 0; w < cfg.Workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for g := range next {
-					losses[g], errs[g] = trainers[g].epoch(ctx)
-				}
-			}()
+	if err := trainEnsemble(ctx, trainers, cfg.Workers, cfg.Train.Epochs, "ensemble", progress); err != nil {
+		return nil, err
+	}
+	if cfg.SnapEpochs > 0 {
+		for g, tr := range trainers {
+			m.Ensemble[g].SnapEncoder(cfg.SnapBits)
+			tr.frozenW1 = true
 		}
-		for g := range trainers {
-			next <- g
+		if err := trainEnsemble(ctx, trainers, cfg.Workers, cfg.SnapEpochs, "snap", progress); err != nil {
+			return nil, err
 		}
-		close(next)
-		wg.Wait()
-		var mean float64
-		for g := range trainers {
-			if errs[g] != nil {
-				return nil, fmt.Errorf("fit group %d: %w", g, errs[g])
-			}
-			mean += losses[g]
-		}
-		progress(Progress{Stage: "ensemble", Epoch: ep, Epochs: cfg.Train.Epochs, Loss: mean / float64(len(trainers))})
 	}
 
 	// Output layer: the group RMSEs of the training data, normalised, reconstructed.
@@ -346,7 +364,7 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 			rm.Data[r*k+g] = float32(reconErr(m.Ensemble[g], sub, subN, nil))
 		}
 	}
-	if m.OutNorm, err = FitNorm(rm, cfg.Norm); err != nil {
+	if m.OutNorm, err = FitNormRange(rm, cfg.Norm, cfg.OutMinRange); err != nil {
 		return nil, fmt.Errorf("fit output normalisation: %w", err)
 	}
 	rmn := normalise(rm, &m.OutNorm)
@@ -367,6 +385,40 @@ func Fit(ctx context.Context, data Matrix, cfg Config) (*Model, error) {
 		progress(Progress{Stage: "output", Epoch: ep, Epochs: ocfg.Epochs, Loss: loss})
 	}
 	return m, nil
+}
+
+// trainEnsemble runs epochs epochs of every ensemble trainer, workers at a time, and reports
+// each epoch's mean loss as stage.
+func trainEnsemble(ctx context.Context, trainers []*trainer, workers, epochs int, stage string, progress func(Progress)) error {
+	for ep := 1; ep <= epochs; ep++ {
+		losses := make([]float64, len(trainers))
+		errs := make([]error, len(trainers))
+		var wg sync.WaitGroup
+		next := make(chan int)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for g := range next {
+					losses[g], errs[g] = trainers[g].epoch(ctx)
+				}
+			}()
+		}
+		for g := range trainers {
+			next <- g
+		}
+		close(next)
+		wg.Wait()
+		var mean float64
+		for g := range trainers {
+			if errs[g] != nil {
+				return fmt.Errorf("fit group %d: %w", g, errs[g])
+			}
+			mean += losses[g]
+		}
+		progress(Progress{Stage: stage, Epoch: ep, Epochs: epochs, Loss: mean / float64(len(trainers))})
+	}
+	return nil
 }
 
 func normalise(data Matrix, n *Norm) Matrix {

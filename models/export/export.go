@@ -648,11 +648,7 @@ func quantizeWeights(l *layer, bits int) ([]int8, []float32) {
 		for i := 0; i < l.In; i++ {
 			amax = max(amax, math.Abs(l.W[i*l.Out+j]))
 		}
-		s := amax / qmax
-		if s == 0 {
-			s = 1
-		}
-		scales[j] = float32(s)
+		scales[j] = ae.WeightScale(amax, bits)
 		for i := 0; i < l.In; i++ {
 			v := math.Round(l.W[i*l.Out+j] / float64(scales[j]))
 			q[i*l.Out+j] = int8(max(-qmax, min(qmax, v)))

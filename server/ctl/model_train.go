@@ -32,6 +32,7 @@ type trainOptions struct {
 	kind       string
 	seed       uint64
 	epochs     int
+	snapEpochs int
 	fpr        float64
 	quant      string
 	splitInput bool
@@ -117,6 +118,7 @@ func modelTrain(app *App) *cobra.Command {
 	f.StringVar(&o.kind, "kind", "", "model kind: kitnet or single (default: single for nethost/v1 to v7, kitnet for netflow/v1 and fileactivity/v1)")
 	f.Uint64Var(&o.seed, "seed", 1, "training seed (same seed and data: same model)")
 	f.IntVar(&o.epochs, "epochs", 0, "training epochs (default: 10, or 40 for fileactivity/v1, as the shipped models)")
+	f.IntVar(&o.snapEpochs, "snap-epochs", -1, "then this many epochs with the encoders' weights rounded to their int8 grid and fixed, so the int8 encoder's weights carry no error (default: 1 for fileactivity/v1, 0 for the others, as the shipped models; docs/models.md section 21)")
 	f.Float64Var(&o.fpr, "fpr", calib.DefaultFPR, "target false-positive rate on held-out benign packets")
 	// Static QDQ by default, chosen by measured speed where the model runs: its scores do not
 	// depend on the batch, so the detectors score runs of 256 rows, while a dynamically
@@ -215,7 +217,7 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	mc, epochs := ae.Config{Kind: ae.KindSingle, HiddenRatio: train.NethostHiddenRatio(fs.Dim), Norm: ae.NormMinMax}, 10
 	switch {
 	case fs.Files():
-		mc, epochs = ae.Config{Kind: ae.KindKitNET, MaxGroup: 16, HiddenRatio: 0.75, Norm: ae.NormMinMax, MinRange: 0.2}, 40
+		mc, epochs = ae.Config{Kind: ae.KindKitNET, MaxGroup: 16, HiddenRatio: 0.75, Norm: ae.NormMinMax, MinRange: 0.2, OutMinRange: 0.001, SnapEpochs: 1}, 40
 	case !strings.HasPrefix(fs.Name, "nethost/"):
 		mc = ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, Norm: ae.NormMinMax}
 	}
@@ -224,6 +226,12 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	if o.epochs > 0 {
 		epochs = o.epochs
+	}
+	switch {
+	case o.snapEpochs < -1:
+		return nil, fmt.Errorf("--snap-epochs %d: want 0 or more", o.snapEpochs)
+	case o.snapEpochs >= 0:
+		mc.SnapEpochs = o.snapEpochs
 	}
 	switch o.kind {
 	case "":

@@ -51,6 +51,7 @@ func TestModelTrainFlags(t *testing.T) {
 		{"unknown layout", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--layout", "int4"}, "unknown int8 layout"},
 		{"layout needs qdq", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "int8-dynamic", "--layout", "fit-rounding"}, "--layout needs --quant int8-qdq"},
 		{"layouts disagree", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--layout", "input-gain", "--split-input"}, "--split-input and --layout disagree"},
+		{"bad snap epochs", []string{"model", "train", "--feature-set", "fileactivity/v1", "--benign", "x", "--snap-epochs", "-3"}, "--snap-epochs -3"},
 		{"eval needs bundle", []string{"model", "eval", "--benign", "x", "--attack", "y"}, "--bundle, --benign and --attack are required"},
 	}
 	for _, c := range cases {

@@ -32,6 +32,8 @@ func main() {
 	flag.Uint64Var(&cfg.Version, "version", 9, "bundle version (9: nethost/v7 trained with the lab-24 baseline)")
 	flag.Float64Var(&cfg.FPR, "fpr", 0.001, "target false-positive rate per model on held-out benign packets")
 	flag.IntVar(&cfg.Epochs, "epochs", 10, "training epochs")
+	flag.IntVar(&cfg.SnapEpochs, "snap-epochs", 0, "then this many epochs with the encoders' weights rounded to their int8 grid and fixed (quantization-aware fine-tuning; docs/models.md section 21)")
+	flag.Float64Var(&cfg.OutMinRange, "out-min-range", 0, "KitNET: floor of each group RMSE's spread in the output normalisation (0: none)")
 	created := flag.String("created", "2026-01-01T00:00:00Z", "manifest creation time (fixed for reproducible bundles)")
 	flag.DurationVar(&cfg.Validity, "validity", 2*365*24*time.Hour, "bundle validity")
 	flag.BoolVar(&cfg.NoWrite, "dry-run", false, "evaluate only, write nothing")

@@ -66,6 +66,9 @@ type Config struct {
 	SplitInput bool
 	// Layout, if set, exports both models with this int8 layout (train.ParseLayout).
 	Layout string
+	// SnapEpochs and OutMinRange set ae.Config's of both models (0: as before).
+	SnapEpochs  int
+	OutMinRange float64
 }
 
 // Recipes of the netflow/v1 model (Config.Netflow).
@@ -194,6 +197,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return errors.New("-layout: not with -split-input, -netflow single-lean or int8-lean")
 		}
 		sets[0].layout, sets[1].layout = l, l
+	}
+	for k := range sets {
+		sets[k].model.SnapEpochs, sets[k].model.OutMinRange = cfg.SnapEpochs, cfg.OutMinRange
 	}
 	extractSets, zeroCols = nil, make([][]int, len(sets))
 	for k, s := range sets {

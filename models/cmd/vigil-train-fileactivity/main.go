@@ -43,6 +43,8 @@ func main() {
 	flag.Uint64Var(&cfg.Version, "version", 1, "bundle version")
 	flag.Float64Var(&cfg.FPR, "fpr", 0.001, "target false-positive rate on held-out benign events")
 	flag.IntVar(&cfg.Epochs, "epochs", 40, "training epochs")
+	flag.Float64Var(&cfg.OutMinRange, "out-min-range", 0.001, "KitNET: floor of each group RMSE's spread in the output normalisation (0: none; docs/models.md section 21)")
+	flag.IntVar(&cfg.SnapEpochs, "snap-epochs", 1, "then this many epochs with the encoders' weights rounded to their int8 grid and fixed (quantization-aware fine-tuning; docs/models.md section 21)")
 	flag.IntVar(&cfg.TrainSessions, "sessions", 16, "benign training sessions (each runs every workload)")
 	flag.IntVar(&cfg.HoldSessions, "holdout", 6, "benign held-out sessions (calibration)")
 	flag.StringVar(&cfg.Save, "save", "", "keep the recorded traces in this folder")
@@ -56,7 +58,7 @@ func main() {
 	flag.DurationVar(&cfg.Validity, "validity", 2*365*24*time.Hour, "bundle validity")
 	flag.BoolVar(&cfg.NoWrite, "dry-run", false, "evaluate only, write nothing")
 	flag.StringVar(&cfg.Layout, "layout", "", "int8 graph layout: float-decoder (default), split-input, fit-rounding, input-gain or split-weights (docs/models.md, sections 17 and 20)")
-	flag.BoolVar(&cfg.SplitInput, "split-input", false, "the int8 encoder takes its input in two uint8 passes, with fitted weight rounding (train.LayoutSplitInput: int8/float Spearman 0.9718 → 0.9940, about 15% slower scoring)")
+	flag.BoolVar(&cfg.SplitInput, "split-input", false, "the int8 encoder takes its input in two uint8 passes, with fitted weight rounding (train.LayoutSplitInput: int8/float Spearman 0.9718 → 0.9940 on fileactivity-3's recipe, about 15% slower scoring)")
 	flag.Parse()
 	t, err := time.Parse(time.RFC3339, *created)
 	if err != nil {

@@ -33,6 +33,8 @@ type Config struct {
 	Seed, Version               uint64
 	FPR                         float64
 	Epochs                      int
+	SnapEpochs                  int     // ae.Config.SnapEpochs: fine-tuning with the encoders' weights on their int8 grid
+	OutMinRange                 float64 // ae.Config.OutMinRange: floor of the group RMSEs' spread
 	TrainSessions, HoldSessions int
 	Kind, Norm                  string
 	MaxGroup                    int
@@ -361,7 +363,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("benign events", "train", data.Rows, "holdout", hold.Rows)
 
 	mc := ae.Config{Kind: cfg.Kind, MaxGroup: cfg.MaxGroup, Norm: cfg.Norm, HiddenRatio: cfg.Hidden, MinRange: cfg.MinRange,
-		Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}}
+		Train: ae.TrainConfig{Epochs: cfg.Epochs, Seed: cfg.Seed}, SnapEpochs: cfg.SnapEpochs, OutMinRange: cfg.OutMinRange}
 	t0 := time.Now()
 	m, err := ae.Fit(ctx, data, mc)
 	if err != nil {
@@ -620,6 +622,14 @@ func recipe(cfg Config) string {
 	if cfg.Kind != ae.KindSingle {
 		shape = fmt.Sprintf("KitNET, at most %d features per autoencoder, hidden ratio %g", cfg.MaxGroup, cfg.Hidden)
 	}
-	return fmt.Sprintf("%s, %s normalisation (spread floor %g), %d epochs, seed %d, static int8 QDQ (int8 encoder, float decoder, AMX-safe widths)",
-		shape, cfg.Norm, cfg.MinRange, cfg.Epochs, cfg.Seed)
+	norm := fmt.Sprintf("%s normalisation (spread floor %g)", cfg.Norm, cfg.MinRange)
+	if cfg.Kind != ae.KindSingle && cfg.OutMinRange > 0 {
+		norm += fmt.Sprintf(", output normalisation of the group RMSEs with spread floor %g", cfg.OutMinRange)
+	}
+	epochs := fmt.Sprintf("%d epochs", cfg.Epochs)
+	if cfg.SnapEpochs > 0 {
+		epochs += fmt.Sprintf(" and %d with the encoders' weights on their int8 grid", cfg.SnapEpochs)
+	}
+	return fmt.Sprintf("%s, %s, %s, seed %d, static int8 QDQ (int8 encoder, float decoder, AMX-safe widths)",
+		shape, norm, epochs, cfg.Seed)
 }

@@ -54,16 +54,21 @@ func WeightScale(amax float64, bits int) float32 {
 func (a *AE) SnapEncoder(bits int) {
 	qmax := float64(int(1)<<(bits-1) - 1)
 	for j := 0; j < a.Hidden; j++ {
-		var amax float64
-		for i := 0; i < a.In; i++ {
-			amax = max(amax, math.Abs(a.W1[i*a.Hidden+j]))
-		}
-		s := float64(WeightScale(amax, bits))
+		s := a.encoderStep(j, bits)
 		for i := 0; i < a.In; i++ {
 			w := &a.W1[i*a.Hidden+j]
 			*w = s * max(-qmax, min(qmax, math.Round(*w/s)))
 		}
 	}
+}
+
+// encoderStep is the WeightScale step of hidden unit j's encoder weights (column j of W1).
+func (a *AE) encoderStep(j, bits int) float64 {
+	var amax float64
+	for i := 0; i < a.In; i++ {
+		amax = max(amax, math.Abs(a.W1[i*a.Hidden+j]))
+	}
+	return float64(WeightScale(amax, bits))
 }
 
 // NewAE initialises an autoencoder with Xavier-uniform weights from rng.

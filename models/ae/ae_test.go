@@ -72,16 +72,9 @@ func TestFitDeterministicAndDetects(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			var stages []Progress
 			cfg := Config{Kind: kind, MaxGroup: 5, Train: TrainConfig{Epochs: 8, Seed: 7}, Progress: func(p Progress) { stages = append(stages, p) }}
-			m1, err := Fit(context.Background(), train, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m1 := mustFit(t, train, cfg)
 			cfg.Progress = nil
-			m2, err := Fit(context.Background(), train, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(m1, m2) {
+			if !reflect.DeepEqual(m1, mustFit(t, train, cfg)) {
 				t.Fatal("training is not deterministic for a seed")
 			}
 			if len(stages) == 0 || stages[len(stages)-1].Loss >= stages[0].Loss && kind == KindSingle {

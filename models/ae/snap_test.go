@@ -15,11 +15,7 @@ import (
 func onGrid(a *AE, bits int) (i, j int, ok bool) {
 	qmax := float64(int(1)<<(bits-1) - 1)
 	for j := 0; j < a.Hidden; j++ {
-		var amax float64
-		for i := 0; i < a.In; i++ {
-			amax = max(amax, math.Abs(a.W1[i*a.Hidden+j]))
-		}
-		s := float64(WeightScale(amax, bits))
+		s := a.encoderStep(j, bits)
 		for i := 0; i < a.In; i++ {
 			w := a.W1[i*a.Hidden+j]
 			k := math.Round(w / s)
@@ -102,14 +98,8 @@ func TestFitSnapEpochs(t *testing.T) {
 			var stages []string
 			cfg := Config{Kind: kind, MaxGroup: 5, Train: TrainConfig{Epochs: 4, Seed: 7}, SnapEpochs: 2,
 				Progress: func(p Progress) { stages = append(stages, p.Stage) }}
-			m, err := Fit(context.Background(), train, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			aes := m.Ensemble
-			if kind == KindSingle {
-				aes = []*AE{m.Single}
-			}
+			m := mustFit(t, train, cfg)
+			aes := m.autoencoders()
 			for g, a := range aes {
 				if i, j, ok := onGrid(a, 8); !ok {
 					t.Fatalf("autoencoder %d: W1[%d,%d] = %g is off its grid", g, i, j, a.W1[i*a.Hidden+j])
@@ -119,25 +109,13 @@ func TestFitSnapEpochs(t *testing.T) {
 				t.Errorf("%d snap epochs reported, want 2: %v", n, stages)
 			}
 			cfg.Progress = nil
-			m2, err := Fit(context.Background(), train, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(m, m2) {
+			if !reflect.DeepEqual(m, mustFit(t, train, cfg)) {
 				t.Fatal("training with SnapEpochs is not deterministic for a seed")
 			}
 			// The same training without the snap epochs, snapped afterwards: the encoders
 			// match (the snap epochs do not move them), the decoders do not (they learned).
 			cfg.SnapEpochs = 0
-			plain, err := Fit(context.Background(), train, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pl := plain.Ensemble
-			if kind == KindSingle {
-				pl = []*AE{plain.Single}
-			}
-			for g, a := range pl {
+			for g, a := range mustFit(t, train, cfg).autoencoders() {
 				a.SnapEncoder(8)
 				if !slices.Equal(a.W1, aes[g].W1) {
 					t.Fatalf("autoencoder %d: the snap epochs moved the encoder's weights", g)
@@ -157,6 +135,24 @@ func TestFitSnapEpochs(t *testing.T) {
 			t.Errorf("SnapEpochs %d, SnapBits %d: error %v, want %q", c.epochs, c.bits, err, c.want)
 		}
 	}
+}
+
+// mustFit is Fit that fails the test on an error.
+func mustFit(t *testing.T, data Matrix, cfg Config) *Model {
+	t.Helper()
+	m, err := Fit(context.Background(), data, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// autoencoders returns m's single autoencoder or its ensemble.
+func (m *Model) autoencoders() []*AE {
+	if m.Kind == KindSingle {
+		return []*AE{m.Single}
+	}
+	return m.Ensemble
 }
 
 func countStage(stages []string, s string) int {
@@ -181,15 +177,9 @@ func TestOutMinRange(t *testing.T) {
 		train.Row(r)[11] = float32(0.001 * rng.Float64())
 	}
 	cfg := Config{Kind: KindKitNET, MaxGroup: 4, MinRange: 0.2, Train: TrainConfig{Epochs: 3, Seed: 2}}
-	m0, err := Fit(context.Background(), train, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m0 := mustFit(t, train, cfg)
 	cfg.OutMinRange = 0.01
-	m1, err := Fit(context.Background(), train, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m1 := mustFit(t, train, cfg)
 	var worst float64
 	for g := range m0.Groups {
 		worst = max(worst, m0.OutNorm.Scale[g])

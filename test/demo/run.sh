@@ -91,7 +91,7 @@ echo "== 4. demo capture: benign sessions with a SYN port scan from 10.99.66.6 i
 
 agent_args=(run --state "$DEMO/agent" --metrics 127.0.0.1:0 --log-format text)
 if [ "${VIGIL_DEMO_GENERATOR:-0}" != 1 ] && [ -x "$BIN/vigil-detector-netflow" ] && ls "$BIN"/models/*.vgb >/dev/null 2>&1; then
-  echo "   the agent replays it through the netflow detector ($BIN/vigil-detector-netflow, $(ls "$BIN"/models/*.vgb | xargs -n1 basename | tr '\n' ' '))"
+  echo "   the agent replays it through the netflow detector ($BIN/vigil-detector-netflow, $(ls "$BIN"/models/*.vgb | xargs -n1 basename | grep -v '^fileactivity-' | tr '\n' ' '))"
   echo "   per-sensor calibration: the first 20 s of the capture are observed without findings (--calibrate 20s)"
   agent_args+=(--pcap "$DEMO/demo.pcap" --calibrate 20s)
 else

@@ -11,34 +11,14 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
 	"time"
+
+	"github.com/vigil-edge/vigil/models/cmd/internal/cli"
 )
 
-func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "vigil-train-baseline: %v\n", err)
-		os.Exit(2)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := Run(ctx, cfg, log); err != nil {
-		fmt.Fprintf(os.Stderr, "vigil-train-baseline: %v\n", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("vigil-train-baseline", parseFlags, Run) }
 
 // parseFlags reads the command line into a Config (the defaults are the
 // shipped recipe's: `make models` passes only the data, -version and -out).
@@ -71,16 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.Netflow, "netflow", RecipeKitNET, "netflow/v1 model recipe: kitnet or single-lean")
 	fs.StringVar(&cfg.Layout, "layout", "", "int8 graph layout of both models: float-decoder (default), fit-rounding, input-gain or split-weights (docs/models.md, sections 17 and 20)")
 	fs.BoolVar(&cfg.SplitInput, "split-input", false, "int8 encoders take their input in two uint8 passes, with fitted weight rounding (train.LayoutSplitInput: int8/float Spearman ≥ 0.99 for nethost/v6 and netflow/v1 KitNET, 15-28% slower scoring; not with -netflow single-lean)")
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	t, err := time.Parse(time.RFC3339, *created)
-	if err != nil {
-		return cfg, fmt.Errorf("-created: %w", err)
-	}
-	cfg.Created = t
-	return cfg, nil
+	var err error
+	cfg.Created, err = cli.Parse(fs, args, created)
+	return cfg, err
 }

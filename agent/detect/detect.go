@@ -93,7 +93,7 @@ type Pipeline struct {
 	batchErrs atomic.Uint64
 
 	models atomic.Pointer[[]*wirev1.ModelRef]
-	start  time.Time
+	start  atomic.Pointer[time.Time] // set by Run; read by Stats from other goroutines
 
 	// stageDir holds the bundles copied for the unprivileged plugin
 	// (Config.StageBundles) and the models the updater activates; Run
@@ -295,8 +295,8 @@ func (p *Pipeline) Stats() Stats {
 		st.Host = h.Stats()
 	}
 	st.Anomalies, st.Findings = p.agg.Stats()
-	if !p.start.IsZero() {
-		st.Elapsed = time.Since(p.start)
+	if t := p.start.Load(); t != nil {
+		st.Elapsed = time.Since(*t)
 	}
 	return st
 }
@@ -343,7 +343,8 @@ func (p *Pipeline) Counters() map[string]uint64 {
 // appends findings to sink until the sources end (without Follow) or ctx
 // ends. Findings still open are flushed before it returns.
 func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
-	p.start = time.Now()
+	now := time.Now()
+	p.start.Store(&now)
 	if p.stageDir != "" {
 		defer os.RemoveAll(p.stageDir)
 	}

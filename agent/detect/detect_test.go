@@ -137,3 +137,39 @@ func TestShadowLaunchArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsDuringRun: the uplink's status writer reads the pipeline's
+// counters while Run starts (a data race on Run's start time, found by an
+// end-to-end run of race-enabled binaries); under -race this test failed.
+// Run fails here (the plugin is /bin/false), after recording its start.
+func TestStatsDuringRun(t *testing.T) {
+	p, err := New(Config{Plugin: fakePlugin(t), Bundles: []BundleInfo{{Path: fakeBundle(t)}}, Pcaps: []string{"x.pcap"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := p.Stats().Elapsed; e != 0 {
+		t.Fatalf("elapsed before Run = %v, want 0", e)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = p.Counters()
+			}
+		}
+	}()
+	runErr := p.Run(t.Context(), nil)
+	close(stop)
+	<-done
+	if runErr == nil {
+		t.Fatal("Run with a plugin that exits at once returned nil")
+	}
+	if e := p.Stats().Elapsed; e <= 0 {
+		t.Fatalf("elapsed after Run = %v, want > 0 (Run records its start)", e)
+	}
+}

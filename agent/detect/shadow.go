@@ -220,7 +220,7 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		closeHost()
 		return fail(fmt.Errorf("shadow plugin unhealthy: %s", hl.Message))
 	}
-	probe, err := h.Score(ctx, update.ProbePackets())
+	probe, err := h.Score(ctx, sdk.ProbePackets())
 	if err != nil {
 		closeHost()
 		return fail(fmt.Errorf("shadow plugin probe batch: %w", err))

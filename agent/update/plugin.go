@@ -10,7 +10,6 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/pluginhost"
 	"github.com/vigil-edge/vigil/plugins/sdk"
-	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
 // HostLoader adapts a running plugin host (agent/pluginhost) to ModelLoader. The detector
@@ -52,46 +51,13 @@ func (h HostLoader) LoadModel(ctx context.Context, path string) (sdk.ModelInfo, 
 // Health implements ModelLoader.
 func (h HostLoader) Health(ctx context.Context) (sdk.Health, error) { return h.Host.Health(ctx) }
 
-// Probe implements ModelLoader: it scores ProbePackets (or ProbeFiles for a file detector) with
+// Probe implements ModelLoader: it scores sdk.ProbePackets (or sdk.ProbeFiles for a file detector) with
 // one unary call, outside the ring.
 func (h HostLoader) Probe(ctx context.Context) (sdk.Result, error) {
 	if h.Host.Info().EventKind == sdk.EventFile {
-		return h.Host.ScoreFiles(ctx, ProbeFiles())
+		return h.Host.ScoreFiles(ctx, sdk.ProbeFiles())
 	}
-	return h.Host.Score(ctx, ProbePackets())
-}
-
-// ProbePackets is the built-in probe batch for packet detectors: 64 packets of a short TCP
-// exchange between two documentation addresses (RFC 5737), so that the flow state they create in
-// the plugin never mixes with real traffic.
-func ProbePackets() []event.Packet {
-	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
-	src := [16]byte{10: 0xff, 11: 0xff, 12: 192, 13: 0, 14: 2, 15: 1}
-	dst := [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 51, 14: 100, 15: 1}
-	out := make([]event.Packet, 64)
-	for i := range out {
-		p := event.Packet{TimestampNs: base + int64(i)*1_000_000, SrcIP: src, DstIP: dst, SrcPort: 40000, DstPort: 443,
-			Length: uint16(60 + 20*(i%7)), Proto: 6, TCPFlags: 0x18, TTL: 64}
-		if i%2 == 1 {
-			p.SrcIP, p.DstIP, p.SrcPort, p.DstPort = dst, src, 443, 40000
-		}
-		if i == 0 {
-			p.TCPFlags = 0x02
-		}
-		out[i] = p
-	}
-	return out
-}
-
-// ProbeFiles is the built-in probe batch for file detectors.
-func ProbeFiles() []event.File {
-	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
-	out := make([]event.File, 16)
-	for i := range out {
-		out[i] = event.File{TimeNs: base + int64(i)*1_000_000, Size: int64(1000 * (i + 1)), Mode: 0o644, Writes: 1,
-			SampleLen: 512, Entropy: 4.5}
-	}
-	return out
+	return h.Host.Score(ctx, sdk.ProbePackets())
 }
 
 // PluginLoaders starts the detector's plugin binary, vigil-detector-<detector>, just for the

@@ -15,7 +15,6 @@ import (
 
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/plugins/sdk"
-	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
 // findPlugin looks for vigil-detector-<detector> in the configured directories.
@@ -85,9 +84,9 @@ func (r *Registry) smoke(ctx context.Context, path string, m *bundle.Manifest) (
 	}
 	var res sdk.Result
 	if info.EventKind == sdk.EventFile {
-		res, err = det.ScoreFiles(ctx, make([]event.File, 16))
+		res, err = det.ScoreFiles(ctx, sdk.ProbeFiles())
 	} else {
-		res, err = det.ScorePackets(ctx, probePackets())
+		res, err = det.ScorePackets(ctx, sdk.ProbePackets())
 	}
 	if err != nil {
 		return "", fmt.Errorf("probe batch: %w", err)
@@ -103,17 +102,4 @@ func (r *Registry) smoke(ctx context.Context, path string, m *bundle.Manifest) (
 	}
 	return fmt.Sprintf("%s plugin %s loaded %s@%d and scored %d probe events (max score %.3g)", info.Name, info.Version, mi.Name, mi.Version,
 		res.Stats.Count, res.Stats.Max), nil
-}
-
-// probePackets: a short TCP exchange between documentation addresses (RFC 5737).
-func probePackets() []event.Packet {
-	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
-	src := [16]byte{10: 0xff, 11: 0xff, 12: 192, 13: 0, 14: 2, 15: 1}
-	dst := [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 51, 14: 100, 15: 1}
-	out := make([]event.Packet, 64)
-	for i := range out {
-		out[i] = event.Packet{TimestampNs: base + int64(i)*1_000_000, SrcIP: src, DstIP: dst, SrcPort: 40000, DstPort: 443,
-			Length: uint16(60 + 20*(i%7)), Proto: 6, TCPFlags: 0x18, TTL: 64}
-	}
-	return out
 }

@@ -152,15 +152,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	if onOffer == nil {
 		onOffer = upd.u.HandleOffer
 	}
-	models := func() []*wirev1.ModelRef {
-		out := upd.activeRefs(cfg.StateDir)
-		for _, s := range sources {
-			if m, ok := s.(pipeline.ModelReporter); ok {
-				out = append(out, m.ActiveModels()...)
-			}
-		}
-		return out
-	}
+	models := func() []*wirev1.ModelRef { return reportedModels(upd.activeRefs(cfg.StateDir), sources) }
 	up, err := uplink.New(uplink.Config{
 		Server:            cfg.Server,
 		Spool:             sp,
@@ -279,4 +271,29 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration, log *slog.Logger, what str
 		log.Warn("parts did not stop in time", "parts", what, "timeout", d)
 		return false
 	}
+}
+
+// reportedModels are the active models Hello and Status report: what each
+// running pipeline's plugin runs (it follows the updater's activations,
+// ModelLoaderSource), then the updater's active models of the detectors no
+// running pipeline serves. Each model once: an activated model that a
+// pipeline runs is not reported twice, and a model a pipeline no longer runs
+// is not reported beside its successor.
+func reportedModels(activated []*wirev1.ModelRef, sources []pipeline.Source) []*wirev1.ModelRef {
+	var out []*wirev1.ModelRef
+	served := map[string]bool{}
+	for _, s := range sources {
+		if m, ok := s.(pipeline.ModelReporter); ok {
+			for _, r := range m.ActiveModels() {
+				served[r.GetDetector()] = true
+				out = append(out, r)
+			}
+		}
+	}
+	for _, r := range activated {
+		if !served[r.GetDetector()] {
+			out = append(out, r)
+		}
+	}
+	return out
 }

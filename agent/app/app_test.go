@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -270,5 +271,59 @@ func TestRunWaitsForSourcesToFlush(t *testing.T) {
 				t.Fatalf("the source's last append: %v", aerr)
 			}
 		})
+	}
+}
+
+// modelSource is a pipeline.Source that reports the models it runs.
+type modelSource struct{ refs []*wirev1.ModelRef }
+
+func (modelSource) Name() string                             { return "models" }
+func (modelSource) Run(context.Context, pipeline.Sink) error { return nil }
+func (m modelSource) ActiveModels() []*wirev1.ModelRef       { return m.refs }
+
+// TestReportedModels: Hello and Status report what the pipelines run, then
+// the updater's active models of detectors no pipeline serves; never a model
+// twice, never a model a pipeline replaced (before, an agent that had
+// activated nethost@10 reported nethost@10 and its old nethost@9, or
+// nethost@10 twice after a restart).
+func TestReportedModels(t *testing.T) {
+	ref := func(det, name string, v uint64) *wirev1.ModelRef {
+		return &wirev1.ModelRef{Detector: det, Name: name, Version: v}
+	}
+	str := func(rs []*wirev1.ModelRef) string {
+		var s []string
+		for _, r := range rs {
+			s = append(s, fmt.Sprintf("%s:%s@%d", r.Detector, r.Name, r.Version))
+		}
+		return strings.Join(s, " ")
+	}
+	for _, c := range []struct {
+		name      string
+		activated []*wirev1.ModelRef
+		sources   []pipeline.Source
+		want      string
+	}{
+		{"nothing", nil, nil, ""},
+		{"updater only (air-gapped detector)", []*wirev1.ModelRef{ref("fileactivity", "fa", 5)}, nil, "fileactivity:fa@5"},
+		{"pipeline runs the activated model",
+			[]*wirev1.ModelRef{ref("netflow", "nethost", 10)},
+			[]pipeline.Source{modelSource{[]*wirev1.ModelRef{ref("netflow", "nethost", 10)}}},
+			"netflow:nethost@10"},
+		{"pipeline still runs the old model",
+			[]*wirev1.ModelRef{ref("netflow", "nethost", 10)},
+			[]pipeline.Source{modelSource{[]*wirev1.ModelRef{ref("netflow", "nethost", 9)}}},
+			"netflow:nethost@9"},
+		{"two pipelines, one detector without a pipeline",
+			[]*wirev1.ModelRef{ref("netflow", "nethost", 10), ref("fileactivity", "fa", 5), ref("dns", "d", 1)},
+			[]pipeline.Source{
+				modelSource{[]*wirev1.ModelRef{ref("netflow", "nethost", 10), ref("netflow", "netflow", 9)}},
+				modelSource{[]*wirev1.ModelRef{ref("fileactivity", "fa", 5)}},
+				&slowStopSource{},
+			},
+			"netflow:nethost@10 netflow:netflow@9 fileactivity:fa@5 dns:d@1"},
+	} {
+		if got := str(reportedModels(c.activated, c.sources)); got != c.want {
+			t.Errorf("%s: reported %q, want %q", c.name, got, c.want)
+		}
 	}
 }

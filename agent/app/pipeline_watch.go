@@ -8,6 +8,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/filedetect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/update"
 	"github.com/vigil-edge/vigil/agent/watch"
 )
 
@@ -37,15 +38,31 @@ func newWatchSources(env pipeline.Env) ([]pipeline.Source, error) {
 	for f, err := range inst.Skipped {
 		env.Log.Warn("bundle skipped", "file", f, "err", err)
 	}
+	// The model the updater activated (a pushed or rolled-back one, kept
+	// under <state>/models/fileactivity) wins over the newest installed
+	// bundle, as it does for the packet pipeline (preferActive).
+	act, err := update.ActiveModels(env.StateDir)
+	if err != nil {
+		env.Log.Warn("active models unreadable; using the baseline bundle", "err", err)
+	}
+	for _, a := range act {
+		if a.Detector == filedetect.DetectorName {
+			inst.Bundle = detect.BundleInfo{Path: a.Path, Name: a.Manifest.Name, Version: a.Manifest.Version, FeatureSet: a.FeatureSet, Digest: a.Digest}
+		}
+	}
 	if inst.Bundle.Path == "" {
 		return nil, fmt.Errorf("file detection: %w", filedetect.ErrNoBundle)
 	}
 	env.Log.Info("fileactivity model", "name", inst.Bundle.Name, "version", inst.Bundle.Version, "path", inst.Bundle.Path)
 	p, err := filedetect.New(filedetect.Config{
 		Plugin: inst.Plugin, Bundle: inst.Bundle, ORTLib: inst.ORTLib, PluginArgs: calibrationArgs(env, "fileactivity"),
-		Watch:     watch.Config{Roots: env.Watch},
-		Aggregate: filedetect.AggregatorConfig{FirstAfter: watchFirstAfter, UpdateEvery: watchUpdateEvery, Hold: watchHold},
-		Logger:    env.Log.With("part", "fileactivity"),
+		// The plugin reads models only from the pipeline's stage directory
+		// (its sandbox fixes the readable paths at its start), where the
+		// updater's models go while it runs.
+		StageBundle: true,
+		Watch:       watch.Config{Roots: env.Watch},
+		Aggregate:   filedetect.AggregatorConfig{FirstAfter: watchFirstAfter, UpdateEvery: watchUpdateEvery, Hold: watchHold},
+		Logger:      env.Log.With("part", "fileactivity"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("file detection: %w", err)

@@ -92,8 +92,9 @@ type Pipeline struct {
 	pending   []*wirev1.Finding
 	batchErrs atomic.Uint64
 
-	models atomic.Pointer[[]*wirev1.ModelRef]
-	start  atomic.Pointer[time.Time] // set by Run; read by Stats from other goroutines
+	models atomic.Pointer[[]runModel] // what the plugin runs, per feature set
+	modMu  sync.Mutex                 // serialises setModel
+	start  atomic.Pointer[time.Time]  // set by Run; read by Stats from other goroutines
 
 	// stageDir holds the bundles copied for the unprivileged plugin
 	// (Config.StageBundles) and the models the updater activates; Run
@@ -140,11 +141,11 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger, agg: NewAggregator(cfg.Aggregate)}
-	var refs []*wirev1.ModelRef
+	var ms []runModel
 	for _, b := range cfg.Bundles {
-		refs = append(refs, &wirev1.ModelRef{Name: b.Name, Version: b.Version, Digest: b.Digest, Detector: DetectorName})
+		ms = append(ms, runModel{set: b.FeatureSet, ref: &wirev1.ModelRef{Name: b.Name, Version: b.Version, Digest: b.Digest, Detector: DetectorName}})
 	}
-	p.models.Store(&refs)
+	p.models.Store(&ms)
 	if err := p.prepare(); err != nil {
 		if p.stageDir != "" {
 			os.RemoveAll(p.stageDir)
@@ -271,7 +272,41 @@ func (p *Pipeline) ModelLoaders() update.LoaderMap {
 func (p *Pipeline) Name() string { return "netflow" }
 
 // ActiveModels implements pipeline.ModelReporter.
-func (p *Pipeline) ActiveModels() []*wirev1.ModelRef { return *p.models.Load() }
+func (p *Pipeline) ActiveModels() []*wirev1.ModelRef {
+	ms := *p.models.Load()
+	out := make([]*wirev1.ModelRef, len(ms))
+	for i, m := range ms {
+		out[i] = m.ref
+	}
+	return out
+}
+
+// runModel is a model the plugin runs, and its feature set.
+type runModel struct {
+	set string
+	ref *wirev1.ModelRef
+}
+
+// setModel records that the plugin now runs m: it replaces the model of m's
+// feature set (or, when either has none, of m's name).
+func (p *Pipeline) setModel(m sdk.ModelInfo) {
+	p.modMu.Lock()
+	defer p.modMu.Unlock()
+	ref := &wirev1.ModelRef{Name: m.Name, Version: m.Version, Digest: m.Digest, Detector: DetectorName}
+	ms := slices.Clone(*p.models.Load())
+	i := slices.IndexFunc(ms, func(r runModel) bool {
+		if r.set != "" && m.FeatureSet != "" {
+			return r.set == m.FeatureSet
+		}
+		return r.ref.GetName() == m.Name
+	})
+	if i < 0 {
+		ms = append(ms, runModel{set: m.FeatureSet, ref: ref})
+	} else {
+		ms[i] = runModel{set: m.FeatureSet, ref: ref}
+	}
+	p.models.Store(&ms)
+}
 
 // Stats are the pipeline's counters.
 type Stats struct {
@@ -364,13 +399,7 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 		if err != nil {
 			return fmt.Errorf("load bundle %s: %w", p.cfg.Bundle, err)
 		}
-		refs := []*wirev1.ModelRef{{Name: m.Name, Version: m.Version, Digest: m.Digest, Detector: DetectorName}}
-		for _, r := range *p.models.Load() {
-			if r.Name != m.Name {
-				refs = append(refs, r)
-			}
-		}
-		p.models.Store(&refs)
+		p.setModel(m)
 	}
 	p.running.Store(true)
 	defer p.stopShadowAtEnd()

@@ -5,9 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/plugins/sdk"
 )
 
 // fakePlugin is any regular file: New only pins the binary's checksum, it
@@ -171,5 +173,44 @@ func TestStatsDuringRun(t *testing.T) {
 	}
 	if e := p.Stats().Elapsed; e <= 0 {
 		t.Fatalf("elapsed after Run = %v, want > 0 (Run records its start)", e)
+	}
+}
+
+// TestSetModel: a model the updater hands the running plugin replaces, in
+// what the pipeline reports, the model of its feature set (or of its name,
+// without one); the other feature sets' models stay. Before, the pipeline
+// went on reporting the models it had started with.
+func TestSetModel(t *testing.T) {
+	p, err := New(Config{Plugin: fakePlugin(t), Interfaces: []string{"eth-test0"}, Bundles: []BundleInfo{
+		{Path: fakeBundle(t), Name: "nethost", Version: 9, FeatureSet: "nethost/v7"},
+		{Path: fakeBundle(t), Name: "netflow", Version: 9, FeatureSet: "netflow/v1"},
+		{Path: fakeBundle(t), Name: "old", Version: 1},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	str := func() string {
+		var s []string
+		for _, r := range p.ActiveModels() {
+			s = append(s, fmt.Sprintf("%s@%d", r.Name, r.Version))
+			if r.Detector != DetectorName {
+				t.Errorf("model %s has detector %q", r.Name, r.Detector)
+			}
+		}
+		return strings.Join(s, " ")
+	}
+	for _, c := range []struct {
+		m    sdk.ModelInfo
+		want string
+	}{
+		{sdk.ModelInfo{Name: "nethost-site", Version: 10, FeatureSet: "nethost/v7"}, "nethost-site@10 netflow@9 old@1"},
+		{sdk.ModelInfo{Name: "netflow", Version: 10, FeatureSet: "netflow/v1"}, "nethost-site@10 netflow@10 old@1"},
+		{sdk.ModelInfo{Name: "old", Version: 2}, "nethost-site@10 netflow@10 old@2"},
+		{sdk.ModelInfo{Name: "nethost", Version: 11, FeatureSet: "nethost/v8"}, "nethost-site@10 netflow@10 old@2 nethost@11"},
+	} {
+		p.setModel(c.m)
+		if got := str(); got != c.want {
+			t.Errorf("after %s@%d (%s): %q, want %q", c.m.Name, c.m.Version, c.m.FeatureSet, got, c.want)
+		}
 	}
 }

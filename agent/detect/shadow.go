@@ -113,6 +113,7 @@ func (l *pipelineLoader) LoadModel(ctx context.Context, path string) (sdk.ModelI
 		l.p.loaded[m.FeatureSet] = plugPath
 		l.p.loadedMu.Unlock()
 	}
+	l.p.setModel(m)
 	return m, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,7 @@ import (
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/pluginhost"
+	"github.com/vigil-edge/vigil/agent/update"
 	"github.com/vigil-edge/vigil/agent/watch"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
@@ -96,7 +98,7 @@ type Pipeline struct {
 	agg  *Aggregator
 	eng  *engine
 	w    atomic.Pointer[watch.Watcher]
-	refs []*wirev1.ModelRef
+	refs atomic.Pointer[[]*wirev1.ModelRef] // the model the plugin runs
 }
 
 var (
@@ -119,15 +121,51 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	agg := NewAggregator(cfg.Aggregate)
 	p := &Pipeline{cfg: cfg, log: cfg.Logger, agg: agg, eng: &engine{cfg: &cfg, agg: agg}}
-	p.refs = []*wirev1.ModelRef{{Name: cfg.Bundle.Name, Version: cfg.Bundle.Version, Digest: cfg.Bundle.Digest, Detector: DetectorName}}
+	p.setRef(cfg.Bundle.Name, cfg.Bundle.Version, cfg.Bundle.Digest)
+	if err := p.eng.prepare(p.log); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+func (p *Pipeline) setRef(name string, version uint64, digest string) {
+	p.refs.Store(&[]*wirev1.ModelRef{{Name: name, Version: version, Digest: digest, Detector: DetectorName}})
+}
+
+// ModelLoaders implements the agent's ModelLoaderSource (agent/app): the
+// updater hands a newly activated fileactivity model to this pipeline's
+// plugin host, so the running plugin scores with it at once (and reloads it
+// after a restart), and the pipeline reports it as its active model. With
+// Config.StageBundle the bundle is first copied into the pipeline's stage
+// directory, which the plugin's sandbox lets it read; without it the plugin
+// must be able to read the updater's path.
+func (p *Pipeline) ModelLoaders() update.LoaderMap {
+	return update.LoaderMap{DetectorName: &modelLoader{HostLoader: update.HostLoader{Host: p.eng.host.Load(), StageDir: p.eng.stageDir}, p: p}}
+}
+
+// modelLoader is the plugin host's update.ModelLoader that also records
+// the model the pipeline runs.
+type modelLoader struct {
+	update.HostLoader
+	p *Pipeline
+}
+
+// LoadModel implements update.ModelLoader.
+func (l *modelLoader) LoadModel(ctx context.Context, path string) (sdk.ModelInfo, error) {
+	m, err := l.HostLoader.LoadModel(ctx, path)
+	if err != nil {
+		return m, err
+	}
+	l.p.setRef(m.Name, m.Version, m.Digest)
+	l.p.log.Info("fileactivity model loaded into the running plugin", "name", m.Name, "version", m.Version)
+	return m, nil
 }
 
 // Name implements pipeline.Source.
 func (p *Pipeline) Name() string { return "fileactivity" }
 
 // ActiveModels implements pipeline.ModelReporter.
-func (p *Pipeline) ActiveModels() []*wirev1.ModelRef { return p.refs }
+func (p *Pipeline) ActiveModels() []*wirev1.ModelRef { return *p.refs.Load() }
 
 // Stats are the pipeline's counters.
 type Stats struct {
@@ -195,6 +233,7 @@ func (p *Pipeline) PluginPID() int { return p.eng.pid() }
 func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 	w, err := watch.New(p.cfg.Watch, p.log.With("part", "watch"))
 	if err != nil {
+		p.eng.removeStage()
 		return fmt.Errorf("watch: %w", err)
 	}
 	p.w.Store(w)
@@ -382,6 +421,9 @@ type engine struct {
 	agg  *Aggregator
 	host atomic.Pointer[pluginhost.Host]
 	cal  detect.Calibration
+	// stageDir holds the staged bundle (Config.StageBundle) and the
+	// models the updater hands the plugin; removed when the plugin stops.
+	stageDir string
 
 	events, scored, lost, calls atomic.Uint64
 	lastTs                      atomic.Int64
@@ -407,8 +449,15 @@ func (e *engine) stats() Stats {
 	return st
 }
 
-// start launches the plugin with the bundle; stop closes it.
-func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err error) {
+// prepare creates the plugin host, not yet started, so that the updater
+// can be handed it before the pipeline runs (Pipeline.ModelLoaders). With
+// Config.StageBundle the bundle is first copied into a world-readable stage
+// directory, and the plugin's sandbox lets it read that directory: the
+// models the updater hands the running plugin are staged there too.
+func (e *engine) prepare(log *slog.Logger) error {
+	if e.host.Load() != nil {
+		return nil
+	}
 	hc := e.cfg.Host
 	hc.Path = e.cfg.Plugin
 	hc.Logger = log.With("plugin", filepath.Base(e.cfg.Plugin))
@@ -420,13 +469,13 @@ func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err 
 		}
 	}
 	bundle := e.cfg.Bundle.Path
-	var cleanup func()
 	if e.cfg.StageBundle {
 		dir, staged, err := stageBundle(bundle)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		bundle, cleanup = staged, func() { _ = os.RemoveAll(dir) }
+		bundle, e.stageDir = staged, dir
+		hc.Sandbox.ReadOnly = append(slices.Clone(hc.Sandbox.ReadOnly), dir)
 	}
 	hc.Args = append([]string{"-bundle", bundle}, e.cfg.PluginArgs...)
 	if e.calibrating() {
@@ -434,22 +483,35 @@ func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err 
 		hc.LaunchArgs = e.cal.LaunchArgs
 	}
 	if e.cfg.ORTLib != "" {
-		hc.Env = append(hc.Env, "ONNXRUNTIME_LIB="+e.cfg.ORTLib)
+		hc.Env = append(slices.Clone(hc.Env), "ONNXRUNTIME_LIB="+e.cfg.ORTLib)
 	}
 	h, err := pluginhost.New(hc)
 	if err != nil {
-		if cleanup != nil {
-			cleanup()
-		}
-		return nil, fmt.Errorf("detector plugin: %w", err)
-	}
-	if err := h.Start(ctx); err != nil {
-		if cleanup != nil {
-			cleanup()
-		}
-		return nil, fmt.Errorf("start detector plugin %s: %w", e.cfg.Plugin, err)
+		e.removeStage()
+		return fmt.Errorf("detector plugin: %w", err)
 	}
 	e.host.Store(h)
+	return nil
+}
+
+// removeStage removes the stage directory, if any.
+func (e *engine) removeStage() {
+	if e.stageDir != "" {
+		_ = os.RemoveAll(e.stageDir)
+	}
+}
+
+// start launches the plugin with the bundle (preparing the host first if
+// prepare has not); stop closes it and removes the stage directory.
+func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err error) {
+	if err := e.prepare(log); err != nil {
+		return nil, err
+	}
+	h := e.host.Load()
+	if err := h.Start(ctx); err != nil {
+		e.removeStage()
+		return nil, fmt.Errorf("start detector plugin %s: %w", e.cfg.Plugin, err)
+	}
 	if hl, err := h.Health(ctx); err == nil {
 		log.Info("detector plugin ready", "pid", h.PID(), "health", hl.Message, "model", hl.Model.Name, "version", hl.Model.Version)
 		if hl.Model.Name == "" {
@@ -491,9 +553,7 @@ func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err 
 				break wait
 			}
 		}
-		if cleanup != nil {
-			cleanup()
-		}
+		e.removeStage()
 	}, nil
 }
 

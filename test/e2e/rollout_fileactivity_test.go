@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/sign"
+	"github.com/vigil-edge/vigil/test/filework"
+)
+
+// agentModels reads the active models an agent last reported (Hello, Status) from the API, as
+// "name@version", in the agent's order.
+func (d *deployment) agentModels(agentID string) []string {
+	d.t.Helper()
+	code, body, err := d.api(http.MethodGet, "agents", d.adminToken)
+	if err != nil || code != http.StatusOK {
+		return nil
+	}
+	var resp struct {
+		Agents []struct {
+			ID     string `json:"id"`
+			Health struct {
+				ActiveModels []struct {
+					Name    string `json:"name"`
+					Version uint64 `json:"version"`
+				} `json:"active_models"`
+			} `json:"health"`
+		} `json:"agents"`
+	}
+	if json.Unmarshal(body, &resp) != nil {
+		return nil
+	}
+	for _, a := range resp.Agents {
+		if a.ID == agentID {
+			var out []string
+			for _, m := range a.Health.ActiveModels {
+				out = append(out, m.Name+"@"+itoa(m.Version))
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// TestRolloutFileactivity: a fileactivity model pushed to an agent that watches a folder
+// (`vigil-agent run --watch`) is scored with at once and after a restart. The release engineer's
+// bundle (the shipped model, renamed fa-site and version 100, signed) is published and rolled
+// out; the agent verifies it, activates it and hands it to its running fileactivity plugin; the
+// agent reports it, and only it, as its fileactivity model; a ransomware simulation in the
+// watched folder becomes a finding stamped fa-site@100; after a restart the pipeline starts with
+// the activated model, not the installed baseline.
+//
+// Before, the running file pipeline had no model loader: the updater checked the bundle in a
+// plugin of its own and activated it, but the pipeline kept scoring with the baseline, and
+// started with the baseline again after a restart (it looked for bundles only in the model
+// directories, not in the updater's slots), while the agent reported both models as active.
+func TestRolloutFileactivity(t *testing.T) {
+	b := needBins(t)
+	if _, err := os.Stat(filepath.Join(b.dir, "vigil-detector-fileactivity")); err != nil {
+		t.Skipf("no vigil-detector-fileactivity in %s", b.dir)
+	}
+	base, _ := filepath.Glob(filepath.Join(b.dir, "models", "fileactivity-*.vgb"))
+	if len(base) == 0 {
+		t.Skip("no fileactivity baseline bundle next to the binaries")
+	}
+	k := newUpdateKit(t, b)
+	bb, err := bundle.Read(base[0], bundle.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseRef := bb.Manifest.Name + "@" + itoa(bb.Manifest.Version)
+	m := bb.Manifest
+	m.Name, m.Version = "fa-site", 100
+	m.Created = time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
+	m.Expires = m.Created.Add(30 * 24 * time.Hour)
+	bdir := filepath.Join(t.TempDir(), "fa")
+	if err := os.MkdirAll(bdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	site, err := bundle.WriteFile(bdir, bb.Model, &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sign.SignBundle(site, k.a); err != nil {
+		t.Fatal(err)
+	}
+
+	d := newDeployment(t, b, "fa.vigil")
+	if out, err := exec.Command(b.server, "trust", "set", "--data", d.dir, "--pub", k.aPub).CombinedOutput(); err != nil {
+		t.Fatalf("vigil-server trust set: %v\n%s", err, out)
+	}
+	d.start()
+	ag := d.enroll("fa")
+	installTrust(t, k, ag)
+	root := t.TempDir()
+	share := filepath.Join(root, "share")
+	if _, err := filework.CopySourceTree(share, 424243, 400); err != nil {
+		t.Skipf("no Go source tree: %v", err)
+	}
+	ag.run("--watch", root)
+	ag.waitConnected()
+	id := ag.id.AgentID
+	hasModels := func(want ...string) func() bool {
+		return func() bool {
+			got := ag.d.agentModels(id)
+			n := 0
+			for _, g := range got {
+				if strings.HasPrefix(g, "fileactivity@") || strings.HasPrefix(g, "fa-site@") {
+					n++
+				}
+			}
+			for _, w := range want {
+				if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+w+" ") {
+					return false
+				}
+			}
+			return n == len(want) // one fileactivity model, reported once
+		}
+	}
+	models := func() string {
+		return "active models " + strings.Join(d.agentModels(id), " ") + "\n" + tail(ag.log, 30)
+	}
+	waitFor(t, 60*time.Second, models, hasModels(baseRef))
+
+	d.publish(site)
+	r := d.rollout("--model", "fa-site@100", "--agents", id)
+	d.waitStates(r, 90*time.Second, map[string]string{id: "active"})
+	waitFor(t, 60*time.Second, models, hasModels("fa-site@100"))
+	if !strings.Contains(tail(ag.log, 400), "fileactivity model loaded into the running plugin") {
+		t.Errorf("the running pipeline did not load the model:\n%s", tail(ag.log, 40))
+	}
+
+	// The running plugin scores with it: the attack's finding carries its name.
+	time.Sleep(time.Second)
+	n, err := filework.Ransomware(context.Background(), share, ".crypt", 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ransomware encrypted %d files", n)
+	var fm map[string]int
+	waitFor(t, 60*time.Second, func() string { b, _ := json.Marshal(fm); return "finding models " + string(b) }, func() bool {
+		fm = d.findingModels(id)
+		return fm["fa-site@100"] > 0
+	})
+	if fm[baseRef] > 0 {
+		t.Errorf("findings of the replaced model after the update: %v", fm)
+	}
+
+	// After a restart, the pipeline starts with the activated model.
+	ag.p.stop(t, 60*time.Second)
+	st, err := os.Stat(ag.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := st.Size()
+	restarted := func() string {
+		b, _ := os.ReadFile(ag.log)
+		if int64(len(b)) < off {
+			return ""
+		}
+		return string(b[off:])
+	}
+	ag.run("--watch", root)
+	ag.waitConnected()
+	waitFor(t, 60*time.Second, restarted, func() bool { return strings.Contains(restarted(), `msg="fileactivity model"`) })
+	if lg := restarted(); !regexp.MustCompile(`msg="fileactivity model" .*name=fa-site version=100 `).MatchString(lg) {
+		t.Errorf("the restarted agent's fileactivity pipeline does not start with fa-site@100:\n%s", lg)
+	}
+	waitFor(t, 60*time.Second, models, hasModels("fa-site@100"))
+}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,34 +20,22 @@ import (
 // "name@version", in the agent's order.
 func (d *deployment) agentModels(agentID string) []string {
 	d.t.Helper()
-	code, body, err := d.api(http.MethodGet, "agents", d.adminToken)
-	if err != nil || code != http.StatusOK {
+	var a struct {
+		Health struct {
+			ActiveModels []struct {
+				Name    string `json:"name"`
+				Version uint64 `json:"version"`
+			} `json:"active_models"`
+		} `json:"health"`
+	}
+	if !d.agentView(agentID, &a) {
 		return nil
 	}
-	var resp struct {
-		Agents []struct {
-			ID     string `json:"id"`
-			Health struct {
-				ActiveModels []struct {
-					Name    string `json:"name"`
-					Version uint64 `json:"version"`
-				} `json:"active_models"`
-			} `json:"health"`
-		} `json:"agents"`
+	var out []string
+	for _, m := range a.Health.ActiveModels {
+		out = append(out, m.Name+"@"+itoa(m.Version))
 	}
-	if json.Unmarshal(body, &resp) != nil {
-		return nil
-	}
-	for _, a := range resp.Agents {
-		if a.ID == agentID {
-			var out []string
-			for _, m := range a.Health.ActiveModels {
-				out = append(out, m.Name+"@"+itoa(m.Version))
-			}
-			return out
-		}
-	}
-	return nil
+	return out
 }
 
 // TestRolloutFileactivity: a fileactivity model pushed to an agent that watches a folder

@@ -67,28 +67,41 @@ func (d *deployment) shadowStatus(id string) (shadowRolloutStatus, bool) {
 	return rs[0], true
 }
 
-// agentCounters reads an agent's last reported counters from the server's API.
-func (d *deployment) agentCounters(agentID string) map[string]uint64 {
+// agentView decodes the agent's entry of the API's agent list (GET /api/v1/agents) into v; false
+// when the request fails or the agent is not listed.
+func (d *deployment) agentView(agentID string, v any) bool {
 	d.t.Helper()
 	code, body, err := d.api(http.MethodGet, "agents", d.adminToken)
 	if err != nil || code != http.StatusOK {
-		return nil
+		return false
 	}
 	var resp struct {
-		Agents []struct {
-			ID       string            `json:"id"`
-			Counters map[string]uint64 `json:"counters"`
-		} `json:"agents"`
+		Agents []json.RawMessage `json:"agents"`
 	}
 	if json.Unmarshal(body, &resp) != nil {
-		return nil
+		return false
 	}
-	for _, a := range resp.Agents {
-		if a.ID == agentID {
-			return a.Counters
+	for _, raw := range resp.Agents {
+		var a struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(raw, &a) == nil && a.ID == agentID {
+			return json.Unmarshal(raw, v) == nil
 		}
 	}
-	return nil
+	return false
+}
+
+// agentCounters reads an agent's last reported counters from the server's API.
+func (d *deployment) agentCounters(agentID string) map[string]uint64 {
+	d.t.Helper()
+	var a struct {
+		Counters map[string]uint64 `json:"counters"`
+	}
+	if !d.agentView(agentID, &a) {
+		return nil
+	}
+	return a.Counters
 }
 
 // findingModels counts an agent's stored findings per model "name@version", read through the

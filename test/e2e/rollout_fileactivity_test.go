@@ -38,18 +38,20 @@ func (d *deployment) agentModels(agentID string) []string {
 	return out
 }
 
-// TestRolloutFileactivity: a fileactivity model pushed to an agent that watches a folder
-// (`vigil-agent run --watch`) is scored with at once and after a restart. The release engineer's
-// bundle (the shipped model, renamed fa-site and version 100, signed) is published and rolled
-// out; the agent verifies it, activates it and hands it to its running fileactivity plugin; the
-// agent reports it, and only it, as its fileactivity model; a ransomware simulation in the
-// watched folder becomes a finding stamped fa-site@100; after a restart the pipeline starts with
-// the activated model, not the installed baseline.
+// TestRolloutFileactivity: fileactivity models reach an agent that watches a folder (`vigil-agent
+// run --watch`), and it scores with them. The release engineer's bundles are the shipped model,
+// renamed fa-site, signed:
+//   - fa-site@99 is installed air-gapped (`vigil-agent update --bundle`) before the agent runs, and
+//     the file pipeline starts with it rather than with the installed baseline;
+//   - fa-site@100 is published (the server's smoke test runs the real plugin on it) and rolled out;
+//     the agent verifies and activates it and hands it to its running plugin, reports it, and only
+//     it, as its fileactivity model, and a ransomware simulation in the watched folder becomes a
+//     finding stamped fa-site@100;
+//   - after a restart the pipeline starts with fa-site@100.
 //
-// Before, the running file pipeline had no model loader: the updater checked the bundle in a
-// plugin of its own and activated it, but the pipeline kept scoring with the baseline, and
-// started with the baseline again after a restart (it looked for bundles only in the model
-// directories, not in the updater's slots), while the agent reported both models as active.
+// Before, all of it failed: the probe batch of the smoke test and of the agent's check was refused
+// by the file-event encoding, the running file pipeline had no model loader, it started with the
+// newest installed bundle whatever the updater had activated, and the agent reported both models.
 func TestRolloutFileactivity(t *testing.T) {
 	b := needBins(t)
 	if _, err := os.Stat(filepath.Join(b.dir, "vigil-detector-fileactivity")); err != nil {
@@ -64,22 +66,25 @@ func TestRolloutFileactivity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	baseRef := bb.Manifest.Name + "@" + itoa(bb.Manifest.Version)
-	m := bb.Manifest
-	m.Name, m.Version = "fa-site", 100
-	m.Created = time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
-	m.Expires = m.Created.Add(30 * 24 * time.Hour)
-	bdir := filepath.Join(t.TempDir(), "fa")
-	if err := os.MkdirAll(bdir, 0o755); err != nil {
-		t.Fatal(err)
+	faSite := func(ver uint64) string {
+		m := bb.Manifest
+		m.Name, m.Version = "fa-site", ver
+		m.Created = time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
+		m.Expires = m.Created.Add(30 * 24 * time.Hour)
+		dir := filepath.Join(t.TempDir(), "fa")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p, err := bundle.WriteFile(dir, bb.Model, &m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sign.SignBundle(p, k.a); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	site, err := bundle.WriteFile(bdir, bb.Model, &m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sign.SignBundle(site, k.a); err != nil {
-		t.Fatal(err)
-	}
+	site := faSite(100)
 
 	d := newDeployment(t, b, "fa.vigil")
 	if out, err := exec.Command(b.server, "trust", "set", "--data", d.dir, "--pub", k.aPub).CombinedOutput(); err != nil {
@@ -92,6 +97,12 @@ func TestRolloutFileactivity(t *testing.T) {
 	share := filepath.Join(root, "share")
 	if _, err := filework.CopySourceTree(share, 424243, 400); err != nil {
 		t.Skipf("no Go source tree: %v", err)
+	}
+	// Air-gapped first (`vigil-agent update --bundle`): the updater checks the bundle in a plugin
+	// of its own, and the pipeline starts with it.
+	if out, err := exec.Command(b.agent, "update", "--bundle", faSite(99), "--state", ag.dir, "--json").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), `"state": "active"`) {
+		t.Fatalf("air-gapped fileactivity update: %v\n%s", err, out)
 	}
 	ag.run("--watch", root)
 	ag.waitConnected()
@@ -116,7 +127,7 @@ func TestRolloutFileactivity(t *testing.T) {
 	models := func() string {
 		return "active models " + strings.Join(d.agentModels(id), " ") + "\n" + tail(ag.log, 30)
 	}
-	waitFor(t, 60*time.Second, models, hasModels(baseRef))
+	waitFor(t, 60*time.Second, models, hasModels("fa-site@99"))
 
 	d.publish(site)
 	r := d.rollout("--model", "fa-site@100", "--agents", id)
@@ -138,7 +149,7 @@ func TestRolloutFileactivity(t *testing.T) {
 		fm = d.findingModels(id)
 		return fm["fa-site@100"] > 0
 	})
-	if fm[baseRef] > 0 {
+	if fm["fa-site@99"] > 0 {
 		t.Errorf("findings of the replaced model after the update: %v", fm)
 	}
 

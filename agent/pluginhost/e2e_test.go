@@ -2,6 +2,7 @@ package pluginhost_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -282,5 +283,76 @@ func TestCloseDrains(t *testing.T) {
 	}
 	if _, err := h.Push(t.Context(), pkts[:1]); err == nil {
 		t.Fatal("Push after Close succeeded")
+	}
+}
+
+// TestLoadModelWaitsForStart: a model handed to the host before its plugin is
+// up (an update offered as the agent starts) is loaded once the plugin is up,
+// not refused; WaitRunning fails with ErrNotRunning when ctx ends first and
+// with ErrClosed on a closed host. Before, LoadModel refused at once with
+// ErrNotRunning, and the updater rejected the rollout.
+func TestLoadModelWaitsForStart(t *testing.T) {
+	bin := needE2E(t)
+	dir := sdktest.ReadableTempDir(t)
+	b, err := os.ReadFile("../../plugins/example/testdata/model.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "model.json")
+	if err := os.WriteFile(model, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := pluginhost.Config{Path: bin, Logger: testLogger(t), RingSlots: 1024, MaxBatch: 128,
+		Sandbox: pluginhost.Sandbox{ReadOnly: []string{dir}}}
+	h, err := pluginhost.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	short, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	err = h.WaitRunning(short)
+	scancel()
+	if !errors.Is(err, pluginhost.ErrNotRunning) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitRunning before Start = %v, want ErrNotRunning after the deadline", err)
+	}
+
+	type res struct {
+		m   sdk.ModelInfo
+		err error
+	}
+	got := make(chan res, 1)
+	go func() {
+		m, err := h.LoadModel(ctx, model)
+		got <- res{m, err}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case r := <-got:
+		t.Fatalf("LoadModel returned before the plugin started: %+v %v", r.m, r.err)
+	default:
+	}
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil || r.m.Name == "" {
+		t.Fatalf("LoadModel before Start: %+v %v", r.m, r.err)
+	}
+	if h.WaitRunning(ctx) != nil {
+		t.Fatal("WaitRunning with the plugin up failed")
+	}
+
+	closed, err := pluginhost.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.WaitRunning(ctx); !errors.Is(err, pluginhost.ErrClosed) {
+		t.Fatalf("WaitRunning on a closed host = %v, want ErrClosed", err)
 	}
 }

@@ -338,13 +338,47 @@ func (h *Host) current() *instance {
 	return h.cur
 }
 
+// WaitRunning waits until a plugin instance is up: at once when one is, else
+// until Start or a restart brings one up. It fails with ErrClosed once the
+// host is closed, or with ctx's error.
+func (h *Host) WaitRunning(ctx context.Context) error {
+	for {
+		h.mu.Lock()
+		inst, up, closed := h.cur, h.up, h.closed
+		h.mu.Unlock()
+		switch {
+		case inst != nil:
+			return nil
+		case closed:
+			return ErrClosed
+		}
+		select {
+		case <-up:
+		case <-h.ctx.Done(): // closing: the loop sees closed
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the plugin: %w (%w)", ErrNotRunning, ctx.Err())
+		}
+	}
+}
+
 // LoadModel asks the plugin to load a bundle. On success the host remembers
 // the path and reloads it into every restarted instance; on error the
-// plugin's previous model stays active.
+// plugin's previous model stays active. While no instance is up (the host
+// starting, or restarting a plugin that died) it waits for one, at most
+// StartTimeout: a model update that arrives as the agent starts is loaded,
+// not refused.
 func (h *Host) LoadModel(ctx context.Context, bundlePath string) (sdk.ModelInfo, error) {
 	inst := h.current()
 	if inst == nil {
-		return sdk.ModelInfo{}, fmt.Errorf("load model %s: %w", bundlePath, ErrNotRunning)
+		wctx, cancel := context.WithTimeout(ctx, h.cfg.StartTimeout)
+		err := h.WaitRunning(wctx)
+		cancel()
+		if err != nil {
+			return sdk.ModelInfo{}, fmt.Errorf("load model %s: %w", bundlePath, err)
+		}
+		if inst = h.current(); inst == nil {
+			return sdk.ModelInfo{}, fmt.Errorf("load model %s: %w", bundlePath, ErrNotRunning)
+		}
 	}
 	m, err := inst.det.LoadModel(ctx, bundlePath)
 	if err != nil {

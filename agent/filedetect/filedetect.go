@@ -99,6 +99,7 @@ type Pipeline struct {
 	eng  *engine
 	w    atomic.Pointer[watch.Watcher]
 	refs atomic.Pointer[[]*wirev1.ModelRef] // the model the plugin runs
+	shadowState
 }
 
 var (
@@ -176,6 +177,9 @@ type Stats struct {
 	Lost       uint64 // events not scored (plugin down or failing)
 	Calls      uint64 // Score calls
 	Aggregator AggregatorStats
+	// Shadow mode (shadow.go): events the shadow model did not score
+	// (its queue full, or its plugin failing), and its anomalies, dropped.
+	ShadowDropped, ShadowAnomalies uint64
 }
 
 // Stats returns a snapshot.
@@ -209,6 +213,8 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"watch_denied":           st.Watch.Denied,
 		"watch_limit":            st.Watch.WatchLimit,
 		"watch_roots_lost":       st.Watch.RootsLost,
+		"file_shadow_dropped":    st.ShadowDropped,
+		"file_shadow_anomalies":  st.ShadowAnomalies,
 	}
 	maps.Copy(c, p.eng.cal.Counters())
 	return c
@@ -231,6 +237,7 @@ func (p *Pipeline) PluginPID() int { return p.eng.pid() }
 // (checked every rootRetry). A root missing when the agent starts is a
 // configuration error: Run fails.
 func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
+	defer p.endShadow()
 	w, err := watch.New(p.cfg.Watch, p.log.With("part", "watch"))
 	if err != nil {
 		p.eng.removeStage()
@@ -429,6 +436,10 @@ type engine struct {
 	lastTs                      atomic.Int64
 	failures                    atomic.Uint64
 
+	// shadow is the running shadow instance (shadow.go), if any.
+	shadow                         atomic.Pointer[shadowRun]
+	shadowDropped, shadowAnomalies atomic.Uint64
+
 	mu      sync.Mutex
 	pending []*wirev1.Finding
 }
@@ -442,7 +453,7 @@ func (e *engine) pid() int {
 
 func (e *engine) stats() Stats {
 	st := Stats{Events: e.events.Load(), Scored: e.scored.Load(), Lost: e.lost.Load(), Calls: e.calls.Load(),
-		Aggregator: e.agg.Stats()}
+		Aggregator: e.agg.Stats(), ShadowDropped: e.shadowDropped.Load(), ShadowAnomalies: e.shadowAnomalies.Load()}
 	if h := e.host.Load(); h != nil {
 		st.Host = h.Stats()
 	}
@@ -458,6 +469,33 @@ func (e *engine) prepare(log *slog.Logger) error {
 	if e.host.Load() != nil {
 		return nil
 	}
+	bundle := e.cfg.Bundle.Path
+	if e.cfg.StageBundle {
+		dir, staged, err := stageBundle(bundle)
+		if err != nil {
+			return err
+		}
+		bundle, e.stageDir = staged, dir
+	}
+	hc := e.hostConfig(bundle, log)
+	if e.calibrating() {
+		// A restarted plugin keeps its model's calibration.
+		hc.LaunchArgs = e.cal.LaunchArgs
+	}
+	h, err := pluginhost.New(hc)
+	if err != nil {
+		e.removeStage()
+		return fmt.Errorf("detector plugin: %w", err)
+	}
+	e.host.Store(h)
+	return nil
+}
+
+// hostConfig is the plugin host configuration of an instance of the
+// fileactivity plugin started with bundle: the pipeline's, or its shadow
+// instance's (shadow.go). The plugin's sandbox lets it read the bundle
+// (pluginhost adds -bundle paths) and the stage directory, if any.
+func (e *engine) hostConfig(bundle string, log *slog.Logger) pluginhost.Config {
 	hc := e.cfg.Host
 	hc.Path = e.cfg.Plugin
 	hc.Logger = log.With("plugin", filepath.Base(e.cfg.Plugin))
@@ -468,30 +506,15 @@ func (e *engine) prepare(log *slog.Logger) error {
 			hc.MaxBatch = 1024
 		}
 	}
-	bundle := e.cfg.Bundle.Path
-	if e.cfg.StageBundle {
-		dir, staged, err := stageBundle(bundle)
-		if err != nil {
-			return err
-		}
-		bundle, e.stageDir = staged, dir
-		hc.Sandbox.ReadOnly = append(slices.Clone(hc.Sandbox.ReadOnly), dir)
-	}
 	hc.Args = append([]string{"-bundle", bundle}, e.cfg.PluginArgs...)
-	if e.calibrating() {
-		// A restarted plugin keeps its model's calibration.
-		hc.LaunchArgs = e.cal.LaunchArgs
+	hc.Sandbox.ReadOnly = slices.Clone(hc.Sandbox.ReadOnly)
+	if e.stageDir != "" {
+		hc.Sandbox.ReadOnly = append(hc.Sandbox.ReadOnly, e.stageDir)
 	}
 	if e.cfg.ORTLib != "" {
 		hc.Env = append(slices.Clone(hc.Env), "ONNXRUNTIME_LIB="+e.cfg.ORTLib)
 	}
-	h, err := pluginhost.New(hc)
-	if err != nil {
-		e.removeStage()
-		return fmt.Errorf("detector plugin: %w", err)
-	}
-	e.host.Store(h)
-	return nil
+	return hc
 }
 
 // removeStage removes the stage directory, if any.
@@ -519,42 +542,45 @@ func (e *engine) start(ctx context.Context, log *slog.Logger) (stop func(), err 
 		}
 	}
 	return func() {
-		// Bounded: pluginhost's Close (at the time of writing) waits
-		// forever for a plugin without a packet ring after killing it
-		// (its exit watcher returns on cancellation without ending the
-		// instance). Return once the plugin process is gone.
-		pid := h.PID()
-		done := make(chan error, 1)
-		go func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			done <- h.Close(cctx)
-		}()
-		limit := time.After(10 * time.Second)
-		poll := time.NewTicker(50 * time.Millisecond)
-		defer poll.Stop()
-		gone := 0
-	wait:
-		for {
-			select {
-			case err := <-done:
-				if err != nil {
-					log.Warn("closing detector plugin", "err", err)
-				}
-				break wait
-			case <-poll.C:
-				if pid > 0 && !processExists(pid) {
-					if gone++; gone >= 3 {
-						break wait
-					}
-				}
-			case <-limit:
-				log.Warn("closing detector plugin: the host did not return in 10 s")
-				break wait
-			}
-		}
+		closeHost(h, log)
 		e.removeStage()
 	}, nil
+}
+
+// closeHost closes a plugin host, bounded: pluginhost's Close (at the time
+// of writing) waits forever for a plugin without a packet ring after
+// killing it (its exit watcher returns on cancellation without ending the
+// instance). It returns once the plugin process is gone, or after 10 s.
+func closeHost(h *pluginhost.Host, log *slog.Logger) {
+	pid := h.PID()
+	done := make(chan error, 1)
+	go func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		done <- h.Close(cctx)
+	}()
+	limit := time.After(10 * time.Second)
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	gone := 0
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				log.Warn("closing detector plugin", "err", err)
+			}
+			return
+		case <-poll.C:
+			if pid > 0 && !processExists(pid) {
+				if gone++; gone >= 3 {
+					return
+				}
+			}
+		case <-limit:
+			log.Warn("closing detector plugin: the host did not return in 10 s")
+			return
+		}
+	}
 }
 
 // score sends evs to the plugin in calls of at most BatchMax events and
@@ -578,6 +604,7 @@ func (e *engine) score(ctx context.Context, evs []event.File) {
 			continue
 		}
 		e.scored.Add(uint64(len(b)))
+		e.toShadow(b, res.Stats)
 		for i := range res.Anomalies {
 			an := &res.Anomalies[i]
 			if an.Index >= uint64(len(b)) {

@@ -66,9 +66,12 @@ func TestRolloutFileactivity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	faSite := func(ver uint64) string {
+	faSite := func(ver uint64, edit ...func(*bundle.Manifest)) string {
 		m := bb.Manifest
 		m.Name, m.Version = "fa-site", ver
+		for _, e := range edit {
+			e(&m)
+		}
 		m.Created = time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
 		m.Expires = m.Created.Add(30 * 24 * time.Hour)
 		dir := filepath.Join(t.TempDir(), "fa")
@@ -104,7 +107,11 @@ func TestRolloutFileactivity(t *testing.T) {
 		!strings.Contains(string(out), `"state": "active"`) {
 		t.Fatalf("air-gapped fileactivity update: %v\n%s", err, out)
 	}
-	ag.run("--watch", root)
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(cfg, []byte("update:\n  shadow_report_interval: 2s\nuplink:\n  status_interval: 2s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ag.run("--config", cfg, "--watch", root)
 	ag.waitConnected()
 	id := ag.id.AgentID
 	hasModels := func(want ...string) func() bool {
@@ -137,6 +144,56 @@ func TestRolloutFileactivity(t *testing.T) {
 		t.Errorf("the running pipeline did not load the model:\n%s", tail(ag.log, 40))
 	}
 
+	// A shadow rollout of fa-site@101, whose threshold is 1,000 times lower: the agent runs it in a
+	// second plugin beside fa-site@100 on the same file events, reports both models' counts, and
+	// the server halts the rollout once the shadow flags more than twice as often; the agent then
+	// stops the shadow model. None of its anomalies becomes a finding, and fa-site@100 stays the
+	// only active model.
+	d.publish(faSite(101, func(m *bundle.Manifest) { m.Threshold *= 1e-3 }))
+	ro := d.rollout("--model", "fa-site@101", "--agents", id, "--shadow", "--halt-factor", "2")
+	wctx, wcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer wcancel()
+	workDone := make(chan struct{})
+	go func() { // ordinary work in the watched folder until the rollout halts (bounded)
+		defer close(workDone)
+		for seed := uint64(1); seed <= 20 && wctx.Err() == nil; seed++ {
+			_ = filework.Unpack(wctx, filepath.Join(root, "work", itoa(seed)), seed)
+			select {
+			case <-wctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	var sst shadowRolloutStatus
+	waitFor(t, 3*time.Minute, func() string {
+		b, _ := json.Marshal(sst)
+		return "fileactivity shadow rollout halted: " + string(b) + "\n" + tail(ag.log, 40)
+	}, func() bool {
+		var ok bool
+		sst, ok = d.shadowStatus(ro)
+		return ok && sst.State == "halted"
+	})
+	wcancel()
+	<-workDone
+	t.Logf("halted: %s", sst.StateReason)
+	if len(sst.Agents) != 1 || sst.Agents[0].Shadow == nil {
+		t.Fatalf("no shadow summary in the status: %+v", sst)
+	}
+	sum := sst.Agents[0].Shadow
+	t.Logf("shadow summary: batches %d, active %d events %d anomalies, shadow %d events %d anomalies", sum.Batches,
+		sum.Active.Events, sum.Active.Anomalies, sum.Shadow.Events, sum.Shadow.Anomalies)
+	if !strings.Contains(sst.StateReason, "exceeds 2 x active rate") || sum.Shadow.Events < 1000 ||
+		sum.Shadow.Events != sum.Active.Events || sum.Shadow.Anomalies <= 2*sum.Active.Anomalies {
+		t.Errorf("shadow rollout status %+v", sst)
+	}
+	waitFor(t, 60*time.Second, func() string { return "agent stopped the shadow model\n" + tail(ag.log, 30) }, func() bool {
+		return grepLog(ag.log, "shadow model stopped")
+	})
+	waitFor(t, 30*time.Second, func() string { return "file_shadow_anomalies reported" }, func() bool {
+		return d.agentCounters(id)["file_shadow_anomalies"] > 0
+	})
+	waitFor(t, 30*time.Second, models, hasModels("fa-site@100"))
+
 	// The running plugin scores with it: the attack's finding carries its name.
 	time.Sleep(time.Second)
 	n, err := filework.Ransomware(context.Background(), share, ".crypt", 9)
@@ -149,8 +206,8 @@ func TestRolloutFileactivity(t *testing.T) {
 		fm = d.findingModels(id)
 		return fm["fa-site@100"] > 0
 	})
-	if fm["fa-site@99"] > 0 {
-		t.Errorf("findings of the replaced model after the update: %v", fm)
+	if fm["fa-site@99"] > 0 || fm["fa-site@101"] > 0 {
+		t.Errorf("findings of the replaced or the shadow model: %v", fm)
 	}
 
 	// After a restart, the pipeline starts with the activated model.
@@ -167,7 +224,7 @@ func TestRolloutFileactivity(t *testing.T) {
 		}
 		return string(b[off:])
 	}
-	ag.run("--watch", root)
+	ag.run("--config", cfg, "--watch", root)
 	ag.waitConnected()
 	waitFor(t, 60*time.Second, restarted, func() bool { return strings.Contains(restarted(), `msg="fileactivity model"`) })
 	if lg := restarted(); !regexp.MustCompile(`msg="fileactivity model" .*name=fa-site version=100 `).MatchString(lg) {

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +14,10 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/onnx"
 	"github.com/vigil-edge/vigil/models/sign"
 	"github.com/vigil-edge/vigil/test/filework"
+	"google.golang.org/protobuf/proto"
 )
 
 // agentModels reads the active models an agent last reported (Hello, Status) from the API, as
@@ -66,7 +70,7 @@ func TestRolloutFileactivity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	faSite := func(ver uint64, edit ...func(*bundle.Manifest)) string {
+	faSiteModel := func(ver uint64, model []byte, edit ...func(*bundle.Manifest)) string {
 		m := bb.Manifest
 		m.Name, m.Version = "fa-site", ver
 		for _, e := range edit {
@@ -78,7 +82,7 @@ func TestRolloutFileactivity(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		p, err := bundle.WriteFile(dir, bb.Model, &m)
+		p, err := bundle.WriteFile(dir, model, &m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,6 +91,7 @@ func TestRolloutFileactivity(t *testing.T) {
 		}
 		return p
 	}
+	faSite := func(ver uint64, edit ...func(*bundle.Manifest)) string { return faSiteModel(ver, bb.Model, edit...) }
 	site := faSite(100)
 
 	d := newDeployment(t, b, "fa.vigil")
@@ -194,6 +199,22 @@ func TestRolloutFileactivity(t *testing.T) {
 	})
 	waitFor(t, 30*time.Second, models, hasModels("fa-site@100"))
 
+	// A model that fails: fa-site@102's graph scores NaN. The server's smoke test refuses it at
+	// publish; published with --no-smoke, it reaches the agent, which loads it into the running
+	// plugin, sees the probe batch's scores are not finite, and loads fa-site@100 back.
+	broken := faSiteModel(102, nanGraph(t, bb.Model))
+	if out, errOut, err := d.ctl("", "model", "publish", broken); err == nil || !strings.Contains(out+errOut, "not finite") {
+		t.Fatalf("publish of a model scoring NaN: %v\n%s%s", err, out, errOut)
+	}
+	d.publish(broken, "--no-smoke")
+	rb := d.rollout("--model", "fa-site@102", "--agents", id)
+	rbst := d.waitStates(rb, 90*time.Second, map[string]string{id: "rolled_back"})
+	t.Logf("fa-site@102: %s", rbst[id][1])
+	if !strings.Contains(rbst[id][1], "not finite") || !strings.Contains(rbst[id][1], "rolled back to fa-site-100") {
+		t.Errorf("rollback reason %q", rbst[id][1])
+	}
+	waitFor(t, 30*time.Second, models, hasModels("fa-site@100"))
+
 	// The running plugin scores with it: the attack's finding carries its name.
 	time.Sleep(time.Second)
 	n, err := filework.Ransomware(context.Background(), share, ".crypt", 9)
@@ -206,8 +227,8 @@ func TestRolloutFileactivity(t *testing.T) {
 		fm = d.findingModels(id)
 		return fm["fa-site@100"] > 0
 	})
-	if fm["fa-site@99"] > 0 || fm["fa-site@101"] > 0 {
-		t.Errorf("findings of the replaced or the shadow model: %v", fm)
+	if fm["fa-site@99"] > 0 || fm["fa-site@101"] > 0 || fm["fa-site@102"] > 0 {
+		t.Errorf("findings of the replaced, the shadow or the rolled-back model: %v", fm)
 	}
 
 	// After a restart, the pipeline starts with the activated model.
@@ -231,4 +252,38 @@ func TestRolloutFileactivity(t *testing.T) {
 		t.Errorf("the restarted agent's fileactivity pipeline does not start with fa-site@100:\n%s", lg)
 	}
 	waitFor(t, 60*time.Second, models, hasModels("fa-site@100"))
+}
+
+// nanGraph returns the ONNX model with every float constant (initializer) set to NaN: a graph
+// that ONNX Runtime loads and runs, and whose scores are all NaN.
+func nanGraph(t *testing.T, model []byte) []byte {
+	t.Helper()
+	var m onnx.ModelProto
+	if err := proto.Unmarshal(model, &m); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, in := range m.GetGraph().GetInitializer() {
+		if in.GetDataType() != int32(onnx.TensorProto_FLOAT) {
+			continue
+		}
+		nan := math.Float32bits(float32(math.NaN()))
+		if raw := in.GetRawData(); len(raw) > 0 {
+			for i := 0; i+4 <= len(raw); i += 4 {
+				binary.LittleEndian.PutUint32(raw[i:], nan)
+			}
+		}
+		for i := range in.FloatData {
+			in.FloatData[i] = float32(math.NaN())
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal("no float initializer in the model")
+	}
+	out, err := proto.Marshal(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -302,6 +302,21 @@ func TestUpdateEndToEnd(t *testing.T) {
 		})
 	}
 
+	// A model that loads but scores NaN is loaded, fails its health check, and the previous model
+	// is loaded back: rolled_back, with the reason, and nf@2 stays active.
+	t.Run("NaN scores rolled back", func(t *testing.T) {
+		d.publish(k.bundle("nf", 8, nil, nanGraph(t, k.model), k.a), "--no-smoke")
+		r := d.rollout("--model", "nf@8", "--agents", id1)
+		st := d.waitStates(r, 30*time.Second, map[string]string{id1: "rolled_back"})
+		t.Logf("rolled back: %s", st[id1][1])
+		if !strings.Contains(st[id1][1], "not finite") || !strings.Contains(st[id1][1], "rolled back to nf-2-") {
+			t.Fatalf("reason %q", st[id1][1])
+		}
+		if v := activeVersion(t, a1.dir); v != 2 {
+			t.Fatalf("active version %d after a rolled-back update", v)
+		}
+	})
+
 	// kill -9 of the agent at several steps of an update: it comes back on a valid model and the
 	// update completes after the restart (the server repeats the pending offer after Hello).
 	ver := uint64(10)

@@ -170,7 +170,15 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		return sdk.ModelInfo{}, err
 	}
 	log := p.log.With("role", "shadow")
-	h, err := pluginhost.New(p.eng.hostConfig(staged, log))
+	hc := p.eng.hostConfig(staged, log)
+	if p.eng.calibrating() {
+		// The calibrations of this sensor so far: with one, the plugin knows
+		// the sensor's grace period is over, and the shadow model observes
+		// while flagging at its own threshold, as it would once activated,
+		// instead of keeping silent for a grace period of its own.
+		hc.LaunchArgs = p.eng.cal.LaunchArgs
+	}
+	h, err := pluginhost.New(hc)
 	if err != nil {
 		return fail(fmt.Errorf("shadow plugin: %w", err))
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/models/calib"
+	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
@@ -118,7 +119,9 @@ func TestCalibration(t *testing.T) {
 }
 
 // TestCalibrationRestored: a model whose digest is restored starts
-// calibrated (no grace period); another observes silently.
+// calibrated (no grace period); another observes, flagging at its own
+// threshold: the restored entry says the sensor's grace period is over.
+// Without any restored entry, the first model observes silently.
 func TestCalibrationRestored(t *testing.T) {
 	lib := ortLib(t)
 	ctx := context.Background()
@@ -135,7 +138,8 @@ func TestCalibrationRestored(t *testing.T) {
 		flagged  bool
 	}{
 		{"restored", map[string]float32{info.Digest: info.Threshold * 1.01}, true},
-		{"other digest", map[string]float32{"sha256:" + strings.Repeat("ab", 32): 1}, false},
+		{"other digest", map[string]float32{"sha256:" + strings.Repeat("ab", 32): 1}, true},
+		{"none", nil, false},
 	} {
 		d := New(nil, Options{ORTLib: lib, Calibrate: time.Hour, Calibrated: tc.restored})
 		if _, err := d.LoadModel(ctx, baseline(t)); err != nil {
@@ -148,9 +152,60 @@ func TestCalibrationRestored(t *testing.T) {
 		if (len(res.Anomalies) > 0) != tc.flagged {
 			t.Errorf("%s: %d anomalies (scores %v), want flagged %v", tc.name, len(res.Anomalies), res.Scores, tc.flagged)
 		}
-		if m := d.model.Load(); tc.flagged && (m.thr != info.Threshold*1.01 || !m.calibrated) {
-			t.Errorf("%s: threshold %g calibrated %v", tc.name, m.thr, m.calibrated)
+		m := d.model.Load()
+		if restored := tc.name == "restored"; restored != m.calibrated || restored == m.observing {
+			t.Errorf("%s: calibrated %v observing %v", tc.name, m.calibrated, m.observing)
+		}
+		if want := info.Threshold; tc.name == "restored" && m.thr != want*1.01 || tc.name != "restored" && m.thr != want {
+			t.Errorf("%s: threshold %g (model's %g)", tc.name, m.thr, want)
 		}
 		_ = d.Close()
+	}
+}
+
+// TestCalibrationIgnoresProbe: the probe batch (sdk.ProbeFiles) that the
+// agent's updater scores after loading a model is scored like any batch, but
+// per-sensor calibration learns nothing from it. Its events are dated 2020:
+// they used to start the new model's grace period, so the next real event
+// ended it at once, and the model was "calibrated" on the 16 probe scores.
+func TestCalibrationIgnoresProbe(t *testing.T) {
+	lib := ortLib(t)
+	ctx := context.Background()
+	const grace = 10 * time.Second
+	d := New(nil, Options{ORTLib: lib, Calibrate: grace, CalibrateQuantile: 0.999})
+	defer d.Close()
+	if _, err := d.LoadModel(ctx, baseline(t)); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC).UnixNano()
+	at := func(i int, sec float64) event.File { return textEvent("/srv/a", i, base+int64(sec*1e9)) }
+	score := func(evs ...event.File) {
+		t.Helper()
+		if _, err := d.ScoreFiles(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The sensor's grace period, then a model update: the new model observes.
+	for i := range 12 {
+		score(at(i, float64(i)))
+	}
+	if m := d.model.Load(); !m.calibrated {
+		t.Fatal("the first model is not calibrated after its grace period")
+	}
+	if _, err := d.LoadModel(ctx, baseline(t)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.ScoreFiles(ctx, sdk.ProbeFiles())
+	if err != nil || len(res.Scores) != len(sdk.ProbeFiles()) {
+		t.Fatalf("probe: %v, %d scores", err, len(res.Scores))
+	}
+	score(at(20, 13), at(21, 14))
+	if m := d.model.Load(); !m.observing || m.calibrated {
+		t.Fatalf("after the probe and 1 s of events: observing %v calibrated %v (%d samples)", m.observing, m.calibrated, m.calSamples)
+	}
+	score(at(22, 20), at(23, 24))
+	m := d.model.Load()
+	if !m.calibrated || m.calSamples != 3 {
+		t.Fatalf("after the grace period: calibrated %v on %d samples, want the 3 real events before its end", m.calibrated, m.calSamples)
 	}
 }

@@ -110,7 +110,10 @@ type Options struct {
 	// A model loaded later observes on its own scores while flagging at its
 	// own threshold. Calibrated are local quantiles, by bundle digest, of
 	// models an earlier instance calibrated (the agent passes them back to a
-	// restarted plugin): such a model starts calibrated.
+	// restarted plugin, and to a shadow instance): such a model starts
+	// calibrated. Any entry also means that the sensor's initial grace
+	// period is over: a model without one observes while flagging at its own
+	// threshold, as a model loaded later does.
 	Calibrate         time.Duration
 	CalibrateQuantile float64
 	Calibrated        map[string]float32
@@ -173,7 +176,7 @@ func New(log *slog.Logger, opts Options) *Detector {
 		log: log, opts: opts, x: feat.NewExtractor(),
 		feats: make([]float32, opts.MaxBatch*feat.Dim), names: feat.Names(),
 	}
-	d.calDone.Store(opts.Calibrate <= 0)
+	d.calDone.Store(opts.Calibrate <= 0 || len(opts.Calibrated) > 0)
 	return d
 }
 
@@ -240,9 +243,16 @@ func (d *Detector) ScoreFiles(_ context.Context, files []event.File) (sdk.Result
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	res := sdk.Result{Scores: make([]float32, 0, len(files))}
+	probe := sdk.IsProbeFiles(files) // scored, but calibration learns nothing from it
 	for off := 0; off < len(files); off += d.opts.MaxBatch {
 		chunk := files[off:min(off+d.opts.MaxBatch, len(files))]
-		if err := d.scoreCalibrated(chunk, off, &res); err != nil {
+		var err error
+		if probe {
+			err = d.scoreChunk(d.model.Load(), chunk, off, &res, false)
+		} else {
+			err = d.scoreCalibrated(chunk, off, &res)
+		}
+		if err != nil {
 			return sdk.Result{}, err
 		}
 	}
@@ -266,13 +276,13 @@ func (d *Detector) scoreCalibrated(files []event.File, base int, res *sdk.Result
 			d.finishCalibration(m)
 			m = d.model.Load()
 		} else if k := selfcal.Cut(len(files), func(i int) int64 { return files[i].TimeNs }, start, grace); k < len(files) {
-			if err := d.scoreChunk(m, files[:k], base, res); err != nil {
+			if err := d.scoreChunk(m, files[:k], base, res, true); err != nil {
 				return err
 			}
 			return d.scoreCalibrated(files[k:], base+k, res)
 		}
 	}
-	return d.scoreChunk(m, files, base, res)
+	return d.scoreChunk(m, files, base, res, true)
 }
 
 // finishCalibration raises m's threshold to the local quantile of its
@@ -292,7 +302,11 @@ func (d *Detector) finishCalibration(m *model) {
 		"quantile", d.opts.CalibrateQuantile, "local", nm.calLocal, "model_threshold", nm.info.Threshold, "threshold", nm.thr)
 }
 
-func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.Result) error {
+// scoreChunk scores a chunk with m. With learn, an observing model's scores
+// go into its calibration sample (the first chunk starts it), and the first
+// chunk judged after the sensor's grace period ends that period; without
+// (the probe batch), calibration is left as it was.
+func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.Result, learn bool) error {
 	n := len(files)
 	fv := d.feats[:n*feat.Dim]
 	for i := range files {
@@ -307,7 +321,7 @@ func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.R
 		return fmt.Errorf("score %s: %w", feat.Name, err)
 	}
 	thr := m.thr
-	if m.observing {
+	if m.observing && learn {
 		if d.calModel != m {
 			d.calModel = m
 			d.cal.Reset(files[0].TimeNs)
@@ -324,7 +338,9 @@ func (d *Detector) scoreChunk(m *model, files []event.File, base int, res *sdk.R
 			}
 			return nil
 		}
-		d.calDone.Store(true)
+		if learn {
+			d.calDone.Store(true)
+		}
 	}
 	first := len(res.Anomalies)
 	// The strongest burst anomaly of each tree in this chunk (the first one

@@ -248,7 +248,9 @@ func TestCalibrationRestored(t *testing.T) {
 		}
 	}
 
-	// A digest not restored observes (silently, as the first model of the sensor).
+	// A digest not restored observes while flagging at its own threshold: the restored entry of
+	// another model says the sensor's grace period is over (a shadow instance, or a restart after
+	// a model update).
 	d2 := New(slog.New(slog.DiscardHandler), Options{HashSeed: 5, NoAggregate: true, Calibrate: time.Hour, ORTLib: ortLib(t),
 		Calibrated: map[string]float32{"sha256:" + strings.Repeat("ab", 32): raised}})
 	t.Cleanup(func() { _ = d2.Close() })
@@ -258,7 +260,53 @@ func TestCalibrationRestored(t *testing.T) {
 	if n := d2.models[slotNethost].Load(); !n.observing || n.calibrated || n.thr != n.info.Threshold {
 		t.Fatalf("unrestored digest: observing %v calibrated %v threshold %g", n.observing, n.calibrated, n.thr)
 	}
-	if an := scoreAll(t, d2, pkts, []int{256}); len(an) != 0 {
+	if an := scoreAll(t, d2, pkts, []int{256}); len(an) == 0 {
+		t.Fatal("no anomaly from a model observing on a calibrated sensor")
+	}
+	if n := d2.models[slotNethost].Load(); !n.observing || n.thr != n.info.Threshold {
+		t.Fatalf("after the capture (inside its hour): observing %v threshold %g", n.observing, n.thr)
+	}
+
+	// Without any restored entry the sensor's grace period holds: silent.
+	d3 := New(slog.New(slog.DiscardHandler), Options{HashSeed: 5, NoAggregate: true, Calibrate: time.Hour, ORTLib: ortLib(t)})
+	t.Cleanup(func() { _ = d3.Close() })
+	if _, err := d3.LoadModel(context.Background(), nethostBundle(t)); err != nil {
+		t.Fatal(err)
+	}
+	if an := scoreAll(t, d3, pkts, []int{256}); len(an) != 0 {
 		t.Fatalf("%d anomalies inside the grace period", len(an))
+	}
+}
+
+// TestCalibrationIgnoresProbe: the probe batch (sdk.ProbePackets) that the
+// agent's updater scores after loading a model is scored like any batch, but
+// calibration learns nothing from it: its packets are dated 2020, and they used to start the new model's
+// grace period, so the next live packet ended it at once and the model was
+// "calibrated" on the 64 probe scores.
+func TestCalibrationIgnoresProbe(t *testing.T) {
+	pkts := scanPackets(t)
+	const grace = 20 * time.Second
+	d := newLoadedFrom(t, Options{HashSeed: 5, Calibrate: grace, CalibrateQuantile: 0.999}, strictBundles(t))
+	t.Cleanup(func() { _ = d.Close() })
+	half := len(pkts) / 2
+	scoreAll(t, d, pkts[:half], []int{64})
+	if !d.calDone.Load() {
+		t.Fatal("initial calibration not done after half of the capture")
+	}
+	if _, err := d.LoadModel(context.Background(), nethostBundle(t)); err != nil {
+		t.Fatal(err)
+	}
+	probe := sdk.ProbePackets()
+	res, err := d.ScorePackets(context.Background(), probe)
+	if err != nil || len(res.Scores) != len(probe) {
+		t.Fatalf("probe: %v, %d scores", err, len(res.Scores))
+	}
+	n := d.models[slotNethost].Load()
+	if d.calModel[slotNethost] == n || d.cal[slotNethost].Start() == probe[0].TimestampNs {
+		t.Fatal("the probe batch started the new model's calibration")
+	}
+	scoreAll(t, d, pkts[half:half+8], []int{8})
+	if n := d.models[slotNethost].Load(); !n.observing || n.calibrated {
+		t.Fatalf("after the probe and 8 live packets: observing %v calibrated %v (%d samples)", n.observing, n.calibrated, n.calSamples)
 	}
 }

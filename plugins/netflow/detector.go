@@ -118,7 +118,11 @@ type Options struct {
 	// Calibrated are the local quantiles of models an earlier instance of
 	// this plugin calibrated on this sensor, by bundle digest (the agent
 	// passes them to a restarted plugin: -calibrated, selfcal.ParseRestored). A
-	// model loaded with one of these digests starts calibrated.
+	// model loaded with one of these digests starts calibrated. Any entry
+	// also means that the sensor's initial grace period is over: a model
+	// without one observes while flagging at its own threshold, as a model
+	// loaded into the earlier instance would (a shadow instance beside a
+	// calibrated sensor's models; a restart after a model update).
 	Calibrated map[string]float32
 	// ScoreChunk is the most rows per ONNX Runtime run (default 256). At
 	// load, each model's run size is lowered to the largest one at which
@@ -272,7 +276,7 @@ func New(log *slog.Logger, opts Options) *Detector {
 			d.lead = newLeadTable(d.seeds[0]^0x6c656164, int64(opts.LeadIn))
 		}
 	}
-	if opts.Calibrate <= 0 {
+	if opts.Calibrate <= 0 || len(opts.Calibrated) > 0 {
 		d.calDone.Store(true)
 	}
 	d.updateMem()
@@ -417,9 +421,10 @@ func (d *Detector) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Res
 	defer d.mu.Unlock()
 	var res sdk.Result
 	res.Scores = make([]float32, 0, len(pkts))
+	learn := !sdk.IsProbePackets(pkts)
 	for off := 0; off < len(pkts); off += d.opts.MaxBatch {
 		chunk := pkts[off:min(off+d.opts.MaxBatch, len(pkts))]
-		if err := d.scoreChunk(chunk, off, &res); err != nil {
+		if err := d.scoreChunk(chunk, off, &res, learn); err != nil {
 			return sdk.Result{}, err
 		}
 	}
@@ -429,7 +434,13 @@ func (d *Detector) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Res
 	return res, nil
 }
 
-func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) error {
+// scoreChunk scores a chunk. With learn, observing models sample its scores
+// for their calibration (and a grace period may start or end with it), and
+// anomalies are merged per source (aggregation, lead-in). Without (the probe
+// batch, sdk.IsProbePackets), calibration and the per-source finding state
+// are left as they were, and each anomalous packet is returned on its own:
+// the probe checks the model, it must not open a finding.
+func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result, learn bool) error {
 	n := len(pkts)
 	ratio, which := d.ratio[:n], d.which[:n]
 	for i := range ratio {
@@ -439,14 +450,16 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 	// A batch that spans the end of a model's calibration grace period is
 	// scored in two parts: the packets before it are observed, those after
 	// it are judged by the calibrated threshold.
-	if k := d.calibrationCut(pkts); k > 0 && k < len(pkts) {
-		if err := d.scoreChunk(pkts[:k], base, res); err != nil {
-			return err
+	if learn {
+		if k := d.calibrationCut(pkts); k > 0 && k < len(pkts) {
+			if err := d.scoreChunk(pkts[:k], base, res, learn); err != nil {
+				return err
+			}
+			return d.scoreChunk(pkts[k:], base+k, res, learn)
 		}
-		return d.scoreChunk(pkts[k:], base+k, res)
 	}
 	calibrating := !d.calDone.Load()
-	if calibrating && d.calibratedAll() {
+	if calibrating && learn && d.calibratedAll() {
 		d.calDone.Store(true)
 		calibrating = false
 	}
@@ -469,7 +482,7 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 		if err != nil {
 			return err
 		}
-		if m.observing && n > 0 {
+		if m.observing && n > 0 && learn {
 			d.observe(m, scores, pkts[0].TimestampNs)
 		}
 		for i, v := range scores {
@@ -486,14 +499,14 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result) er
 	if calibrating {
 		// No anomalies yet, but the lead-in of the first ones after the
 		// grace period reaches back into it.
-		if d.lead != nil {
+		if d.lead != nil && learn {
 			for i := range pkts {
 				d.lead.entry(&pkts[i]).add(d.lead, pkts[i].TimestampNs, uint32(pkts[i].Length))
 			}
 		}
 		return nil
 	}
-	if d.agg != nil {
+	if d.agg != nil && learn {
 		d.aggregate(pkts, base, &loaded, res)
 		return nil
 	}

@@ -2,6 +2,8 @@ package sdk
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
@@ -58,4 +60,24 @@ func ProbeFiles() []event.File {
 			Root: ProbeRoot, Path: fmt.Sprintf("%s/notes-%02d.txt", ProbeRoot, i)}
 	}
 	return out
+}
+
+var (
+	probeFiles   = sync.OnceValue(ProbeFiles)
+	probePackets = sync.OnceValue(ProbePackets)
+)
+
+// IsProbeFiles reports whether files is the probe batch of ProbeFiles,
+// record for record. A detector scores it like any batch (that is the
+// check), but learns nothing from it that outlives the call: per-sensor
+// calibration (selfcal) neither starts nor samples on it. Its events are
+// dated 2020, and they would otherwise open a new model's grace period, which
+// the next live event would then close at once.
+func IsProbeFiles(files []event.File) bool {
+	return slices.Equal(files, probeFiles())
+}
+
+// IsProbePackets is IsProbeFiles for ProbePackets.
+func IsProbePackets(pkts []event.Packet) bool {
+	return slices.Equal(pkts, probePackets())
 }

@@ -45,3 +45,39 @@ func TestProbesEncode(t *testing.T) {
 		}
 	}
 }
+
+// TestIsProbe: the probe batches are recognised record for record, after the
+// plugin protocol's encoding too; a batch that differs in one field, or is
+// cut, is live data.
+func TestIsProbe(t *testing.T) {
+	files := ProbeFiles()
+	b, err := event.MarshalFiles(nil, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := event.UnmarshalFiles(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !IsProbeFiles(files) || !IsProbeFiles(back) {
+		t.Fatal("the file probe batch is not recognised")
+	}
+	moved := ProbeFiles()
+	moved[7].TimeNs++
+	for name, fs := range map[string][]event.File{"one event moved": moved, "cut": files[:15], "empty": nil} {
+		if IsProbeFiles(fs) {
+			t.Errorf("%s: taken for the probe", name)
+		}
+	}
+	pkts := ProbePackets()
+	if !IsProbePackets(pkts) {
+		t.Fatal("the packet probe batch is not recognised")
+	}
+	other := ProbePackets()
+	other[63].Length++
+	for name, ps := range map[string][]event.Packet{"one packet longer": other, "cut": pkts[1:], "empty": nil} {
+		if IsProbePackets(ps) {
+			t.Errorf("%s: taken for the probe", name)
+		}
+	}
+}

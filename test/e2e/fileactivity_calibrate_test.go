@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/filedetect"
+	agentupdate "github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/plugins/sdk"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -17,7 +22,8 @@ import (
 // tree. During a 3 s grace period ordinary edits raise no finding; after it
 // the pipeline's counters (sent to the server in every Status) report the
 // calibration, a ransomware-style encryption is still found, and a plugin
-// killed afterwards restarts calibrated, with the same threshold.
+// killed afterwards restarts calibrated, with the same threshold. A shadow
+// model started then judges its first events at once.
 func TestFileactivityCalibration(t *testing.T) {
 	in := fileactivityInstall(t)
 	root := t.TempDir()
@@ -91,4 +97,62 @@ func TestFileactivityCalibration(t *testing.T) {
 	}
 	t.Logf("threshold %.5f → %.5f (local q0.999 %.5f, %d samples); restored after a kill",
 		float64(model)/1e6, float64(active)/1e6, float64(c["calibration_local_micro_"+set])/1e6, c["calibration_samples_"+set])
+
+	// A shadow model on this calibrated sensor observes while flagging at its own threshold, as
+	// it would once activated: its first events (well within a grace period of its own) are
+	// judged, not kept silent. Its threshold is 1,000 times lower, so they are flagged.
+	l, ok := p.ModelLoaders()[filedetect.DetectorName].(agentupdate.ShadowLoader)
+	if !ok {
+		t.Fatal("no shadow loader")
+	}
+	var pairs shadowPairs
+	noisy := faVariant(t, in.Inst.Bundle.Path, "fa-shadow", 9, func(m *bundle.Manifest) { m.Threshold *= 1e-3 })
+	if _, err := l.LoadShadow(context.Background(), noisy, pairs.observe); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := os.WriteFile(filepath.Join(share, fmt.Sprintf("shadow-%d.txt", i)), []byte("note\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sh sdk.Stats
+	waitFor(t, 15*time.Second, func() string { return fmt.Sprintf("shadow scored the edits: %+v", sh) }, func() bool {
+		_, _, sh = pairs.get()
+		return sh.Count >= 10
+	})
+	if sh.Anomalies == 0 {
+		t.Fatalf("the shadow model kept silent on a calibrated sensor: %+v", sh)
+	}
+	t.Logf("shadow model on the calibrated sensor: %d of %d events flagged at once", sh.Anomalies, sh.Count)
+	if err := l.StopShadow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// A model update on this calibrated sensor, as the updater makes it: load, then the probe
+	// batch. The new model's grace period starts with the first live event after it. The probe's
+	// events, dated 2020, used to start it, so the next live event ended it at once: the model was
+	// "calibrated" on the 16 probe scores.
+	ml := p.ModelLoaders()[filedetect.DetectorName]
+	ctx := context.Background()
+	if _, err := ml.LoadModel(ctx, faVariant(t, in.Inst.Bundle.Path, "fa-upd", 10, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ml.Probe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	scored := p.Counters()["file_events_scored"]
+	if err := os.WriteFile(filepath.Join(share, "after-update.txt"), []byte("note\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, func() string { return "the live event after the update scored" }, func() bool {
+		return p.Counters()["file_events_scored"] > scored
+	})
+	h, err := ml.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Stats["calibrated_"+set] != 0 || h.Model.Name != "fa-upd" {
+		t.Fatalf("right after the update's probe and one live event the new model %s is calibrated (%d samples): %v",
+			h.Model.Name, h.Stats["calibration_samples_"+set], h.Stats)
+	}
 }

@@ -212,26 +212,9 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		defer cancel()
 		_ = h.Close(cctx)
 	}
-	hl, err := h.Health(ctx)
-	if err != nil {
+	if err := update.CheckLoaded(ctx, update.HostLoader{Host: h}, &b.Manifest); err != nil {
 		closeHost()
-		return fail(fmt.Errorf("shadow plugin health: %w", err))
-	}
-	if !hl.OK {
-		closeHost()
-		return fail(fmt.Errorf("shadow plugin unhealthy: %s", hl.Message))
-	}
-	probe, err := h.Score(ctx, sdk.ProbePackets())
-	if err != nil {
-		closeHost()
-		return fail(fmt.Errorf("shadow plugin probe batch: %w", err))
-	}
-	for _, v := range []float32{probe.Stats.P50, probe.Stats.P99, probe.Stats.Max} {
-		if v != v || v > 3.4e38 || v < -3.4e38 {
-			closeHost()
-			return fail(fmt.Errorf("shadow plugin probe batch: score statistics are not finite (p50 %v, p99 %v, max %v)",
-				probe.Stats.P50, probe.Stats.P99, probe.Stats.Max))
-		}
+		return fail(fmt.Errorf("shadow plugin: %w", err))
 	}
 	sr.host = h
 	sr.info = sdk.ModelInfo{Name: b.Manifest.Name, Version: b.Manifest.Version, FeatureSet: b.Manifest.FeatureSet,

@@ -186,9 +186,9 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		closeHost(h, log)
 		return fail(fmt.Errorf("start shadow plugin: %w", err))
 	}
-	if err := checkShadow(ctx, h, &b.Manifest); err != nil {
+	if err := update.CheckLoaded(ctx, update.HostLoader{Host: h}, &b.Manifest); err != nil {
 		closeHost(h, log)
-		return fail(err)
+		return fail(fmt.Errorf("shadow plugin: %w", err))
 	}
 	sctx, scancel := context.WithCancel(context.Background())
 	sr := &shadowRun{host: h, observe: observe, in: make(chan shadowBatch, shadowQueue), cancel: scancel,
@@ -202,33 +202,6 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 	p.eng.shadow.Store(sr)
 	p.log.Info("shadow model started", "name", b.Manifest.Name, "version", b.Manifest.Version, "pid", h.PID())
 	return sr.info, nil
-}
-
-// checkShadow checks a started shadow instance: healthy, running the
-// bundle's model, finite scores on the probe batch.
-func checkShadow(ctx context.Context, h *pluginhost.Host, m *bundle.Manifest) error {
-	hl, err := h.Health(ctx)
-	if err != nil {
-		return fmt.Errorf("shadow plugin health: %w", err)
-	}
-	if !hl.OK {
-		return fmt.Errorf("shadow plugin unhealthy: %s", hl.Message)
-	}
-	if hl.Model.Name != m.Name || hl.Model.Version != m.Version {
-		return fmt.Errorf("shadow plugin runs %s@%d, not the shadow bundle's %s@%d (%s)",
-			hl.Model.Name, hl.Model.Version, m.Name, m.Version, hl.Message)
-	}
-	probe, err := h.ScoreFiles(ctx, sdk.ProbeFiles())
-	if err != nil {
-		return fmt.Errorf("shadow plugin probe batch: %w", err)
-	}
-	for _, v := range []float32{probe.Stats.P50, probe.Stats.P99, probe.Stats.Max} {
-		if v != v || v > 3.4e38 || v < -3.4e38 {
-			return fmt.Errorf("shadow plugin probe batch: score statistics are not finite (p50 %v, p99 %v, max %v)",
-				probe.Stats.P50, probe.Stats.P99, probe.Stats.Max)
-		}
-	}
-	return nil
 }
 
 // StopShadow stops the shadow instance, if one runs. It implements

@@ -425,7 +425,7 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	if err := u.failpoint(StepLoaded); err != nil {
 		return res, err
 	}
-	if herr := u.healthCheck(ctx, loader, &m); herr != nil {
+	if herr := CheckLoaded(ctx, loader, &m); herr != nil {
 		reason := "health check failed: " + herr.Error()
 		prev := ""
 		if haveCur {
@@ -481,8 +481,11 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	return res, nil
 }
 
-// healthCheck asks the plugin for its health and scores the probe batch.
-func (u *Updater) healthCheck(ctx context.Context, l ModelLoader, m *bundle.Manifest) error {
+// CheckLoaded is the check of a model the plugin behind l has just loaded: it
+// must report itself healthy, running m when it names a model of m's feature
+// set, and score the probe batch with finite scores. The updater runs it
+// after every load; the pipelines run it on their shadow instances.
+func CheckLoaded(ctx context.Context, l ModelLoader, m *bundle.Manifest) error {
 	h, err := l.Health(ctx)
 	if err != nil {
 		return fmt.Errorf("health: %w", err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -129,18 +128,7 @@ func (l *pipelineLoader) StopShadow(ctx context.Context) error { return l.p.Stop
 // stage directory (unprivileged plugin) a world-readable copy there, named
 // with prefix.
 func (p *Pipeline) plugReadable(path, prefix string) (string, error) {
-	if p.stageDir == "" {
-		return path, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("stage for the plugin: %w", err)
-	}
-	out := filepath.Join(p.stageDir, prefix+filepath.Base(path))
-	if err := os.WriteFile(out, b, 0o644); err != nil {
-		return "", fmt.Errorf("stage for the plugin: %w", err)
-	}
-	return out, nil
+	return update.StageForPlugin(p.stageDir, path, prefix)
 }
 
 // ErrNotRunning is returned by LoadShadow when the pipeline does not run.

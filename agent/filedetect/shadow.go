@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 
@@ -150,18 +149,11 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 	}
 	p.stopShadowLocked()
 
-	staged := path
-	if p.eng.stageDir != "" {
-		// The plugin reads the stage directory; the updater's copy is in
-		// the agent's private state.
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return sdk.ModelInfo{}, fmt.Errorf("stage the shadow bundle: %w", err)
-		}
-		staged = filepath.Join(p.eng.stageDir, "shadow-"+filepath.Base(path))
-		if err := os.WriteFile(staged, raw, 0o644); err != nil {
-			return sdk.ModelInfo{}, fmt.Errorf("stage the shadow bundle: %w", err)
-		}
+	// The plugin reads the stage directory; the updater's copy is in the
+	// agent's private state.
+	staged, err := update.StageForPlugin(p.eng.stageDir, path, "shadow-")
+	if err != nil {
+		return sdk.ModelInfo{}, err
 	}
 	fail := func(err error) (sdk.ModelInfo, error) {
 		if staged != path {

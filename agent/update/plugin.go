@@ -34,18 +34,30 @@ func (h HostLoader) Info() sdk.Info { return h.Host.Info().Info }
 
 // LoadModel implements ModelLoader (the host reloads it into restarted plugin instances).
 func (h HostLoader) LoadModel(ctx context.Context, path string) (sdk.ModelInfo, error) {
-	if h.StageDir != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return sdk.ModelInfo{}, fmt.Errorf("stage for the plugin: %w", err)
-		}
-		p := filepath.Join(h.StageDir, filepath.Base(path))
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			return sdk.ModelInfo{}, fmt.Errorf("stage for the plugin: %w", err)
-		}
-		path = p
+	path, err := StageForPlugin(h.StageDir, path, "")
+	if err != nil {
+		return sdk.ModelInfo{}, err
 	}
 	return h.Host.LoadModel(ctx, path)
+}
+
+// StageForPlugin copies the bundle at path into dir, a directory the plugin's
+// sandbox lets it read, world-readable (bundles are public, signed data), as
+// prefix + its base name, and returns the copy's path; with dir "" it returns
+// path.
+func StageForPlugin(dir, path, prefix string) (string, error) {
+	if dir == "" {
+		return path, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("stage for the plugin: %w", err)
+	}
+	out := filepath.Join(dir, prefix+filepath.Base(path))
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		return "", fmt.Errorf("stage for the plugin: %w", err)
+	}
+	return out, nil
 }
 
 // Health implements ModelLoader.

@@ -174,7 +174,6 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		bundles = append(bundles, p.loaded[fs])
 	}
 	p.loadedMu.Unlock()
-	bundles = append(bundles, staged)
 
 	sr := &shadowRun{observe: observe}
 	if staged != path {
@@ -188,6 +187,10 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		// count them; the anomaly list itself may be capped), then dropped.
 		p.shadowAnomalies.Add(br.Stats.Anomalies)
 	}, "shadow")
+	// The shadow bundle is loaded once the instance runs (and reloaded into a
+	// restarted one by the host): a bundle the plugin cannot load fails here,
+	// instead of leaving an instance that runs without it.
+	hc.Sandbox.ReadOnly = append(hc.Sandbox.ReadOnly, staged)
 	h, err := pluginhost.New(hc)
 	if err != nil {
 		return fail(fmt.Errorf("shadow plugin: %w", err))
@@ -200,6 +203,10 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		defer cancel()
 		_ = h.Close(cctx)
 	}
+	if _, err := h.LoadModel(ctx, staged); err != nil {
+		closeHost()
+		return fail(fmt.Errorf("shadow plugin refused the model: %w", err))
+	}
 	if err := update.CheckLoaded(ctx, update.HostLoader{Host: h}, &b.Manifest); err != nil {
 		closeHost()
 		return fail(fmt.Errorf("shadow plugin: %w", err))
@@ -209,7 +216,7 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		Threshold: float32(b.Manifest.Threshold)}
 	p.shadow.Store(sr)
 	p.log.Info("shadow model started", "name", b.Manifest.Name, "version", b.Manifest.Version,
-		"feature_set", b.Manifest.FeatureSet, "pid", h.PID(), "bundles", len(bundles))
+		"feature_set", b.Manifest.FeatureSet, "pid", h.PID(), "bundles", len(bundles)+1)
 	return sr.info, nil
 }
 

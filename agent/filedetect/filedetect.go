@@ -492,9 +492,9 @@ func (e *engine) prepare(log *slog.Logger) error {
 }
 
 // hostConfig is the plugin host configuration of an instance of the
-// fileactivity plugin started with bundle: the pipeline's, or its shadow
-// instance's (shadow.go). The plugin's sandbox lets it read the bundle
-// (pluginhost adds -bundle paths) and the stage directory, if any.
+// fileactivity plugin started with bundle ("": none): the pipeline's, or its
+// shadow instance's (shadow.go). The plugin's sandbox lets it read the
+// bundle (pluginhost adds -bundle paths) and the stage directory, if any.
 func (e *engine) hostConfig(bundle string, log *slog.Logger) pluginhost.Config {
 	hc := e.cfg.Host
 	hc.Path = e.cfg.Plugin
@@ -506,7 +506,10 @@ func (e *engine) hostConfig(bundle string, log *slog.Logger) pluginhost.Config {
 			hc.MaxBatch = 1024
 		}
 	}
-	hc.Args = append([]string{"-bundle", bundle}, e.cfg.PluginArgs...)
+	hc.Args = slices.Clone(e.cfg.PluginArgs)
+	if bundle != "" {
+		hc.Args = append([]string{"-bundle", bundle}, hc.Args...)
+	}
 	hc.Sandbox.ReadOnly = slices.Clone(hc.Sandbox.ReadOnly)
 	if e.stageDir != "" {
 		hc.Sandbox.ReadOnly = append(hc.Sandbox.ReadOnly, e.stageDir)

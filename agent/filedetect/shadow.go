@@ -161,8 +161,13 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		}
 		return sdk.ModelInfo{}, err
 	}
+	// The instance starts without a model and loads the shadow bundle once
+	// it runs (the host reloads it into a restarted one): a bundle the
+	// plugin cannot load fails here, instead of leaving an instance without
+	// a model, whose zero scores would pass the check below.
 	log := p.log.With("role", "shadow")
-	hc := p.eng.hostConfig(staged, log)
+	hc := p.eng.hostConfig("", log)
+	hc.Sandbox.ReadOnly = append(hc.Sandbox.ReadOnly, staged)
 	if p.eng.calibrating() {
 		// The calibrations of this sensor so far: with one, the plugin knows
 		// the sensor's grace period is over, and the shadow model observes
@@ -177,6 +182,10 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 	if err := h.Start(ctx); err != nil {
 		closeHost(h, log)
 		return fail(fmt.Errorf("start shadow plugin: %w", err))
+	}
+	if _, err := h.LoadModel(ctx, staged); err != nil {
+		closeHost(h, log)
+		return fail(fmt.Errorf("shadow plugin refused the model: %w", err))
 	}
 	if err := update.CheckLoaded(ctx, update.HostLoader{Host: h}, &b.Manifest); err != nil {
 		closeHost(h, log)

@@ -361,6 +361,15 @@ func (h *Host) WaitRunning(ctx context.Context) error {
 	}
 }
 
+// WaitStarted is WaitRunning bounded by the host's StartTimeout: what a
+// caller that needs the plugin (its Info, a model load) waits at most while
+// the host starts it or restarts it.
+func (h *Host) WaitStarted(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, h.cfg.StartTimeout)
+	defer cancel()
+	return h.WaitRunning(wctx)
+}
+
 // LoadModel asks the plugin to load a bundle. On success the host remembers
 // the path and reloads it into every restarted instance; on error the
 // plugin's previous model stays active. While no instance is up (the host
@@ -370,10 +379,7 @@ func (h *Host) WaitRunning(ctx context.Context) error {
 func (h *Host) LoadModel(ctx context.Context, bundlePath string) (sdk.ModelInfo, error) {
 	inst := h.current()
 	if inst == nil {
-		wctx, cancel := context.WithTimeout(ctx, h.cfg.StartTimeout)
-		err := h.WaitRunning(wctx)
-		cancel()
-		if err != nil {
+		if err := h.WaitStarted(ctx); err != nil {
 			return sdk.ModelInfo{}, fmt.Errorf("load model %s: %w", bundlePath, err)
 		}
 		if inst = h.current(); inst == nil {

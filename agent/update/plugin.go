@@ -32,6 +32,10 @@ var _ ModelLoader = HostLoader{}
 // Info implements ModelLoader.
 func (h HostLoader) Info() sdk.Info { return h.Host.Info().Info }
 
+// WaitRunning implements StartWaiter: it waits, at most the host's
+// StartTimeout, for a plugin instance to be up.
+func (h HostLoader) WaitRunning(ctx context.Context) error { return h.Host.WaitStarted(ctx) }
+
 // LoadModel implements ModelLoader (the host reloads it into restarted plugin instances).
 func (h HostLoader) LoadModel(ctx context.Context, path string) (sdk.ModelInfo, error) {
 	path, err := StageForPlugin(h.StageDir, path, "")

@@ -52,6 +52,15 @@ type ModelLoader interface {
 	Probe(ctx context.Context) (sdk.Result, error)
 }
 
+// StartWaiter is optionally implemented by a ModelLoader whose plugin may not be up yet (a
+// running pipeline's plugin host, while the agent starts or the host restarts a crashed plugin):
+// the updater waits for it before reading Info, so that an offer that arrives first (the server
+// repeats pending offers at every Hello) is checked against the plugin, not refused because the
+// plugin has described no feature set yet.
+type StartWaiter interface {
+	WaitRunning(ctx context.Context) error
+}
+
 // ShadowLoader is optionally implemented by a ModelLoader that can run a second model beside the
 // active one without raising findings from it (shadow mode; agent/detect implements it with a
 // second instance of the detector plugin fed the same packets).
@@ -324,6 +333,11 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		return res, reject(err, "detector %s: %v", m.Detector, err)
 	}
 	defer release()
+	if w, ok := loader.(StartWaiter); ok {
+		if err := w.WaitRunning(ctx); err != nil {
+			return res, reject(err, "the %s plugin is not running: %v", m.Detector, err)
+		}
+	}
 	info := loader.Info()
 	if !slices.Contains(info.FeatureSets, m.FeatureSet) {
 		return res, reject(nil, "feature set %s not supported by the %s plugin (it accepts %s)", m.FeatureSet, m.Detector,

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -554,4 +555,67 @@ func FuzzHandleOffer(f *testing.F) {
 			t.Fatal("accepted a malformed digest")
 		}
 	})
+}
+
+// startingLoader is a plugin host whose plugin is not up until started is closed: until then
+// it describes no feature set.
+type startingLoader struct {
+	*fakeLoader
+	started chan struct{}
+	waited  atomic.Bool
+}
+
+func (s *startingLoader) Info() sdk.Info {
+	select {
+	case <-s.started:
+		return s.fakeLoader.Info()
+	default:
+		return sdk.Info{}
+	}
+}
+
+func (s *startingLoader) WaitRunning(ctx context.Context) error {
+	s.waited.Store(true)
+	select {
+	case <-s.started:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestInstallWaitsForPlugin: an offer that arrives while the pipeline's plugin is starting (the
+// agent just started, and the server repeats pending offers at Hello) waits for it (StartWaiter)
+// and is installed. Before, the updater read the plugin's description at once, found no feature
+// set, and refused the model: "feature set ... not supported by the netflow plugin (it accepts )".
+// A plugin that never comes up gets the offer refused with the reason.
+func TestInstallWaitsForPlugin(t *testing.T) {
+	e := newEnv(t)
+	sl := &startingLoader{fakeLoader: e.loader, started: make(chan struct{})}
+	u, err := New(Config{StateDir: e.state, Loaders: LoaderMap{"netflow": sl}, Now: func() time.Time { return e.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e.bundle("nf", 1, nil, "m")
+	time.AfterFunc(100*time.Millisecond, func() { close(sl.started) })
+	res, err := u.Install(context.Background(), Request{Path: p})
+	if err != nil || res.State != StateActive || !sl.waited.Load() {
+		t.Fatalf("install while the plugin starts: %+v %v (waited %v)", res, err, sl.waited.Load())
+	}
+
+	never := &startingLoader{fakeLoader: newFakeLoader(), started: make(chan struct{})}
+	u2, err := New(Config{StateDir: t.TempDir(), Loaders: LoaderMap{"netflow": never}, Now: func() time.Time { return e.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signtest.Policy(t, 1, e.a).WriteFile(filepath.Join(u2.cfg.StateDir, TrustFile)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = u2.Install(ctx, Request{Path: p})
+	var rej *Rejection
+	if !errors.As(err, &rej) || !strings.Contains(rej.Reason, "plugin is not running") {
+		t.Fatalf("plugin never up: %v", err)
+	}
 }

@@ -45,6 +45,12 @@ func (s *shadowPairs) get() (n int, active, shadow sdk.Stats) {
 // before a loader sees a bundle).
 func faVariant(t *testing.T, base, name string, version uint64, edit func(*bundle.Manifest)) string {
 	t.Helper()
+	return faVariantModel(t, base, name, version, nil, edit)
+}
+
+// faVariantModel is faVariant with the model bytes replaced (nil: kept).
+func faVariantModel(t *testing.T, base, name string, version uint64, model []byte, edit func(*bundle.Manifest)) string {
+	t.Helper()
 	b, err := bundle.Read(base, bundle.DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +60,10 @@ func faVariant(t *testing.T, base, name string, version uint64, edit func(*bundl
 	if edit != nil {
 		edit(&m)
 	}
-	p, err := bundle.WriteFile(t.TempDir(), b.Model, &m)
+	if model == nil {
+		model = b.Model
+	}
+	p, err := bundle.WriteFile(t.TempDir(), model, &m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,8 +74,9 @@ func faVariant(t *testing.T, base, name string, version uint64, edit func(*bundl
 // update.ShadowLoader as the updater calls it) in a second plugin instance on the same events as
 // the active model: every pair the observer gets covers the same batch (equal counts), the shadow
 // model, whose threshold is 1,000 times lower, flags far more than the active one, none of its
-// anomalies becomes a finding, and its counters say what it flagged. Bad bundles are refused with
-// nothing left running; a stopped shadow model sees no more events, and a stopped pipeline takes
+// anomalies becomes a finding, and its counters say what it flagged. Bad bundles (unreadable, of
+// another detector, missing, or with a graph the plugin cannot load) are refused with nothing
+// left running; a stopped shadow model sees no more events, and a stopped pipeline takes
 // no shadow model.
 func TestFileactivityShadow(t *testing.T) {
 	in := fileactivityInstall(t)
@@ -88,8 +98,11 @@ func TestFileactivityShadow(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := faVariant(t, in.Inst.Bundle.Path, "nf-shadow", 1, func(m *bundle.Manifest) { m.Detector = "netflow" })
+	// A bundle that reads well, but whose graph ONNX Runtime cannot load: the plugin starts without
+	// a model, which must not pass for the shadow model.
+	unloadable := faVariantModel(t, in.Inst.Bundle.Path, "fa-broken", 2, []byte("not an onnx graph"), nil)
 	var pairs shadowPairs
-	for _, bad := range []string{corrupt, other, filepath.Join(root, "missing.vgb")} {
+	for _, bad := range []string{corrupt, other, filepath.Join(root, "missing.vgb"), unloadable} {
 		if _, err := l.LoadShadow(ctx, bad, pairs.observe); err == nil {
 			t.Errorf("LoadShadow(%s) succeeded", filepath.Base(bad))
 		} else {

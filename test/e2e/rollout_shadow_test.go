@@ -184,6 +184,15 @@ func TestRolloutShadowHalts(t *testing.T) {
 	id := canary.id.AgentID
 	active := k.base.Name + "@" + itoa(k.base.Version) // the baseline the packet pipeline runs
 
+	// A shadow model whose graph the plugin cannot load: the agent refuses it with the reason, and
+	// no shadow instance runs. Before, the instance started without it and passed its check.
+	broken := k.base.Version + 5
+	d.publish(k.bundle("nf-broken", broken, nil, []byte("not an onnx graph"), k.a), "--no-smoke")
+	rb := d.rollout("--model", "nf-broken@"+itoa(broken), "--agents", id, "--shadow")
+	if st := d.waitStates(rb, 60*time.Second, map[string]string{id: "rejected"}); !strings.Contains(st[id][1], "shadow plugin refused the model") {
+		t.Fatalf("unloadable shadow model: %q", st[id][1])
+	}
+
 	// The too-sensitive model: the same network, threshold 1e-6 of the calibrated one.
 	noisy := k.bundle(k.base.Name, k.base.Version+1, func(m *bundle.Manifest) { m.Threshold *= 1e-6 }, nil, k.a)
 	d.publish(noisy)

@@ -113,7 +113,9 @@ type Pipeline struct {
 	// serialised by shadowMu.
 	shadowMu                       sync.Mutex
 	shadow                         atomic.Pointer[shadowRun]
-	running                        atomic.Bool // Run has started the plugin and not yet stopped
+	running                        atomic.Bool   // Run has started the plugin and not yet stopped
+	ready                          chan struct{} // closed once running was first set
+	readyOnce                      sync.Once
 	shadowDropped, shadowAnomalies atomic.Uint64
 
 	// cal follows the plugin's per-sensor calibration (calibration.go).
@@ -140,7 +142,7 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Pipeline{cfg: cfg, log: cfg.Logger, agg: NewAggregator(cfg.Aggregate)}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger, agg: NewAggregator(cfg.Aggregate), ready: make(chan struct{})}
 	var ms []runModel
 	for _, b := range cfg.Bundles {
 		ms = append(ms, runModel{set: b.FeatureSet, ref: &wirev1.ModelRef{Name: b.Name, Version: b.Version, Digest: b.Digest, Detector: DetectorName}})
@@ -402,6 +404,7 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 		p.setModel(m)
 	}
 	p.running.Store(true)
+	p.readyOnce.Do(func() { close(p.ready) })
 	defer p.stopShadowAtEnd()
 	if hl, err := h.Health(ctx); err == nil {
 		p.log.Info("detector plugin ready", "pid", h.PID(), "health", hl.Message, "model", hl.Model.Name, "version", hl.Model.Version)

@@ -1,13 +1,16 @@
 package detect
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vigil-edge/vigil/agent/pluginhost"
 	"github.com/vigil-edge/vigil/agent/update"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 )
@@ -212,5 +215,35 @@ func TestSetModel(t *testing.T) {
 		if got := str(); got != c.want {
 			t.Errorf("after %s@%d (%s): %q, want %q", c.m.Name, c.m.Version, c.m.FeatureSet, got, c.want)
 		}
+	}
+}
+
+// TestLoadShadowWaitsForStart: a shadow offer that comes while the pipeline is starting (the
+// agent's first Hello repeats pending offers) waits for it, at most the plugin host's
+// StartTimeout, instead of being refused with ErrNotRunning; once the pipeline has stopped, or
+// when it does not start in time, it is refused.
+func TestLoadShadowWaitsForStart(t *testing.T) {
+	p, err := New(Config{Plugin: fakePlugin(t), Bundles: []BundleInfo{{Path: fakeBundle(t), FeatureSet: "nethost/v7"}},
+		Interfaces: []string{"eth-test0"}, Host: pluginhost.Config{StartTimeout: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notABundle := fakeBundle(t)
+	start := time.Now()
+	if _, err := p.LoadShadow(t.Context(), notABundle, nil); !errors.Is(err, ErrNotRunning) || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("never started: %v after %v", err, time.Since(start))
+	}
+	time.AfterFunc(50*time.Millisecond, func() { // what Run does once its plugin and bundles are up
+		p.running.Store(true)
+		p.readyOnce.Do(func() { close(p.ready) })
+	})
+	_, err = p.LoadShadow(t.Context(), notABundle, nil)
+	if err == nil || errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "shadow bundle") {
+		t.Fatalf("offered while starting: %v, want the bundle itself refused", err)
+	}
+	p.running.Store(false) // stopped
+	start = time.Now()
+	if _, err := p.LoadShadow(t.Context(), notABundle, nil); !errors.Is(err, ErrNotRunning) || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("after the pipeline stopped: %v after %v", err, time.Since(start))
 	}
 }

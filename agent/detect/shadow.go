@@ -138,12 +138,28 @@ var ErrNotRunning = errors.New("detect: the packet pipeline is not running")
 // bundle at path (already verified by the updater) beside the active one,
 // replacing any shadow instance already running. observe receives the
 // paired statistics. The new instance must start, load the bundle and score
-// the probe batch with finite scores; otherwise nothing runs.
+// the probe batch with finite scores; otherwise nothing runs. While the
+// pipeline is starting (its plugin starting, its start bundles loading) it
+// waits for it, at most the plugin host's StartTimeout: an offer repeated at
+// the agent's first Hello is not refused.
 func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(active, shadow sdk.Stats)) (sdk.ModelInfo, error) {
 	p.shadowMu.Lock()
 	defer p.shadowMu.Unlock()
 	if !p.running.Load() {
-		return sdk.ModelInfo{}, ErrNotRunning
+		wait := p.cfg.Host.StartTimeout
+		if wait <= 0 {
+			wait = pluginhost.DefaultStartTimeout
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-p.ready:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if !p.running.Load() { // not started in time, or already stopped
+			return sdk.ModelInfo{}, ErrNotRunning
+		}
 	}
 	b, err := bundle.Read(path, bundle.DefaultLimits())
 	if err != nil {

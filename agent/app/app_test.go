@@ -27,8 +27,7 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 func TestCLIEnrollAndStatus(t *testing.T) {
-	srv := uplinktest.New(t)
-	srv.Token = "vge_abc.topsecret"
+	srv := uplinktest.New(t, func(s *uplinktest.Server) { s.Token = "vge_abc.topsecret" })
 	dir := filepath.Join(t.TempDir(), "state")
 
 	code, _, stderr := runCLI(t, "enroll", "--server", srv.Addr, "--token", "vge_abc.wrong", "--ca-pin", srv.Pin(), "--state", dir)
@@ -65,9 +64,7 @@ func TestCLIEnrollAndStatus(t *testing.T) {
 }
 
 func TestRunWithDemoGenerator(t *testing.T) {
-	srv := uplinktest.New(t)
-	srv.Token = "vge_abc.topsecret"
-	srv.StatusIntervalMs = 200
+	srv := uplinktest.New(t, func(s *uplinktest.Server) { s.Token, s.StatusIntervalMs = "vge_abc.topsecret", 200 })
 	dir := filepath.Join(t.TempDir(), "state")
 	if code, _, stderr := runCLI(t, "enroll", "--server", srv.Addr, "--token", srv.Token, "--ca-pin", srv.Pin(), "--state", dir); code != 0 {
 		t.Fatalf("enroll: %s", stderr)
@@ -216,8 +213,7 @@ func TestRunWaitsForSourcesToFlush(t *testing.T) {
 	old := sourceStopTimeout
 	sourceStopTimeout = 2 * time.Second
 	defer func() { sourceStopTimeout = old }()
-	srv := uplinktest.New(t)
-	srv.Token = "vge_abc.topsecret"
+	srv := uplinktest.New(t, func(s *uplinktest.Server) { s.Token = "vge_abc.topsecret" })
 	for _, c := range []struct {
 		name    string
 		delay   time.Duration

@@ -20,8 +20,7 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestEnroll(t *testing.T) {
-	srv := uplinktest.New(t)
-	srv.Token = "vge_test.secret"
+	srv := uplinktest.New(t, func(s *uplinktest.Server) { s.Token = "vge_test.secret" })
 	dir := state.Dir(filepath.Join(t.TempDir(), "state"))
 	ctx := context.Background()
 	opts := Options{Server: srv.Addr, Token: srv.Token, Pin: srv.Pin(), StateDir: dir, Timeout: 10 * time.Second}
@@ -65,8 +64,7 @@ func TestEnroll(t *testing.T) {
 }
 
 func TestEnrollErrors(t *testing.T) {
-	srv := uplinktest.New(t)
-	srv.Token = "vge_test.secret"
+	srv := uplinktest.New(t, func(s *uplinktest.Server) { s.Token = "vge_test.secret" })
 	other := uplinktest.New(t) // another deployment: another CA
 
 	tests := []struct {

@@ -66,7 +66,9 @@ func delivered(t *testing.T, got []uint64, total uint64, skipped ...uint64) {
 // finding is delivered, in order.
 func TestRefusedFindingDropped(t *testing.T) {
 	f := newFixture(t)
-	f.srv.OnBatch = refuseInvalid
+	f.srv.Configure(func(s *uplinktest.Server) {
+		s.OnBatch = refuseInvalid
+	})
 	fs := goodFindings(250)
 	fs[150].Detector = "" // seq 151
 	fs[249].Detector = "" // seq 250, the last
@@ -120,7 +122,9 @@ func TestTooLongFindingDelivered(t *testing.T) {
 	}
 	t.Run("refused and dropped", func(t *testing.T) {
 		f := newFixture(t)
-		f.srv.OnBatch = refuseInvalid
+		f.srv.Configure(func(s *uplinktest.Server) {
+			s.OnBatch = refuseInvalid
+		})
 		sp := newMemSpool(tooLong())
 		cfg := f.config()
 		cfg.Spool = sp
@@ -133,7 +137,9 @@ func TestTooLongFindingDelivered(t *testing.T) {
 	})
 	t.Run("cut by the spool and delivered", func(t *testing.T) {
 		f := newFixture(t)
-		f.srv.OnBatch = refuseInvalid
+		f.srv.Configure(func(s *uplinktest.Server) {
+			s.OnBatch = refuseInvalid
+		})
 		if err := f.spool.Append(context.Background(), tooLong()); err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +163,9 @@ func TestTooLongFindingDelivered(t *testing.T) {
 func TestWriteBlockedByFlowControl(t *testing.T) {
 	f := newFixture(t)
 	var streams atomic.Int64
-	f.srv.StallFindings = func() bool { return streams.Add(1) == 1 }
+	f.srv.Configure(func(s *uplinktest.Server) {
+		s.StallFindings = func() bool { return streams.Add(1) == 1 }
+	})
 	// 400 KB per batch: the second one exceeds the stream's flow control
 	// window while the server does not read.
 	fs := goodFindings(600)
@@ -188,10 +196,12 @@ func TestWriteBlockedByFlowControl(t *testing.T) {
 // timer of old showed, at a select it won half the time).
 func TestAckTimeoutCountsFromLastAck(t *testing.T) {
 	f := newFixture(t)
-	f.srv.AckDelay = 50 * time.Millisecond
-	f.srv.AfterHello = func(send func(*wirev1.ServerControl) error) {
-		_ = send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_SlowDown{SlowDown: &wirev1.SlowDown{MinBatchIntervalMs: 5, MaxBatch: 1}}})
-	}
+	f.srv.Configure(func(s *uplinktest.Server) {
+		s.AckDelay = 50 * time.Millisecond
+		s.AfterHello = func(send func(*wirev1.ServerControl) error) {
+			_ = send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_SlowDown{SlowDown: &wirev1.SlowDown{MinBatchIntervalMs: 5, MaxBatch: 1}}})
+		}
+	})
 	cfg := f.config()
 	cfg.BatchMax = 1
 	cfg.Inflight = 64

@@ -50,9 +50,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	srv := uplinktest.New(t)
-	srv.Token = "vge_t.secret"
-	srv.StatusIntervalMs = 100
+	srv := uplinktest.New(t, func(s *uplinktest.Server) { s.Token, s.StatusIntervalMs = "vge_t.secret", 100 })
 	f := &fixture{srv: srv, dir: state.Dir(t.TempDir()), logs: &syncBuf{}}
 	f.log = slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if _, err := enroll.Enroll(context.Background(), enroll.Options{
@@ -172,12 +170,14 @@ func TestDeliverInOrderWithStatus(t *testing.T) {
 func TestReconnectExactlyOnce(t *testing.T) {
 	f := newFixture(t)
 	var batches atomic.Int64
-	f.srv.OnBatch = func(b *wirev1.FindingsBatch) (*wirev1.Ack, wirev1.ErrorCode) {
-		if n := batches.Add(1); n%4 == 0 && n < 40 {
-			return nil, wirev1.CodeInternal
+	f.srv.Configure(func(s *uplinktest.Server) {
+		s.OnBatch = func(b *wirev1.FindingsBatch) (*wirev1.Ack, wirev1.ErrorCode) {
+			if n := batches.Add(1); n%4 == 0 && n < 40 {
+				return nil, wirev1.CodeInternal
+			}
+			return nil, 0
 		}
-		return nil, 0
-	}
+	})
 	f.append(t, 1500, wirev1.Severity_SEVERITY_MEDIUM)
 	c := f.start(t, f.config())
 	eventually(t, "all findings acked", func() bool { return f.spool.Stats().Depth == 0 })
@@ -202,17 +202,19 @@ func TestReconnectExactlyOnce(t *testing.T) {
 func TestSlowDownAndModelOffer(t *testing.T) {
 	f := newFixture(t)
 	var maxSeen atomic.Int64
-	f.srv.OnBatch = func(b *wirev1.FindingsBatch) (*wirev1.Ack, wirev1.ErrorCode) {
-		if n := int64(len(b.Findings)); n > maxSeen.Load() {
-			maxSeen.Store(n)
+	f.srv.Configure(func(s *uplinktest.Server) {
+		s.OnBatch = func(b *wirev1.FindingsBatch) (*wirev1.Ack, wirev1.ErrorCode) {
+			if n := int64(len(b.Findings)); n > maxSeen.Load() {
+				maxSeen.Store(n)
+			}
+			return nil, 0
 		}
-		return nil, 0
-	}
-	f.srv.AfterHello = func(send func(*wirev1.ServerControl) error) {
-		_ = send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_SlowDown{SlowDown: &wirev1.SlowDown{MaxBatch: 7, MinBatchIntervalMs: 1}}})
-		_ = send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_ModelOffer{ModelOffer: &wirev1.ModelOffer{
-			RolloutId: "r1", Model: &wirev1.ModelRef{Name: "netflow", Version: 3}}}})
-	}
+		s.AfterHello = func(send func(*wirev1.ServerControl) error) {
+			_ = send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_SlowDown{SlowDown: &wirev1.SlowDown{MaxBatch: 7, MinBatchIntervalMs: 1}}})
+			_ = send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_ModelOffer{ModelOffer: &wirev1.ModelOffer{
+				RolloutId: "r1", Model: &wirev1.ModelRef{Name: "netflow", Version: 3}}}})
+		}
+	})
 	offers := make(chan *wirev1.ModelOffer, 1)
 	cfg := f.config()
 	cfg.OnModelOffer = func(o *wirev1.ModelOffer) { offers <- o }
@@ -267,7 +269,9 @@ func TestRenewal(t *testing.T) {
 
 func TestRenewalRefusedKeepsOldCertificate(t *testing.T) {
 	f := newFixture(t)
-	f.srv.RefuseRenew = true
+	f.srv.Configure(func(s *uplinktest.Server) {
+		s.RefuseRenew = true
+	})
 	creds, _ := f.dir.LoadCredentials()
 	id := creds.Identity
 	now := time.Now()

@@ -25,7 +25,8 @@ import (
 // has not read from yet.
 const StreamReceiveWindow = 512 << 10
 
-// Server is the fake server. Set the hook fields before the agent connects.
+// Server is the fake server. Set its fields with New's options, or with
+// Configure once it runs; its connections read them under its lock.
 type Server struct {
 	PKI  *pkitest.Deployment
 	Addr string // 127.0.0.1:port
@@ -65,11 +66,18 @@ type Server struct {
 }
 
 // New starts a fake server for a fresh test deployment (trust domain
-// "vigil.test") on 127.0.0.1; it stops when the test ends.
-func New(t testing.TB) *Server {
+// "vigil.test") on 127.0.0.1; it stops when the test ends. The options set
+// the Server's fields (Token, StatusIntervalMs, ...) before it serves: its
+// connections read them from their own goroutines, and the race detector
+// sees no order between a field set after New and those reads (the order
+// comes through the network).
+func New(t testing.TB, opts ...func(*Server)) *Server {
 	t.Helper()
 	d := pkitest.New(t, "vigil.test")
 	s := &Server{PKI: d, Entity: "acme", AgentTTL: time.Hour, seqs: map[uint64]*wirev1.Finding{}}
+	for _, o := range opts {
+		o(s)
+	}
 	cert := d.ServerCert(t)
 	ln, err := quic.ListenAddr("127.0.0.1:0", pki.ServerTLSConfig(cert, d.CA.Pool()), &quic.Config{
 		MaxIdleTimeout: 10 * time.Second,
@@ -107,6 +115,34 @@ func New(t testing.TB) *Server {
 
 // Pin is the deployment's CA pin.
 func (s *Server) Pin() string { return s.PKI.CA.Pin() }
+
+// Configure sets the server's fields (hooks, Token, ...) while it runs: f
+// runs under the lock under which connections read them.
+func (s *Server) Configure(f func(*Server)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
+// settings are the fields connections read, as Configure last set them.
+type settings struct {
+	token, entity    string
+	ttl              time.Duration
+	statusIntervalMs uint32
+	onBatch          func(b *wirev1.FindingsBatch) (*wirev1.Ack, wirev1.ErrorCode)
+	afterHello       func(send func(*wirev1.ServerControl) error)
+	refuseRenew      bool
+	ackDelay         time.Duration
+	stallFindings    func() bool
+}
+
+func (s *Server) settings() settings {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return settings{token: s.Token, entity: s.Entity, ttl: s.AgentTTL, statusIntervalMs: s.StatusIntervalMs,
+		onBatch: s.OnBatch, afterHello: s.AfterHello, refuseRenew: s.RefuseRenew, ackDelay: s.AckDelay,
+		stallFindings: s.StallFindings}
+}
 
 // Findings returns the committed findings' seqs in order of first arrival.
 func (s *Server) Findings() []uint64 {
@@ -200,7 +236,7 @@ func (s *Server) serveStream(conn *quic.Conn, st *quic.Stream, agentID string) e
 		if agentID == "" {
 			return &wirev1.ProtocolError{Code: wirev1.CodeUnauthorized, Err: errors.New("no client certificate")}
 		}
-		if s.StallFindings != nil && s.StallFindings() {
+		if stall := s.settings().stallFindings; stall != nil && stall() {
 			<-conn.Context().Done()
 			return nil
 		}
@@ -225,17 +261,18 @@ func (s *Server) enroll(st *quic.Stream, r *wirev1.Reader) error {
 		_ = wirev1.Write(st, &wirev1.EnrollResponse{Error: &wirev1.Error{Code: uint32(code), Message: msg}}, 0)
 		return st.Close()
 	}
-	if s.Token == "" || subtle.ConstantTimeCompare([]byte(req.Token), []byte(s.Token)) != 1 {
+	cf := s.settings()
+	if cf.token == "" || subtle.ConstantTimeCompare([]byte(req.Token), []byte(cf.token)) != 1 {
 		return refuse(wirev1.CodeTokenInvalid, "enrollment token is unknown, used or expired")
 	}
 	s.mu.Lock()
 	id := fmt.Sprintf("a-%012x", s.conns)
 	s.mu.Unlock()
-	chain, err := s.PKI.CA.SignAgentCSR(req.CsrDer, s.Entity, id, s.AgentTTL)
+	chain, err := s.PKI.CA.SignAgentCSR(req.CsrDer, cf.entity, id, cf.ttl)
 	if err != nil {
 		return refuse(wirev1.CodeBadCSR, "bad CSR")
 	}
-	if err := wirev1.Write(st, &wirev1.EnrollResponse{CertChainDer: chain, RootCaDer: s.PKI.CA.Root.Raw, AgentId: id, Entity: s.Entity}, 0); err != nil {
+	if err := wirev1.Write(st, &wirev1.EnrollResponse{CertChainDer: chain, RootCaDer: s.PKI.CA.Root.Raw, AgentId: id, Entity: cf.entity}, 0); err != nil {
 		return err
 	}
 	return st.Close()
@@ -252,6 +289,7 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 	s.mu.Lock()
 	s.hellos = append(s.hellos, m.GetHello())
 	s.mu.Unlock()
+	cf := s.settings()
 	var wmu sync.Mutex
 	send := func(m *wirev1.ServerControl) error {
 		wmu.Lock()
@@ -259,12 +297,12 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 		return wirev1.Write(st, m, 0)
 	}
 	if err := send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_HelloAck{HelloAck: &wirev1.HelloAck{
-		AgentId: agentID, Entity: s.Entity, ServerTimeUnixNano: time.Now().UnixNano(), StatusIntervalMs: s.StatusIntervalMs,
+		AgentId: agentID, Entity: cf.entity, ServerTimeUnixNano: time.Now().UnixNano(), StatusIntervalMs: cf.statusIntervalMs,
 	}}}); err != nil {
 		return err
 	}
-	if s.AfterHello != nil {
-		s.AfterHello(send)
+	if cf.afterHello != nil {
+		cf.afterHello(send)
 	}
 	for {
 		var m wirev1.AgentControl
@@ -278,10 +316,11 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 			s.mu.Unlock()
 		case *wirev1.AgentControl_Renew:
 			resp := &wirev1.RenewResponse{}
-			if s.RefuseRenew {
+			cf := s.settings()
+			if cf.refuseRenew {
 				resp.Error = &wirev1.Error{Code: uint32(wirev1.CodeInternal), Message: "renewal disabled"}
 			} else {
-				chain, err := s.PKI.CA.SignAgentCSR(msg.Renew.CsrDer, s.Entity, agentID, s.AgentTTL)
+				chain, err := s.PKI.CA.SignAgentCSR(msg.Renew.CsrDer, cf.entity, agentID, cf.ttl)
 				if err != nil {
 					resp.Error = &wirev1.Error{Code: uint32(wirev1.CodeBadCSR), Message: err.Error()}
 				} else {
@@ -299,8 +338,9 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 }
 
 func (s *Server) findings(st *quic.Stream, r *wirev1.Reader) error {
+	cf := s.settings()
 	send := func(a *wirev1.Ack) error { return wirev1.Write(st, a, 0) }
-	if s.AckDelay > 0 {
+	if cf.ackDelay > 0 {
 		type delayed struct {
 			ack *wirev1.Ack
 			due time.Time
@@ -323,7 +363,7 @@ func (s *Server) findings(st *quic.Stream, r *wirev1.Reader) error {
 			<-done
 		}()
 		send = func(a *wirev1.Ack) error {
-			acks <- delayed{a, time.Now().Add(s.AckDelay)}
+			acks <- delayed{a, time.Now().Add(cf.ackDelay)}
 			return nil
 		}
 	}
@@ -341,8 +381,8 @@ func (s *Server) findings(st *quic.Stream, r *wirev1.Reader) error {
 			}
 		}
 		ack := &wirev1.Ack{ThroughSeq: b.Findings[len(b.Findings)-1].Seq}
-		if s.OnBatch != nil {
-			a, code := s.OnBatch(&b)
+		if onBatch := s.settings().onBatch; onBatch != nil {
+			a, code := onBatch(&b)
 			if code != 0 {
 				return closeErr{code}
 			}

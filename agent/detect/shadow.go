@@ -99,7 +99,8 @@ var (
 
 // LoadModel implements update.ModelLoader.
 func (l *pipelineLoader) LoadModel(ctx context.Context, path string) (sdk.ModelInfo, error) {
-	plugPath, err := l.p.plugReadable(path, "")
+	// With a stage directory (unprivileged plugin), a world-readable copy there.
+	plugPath, err := update.StageForPlugin(l.p.stageDir, path, "")
 	if err != nil {
 		return sdk.ModelInfo{}, err
 	}
@@ -123,13 +124,6 @@ func (l *pipelineLoader) LoadShadow(ctx context.Context, path string, observe fu
 
 // StopShadow implements update.ShadowLoader.
 func (l *pipelineLoader) StopShadow(ctx context.Context) error { return l.p.StopShadow(ctx) }
-
-// plugReadable returns a path of the bundle that the plugin can read: with a
-// stage directory (unprivileged plugin) a world-readable copy there, named
-// with prefix.
-func (p *Pipeline) plugReadable(path, prefix string) (string, error) {
-	return update.StageForPlugin(p.stageDir, path, prefix)
-}
 
 // ErrNotRunning is returned by LoadShadow when the pipeline does not run.
 var ErrNotRunning = errors.New("detect: the packet pipeline is not running")
@@ -166,16 +160,6 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		return sdk.ModelInfo{}, fmt.Errorf("shadow bundle: %w", err)
 	}
 	p.stopShadowLocked(ctx)
-	staged, err := p.plugReadable(path, "shadow-")
-	if err != nil {
-		return sdk.ModelInfo{}, err
-	}
-	fail := func(err error) (sdk.ModelInfo, error) {
-		if staged != path {
-			_ = os.Remove(staged)
-		}
-		return sdk.ModelInfo{}, err
-	}
 	// The active instance's bundles, the shadow replacing its feature set's.
 	p.loadedMu.Lock()
 	sets := make([]string, 0, len(p.loaded)+1)
@@ -192,9 +176,6 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 	p.loadedMu.Unlock()
 
 	sr := &shadowRun{observe: observe}
-	if staged != path {
-		sr.staged = staged
-	}
 	hc := p.hostConfig(bundles, func(br sdk.BatchResult) {
 		sr.mu.Lock()
 		mergeStats(&sr.shadow, br.Stats)
@@ -203,31 +184,15 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		// count them; the anomaly list itself may be capped), then dropped.
 		p.shadowAnomalies.Add(br.Stats.Anomalies)
 	}, "shadow")
-	// The shadow bundle is loaded once the instance runs (and reloaded into a
-	// restarted one by the host): a bundle the plugin cannot load fails here,
-	// instead of leaving an instance that runs without it.
-	hc.Sandbox.ReadOnly = append(hc.Sandbox.ReadOnly, staged)
-	h, err := pluginhost.New(hc)
-	if err != nil {
-		return fail(fmt.Errorf("shadow plugin: %w", err))
-	}
-	if err := h.Start(ctx); err != nil {
-		return fail(fmt.Errorf("start shadow plugin: %w", err))
-	}
-	closeHost := func() {
+	h, staged, err := update.StartShadowPlugin(ctx, hc, p.stageDir, path, &b.Manifest, func(h *pluginhost.Host) {
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = h.Close(cctx)
+	})
+	if err != nil {
+		return sdk.ModelInfo{}, err
 	}
-	if _, err := h.LoadModel(ctx, staged); err != nil {
-		closeHost()
-		return fail(fmt.Errorf("shadow plugin refused the model: %w", err))
-	}
-	if err := update.CheckLoaded(ctx, update.HostLoader{Host: h}, &b.Manifest); err != nil {
-		closeHost()
-		return fail(fmt.Errorf("shadow plugin: %w", err))
-	}
-	sr.host = h
+	sr.host, sr.staged = h, staged
 	sr.info = sdk.ModelInfo{Name: b.Manifest.Name, Version: b.Manifest.Version, FeatureSet: b.Manifest.FeatureSet,
 		Threshold: float32(b.Manifest.Threshold)}
 	p.shadow.Store(sr)

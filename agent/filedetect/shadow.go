@@ -149,25 +149,8 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 	}
 	p.stopShadowLocked()
 
-	// The plugin reads the stage directory; the updater's copy is in the
-	// agent's private state.
-	staged, err := update.StageForPlugin(p.eng.stageDir, path, "shadow-")
-	if err != nil {
-		return sdk.ModelInfo{}, err
-	}
-	fail := func(err error) (sdk.ModelInfo, error) {
-		if staged != path {
-			_ = os.Remove(staged)
-		}
-		return sdk.ModelInfo{}, err
-	}
-	// The instance starts without a model and loads the shadow bundle once
-	// it runs (the host reloads it into a restarted one): a bundle the
-	// plugin cannot load fails here, instead of leaving an instance without
-	// a model, whose zero scores would pass the check below.
 	log := p.log.With("role", "shadow")
-	hc := p.eng.hostConfig("", log)
-	hc.Sandbox.ReadOnly = append(hc.Sandbox.ReadOnly, staged)
+	hc := p.eng.hostConfig("", log) // the shadow bundle is loaded once the instance runs
 	if p.eng.calibrating() {
 		// The calibrations of this sensor so far: with one, the plugin knows
 		// the sensor's grace period is over, and the shadow model observes
@@ -175,28 +158,14 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		// instead of keeping silent for a grace period of its own.
 		hc.LaunchArgs = p.eng.cal.LaunchArgs
 	}
-	h, err := pluginhost.New(hc)
+	h, staged, err := update.StartShadowPlugin(ctx, hc, p.eng.stageDir, path, &b.Manifest,
+		func(h *pluginhost.Host) { closeHost(h, log) })
 	if err != nil {
-		return fail(fmt.Errorf("shadow plugin: %w", err))
-	}
-	if err := h.Start(ctx); err != nil {
-		closeHost(h, log)
-		return fail(fmt.Errorf("start shadow plugin: %w", err))
-	}
-	if _, err := h.LoadModel(ctx, staged); err != nil {
-		closeHost(h, log)
-		return fail(fmt.Errorf("shadow plugin refused the model: %w", err))
-	}
-	if err := update.CheckLoaded(ctx, update.HostLoader{Host: h}, &b.Manifest); err != nil {
-		closeHost(h, log)
-		return fail(fmt.Errorf("shadow plugin: %w", err))
+		return sdk.ModelInfo{}, err
 	}
 	sctx, scancel := context.WithCancel(context.Background())
-	sr := &shadowRun{host: h, observe: observe, in: make(chan shadowBatch, shadowQueue), cancel: scancel,
+	sr := &shadowRun{host: h, observe: observe, staged: staged, in: make(chan shadowBatch, shadowQueue), cancel: scancel,
 		done: make(chan struct{})}
-	if staged != path {
-		sr.staged = staged
-	}
 	sr.info = sdk.ModelInfo{Name: b.Manifest.Name, Version: b.Manifest.Version, FeatureSet: b.Manifest.FeatureSet,
 		Threshold: float32(b.Manifest.Threshold)}
 	go sr.run(sctx, p.eng, log)

@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/pluginhost"
+	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 )
 
@@ -43,6 +45,50 @@ func (h HostLoader) LoadModel(ctx context.Context, path string) (sdk.ModelInfo, 
 		return sdk.ModelInfo{}, err
 	}
 	return h.Host.LoadModel(ctx, path)
+}
+
+// StartShadowPlugin starts the plugin host of a pipeline's shadow instance
+// (a ShadowLoader) and loads the shadow bundle into it. hc configures the
+// instance. The bundle at path is staged in stageDir (StageForPlugin, as
+// shadow-<bundle>), added to the sandbox's readable paths, loaded with
+// LoadModel once the instance runs (the host reloads it into a restarted
+// one: a bundle the plugin cannot load fails here, instead of leaving an
+// instance that runs without it) and checked as the updater checks a model
+// (CheckLoaded). On error nothing runs: closeHost has closed the host and
+// the staged copy is gone. staged is the copy to remove when the shadow
+// stops ("" when the plugin reads path itself).
+func StartShadowPlugin(ctx context.Context, hc pluginhost.Config, stageDir, path string, m *bundle.Manifest,
+	closeHost func(*pluginhost.Host)) (h *pluginhost.Host, staged string, err error) {
+	plugPath, err := StageForPlugin(stageDir, path, "shadow-")
+	if err != nil {
+		return nil, "", err
+	}
+	if plugPath != path {
+		staged = plugPath
+	}
+	fail := func(err error) (*pluginhost.Host, string, error) {
+		if staged != "" {
+			_ = os.Remove(staged)
+		}
+		return nil, "", err
+	}
+	hc.Sandbox.ReadOnly = append(slices.Clone(hc.Sandbox.ReadOnly), plugPath)
+	if h, err = pluginhost.New(hc); err != nil {
+		return fail(fmt.Errorf("shadow plugin: %w", err))
+	}
+	if err := h.Start(ctx); err != nil {
+		closeHost(h)
+		return fail(fmt.Errorf("start shadow plugin: %w", err))
+	}
+	if _, err := h.LoadModel(ctx, plugPath); err != nil {
+		closeHost(h)
+		return fail(fmt.Errorf("shadow plugin refused the model: %w", err))
+	}
+	if err := CheckLoaded(ctx, HostLoader{Host: h}, m); err != nil {
+		closeHost(h)
+		return fail(fmt.Errorf("shadow plugin: %w", err))
+	}
+	return h, staged, nil
 }
 
 // StageForPlugin copies the bundle at path into dir, a directory the plugin's

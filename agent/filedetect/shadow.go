@@ -23,7 +23,8 @@ import (
 //
 // The shadow model runs in a second instance of the fileactivity plugin
 // (same binary, same privileges and sandbox, the same plugin arguments),
-// started with the shadow bundle. Every batch the active plugin scored is
+// which loads the shadow bundle once it runs (update.StartShadowPlugin).
+// Every batch the active plugin scored is
 // handed, with the active model's statistics for it, to the shadow
 // instance's worker through a bounded queue (shadowQueue batches): the
 // worker scores the same events and passes both statistics, as one pair of
@@ -121,8 +122,8 @@ func (l *modelLoader) StopShadow(ctx context.Context) error { return l.p.StopSha
 // bundle at path (already verified by the updater) beside the active one,
 // replacing any shadow instance already running. observe receives the
 // paired statistics of every batch both scored. The new instance must
-// start, report itself healthy with the bundle's model and score the probe
-// batch with finite scores; otherwise nothing runs. While the pipeline's
+// start, load the bundle, report itself healthy and score the probe batch
+// with finite scores; otherwise nothing runs. While the pipeline's
 // own plugin is starting it waits for it (at most the host's StartTimeout).
 func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(active, shadow sdk.Stats)) (sdk.ModelInfo, error) {
 	p.shadowMu.Lock()
@@ -137,14 +138,7 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 	if b.Manifest.Detector != DetectorName {
 		return sdk.ModelInfo{}, fmt.Errorf("shadow bundle: detector %q is not %s", b.Manifest.Detector, DetectorName)
 	}
-	wait := p.cfg.Host.StartTimeout
-	if wait <= 0 {
-		wait = pluginhost.DefaultStartTimeout
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	err = p.eng.host.Load().WaitRunning(wctx)
-	cancel()
-	if err != nil {
+	if err := p.eng.host.Load().WaitStarted(ctx); err != nil {
 		return sdk.ModelInfo{}, fmt.Errorf("shadow model: %w", err)
 	}
 	p.stopShadowLocked()

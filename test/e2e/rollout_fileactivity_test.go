@@ -112,10 +112,7 @@ func TestRolloutFileactivity(t *testing.T) {
 		!strings.Contains(string(out), `"state": "active"`) {
 		t.Fatalf("air-gapped fileactivity update: %v\n%s", err, out)
 	}
-	cfg := filepath.Join(t.TempDir(), "agent.yaml")
-	if err := os.WriteFile(cfg, []byte("update:\n  shadow_report_interval: 2s\nuplink:\n  status_interval: 2s\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := fastReportConfig(t)
 	ag.run("--config", cfg, "--watch", root)
 	ag.waitConnected()
 	id := ag.id.AgentID

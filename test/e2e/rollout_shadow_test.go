@@ -57,6 +57,17 @@ type shadowRolloutStatus struct {
 	Agents []shadowAgentStatus `json:"agents"`
 }
 
+// fastReportConfig writes an agent configuration that sends shadow summaries and Status every 2 s
+// (defaults: 1 min and longer), so that shadow rollouts are judged within a test.
+func fastReportConfig(t *testing.T) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(cfg, []byte("update:\n  shadow_report_interval: 2s\nuplink:\n  status_interval: 2s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func (d *deployment) shadowStatus(id string) (shadowRolloutStatus, bool) {
 	d.t.Helper()
 	out, _, err := d.ctl("", "rollout", "status", "--id", id, "--json")
@@ -175,10 +186,7 @@ func TestRolloutShadowHalts(t *testing.T) {
 	d.start()
 	canary := d.enroll("canary")
 	installTrust(t, k, canary)
-	cfg := filepath.Join(t.TempDir(), "agent.yaml")
-	if err := os.WriteFile(cfg, []byte("update:\n  shadow_report_interval: 2s\nuplink:\n  status_interval: 2s\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := fastReportConfig(t)
 	canary.run("--config", cfg, "--iface", hostIf)
 	canary.waitConnected()
 	id := canary.id.AgentID

@@ -167,7 +167,9 @@ async function route() {
   const [path, qs] = hash.slice(1).split('?');
   const parts = path.split('/').filter(Boolean);
   const user = await ensureUser();
-  if (!user) { main.replaceChildren(signInPage()); return; }
+  // Signing out routes at once and again on the hash change: keep the form
+  // that is already there (and what is typed into it).
+  if (!user) { if (!document.getElementById('signin-form')) main.replaceChildren(signInPage()); return; }
   if (parts[0] === 'login') { location.hash = '#/findings'; return; }
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.page === parts[0]);
   const page = pages[parts[0]] || pages.findings;

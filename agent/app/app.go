@@ -165,6 +165,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		BackoffMax:        cfg.Uplink.BackoffMax.D(),
 		Counters:          counters,
 		ActiveModels:      models,
+		ShadowRollouts:    upd.shadowRollouts,
 		OnModelOffer:      onOffer,
 		OnModelWithdrawal: upd.u.HandleWithdrawal,
 		OnSuppressions:    sups.Update,

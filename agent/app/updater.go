@@ -105,6 +105,14 @@ func newUpdater(stateDir string, sources []pipeline.Source, fetch bool, log *slo
 	return a, nil
 }
 
+// shadowRollouts lists the rollout of the running shadow model, if any (Hello.shadow_rollouts).
+func (a *agentUpdater) shadowRollouts() []string {
+	if rid, _, on := a.u.ShadowRunning(); on && rid != "" {
+		return []string{rid}
+	}
+	return nil
+}
+
 // run processes offers and withdrawals and sends the shadow summary every shadowEvery until ctx
 // ends.
 func (a *agentUpdater) run(ctx context.Context) {

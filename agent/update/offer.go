@@ -110,6 +110,15 @@ func (u *Updater) processOffer(ctx context.Context, o *wirev1.ModelOffer) {
 		base(StateWithdrawn, "rollout withdrawn by the server before it was installed")
 		return
 	}
+	// Already running in shadow mode (the server offers a shadow rollout again to an agent whose
+	// Hello does not list it, e.g. one that reconnected while installing it)? Report it; a
+	// restart would only lose the comparison so far.
+	if o.Shadow {
+		if rid, sref, on := u.ShadowRunning(); on && rid == o.RolloutId && sref.GetDigest() == ref.Digest {
+			u.ShadowReport()
+			return
+		}
+	}
 	// Already active? Report it without downloading.
 	if ref.Detector != "" {
 		if as, err := ActiveModels(u.cfg.StateDir); err == nil {

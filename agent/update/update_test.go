@@ -478,6 +478,24 @@ func TestShadowReport(t *testing.T) {
 	defer cancel()
 	done := make(chan struct{})
 	go func() { _ = u.Run(ctx); close(done) }()
+	// The same shadow rollout offered again (the agent's Hello did not list it: it was still
+	// installing it) keeps the running shadow model and its summary: no download (this updater
+	// has no fetcher, which would reject it), no restart, a fresh "shadow" report.
+	rid, ref, on := u.ShadowRunning()
+	if !on || rid != "s" {
+		t.Fatalf("shadow running: %q %v", rid, on)
+	}
+	e.mu.Lock()
+	e.reports = nil
+	e.mu.Unlock()
+	u.HandleOffer(&wirev1.ModelOffer{RolloutId: "s", Size: 10, Shadow: true, Model: ref})
+	waitUntil(t, func() bool { st, _ := e.lastState("s"); return st != "" })
+	if st, reason := e.lastState("s"); st != StateShadow || !strings.Contains(reason, `"batches":2`) {
+		t.Fatalf("repeated offer of the running shadow rollout: %s %s", st, reason)
+	}
+	if sl.stopped != 0 || sl.shadow != staged {
+		t.Fatalf("repeated offer restarted the shadow model: stopped %d, path %s", sl.stopped, sl.shadow)
+	}
 	u.HandleWithdrawal(&wirev1.ModelWithdrawal{RolloutId: "other", Reason: "x",
 		Model: &wirev1.ModelRef{Name: "nf", Version: 9, Digest: "sha256:" + strings.Repeat("b", 64), Detector: "netflow"}})
 	u.HandleWithdrawal(&wirev1.ModelWithdrawal{RolloutId: "s", Reason: "halted automatically: too many alerts"})

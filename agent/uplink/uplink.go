@@ -72,6 +72,10 @@ type Config struct {
 	Counters func() map[string]uint64
 	// ActiveModels reports the loaded models for Hello and Status (optional).
 	ActiveModels func() []*wirev1.ModelRef
+	// ShadowRollouts reports the rollouts whose model runs in shadow mode,
+	// for Hello (optional): the server offers a shadow rollout again to an
+	// agent that reported it running but no longer lists it.
+	ShadowRollouts func() []string
 	// OnModelOffer receives the server's model offers (optional; logged
 	// otherwise). It must not block.
 	OnModelOffer func(*wirev1.ModelOffer)
@@ -403,6 +407,9 @@ func (c *Client) hello(ctrl *quic.Stream, creds *state.Credentials) error {
 	}
 	if c.cfg.ActiveModels != nil {
 		hello.ActiveModels = c.cfg.ActiveModels()
+	}
+	if c.cfg.ShadowRollouts != nil {
+		hello.ShadowRollouts = c.cfg.ShadowRollouts()
 	}
 	if err := wirev1.Write(ctrl, &wirev1.AgentControl{Msg: &wirev1.AgentControl_Hello{Hello: hello}}, 0); err != nil {
 		return fmt.Errorf("write hello: %w", err)

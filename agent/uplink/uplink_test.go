@@ -137,7 +137,9 @@ func checkInOrder(t *testing.T, seqs []uint64, n int) {
 func TestDeliverInOrderWithStatus(t *testing.T) {
 	f := newFixture(t)
 	f.append(t, 250, wirev1.Severity_SEVERITY_LOW)
-	c := f.start(t, f.config())
+	cfg := f.config()
+	cfg.ShadowRollouts = func() []string { return []string{"r-4b5b85cd605a"} }
+	c := f.start(t, cfg)
 	for i := 0; i < 10; i++ {
 		f.append(t, 75, wirev1.Severity_SEVERITY_HIGH)
 	}
@@ -156,7 +158,8 @@ func TestDeliverInOrderWithStatus(t *testing.T) {
 		return false
 	})
 	h := f.srv.Hellos()[0]
-	if h.ProtocolVersion != wirev1.ProtocolVersion || h.Host.GetOs() == "" || h.CertNotAfterUnix == 0 {
+	if h.ProtocolVersion != wirev1.ProtocolVersion || h.Host.GetOs() == "" || h.CertNotAfterUnix == 0 ||
+		len(h.ShadowRollouts) != 1 || h.ShadowRollouts[0] != "r-4b5b85cd605a" {
 		t.Fatalf("hello %v", h)
 	}
 	st := c.Stats()

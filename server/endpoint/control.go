@@ -24,6 +24,10 @@ type ModelStatusRecorder interface {
 const (
 	maxCounters     = 256
 	maxActiveModels = 64
+	// maxShadowRollouts and maxRolloutID bound Hello.shadow_rollouts (an
+	// agent runs one shadow model at a time; the ids are the registry's).
+	maxShadowRollouts = 16
+	maxRolloutID      = 128
 	// minTouchInterval: Status reports more frequent than this update memory
 	// only, not the store.
 	minTouchInterval = time.Second
@@ -149,7 +153,7 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 	}
 	p.log.Info("agent connected", "version", hello.AgentVersion, "hostname", base.Hostname)
 	if e.cfg.OnHello != nil {
-		go e.cfg.OnHello(ctx, p.id.AgentID, p.id.Entity)
+		go e.cfg.OnHello(ctx, p.id.AgentID, p.id.Entity, hello.ShadowRollouts)
 	}
 
 	var limiter statusLimiter
@@ -235,6 +239,14 @@ func modelRefs(ms []*wirev1.ModelRef) ([]store.ModelRef, error) {
 func helloState(h *wirev1.Hello) (store.AgentState, error) {
 	if len(h.AgentVersion) > maxShortString || len(h.GetHost().GetHostname()) > maxHostnameLen {
 		return store.AgentState{}, protoErr(wirev1.CodeProtocol, "Hello fields too long")
+	}
+	if len(h.ShadowRollouts) > maxShadowRollouts {
+		return store.AgentState{}, protoErr(wirev1.CodeProtocol, "%d shadow rollouts in Hello, limit %d", len(h.ShadowRollouts), maxShadowRollouts)
+	}
+	for _, id := range h.ShadowRollouts {
+		if id == "" || len(id) > maxRolloutID {
+			return store.AgentState{}, protoErr(wirev1.CodeProtocol, "shadow rollout id of %d bytes in Hello (1-%d)", len(id), maxRolloutID)
+		}
 	}
 	models, err := modelRefs(h.ActiveModels)
 	if err != nil {

@@ -89,7 +89,9 @@ type Config struct {
 
 	// OnHello, if set, is called (in its own goroutine) after an agent's
 	// HelloAck was sent: the model registry pushes pending offers then.
-	OnHello func(ctx context.Context, agentID, entity string)
+	// shadowRollouts is the Hello's list of the rollouts the agent runs
+	// in shadow mode (validated: at most maxShadowRollouts short ids).
+	OnHello func(ctx context.Context, agentID, entity string, shadowRollouts []string)
 	// OnModelStatus, if set, is called after an agent's ModelStatus was
 	// recorded (on the CONTROL reader: it must not wait for long): the
 	// model registry judges shadow reports then (halt rule).

@@ -9,9 +9,12 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -459,5 +462,64 @@ func TestControlHandler(t *testing.T) {
 	err := e.serveStream(context.Background(), authedPeer(e, "a-2", "e"), rw{bytes.NewReader(in), &out})
 	if codeOf(err) != wirev1.CodeProtocol {
 		t.Fatalf("status before hello: %v", err)
+	}
+}
+
+// TestControlHelloShadowRollouts: Hello's list of the shadow rollouts the agent runs reaches the
+// OnHello hook as sent; a list too long, or with an empty or oversized id, ends the stream with a
+// protocol error before any hook runs.
+func TestControlHelloShadowRollouts(t *testing.T) {
+	long := strings.Repeat("r", maxRolloutID+1)
+	many := make([]string, maxShadowRollouts+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("r-%d", i)
+	}
+	for _, tc := range []struct {
+		name string
+		ids  []string
+		code wirev1.ErrorCode
+	}{
+		{"none", nil, 0},
+		{"one", []string{"r-4b5b85cd605a"}, 0},
+		{"at the limit", many[:maxShadowRollouts], 0},
+		{"too many", many, wirev1.CodeProtocol},
+		{"empty id", []string{"r-1", ""}, wirev1.CodeProtocol},
+		{"id too long", []string{long}, wirev1.CodeProtocol},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := newTestEndpoint(t)
+			got := make(chan []string, 1)
+			e.cfg.OnHello = func(_ context.Context, agentID, entity string, ids []string) {
+				if agentID == "a-7" && entity == "ent1" {
+					got <- ids
+				}
+			}
+			in := frames(t, header(wirev1.StreamKind_STREAM_KIND_CONTROL),
+				&wirev1.AgentControl{Msg: &wirev1.AgentControl_Hello{Hello: &wirev1.Hello{AgentVersion: "1.0", ProtocolVersion: 1, ShadowRollouts: tc.ids}}})
+			var out bytes.Buffer
+			err := e.serveStream(context.Background(), authedPeer(e, "a-7", "ent1"), rw{bytes.NewReader(in), &out})
+			if tc.code != 0 {
+				if codeOf(err) != tc.code {
+					t.Fatalf("err %v, want code %s", err, tc.code)
+				}
+				select {
+				case ids := <-got:
+					t.Fatalf("hook ran for a refused Hello: %v", ids)
+				case <-time.After(50 * time.Millisecond):
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case ids := <-got:
+				if !slices.Equal(ids, tc.ids) {
+					t.Fatalf("hook got %v, want %v", ids, tc.ids)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("OnHello not called")
+			}
+		})
 	}
 }

@@ -270,8 +270,8 @@ func TestShadowRolloutHalts(t *testing.T) {
 	// withdrawal at Hello, a-1 (settled: withdrawn) gets nothing.
 	e.status("a-3", id, d2, "fetched", "")
 	before1 := len(e.push.sent["a-1"])
-	e.reg.OnHello("a-3", "alpha")
-	e.reg.OnHello("a-1", "alpha")
+	e.reg.OnHello("a-3", "alpha", nil)
+	e.reg.OnHello("a-1", "alpha", nil)
 	if len(e.push.offers("a-3")) != 0 || len(e.push.withdrawals("a-3")) != 1 {
 		t.Fatalf("a-3 at Hello: %d offers, %d withdrawals", len(e.push.offers("a-3")), len(e.push.withdrawals("a-3")))
 	}
@@ -280,6 +280,77 @@ func TestShadowRolloutHalts(t *testing.T) {
 	}
 	if reached := e.reg.PushPending(ctx); len(reached) != 0 {
 		t.Fatalf("halted rollout still offered to %v", reached)
+	}
+}
+
+// TestShadowResumesAfterRestart: shadow models run in memory only, so an agent that reported
+// "shadow" and then restarted runs none. Its Hello lists the shadow rollouts it runs; the server
+// offers a shadow rollout again to an agent that does not list it, and to no other: not to one
+// that still runs it (a reconnect), not on a push to connected agents (no Hello), not for a
+// halted rollout (withdrawn instead), and not for an ordinary rollout reported "active".
+func TestShadowResumesAfterRestart(t *testing.T) {
+	e := newRegEnv(t)
+	ctx := context.Background()
+	_, d2 := e.publish("nf", 2)
+	_, d3 := e.publish("fa", 3)
+	id, _, err := e.reg.CreateRollout(ctx, RolloutRequest{Model: "nf@2", Entity: "alpha", Shadow: true}, "release-eng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ord, _, err := e.reg.CreateRollout(ctx, RolloutRequest{Model: "fa@3", Entity: "alpha"}, "release-eng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"a-1", "a-2"} {
+		e.status(a, id, d2, "shadow", summary(10, 0, 10, 0))
+		st := &wirev1.ModelStatus{RolloutId: ord, State: "active", Model: &wirev1.ModelRef{Name: "fa", Digest: d3}}
+		if err := e.db.RecordModelStatus(ctx, a, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shadowOffers := func(agent string) int {
+		n := 0
+		for _, o := range e.push.offers(agent) {
+			if o.RolloutId == ord {
+				t.Fatalf("%s: ordinary rollout reported active offered again: %+v", agent, o)
+			}
+			if o.RolloutId == id && o.Shadow && o.GetModel().GetDigest() == d2 {
+				n++
+			}
+		}
+		return n
+	}
+	// a-1 reconnects while its shadow model runs; a-2 restarted and runs none.
+	e.reg.OnHello("a-1", "alpha", []string{id})
+	e.reg.OnHello("a-2", "alpha", nil)
+	if n := shadowOffers("a-1"); n != 0 {
+		t.Fatalf("agent still running the shadow model got %d offers", n)
+	}
+	if n := shadowOffers("a-2"); n != 1 {
+		t.Fatalf("restarted agent got %d offers of its shadow rollout, want 1", n)
+	}
+	// A shadow rollout the agent runs under another id does not count for this one.
+	e.reg.OnHello("a-1", "alpha", []string{"r-other"})
+	if n := shadowOffers("a-1"); n != 1 {
+		t.Fatalf("agent running another shadow rollout got %d offers, want 1", n)
+	}
+	// A push to connected agents has no Hello: "shadow" stays final there.
+	e.push.connected = []string{"a-1", "a-2"}
+	before := shadowOffers("a-1") + shadowOffers("a-2")
+	if reached := e.reg.PushPending(ctx); len(reached) != 0 {
+		t.Fatalf("push to connected agents reached %v", reached)
+	}
+	if after := shadowOffers("a-1") + shadowOffers("a-2"); after != before {
+		t.Fatalf("push to connected agents offered the shadow rollout again (%d -> %d)", before, after)
+	}
+	// Halted: the restarted agent gets the withdrawal, not the offer.
+	if ok, err := e.db.HaltRollout(ctx, id, "release-eng", "enough", nil); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	before = shadowOffers("a-2")
+	e.reg.OnHello("a-2", "alpha", nil)
+	if shadowOffers("a-2") != before || len(e.push.withdrawals("a-2")) == 0 {
+		t.Fatalf("halted shadow rollout at Hello: %d offers (was %d), %d withdrawals", shadowOffers("a-2"), before, len(e.push.withdrawals("a-2")))
 	}
 }
 

@@ -133,6 +133,8 @@ func (r *Registry) handleStatus(w http.ResponseWriter, req *http.Request, u stor
 }
 
 // Hook adapts OnHello to the endpoint's hook signature.
-func (r *Registry) Hook() func(ctx context.Context, agentID, entity string) {
-	return func(_ context.Context, agentID, entity string) { go r.OnHello(agentID, entity) }
+func (r *Registry) Hook() func(ctx context.Context, agentID, entity string, shadowRollouts []string) {
+	return func(_ context.Context, agentID, entity string, shadowRollouts []string) {
+		go r.OnHello(agentID, entity, shadowRollouts)
+	}
 }

@@ -335,7 +335,12 @@ func Targets(ro *store.RolloutRecord, agentID, entity string) bool {
 // the newest active rollout targeting it, unless the agent already reported a final state for
 // that bundle in that rollout. A new rollout of a bundle the agent refused or ran before is
 // offered again (e.g. the same old version again, now with a signed rollback instruction).
-func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity string, statuses statusIndex) []*wirev1.ModelOffer {
+//
+// running, when not nil, holds the shadow rollouts the agent said it runs in its Hello: a shadow
+// rollout whose last report is "shadow" but that the agent no longer runs (it restarted, and
+// shadow models live in memory only) is offered again. With running nil (no Hello: a push to
+// connected agents) "shadow" is final, as the agent's report is current.
+func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity string, statuses statusIndex, running map[string]bool) []*wirev1.ModelOffer {
 	newest := map[string]*store.RolloutRecord{}
 	for i := range rollouts {
 		ro := &rollouts[i]
@@ -348,7 +353,12 @@ func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity str
 	var out []*wirev1.ModelOffer
 	for _, ro := range newest {
 		if st, ok := statuses.of(ro); ok && store.IsTerminalModelState(st.State) {
-			continue
+			// Not when the bundle became the agent's active model (a promoted shadow model).
+			resume := ro.Shadow && st.State == "shadow" && running != nil && !running[ro.ID] && !statuses.active(ro.Model.Digest)
+			if !resume {
+				continue
+			}
+			r.log.Info("shadow rollout offered again: the agent no longer runs it", "agent", agentID, "rollout", ro.ID)
 		}
 		out = append(out, &wirev1.ModelOffer{RolloutId: ro.ID, Size: uint64(ro.Size), Shadow: ro.Shadow,
 			Model:    &wirev1.ModelRef{Name: ro.Model.Name, Version: ro.Model.Version, Digest: ro.Model.Digest, Detector: ro.Detector},
@@ -359,7 +369,8 @@ func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity str
 }
 
 // OnHello pushes the pending offers of an agent that just connected (endpoint hook).
-func (r *Registry) OnHello(agentID, entity string) {
+// shadowRollouts are the rollouts the agent runs in shadow mode (Hello.shadow_rollouts).
+func (r *Registry) OnHello(agentID, entity string, shadowRollouts []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	p := r.getPusher()
@@ -390,7 +401,11 @@ func (r *Registry) OnHello(agentID, entity string) {
 			r.log.Debug("push withdrawal", "agent", agentID, "err", err)
 		}
 	}
-	r.push(p, agentID, r.offersFor(active, agentID, entity, ix))
+	running := make(map[string]bool, len(shadowRollouts))
+	for _, id := range shadowRollouts {
+		running[id] = true
+	}
+	r.push(p, agentID, r.offersFor(active, agentID, entity, ix, running))
 }
 
 // statusIndex holds one agent's model reports by bundle digest and rollout id.
@@ -420,6 +435,16 @@ func (ix statusIndex) of(ro *store.RolloutRecord) (store.AgentModelStatus, bool)
 	}
 	s, ok := ix[statusKey{ro.Model.Digest, ""}]
 	return s, ok
+}
+
+// active reports whether the agent reported the bundle active under any rollout.
+func (ix statusIndex) active(digest string) bool {
+	for k, s := range ix {
+		if k.digest == digest && s.State == "active" {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Registry) push(p Pusher, agentID string, offers []*wirev1.ModelOffer) bool {
@@ -467,7 +492,7 @@ func (r *Registry) PushPending(ctx context.Context) []string {
 	}
 	var reached []string
 	for _, id := range p.Connected() {
-		if r.push(p, id, r.offersFor(rollouts, id, entity[id], byAgent[id])) {
+		if r.push(p, id, r.offersFor(rollouts, id, entity[id], byAgent[id], nil)) {
 			reached = append(reached, id)
 		}
 	}

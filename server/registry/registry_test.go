@@ -52,19 +52,19 @@ func TestOffersFor(t *testing.T) {
 		{Rollout: store.Rollout{ID: "r1", Entity: "alpha", Model: store.ModelRef{Name: "nf", Version: 2, Digest: "d2"}}, Size: 10},
 		{Rollout: store.Rollout{ID: "r2", Entity: "alpha", Model: store.ModelRef{Name: "nf", Version: 3, Digest: "d3"}}, Size: 10},
 	}
-	o := r.offersFor(rs, "a-1", "alpha", nil)
+	o := r.offersFor(rs, "a-1", "alpha", nil, nil)
 	if len(o) != 1 || o[0].RolloutId != "r2" {
 		t.Fatalf("newest rollout per model: %v", o)
 	}
-	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r2", State: "rejected"}})); len(o) != 0 {
+	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r2", State: "rejected"}}), map[string]bool{}); len(o) != 0 {
 		t.Fatalf("a rejected bundle is offered again: %v", o)
 	}
-	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r2", State: "fetched"}})); len(o) != 1 {
+	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r2", State: "fetched"}}), nil); len(o) != 1 {
 		t.Fatalf("an unfinished offer is not repeated: %v", o)
 	}
 	// A new rollout of a bundle refused under an older rollout is offered (e.g. with a
 	// rollback instruction this time).
-	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r0", State: "rejected"}})); len(o) != 1 {
+	if o := r.offersFor(rs, "a-1", "alpha", indexStatuses([]store.AgentModelStatus{{Digest: "d3", RolloutID: "r0", State: "rejected"}}), nil); len(o) != 1 {
 		t.Fatalf("a new rollout of a refused bundle is not offered: %v", o)
 	}
 }

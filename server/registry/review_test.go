@@ -64,10 +64,15 @@ func TestShadowPromotionSettles(t *testing.T) {
 		e.status("a-1", oid, d2, st, "")
 	}
 	for round := range 3 {
-		// The running shadow model's periodic report, then the agent reconnects.
+		// The running shadow model's periodic report, then the agent reconnects (still running
+		// it), or restarts (running none: the bundle is active, so its shadow is not resumed).
 		e.status("a-1", sid, d2, "shadow", summary(uint64(6000+round), 5, 6000, 6))
 		before := len(e.push.offers("a-1"))
-		e.reg.OnHello("a-1", "alpha")
+		running := []string{sid}
+		if round == 2 {
+			running = nil
+		}
+		e.reg.OnHello("a-1", "alpha", running)
 		if reached := e.reg.PushPending(ctx); len(reached) != 0 {
 			t.Fatalf("round %d: PushPending offered again to %v", round, reached)
 		}
@@ -101,7 +106,7 @@ func TestShadowPromotionSettles(t *testing.T) {
 		t.Fatalf("shadow rollout not halted: %s %s", ro.State, ro.StateReason)
 	}
 	e.status("a-1", sid, d2, "withdrawn", "rollout withdrawn by the server")
-	e.reg.OnHello("a-1", "alpha")
+	e.reg.OnHello("a-1", "alpha", nil)
 	if s := agentState(e.statusOf(oid, ""), "a-1"); s != "active" {
 		t.Fatalf("after the halt the ordinary rollout's agent is %s", s)
 	}

@@ -201,6 +201,28 @@ func TestRolloutShadowHalts(t *testing.T) {
 		t.Fatalf("unloadable shadow model: %q", st[id][1])
 	}
 
+	// Shadow models run in memory only. A restarted agent lists no shadow rollout in its Hello,
+	// so the server offers the rollout again and the agent resumes the comparison (a reconnect
+	// that keeps the shadow model running is in the registry's TestShadowResumesAfterRestart).
+	quiet := k.base.Version + 2
+	d.publish(k.bundle(k.base.Name, quiet, nil, nil, k.a))
+	rq := d.rollout("--model", k.base.Name+"@"+itoa(quiet), "--agents", id, "--shadow")
+	d.waitStates(rq, 60*time.Second, map[string]string{id: "shadow"})
+	running := "shadow model running"
+	if n := strings.Count(readFile(t, canary.log), running); n != 1 {
+		t.Fatalf("%d %q lines before the restart, want 1\n%s", n, running, tail(canary.log, 30))
+	}
+	canary.p.stop(t, 60*time.Second)
+	canary.run("--config", cfg, "--iface", hostIf)
+	canary.waitConnected()
+	waitFor(t, 90*time.Second, func() string { return "shadow model resumed after the restart\n" + tail(canary.log, 30) + "\n" + tail(d.log, 20) }, func() bool {
+		return strings.Count(readFile(t, canary.log), running) == 2
+	})
+	d.waitStates(rq, 60*time.Second, map[string]string{id: "shadow"})
+	if !grepLog(d.log, "shadow rollout offered again") {
+		t.Fatal("server log does not show the shadow rollout offered again")
+	}
+
 	// The too-sensitive model: the same network, threshold 1e-6 of the calibrated one.
 	noisy := k.bundle(k.base.Name, k.base.Version+1, func(m *bundle.Manifest) { m.Threshold *= 1e-6 }, nil, k.a)
 	d.publish(noisy)

@@ -541,8 +541,13 @@ type Hello struct {
 	ActiveModels     []*ModelRef            `protobuf:"bytes,3,rep,name=active_models,json=activeModels,proto3" json:"active_models,omitempty"`
 	Host             *HostFacts             `protobuf:"bytes,4,opt,name=host,proto3" json:"host,omitempty"`
 	CertNotAfterUnix int64                  `protobuf:"varint,5,opt,name=cert_not_after_unix,json=certNotAfterUnix,proto3" json:"cert_not_after_unix,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// shadow_rollouts are the rollouts whose model the agent runs in shadow mode at this Hello
+	// (at most 16 ids of at most 128 bytes). Shadow models run in memory only, so a restarted
+	// agent lists none: the server offers a shadow rollout again to an agent that reported
+	// "shadow" for it but does not list it here.
+	ShadowRollouts []string `protobuf:"bytes,6,rep,name=shadow_rollouts,json=shadowRollouts,proto3" json:"shadow_rollouts,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -608,6 +613,13 @@ func (x *Hello) GetCertNotAfterUnix() int64 {
 		return x.CertNotAfterUnix
 	}
 	return 0
+}
+
+func (x *Hello) GetShadowRollouts() []string {
+	if x != nil {
+		return x.ShadowRollouts
+	}
+	return nil
 }
 
 type SpoolStats struct {
@@ -2256,13 +2268,14 @@ const file_vigil_proto_rawDesc = "" +
 	"\n" +
 	"interfaces\x18\x04 \x03(\tR\n" +
 	"interfaces\x12\x12\n" +
-	"\x04cpus\x18\x05 \x01(\rR\x04cpus\"\xf2\x01\n" +
+	"\x04cpus\x18\x05 \x01(\rR\x04cpus\"\x9b\x02\n" +
 	"\x05Hello\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12<\n" +
 	"\ractive_models\x18\x03 \x03(\v2\x17.vigil.wire.v1.ModelRefR\factiveModels\x12,\n" +
 	"\x04host\x18\x04 \x01(\v2\x18.vigil.wire.v1.HostFactsR\x04host\x12-\n" +
-	"\x13cert_not_after_unix\x18\x05 \x01(\x03R\x10certNotAfterUnix\"\xb1\x01\n" +
+	"\x13cert_not_after_unix\x18\x05 \x01(\x03R\x10certNotAfterUnix\x12'\n" +
+	"\x0fshadow_rollouts\x18\x06 \x03(\tR\x0eshadowRollouts\"\xb1\x01\n" +
 	"\n" +
 	"SpoolStats\x12\x14\n" +
 	"\x05depth\x18\x01 \x01(\x04R\x05depth\x12\x14\n" +

@@ -215,7 +215,9 @@ func TestRolloutShadowHalts(t *testing.T) {
 	canary.p.stop(t, 60*time.Second)
 	canary.run("--config", cfg, "--iface", hostIf)
 	canary.waitConnected()
-	waitFor(t, 90*time.Second, func() string { return "shadow model resumed after the restart\n" + tail(canary.log, 30) + "\n" + tail(d.log, 20) }, func() bool {
+	waitFor(t, 90*time.Second, func() string {
+		return "shadow model resumed after the restart\n" + tail(canary.log, 30) + "\n" + tail(d.log, 20)
+	}, func() bool {
 		return strings.Count(readFile(t, canary.log), running) == 2
 	})
 	d.waitStates(rq, 60*time.Second, map[string]string{id: "shadow"})

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vigil-edge/vigil/pki"
@@ -170,9 +171,18 @@ func (c *Credentials) RenewAt() time.Time {
 	return nb.Add(na.Sub(nb) * 2 / 3)
 }
 
+// credMu serialises LoadCredentials and ReplaceCredentials within the
+// process: the uplink renews while the updater's fetcher loads the
+// credentials, and a load in the middle of a renewal would take its staged
+// files for an interrupted renewal (recoverRenewal) and discard or install
+// them under it, or read a key and a certificate that do not match.
+var credMu sync.Mutex
+
 // LoadCredentials finishes an interrupted renewal if needed, then loads the
 // identity, key, certificate chain and root CA, and checks that they match.
 func (d Dir) LoadCredentials() (*Credentials, error) {
+	credMu.Lock()
+	defer credMu.Unlock()
 	if err := d.recoverRenewal(); err != nil {
 		return nil, err
 	}
@@ -228,6 +238,8 @@ func (d Dir) ReplaceCredentials(key *ecdsa.PrivateKey, chainDER [][]byte) error 
 	if len(chainDER) == 0 {
 		return errors.New("replace credentials: empty chain")
 	}
+	credMu.Lock()
+	defer credMu.Unlock()
 	leaf, err := x509.ParseCertificate(chainDER[0])
 	if err != nil {
 		return fmt.Errorf("replace credentials: %w", err)

@@ -28,8 +28,8 @@ const (
 	// agent runs one shadow model at a time; the ids are the registry's).
 	maxShadowRollouts = 16
 	maxRolloutID      = 128
-	// minTouchInterval: Status reports more frequent than this update memory
-	// only, not the store.
+	// minTouchInterval: a Status report less than this after the last stored
+	// one is not stored (the next one is: its counters are cumulative).
 	minTouchInterval = time.Second
 	// An agent reports a model status per step of an install and a shadow
 	// model's counts once a minute: modelStatusBurst reports at once, then
@@ -111,7 +111,11 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 		return err
 	}
 	e.touch(ctx, p, base)
-	lastTouch := time.Now()
+	// The Hello's touch does not count towards minTouchInterval: it stores no
+	// spool stats or counters (it resets them), and the agent's first Status
+	// follows it at once; throttled, that Status would leave them zero for a
+	// whole status interval after every reconnect.
+	var lastTouch time.Time
 	// Register before HelloAck leaves, so that Push works as soon as the
 	// agent sees the ack; the session lock keeps pushes behind the ack.
 	cs := &controlSession{agentID: p.id.AgentID, entity: p.id.Entity, w: w}

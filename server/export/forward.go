@@ -18,6 +18,7 @@ type Source interface {
 	MaxFindingID(ctx context.Context) (int64, error)
 	ForwarderCursor(ctx context.Context, name string) (int64, error)
 	SetForwarderCursor(ctx context.Context, name string, lastID int64) error
+	InitForwarderCursor(ctx context.Context, name string, lastID int64) (int64, error)
 }
 
 var _ Source = (*store.DB)(nil)
@@ -153,13 +154,16 @@ func (r *Runner) run(ctx context.Context, db Source, fc ForwarderConfig, s sende
 		sev.MinSeverity, _ = store.ParseSeverity(fc.MinSeverity) // validated
 	}
 	// The cursor: where this forwarder stands. Retry the store until it
-	// answers: nothing may be forwarded from a guessed position.
+	// answers: nothing may be forwarded from a guessed position. "now"
+	// applies only to a forwarder without a stored cursor: a stored 0 (set
+	// on an empty store) is kept, or the findings that arrived since and
+	// are not delivered yet would be skipped.
 	var cursor int64
 	for attempt := 1; ; attempt++ {
 		c, err := db.ForwarderCursor(ctx, fc.Name)
 		if err == nil && c == 0 && fc.Start == "now" {
 			if c, err = db.MaxFindingID(ctx); err == nil {
-				err = db.SetForwarderCursor(ctx, fc.Name, c)
+				c, err = db.InitForwarderCursor(ctx, fc.Name, c)
 			}
 		}
 		if err == nil {

@@ -260,6 +260,24 @@ func (db *DB) SetForwarderCursor(ctx context.Context, name string, lastID int64)
 	return nil
 }
 
+// InitForwarderCursor gives the named forwarder the cursor lastID unless it
+// already has one, and returns the cursor it has then. A stored cursor of 0
+// (set before any finding existed) is a cursor like any other: it is kept.
+func (db *DB) InitForwarderCursor(ctx context.Context, name string, lastID int64) (int64, error) {
+	var cur int64
+	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO forwarder_cursors(name, last_id, updated_at) VALUES (?, ?, ?)
+			ON CONFLICT(name) DO NOTHING`, name, lastID, db.now().UnixNano()); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT last_id FROM forwarder_cursors WHERE name = ?`, name).Scan(&cur)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("init forwarder cursor %s: %w", name, err)
+	}
+	return cur, nil
+}
+
 // MaxFindingID returns the highest finding id stored (0 when none).
 func (db *DB) MaxFindingID(ctx context.Context) (int64, error) {
 	var id int64

@@ -79,6 +79,7 @@ type Store interface {
 	// Exporters' durable cursors.
 	ForwarderCursor(ctx context.Context, name string) (int64, error)
 	SetForwarderCursor(ctx context.Context, name string, lastID int64) error
+	InitForwarderCursor(ctx context.Context, name string, lastID int64) (int64, error)
 
 	// API users.
 	CreateUser(ctx context.Context, name, role, entity, actor string) (plaintext string, err error)

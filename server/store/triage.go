@@ -363,10 +363,11 @@ func (db *DB) ActiveSuppressions(ctx context.Context, entity string, limit int) 
 	return set, nil
 }
 
-// FindingNotes returns a finding's triage history, oldest first.
+// FindingNotes returns a finding's triage history, oldest first: the newest
+// 1000 notes when it has more.
 func (db *DB) FindingNotes(ctx context.Context, findingID int64) ([]FindingNote, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT id, finding_id, time, actor, status, assignee, comment
-		FROM finding_notes WHERE finding_id = ? ORDER BY id LIMIT 1000`, findingID)
+	rows, err := db.r.QueryContext(ctx, `SELECT * FROM (SELECT id, finding_id, time, actor, status, assignee, comment
+		FROM finding_notes WHERE finding_id = ? ORDER BY id DESC LIMIT 1000) ORDER BY id`, findingID)
 	if err != nil {
 		return nil, fmt.Errorf("finding notes: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -39,6 +40,10 @@ func NewClient(server, token, caFile string) (*Client, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("--server %q: want an https:// URL", server)
+	}
+	// Every request carries the bearer token: plain http only to loopback.
+	if ip := net.ParseIP(u.Hostname()); u.Scheme == "http" && u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("--server %q: want an https:// URL (plain http only to loopback: the API token must not cross a network in clear)", server)
 	}
 	if path, ok := strings.CutPrefix(token, "@"); ok {
 		b, err := os.ReadFile(path)

@@ -135,6 +135,9 @@ func Enroll(ctx context.Context, o Options, log *slog.Logger) (*state.Identity, 
 
 	// identity.json goes last: it marks a complete enrollment.
 	_ = os.Remove(o.StateDir.Path(state.IdentityFile))
+	if err := o.StateDir.DiscardRenewal(); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
 	if err := pki.WriteKey(o.StateDir.Path(state.KeyFile), key); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}

@@ -53,6 +53,17 @@ func TestEnroll(t *testing.T) {
 	if _, err := Enroll(ctx, opts, quiet); !errors.Is(err, ErrAlreadyEnrolled) {
 		t.Fatalf("re-enroll: %v", err)
 	}
+	// A renewal of the old identity interrupted after staging both files: the forced
+	// re-enrollment discards them, or the next load would install the old pair over it.
+	for _, n := range []string{state.KeyFile, state.CertFile} {
+		b, err := os.ReadFile(dir.Path(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir.Path(n)+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	opts.Force = true
 	id2, err := Enroll(ctx, opts, quiet)
 	if err != nil {
@@ -60,6 +71,10 @@ func TestEnroll(t *testing.T) {
 	}
 	if id2.AgentID == id.AgentID {
 		t.Fatal("forced re-enrollment kept the agent id")
+	}
+	creds, err = dir.LoadCredentials()
+	if err != nil || creds.Identity.AgentID != id2.AgentID {
+		t.Fatalf("credentials after the forced re-enrollment over a staged renewal: %v %v", creds, err)
 	}
 }
 

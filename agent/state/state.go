@@ -271,6 +271,20 @@ func (d Dir) finishRenewal() error {
 	return syncDir(string(d))
 }
 
+// DiscardRenewal removes the staged files of an interrupted renewal
+// (enrollment calls it before it writes a new identity: LoadCredentials
+// would otherwise install the old identity's staged pair over the new one).
+func (d Dir) DiscardRenewal() error {
+	credMu.Lock()
+	defer credMu.Unlock()
+	for _, p := range []string{d.Path(KeyFile) + ".new", d.Path(CertFile) + ".new"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("discard staged renewal: %w", err)
+		}
+	}
+	return nil
+}
+
 // recoverRenewal completes or discards an interrupted ReplaceCredentials.
 func (d Dir) recoverRenewal() error {
 	newKey, newCert := d.Path(KeyFile)+".new", d.Path(CertFile)+".new"

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-edge/vigil/internal/buildinfo"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/rollback"
 	"github.com/vigil-edge/vigil/models/trust"
@@ -124,6 +125,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// AgentVersion is this agent's version, compared with a bundle's min_agent_version
+	// ("" means buildinfo.Version).
+	AgentVersion string
 	// Failpoint, when set, is called at every Step; an error stops the update right there as a
 	// crash would (no rollback, no report). Tests only.
 	Failpoint func(Step) error
@@ -159,6 +163,9 @@ func New(cfg Config) (*Updater, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AgentVersion == "" {
+		cfg.AgentVersion = buildinfo.Version
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -327,6 +334,13 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	}
 	m := b.Manifest
 	res := Result{Manifest: m, Digest: digest}
+	switch tooOld, known := m.AgentTooOld(u.cfg.AgentVersion); {
+	case tooOld:
+		return res, reject(nil, "the model needs agent version %s or later; this agent is %s", m.MinAgentVersion, u.cfg.AgentVersion)
+	case !known:
+		u.log.Warn("min_agent_version not checked: this agent's version is not a release version",
+			"min_agent_version", m.MinAgentVersion, "agent_version", u.cfg.AgentVersion)
+	}
 
 	loader, release, err := u.cfg.Loaders.Loader(ctx, m.Detector)
 	if err != nil {

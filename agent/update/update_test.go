@@ -637,3 +637,27 @@ func TestInstallWaitsForPlugin(t *testing.T) {
 		t.Fatalf("plugin never up: %v", err)
 	}
 }
+
+// TestMinAgentVersionRefused: a bundle whose min_agent_version is newer than the agent is
+// refused with both versions named, and the active model stays; an agent at that version or
+// later installs it; a development build cannot compare and installs it (with a warning).
+func TestMinAgentVersionRefused(t *testing.T) {
+	e := newEnv(t)
+	u := e.updater(nil)
+	install(t, u, e.bundle("nf", 1, nil, "model-1"))
+	needs := func(m *bundle.Manifest) { m.MinAgentVersion = "1.4.0" }
+
+	u.cfg.AgentVersion = "v1.3.2-7-g1a2b3c4"
+	_, err := u.Install(context.Background(), Request{Path: e.bundle("nf", 2, needs, "model-2")})
+	var rej *Rejection
+	if !errors.As(err, &rej) || rej.State != StateRejected || !strings.Contains(rej.Reason, "needs agent version 1.4.0 or later; this agent is v1.3.2-7-g1a2b3c4") {
+		t.Fatalf("bundle for a newer agent: %v", err)
+	}
+	if a, _ := u.Active("netflow", "netflow/v1"); a.Manifest.Version != 1 {
+		t.Fatalf("active version %d after the refusal, want 1", a.Manifest.Version)
+	}
+	u.cfg.AgentVersion = "1.4.0"
+	install(t, u, e.bundle("nf", 2, needs, "model-2"))
+	u.cfg.AgentVersion = "dev"
+	install(t, u, e.bundle("nf", 3, needs, "model-3"))
+}

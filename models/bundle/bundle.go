@@ -26,7 +26,10 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/mod/semver"
 )
 
 // File names inside a bundle and the fixed type identifiers.
@@ -106,7 +109,58 @@ func (m *Manifest) Validate() error {
 	if len(m.MinAgentVersion) > 64 {
 		return errors.New("manifest: min_agent_version too long")
 	}
+	if err := CheckMinAgentVersion(m.MinAgentVersion); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
 	return nil
+}
+
+// CheckMinAgentVersion validates a min_agent_version: empty, or a semantic version with all
+// three numbers ("1.4.0", "v1.4.0", "1.4.0-rc.1").
+func CheckMinAgentVersion(v string) error {
+	if v != "" && !fullVersion(canonVersion(v)) {
+		return fmt.Errorf("min_agent_version %q is not a semantic version (e.g. 1.4.0)", v)
+	}
+	return nil
+}
+
+// fullVersion reports whether v is a semantic version with all three numbers
+// (semver.IsValid also takes the shorthands "v1" and "v1.2", which a bare
+// commit id of digits would pass for).
+func fullVersion(v string) bool {
+	return semver.IsValid(v) && fullVersionRE.MatchString(v)
+}
+
+var fullVersionRE = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+([-+]|$)`)
+
+// canonVersion gives v the "v" prefix golang.org/x/mod/semver expects.
+func canonVersion(v string) string {
+	if strings.HasPrefix(v, "v") {
+		return v
+	}
+	return "v" + v
+}
+
+// gitDescribeSuffix is what `git describe --tags --dirty` adds to a tag:
+// commits since it and the commit ("-4-g1a2b3c4"), and "-dirty".
+var gitDescribeSuffix = regexp.MustCompile(`(-[0-9]+-g[0-9a-f]{4,40})?(-dirty)?$`)
+
+// AgentTooOld reports whether an agent of version agent is older than the
+// manifest's min_agent_version. The agent's version is its release version
+// ("1.4.0", "v1.4.0"), or a `git describe` of a release tag, which counts as
+// that release ("v1.4.0-3-g1a2b3c4-dirty" is 1.4.0). A version that is neither
+// (a development build: "dev", a bare commit) cannot be compared: known is
+// false, and the caller decides.
+func (m *Manifest) AgentTooOld(agent string) (tooOld, known bool) {
+	if m.MinAgentVersion == "" {
+		return false, true
+	}
+	want := canonVersion(m.MinAgentVersion)
+	have := canonVersion(gitDescribeSuffix.ReplaceAllString(agent, ""))
+	if !fullVersion(want) || !fullVersion(have) {
+		return false, false
+	}
+	return semver.Compare(have, want) < 0, true
 }
 
 // FileName is the bundle's canonical file name, NAME-VERSION.vgb.

@@ -290,3 +290,46 @@ func FuzzStatement(f *testing.F) {
 		}
 	})
 }
+
+// TestMinAgentVersion: min_agent_version must be a full semantic version, and an agent's
+// release version (or a `git describe` of a release tag) is compared with it; a development
+// build's version cannot be.
+func TestMinAgentVersion(t *testing.T) {
+	for _, tc := range []struct {
+		min   string
+		valid bool
+	}{
+		{"", true}, {"1.4.0", true}, {"v1.4.0", true}, {"1.4.0-rc.1", true},
+		{"1.4", false}, {"1", false}, {"1234567", false}, {"latest", false}, {"1.4.0.1", false}, {"v01.4.0", false},
+	} {
+		m := testManifest()
+		m.MinAgentVersion, m.ModelSHA256 = tc.min, strings.Repeat("a", 64)
+		if err := m.Validate(); (err == nil) != tc.valid {
+			t.Errorf("min_agent_version %q: %v, want valid %v", tc.min, err, tc.valid)
+		}
+	}
+	for _, tc := range []struct {
+		min, agent    string
+		tooOld, known bool
+	}{
+		{"", "dev", false, true},
+		{"1.4.0", "1.4.0", false, true},
+		{"1.4.0", "v1.3.9", true, true},
+		{"v1.4.0", "1.10.0", false, true},
+		{"1.4.0", "v1.4.0-rc.2", true, true},
+		{"1.4.0", "v1.3.0-12-g1a2b3c4", true, true},
+		{"1.4.0", "v1.4.0-3-g1a2b3c4-dirty", false, true},
+		{"1.4.0", "v1.4.0-dirty", false, true},
+		{"1.4.0", "dev", false, false},
+		{"1.4.0", "7e02d30", false, false},
+		{"1.4.0", "7e02d30-dirty", false, false},
+		{"1.4.0", "1234567", false, false},
+		{"1.4.0", "", false, false},
+	} {
+		m := testManifest()
+		m.MinAgentVersion = tc.min
+		if tooOld, known := m.AgentTooOld(tc.agent); tooOld != tc.tooOld || known != tc.known {
+			t.Errorf("min %q, agent %q: too old %v known %v, want %v %v", tc.min, tc.agent, tooOld, known, tc.tooOld, tc.known)
+		}
+	}
+}

@@ -178,6 +178,9 @@ func modelInspect(app *App) *cobra.Command {
 				args[0], d, m.Name, m.Version, m.Detector, m.FeatureSet, m.Dim)
 			fmt.Fprintf(app.Stdout, "threshold:    %g\nquantization: %s\ncreated:      %s\nexpires:      %s\nmodel sha256: %s\n",
 				m.Threshold, m.Quantization, m.Created.Format(time.RFC3339), m.Expires.Format(time.RFC3339), m.ModelSHA256)
+			if m.MinAgentVersion != "" {
+				fmt.Fprintf(app.Stdout, "min agent:    %s\n", m.MinAgentVersion)
+			}
 			fmt.Fprintf(app.Stdout, "signatures:   %d\n", len(v.Signatures))
 			for _, s := range v.Signatures {
 				fmt.Fprintf(app.Stdout, "  keyid %s\n", s.KeyID)

@@ -43,6 +43,7 @@ type trainOptions struct {
 	ortLib     string
 	created    string
 	validity   time.Duration
+	minAgent   string
 	maxPackets int
 	asJSON     bool
 }
@@ -135,6 +136,7 @@ func modelTrain(app *App) *cobra.Command {
 	f.StringVar(&o.ortLib, "ort", "", "libonnxruntime.so (default $ONNXRUNTIME_LIB, else lib/ next to vigilctl)")
 	f.StringVar(&o.created, "created", "", "manifest creation time, RFC 3339 (default now; fix it for reproducible bundles)")
 	f.DurationVar(&o.validity, "validity", 365*24*time.Hour, "bundle validity")
+	f.StringVar(&o.minAgent, "min-agent-version", "", "oldest agent release that may load the bundle (semantic version, e.g. 1.4.0); older agents refuse it")
 	f.IntVar(&o.maxPackets, "max-packets", dataset.DefaultMaxPackets, "packets (or file events) read at most per capture")
 	f.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
 	return c
@@ -221,6 +223,9 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	case !strings.HasPrefix(fs.Name, "nethost/"):
 		mc = ae.Config{Kind: ae.KindKitNET, MaxGroup: 10, Norm: ae.NormMinMax}
 	}
+	if err := bundle.CheckMinAgentVersion(o.minAgent); err != nil {
+		return nil, fmt.Errorf("--min-agent-version: %w", err)
+	}
 	if o.epochs < 0 {
 		return nil, fmt.Errorf("--epochs %d: want a positive count", o.epochs)
 	}
@@ -259,7 +264,7 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 		name = strings.SplitN(fs.Name, "/", 2)[0]
 	}
 	man := bundle.Manifest{Name: name, Detector: fs.Detector, Version: o.version, FeatureSet: fs.Name, Dim: fs.Dim,
-		Created: created, Expires: created.Add(o.validity), Quantization: o.quant}
+		Created: created, Expires: created.Add(o.validity), Quantization: o.quant, MinAgentVersion: o.minAgent}
 
 	// Listed by file identity: a capture named twice (caps and
 	// ./caps/b.pcap) cannot land on both sides of the held-out split.

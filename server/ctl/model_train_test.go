@@ -52,6 +52,7 @@ func TestModelTrainFlags(t *testing.T) {
 		{"layout needs qdq", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--quant", "int8-dynamic", "--layout", "fit-rounding"}, "--layout needs --quant int8-qdq"},
 		{"layouts disagree", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--layout", "input-gain", "--split-input"}, "--split-input and --layout disagree"},
 		{"bad snap epochs", []string{"model", "train", "--feature-set", "fileactivity/v1", "--benign", "x", "--snap-epochs", "-3"}, "--snap-epochs -3"},
+		{"bad min agent version", []string{"model", "train", "--feature-set", "nethost/v1", "--benign", "x", "--min-agent-version", "1.4"}, "--min-agent-version: min_agent_version \"1.4\" is not a semantic version"},
 		{"eval needs bundle", []string{"model", "eval", "--benign", "x", "--attack", "y"}, "--bundle, --benign and --attack are required"},
 	}
 	for _, c := range cases {
@@ -146,7 +147,7 @@ func TestModelTrainEval(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	var res TrainResult
 	js := runCtl(t, "model", "train", "--feature-set", "nethost/v1", "--benign", benign, "--epochs", "3", "--seed", "7",
-		"--name", "lab", "--version", "4", "--out", out, "--created", "2026-01-01T00:00:00Z", "--json")
+		"--name", "lab", "--version", "4", "--out", out, "--created", "2026-01-01T00:00:00Z", "--min-agent-version", "0.2.0", "--json")
 	if err := json.Unmarshal(js, &res); err != nil {
 		t.Fatalf("%v: %s", err, js)
 	}
@@ -157,7 +158,7 @@ func TestModelTrainEval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Manifest.Name != "lab" || b.Manifest.Version != 4 || b.Manifest.Quantization != bundle.QuantInt8Static || b.Manifest.Threshold != res.Metrics.Threshold {
+	if b.Manifest.Name != "lab" || b.Manifest.Version != 4 || b.Manifest.MinAgentVersion != "0.2.0" || b.Manifest.Quantization != bundle.QuantInt8Static || b.Manifest.Threshold != res.Metrics.Threshold {
 		t.Errorf("manifest %+v", b.Manifest)
 	}
 	// Deterministic for a seed: the same flags give the same model bytes.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -333,5 +335,64 @@ func TestFindingJSONNames(t *testing.T) {
 	}
 	if m["severity"] != "high" {
 		t.Errorf("severity %v", m["severity"])
+	}
+}
+
+// TestSuppressionsPaging: suppressions are listed newest first in pages; next_cursor leads to
+// the next page until every one was seen once, so an entity with more active suppressions
+// than one page can still see (and lift) its oldest.
+func TestSuppressionsPaging(t *testing.T) {
+	fx := newFixture(t)
+	ctx := context.Background()
+	var fs []*wirev1.Finding
+	for i := range 7 {
+		fs = append(fs, &wirev1.Finding{Seq: uint64(100 + i), Detector: "netflow", TimeUnixNano: time.Now().UnixNano(),
+			Severity: wirev1.Severity_SEVERITY_HIGH, Score: 2, Threshold: 1, Summary: "backup job",
+			Context: &wirev1.FindingContext{SrcIp: fmt.Sprintf("10.99.0.%d", 10+i), DstPort: 22, Proto: "tcp"}})
+	}
+	if _, err := fx.db.InsertFindings(ctx, "a-1", "acme", fs); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := fx.db.ListFindings(ctx, store.FindingFilter{Entity: "acme", Limit: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range listed {
+		if code, body := fx.do(t, "admin", "POST", fmt.Sprintf("/api/v1/findings/%d/triage", f.ID), `{"status":"false_positive"}`); code != 200 {
+			t.Fatalf("triage %d: %d %s", f.ID, code, body)
+		}
+	}
+	var ids []int64
+	cursor := ""
+	for range 10 {
+		path := "/api/v1/suppressions?limit=3"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		code, body := fx.do(t, "admin", "GET", path, "")
+		if code != 200 {
+			t.Fatalf("%d %s", code, body)
+		}
+		var resp struct {
+			Suppressions []store.Suppression `json:"suppressions"`
+			NextCursor   string              `json:"next_cursor"`
+		}
+		if err := json.Unmarshal([]byte(body), &resp); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range resp.Suppressions {
+			ids = append(ids, s.ID)
+		}
+		if resp.NextCursor == "" {
+			break
+		}
+		cursor = resp.NextCursor
+	}
+	strictlyNewestFirst := slices.IsSortedFunc(ids, func(a, b int64) int { return cmp.Compare(b, a) }) && len(slices.Compact(slices.Clone(ids))) == len(ids)
+	if len(ids) != 7 || !strictlyNewestFirst {
+		t.Fatalf("paged suppression ids %v: want 7 distinct, newest first", ids)
+	}
+	if code, body := fx.do(t, "admin", "GET", "/api/v1/suppressions?cursor=-1", ""); code != 400 {
+		t.Fatalf("negative cursor: %d %s", code, body)
 	}
 }

@@ -160,7 +160,7 @@ func (s *server) triageFinding(w http.ResponseWriter, r *http.Request, p *princi
 // ---- suppressions ----
 
 func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request, p *principal) error {
-	q, err := query(r, "entity", "active", "limit")
+	q, err := query(r, "entity", "active", "limit", "cursor")
 	if err != nil {
 		return err
 	}
@@ -178,11 +178,18 @@ func (s *server) listSuppressions(w http.ResponseWriter, r *http.Request, p *pri
 	if f.Limit, err = parseLimit(q.Get("limit")); err != nil {
 		return err
 	}
+	if f.BeforeID, err = parseCursor(q.Get("cursor")); err != nil {
+		return err
+	}
 	sups, err := s.db.ListSuppressions(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"suppressions": sups})
+	resp := map[string]any{"suppressions": sups}
+	if len(sups) > 0 && (f.Limit == 0 && len(sups) == 100 || len(sups) == f.Limit) {
+		resp["next_cursor"] = strconv.FormatInt(sups[len(sups)-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
 

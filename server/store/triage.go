@@ -84,6 +84,9 @@ type SuppressionFilter struct {
 	Entity string // "" = all
 	Active bool   // only those not lifted
 	Limit  int    // default 100, at most 1000
+	// BeforeID > 0 returns only suppressions with a smaller id (the
+	// cursor of the page before: they are listed newest first).
+	BeforeID int64
 }
 
 func validText(s string, max int) bool {
@@ -285,8 +288,8 @@ func (db *DB) ListSuppressions(ctx context.Context, f SuppressionFilter) ([]Supp
 	if f.Active {
 		q += ` AND lifted_at IS NULL`
 	}
-	q += ` ORDER BY id DESC LIMIT ?`
-	rows, err := db.r.QueryContext(ctx, q, f.Entity, f.Entity, clampLimit(f.Limit))
+	q += ` AND (? <= 0 OR id < ?) ORDER BY id DESC LIMIT ?`
+	rows, err := db.r.QueryContext(ctx, q, f.Entity, f.Entity, f.BeforeID, f.BeforeID, clampLimit(f.Limit))
 	if err != nil {
 		return nil, fmt.Errorf("list suppressions: %w", err)
 	}

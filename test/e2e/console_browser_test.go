@@ -241,6 +241,10 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Errorf("suppressions %+v", sups)
 	}
 	shot(t, ctx, "console-04-false-positive")
+	// The suppression it made is listed (one page: no "Load more").
+	must(t, "suppressions page", chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#nav a[data-page="suppressions"]`))))
+	pollTrue(t, ctx, "suppression listed", `(() => { const t = document.getElementById('suppressions'); const m = document.getElementById('suppressions-more');
+		return !!t && !!m && m.hidden && t.querySelectorAll('tbody tr').length === 1 && t.querySelector('tbody tr a').textContent === '`+firstID+`'; })()`)
 
 	// A new finding appears live (and beta's does not).
 	must(t, "back to list", chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#nav a[data-page="findings"]`))))

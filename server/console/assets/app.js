@@ -481,19 +481,30 @@ pages.charts = async (main, _parts, qs) => {
 // ---- suppressions ----
 
 pages.suppressions = async (main) => {
-  const r = await api('/suppressions');
+  const row = x => h('tr', {},
+    h('td', { text: x.id }), h('td', { text: x.entity }), h('td', { text: x.detector }),
+    h('td', { text: [x.src_ip && 'src ' + x.src_ip, x.dst_ip && 'dst ' + x.dst_ip, x.dst_port && 'port ' + x.dst_port, x.proto, x.path].filter(Boolean).join(', ') || 'any' }),
+    h('td', {}, x.finding_id ? h('a', { href: '#/finding/' + x.finding_id, text: String(x.finding_id) }) : ''),
+    h('td', { text: fmtTime(x.created_at) + (x.created_by ? ' by ' + x.created_by : '') }),
+    h('td', {}, h('button', { class: 'secondary', type: 'button', text: 'Lift', onclick: async () => {
+      try { await api('/suppressions/' + x.id + '/lift', { method: 'POST' }); toast('Lifted'); route(); } catch (e) { toast(e.message); }
+    } })));
+  const tbody = h('tbody', {});
+  const more = h('button', { id: 'suppressions-more', class: 'secondary', type: 'button', text: 'Load more', hidden: true });
+  let cursor = '';
+  async function load() {
+    const r = await api('/suppressions?limit=200' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+    tbody.append(...r.suppressions.map(row));
+    cursor = r.next_cursor || '';
+    more.hidden = !cursor;
+    if (!tbody.children.length) tbody.append(h('tr', {}, h('td', { colspan: 7, class: 'muted', text: 'None.' })));
+  }
+  more.addEventListener('click', () => load().catch(e => toast(e.message)));
+  await load();
   main.replaceChildren(h('h1', { text: 'Active suppressions' }),
     h('p', { class: 'muted', text: 'Learnt from findings marked false positive; the agents of the entity stop raising matching findings.' }),
-    h('table', { id: 'suppressions' }, h('thead', {}, h('tr', {}, ['ID', 'Entity', 'Detector', 'Match', 'From finding', 'Created', ''].map(t => h('th', { text: t })))),
-      h('tbody', {}, r.suppressions.length ? r.suppressions.map(x => h('tr', {},
-        h('td', { text: x.id }), h('td', { text: x.entity }), h('td', { text: x.detector }),
-        h('td', { text: [x.src_ip && 'src ' + x.src_ip, x.dst_ip && 'dst ' + x.dst_ip, x.dst_port && 'port ' + x.dst_port, x.proto, x.path].filter(Boolean).join(', ') || 'any' }),
-        h('td', {}, x.finding_id ? h('a', { href: '#/finding/' + x.finding_id, text: String(x.finding_id) }) : ''),
-        h('td', { text: fmtTime(x.created_at) + (x.created_by ? ' by ' + x.created_by : '') }),
-        h('td', {}, h('button', { class: 'secondary', type: 'button', text: 'Lift', onclick: async () => {
-          try { await api('/suppressions/' + x.id + '/lift', { method: 'POST' }); toast('Lifted'); route(); } catch (e) { toast(e.message); }
-        } }))))
-        : h('tr', {}, h('td', { colspan: 7, class: 'muted', text: 'None.' })))));
+    h('table', { id: 'suppressions' }, h('thead', {}, h('tr', {}, ['ID', 'Entity', 'Detector', 'Match', 'From finding', 'Created', ''].map(t => h('th', { text: t })))), tbody),
+    h('p', {}, more));
 };
 
 // ---- audit ----

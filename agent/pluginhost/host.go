@@ -642,8 +642,10 @@ func (h *Host) retire(inst *instance) {
 	head, tail := inst.ring.Head(), inst.ring.Tail()
 	inst.mu.Unlock()
 	last := inst.lastEnd.Load()
-	if tail > head || tail < inst.ring.Base() {
-		// The plugin corrupted tail: trust only what its results prove.
+	if tail > head || tail < last {
+		// The plugin corrupted tail (the SDK releases records before it
+		// sends their results, so tail >= last >= base): trust only what
+		// its results prove.
 		h.log.Error("plugin left an inconsistent ring tail", "head", head, "tail", tail)
 		tail = max(last, inst.ring.Base())
 	}

@@ -113,10 +113,15 @@ chown -R --no-dereference vigil:vigil "$STATE"
 
 # Stage every file next to its destination, then rename them all.
 staged=""
-cleanup() { for f in $staged; do rm -f "$f.vigil-new"; done; }
+# Scratch files in a private directory: names derived from a mktemp file
+# (FILE.old) in /tmp could be created first by another user.
+work=$(mktemp -d)
+cleanup() { for f in $staged; do rm -f "$f.vigil-new"; done; rm -rf "$work"; }
 trap cleanup EXIT
-newlist=$(mktemp)
-newsums=$(mktemp)
+newlist=$work/list
+newsums=$work/sums
+: >"$newlist"
+: >"$newsums"
 unit_changed=0
 for rel in $(cd "$HERE" && awk '{print $2}' payload.sha256 | sed 's#^\*##' | grep -E '^(usr|etc|systemd)/'); do
   src="$HERE/$rel"

@@ -101,6 +101,11 @@ func TestServiceUsers(t *testing.T) {
 			[]string{"vigil-server"}},
 		{"scripts/rpm/agent-pre",
 			[]string{"groupadd -r vigil\n", "useradd -r -g vigil -d /var/lib/vigil "}, []string{"vigil-server"}},
+		// No recursive chown as root of the tree the agent writes (hard links); the unit's
+		// StateDirectory= re-owns it.
+		{"scripts/rpm/agent-post", []string{"install -d -m 0750 -o vigil -g vigil \"$STATE\""}, []string{"chown -R"}},
+		{"scripts/deb/agent-postinst", nil, []string{"chown -R"}},
+		{"offline/install.sh", []string{"install -d -m 0750 -o vigil -g vigil \"$STATE\""}, []string{"chown -R"}},
 	} {
 		b, err := Read(tc.file)
 		if err != nil {

@@ -109,7 +109,8 @@ if ! getent passwd vigil >/dev/null; then
   useradd -r -g vigil -d "$STATE" -M -s "$nologin" -c "Vigil agent" vigil
 fi
 install -d -m 0750 -o vigil -g vigil "$STATE"
-chown -R --no-dereference vigil:vigil "$STATE"
+# No recursive chown as root of a tree the vigil user writes (it could hold
+# links); systemd re-owns the state directory (StateDirectory=).
 
 # Stage every file next to its destination, then rename them all.
 staged=""

@@ -189,6 +189,12 @@ func (d *Decoder) Decode(lt layers.LinkType, data []byte, tsNs int64, wireLen in
 			p.SrcIP = as16(d.ip6.SrcIP)
 			p.DstIP = as16(d.ip6.DstIP)
 			p.Proto = uint8(d.ip6.NextHeader)
+			if d.ip6.HopByHop != nil {
+				// gopacket decodes a Hop-by-Hop header inside the IPv6
+				// layer (never as a layer of its own): the protocol is
+				// the one after it, not 0.
+				p.Proto = uint8(d.ip6.HopByHop.NextHeader)
+			}
 			p.TTL = d.ip6.HopLimit
 		case layers.LayerTypeIPv6HopByHop, layers.LayerTypeIPv6Routing, layers.LayerTypeIPv6Destination:
 			p.Proto = uint8(d.ip6ext.NextHeader)

@@ -185,6 +185,10 @@ type renameHalf struct {
 	root  int32
 	isDir bool
 	pend  *pending // what was waiting on the old name (its writes move with the file)
+	// seq is Stats.Raw once the loop has read the events fsnotify had
+	// queued when this half was handled, and the one after: fsnotify sends
+	// the new half right after the old one, so it comes no later.
+	seq uint64
 }
 
 // item is one event on its way to the sampler.
@@ -771,6 +775,13 @@ func (w *Watcher) handle(ev fsnotify.Event) {
 		// name moved in from outside the tree is new, even right after a
 		// move out (a directory taken for a moved one would hide its files).
 		old := renamedFrom(ev)
+		if len(old) > event.MaxPathLen {
+			// Moved from a name too long to report (its own events were
+			// dropped): a create, as from outside the tree. An event
+			// carrying it would fail the encoding of its whole batch.
+			w.c.tooLong.Add(1)
+			old = ""
+		}
 		fi, err := os.Lstat(p)
 		if err != nil {
 			// Created and gone again: report the create, sampling will count the vanish.
@@ -823,7 +834,8 @@ func (w *Watcher) handle(ev fsnotify.Event) {
 			w.emitNow(ev, ri, nil)
 			return
 		}
-		w.renames[p] = renameHalf{ns: w.stamp(), root: ri, isDir: isDir, pend: pe}
+		seq := w.c.raw.Load() + uint64(len(w.fsw.Events)) + 1
+		w.renames[p] = renameHalf{ns: w.stamp(), root: ri, isDir: isDir, pend: pe, seq: seq}
 	case ev.Has(fsnotify.Remove):
 		_, isDir := w.dirs[p]
 		if isDir {
@@ -877,6 +889,9 @@ func (w *Watcher) pairOrCreate(p string, ri int32, old string, flags uint16, isD
 			w.emitNow(event.File{TimeNs: now, Op: event.FileRename, Flags: flags, Path: p, OldPath: old}, ri, nil)
 			return true
 		}
+		if ok && half.pend != nil && half.pend.op == event.FileRename && half.pend.old != "" {
+			old = half.pend.old // moved again within the window: one move from the first name
+		}
 		w.debounce(p, ri, event.FileRename, flags, old)
 		if ok && half.pend != nil {
 			if pe := w.pend[p]; pe != nil {
@@ -891,9 +906,16 @@ func (w *Watcher) pairOrCreate(p string, ri int32, old string, flags uint16, isD
 }
 
 // debounce records a create, write or rename of p in the debounce table. A
-// write to a path already waiting is coalesced.
+// write to a path already waiting is coalesced, and so is a move onto a path
+// whose write is waiting; a move onto a path whose create or move is waiting
+// first reports that one.
 func (w *Watcher) debounce(p string, ri int32, op event.FileOp, flags uint16, old string) {
-	if pe, ok := w.pend[p]; ok {
+	if pe, ok := w.pend[p]; ok && op == event.FileRename && pe.op != event.FileWrite {
+		// A move onto a name whose create or move is still waiting: that
+		// happened too (the file it made is replaced), report it now.
+		delete(w.pend, p)
+		w.emit(p, pe, nil)
+	} else if ok {
 		if op == event.FileWrite {
 			pe.writes++
 		}
@@ -943,8 +965,13 @@ func (w *Watcher) flush(final bool) {
 		delete(w.pend, d.p)
 		w.emit(d.p, d.pe, stop)
 	}
+	// A half is old only once the loop has caught up with the events that
+	// were queued behind it: a loop held up (waiting for the sampler, a
+	// rescan) must not report a rename as a move out of the tree while its
+	// new half waits in fsnotify's channel, then pair it again.
+	raw, queued := w.c.raw.Load(), len(w.fsw.Events)
 	for old, r := range w.renames {
-		if final || now-r.ns >= int64(w.cfg.RenameWindow) {
+		if final || now-r.ns >= int64(w.cfg.RenameWindow) && (queued == 0 || raw >= r.seq) {
 			delete(w.renames, old)
 			w.c.unpaired.Add(1)
 			var flags uint16

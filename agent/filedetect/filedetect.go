@@ -288,11 +288,12 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 // rootRetry is how often the pipeline looks for lost watch roots.
 const rootRetry = 5 * time.Second
 
-// existingRoots returns the configured roots that are directories now.
+// existingRoots returns the configured roots that are directories now (not
+// links to one: the watcher refuses those, as it never follows links).
 func (p *Pipeline) existingRoots() []string {
 	var out []string
 	for _, r := range p.cfg.Watch.Roots {
-		if st, err := os.Stat(r); err == nil && st.IsDir() {
+		if st, err := os.Lstat(r); err == nil && st.IsDir() {
 			out = append(out, r)
 		}
 	}
@@ -586,17 +587,32 @@ func closeHost(h *pluginhost.Host, log *slog.Logger) {
 	}
 }
 
+// maxCallBytes bounds the encoded events of one Score call: the plugin's
+// gRPC server refuses a request over 4 MiB (gRPC's default), and BatchMax
+// events with long paths (up to three of event.MaxPathLen each) exceed it.
+const maxCallBytes = 3 << 20
+
 // score sends evs to the plugin in calls of at most BatchMax events and
-// aggregates the anomalies. Failures (plugin down, restarting) lose the
-// batch's events, counted.
+// maxCallBytes and aggregates the anomalies. Failures (plugin down,
+// restarting) lose the batch's events, counted.
 func (e *engine) score(ctx context.Context, evs []event.File) {
 	e.events.Add(uint64(len(evs)))
 	if n := len(evs); n > 0 && evs[n-1].TimeNs > e.lastTs.Load() {
 		e.lastTs.Store(evs[n-1].TimeNs)
 	}
 	h := e.host.Load()
-	for off := 0; off < len(evs); off += e.cfg.BatchMax {
-		b := evs[off:min(off+e.cfg.BatchMax, len(evs))]
+	for off := 0; off < len(evs); {
+		n, size := 0, 0
+		for off+n < len(evs) && n < e.cfg.BatchMax {
+			s := evs[off+n].EncodedSize()
+			if n > 0 && size+s > maxCallBytes {
+				break
+			}
+			size += s
+			n++
+		}
+		b := evs[off : off+n]
+		off += n
 		e.calls.Add(1)
 		res, err := h.ScoreFiles(ctx, b)
 		if err != nil {

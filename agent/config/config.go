@@ -212,7 +212,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 }
 
 // Parse decodes a configuration ("json" or "yaml"), rejecting unknown
-// fields, and fills in defaults.
+// fields and anything after the one document, and fills in defaults.
 func Parse(data []byte, format string) (*Config, error) {
 	if len(data) > maxFile {
 		return nil, fmt.Errorf("parse config: %d bytes, limit %d", len(data), maxFile)
@@ -225,7 +225,7 @@ func Parse(data []byte, format string) (*Config, error) {
 		if err := dec.Decode(c); err != nil {
 			return nil, fmt.Errorf("parse config: %w", err)
 		}
-		if dec.More() {
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return nil, errors.New("parse config: trailing data after the JSON document")
 		}
 	case "yaml":
@@ -233,6 +233,21 @@ func Parse(data []byte, format string) (*Config, error) {
 		dec.KnownFields(true)
 		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("parse config: %w", err)
+		}
+		// Only the first document is decoded: refuse another one (empty ones
+		// aside) rather than ignore its settings.
+		for {
+			var extra yaml.Node
+			err := dec.Decode(&extra)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("parse config: %w", err)
+			}
+			if len(extra.Content) > 0 && extra.Content[0].Tag != "!!null" {
+				return nil, fmt.Errorf("parse config: line %d: a second YAML document", extra.Content[0].Line)
+			}
 		}
 	default:
 		return nil, fmt.Errorf("parse config: unknown format %q", format)
@@ -248,8 +263,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("state_dir is empty"))
 	}
 	if c.Server != "" {
-		if _, _, err := net.SplitHostPort(c.Server); err != nil {
-			errs = append(errs, fmt.Errorf("server %q: want HOST:PORT", c.Server))
+		if err := checkHostPort(c.Server); err != nil {
+			errs = append(errs, fmt.Errorf("server: %w", err))
 		}
 	}
 	if c.Spool.MaxBytes < 1<<20 {
@@ -301,6 +316,19 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("demo.rate %v: between 0 and 1e6", c.Demo.Rate))
 	}
 	return errors.Join(errs...)
+}
+
+// checkHostPort requires HOST:PORT with a host and a port from 1 to 65535
+// (what the uplink can dial).
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || strings.ContainsAny(host, " /@\x00") {
+		return fmt.Errorf("%q: want HOST:PORT", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%q: port must be 1-65535", addr)
+	}
+	return nil
 }
 
 // checkLocalListen requires a loopback address: the metrics are for the host.

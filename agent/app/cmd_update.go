@@ -88,7 +88,7 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 				return nil
 			}
 			log := g.Logger()
-			a, err := newUpdater(stateDir, nil, false, log.With("part", "update"))
+			a, err := newUpdater(stateDir, dirsOf(nil, nil), nil, false, log.With("part", "update"))
 			if err != nil {
 				return err
 			}

@@ -2,7 +2,6 @@ package app
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -26,7 +25,7 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	if len(env.Interfaces) == 0 && len(env.Pcaps) == 0 {
 		return nil, nil
 	}
-	s := detect.Search{ModelDirs: append([]string{filepath.Join(env.StateDir, "models")}, detect.DefaultModelDirs...)}
+	s := envDirs(env).search(env.StateDir)
 	inst, err := detect.Discover(s)
 	if err != nil {
 		return nil, fmt.Errorf("packet detection: %w", err)

@@ -2,7 +2,6 @@ package app
 
 import (
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
@@ -30,7 +29,7 @@ func newWatchSources(env pipeline.Env) ([]pipeline.Source, error) {
 	if len(env.Watch) == 0 {
 		return nil, nil
 	}
-	s := detect.Search{ModelDirs: append([]string{filepath.Join(env.StateDir, "models")}, detect.DefaultModelDirs...)}
+	s := envDirs(env).search(env.StateDir)
 	inst, err := filedetect.Discover(s)
 	if err != nil {
 		return nil, fmt.Errorf("file detection: %w", err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/config"
-	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/state"
 	"github.com/vigil-edge/vigil/agent/update"
@@ -49,7 +48,7 @@ func pluginEnv() []string {
 }
 
 // newUpdater builds the updater of `run` (or of `update`, with fetch == false).
-func newUpdater(stateDir string, sources []pipeline.Source, fetch bool, log *slog.Logger) (*agentUpdater, error) {
+func newUpdater(stateDir string, dirs searchDirs, sources []pipeline.Source, fetch bool, log *slog.Logger) (*agentUpdater, error) {
 	running := update.LoaderMap{}
 	for _, s := range sources {
 		if ls, ok := s.(ModelLoaderSource); ok {
@@ -61,8 +60,8 @@ func newUpdater(stateDir string, sources []pipeline.Source, fetch bool, log *slo
 	a := &agentUpdater{status: make(chan *wirev1.ModelStatus, 256), log: log, shadowEvery: config.DefaultShadowReportInterval}
 	cfg := update.Config{
 		StateDir: stateDir,
-		Loaders:  &update.PluginLoaders{Dirs: update.DefaultPluginDirs(), Env: pluginEnv(), Running: running, Logger: log},
-		Baseline: installedBaseline(baselineDirs(stateDir), running),
+		Loaders:  &update.PluginLoaders{Dirs: dirs.pluginDirs(), Env: pluginEnv(), Running: running, Logger: log},
+		Baseline: installedBaseline(baselineDirs(stateDir, dirs), running),
 		Logger:   log,
 		Report: func(st *wirev1.ModelStatus) {
 			select {
@@ -150,8 +149,8 @@ func (a *agentUpdater) activeRefs(stateDir string) []*wirev1.ModelRef {
 
 // baselineDirs are the directories the detector pipelines take their installed (baseline) bundles
 // from, in the order detect.Discover searches them for newPacketSources: models/ next to the agent
-// binary, <state>/models, then detect.DefaultModelDirs.
-func baselineDirs(stateDir string) []string {
+// binary, <state>/models, then the configured model_dirs (default detect.DefaultModelDirs).
+func baselineDirs(stateDir string, d searchDirs) []string {
 	var dirs []string
 	if exe, err := os.Executable(); err == nil {
 		if r, err := filepath.EvalSymlinks(exe); err == nil {
@@ -160,7 +159,7 @@ func baselineDirs(stateDir string) []string {
 		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "models"))
 	}
 	dirs = append(dirs, filepath.Join(stateDir, update.ModelsDir))
-	return append(dirs, detect.DefaultModelDirs...)
+	return append(dirs, d.models...)
 }
 
 // installedBaseline is update.Config.Baseline: for a detector a running pipeline serves (running),

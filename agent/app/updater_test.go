@@ -86,7 +86,7 @@ func TestUpdaterRestoresInstalledBaseline(t *testing.T) {
 	if _, err := plugin.LoadModel(context.Background(), base); err != nil { // the pipeline runs it
 		t.Fatal(err)
 	}
-	a, err := newUpdater(state, []pipeline.Source{loaderSource{plugin}}, false, slog.New(slog.DiscardHandler))
+	a, err := newUpdater(state, dirsOf(nil, nil), []pipeline.Source{loaderSource{plugin}}, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestUpdaterRestoresInstalledBaseline(t *testing.T) {
 	if plugin.active != base {
 		t.Fatalf("the pipeline's plugin runs %s, want its baseline %s", plugin.active, base)
 	}
-	if p := installedBaseline(baselineDirs(state), update.LoaderMap{})("netflow", "netflow/v1"); p != "" {
+	if p := installedBaseline(baselineDirs(state, dirsOf(nil, nil)), update.LoaderMap{})("netflow", "netflow/v1"); p != "" {
 		t.Fatalf("baseline %s for a detector no running pipeline serves", p)
 	}
 }

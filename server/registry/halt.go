@@ -199,14 +199,24 @@ func (r *Registry) shadowReports(ctx context.Context, ro *store.RolloutRecord) (
 	return out, nil
 }
 
-// statusesOf returns each agent's last report about rollout ro (statusIndex.of), by agent id.
+// statusesOf returns each agent's last report about rollout ro (statusIndex.of), by agent id:
+// of the agents ro targets and that are not revoked only. Any agent may report about a
+// published bundle (a report naming no rollout stands for every rollout of it), so the reports
+// of other agents must not count for ro (in its halt rule and its shadow totals).
 func (r *Registry) statusesOf(ctx context.Context, ro *store.RolloutRecord) (map[string]store.AgentModelStatus, error) {
 	sts, err := r.cfg.DB.ModelStatuses(ctx, "", ro.Model.Digest)
 	if err != nil {
 		return nil, err
 	}
+	revoked, err := r.cfg.DB.RevokedAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
 	byAgent := map[string]statusIndex{}
 	for _, s := range sts {
+		if revoked[s.AgentID] || !Targets(ro, s.AgentID, s.Entity) {
+			continue
+		}
 		if byAgent[s.AgentID] == nil {
 			byAgent[s.AgentID] = statusIndex{}
 		}

@@ -194,10 +194,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 			}
 		}()
 	}
-	coreWG.Add(1)
+	// The updater loads models into the sources' plugins: it stops before them, so that an
+	// install cut short by the shutdown is not reported as a (final) rejection.
+	updCtx, stopUpdater := context.WithCancel(coreCtx)
+	defer stopUpdater()
+	var updWG sync.WaitGroup
+	updWG.Add(1)
 	go func() {
-		defer coreWG.Done()
-		upd.run(coreCtx)
+		defer updWG.Done()
+		upd.run(updCtx)
 	}()
 	coreWG.Add(1)
 	go func() {
@@ -231,6 +236,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	case runErr = <-errc:
 		log.Error("agent part failed", "err", runErr)
 	}
+	stopUpdater()
+	waitTimeout(&updWG, 10*time.Second, log, "updater")
 	stopSources()
 	// A source flushes its last findings into the spool while it stops: the
 	// packet pipeline gives its plugin up to 30 s to score what its ring

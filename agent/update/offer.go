@@ -160,6 +160,15 @@ func (u *Updater) processOffer(ctx context.Context, o *wirev1.ModelOffer) {
 	}
 	res, err := u.Install(ctx, req)
 	var rej *Rejection
+	if err != nil && ctx.Err() != nil {
+		// Stopped while installing (the agent shuts down, and its pipelines with it): a
+		// rejection now would be final, and the server would never offer the rollout again.
+		// The last report ("fetched" or "verified") is not final: the server offers it again
+		// at the next Hello.
+		u.log.Warn("update interrupted by shutdown; the server offers it again at the next connection",
+			"rollout", o.RolloutId, "err", err)
+		return
+	}
 	switch {
 	case errors.As(err, &rej):
 		u.report(o.RolloutId, &res.Manifest, ref.Digest, rej.State, rej.Reason)

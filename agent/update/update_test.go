@@ -661,3 +661,42 @@ func TestMinAgentVersionRefused(t *testing.T) {
 	u.cfg.AgentVersion = "dev"
 	install(t, u, e.bundle("nf", 3, needs, "model-3"))
 }
+
+// cancellingLoader cancels the updater's context while it loads a model, as an agent shutting
+// down stops its pipelines, and fails the load.
+type cancellingLoader struct {
+	*fakeLoader
+	cancel context.CancelFunc
+}
+
+func (c *cancellingLoader) LoadModel(ctx context.Context, path string) (sdk.ModelInfo, error) {
+	c.cancel()
+	return sdk.ModelInfo{}, errors.New("plugin host closed")
+}
+
+// TestOfferInterruptedByShutdown: an install that fails because the agent is stopping is not
+// reported rejected (final: the server would never offer the rollout again); the last report
+// stays "verified", the previous model stays active, and the next offer installs it.
+func TestOfferInterruptedByShutdown(t *testing.T) {
+	e := newEnv(t)
+	ff := &fakeFetcher{files: map[string][]byte{}}
+	u := e.updater(nil)
+	u.cfg.Fetcher = ff
+	install(t, u, e.bundle("nf", 1, nil, "model-1"))
+	o, data := e.offer(e.bundle("nf", 2, nil, "model-2"), "r1")
+	ff.files[o.Model.Digest] = data
+	ctx, cancel := context.WithCancel(context.Background())
+	u.cfg.Loaders = LoaderMap{"netflow": &cancellingLoader{fakeLoader: e.loader, cancel: cancel}}
+	u.processOffer(ctx, o)
+	if st, reason := e.lastState("r1"); st != StateVerified {
+		t.Fatalf("install interrupted by shutdown reported %s %q, want the last report verified (not final)", st, reason)
+	}
+	if a, _ := u.Active("netflow", "netflow/v1"); a.Manifest.Version != 1 {
+		t.Fatalf("active version %d, want 1", a.Manifest.Version)
+	}
+	u.cfg.Loaders = LoaderMap{"netflow": e.loader}
+	u.processOffer(context.Background(), o)
+	if st, reason := e.lastState("r1"); st != StateActive {
+		t.Fatalf("offered again after the restart: %s %q", st, reason)
+	}
+}

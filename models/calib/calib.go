@@ -85,11 +85,12 @@ func Quantile[T Float](xs []T, q float64) (float64, error) {
 	if lo >= len(s)-1 {
 		return s[len(s)-1], nil
 	}
-	if frac := h - float64(lo); frac > 0 {
+	if frac := h - float64(lo); frac > 0 && s[lo+1] != s[lo] {
 		return s[lo] + frac*(s[lo+1]-s[lo]), nil
 	}
-	// On a sample point: s[lo] itself (interpolating would give 0·Inf = NaN
-	// when the next score is +Inf, as a NaN score is counted).
+	// On a sample point or between equal ones: s[lo] itself (interpolating
+	// would give 0·Inf or Inf−Inf = NaN next to +Inf, as a NaN score is
+	// counted, or between two of them).
 	return s[lo], nil
 }
 
@@ -186,7 +187,8 @@ func AveragePrecision[T Float](benign, attack []T) (float64, error) {
 	return ap, nil
 }
 
-// Ranks returns the 1-based ranks of xs with ties given their average rank.
+// Ranks returns the 1-based ranks of xs with ties given their average rank. NaN has no rank: the
+// ranks of a slice holding one are meaningless (Spearman rejects it).
 func Ranks[T Float](xs []T) []float64 {
 	idx := make([]int, len(xs))
 	for i := range idx {
@@ -226,6 +228,11 @@ func Spearman[T Float](a, b []T) (float64, error) {
 	}
 	if len(a) < 2 {
 		return 0, errors.New("spearman: need at least two pairs")
+	}
+	for i := range a {
+		if a[i] != a[i] || b[i] != b[i] {
+			return 0, fmt.Errorf("spearman: pair %d: score is NaN", i)
+		}
 	}
 	return pearson(Ranks(a), Ranks(b))
 }

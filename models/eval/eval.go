@@ -132,7 +132,7 @@ type AttackResult struct {
 	TPRAtTargetFPR float64  `json:"tpr_at_target_fpr"`
 	ROCAUC         float64  `json:"roc_auc"`
 	PRAUC          float64  `json:"pr_auc"`
-	FirstDetection *float64 `json:"first_detection_seconds,omitempty"` // from the first attack packet to the first flagged one
+	FirstDetection *float64 `json:"first_detection_seconds,omitempty"` // from the earliest attack packet before the first flagged one to it (never negative)
 	curve          []Point
 }
 
@@ -192,6 +192,7 @@ func Evaluate(in Input) (*Report, error) {
 		ar.Labelled = a.Positive != nil
 		var pos []float32
 		firstPos := -1
+		var startTS int64 // the earliest attack time so far (a capture's clock may step back)
 		for i, s := range a.Scores {
 			isPos := a.Positive == nil || a.Positive[i]
 			if float64(s) > thr {
@@ -201,13 +202,16 @@ func Evaluate(in Input) (*Report, error) {
 				continue
 			}
 			pos = append(pos, s)
+			if firstPos < 0 || a.TS[i] < startTS {
+				startTS = a.TS[i]
+			}
 			if firstPos < 0 {
 				firstPos = i
 			}
 			if float64(s) > thr {
 				ar.FlaggedAttack++
 				if ar.FirstDetection == nil {
-					d := float64(a.TS[i]-a.TS[firstPos]) / 1e9
+					d := float64(a.TS[i]-startTS) / 1e9
 					ar.FirstDetection = &d
 				}
 			}

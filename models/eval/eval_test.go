@@ -45,6 +45,13 @@ func TestEvaluateTable(t *testing.T) {
 			auc: (5.0/10 + 1.0/10 + 1) / 3, // P(attack > benign), ties half: 0.5 beats 4 of 10 (+tie 0.5), 0.15 beats 1
 		},
 		{
+			// The capture's clock steps back 5 s after the first packet (ppa1e_blaster.pcap does):
+			// first detection is measured from the earliest attack packet, never negative.
+			name: "clock steps back", thr: 1.0,
+			attack:   Attack{Name: "a", Scores: []float32{0.5, 0.5, 3}, TS: []int64{10e9, 5e9, 7e9}},
+			detected: true, attackN: 3, tpr: 1.0 / 3, auc: (4.5/10 + 4.5/10 + 1) / 3, first: ptr(2), flagged: 1,
+		},
+		{
 			name: "missed", thr: 10,
 			attack:   Attack{Name: "a", Scores: []float32{0.05, 0.05}, TS: []int64{0, 1}},
 			detected: false, attackN: 2, tpr: 0, auc: 0, flagged: 0,

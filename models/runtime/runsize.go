@@ -50,7 +50,9 @@ func ProbeRows(n, dim int) []float32 {
 // stream was cut into batches, so a detector runs each model at the largest
 // run size that this check accepts on the machine it runs on, instead of a
 // size fixed for the worst case. probe holds rows·Dim values (ProbeRows if
-// nil: limit rows, at least 64, at most 1024).
+// nil: limit rows, at least 64, at most 1024). A run size is accepted only
+// once full runs of it have been scored: with fewer probe rows than limit,
+// the check starts at the largest halving of limit that the probe fills.
 func ConsistentRun(s BatchScorer, probe []float32, limit int, tol float64) (int, error) {
 	dim := s.Dim()
 	if limit < 1 || dim < 1 {
@@ -78,6 +80,9 @@ func ConsistentRun(s BatchScorer, probe []float32, limit int, tol float64) (int,
 		ref[i] = sc[0]
 	}
 	for k := limit; k > 1; k /= 2 {
+		if k > rows {
+			continue // no run of k rows to compare
+		}
 		ok, err := runsAgree(s, probe, rows, dim, k, ref, tol)
 		if err != nil {
 			return 0, err

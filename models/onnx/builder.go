@@ -120,10 +120,16 @@ func (b *Builder) Output(src, name string, elem TensorProto_DataType, dims ...Di
 // resolveAliases applies the renames of Output (once the graph is complete, so values used after
 // their Output call are renamed too).
 func (b *Builder) resolveAliases() {
+	renamed := map[string]string{} // src → the output name it now has
 	for _, a := range b.aliases {
-		if !b.rename(a[0], a[1]) {
-			b.g.Node = append(b.g.Node, &NodeProto{OpType: "Identity", Input: []string{a[0]}, Output: []string{a[1]}, Name: b.unique("Identity")})
+		src := a[0]
+		if to, ok := renamed[src]; ok {
+			src = to // declared as an output before: copy that output
+		} else if b.rename(src, a[1]) {
+			renamed[src] = a[1]
+			continue
 		}
+		b.g.Node = append(b.g.Node, &NodeProto{OpType: "Identity", Input: []string{src}, Output: []string{a[1]}, Name: b.unique("Identity")})
 	}
 	b.aliases = nil
 }

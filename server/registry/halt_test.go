@@ -136,12 +136,18 @@ func newRegEnv(t *testing.T) *regEnv {
 	e.reg = New(Config{DB: db, DataDir: dir, BundleDir: filepath.Join(dir, "bundles")})
 	e.reg.SetPusher(e.push)
 	for _, a := range []string{"a-1", "a-2", "a-3"} {
-		if err := db.RegisterAgent(context.Background(), store.Agent{ID: a, Entity: "alpha", Hostname: a, CertSerial: a,
-			EnrolledAt: time.Now(), CertNotAfter: time.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
+		e.addAgent(a, "alpha")
 	}
 	return e
+}
+
+// addAgent registers agent id of entity.
+func (e *regEnv) addAgent(id, entity string) {
+	e.t.Helper()
+	if err := e.db.RegisterAgent(context.Background(), store.Agent{ID: id, Entity: entity, Hostname: id, CertSerial: id,
+		EnrolledAt: time.Now(), CertNotAfter: time.Now().Add(time.Hour)}); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // publish signs and publishes NAME@version (no smoke test) and returns its manifest and digest.

@@ -3,9 +3,7 @@ package registry
 import (
 	"context"
 	"testing"
-	"time"
 
-	"github.com/vigil-edge/vigil/server/store"
 )
 
 // TestHaltRuleJudgesTargetedAgentsOnly: the halt rule and the shadow totals count the latest
@@ -16,10 +14,7 @@ import (
 func TestHaltRuleJudgesTargetedAgentsOnly(t *testing.T) {
 	ctx := context.Background()
 	e := newRegEnv(t)
-	if err := e.db.RegisterAgent(ctx, store.Agent{ID: "b-1", Entity: "beta", Hostname: "b-1", CertSerial: "b-1",
-		EnrolledAt: time.Now(), CertNotAfter: time.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
+	e.addAgent("b-1", "beta")
 	_, d2 := e.publish("nf", 2)
 	id, _, err := e.reg.CreateRollout(ctx, RolloutRequest{Model: "nf@2", Entity: "alpha", Shadow: true, HaltFactor: 3}, "x")
 	if err != nil {

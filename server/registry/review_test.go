@@ -121,10 +121,7 @@ func TestShadowPromotionSettles(t *testing.T) {
 func TestStatusEntityScope(t *testing.T) {
 	e := newRegEnv(t)
 	ctx := context.Background()
-	if err := e.db.RegisterAgent(ctx, store.Agent{ID: "b-1", Entity: "beta", Hostname: "b-1", CertSerial: "b-1",
-		EnrolledAt: time.Now(), CertNotAfter: time.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
+	e.addAgent("b-1", "beta")
 	_, d2 := e.publish("nf", 2)
 	create := func(req RolloutRequest, by string) string {
 		id, _, err := e.reg.CreateRollout(ctx, req, by)
@@ -231,10 +228,7 @@ func TestShadowReportsBounded(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := newRegEnv(t)
-			if err := e.db.RegisterAgent(ctx, store.Agent{ID: "b-1", Entity: "alpha", Hostname: "b-1", CertSerial: "b-1",
-				EnrolledAt: time.Now(), CertNotAfter: time.Now().Add(time.Hour)}); err != nil {
-				t.Fatal(err)
-			}
+			e.addAgent("b-1", "alpha")
 			_, d2 := e.publish("nf", 2)
 			id, _, err := e.reg.CreateRollout(ctx, RolloutRequest{Model: "nf@2", Entity: "alpha", Shadow: true, HaltFactor: 3}, "x")
 			if err != nil {

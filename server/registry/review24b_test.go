@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"testing"
-
 )
 
 // TestHaltRuleJudgesTargetedAgentsOnly: the halt rule and the shadow totals count the latest

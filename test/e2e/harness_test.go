@@ -40,23 +40,32 @@ type bins struct {
 	dir                            string
 }
 
-// needBins returns the binaries of VIGIL_BIN, or skips the test with the
-// reason (VIGIL_E2E unset, a binary missing).
+// needBins returns the binaries of VIGIL_BIN. It skips the test without
+// VIGIL_E2E=1, and fails it when VIGIL_E2E=1 asks for the real binaries but
+// VIGIL_BIN or one of them is missing: skipped, every real-binary test would
+// pass unrun.
 func needBins(t testing.TB) bins {
 	t.Helper()
 	if os.Getenv("VIGIL_E2E") != "1" {
 		t.Skip("real-binary test: set VIGIL_E2E=1 and VIGIL_BIN (make test does)")
 	}
-	return lookBins(t)
+	return findBins(t, t.Fatalf)
 }
 
 // lookBins is needBins without the VIGIL_E2E gate (benchmarks run only
-// with -bench anyway).
+// with -bench anyway): it skips when a binary is missing.
 func lookBins(t testing.TB) bins {
+	t.Helper()
+	return findBins(t, t.Skipf)
+}
+
+// findBins returns the binaries of VIGIL_BIN, or ends the test with missing
+// (t.Fatalf or t.Skipf) and the reason.
+func findBins(t testing.TB, missing func(format string, args ...any)) bins {
 	t.Helper()
 	dir := os.Getenv("VIGIL_BIN")
 	if dir == "" {
-		t.Skip("set VIGIL_BIN to the directory of the built binaries (make test / make bench do)")
+		missing("set VIGIL_BIN to the directory of the built binaries (make test / make bench do)")
 	}
 	b := bins{
 		dir:        dir,
@@ -67,7 +76,7 @@ func lookBins(t testing.TB) bins {
 	}
 	for _, p := range []string{b.server, b.agent, b.ctl} {
 		if _, err := os.Stat(p); err != nil {
-			t.Skipf("no binary %s (run make build or set VIGIL_BIN)", p)
+			missing("no binary %s (run make build or set VIGIL_BIN)", p)
 		}
 	}
 	return b

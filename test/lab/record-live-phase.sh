@@ -6,7 +6,8 @@
 # helper (TestNetflowLiveHelper of a test binary built with `go test -c -o /tmp/e2e.test ./test/e2e`;
 # E2E_TEST overrides the path), PINGS echo requests first (default 1, as the test's capture probe
 # sends), then 20 s of curl downloads and dig lookups with the test's sizes, names and pauses, captured
-# with tcpdump (snaplen 256). Needs root, ip, tcpdump, curl, dig, ping. Everything is removed on exit.
+# with tcpdump (snaplen 256). Needs root, ip, tcpdump, curl, dig, ping. Everything is removed on exit,
+# and what a killed recording left is removed first.
 set -u
 out=${1:?usage: record-live-phase.sh OUT.pcap [PINGS]}
 pings=${2:-1}
@@ -21,6 +22,18 @@ cleanup() {
 	rm -f "/tmp/record-live-helper.$$"
 }
 trap cleanup EXIT
+# What a recording that was killed (no EXIT trap) left: its root end holds 10.99.78.1 too and would
+# take the traffic to 10.99.78.2.
+for l in $(ip -o link show | sed -n 's/^[0-9]*: \(vgrh[0-9][0-9]*\)[@:].*/\1/p'); do
+	if [ "${l#vgrh}" = $$ ] || ! kill -0 "${l#vgrh}" 2>/dev/null; then ip link del "$l"; fi
+done
+for d in /run/netns/vgrec[0-9]*; do
+	n=${d##*/} pid=${d##*/vgrec}
+	[[ $pid =~ ^[0-9]+$ ]] || continue # also the unmatched glob
+	[ "$pid" != $$ ] && kill -0 "$pid" 2>/dev/null && continue
+	for q in $(ip netns pids "$n"); do kill -9 "$q" 2>/dev/null; done
+	ip netns del "$n"
+done
 set -e
 ip netns add "$ns"
 ip link add "$h" type veth peer name "$p"
@@ -46,7 +59,8 @@ names=(www.example.org mail.example.org updates.example.net api.example.com)
 end=$((SECONDS + 20))
 i=0
 while [ $SECONDS -lt $end ] && [ $i -lt 1000 ]; do
-	curl -s -f -m 10 -o /dev/null "http://10.99.78.2:8080/file?size=${sizes[$((i % 5))]}"
+	# -q: no ~/.curlrc; --noproxy: a proxy in the environment would take the request off the veth.
+	curl -q --noproxy '*' -s -f -m 10 -o /dev/null "http://10.99.78.2:8080/file?size=${sizes[$((i % 5))]}"
 	n=${names[$((i % 4))]}
 	dig +time=3 +tries=1 @10.99.78.2 "$n" A >/dev/null &
 	dp=$!

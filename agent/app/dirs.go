@@ -1,7 +1,6 @@
 package app
 
 import (
-	"os"
 	"path/filepath"
 
 	"github.com/vigil-edge/vigil/agent/detect"
@@ -35,13 +34,4 @@ func (d searchDirs) search(stateDir string) detect.Search {
 
 // pluginDirs is the updater's plugin search, in the pipelines' order: the binary's directory,
 // then d.plugins.
-func (d searchDirs) pluginDirs() []string {
-	var dirs []string
-	if exe, err := os.Executable(); err == nil {
-		if r, err := filepath.EvalSymlinks(exe); err == nil {
-			exe = r
-		}
-		dirs = append(dirs, filepath.Dir(exe))
-	}
-	return append(dirs, d.plugins...)
-}
+func (d searchDirs) pluginDirs() []string { return update.ExeDirThen(d.plugins...) }

@@ -152,11 +152,8 @@ func (a *agentUpdater) activeRefs(stateDir string) []*wirev1.ModelRef {
 // binary, <state>/models, then the configured model_dirs (default detect.DefaultModelDirs).
 func baselineDirs(stateDir string, d searchDirs) []string {
 	var dirs []string
-	if exe, err := os.Executable(); err == nil {
-		if r, err := filepath.EvalSymlinks(exe); err == nil {
-			exe = r
-		}
-		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "models"))
+	if exe := update.ExeDir(); exe != "" {
+		dirs = append(dirs, filepath.Join(exe, "models"))
 	}
 	dirs = append(dirs, filepath.Join(stateDir, update.ModelsDir))
 	return append(dirs, d.models...)

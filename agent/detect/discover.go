@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/vigil-edge/vigil/agent/update"
 	"github.com/vigil-edge/vigil/models/bundle"
 )
 
@@ -53,14 +54,7 @@ func (s Search) exeDir() string {
 	if s.ExeDir != "" {
 		return s.ExeDir
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return ""
-	}
-	if r, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = r
-	}
-	return filepath.Dir(exe)
+	return update.ExeDir()
 }
 
 // Discover finds the netflow plugin, the newest baseline bundle of each

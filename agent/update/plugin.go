@@ -138,14 +138,28 @@ type PluginLoaders struct {
 
 // DefaultPluginDirs: next to the agent binary, then the packaged locations.
 func DefaultPluginDirs() []string {
-	var dirs []string
-	if exe, err := os.Executable(); err == nil {
-		if r, err := filepath.EvalSymlinks(exe); err == nil {
-			exe = r
-		}
-		dirs = append(dirs, filepath.Dir(exe))
+	return ExeDirThen("/usr/lib/vigil", "/usr/lib/vigil/plugins")
+}
+
+// ExeDir is the directory of the running binary, links resolved ("" if unknown): where `make`
+// puts the plugins, bin/models and bin/lib beside the agent.
+func ExeDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
 	}
-	return append(dirs, "/usr/lib/vigil", "/usr/lib/vigil/plugins")
+	if r, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = r
+	}
+	return filepath.Dir(exe)
+}
+
+// ExeDirThen is ExeDir (when known) followed by dirs.
+func ExeDirThen(dirs ...string) []string {
+	if d := ExeDir(); d != "" {
+		return append([]string{d}, dirs...)
+	}
+	return append([]string(nil), dirs...)
 }
 
 // Loader implements Loaders.

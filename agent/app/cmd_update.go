@@ -35,17 +35,17 @@ type updateReport struct {
 
 func newUpdateCommand(g *Globals) *cobra.Command {
 	var (
-		stateDir, bundlePath, rollbackPath, trustPath string
-		asJSON                                        bool
+		configFile, stateDir, bundlePath, rollbackPath, trustPath string
+		asJSON                                                    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "update (--bundle FILE [--rollback FILE] | --trust FILE) [--state DIR] [--json]",
+		Use:   "update (--bundle FILE [--rollback FILE] | --trust FILE) [--config FILE] [--state DIR] [--json]",
 		Short: "Air-gapped model install (same verification and activation as a server rollout), or a signed trust policy update",
 		Long: `update --bundle FILE installs a model bundle without a server: the bundle must carry the threshold of
 signatures that <state>/trust.json requires, must not be expired, must have a version greater than the
 active one (unless --rollback gives a signed rollback instruction naming it), and its feature set must
-be one the detector plugin accepts. The plugin (vigil-detector-<detector>, found next to this binary or
-in /usr/lib/vigil) loads it and scores a probe batch; only then is it made active, atomically. A running
+be one the detector plugin accepts. The plugin (vigil-detector-<detector>, found next to this binary,
+then in the configuration's plugin_dirs, else in /usr/lib/vigil) loads it and scores a probe batch; only then is it made active, atomically. A running
 agent picks it up at its next start.
 
 update --trust FILE replaces <state>/trust.json with the policy carried by a DSSE policy update signed
@@ -57,8 +57,16 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 			if (bundlePath == "") == (trustPath == "") {
 				return errors.New("give exactly one of --bundle FILE or --trust FILE")
 			}
+			cfg := config.Default()
+			if configFile != "" {
+				c, err := config.Load(configFile)
+				if err != nil {
+					return err
+				}
+				cfg = c
+			}
 			if stateDir == "" {
-				stateDir = config.DefaultStateDir
+				stateDir = cfg.StateDir
 			}
 			print := func(r updateReport) {
 				if asJSON {
@@ -88,7 +96,7 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 				return nil
 			}
 			log := g.Logger()
-			a, err := newUpdater(stateDir, dirsOf(nil, nil), nil, false, log.With("part", "update"))
+			a, err := newUpdater(stateDir, dirsOf(cfg.PluginDirs, cfg.ModelDirs), nil, false, log.With("part", "update"))
 			if err != nil {
 				return err
 			}
@@ -118,7 +126,8 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&stateDir, "state", "", "state directory (default "+config.DefaultStateDir+")")
+	f.StringVar(&configFile, "config", "", "configuration file of the agent: its state_dir and plugin_dirs are used")
+	f.StringVar(&stateDir, "state", "", "state directory (default: the configuration's, else "+config.DefaultStateDir+")")
 	f.StringVar(&bundlePath, "bundle", "", "model bundle (.vgb) to verify and activate")
 	f.StringVar(&rollbackPath, "rollback", "", "signed rollback instruction allowing a version not greater than the active one, the highest ever activated or the installed baseline")
 	f.StringVar(&trustPath, "trust", "", "signed trust policy update (DSSE envelope) to apply to <state>/trust.json")

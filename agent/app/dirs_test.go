@@ -1,15 +1,20 @@
 package app
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/models/sign"
+	"github.com/vigil-edge/vigil/models/sign/signtest"
 )
 
 // TestConfiguredSearchDirs: the config's plugin_dirs and model_dirs are where both detector
@@ -57,5 +62,38 @@ func TestConfiguredSearchDirs(t *testing.T) {
 	env.PluginDirs, env.ModelDirs = nil, nil
 	if _, err := newPacketSources(env); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("packet pipeline without plugin_dirs: %v, want the plugin not found", err)
+	}
+}
+
+// TestUpdateCommandConfig: `vigil-agent update --config F` takes its state directory and the
+// plugin search from the agent's configuration, as the running agent does, so an air-gapped
+// update on a sensor whose plugins live in plugin_dirs finds them.
+func TestUpdateCommandConfig(t *testing.T) {
+	state, plugins := t.TempDir(), t.TempDir()
+	plugin := filepath.Join(plugins, "vigil-detector-netflow")
+	if err := os.WriteFile(plugin, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	signer := signtest.NewSigner(t, sign.AlgEd25519)
+	if err := signtest.Policy(t, 1, signer).WriteFile(filepath.Join(state, update.TrustFile)); err != nil {
+		t.Fatal(err)
+	}
+	b := signtest.WriteBundle(t, t.TempDir(), []byte("model"), signtest.Manifest("nf", 2, time.Now()), signer)
+	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
+	cfg := fmt.Sprintf("state_dir: %s\nplugin_dirs: [%s]\nmetrics:\n  listen: \"off\"\n", state, plugins)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, "update", "--config", cfgPath, "--bundle", b, "--json")
+	if code == 0 {
+		t.Fatalf("a plugin that exits at once activated the bundle: %s", stdout)
+	}
+	// The configured plugin was started (and failed): the search used plugin_dirs.
+	if !strings.Contains(stdout+stderr, plugin) || strings.Contains(stdout+stderr, "plugin found") {
+		t.Fatalf("update --config did not use plugin_dirs:\nstdout %s\nstderr %s", stdout, stderr)
+	}
+	code, _, stderr = runCLI(t, "update", "--config", filepath.Join(t.TempDir(), "none.yaml"), "--bundle", b)
+	if code == 0 || !strings.Contains(stderr, "none.yaml") {
+		t.Fatalf("missing config: code %d, stderr %s", code, stderr)
 	}
 }

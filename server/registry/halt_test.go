@@ -414,3 +414,45 @@ func TestRollbackRollout(t *testing.T) {
 		t.Fatal("rollback rollout not audited as such")
 	}
 }
+
+// TestShadowResumesOlderAfterRefusal: an agent running shadow rollout S1 that refused a newer
+// shadow rollout S2 of the same model keeps running S1. After a restart it is offered S1 again
+// (S2 stays refused), not nothing.
+func TestShadowResumesOlderAfterRefusal(t *testing.T) {
+	e := newRegEnv(t)
+	ctx := context.Background()
+	_, d2 := e.publish("nf", 2)
+	_, d3 := e.publish("nf", 3)
+	s1, _, err := e.reg.CreateRollout(ctx, RolloutRequest{Model: "nf@2", Entity: "alpha", Shadow: true}, "release-eng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.status("a-1", s1, d2, "shadow", summary(10, 0, 10, 0))
+	e.status("a-2", s1, d2, "shadow", summary(10, 0, 10, 0))
+	s2, _, err := e.reg.CreateRollout(ctx, RolloutRequest{Model: "nf@3", Entity: "alpha", Shadow: true}, "release-eng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.status("a-1", s2, d3, "rejected", "plugin refused the model")
+	e.status("a-2", s2, d3, "shadow", summary(10, 0, 10, 0))
+	offers := func(agent string) map[string]int {
+		n := map[string]int{}
+		for _, o := range e.push.offers(agent) {
+			n[o.RolloutId]++
+		}
+		return n
+	}
+	e.reg.OnHello("a-1", "alpha", nil) // restarted: runs no shadow model
+	if got := offers("a-1"); got[s1] != 1 || got[s2] != 0 {
+		t.Fatalf("restarted agent that refused S2: offers %v, want S1 (%s) once", got, s1)
+	}
+	e.reg.OnHello("a-1", "alpha", []string{s1}) // still running S1: nothing new
+	if got := offers("a-1"); got[s1] != 1 || got[s2] != 0 {
+		t.Fatalf("agent running S1: offers %v", got)
+	}
+	// a-2 accepted S2: S2 resumes, S1 (replaced by S2) does not.
+	e.reg.OnHello("a-2", "alpha", nil)
+	if got := offers("a-2"); got[s2] != 1 || got[s1] != 0 {
+		t.Fatalf("restarted agent that accepted S2: offers %v, want S2 (%s) once", got, s2)
+	}
+}

@@ -341,22 +341,34 @@ func Targets(ro *store.RolloutRecord, agentID, entity string) bool {
 // shadow models live in memory only) is offered again. With running nil (no Hello: a push to
 // connected agents) "shadow" is final, as the agent's report is current.
 func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity string, statuses statusIndex, running map[string]bool) []*wirev1.ModelOffer {
-	newest := map[string]*store.RolloutRecord{}
+	targeted := map[string][]*store.RolloutRecord{} // oldest first
 	for i := range rollouts {
 		ro := &rollouts[i]
 		if !Targets(ro, agentID, entity) {
 			continue
 		}
 		key := ro.Model.Name + "|" + strconv.FormatBool(ro.Shadow)
-		newest[key] = ro // oldest first, so the last one wins
+		targeted[key] = append(targeted[key], ro)
+	}
+	// resumable: a shadow rollout the agent ran (last report "shadow") and, at this Hello, no
+	// longer runs; not when the bundle became the agent's active model (a promoted shadow model).
+	resumable := func(ro *store.RolloutRecord, st store.AgentModelStatus) bool {
+		return ro.Shadow && st.State == "shadow" && running != nil && !running[ro.ID] && !statuses.active(ro.Model.Digest)
 	}
 	var out []*wirev1.ModelOffer
-	for _, ro := range newest {
+	for _, list := range targeted {
+		ro := list[len(list)-1] // the newest one
 		if st, ok := statuses.of(ro); ok && store.IsTerminalModelState(st.State) {
-			// Not when the bundle became the agent's active model (a promoted shadow model).
-			resume := ro.Shadow && st.State == "shadow" && running != nil && !running[ro.ID] && !statuses.active(ro.Model.Digest)
-			if !resume {
-				continue
+			if !resumable(ro, st) {
+				if !ro.Shadow || (st.State != "rejected" && st.State != "rolled_back") {
+					continue
+				}
+				// The agent refused the newest shadow rollout and kept running the
+				// shadow model it had: resume that one (the newest it reported running).
+				ro = olderShadow(list[:len(list)-1], statuses, resumable)
+				if ro == nil {
+					continue
+				}
 			}
 			r.log.Info("shadow rollout offered again: the agent no longer runs it", "agent", agentID, "rollout", ro.ID)
 		}
@@ -366,6 +378,22 @@ func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity str
 	}
 	slices.SortFunc(out, func(a, b *wirev1.ModelOffer) int { return strings.Compare(a.RolloutId, b.RolloutId) })
 	return out
+}
+
+// olderShadow returns the newest of older (oldest first) that the agent last reported running
+// in shadow mode, if it is resumable, else nil.
+func olderShadow(older []*store.RolloutRecord, statuses statusIndex, resumable func(*store.RolloutRecord, store.AgentModelStatus) bool) *store.RolloutRecord {
+	for i := len(older) - 1; i >= 0; i-- {
+		st, ok := statuses.of(older[i])
+		if !ok || st.State != "shadow" {
+			continue
+		}
+		if resumable(older[i], st) {
+			return older[i]
+		}
+		return nil
+	}
+	return nil
 }
 
 // OnHello pushes the pending offers of an agent that just connected (endpoint hook).

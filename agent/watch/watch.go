@@ -1100,7 +1100,7 @@ func (w *Watcher) fill(it *item) {
 	if rel == "" {
 		return
 	}
-	fd, err := r.b.open(rel)
+	fd, st, err := r.b.open(rel)
 	if err != nil {
 		switch {
 		case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
@@ -1119,11 +1119,8 @@ func (w *Watcher) fill(it *item) {
 		}
 		return
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		w.c.sampleErrors.Add(1)
-		return
+	if fd >= 0 {
+		defer unix.Close(fd)
 	}
 	mode := fileMode(st.Mode)
 	ev.Size, ev.Mode = st.Size, uint32(mode)

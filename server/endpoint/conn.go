@@ -260,12 +260,24 @@ func (e *Endpoint) serveStream(ctx context.Context, p *peer, rw io.ReadWriter) e
 	}
 	switch hdr.Kind {
 	case wirev1.StreamKind_STREAM_KIND_CONTROL:
-		return e.handleControl(ctx, p, wirev1.NewReader(rw, maxSmallFrame), rw)
+		return refused(e.handleControl(ctx, p, wirev1.NewReader(rw, maxSmallFrame), rw))
 	case wirev1.StreamKind_STREAM_KIND_FINDINGS:
 		return e.handleFindings(ctx, p.id, wirev1.NewReader(rw, wirev1.MaxFrameSize), rw)
 	default:
-		return e.handleFetch(ctx, wirev1.NewReader(rw, maxSmallFrame), rw)
+		return refused(e.handleFetch(ctx, wirev1.NewReader(rw, maxSmallFrame), rw))
 	}
+}
+
+// refused gives a CONTROL or FETCH stream's refusal (CodeProtocol,
+// CodeFrameTooLarge) the code CodeRefused: the agent counts those two codes
+// against the findings it has in flight, when it isolates a finding the
+// server refuses, and a refused control message is not a finding's doing.
+func refused(err error) error {
+	var pe *wirev1.ProtocolError
+	if errors.As(err, &pe) && (pe.Code == wirev1.CodeProtocol || pe.Code == wirev1.CodeFrameTooLarge) {
+		return &wirev1.ProtocolError{Code: wirev1.CodeRefused, Err: pe.Err}
+	}
+	return err
 }
 
 func kindLabel(k wirev1.StreamKind) string {

@@ -431,7 +431,7 @@ func TestMisbehavingConnectionClosed(t *testing.T) {
 			}
 			st, _ := servertest.OpenStream(ctxT(t), c, wirev1.StreamKind_STREAM_KIND_CONTROL)
 			wirev1.Write(st, &wirev1.AgentControl{Msg: &wirev1.AgentControl_Hello{Hello: &wirev1.Hello{}}}, 0)
-		}, wirev1.CodeProtocol},
+		}, wirev1.CodeRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dial(t, s, a)

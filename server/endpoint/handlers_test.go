@@ -318,7 +318,7 @@ func TestStreamHeaderErrors(t *testing.T) {
 		{"fetch without cert", frames(t, header(wirev1.StreamKind_STREAM_KIND_FETCH)), false, wirev1.CodeUnauthorized},
 		{"enroll with cert", frames(t, header(wirev1.StreamKind_STREAM_KIND_ENROLL)), true, wirev1.CodeProtocol},
 		{"oversized findings frame", append(frames(t, header(wirev1.StreamKind_STREAM_KIND_FINDINGS)), 0x80, 0x80, 0x80, 0x10), true, wirev1.CodeFrameTooLarge},
-		{"oversized control frame", append(frames(t, header(wirev1.StreamKind_STREAM_KIND_CONTROL)), 0x80, 0x80, 0x08), true, wirev1.CodeFrameTooLarge},
+		{"oversized control frame", append(frames(t, header(wirev1.StreamKind_STREAM_KIND_CONTROL)), 0x80, 0x80, 0x08), true, wirev1.CodeRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := anonPeer(e)
@@ -460,7 +460,7 @@ func TestControlHandler(t *testing.T) {
 	// Must start with Hello.
 	in = frames(t, header(wirev1.StreamKind_STREAM_KIND_CONTROL), &wirev1.AgentControl{Msg: &wirev1.AgentControl_Status{Status: &wirev1.Status{}}})
 	err := e.serveStream(context.Background(), authedPeer(e, "a-2", "e"), rw{bytes.NewReader(in), &out})
-	if codeOf(err) != wirev1.CodeProtocol {
+	if codeOf(err) != wirev1.CodeRefused {
 		t.Fatalf("status before hello: %v", err)
 	}
 }
@@ -482,9 +482,9 @@ func TestControlHelloShadowRollouts(t *testing.T) {
 		{"none", nil, 0},
 		{"one", []string{"r-4b5b85cd605a"}, 0},
 		{"at the limit", many[:maxShadowRollouts], 0},
-		{"too many", many, wirev1.CodeProtocol},
-		{"empty id", []string{"r-1", ""}, wirev1.CodeProtocol},
-		{"id too long", []string{long}, wirev1.CodeProtocol},
+		{"too many", many, wirev1.CodeRefused},
+		{"empty id", []string{"r-1", ""}, wirev1.CodeRefused},
+		{"id too long", []string{long}, wirev1.CodeRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := newTestEndpoint(t)

@@ -28,6 +28,14 @@ package wirev1
 //     lead_in_packets and lead_in_bytes (fields 16-18), the source's packets
 //     just before first_seen. An older server ignores them; the server
 //     refuses a lead-in after first_seen or more than MaxLeadIn before it.
+//   - 1 (additive, no version change): CodeRefused (0x14). A CONTROL or
+//     FETCH frame or message that the server refuses (malformed, above the
+//     limits) closes the connection with it instead of CodeProtocol or
+//     CodeFrameTooLarge, which now name a refused FINDINGS (or ENROLL)
+//     stream only. An agent counts those against the findings in flight
+//     when it isolates a finding the server refuses; a refused control
+//     message is not their doing. An older agent takes 0x14 for an unknown
+//     code: a session error, retried with backoff, no strike.
 const ProtocolVersion = 1
 
 // ALPN is the TLS application protocol negotiated on every connection.
@@ -53,6 +61,7 @@ const (
 	CodeFrameTooLarge  ErrorCode = 0x11 // frame above MaxFrameSize
 	CodeUnknownKind    ErrorCode = 0x12 // StreamHeader names no known kind
 	CodeBadVersion     ErrorCode = 0x13 // unsupported protocol version
+	CodeRefused        ErrorCode = 0x14 // a CONTROL or FETCH message malformed or above the limits
 	CodeUnauthorized   ErrorCode = 0x20 // no or unknown client identity
 	CodeRevoked        ErrorCode = 0x21 // the agent's certificate is revoked
 	CodeTokenInvalid   ErrorCode = 0x22 // enrollment token unknown, used, expired
@@ -77,6 +86,8 @@ func (c ErrorCode) String() string {
 		return "unknown_stream_kind"
 	case CodeBadVersion:
 		return "bad_version"
+	case CodeRefused:
+		return "refused"
 	case CodeUnauthorized:
 		return "unauthorized"
 	case CodeRevoked:

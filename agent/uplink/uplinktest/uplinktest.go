@@ -284,7 +284,7 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 		return err
 	}
 	if m.GetHello() == nil {
-		return &wirev1.ProtocolError{Code: wirev1.CodeProtocol, Err: errors.New("first control message is not Hello")}
+		return &wirev1.ProtocolError{Code: wirev1.CodeRefused, Err: errors.New("first control message is not Hello")}
 	}
 	s.mu.Lock()
 	s.hellos = append(s.hellos, m.GetHello())

@@ -10,7 +10,9 @@
 // Sources never panic on outside input: a panic inside the decoder is
 // recovered and counted, truncated or corrupt files end with an error that
 // names the file and the record after all packets before it were delivered,
-// and frames of unsupported link types are skipped and counted.
+// and frames of unsupported link types are skipped and counted (live
+// capture refuses an interface whose frames it cannot decode when it opens:
+// Ethernet-like and raw-IP interfaces are captured, see linkTypeOf).
 //
 // This package is part of the agent core: it imports no model or plugin
 // code besides the record layout in plugins/sdk/event.

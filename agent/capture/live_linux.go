@@ -14,6 +14,7 @@ import (
 
 	"github.com/gopacket/gopacket/afpacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
@@ -22,6 +23,7 @@ const blockSize = 1 << 20 // TPACKET_V3 block: 1 MiB
 
 type liveSource struct {
 	iface   string
+	link    layers.LinkType // how the interface's frames begin (linkTypeOf)
 	handles []*afpacket.TPacket
 	stats   []*counters // one per reader
 	batches chan []event.Packet
@@ -66,15 +68,22 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 	if opts.FanoutID == 0 {
 		opts.FanoutID = uint16(os.Getpid())
 	}
+	link, err := linkTypeOf(iface)
+	if err != nil {
+		return nil, fmt.Errorf("open live %s: %w", iface, err)
+	}
 	prog := opts.FilterProgram
 	if prog == nil && opts.Filter != "" {
+		if link != layers.LinkTypeEthernet {
+			return nil, fmt.Errorf("open live %s: filter %q: expressions are compiled for Ethernet frames, and this interface has none (pass a compiled program)", iface, opts.Filter)
+		}
 		var err error
 		if prog, err = CompileFilter(context.Background(), opts.Filter); err != nil {
 			return nil, fmt.Errorf("open live %s: %w", iface, err)
 		}
 	}
 	blocks := max(opts.RingBytes/blockSize, 8)
-	s := &liveSource{iface: iface, log: opts.Logger, done: make(chan struct{}), cookies: NewCookieTable()}
+	s := &liveSource{iface: iface, link: link, log: opts.Logger, done: make(chan struct{}), cookies: NewCookieTable()}
 	for i := 0; i < opts.Fanout; i++ {
 		h, err := afpacket.NewTPacket(
 			afpacket.OptInterface(iface),
@@ -153,6 +162,7 @@ func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters,
 	var batch []event.Packet
 	var st Stats
 	lastHand := time.Now()
+	warned := false
 	hand := func() bool {
 		c.add(&st)
 		st = Stats{}
@@ -192,6 +202,9 @@ func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters,
 				if !hand() {
 					return
 				}
+				if errors.Is(err, afpacket.ErrPoll) && !s.pollErrWait(ctx, flush, &warned) {
+					return
+				}
 				continue
 			}
 			s.setErr(fmt.Errorf("read %s: %w", s.iface, err))
@@ -205,7 +218,7 @@ func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters,
 		st.Bytes += uint64(len(data))
 		batch = batch[:len(batch)+1]
 		p := &batch[len(batch)-1]
-		switch dec.Decode(layers.LinkTypeEthernet, data, ci.Timestamp.UnixNano(), ci.Length, p) {
+		switch dec.Decode(s.link, data, ci.Timestamp.UnixNano(), ci.Length, p) {
 		case Decoded, DecodedTruncated:
 			st.Decoded++
 			if p.Flags&event.FlagTrunc != 0 {
@@ -222,6 +235,70 @@ func (s *liveSource) read(ctx context.Context, h *afpacket.TPacket, c *counters,
 			}
 		}
 	}
+}
+
+// pollErrWait waits flush (or until ctx ends: false) after a poll that
+// reported an error on the socket. The kernel sets that error when the
+// interface goes down or away, and nothing the reader can do clears it:
+// every later poll reports it at once, even after the interface is back
+// (capture then goes on, the ring still fills). Polling again at once spun a
+// core for as long as the agent ran; the ring is checked once per flush
+// interval instead while the error stands.
+func (s *liveSource) pollErrWait(ctx context.Context, flush time.Duration, warned *bool) bool {
+	if !*warned {
+		*warned = true
+		s.log.Warn("capture socket reports an error (the interface went down or away); polling it every flush interval",
+			"iface", s.iface, "interval", flush)
+	}
+	t := time.NewTimer(flush)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// linkTypeOf returns the link type of the frames that an AF_PACKET SOCK_RAW
+// socket reads on iface, from the interface's hardware type: Ethernet
+// (Ethernet devices, their VLANs, bridges and bonds, veth, loopback), or raw
+// IP for the layer-3 devices (tun, WireGuard, ipip, sit, ip6tnl, raw-IP
+// modems), whose frames begin with the IP header. Other hardware types
+// (802.11 monitor mode, InfiniBand, GRE, PPP, ...) are refused: decoded as
+// Ethernet, their frames gave records of garbage, silently.
+func linkTypeOf(iface string) (layers.LinkType, error) {
+	// Any socket of the calling thread's network namespace answers the
+	// ioctl (the capture sockets are made on the same thread).
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("hardware type: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(iface)
+	if err != nil {
+		return 0, fmt.Errorf("hardware type: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFHWADDR, ifr); err != nil {
+		return 0, fmt.Errorf("hardware type: %w", err)
+	}
+	hw := ifr.Uint16() // ifr_hwaddr.sa_family
+	lt, ok := linkTypeOfHW(hw)
+	if !ok {
+		return 0, fmt.Errorf("hardware type %d (ARPHRD): frames of this kind are not decoded: %w", hw, ErrUnsupportedLinkType)
+	}
+	return lt, nil
+}
+
+// linkTypeOfHW maps an ARPHRD hardware type to the link type of its frames.
+func linkTypeOfHW(hw uint16) (layers.LinkType, bool) {
+	switch hw {
+	case unix.ARPHRD_ETHER, unix.ARPHRD_LOOPBACK:
+		return layers.LinkTypeEthernet, true
+	case unix.ARPHRD_NONE, unix.ARPHRD_RAWIP, unix.ARPHRD_TUNNEL, unix.ARPHRD_TUNNEL6, unix.ARPHRD_SIT:
+		return layers.LinkTypeRaw, true
+	}
+	return 0, false
 }
 
 // addAncillary adds to p, decoded from a live frame, what the kernel reports

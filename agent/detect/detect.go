@@ -474,7 +474,9 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 			p.flushShadow()
 			p.queue(p.agg.Tick(p.lastTs.Load() - int64(2*time.Second)))
 			if err := p.drain(ctx, sink); err != nil {
-				runErr = err
+				if ctx.Err() == nil { // else the shutdown: the last drain appends them
+					runErr = err
+				}
 				finished = true
 			}
 		}
@@ -564,6 +566,12 @@ func (p *Pipeline) drain(ctx context.Context, sink pipeline.Sink) error {
 		return nil
 	}
 	if err := sink.Append(ctx, fs); err != nil {
+		// Keep them for the next drain (Run's last one has a context of
+		// its own): a tick that raced the shutdown appends with a
+		// cancelled context, which the spool refuses.
+		p.resMu.Lock()
+		p.pending = append(fs, p.pending...)
+		p.resMu.Unlock()
 		return fmt.Errorf("append %d findings: %w", len(fs), err)
 	}
 	return nil

@@ -306,6 +306,26 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("empty interface, pcap or watch entry"))
 		}
 	}
+	// A source named twice (in the file, or in the file and again by a
+	// flag, which adds to it) would be read twice: every packet scored
+	// twice, doubling the counts and rates the models see.
+	for _, l := range []struct {
+		name  string
+		items []string
+		key   func(string) string
+	}{
+		{"capture.interfaces", c.Capture.Interfaces, func(s string) string { return s }},
+		{"capture.pcaps", c.Capture.Pcaps, filepath.Clean},
+	} {
+		seen := map[string]bool{}
+		for _, s := range l.items {
+			if k := l.key(s); s != "" && seen[k] {
+				errs = append(errs, fmt.Errorf("%s: %q is named twice", l.name, s))
+			} else {
+				seen[k] = true
+			}
+		}
+	}
 	if d := c.Calibration.Grace.D(); d < 0 || d > MaxCalibrate {
 		errs = append(errs, fmt.Errorf("calibration.grace %s: between 0 and %s", d, MaxCalibrate))
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/vigil-edge/vigil/server/store"
 )
@@ -92,31 +93,38 @@ func LoadConfig(path string) (Config, error) {
 const MaxConfigBytes = 1 << 20
 
 // ParseConfig parses and validates the forwarders of a server config file.
-// A file without a forwarders key is an empty Config.
+// A file without a forwarders key is an empty Config. The file is one YAML
+// document: another non-empty one is refused, not ignored.
 func ParseConfig(b []byte) (Config, error) {
 	if len(b) > MaxConfigBytes {
 		return Config{}, fmt.Errorf("config larger than %d bytes", MaxConfigBytes)
 	}
-	var top map[string]yaml.Node
-	if err := yaml.Unmarshal(b, &top); err != nil {
+	// The forwarders are decoded strictly (a typo must not silently disable
+	// an option); the other top-level keys land in Rest. The whole document
+	// is decoded at once, so that anchors defined outside forwarders: resolve.
+	var doc struct {
+		Forwarders []ForwarderConfig `yaml:"forwarders"`
+		Rest       map[string]any    `yaml:",inline"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("parse config: %w", err)
 	}
-	var cfg Config
-	node, ok := top["forwarders"]
-	if !ok {
-		return cfg, nil
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return Config{}, fmt.Errorf("parse config: %w", err)
+		}
+		if len(extra.Content) > 0 && extra.Content[0].Tag != "!!null" {
+			return Config{}, fmt.Errorf("parse config: line %d: a second YAML document", extra.Content[0].Line)
+		}
 	}
-	// Decode the forwarders strictly: a typo must not silently disable an
-	// option.
-	sub, err := yaml.Marshal(&node)
-	if err != nil {
-		return Config{}, fmt.Errorf("parse forwarders: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(sub))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg.Forwarders); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("parse forwarders: %w", err)
-	}
+	cfg := Config{Forwarders: doc.Forwarders}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -268,8 +276,11 @@ func (f *ForwarderConfig) validateWebhook() error {
 	if u.User != nil {
 		return errors.New("url: put credentials in headers (env:NAME), not in the URL")
 	}
+	// Go's HTTP client refuses an invalid header at every request: the
+	// forwarder would start, then never deliver.
 	for k, v := range f.Headers {
-		if k == "" || strings.ContainsAny(k, " :\r\n") || strings.ContainsAny(v, "\r\n") {
+		env, fromEnv := strings.CutPrefix(v, "env:")
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) || fromEnv && env == "" {
 			return fmt.Errorf("header %q: invalid", k)
 		}
 	}

@@ -23,7 +23,8 @@
 //     forwarder closes its sending side and waits for the receiver to close
 //     its side: a receiver closes after it has read everything up to our
 //     end of stream, so a clean close confirms that the whole batch was
-//     read. A reset, a timeout or any error means the batch is sent again.
+//     read. A reset, a timeout or any error (over TLS, an alert such as the
+//     refusal of our client certificate) means the batch is sent again.
 //   - syslog over UDP: there is no acknowledgement; a datagram that the
 //     network loses is lost. The cursor moves once the datagrams are sent.
 //     Use TCP or TLS where loss matters.

@@ -177,20 +177,28 @@ func (r *Runner) run(ctx context.Context, db Source, fc ForwarderConfig, s sende
 	}
 	r.update(fc.Name, func(st *Stats) { st.Cursor = cursor })
 	failures := 0
+	// retry is a batch whose delivery failed: it is sent again exactly as
+	// it was (same findings, same X-Vigil-Batch), not read again, when it
+	// may have grown, so that a receiver can recognise it.
+	var retry []store.Finding
 	for ctx.Err() == nil {
-		fs, err := db.ListFindings(ctx, store.FindingFilter{Entity: fc.Entity, MinSeverity: sev.MinSeverity,
-			AfterID: cursor, Ascending: true, Limit: fc.Batch})
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		fs := retry
+		if fs == nil {
+			var err error
+			fs, err = db.ListFindings(ctx, store.FindingFilter{Entity: fc.Entity, MinSeverity: sev.MinSeverity,
+				AfterID: cursor, Ascending: true, Limit: fc.Batch})
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				log.Warn("read findings", "err", err)
+				sleep(ctx, fc.Interval)
+				continue
 			}
-			log.Warn("read findings", "err", err)
-			sleep(ctx, fc.Interval)
-			continue
-		}
-		if len(fs) == 0 {
-			sleep(ctx, fc.Interval)
-			continue
+			if len(fs) == 0 {
+				sleep(ctx, fc.Interval)
+				continue
+			}
 		}
 		// The send is not cut by Stop: a batch handed to the receiver
 		// is finished and its cursor stored (bounded by DrainTimeout once
@@ -199,10 +207,11 @@ func (r *Runner) run(ctx context.Context, db Source, fc ForwarderConfig, s sende
 		stopDrain := context.AfterFunc(ctx, func() {
 			time.AfterFunc(DrainTimeout, cancel)
 		})
-		err = s.Send(sctx, fs)
+		err := s.Send(sctx, fs)
 		stopDrain()
 		cancel()
 		if err != nil {
+			retry = fs
 			if ctx.Err() != nil {
 				log.Warn("stopping with a batch unconfirmed; it is sent again after the next start", "first_id", fs[0].ID,
 					"n", len(fs), "err", err)
@@ -219,6 +228,7 @@ func (r *Runner) run(ctx context.Context, db Source, fc ForwarderConfig, s sende
 			sleep(ctx, backoff(failures, fc.MaxBackoff))
 			continue
 		}
+		retry = nil
 		last := fs[len(fs)-1].ID
 		// Record the cursor; retry until it is stored (a failure here means
 		// the batch is sent again after a restart: a duplicate, not a loss).

@@ -226,9 +226,16 @@ func (s *syslogSender) sendStream(ctx context.Context, msgs [][]byte) error {
 			return fmt.Errorf("close write side to %s: %w", s.fc.Address, err)
 		}
 	}
-	// Wait for the receiver's end of stream. Whatever it sends meanwhile
-	// (TLS session tickets, its close_notify) is read raw and dropped.
-	if _, err := io.Copy(io.Discard, raw); err != nil {
+	// Wait for the receiver's end of stream; whatever it sends meanwhile is
+	// dropped. Over TLS it is read through TLS (session tickets, its
+	// close_notify): in TLS 1.3 our handshake ends before the receiver has
+	// checked our certificate, and its refusal is an alert that must fail
+	// the batch, not an end of stream that confirms it.
+	var answer io.Reader = raw
+	if tc != nil {
+		answer = tc
+	}
+	if _, err := io.Copy(io.Discard, answer); err != nil {
 		return fmt.Errorf("await receiver close from %s (batch not confirmed): %w", s.fc.Address, err)
 	}
 	return nil

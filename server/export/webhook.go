@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/vigil-edge/vigil/server/store"
 )
 
@@ -44,6 +46,9 @@ func newWebhookSender(fc ForwarderConfig) (*webhookSender, error) {
 			v = os.Getenv(name)
 			if v == "" {
 				return nil, fmt.Errorf("header %s: environment variable %s is empty", k, name)
+			}
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, fmt.Errorf("header %s: environment variable %s is not a valid header value", k, name)
 			}
 		}
 		s.headers.Set(k, v)

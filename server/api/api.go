@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -380,15 +381,30 @@ func (s *server) revokeAgent(w http.ResponseWriter, r *http.Request, p *principa
 
 // ---- findings ----
 
-// parseSince accepts an RFC 3339 time or a duration back from now ("1h").
+// Times the store can hold: it keeps Unix nanoseconds in an int64, and
+// time.UnixNano wraps around outside this range (a filter of year 9999 would
+// become one of 1816).
+var (
+	minStoreTime = time.Unix(0, math.MinInt64)
+	maxStoreTime = time.Unix(0, math.MaxInt64)
+)
+
+// storable reports whether t is within the range the store can compare.
+func storable(t time.Time) bool { return !t.Before(minStoreTime) && !t.After(maxStoreTime) }
+
+// parseTime accepts an RFC 3339 time or a duration back from now ("1h"),
+// within the years the store can hold (1678 to 2262).
 func parseTime(name, v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		if !storable(t) {
+			return time.Time{}, errorf(http.StatusBadRequest, "invalid %s %q (out of range: years 1678 to 2262)", name, v)
+		}
 		return t, nil
 	}
-	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 && storable(now.Add(-d)) {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, errorf(http.StatusBadRequest, "invalid %s %q (want RFC 3339 time or a duration such as 24h)", name, v)

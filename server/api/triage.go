@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -52,7 +53,9 @@ func explain(f store.Finding) explanation {
 		return 0
 	})
 	if f.Threshold > 0 {
-		e.Ratio = f.Score / f.Threshold
+		// Both are finite, the quotient need not be (1e308 / 1e-10), and
+		// JSON has no +Inf: capped.
+		e.Ratio = max(-math.MaxFloat64, min(f.Score/f.Threshold, math.MaxFloat64))
 	}
 	var b strings.Builder
 	b.WriteString("The ")
@@ -62,7 +65,11 @@ func explain(f store.Finding) explanation {
 	if f.Threshold > 0 {
 		b.WriteString(" against a threshold of ")
 		b.WriteString(strconv.FormatFloat(f.Threshold, 'g', 4, 64))
-		b.WriteString(" (" + strconv.FormatFloat(e.Ratio, 'f', 1, 64) + "×)")
+		ratio := strconv.FormatFloat(e.Ratio, 'f', 1, 64)
+		if math.Abs(e.Ratio) >= 1e6 {
+			ratio = strconv.FormatFloat(e.Ratio, 'g', 4, 64)
+		}
+		b.WriteString(" (" + ratio + "×)")
 	}
 	if len(e.TopFeatures) > 0 {
 		b.WriteString("; the largest contribution came from ")
@@ -228,14 +235,15 @@ func (s *server) suppressionsChanged(entity string) {
 
 // ---- stats, entities, models, rollouts ----
 
-// parseBucket accepts a Go duration of at least one second.
+// parseBucket accepts a Go duration of whole seconds, at least one (the
+// answer gives the width as bucket_seconds).
 func parseBucket(v string) (time.Duration, error) {
 	if v == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < time.Second {
-		return 0, errorf(http.StatusBadRequest, "invalid bucket %q (a duration of at least 1s, such as 1h)", v)
+	if err != nil || d < time.Second || d%time.Second != 0 {
+		return 0, errorf(http.StatusBadRequest, "invalid bucket %q (whole seconds, at least 1s, such as 1h)", v)
 	}
 	return d, nil
 }
@@ -273,6 +281,9 @@ func (s *server) findingStats(w http.ResponseWriter, r *http.Request, p *princip
 	}
 	// Align the window to the bucket so that charts do not jitter.
 	f.Since = f.Since.Truncate(f.Bucket)
+	if !storable(f.Since) {
+		return errorf(http.StatusBadRequest, "since out of range once aligned to the bucket")
+	}
 	buckets, err := s.db.FindingStats(r.Context(), f)
 	if err != nil {
 		return err

@@ -87,6 +87,43 @@ func escapeJSONControls(doc []byte) []byte {
 	return out
 }
 
+// jsonControlWriter writes a stream of JSON documents (the JSON lines of an
+// export) with the runes escapeJSONControls escapes written as \u escapes. A
+// rune split across writes is held back until it is whole; Flush writes
+// what is held back.
+type jsonControlWriter struct {
+	w       io.Writer
+	pending []byte
+}
+
+func (jw *jsonControlWriter) Write(p []byte) (int, error) {
+	buf := append(jw.pending, p...)
+	cut := len(buf)
+	for i := len(buf) - 1; i >= 0 && i >= len(buf)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(buf[i]) {
+			if !utf8.FullRune(buf[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	if _, err := jw.w.Write(escapeJSONControls(buf[:cut])); err != nil {
+		return 0, err
+	}
+	jw.pending = append(jw.pending[:0], buf[cut:]...)
+	return len(p), nil
+}
+
+// Flush writes a rune still held back (an incomplete one, as it is).
+func (jw *jsonControlWriter) Flush() error {
+	if len(jw.pending) == 0 {
+		return nil
+	}
+	_, err := jw.w.Write(jw.pending)
+	jw.pending = jw.pending[:0]
+	return err
+}
+
 // group builds one top-level command.
 type group struct {
 	order int

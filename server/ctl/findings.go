@@ -177,7 +177,13 @@ func newExportCmd(app *App) *cobra.Command {
 			if since > 0 {
 				q.Set("since", time.Now().Add(-since).UTC().Format(time.RFC3339Nano))
 			}
-			if err := cl.Stream(cmd.Context(), "findings/export", q, app.Stdout); err != nil {
+			// Sensor text reaches stdout, often a terminal: no raw DEL, C1
+			// or bidi control (the lines decode to the same findings).
+			out := &jsonControlWriter{w: app.Stdout}
+			if err := cl.Stream(cmd.Context(), "findings/export", q, out); err != nil {
+				return fmt.Errorf("export findings: %w", err)
+			}
+			if err := out.Flush(); err != nil {
 				return fmt.Errorf("export findings: %w", err)
 			}
 			return nil

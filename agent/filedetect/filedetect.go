@@ -395,7 +395,9 @@ loop:
 		case <-tick.C:
 			p.eng.queue(p.agg.Tick(p.eng.lastTs.Load() - int64(5*time.Second)))
 			if err := p.eng.drain(ctx, sink); err != nil {
-				runErr = err
+				if ctx.Err() == nil { // else the shutdown: the last drain appends them
+					runErr = err
+				}
 				wcancel()
 			}
 		case <-retry.C:
@@ -652,6 +654,12 @@ func (e *engine) drain(ctx context.Context, sink pipeline.Sink) error {
 		return nil
 	}
 	if err := sink.Append(ctx, fs); err != nil {
+		// Kept for the next drain (Run's last one has a context of its
+		// own): a tick racing the shutdown appends with a cancelled
+		// context, which the spool refuses.
+		e.mu.Lock()
+		e.pending = append(fs, e.pending...)
+		e.mu.Unlock()
 		return fmt.Errorf("append %d findings: %w", len(fs), err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -47,7 +48,8 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	args := calibrationArgs(env, "netflow")
 	p, err := detect.New(detect.Config{
 		Plugin: inst.Plugin, Bundles: inst.Bundles, ORTLib: inst.ORTLib, PluginArgs: args,
-		Pcaps: env.Pcaps, Interfaces: env.Interfaces, Follow: true,
+		CalibrationFile: filepath.Join(env.StateDir, CalibrationFilePrefix+"netflow"),
+		Pcaps:           env.Pcaps, Interfaces: env.Interfaces, Follow: true,
 		// The plugin reads models only from the pipeline's stage
 		// directory: it receives the updater's models while it runs, and
 		// its sandbox (pluginhost.Sandbox) lets it read only the paths
@@ -63,6 +65,10 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 	}
 	return []pipeline.Source{p}, nil
 }
+
+// CalibrationFilePrefix and the detector's name make the state file that
+// keeps a pipeline's per-sensor calibrations across agent restarts.
+const CalibrationFilePrefix = "calibration-"
 
 // calibrationArgs are a detector plugin's per-sensor calibration arguments
 // (none when calibration is off).

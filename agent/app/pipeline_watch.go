@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
@@ -55,6 +56,7 @@ func newWatchSources(env pipeline.Env) ([]pipeline.Source, error) {
 	env.Log.Info("fileactivity model", "name", inst.Bundle.Name, "version", inst.Bundle.Version, "path", inst.Bundle.Path)
 	p, err := filedetect.New(filedetect.Config{
 		Plugin: inst.Plugin, Bundle: inst.Bundle, ORTLib: inst.ORTLib, PluginArgs: calibrationArgs(env, "fileactivity"),
+		CalibrationFile: filepath.Join(env.StateDir, CalibrationFilePrefix+"fileactivity"),
 		// The plugin reads models only from the pipeline's stage directory
 		// (its sandbox fixes the readable paths at its start), where the
 		// updater's models go while it runs.

@@ -2,16 +2,21 @@ package detect
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/vigil-edge/vigil/agent/update"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
@@ -27,7 +32,8 @@ import (
 // quantile and its sample size (calibration_local_micro_<set>,
 // calibration_samples_<set>). It also keeps each calibrated model's exact
 // quantile by digest and gives it back to a restarted plugin (-calibrated),
-// so that a crash does not open another silent grace period.
+// so that a crash does not open another silent grace period; with a
+// calibration file (Persist) they also survive the agent's restarts.
 
 // CalibrationPoll is how often a plugin's calibration state is read.
 const CalibrationPoll = 5 * time.Second
@@ -52,6 +58,93 @@ type Calibration struct {
 	// logged is, per feature set, the calibration last logged (samples
 	// and local quantile), at most maxCalibrationLog sets.
 	logged map[string]string
+	// file keeps bits across agent restarts (Persist); saved is its
+	// content, settings its first line.
+	file, settings, saved string
+	flog                  *slog.Logger
+}
+
+// calibrationFileMax bounds a calibration file read back (16 entries of
+// 80 bytes and the settings line).
+const calibrationFileMax = 4096
+
+// Persist keeps c's calibrations in path across agent restarts: it loads
+// the ones saved there under the same settings (the plugin's calibration
+// arguments: another grace period or quantile calibrates again), and Read
+// saves every change. The calibrations of a plugin restarted by the agent
+// always survived (LaunchArgs); without the file, every start of the agent
+// (a reboot, an upgrade, a crash) opened another silent grace period on a
+// sensor whose models were calibrated long ago. A file that cannot be read
+// or parsed is logged and ignored: the models calibrate again.
+func (c *Calibration) Persist(path string, settings []string, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.file, c.settings, c.flog = path, strings.Join(settings, " "), log
+	b, err := readCalibrationFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		log.Warn("saved calibrations unreadable: calibrating again", "file", path, "err", err)
+		return
+	}
+	header, list, _ := strings.Cut(string(b), "\n")
+	if header != c.settings {
+		log.Info("calibration settings changed: calibrating again", "file", path, "saved", header, "now", c.settings)
+		return
+	}
+	restored, err := selfcal.ParseRestored(strings.TrimSpace(list))
+	if err != nil {
+		log.Warn("saved calibrations malformed: calibrating again", "file", path, "err", err)
+		return
+	}
+	if c.bits == nil {
+		c.bits = map[string]uint32{}
+	}
+	for _, d := range slices.Sorted(maps.Keys(restored)) {
+		if _, ok := c.bits[d]; !ok && len(c.order) < selfcal.MaxRestored {
+			c.bits[d] = math.Float32bits(restored[d])
+			c.order = append(c.order, d)
+		}
+	}
+	c.saved = string(b)
+	log.Info("calibrations restored: no grace period for these models", "file", path, "models", len(restored))
+}
+
+func readCalibrationFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, calibrationFileMax+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > calibrationFileMax {
+		return nil, fmt.Errorf("larger than %d bytes", calibrationFileMax)
+	}
+	return b, nil
+}
+
+// save writes the calibrations to the Persist file when they changed.
+// c.mu is held.
+func (c *Calibration) save() {
+	if c.file == "" {
+		return
+	}
+	content := c.settings + "\n" + selfcal.FormatRestored(c.bits) + "\n"
+	if content == c.saved {
+		return
+	}
+	if err := update.WriteFileAtomic(c.file, []byte(content), 0o600); err != nil {
+		c.flog.Warn("calibrations not saved: the next agent start calibrates again", "err", err)
+		return
+	}
+	c.saved = content
 }
 
 // calibrationStat tells whether a plugin Health stat reports calibration.
@@ -99,6 +192,7 @@ func (c *Calibration) Read(ctx context.Context, health func(context.Context) (sd
 	c.stats.Store(&st)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.save()
 	if c.logged == nil {
 		c.logged = map[string]string{}
 	}

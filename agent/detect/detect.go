@@ -47,6 +47,10 @@ type Config struct {
 	ORTLib string
 	// PluginArgs are extra plugin arguments (e.g. -calibrate 10m).
 	PluginArgs []string
+	// CalibrationFile, with a calibration grace period in PluginArgs, keeps
+	// the models' per-sensor calibrations across agent restarts
+	// (Calibration.Persist).
+	CalibrationFile string
 	// StageBundles copies the bundles into a private directory the
 	// unprivileged plugin can read (for bundles in a user's home). It is
 	// also the one directory of models the plugin's sandbox lets it read
@@ -148,6 +152,9 @@ func New(cfg Config) (*Pipeline, error) {
 		ms = append(ms, runModel{set: b.FeatureSet, ref: &wirev1.ModelRef{Name: b.Name, Version: b.Version, Digest: b.Digest, Detector: DetectorName}})
 	}
 	p.models.Store(&ms)
+	if cfg.CalibrationFile != "" && p.calibrating() {
+		p.cal.Persist(cfg.CalibrationFile, cfg.PluginArgs, p.log)
+	}
 	if err := p.prepare(); err != nil {
 		if p.stageDir != "" {
 			os.RemoveAll(p.stageDir)

@@ -58,6 +58,10 @@ type Config struct {
 	// PluginArgs are extra plugin arguments (e.g. -calibrate 10m: per-sensor
 	// calibration, followed as detect.Calibration describes).
 	PluginArgs []string
+	// CalibrationFile, with a calibration grace period in PluginArgs, keeps
+	// the model's per-sensor calibration across agent restarts
+	// (detect.Calibration.Persist).
+	CalibrationFile string
 	// StageBundle copies the bundle into a private directory the
 	// unprivileged plugin can read (for a bundle in a user's home).
 	StageBundle bool
@@ -123,6 +127,9 @@ func New(cfg Config) (*Pipeline, error) {
 	agg := NewAggregator(cfg.Aggregate)
 	p := &Pipeline{cfg: cfg, log: cfg.Logger, agg: agg, eng: &engine{cfg: &cfg, agg: agg}}
 	p.setRef(cfg.Bundle.Name, cfg.Bundle.Version, cfg.Bundle.Digest)
+	if cfg.CalibrationFile != "" && p.eng.calibrating() {
+		p.eng.cal.Persist(cfg.CalibrationFile, cfg.PluginArgs, p.log)
+	}
 	if err := p.eng.prepare(p.log); err != nil {
 		return nil, err
 	}

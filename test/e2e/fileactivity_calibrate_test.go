@@ -30,7 +30,10 @@ func TestFileactivityCalibration(t *testing.T) {
 	share := filepath.Join(root, "share")
 	files := sourceTree(t, share, 99, 400)
 	const grace = 3 * time.Second
-	p, sink, stop := startWatching(t, in, root, "-calibrate", grace.String(), "-calibrate-quantile", "0.999")
+	calArgs := []string{"-calibrate", grace.String(), "-calibrate-quantile", "0.999"}
+	calFile := filepath.Join(t.TempDir(), "calibration-fileactivity")
+	keepCal := func(c *filedetect.Config) { c.CalibrationFile = calFile }
+	p, sink, stop := startWatchingWith(t, in, []string{root}, keepCal, calArgs...)
 	const set = "fileactivity/v1"
 
 	// Ordinary edits during the grace period, and one after it (the grace
@@ -155,4 +158,17 @@ func TestFileactivityCalibration(t *testing.T) {
 		t.Fatalf("right after the update's probe and one live event the new model %s is calibrated (%d samples): %v",
 			h.Model.Name, h.Stats["calibration_samples_"+set], h.Stats)
 	}
+
+	// The agent restarts (a reboot, an upgrade): the pipeline's model is calibrated from its
+	// first event, with the same threshold, instead of observing, silent, for another grace period.
+	stop()
+	p2, _, stop2 := startWatchingWith(t, in, []string{root}, keepCal, calArgs...)
+	defer stop2()
+	if err := os.WriteFile(filepath.Join(share, "after-restart.txt"), []byte("note\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() string { return fmt.Sprintf("calibrated after the agent restart: %v", p2.Counters()) }, func() bool {
+		r := p2.Counters()
+		return r["calibrated_"+set] == 1 && r["calibration_samples_"+set] == 0 && r["threshold_micro_"+set] == active
+	})
 }

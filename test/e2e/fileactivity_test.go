@@ -100,13 +100,23 @@ func startWatching(t *testing.T, in *faInstall, root string, pluginArgs ...strin
 // startWatchingRoots is startWatching on several roots.
 func startWatchingRoots(t *testing.T, in *faInstall, roots []string, pluginArgs ...string) (*filedetect.Pipeline, *faSink, func()) {
 	t.Helper()
+	return startWatchingWith(t, in, roots, nil, pluginArgs...)
+}
+
+// startWatchingWith is startWatchingRoots with a change to the pipeline's configuration.
+func startWatchingWith(t *testing.T, in *faInstall, roots []string, change func(*filedetect.Config), pluginArgs ...string) (*filedetect.Pipeline, *faSink, func()) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(faLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := filedetect.New(filedetect.Config{
+	cfg := filedetect.Config{
 		Plugin: in.Inst.Plugin, Bundle: in.Inst.Bundle, ORTLib: in.Inst.ORTLib, StageBundle: true, PluginArgs: pluginArgs,
 		Watch:     watch.Config{Roots: roots},
 		Aggregate: filedetect.AggregatorConfig{FirstAfter: time.Second, UpdateEvery: 5 * time.Second, Hold: 2 * time.Second},
 		Logger:    log,
-	})
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	p, err := filedetect.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

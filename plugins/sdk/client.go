@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -29,9 +30,13 @@ type PluginInfo struct {
 	RecordLayoutVersion uint32
 }
 
+// maxControlBytes bounds the answers of Info, LoadModel and Health (the
+// agent's go-plugin connection accepts up to 2 GiB from a plugin).
+const maxControlBytes = 1 << 20
+
 // Info asks the plugin to describe itself.
 func (c *Client) Info(ctx context.Context) (PluginInfo, error) {
-	r, err := c.rpc.Info(ctx, &pb.InfoRequest{})
+	r, err := c.rpc.Info(ctx, &pb.InfoRequest{}, grpc.MaxCallRecvMsgSize(maxControlBytes))
 	if err != nil {
 		return PluginInfo{}, fmt.Errorf("plugin info: %w", err)
 	}
@@ -47,7 +52,7 @@ func (c *Client) Info(ctx context.Context) (PluginInfo, error) {
 
 // LoadModel asks the plugin to load a bundle; on error its old model stays.
 func (c *Client) LoadModel(ctx context.Context, bundlePath string) (ModelInfo, error) {
-	r, err := c.rpc.LoadModel(ctx, &pb.LoadModelRequest{BundlePath: bundlePath})
+	r, err := c.rpc.LoadModel(ctx, &pb.LoadModelRequest{BundlePath: bundlePath}, grpc.MaxCallRecvMsgSize(maxControlBytes))
 	if err != nil {
 		return ModelInfo{}, fmt.Errorf("plugin load model: %w", err)
 	}
@@ -56,7 +61,7 @@ func (c *Client) LoadModel(ctx context.Context, bundlePath string) (ModelInfo, e
 
 // Health asks the plugin for its health.
 func (c *Client) Health(ctx context.Context) (Health, error) {
-	r, err := c.rpc.Health(ctx, &pb.HealthRequest{})
+	r, err := c.rpc.Health(ctx, &pb.HealthRequest{}, grpc.MaxCallRecvMsgSize(maxControlBytes))
 	if err != nil {
 		return Health{}, fmt.Errorf("plugin health: %w", err)
 	}
@@ -83,11 +88,20 @@ func (c *Client) ScoreFiles(ctx context.Context, files []event.File) (Result, er
 	return c.ScoreRaw(ctx, EventFile, RawBatch{LayoutVersion: event.FileLayoutVersion, Data: buf})
 }
 
-// ScoreRaw scores a batch of already packed records of the given kind.
+// ScoreRaw scores a batch of already packed records of the given kind. The
+// answer is decoded within the bounds of the batch's records (as a
+// RingResult is): a file batch's answer may repeat its paths escaped
+// (event.SafePath, up to 4 bytes per byte).
 func (c *Client) ScoreRaw(ctx context.Context, kind EventKind, b RawBatch) (Result, error) {
+	records := b.Len()
+	if b.RecordSize == 0 && len(b.Data) >= 8 {
+		records = int(binary.LittleEndian.Uint32(b.Data[4:])) // event.MarshalFiles: the count follows the magic
+	}
+	codec := newRingCodecFor(max(records, 1))
+	limit := maxRingResultBytes(codec.maxRecords) + 4*len(b.Data)
 	r, err := c.rpc.Score(ctx, &pb.ScoreRequest{
 		Kind: kindToProto(kind), LayoutVersion: b.LayoutVersion, RecordSize: uint32(max(b.RecordSize, 0)), Records: b.Data,
-	})
+	}, grpc.ForceCodecV2(codec), grpc.MaxCallRecvMsgSize(limit))
 	if err != nil {
 		return Result{}, fmt.Errorf("plugin score: %w", err)
 	}
@@ -107,12 +121,19 @@ type ResultStream struct {
 }
 
 // Consume attaches the plugin to its ring. It waits for the plugin's attach
-// acknowledgement and returns the ring's tail at attach time.
+// acknowledgement and returns the ring's tail at attach time. The results
+// are decoded within the bounds of batches of cfg.MaxBatch records (a
+// result that exceeds them ends the stream with an error).
 func (c *Client) Consume(ctx context.Context, cfg ConsumeConfig) (*ResultStream, uint64, error) {
+	maxRecords := cfg.MaxBatch
+	if maxRecords == 0 {
+		maxRecords = DefaultMaxBatch // the plugin's default, as for MaxBatch 0 below
+	}
+	codec := newRingCodecFor(maxRecords)
 	s, err := c.rpc.Consume(ctx, &pb.ConsumeRequest{
 		RingFd: uint32(max(cfg.RingFD, 0)), WakeFd: uint32(max(cfg.WakeFD, 0)),
 		MaxBatch: uint32(max(cfg.MaxBatch, 0)), MaxDelayUs: uint32(max(cfg.MaxDelay.Microseconds(), 0)),
-	}, grpc.ForceCodecV2(newRingCodec()))
+	}, grpc.ForceCodecV2(codec), grpc.MaxCallRecvMsgSize(maxRingResultBytes(codec.maxRecords)))
 	if err != nil {
 		return nil, 0, fmt.Errorf("plugin consume: %w", err)
 	}

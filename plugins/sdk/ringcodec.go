@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -14,8 +15,9 @@ import (
 
 // ringCodec is the gRPC codec of both ends of the Detector service. It
 // encodes and decodes RingResult (the ring's result stream) by hand, with
-// exactly the protobuf wire format of detector.proto, and hands every other
-// message to the standard protobuf codec. With the reflection-based codec an
+// exactly the protobuf wire format of detector.proto, decodes ScoreResponse
+// (the unary Score answer) the same way, and hands every other message to
+// the standard protobuf codec. With the reflection-based codec an
 // anomaly cost about 19 µs of CPU (plugin and agent together), most of it on
 // the context map: during a port scan, where every packet is an anomaly,
 // that was more than half of the scan's CPU. Decoding interns the strings of
@@ -24,15 +26,47 @@ import (
 //
 // The wire format is unchanged, so an agent and a plugin built with or
 // without this codec talk to each other.
-type ringCodec struct{ std encoding.CodecV2 }
+//
+// A result comes from a plugin, which may have been compromised by the
+// records it parses: decoding is bounded by the batch size the agent asked
+// for (maxRecords; see maxContextPerRecord), and strings must be valid
+// UTF-8, as the standard codec requires.
+type ringCodec struct {
+	std        encoding.CodecV2
+	maxRecords int
+}
 
-func newRingCodec() ringCodec {
+func newRingCodec() ringCodec { return newRingCodecFor(MaxMaxBatch) }
+
+// newRingCodecFor is the codec of a Consume call whose batches hold at most
+// maxRecords records (MaxMaxBatch when out of 1..MaxMaxBatch).
+func newRingCodecFor(maxRecords int) ringCodec {
 	c := encoding.GetCodecV2("proto")
 	if c == nil {
 		panic("sdk: grpc proto codec not registered")
 	}
-	return ringCodec{std: c}
+	if maxRecords < 1 || maxRecords > MaxMaxBatch {
+		maxRecords = MaxMaxBatch
+	}
+	return ringCodec{std: c, maxRecords: maxRecords}
 }
+
+// Bounds of one RingResult or ScoreResponse, per record of the largest batch: at most one
+// anomaly per record, MaxTopContributions contributions and
+// maxContextPerRecord context entries per anomaly, and aggregates whose
+// destination ports and addresses (distinct per batch, so at most two per
+// record) stay within maxAggregatePerRecord per record. Without them two
+// bytes on the wire (an empty anomaly) cost the agent some two hundred
+// bytes of memory: a 4 MiB message about 400 MB.
+const (
+	maxContextPerRecord   = 32
+	maxAggregatePerRecord = 4
+)
+
+// maxRingResultBytes bounds the size of a RingResult for batches of
+// maxRecords records (what the agent's gRPC stream accepts): 4 KiB per
+// anomaly and 1 MiB besides.
+func maxRingResultBytes(maxRecords int) int { return maxRecords<<12 + 1<<20 }
 
 func (ringCodec) Name() string { return "proto" }
 
@@ -46,20 +80,30 @@ func (c ringCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c ringCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(*pb.RingResult)
-	if !ok {
+	var b []byte
+	switch v.(type) {
+	case *pb.RingResult, *pb.ScoreResponse:
+		if len(data) == 1 {
+			b = data[0].ReadOnlyData()
+		} else {
+			b = data.Materialize()
+		}
+	default:
 		return c.std.Unmarshal(data, v)
 	}
-	var b []byte
-	if len(data) == 1 {
-		b = data[0].ReadOnlyData()
-	} else {
-		b = data.Materialize()
-	}
-	*m = pb.RingResult{}
-	d := ringDecoder{strs: map[string]string{}}
-	if err := d.ringResult(b, m); err != nil {
-		return fmt.Errorf("decode RingResult: %w", err)
+	d := ringDecoder{strs: map[string]string{}, anomalies: c.maxRecords, contribs: c.maxRecords * MaxTopContributions,
+		context: c.maxRecords * maxContextPerRecord, aggItems: c.maxRecords * maxAggregatePerRecord}
+	switch m := v.(type) {
+	case *pb.RingResult:
+		*m = pb.RingResult{}
+		if err := d.ringResult(b, m); err != nil {
+			return fmt.Errorf("decode RingResult: %w", err)
+		}
+	case *pb.ScoreResponse:
+		*m = pb.ScoreResponse{}
+		if err := d.scoreResponse(b, m); err != nil {
+			return fmt.Errorf("decode ScoreResponse: %w", err)
+		}
 	}
 	return nil
 }
@@ -257,15 +301,37 @@ const maxInterned = 4096
 var (
 	errBadWire = errors.New("malformed protobuf")
 	errTooMany = errors.New("aggregate lists too long")
+	// errTooLarge: more anomalies, contributions, context entries or
+	// aggregate items than a batch of the configured size can have.
+	errTooLarge = errors.New("more elements than the batch size allows")
+	// errBadUTF8: proto3 strings must be valid UTF-8; the standard codec
+	// refuses a message with one that is not, and so does this one (the
+	// agent could not marshal a finding built from it).
+	errBadUTF8 = errors.New("string field contains invalid UTF-8")
 )
 
 type ringDecoder struct {
-	strs map[string]string
+	strs    map[string]string
+	badUTF8 bool // a string was not valid UTF-8 (ringResult fails)
+	// What the message may still hold (ringLimits), counted down.
+	anomalies, contribs, context, aggItems int
+}
+
+// take counts one element against budget n, false when none is left.
+func take(n *int) bool {
+	if *n <= 0 {
+		return false
+	}
+	*n--
+	return true
 }
 
 func (d *ringDecoder) str(b []byte) string {
 	if s, ok := d.strs[string(b)]; ok {
 		return s
+	}
+	if !utf8.Valid(b) {
+		d.badUTF8 = true
 	}
 	s := string(b)
 	if len(d.strs) < maxInterned {
@@ -328,6 +394,9 @@ func (d *ringDecoder) ringResult(b []byte, m *pb.RingResult) error {
 				return err
 			}
 		case num == 4 && typ == protowire.BytesType:
+			if !take(&d.anomalies) {
+				return errTooLarge
+			}
 			if len(anoms) == cap(anoms) {
 				anoms = make([]pb.Anomaly, 0, max(16, min(2*cap(anoms), 4096)))
 			}
@@ -338,8 +407,58 @@ func (d *ringDecoder) ringResult(b []byte, m *pb.RingResult) error {
 			}
 			m.Anomalies = append(m.Anomalies, a)
 		case num == 5 && typ == protowire.BytesType:
+			if !utf8.Valid(p) {
+				return errBadUTF8
+			}
 			m.Error = string(p)
 		}
+	}
+	if d.badUTF8 {
+		return errBadUTF8
+	}
+	return nil
+}
+
+// scoreResponse decodes a ScoreResponse (stats = 1, anomalies = 2: the
+// fields of a RingResult, numbered otherwise) within the same bounds.
+func (d *ringDecoder) scoreResponse(b []byte, m *pb.ScoreResponse) error {
+	var anoms []pb.Anomaly
+	for len(b) > 0 {
+		num, typ, n, err := field(b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		_, p, n := value(b, num, typ)
+		if n < 0 {
+			return errBadWire
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			if m.Stats == nil {
+				m.Stats = &pb.BatchStats{}
+			}
+			if err := stats(p, m.Stats); err != nil {
+				return err
+			}
+		case num == 2 && typ == protowire.BytesType:
+			if !take(&d.anomalies) {
+				return errTooLarge
+			}
+			if len(anoms) == cap(anoms) {
+				anoms = make([]pb.Anomaly, 0, max(16, min(2*cap(anoms), 4096)))
+			}
+			anoms = anoms[:len(anoms)+1]
+			a := &anoms[len(anoms)-1]
+			if err := d.anomaly(p, a); err != nil {
+				return err
+			}
+			m.Anomalies = append(m.Anomalies, a)
+		}
+	}
+	if d.badUTF8 {
+		return errBadUTF8
 	}
 	return nil
 }
@@ -395,12 +514,18 @@ func (d *ringDecoder) anomaly(b []byte, a *pb.Anomaly) error {
 		case num == 3 && typ == protowire.Fixed32Type:
 			a.Threshold = math.Float32frombits(uint32(v))
 		case num == 4 && typ == protowire.BytesType:
+			if !take(&d.contribs) {
+				return errTooLarge
+			}
 			c := &pb.Contribution{}
 			if err := d.contribution(p, c); err != nil {
 				return err
 			}
 			a.TopFeatures = append(a.TopFeatures, c)
 		case num == 5 && typ == protowire.BytesType:
+			if !take(&d.context) {
+				return errTooLarge
+			}
 			k, val, err := d.mapEntry(p)
 			if err != nil {
 				return err
@@ -414,7 +539,7 @@ func (d *ringDecoder) anomaly(b []byte, a *pb.Anomaly) error {
 			if a.Aggregate == nil {
 				a.Aggregate = &pb.Aggregate{}
 			}
-			if err := aggregate(p, a.Aggregate); err != nil {
+			if err := d.aggregate(p, a.Aggregate); err != nil {
 				return err
 			}
 		}
@@ -427,7 +552,7 @@ func (d *ringDecoder) anomaly(b []byte, a *pb.Anomaly) error {
 // this keeps a single message's lists bounded, like the SDK's own cap).
 const maxAggregateItems = 1 << 17
 
-func aggregate(b []byte, g *pb.Aggregate) error {
+func (d *ringDecoder) aggregate(b []byte, g *pb.Aggregate) error {
 	for len(b) > 0 {
 		num, typ, n, err := field(b)
 		if err != nil {
@@ -460,6 +585,9 @@ func aggregate(b []byte, g *pb.Aggregate) error {
 			if len(g.DstPorts) >= maxAggregateItems {
 				return errTooMany
 			}
+			if !take(&d.aggItems) {
+				return errTooLarge
+			}
 			g.DstPorts = append(g.DstPorts, uint32(v))
 		case num == 9 && typ == protowire.BytesType: // packed
 			for len(p) > 0 {
@@ -470,12 +598,18 @@ func aggregate(b []byte, g *pb.Aggregate) error {
 				if len(g.DstPorts) >= maxAggregateItems {
 					return errTooMany
 				}
+				if !take(&d.aggItems) {
+					return errTooLarge
+				}
 				g.DstPorts = append(g.DstPorts, uint32(x))
 				p = p[k:]
 			}
 		case num == 10 && typ == protowire.BytesType:
 			if len(g.DstAddrs) >= maxAggregateItems {
 				return errTooMany
+			}
+			if !take(&d.aggItems) {
+				return errTooLarge
 			}
 			g.DstAddrs = append(g.DstAddrs, append([]byte{}, p...))
 		case num == 11 && typ == protowire.VarintType:

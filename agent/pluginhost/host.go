@@ -45,6 +45,7 @@ const (
 	DefaultMaxBackoff   = 30 * time.Second
 	DefaultStableAfter  = time.Minute
 	DefaultStartTimeout = 15 * time.Second
+	DefaultStallTimeout = 30 * time.Second
 	// NobodyID is the uid and gid plugins run as when the agent may switch
 	// users (SwitchesUser) and Config.Credential is nil.
 	NobodyID = 65534
@@ -104,6 +105,11 @@ type Config struct {
 	// ran for StableAfter resets it.
 	MinBackoff, MaxBackoff, StableAfter time.Duration
 	StartTimeout                        time.Duration
+	// StallTimeout: a ring plugin that returns no result for this long
+	// while records wait in its ring is hung (a detector stuck on some
+	// input), not just slow: the host stops it, and restarts it as if it
+	// had died (default 30 s; negative: never).
+	StallTimeout time.Duration
 
 	// OnResult receives every batch result from one goroutine, in ring
 	// order. It should return quickly (it holds up the plugin's results).
@@ -130,6 +136,7 @@ func (c *Config) setDefaults() {
 	setDef(&c.MaxBackoff, DefaultMaxBackoff)
 	setDef(&c.StableAfter, DefaultStableAfter)
 	setDef(&c.StartTimeout, DefaultStartTimeout)
+	setDef(&c.StallTimeout, DefaultStallTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

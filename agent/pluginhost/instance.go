@@ -67,11 +67,7 @@ func (i *instance) tryPush(f func(p *ring.Producer) int) (int, bool) {
 }
 
 func (i *instance) end(err error) {
-	i.errMu.Lock()
-	if i.err == nil {
-		i.err = err
-	}
-	i.errMu.Unlock()
+	i.setErr(err)
 	i.doneOnce.Do(func() { close(i.done) })
 }
 
@@ -352,9 +348,17 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 			return nil, fmt.Errorf("plugin speaks ring layout %d / record layout %d, want %d / %d",
 				info.RingLayoutVersion, info.RecordLayoutVersion, ring.LayoutVersion, event.PacketLayoutVersion)
 		}
+		// The stream outlives the launch (its context is the instance's),
+		// but the wait for the attach acknowledgement is bounded like the
+		// rest of the launch: a plugin that never sends it would otherwise
+		// hold Start, a restart and Close for ever.
+		attach := time.AfterFunc(h.cfg.StartTimeout, scancel)
 		stream, tail, err := det.Consume(sctx, sdk.ConsumeConfig{
 			RingFD: pluginRingFD, WakeFD: pluginWakeFD, MaxBatch: h.cfg.MaxBatch, MaxDelay: h.cfg.MaxDelay,
 		})
+		if !attach.Stop() {
+			return nil, fmt.Errorf("plugin did not attach to its ring within %s: %w", h.cfg.StartTimeout, context.DeadlineExceeded)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -371,7 +375,7 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 	} else {
 		cleanupRing()
 	}
-	go watchExit(sctx, inst)
+	go watchExit(sctx, inst, h.cfg.StallTimeout)
 	h.log.Info("plugin started", "pid", inst.pid, "name", info.Name, "version", info.Version,
 		"kind", info.EventKind.String(), "ring_base", base, "sandbox", sandbox)
 	return inst, nil
@@ -379,10 +383,13 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 
 // watchExit ends the instance when its process exits (go-plugin offers no
 // channel for that; polling Exited is cheap). For ring plugins the results
-// stream usually notices first.
-func watchExit(ctx context.Context, inst *instance) {
+// stream usually notices first. It also stops a ring plugin that is alive
+// but hung: records wait in its ring and no result came for stall (> 0).
+func watchExit(ctx context.Context, inst *instance, stall time.Duration) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	var waitEnd uint64 // the results' end while records wait, since waitSince
+	var waitSince time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -400,7 +407,46 @@ func watchExit(ctx context.Context, inst *instance) {
 				}
 				return
 			}
+			if inst.ring == nil || stall <= 0 {
+				continue
+			}
+			head, ok := inst.head()
+			last := inst.lastEnd.Load()
+			switch {
+			case !ok:
+				return
+			case head <= last:
+				waitSince = time.Time{} // nothing waits for the plugin
+			case waitSince.IsZero() || last != waitEnd:
+				waitEnd, waitSince = last, time.Now()
+			case time.Since(waitSince) >= stall:
+				// Ending the results stream makes receive end the instance;
+				// the supervisor then kills the process and restarts it.
+				inst.setErr(fmt.Errorf("plugin hung: no result for %s with %d records waiting", stall, head-last))
+				inst.cancel()
+				return
+			}
 		}
+	}
+}
+
+// head returns the ring's published sequence; ok is false once the
+// instance was retired (its ring is unmapped then).
+func (i *instance) head() (uint64, bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.dead {
+		return 0, false
+	}
+	return i.ring.Head(), true
+}
+
+// setErr records why the instance is ending (the first reason wins).
+func (i *instance) setErr(err error) {
+	i.errMu.Lock()
+	defer i.errMu.Unlock()
+	if i.err == nil {
+		i.err = err
 	}
 }
 

@@ -57,6 +57,9 @@ func (probe) LoadModel(_ context.Context, op string) (sdk.ModelInfo, error) {
 }
 
 func (probe) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Result, error) {
+	if probeHang.Load() {
+		select {} // hung (review25_test.go)
+	}
 	return sdk.Result{Scores: make([]float32, len(pkts))}, nil
 }
 
@@ -152,6 +155,8 @@ func runProbe(op string) string {
 		if pid, err = strconv.Atoi(arg); err == nil {
 			err = syscall.Kill(pid, 0)
 		}
+	case "hang-score": // every later ScorePackets hangs (review25_test.go)
+		probeHang.Store(true)
 	case "status":
 		b, rerr := os.ReadFile("/proc/self/status")
 		if rerr != nil {

@@ -3,12 +3,15 @@ package app
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/plugins/sdk"
 )
 
 // The packet pipeline (capture -> netflow detector plugin -> findings) runs
@@ -81,27 +84,33 @@ func calibrationArgs(env pipeline.Env, detector string) []string {
 	return []string{"-calibrate", env.Calibrate.String(), "-calibrate-quantile", strconv.FormatFloat(env.CalibrateQuantile, 'g', -1, 64)}
 }
 
-// preferActive replaces, per feature set, the discovered (baseline) bundle
-// with the model the updater activated for the netflow detector
-// (<state>/models/netflow/active-<slot>), and adds active models of feature
-// sets without a baseline.
-func preferActive(found []detect.BundleInfo, act []update.Active) (out []detect.BundleInfo) {
-	bySet := map[string]int{}
-	for _, b := range found {
-		bySet[b.FeatureSet] = len(out)
+// preferActive replaces, per feature-set family (sdk.FeatureFamily: the
+// plugin runs one model per family), the discovered (baseline) bundle with
+// the model the updater activated for the netflow detector
+// (<state>/models/netflow/active-<slot>), and adds active models of families
+// without a baseline. The updater's slots are per feature set: of a family's
+// active models (a nethost/v6 one, then a nethost/v7 one rolled out) the
+// newest feature-set version runs. An active model wins over a baseline of a
+// newer feature set: it is the CERT's latest choice for this sensor.
+func preferActive(found []detect.BundleInfo, act []update.Active) []detect.BundleInfo {
+	var actives []detect.BundleInfo
+	for _, a := range act {
+		if a.Detector == detect.DetectorName {
+			actives = append(actives, detect.BundleInfo{Path: a.Path, Name: a.Manifest.Name, Version: a.Manifest.Version, FeatureSet: a.FeatureSet, Digest: a.Digest})
+		}
+	}
+	actives = detect.OnePerFamily(actives)
+	byFamily := map[string]detect.BundleInfo{}
+	for _, b := range detect.OnePerFamily(found) {
+		byFamily[sdk.FeatureFamily(b.FeatureSet)] = b
+	}
+	for _, b := range actives {
+		byFamily[sdk.FeatureFamily(b.FeatureSet)] = b
+	}
+	out := make([]detect.BundleInfo, 0, len(byFamily))
+	for _, b := range byFamily {
 		out = append(out, b)
 	}
-	for _, a := range act {
-		if a.Detector != detect.DetectorName {
-			continue
-		}
-		b := detect.BundleInfo{Path: a.Path, Name: a.Manifest.Name, Version: a.Manifest.Version, FeatureSet: a.FeatureSet, Digest: a.Digest}
-		if i, ok := bySet[a.FeatureSet]; ok {
-			out[i] = b
-		} else {
-			bySet[a.FeatureSet] = len(out)
-			out = append(out, b)
-		}
-	}
+	slices.SortFunc(out, func(a, b detect.BundleInfo) int { return strings.Compare(b.FeatureSet, a.FeatureSet) })
 	return out
 }

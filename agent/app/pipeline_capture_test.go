@@ -1,6 +1,8 @@
 package app
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/vigil-edge/vigil/agent/detect"
@@ -32,5 +34,40 @@ func TestPreferActive(t *testing.T) {
 	}
 	if got := preferActive(found, nil); len(got) != 2 || got[0] != found[0] {
 		t.Errorf("no active models: %+v", got)
+	}
+}
+
+// TestPreferActiveOnePerFamily: the plugin runs one model per feature-set
+// family, so the pipeline starts one: of two baselines the newer feature
+// set, of two active models (per-feature-set slots) the newer feature set,
+// and an active model before any baseline of its family. Before, both
+// nethost models were loaded, the plugin ran the last, and the agent
+// reported both as active.
+func TestPreferActiveOnePerFamily(t *testing.T) {
+	nh6 := detect.BundleInfo{Path: "/usr/share/vigil/models/nethost-9.vgb", Name: "nethost", Version: 9, FeatureSet: "nethost/v6"}
+	nh7 := detect.BundleInfo{Path: "/usr/share/vigil/models/nethost-10.vgb", Name: "nethost", Version: 10, FeatureSet: "nethost/v7"}
+	nf := detect.BundleInfo{Path: "/usr/share/vigil/models/netflow-9.vgb", Name: "netflow", Version: 9, FeatureSet: "netflow/v1"}
+	active := func(set string, v uint64) update.Active {
+		return update.Active{Detector: "netflow", FeatureSet: set, Path: "/state/" + set, Manifest: bundle.Manifest{Name: "nethost", Version: v}}
+	}
+	sets := func(bs []detect.BundleInfo) (out []string) {
+		for _, b := range bs {
+			out = append(out, fmt.Sprintf("%s@%d", b.FeatureSet, b.Version))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		found []detect.BundleInfo
+		act   []update.Active
+		want  []string
+	}{
+		{"two baselines", []detect.BundleInfo{nh6, nf, nh7}, nil, []string{"nethost/v7@10", "netflow/v1@9"}},
+		{"active of an older set than the baseline", []detect.BundleInfo{nh7, nf}, []update.Active{active("nethost/v6", 12)}, []string{"nethost/v6@12", "netflow/v1@9"}},
+		{"two active slots", []detect.BundleInfo{nh6}, []update.Active{active("nethost/v7", 11), active("nethost/v6", 12)}, []string{"nethost/v7@11"}},
+	} {
+		if got := sets(preferActive(tc.found, tc.act)); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

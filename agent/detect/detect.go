@@ -107,7 +107,7 @@ type Pipeline struct {
 	extra      string   // Config.Bundle as the plugin reads it
 	pluginArgs []string // the plugin's command line (tests)
 
-	// loaded is the bundle the plugin runs per feature set, as the plugin
+	// loaded is the bundle the plugin runs per feature-set family, as the plugin
 	// reads it (start bundles, then what the updater loaded); the shadow
 	// instance runs the same set with one bundle replaced.
 	loadedMu sync.Mutex
@@ -183,7 +183,7 @@ func (p *Pipeline) prepare() error {
 	p.loaded = map[string]string{}
 	for i, b := range p.cfg.Bundles {
 		if b.FeatureSet != "" {
-			p.loaded[b.FeatureSet] = bundles[i]
+			p.loaded[sdk.FeatureFamily(b.FeatureSet)] = bundles[i]
 		}
 	}
 	hc := p.hostConfig(bundles, p.onResult, "")
@@ -297,7 +297,9 @@ type runModel struct {
 }
 
 // setModel records that the plugin now runs m: it replaces the model of m's
-// feature set (or, when either has none, of m's name).
+// feature-set family (sdk.FeatureFamily: a nethost/v7 model takes the place
+// of a nethost/v6 one in the plugin), or, when either has no feature set,
+// of m's name.
 func (p *Pipeline) setModel(m sdk.ModelInfo) {
 	p.modMu.Lock()
 	defer p.modMu.Unlock()
@@ -305,7 +307,7 @@ func (p *Pipeline) setModel(m sdk.ModelInfo) {
 	ms := slices.Clone(*p.models.Load())
 	i := slices.IndexFunc(ms, func(r runModel) bool {
 		if r.set != "" && m.FeatureSet != "" {
-			return r.set == m.FeatureSet
+			return sdk.FeatureFamily(r.set) == sdk.FeatureFamily(m.FeatureSet)
 		}
 		return r.ref.GetName() == m.Name
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/update"
 	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/plugins/sdk"
 )
 
 // PluginName is the netflow detector plugin's binary name.
@@ -27,7 +28,7 @@ var (
 // Installation is what Discover found.
 type Installation struct {
 	Plugin  string           // plugin binary
-	Bundles []BundleInfo     // newest bundle per feature set
+	Bundles []BundleInfo     // newest bundle per feature-set family (OnePerFamily)
 	ORTLib  string           // libonnxruntime.so, "" if not found (the plugin searches too)
 	Skipped map[string]error // bundles found but refused
 }
@@ -129,8 +130,42 @@ func DiscoverFor(s Search, pluginName, detector string) (*Installation, error) {
 	for _, b := range best {
 		in.Bundles = append(in.Bundles, b)
 	}
-	sort.Slice(in.Bundles, func(i, j int) bool { return in.Bundles[i].FeatureSet > in.Bundles[j].FeatureSet })
+	in.Bundles = OnePerFamily(in.Bundles)
 	return in, nil
+}
+
+// OnePerFamily keeps, of each feature-set family (sdk.FeatureFamily), the
+// bundle of the newest feature-set version, then of the highest version, and
+// sorts them by feature set, descending. The plugin runs one model per
+// family: given a nethost/v6 and a nethost/v7 bundle it ran the one loaded
+// last, while the agent reported both as active.
+func OnePerFamily(bs []BundleInfo) []BundleInfo {
+	best := map[string]BundleInfo{}
+	for _, b := range bs {
+		fam := sdk.FeatureFamily(b.FeatureSet)
+		cur, ok := best[fam]
+		if !ok || newerBundle(b, cur) {
+			best[fam] = b
+		}
+	}
+	out := make([]BundleInfo, 0, len(best))
+	for _, b := range best {
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].FeatureSet > out[j].FeatureSet })
+	return out
+}
+
+// newerBundle orders the bundles of one family: feature-set version, then
+// bundle version, then path (deterministic).
+func newerBundle(a, b BundleInfo) bool {
+	if va, vb := sdk.FeatureVersion(a.FeatureSet), sdk.FeatureVersion(b.FeatureSet); va != vb {
+		return va > vb
+	}
+	if a.Version != b.Version {
+		return a.Version > b.Version
+	}
+	return a.Path < b.Path
 }
 
 // ReadBundleInfo reads a bundle's manifest strictly (no signature check: the

@@ -110,7 +110,7 @@ func (l *pipelineLoader) LoadModel(ctx context.Context, path string) (sdk.ModelI
 	}
 	if m.FeatureSet != "" {
 		l.p.loadedMu.Lock()
-		l.p.loaded[m.FeatureSet] = plugPath
+		l.p.loaded[sdk.FeatureFamily(m.FeatureSet)] = plugPath
 		l.p.loadedMu.Unlock()
 	}
 	l.p.setModel(m)
@@ -160,12 +160,13 @@ func (p *Pipeline) LoadShadow(ctx context.Context, path string, observe func(act
 		return sdk.ModelInfo{}, fmt.Errorf("shadow bundle: %w", err)
 	}
 	p.stopShadowLocked(ctx)
-	// The active instance's bundles, the shadow replacing its feature set's.
+	// The active instance's bundles, the shadow replacing its feature-set
+	// family's.
 	p.loadedMu.Lock()
 	sets := make([]string, 0, len(p.loaded)+1)
-	for fs := range p.loaded {
-		if fs != b.Manifest.FeatureSet {
-			sets = append(sets, fs)
+	for fam := range p.loaded {
+		if fam != sdk.FeatureFamily(b.Manifest.FeatureSet) {
+			sets = append(sets, fam)
 		}
 	}
 	sort.Strings(sets)

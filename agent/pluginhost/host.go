@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -209,7 +210,7 @@ type Host struct {
 	cur       *instance
 	up        chan struct{} // closed when cur becomes non-nil
 	downSince time.Time
-	modelPath string
+	models    []loadedModel // LoadModel's, in order: reloaded into a restarted plugin
 	info      sdk.PluginInfo
 	started   bool
 	closed    bool
@@ -377,8 +378,13 @@ func (h *Host) WaitStarted(ctx context.Context) error {
 	return h.WaitRunning(wctx)
 }
 
+// loadedModel is a bundle loaded through LoadModel, the last of its
+// feature-set family (sdk.FeatureFamily).
+type loadedModel struct{ family, path string }
+
 // LoadModel asks the plugin to load a bundle. On success the host remembers
-// the path and reloads it into every restarted instance; on error the
+// the path and reloads it into every restarted instance, after the start
+// bundles (one per feature-set family: the last loaded); on error the
 // plugin's previous model stays active. While no instance is up (the host
 // starting, or restarting a plugin that died) it waits for one, at most
 // StartTimeout: a model update that arrives as the agent starts is loaded,
@@ -398,7 +404,11 @@ func (h *Host) LoadModel(ctx context.Context, bundlePath string) (sdk.ModelInfo,
 		return sdk.ModelInfo{}, fmt.Errorf("load model %s: %w", bundlePath, err)
 	}
 	h.mu.Lock()
-	h.modelPath = bundlePath
+	// One model per feature-set family: the one loaded last replaces the
+	// family's earlier ones (in the plugin, and in what a restart reloads).
+	fam := sdk.FeatureFamily(m.FeatureSet)
+	h.models = slices.DeleteFunc(h.models, func(l loadedModel) bool { return l.family == fam })
+	h.models = append(h.models, loadedModel{family: fam, path: bundlePath})
 	h.mu.Unlock()
 	return m, nil
 }
@@ -588,7 +598,7 @@ func (h *Host) supervise(inst *instance) {
 			}
 			h.mu.Lock()
 			base := h.nextBase
-			path := h.modelPath
+			models := slices.Clone(h.models)
 			h.mu.Unlock()
 			next, err := h.launch(h.ctx, base)
 			if err != nil {
@@ -596,10 +606,10 @@ func (h *Host) supervise(inst *instance) {
 				h.log.Error("plugin restart failed", "err", err)
 				continue
 			}
-			if path != "" {
+			for _, l := range models {
 				ctx, cancel := context.WithTimeout(h.ctx, h.cfg.StartTimeout)
-				if m, err := next.det.LoadModel(ctx, path); err != nil {
-					h.log.Error("reloading model into restarted plugin failed", "path", path, "err", err)
+				if m, err := next.det.LoadModel(ctx, l.path); err != nil {
+					h.log.Error("reloading model into restarted plugin failed", "path", l.path, "err", err)
 				} else {
 					h.log.Info("model reloaded into restarted plugin", "name", m.Name, "version", m.Version)
 				}

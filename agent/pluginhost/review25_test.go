@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,4 +144,53 @@ func TestStuckAttachTimesOut(t *testing.T) {
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()
 	_ = h.Close(cctx)
+}
+
+// TestRestartReloadsEveryFamily: the models handed to a running plugin are
+// reloaded into a restarted one, the last of each feature-set family. The
+// host remembered only the last model loaded: after updates of netflow/v1
+// and then of nethost, a crash put the netflow slot back on its start
+// bundle while the agent reported the update as active.
+func TestRestartReloadsEveryFamily(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := pluginhost.New(pluginhost.Config{Path: self, Env: []string{probeEnv + "=1"}, KeepPrivileges: true,
+		Logger: testLogger(t), RingSlots: ring.MinSlots, MaxBatch: 16, MaxDelay: time.Millisecond, MinBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer ccancel()
+		_ = h.Close(cctx)
+	}()
+	for _, op := range []string{"model:netflow/v1=nf-2", "model:nethost/v6=nh-8", "model:nethost/v7=nh-9"} {
+		if _, err := h.LoadModel(ctx, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const want = "probe netflow=nf-2 nethost=nh-9"
+	if hl, err := h.Health(ctx); err != nil || hl.Message != want {
+		t.Fatalf("health %q %v, want %q", hl.Message, err, want)
+	}
+	pid := h.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var msg string
+	waitFor(t, "the restarted plugin with its models", 30*time.Second, func() bool {
+		if h.PID() == pid || h.PID() == 0 {
+			return false
+		}
+		hl, err := h.Health(ctx)
+		msg = hl.Message
+		return err == nil && msg == want
+	})
 }

@@ -53,8 +53,16 @@ func (probe) Info() sdk.Info {
 }
 
 func (probe) LoadModel(_ context.Context, op string) (sdk.ModelInfo, error) {
+	if m, ok := strings.CutPrefix(op, "model:"); ok { // "model:SET=NAME": a model of feature set SET
+		set, name, _ := strings.Cut(m, "=")
+		probeModels.Store(sdk.FeatureFamily(set), name)
+		return sdk.ModelInfo{Name: name, FeatureSet: set}, nil
+	}
 	return sdk.ModelInfo{Name: runProbe(op)}, nil
 }
+
+// probeModels are the probe's "model:" loads, name by feature-set family (Health's message).
+var probeModels sync.Map
 
 func (probe) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Result, error) {
 	if probeHang.Load() {
@@ -63,7 +71,15 @@ func (probe) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Result, e
 	return sdk.Result{Scores: make([]float32, len(pkts))}, nil
 }
 
-func (probe) Health(context.Context) sdk.Health { return sdk.Health{OK: true, Message: "probe"} }
+func (probe) Health(context.Context) sdk.Health {
+	var ms []string
+	probeModels.Range(func(k, v any) bool {
+		ms = append(ms, k.(string)+"="+v.(string))
+		return true
+	})
+	slices.Sort(ms)
+	return sdk.Health{OK: true, Message: strings.TrimSpace("probe " + strings.Join(ms, " "))}
+}
 
 // runProbe tries what op says, from inside the plugin, and returns "ok" or
 // the errno's name (or the error's text):

@@ -103,13 +103,15 @@ func (u *Updater) ObserveShadow(active, shadow sdk.Stats) {
 // ShadowReport sends the current shadow summary as a "shadow" ModelStatus (the agent calls it
 // periodically); it returns false when no shadow model runs.
 func (u *Updater) ShadowReport() (ShadowSummary, bool) {
+	// The lock is held until the report is sent (Config.Report does not block): a stopShadow in
+	// between would report "withdrawn" first, and this stale "shadow" would be the server's
+	// last word on the rollout.
 	u.shadow.mu.Lock()
+	defer u.shadow.mu.Unlock()
 	if !u.shadow.on {
-		u.shadow.mu.Unlock()
 		return ShadowSummary{}, false
 	}
 	sum, rid, ref := u.shadow.sum, u.shadow.rolloutID, u.shadow.ref
-	u.shadow.mu.Unlock()
 	b, err := json.Marshal(sum)
 	if err != nil {
 		u.log.Error("encode shadow summary", "err", err)

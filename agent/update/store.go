@@ -27,7 +27,9 @@ import (
 //	<state>/update/<sha256hex>.part             a download in progress (resumed from its size)
 //
 // A slot is a feature set with "/" replaced by "-" (a detector may serve several feature sets,
-// e.g. netflow/v1 and nethost/v1, each with its own active model).
+// e.g. netflow/v1 and nethost/v1, each with its own active model). The versions of one
+// feature-set name (nethost/v6, nethost/v7) share the plugin's model: activating one retires the
+// others' pointers (retireFamily), and the anti-rollback check spans their floors (familyFloor).
 //
 // Pointers only ever name staged bundles of <detector>/ itself, never a shadow bundle (pointers
 // cannot name a file in a subdirectory), so a staged bundle is removed only by gc, which keeps
@@ -232,4 +234,129 @@ func raiseFloor(dir, slot string, version uint64, digest string) error {
 		return fmt.Errorf("raise version floor: %w", err)
 	}
 	return nil
+}
+
+// familyFloor is the highest version activated in the other slots of featureSet's name: the
+// other versions of the feature set ("nethost/v6" for "nethost/v7"). A plugin runs one model per
+// feature-set name (the netflow plugin has one nethost slot for nethost/v1 to v7), so a bundle
+// of another version of the name replaces the model running there, and the anti-rollback check
+// spans them. It returns the version and the feature set that holds it (0, "" when none).
+func familyFloor(dir, featureSet string) (uint64, string, error) {
+	own := SlotName(featureSet)
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("read version floors: %w", err)
+	}
+	var top uint64
+	var at string
+	for _, e := range ents {
+		n := e.Name()
+		var prefix string
+		switch {
+		case strings.HasPrefix(n, floorPrefix):
+			prefix = floorPrefix
+		case strings.HasPrefix(n, activePrefix):
+			prefix = activePrefix
+		default:
+			continue
+		}
+		slot := n[len(prefix):]
+		fset := slotFeatureSet(slot)
+		if slot == own || !sameFeatureName(fset, featureSet) {
+			continue
+		}
+		var v uint64
+		if prefix == floorPrefix {
+			f, err := readFloor(dir, slot)
+			if err != nil {
+				return 0, "", err
+			}
+			v = f.Version
+		} else if a, ok := loadActive(dir, n); ok {
+			v = a.Manifest.Version
+		}
+		if v > top {
+			top, at = v, fset
+		}
+	}
+	return top, at, nil
+}
+
+// familyActive is the active model of another version of featureSet's name (the newest, should
+// there be several), which the plugin ran before a model of featureSet was loaded.
+func familyActive(dir, featureSet string) (Active, bool) {
+	own := SlotName(featureSet)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return Active{}, false
+	}
+	var best Active
+	found := false
+	for _, e := range ents {
+		slot, ok := strings.CutPrefix(e.Name(), activePrefix)
+		if !ok || slot == own || !sameFeatureName(slotFeatureSet(slot), featureSet) {
+			continue
+		}
+		if a, ok := loadActive(dir, e.Name()); ok && (!found || a.Manifest.Version > best.Manifest.Version) {
+			best, found = a, true
+		}
+	}
+	return best, found
+}
+
+// sameFeatureName reports whether two feature sets are versions of the same name ("nethost/v6"
+// and "nethost/v7").
+func sameFeatureName(a, b string) bool {
+	na, _, okA := strings.Cut(a, "/")
+	nb, _, okB := strings.Cut(b, "/")
+	return okA && okB && na == nb
+}
+
+// retireFamily removes the active and previous pointers of the other versions of featureSet's
+// name (see familyFloor), once featureSet's own model is active: the plugin runs one model for
+// all of them. Their floors stay. gc then removes the bundles no pointer names.
+func retireFamily(dir, featureSet string) error {
+	own := SlotName(featureSet)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("retire other versions of %s: %w", featureSet, err)
+	}
+	removed := false
+	for _, e := range ents {
+		n := e.Name()
+		slot, ok := strings.CutPrefix(n, activePrefix)
+		if !ok {
+			if slot, ok = strings.CutPrefix(n, previousPrefix); !ok {
+				continue
+			}
+		}
+		if slot == own || !sameFeatureName(slotFeatureSet(slot), featureSet) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("retire other versions of %s: %w", featureSet, err)
+		}
+		removed = true
+	}
+	if removed {
+		return syncDir(dir)
+	}
+	return nil
+}
+
+// slotFeatureSet inverts SlotName for a slot of a feature set "name/vN" ("" when slot is not
+// one).
+func slotFeatureSet(slot string) string {
+	i := strings.LastIndex(slot, "-v")
+	if i <= 0 {
+		return ""
+	}
+	ver := slot[i+2:]
+	if ver == "" || len(ver) > 4 || strings.Trim(ver, "0123456789") != "" {
+		return ""
+	}
+	return slot[:i] + "/v" + ver
 }

@@ -115,7 +115,8 @@ type Config struct {
 	Loaders Loaders
 	// Fetcher downloads offered bundles (nil: offers are rejected, air-gapped sensors).
 	Fetcher Fetcher
-	// Report receives every status (nil: logged only). It must not block for long.
+	// Report receives every status (nil: logged only). It must not block for long, nor call the
+	// Updater (ShadowReport calls it under the shadow lock).
 	Report func(*wirev1.ModelStatus)
 	// Baseline returns the installed bundle a slot runs when it has no active model (the bundle
 	// the detector pipeline was started with): a model failing its health check with no previous
@@ -368,12 +369,31 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		return res, nil
 	}
 	// Anti-rollback: the version must be greater than the active one, than the highest one ever
-	// activated in the slot (kept when the active bundle is lost) and than the installed
-	// baseline's. The bundle that set the floor may come back (after a rollback, or when its
-	// staged file was lost).
+	// activated in the slot (kept when the active bundle is lost), than the floors and installed
+	// baselines of the feature set's other versions (the plugin runs one model for all of them:
+	// familyFloor) and than the installed baseline's. The bundle that set the floor may come back
+	// (after a rollback, or when its staged file was lost).
 	floor, err := readFloor(dir, slot)
 	if err != nil {
 		return res, reject(err, "%v", err)
+	}
+	famVersion, famSet, err := familyFloor(dir, m.FeatureSet)
+	if err != nil {
+		return res, reject(err, "%v", err)
+	}
+	// The installed baselines of the feature set's other versions count too; famBase is the
+	// newest of them.
+	var famBase Active
+	for _, fs := range info.FeatureSets {
+		if fs == m.FeatureSet || !sameFeatureName(fs, m.FeatureSet) {
+			continue
+		}
+		if b, ok := u.baseline(m.Detector, fs); ok && b.Manifest.Version > famBase.Manifest.Version {
+			famBase = b
+		}
+	}
+	if famBase.Manifest.Version > famVersion {
+		famVersion, famSet = famBase.Manifest.Version, famBase.FeatureSet
 	}
 	base, haveBase := u.baseline(m.Detector, m.FeatureSet)
 	var below string // what the version is not greater than
@@ -382,6 +402,9 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		below = fmt.Sprintf("the active version %d", cur.Manifest.Version)
 	case m.Version < floor.Version || (m.Version == floor.Version && digest != floor.Digest):
 		below = fmt.Sprintf("version %d, the highest activated for %s on this agent", floor.Version, m.FeatureSet)
+	case m.Version <= famVersion:
+		// The plugin runs one model for all versions of a feature set's name.
+		below = fmt.Sprintf("version %d of the %s model on this agent (one model runs for every version of a feature set)", famVersion, famSet)
 	case haveBase && m.Version <= base.Manifest.Version:
 		below = fmt.Sprintf("the installed baseline version %d", base.Manifest.Version)
 	}
@@ -458,8 +481,12 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		prev := ""
 		if haveCur {
 			prev = cur.Path
+		} else if fam, ok := familyActive(dir, m.FeatureSet); ok {
+			prev = fam.Path // the plugin ran it for another version of the feature set
 		} else if haveBase {
 			prev = base.Path
+		} else if famBase.Path != "" {
+			prev = famBase.Path
 		}
 		var rej *Rejection
 		if prev == "" {
@@ -482,10 +509,22 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	}
 
 	// Activate: previous pointer first, then active. A crash between the two leaves both
-	// naming the old bundle.
-	if haveCur {
+	// naming the old bundle. A downgrade (signed rollback instruction) leaves no previous
+	// pointer: the model it replaces is the one being rolled back from, and Recover must not
+	// bring it back when the active bundle is lost.
+	prevPointer := filepath.Join(dir, previousPrefix+slot)
+	switch {
+	case haveCur && m.Version <= cur.Manifest.Version:
 		res.Previous = cur.Path
-		if err := writeFileAtomic(filepath.Join(dir, previousPrefix+slot), []byte(filepath.Base(cur.Path)+"\n"), 0o644); err != nil {
+		if err := os.Remove(prevPointer); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return res, fmt.Errorf("remove previous pointer: %w", err)
+		}
+		if err := syncDir(dir); err != nil {
+			return res, err
+		}
+	case haveCur:
+		res.Previous = cur.Path
+		if err := writeFileAtomic(prevPointer, []byte(filepath.Base(cur.Path)+"\n"), 0o644); err != nil {
 			return res, err
 		}
 	}
@@ -498,6 +537,11 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		return res, err
 	}
 	if err := writeFileAtomic(filepath.Join(dir, activePrefix+slot), []byte(filepath.Base(staged)+"\n"), 0o644); err != nil {
+		return res, err
+	}
+	// The plugin runs one model for all versions of a feature set's name: the other versions'
+	// models are no longer active (a restart would load them too, and run the one loaded last).
+	if err := retireFamily(dir, m.FeatureSet); err != nil {
 		return res, err
 	}
 	if err := u.failpoint(StepActivated); err != nil {

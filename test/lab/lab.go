@@ -134,6 +134,11 @@ func (c *Config) validate() error {
 	if c.BeaconEvery == 0 {
 		c.BeaconEvery = 2 * time.Second
 	}
+	if c.BeaconEvery < 0 {
+		// The beacon's jitter (rand Int64N) panics on it, in a goroutine:
+		// the lab would die without removing its namespaces.
+		return fmt.Errorf("lab: beacon period %s: want more than 0", c.BeaconEvery)
+	}
 	for _, a := range c.Attacks {
 		if !slices.Contains(AttackNames, a) {
 			return fmt.Errorf("lab: unknown attack %q (known: %v)", a, AttackNames)
@@ -253,26 +258,48 @@ func (l *lab) build(ctx context.Context) error {
 		l.truth.Hosts = append(l.truth.Hosts, dataset.TruthHost{Name: name, Addr: addr.String(), MAC: h.mac.String(), Role: role})
 		return h, nil
 	}
-	specs := []struct{ name, role, addr string }{{"web", "server: HTTP, HTTPS, downloads, uploads", "10.99.0.10"},
-		{"infra", "server: DNS, NTP-like UDP, python3 http.server, sshd (when installed)", "10.99.0.11"}}
-	for i := range l.cfg.Clients {
-		specs = append(specs, struct{ name, role, addr string }{fmt.Sprintf("client%d", i+1), "client", fmt.Sprintf("10.99.0.%d", 20+i)})
-	}
+	specs := hostSpecs(l.cfg.Clients)
 	for i, s := range specs {
-		h, err := add(i+1, s.name, s.role, netip.MustParseAddr(s.addr))
+		h, err := add(i+1, s.name, s.role, s.addr)
 		if err != nil {
 			return err
 		}
 		l.hosts = append(l.hosts, h)
 	}
 	if len(l.cfg.Attacks) > 0 {
-		h, err := add(len(specs)+1, "attacker", "attacker", netip.MustParseAddr("10.99.0.66"))
+		h, err := add(len(specs)+1, "attacker", "attacker", attackerAddr)
 		if err != nil {
 			return err
 		}
 		l.attacker = h
 	}
 	return nil
+}
+
+// attackerAddr is the attacker host's address (the truth file's attacker).
+var attackerAddr = netip.MustParseAddr("10.99.0.66")
+
+type hostSpec struct {
+	name, role string
+	addr       netip.Addr
+}
+
+// hostSpecs lists the lab's benign hosts: web, infra, then the clients from
+// 10.99.0.20 on. A client never takes the attacker's address (client 47 of
+// 50 would), or its traffic would be labelled as the attack's and the two
+// hosts would answer ARP for one address.
+func hostSpecs(clients int) []hostSpec {
+	specs := []hostSpec{{"web", "server: HTTP, HTTPS, downloads, uploads", netip.MustParseAddr("10.99.0.10")},
+		{"infra", "server: DNS, NTP-like UDP, python3 http.server, sshd (when installed)", netip.MustParseAddr("10.99.0.11")}}
+	addr := netip.MustParseAddr("10.99.0.20")
+	for i := range clients {
+		if addr == attackerAddr {
+			addr = addr.Next()
+		}
+		specs = append(specs, hostSpec{fmt.Sprintf("client%d", i+1), "client", addr})
+		addr = addr.Next()
+	}
+	return specs
 }
 
 // teardown stops servers and processes and removes every namespace.

@@ -510,7 +510,19 @@ pages.suppressions = async (main) => {
 // ---- audit ----
 
 pages.audit = async (main) => {
-  const r = await api('/audit?limit=200');
+  // 200 entries at a time, newest first, with "Load more" (the API's cursor):
+  // the log grows with every write, and older entries must stay reachable.
+  const tbody = h('tbody', {});
+  const more = h('button', { id: 'audit-more', class: 'secondary', type: 'button', text: 'Load more', hidden: true });
+  let cursor = '';
+  async function load() {
+    const r = await api('/audit?limit=200' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+    tbody.append(...r.entries.map(e => h('tr', {}, [e.id, fmtTime(e.time), e.actor, e.action, e.target, e.entity, e.remote, e.detail].map(v => h('td', { text: v === undefined ? '' : String(v) })))));
+    cursor = r.next_cursor || '';
+    more.hidden = !cursor;
+  }
+  more.addEventListener('click', () => load().catch(e => toast(e.message)));
+  await load();
   const result = h('span', { id: 'verify-result' });
   const verify = isCERT() ? h('button', { id: 'verify', type: 'button', text: 'Verify hash chain', onclick: async () => {
     try {
@@ -520,8 +532,8 @@ pages.audit = async (main) => {
     } catch (e) { result.textContent = ' ' + e.message; }
   } }) : null;
   main.replaceChildren(h('h1', { text: 'Audit log' }), h('p', {}, verify, result),
-    h('table', { id: 'audit' }, h('thead', {}, h('tr', {}, ['ID', 'Time', 'Actor', 'Action', 'Target', 'Entity', 'From', 'Detail'].map(t => h('th', { text: t })))),
-      h('tbody', {}, r.entries.map(e => h('tr', {}, [e.id, fmtTime(e.time), e.actor, e.action, e.target, e.entity, e.remote, e.detail].map(v => h('td', { text: v === undefined ? '' : String(v) })))))));
+    h('table', { id: 'audit' }, h('thead', {}, h('tr', {}, ['ID', 'Time', 'Actor', 'Action', 'Target', 'Entity', 'From', 'Detail'].map(t => h('th', { text: t })))), tbody),
+    h('p', {}, more));
 };
 
 // ---- start ----

@@ -15,8 +15,9 @@
 # new binary is checked before anything is replaced, so a failed upgrade
 # leaves the previous version in place and running.
 # --uninstall removes the installed files (listed in
-# /usr/lib/vigil/offline-install.list); --purge also deletes /etc/vigil and
-# the state in /var/lib/vigil.
+# /usr/lib/vigil/offline-install.list); --purge also deletes the agent's
+# files in /etc/vigil (and the directory, once empty) and the state in
+# /var/lib/vigil.
 set -eu
 
 STATE=/var/lib/vigil
@@ -28,7 +29,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 say() { echo "vigil-agent: $*"; }
 die() { echo "vigil-agent: $*" >&2; exit 1; }
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 systemd_running() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 in_chroot() {
@@ -79,7 +80,10 @@ uninstall() {
     rmdir "$d" 2>/dev/null || true
   done
   if [ "$purge" = 1 ]; then
-    rm -rf "$STATE" /etc/vigil
+    # The agent's config files went with the list above. Not rm -rf
+    # /etc/vigil: the vigil-server package keeps its configuration there.
+    rm -rf "$STATE"
+    rmdir /etc/vigil 2>/dev/null || true
     say "uninstalled and purged (state, configuration)"
   else
     say "uninstalled (kept $STATE and /etc/vigil; --purge deletes them)"
@@ -173,6 +177,7 @@ if ! in_chroot; then
   sysctl --system >/dev/null 2>&1 || say "could not apply /usr/lib/sysctl.d/60-vigil.conf now (it applies at boot)"
 fi
 
+enrolled_now=0
 if [ -n "$server$token$pin" ]; then
   if [ -e "$STATE/identity.json" ]; then
     say "already enrolled ($STATE/identity.json); enrollment arguments ignored"
@@ -180,6 +185,7 @@ if [ -n "$server$token$pin" ]; then
     [ -n "$server" ] && [ -n "$token" ] && [ -n "$pin" ] || die "enrollment needs --server, --token and --ca-pin"
     VIGIL_ENROLL_TOKEN="$token" runuser -u vigil -- /usr/bin/vigil-agent enroll --server "$server" --ca-pin "$pin" --state "$STATE" \
       || die "enrollment failed (files are installed; enroll by hand: vigil-agent enroll ...)"
+    enrolled_now=1
     command -v systemctl >/dev/null 2>&1 && systemctl enable "$UNIT" >/dev/null 2>&1 || true
   fi
 fi
@@ -187,7 +193,9 @@ fi
 if systemd_running; then
   systemctl daemon-reload
   if [ -e "$STATE/identity.json" ] && [ "$start" = 1 ]; then
-    if [ "$upgrade" = 1 ]; then
+    if [ "$upgrade" = 1 ] && [ "$enrolled_now" = 0 ]; then
+      # Restart only what was running; an agent enrolled just now (also
+      # by an upgrade of an unenrolled one) is started below.
       systemctl try-restart "$UNIT"
     elif systemctl is-enabled --quiet "$UNIT" 2>/dev/null; then
       systemctl start "$UNIT"

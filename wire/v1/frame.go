@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protodelim"
@@ -101,19 +102,35 @@ func (r *Reader) read(m proto.Message) error {
 	b, err := r.br.Peek(int(size))
 	if err == nil {
 		defer func() { _, _ = r.br.Discard(len(b)) }()
-	} else {
-		b = make([]byte, size)
-		if _, err := io.ReadFull(r.br, b); err != nil {
-			if errors.Is(err, io.EOF) {
-				return io.ErrUnexpectedEOF
-			}
-			return err
-		}
+	} else if b, err = readGrowing(r.br, int(size)); err != nil {
+		return err
 	}
 	if err := checkRepeated(b, m.ProtoReflect().Descriptor(), 0); err != nil {
 		return &ProtocolError{Code: CodeProtocol, Err: fmt.Errorf("read frame: %w", err)}
 	}
 	return proto.Unmarshal(b, m)
+}
+
+// readGrowing reads exactly size bytes, growing its buffer as they arrive
+// (doubling from 64 KiB) rather than allocating size up front: a peer that
+// announces a frame of the maximum size and then stalls holds no more memory
+// than it sent. A short read is io.ErrUnexpectedEOF.
+func readGrowing(r io.Reader, size int) ([]byte, error) {
+	b := make([]byte, 0, min(size, 64<<10))
+	for len(b) < size {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(size-len(b), len(b)))
+		}
+		n, err := r.Read(b[len(b):min(cap(b), size)])
+		b = b[:len(b)+n]
+		if err != nil && len(b) < size {
+			if errors.Is(err, io.EOF) {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // transportError is implemented by quic-go's stream and connection errors.

@@ -81,7 +81,9 @@ func ValidLeadIn(f *Finding) bool {
 	if t == 0 {
 		return f.GetLeadInPackets() == 0 && f.GetLeadInBytes() == 0
 	}
-	return f.GetLeadInPackets() > 0 && t <= first && first-t <= MaxLeadIn
+	// With t <= first, first-t is in [0, 2^64): exact in uint64, where the
+	// int64 difference of a far-past t wraps negative and would pass.
+	return f.GetLeadInPackets() > 0 && t <= first && uint64(first)-uint64(t) <= MaxLeadIn
 }
 
 // TrimFinding fits f's bounded strings into the limits above (Truncate) and

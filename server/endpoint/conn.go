@@ -31,13 +31,13 @@ type peer struct {
 	mu         sync.Mutex
 	hasControl bool
 	enrolled   bool // an ENROLL stream was opened (one per connection)
-	lastRenew  time.Time
 }
 
 // conn is one live QUIC connection.
 type conn struct {
 	qc   *quic.Conn
 	peer *peer
+	seq  uint64 // registration order (the oldest of an agent's is closed first)
 	once sync.Once
 }
 
@@ -70,6 +70,15 @@ func (e *Endpoint) serveConn(ctx context.Context, qc *quic.Conn) {
 		c.close(wirev1.CodeUnauthorized, "no valid identity")
 		return
 	}
+	if !authed {
+		defer e.anonConns.Add(-1)
+		if n := e.anonConns.Add(1); n > int64(e.cfg.MaxEnrollConns) {
+			e.m.handshakeRefused.WithLabelValues("enroll_limit").Inc()
+			e.log.Debug("connection without a certificate refused: too many open", "remote", remote, "limit", e.cfg.MaxEnrollConns)
+			c.close(wirev1.CodeOverloaded, "too many enrolling connections; retry later")
+			return
+		}
+	}
 	p := &peer{authed: authed, id: id, cert: cert, remote: remote}
 	if authed {
 		p.log = e.log.With("remote", remote, "agent", id.AgentID, "entity", id.Entity)
@@ -80,16 +89,30 @@ func (e *Endpoint) serveConn(ctx context.Context, qc *quic.Conn) {
 	}
 	c.peer = p
 
+	c.seq = e.connSeq.Add(1)
+	var oldest *conn // closed when the agent has too many connections
 	e.connMu.Lock()
 	e.conns[c] = struct{}{}
 	if authed {
 		if e.byAgent[id.AgentID] == nil {
 			e.byAgent[id.AgentID] = map[*conn]struct{}{}
 		}
-		e.byAgent[id.AgentID][c] = struct{}{}
+		mine := e.byAgent[id.AgentID]
+		mine[c] = struct{}{}
+		if len(mine) > e.cfg.MaxConnsPerAgent {
+			for o := range mine {
+				if o != c && (oldest == nil || o.seq < oldest.seq) {
+					oldest = o
+				}
+			}
+		}
 	}
 	e.connMu.Unlock()
 	e.m.connections.Inc()
+	if oldest != nil {
+		oldest.peer.log.Info("closing the agent's oldest connection: too many", "limit", e.cfg.MaxConnsPerAgent)
+		oldest.close(wirev1.CodeOverloaded, "too many connections of this agent; the oldest is closed")
+	}
 	defer func() {
 		e.connMu.Lock()
 		delete(e.conns, c)

@@ -87,6 +87,19 @@ type Config struct {
 	// Zero means 65536 (about a second of ingest).
 	MaxQueuedFindings int
 
+	// MaxEnrollConns bounds the live connections without a client
+	// certificate (they may only enroll, for EnrollTimeout): one more is
+	// closed at once with CodeOverloaded. Anyone who reaches the port can
+	// open them. Zero means 1024.
+	MaxEnrollConns int
+
+	// MaxConnsPerAgent bounds one agent's live connections: a new one
+	// beyond it closes the agent's oldest with CodeOverloaded. An agent
+	// holds its uplink, a connection per bundle fetch (agent/update), and
+	// after a network change the uplinks it left, until they time out:
+	// those are the oldest. Zero means 8.
+	MaxConnsPerAgent int
+
 	// OnHello, if set, is called (in its own goroutine) after an agent's
 	// HelloAck was sent: the model registry pushes pending offers then.
 	// shadowRollouts is the Hello's list of the rollouts the agent runs
@@ -132,6 +145,12 @@ func (c *Config) setDefaults() {
 	if c.MaxQueuedFindings <= 0 {
 		c.MaxQueuedFindings = 65536
 	}
+	if c.MaxConnsPerAgent <= 0 {
+		c.MaxConnsPerAgent = 8
+	}
+	if c.MaxEnrollConns <= 0 {
+		c.MaxEnrollConns = 1024
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -171,6 +190,11 @@ type Endpoint struct {
 	revMu   sync.RWMutex
 	revoked map[string]bool
 
+	// renewMu guards lastRenew: the time of each agent's last renewal
+	// (minRenewInterval), whatever connection it came on.
+	renewMu   sync.Mutex
+	lastRenew map[string]time.Time
+
 	// conns: live connections by agent id (certified connections only).
 	connMu   sync.Mutex
 	conns    map[*conn]struct{}
@@ -182,8 +206,10 @@ type Endpoint struct {
 	closing   bool
 	commitWG  sync.WaitGroup
 	inflight  atomic.Int64
-	lastNanos atomic.Int64 // latency of the last commit
-	queued    budget       // findings decoded and waiting for their commit
+	lastNanos atomic.Int64  // latency of the last commit
+	anonConns atomic.Int64  // live connections without a client certificate
+	connSeq   atomic.Uint64 // numbers connections in the order they registered
+	queued    budget        // findings decoded and waiting for their commit
 
 	ln       *quic.Listener
 	tr       *quic.Transport // owns the UDP socket's QUIC state
@@ -210,16 +236,17 @@ func New(ctx context.Context, cfg Config) (*Endpoint, error) {
 		cfg.ServerCert = sc
 	}
 	e := &Endpoint{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		st:       cfg.Store,
-		ca:       cfg.CA,
-		td:       cfg.CA.TrustDomain,
-		conns:    map[*conn]struct{}{},
-		byAgent:  map[string]map[*conn]struct{}{},
-		controls: map[string]*controlSession{},
-		stop:     make(chan struct{}),
-		queued:   budget{max: cfg.MaxQueuedFindings, freed: make(chan struct{})},
+		cfg:       cfg,
+		log:       cfg.Logger,
+		st:        cfg.Store,
+		ca:        cfg.CA,
+		td:        cfg.CA.TrustDomain,
+		conns:     map[*conn]struct{}{},
+		byAgent:   map[string]map[*conn]struct{}{},
+		controls:  map[string]*controlSession{},
+		lastRenew: map[string]time.Time{},
+		stop:      make(chan struct{}),
+		queued:    budget{max: cfg.MaxQueuedFindings, freed: make(chan struct{})},
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {

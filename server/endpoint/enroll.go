@@ -139,13 +139,17 @@ func (e *Endpoint) renew(ctx context.Context, p *peer, req *wirev1.RenewRequest)
 		p.log.Info("renewal refused", "code", code.String(), "reason", msg)
 		return &wirev1.RenewResponse{Error: &wirev1.Error{Code: uint32(code), Message: msg}}
 	}
-	p.mu.Lock()
+	// The limit is the agent's, not the connection's: an agent that
+	// reconnects for every renewal must not get a signature (and a row in
+	// the certificates table) per reconnect.
+	e.renewMu.Lock()
 	now := e.cfg.now()
-	tooSoon := !p.lastRenew.IsZero() && now.Sub(p.lastRenew) < minRenewInterval
+	last, seen := e.lastRenew[p.id.AgentID]
+	tooSoon := seen && now.Sub(last) < minRenewInterval && now.Sub(last) > -minRenewInterval
 	if !tooSoon {
-		p.lastRenew = now
+		e.lastRenew[p.id.AgentID] = now
 	}
-	p.mu.Unlock()
+	e.renewMu.Unlock()
 	if tooSoon {
 		return fail(wirev1.CodeOverloaded, "renewal requested too often", "too_often")
 	}
@@ -171,5 +175,5 @@ func (e *Endpoint) renew(ctx context.Context, p *peer, req *wirev1.RenewRequest)
 	return &wirev1.RenewResponse{CertChainDer: chain}
 }
 
-// minRenewInterval limits renewals per connection.
+// minRenewInterval limits renewals per agent (over all its connections).
 const minRenewInterval = 10 * time.Second

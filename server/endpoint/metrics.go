@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		connectionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "quic_connections_total", Help: "Accepted agent QUIC connections, by authentication (mtls, enroll)."}, []string{"auth"}),
 		handshakeRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "handshakes_refused_total", Help: "Handshakes and connections refused, by reason (revoked, bad_identity, unverified). " +
+			Name: "handshakes_refused_total", Help: "Handshakes and connections refused, by reason (revoked, bad_identity, unverified, enroll_limit). " +
 				"Chains from another CA are refused inside crypto/tls and are not counted here."}, []string{"reason"}),
 		streams: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "streams_total", Help: "Streams opened by agents, by kind."}, []string{"kind"}),

@@ -105,12 +105,12 @@ type RolloutFilter struct {
 	Entity string
 }
 
-// ListRollouts lists rollouts, newest first, with their progress.
+// ListRollouts lists rollouts, newest first (by creation, not by the wall clock), with their progress.
 func (db *DB) ListRollouts(ctx context.Context, f RolloutFilter) ([]Rollout, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT r.id, m.name, m.version, m.digest, r.entity, r.target, r.percent, r.shadow,
 			r.state, r.created_at, r.created_by
 		FROM rollouts r JOIN models m ON m.id = r.model_id
-		WHERE (? = '' OR r.entity = '' OR r.entity = ?) ORDER BY r.created_at DESC LIMIT 1000`, f.Entity, f.Entity)
+		WHERE (? = '' OR r.entity = '' OR r.entity = ?) ORDER BY r.rowid DESC LIMIT 1000`, f.Entity, f.Entity)
 	if err != nil {
 		return nil, fmt.Errorf("list rollouts: %w", err)
 	}

@@ -201,7 +201,7 @@ type RolloutRecord struct {
 const rolloutRecordCols = `r.id, r.model_id, m.name, m.version, m.digest, m.detector, m.size, r.entity, r.target,
 	r.percent, r.shadow, r.state, r.created_at, r.created_by, r.state_reason, r.state_changed_at, r.rollback_instruction, r.shadow_final`
 
-// ActiveRollouts lists the rollouts in state "active", oldest first.
+// ActiveRollouts lists the rollouts in state "active", oldest first (in the order they were created).
 func (db *DB) ActiveRollouts(ctx context.Context) ([]RolloutRecord, error) {
 	return db.rolloutRecords(ctx, `r.state = 'active'`)
 }
@@ -231,9 +231,12 @@ func (db *DB) RolloutByID(ctx context.Context, id string) (RolloutRecord, error)
 }
 
 func (db *DB) rolloutRecords(ctx context.Context, where string, args ...any) ([]RolloutRecord, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT * FROM (SELECT `+rolloutRecordCols+`
-		FROM rollouts r JOIN models m ON m.id = r.model_id WHERE `+where+` ORDER BY r.created_at DESC, r.id DESC LIMIT 10000)
-		ORDER BY created_at, id`, args...)
+	// Ordered by rowid, the order of creation (rowids grow; rollouts are
+	// never deleted), not by created_at: the wall clock may step back, and
+	// the registry takes the last rollout of a model name as its newest.
+	rows, err := db.r.QueryContext(ctx, `SELECT * FROM (SELECT `+rolloutRecordCols+`, r.rowid AS rid
+		FROM rollouts r JOIN models m ON m.id = r.model_id WHERE `+where+` ORDER BY r.rowid DESC LIMIT 10000)
+		ORDER BY rid`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("rollouts: %w", err)
 	}
@@ -245,9 +248,10 @@ func (db *DB) rolloutRecords(ctx context.Context, where string, args ...any) ([]
 			ver, created, shadow, changed int64
 			target, final                 string
 			instr                         []byte
+			rid                           int64
 		)
 		if err := rows.Scan(&r.ID, &r.ModelID, &r.Model.Name, &ver, &r.Model.Digest, &r.Detector, &r.Size, &r.Entity, &target,
-			&r.Percent, &shadow, &r.State, &created, &r.CreatedBy, &r.StateReason, &changed, &instr, &final); err != nil {
+			&r.Percent, &shadow, &r.State, &created, &r.CreatedBy, &r.StateReason, &changed, &instr, &final, &rid); err != nil {
 			return nil, fmt.Errorf("rollouts: %w", err)
 		}
 		r.Model.Version, r.Shadow, r.CreatedAt = uint64(ver), shadow != 0, time.Unix(0, created).UTC()

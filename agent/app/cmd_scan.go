@@ -12,6 +12,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -315,7 +317,7 @@ func printScan(w io.Writer, pcap string, rep ScanReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEVERITY\tSOURCE\tFIRST SEEN\tSPAN\tCOUNT\tSCORE/THR\tMODEL\tSUMMARY")
 	for _, f := range rep.Findings {
-		src := f.Context.SrcIP
+		src := safeText(f.Context.SrcIP)
 		if src == "" {
 			src = "-"
 		}
@@ -324,9 +326,40 @@ func printScan(w io.Writer, pcap string, rep ScanReport) {
 			ratio = f.Score / f.Threshold
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.1fx\t%s@%d\t%s\n", f.Severity, src, f.FirstSeen.Format("2006-01-02 15:04:05"),
-			f.LastSeen.Sub(f.FirstSeen).Round(time.Millisecond), f.Count, ratio, f.Model.Name, f.Model.Version, f.Summary)
+			f.LastSeen.Sub(f.FirstSeen).Round(time.Millisecond), f.Count, ratio, safeText(f.Model.Name), f.Model.Version, safeText(f.Summary))
 	}
 	_ = tw.Flush()
+}
+
+// safeText makes text from a scanned capture, folder or trace safe to print on a terminal:
+// control characters (C0 and C1, such as ESC and CSI), line and paragraph separators, bidi
+// controls (which reorder what the terminal shows: "x\u202egpj.exe" reads "xexe.jpg") and bytes
+// that are not UTF-8 become visible escapes, \xNN below 0x100 and \u{NNNN} above, as vigilctl
+// prints sensor text. File names may hold any of them.
+func safeText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, unsafeRune) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unsafeRune(r) && r < 0x100:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case unsafeRune(r):
+			fmt.Fprintf(&b, `\u{%04x}`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Bidi_Control, r)
 }
 
 // progressBar draws a one-line progress bar on a terminal.

@@ -182,9 +182,9 @@ func printFindings(w io.Writer, findings []FindingJSON) {
 		}
 		top := "-"
 		if len(f.TopFeatures) > 0 {
-			top = f.TopFeatures[0].Name
+			top = safeText(f.TopFeatures[0].Name)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1fx\t%s\t%s\n", f.Severity, f.Context.Path, f.Count, ratio, top, f.Summary)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1fx\t%s\t%s\n", f.Severity, safeText(f.Context.Path), f.Count, ratio, top, safeText(f.Summary))
 	}
 	_ = tw.Flush()
 }

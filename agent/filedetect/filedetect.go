@@ -319,7 +319,7 @@ func (p *Pipeline) rewatch(ctx context.Context) *watch.Watcher {
 			w, err := watch.New(cfg, p.log.With("part", "watch"))
 			if err == nil {
 				if prev := p.w.Load(); prev != nil {
-					w.AddLost(prev.Stats().RootsLost) // keep the count across watchers
+					w.Carry(prev.Stats()) // keep the counts (dropped, overflows, roots lost) across watchers
 				}
 				p.w.Store(w)
 				p.log.Warn("watching again", "roots", roots, "configured", p.cfg.Watch.Roots)

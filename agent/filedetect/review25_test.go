@@ -3,8 +3,15 @@ package filedetect
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/vigil-edge/vigil/agent/watch"
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -39,5 +46,54 @@ func TestDrainKeepsFindingsTheSinkRefused(t *testing.T) {
 	}
 	if len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 3 {
 		t.Fatalf("appended %v, want [1 2 3]", got)
+	}
+}
+
+// TestRewatchKeepsWatchCounters: when a lost root makes the pipeline start
+// a new watcher, the counters of the one it replaces are kept: the events
+// it dropped (watch_dropped), its overflows and rescans went back to zero in
+// Status and metrics, which then showed no loss at all (only roots lost was
+// carried over).
+func TestRewatchKeepsWatchCounters(t *testing.T) {
+	root := t.TempDir()
+	cfg := Config{Watch: watch.Config{Roots: []string{root}, BatchSize: 1, BatchDelay: time.Millisecond}}
+	p := &Pipeline{cfg: cfg, log: slog.New(slog.DiscardHandler), eng: &engine{cfg: &cfg, agg: NewAggregator(AggregatorConfig{})}}
+	w, err := watch.New(cfg.Watch, p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.w.Store(w)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, make(chan []event.File)) }() // nobody reads: every batch is dropped
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; w.Stats().Dropped == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher dropped nothing")
+		}
+		if err := os.WriteFile(filepath.Join(root, fmt.Sprintf("f%d", i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	dropped := w.Stats().Dropped
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	w2 := p.rewatch(rctx)
+	if w2 == nil {
+		t.Fatal("no new watcher")
+	}
+	defer func() {
+		c, cc := context.WithCancel(context.Background())
+		cc()
+		_ = w2.Run(c, make(chan []event.File, 1))
+	}()
+	if got := p.Stats().Watch.Dropped; got < dropped {
+		t.Fatalf("watch_dropped went from %d to %d when the watcher was replaced", dropped, got)
+	}
+	if got := p.Counters()["watch_dropped"]; got < dropped {
+		t.Fatalf("counter watch_dropped %d, want at least %d", got, dropped)
 	}
 }

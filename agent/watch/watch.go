@@ -560,9 +560,28 @@ func (w *Watcher) Roots() []string {
 	return out
 }
 
-// AddLost adds n to Stats.RootsLost: a caller that starts a new Watcher after
-// one lost a root keeps the count.
-func (w *Watcher) AddLost(n uint64) { w.c.rootsLost.Add(n) }
+// Carry adds the counters of prev, the Stats of a Watcher this one replaces
+// (after a root was lost, or came back), to w's: a caller that starts a new
+// Watcher keeps the counts of events dropped, overflows, roots lost and the
+// rest, which would otherwise go back to zero and hide the loss. Watches (a
+// gauge) and Content (the sampler's own) are not carried. Call it before Run.
+func (w *Watcher) Carry(prev Stats) {
+	c := &w.c
+	for _, a := range []struct {
+		to *atomic.Uint64
+		n  uint64
+	}{
+		{&c.raw, prev.Raw}, {&c.emitted, prev.Emitted}, {&c.batches, prev.Batches}, {&c.dropped, prev.Dropped},
+		{&c.coalesced, prev.Coalesced}, {&c.pendingFull, prev.PendingFull}, {&c.paired, prev.RenamesPaired},
+		{&c.unpaired, prev.RenamesUnpaired}, {&c.overflows, prev.Overflows}, {&c.rescans, prev.Rescans},
+		{&c.rescanEvents, prev.RescanEvents}, {&c.vanished, prev.Vanished}, {&c.denied, prev.Denied},
+		{&c.symlinks, prev.Symlinks}, {&c.notRegular, prev.NotRegular}, {&c.excluded, prev.Excluded},
+		{&c.tooLong, prev.TooLong}, {&c.watchLimit, prev.WatchLimit}, {&c.watchErrors, prev.WatchErrors},
+		{&c.errors, prev.Errors}, {&c.sampleErrors, prev.SampleErrors}, {&c.rootsLost, prev.RootsLost},
+	} {
+		a.to.Add(a.n)
+	}
+}
 
 // Stats returns a snapshot of the counters. It is safe to call at any time.
 func (w *Watcher) Stats() Stats {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -265,6 +266,11 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	man := bundle.Manifest{Name: name, Detector: fs.Detector, Version: o.version, FeatureSet: fs.Name, Dim: fs.Dim,
 		Created: created, Expires: created.Add(o.validity), Quantization: o.quant, MinAgentVersion: o.minAgent}
+	// The manifest's checks (bundle.Manifest.Validate) run when the bundle
+	// is written, after the training: fail on the flags now instead.
+	if err := checkManifestFlags(man, o); err != nil {
+		return nil, err
+	}
 
 	// Listed by file identity: a capture named twice (caps and
 	// ./caps/b.pcap) cannot land on both sides of the held-out split.
@@ -274,6 +280,10 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	if len(files) == 0 {
 		return nil, errors.New("no capture files under --benign")
+	}
+	// Needed to calibrate the trained model: found before the training.
+	if err := loadORT(o.ortLib); err != nil {
+		return nil, fmt.Errorf("load ONNX Runtime (--ort): %w", err)
 	}
 	prog := newProgress(app.Stderr)
 	sets := []dataset.FeatureSet{fs}
@@ -390,6 +400,28 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	res.PeakRSSBytes = peakRSS()
 	return res, nil
+}
+
+// checkManifestFlags validates the manifest that --name, --version,
+// --created and --validity give, with the values only training fills in
+// (digest, threshold) as placeholders.
+func checkManifestFlags(man bundle.Manifest, o trainOptions) error {
+	switch {
+	case o.version == 0:
+		return errors.New("--version 0: want 1 or more")
+	case o.validity <= 0:
+		return fmt.Errorf("--validity %s: want a positive duration", o.validity)
+	}
+	man.ModelSHA256 = strings.Repeat("0", 64)
+	named := man // the name alone: every other field valid
+	named.Version, named.Created, named.Expires, named.MinAgentVersion = 1, time.Unix(1, 0), time.Unix(2, 0), ""
+	if err := named.Validate(); err != nil {
+		return fmt.Errorf("--name %q: %w", man.Name, err)
+	}
+	if err := man.Validate(); err != nil {
+		return fmt.Errorf("bundle manifest from the flags: %w", err)
+	}
+	return nil
 }
 
 // listWithAt expands capture paths like dataset.ListNonEmpty; "@FILE" names
@@ -565,6 +597,11 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 	if o.chunk < 0 {
 		return nil, fmt.Errorf("--chunk %d: want a positive row count", o.chunk)
 	}
+	// As model train: eval.Evaluate would refuse it after every capture is
+	// scored, and take 0 for its default (0.1%).
+	if o.fpr <= 0 || o.fpr >= 1 {
+		return nil, fmt.Errorf("--fpr %g: want a rate in (0, 1)", o.fpr)
+	}
 	// Listed first, to fail before loading the model. Every path given
 	// must hold captures: an attack folder that holds none (or a symlink
 	// that resolves to nothing) would otherwise report "0 of 0 detected".
@@ -661,8 +698,9 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 		var whats, attackers []string
 		for _, l := range ls {
 			whats = append(whats, l.What)
-			if l.Attacker.IsValid() {
-				attackers = append(attackers, l.Attacker.String())
+			// A lab truth names its one attacker host once per attack.
+			if a := l.Attacker.String(); l.Attacker.IsValid() && !slices.Contains(attackers, a) {
+				attackers = append(attackers, a)
 			}
 		}
 		a.What = strings.Join(whats, "; ")

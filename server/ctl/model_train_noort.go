@@ -16,5 +16,10 @@ type ortScorer interface {
 // openScorer: this vigilctl was built without cgo, so it cannot load ONNX
 // Runtime (model train and model eval score with the exported model).
 func openScorer(string, []byte, int, int) (ortScorer, error) {
-	return nil, errors.New("this vigilctl was built with CGO_ENABLED=0 and cannot load ONNX Runtime; rebuild it with CGO_ENABLED=1 for model train and model eval")
+	return nil, errNoCgo
 }
+
+// loadORT: see openScorer.
+func loadORT(string) error { return errNoCgo }
+
+var errNoCgo = errors.New("this vigilctl was built with CGO_ENABLED=0 and cannot load ONNX Runtime; rebuild it with CGO_ENABLED=1 for model train and model eval")

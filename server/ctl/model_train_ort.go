@@ -20,6 +20,15 @@ type ortScorer interface {
 // $ONNXRUNTIME_LIB, or lib/libonnxruntime.so next to the binary as `make`
 // installs it), one intra-op thread as the plugin runs it.
 func openScorer(lib string, model []byte, dim, maxBatch int) (ortScorer, error) {
+	if err := loadORT(lib); err != nil {
+		return nil, err
+	}
+	return runtime.OpenWith("", model, dim, maxBatch, runtime.Options{})
+}
+
+// loadORT loads ONNX Runtime as openScorer does, so that a command can
+// fail on a missing library before its long work rather than after it.
+func loadORT(lib string) error {
 	if lib == "" && os.Getenv("ONNXRUNTIME_LIB") == "" {
 		if exe, err := os.Executable(); err == nil {
 			if p := filepath.Join(filepath.Dir(exe), "lib", "libonnxruntime.so"); fileExists(p) {
@@ -27,10 +36,7 @@ func openScorer(lib string, model []byte, dim, maxBatch int) (ortScorer, error) 
 			}
 		}
 	}
-	if err := runtime.Init(lib); err != nil {
-		return nil, err
-	}
-	return runtime.OpenWith("", model, dim, maxBatch, runtime.Options{})
+	return runtime.Init(lib)
 }
 
 func fileExists(p string) bool {

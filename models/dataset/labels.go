@@ -77,7 +77,7 @@ var (
 // ReadLabels reads ground truth from a MANIFEST.csv (columns path, ...,
 // attack_or_content (4), attacker (5)) or, for a .json file, from a lab truth
 // file (test/lab). In a manifest the attacker is the attacker column when it
-// holds an address, else "attacker X" or "X -> Y" in the description; rows
+// holds an address (IPv4 or IPv6), else "attacker X" or "X -> Y" in the description; rows
 // without one label the capture for detection only. Manifest keys are the
 // path with its leading "attacks/" removed, and the full path.
 func ReadLabels(path string) (Labels, error) {
@@ -117,6 +117,8 @@ func ParseManifest(r io.Reader) (Labels, error) {
 		l := Label{What: rec[4]}
 		if m := ipRE.FindString(rec[5]); m != "" {
 			l.Attacker, _ = netip.ParseAddr(m)
+		} else if a, ok := firstAddr(rec[5]); ok { // IPv6
+			l.Attacker = a
 		} else if m := arrowRE.FindStringSubmatch(rec[4]); m != nil {
 			s := m[1]
 			if s == "" {
@@ -130,6 +132,17 @@ func ParseManifest(r io.Reader) (Labels, error) {
 		}
 	}
 	return out, nil
+}
+
+// firstAddr returns the first word of s that is an IP address (words are
+// separated by spaces, commas, semicolons and brackets).
+func firstAddr(s string) (netip.Addr, bool) {
+	for _, w := range strings.FieldsFunc(s, func(r rune) bool { return strings.ContainsRune(" \t,;()[]", r) }) {
+		if a, err := netip.ParseAddr(w); err == nil {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // Truth is the ground-truth file of a lab run (test/lab writes it).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 )
 
 // Files written by WriteFiles.
@@ -64,8 +65,10 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 func pct(x float64) string { return fmt.Sprintf("%.3f%%", 100*x) }
 
+// mdCell escapes s for a Markdown table cell: a pipe would end the cell, a
+// line ending (LF, CR or both: CommonMark ends a line at each) the row.
 func mdCell(s string) string {
-	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
+	return strings.NewReplacer("|", "\\|", "\r\n", " ", "\n", " ", "\r", " ").Replace(s)
 }
 
 // WriteMarkdown writes the report as Markdown.
@@ -219,6 +222,16 @@ func shorten(s string, n int) string {
 	return "…" + string(r[len(r)-n+1:])
 }
 
+// xmlEscape escapes s for SVG text and attributes. Characters XML 1.0 does
+// not allow (control characters other than tab, LF and CR; bytes that are
+// not UTF-8, as in a Latin-1 file name) become U+FFFD: one of them would
+// make the whole document ill-formed.
 func xmlEscape(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if (r < 0x20 && r != '\t' && r != '\n' && r != '\r') || r == 0xFFFE || r == 0xFFFF {
+			return utf8.RuneError
+		}
+		return r
+	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
 }

@@ -201,6 +201,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	for k := range sets {
 		sets[k].model.SnapEpochs, sets[k].model.OutMinRange = cfg.SnapEpochs, cfg.OutMinRange
 	}
+	if cfg.Only != "" && cfg.Only != sets[0].name && cfg.Only != sets[1].name {
+		return fmt.Errorf("-only %q: want %s or %s (the -host set)", cfg.Only, sets[0].name, sets[1].name)
+	}
 	extractSets, zeroCols = nil, make([][]int, len(sets))
 	for k, s := range sets {
 		ds, err := dataset.Lookup(s.name)

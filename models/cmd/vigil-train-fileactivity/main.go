@@ -29,10 +29,13 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"io"
 	"time"
 
+	"github.com/vigil-edge/vigil/models/ae"
 	"github.com/vigil-edge/vigil/models/cmd/internal/cli"
+	"github.com/vigil-edge/vigil/models/train"
 )
 
 func main() { cli.Main("vigil-train-fileactivity", parseFlags, Run) }
@@ -66,6 +69,19 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.Layout, "layout", "", "int8 graph layout: float-decoder (default), split-input, fit-rounding, input-gain or split-weights (docs/models.md, sections 17 and 20)")
 	fs.BoolVar(&cfg.SplitInput, "split-input", false, "the int8 encoder takes its input in two uint8 passes, with fitted weight rounding (train.LayoutSplitInput: int8/float Spearman 0.9718 → 0.9940 on fileactivity-3's recipe, about 15% slower scoring)")
 	var err error
-	cfg.Created, err = cli.Parse(fs, args, created)
-	return cfg, err
+	if cfg.Created, err = cli.Parse(fs, args, created); err != nil {
+		return cfg, err
+	}
+	// Checked here, not when the model is fitted and exported: that comes
+	// after minutes of recorded workloads.
+	switch {
+	case cfg.Kind != ae.KindKitNET && cfg.Kind != ae.KindSingle:
+		return cfg, fmt.Errorf("-kind %q: want %s or %s", cfg.Kind, ae.KindKitNET, ae.KindSingle)
+	case cfg.Norm != ae.NormMinMax && cfg.Norm != ae.NormZScore:
+		return cfg, fmt.Errorf("-norm %q: want %s or %s", cfg.Norm, ae.NormMinMax, ae.NormZScore)
+	}
+	if _, err := train.ParseLayout(cfg.Layout); err != nil {
+		return cfg, fmt.Errorf("-layout: %w", err)
+	}
+	return cfg, nil
 }

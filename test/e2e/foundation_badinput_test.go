@@ -39,7 +39,8 @@ func TestFoundationBadInput(t *testing.T) {
 		want  wirev1.ErrorCode
 	}{
 		{"oversized FindingsBatch frame", append(header(wirev1.StreamKind_STREAM_KIND_FINDINGS), frame(wirev1.MaxFrameSize+1, junk)...), wirev1.CodeFrameTooLarge},
-		{"oversized CONTROL frame", append(header(wirev1.StreamKind_STREAM_KIND_CONTROL), frame(1<<20, junk)...), wirev1.CodeFrameTooLarge},
+		// A CONTROL refusal has a code of its own: the agent counts CodeFrameTooLarge against its findings.
+		{"oversized CONTROL frame", append(header(wirev1.StreamKind_STREAM_KIND_CONTROL), frame(1<<20, junk)...), wirev1.CodeRefused},
 		{"oversized stream header", frame(1<<20, junk), wirev1.CodeFrameTooLarge},
 		{"garbage FindingsBatch frame", append(header(wirev1.StreamKind_STREAM_KIND_FINDINGS), frame(64, junk[:64])...), wirev1.CodeProtocol},
 		{"garbage stream header", frame(16, junk[:16]), wirev1.CodeProtocol},

@@ -394,18 +394,9 @@ func (d *ringDecoder) ringResult(b []byte, m *pb.RingResult) error {
 				return err
 			}
 		case num == 4 && typ == protowire.BytesType:
-			if !take(&d.anomalies) {
-				return errTooLarge
-			}
-			if len(anoms) == cap(anoms) {
-				anoms = make([]pb.Anomaly, 0, max(16, min(2*cap(anoms), 4096)))
-			}
-			anoms = anoms[:len(anoms)+1]
-			a := &anoms[len(anoms)-1]
-			if err := d.anomaly(p, a); err != nil {
+			if err := d.appendAnomaly(p, &anoms, &m.Anomalies); err != nil {
 				return err
 			}
-			m.Anomalies = append(m.Anomalies, a)
 		case num == 5 && typ == protowire.BytesType:
 			if !utf8.Valid(p) {
 				return errBadUTF8
@@ -443,23 +434,33 @@ func (d *ringDecoder) scoreResponse(b []byte, m *pb.ScoreResponse) error {
 				return err
 			}
 		case num == 2 && typ == protowire.BytesType:
-			if !take(&d.anomalies) {
-				return errTooLarge
-			}
-			if len(anoms) == cap(anoms) {
-				anoms = make([]pb.Anomaly, 0, max(16, min(2*cap(anoms), 4096)))
-			}
-			anoms = anoms[:len(anoms)+1]
-			a := &anoms[len(anoms)-1]
-			if err := d.anomaly(p, a); err != nil {
+			if err := d.appendAnomaly(p, &anoms, &m.Anomalies); err != nil {
 				return err
 			}
-			m.Anomalies = append(m.Anomalies, a)
 		}
 	}
 	if d.badUTF8 {
 		return errBadUTF8
 	}
+	return nil
+}
+
+// appendAnomaly decodes the anomaly p into the next element of slab (a new
+// slab when it is full: one allocation for many anomalies) and appends it
+// to out, within the decoder's anomaly bound.
+func (d *ringDecoder) appendAnomaly(p []byte, slab *[]pb.Anomaly, out *[]*pb.Anomaly) error {
+	if !take(&d.anomalies) {
+		return errTooLarge
+	}
+	if len(*slab) == cap(*slab) {
+		*slab = make([]pb.Anomaly, 0, max(16, min(2*cap(*slab), 4096)))
+	}
+	*slab = (*slab)[:len(*slab)+1]
+	a := &(*slab)[len(*slab)-1]
+	if err := d.anomaly(p, a); err != nil {
+		return err
+	}
+	*out = append(*out, a)
 	return nil
 }
 

@@ -12,14 +12,13 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-edge/vigil/agent/capture"
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/internal/termsafe"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -331,36 +330,11 @@ func printScan(w io.Writer, pcap string, rep ScanReport) {
 	_ = tw.Flush()
 }
 
-// safeText makes text from a scanned capture, folder or trace safe to print on a terminal:
-// control characters (C0 and C1, such as ESC and CSI), line and paragraph separators, bidi
-// controls (which reorder what the terminal shows: "x\u202egpj.exe" reads "xexe.jpg") and bytes
-// that are not UTF-8 become visible escapes, \xNN below 0x100 and \u{NNNN} above, as vigilctl
-// prints sensor text. File names may hold any of them.
-func safeText(s string) string {
-	if utf8.ValidString(s) && !strings.ContainsFunc(s, unsafeRune) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case unsafeRune(r) && r < 0x100:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case unsafeRune(r):
-			fmt.Fprintf(&b, `\u{%04x}`, r)
-		default:
-			b.WriteString(s[i : i+n])
-		}
-		i += n
-	}
-	return b.String()
-}
+// safeText makes text that others control printable on the operator's terminal (termsafe.Text).
+func safeText(s string) string { return termsafe.Text(s) }
 
-func unsafeRune(r rune) bool {
-	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Bidi_Control, r)
-}
+// unsafeRune reports whether safeText escapes r.
+func unsafeRune(r rune) bool { return termsafe.Unsafe(r) }
 
 // progressBar draws a one-line progress bar on a terminal.
 type progressBar struct {

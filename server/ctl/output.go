@@ -6,8 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/vigil-edge/vigil/internal/termsafe"
 )
 
 // table writes aligned columns.
@@ -61,35 +61,8 @@ func truncate(s string, n int) string {
 	return string([]rune(s)[:n-1]) + "…"
 }
 
-// safeText makes text that agents, sensors or other users control printable on the operator's
-// terminal: control characters (C0 including tab and newline, DEL, C1: ESC and CSI sequences,
-// carriage returns, OSC hyperlinks and title changes), line and paragraph separators and bidi
-// controls (which reorder what the terminal shows), and bytes that are not UTF-8 become visible
-// escapes: \xNN for a byte or a code point below 0x100, \u{NNNN} above.
-func safeText(s string) string {
-	if utf8.ValidString(s) && !strings.ContainsFunc(s, unsafeRune) {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s) + 16)
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case unsafeRune(r) && r < 0x100:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case unsafeRune(r):
-			fmt.Fprintf(&b, `\u{%04x}`, r)
-		default:
-			b.WriteString(s[i : i+n])
-		}
-		i += n
-	}
-	return b.String()
-}
+// safeText makes text that others control printable on the operator's terminal (termsafe.Text).
+func safeText(s string) string { return termsafe.Text(s) }
 
 // unsafeRune reports whether safeText escapes r.
-func unsafeRune(r rune) bool {
-	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Bidi_Control, r)
-}
+func unsafeRune(r rune) bool { return termsafe.Unsafe(r) }

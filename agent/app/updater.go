@@ -61,7 +61,7 @@ func newUpdater(stateDir string, dirs searchDirs, sources []pipeline.Source, fet
 	cfg := update.Config{
 		StateDir: stateDir,
 		Loaders:  &update.PluginLoaders{Dirs: dirs.pluginDirs(), Env: pluginEnv(), Running: running, Logger: log},
-		Baseline: installedBaseline(baselineDirs(stateDir, dirs), running),
+		Baseline: installedBaseline(baselineDirs(stateDir, dirs)),
 		Logger:   log,
 		Report: func(st *wirev1.ModelStatus) {
 			select {
@@ -159,17 +159,16 @@ func baselineDirs(stateDir string, d searchDirs) []string {
 	return append(dirs, d.models...)
 }
 
-// installedBaseline is update.Config.Baseline: for a detector a running pipeline serves (running),
-// the newest bundle of that detector and feature set in dirs, i.e. the installed bundle the
-// pipeline runs when the slot has no active model. The updater reloads it into the pipeline's
-// plugin when a model without a previous one fails its health check, and takes its version as a
-// floor. Detectors checked by a plugin started just for the update have none: that plugin stops
-// with the update.
-func installedBaseline(dirs []string, running update.LoaderMap) func(detector, featureSet string) string {
+// installedBaseline is update.Config.Baseline: the newest bundle of the detector and feature set in
+// dirs, i.e. the installed bundle a pipeline of that detector runs when the slot has no active
+// model. The updater takes its version as a floor, for every detector: also in `vigil-agent
+// update` and for detectors no running pipeline serves (their plugin starts for the update only).
+// Before session 25 those had no floor from the baseline, and an older signed bundle activated
+// there ran in place of the installed one from the pipeline's next start. A model without a
+// previous one that fails its health check is rolled back to the baseline: loaded into the
+// pipeline's plugin, or into the plugin started for the update, which stops with it.
+func installedBaseline(dirs []string) func(detector, featureSet string) string {
 	return func(detector, featureSet string) string {
-		if _, ok := running[detector]; !ok {
-			return ""
-		}
 		var best string
 		var bestVersion uint64
 		for _, d := range dirs {

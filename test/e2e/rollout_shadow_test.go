@@ -374,14 +374,15 @@ func TestRolloutRollbackInstruction(t *testing.T) {
 	ag.waitConnected()
 	id := ag.id.AgentID
 
-	v1 := k.bundle("nf", 1, nil, nil, k.a)
-	v2 := k.bundle("nf", 2, nil, nil, k.a)
+	// Versions above the installed baseline (nethost-9.vgb), a floor on every agent.
+	v1 := k.bundle("nf", 101, nil, nil, k.a)
+	v2 := k.bundle("nf", 102, nil, nil, k.a)
 	d.publish(v1)
 	d.publish(v2)
-	r2 := d.rollout("--model", "nf@2", "--agents", id)
+	r2 := d.rollout("--model", "nf@102", "--agents", id)
 	d.waitStates(r2, 60*time.Second, map[string]string{id: "active"})
-	if v := activeVersion(t, ag.dir); v != 2 {
-		t.Fatalf("active version %d, want 2", v)
+	if v := activeVersion(t, ag.dir); v != 102 {
+		t.Fatalf("active version %d, want 102", v)
 	}
 
 	dir := t.TempDir()
@@ -418,7 +419,7 @@ func TestRolloutRollbackInstruction(t *testing.T) {
 		if err := os.WriteFile(p, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, stderr, err := d.ctl("", "rollout", "create", "--model", "nf@1", "--agents", id, "--rollback-instruction", p)
+		_, stderr, err := d.ctl("", "rollout", "create", "--model", "nf@101", "--agents", id, "--rollback-instruction", p)
 		if err == nil || !strings.Contains(stderr, "rollback instruction") {
 			t.Fatalf("%s instruction: err %v, stderr %s", name, err, stderr)
 		}
@@ -431,21 +432,21 @@ func TestRolloutRollbackInstruction(t *testing.T) {
 		state string
 		want  string
 	}{
-		{"missing instruction", nil, "rejected", "not greater than the active version 2"},
+		{"missing instruction", nil, "rejected", "not greater than the active version 102"},
 		{"instruction not trusted by the agent", []string{"--rollback-instruction", viaB}, "rejected", "rollback instruction: signature check failed"},
 		{"valid instruction", []string{"--rollback-instruction", viaA}, "active", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := d.rollout(append([]string{"--model", "nf@1", "--agents", id}, c.args...)...)
+			r := d.rollout(append([]string{"--model", "nf@101", "--agents", id}, c.args...)...)
 			st := d.waitStates(r, 60*time.Second, map[string]string{id: c.state})
 			if !strings.Contains(st[id][1], c.want) {
 				t.Fatalf("reason %q, want %q", st[id][1], c.want)
 			}
 			t.Logf("%s: %s %s", c.name, st[id][0], st[id][1])
-			want := uint64(2)
+			want := uint64(102)
 			if c.state == "active" {
-				want = 1
+				want = 101
 			}
 			if v := activeVersion(t, ag.dir); v != want {
 				t.Fatalf("active version %d, want %d", v, want)

@@ -225,15 +225,16 @@ func TestUpdateEndToEnd(t *testing.T) {
 	}
 	id1, id2, idb := a1.id.AgentID, a2.id.AgentID, b1.id.AgentID
 
-	// v2 signed with the CLI.
-	v2 := k.bundle("nf", 2, nil, nil)
+	// Versions from 101: above the installed baseline (bin/models/nethost-9.vgb), which is a
+	// version floor also for agents without a packet pipeline. v102 signed with the CLI.
+	v2 := k.bundle("nf", 102, nil, nil)
 	d.mustCtl("", "model", "sign", "--key", filepath.Join(k.dir, "release-a.key"), v2)
 	if out := d.mustCtl("", "model", "verify", "--pub", k.aPub, v2); !strings.Contains(out, "OK") {
 		t.Fatalf("model verify: %s", out)
 	}
 	d.publish(v2)
 	start := time.Now()
-	r2 := d.rollout("--model", "nf@2", "--entity", "alpha")
+	r2 := d.rollout("--model", "nf@102", "--entity", "alpha")
 	d.waitStates(r2, 20*time.Second, map[string]string{id1: "active", id2: "active"})
 	took := time.Since(start)
 	t.Logf("rollout to entity alpha: both agents active after %s", took)
@@ -247,8 +248,8 @@ func TestUpdateEndToEnd(t *testing.T) {
 		t.Fatalf("beta agent runs version %d", v)
 	}
 	for _, a := range []*agentProc{a1, a2} {
-		if v := activeVersion(t, a.dir); v != 2 {
-			t.Fatalf("agent %s active version %d, want 2", a.id.AgentID, v)
+		if v := activeVersion(t, a.dir); v != 102 {
+			t.Fatalf("agent %s active version %d, want 102", a.id.AgentID, v)
 		}
 	}
 
@@ -259,16 +260,16 @@ func TestUpdateEndToEnd(t *testing.T) {
 		publish           []string
 		tamper            bool
 	}{
-		{"untrusted key", "nf@3", "signature check failed", func() string { return k.bundle("nf", 3, nil, nil, k.b) }, nil, false},
-		{"lower version", "nf@1", "not greater than the active version 2", func() string { return k.bundle("nf", 1, nil, nil, k.a) }, nil, false},
-		{"wrong feature set", "nf@4", "feature set fileactivity/v1 not supported", func() string {
-			return k.bundle("nf", 4, func(m *bundle.Manifest) { m.FeatureSet = "fileactivity/v1" }, nil, k.a)
+		{"untrusted key", "nf@103", "signature check failed", func() string { return k.bundle("nf", 103, nil, nil, k.b) }, nil, false},
+		{"lower version", "nf@101", "not greater than the active version 102", func() string { return k.bundle("nf", 101, nil, nil, k.a) }, nil, false},
+		{"wrong feature set", "nf@104", "feature set fileactivity/v1 not supported", func() string {
+			return k.bundle("nf", 104, func(m *bundle.Manifest) { m.FeatureSet = "fileactivity/v1" }, nil, k.a)
 		}, []string{"--no-smoke"}, false},
-		{"broken model", "nf@5", "plugin refused the model", func() string { return k.bundle("nf", 5, nil, []byte("not an onnx graph"), k.a) },
+		{"broken model", "nf@105", "plugin refused the model", func() string { return k.bundle("nf", 105, nil, []byte("not an onnx graph"), k.a) },
 			[]string{"--no-smoke"}, false},
-		{"tampered on the server", "nf@6", "digest", func() string { return k.bundle("nf", 6, nil, nil, k.a) }, nil, true},
-		{"expired", "nf@7", "expired", func() string {
-			return k.bundle("nf", 7, func(m *bundle.Manifest) { m.Expires = time.Now().UTC().Add(3 * time.Second).Truncate(time.Second) }, nil, k.a)
+		{"tampered on the server", "nf@106", "digest", func() string { return k.bundle("nf", 106, nil, nil, k.a) }, nil, true},
+		{"expired", "nf@107", "expired", func() string {
+			return k.bundle("nf", 107, func(m *bundle.Manifest) { m.Expires = time.Now().UTC().Add(3 * time.Second).Truncate(time.Second) }, nil, k.a)
 		}, nil, false},
 	}
 	for _, c := range cases {
@@ -296,30 +297,30 @@ func TestUpdateEndToEnd(t *testing.T) {
 				t.Fatalf("reason %q, want it to mention %q", st[id1][1], c.want)
 			}
 			t.Logf("rejected: %s", st[id1][1])
-			if v := activeVersion(t, a1.dir); v != 2 {
+			if v := activeVersion(t, a1.dir); v != 102 {
 				t.Fatalf("active version %d after a rejected update", v)
 			}
 		})
 	}
 
 	// A model that loads but scores NaN is loaded, fails its health check, and the previous model
-	// is loaded back: rolled_back, with the reason, and nf@2 stays active.
+	// is loaded back: rolled_back, with the reason, and nf@102 stays active.
 	t.Run("NaN scores rolled back", func(t *testing.T) {
-		d.publish(k.bundle("nf", 8, nil, nanGraph(t, k.model), k.a), "--no-smoke")
-		r := d.rollout("--model", "nf@8", "--agents", id1)
+		d.publish(k.bundle("nf", 108, nil, nanGraph(t, k.model), k.a), "--no-smoke")
+		r := d.rollout("--model", "nf@108", "--agents", id1)
 		st := d.waitStates(r, 30*time.Second, map[string]string{id1: "rolled_back"})
 		t.Logf("rolled back: %s", st[id1][1])
-		if !strings.Contains(st[id1][1], "not finite") || !strings.Contains(st[id1][1], "rolled back to nf-2-") {
+		if !strings.Contains(st[id1][1], "not finite") || !strings.Contains(st[id1][1], "rolled back to nf-102-") {
 			t.Fatalf("reason %q", st[id1][1])
 		}
-		if v := activeVersion(t, a1.dir); v != 2 {
+		if v := activeVersion(t, a1.dir); v != 102 {
 			t.Fatalf("active version %d after a rolled-back update", v)
 		}
 	})
 
 	// kill -9 of the agent at several steps of an update: it comes back on a valid model and the
 	// update completes after the restart (the server repeats the pending offer after Hello).
-	ver := uint64(10)
+	ver := uint64(110)
 	for _, step := range []string{"fetched", "staged", "loaded", "activated"} {
 		t.Run("kill -9 at "+step, func(t *testing.T) {
 			a2.p.stop(t, 30*time.Second)

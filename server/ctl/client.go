@@ -69,7 +69,10 @@ func NewClient(server, token, caFile string) (*Client, error) {
 	}
 	tr := &http.Transport{TLSClientConfig: tlsConf, Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true,
 		TLSHandshakeTimeout: 10 * time.Second}
-	return &Client{base: u, token: token, http: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, nil
+	// The API never redirects, and Go's client would resend the bearer token
+	// to the same host name over any scheme and port: a redirect is an answer.
+	return &Client{base: u, token: token, http: &http.Client{Transport: tr, Timeout: 60 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
 }
 
 // Do sends a request to path (relative to /api/v1/ unless it starts with

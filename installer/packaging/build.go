@@ -362,7 +362,9 @@ func serverSpec(_ *Options, in *inputs, stage string) *pkgSpec {
 		entry{src: in.server, dst: "/usr/bin/vigil-server", mode: 0o755},
 		entry{src: in.ctl, dst: "/usr/bin/vigilctl", mode: 0o755},
 		entry{dst: "/etc/vigil", mode: 0o755, typ: files.TypeDir},
-		entry{src: filepath.Join(stage, "config", "server.env"), dst: "/etc/vigil/server.env", mode: 0o644, typ: files.TypeConfigNoReplace},
+		// The unit's EnvironmentFile, read by systemd as root: where the
+		// forwarders' credentials (headers "env:NAME") are set.
+		entry{src: filepath.Join(stage, "config", "server.env"), dst: "/etc/vigil/server.env", mode: 0o600, typ: files.TypeConfigNoReplace},
 	)
 	s.entries = append(s.entries, unitEntries(stage, "vigil-server.service")...)
 	s.entries = append(s.entries, docEntries(stage, s.name)...)

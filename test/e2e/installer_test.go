@@ -50,6 +50,7 @@ var instAllowedLintianOverrides = map[string]bool{
 	"statically-linked-binary": true, // CGO_ENABLED=0 Go binaries, on purpose
 	"no-manual-page":           true, // --help and README.md are the reference
 	"repeated-path-segment":    true, // /usr/lib/vigil/lib: the plugins' ../lib
+	"non-standard-file-perm":   true, // /etc/vigil/server.env 0600: the forwarders' credentials
 }
 
 const (
@@ -423,7 +424,7 @@ func instParseDpkgListing(t *testing.T, listing string) map[string]instFile {
 }
 
 // instCheckListing applies the file rules to a package: everything owned by
-// root, nothing world-writable, no setuid/setgid, keys 0600, executables
+// root, nothing world-writable, no setuid/setgid, keys and server.env 0600, executables
 // 0755, everything else 0644 (directories 0755).
 func instCheckListing(t *testing.T, name string, files map[string]instFile) map[string]instFile {
 	t.Helper()
@@ -447,7 +448,7 @@ func instCheckListing(t *testing.T, name string, files map[string]instFile) map[
 		switch {
 		case f.dir:
 			want = 0o755
-		case strings.HasSuffix(p, ".key"):
+		case strings.HasSuffix(p, ".key"), p == "/etc/vigil/server.env":
 			want = 0o600
 		case strings.Contains(p, "/usr/bin/") || strings.Contains(p, "/usr/lib/vigil/plugins/") || strings.HasSuffix(p, "/install.sh"):
 			want = 0o755

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -257,7 +258,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.apiLn = ln
 	s.httpSrv = &http.Server{
-		Handler:           handler,
+		Handler:           bodyDeadline(handler),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serverCert}},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -348,4 +349,46 @@ func Run(ctx context.Context, cfg Config) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return errors.Join(runErr, s.Shutdown(sctx))
+}
+
+// bodyReadIdle bounds each read of a request body, and the server's drain of
+// a body the handler left unread.
+var bodyReadIdle = 30 * time.Second
+
+// bodyDeadline puts a read deadline on requests with a body: without it (the
+// server has no ReadTimeout, which would cut live streams and exports), a
+// client announcing a body and sending none held its connection for good,
+// authenticated or not. Each read of the body extends the deadline (a large
+// bundle upload is not cut), and the end of the body lifts it.
+func bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(w)
+			if rc.SetReadDeadline(time.Now().Add(bodyReadIdle)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, left: r.ContentLength}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	left int64 // bytes of the announced length not read yet; -1: unknown
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(bodyReadIdle))
+	n, err := b.ReadCloser.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
+	// A JSON decoder stops at the end of its value, before EOF: the whole
+	// announced length read lifts the deadline too (otherwise a handler
+	// still running when it passes would see its context cancelled).
+	if errors.Is(err, io.EOF) || b.left == 0 {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }

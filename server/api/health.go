@@ -99,7 +99,10 @@ type rawModelStatus struct {
 }
 
 // Counters whose growth means the sensor is losing data.
-var lossCounters = []string{"kernel_drops", "events_lost", "plugin_restarts", "decode_errors", "findings_dropped"}
+// uplink_findings_refused counts findings dropped after the server refused
+// each alone (agent/uplink): lost findings, as a spool drop is.
+var lossCounters = []string{"kernel_drops", "events_lost", "plugin_restarts", "decode_errors", "findings_dropped",
+	"uplink_findings_refused"}
 
 // agentHealth judges an agent from what it last reported.
 func agentHealth(a store.Agent, now time.Time, offlineAfter time.Duration) health {

@@ -6,7 +6,7 @@
 // Layout of the bbolt file:
 //
 //	findings: key = seq (8 bytes big endian), value = severity (1 byte) + protobuf Finding
-//	meta:     next_seq, acked_seq, dropped (8 bytes big endian each), version
+//	meta:     next_seq, acked_seq, dropped, refused (8 bytes big endian each), version
 //
 // Every Append and Ack is one bbolt read-write transaction, committed with
 // fsync (bbolt's default; NoSync is never set). The byte bound is the sum of
@@ -45,6 +45,7 @@ var (
 	keyNextSeq     = []byte("next_seq")
 	keyAckedSeq    = []byte("acked_seq")
 	keyDropped     = []byte("dropped")
+	keyRefused     = []byte("refused")
 	keyVersion     = []byte("version")
 )
 
@@ -76,6 +77,7 @@ type Spool struct {
 	depth     int
 	bySev     [numSev]queue // per severity, seq order
 	oversized uint64        // dropped because too large (also counted in dropped)
+	refused   uint64        // dropped by DropRefused (the server refused them), persisted
 }
 
 const numSev = int(wirev1.Severity_SEVERITY_CRITICAL) + 1
@@ -140,6 +142,7 @@ func (s *Spool) load() error {
 		}
 		s.ackedSeq = getU64(meta.Get(keyAckedSeq))
 		s.dropped = getU64(meta.Get(keyDropped))
+		s.refused = getU64(meta.Get(keyRefused))
 		var last uint64
 		err = fb.ForEach(func(k, v []byte) error {
 			if len(k) != 8 || len(v) < 1 {
@@ -473,6 +476,60 @@ func (s *Spool) Ack(throughSeq uint64) error {
 		s.depth -= n[si]
 	}
 	return nil
+}
+
+// DropRefused deletes the finding seq if it is the oldest waiting one (the
+// uplink drops a finding the server refused alone several times) and counts
+// it in the same transaction, so that the count outlives the agent. It
+// reports whether the finding was dropped (false: acknowledged or dropped
+// meanwhile, or not the oldest).
+func (s *Spool) DropRefused(seq uint64) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, ErrClosed
+	}
+	oldest := -1
+	for si := range numSev {
+		if q := &s.bySev[si]; q.len() > 0 && (oldest < 0 || q.at(0).seq < s.bySev[oldest].at(0).seq) {
+			oldest = si
+		}
+	}
+	if oldest < 0 || s.bySev[oldest].at(0).seq != seq {
+		return false, nil
+	}
+	e := s.bySev[oldest].at(0)
+	acked := max(s.ackedSeq, seq)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketFindings).Delete(u64(seq)); err != nil {
+			return fmt.Errorf("delete finding: %w", err)
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keyAckedSeq, u64(acked)); err != nil {
+			return fmt.Errorf("put acked seq: %w", err)
+		}
+		if err := meta.Put(keyRefused, u64(s.refused+1)); err != nil {
+			return fmt.Errorf("put refused: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("drop refused finding %d: %w", seq, err)
+	}
+	s.ackedSeq = acked
+	s.refused++
+	s.bytes -= e.size
+	s.bySev[oldest].popN(1)
+	s.depth--
+	return true, nil
+}
+
+// Refused returns how many findings DropRefused dropped, over the spool
+// file's life.
+func (s *Spool) Refused() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // Stats reports the spool's state for Status messages and metrics.

@@ -109,7 +109,7 @@ type Stats struct {
 	FindingsSent    uint64    `json:"findings_sent"`    // including re-sends after a reconnect
 	Acks            uint64    `json:"acks"`             //
 	FindingsAcked   uint64    `json:"findings_acked"`   // seqs acknowledged (dropped seqs in between count too)
-	FindingsRefused uint64    `json:"findings_refused"` // dropped from the spool: the server refused each alone maxRefusals times
+	FindingsRefused uint64    `json:"findings_refused"` // dropped from the spool: the server refused each alone maxRefusals times (over the spool's life with a RefusalSpool)
 	Renewals        uint64    `json:"renewals"`
 	RenewFailures   uint64    `json:"renew_failures"`
 	CertNotAfter    time.Time `json:"cert_not_after,omitzero"`
@@ -169,7 +169,19 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Inflight <= 0 {
 		cfg.Inflight = 4
 	}
-	return &Client{cfg: cfg, log: cfg.Log}, nil
+	c := &Client{cfg: cfg, log: cfg.Log}
+	if rs, ok := cfg.Spool.(RefusalSpool); ok {
+		c.refused.Store(rs.Refused()) // the count goes on across restarts
+	}
+	return c, nil
+}
+
+// RefusalSpool is implemented by spools that drop a refused finding and
+// keep its count durably (*spool.Spool): uplink_findings_refused then
+// counts the findings refused over the spool's life, not since the start.
+type RefusalSpool interface {
+	DropRefused(seq uint64) (bool, error)
+	Refused() uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -940,7 +952,16 @@ func (c *Client) dropRefused(seq uint64, se *ServerError) {
 	if len(fs) == 0 || fs[0].Seq != seq {
 		return // acknowledged or dropped meanwhile
 	}
-	if err := c.cfg.Spool.Ack(seq); err != nil {
+	if rs, ok := c.cfg.Spool.(RefusalSpool); ok {
+		dropped, err := rs.DropRefused(seq)
+		if err != nil {
+			c.log.Error("cannot drop the finding the server refuses", "seq", seq, "err", err)
+			return
+		}
+		if !dropped {
+			return // acknowledged or dropped meanwhile
+		}
+	} else if err := c.cfg.Spool.Ack(seq); err != nil {
 		c.log.Error("cannot drop the finding the server refuses", "seq", seq, "err", err)
 		return
 	}

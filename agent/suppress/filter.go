@@ -72,6 +72,7 @@ func (f *Filter) Append(ctx context.Context, fs []*wirev1.Finding) error {
 		return f.next.Append(ctx, fs)
 	}
 	var kept []*wirev1.Finding
+	var n uint64
 	for i, fd := range fs {
 		if fd == nil || !ix.matches(fd) {
 			if kept != nil {
@@ -79,7 +80,7 @@ func (f *Filter) Append(ctx context.Context, fs []*wirev1.Finding) error {
 			}
 			continue
 		}
-		f.suppressed.Add(1)
+		n++
 		if kept == nil {
 			kept = make([]*wirev1.Finding, i, len(fs))
 			copy(kept, fs[:i])
@@ -88,8 +89,13 @@ func (f *Filter) Append(ctx context.Context, fs []*wirev1.Finding) error {
 	if kept == nil {
 		return f.next.Append(ctx, fs)
 	}
-	if len(kept) == 0 {
-		return nil
+	// Counted once the batch is taken: a caller whose append failed
+	// appends the same findings again (the pipelines keep them pending).
+	if len(kept) > 0 {
+		if err := f.next.Append(ctx, kept); err != nil {
+			return err
+		}
 	}
-	return f.next.Append(ctx, kept)
+	f.suppressed.Add(n)
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/plugins/sdk"
 )
 
 // Directory layout under the state directory:
@@ -265,7 +266,7 @@ func familyFloor(dir, featureSet string) (uint64, string, error) {
 		}
 		slot := n[len(prefix):]
 		fset := slotFeatureSet(slot)
-		if slot == own || !sameFeatureName(fset, featureSet) {
+		if slot == own || sdk.FeatureFamily(fset) != sdk.FeatureFamily(featureSet) {
 			continue
 		}
 		var v uint64
@@ -297,7 +298,7 @@ func familyActive(dir, featureSet string) (Active, bool) {
 	found := false
 	for _, e := range ents {
 		slot, ok := strings.CutPrefix(e.Name(), activePrefix)
-		if !ok || slot == own || !sameFeatureName(slotFeatureSet(slot), featureSet) {
+		if !ok || slot == own || sdk.FeatureFamily(slotFeatureSet(slot)) != sdk.FeatureFamily(featureSet) {
 			continue
 		}
 		if a, ok := loadActive(dir, e.Name()); ok && (!found || a.Manifest.Version > best.Manifest.Version) {
@@ -305,14 +306,6 @@ func familyActive(dir, featureSet string) (Active, bool) {
 		}
 	}
 	return best, found
-}
-
-// sameFeatureName reports whether two feature sets are versions of the same name ("nethost/v6"
-// and "nethost/v7").
-func sameFeatureName(a, b string) bool {
-	na, _, okA := strings.Cut(a, "/")
-	nb, _, okB := strings.Cut(b, "/")
-	return okA && okB && na == nb
 }
 
 // retireFamily removes the active and previous pointers of the other versions of featureSet's
@@ -333,7 +326,7 @@ func retireFamily(dir, featureSet string) error {
 				continue
 			}
 		}
-		if slot == own || !sameFeatureName(slotFeatureSet(slot), featureSet) {
+		if slot == own || sdk.FeatureFamily(slotFeatureSet(slot)) != sdk.FeatureFamily(featureSet) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -385,7 +385,7 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	// newest of them.
 	var famBase Active
 	for _, fs := range info.FeatureSets {
-		if fs == m.FeatureSet || !sameFeatureName(fs, m.FeatureSet) {
+		if fs == m.FeatureSet || sdk.FeatureFamily(fs) != sdk.FeatureFamily(m.FeatureSet) {
 			continue
 		}
 		if b, ok := u.baseline(m.Detector, fs); ok && b.Manifest.Version > famBase.Manifest.Version {

@@ -92,8 +92,7 @@ type Pipeline struct {
 	sources []capture.Source
 	done    capture.Stats // stats of closed sources
 
-	resMu     sync.Mutex
-	pending   []*wirev1.Finding
+	out       pipeline.Outbox // findings on their way to the sink
 	batchErrs atomic.Uint64
 
 	models atomic.Pointer[[]runModel] // what the plugin runs, per feature set
@@ -362,6 +361,7 @@ func addStats(a *capture.Stats, b capture.Stats) {
 // Counters implements pipeline.Counters (names as the Status message uses).
 func (p *Pipeline) Counters() map[string]uint64 {
 	st := p.Stats()
+	out := p.out.Stats()
 	c := map[string]uint64{
 		"captured":          st.Capture.Packets,
 		"decoded":           st.Capture.Decoded,
@@ -380,6 +380,10 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"batch_errors":      st.Host.BatchErrors,
 		"shadow_dropped":    p.shadowDropped.Load(),
 		"shadow_anomalies":  p.shadowAnomalies.Load(),
+		// the spool could not take them: failed appends, and findings
+		// dropped from the full outbox
+		"netflow_append_errors": out.AppendErrors,
+		"netflow_findings_lost": out.Lost,
 	}
 	maps.Copy(c, p.cal.Counters())
 	return c
@@ -482,12 +486,10 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 		case <-tick.C:
 			p.flushShadow()
 			p.queue(p.agg.Tick(p.lastTs.Load() - int64(2*time.Second)))
-			if err := p.drain(ctx, sink); err != nil {
-				if ctx.Err() == nil { // else the shutdown: the last drain appends them
-					runErr = err
-				}
-				finished = true
-			}
+			// A spool that cannot be written (a full or failing disk) may
+			// heal: detection goes on, the findings stay (bounded,
+			// counted) and the next tick retries.
+			_ = p.drain(ctx, sink)
 		}
 	}
 	cancel()
@@ -557,33 +559,21 @@ func (p *Pipeline) onResult(br sdk.BatchResult) {
 	}
 }
 
-func (p *Pipeline) queue(fs []*wirev1.Finding) {
-	if len(fs) == 0 {
-		return
-	}
-	p.resMu.Lock()
-	p.pending = append(p.pending, fs...)
-	p.resMu.Unlock()
-}
+func (p *Pipeline) queue(fs []*wirev1.Finding) { p.out.Add(fs) }
 
+// drain appends the pending findings to sink. A failed append keeps them
+// (bounded, counted: pipeline.Outbox) for the next drain; the first failure
+// of a run of them is logged, and the end of the run.
 func (p *Pipeline) drain(ctx context.Context, sink pipeline.Sink) error {
-	p.resMu.Lock()
-	fs := p.pending
-	p.pending = nil
-	p.resMu.Unlock()
-	if len(fs) == 0 {
-		return nil
+	turn, err := p.out.Drain(ctx, sink)
+	switch st := p.out.Stats(); turn {
+	case pipeline.Failed:
+		p.log.Error("cannot append findings to the spool; keeping them and retrying", "err", err,
+			"pending", st.Pending, "lost", st.Lost)
+	case pipeline.Recovered:
+		p.log.Info("findings reach the spool again", "append_errors", st.AppendErrors, "lost", st.Lost)
 	}
-	if err := sink.Append(ctx, fs); err != nil {
-		// Keep them for the next drain (Run's last one has a context of
-		// its own): a tick that raced the shutdown appends with a
-		// cancelled context, which the spool refuses.
-		p.resMu.Lock()
-		p.pending = append(fs, p.pending...)
-		p.resMu.Unlock()
-		return fmt.Errorf("append %d findings: %w", len(fs), err)
-	}
-	return nil
+	return err
 }
 
 func (p *Pipeline) addSource(s capture.Source) {

@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -201,6 +200,7 @@ func (p *Pipeline) Stats() Stats {
 // Counters implements pipeline.Counters.
 func (p *Pipeline) Counters() map[string]uint64 {
 	st := p.Stats()
+	out := p.eng.out.Stats()
 	c := map[string]uint64{
 		"file_events":            st.Events,
 		"file_events_scored":     st.Scored,
@@ -222,6 +222,10 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		"watch_roots_lost":       st.Watch.RootsLost,
 		"file_shadow_dropped":    st.ShadowDropped,
 		"file_shadow_anomalies":  st.ShadowAnomalies,
+		// the spool could not take them: failed appends, and findings
+		// dropped from the full outbox
+		"file_append_errors": out.AppendErrors,
+		"file_findings_lost": out.Lost,
 	}
 	maps.Copy(c, p.eng.cal.Counters())
 	return c
@@ -282,7 +286,7 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 	p.eng.queue(p.agg.Flush())
-	if err := p.eng.drain(sctx, sink); err != nil && runErr == nil {
+	if err := p.eng.drain(sctx, sink, p.log); err != nil && runErr == nil {
 		runErr = err
 	}
 	st := p.Stats()
@@ -401,12 +405,10 @@ loop:
 			flush(ctx)
 		case <-tick.C:
 			p.eng.queue(p.agg.Tick(p.eng.lastTs.Load() - int64(5*time.Second)))
-			if err := p.eng.drain(ctx, sink); err != nil {
-				if ctx.Err() == nil { // else the shutdown: the last drain appends them
-					runErr = err
-				}
-				wcancel()
-			}
+			// A spool that cannot be written (a full or failing disk) may
+			// heal: detection goes on, the findings stay (bounded,
+			// counted) and the next tick retries.
+			_ = p.eng.drain(ctx, sink, p.log)
 		case <-retry.C:
 			if partial && len(p.existingRoots()) > len(w.Roots()) {
 				p.log.Warn("a lost watch root is back: watching it again")
@@ -450,8 +452,7 @@ type engine struct {
 	shadow                         atomic.Pointer[shadowRun]
 	shadowDropped, shadowAnomalies atomic.Uint64
 
-	mu      sync.Mutex
-	pending []*wirev1.Finding
+	out pipeline.Outbox // findings on their way to the sink
 }
 
 func (e *engine) pid() int {
@@ -643,33 +644,21 @@ func (e *engine) score(ctx context.Context, evs []event.File) {
 	}
 }
 
-func (e *engine) queue(fs []*wirev1.Finding) {
-	if len(fs) == 0 {
-		return
-	}
-	e.mu.Lock()
-	e.pending = append(e.pending, fs...)
-	e.mu.Unlock()
-}
+func (e *engine) queue(fs []*wirev1.Finding) { e.out.Add(fs) }
 
-func (e *engine) drain(ctx context.Context, sink pipeline.Sink) error {
-	e.mu.Lock()
-	fs := e.pending
-	e.pending = nil
-	e.mu.Unlock()
-	if len(fs) == 0 {
-		return nil
+// drain appends the pending findings to sink. A failed append keeps them
+// (bounded, counted: pipeline.Outbox) for the next drain; the first failure
+// of a run of them is logged, and the end of the run.
+func (e *engine) drain(ctx context.Context, sink pipeline.Sink, log *slog.Logger) error {
+	turn, err := e.out.Drain(ctx, sink)
+	switch st := e.out.Stats(); turn {
+	case pipeline.Failed:
+		log.Error("cannot append file findings to the spool; keeping them and retrying", "err", err,
+			"pending", st.Pending, "lost", st.Lost)
+	case pipeline.Recovered:
+		log.Info("file findings reach the spool again", "append_errors", st.AppendErrors, "lost", st.Lost)
 	}
-	if err := sink.Append(ctx, fs); err != nil {
-		// Kept for the next drain (Run's last one has a context of its
-		// own): a tick racing the shutdown appends with a cancelled
-		// context, which the spool refuses.
-		e.mu.Lock()
-		e.pending = append(fs, e.pending...)
-		e.mu.Unlock()
-		return fmt.Errorf("append %d findings: %w", len(fs), err)
-	}
-	return nil
+	return err
 }
 
 // stageBundle copies a bundle into a new world-readable directory.

@@ -37,11 +37,11 @@ func TestDrainKeepsFindingsTheSinkRefused(t *testing.T) {
 	})
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := e.drain(cancelled, sink); !errors.Is(err, context.Canceled) {
+	if err := e.drain(cancelled, sink, slog.New(slog.DiscardHandler)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("drain into a refusing sink: %v", err)
 	}
 	e.queue([]*wirev1.Finding{{Count: 3}})
-	if err := e.drain(context.Background(), sink); err != nil {
+	if err := e.drain(context.Background(), sink, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 3 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -178,6 +179,7 @@ func startOffline(ctx context.Context, cfg ScanConfig) (*engine, func(), error) 
 		Host: cfg.Host, Logger: cfg.Logger, Aggregate: acfg}
 	c.defaults()
 	eng := &engine{cfg: &c, agg: NewAggregator(acfg)}
+	eng.out.Max = math.MaxInt // an offline scan returns every finding
 	stop, err := eng.start(ctx, c.Logger)
 	if err != nil {
 		return nil, nil, fmt.Errorf("scan: %w", err)
@@ -188,11 +190,7 @@ func startOffline(ctx context.Context, cfg ScanConfig) (*engine, func(), error) 
 // finishOffline flushes the aggregator and returns every finding.
 func (e *engine) finishOffline() ([]*wirev1.Finding, Stats) {
 	e.queue(e.agg.Flush())
-	e.mu.Lock()
-	fs := e.pending
-	e.pending = nil
-	e.mu.Unlock()
-	return fs, e.stats()
+	return e.out.Take(), e.stats()
 }
 
 // TraceResult is what ScanTrace found.

@@ -98,10 +98,18 @@ type rawModelStatus struct {
 	Reason     string `json:"reason"`
 }
 
-// Counters whose growth means the sensor is losing data.
-// uplink_findings_refused counts findings dropped after the server refused
-// each alone (agent/uplink): lost findings, as a spool drop is.
-var lossCounters = []string{"kernel_drops", "events_lost", "plugin_restarts", "decode_errors", "findings_dropped",
+// Counters whose growth means the sensor is losing data (agent/detect,
+// agent/filedetect and agent/uplink name them):
+//   - packets: kernel_drops, events_lost, plugin_restarts, decode_errors;
+//   - file events: file_events_lost, file_plugin_restarts, watch_dropped,
+//     watch_overflows (the kernel's queue overflowed: events lost, a rescan
+//     follows);
+//   - findings: *_append_errors (the spool could not be written, the
+//     findings wait in memory), *_findings_lost (and dropped from there),
+//     uplink_findings_refused (dropped after the server refused each alone).
+var lossCounters = []string{"kernel_drops", "events_lost", "plugin_restarts", "decode_errors",
+	"file_events_lost", "file_plugin_restarts", "watch_dropped", "watch_overflows",
+	"netflow_append_errors", "netflow_findings_lost", "file_append_errors", "file_findings_lost",
 	"uplink_findings_refused"}
 
 // agentHealth judges an agent from what it last reported.

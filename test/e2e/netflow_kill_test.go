@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"syscall"
@@ -117,4 +118,102 @@ type testLogWriter struct{ t *testing.T }
 func (w testLogWriter) Write(b []byte) (int, error) {
 	w.t.Log(string(b))
 	return len(b), nil
+}
+
+// failingSink refuses every append, as a spool on a full disk does, until
+// healed; then it collects.
+type failingSink struct {
+	findingsSink
+	mu      sync.Mutex
+	failing bool
+	refused int
+}
+
+func (s *failingSink) Append(ctx context.Context, fs []*wirev1.Finding) error {
+	s.mu.Lock()
+	if s.failing {
+		s.refused++
+		s.mu.Unlock()
+		return fmt.Errorf("append to spool: write: %w", syscall.ENOSPC)
+	}
+	s.mu.Unlock()
+	return s.findingsSink.Append(ctx, fs)
+}
+
+func (s *failingSink) heal() {
+	s.mu.Lock()
+	s.failing = false
+	s.mu.Unlock()
+}
+
+// TestNetflowSpoolFailureKeepsFindings: a spool that cannot be written (a
+// full disk) stopped the packet pipeline at its first failed append, and the
+// agent with it: the findings in memory were lost, and detection stopped
+// until someone restarted the agent (where systemd restarted it, the loop
+// went on). Now the pipeline keeps detecting, keeps the findings (bounded,
+// counted) and appends them once the spool takes them again.
+func TestNetflowSpoolFailureKeepsFindings(t *testing.T) {
+	in := netflowInstall(t)
+	dir := t.TempDir()
+	pcap, info := writeTrafficgen(t, dir, "scan.pcap", trafficgen.Config{Seed: 7, Sessions: 3000, Duration: 2 * time.Minute, Scan: true, ScanAt: 30 * time.Second})
+	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := detect.Config{
+		Plugin: in.Plugin, Bundles: in.Bundles, ORTLib: in.ORT, StageBundles: true,
+		Pcaps: []string{pcap}, Follow: true, Logger: log,
+	}
+	cfg.Host.DownWait = time.Minute
+	p, err := detect.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sink := &failingSink{failing: true}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, sink) }()
+
+	deadline := time.Now().Add(2 * time.Minute)
+	for c := p.Counters(); c["captured"] < uint64(info.Packets) || c["netflow_findings"] == 0 || c["netflow_append_errors"] < 3; c = p.Counters() {
+		select {
+		case err := <-done:
+			t.Fatalf("the pipeline ended while the spool failed: %v (counters %v)", err, c)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for the capture, a finding and failed appends: counters %v", c)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(sink.snapshot()); n != 0 {
+		t.Fatalf("%d findings reached a failing sink", n)
+	}
+	sink.heal()
+	for len(sink.snapshot()) == 0 {
+		select {
+		case err := <-done:
+			t.Fatalf("the pipeline ended: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the kept findings never reached the healed sink: counters %v", p.Counters())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("pipeline: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("pipeline did not stop")
+	}
+	c := p.Counters()
+	if c["netflow_findings_lost"] != 0 {
+		t.Errorf("findings lost: %v", c)
+	}
+	if got, want := uint64(len(sink.snapshot())), c["netflow_findings"]; got != want {
+		t.Errorf("%d findings appended, the pipeline made %d", got, want)
+	}
+	t.Logf("%d findings kept through %d refused appends; counters %v", len(sink.snapshot()), sink.refused, c)
 }

@@ -32,6 +32,7 @@ func newScriptHarness(t *testing.T) *scriptHarness {
 	for name, body := range map[string]string{
 		"getent": "exit 0", "addgroup": "exit 0", "adduser": "exit 0", "groupadd": "exit 0", "useradd": "exit 0",
 		"install": "exit 0", "sysctl": "exit 0", "vigil-agent": "exit 0", "sha256sum": "exit 0",
+		"vigil-server": "exit 0", "vigilctl": "exit 0",
 		"ischroot":           "exit 1",
 		"id":                 "echo 0",
 		"dpkg-query":         "exit 1",
@@ -44,6 +45,7 @@ func newScriptHarness(t *testing.T) *scriptHarness {
 esac`,
 		"systemctl": `case "$*" in
   enable*) : >` + enabled + ` ;;
+  "--quiet is-active"*) [ -e ` + filepath.Join(dir, "active") + ` ] ;;
   "is-enabled --quiet"*) [ -e ` + enabled + ` ] ;;
 esac`,
 	} {

@@ -60,7 +60,8 @@ type Options struct {
 	// into enroll commands.
 	CAPin string
 	// EnrollServer is the agents' QUIC address (HOST:PORT) put into enroll
-	// commands. Empty: the API request's host name with port 4433.
+	// commands. ":PORT": the API request's host name with PORT. Empty: the
+	// API request's host name with port 4433.
 	EnrollServer string
 	// Registry is served on /metrics (admin token required). Nil: no /metrics.
 	Registry prometheus.Gatherer
@@ -280,9 +281,15 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request, p *principa
 }
 
 // enrollServer is the HOST:PORT agents enroll against.
+// EnrollServer ":PORT" (no host) takes the request's host name with PORT.
 func (s *server) enrollServer(r *http.Request) string {
+	port := "4433"
 	if s.opts.EnrollServer != "" {
-		return s.opts.EnrollServer
+		h, p, err := net.SplitHostPort(s.opts.EnrollServer)
+		if err != nil || h != "" || p == "" {
+			return s.opts.EnrollServer
+		}
+		port = p
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -291,7 +298,7 @@ func (s *server) enrollServer(r *http.Request) string {
 	if host == "" {
 		host = "localhost"
 	}
-	return net.JoinHostPort(host, "4433")
+	return net.JoinHostPort(host, port)
 }
 
 func (s *server) listTokens(w http.ResponseWriter, r *http.Request, p *principal) error {

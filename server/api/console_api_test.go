@@ -223,6 +223,10 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 		t.Fatalf("openapi version %q", doc.OpenAPI)
 	}
 	registered := map[string]bool{}
+	for _, r := range registryRoutes { // mounted in front of the API by server/registry
+		method, path, _ := strings.Cut(r, " ")
+		registered[strings.ToLower(method)+" "+path] = true
+	}
 	for _, r := range s.routes {
 		method, path, _ := strings.Cut(r, " ")
 		key := strings.ToLower(method) + " " + path

@@ -162,6 +162,9 @@ func NewRoot(app *App) *cobra.Command {
 	pf.StringVar(&app.Server, "server", envOr(getenv, "VIGIL_SERVER", "https://127.0.0.1:8443"), "API base URL (env VIGIL_SERVER)")
 	pf.StringVar(&app.Token, "token", getenv("VIGIL_TOKEN"), "API bearer token, or @FILE to read it from a file (env VIGIL_TOKEN)")
 	pf.StringVar(&app.CAFile, "ca", getenv("VIGIL_CA"), "PEM file of the deployment root CA (ca.pem), the only trusted root (env VIGIL_CA)")
+	// The token is a bearer secret: help output must not show the value
+	// taken from VIGIL_TOKEN as the flag's default.
+	pf.Lookup("token").DefValue = ""
 
 	groupsMu.Lock()
 	gs := append([]group(nil), groups...)

@@ -130,17 +130,36 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			cfg.Logger = log
+			if cfg.PublicQUICAddr == "" {
+				cfg.PublicQUICAddr = quicPortOnly(cfg.QUICAddr)
+			}
 			if err := app.Run(cmd.Context(), cfg); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}
 			return nil
 		},
 	}
-	c.Flags().StringVar(&cfg.DataDir, "data", "", "data directory made by `vigil-server init`")
+	c.Flags().StringVar(&cfg.DataDir, "data", "", "data directory made by vigil-server init")
 	c.Flags().StringVar(&cfg.QUICAddr, "quic", app.DefaultQUICAddr, "UDP address of the QUIC endpoint for agents")
 	c.Flags().StringVar(&cfg.APIAddr, "api", app.DefaultAPIAddr, "TCP address of the HTTPS API")
 	c.Flags().StringVar(&cfg.ConfigFile, "config", "", "server config file (YAML): SIEM forwarders (syslog, webhook)")
-	c.Flags().StringVar(&cfg.PublicQUICAddr, "public-quic", "", "HOST:PORT agents use to reach the QUIC endpoint, for printed enroll commands (default: the --quic address when it names a host)")
+	c.Flags().StringVar(&cfg.PublicQUICAddr, "public-quic", "", "HOST:PORT agents use to reach the QUIC endpoint, for printed enroll commands (default: the --quic address when it names a host, else the API request's host name with the --quic port)")
 	_ = c.MarkFlagRequired("data")
 	return c
+}
+
+// quicPortOnly is the enroll address of a QUIC endpoint bound to all
+// addresses (":5555", "0.0.0.0:5555", "[::]:5555"): ":PORT", which the API
+// completes with the request's host name. "" (the API's default, the
+// request's host name with port 4433) for an address naming a host, which
+// the server prints as it is, or a port chosen by the system (":0").
+func quicPortOnly(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" || port == "0" {
+		return ""
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return ""
+	}
+	return ":" + port
 }

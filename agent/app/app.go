@@ -116,7 +116,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 	sources := append([]pipeline.Source(nil), opts.Sources...)
 	env := pipeline.Env{Log: log, StateDir: cfg.StateDir, Interfaces: cfg.Capture.Interfaces, Pcaps: cfg.Capture.Pcaps, Watch: cfg.Watch,
 		PluginDirs: cfg.PluginDirs, ModelDirs: cfg.ModelDirs,
-		Calibrate: cfg.Calibration.Grace.D(), CalibrateQuantile: cfg.Calibration.Quantile}
+		Calibrate: cfg.Calibration.Grace.D(), CalibrateQuantile: cfg.Calibration.Quantile,
+		BeaconIntervals: cfg.Capture.BeaconIntervals}
 	factoriesMu.Lock()
 	fs := append([]namedFactory(nil), factories...)
 	factoriesMu.Unlock()

@@ -49,6 +49,11 @@ func newPacketSources(env pipeline.Env) ([]pipeline.Source, error) {
 		env.Log.Info("netflow model", "name", b.Name, "version", b.Version, "feature_set", b.FeatureSet, "path", b.Path)
 	}
 	args := calibrationArgs(env, "netflow")
+	if env.BeaconIntervals != 0 {
+		// Only when set: the arguments are also the key of the saved
+		// calibrations, which a default configuration keeps.
+		args = append(args, "-beacon-intervals", strconv.Itoa(env.BeaconIntervals))
+	}
 	p, err := detect.New(detect.Config{
 		Plugin: inst.Plugin, Bundles: inst.Bundles, ORTLib: inst.ORTLib, PluginArgs: args,
 		CalibrationFile: filepath.Join(env.StateDir, CalibrationFilePrefix+"netflow"),

@@ -84,7 +84,20 @@ type Log struct {
 type Capture struct {
 	Interfaces []string `json:"interfaces,omitempty" yaml:"interfaces,omitempty"`
 	Pcaps      []string `json:"pcaps,omitempty" yaml:"pcaps,omitempty"`
+	// BeaconIntervals tunes the netflow plugin's beacon rule (periodic
+	// connections to one address and port, plugins/netflow beacon.go): the
+	// regular intervals it needs before it flags a connection, between
+	// MinBeaconIntervals and MaxBeaconIntervals; 0: the plugin's default
+	// (20); -1: no beacon rule.
+	BeaconIntervals int `json:"beacon_intervals,omitempty" yaml:"beacon_intervals,omitempty"`
 }
+
+// The range of capture.beacon_intervals (the plugin keeps 32 connection
+// starts per pair: 31 intervals).
+const (
+	MinBeaconIntervals = 5
+	MaxBeaconIntervals = 31
+)
 
 // Calibration configures per-sensor calibration of the detectors (packets
 // and file activity alike).
@@ -325,6 +338,9 @@ func (c *Config) Validate() error {
 				seen[k] = true
 			}
 		}
+	}
+	if b := c.Capture.BeaconIntervals; b != 0 && b != -1 && (b < MinBeaconIntervals || b > MaxBeaconIntervals) {
+		errs = append(errs, fmt.Errorf("capture.beacon_intervals %d: 0 (default), -1 (off), or %d to %d", b, MinBeaconIntervals, MaxBeaconIntervals))
 	}
 	if d := c.Calibration.Grace.D(); d < 0 || d > MaxCalibrate {
 		errs = append(errs, fmt.Errorf("calibration.grace %s: between 0 and %s", d, MaxCalibrate))

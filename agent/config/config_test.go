@@ -118,6 +118,12 @@ func TestValidate(t *testing.T) {
 		{"calibrate quantile 1", func(c *Config) { c.Calibration.Quantile = 1 }, "calibration.quantile"},
 		{"calibrate quantile low", func(c *Config) { c.Calibration.Quantile = 0.2 }, "calibration.quantile"},
 		{"calibrate quantile NaN", func(c *Config) { c.Calibration.Quantile = math.NaN() }, "calibration.quantile"},
+		{"beacon off", func(c *Config) { c.Capture.BeaconIntervals = -1 }, ""},
+		{"beacon 5", func(c *Config) { c.Capture.BeaconIntervals = 5 }, ""},
+		{"beacon 31", func(c *Config) { c.Capture.BeaconIntervals = 31 }, ""},
+		{"beacon 4", func(c *Config) { c.Capture.BeaconIntervals = 4 }, "capture.beacon_intervals"},
+		{"beacon 32", func(c *Config) { c.Capture.BeaconIntervals = 32 }, "capture.beacon_intervals"},
+		{"beacon -2", func(c *Config) { c.Capture.BeaconIntervals = -2 }, "capture.beacon_intervals"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"math"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,11 @@ const (
 	ctxModel        = "model"
 	ctxModelVersion = "model_version"
 	ctxModelDigest  = "model_digest"
+	// the beacon rule's evidence (plugins/netflow beacon.go), on an anomaly
+	// led by the pseudo-feature "beacon"
+	ctxBeaconPeriodNs    = "beacon_period_ns"
+	ctxBeaconConnections = "beacon_connections"
+	ctxBeaconDst         = "beacon_dst"
 )
 
 // Severity from the ratio of the largest score to its threshold. +Inf (a
@@ -193,6 +199,13 @@ type agg struct {
 	// detector saw them; leadFirst 0: none.
 	leadFirst           int64
 	leadPkts, leadBytes uint64
+
+	// The beacon rule's evidence, from its latest anomaly in the group:
+	// the median interval, the connections seen, and where they go
+	// (address:port); beaconPeriod 0: none.
+	beaconPeriod int64
+	beaconConns  uint64
+	beaconDst    string
 }
 
 // streak is a source's run of consecutive qualifying windows
@@ -334,6 +347,17 @@ func (a *Aggregator) Add(an *sdk.Anomaly) []*wirev1.Finding {
 		// it would stay maxRatio (nothing compares greater) and make the
 		// finding low, whatever followed.
 		ratio = math.Inf(1)
+	}
+	if len(an.TopFeatures) > 0 && an.TopFeatures[0].Name == beaconFeature {
+		if p, err := strconv.ParseInt(c[ctxBeaconPeriodNs], 10, 64); err == nil && p > 0 {
+			n, _ := strconv.ParseUint(c[ctxBeaconConnections], 10, 32)
+			if n >= g.beaconConns {
+				g.beaconPeriod, g.beaconConns, g.beaconDst = p, n, ""
+				if ap, err := netip.ParseAddrPort(c[ctxBeaconDst]); err == nil {
+					g.beaconDst = ap.String() // the plugin's text, checked
+				}
+			}
+		}
 	}
 	if ratio > g.maxRatio || g.model == nil {
 		g.maxRatio, g.maxScore, g.maxThr = ratio, float64(an.Score), thr
@@ -751,6 +775,7 @@ func round(v float64) float64 {
 // decoder's content hints (nethost/v3 to v7): what the payload showed says
 // more than the packets' shape.
 var contentKinds = map[string]string{
+	beaconFeature:         "Periodic connections (C2-like beacon)",
 	"host_cmd_shell":      "Command shell served",
 	"host_cookie_reuse":   "Hijacked web session (another client's session cookie)",
 	"host_hex_data":       "Hex-encoded data (C2-like)",
@@ -758,6 +783,12 @@ var contentKinds = map[string]string{
 	"host_http_injection": "Web attack (SQL injection or XSS)",
 	"host_http_traversal": "Web attack (path traversal)",
 }
+
+// beaconFeature is the pseudo-feature that leads the netflow plugin's
+// beacon anomalies (plugins/netflow beacon.go): not a model's outlier but a
+// rule's, new connections to one address and port at a regular interval,
+// and like a content hint one such packet is worth a finding.
+const beaconFeature = "beacon"
 
 // summary is a one-line human description of an open finding; persist is
 // AggregatorConfig.PersistWindows.
@@ -810,6 +841,13 @@ func summary(g *agg, persist int) string {
 		src, hosts, plural(len(g.hosts), "host", "hosts"))
 	if g.nports > 0 {
 		s += fmt.Sprintf(", %d %s", g.nports, plural(g.nports, "port", "ports"))
+	}
+	if lead == beaconFeature && g.beaconPeriod > 0 {
+		to := ""
+		if g.beaconDst != "" {
+			to = " to " + g.beaconDst
+		}
+		s += fmt.Sprintf("; a new connection%s every %s (%d so far)", to, leadSpan(g.beaconPeriod), g.beaconConns)
 	}
 	if g.persistent(persist) {
 		s += fmt.Sprintf("; persistent: anomalous in %d windows in a row for %s", g.run,

@@ -52,6 +52,9 @@ type Env struct {
 	// detectors (calibration.grace and .quantile; 0: none).
 	Calibrate         time.Duration
 	CalibrateQuantile float64
+	// BeaconIntervals is capture.beacon_intervals (0: the netflow plugin's
+	// default; -1: no beacon rule).
+	BeaconIntervals int
 }
 
 // Factory builds the sources a pipeline package contributes for this run

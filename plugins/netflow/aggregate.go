@@ -81,7 +81,12 @@ type aggBuild struct {
 	first, max int     // packet index (in the chunk) of the first and the largest
 	maxSlot    int     // feature-set slot of the largest
 	maxRatio   float64 // as the agent computes it: float64(score)/float64(threshold)
-	agg        sdk.Aggregate
+	// beaconAt is the packet whose beacon evidence the anomaly carries when
+	// the beacon rule leads it: of the record's beacon-flagged packets, the
+	// one with the most connections, the later of equals, as the agent
+	// picks among single anomalies (-1: none).
+	beaconAt int
+	agg      sdk.Aggregate
 }
 
 func newAggState() *aggState {
@@ -153,7 +158,7 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 			if !ok || newWindow {
 				r = int32(len(st.build))
 				st.recs[k] = r
-				st.build = append(st.build, aggBuild{first: i, max: i, maxSlot: s, maxRatio: agentRatio(d.rawScore(s, i), loaded[s].thr)})
+				st.build = append(st.build, aggBuild{first: i, max: i, maxSlot: s, maxRatio: d.rowRatio(s, i, loaded), beaconAt: -1})
 				g := &st.build[r].agg
 				g.FirstNs, g.LastNs = ts, ts
 				if newWindow && le != nil {
@@ -211,7 +216,10 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 			lastDst = ak.addr
 		}
 		lastDstOK = dstOK
-		if rt := agentRatio(d.rawScore(s, i), loaded[s].thr); rt > b.maxRatio {
+		if s == slotBeacon && (b.beaconAt < 0 || d.beaconHit[i].Connections >= d.beaconHit[b.beaconAt].Connections) {
+			b.beaconAt = i
+		}
+		if rt := d.rowRatio(s, i, loaded); rt > b.maxRatio {
 			b.max, b.maxSlot, b.maxRatio = i, s, rt
 		}
 		if le != nil {
@@ -221,17 +229,9 @@ func (d *Detector) aggregate(pkts []event.Packet, base int, loaded *[nslots]*mod
 	}
 	for r := range st.build {
 		b := &st.build[r]
-		m := loaded[b.maxSlot]
-		ctx := packetContext(&pkts[b.first], m, d.claim[b.first])
 		agg := b.agg
-		a := sdk.Anomaly{
-			Index:       uint64(base + b.first),
-			Score:       d.rawScore(b.maxSlot, b.max),
-			Threshold:   m.thr,
-			TopFeatures: sdk.TopContributions(d.contrib(b.maxSlot, b.max), m.names, TopK),
-			Context:     ctx,
-			Aggregate:   &agg,
-		}
+		a := d.anomalyOf(pkts, b.max, b.maxSlot, loaded, uint64(base+b.first), b.first, b.beaconAt)
+		a.Aggregate = &agg
 		res.Anomalies = append(res.Anomalies, a)
 	}
 }

@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -81,6 +82,12 @@ const (
 	ContextModelVersion = "model_version" // model version
 	ContextModelDigest  = "model_digest"  // "sha256:..." of the bundle file
 	ContextFeatureSet   = "feature_set"   // feature set of the flagging model
+	// The beacon rule's evidence (beacon.go), on an anomaly led by
+	// BeaconFeature: the median interval between the pair's connections,
+	// the connections seen, and their destination address:port.
+	ContextBeaconPeriodNs    = "beacon_period_ns"
+	ContextBeaconConnections = "beacon_connections"
+	ContextBeaconDst         = "beacon_dst"
 )
 
 // feature-set slots.
@@ -89,6 +96,10 @@ const (
 	slotNethost
 	nslots
 )
+
+// slotBeacon marks a packet the beacon rule flagged (which), in place of a
+// model's slot.
+const slotBeacon = nslots
 
 // slotSets are the feature sets each slot accepts, with their dimensions.
 var slotSets = [nslots][]struct {
@@ -157,6 +168,10 @@ type Options struct {
 	// DefaultLeadIn, 10 s; at most sdk.MaxLeadIn). Negative: no lead-in.
 	// Only with aggregation.
 	LeadIn time.Duration
+	// BeaconIntervals is the beacon rule's number of regular intervals
+	// between a pair's connections before it flags one (beacon.go; 0:
+	// DefaultBeaconIntervals, at most 31). Negative: no beacon rule.
+	BeaconIntervals int
 }
 
 // model is one loaded bundle.
@@ -210,6 +225,13 @@ type Detector struct {
 	// a negative Options.LeadIn.
 	lead          *leadTable
 	leadEvictions atomic.Uint64
+
+	// the beacon rule (beacon.go); nil with a negative
+	// Options.BeaconIntervals. beaconHit holds, per packet of the current
+	// chunk whose which is slotBeacon, what the rule saw.
+	beacon    *beaconTable
+	beaconHit []Beacon
+	beacons   atomic.Uint64 // connection starts the rule flagged
 
 	// per-sensor calibration: calDone is false during the sensor's initial
 	// grace period (no anomalies); cal[s] samples the observing model of
@@ -275,6 +297,14 @@ func New(log *slog.Logger, opts Options) *Detector {
 		if opts.LeadIn > 0 {
 			d.lead = newLeadTable(d.seeds[0]^0x6c656164, int64(opts.LeadIn))
 		}
+	}
+	if opts.BeaconIntervals >= 0 {
+		if opts.BeaconIntervals == 0 {
+			opts.BeaconIntervals = DefaultBeaconIntervals
+		}
+		d.opts.BeaconIntervals = opts.BeaconIntervals
+		d.beacon = newBeaconTable(d.seeds[1]^0x626561636f6e, opts.BeaconIntervals)
+		d.beaconHit = make([]Beacon, opts.MaxBatch)
 	}
 	if opts.Calibrate <= 0 || len(opts.Calibrated) > 0 {
 		d.calDone.Store(true)
@@ -495,6 +525,9 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result, le
 			}
 		}
 	}
+	if d.beacon != nil && learn {
+		d.flagBeacons(pkts, &loaded, calibrating)
+	}
 	res.Scores = append(res.Scores, ratio...)
 	if calibrating {
 		// No anomalies yet, but the lead-in of the first ones after the
@@ -515,16 +548,76 @@ func (d *Detector) scoreChunk(pkts []event.Packet, base int, res *sdk.Result, le
 			continue
 		}
 		s := int(which[i])
-		m := loaded[s]
-		res.Anomalies = append(res.Anomalies, sdk.Anomaly{
-			Index:       uint64(base + i),
-			Score:       d.rawScore(s, i),
-			Threshold:   m.thr,
-			TopFeatures: sdk.TopContributions(d.contrib(s, i), m.names, TopK),
-			Context:     packetContext(&pkts[i], m, d.claim[i]),
-		})
+		res.Anomalies = append(res.Anomalies, d.anomalyOf(pkts, i, s, &loaded, uint64(base+i), i, i))
 	}
 	return nil
+}
+
+// anomalyOf is the anomaly of packet i of the chunk as slot s (a model's,
+// or slotBeacon) judged it, with its context from packet ctxAt and, when
+// the beacon rule judged it, the rule's evidence from packet beaconAt.
+func (d *Detector) anomalyOf(pkts []event.Packet, i, s int, loaded *[nslots]*model, index uint64, ctxAt, beaconAt int) sdk.Anomaly {
+	if s == slotBeacon {
+		b := d.beaconHit[beaconAt]
+		ctx := packetContext(&pkts[ctxAt], anyModel(loaded), d.claim[ctxAt])
+		p := &pkts[beaconAt]
+		ctx[ContextBeaconPeriodNs] = strconv.FormatInt(b.PeriodNs, 10)
+		ctx[ContextBeaconConnections] = strconv.FormatUint(uint64(b.Connections), 10)
+		ctx[ContextBeaconDst] = netip.AddrPortFrom(p.DstAddr(), p.DstPort).String()
+		return sdk.Anomaly{Index: index, Score: BeaconRatio, Threshold: 1,
+			TopFeatures: []sdk.Contribution{{Name: BeaconFeature, Contribution: 1}}, Context: ctx}
+	}
+	m := loaded[s]
+	return sdk.Anomaly{
+		Index:       index,
+		Score:       d.rawScore(s, i),
+		Threshold:   m.thr,
+		TopFeatures: sdk.TopContributions(d.contrib(s, i), m.names, TopK),
+		Context:     packetContext(&pkts[ctxAt], m, d.claim[ctxAt]),
+	}
+}
+
+// flagBeacons runs the beacon rule over the chunk (beacon.go): a connection
+// start that completes a beacon is flagged at BeaconRatio, as slotBeacon,
+// unless a model flags it higher. While the sensor calibrates the rule
+// watches but flags nothing.
+func (d *Detector) flagBeacons(pkts []event.Packet, loaded *[nslots]*model, calibrating bool) {
+	if anyModel(loaded) == nil {
+		return
+	}
+	for i := range pkts {
+		b, ok := d.beacon.observe(&pkts[i])
+		if !ok || calibrating {
+			continue
+		}
+		d.beacons.Add(1)
+		if d.which[i] < 0 || d.ratio[i] < BeaconRatio {
+			d.ratio[i], d.which[i], d.beaconHit[i] = BeaconRatio, slotBeacon, b
+		}
+	}
+}
+
+// anyModel returns a loaded model (nethost's first) for the model keys of
+// a beacon anomaly's context, nil if none is loaded.
+func anyModel(loaded *[nslots]*model) *model {
+	if m := loaded[slotNethost]; m != nil {
+		return m
+	}
+	for _, m := range loaded {
+		if m != nil {
+			return m
+		}
+	}
+	return nil
+}
+
+// rowRatio is the agent's comparison key (agentRatio) of packet i as slot
+// s judged it.
+func (d *Detector) rowRatio(s, i int, loaded *[nslots]*model) float64 {
+	if s == slotBeacon {
+		return BeaconRatio
+	}
+	return agentRatio(d.rawScore(s, i), loaded[s].thr)
 }
 
 // scoreEach computes and scores every packet's vector of slot s.
@@ -816,6 +909,9 @@ func (d *Detector) updateMem() {
 		mem += int64(len(d.lead.entries))*int64(unsafe.Sizeof(leadEntry{})) + int64(len(d.lead.tags))*int64(unsafe.Sizeof(leadTag{}))
 		d.leadEvictions.Store(d.lead.evicted)
 	}
+	if d.beacon != nil {
+		mem += int64(len(d.beacon.entries))*int64(unsafe.Sizeof(beaconEntry{})) + int64(len(d.beacon.tags))*int64(unsafe.Sizeof(beaconTag{}))
+	}
 	if mem > d.memBytes.Load()+1<<20 && mem > 4<<20 {
 		// A feature table doubled: the old slot arrays are garbage now.
 		// Return them (and other freed spans) to the OS at once rather than
@@ -846,6 +942,8 @@ func (d *Detector) Health(_ context.Context) sdk.Health {
 			// sources whose lead-in slots were replaced while still recent
 			// (lead.go): a later finding of theirs starts later than it could
 			"lead_evictions": d.leadEvictions.Load(),
+			// connection starts the beacon rule flagged (beacon.go)
+			"beacon_starts": d.beacons.Load(),
 		},
 	}
 	var loaded int

@@ -42,6 +42,7 @@ func main() {
 	noAggregate := flag.Bool("no-aggregate", false, "report every anomalous packet as its own anomaly (default: merged per source, batch and window)")
 	aggWindow := flag.Duration("aggregate-window", 0, "window of the per-source merge (0: default 30s, the agent's default aggregation window)")
 	leadIn := flag.Duration("lead-in", 0, "how far back a source's first anomaly of a window reports its earlier packets (0: default 10s, at most 5m; a negative duration such as -1s: no lead-in)")
+	beacon := flag.Int("beacon-intervals", 0, "regular intervals between a pair's connections before the beacon rule flags one (0: default 20, at most 31; negative: no beacon rule)")
 	noReuse := flag.Bool("no-score-reuse", false, "score every packet's nethost/v1 vector (default: reuse a source's last score while its vector is unchanged within 1%)")
 	flag.Parse()
 	restored, err := selfcal.ParseRestored(*calibrated)
@@ -65,7 +66,7 @@ func main() {
 		d := netflow.New(log, netflow.Options{
 			ORTLib: ortruntime.FindLibrary(*ort), Calibrate: *calibrate, CalibrateQuantile: *quantile, Calibrated: restored, MaxSockets: *maxSockets,
 			HashSeed: *hashSeed, ScoreChunk: *chunk, NoReuse: *noReuse, NoAggregate: *noAggregate, AggregateWindow: *aggWindow,
-			LeadIn: *leadIn,
+			LeadIn: *leadIn, BeaconIntervals: *beacon,
 		})
 		for _, b := range bundles {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

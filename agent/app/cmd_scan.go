@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -276,9 +275,7 @@ func newScanCommand(g *Globals) *cobra.Command {
 				rep.Findings = append(rep.Findings, NewFindingJSON(f))
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return writeJSON(g.Stdout, rep)
 			}
 			printScan(g.Stdout, pcap, rep)
 			return nil

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -27,7 +30,7 @@ func extendScanDir(cmd *cobra.Command, g *Globals) {
 	var maxEvents int
 	cmd.Flags().StringVar(&dir, "dir", "", "folder whose files to score (fileactivity detector)")
 	cmd.Flags().DurationVar(&pace, "pace", filedetect.DefaultPace, "with --dir: event-time spacing of the files (replayed as creates in modification-time order)")
-	cmd.Flags().StringVar(&trace, "trace", "", "file-event trace to replay (written by `vigil-agent record`; fileactivity detector)")
+	cmd.Flags().StringVar(&trace, "trace", "", "file-event trace to replay (written by vigil-agent record; fileactivity detector)")
 	cmd.Flags().IntVar(&maxEvents, "max-events", 5_000_000, "with --trace: events replayed at most")
 	cmd.Use = "scan (--pcap FILE | --dir DIR | --trace FILE) [--bundle FILE] [--json]"
 	cmd.Short = "Score a capture file, a folder or a file-event trace offline (no server): findings and a summary"
@@ -251,9 +254,45 @@ func offlineFindings(fs []*wirev1.Finding) []FindingJSON {
 	return out
 }
 
-// writeJSON prints v as indented JSON.
+// writeJSON prints v as indented JSON, with C1 and bidi controls in its
+// strings escaped (escapeControls).
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	_, err := w.Write(escapeControls(b.Bytes()))
+	return err
+}
+
+// escapeControls rewrites the C1 controls (U+0080..U+009F: a raw U+009B is
+// a CSI to many terminals) and bidi controls (U+202E reorders what a
+// terminal shows) of encoding/json's output as \uXXXX escapes;
+// encoding/json escapes only C0 (and U+2028, U+2029). The result is exact:
+// JSON's syntax is ASCII, so these code points occur only inside strings,
+// where the escape decodes to the same code point, and a consumer reads the
+// same data, while `vigil-agent scan --json` piped to a terminal or a
+// pager shows them as text.
+func escapeControls(js []byte) []byte {
+	if !bytes.ContainsFunc(js, jsonEscaped) {
+		return js
+	}
+	out := make([]byte, 0, len(js)+32)
+	for len(js) > 0 {
+		r, n := utf8.DecodeRune(js)
+		if jsonEscaped(r) {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, js[:n]...)
+		}
+		js = js[n:]
+	}
+	return out
+}
+
+// jsonEscaped reports whether escapeControls escapes r.
+func jsonEscaped(r rune) bool {
+	return r >= 0x80 && r <= 0x9f || unicode.Is(unicode.Bidi_Control, r)
 }

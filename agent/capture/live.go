@@ -77,6 +77,9 @@ const maxBPFInstructions = 4096
 func ParseBPF(text string) ([]bpf.RawInstruction, error) {
 	sc := bufio.NewScanner(strings.NewReader(text))
 	if !sc.Scan() {
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("parse bpf: instruction count: %w", err)
+		}
 		return nil, fmt.Errorf("parse bpf: empty program")
 	}
 	count, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
@@ -103,6 +106,11 @@ func ParseBPF(text string) ([]bpf.RawInstruction, error) {
 			return nil, fmt.Errorf("parse bpf: more than %d instructions", count)
 		}
 		prog = append(prog, bpf.RawInstruction{Op: uint16(v[0]), Jt: uint8(v[1]), Jf: uint8(v[2]), K: uint32(v[3])})
+	}
+	if err := sc.Err(); err != nil {
+		// A line longer than the scanner's buffer ended the loop: what
+		// follows it must not be ignored.
+		return nil, fmt.Errorf("parse bpf: after instruction %d: %w", len(prog), err)
 	}
 	if len(prog) != count {
 		return nil, fmt.Errorf("parse bpf: %d instructions, header says %d", len(prog), count)

@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -17,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Names of the release metadata files.
@@ -48,7 +48,7 @@ func WriteChecksums(dir string, names []string) error {
 	sort.Strings(names)
 	var b bytes.Buffer
 	for _, n := range names {
-		if n != filepath.Base(n) || strings.ContainsAny(n, "\n\\") {
+		if !validName(n) {
 			return fmt.Errorf("write checksums: bad file name %q", n)
 		}
 		sum, err := fileSHA256(filepath.Join(dir, n))
@@ -69,26 +69,67 @@ func VerifyChecksums(dir string) error {
 	if err != nil {
 		return fmt.Errorf("verify checksums: %w", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	n := 0
-	for sc.Scan() {
-		sum, name, ok := strings.Cut(sc.Text(), "  ")
-		if !ok || len(sum) != 64 || name != filepath.Base(name) {
-			return fmt.Errorf("verify checksums: malformed line %q", sc.Text())
-		}
-		got, err := fileSHA256(filepath.Join(dir, name))
+	sums, err := parseChecksums(data)
+	if err != nil {
+		return fmt.Errorf("verify checksums: %w", err)
+	}
+	for _, c := range sums {
+		got, err := fileSHA256(filepath.Join(dir, c.Name))
 		if err != nil {
 			return fmt.Errorf("verify checksums: %w", err)
 		}
-		if got != sum {
-			return fmt.Errorf("verify checksums: %s: sha256 %s, SHA256SUMS says %s", name, got, sum)
+		if got != c.SHA256 {
+			return fmt.Errorf("verify checksums: %s: sha256 %s, SHA256SUMS says %s", c.Name, got, c.SHA256)
 		}
-		n++
-	}
-	if n == 0 {
-		return errors.New("verify checksums: empty SHA256SUMS")
 	}
 	return nil
+}
+
+// checksum is one line of a SHA256SUMS file.
+type checksum struct {
+	SHA256 string // 64 lowercase hex digits
+	Name   string // a plain file name in the release folder
+}
+
+// parseChecksums parses a SHA256SUMS file as WriteChecksums writes it:
+// lines "SUM  NAME\n" (sha256sum's text mode), SUM 64 lowercase hex digits,
+// NAME a plain file name (no folder, not "." or "..", no control
+// characters or backslash), each name once, and at least one line. Every
+// line counts: any that is not such an entry (an empty line, a CRLF line
+// end, a binary-mode "SUM *NAME", a missing final newline) is an error
+// naming it, so that nothing listed goes unverified.
+func parseChecksums(data []byte) ([]checksum, error) {
+	if len(data) == 0 {
+		return nil, errors.New("empty SHA256SUMS")
+	}
+	if data[len(data)-1] != '\n' {
+		return nil, errors.New("SHA256SUMS does not end with a newline")
+	}
+	lines := strings.Split(string(data[:len(data)-1]), "\n")
+	out := make([]checksum, 0, len(lines))
+	seen := make(map[string]bool, len(lines))
+	for i, l := range lines {
+		sum, name, ok := strings.Cut(l, "  ")
+		if !ok || !validSum(sum) || !validName(name) {
+			return nil, fmt.Errorf("line %d: malformed %.100q (want 64 lowercase hex digits, two spaces, a file name)", i+1, l)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("line %d: %.100q listed twice", i+1, name)
+		}
+		seen[name] = true
+		out = append(out, checksum{SHA256: sum, Name: name})
+	}
+	return out, nil
+}
+
+func validSum(s string) bool {
+	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
+}
+
+// validName accepts what WriteChecksums writes: a plain file name.
+func validName(n string) bool {
+	return n != "" && n != "." && n != ".." && n == filepath.Base(n) && !strings.ContainsAny(n, "/\\") &&
+		!strings.ContainsFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f }) && utf8.ValidString(n)
 }
 
 func readLimited(path string, max int64) ([]byte, error) {

@@ -87,8 +87,10 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("manifest: invalid feature set %q (want name/vN)", m.FeatureSet)
 	case m.Dim <= 0 || m.Dim > MaxDim:
 		return fmt.Errorf("manifest: invalid dim %d", m.Dim)
-	case math.IsNaN(m.Threshold) || math.IsInf(m.Threshold, 0):
-		return errors.New("manifest: threshold is not finite")
+	case checkThreshold("threshold", m.Threshold, false) != nil:
+		// Zero passes here (a placeholder while a trainer checks its flags
+		// before calibrating); NewEnvelope and ParseEnvelope want > 0.
+		return fmt.Errorf("manifest: %w", checkThreshold("threshold", m.Threshold, false))
 	case m.Created.IsZero():
 		return errors.New("manifest: created missing")
 	case !m.Expires.After(m.Created):
@@ -105,12 +107,53 @@ func (m *Manifest) Validate() error {
 		if k == "" || len(k) > 64 || math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("manifest: invalid metric %q", k)
 		}
+		// A metric named as a threshold is held to the threshold's rule,
+		// in case a reader ever takes it for one.
+		if strings.Contains(k, "threshold") {
+			if err := checkThreshold("metric "+strconv.Quote(k), v, false); err != nil {
+				return fmt.Errorf("manifest: %w", err)
+			}
+		}
 	}
 	if len(m.MinAgentVersion) > 64 {
 		return errors.New("manifest: min_agent_version too long")
 	}
 	if err := CheckMinAgentVersion(m.MinAgentVersion); err != nil {
 		return fmt.Errorf("manifest: %w", err)
+	}
+	return nil
+}
+
+// ErrThreshold is wrapped by every error about a threshold that a detector
+// cannot use as it is.
+var ErrThreshold = errors.New("unusable threshold")
+
+// Threshold32 is v as the float32 the detector plugins compare their scores
+// with, or an error (wrapping ErrThreshold) when v is not a finite positive
+// number or does not survive the narrowing: below float32's smallest
+// subnormal it would become 0 (every score flagged), above its largest
+// finite value +Inf (none flagged). Plugins narrow a bundle's threshold, and
+// any threshold they receive otherwise, through it.
+func Threshold32(v float64) (float32, error) {
+	if err := checkThreshold("threshold", v, true); err != nil {
+		return 0, err
+	}
+	return float32(v), nil
+}
+
+// checkThreshold checks a threshold-like value: finite, not negative
+// (positive with positive), and one that narrows to float32 without
+// becoming 0 or infinite.
+func checkThreshold(what string, v float64, positive bool) error {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return fmt.Errorf("%w: %s %v is not finite", ErrThreshold, what, v)
+	case v < 0 || (positive && v == 0):
+		return fmt.Errorf("%w: %s %v is not positive", ErrThreshold, what, v)
+	case float32(v) == 0 && v != 0:
+		return fmt.Errorf("%w: %s %g is below float32's smallest value (it would become 0: every score flagged)", ErrThreshold, what, v)
+	case math.IsInf(float64(float32(v)), 0):
+		return fmt.Errorf("%w: %s %g is above float32's largest value (it would become +Inf: nothing flagged)", ErrThreshold, what, v)
 	}
 	return nil
 }
@@ -242,6 +285,9 @@ func NewEnvelope(model []byte, m *Manifest) (*Envelope, error) {
 	m.ModelSHA256 = SHA256Hex(model)
 	if err := m.Validate(); err != nil {
 		return nil, err
+	}
+	if _, err := Threshold32(m.Threshold); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	st := Statement{
 		Type:          StatementType,
@@ -471,7 +517,10 @@ func ParseEnvelope(data []byte) (*Envelope, *Statement, error) {
 		return nil, nil, invalid("statement predicate missing")
 	}
 	if err := st.Predicate.Validate(); err != nil {
-		return nil, nil, invalid("%v", err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if _, err := Threshold32(st.Predicate.Threshold); err != nil {
+		return nil, nil, fmt.Errorf("%w: manifest: %w", ErrInvalid, err)
 	}
 	if st.Predicate.ModelSHA256 != d["sha256"] {
 		return nil, nil, invalid("manifest model_sha256 differs from the statement's subject digest")

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -330,6 +331,100 @@ func TestMinAgentVersion(t *testing.T) {
 		m.MinAgentVersion = tc.min
 		if tooOld, known := m.AgentTooOld(tc.agent); tooOld != tc.tooOld || known != tc.known {
 			t.Errorf("min %q, agent %q: too old %v known %v, want %v %v", tc.min, tc.agent, tooOld, known, tc.tooOld, tc.known)
+		}
+	}
+}
+
+// envelopeWith is the unsigned envelope of testModel whose manifest is m
+// as given, without Validate: what a signer could sign by hand.
+func envelopeWith(t *testing.T, m *Manifest) []byte {
+	t.Helper()
+	m.ModelSHA256 = SHA256Hex(testModel)
+	st := Statement{Type: StatementType, PredicateType: PredicateType, Predicate: m,
+		Subject: []Subject{{Name: ModelFile, Digest: map[string]string{"sha256": m.ModelSHA256}}}}
+	payload, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := json.Marshal(Envelope{PayloadType: PayloadType, Payload: base64.StdEncoding.EncodeToString(payload),
+		Signatures: []Signature{{KeyID: "k", Sig: "c2ln"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// TestReadRefusesNarrowedThreshold: the plugins compare float32 scores with
+// the manifest's float64 threshold narrowed to float32. A threshold below
+// float32's smallest subnormal became 0 (every event flagged), one above its
+// largest value +Inf (none flagged); the reader refuses both, and every
+// other threshold a detector cannot use, naming the threshold.
+func TestReadRefusesNarrowedThreshold(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		thr    float64
+		metric map[string]float64
+		want   string // "" = accepted
+	}{
+		{"ordinary", 0.25, nil, ""},
+		{"smallest float32 subnormal", 1.401298464324817e-45, nil, ""},
+		{"largest float32", math.MaxFloat32, nil, ""},
+		{"underflows to 0", 1e-50, nil, "below float32's smallest value"},
+		{"smallest float64", math.SmallestNonzeroFloat64, nil, "below float32's smallest value"},
+		{"overflows to +Inf", 1e300, nil, "above float32's largest value"},
+		{"just above float32 max", 3.5e38, nil, "above float32's largest value"},
+		{"zero", 0, nil, "threshold 0 is not positive"},
+		{"negative", -0.5, nil, "threshold -0.5 is not positive"},
+		{"threshold-like metric underflows", 0.25, map[string]float64{"float_threshold": 1e-60}, `metric "float_threshold"`},
+		{"threshold-like metric overflows", 0.25, map[string]float64{"threshold_p99": 1e60}, `metric "threshold_p99"`},
+		{"other metric may be tiny", 0.25, map[string]float64{"benign_p50": 1e-60}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testManifest()
+			m.Threshold, m.Metrics = tc.thr, tc.metric
+			var tarball bytes.Buffer
+			if err := PackEnvelope(&tarball, testModel, envelopeWith(t, m), m.Created); err != nil {
+				t.Fatal(err)
+			}
+			b, err := ReadFrom(&tarball, DefaultLimits())
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("ReadFrom: %v", err)
+				}
+				if thr, err := Threshold32(b.Manifest.Threshold); err != nil || thr != float32(tc.thr) {
+					t.Fatalf("Threshold32(%g) = %g, %v", tc.thr, thr, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("read a bundle with threshold %g, metrics %v", tc.thr, tc.metric)
+			}
+			if !errors.Is(err, ErrInvalid) || !errors.Is(err, ErrThreshold) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q: want ErrInvalid and ErrThreshold, mentioning %q", err, tc.want)
+			}
+			// The writer refuses it too.
+			if err := Pack(&bytes.Buffer{}, testModel, m); err == nil {
+				t.Fatalf("packed threshold %g, metrics %v", tc.thr, tc.metric)
+			}
+		})
+	}
+}
+
+func TestThreshold32(t *testing.T) {
+	for _, tc := range []struct {
+		in float64
+		ok bool
+	}{
+		{0.5, true}, {1e-45, true}, {math.MaxFloat32, true}, {1e-46, false}, {1e39, false},
+		{0, false}, {-1, false}, {math.NaN(), false}, {math.Inf(1), false}, {math.Inf(-1), false},
+	} {
+		got, err := Threshold32(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("Threshold32(%g) = %g, %v; want ok %v", tc.in, got, err, tc.ok)
+			continue
+		}
+		if tc.ok && (got == 0 || math.IsInf(float64(got), 0)) {
+			t.Errorf("Threshold32(%g) = %g", tc.in, got)
 		}
 	}
 }

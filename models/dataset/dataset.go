@@ -139,6 +139,24 @@ type Capture struct {
 	// Reason says why reading stopped early (a decode error after some
 	// packets, or the packet bound); empty when the file was read to its end.
 	Reason string
+	// Truncated is the packet (or file-event) bound that cut the capture
+	// (--max-packets): the file holds more than the N packets read. Zero
+	// when the file was read to its end or stopped at an error (Reason).
+	// Trainers and evaluators must say so: the rest was not used.
+	Truncated int
+}
+
+// TruncatedNote is "truncated at N packets" (or "file events") for a
+// capture cut at the bound, "" for one read to its end.
+func (c *Capture) TruncatedNote() string {
+	if c.Truncated == 0 {
+		return ""
+	}
+	unit := "packets"
+	if len(c.Sets) > 0 && c.Sets[0].Files() {
+		unit = "file events"
+	}
+	return fmt.Sprintf("truncated at %d %s", c.Truncated, unit)
 }
 
 // NotBenign says why a capture given as benign is not, or "" when nothing
@@ -174,7 +192,8 @@ func (c *Capture) Matrix(k int) ae.Matrix {
 
 // Extract reads the capture at path (pcap or pcapng) through agent/capture
 // and computes every set's features with fresh extractor state. It reads at
-// most maxPackets packets (DefaultMaxPackets if 0). A decode error after some
+// most maxPackets packets (DefaultMaxPackets if 0); a longer capture is cut
+// there and says so in Truncated (and Reason). A decode error after some
 // packets keeps them and is recorded in Reason. For file-event sets the
 // capture is a file-event trace (ExtractTrace).
 func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int) (*Capture, error) {
@@ -248,7 +267,23 @@ func Extract(ctx context.Context, path string, sets []FeatureSet, maxPackets int
 			return nil, err // names the file and the record
 		}
 	}
-	c.Reason = fmt.Sprintf("stopped at %d packets", maxPackets)
+	// At the bound: one more packet tells a longer file (cut) from one of
+	// exactly maxPackets packets (read whole).
+	n := 0
+	for n == 0 && err == nil {
+		n, err = src.Next(ctx, buf[:1])
+	}
+	switch {
+	case n > 0:
+		c.Truncated = maxPackets
+		c.Reason = fmt.Sprintf("stopped at %d packets", maxPackets)
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		c.Reason = err.Error()
+	}
 	return c, nil
 }
 
@@ -268,11 +303,17 @@ func ExtractTrace(ctx context.Context, path string, sets []FeatureSet, maxEvents
 			return nil, fmt.Errorf("extract %s: %s is not a file-event feature set", path, s.Name)
 		}
 	}
-	evs, partial, err := event.ReadTraceFile(path, maxEvents)
+	evs, stop, err := readTrace(path, maxEvents)
 	if err != nil {
 		return nil, err
 	}
-	c := &Capture{Path: path, Sets: sets, Feats: make([][]float32, len(sets)), Reason: partial}
+	c := &Capture{Path: path, Sets: sets, Feats: make([][]float32, len(sets))}
+	if stop != nil {
+		c.Reason = stop.Error()
+		if errors.Is(stop, event.ErrTraceLimit) {
+			c.Truncated = maxEvents
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -290,6 +331,25 @@ func ExtractTrace(ctx context.Context, path string, sets []FeatureSet, maxEvents
 		}
 	}
 	return c, nil
+}
+
+// readTrace is event.ReadTraceFile with the reason a trace was read in part
+// (stop) as an error, to tell the event bound (event.ErrTraceLimit) from a
+// cut frame.
+func readTrace(path string, maxEvents int) (evs []event.File, stop, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read trace: %w", err)
+	}
+	defer f.Close()
+	evs, err = event.ReadTrace(f, maxEvents)
+	if err != nil {
+		if len(evs) == 0 || errors.Is(err, event.ErrTraceBadMagic) {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return evs, err, nil
+	}
+	return evs, nil, nil
 }
 
 // List expands paths (capture files or folders, walked recursively) into a

@@ -49,6 +49,9 @@ func (m ModelInfo) unit() string {
 type Benign struct {
 	Name   string
 	Scores []float32
+	// Truncated is the packet bound that cut the capture (dataset.Capture.Truncated):
+	// 0 when it was read to its end.
+	Truncated int
 }
 
 // Attack is one attack capture's per-packet scores and truth.
@@ -67,6 +70,17 @@ type Attack struct {
 	// Error is set when the capture could not be read (it is listed, not
 	// scored).
 	Error string
+	// Truncated is the packet bound that cut the capture (dataset.Capture.Truncated):
+	// 0 when it was read to its end.
+	Truncated int
+}
+
+// Truncated is a capture cut at the packet bound (--max-packets): only its
+// first At packets (or file events) were scored.
+type Truncated struct {
+	File string `json:"file"`
+	Kind string `json:"kind"` // "benign" or "attack"
+	At   int    `json:"at"`
 }
 
 // Throughput is a measured scoring rate.
@@ -111,7 +125,10 @@ type Report struct {
 	Detected      int            `json:"detected"`
 	Attacks       []AttackResult `json:"attacks"`
 	Throughput    []Throughput   `json:"throughput"`
-	pooledCurve   []Point
+	// Truncated lists the captures cut at the packet bound: the rates
+	// above are over their first packets only.
+	Truncated   []Truncated `json:"truncated,omitempty"`
+	pooledCurve []Point
 }
 
 // AttackResult is the evaluation of one attack capture.
@@ -121,7 +138,10 @@ type AttackResult struct {
 	Attacker string `json:"attacker,omitempty"`
 	Error    string `json:"error,omitempty"`
 	Packets  int    `json:"packets"`
-	Flagged  int    `json:"flagged"` // packets above the calibrated threshold, any source
+	// TruncatedAt is the packet bound that cut the capture (0: read to
+	// its end; Report.Truncated lists it too).
+	TruncatedAt int `json:"truncated_at,omitempty"`
+	Flagged     int `json:"flagged"` // packets above the calibrated threshold, any source
 	// Labelled: per-packet truth exists; AttackPackets and the rates then
 	// count the attacker's packets only, else every packet of the capture.
 	Labelled       bool     `json:"labelled"`
@@ -152,6 +172,9 @@ func Evaluate(in Input) (*Report, error) {
 		if i, v := nonFinite(b.Scores, true); i >= 0 {
 			return nil, fmt.Errorf("evaluate: benign capture %s: score %d is %v: the model does not score it (non-finite features, or overflow)", b.Name, i, v)
 		}
+		if b.Truncated > 0 {
+			r.Truncated = append(r.Truncated, Truncated{File: b.Name, Kind: "benign", At: b.Truncated})
+		}
 		benign = append(benign, b.Scores...)
 	}
 	if len(benign) == 0 {
@@ -174,6 +197,10 @@ func Evaluate(in Input) (*Report, error) {
 	var pooled []float32
 	for _, a := range in.Attacks {
 		ar := AttackResult{File: a.Name, What: a.What, Attacker: a.Attacker, Error: a.Error, Packets: len(a.Scores)}
+		if a.Truncated > 0 && a.Error == "" {
+			ar.TruncatedAt = a.Truncated
+			r.Truncated = append(r.Truncated, Truncated{File: a.Name, Kind: "attack", At: a.Truncated})
+		}
 		if a.Error != "" {
 			r.Attacks = append(r.Attacks, ar)
 			continue

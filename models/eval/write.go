@@ -119,8 +119,19 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		if !a.Labelled {
 			ap += " (unlabelled: all)"
 		}
-		p("| %s | %s | %s | %d | %d | %s | %s | %s | %s | %.4f | %.4f | %s |\n", mdCell(a.File), mdCell(a.What), mdCell(a.Attacker), a.Packets, a.Flagged, ap, det,
+		packets := fmt.Sprintf("%d", a.Packets)
+		if a.TruncatedAt > 0 {
+			packets += " (truncated)"
+		}
+		p("| %s | %s | %s | %s | %d | %s | %s | %s | %s | %.4f | %.4f | %s |\n", mdCell(a.File), mdCell(a.What), mdCell(a.Attacker), packets, a.Flagged, ap, det,
 			pct(a.TPR), pct(a.TPRAtTargetFPR), a.ROCAUC, a.PRAUC, first)
+	}
+	if len(r.Truncated) > 0 {
+		p("\n## Truncated captures\n\n")
+		p("Cut at the %s bound (--max-packets): only their first %s were scored, the rest of each file is not in the figures above.\n\n", u, u)
+		for _, t := range r.Truncated {
+			p("- %s (%s): truncated at %d %s\n", mdCell(t.File), t.Kind, t.At, u)
+		}
 	}
 	p("\nROC plot: %s.\n", SVGFile)
 	return ew.err

@@ -39,6 +39,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vigil-edge/vigil/models/bundle"
 	feat "github.com/vigil-edge/vigil/models/features/fileactivity"
 	"github.com/vigil-edge/vigil/models/runtime"
 	"github.com/vigil-edge/vigil/plugins/sdk"
@@ -204,20 +205,33 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	case man.Dim != feat.Dim:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, feat.Name, feat.Dim, man.Dim)
 	}
+	// Scores are float32: a threshold that narrows to 0 or +Inf would flag
+	// everything or nothing (the bundle reader refuses it; checked again
+	// where it is narrowed).
+	thr, err := bundle.Threshold32(man.Threshold)
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+	}
 	sc, digest, err := runtime.OpenBundle(path, b, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib, IntraOpThreads: 1})
 	if err != nil {
 		return sdk.ModelInfo{}, err
 	}
 	m := &model{
 		info: sdk.ModelInfo{Name: man.Name, Version: man.Version, Digest: digest, FeatureSet: man.FeatureSet,
-			Threshold: float32(man.Threshold)},
-		thr: float32(man.Threshold), scorer: sc, ctxVer: strconv.FormatUint(man.Version, 10),
+			Threshold: thr},
+		thr: thr, scorer: sc, ctxVer: strconv.FormatUint(man.Version, 10),
 		observing: d.opts.Calibrate > 0,
 	}
 	if v, ok := d.opts.Calibrated[digest]; ok && m.observing {
-		m.observing, m.calibrated, m.calLocal = false, true, v
-		m.thr = max(m.thr, v)
-		d.log.Info("per-sensor calibration restored", "feature_set", man.FeatureSet, "local", v, "threshold", m.thr)
+		if err := selfcal.CheckLocal(v); err != nil {
+			// Options.Calibrated comes from outside (the agent's -calibrated):
+			// an unusable quantile is refused and the model observes again.
+			d.log.Warn("per-sensor calibration not restored (calibrating again)", "feature_set", man.FeatureSet, "digest", digest, "err", err)
+		} else {
+			m.observing, m.calibrated, m.calLocal = false, true, v
+			m.thr = max(m.thr, v)
+			d.log.Info("per-sensor calibration restored", "feature_set", man.FeatureSet, "local", v, "threshold", m.thr)
+		}
 	}
 	d.mu.Lock()
 	old := d.model.Swap(m)

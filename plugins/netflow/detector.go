@@ -50,6 +50,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/vigil-edge/vigil/models/bundle"
 	nffeat "github.com/vigil-edge/vigil/models/features/netflow"
 	nhfeat "github.com/vigil-edge/vigil/models/features/nethost"
 	"github.com/vigil-edge/vigil/models/runtime"
@@ -348,6 +349,13 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	case man.Dim != dim:
 		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: feature set %s has dimension %d, manifest says %d", path, man.FeatureSet, dim, man.Dim)
 	}
+	// Scores are float32: a threshold that narrows to 0 or +Inf would flag
+	// everything or nothing (the bundle reader refuses it; checked again
+	// where it is narrowed).
+	thr, err := bundle.Threshold32(man.Threshold)
+	if err != nil {
+		return sdk.ModelInfo{}, fmt.Errorf("load bundle %s: %w", path, err)
+	}
 	// One Score call per batch; the scorer runs it in runs of the checked
 	// run size, on pre-allocated tensors.
 	sc, digest, err := runtime.OpenBundle(path, b, d.opts.MaxBatch, runtime.Options{LibraryPath: d.opts.ORTLib,
@@ -357,9 +365,9 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	}
 	m := &model{
 		info: sdk.ModelInfo{Name: man.Name, Version: man.Version, Digest: digest, FeatureSet: man.FeatureSet,
-			Threshold: float32(man.Threshold)},
+			Threshold: thr},
 		slot:   slot,
-		thr:    float32(man.Threshold),
+		thr:    thr,
 		scorer: sc,
 		ctxVer: strconv.FormatUint(man.Version, 10),
 	}
@@ -383,9 +391,15 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	}
 	m.observing = d.opts.Calibrate > 0
 	if v, ok := d.opts.Calibrated[digest]; ok && m.observing {
-		m.observing, m.calibrated, m.calLocal = false, true, v
-		m.thr = max(m.thr, v)
-		d.log.Info("per-sensor calibration restored", "feature_set", man.FeatureSet, "local", v, "threshold", m.thr)
+		if err := selfcal.CheckLocal(v); err != nil {
+			// Options.Calibrated comes from outside (the agent's -calibrated):
+			// an unusable quantile is refused and the model observes again.
+			d.log.Warn("per-sensor calibration not restored (calibrating again)", "feature_set", man.FeatureSet, "digest", digest, "err", err)
+		} else {
+			m.observing, m.calibrated, m.calLocal = false, true, v
+			m.thr = max(m.thr, v)
+			d.log.Info("per-sensor calibration restored", "feature_set", man.FeatureSet, "local", v, "threshold", m.thr)
+		}
 	}
 	d.mu.Lock()
 	d.allocSlot(slot, man.FeatureSet, dim)

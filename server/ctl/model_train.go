@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vigil-edge/vigil/internal/termsafe"
 	"github.com/vigil-edge/vigil/models/ae"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/calib"
@@ -51,13 +52,16 @@ type trainOptions struct {
 
 // TrainResult is what `model train --json` prints.
 type TrainResult struct {
-	Bundle            string   `json:"bundle"`
-	FeatureSet        string   `json:"feature_set"`
-	Kind              string   `json:"kind"`
-	Quantization      string   `json:"quantization"`
-	TrainFiles        int      `json:"train_files"`
-	HoldoutFiles      int      `json:"holdout_files"`
-	SkippedFiles      []string `json:"skipped_files"`
+	Bundle       string   `json:"bundle"`
+	FeatureSet   string   `json:"feature_set"`
+	Kind         string   `json:"kind"`
+	Quantization string   `json:"quantization"`
+	TrainFiles   int      `json:"train_files"`
+	HoldoutFiles int      `json:"holdout_files"`
+	SkippedFiles []string `json:"skipped_files"`
+	// TruncatedFiles are the captures cut at --max-packets ("PATH: truncated at N packets"):
+	// only their first packets were used.
+	TruncatedFiles    []string `json:"truncated_files,omitempty"`
 	HoldoutSplit      string   `json:"holdout_split"` // "files" or "tail" (last packets of each capture)
 	TrainRows         int      `json:"train_rows"`
 	HoldoutRows       int      `json:"holdout_rows"`
@@ -159,7 +163,7 @@ func peakRSS() uint64 {
 // skipped and named.
 func readCaptures(ctx context.Context, files []string, sets []dataset.FeatureSet, maxPackets int, prog *progress) (caps []*dataset.Capture, skipped []string, err error) {
 	for i, p := range files {
-		prog.step("reading captures", i+1, len(files), filepath.Base(p))
+		prog.step("reading captures", i+1, len(files), termsafe.Text(filepath.Base(p)))
 		c, err := dataset.Extract(ctx, p, sets, maxPackets)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -175,6 +179,9 @@ func readCaptures(ctx context.Context, files []string, sets []dataset.FeatureSet
 		if why := c.NotBenign(); why != "" {
 			skipped = append(skipped, p+": not benign: "+why)
 			continue
+		}
+		if note := c.TruncatedNote(); note != "" {
+			prog.warn(fmt.Sprintf("%s: %s (--max-packets): the rest is not used", termsafe.Text(p), note))
 		}
 		caps = append(caps, c)
 	}
@@ -311,7 +318,12 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 		trainCaps, holdCaps = dataset.SplitTail(caps, o.holdout)
 	}
 	for _, s := range res.SkippedFiles {
-		fmt.Fprintf(app.Stderr, "skipped: %s\n", s)
+		fmt.Fprintf(app.Stderr, "skipped: %s\n", termsafe.Text(s))
+	}
+	for _, c := range slices.Concat(trainCaps, holdCaps) {
+		if note := c.TruncatedNote(); note != "" {
+			res.TruncatedFiles = append(res.TruncatedFiles, c.Path+": "+note)
+		}
 	}
 	data, hold := dataset.Stack(trainCaps, 0), dataset.Stack(holdCaps, 0)
 	if data.Rows == 0 || hold.Rows == 0 {
@@ -505,6 +517,15 @@ func (p *progress) step(what string, i, n int, detail string) {
 	}
 }
 
+// warn prints a warning line (on a terminal, below the progress bar, which
+// the next step redraws). msg must already be escaped for the terminal.
+func (p *progress) warn(msg string) {
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+	fmt.Fprintf(p.w, "warning: %s\n", msg)
+}
+
 func (p *progress) done() {
 	if p.tty && p.last != "" {
 		fmt.Fprintln(p.w)
@@ -658,20 +679,23 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 	}
 	var benignVecs ae.Matrix
 	for i, p := range benignFiles {
-		prog.step("scoring benign captures", i+1, len(benignFiles), filepath.Base(p))
+		prog.step("scoring benign captures", i+1, len(benignFiles), termsafe.Text(filepath.Base(p)))
 		c, err := dataset.Extract(ctx, p, sets, o.maxPackets)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			fmt.Fprintf(app.Stderr, "skipped %v\n", err)
+			fmt.Fprintf(app.Stderr, "skipped %s\n", termsafe.Text(err.Error()))
 			continue
+		}
+		if note := c.TruncatedNote(); note != "" {
+			prog.warn(fmt.Sprintf("%s: %s (--max-packets): the rest is not scored", termsafe.Text(p), note))
 		}
 		s, err := ts.scores(c.Matrix(0))
 		if err != nil {
 			return nil, fmt.Errorf("score %s: %w", p, err)
 		}
-		in.Benign = append(in.Benign, eval.Benign{Name: p, Scores: s})
+		in.Benign = append(in.Benign, eval.Benign{Name: p, Scores: s, Truncated: c.Truncated})
 		if benignVecs.Rows < 1<<18 { // a sample for the batch-256 throughput
 			benignVecs.Data = append(benignVecs.Data, c.Feats[0]...)
 			benignVecs.Rows += c.N
@@ -679,7 +703,7 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 	}
 	prog.done()
 	for i, p := range attackFiles {
-		prog.step("scoring attack captures", i+1, len(attackFiles), filepath.Base(p))
+		prog.step("scoring attack captures", i+1, len(attackFiles), termsafe.Text(filepath.Base(p)))
 		name := displayName(p, o.attack)
 		c, err := dataset.Extract(ctx, p, sets, o.maxPackets)
 		if err != nil {
@@ -693,7 +717,10 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 		if err != nil {
 			return nil, fmt.Errorf("score %s: %w", p, err)
 		}
-		a := eval.Attack{Name: name, Scores: s, TS: c.TS}
+		a := eval.Attack{Name: name, Scores: s, TS: c.TS, Truncated: c.Truncated}
+		if note := c.TruncatedNote(); note != "" {
+			prog.warn(fmt.Sprintf("%s: %s (--max-packets): the rest is not scored", termsafe.Text(p), note))
+		}
 		ls := labels.For(p)
 		var whats, attackers []string
 		for _, l := range ls {

@@ -3,8 +3,11 @@ package bundletest
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -67,4 +70,33 @@ func Diff(want, got string) ([]string, error) {
 		diffs = append(diffs, fmt.Sprintf("manifest %+v, committed %+v", gm, wm))
 	}
 	return diffs, nil
+}
+
+// WriteUnchecked writes model and m as the bundle dir/NAME-VERSION.vgb
+// without validating the manifest (Pack would refuse an invalid one), with
+// one syntactically valid signature: the bundle a careless or hostile signer
+// could produce, for testing what readers refuse. It sets m.ModelSHA256.
+func WriteUnchecked(t testing.TB, dir string, model []byte, m *bundle.Manifest) string {
+	t.Helper()
+	m.ModelSHA256 = bundle.SHA256Hex(model)
+	st := bundle.Statement{Type: bundle.StatementType, PredicateType: bundle.PredicateType, Predicate: m,
+		Subject: []bundle.Subject{{Name: bundle.ModelFile, Digest: map[string]string{"sha256": m.ModelSHA256}}}}
+	payload, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := json.Marshal(bundle.Envelope{PayloadType: bundle.PayloadType, Payload: base64.StdEncoding.EncodeToString(payload),
+		Signatures: []bundle.Signature{{KeyID: "test", Sig: "c2ln"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := bundle.PackEnvelope(&buf, model, env, m.Created); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, m.FileName())
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

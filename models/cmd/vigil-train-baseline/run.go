@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-edge/vigil/internal/termsafe"
 	"github.com/vigil-edge/vigil/models/ae"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/calib"
@@ -104,11 +105,15 @@ var (
 
 // extractFile runs a capture through the agent's capture code and the
 // trainer's feature sets, with fresh extractor state (as `vigil-agent
-// scan` does).
-func extractFile(ctx context.Context, path string) (*capFeatures, error) {
+// scan` does). A capture cut at the packet bound is logged as a warning:
+// only its first packets are used.
+func extractFile(ctx context.Context, log *slog.Logger, path string) (*capFeatures, error) {
 	cf, err := dataset.Extract(ctx, path, extractSets, dataset.DefaultMaxPackets)
 	if err != nil {
 		return cf, err
+	}
+	if note := cf.TruncatedNote(); note != "" {
+		log.Warn("capture "+note+": the rest of it is not used", "file", termsafe.Text(path))
 	}
 	for k, cols := range zeroCols {
 		d := extractSets[k].Dim
@@ -236,7 +241,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var trainCaps, holdCaps []*capFeatures
 	var skipped, excluded []string
 	for i, p := range files {
-		cf, err := extractFile(ctx, p)
+		cf, err := extractFile(ctx, log, p)
 		if err != nil || cf.N == 0 {
 			skipped = append(skipped, p)
 			continue
@@ -265,7 +270,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer os.RemoveAll(filepath.Dir(base[0]))
 	for i, p := range base {
-		cf, err := extractFile(ctx, p)
+		cf, err := extractFile(ctx, log, p)
 		if err != nil {
 			return fmt.Errorf("synthetic baseline: %w", err)
 		}
@@ -278,7 +283,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var labFiles []string
 	if cfg.Lab != "" {
 		for _, p := range strings.Split(cfg.Lab, ",") {
-			cf, err := extractFile(ctx, p)
+			cf, err := extractFile(ctx, log, p)
 			if err != nil {
 				return fmt.Errorf("lab baseline: %w", err)
 			}
@@ -412,7 +417,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			if err != nil || strings.HasPrefix(rel, "..") {
 				rel = filepath.Base(p)
 			}
-			cf, err := extractFile(ctx, p)
+			cf, err := extractFile(ctx, log, p)
 			if err != nil {
 				rep.Attacks = append(rep.Attacks, AttackReport{File: rel, Error: err.Error()})
 				continue

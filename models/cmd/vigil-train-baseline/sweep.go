@@ -117,7 +117,7 @@ func sweepQuant(ctx context.Context, cfg Config, sets []set, trainCaps, holdCaps
 	var atk []sweepAttack
 	for _, p := range afiles {
 		rel, _ := filepath.Rel(cfg.Attacks, p)
-		cf, err := extractFile(ctx, p)
+		cf, err := extractFile(ctx, log, p)
 		if err != nil {
 			continue
 		}

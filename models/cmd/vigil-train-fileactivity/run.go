@@ -407,14 +407,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("calibrate float model: %w", err)
 	}
-	a, _ := train.Scores(sc, hold, 4096)
-	b, _ := train.Scores(fsc, hold, 4096)
+	a, err := train.Scores(sc, hold, 4096)
+	if err != nil {
+		return fmt.Errorf("score held-out events (int8): %w", err)
+	}
+	b, err := train.Scores(fsc, hold, 4096)
+	if err != nil {
+		return fmt.Errorf("score held-out events (float): %w", err)
+	}
 	q := compareScores(a, b, fmet.Threshold)
 	speeds, err := train.SideBySide(sc, fsc, hold)
 	if err != nil {
 		return err
 	}
-	log.Info("calibrated", "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "spearman", q.All)
+	log.Info("calibrated", "threshold", met.Threshold, "fpr", met.FPR, "int8_bytes", len(model), "spearman", fmtRho(q.All))
 
 	rep := &Report{
 		Created: cfg.Created, Seed: cfg.Seed, FPR: cfg.FPR, Kind: m.Kind, Dim: feat.Dim, Recipe: recipe(cfg),
@@ -446,6 +452,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	if cfg.NoWrite {
 		return rep.write(os.Stdout)
+	}
+	// The report is encoded after the bundle is written (it names it):
+	// check now that it can be, so that a failure leaves nothing behind.
+	if _, err := json.Marshal(rep); err != nil {
+		return fmt.Errorf("encode report: %w", err)
 	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", cfg.Out, err)
@@ -589,23 +600,29 @@ func attackReport(s *Session, r scored) []AttackReport {
 // compareScores is the rank agreement of int8 and float scores of the same
 // held-out events: over all of them, over those whose float score is at
 // least a tenth of the float threshold (where a decision can change), and
-// over the top 5% by float score.
+// over the top 5% by float score. A coefficient that is not defined (fewer
+// than two events, constant scores on either side, a NaN score) is nil, so
+// the report (JSON null, "n/a") is always encodable: a NaN used to fail
+// encoding the report after the bundle was written.
 func compareScores(int8s, floats []float32, floatThr float64) SpearmanReport {
 	var r SpearmanReport
-	r.All, _ = calib.Spearman(int8s, floats)
-	pick := func(keep func(i int) bool) float64 {
+	rho := func(a, b []float32) *float64 {
+		v, err := calib.Spearman(a, b)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	pick := func(keep func(i int) bool) *float64 {
 		var a, b []float32
 		for i := range floats {
-			if keep(i) {
+			if i < len(int8s) && keep(i) {
 				a, b = append(a, int8s[i]), append(b, floats[i])
 			}
 		}
-		rho, err := calib.Spearman(a, b)
-		if err != nil {
-			return math.NaN()
-		}
-		return rho
+		return rho(a, b)
 	}
+	r.All = rho(int8s, floats)
 	r.Near = pick(func(i int) bool { return float64(floats[i]) >= floatThr/10 })
 	sorted := slices.Clone(floats)
 	slices.Sort(sorted)

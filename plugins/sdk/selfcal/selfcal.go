@@ -178,8 +178,8 @@ func ParseRestored(s string) (map[string]float32, error) {
 			return nil, fmt.Errorf("entry %q: bits %q: want 8 hex digits", it, bits)
 		}
 		v := math.Float32frombits(uint32(b))
-		if !(v > 0) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("entry %q: quantile %v: want a finite positive value", it, v)
+		if err := CheckLocal(v); err != nil {
+			return nil, fmt.Errorf("entry %q: %w", it, err)
 		}
 		if _, dup := out[digest]; dup {
 			return nil, fmt.Errorf("entry %q: digest given twice", it)
@@ -204,4 +204,15 @@ func FormatRestored(bits map[string]uint32) string {
 func ValidDigest(d string) bool {
 	h, ok := strings.CutPrefix(d, "sha256:")
 	return ok && len(h) == 64 && strings.Trim(h, "0123456789abcdef") == ""
+}
+
+// CheckLocal checks a calibrated local quantile that a detector is given
+// rather than computes (Options.Calibrated, from the agent's -calibrated):
+// it becomes a threshold, so it must be a finite positive number (NaN would
+// disable the threshold's comparison, +Inf flag nothing, 0 everything).
+func CheckLocal(v float32) error {
+	if !(v > 0) || math.IsInf(float64(v), 0) {
+		return fmt.Errorf("calibrated quantile %v: want a finite positive value", v)
+	}
+	return nil
 }

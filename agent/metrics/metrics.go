@@ -148,15 +148,43 @@ func Serve(ctx context.Context, addr string, s Sources, log *slog.Logger) error 
 	return ServeListener(ctx, ln, s, log)
 }
 
+// serverLimits bound what one client of the listener may hold: the metrics are GET-only, small
+// and local, so a request (headers and any body) must arrive within ReadTimeout, its answer leave
+// within WriteTimeout, and an idle keep-alive connection is closed after IdleTimeout. Without
+// them a client that sends headers and then stalls (or trickles) pins a connection and a
+// goroutine for ever.
+type serverLimits struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+}
+
+// defaultLimits are the listener's limits. WriteTimeout leaves room for a scrape (Prometheus'
+// default scrape timeout is 10 s); a GET needs a few hundred header bytes.
+var defaultLimits = serverLimits{
+	ReadHeaderTimeout: 5 * time.Second,
+	ReadTimeout:       10 * time.Second,
+	WriteTimeout:      15 * time.Second,
+	IdleTimeout:       60 * time.Second,
+	MaxHeaderBytes:    16 << 10,
+}
+
 // ServeListener is Serve on an open listener.
 func ServeListener(ctx context.Context, ln net.Listener, s Sources, log *slog.Logger) error {
+	return serveListener(ctx, ln, s, log, defaultLimits)
+}
+
+func serveListener(ctx context.Context, ln net.Listener, s Sources, log *slog.Logger, lim serverLimits) error {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(Registry(s), promhttp.HandlerOpts{}))
-	mux.HandleFunc(StatusPath, func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(Registry(s), promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(StatusOf(s))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: lim.ReadHeaderTimeout, ReadTimeout: lim.ReadTimeout,
+		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout, MaxHeaderBytes: lim.MaxHeaderBytes}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

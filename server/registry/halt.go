@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"strings"
 	"time"
 
 	"github.com/vigil-edge/vigil/server/store"
@@ -162,10 +163,12 @@ func (c modelCounts) capped() modelCounts {
 }
 
 // parseShadowReport reads a shadow summary (outside input: bounded by the store's reason limit),
-// its counts cut to MaxShadowReportEvents.
+// its counts cut to MaxShadowReportEvents. The summary must be a JSON object: encoding/json
+// reads "null" into a struct without error, and a report of nothing must not count as an agent.
 func parseShadowReport(s string) (shadowReport, bool) {
 	var r shadowReport
-	if len(s) == 0 || len(s) > 4096 || json.Unmarshal([]byte(s), &r) != nil {
+	if len(s) == 0 || len(s) > 4096 || !strings.HasPrefix(strings.TrimLeft(s, " \t\r\n"), "{") ||
+		json.Unmarshal([]byte(s), &r) != nil {
 		return r, false
 	}
 	if r.Active.Anomalies > r.Active.Events || r.Shadow.Anomalies > r.Shadow.Events {
@@ -298,15 +301,31 @@ func (r *Registry) CheckHalt(ctx context.Context, ro *store.RolloutRecord) (Verd
 	}
 	reason := "halted automatically: " + v.Reason
 	final, _ := json.Marshal(reps)
+	// The halt and the queueing of its withdrawals happen under decideMu, so that no offer
+	// decided before the halt is queued after the withdrawal (see Registry.decideMu).
+	r.decideMu.Lock()
 	halted, err := r.cfg.DB.HaltRollout(ctx, ro.ID, HaltActor, reason, final)
 	if err != nil {
+		r.decideMu.Unlock()
 		return v, err
 	}
-	if halted {
-		r.log.Warn("shadow rollout halted", "rollout", ro.ID, "model", ro.Model.Name, "version", ro.Model.Version, "reason", reason)
-		ro.State, ro.StateReason, ro.ShadowFinal = "halted", reason, final
-		go r.withdrawConnected(*ro)
+	if !halted {
+		r.decideMu.Unlock()
+		return v, nil
 	}
+	r.log.Warn("shadow rollout halted", "rollout", ro.ID, "model", ro.Model.Name, "version", ro.Model.Version, "reason", reason)
+	ro.State, ro.StateReason, ro.ShadowFinal = "halted", reason, final
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	f, targeted := r.queueWithdrawals(wctx, *ro)
+	r.decideMu.Unlock()
+	id := ro.ID
+	go func() { // the withdrawals are queued; their results are logged in the background
+		defer cancel()
+		if f != nil {
+			n := len(f.wait(wctx))
+			r.log.Info("rollout withdrawn from connected agents", "rollout", id, "agents", n, "targeted", targeted)
+		}
+	}()
 	return v, nil
 }
 
@@ -325,35 +344,29 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// withdrawConnected sends the withdrawal of a halted rollout to its connected agents.
-func (r *Registry) withdrawConnected(ro store.RolloutRecord) {
+// queueWithdrawals queues the withdrawal of a halted rollout for its connected agents; it
+// returns the pushes and how many agents they target. The caller holds decideMu.
+func (r *Registry) queueWithdrawals(ctx context.Context, ro store.RolloutRecord) (*fanOut, int) {
 	p := r.getPusher()
 	if p == nil {
-		return
+		return nil, 0
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	agents, err := r.cfg.DB.ListAgents(ctx, store.AgentFilter{})
 	if err != nil {
 		r.log.Error("list agents", "err", err)
-		return
+		return nil, 0
 	}
 	entity := map[string]string{}
 	for _, a := range agents {
 		entity[a.ID] = a.Entity
 	}
-	n := 0
+	msgs := map[string][]*wirev1.ServerControl{}
 	for _, id := range p.Connected() {
-		if !Targets(&ro, id, entity[id]) {
-			continue
+		if Targets(&ro, id, entity[id]) {
+			msgs[id] = []*wirev1.ServerControl{withdrawal(&ro)}
 		}
-		if err := p.Push(id, withdrawal(&ro)); err != nil {
-			r.log.Debug("push withdrawal", "agent", id, "rollout", ro.ID, "err", err)
-			continue
-		}
-		n++
 	}
-	r.log.Info("rollout withdrawn from connected agents", "rollout", ro.ID, "agents", n)
+	return r.enqueue(p, msgs, r.logPush), len(msgs)
 }
 
 // withdrawalsFor returns the withdrawals an agent that just connected needs: halted shadow

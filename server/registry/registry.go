@@ -59,12 +59,27 @@ type Config struct {
 	// DefaultHaltRateFloor; see halt.go).
 	HaltMinEvents uint64
 	HaltRateFloor float64
+	// PushWorkers bounds the pushes to agents in flight at once (0 = DefaultPushWorkers);
+	// PushWait bounds how long a fan-out waits for its pushes (0 = DefaultPushWait). See push.go.
+	PushWorkers int
+	PushWait    time.Duration
 }
 
 // Registry is the model registry.
 type Registry struct {
 	cfg Config
 	log *slog.Logger
+
+	pq *pushQueue
+	// decideMu orders the decisions of what to push: OnHello and PushPending hold it shared
+	// from reading the rollouts to queueing their messages, a halt holds it exclusively from
+	// changing the rollout's state to queueing its withdrawals. So an offer decided from a
+	// rollout's old state is always queued before its withdrawal, never after. No push (and
+	// no wait for one) runs under it: queueing does not block.
+	decideMu sync.RWMutex
+	// beforeQueue, when set (by tests), runs in OnHello between reading the rollouts and
+	// queueing the agent's messages.
+	beforeQueue func()
 
 	mu     sync.RWMutex
 	pusher Pusher
@@ -78,7 +93,10 @@ func New(cfg Config) *Registry {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Registry{cfg: cfg, log: cfg.Logger}
+	if cfg.PushWait <= 0 {
+		cfg.PushWait = DefaultPushWait
+	}
+	return &Registry{cfg: cfg, log: cfg.Logger, pq: newPushQueue(cfg.PushWorkers)}
 }
 
 // SetPusher sets the endpoint that reaches agents.
@@ -405,9 +423,24 @@ func (r *Registry) OnHello(agentID, entity string, shadowRollouts []string) {
 	if p == nil {
 		return
 	}
+	r.decideMu.RLock()
+	f := r.helloMsgs(ctx, p, agentID, entity, shadowRollouts)
+	r.decideMu.RUnlock()
+	if f != nil {
+		f.wait(ctx)
+	}
+}
+
+// helloMsgs queues the withdrawals and offers of an agent that just connected; the caller
+// holds decideMu shared.
+func (r *Registry) helloMsgs(ctx context.Context, p Pusher, agentID, entity string, shadowRollouts []string) *fanOut {
 	rollouts, err := r.cfg.DB.RolloutsInStates(ctx, "active", "halted")
-	if err != nil || len(rollouts) == 0 {
-		return
+	if err != nil {
+		r.log.Error("rollouts for a connecting agent", "agent", agentID, "err", err)
+		return nil
+	}
+	if len(rollouts) == 0 {
+		return nil
 	}
 	var active, halted []store.RolloutRecord
 	for _, ro := range rollouts {
@@ -420,20 +453,21 @@ func (r *Registry) OnHello(agentID, entity string, shadowRollouts []string) {
 	st, err := r.cfg.DB.ModelStatuses(ctx, agentID, "")
 	if err != nil {
 		r.log.Error("model statuses", "err", err)
-		return
+		return nil
 	}
 	ix := indexStatuses(st)
-	// Withdrawals first: a halted shadow model stops before anything new starts.
-	for _, w := range withdrawalsFor(halted, agentID, entity, ix) {
-		if err := p.Push(agentID, w); err != nil {
-			r.log.Debug("push withdrawal", "agent", agentID, "err", err)
-		}
-	}
+	// Withdrawals first: a halted shadow model stops before anything new starts (the agent's
+	// queue keeps the order).
+	msgs := withdrawalsFor(halted, agentID, entity, ix)
 	running := make(map[string]bool, len(shadowRollouts))
 	for _, id := range shadowRollouts {
 		running[id] = true
 	}
-	r.push(p, agentID, r.offersFor(active, agentID, entity, ix, running))
+	msgs = append(msgs, offerMsgs(r.offersFor(active, agentID, entity, ix, running))...)
+	if r.beforeQueue != nil {
+		r.beforeQueue()
+	}
+	return r.enqueue(p, map[string][]*wirev1.ServerControl{agentID: msgs}, r.logPush)
 }
 
 // statusIndex holds one agent's model reports by bundle digest and rollout id.
@@ -475,27 +509,34 @@ func (ix statusIndex) active(digest string) bool {
 	return false
 }
 
-func (r *Registry) push(p Pusher, agentID string, offers []*wirev1.ModelOffer) bool {
-	sent := false
-	for _, o := range offers {
-		if err := p.Push(agentID, &wirev1.ServerControl{Msg: &wirev1.ServerControl_ModelOffer{ModelOffer: o}}); err != nil {
-			r.log.Debug("push offer", "agent", agentID, "rollout", o.RolloutId, "err", err)
-			continue
-		}
-		sent = true
-		r.log.Info("model offered", "agent", agentID, "rollout", o.RolloutId, "model", o.Model.Name, "version", o.Model.Version)
-	}
-	return sent
-}
-
 // PushPending offers every connected agent what it lacks; it returns the agents reached.
 func (r *Registry) PushPending(ctx context.Context) []string {
 	p := r.getPusher()
 	if p == nil {
 		return nil
 	}
+	r.decideMu.RLock()
+	f := r.pendingMsgs(ctx, p)
+	r.decideMu.RUnlock()
+	if f == nil {
+		return nil
+	}
+	var reached []string
+	for id := range f.wait(ctx) {
+		reached = append(reached, id)
+	}
+	slices.Sort(reached)
+	return reached
+}
+
+// pendingMsgs queues the offers connected agents lack; the caller holds decideMu shared.
+func (r *Registry) pendingMsgs(ctx context.Context, p Pusher) *fanOut {
 	rollouts, err := r.cfg.DB.ActiveRollouts(ctx)
-	if err != nil || len(rollouts) == 0 {
+	if err != nil {
+		r.log.Error("active rollouts", "err", err)
+		return nil
+	}
+	if len(rollouts) == 0 {
 		return nil
 	}
 	agents, err := r.cfg.DB.ListAgents(ctx, store.AgentFilter{})
@@ -509,6 +550,7 @@ func (r *Registry) PushPending(ctx context.Context) []string {
 	}
 	all, err := r.cfg.DB.ModelStatuses(ctx, "", "")
 	if err != nil {
+		r.log.Error("model statuses", "err", err)
 		return nil
 	}
 	byAgent := map[string]statusIndex{}
@@ -518,12 +560,11 @@ func (r *Registry) PushPending(ctx context.Context) []string {
 		}
 		byAgent[s.AgentID].add(s)
 	}
-	var reached []string
+	msgs := map[string][]*wirev1.ServerControl{}
 	for _, id := range p.Connected() {
-		if r.push(p, id, r.offersFor(rollouts, id, entity[id], byAgent[id], nil)) {
-			reached = append(reached, id)
+		if offers := r.offersFor(rollouts, id, entity[id], byAgent[id], nil); len(offers) > 0 {
+			msgs[id] = offerMsgs(offers)
 		}
 	}
-	slices.Sort(reached)
-	return reached
+	return r.enqueue(p, msgs, r.logPush)
 }

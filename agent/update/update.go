@@ -111,6 +111,9 @@ const (
 type Config struct {
 	// StateDir is the agent's state directory (trust.json, models/, update/).
 	StateDir string
+	// TrustSeed is the shipped trust policy that <StateDir>/trust.json is
+	// installed from when absent (SeedPolicy; "": none).
+	TrustSeed string
 	// Loaders gives the plugin of a bundle's detector. Required.
 	Loaders Loaders
 	// Fetcher downloads offered bundles (nil: offers are rejected, air-gapped sensors).
@@ -238,12 +241,23 @@ func (u *Updater) failpoint(s Step) error {
 	return nil
 }
 
-// Policy loads <state>/trust.json.
+// Policy loads <state>/trust.json, installed first from Config.TrustSeed
+// when absent.
 func (u *Updater) Policy() (trust.Policy, error) {
+	if ok, err := SeedPolicy(u.cfg.StateDir, u.cfg.TrustSeed); err != nil {
+		return trust.Policy{}, fmt.Errorf("no usable trust policy: %w", err)
+	} else if ok {
+		u.cfg.Logger.Info("trust policy installed from the shipped one", "from", u.cfg.TrustSeed,
+			"to", filepath.Join(u.cfg.StateDir, TrustFile))
+	}
 	p, err := trust.Load(filepath.Join(u.cfg.StateDir, TrustFile))
 	if err != nil {
-		return trust.Policy{}, fmt.Errorf("no usable trust policy (install %s from /etc/vigil/trust.json): %w",
-			filepath.Join(u.cfg.StateDir, TrustFile), err)
+		seed := u.cfg.TrustSeed
+		if seed == "" {
+			seed = DefaultTrustSeed
+		}
+		return trust.Policy{}, fmt.Errorf("no usable trust policy (install %s from %s): %w",
+			filepath.Join(u.cfg.StateDir, TrustFile), seed, err)
 	}
 	return p, nil
 }

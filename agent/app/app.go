@@ -135,8 +135,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		log.Warn("no finding sources configured: the agent only ships what is already spooled")
 	}
 
+	var upd *agentUpdater // set below, before the counters are read
 	counters := func() map[string]uint64 {
 		out := map[string]uint64{"findings_in": counted.n.Load(), "findings_suppressed": sups.Suppressed()}
+		if upd != nil {
+			out["model_status_dropped"] = upd.statusDropped.Load()
+		}
 		for _, s := range sources {
 			if c, ok := s.(pipeline.Counters); ok {
 				maps.Copy(out, c.Counters())
@@ -144,7 +148,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		}
 		return out
 	}
-	upd, err := newUpdater(cfg.StateDir, dirsOf(cfg.PluginDirs, cfg.ModelDirs), sources, true, log.With("part", "update"))
+	upd, err = newUpdater(cfg.StateDir, dirsOf(cfg.PluginDirs, cfg.ModelDirs), sources, true, log.With("part", "update"))
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,8 +33,11 @@ const failpointEnv = "VIGIL_UPDATE_FAILPOINT"
 // agentUpdater is the updater of a running agent.
 type agentUpdater struct {
 	u      *update.Updater
-	status chan *wirev1.ModelStatus
-	log    *slog.Logger
+	status chan *wirev1.ModelStatus // read by the uplink, connected or not
+	// statusDropped counts reports the full status channel refused (the
+	// uplink drains it at once: only when it is not running).
+	statusDropped atomic.Uint64
+	log           *slog.Logger
 	// shadowEvery is the shadow summary's report interval (config
 	// update.shadow_report_interval; default config.DefaultShadowReportInterval).
 	shadowEvery time.Duration
@@ -66,7 +70,11 @@ func newUpdater(stateDir string, dirs searchDirs, sources []pipeline.Source, fet
 		Report: func(st *wirev1.ModelStatus) {
 			select {
 			case a.status <- st:
-			default: // disconnected for long: the server repeats pending offers on Hello
+			default:
+				if a.statusDropped.Add(1) == 1 {
+					log.Warn("model status report dropped: the uplink takes none (counter model_status_dropped)",
+						"rollout", st.GetRolloutId(), "state", st.GetState())
+				}
 			}
 		},
 	}

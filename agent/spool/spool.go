@@ -6,7 +6,17 @@
 // Layout of the bbolt file:
 //
 //	findings: key = seq (8 bytes big endian), value = severity (1 byte) + protobuf Finding
-//	meta:     next_seq, acked_seq, dropped, refused (8 bytes big endian each), version
+//	meta:     next_seq, acked_seq, dropped, refused, renumbers (8 bytes big endian each), version,
+//	          seq_synced (absent in files of older agents)
+//
+// Seqs and the server. The server stores each (agent, seq) once. A spool
+// file that is lost or recreated while the agent's identity stays numbers
+// from 1 again, and the server would take its findings for duplicates of
+// stored ones. SyncSeqs, called with the highest seq the server holds for
+// the agent (HelloAck.highest_seq) before anything is sent, renumbers the
+// waiting findings and the next seq above it when the spool is new (it has
+// never been compared with the server: seq_synced = 0) or went backwards
+// (its next seq is at or below the server's highest).
 //
 // Every Append and Ack is one bbolt read-write transaction, committed with
 // fsync (bbolt's default; NoSync is never set). The byte bound is the sum of
@@ -19,6 +29,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -47,6 +58,8 @@ var (
 	keyDropped     = []byte("dropped")
 	keyRefused     = []byte("refused")
 	keyVersion     = []byte("version")
+	keySeqSynced   = []byte("seq_synced")
+	keyRenumbers   = []byte("renumbers")
 )
 
 const formatVersion = 1
@@ -78,6 +91,8 @@ type Spool struct {
 	bySev     [numSev]queue // per severity, seq order
 	oversized uint64        // dropped because too large (also counted in dropped)
 	refused   uint64        // dropped by DropRefused (the server refused them), persisted
+	synced    bool          // seqs compared with the server's (SyncSeqs), persisted
+	renumbers uint64        // SyncSeqs renumberings, persisted
 }
 
 const numSev = int(wirev1.Severity_SEVERITY_CRITICAL) + 1
@@ -134,9 +149,20 @@ func (s *Spool) load() error {
 			if ver := getU64(v); ver != formatVersion {
 				return fmt.Errorf("spool format version %d, want %d", ver, formatVersion)
 			}
-		} else if err := meta.Put(keyVersion, u64(formatVersion)); err != nil {
-			return fmt.Errorf("write version: %w", err)
+		} else {
+			if err := meta.Put(keyVersion, u64(formatVersion)); err != nil {
+				return fmt.Errorf("write version: %w", err)
+			}
+			// A new file: its seqs start at 1, below whatever the server
+			// may hold for this agent from an earlier spool.
+			if err := meta.Put(keySeqSynced, u64(0)); err != nil {
+				return fmt.Errorf("write seq state: %w", err)
+			}
 		}
+		// A file of an older agent has no seq_synced: its seqs went on from
+		// its own start, so it counts as compared.
+		s.synced = meta.Get(keySeqSynced) == nil || getU64(meta.Get(keySeqSynced)) != 0
+		s.renumbers = getU64(meta.Get(keyRenumbers))
 		if v := meta.Get(keyNextSeq); v != nil {
 			s.nextSeq = getU64(v)
 		}
@@ -168,6 +194,142 @@ func (s *Spool) load() error {
 		}
 		return nil
 	})
+}
+
+// Renumbering is what SyncSeqs did.
+type Renumbering struct {
+	Findings int    // waiting findings that got new seqs
+	OldNext  uint64 // next seq before
+	NewNext  uint64 // next seq after
+}
+
+// maxRenumberChunk bounds the entries copied in memory at once while
+// renumbering (all of them in one transaction).
+const maxRenumberChunk = 4096
+
+// SyncSeqs compares the spool's seqs with highest, the highest seq the
+// server has stored for this agent, before the uplink sends anything on a
+// new session. When the spool was never compared (a new file) and highest
+// is not 0, or when its next seq is at or below highest (it went
+// backwards), it gives every waiting finding a new seq above highest, in
+// the same order, and moves the next seq after them, in one transaction:
+// the server would otherwise ignore them as duplicates. It reports whether
+// it renumbered (counted, persisted: Renumbers). Otherwise it only records
+// that the spool was compared. Only the keys change: a finding's seq is its
+// key (Peek sets it, PeekRawFrom's callers frame it after the stored
+// encoding, whose own seq field it supersedes).
+func (s *Spool) SyncSeqs(highest uint64) (Renumbering, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Renumbering{}, false, ErrClosed
+	}
+	if highest >= math.MaxInt64 {
+		// The server stores seqs up to MaxInt64: none can follow this one.
+		return Renumbering{}, false, fmt.Errorf("sync seqs: server's highest seq %d out of range", highest)
+	}
+	need := highest > 0 && (!s.synced || s.nextSeq <= highest)
+	if !need {
+		if s.synced {
+			return Renumbering{}, false, nil
+		}
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keySeqSynced, u64(1))
+		})
+		if err != nil {
+			return Renumbering{}, false, fmt.Errorf("sync seqs: %w", err)
+		}
+		s.synced = true
+		return Renumbering{}, false, nil
+	}
+	// The new seqs start above the server's highest and above every seq
+	// this spool has assigned (a new spool may have numbered past highest
+	// while offline): no seq is ever reused.
+	oldNext := s.nextSeq
+	first := max(highest+1, oldNext)
+	if first > math.MaxInt64-uint64(s.depth) {
+		// The server refuses seqs above MaxInt64.
+		return Renumbering{}, false, fmt.Errorf("sync seqs: server's highest seq %d out of range", highest)
+	}
+	newNext := first
+	var (
+		bySev [numSev]queue
+		moved int
+		bytes int64
+	)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(bucketFindings)
+		meta := tx.Bucket(bucketMeta)
+		// Every old key is below oldNext <= first: walk the old keys in
+		// order, a chunk at a time (a cursor must not run across its own
+		// writes), and move each to the next new key.
+		type kv struct {
+			seq uint64
+			v   []byte
+		}
+		var chunk []kv
+		from := uint64(0)
+		for {
+			chunk = chunk[:0]
+			c := fb.Cursor()
+			for k, v := c.Seek(u64(from)); k != nil && len(chunk) < maxRenumberChunk; k, v = c.Next() {
+				if len(k) != 8 || len(v) < 1 {
+					return fmt.Errorf("corrupt entry (key %x, %d value bytes)", k, len(v))
+				}
+				seq := binary.BigEndian.Uint64(k)
+				if seq >= oldNext {
+					break
+				}
+				chunk = append(chunk, kv{seq, append([]byte(nil), v...)})
+			}
+			if len(chunk) == 0 {
+				break
+			}
+			for _, e := range chunk {
+				if err := fb.Delete(u64(e.seq)); err != nil {
+					return fmt.Errorf("delete finding %d: %w", e.seq, err)
+				}
+				if err := fb.Put(u64(newNext), e.v); err != nil {
+					return fmt.Errorf("put finding %d as %d: %w", e.seq, newNext, err)
+				}
+				size := int64(8 + len(e.v))
+				bySev[sevIndex(wirev1.Severity(e.v[0]))].push(entry{seq: newNext, size: size})
+				bytes += size
+				newNext++
+				moved++
+			}
+			from = chunk[len(chunk)-1].seq + 1
+		}
+		for _, m := range []struct {
+			k []byte
+			v uint64
+		}{{keyNextSeq, newNext}, {keyAckedSeq, first - 1}, {keySeqSynced, 1}, {keyRenumbers, s.renumbers + 1}} {
+			if err := meta.Put(m.k, u64(m.v)); err != nil {
+				return fmt.Errorf("put %s: %w", m.k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Renumbering{}, false, fmt.Errorf("sync seqs above %d: %w", highest, err)
+	}
+	// Committed: the index follows the file.
+	s.bySev = bySev
+	s.depth = moved
+	s.bytes = bytes
+	s.nextSeq = newNext
+	s.ackedSeq = first - 1
+	s.synced = true
+	s.renumbers++
+	return Renumbering{Findings: moved, OldNext: oldNext, NewNext: newNext}, true, nil
+}
+
+// Renumbers returns how many times SyncSeqs renumbered, over the spool
+// file's life.
+func (s *Spool) Renumbers() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.renumbers
 }
 
 // Close closes the file. Further calls return ErrClosed.

@@ -10,6 +10,17 @@
 // spool forever if resent as it is: the uplink then isolates it by sending
 // smaller batches, one at a time, and drops it from the spool, counted and
 // logged, once the server has refused it alone several times (isolation).
+//
+// Seqs after a spool reset: the server stores each (agent, seq) once, so a
+// spool that numbers from 1 again (its file lost or recreated while
+// identity.json stayed) would have its findings ignored as duplicates. The
+// server's HelloAck carries the highest seq it holds for the agent; before
+// the FINDINGS stream starts, a SeqSyncSpool renumbers its waiting findings
+// above it (counted: Stats.SeqRenumbers, logged).
+//
+// Model status reports are kept, the latest per (detector, digest,
+// rollout), until delivered, and sent again after a reconnect when the
+// session they were written on ended soon after (modelstatus.go).
 package uplink
 
 import (
@@ -30,6 +41,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vigil-edge/vigil/agent/spool"
 	"github.com/vigil-edge/vigil/agent/state"
 	"github.com/vigil-edge/vigil/internal/buildinfo"
 	"github.com/vigil-edge/vigil/pki"
@@ -88,8 +100,10 @@ type Config struct {
 	// one. It runs on the CONTROL reader: it may write a file, but must not
 	// wait for the network.
 	OnSuppressions func(*wirev1.Suppressions)
-	// ModelStatus carries the updater's reports; each is sent on the CONTROL
-	// stream as it arrives (optional).
+	// ModelStatus carries the updater's reports (optional). Run takes them
+	// off the channel as they come, connected or not, and keeps the latest
+	// per (detector, digest, rollout) until it was delivered (see
+	// ReportModelStatus).
 	ModelStatus <-chan *wirev1.ModelStatus
 	// Interfaces are reported in Hello's host facts.
 	Interfaces []string
@@ -113,6 +127,18 @@ type Stats struct {
 	Renewals        uint64    `json:"renewals"`
 	RenewFailures   uint64    `json:"renew_failures"`
 	CertNotAfter    time.Time `json:"cert_not_after,omitzero"`
+
+	// SeqRenumbers counts the times the spool's seqs were found at or
+	// below the server's highest stored seq (a lost or recreated spool) and
+	// renumbered above it (over the spool's life with a SeqSyncSpool);
+	// FindingsRenumbered the findings that got new seqs then (since start).
+	SeqRenumbers       uint64 `json:"seq_renumbers"`
+	FindingsRenumbered uint64 `json:"findings_renumbered"`
+	// ModelStatusDropped counts model status reports lost unsent because
+	// more than maxPendingStatus distinct ones waited; ModelStatusResent
+	// those sent again because their session ended soon after the write.
+	ModelStatusDropped uint64 `json:"model_status_dropped"`
+	ModelStatusResent  uint64 `json:"model_status_resent"`
 }
 
 // Client is the uplink. Create with New, then Run.
@@ -131,6 +157,11 @@ type Client struct {
 	renewFailures atomic.Uint64
 	certNotAfter  atomic.Int64
 	refused       atomic.Uint64 // findings dropped after refusals
+	renumbers     atomic.Uint64 // spool renumberings (SeqSyncSpool)
+	renumbered    atomic.Uint64 // findings renumbered
+
+	// statuses are the model status reports not yet known delivered.
+	statuses *statusQueue
 
 	// isoMu guards iso, which outlives sessions.
 	isoMu sync.Mutex
@@ -169,11 +200,33 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Inflight <= 0 {
 		cfg.Inflight = 4
 	}
-	c := &Client{cfg: cfg, log: cfg.Log}
+	c := &Client{cfg: cfg, log: cfg.Log, statuses: newStatusQueue()}
 	if rs, ok := cfg.Spool.(RefusalSpool); ok {
 		c.refused.Store(rs.Refused()) // the count goes on across restarts
 	}
+	if ss, ok := cfg.Spool.(SeqSyncSpool); ok {
+		c.renumbers.Store(ss.Renumbers())
+	}
 	return c, nil
+}
+
+// SeqSyncSpool is implemented by spools that can renumber their waiting
+// findings above the server's highest stored seq (*spool.Spool): see
+// spool.SyncSeqs. Without it, HelloAck.highest_seq is ignored.
+type SeqSyncSpool interface {
+	SyncSeqs(highest uint64) (spool.Renumbering, bool, error)
+	Renumbers() uint64
+}
+
+// ReportModelStatus queues a model status report for the server. It never
+// blocks: the latest report per (detector, digest, rollout) is kept until
+// delivered, connected or not (at most maxPendingStatus distinct ones; the
+// oldest unsent one beyond that is dropped, counted and logged).
+func (c *Client) ReportModelStatus(st *wirev1.ModelStatus) {
+	if ev := c.statuses.put(st); ev != nil {
+		c.log.Warn("model status report dropped: too many waiting", "limit", maxPendingStatus,
+			"rollout", ev.RolloutId, "model", ev.GetModel().GetName(), "version", ev.GetModel().GetVersion(), "state", ev.State)
+	}
 }
 
 // RefusalSpool is implemented by spools that drop a refused finding and
@@ -197,7 +250,11 @@ func (c *Client) Stats() Stats {
 		FindingsRefused: c.refused.Load(),
 		Renewals:        c.renewals.Load(),
 		RenewFailures:   c.renewFailures.Load(),
+
+		SeqRenumbers:       c.renumbers.Load(),
+		FindingsRenumbered: c.renumbered.Load(),
 	}
+	s.ModelStatusDropped, s.ModelStatusResent = c.statuses.counts()
 	if n := c.certNotAfter.Load(); n != 0 {
 		s.CertNotAfter = time.Unix(n, 0)
 	}
@@ -242,6 +299,20 @@ var errRenewed = errors.New("certificate renewed")
 // session are logged and followed by a reconnect after a backoff delay;
 // only a configuration problem that no retry can fix is returned.
 func (c *Client) Run(ctx context.Context) error {
+	if ch := c.cfg.ModelStatus; ch != nil {
+		// Reports are taken off the channel whether connected or not, so
+		// that the updater's sender never finds it full.
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case st := <-ch:
+					c.ReportModelStatus(st)
+				}
+			}
+		}()
+	}
 	bo := NewBackoff(c.cfg.BackoffMin, c.cfg.BackoffMax, c.cfg.Rand)
 	for {
 		start := time.Now()
@@ -362,6 +433,10 @@ func (c *Client) session(ctx context.Context) (progress bool, err error) {
 	c.slowMaxBatch.Store(0)
 	c.log.Info("connected", "server", addr, "agent_id", ack.AgentId, "entity", ack.Entity)
 
+	if err := c.syncSeqs(ack); err != nil {
+		return true, err
+	}
+
 	interval := c.cfg.StatusInterval
 	if ack.StatusIntervalMs > 0 {
 		interval = max(time.Duration(ack.StatusIntervalMs)*time.Millisecond, 100*time.Millisecond)
@@ -397,11 +472,44 @@ func (c *Client) session(ctx context.Context) (progress bool, err error) {
 	}
 	_ = conn.CloseWithError(code, "session end")
 	wg.Wait()
+	if n := c.statuses.sessionEnded(time.Now()); n > 0 && ctx.Err() == nil {
+		c.log.Info("model status reports written shortly before the session ended: sending them again", "reports", n)
+	}
 	if ctx.Err() != nil {
 		return true, nil
 	}
 	c.noteRefusal(err, c.unacked)
 	return true, err
+}
+
+// syncSeqs compares the spool's seqs with the highest seq the server holds
+// for this agent (an older server sends none) and renumbers the spool's
+// waiting findings above it when they would clash. It runs before the
+// session's FINDINGS stream starts.
+func (c *Client) syncSeqs(ack *wirev1.HelloAck) error {
+	if ack.HighestSeq == nil {
+		return nil
+	}
+	ss, ok := c.cfg.Spool.(SeqSyncSpool)
+	if !ok {
+		return nil
+	}
+	r, renumbered, err := ss.SyncSeqs(ack.GetHighestSeq())
+	if err != nil {
+		return fmt.Errorf("sync spool seqs with the server: %w", err)
+	}
+	if !renumbered {
+		return nil
+	}
+	c.renumbers.Add(1)
+	c.renumbered.Add(uint64(r.Findings))
+	// Batches of the last session refer to the old seqs.
+	c.isoMu.Lock()
+	c.iso = isolation{}
+	c.isoMu.Unlock()
+	c.log.Warn("spool seqs were at or below the server's highest stored seq for this agent (spool file lost or recreated): renumbered the waiting findings above it",
+		"server_highest_seq", ack.GetHighestSeq(), "findings", r.Findings, "old_next_seq", r.OldNext, "new_next_seq", r.NewNext)
+	return nil
 }
 
 func (c *Client) hello(ctrl *quic.Stream, creds *state.Credentials) error {
@@ -501,7 +609,23 @@ func (c *Client) controlWriter(ctx context.Context, ctrl *quic.Stream, creds *st
 		}
 		return nil
 	}
+	// sendStatuses writes every model status report waiting, oldest first.
+	sendStatuses := func() error {
+		for {
+			ms, gen := c.statuses.next()
+			if ms == nil {
+				return nil
+			}
+			if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_ModelStatus{ModelStatus: ms}}); err != nil {
+				return err // still waiting: sent on the next session
+			}
+			c.statuses.sent(ms, gen, time.Now())
+		}
+	}
 	if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_Status{Status: c.status(creds)}}); err != nil {
+		return err
+	}
+	if err := sendStatuses(); err != nil {
 		return err
 	}
 	for {
@@ -512,8 +636,9 @@ func (c *Client) controlWriter(ctx context.Context, ctrl *quic.Stream, creds *st
 			if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_Status{Status: c.status(creds)}}); err != nil {
 				return err
 			}
-		case ms := <-c.cfg.ModelStatus:
-			if err := send(&wirev1.AgentControl{Msg: &wirev1.AgentControl_ModelStatus{ModelStatus: ms}}); err != nil {
+			c.statuses.prune(time.Now())
+		case <-c.statuses.wake:
+			if err := sendStatuses(); err != nil {
 				return err
 			}
 		case <-renewTimer.C:
@@ -612,6 +737,10 @@ func (c *Client) status(creds *state.Credentials) *wirev1.Status {
 	counters["uplink_acks"] = st.Acks
 	counters["uplink_renewals"] = st.Renewals
 	counters["uplink_findings_refused"] = st.FindingsRefused
+	counters["uplink_seq_renumbers"] = st.SeqRenumbers
+	counters["uplink_findings_renumbered"] = st.FindingsRenumbered
+	counters["uplink_model_status_dropped"] = st.ModelStatusDropped
+	counters["uplink_model_status_resent"] = st.ModelStatusResent
 	s := &wirev1.Status{
 		TimeUnixNano:     time.Now().UnixNano(),
 		Spool:            c.cfg.Spool.Stats(),

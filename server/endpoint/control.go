@@ -111,6 +111,9 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 		return err
 	}
 	e.touch(ctx, p, base)
+	// Read before the session is registered: it may wait for the agent's
+	// batches still committing from an earlier connection.
+	highest := e.highestSeq(ctx, p)
 	// The Hello's touch does not count towards minTouchInterval: it stores no
 	// spool stats or counters (it resets them), and the agent's first Status
 	// follows it at once; throttled, that Status would leave them zero for a
@@ -143,6 +146,7 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 		Entity:             p.id.Entity,
 		ServerTimeUnixNano: e.cfg.now().UnixNano(),
 		StatusIntervalMs:   uint32(e.cfg.StatusInterval / time.Millisecond),
+		HighestSeq:         highest,
 	}}})
 	if err != nil {
 		cs.mu.Unlock()

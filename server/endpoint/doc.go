@@ -4,7 +4,8 @@
 //
 //   - ENROLL: token + CSR -> certificate chain (the only stream allowed on a
 //     connection without a client certificate);
-//   - CONTROL: Hello -> HelloAck, Status heartbeats, certificate renewal, and
+//   - CONTROL: Hello -> HelloAck (with the highest seq stored for the agent,
+//     once its batches still committing are done: seq.go), Status heartbeats, certificate renewal, and
 //     server pushes (ModelOffer, SlowDown) through Endpoint.Push; right after
 //     HelloAck, and again on every change (Endpoint.SuppressionsChanged), the
 //     entity's active suppressions (suppressions.go);

@@ -210,6 +210,9 @@ type Endpoint struct {
 	anonConns atomic.Int64  // live connections without a client certificate
 	connSeq   atomic.Uint64 // numbers connections in the order they registered
 	queued    budget        // findings decoded and waiting for their commit
+	// agentCommits: each agent's batches committing (HelloAck waits for
+	// them before it reads the agent's highest stored seq).
+	agentCommits agentCommits
 
 	ln       *quic.Listener
 	tr       *quic.Transport // owns the UDP socket's QUIC state

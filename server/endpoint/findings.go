@@ -95,6 +95,7 @@ func (e *Endpoint) readBatches(ctx context.Context, id pki.Identity, r *wirev1.R
 			e.queued.release(n)
 			return protoErr(wirev1.CodeShuttingDown, "server shutting down")
 		}
+		e.agentCommits.begin(id.AgentID) // ended by ackLoop, which takes every batch handed on
 		// The commit outlives a dropped connection: a half-done ingest
 		// would only be re-sent, but finishing it is cheaper and drains
 		// cleanly.
@@ -126,6 +127,7 @@ func (e *Endpoint) ackLoop(id pki.Identity, pending <-chan *pendingCommit, w io.
 	}
 	for pc := range pending {
 		inserted, err := pc.wait(pc.ctx)
+		e.agentCommits.end(id.AgentID)
 		lat := time.Since(pc.start)
 		e.inflight.Add(-1)
 		e.queued.release(pc.n)

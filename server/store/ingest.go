@@ -247,3 +247,22 @@ func chunkArgs(agentID, entity string, fs []*wirev1.Finding, received int64) [][
 }
 
 var errClosed = errors.New("store closed")
+
+// HighestSeq returns the highest seq stored for agentID (0: none). The
+// endpoint tells it to the agent in HelloAck, so that an agent whose spool
+// numbers from 1 again (the file lost or recreated) renumbers its findings
+// above it instead of having them ignored as duplicates. It reads committed
+// rows only (the UNIQUE (agent_id, seq) index: one lookup).
+func (db *DB) HighestSeq(ctx context.Context, agentID string) (uint64, error) {
+	if agentID == "" {
+		return 0, fmt.Errorf("highest seq: agent required: %w", ErrInvalid)
+	}
+	var seq int64
+	if err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM findings WHERE agent_id = ?`, agentID).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("highest seq of %s: %w", agentID, err)
+	}
+	if seq < 0 {
+		return 0, fmt.Errorf("highest seq of %s: negative seq %d in the store", agentID, seq)
+	}
+	return uint64(seq), nil
+}

@@ -1083,8 +1083,14 @@ type HelloAck struct {
 	Entity             string                 `protobuf:"bytes,2,opt,name=entity,proto3" json:"entity,omitempty"`
 	ServerTimeUnixNano int64                  `protobuf:"varint,3,opt,name=server_time_unix_nano,json=serverTimeUnixNano,proto3" json:"server_time_unix_nano,omitempty"`
 	StatusIntervalMs   uint32                 `protobuf:"varint,4,opt,name=status_interval_ms,json=statusIntervalMs,proto3" json:"status_interval_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// highest_seq is the highest Finding.seq the server has stored for this agent (0: none).
+	// Set by servers that know it; absent from older servers. An agent whose spool numbers at or
+	// below it (a lost or recreated spool file while identity.json stayed) renumbers its pending
+	// findings and its next seq above it before it sends any: the server stores each (agent, seq)
+	// once, and would take them for duplicates.
+	HighestSeq    *uint64 `protobuf:"varint,5,opt,name=highest_seq,json=highestSeq,proto3,oneof" json:"highest_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HelloAck) Reset() {
@@ -1141,6 +1147,13 @@ func (x *HelloAck) GetServerTimeUnixNano() int64 {
 func (x *HelloAck) GetStatusIntervalMs() uint32 {
 	if x != nil {
 		return x.StatusIntervalMs
+	}
+	return 0
+}
+
+func (x *HelloAck) GetHighestSeq() uint64 {
+	if x != nil && x.HighestSeq != nil {
+		return *x.HighestSeq
 	}
 	return 0
 }
@@ -2311,12 +2324,15 @@ const file_vigil_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\v2\x15.vigil.wire.v1.StatusH\x00R\x06status\x123\n" +
 	"\x05renew\x18\x03 \x01(\v2\x1b.vigil.wire.v1.RenewRequestH\x00R\x05renew\x12?\n" +
 	"\fmodel_status\x18\x04 \x01(\v2\x1a.vigil.wire.v1.ModelStatusH\x00R\vmodelStatusB\x05\n" +
-	"\x03msg\"\x9e\x01\n" +
+	"\x03msg\"\xd4\x01\n" +
 	"\bHelloAck\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
 	"\x06entity\x18\x02 \x01(\tR\x06entity\x121\n" +
 	"\x15server_time_unix_nano\x18\x03 \x01(\x03R\x12serverTimeUnixNano\x12,\n" +
-	"\x12status_interval_ms\x18\x04 \x01(\rR\x10statusIntervalMs\"Z\n" +
+	"\x12status_interval_ms\x18\x04 \x01(\rR\x10statusIntervalMs\x12$\n" +
+	"\vhighest_seq\x18\x05 \x01(\x04H\x00R\n" +
+	"highestSeq\x88\x01\x01B\x0e\n" +
+	"\f_highest_seq\"Z\n" +
 	"\bSlowDown\x121\n" +
 	"\x15min_batch_interval_ms\x18\x01 \x01(\rR\x12minBatchIntervalMs\x12\x1b\n" +
 	"\tmax_batch\x18\x02 \x01(\rR\bmaxBatch\"\xd5\x01\n" +
@@ -2517,6 +2533,7 @@ func file_vigil_proto_init() {
 		(*AgentControl_Renew)(nil),
 		(*AgentControl_ModelStatus)(nil),
 	}
+	file_vigil_proto_msgTypes[13].OneofWrappers = []any{}
 	file_vigil_proto_msgTypes[17].OneofWrappers = []any{
 		(*ServerControl_HelloAck)(nil),
 		(*ServerControl_ModelOffer)(nil),

@@ -36,6 +36,13 @@ package wirev1
 //     when it isolates a finding the server refuses; a refused control
 //     message is not their doing. An older agent takes 0x14 for an unknown
 //     code: a session error, retried with backoff, no strike.
+//   - 1 (additive, no version change): HelloAck.highest_seq (field 5,
+//     proto3 optional), the highest Finding.seq the server holds for the
+//     agent. An agent whose spool was lost or recreated (seqs from 1
+//     again, identity.json kept) renumbers its pending findings above it
+//     before it sends, instead of having them taken for duplicates. An
+//     older agent ignores the field; an older server does not set it, and
+//     the agent then leaves its seqs as they are (as before).
 const ProtocolVersion = 1
 
 // ALPN is the TLS application protocol negotiated on every connection.

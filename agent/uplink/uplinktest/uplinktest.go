@@ -54,6 +54,14 @@ type Server struct {
 	// the server stop reading that stream after its header (the agent's
 	// writes then block on flow control) until the connection ends.
 	StallFindings func() bool
+	// DiscardControl, if set and true when a control message arrives after
+	// HelloAck, makes the server read and discard it unrecorded (a server
+	// that crashes before it stores what reached it; DropConns then ends
+	// the connection).
+	DiscardControl func() bool
+	// NoHighestSeq leaves HelloAck.highest_seq unset, as an older server
+	// does (by default it is the highest seq committed here).
+	NoHighestSeq bool
 
 	ln     *quic.Listener
 	mu     sync.Mutex
@@ -63,6 +71,10 @@ type Server struct {
 	hellos []*wirev1.Hello
 	renews int
 	conns  int
+	// live connections (DropConns), model statuses recorded and discarded.
+	live      map[*quic.Conn]struct{}
+	models    []*wirev1.ModelStatus
+	discarded int
 }
 
 // New starts a fake server for a fresh test deployment (trust domain
@@ -134,6 +146,8 @@ type settings struct {
 	refuseRenew      bool
 	ackDelay         time.Duration
 	stallFindings    func() bool
+	discardControl   func() bool
+	noHighestSeq     bool
 }
 
 func (s *Server) settings() settings {
@@ -141,7 +155,7 @@ func (s *Server) settings() settings {
 	defer s.mu.Unlock()
 	return settings{token: s.Token, entity: s.Entity, ttl: s.AgentTTL, statusIntervalMs: s.StatusIntervalMs,
 		onBatch: s.OnBatch, afterHello: s.AfterHello, refuseRenew: s.RefuseRenew, ackDelay: s.AckDelay,
-		stallFindings: s.StallFindings}
+		stallFindings: s.StallFindings, discardControl: s.DiscardControl, noHighestSeq: s.NoHighestSeq}
 }
 
 // Findings returns the committed findings' seqs in order of first arrival.
@@ -172,6 +186,34 @@ func (s *Server) Hellos() []*wirev1.Hello {
 	return append([]*wirev1.Hello(nil), s.hellos...)
 }
 
+// ModelStatuses returns the ModelStatus messages recorded (not discarded).
+func (s *Server) ModelStatuses() []*wirev1.ModelStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*wirev1.ModelStatus(nil), s.models...)
+}
+
+// Discarded is the number of control messages discarded (DiscardControl).
+func (s *Server) Discarded() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.discarded
+}
+
+// DropConns closes every live connection with CodeInternal, as a server
+// that crashed and restarted would lose them.
+func (s *Server) DropConns() {
+	s.mu.Lock()
+	cs := make([]*quic.Conn, 0, len(s.live))
+	for c := range s.live {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		_ = c.CloseWithError(quic.ApplicationErrorCode(wirev1.CodeInternal), "uplinktest: connection dropped")
+	}
+}
+
 // Renewals is the number of certificates issued by renewal.
 func (s *Server) Renewals() int {
 	s.mu.Lock()
@@ -196,6 +238,17 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 		}
 		agentID = id.AgentID
 	}
+	s.mu.Lock()
+	if s.live == nil {
+		s.live = map[*quic.Conn]struct{}{}
+	}
+	s.live[conn] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.live, conn)
+		s.mu.Unlock()
+	}()
 	for {
 		st, err := conn.AcceptStream(ctx)
 		if err != nil {
@@ -296,9 +349,17 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 		defer wmu.Unlock()
 		return wirev1.Write(st, m, 0)
 	}
-	if err := send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_HelloAck{HelloAck: &wirev1.HelloAck{
-		AgentId: agentID, Entity: cf.entity, ServerTimeUnixNano: time.Now().UnixNano(), StatusIntervalMs: cf.statusIntervalMs,
-	}}}); err != nil {
+	ack := &wirev1.HelloAck{AgentId: agentID, Entity: cf.entity, ServerTimeUnixNano: time.Now().UnixNano(), StatusIntervalMs: cf.statusIntervalMs}
+	if !cf.noHighestSeq {
+		var highest uint64
+		s.mu.Lock()
+		for seq := range s.seqs {
+			highest = max(highest, seq)
+		}
+		s.mu.Unlock()
+		ack.HighestSeq = &highest
+	}
+	if err := send(&wirev1.ServerControl{Msg: &wirev1.ServerControl_HelloAck{HelloAck: ack}}); err != nil {
 		return err
 	}
 	if cf.afterHello != nil {
@@ -309,7 +370,17 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 		if err := r.Read(&m); err != nil {
 			return nil
 		}
+		if discard := s.settings().discardControl; discard != nil && discard() {
+			s.mu.Lock()
+			s.discarded++
+			s.mu.Unlock()
+			continue
+		}
 		switch msg := m.Msg.(type) {
+		case *wirev1.AgentControl_ModelStatus:
+			s.mu.Lock()
+			s.models = append(s.models, msg.ModelStatus)
+			s.mu.Unlock()
 		case *wirev1.AgentControl_Status:
 			s.mu.Lock()
 			s.status = append(s.status, msg.Status)

@@ -148,7 +148,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		}
 		return out
 	}
-	upd, err = newUpdater(cfg.StateDir, dirsOf(cfg.PluginDirs, cfg.ModelDirs), sources, true, log.With("part", "update"))
+	upd, err = newUpdater(cfg.StateDir, cfg.Update.TrustSeed, dirsOf(cfg.PluginDirs, cfg.ModelDirs), sources, true, log.With("part", "update"))
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

@@ -42,7 +42,8 @@ func newUpdateCommand(g *Globals) *cobra.Command {
 		Use:   "update (--bundle FILE [--rollback FILE] | --trust FILE) [--config FILE] [--state DIR] [--json]",
 		Short: "Air-gapped model install (same verification and activation as a server rollout), or a signed trust policy update",
 		Long: `update --bundle FILE installs a model bundle without a server: the bundle must carry the threshold of
-signatures that <state>/trust.json requires, must not be expired, must have a version greater than the
+signatures that <state>/trust.json requires (copied from the shipped policy, update.trust_seed,
+default /etc/vigil/trust.json, when the state has none), must not be expired, must have a version greater than the
 active one (unless --rollback gives a signed rollback instruction naming it), and its feature set must
 be one the detector plugin accepts. The plugin (vigil-detector-<detector>, found next to this binary,
 then in the configuration's plugin_dirs, else in /usr/lib/vigil) loads it and scores a probe batch; only then is it made active, atomically. A running
@@ -88,7 +89,7 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 				}
 			}
 			if trustPath != "" {
-				r, err := updateTrust(stateDir, trustPath)
+				r, err := updateTrust(stateDir, cfg.Update.TrustSeed, trustPath)
 				if err != nil {
 					return err
 				}
@@ -96,7 +97,7 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 				return nil
 			}
 			log := g.Logger()
-			a, err := newUpdater(stateDir, dirsOf(cfg.PluginDirs, cfg.ModelDirs), nil, false, log.With("part", "update"))
+			a, err := newUpdater(stateDir, cfg.Update.TrustSeed, dirsOf(cfg.PluginDirs, cfg.ModelDirs), nil, false, log.With("part", "update"))
 			if err != nil {
 				return err
 			}
@@ -150,9 +151,13 @@ func readSmall(path string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-// updateTrust applies a signed policy update to <state>/trust.json.
-func updateTrust(stateDir, path string) (updateReport, error) {
+// updateTrust applies a signed policy update to <state>/trust.json (installed first from
+// seed, the shipped policy, when absent: the update must be signed by its keys).
+func updateTrust(stateDir, seed, path string) (updateReport, error) {
 	polPath := filepath.Join(stateDir, update.TrustFile)
+	if _, err := update.SeedPolicy(stateDir, seed); err != nil {
+		return updateReport{}, err
+	}
 	cur, err := trust.Load(polPath)
 	if err != nil {
 		return updateReport{}, err

@@ -42,7 +42,7 @@ func TestUpdateCommandKeepsBaselineFloor(t *testing.T) {
 	old.Version = 3
 	older := signtest.WriteBundle(t, t.TempDir(), []byte("old 3"), old, signer)
 
-	a, err := newUpdater(state, dirsOf([]string{filepath.Dir(plugin)}, nil), nil, false, slog.New(slog.DiscardHandler))
+	a, err := newUpdater(state, "", dirsOf([]string{filepath.Dir(plugin)}, nil), nil, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func pluginEnv() []string {
 }
 
 // newUpdater builds the updater of `run` (or of `update`, with fetch == false).
-func newUpdater(stateDir string, dirs searchDirs, sources []pipeline.Source, fetch bool, log *slog.Logger) (*agentUpdater, error) {
+func newUpdater(stateDir, trustSeed string, dirs searchDirs, sources []pipeline.Source, fetch bool, log *slog.Logger) (*agentUpdater, error) {
 	running := update.LoaderMap{}
 	for _, s := range sources {
 		if ls, ok := s.(ModelLoaderSource); ok {
@@ -63,10 +63,11 @@ func newUpdater(stateDir string, dirs searchDirs, sources []pipeline.Source, fet
 	}
 	a := &agentUpdater{status: make(chan *wirev1.ModelStatus, 256), log: log, shadowEvery: config.DefaultShadowReportInterval}
 	cfg := update.Config{
-		StateDir: stateDir,
-		Loaders:  &update.PluginLoaders{Dirs: dirs.pluginDirs(), Env: pluginEnv(), Running: running, Logger: log},
-		Baseline: installedBaseline(baselineDirs(stateDir, dirs)),
-		Logger:   log,
+		StateDir:  stateDir,
+		TrustSeed: trustSeed,
+		Loaders:   &update.PluginLoaders{Dirs: dirs.pluginDirs(), Env: pluginEnv(), Running: running, Logger: log},
+		Baseline:  installedBaseline(baselineDirs(stateDir, dirs)),
+		Logger:    log,
 		Report: func(st *wirev1.ModelStatus) {
 			select {
 			case a.status <- st:

@@ -86,7 +86,7 @@ func TestUpdaterRestoresInstalledBaseline(t *testing.T) {
 	if _, err := plugin.LoadModel(context.Background(), base); err != nil { // the pipeline runs it
 		t.Fatal(err)
 	}
-	a, err := newUpdater(state, dirsOf(nil, nil), []pipeline.Source{loaderSource{plugin}}, false, slog.New(slog.DiscardHandler))
+	a, err := newUpdater(state, "", dirsOf(nil, nil), []pipeline.Source{loaderSource{plugin}}, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,17 @@ type Update struct {
 	// ShadowReportInterval is how often the statistics of a shadow model
 	// (and of the active model beside it) are reported to the server.
 	ShadowReportInterval Duration `json:"shadow_report_interval" yaml:"shadow_report_interval"`
+	// TrustSeed is the shipped trust policy of the release keys (the
+	// packages' /etc/vigil/trust.json): the agent copies it to
+	// <state_dir>/trust.json when that is absent, and from then on keeps
+	// its own copy there, which signed policy updates rotate
+	// (`vigil-agent update --trust`). Default DefaultTrustSeed; a path
+	// that does not exist seeds nothing.
+	TrustSeed string `json:"trust_seed,omitempty" yaml:"trust_seed,omitempty"`
 }
+
+// DefaultTrustSeed is where the packages install the trust policy.
+const DefaultTrustSeed = "/etc/vigil/trust.json"
 
 // Spool configures the findings spool.
 type Spool struct {
@@ -165,6 +175,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Uplink.BackoffMax == 0 {
 		c.Uplink.BackoffMax = Duration(DefaultBackoffMax)
+	}
+	if c.Update.TrustSeed == "" {
+		c.Update.TrustSeed = DefaultTrustSeed
 	}
 	if c.Metrics.Listen == "" {
 		c.Metrics.Listen = DefaultMetricsListen
@@ -338,6 +351,9 @@ func (c *Config) Validate() error {
 				seen[k] = true
 			}
 		}
+	}
+	if t := c.Update.TrustSeed; t != "" && !filepath.IsAbs(t) {
+		errs = append(errs, fmt.Errorf("update.trust_seed %q: an absolute path", t))
 	}
 	if b := c.Capture.BeaconIntervals; b != 0 && b != -1 && (b < MinBeaconIntervals || b > MaxBeaconIntervals) {
 		errs = append(errs, fmt.Errorf("capture.beacon_intervals %d: 0 (default), -1 (off), or %d to %d", b, MinBeaconIntervals, MaxBeaconIntervals))

@@ -118,6 +118,8 @@ func TestValidate(t *testing.T) {
 		{"calibrate quantile 1", func(c *Config) { c.Calibration.Quantile = 1 }, "calibration.quantile"},
 		{"calibrate quantile low", func(c *Config) { c.Calibration.Quantile = 0.2 }, "calibration.quantile"},
 		{"calibrate quantile NaN", func(c *Config) { c.Calibration.Quantile = math.NaN() }, "calibration.quantile"},
+		{"trust seed relative", func(c *Config) { c.Update.TrustSeed = "trust.json" }, "update.trust_seed"},
+		{"trust seed elsewhere", func(c *Config) { c.Update.TrustSeed = "/srv/vigil/trust.json" }, ""},
 		{"beacon off", func(c *Config) { c.Capture.BeaconIntervals = -1 }, ""},
 		{"beacon 5", func(c *Config) { c.Capture.BeaconIntervals = 5 }, ""},
 		{"beacon 31", func(c *Config) { c.Capture.BeaconIntervals = 31 }, ""},

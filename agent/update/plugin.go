@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/pluginhost"
@@ -196,7 +197,7 @@ func (p *PluginLoaders) Loader(ctx context.Context, detector string) (ModelLoade
 		_ = os.RemoveAll(stage)
 		return nil, nil, fmt.Errorf("stage directory: %w", err)
 	}
-	h, err := pluginhost.New(pluginhost.Config{Path: path, Env: p.Env, Logger: log.With("plugin", name),
+	h, err := pluginhost.New(pluginhost.Config{Path: path, Env: pluginEnvFor(p.Env, path), Logger: log.With("plugin", name),
 		RingSlots: 1024, MaxBatch: 256, Sandbox: pluginhost.Sandbox{ReadOnly: []string{stage}}})
 	if err != nil {
 		_ = os.RemoveAll(stage)
@@ -214,4 +215,29 @@ func (p *PluginLoaders) Loader(ctx context.Context, detector string) (ModelLoade
 		_ = os.RemoveAll(stage)
 	}
 	return HostLoader{Host: h, StageDir: stage}, release, nil
+}
+
+// pluginEnvFor is env with ONNXRUNTIME_LIB set to the ONNX Runtime library
+// next to the plugin (../lib or lib beside it: bin/lib for a build tree,
+// /usr/lib/vigil/lib for the packages), unless env sets it. The plugin
+// would find that library itself, but its sandbox lets it read only what
+// the host allows, and the host allows the directory of ONNXRUNTIME_LIB:
+// without it, `vigil-agent update` from a build tree failed with
+// "libonnxruntime.so: permission denied".
+func pluginEnvFor(env []string, plugin string) []string {
+	for _, e := range env {
+		if strings.HasPrefix(e, "ONNXRUNTIME_LIB=") {
+			return env
+		}
+	}
+	if r, err := filepath.EvalSymlinks(plugin); err == nil {
+		plugin = r
+	}
+	dir := filepath.Dir(plugin)
+	for _, lib := range []string{filepath.Join(dir, "..", "lib", "libonnxruntime.so"), filepath.Join(dir, "lib", "libonnxruntime.so")} {
+		if st, err := os.Stat(lib); err == nil && st.Mode().IsRegular() {
+			return append(slices.Clone(env), "ONNXRUNTIME_LIB="+filepath.Clean(lib))
+		}
+	}
+	return env
 }

@@ -70,6 +70,13 @@ type controlSession struct {
 
 	mu sync.Mutex
 	w  io.Writer
+	// broken is the error of a write that failed (a deadline passed with
+	// the agent not reading, a reset): the stream may hold part of a frame,
+	// so nothing more is written to it. The read loop is woken and ends the
+	// connection (handleControl), and the agent reconnects and is offered
+	// what it lacks at its Hello; until then every push fails at once
+	// instead of waiting for another write deadline.
+	broken error
 	// The generation of the last Suppressions sent (supSent: one was).
 	supSent bool
 	supGen  uint64
@@ -78,7 +85,28 @@ type controlSession struct {
 func (cs *controlSession) send(m *wirev1.ServerControl) error {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	return writeFrame(cs.w, m)
+	return cs.writeLocked(m)
+}
+
+// writeLocked writes one frame, unless an earlier write failed; a failed
+// write breaks the session (see broken). Called with mu held.
+func (cs *controlSession) writeLocked(m *wirev1.ServerControl) error {
+	if cs.broken != nil {
+		return fmt.Errorf("control stream broken by an earlier write: %w", cs.broken)
+	}
+	if err := writeFrame(cs.w, m); err != nil {
+		cs.broken = err
+		setReadDeadline(cs.w, time.Nanosecond) // wakes the read loop
+		return err
+	}
+	return nil
+}
+
+// brokenErr is the error that broke the session, nil if none.
+func (cs *controlSession) brokenErr() error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.broken
 }
 
 // handleControl serves the CONTROL stream: Hello first (answered with
@@ -141,7 +169,7 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 	if err != nil {
 		p.log.Warn("agent gets no suppressions now", "err", err)
 	}
-	err = writeFrame(w, &wirev1.ServerControl{Msg: &wirev1.ServerControl_HelloAck{HelloAck: &wirev1.HelloAck{
+	err = cs.writeLocked(&wirev1.ServerControl{Msg: &wirev1.ServerControl_HelloAck{HelloAck: &wirev1.HelloAck{
 		AgentId:            p.id.AgentID,
 		Entity:             p.id.Entity,
 		ServerTimeUnixNano: e.cfg.now().UnixNano(),
@@ -168,6 +196,11 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 	for {
 		var m wirev1.AgentControl
 		if err := r.Read(&m); err != nil {
+			if werr := cs.brokenErr(); werr != nil {
+				// A push or an answer could not be written: close the
+				// connection, so that the agent reconnects.
+				return protoErr(wirev1.CodeInternal, "control stream write failed: %v", werr)
+			}
 			if errors.Is(err, io.EOF) {
 				return nil
 			}

@@ -74,7 +74,7 @@ func (cs *controlSession) sendSuppressionsLocked(m *wirev1.Suppressions) (bool, 
 	if cs.supSent && m.Generation <= cs.supGen {
 		return false, nil
 	}
-	if err := writeFrame(cs.w, &wirev1.ServerControl{Msg: &wirev1.ServerControl_Suppressions{Suppressions: m}}); err != nil {
+	if err := cs.writeLocked(&wirev1.ServerControl{Msg: &wirev1.ServerControl_Suppressions{Suppressions: m}}); err != nil {
 		return false, err
 	}
 	cs.supSent, cs.supGen = true, m.Generation

@@ -99,6 +99,15 @@ func Registry(s Sources) *prometheus.Registry {
 	counter("reconnects_total", "Connection attempts after a failure.", up(func(u uplink.Stats) float64 { return float64(u.Reconnects) }))
 	counter("cert_renewals_total", "Certificate renewals.", up(func(u uplink.Stats) float64 { return float64(u.Renewals) }))
 	counter("cert_renewal_failures_total", "Failed certificate renewals.", up(func(u uplink.Stats) float64 { return float64(u.RenewFailures) }))
+	counter("findings_refused_total", "Findings dropped after the server refused each alone.", up(func(u uplink.Stats) float64 { return float64(u.FindingsRefused) }))
+	counter("seq_renumbers_total", "Times the spool's seqs were at or below the server's highest stored seq (a lost or recreated spool) and renumbered above it.",
+		up(func(u uplink.Stats) float64 { return float64(u.SeqRenumbers) }))
+	counter("findings_renumbered_total", "Findings given new seqs by those renumberings.", up(func(u uplink.Stats) float64 { return float64(u.FindingsRenumbered) }))
+	counter("model_status_dropped_total", "Model status reports lost unsent (too many distinct ones waited).", up(func(u uplink.Stats) float64 { return float64(u.ModelStatusDropped) }))
+	counter("model_status_resent_total", "Model status reports sent again after their session ended.", up(func(u uplink.Stats) float64 { return float64(u.ModelStatusResent) }))
+	if s.Counters != nil {
+		reg.MustRegister(pipelineCounters{s.Counters})
+	}
 	gauge("connected", "1 while a session with the server is up.", up(func(u uplink.Stats) float64 {
 		if u.Connected {
 			return 1
@@ -112,6 +121,26 @@ func Registry(s Sources) *prometheus.Registry {
 		return float64(u.CertNotAfter.Unix())
 	}))
 	return reg
+}
+
+// pipelineCounterDesc describes the pipelines' counters (Sources.Counters):
+// the same names as in Status and in the Status messages to the server.
+// Most are counters; a few are levels (watch_dirs, calibration values), so
+// the metric is untyped.
+var pipelineCounterDesc = prometheus.NewDesc("vigil_agent_pipeline_stat",
+	"Counters and levels of the detection pipelines (captured, kernel_drops, events_lost, watch_dropped, *_append_errors, *_findings_lost, ...), by name.",
+	[]string{"name"}, nil)
+
+// pipelineCounters exports Sources.Counters, whose names depend on the
+// pipelines that run, as one labelled metric.
+type pipelineCounters struct{ f func() map[string]uint64 }
+
+func (pipelineCounters) Describe(ch chan<- *prometheus.Desc) { ch <- pipelineCounterDesc }
+
+func (c pipelineCounters) Collect(ch chan<- prometheus.Metric) {
+	for name, v := range c.f() {
+		ch <- prometheus.MustNewConstMetric(pipelineCounterDesc, prometheus.UntypedValue, float64(v), name)
+	}
 }
 
 // StatusOf assembles the status document.

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-edge/vigil/agent/capture"
+	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/detect"
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/internal/termsafe"
@@ -143,6 +144,7 @@ func newScanCommand(g *Globals) *cobra.Command {
 		minPackets               uint64
 		minSeverity              string
 		persistWindows           int
+		beaconIntervals          int
 		calibrate                time.Duration
 		modelDirs, pluginDirs    []string
 		hashSeed                 uint64
@@ -157,6 +159,9 @@ func newScanCommand(g *Globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if pcap == "" {
 				return &exitError{code: 2, msg: "scan: give --pcap FILE (or --dir DIR)"}
+			}
+			if b := beaconIntervals; b != 0 && b != -1 && (b < config.MinBeaconIntervals || b > config.MaxBeaconIntervals) {
+				return &exitError{code: 2, msg: fmt.Sprintf("scan: --beacon-intervals %d: 0 (default), -1 (off), or %d to %d", b, config.MinBeaconIntervals, config.MaxBeaconIntervals)}
 			}
 			st, err := os.Stat(pcap)
 			if err != nil {
@@ -218,6 +223,9 @@ func newScanCommand(g *Globals) *cobra.Command {
 			}
 			if calibrate > 0 {
 				args = append(args, "-calibrate", calibrate.String())
+			}
+			if beaconIntervals != 0 {
+				args = append(args, "-beacon-intervals", strconv.Itoa(beaconIntervals))
 			}
 			var bar *progressBar
 			if isTerminal(g.Stderr) {
@@ -290,6 +298,7 @@ func newScanCommand(g *Globals) *cobra.Command {
 	f.Uint64Var(&minPackets, "min-packets", 0, "anomalous packets a source needs for a finding below high severity, unless a content hint leads it (default 3)")
 	f.StringVar(&minSeverity, "min-severity", "", "lowest severity reported: low, medium, high or critical (default medium)")
 	f.IntVar(&persistWindows, "persist-windows", 0, fmt.Sprintf("windows in a row of anomalies (each with --min-packets) after which a source is reported even below --min-severity, as medium; -1: off (default %d)", detect.DefaultPersistWindows))
+	f.IntVar(&beaconIntervals, "beacon-intervals", 0, fmt.Sprintf("regular intervals between a host's connections to one address and port before the beacon rule reports them (%d to %d; 0: the plugin's default, 20; -1: off)", config.MinBeaconIntervals, config.MaxBeaconIntervals))
 	f.DurationVar(&calibrate, "calibrate", 0, "per-sensor calibration: observe this much of the capture (packet time) before flagging")
 	f.Uint64Var(&hashSeed, "hash-seed", 0, "feature-table hash seed (default: a fixed seed, so repeated scans of a file are byte-identical)")
 	f.StringSliceVar(&modelDirs, "model-dir", nil, "directories with model bundles (after the one next to the binary)")

@@ -50,3 +50,18 @@ func TestUpdateCommandSeedsTrust(t *testing.T) {
 		t.Fatalf("state policy differs from the shipped one")
 	}
 }
+
+// TestScanBeaconIntervalsFlag: scan's --beacon-intervals is checked before
+// any work, with the configuration's range.
+func TestScanBeaconIntervalsFlag(t *testing.T) {
+	for _, v := range []string{"4", "32", "-2"} {
+		code, _, stderr := runCLI(t, "scan", "--pcap", "none.pcap", "--beacon-intervals", v)
+		if code != 2 || !strings.Contains(stderr, "--beacon-intervals "+v) {
+			t.Errorf("--beacon-intervals %s: code %d, stderr %q", v, code, stderr)
+		}
+	}
+	code, _, stderr := runCLI(t, "scan", "--pcap", filepath.Join(t.TempDir(), "none.pcap"), "--beacon-intervals", "-1")
+	if code == 2 || strings.Contains(stderr, "beacon") {
+		t.Errorf("--beacon-intervals -1: code %d, stderr %q", code, stderr)
+	}
+}

@@ -141,7 +141,11 @@ func (e *Endpoint) handleControl(ctx context.Context, p *peer, r *wirev1.Reader,
 	e.touch(ctx, p, base)
 	// Read before the session is registered: it may wait for the agent's
 	// batches still committing from an earlier connection.
-	highest := e.highestSeq(ctx, p)
+	highest, err := e.highestSeq(ctx, p)
+	if err != nil {
+		p.log.Warn("session refused: the highest stored seq is unknown", "err", err)
+		return protoErr(wirev1.CodeInternal, "highest stored seq unknown: %v", err)
+	}
 	// The Hello's touch does not count towards minTouchInterval: it stores no
 	// spool stats or counters (it resets them), and the agent's first Status
 	// follows it at once; throttled, that Status would leave them zero for a

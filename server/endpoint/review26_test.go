@@ -1,12 +1,15 @@
 package endpoint
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vigil-edge/vigil/pki"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -62,5 +65,45 @@ func TestControlSessionBrokenByFailedWrite(t *testing.T) {
 	}
 	if cs.brokenErr() == nil {
 		t.Error("session not marked broken")
+	}
+}
+
+// seqStore answers HighestSeq with err; the rest of Store is not used.
+type seqStore struct {
+	Store
+	seq uint64
+	err error
+}
+
+func (s seqStore) HighestSeq(context.Context, string) (uint64, error) { return s.seq, s.err }
+
+// TestHighestSeqUnknownRefusesSession: when the store cannot say the
+// agent's highest stored seq (it failed, or the agent's earlier commits did
+// not finish in time), the HelloAck went out without it, and an agent
+// whose spool had just been recreated then sent seqs from 1, which the
+// server took for duplicates: the loss the field exists to prevent. The
+// session is refused instead (the agent retries); a store that cannot tell
+// at all (no SeqStore) still gives a HelloAck without the field.
+func TestHighestSeqUnknownRefusesSession(t *testing.T) {
+	p := &peer{id: pki.Identity{AgentID: "a1"}, log: slog.New(slog.DiscardHandler)}
+	e := &Endpoint{st: seqStore{err: errors.New("database is locked")}}
+	if h, err := e.highestSeq(context.Background(), p); err == nil || h != nil {
+		t.Fatalf("failing store: %v, %v; want an error", h, err)
+	}
+	e = &Endpoint{st: seqStore{seq: 42}}
+	e.agentCommits.begin("a1") // an earlier connection's batch that never finishes
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if h, err := e.highestSeq(ctx, p); err == nil || h != nil {
+		t.Fatalf("commits not finished: %v, %v; want an error", h, err)
+	}
+	e.agentCommits.end("a1")
+	if h, err := e.highestSeq(context.Background(), p); err != nil || h == nil || *h != 42 {
+		t.Fatalf("working store: %v, %v; want 42", h, err)
+	}
+	var plain struct{ Store }
+	e = &Endpoint{st: plain}
+	if h, err := e.highestSeq(context.Background(), p); err != nil || h != nil {
+		t.Fatalf("store without HighestSeq: %v, %v; want nil, nil", h, err)
 	}
 }

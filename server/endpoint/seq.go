@@ -84,25 +84,25 @@ func (a *agentCommits) wait(ctx context.Context, agentID string) error {
 
 // highestSeq is the HelloAck's highest_seq for the agent of p: the highest
 // seq stored for it once the batches it sent on earlier connections are
-// committed (a batch committing while it is read would be missed). nil:
-// unknown (the store cannot tell, or did not answer in time); the agent
-// then leaves its seqs as they are.
-func (e *Endpoint) highestSeq(ctx context.Context, p *peer) *uint64 {
+// committed (a batch committing while it is read would be missed). nil
+// without an error: the store cannot tell (the agent then leaves its seqs
+// as they are). An error (the store failed, or the agent's earlier commits
+// took longer than highestSeqWait) refuses the session: a HelloAck without
+// the field would let an agent whose spool was just recreated send seqs
+// the server takes for duplicates, and the agent retries later instead.
+func (e *Endpoint) highestSeq(ctx context.Context, p *peer) (*uint64, error) {
 	ss, ok := e.st.(SeqStore)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, highestSeqWait)
 	defer cancel()
-	seq, err := func() (uint64, error) {
-		if err := e.agentCommits.wait(ctx, p.id.AgentID); err != nil {
-			return 0, fmt.Errorf("wait for the agent's commits: %w", err)
-		}
-		return ss.HighestSeq(ctx, p.id.AgentID)
-	}()
-	if err != nil {
-		p.log.Warn("HelloAck without the highest stored seq", "err", err)
-		return nil
+	if err := e.agentCommits.wait(ctx, p.id.AgentID); err != nil {
+		return nil, fmt.Errorf("wait for the agent's commits: %w", err)
 	}
-	return &seq
+	seq, err := ss.HighestSeq(ctx, p.id.AgentID)
+	if err != nil {
+		return nil, err
+	}
+	return &seq, nil
 }

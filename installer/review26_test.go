@@ -64,3 +64,60 @@ func TestDebReinstallAfterRemoveStartsWhatRan(t *testing.T) {
 		}
 	}
 }
+
+// TestDebPrermMarkFollowsNoLink: the state directory belongs to the
+// service's user (vigil, vigil-server), and prerm runs as root: a link
+// that user left at the mark's name must not make root create, or touch,
+// the file it points to (`touch` followed it: e.g. /etc/nologin). A mark
+// that cannot be made, or a state directory that does not exist, does not
+// fail the removal.
+func TestDebPrermMarkFollowsNoLink(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	for _, pkg := range []struct{ name, stateSuffix string }{{"agent", ""}, {"server", "-server"}} {
+		for _, tc := range []string{"link", "no state directory", "mark present"} {
+			t.Run(pkg.name+"/"+tc, func(t *testing.T) {
+				h := newScriptHarness(t)
+				state := h.state + pkg.stateSuffix
+				if err := os.WriteFile(filepath.Join(h.dir, "active"), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				target := filepath.Join(h.dir, "target")
+				mark := filepath.Join(state, ".running-at-remove")
+				switch tc {
+				case "link":
+					if err := os.MkdirAll(state, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Symlink(target, mark); err != nil {
+						t.Fatal(err)
+					}
+				case "no state directory":
+					if err := os.RemoveAll(state); err != nil {
+						t.Fatal(err)
+					}
+				case "mark present":
+					if err := os.MkdirAll(state, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(mark, nil, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				calls := h.run(t, "scripts/deb/"+pkg.name+"-prerm", false, nil, "remove")
+				if !strings.Contains(calls, "deb-systemd-invoke stop") {
+					t.Errorf("not stopped; calls:\n%s", calls)
+				}
+				if _, err := os.Lstat(target); !os.IsNotExist(err) {
+					t.Errorf("prerm created the link's target %s: %v", target, err)
+				}
+				if tc == "mark present" {
+					if _, err := os.Stat(mark); err != nil {
+						t.Errorf("the mark is gone: %v", err)
+					}
+				}
+			})
+		}
+	}
+}

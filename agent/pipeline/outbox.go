@@ -16,7 +16,7 @@ const DefaultOutboxMax = 4096
 // A failed append keeps them for the next Drain, so that a sink that fails
 // for a while (a full or failing disk) loses nothing until the outbox is
 // full; then it drops the oldest finding of the lowest severity, as the
-// spool does, and counts it. The zero value holds DefaultOutboxMax.
+// spool does, and counts it. While the sink works nothing is dropped. The zero value holds DefaultOutboxMax.
 type Outbox struct {
 	// Max bounds the findings held (DefaultOutboxMax if ≤ 0). Set it before
 	// the first Add.
@@ -29,7 +29,9 @@ type Outbox struct {
 	lost    uint64 // findings dropped because the outbox was full
 }
 
-// Add queues findings for the next Drain.
+// Add queues findings for the next Drain. The bound applies while the
+// sink fails: between the drains of a working sink, a fast offline replay
+// may queue more than Max, and none of those may be dropped.
 func (o *Outbox) Add(fs []*wirev1.Finding) {
 	if len(fs) == 0 {
 		return
@@ -37,7 +39,9 @@ func (o *Outbox) Add(fs []*wirev1.Finding) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.pending = append(o.pending, fs...)
-	o.trim()
+	if o.failing {
+		o.trim()
+	}
 }
 
 // trim drops the findings beyond max: the oldest of the lowest severity

@@ -114,10 +114,16 @@ func TestOutboxBound(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			o := Outbox{Max: tc.max}
+			s := &sink{err: errors.New("no space left on device")}
+			o.Add([]*wirev1.Finding{finding(0, wirev1.Severity_SEVERITY_CRITICAL)})
+			if _, err := o.Drain(context.Background(), s); err == nil { // the sink fails: the bound applies
+				t.Fatal("drain into a failing sink: no error")
+			}
+			o.Take()
 			for _, fs := range tc.add {
 				o.Add(fs)
 			}
-			s := &sink{}
+			s.err = nil
 			if _, err := o.Drain(context.Background(), s); err != nil {
 				t.Fatal(err)
 			}
@@ -161,5 +167,23 @@ func TestOutboxTake(t *testing.T) {
 	}
 	if o.Stats().Pending != 0 || len(o.Take()) != 0 {
 		t.Fatal("findings left after Take")
+	}
+}
+
+// TestOutboxUnboundedWhileTheSinkWorks: a working sink drains every tick,
+// and between two ticks a fast offline replay (vigil-agent scan) may queue
+// more findings than the bound: none is dropped (the bound, meant for a
+// failing sink, made offline scans lose findings, depending on timing).
+func TestOutboxUnboundedWhileTheSinkWorks(t *testing.T) {
+	o := Outbox{Max: 10}
+	for i := range 25 {
+		o.Add([]*wirev1.Finding{finding(uint64(i), wirev1.Severity_SEVERITY_LOW)})
+	}
+	s := &sink{}
+	if _, err := o.Drain(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.took) != 25 || o.Stats().Lost != 0 {
+		t.Fatalf("took %d of 25, lost %d", len(s.took), o.Stats().Lost)
 	}
 }

@@ -116,7 +116,9 @@ func (t *beaconTable) observe(p *event.Packet) (Beacon, bool) {
 		if ts < last {
 			return Beacon{}, false // out of order: the intervals would be wrong
 		}
-		if p.SrcPort == e.srcPort && ts-last < beaconRetransmit {
+		// ts ≥ last: their difference as uint64 is exact (as int64 it
+		// overflows for extreme packet times)
+		if p.SrcPort == e.srcPort && uint64(ts)-uint64(last) < uint64(beaconRetransmit) {
 			return Beacon{}, false
 		}
 	}

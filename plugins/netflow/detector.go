@@ -391,14 +391,10 @@ func (d *Detector) LoadModel(_ context.Context, path string) (sdk.ModelInfo, err
 	}
 	m.observing = d.opts.Calibrate > 0
 	if v, ok := d.opts.Calibrated[digest]; ok && m.observing {
-		if err := selfcal.CheckLocal(v); err != nil {
-			// Options.Calibrated comes from outside (the agent's -calibrated):
-			// an unusable quantile is refused and the model observes again.
-			d.log.Warn("per-sensor calibration not restored (calibrating again)", "feature_set", man.FeatureSet, "digest", digest, "err", err)
-		} else {
-			m.observing, m.calibrated, m.calLocal = false, true, v
-			m.thr = max(m.thr, v)
-			d.log.Info("per-sensor calibration restored", "feature_set", man.FeatureSet, "local", v, "threshold", m.thr)
+		// Options.Calibrated comes from outside (the agent's -calibrated):
+		// an unusable quantile is refused and the model observes again.
+		if thr, ok := selfcal.Restore(d.log, man.FeatureSet, digest, m.thr, v); ok {
+			m.observing, m.calibrated, m.calLocal, m.thr = false, true, v, thr
 		}
 	}
 	d.mu.Lock()

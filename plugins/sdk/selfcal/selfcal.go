@@ -11,6 +11,7 @@ package selfcal
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"strconv"
@@ -215,4 +216,19 @@ func CheckLocal(v float32) error {
 		return fmt.Errorf("calibrated quantile %v: want a finite positive value", v)
 	}
 	return nil
+}
+
+// Restore is the threshold a model runs with when the sensor's calibration
+// v, kept by an earlier instance of the plugin (Options.Calibrated, from the
+// agent's -calibrated), is restored for it: the larger of the model's
+// threshold and v. ok is false, with a warning logged, when v is unusable
+// (CheckLocal): the model then observes again.
+func Restore(log *slog.Logger, featureSet, digest string, modelThr, v float32) (thr float32, ok bool) {
+	if err := CheckLocal(v); err != nil {
+		log.Warn("per-sensor calibration not restored (calibrating again)", "feature_set", featureSet, "digest", digest, "err", err)
+		return modelThr, false
+	}
+	thr = max(modelThr, v)
+	log.Info("per-sensor calibration restored", "feature_set", featureSet, "local", v, "threshold", thr)
+	return thr, true
 }

@@ -47,23 +47,9 @@ func TestNetflowPluginKilled(t *testing.T) {
 	dir := t.TempDir()
 	// About 300k packets: long enough that the kill lands mid-stream.
 	pcap, info := writeTrafficgen(t, dir, "long.pcap", trafficgen.Config{Seed: 5, Sessions: 30000, Duration: 10 * time.Minute, Scan: true, ScanAt: 9 * time.Minute})
-	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := detect.Config{
-		Plugin: in.Plugin, Bundles: in.Bundles, ORTLib: in.ORT, StageBundles: true,
-		Pcaps: []string{pcap}, Follow: true, Logger: log,
-	}
-	// As `scan` does: while the plugin restarts, wait for it rather than
-	// drop (live capture drops after pluginhost.DefaultDownWait instead).
-	cfg.Host.DownWait = time.Minute
-	p, err := detect.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	sink := &findingsSink{}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, sink) }()
+	p, done, cancel := replayPipeline(t, in, pcap, sink)
+	defer cancel()
 
 	wait := func(what string, cond func(map[string]uint64) bool) map[string]uint64 {
 		t.Helper()
@@ -112,6 +98,30 @@ func TestNetflowPluginKilled(t *testing.T) {
 	t.Logf("final counters: %v; %d findings", p.Counters(), len(sink.snapshot()))
 }
 
+// replayPipeline starts the agent's packet pipeline (agent/detect, as
+// `vigil-agent run --pcap` runs it) replaying pcap into sink, following the
+// file after its end, for at most 3 minutes; done gets Run's result, cancel
+// stops it.
+func replayPipeline(t *testing.T, in *nfInstall, pcap string, sink pipeline.Sink) (*detect.Pipeline, <-chan error, context.CancelFunc) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := detect.Config{
+		Plugin: in.Plugin, Bundles: in.Bundles, ORTLib: in.ORT, StageBundles: true,
+		Pcaps: []string{pcap}, Follow: true, Logger: log,
+	}
+	// As `scan` does: while the plugin restarts, wait for it rather than
+	// drop (live capture drops after pluginhost.DefaultDownWait instead).
+	cfg.Host.DownWait = time.Minute
+	p, err := detect.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, sink) }()
+	return p, done, cancel
+}
+
 // testLogWriter sends log lines to t.Log.
 type testLogWriter struct{ t *testing.T }
 
@@ -156,21 +166,9 @@ func TestNetflowSpoolFailureKeepsFindings(t *testing.T) {
 	in := netflowInstall(t)
 	dir := t.TempDir()
 	pcap, info := writeTrafficgen(t, dir, "scan.pcap", trafficgen.Config{Seed: 7, Sessions: 3000, Duration: 2 * time.Minute, Scan: true, ScanAt: 30 * time.Second})
-	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := detect.Config{
-		Plugin: in.Plugin, Bundles: in.Bundles, ORTLib: in.ORT, StageBundles: true,
-		Pcaps: []string{pcap}, Follow: true, Logger: log,
-	}
-	cfg.Host.DownWait = time.Minute
-	p, err := detect.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	sink := &failingSink{failing: true}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, sink) }()
+	p, done, cancel := replayPipeline(t, in, pcap, sink)
+	defer cancel()
 
 	deadline := time.Now().Add(2 * time.Minute)
 	for c := p.Counters(); c["captured"] < uint64(info.Packets) || c["netflow_findings"] == 0 || c["netflow_append_errors"] < 3; c = p.Counters() {

@@ -5,8 +5,9 @@
 // greater than the active one, than the slot's version floor (the highest version ever activated
 // there), than the floors of the feature set's other versions (a plugin runs one model for
 // nethost/v6 and nethost/v7) and than the installed baseline, unless a signed rollback instruction
-// (models/rollback) names it, not expired, detector, feature set and dimension supported by the
-// plugin), stages it (write, fsync, atomic rename), asks the detector plugin to load it, checks
+// (models/rollback) names it that was issued after the last update of the feature set's model and
+// after the last instruction applied (replay protection: replay.go), not expired, detector,
+// feature set and dimension supported by the plugin), stages it (write, fsync, atomic rename), asks the detector plugin to load it, checks
 // its health (the plugin's Health is OK and a built-in probe batch scores finite), and then
 // activates it (atomic pointer file) or rolls back to the previous model (or the installed
 // baseline; with neither, the update is rejected with ErrNotRestored). Every step is reported to

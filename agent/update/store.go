@@ -24,6 +24,8 @@ import (
 //	<state>/models/<detector>/active-<slot>     pointer: the file name of the active bundle
 //	<state>/models/<detector>/previous-<slot>   pointer: the bundle active before it
 //	<state>/models/<detector>/floor-<slot>      "<version> <digest>": the highest version ever activated
+//	<state>/models/<detector>/replay-<name>     JSON replayState of a feature-set name (nethost): when its
+//	                                            model was last updated, the last rollback instruction applied
 //	<state>/models/<detector>/shadow/<name>-<ver>-<sha12>.vgb   the running shadow model's bundle
 //	<state>/update/<sha256hex>.part             a download in progress (resumed from its size)
 //
@@ -43,6 +45,7 @@ const (
 	activePrefix   = "active-"
 	previousPrefix = "previous-"
 	floorPrefix    = "floor-"
+	replayPrefix   = "replay-"
 	shadowDir      = "shadow"
 	lockFile       = ".lock"
 	maxPointer     = 256

@@ -410,6 +410,10 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		famVersion, famSet = famBase.Manifest.Version, famBase.FeatureSet
 	}
 	base, haveBase := u.baseline(m.Detector, m.FeatureSet)
+	replay, err := readReplay(dir, m.FeatureSet)
+	if err != nil {
+		return res, reject(err, "%v", err)
+	}
 	var below string // what the version is not greater than
 	switch {
 	case haveCur && m.Version <= cur.Manifest.Version:
@@ -422,6 +426,7 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	case haveBase && m.Version <= base.Manifest.Version:
 		below = fmt.Sprintf("the installed baseline version %d", base.Manifest.Version)
 	}
+	var instr *rollback.Instruction // the instruction allowing a downgrade (nil: none needed)
 	if below != "" {
 		if req.Rollback == nil {
 			return res, reject(nil, "version %d is not greater than %s (a downgrade needs a signed rollback instruction)", m.Version, below)
@@ -433,6 +438,12 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		if !in.Allows(&m) {
 			return res, reject(nil, "rollback instruction names %s %s@%d, not this bundle", in.Detector, in.Name, in.Version)
 		}
+		// A validly signed instruction within its validity window may still be a replay: it must
+		// be newer than the running model's activation and than the last instruction applied.
+		if err := checkRollbackReplay(&in, replay, sdk.FeatureFamily(m.FeatureSet)); err != nil {
+			return res, reject(err, "%v", err)
+		}
+		instr = &in
 		u.log.Warn("downgrade allowed by a signed rollback instruction", "name", m.Name, "version", m.Version,
 			"not_greater_than", below, "reason", in.Reason)
 	}
@@ -548,6 +559,12 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 	// The floor before the active pointer: after a crash between the two, the same bundle may
 	// still be installed again (it is the one that set the floor).
 	if err := raiseFloor(dir, slot, m.Version, digest); err != nil {
+		return res, err
+	}
+	// The replay state (checkRollbackReplay) before the active pointer too: a crash in between
+	// leaves it recording an activation that did not happen, which can make a rollback instruction
+	// be refused (the operator then issues a new one), never a replayed one accepted.
+	if err := writeReplay(dir, m.FeatureSet, replay.activated(u.cfg.Now(), instr)); err != nil {
 		return res, err
 	}
 	if err := writeFileAtomic(filepath.Join(dir, activePrefix+slot), []byte(filepath.Base(staged)+"\n"), 0o644); err != nil {

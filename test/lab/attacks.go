@@ -94,7 +94,7 @@ func hydraAttack(ctx context.Context, l *lab, att *host) (string, string, error)
 	if !l.ssh {
 		return "", "no SSH server in the lab (apt-get install openssh-server)", nil
 	}
-	dir, err := os.MkdirTemp("", "vigil-lab-hydra-")
+	dir, err := tempDir("hydra")
 	if err != nil {
 		return "", "", err
 	}
@@ -228,7 +228,7 @@ func telnetdAttack(ctx context.Context, l *lab, att *host) (string, string, erro
 	if err != nil {
 		return "", "bash not installed", nil
 	}
-	dir, err := os.MkdirTemp("", "vigil-lab-telnetd-")
+	dir, err := tempDir("telnetd")
 	if err != nil {
 		return "", "", err
 	}
@@ -424,7 +424,7 @@ func hexC2Attack(ctx context.Context, l *lab, att *host) (string, string, error)
 	if err != nil {
 		return "", "curl not installed (apt-get install curl)", nil
 	}
-	dir, err := os.MkdirTemp("", "vigil-lab-hexc2-")
+	dir, err := tempDir("hexc2")
 	if err != nil {
 		return "", "", err
 	}

@@ -28,8 +28,11 @@
 //
 // Every frame crossing the bridge is captured to a pcap file (AF_PACKET in
 // promiscuous mode on the bridge, pure Go). Every loop is bounded; the
-// namespaces are removed when Run returns, on error or cancellation too, and
-// Cleanup removes those left by a lab process that died.
+// namespaces are removed when Run returns, on error or cancellation too; if
+// the lab process dies without that (SIGKILL, the OOM killer), a reaper
+// process started with the lab removes them and what runs inside
+// (reaper.go). Cleanup removes those left by older labs, and Run does so
+// for the namespaces of lab processes that are gone when it starts.
 //
 // Needs root (CAP_NET_ADMIN, CAP_NET_RAW) and iproute2's ip.
 package lab
@@ -154,13 +157,20 @@ func trimExt(p string) string { return p[:len(p)-len(filepath.Ext(p))] }
 
 // Run builds the lab, runs it for cfg.Duration, writes the pcap and the
 // truth file, and removes everything it created (also when ctx is cancelled
-// or a step fails). It returns the truth written.
+// or a step fails; its reaper process does when this process is killed). It
+// returns the truth written.
 func Run(ctx context.Context, cfg Config) (_ *dataset.Truth, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	if _, err := lookPath("ip"); err != nil {
 		return nil, errors.New("lab: iproute2's ip not found")
+	}
+	// The reaper removes the namespaces if this process dies without
+	// tearing down (SIGKILL): started before the first one exists.
+	rp, err := startReaper(os.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
 	}
 	l := &lab{cfg: cfg, log: cfg.Log}
 	l.truth.Capture = filepath.Base(cfg.Out)
@@ -171,7 +181,18 @@ func Run(ctx context.Context, cfg Config) (_ *dataset.Truth, err error) {
 		if terr := l.teardown(tctx); terr != nil {
 			err = errors.Join(err, terr)
 		}
+		if serr := rp.stop(); serr != nil {
+			l.log.Warn("lab reaper", "err", serr)
+		}
 	}()
+	// Belt and braces: namespaces of lab processes that are gone.
+	removed, cerr := Cleanup(ctx, false)
+	for _, n := range removed {
+		l.log.Info("removed stale lab namespace", "name", n)
+	}
+	if cerr != nil {
+		l.log.Warn("remove stale lab namespaces", "err", cerr)
+	}
 	if err := l.build(ctx); err != nil {
 		return nil, err
 	}

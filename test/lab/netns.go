@@ -160,6 +160,66 @@ func ownerPID(name string) int {
 	return p
 }
 
+// ownedBy selects the namespaces of the lab process pid: named exactly as
+// that lab names them (build), vigil-lab-<pid>-...
+func ownedBy(names []string, pid int) []string {
+	if pid <= 0 {
+		return nil
+	}
+	prefix := fmt.Sprintf("%s%d-", Prefix, pid)
+	var out []string
+	for _, name := range names {
+		if strings.HasPrefix(name, prefix) && len(name) > len(prefix) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// stale selects the lab namespaces to remove: all with force, else those
+// whose owner is gone or is this process, self (and names without a pid).
+func stale(names []string, force bool, self int, alive func(pid int) bool) []string {
+	var out []string
+	for _, name := range names {
+		if p := ownerPID(name); !force && p > 0 && p != self && alive(p) {
+			continue // a live lab owns it
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// pidAlive: process p exists (a zombie counts; EPERM means it exists).
+func pidAlive(p int) bool {
+	err := unix.Kill(p, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// removeAll removes the namespaces names, killing what still runs inside,
+// and returns those removed.
+func removeAll(ctx context.Context, names []string) ([]string, error) {
+	var removed []string
+	var errs []error
+	for _, name := range names {
+		if err := (ns{name}).remove(ctx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, name)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// removeOwned removes the namespaces of the lab process pid (and only
+// those), killing what still runs inside. It returns the names removed.
+func removeOwned(ctx context.Context, pid int) ([]string, error) {
+	names, err := Namespaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return removeAll(ctx, ownedBy(names, pid))
+}
+
 // Cleanup removes stale lab namespaces: those whose owning lab process is
 // gone (all of them with force), killing what still runs inside. It returns
 // the names removed.
@@ -168,17 +228,5 @@ func Cleanup(ctx context.Context, force bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var removed []string
-	var errs []error
-	for _, name := range names {
-		if p := ownerPID(name); !force && p > 0 && p != os.Getpid() && unix.Kill(p, 0) == nil {
-			continue // a live lab owns it
-		}
-		if err := (ns{name}).remove(ctx); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		removed = append(removed, name)
-	}
-	return removed, errors.Join(errs...)
+	return removeAll(ctx, stale(names, force, os.Getpid(), pidAlive))
 }

@@ -191,7 +191,7 @@ func (l *lab) startServers(ctx context.Context) error {
 
 	// Debian's own servers where installed.
 	if py, err := lookPath("python3"); err == nil {
-		dir, err := os.MkdirTemp("", "vigil-lab-www-")
+		dir, err := tempDir("www")
 		if err != nil {
 			return fmt.Errorf("www dir: %w", err)
 		}
@@ -225,7 +225,7 @@ func (l *lab) startServers(ctx context.Context) error {
 // and a config that allows no login at all (password authentication is
 // offered so that hydra has something to knock on).
 func (l *lab) startSSHD(ctx context.Context, h *host, sshd string) error {
-	dir, err := os.MkdirTemp("", "vigil-lab-ssh-")
+	dir, err := tempDir("ssh")
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,11 @@
 //
 //	vigil-lab --duration 10m --out lab.pcap [--attacks nmap,hping3,hydra,beacon,dnstunnel,revshell,icmpexfil,arpspoof,telnetd,hexc2] [--truth lab.json]
 //	vigil-lab --cleanup     remove namespaces left by a lab that died
+//
+// A lab removes its namespaces when it ends, and a reaper process it starts
+// (the same binary, in its own session) removes them if the lab is killed
+// (SIGKILL, the OOM killer). --cleanup is for what is left when both died,
+// or by labs before the reaper.
 package main
 
 import (

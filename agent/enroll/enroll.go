@@ -63,8 +63,13 @@ func Enroll(ctx context.Context, o Options, log *slog.Logger) (*state.Identity, 
 	if err := os.MkdirAll(string(o.StateDir), 0o700); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	if o.StateDir.Enrolled() && !o.Force {
+	// identity.json marks a complete enrollment (it is written last, and the
+	// agent and the installers go by it): key and certificate files without
+	// it are what an interrupted enrollment left, and are replaced.
+	if _, err := os.Lstat(o.StateDir.Path(state.IdentityFile)); err == nil && !o.Force {
 		return nil, fmt.Errorf("enroll into %s: %w", o.StateDir, ErrAlreadyEnrolled)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	if o.Hostname == "" {
 		o.Hostname, _ = os.Hostname()
@@ -147,11 +152,18 @@ func Enroll(ctx context.Context, o Options, log *slog.Logger) (*state.Identity, 
 	if err := pki.WriteCerts(o.StateDir.Path(state.CAFile), [][]byte{root.Raw}); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
+	if err := matchOwner(string(o.StateDir), state.KeyFile, state.CertFile, state.CAFile); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
 	if err := o.StateDir.WriteIdentity(id); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	if err := matchOwner(string(o.StateDir), state.KeyFile, state.CertFile, state.CAFile, state.IdentityFile); err != nil {
+	if err := matchOwner(string(o.StateDir), state.IdentityFile); err != nil {
+		_ = os.Remove(o.StateDir.Path(state.IdentityFile))
 		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	if behind := time.Until(chain[0].NotBefore); behind > 0 {
+		log.Warn("this sensor's clock is behind the server's; set it right (NTP)", "behind", behind.Round(time.Second))
 	}
 	log.Info("enrolled", "agent_id", id.AgentID, "entity", id.Entity, "not_after", chain[0].NotAfter)
 	return id, nil
@@ -186,7 +198,15 @@ func checkResponse(resp *wirev1.EnrollResponse, key *ecdsa.PrivateKey, wantPin [
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	// A sensor clock behind the server's by more than pki.ClockSkew must not
+	// refuse the certificate the spent token bought: it is checked at its
+	// issuance then. The server checks it with its own clock.
+	at := time.Now()
+	if at.Before(chain[0].NotBefore) {
+		at = chain[0].NotBefore
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, nil, fmt.Errorf("verify certificate: %w", err)
 	}
 	return chain, root, nil
@@ -209,9 +229,28 @@ func matchOwner(dir string, files ...string) error {
 		return nil
 	}
 	for _, f := range files {
-		if err := os.Chown(filepath.Join(dir, f), int(st.Uid), int(st.Gid)); err != nil {
+		if err := chownFile(filepath.Join(dir, f), int(st.Uid), int(st.Gid)); err != nil {
 			return fmt.Errorf("give %s to the state directory's owner: %w", f, err)
 		}
 	}
 	return nil
+}
+
+// chownFile gives path to uid:gid through a descriptor of the file itself:
+// the owner of the directory could have replaced it with a symbolic link
+// (not followed) or a hard link (refused) to a file of root's.
+func chownFile(path string, uid, gid int) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !fi.Mode().IsRegular() || !ok || st.Nlink != 1 {
+		return fmt.Errorf("%s is not a regular file with one link", path)
+	}
+	return f.Chown(uid, gid)
 }

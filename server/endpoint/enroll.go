@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/pki"
+	"github.com/vigil-edge/vigil/pki/token"
 	"github.com/vigil-edge/vigil/server/store"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
@@ -110,6 +111,7 @@ func (e *Endpoint) enroll(ctx context.Context, p *peer, req *wirev1.EnrollReques
 		return nil, internal("parse issued certificate", err)
 	}
 	now := e.cfg.now()
+	tokenID, _, _ := token.Parse(req.Token, store.EnrollTokenPrefix) // consumed: well formed
 	if err := e.st.RegisterAgent(ctx, store.Agent{
 		ID:           agentID,
 		Entity:       entity,
@@ -117,6 +119,7 @@ func (e *Endpoint) enroll(ctx context.Context, p *peer, req *wirev1.EnrollReques
 		CertSerial:   serialHex(leaf),
 		CertNotAfter: leaf.NotAfter,
 		EnrolledAt:   now,
+		EnrollToken:  tokenID,
 	}); err != nil {
 		return nil, internal("register agent", err)
 	}

@@ -25,6 +25,9 @@ type Agent struct {
 	RevokedAt    time.Time         `json:"revoked_at,omitzero"`
 	State        json.RawMessage   `json:"state,omitempty"` // AgentState as last reported, minus counters
 	Counters     map[string]uint64 `json:"counters,omitempty"`
+	// EnrollToken is the id of the enrollment token that enrolled the agent:
+	// RegisterAgent records the agent as the token's user. Not read back.
+	EnrollToken string `json:"-"`
 }
 
 // Revoked reports whether the agent has been revoked.
@@ -90,8 +93,15 @@ func (db *DB) RegisterAgent(ctx context.Context, a Agent) error {
 				return err
 			}
 		}
+		detail := "hostname " + a.Hostname + " cert " + a.CertSerial
+		if a.EnrollToken != "" {
+			if _, err := tx.ExecContext(ctx, `UPDATE enroll_tokens SET used_by = ? WHERE id = ?`, a.ID, a.EnrollToken); err != nil {
+				return fmt.Errorf("record token user: %w", err)
+			}
+			detail += " token " + a.EnrollToken
+		}
 		return db.appendAudit(ctx, tx, AuditEntry{Actor: "agent:" + a.ID, Action: "agent.enroll", Target: a.ID,
-			Entity: a.Entity, Detail: "hostname " + a.Hostname + " cert " + a.CertSerial})
+			Entity: a.Entity, Detail: detail})
 	})
 	if err != nil {
 		return fmt.Errorf("register agent %s: %w", a.ID, err)

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -62,6 +63,13 @@ type CA struct {
 	issuingKey *ecdsa.PrivateKey
 	dir        string
 	now        func() time.Time
+
+	// renewMu serialises RenewServerCertificate in this process (a pointer:
+	// copies of a CA share it).
+	renewMu *sync.Mutex
+	// writeFile replaces a file atomically; nil means writeAtomic (tests
+	// make it fail).
+	writeFile func(path string, data []byte, perm os.FileMode) error
 }
 
 // Init creates a deployment's PKI in dir (created 0700 if missing): a root CA
@@ -89,8 +97,7 @@ func Init(dir, trustDomain string, dnsNames []string, ips []net.IP) (err error) 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("init PKI: %w", err)
 	}
-	names := []string{RootCertFile, RootKeyFile, IssuingCertFile, IssuingKeyFile, ServerCertFile, ServerKeyFile}
-	for _, n := range names {
+	for _, n := range []string{RootCertFile, RootKeyFile, IssuingCertFile, IssuingKeyFile, ServerCertFile, ServerKeyFile} {
 		if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
 			return fmt.Errorf("init PKI in %s: %w: %s exists", dir, ErrExists, n)
 		} else if !errors.Is(err, os.ErrNotExist) {
@@ -153,19 +160,14 @@ func Init(dir, trustDomain string, dnsNames []string, ips []net.IP) (err error) 
 	if len(dnsNames) > 0 {
 		cn = dnsNames[0]
 	}
-	srvTmpl := &x509.Certificate{
-		Subject:               pkix.Name{Organization: []string{"Vigil"}, CommonName: cn},
-		NotBefore:             now.Add(-ClockSkew),
-		NotAfter:              minTime(now.Add(ServerTTL), iss.NotAfter),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		DNSNames:              dnsNames,
-		IPAddresses:           ips,
+	names := serverNames{
+		Subject:     pkix.Name{Organization: []string{"Vigil"}, CommonName: cn},
+		DNSNames:    dnsNames,
+		IPAddresses: ips,
 	}
-	srvDER, _, err := sign(srvTmpl, iss, &srvKey.PublicKey, issKey)
+	srvDER, _, err := issueServer(names, &srvKey.PublicKey, now, iss, issKey)
 	if err != nil {
-		return fmt.Errorf("init PKI: server certificate: %w", err)
+		return fmt.Errorf("init PKI: %w", err)
 	}
 
 	files := []struct {
@@ -203,6 +205,40 @@ func Init(dir, trustDomain string, dnsNames []string, ips []net.IP) (err error) 
 		created = append(created, p)
 	}
 	return nil
+}
+
+// serverNames are what a server certificate names: its subject and SANs.
+type serverNames struct {
+	Subject pkix.Name
+	// RawSubject, when set, is used verbatim instead of Subject (a renewal
+	// copies the current certificate's, byte for byte).
+	RawSubject  []byte
+	DNSNames    []string
+	IPAddresses []net.IP
+	URIs        []*url.URL
+}
+
+// issueServer signs, with the issuing CA (iss, issKey), a server certificate
+// for pub and names, valid from now (less ClockSkew) for ServerTTL but never
+// past the issuing CA's NotAfter. Init and RenewServerCertificate both use it.
+func issueServer(names serverNames, pub *ecdsa.PublicKey, now time.Time, iss *x509.Certificate, issKey *ecdsa.PrivateKey) ([]byte, *x509.Certificate, error) {
+	tmpl := &x509.Certificate{
+		Subject:               names.Subject,
+		RawSubject:            names.RawSubject,
+		NotBefore:             now.Add(-ClockSkew),
+		NotAfter:              minTime(now.Add(ServerTTL), iss.NotAfter),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              names.DNSNames,
+		IPAddresses:           names.IPAddresses,
+		URIs:                  names.URIs,
+	}
+	der, cert, err := sign(tmpl, iss, pub, issKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server certificate: %w", err)
+	}
+	return der, cert, nil
 }
 
 // sign creates a certificate from tmpl with a random 128-bit serial, signed
@@ -284,7 +320,7 @@ func LoadCA(dir string) (*CA, error) {
 	if itd, err := caTrustDomain(iss); err != nil || itd != td {
 		return nil, fmt.Errorf("load CA: issuing CA trust domain differs from the root's %q", td)
 	}
-	return &CA{TrustDomain: td, Root: root, Issuing: iss, issuingKey: key, dir: dir, now: time.Now}, nil
+	return &CA{TrustDomain: td, Root: root, Issuing: iss, issuingKey: key, dir: dir, now: time.Now, renewMu: new(sync.Mutex)}, nil
 }
 
 func caTrustDomain(c *x509.Certificate) (string, error) {
@@ -299,23 +335,39 @@ func caTrustDomain(c *x509.Certificate) (string, error) {
 // directory. The returned chain is leaf, issuing, root: the root is sent too,
 // so that an enrolling agent can check it against its pin.
 func (c *CA) ServerCertificate() (tls.Certificate, error) {
-	certs, err := ReadCerts(filepath.Join(c.dir, ServerCertFile))
+	leaf, key, err := c.loadServer()
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("load server certificate: %w", err)
+	}
+	return c.serverChain(leaf, key), nil
+}
+
+// loadServer reads the server leaf (the first certificate of server.pem) and
+// server.key, and checks that they match and that the issuing CA signed the
+// leaf.
+func (c *CA) loadServer() (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certs, err := ReadCerts(filepath.Join(c.dir, ServerCertFile))
+	if err != nil {
+		return nil, nil, err
 	}
 	key, err := ReadKey(filepath.Join(c.dir, ServerKeyFile))
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("load server certificate: %w", err)
+		return nil, nil, err
 	}
 	leaf := certs[0]
 	if !key.PublicKey.Equal(leaf.PublicKey) {
-		return tls.Certificate{}, fmt.Errorf("load server certificate: %s does not match %s", ServerKeyFile, ServerCertFile)
+		return nil, nil, fmt.Errorf("%s does not match %s", ServerKeyFile, ServerCertFile)
 	}
 	if err := leaf.CheckSignatureFrom(c.Issuing); err != nil {
-		return tls.Certificate{}, fmt.Errorf("load server certificate: not signed by the issuing CA: %w", err)
+		return nil, nil, fmt.Errorf("%s is not signed by the issuing CA: %w", ServerCertFile, err)
 	}
+	return leaf, key, nil
+}
+
+// serverChain is the certificate the server presents: leaf, issuing, root.
+func (c *CA) serverChain(leaf *x509.Certificate, key *ecdsa.PrivateKey) tls.Certificate {
 	chain := [][]byte{leaf.Raw, c.Issuing.Raw, c.Root.Raw}
-	return tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+	return tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}
 }
 
 // Pin returns the pin of the root CA ("sha256:<hex>"), which enrolling

@@ -15,6 +15,15 @@
 //	server.pem   server certificate chain: leaf, issuing
 //	server.key   server key (0600)
 //
+// The server certificate (ServerTTL, one year) is renewed by the server
+// itself: RenewServerCertificate re-issues it from the issuing CA, same
+// names and key, once it is within ServerRenewBefore of its end, and the
+// server presents the new one through a CertHolder (ServerTLSConfigFrom)
+// without a restart. Agents, which trust the root, accept it unchanged. The
+// CAs are not renewed: once the issuing CA is within that window of its own
+// end, renewal fails with ErrIssuingCAExpiring and the operator must rotate
+// the deployment's CA.
+//
 // An agent's identity is the single URI SAN of its certificate,
 // spiffe://<trust-domain>/entity/<entity>/agent/<agent-id>; the server derives
 // who an agent is from that certificate only (IdentityFromCert).

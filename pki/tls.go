@@ -21,16 +21,33 @@ var ErrPinMismatch = errors.New("no CA certificate in the server's chain matches
 // clientRoots trusts no client certificate (never the system roots). The
 // caller maps a verified client certificate to an Identity with
 // IdentityFromCert and refuses revoked agents (e.g. in VerifyConnection).
+// A server that renews its certificate while running uses
+// ServerTLSConfigFrom.
 func ServerTLSConfig(serverCert tls.Certificate, clientRoots *x509.CertPool) *tls.Config {
+	c := serverTLSConfig(clientRoots)
+	c.Certificates = []tls.Certificate{serverCert}
+	return c
+}
+
+// ServerTLSConfigFrom is ServerTLSConfig with the certificate taken from
+// certs at each handshake (GetCertificate; Certificates is empty, so that
+// handshakes without SNI use it too): a certificate swapped in with
+// certs.Set is presented from the next handshake on.
+func ServerTLSConfigFrom(certs *CertHolder, clientRoots *x509.CertPool) *tls.Config {
+	c := serverTLSConfig(clientRoots)
+	c.GetCertificate = certs.Get
+	return c
+}
+
+func serverTLSConfig(clientRoots *x509.CertPool) *tls.Config {
 	if clientRoots == nil {
 		clientRoots = x509.NewCertPool()
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		NextProtos:   []string{wirev1.ALPN},
-		Certificates: []tls.Certificate{serverCert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    clientRoots,
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{wirev1.ALPN},
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  clientRoots,
 	}
 }
 

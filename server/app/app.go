@@ -151,9 +151,14 @@ type Config struct {
 	ConfigFile string
 	Logger     *slog.Logger
 	// Endpoint, when set, adjusts the endpoint's configuration before it
-	// starts (tests shorten timeouts; CA, Store, BundleDir, Logger and
-	// Registerer are already filled in).
+	// starts (tests shorten timeouts; CA, ServerCerts, Store, BundleDir,
+	// Logger and Registerer are already filled in).
 	Endpoint func(*endpoint.Config)
+	// CertCheckInterval is how often the running server checks whether its
+	// own certificate (server.pem) is due for renewal and, if so, renews it
+	// and presents the new one from the next handshake on. Zero means
+	// DefaultCertCheckInterval.
+	CertCheckInterval time.Duration
 }
 
 // Server is a running vigil-server.
@@ -191,12 +196,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.APIAddr == "" {
 		cfg.APIAddr = DefaultAPIAddr
 	}
+	if cfg.CertCheckInterval <= 0 {
+		cfg.CertCheckInterval = DefaultCertCheckInterval
+	}
 	ca, err := pki.LoadCA(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
-	serverCert, err := ca.ServerCertificate()
-	if err != nil {
+	// The server certificate is renewed here when it is due, and later by
+	// the renewal loop; both listeners read it at each handshake.
+	certs := newCertRenewer(ca, log.With("part", "pki"))
+	if err := certs.start(ctx, time.Now()); err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
 	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, DBFile), log.With("part", "store"))
@@ -219,18 +229,21 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.Registry = reg
+	if err := certs.register(reg); err != nil {
+		return nil, fmt.Errorf("start server: %w", err)
+	}
 
 	bundles := filepath.Join(cfg.DataDir, BundlesDir)
 	if err := os.MkdirAll(bundles, 0o750); err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
 	ecfg := endpoint.Config{
-		CA:         ca,
-		ServerCert: serverCert,
-		Store:      db,
-		BundleDir:  bundles,
-		Logger:     log.With("part", "endpoint"),
-		Registerer: reg,
+		CA:          ca,
+		ServerCerts: certs.certs,
+		Store:       db,
+		BundleDir:   bundles,
+		Logger:      log.With("part", "endpoint"),
+		Registerer:  reg,
 	}
 	models := newRegistry(db, cfg, log.With("part", "registry"))
 	wireRegistry(models, &ecfg)
@@ -259,7 +272,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.apiLn = ln
 	s.httpSrv = &http.Server{
 		Handler:           bodyDeadline(handler),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serverCert}},
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: certs.certs.Get},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelWarn),
@@ -279,7 +292,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("start server: %w", err)
 		}
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		certs.run(sctx, cfg.CertCheckInterval)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := ep.Serve(sctx); err != nil {

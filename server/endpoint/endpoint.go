@@ -40,8 +40,12 @@ type Config struct {
 	// CA signs agent certificates and provides the trust anchors.
 	CA *pki.CA
 	// ServerCert is the TLS certificate the endpoint presents (leaf, issuing).
-	// Zero means CA.ServerCertificate().
+	// Zero means CA.ServerCertificate(). Ignored when ServerCerts is set.
 	ServerCert tls.Certificate
+	// ServerCerts, when set, supplies the certificate at each handshake, so
+	// that a renewed one (ServerCerts.Set) is presented without a restart.
+	// Nil means a holder of ServerCert.
+	ServerCerts *pki.CertHolder
 	// Store is the durable state.
 	Store Store
 	// BundleDir holds model bundles served by FETCH, named <sha256hex>.vgb.
@@ -231,12 +235,18 @@ func New(ctx context.Context, cfg Config) (*Endpoint, error) {
 	if cfg.CertTTL > pki.MaxAgentTTL {
 		return nil, fmt.Errorf("new endpoint: certificate TTL %s above the maximum %s", cfg.CertTTL, pki.MaxAgentTTL)
 	}
-	if len(cfg.ServerCert.Certificate) == 0 {
-		sc, err := cfg.CA.ServerCertificate()
-		if err != nil {
-			return nil, fmt.Errorf("new endpoint: %w", err)
+	if cfg.ServerCerts == nil {
+		if len(cfg.ServerCert.Certificate) == 0 {
+			sc, err := cfg.CA.ServerCertificate()
+			if err != nil {
+				return nil, fmt.Errorf("new endpoint: %w", err)
+			}
+			cfg.ServerCert = sc
 		}
-		cfg.ServerCert = sc
+		cfg.ServerCerts = pki.NewCertHolder(cfg.ServerCert)
+	}
+	if cfg.ServerCerts.Current() == nil {
+		return nil, errors.New("new endpoint: no server certificate")
 	}
 	e := &Endpoint{
 		cfg:       cfg,
@@ -275,7 +285,7 @@ func New(ctx context.Context, cfg Config) (*Endpoint, error) {
 func (e *Endpoint) TLSConfig() *tls.Config { return e.tlsConf }
 
 func (e *Endpoint) buildTLS() *tls.Config {
-	c := pki.ServerTLSConfig(e.cfg.ServerCert, e.ca.Pool())
+	c := pki.ServerTLSConfigFrom(e.cfg.ServerCerts, e.ca.Pool())
 	c.MinVersion = tls.VersionTLS13
 	c.NextProtos = []string{wirev1.ALPN}
 	if c.ClientAuth != tls.VerifyClientCertIfGiven && c.ClientAuth != tls.RequireAndVerifyClientCert {
@@ -463,13 +473,15 @@ func (e *Endpoint) ListenPacket(pc net.PacketConn) error {
 }
 
 // statelessResetKey is SHA-256 over a label and the server key's PKCS#8
-// encoding: stable across restarts, secret, and unique per deployment.
+// encoding: stable across restarts, secret, and unique per deployment
+// (server certificate renewals keep the key, so they keep it too).
 func (e *Endpoint) statelessResetKey() (quic.StatelessResetKey, error) {
 	var key quic.StatelessResetKey
-	if len(e.tlsConf.Certificates) == 0 {
+	cur := e.cfg.ServerCerts.Current()
+	if cur == nil {
 		return key, errors.New("no server certificate for the stateless reset key")
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(e.tlsConf.Certificates[0].PrivateKey)
+	der, err := x509.MarshalPKCS8PrivateKey(cur.PrivateKey)
 	if err != nil {
 		return key, fmt.Errorf("derive stateless reset key: %w", err)
 	}

@@ -47,7 +47,7 @@ func needE2E(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
-	if serveProbe() || serveStuckConsume() {
+	if serveProbe() || serveStuckConsume() || serveHostile() || serveStopInfo() {
 		os.Exit(0)
 	}
 	code := m.Run()

@@ -12,6 +12,7 @@ package pluginhost
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -109,7 +110,9 @@ type Config struct {
 	// StallTimeout: a ring plugin that returns no result for this long
 	// while records wait in its ring is hung (a detector stuck on some
 	// input), not just slow: the host stops it, and restarts it as if it
-	// had died (default 30 s; negative: never).
+	// had died (default 30 s; negative: never). It also bounds the unary
+	// Score and Health calls (LoadModel: StartTimeout), and a plugin that
+	// does not answer one in time is stopped and restarted the same way.
 	StallTimeout time.Duration
 
 	// OnResult receives every batch result from one goroutine, in ring
@@ -187,6 +190,13 @@ type Stats struct {
 	// seccomp socket filter (no filter for the architecture, or the kernel
 	// refused it); Sandbox.Disable does not count.
 	Unfiltered uint64
+	// LogLinesDropped counts lines of the plugins' standard error not
+	// forwarded to the agent's log: over the rate limit.
+	LogLinesDropped uint64
+	// AnomaliesRefused counts anomalies of the plugin's answers dropped or
+	// clamped (sdk.CheckResult): outside the batch, a record reported
+	// twice, an aggregate standing for more records than the batch has.
+	AnomaliesRefused uint64
 }
 
 // Lost is every record that did not get scored results.
@@ -219,7 +229,7 @@ type Host struct {
 	published, scored, anomalies, batchErrors          atomic.Uint64
 	lostInFlight, unreported, droppedDown, droppedFull atomic.Uint64
 	starts, restarts, startFailures, unconfined        atomic.Uint64
-	unfiltered                                         atomic.Uint64
+	unfiltered, logDropped, anomaliesRefused           atomic.Uint64
 }
 
 // New checks the configuration and that the plugin binary is a regular
@@ -328,7 +338,8 @@ func (h *Host) Stats() Stats {
 		BatchErrors: h.batchErrors.Load(), LostInFlight: h.lostInFlight.Load(), Unreported: h.unreported.Load(),
 		DroppedDown: h.droppedDown.Load(), DroppedFull: h.droppedFull.Load(),
 		Starts: h.starts.Load(), Restarts: h.restarts.Load(), StartFailures: h.startFailures.Load(),
-		Unconfined: h.unconfined.Load(), Unfiltered: h.unfiltered.Load(),
+		Unconfined: h.unconfined.Load(), Unfiltered: h.unfiltered.Load(), LogLinesDropped: h.logDropped.Load(),
+		AnomaliesRefused: h.anomaliesRefused.Load(),
 	}
 }
 
@@ -399,7 +410,11 @@ func (h *Host) LoadModel(ctx context.Context, bundlePath string) (sdk.ModelInfo,
 			return sdk.ModelInfo{}, fmt.Errorf("load model %s: %w", bundlePath, ErrNotRunning)
 		}
 	}
-	m, err := inst.det.LoadModel(ctx, bundlePath)
+	var m sdk.ModelInfo
+	err := h.bounded(ctx, inst, h.cfg.StartTimeout, "LoadModel", func(ctx context.Context) (err error) {
+		m, err = inst.det.LoadModel(ctx, bundlePath)
+		return err
+	})
 	if err != nil {
 		return sdk.ModelInfo{}, fmt.Errorf("load model %s: %w", bundlePath, err)
 	}
@@ -419,7 +434,40 @@ func (h *Host) Health(ctx context.Context) (sdk.Health, error) {
 	if inst == nil {
 		return sdk.Health{}, fmt.Errorf("plugin health: %w", ErrNotRunning)
 	}
-	return inst.det.Health(ctx)
+	var hl sdk.Health
+	err := h.bounded(ctx, inst, h.cfg.StallTimeout, "Health", func(ctx context.Context) (err error) {
+		hl, err = inst.det.Health(ctx)
+		return err
+	})
+	return hl, err
+}
+
+// bounded runs call, one unary call to inst, with ctx bounded by d (no
+// bound when d <= 0). A call that the bound, not ctx, ended means the
+// plugin is hung (a detector stuck on some input, a model that makes it
+// loop): like a ring plugin that stalls, it is stopped, and the supervisor
+// restarts it. Without the bound a hung plugin held the file pipeline or
+// the updater, whose contexts end only with the agent, for good.
+func (h *Host) bounded(ctx context.Context, inst *instance, d time.Duration, what string, call func(context.Context) error) error {
+	if d <= 0 {
+		return call(ctx)
+	}
+	bound := time.Now().Add(d)
+	if cd, ok := ctx.Deadline(); ok && !cd.After(bound) {
+		return call(ctx) // the caller's bound comes first: its end says nothing of the plugin
+	}
+	cctx, cancel := context.WithDeadline(ctx, bound)
+	defer cancel()
+	err := call(cctx)
+	// gRPC may report the deadline before cctx's own timer has fired:
+	// the clock decides.
+	if err != nil && ctx.Err() == nil && !time.Now().Before(bound) {
+		h.log.Error("plugin hung: no answer to a call; stopping it", "call", what, "after", d, "pid", inst.pid)
+		inst.setErr(fmt.Errorf("plugin hung: no answer to %s in %s", what, d))
+		inst.cancel() // ends the instance (watchExit, or the results stream): the supervisor restarts it
+		return fmt.Errorf("plugin %s: no answer in %s (the plugin is restarted): %w", what, d, err)
+	}
+	return err
 }
 
 // Score scores a batch with one unary gRPC call, bypassing the ring (small
@@ -429,7 +477,12 @@ func (h *Host) Score(ctx context.Context, pkts []event.Packet) (sdk.Result, erro
 	if inst == nil {
 		return sdk.Result{}, fmt.Errorf("plugin score: %w", ErrNotRunning)
 	}
-	return inst.det.ScorePackets(ctx, pkts)
+	var res sdk.Result
+	err := h.bounded(ctx, inst, h.cfg.StallTimeout, "Score", func(ctx context.Context) (err error) {
+		res, err = inst.det.ScorePackets(ctx, pkts)
+		return err
+	})
+	return h.checked(res, len(pkts)), err
 }
 
 // ScoreFiles scores file events with one unary gRPC call.
@@ -438,7 +491,12 @@ func (h *Host) ScoreFiles(ctx context.Context, files []event.File) (sdk.Result, 
 	if inst == nil {
 		return sdk.Result{}, fmt.Errorf("plugin score files: %w", ErrNotRunning)
 	}
-	return inst.det.ScoreFiles(ctx, files)
+	var res sdk.Result
+	err := h.bounded(ctx, inst, h.cfg.StallTimeout, "Score", func(ctx context.Context) (err error) {
+		res, err = inst.det.ScoreFiles(ctx, files)
+		return err
+	})
+	return h.checked(res, len(files)), err
 }
 
 // ScoreRaw scores packed records with one unary call.
@@ -447,7 +505,37 @@ func (h *Host) ScoreRaw(ctx context.Context, kind sdk.EventKind, b sdk.RawBatch)
 	if inst == nil {
 		return sdk.Result{}, fmt.Errorf("plugin score: %w", ErrNotRunning)
 	}
-	return inst.det.ScoreRaw(ctx, kind, b)
+	var res sdk.Result
+	err := h.bounded(ctx, inst, h.cfg.StallTimeout, "Score", func(ctx context.Context) (err error) {
+		res, err = inst.det.ScoreRaw(ctx, kind, b)
+		return err
+	})
+	n := b.Len()
+	if b.RecordSize == 0 && len(b.Data) >= 8 {
+		n = int(binary.LittleEndian.Uint32(b.Data[4:])) // event.MarshalFiles: the count follows the magic
+	}
+	return h.checked(res, n), err
+}
+
+// checked is res, the answer for a batch of n records, made consistent
+// (sdk.CheckResult; what it refused is counted).
+func (h *Host) checked(res sdk.Result, n int) sdk.Result {
+	var refused uint64
+	res.Anomalies, refused = sdk.CheckResult(&res.Stats, res.Anomalies, 0, uint64(max(n, 0)))
+	h.refused(refused)
+	return res
+}
+
+// refused counts n anomalies of a plugin's answer that sdk.CheckResult
+// dropped or clamped, and logs the first.
+func (h *Host) refused(n uint64) {
+	if n == 0 {
+		return
+	}
+	if h.anomaliesRefused.Add(n) == n {
+		h.log.Warn("plugin sent inconsistent anomalies (outside the batch, a record twice, more records than the batch): dropped or clamped, counted",
+			"refused", n)
+	}
 }
 
 // TryPush publishes as many records as fit in the ring now, without waiting,
@@ -650,7 +738,7 @@ func (h *Host) retire(inst *instance) {
 		h.downSince = time.Now()
 	}
 	h.mu.Unlock()
-	inst.stop()
+	inst.stop(h.log)
 	if inst.ring == nil {
 		return
 	}

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -104,15 +106,55 @@ func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 // maxLogLine bounds one forwarded stderr line.
 const maxLogLine = 16 << 10
 
+// The rate of a plugin's stderr lines forwarded to the agent's log: a burst
+// of logBurst lines (a panic's stack with its goroutines), then logRate a
+// second. A plugin (compromised, or a C library complaining about every
+// record) can write far more: the rest is counted, not logged.
+const (
+	logBurst = 1000
+	logRate  = 100
+)
+
 // stderrWriter forwards a plugin's stderr to slog, one record per line.
 // JSON lines from the SDK logger (@level, @message, fields) keep their level
 // and fields; other lines (a panic's stack, a C library's complaint) are
-// logged as-is, at error level from a "panic:" or "fatal error:" on.
+// logged as-is, at error level from a "panic:" or "fatal error:" on. Lines
+// over the rate limit (logBurst, logRate) are dropped and counted in
+// dropped; the next line logged is preceded by a warning with their number.
 type stderrWriter struct {
 	log     *slog.Logger
+	dropped *atomic.Uint64 // nil: not counted
 	mu      sync.Mutex
 	buf     []byte
 	inPanic bool
+	tokens  float64   // lines that may be logged now
+	last    time.Time // when tokens was computed (zero: never)
+	pending uint64    // lines dropped since the last one logged
+}
+
+// allow takes one line from the rate limit.
+func (w *stderrWriter) allow() bool {
+	now := time.Now()
+	if w.last.IsZero() {
+		w.tokens = logBurst
+	} else {
+		w.tokens = min(logBurst, w.tokens+now.Sub(w.last).Seconds()*logRate)
+	}
+	w.last = now
+	if w.tokens < 1 {
+		w.pending++
+		if w.dropped != nil {
+			w.dropped.Add(1)
+		}
+		return false
+	}
+	w.tokens--
+	if w.pending > 0 {
+		w.log.Warn("plugin standard error over the rate limit: lines dropped", "dropped", w.pending,
+			"burst", logBurst, "per_second", logRate)
+		w.pending = 0
+	}
+	return true
 }
 
 func (w *stderrWriter) Write(p []byte) (int, error) {
@@ -139,6 +181,12 @@ func (w *stderrWriter) line(b []byte) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return
 	}
+	if bytes.HasPrefix(b, []byte("panic: ")) || bytes.HasPrefix(b, []byte("fatal error: ")) || bytes.HasPrefix(b, []byte("SIGSEGV")) {
+		w.inPanic = true
+	}
+	if !w.allow() {
+		return
+	}
 	var m map[string]any
 	if !w.inPanic && b[0] == '{' && json.Unmarshal(b, &m) == nil {
 		msg, _ := m["@message"].(string)
@@ -154,9 +202,6 @@ func (w *stderrWriter) line(b []byte) {
 		return
 	}
 	s := string(b)
-	if strings.HasPrefix(s, "panic: ") || strings.HasPrefix(s, "fatal error: ") || strings.HasPrefix(s, "SIGSEGV") {
-		w.inPanic = true
-	}
 	lvl := slog.LevelInfo
 	if w.inPanic {
 		lvl = slog.LevelError

@@ -72,6 +72,9 @@ func (probe) ScorePackets(_ context.Context, pkts []event.Packet) (sdk.Result, e
 }
 
 func (probe) Health(context.Context) sdk.Health {
+	if probeHangHealth.Load() {
+		select {} // hung (review27_test.go)
+	}
 	var ms []string
 	probeModels.Range(func(k, v any) bool {
 		ms = append(ms, k.(string)+"="+v.(string))
@@ -94,7 +97,8 @@ func (probe) Health(context.Context) sdk.Health {
 //	abstract:NAME (connect)  kill:PID (signal 0)
 //	mem:PID (open /proc/PID/task/TID/mem of every thread: "ok:TID" for the
 //	first that opens)  status (the plugin's capability sets and no_new_privs:
-//	"CapInh:... CapPrm:... CapEff:... CapBnd:... CapAmb:... NoNewPrivs:1")
+//	"CapPrm:... CapEff:... CapAmb:... NoNewPrivs:1")  readlink:PATH (the
+//	target)
 func runProbe(op string) string {
 	kind, arg, _ := strings.Cut(op, ":")
 	var err error
@@ -173,6 +177,25 @@ func runProbe(op string) string {
 		}
 	case "hang-score": // every later ScorePackets hangs (review25_test.go)
 		probeHang.Store(true)
+	case "hang-load": // this LoadModel never returns (review27_test.go)
+		select {}
+	case "hang-health": // every later Health hangs (review27_test.go)
+		probeHangHealth.Store(true)
+	case "readlink": // the link's target (review27_test.go)
+		var target string
+		if target, err = os.Readlink(arg); err == nil {
+			return target
+		}
+	case "flood": // arg lines written to stderr at once (review27_test.go)
+		var n int
+		if n, err = strconv.Atoi(arg); err == nil {
+			line := []byte(strings.Repeat("x", 100) + "\n")
+			for range n { // fd 2: go-plugin's Serve replaced os.Stderr
+				if _, err = unix.Write(2, line); err != nil {
+					break
+				}
+			}
+		}
 	case "status":
 		b, rerr := os.ReadFile("/proc/self/status")
 		if rerr != nil {
@@ -181,7 +204,9 @@ func runProbe(op string) string {
 		}
 		var out []string
 		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) == 2 && (strings.HasPrefix(f[0], "Cap") || f[0] == "NoNewPrivs:") {
+			// CapInh and CapBnd left out: the answer is a model name
+			// (sdk.MaxModelText).
+			if f := strings.Fields(l); len(f) == 2 && (f[0] == "CapPrm:" || f[0] == "CapEff:" || f[0] == "CapAmb:" || f[0] == "NoNewPrivs:") {
 				out = append(out, f[0]+f[1])
 			}
 		}

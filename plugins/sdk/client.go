@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	pb "github.com/vigil-edge/vigil/plugins/sdk/proto"
@@ -34,11 +36,38 @@ type PluginInfo struct {
 // agent's go-plugin connection accepts up to 2 GiB from a plugin).
 const maxControlBytes = 1 << 20
 
+// maxErrorText bounds the text of a plugin's error that the agent keeps
+// (a gRPC status message, which the connection accepts up to 16 MiB, or a
+// batch result's error): it goes into the agent's log and into model
+// status reports, which must fit the wire's frames.
+const maxErrorText = 4 << 10
+
+// callErr is err, the error of a call to the plugin, prefixed with what,
+// its gRPC status message cut to maxErrorText (its code kept).
+func callErr(what string, err error) error {
+	if st, ok := status.FromError(err); ok && len(st.Message()) > maxErrorText {
+		err = status.Error(st.Code(), cutText(st.Message(), maxErrorText))
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// cutText returns s cut to at most n bytes at a rune boundary, marked.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for j := 0; j < utf8.UTFMax-1 && i > 0 && !utf8.RuneStart(s[i]); j++ {
+		i--
+	}
+	return s[:i] + fmt.Sprintf(" [%d bytes cut]", len(s)-i)
+}
+
 // Info asks the plugin to describe itself.
 func (c *Client) Info(ctx context.Context) (PluginInfo, error) {
 	r, err := c.rpc.Info(ctx, &pb.InfoRequest{}, grpc.MaxCallRecvMsgSize(maxControlBytes))
 	if err != nil {
-		return PluginInfo{}, fmt.Errorf("plugin info: %w", err)
+		return PluginInfo{}, callErr("plugin info", err)
 	}
 	return PluginInfo{
 		Info: Info{
@@ -54,16 +83,30 @@ func (c *Client) Info(ctx context.Context) (PluginInfo, error) {
 func (c *Client) LoadModel(ctx context.Context, bundlePath string) (ModelInfo, error) {
 	r, err := c.rpc.LoadModel(ctx, &pb.LoadModelRequest{BundlePath: bundlePath}, grpc.MaxCallRecvMsgSize(maxControlBytes))
 	if err != nil {
-		return ModelInfo{}, fmt.Errorf("plugin load model: %w", err)
+		return ModelInfo{}, callErr("plugin load model", err)
 	}
-	return modelFromProto(r.GetModel()), nil
+	m := modelFromProto(r.GetModel())
+	for _, f := range []struct{ name, v string }{{"name", m.Name}, {"digest", m.Digest}, {"feature set", m.FeatureSet}} {
+		if len(f.v) > MaxModelText {
+			return ModelInfo{}, fmt.Errorf("plugin load model: the answer's model %s has %d bytes (at most %d)", f.name, len(f.v), MaxModelText)
+		}
+	}
+	return m, nil
 }
+
+// MaxModelText bounds the name, digest and feature set of the model a
+// plugin says it loaded: the agent reports them to the server in every
+// Hello and Status, whose model references the wire protocol bounds to
+// 128 bytes (wire/v1 MaxShortStringLen; the server refuses a Hello beyond
+// it). A bundle's are shorter (models/bundle: names of at most 63 bytes,
+// "sha256:" and 64 hex digits).
+const MaxModelText = 128
 
 // Health asks the plugin for its health.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	r, err := c.rpc.Health(ctx, &pb.HealthRequest{}, grpc.MaxCallRecvMsgSize(maxControlBytes))
 	if err != nil {
-		return Health{}, fmt.Errorf("plugin health: %w", err)
+		return Health{}, callErr("plugin health", err)
 	}
 	return healthFromProto(r), nil
 }
@@ -103,7 +146,7 @@ func (c *Client) ScoreRaw(ctx context.Context, kind EventKind, b RawBatch) (Resu
 		Kind: kindToProto(kind), LayoutVersion: b.LayoutVersion, RecordSize: uint32(max(b.RecordSize, 0)), Records: b.Data,
 	}, grpc.ForceCodecV2(codec), grpc.MaxCallRecvMsgSize(limit))
 	if err != nil {
-		return Result{}, fmt.Errorf("plugin score: %w", err)
+		return Result{}, callErr("plugin score", err)
 	}
 	return Result{Stats: statsFromProto(r.GetStats()), Anomalies: anomaliesFromProto(r.GetAnomalies())}, nil
 }
@@ -135,11 +178,11 @@ func (c *Client) Consume(ctx context.Context, cfg ConsumeConfig) (*ResultStream,
 		MaxBatch: uint32(max(cfg.MaxBatch, 0)), MaxDelayUs: uint32(max(cfg.MaxDelay.Microseconds(), 0)),
 	}, grpc.ForceCodecV2(codec), grpc.MaxCallRecvMsgSize(maxRingResultBytes(codec.maxRecords)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("plugin consume: %w", err)
+		return nil, 0, callErr("plugin consume", err)
 	}
 	ack, err := s.Recv()
 	if err != nil {
-		return nil, 0, fmt.Errorf("plugin consume: attach: %w", err)
+		return nil, 0, callErr("plugin consume: attach", err)
 	}
 	if ack.GetEnd() != ack.GetStart() {
 		return nil, 0, fmt.Errorf("plugin consume: attach ack covers [%d, %d)", ack.GetStart(), ack.GetEnd())
@@ -155,10 +198,10 @@ func (r *ResultStream) Recv() (BatchResult, error) {
 		if errors.Is(err, io.EOF) {
 			return BatchResult{}, io.EOF
 		}
-		return BatchResult{}, fmt.Errorf("plugin results: %w", err)
+		return BatchResult{}, callErr("plugin results", err)
 	}
 	return BatchResult{
 		Start: m.GetStart(), End: m.GetEnd(), Stats: statsFromProto(m.GetStats()),
-		Anomalies: anomaliesFromProto(m.GetAnomalies()), Err: m.GetError(),
+		Anomalies: anomaliesFromProto(m.GetAnomalies()), Err: cutText(m.GetError(), maxErrorText),
 	}, nil
 }

@@ -3,6 +3,7 @@ package sdk
 import (
 	"net/netip"
 
+	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	pb "github.com/vigil-edge/vigil/plugins/sdk/proto"
 )
 
@@ -169,4 +170,92 @@ func healthFromProto(h *pb.HealthResponse) Health {
 		OK: h.GetOk(), Message: h.GetMessage(), Model: modelFromProto(h.GetModel()),
 		MemoryBytes: h.GetMemoryBytes(), Stats: h.GetStats(),
 	}
+}
+
+// Bounds of an anomaly's context entries (CheckResult): the keys; the
+// values of the well-known address, port and protocol keys, which the
+// agent keys its findings by; any other value (a path escaped by
+// event.SafePath: up to 4 bytes for each of event.MaxPathLen). Without
+// them one anomaly could carry a source address of the whole message's
+// size (megabytes), which the agent kept as the key of an open finding.
+const (
+	MaxContextKey   = 64
+	MaxContextShort = 128
+	MaxContextValue = 4 * event.MaxPathLen
+)
+
+// shortContext are the keys whose values MaxContextShort bounds.
+var shortContext = map[string]bool{
+	ContextSrcIP: true, ContextDstIP: true, ContextSrcPort: true, ContextDstPort: true, ContextProto: true,
+}
+
+// CheckResult makes a plugin's answer for the records [start, end) of a
+// batch consistent before the agent uses it, and returns the number of
+// anomalies it dropped or clamped. A plugin may have been compromised by
+// the records it parses; the SDK's own server never sends what this
+// refuses. Dropped: an anomaly outside the batch, or one for a record an
+// earlier anomaly already reported (the first stands). Clamped: an
+// aggregate that stands for more records than the batch has left (the
+// anomalies of a batch cover distinct records), kinds counted beyond its
+// records, top features beyond MaxTopContributions, context entries beyond
+// MaxContextKey, MaxContextShort or MaxContextValue (dropped). The statistics are
+// those of end-start records, with at most as many anomalies.
+func CheckResult(st *Stats, as []Anomaly, start, end uint64) ([]Anomaly, uint64) {
+	n := end - start
+	if end < start {
+		n = 0
+	}
+	st.Count, st.Anomalies = n, min(st.Anomalies, n)
+	var fixed uint64
+	left := n                    // records the batch has left for the anomalies that follow
+	var seen map[uint64]struct{} // the kept indexes, once they come out of order
+	k := 0
+	for i := range as {
+		a := as[i]
+		if a.Index < start || a.Index >= end || left == 0 {
+			fixed++
+			continue
+		}
+		if seen == nil && k > 0 && a.Index <= as[k-1].Index {
+			seen = make(map[uint64]struct{}, len(as))
+			for _, b := range as[:k] {
+				seen[b.Index] = struct{}{}
+			}
+		}
+		if seen != nil {
+			if _, dup := seen[a.Index]; dup {
+				fixed++
+				continue
+			}
+			seen[a.Index] = struct{}{}
+		}
+		clamped := false
+		for k, v := range a.Context {
+			if len(k) > MaxContextKey || len(v) > MaxContextValue || (len(v) > MaxContextShort && shortContext[k]) {
+				delete(a.Context, k)
+				clamped = true
+			}
+		}
+		if len(a.TopFeatures) > MaxTopContributions {
+			a.TopFeatures, clamped = a.TopFeatures[:MaxTopContributions], true
+		}
+		if g := a.Aggregate; g != nil {
+			if a.Records() > left {
+				g.Count, clamped = left, true
+			}
+			c := a.Records()
+			for _, v := range []*uint64{&g.TCPSyn, &g.UDP, &g.ICMP, &g.ARP} {
+				if *v > c {
+					*v, clamped = c, true
+				}
+			}
+		}
+		if clamped {
+			fixed++
+		}
+		left -= a.Records()
+		as[k] = a
+		k++
+	}
+	return as[:k], fixed
 }

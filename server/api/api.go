@@ -184,8 +184,15 @@ func newServer(db Backend, opts Options) *server {
 			return nil
 		}))
 	}
-	// Anything else under /api/: a JSON 404 (or 405), not the mux's text.
+	// Anything else under /api/: a JSON 405 for a route called with
+	// another method, else a JSON 404, not the mux's text. (This catch-all
+	// matches every method, so the mux's own 405 never happens.)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := documentedMethods(r); allow != "" {
+			w.Header().Set("Allow", allow)
+			writeError(w, r, s.log, errorf(http.StatusMethodNotAllowed, "method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
+			return
+		}
 		writeError(w, r, s.log, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	if opts.Console != nil {

@@ -218,7 +218,7 @@ func TestRoleMatrix(t *testing.T) {
 
 		// Unknown routes and methods.
 		{"admin", "GET", "/api/v1/nope", "", 404, nil},
-		{"admin", "DELETE", "/api/v1/agents", "", 404, nil},
+		{"admin", "DELETE", "/api/v1/agents", "", 405, nil}, // a route, not this method: 405 (TestWrongMethod405)
 	}
 	for _, tc := range tests {
 		name := fmt.Sprintf("%s %s %s", tc.who, tc.method, tc.path)

@@ -18,7 +18,8 @@ import (
 // for findings with id > the last it sent, with the caller's scope and
 // filters as SQL conditions. This needs no hook in the ingest path, cannot
 // miss a finding that was committed by another process or before a
-// reconnect (the id is the cursor; SSE's Last-Event-ID or ?after= resumes),
+// reconnect (the id is the cursor; SSE's Last-Event-ID or ?after= resumes,
+// the later of the two when a reconnecting client sends both),
 // and the scope is enforced by the same query code as the list. Its cost is
 // one indexed query per stream per poll, which is small next to ingest at
 // the expected number of consoles (MaxStreams bounds it). Latency from
@@ -49,16 +50,24 @@ func (s *server) streamFindings(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return err
 	}
-	after := q.Get("after")
-	if after == "" {
-		after = r.Header.Get("Last-Event-ID")
-	}
-	if after != "" {
-		if f.AfterID, err = strconv.ParseInt(after, 10, 64); err != nil || f.AfterID < 0 {
-			return errorf(http.StatusBadRequest, "invalid after / Last-Event-ID %q", after)
+	// An SSE client reconnects to the URL it opened, ?after= included,
+	// with Last-Event-ID: the last event it received. The later of the two
+	// is where it stands (after alone would replay everything since).
+	after, lastEvent := q.Get("after"), r.Header.Get("Last-Event-ID")
+	for _, v := range []string{after, lastEvent} {
+		if v == "" {
+			continue
 		}
-	} else if f.AfterID, err = s.db.MaxFindingID(r.Context()); err != nil {
-		return err
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || id < 0 {
+			return errorf(http.StatusBadRequest, "invalid after / Last-Event-ID %q", v)
+		}
+		f.AfterID = max(f.AfterID, id)
+	}
+	if after == "" && lastEvent == "" {
+		if f.AfterID, err = s.db.MaxFindingID(r.Context()); err != nil {
+			return err
+		}
 	}
 	select {
 	case s.streams <- struct{}{}:
@@ -75,6 +84,11 @@ func (s *server) streamFindings(w http.ResponseWriter, r *http.Request, p *princ
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		// ServeMux serves HEAD with the GET route. Its body is thrown away,
+		// so a stream would never end while the connection stays open.
+		return nil
+	}
 	bw := bufio.NewWriterSize(w, 16<<10)
 	flush := func() error {
 		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteWait)) // not every writer supports deadlines
@@ -164,7 +178,9 @@ const MaxExport = 1_000_000
 // exportFindings streams the findings matching the filters, oldest first,
 // as JSON lines: format=jsonl (the API's finding JSON) or format=ocsf (OCSF
 // Detection Finding, class 2004). ?after=ID continues an export; limit
-// bounds it (default and maximum MaxExport).
+// bounds it (default and maximum MaxExport). A store error after the status
+// line aborts the response (the client sees a transfer error, never a clean
+// end of a partial export).
 func (s *server) exportFindings(w http.ResponseWriter, r *http.Request, p *principal) error {
 	q, err := query(r, append(findingFilterParams, "format", "after", "limit")...)
 	if err != nil {
@@ -211,6 +227,9 @@ func (s *server) exportFindings(w http.ResponseWriter, r *http.Request, p *princ
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil // headers only: the first page was read so that a store failure is still a 500
+	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	lw := export.NewLineWriter(bw, format)
 	sent := 0
@@ -227,10 +246,16 @@ func (s *server) exportFindings(w http.ResponseWriter, r *http.Request, p *princ
 		}
 		f.Limit = min(1000, limit-sent)
 		if fs, err = s.db.ListFindings(r.Context(), f); err != nil {
-			if !errors.Is(err, r.Context().Err()) {
-				s.log.Warn("export truncated by a store error", "after", f.AfterID, "err", err)
+			if errors.Is(err, r.Context().Err()) {
+				break // the client went away
 			}
-			break
+			// A clean end would read as the whole export. The complete
+			// lines written so far go out, then the response is aborted:
+			// the client sees a transfer error and resumes with
+			// ?after= the last id it read.
+			s.log.Warn("export cut by a store error; response aborted", "after", f.AfterID, "err", err)
+			_ = bw.Flush()
+			panic(http.ErrAbortHandler)
 		}
 	}
 	if err := bw.Flush(); err != nil && !strings.Contains(err.Error(), "closed") {

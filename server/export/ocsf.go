@@ -3,6 +3,7 @@ package export
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vigil-edge/vigil/internal/buildinfo"
@@ -291,11 +292,12 @@ func ToOCSF(f store.Finding) OCSFFinding {
 	return o
 }
 
+// baseName is the last element of a sensor's path. Sensors are Linux ('/'
+// alone separates names), and their paths arrive escaped (event.SafePath:
+// a backslash starts an escape such as \xe9, never a separator).
 func baseName(p string) string {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '/' || p[i] == '\\' {
-			return p[i+1:]
-		}
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
 	}
 	return p
 }

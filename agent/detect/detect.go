@@ -359,8 +359,11 @@ func addStats(a *capture.Stats, b capture.Stats) {
 }
 
 // Counters implements pipeline.Counters (names as the Status message uses).
-func (p *Pipeline) Counters() map[string]uint64 {
-	st := p.Stats()
+func (p *Pipeline) Counters() map[string]uint64 { return p.counters(p.Stats()) }
+
+// counters names the counters of st and of the pipeline's outbox and
+// calibration.
+func (p *Pipeline) counters(st Stats) map[string]uint64 {
 	out := p.out.Stats()
 	c := map[string]uint64{
 		"captured":          st.Capture.Packets,
@@ -384,6 +387,12 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		// dropped from the full outbox
 		"netflow_append_errors": out.AppendErrors,
 		"netflow_findings_lost": out.Lost,
+		// the plugin host: launches that failed, lines of the plugin's
+		// stderr over the rate limit, anomalies of the plugin's answers
+		// dropped or clamped (sdk.CheckResult)
+		"plugin_start_failures":    st.Host.StartFailures,
+		"plugin_log_lines_dropped": st.Host.LogLinesDropped,
+		"plugin_anomalies_refused": st.Host.AnomaliesRefused,
 	}
 	maps.Copy(c, p.cal.Counters())
 	return c

@@ -198,8 +198,11 @@ func (p *Pipeline) Stats() Stats {
 }
 
 // Counters implements pipeline.Counters.
-func (p *Pipeline) Counters() map[string]uint64 {
-	st := p.Stats()
+func (p *Pipeline) Counters() map[string]uint64 { return p.counters(p.Stats()) }
+
+// counters names the counters of st and of the engine's outbox and
+// calibration.
+func (p *Pipeline) counters(st Stats) map[string]uint64 {
 	out := p.eng.out.Stats()
 	c := map[string]uint64{
 		"file_events":            st.Events,
@@ -226,6 +229,12 @@ func (p *Pipeline) Counters() map[string]uint64 {
 		// dropped from the full outbox
 		"file_append_errors": out.AppendErrors,
 		"file_findings_lost": out.Lost,
+		// the plugin host: launches that failed, lines of the plugin's
+		// stderr over the rate limit, anomalies of the plugin's answers
+		// dropped or clamped (sdk.CheckResult)
+		"file_plugin_start_failures":    st.Host.StartFailures,
+		"file_plugin_log_lines_dropped": st.Host.LogLinesDropped,
+		"file_plugin_anomalies_refused": st.Host.AnomaliesRefused,
 	}
 	maps.Copy(c, p.eng.cal.Counters())
 	return c

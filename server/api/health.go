@@ -110,6 +110,7 @@ type rawModelStatus struct {
 var lossCounters = []string{"kernel_drops", "events_lost", "plugin_restarts", "decode_errors",
 	"file_events_lost", "file_plugin_restarts", "watch_dropped", "watch_overflows",
 	"netflow_append_errors", "netflow_findings_lost", "file_append_errors", "file_findings_lost",
+	"plugin_anomalies_refused", "file_plugin_anomalies_refused", // answers no sound plugin sends: anomalies possibly lost
 	"uplink_findings_refused"}
 
 // agentHealth judges an agent from what it last reported.

@@ -16,6 +16,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-edge/vigil/internal/cloexec"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 )
 
@@ -85,20 +86,30 @@ func OpenLive(iface string, opts LiveOptions) (Source, error) {
 	blocks := max(opts.RingBytes/blockSize, 8)
 	s := &liveSource{iface: iface, link: link, log: opts.Logger, done: make(chan struct{}), cookies: NewCookieTable()}
 	for i := 0; i < opts.Fanout; i++ {
-		h, err := afpacket.NewTPacket(
-			afpacket.OptInterface(iface),
-			afpacket.OptTPacketVersion(afpacket.TPacketVersion3),
-			afpacket.OptFrameSize(afpacket.DefaultFrameSize),
-			afpacket.OptBlockSize(blockSize),
-			afpacket.OptNumBlocks(blocks),
-			afpacket.OptBlockTimeout(opts.FlushInterval),
-			afpacket.OptPollTimeout(opts.FlushInterval),
-		)
+		// afpacket opens its socket without SOCK_CLOEXEC and gives no way
+		// to reach it: cloexec.Open marks it before any plugin can be
+		// forked, or a plugin would inherit a socket that reads every
+		// packet on the interface and can inject some.
+		var h *afpacket.TPacket
+		err := cloexec.Open(func() (err error) {
+			h, err = afpacket.NewTPacket(
+				afpacket.OptInterface(iface),
+				afpacket.OptTPacketVersion(afpacket.TPacketVersion3),
+				afpacket.OptFrameSize(afpacket.DefaultFrameSize),
+				afpacket.OptBlockSize(blockSize),
+				afpacket.OptNumBlocks(blocks),
+				afpacket.OptBlockTimeout(opts.FlushInterval),
+				afpacket.OptPollTimeout(opts.FlushInterval),
+			)
+			return err
+		})
+		if h != nil {
+			s.handles = append(s.handles, h)
+		}
 		if err != nil {
 			s.closeHandles()
 			return nil, fmt.Errorf("open live %s: socket %d: %w", iface, i, err)
 		}
-		s.handles = append(s.handles, h)
 		if prog != nil {
 			if err := h.SetBPF(prog); err != nil {
 				s.closeHandles()

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"golang.org/x/sys/unix"
 
+	"github.com/vigil-edge/vigil/internal/cloexec"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	"github.com/vigil-edge/vigil/plugins/sdk/ring"
@@ -281,7 +281,13 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 		cleanupRing()
 		return nil, fmt.Errorf("launch %s: %w", h.cfg.Path, err)
 	}
-	if err := closeOnExec(); err != nil {
+	// The plugin inherits its standard streams and its ExtraFiles (which
+	// os/exec hands over whatever their flag) and nothing else: not the
+	// descriptors the agent holds without the flag (gopacket's capture
+	// sockets, those the agent inherited from whoever started it). The
+	// agent executes nothing but plugins (deps_test), so the flag changes
+	// nothing else for it.
+	if err := cloexec.All(); err != nil {
 		h.log.Warn("cannot mark the agent's descriptors close-on-exec: the plugin may inherit some", "err", err)
 	}
 	if conf != nil && conf.dir != "" {
@@ -421,45 +427,6 @@ func (h *Host) launch(ctx context.Context, base uint64) (_ *instance, err error)
 	h.log.Info("plugin started", "pid", inst.pid, "name", info.Name, "version", info.Version,
 		"kind", info.EventKind.String(), "ring_base", base, "sandbox", sandbox)
 	return inst, nil
-}
-
-// closeOnExec marks every descriptor of the agent from 3 on close-on-exec,
-// so that a plugin inherits its standard streams and its ExtraFiles (which
-// os/exec hands over whatever their flag) and nothing else. The agent holds
-// descriptors without the flag: gopacket's afpacket opens the live
-// capture's AF_PACKET sockets without SOCK_CLOEXEC, and the agent may have
-// inherited some from whoever started it. A plugin that inherited a capture
-// socket could read every packet with its payload and inject packets,
-// whatever its sandbox (Landlock and the seccomp filter refuse new
-// sockets, not inherited ones). The agent executes nothing but plugins
-// (deps_test), so the flag changes nothing else for it. A descriptor that
-// another goroutine opens without the flag while a plugin starts can still
-// slip through: the fix for that belongs where it is opened.
-func closeOnExec() error {
-	err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
-	if err == nil {
-		return nil
-	}
-	// Before Linux 5.11: one descriptor at a time.
-	d, derr := os.Open("/proc/self/fd")
-	if derr != nil {
-		return fmt.Errorf("close_range: %w; list descriptors: %w", err, derr)
-	}
-	defer d.Close()
-	names, derr := d.Readdirnames(-1)
-	if derr != nil {
-		return fmt.Errorf("close_range: %w; list descriptors: %w", err, derr)
-	}
-	for _, name := range names {
-		fd, aerr := strconv.Atoi(name)
-		if aerr != nil || fd < 3 {
-			continue
-		}
-		if flags, ferr := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); ferr == nil && flags&unix.FD_CLOEXEC == 0 {
-			_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, flags|unix.FD_CLOEXEC)
-		}
-	}
-	return nil
 }
 
 // watchExit ends the instance when its process exits (go-plugin offers no

@@ -29,6 +29,7 @@ type Backend interface {
 	ListUsers(ctx context.Context, entity string) ([]store.User, error)
 	CreateEnrollTokenInfo(ctx context.Context, entity string, ttl time.Duration, actor string) (string, store.EnrollToken, error)
 	ListEnrollTokens(ctx context.Context, entity string) ([]store.EnrollToken, error)
+	RevokeEnrollToken(ctx context.Context, id, entity, actor string) error
 	ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error)
 	GetAgent(ctx context.Context, id string) (store.Agent, error)
 	RevokeAgent(ctx context.Context, agentID, actor string) error
@@ -91,6 +92,11 @@ type Options struct {
 	// OfflineAfter is how long an agent may stay silent before its health
 	// is "offline" (default 5m).
 	OfflineAfter time.Duration
+	// Health, if set, returns the server's own problems (e.g. a server
+	// certificate that failed to renew and expires soon). healthz reports
+	// status "warning" with them, still with 200: it is a liveness probe,
+	// and restarting the server cures none of them. It must be quick.
+	Health func() []string
 }
 
 // MaxBodyBytes bounds a request body.
@@ -156,6 +162,7 @@ func newServer(db Backend, opts Options) *server {
 	handle("GET /api/v1/whoami", s.guard(permRead, s.whoami))
 	handle("POST /api/v1/tokens", s.guard(permManageAgents, s.createToken))
 	handle("GET /api/v1/tokens", s.guard(permManageAgents, s.listTokens))
+	handle("DELETE /api/v1/tokens/{id}", s.guard(permManageAgents, s.revokeToken))
 	handle("GET /api/v1/agents", s.guard(permRead, s.listAgents))
 	handle("GET /api/v1/agents/{id}", s.guard(permRead, s.getAgent))
 	handle("POST /api/v1/agents/{id}/revoke", s.guard(permManageAgents, s.revokeAgent))
@@ -202,8 +209,22 @@ func newServer(db Backend, opts Options) *server {
 	return s
 }
 
+// serverHealth is healthz's answer.
+type serverHealth struct {
+	Status   string   `json:"status"` // HealthOK or HealthWarning
+	Problems []string `json:"problems,omitempty"`
+}
+
+// healthz answers 200 while the server serves: {"status":"ok"}, or
+// "warning" with the problems Options.Health reports.
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	h := serverHealth{Status: HealthOK}
+	if s.opts.Health != nil {
+		if h.Problems = s.opts.Health(); len(h.Problems) > 0 {
+			h.Status = HealthWarning
+		}
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 func (s *server) whoami(w http.ResponseWriter, _ *http.Request, p *principal) error {
@@ -322,6 +343,26 @@ func (s *server) listTokens(w http.ResponseWriter, r *http.Request, p *principal
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tokens": toks})
+	return nil
+}
+
+// revokeToken revokes an unused enrollment token: 204; a token of another
+// entity is 404 like an unknown one (ids do not leak across entities), a
+// used one 409 (revoke the agent it enrolled instead).
+func (s *server) revokeToken(w http.ResponseWriter, r *http.Request, p *principal) error {
+	id := r.PathValue("id")
+	if !pki.ValidName(id) {
+		return errNotFound
+	}
+	err := s.db.RevokeEnrollToken(r.Context(), id, p.scopeEntity(), p.actor())
+	if errors.Is(err, store.ErrTokenUsed) {
+		return errorf(http.StatusConflict, "enrollment token %s was already used; revoke the agent it enrolled instead", id)
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

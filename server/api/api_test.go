@@ -105,6 +105,9 @@ func (fx *fixture) do(t *testing.T, who, method, path, body string) (int, string
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusNoContent {
+		return resp.StatusCode, string(b)
+	}
 	if ct := resp.Header.Get("Content-Type"); path != "/metrics" && !strings.HasPrefix(ct, "application/json") &&
 		!(resp.StatusCode == 200 && strings.HasPrefix(path, "/api/v1/findings/export")) {
 		t.Errorf("%s %s: content type %q", method, path, ct)
@@ -186,6 +189,10 @@ func TestRoleMatrix(t *testing.T) {
 		{"admin", "POST", "/api/v1/tokens", `{"entity":"Not Valid"}`, 400, nil},
 		{"ea", "GET", "/api/v1/tokens", "", 200, noBeta},
 		{"analyst", "GET", "/api/v1/tokens", "", 403, nil},
+		{"", "DELETE", "/api/v1/tokens/zzzzzzzzzz", "", 401, nil},
+		{"analyst", "DELETE", "/api/v1/tokens/zzzzzzzzzz", "", 403, nil},
+		{"ea", "DELETE", "/api/v1/tokens/zzzzzzzzzz", "", 404, nil},
+		{"admin", "DELETE", "/api/v1/tokens/zzzzzzzzzz", "", 404, nil}, // more in TestRevokeEnrollTokenRoute
 
 		// Revocation.
 		{"analyst", "POST", "/api/v1/agents/a-2/revoke", "", 403, nil},

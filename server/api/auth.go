@@ -13,7 +13,7 @@ type permission int
 const (
 	permRead         permission = iota // read findings, agents, suppressions, models, rollouts; live stream, exports (scoped)
 	permTriage                         // triage findings, lift suppressions (scoped)
-	permManageAgents                   // revoke agents, create/list enrollment tokens (scoped)
+	permManageAgents                   // revoke agents, create/list/revoke enrollment tokens (scoped)
 	permReadAudit                      // read the audit log (scoped)
 	permVerifyAudit                    // verify the whole audit chain: CERT roles only
 	permAdmin                          // users, metrics: admin only

@@ -104,13 +104,16 @@ type rawModelStatus struct {
 //   - file events: file_events_lost, file_plugin_restarts, watch_dropped,
 //     watch_overflows (the kernel's queue overflowed: events lost, a rescan
 //     follows);
+//   - anomalies: plugin_anomalies_refused, file_plugin_anomalies_refused
+//     (answers no sound plugin sends, refused by the agent's check: the
+//     anomalies they carried may have been real);
 //   - findings: *_append_errors (the spool could not be written, the
 //     findings wait in memory), *_findings_lost (and dropped from there),
 //     uplink_findings_refused (dropped after the server refused each alone).
 var lossCounters = []string{"kernel_drops", "events_lost", "plugin_restarts", "decode_errors",
 	"file_events_lost", "file_plugin_restarts", "watch_dropped", "watch_overflows",
 	"netflow_append_errors", "netflow_findings_lost", "file_append_errors", "file_findings_lost",
-	"plugin_anomalies_refused", "file_plugin_anomalies_refused", // answers no sound plugin sends: anomalies possibly lost
+	"plugin_anomalies_refused", "file_plugin_anomalies_refused",
 	"uplink_findings_refused"}
 
 // agentHealth judges an agent from what it last reported.

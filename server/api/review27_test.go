@@ -148,6 +148,7 @@ func TestWrongMethod405(t *testing.T) {
 		{"PUT", "/api/v1/users", 405, "GET, HEAD, POST"},
 		{"DELETE", "/api/v1/rollouts", 405, "GET, HEAD, POST"}, // POST: server/registry
 		{"POST", "/api/v1/rollouts/status", 405, "GET, HEAD"},
+		{"GET", "/api/v1/tokens/abcdefghij", 405, "DELETE"},
 		{"GET", "/api/v1/nope", 404, ""},
 		{"POST", "/api/v1/findings/1/nope", 404, ""},
 	} {
@@ -264,6 +265,20 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		return o.Properties
 	}
 	agent := props(doc.Components.Schemas["Agent"])
+	var healthz struct {
+		Paths map[string]struct {
+			Get struct {
+				Responses map[string]struct {
+					Content map[string]struct {
+						Schema json.RawMessage `json:"schema"`
+					} `json:"content"`
+				} `json:"responses"`
+			} `json:"get"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPIDoc, &healthz); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		schema string
 		props  map[string]json.RawMessage
@@ -281,6 +296,7 @@ func TestOpenAPISchemasMatchJSON(t *testing.T) {
 		{"Rollout", props(doc.Components.Schemas["Rollout"]), store.Rollout{}},
 		{"StatsBucket", props(doc.Components.Schemas["StatsBucket"]), store.StatsBucket{}},
 		{"AuditEntry", props(doc.Components.Schemas["AuditEntry"]), store.AuditEntry{}},
+		{"healthz", props(healthz.Paths["/api/v1/healthz"].Get.Responses["200"].Content["application/json"].Schema), serverHealth{}},
 	} {
 		got := jsonNames(reflect.TypeOf(tc.typ))
 		for _, n := range got {

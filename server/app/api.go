@@ -18,7 +18,9 @@ import (
 // entity's suppressions (Endpoint.SuppressionsChanged).
 // The console is mounted under /; stop, closed when the HTTP server shuts
 // down, ends the live streams so that Shutdown does not wait for them.
-func newAPIHandler(db *store.DB, ep *endpoint.Endpoint, reg *prometheus.Registry, cfg Config, log *slog.Logger, pin string, stop <-chan struct{}) (http.Handler, error) {
+// health is the server's own health (healthz).
+func newAPIHandler(db *store.DB, ep *endpoint.Endpoint, reg *prometheus.Registry, cfg Config, log *slog.Logger, pin string,
+	stop <-chan struct{}, health func() []string) (http.Handler, error) {
 	return api.New(db, api.Options{
 		Log:          log,
 		CAPin:        pin,
@@ -30,6 +32,7 @@ func newAPIHandler(db *store.DB, ep *endpoint.Endpoint, reg *prometheus.Registry
 		OnSuppressionsChanged: ep.SuppressionsChanged,
 		Console:               console.Handler(),
 		Shutdown:              stop,
+		Health:                health,
 	}), nil
 }
 

@@ -177,6 +177,7 @@ type Server struct {
 	once    sync.Once
 	stopErr error
 	exports *export.Runner
+	certs   *certRenewer // the served certificate (tests age it)
 }
 
 // Start opens the store and the CA in cfg.DataDir, and starts the QUIC
@@ -213,7 +214,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
-	s := &Server{Store: db, CA: ca, log: log, errc: make(chan error, 2)}
+	s := &Server{Store: db, CA: ca, log: log, errc: make(chan error, 2), certs: certs}
 	defer func() {
 		if err != nil {
 			if s.apiLn != nil {
@@ -260,7 +261,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	stop := make(chan struct{})
-	handler, err := newAPIHandler(db, ep, reg, cfg, log.With("part", "api"), ca.Pin(), stop)
+	// healthz warns of a server certificate that keeps failing to renew.
+	handler, err := newAPIHandler(db, ep, reg, cfg, log.With("part", "api"), ca.Pin(), stop,
+		func() []string { return certs.health(time.Now()) })
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}

@@ -113,6 +113,30 @@ func (r *certRenewer) start(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// health reports the served certificate as a problem (for the API's
+// healthz) once it has less than certUrgent left: renewal starts
+// pki.ServerRenewBefore (30 days) before the end, so it has been failing for
+// weeks, and every agent and API client will refuse the server when it ends.
+func (r *certRenewer) health(now time.Time) []string {
+	na := r.certs.NotAfter()
+	if na.IsZero() {
+		return nil
+	}
+	left := na.Sub(now)
+	at := na.UTC().Format(time.RFC3339)
+	switch {
+	case left <= 0:
+		return []string{fmt.Sprintf("server certificate expired at %s and could not be renewed (see the server log)", at)}
+	case left < certUrgent:
+		in := left.Round(time.Minute).String()
+		if left >= 24*time.Hour {
+			in = fmt.Sprintf("%.1f days", left.Hours()/24)
+		}
+		return []string{fmt.Sprintf("server certificate expires in %s (%s) and could not be renewed (see the server log)", in, at)}
+	}
+	return nil
+}
+
 // run checks every interval until ctx ends.
 func (r *certRenewer) run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)

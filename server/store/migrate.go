@@ -253,6 +253,13 @@ var migrations = []migration{
 		`DROP TABLE agent_model_status`,
 		`ALTER TABLE agent_model_status_v6 RENAME TO agent_model_status`,
 	}},
+	// Enrollment tokens can be revoked before they are used (a leaked
+	// token stayed valid until it expired, up to 30 days): revoked_at is
+	// NULL for a valid token, and a token is used or revoked, never both.
+	{7, "enrollment token revocation", []string{
+		`ALTER TABLE enroll_tokens ADD COLUMN revoked_at INTEGER`,
+		`ALTER TABLE enroll_tokens ADD COLUMN revoked_by TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

@@ -22,7 +22,7 @@ var (
 	// ErrNotFound: the object does not exist.
 	ErrNotFound = errors.New("not found")
 	// ErrTokenInvalid: an enrollment token is malformed, unknown, wrong,
-	// expired or already used. The causes are deliberately not told apart
+	// expired, revoked or already used. The causes are deliberately not told apart
 	// to the caller's peer.
 	ErrTokenInvalid = errors.New("enrollment token invalid")
 	// ErrUnauthorized: an API token is malformed, unknown, wrong or its user
@@ -32,6 +32,9 @@ var (
 	ErrConflict = errors.New("already exists")
 	// ErrInvalid: an argument is out of range or malformed.
 	ErrInvalid = errors.New("invalid argument")
+	// ErrTokenUsed: an enrollment token cannot be revoked, it was already
+	// used to enroll an agent (revoke the agent instead).
+	ErrTokenUsed = errors.New("enrollment token already used")
 )
 
 // Store is everything the server needs from its durable state. *DB (SQLite)

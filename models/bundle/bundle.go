@@ -27,6 +27,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/mod/semver"
@@ -343,7 +344,9 @@ func PackEnvelope(w io.Writer, model, envelopeJSON []byte, mtime time.Time) erro
 
 // Read reads and checks the bundle at path (signatures are not verified).
 func Read(path string, lim Limits) (*Bundle, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever, before
+	// the regular-file check below could refuse it. It changes nothing for a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read bundle: %w", err)
 	}

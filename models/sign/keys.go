@@ -21,6 +21,7 @@
 package sign
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -107,6 +108,11 @@ func ParsePublicKeyPEM(pemBytes []byte) (crypto.PublicKey, string, error) {
 	}
 	if len(trimSpace(rest)) != 0 {
 		return nil, "", errors.New("parse public key: trailing data after the PEM block")
+	}
+	// pem.Decode skips text before a block, and blocks it cannot decode: the block must be the
+	// only one, and the first thing.
+	if !bytes.HasPrefix(trimSpace(pemBytes), []byte("-----BEGIN ")) || bytes.Count(pemBytes, []byte("-----BEGIN")) != 1 {
+		return nil, "", errors.New("parse public key: data before the PEM block")
 	}
 	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {

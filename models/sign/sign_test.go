@@ -177,6 +177,34 @@ func TestLoadSignerRefuses(t *testing.T) {
 	}
 }
 
+// TestParsePublicKeyPEMNothingAround: a public key is exactly one PEM block with nothing but
+// whitespace around it, before it as well as after. pem.Decode skips text before a block and
+// blocks it cannot decode, so a trust policy's public_key could show one thing to a reader (text,
+// or a first key block) while another key was trusted.
+func TestParsePublicKeyPEMNothingAround(t *testing.T) {
+	good := signtest.PublicKeyPEM(t, signtest.NewSigner(t, sign.AlgEd25519))
+	other := signtest.PublicKeyPEM(t, signtest.NewSigner(t, sign.AlgECDSAP256))
+	// other's block with its base64 broken: pem.Decode skips it and decodes the next one.
+	broken := bytes.Replace(slices.Clone(other), []byte("\n"), []byte("\n!"), 2)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		ok   bool
+	}{
+		{"alone", good, true},
+		{"whitespace around", append(append([]byte("\n\r\n"), good...), "\n \t\n"...), true},
+		{"text before", append([]byte("Trusted key: CERT release key A\n"), good...), false},
+		{"undecodable block before", append(slices.Clone(broken), good...), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, id, err := sign.ParsePublicKeyPEM(tc.in)
+			if tc.ok != (err == nil) {
+				t.Fatalf("got id %q, error %v; want ok=%v", id, err, tc.ok)
+			}
+		})
+	}
+}
+
 func TestSignBundleReplacesSameKey(t *testing.T) {
 	dir := t.TempDir()
 	a := signtest.NewSigner(t, sign.AlgECDSAP256)

@@ -415,10 +415,15 @@ func (c *CA) signAgent(csrDER []byte, entity, agentID string, notBefore, notAfte
 	if err != nil {
 		return nil, fmt.Errorf("sign agent CSR: %w", err)
 	}
+	// The certificate ends with the issuing CA at the latest: once that has
+	// ended it would end before it began, and no peer would take it.
+	if notAfter = minTime(notAfter, c.Issuing.NotAfter); !notAfter.After(notBefore) {
+		return nil, fmt.Errorf("sign agent CSR: %w (it ended %s)", ErrIssuingCAExpiring, c.Issuing.NotAfter.UTC().Format(time.RFC3339))
+	}
 	tmpl := &x509.Certificate{
 		Subject:               pkix.Name{Organization: []string{entity}, CommonName: agentID},
 		NotBefore:             notBefore,
-		NotAfter:              minTime(notAfter, c.Issuing.NotAfter),
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,

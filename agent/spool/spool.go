@@ -25,15 +25,19 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -66,6 +70,10 @@ const formatVersion = 1
 
 // ErrClosed is returned by calls on a closed spool.
 var ErrClosed = errors.New("spool closed")
+
+// ErrCorrupt is wrapped by the errors of Open and ReadStats for a spool file
+// that is damaged (a torn write, a bad sector): it is left as it is.
+var ErrCorrupt = errors.New("spool file corrupt")
 
 // Options tune a spool.
 type Options struct {
@@ -109,7 +117,11 @@ func sevIndex(s wirev1.Severity) int {
 	return int(s)
 }
 
-// Open opens or creates the spool at path.
+// Open opens or creates the spool at path. A damaged file is refused with
+// an error (wrapping ErrCorrupt when a page or a meta page fails bbolt's
+// checks) and left as it is: the agent stops with that reason instead of
+// crashing in bbolt. A stored finding that no longer decodes is dropped and
+// counted.
 func Open(path string, opts Options) (*Spool, error) {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = DefaultMaxBytes
@@ -117,7 +129,13 @@ func Open(path string, opts Options) (*Spool, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 5 * time.Second
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	if err := checkFile(path, opts.Timeout); err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return nil, fmt.Errorf("open spool %s: %w (left as it is: move it aside to start with an empty spool)", path, err)
+		}
+		return nil, fmt.Errorf("open spool %s: %w", path, err)
+	}
+	db, err := openBolt(path, &bolt.Options{
 		Timeout: opts.Timeout,
 		// The freelist is rebuilt on open instead of being written on every
 		// commit; the data pages are still fsynced on every commit.
@@ -133,6 +151,69 @@ func Open(path string, opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("open spool %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// checkFile reads every page of the spool file at path, read-only, and
+// reports damage (a torn write, a bad sector) as an error wrapping
+// ErrCorrupt. bbolt asserts on a damaged page by panicking, and a writable
+// Open rebuilds the freelist (NoFreelistSync) on a goroutine of its own
+// that walks the same pages, where no recover can reach: the process
+// crashed. A missing or empty file is for Open to create.
+func checkFile(path string, timeout time.Duration) error {
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		return nil
+	}
+	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return walkPages(db)
+}
+
+// openBolt is bolt.Open with its assertions (panics on the calling
+// goroutine) and its errors for a damaged file wrapping ErrCorrupt.
+func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, opts)
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+		err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return db, err
+}
+
+// walkPages visits every branch and leaf page of every bucket of db: the
+// pages bbolt's freelist rebuild visits. A page that fails bbolt's checks,
+// or that points outside the mapped file, is reported as ErrCorrupt.
+func walkPages(db *bolt.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	// A damaged page id can point past the file: a fault, not a panic.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var walk func(b *bolt.Bucket)
+	walk = func(b *bolt.Bucket) {
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if v == nil {
+				if sub := b.Bucket(k); sub != nil {
+					walk(sub)
+				}
+			}
+		}
+	}
+	return db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			walk(b)
+			return nil
+		})
+	})
 }
 
 func (s *Spool) load() error {
@@ -170,20 +251,39 @@ func (s *Spool) load() error {
 		s.dropped = getU64(meta.Get(keyDropped))
 		s.refused = getU64(meta.Get(keyRefused))
 		var last uint64
+		var undecodable [][]byte
+		f := &wirev1.Finding{}
 		err = fb.ForEach(func(k, v []byte) error {
 			if len(k) != 8 || len(v) < 1 {
-				return fmt.Errorf("corrupt entry (key %x, %d value bytes)", k, len(v))
+				return fmt.Errorf("%w: entry with key %x, %d value bytes", ErrCorrupt, k, len(v))
 			}
 			seq := binary.BigEndian.Uint64(k)
+			last = seq
+			// A finding that no longer decodes (a damaged value) would fail
+			// every Peek from here on, and the uplink with it: dropped.
+			if err := proto.Unmarshal(v[1:], f); err != nil {
+				undecodable = append(undecodable, bytes.Clone(k))
+				return nil
+			}
 			size := int64(len(k) + len(v))
 			s.bySev[sevIndex(wirev1.Severity(v[0]))].push(entry{seq: seq, size: size})
 			s.bytes += size
 			s.depth++
-			last = seq
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("rebuild index: %w", err)
+		}
+		if len(undecodable) > 0 {
+			for _, k := range undecodable {
+				if err := fb.Delete(k); err != nil {
+					return fmt.Errorf("drop undecodable finding: %w", err)
+				}
+			}
+			s.dropped += uint64(len(undecodable))
+			if err := meta.Put(keyDropped, u64(s.dropped)); err != nil {
+				return fmt.Errorf("put dropped: %w", err)
+			}
 		}
 		// Never reuse a seq, even if the meta record were behind the data.
 		if last >= s.nextSeq {
@@ -723,11 +823,14 @@ func (s *Spool) DepthBySeverity() [numSev]int {
 // ReadStats opens the spool file read-only (waiting at most timeout for the
 // lock a running agent holds) and returns its stats; for `vigil-agent status`.
 func ReadStats(path string, timeout time.Duration) (*wirev1.SpoolStats, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	db, err := openBolt(path, &bolt.Options{ReadOnly: true, Timeout: timeout})
 	if err != nil {
 		return nil, fmt.Errorf("open spool %s read-only: %w", path, err)
 	}
 	defer db.Close()
+	if err := walkPages(db); err != nil {
+		return nil, fmt.Errorf("read spool %s: %w", path, err)
+	}
 	st := &wirev1.SpoolStats{NextSeq: 1}
 	err = db.View(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bucketMeta); meta != nil {

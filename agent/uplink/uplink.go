@@ -3,7 +3,9 @@
 // SlowDown, ModelOffer, Suppressions, RenewResponse) and drains the spool over a FINDINGS
 // stream (FindingsBatch -> Ack, a few batches in flight, the spool deleting
 // only acknowledged findings). It reconnects with jittered exponential
-// backoff and renews the agent certificate at 2/3 of its lifetime.
+// backoff and renews the agent certificate at 2/3 of its lifetime, on the
+// server's clock (HelloAck.server_time_unix_nano), which is the one that
+// expires it. The server's SlowDown is honoured up to a bound.
 //
 // A finding that the server refuses (it closes the connection with a
 // protocol error and acknowledges nothing of the batch) would block the
@@ -170,6 +172,10 @@ type Client struct {
 	// findings stream ended (n == 0: none). Written by findings before it
 	// returns, read by session after its goroutines ended.
 	unacked inflightBatch
+
+	// renewedAt is when the last renewal succeeded (zero: none since
+	// start). Written by a session's controlWriter, read by the next one's.
+	renewedAt time.Time
 
 	// SlowDown from the server: applies to the current session.
 	minBatchInterval atomic.Int64 // ns
@@ -420,6 +426,7 @@ func (c *Client) session(ctx context.Context) (progress bool, err error) {
 		return false, fmt.Errorf("read hello ack: %w", err)
 	}
 	_ = ctrl.SetReadDeadline(time.Time{})
+	received := time.Now()
 	ack := first.GetHelloAck()
 	if ack == nil {
 		if e := first.GetError(); e != nil {
@@ -455,7 +462,13 @@ func (c *Client) session(ctx context.Context) (progress bool, err error) {
 		}()
 	}
 	run(func() error { return c.controlReader(r, renewCh) })
-	run(func() error { return c.controlWriter(sctx, ctrl, creds, interval, renewCh) })
+	// The server's clock ahead of the sensor's by skew: the certificate
+	// expires on the server's clock, so it is renewed on it.
+	var skew time.Duration
+	if ack.ServerTimeUnixNano > 0 {
+		skew = time.Unix(0, ack.ServerTimeUnixNano).Sub(received)
+	}
+	run(func() error { return c.controlWriter(sctx, ctrl, creds, interval, skew, renewCh) })
 	c.unacked = inflightBatch{}
 	run(func() error { return c.findings(sctx, conn) })
 
@@ -587,20 +600,33 @@ func (c *Client) controlReader(r *wirev1.Reader, renewCh chan<- *wirev1.RenewRes
 	}
 }
 
+// maxSlowDownInterval bounds SlowDown.min_batch_interval_ms: a server may
+// slow the agent down, not stop it (the field holds up to 49 days).
+const maxSlowDownInterval = 10 * time.Second
+
 func (c *Client) applySlowDown(s *wirev1.SlowDown) {
 	if s == nil {
 		return
 	}
-	c.minBatchInterval.Store(int64(time.Duration(s.MinBatchIntervalMs) * time.Millisecond))
+	iv := min(time.Duration(s.MinBatchIntervalMs)*time.Millisecond, maxSlowDownInterval)
+	c.minBatchInterval.Store(int64(iv))
 	c.slowMaxBatch.Store(int64(s.MaxBatch))
-	c.log.Info("server asks to slow down", "min_batch_interval_ms", s.MinBatchIntervalMs, "max_batch", s.MaxBatch)
+	c.log.Info("server asks to slow down", "min_batch_interval_ms", s.MinBatchIntervalMs, "max_batch", s.MaxBatch, "interval", iv)
 }
 
-// controlWriter sends Status periodically and renews the certificate.
-func (c *Client) controlWriter(ctx context.Context, ctrl *quic.Stream, creds *state.Credentials, interval time.Duration, renewCh <-chan *wirev1.RenewResponse) error {
+// controlWriter sends Status periodically and renews the certificate when
+// it is due on the server's clock (skew: how far the server's is ahead),
+// but not sooner than RenewRetry after the last renewal: a certificate that
+// is due as soon as issued (a sensor clock far off, an issuing CA about to
+// expire) would otherwise be renewed on every reconnect, back to back.
+func (c *Client) controlWriter(ctx context.Context, ctrl *quic.Stream, creds *state.Credentials, interval, skew time.Duration, renewCh <-chan *wirev1.RenewResponse) error {
 	status := time.NewTicker(interval)
 	defer status.Stop()
-	renewTimer := time.NewTimer(max(time.Until(creds.RenewAt()), 0))
+	renewIn := time.Until(creds.RenewAt()) - skew
+	if !c.renewedAt.IsZero() {
+		renewIn = max(renewIn, c.cfg.RenewRetry-time.Since(c.renewedAt))
+	}
+	renewTimer := time.NewTimer(max(renewIn, 0))
 	defer renewTimer.Stop()
 	var pending *ecdsa.PrivateKey
 	send := func(m *wirev1.AgentControl) error {
@@ -685,6 +711,7 @@ func (c *Client) controlWriter(ctx context.Context, ctrl *quic.Stream, creds *st
 				continue
 			}
 			c.renewals.Add(1)
+			c.renewedAt = time.Now()
 			return errRenewed
 		}
 	}
@@ -711,7 +738,17 @@ func checkRenewed(chainDER [][]byte, key *ecdsa.PrivateKey, creds *state.Credent
 	for _, cert := range certs[1:] {
 		inter.AddCert(cert)
 	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: creds.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	// At the later of now and the certificate's NotBefore: the server
+	// backdates by pki.ClockSkew only, and a sensor clock further behind
+	// would refuse every renewal until the certificate expired (on the
+	// server's clock) and locked the agent out. Expired certificates and
+	// other CAs are still refused.
+	at := time.Now()
+	if nb := certs[0].NotBefore; nb.After(at) {
+		at = nb
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: creds.Roots, Intermediates: inter, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	id, err := pki.IdentityFromCert(certs[0], creds.Identity.TrustDomain)

@@ -7,9 +7,15 @@ package uplinktest
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
+	"net/url"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +68,11 @@ type Server struct {
 	// NoHighestSeq leaves HelloAck.highest_seq unset, as an older server
 	// does (by default it is the highest seq committed here).
 	NoHighestSeq bool
+	// Clock, if set, is the server's clock, as on a server whose clock
+	// differs from the agent's: HelloAck.server_time_unix_nano, and renewed
+	// certificates valid from Clock() less pki.ClockSkew for AgentTTL; client
+	// certificates are verified on it.
+	Clock func() time.Time
 
 	ln     *quic.Listener
 	mu     sync.Mutex
@@ -91,7 +102,14 @@ func New(t testing.TB, opts ...func(*Server)) *Server {
 		o(s)
 	}
 	cert := d.ServerCert(t)
-	ln, err := quic.ListenAddr("127.0.0.1:0", pki.ServerTLSConfig(cert, d.CA.Pool()), &quic.Config{
+	tconf := pki.ServerTLSConfig(cert, d.CA.Pool())
+	tconf.Time = func() time.Time { // client certificates are checked on Clock
+		if c := s.settings().clock; c != nil {
+			return c()
+		}
+		return time.Now()
+	}
+	ln, err := quic.ListenAddr("127.0.0.1:0", tconf, &quic.Config{
 		MaxIdleTimeout: 10 * time.Second,
 		// quic-go's default, pinned: with StallFindings the agent's writes
 		// block once a stream carries this much unread.
@@ -148,6 +166,7 @@ type settings struct {
 	stallFindings    func() bool
 	discardControl   func() bool
 	noHighestSeq     bool
+	clock            func() time.Time
 }
 
 func (s *Server) settings() settings {
@@ -155,7 +174,8 @@ func (s *Server) settings() settings {
 	defer s.mu.Unlock()
 	return settings{token: s.Token, entity: s.Entity, ttl: s.AgentTTL, statusIntervalMs: s.StatusIntervalMs,
 		onBatch: s.OnBatch, afterHello: s.AfterHello, refuseRenew: s.RefuseRenew, ackDelay: s.AckDelay,
-		stallFindings: s.StallFindings, discardControl: s.DiscardControl, noHighestSeq: s.NoHighestSeq}
+		stallFindings: s.StallFindings, discardControl: s.DiscardControl, noHighestSeq: s.NoHighestSeq,
+		clock: s.Clock}
 }
 
 // Findings returns the committed findings' seqs in order of first arrival.
@@ -349,7 +369,11 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 		defer wmu.Unlock()
 		return wirev1.Write(st, m, 0)
 	}
-	ack := &wirev1.HelloAck{AgentId: agentID, Entity: cf.entity, ServerTimeUnixNano: time.Now().UnixNano(), StatusIntervalMs: cf.statusIntervalMs}
+	now := time.Now
+	if cf.clock != nil {
+		now = cf.clock
+	}
+	ack := &wirev1.HelloAck{AgentId: agentID, Entity: cf.entity, ServerTimeUnixNano: now().UnixNano(), StatusIntervalMs: cf.statusIntervalMs}
 	if !cf.noHighestSeq {
 		var highest uint64
 		s.mu.Lock()
@@ -391,7 +415,7 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 			if cf.refuseRenew {
 				resp.Error = &wirev1.Error{Code: uint32(wirev1.CodeInternal), Message: "renewal disabled"}
 			} else {
-				chain, err := s.PKI.CA.SignAgentCSR(msg.Renew.CsrDer, cf.entity, agentID, cf.ttl)
+				chain, err := s.signRenewal(msg.Renew.CsrDer, cf, agentID)
 				if err != nil {
 					resp.Error = &wirev1.Error{Code: uint32(wirev1.CodeBadCSR), Message: err.Error()}
 				} else {
@@ -406,6 +430,46 @@ func (s *Server) control(st *quic.Stream, r *wirev1.Reader, agentID string) erro
 			}
 		}
 	}
+}
+
+// signRenewal signs a renewal CSR for AgentTTL, on the server's Clock when
+// one is set.
+func (s *Server) signRenewal(csrDER []byte, cf settings, agentID string) ([][]byte, error) {
+	if cf.clock == nil {
+		return s.PKI.CA.SignAgentCSR(csrDER, cf.entity, agentID, cf.ttl)
+	}
+	pub, err := pki.CheckCSR(csrDER)
+	if err != nil {
+		return nil, err
+	}
+	issKey, err := pki.ReadKey(filepath.Join(s.PKI.Dir, pki.IssuingKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(pki.AgentURI(s.PKI.CA.TrustDomain, cf.entity, agentID))
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	now := cf.clock()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial.Add(serial, big.NewInt(1)),
+		Subject:               pkix.Name{Organization: []string{cf.entity}, CommonName: agentID},
+		NotBefore:             now.Add(-pki.ClockSkew),
+		NotAfter:              now.Add(cf.ttl),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		URIs:                  []*url.URL{u},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.PKI.CA.Issuing, pub, issKey)
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{der, s.PKI.CA.Issuing.Raw}, nil
 }
 
 func (s *Server) findings(st *quic.Stream, r *wirev1.Reader) error {

@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		return fmt.Errorf("run: credentials in %s: %w", cfg.StateDir, err)
 	}
 	log = log.With("agent_id", id.AgentID)
-	sp, err := spool.Open(dir.Path(state.SpoolFile), spool.Options{MaxBytes: int64(cfg.Spool.MaxBytes)})
+	sp, spoolAside, err := openSpool(dir.Path(state.SpoolFile), spool.Options{MaxBytes: int64(cfg.Spool.MaxBytes)}, log)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -137,7 +137,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 
 	var upd *agentUpdater // set below, before the counters are read
 	counters := func() map[string]uint64 {
-		out := map[string]uint64{"findings_in": counted.n.Load(), "findings_suppressed": sups.Suppressed()}
+		out := map[string]uint64{"findings_in": counted.n.Load(), "findings_suppressed": sups.Suppressed(),
+			"spool_corrupt_files": uint64(spoolAside)}
 		if upd != nil {
 			out["model_status_dropped"] = upd.statusDropped.Load()
 		}

@@ -109,12 +109,14 @@ type rawModelStatus struct {
 //     anomalies they carried may have been real);
 //   - findings: *_append_errors (the spool could not be written, the
 //     findings wait in memory), *_findings_lost (and dropped from there),
-//     uplink_findings_refused (dropped after the server refused each alone).
+//     uplink_findings_refused (dropped after the server refused each alone),
+//     spool_corrupt_files (damaged spool files the agent moved aside, with
+//     the findings that waited in them).
 var lossCounters = []string{"kernel_drops", "events_lost", "plugin_restarts", "decode_errors",
 	"file_events_lost", "file_plugin_restarts", "watch_dropped", "watch_overflows",
 	"netflow_append_errors", "netflow_findings_lost", "file_append_errors", "file_findings_lost",
 	"plugin_anomalies_refused", "file_plugin_anomalies_refused",
-	"uplink_findings_refused"}
+	"uplink_findings_refused", "spool_corrupt_files"}
 
 // agentHealth judges an agent from what it last reported.
 func agentHealth(a store.Agent, now time.Time, offlineAfter time.Duration) health {

@@ -64,6 +64,11 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 				if err != nil {
 					return err
 				}
+				// The checks `run` makes: relative plugin_dirs or trust_seed
+				// would be searched from the admin's working directory.
+				if err := c.Validate(); err != nil {
+					return fmt.Errorf("config: %w", err)
+				}
 				cfg = c
 			}
 			if stateDir == "" {

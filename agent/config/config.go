@@ -13,8 +13,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -198,13 +200,20 @@ func (c *Config) SetDefaults() {
 
 // Load reads a configuration file (".json" is parsed as JSON, anything else
 // as YAML) and fills in defaults. It does not validate: apply flags, then
-// call Validate.
+// call Validate. It refuses a file that others may write, or that a user
+// other than root and the caller owns: the file chooses the plugins the
+// agent runs and the models and trust policy it loads.
 func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	} else if err := checkOwner(fi); err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(&limitReader{r: f, n: maxFile + 1}); err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
@@ -218,6 +227,18 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// checkOwner refuses a file writable by others, or owned by a user other
+// than root and the effective user.
+func checkOwner(fi os.FileInfo) error {
+	if fi.Mode().Perm()&0o002 != 0 {
+		return fmt.Errorf("mode %04o: writable by any user (chmod o-w)", fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("owned by uid %d, not by root or by this process's user (uid %d)", st.Uid, os.Geteuid())
+	}
+	return nil
 }
 
 type limitReader struct {
@@ -254,10 +275,25 @@ func Parse(data []byte, format string) (*Config, error) {
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return nil, errors.New("parse config: trailing data after the JSON document")
 		}
+		// encoding/json keeps the last of a key given twice (and matches
+		// keys regardless of case): refuse it, as YAML does.
+		if err := checkJSONKeys(data); err != nil {
+			return nil, fmt.Errorf("parse config: %w", err)
+		}
 	case "yaml":
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("parse config: %w", err)
+		}
+		// The decoder truncates a float into an integer field (batch_max:
+		// 1.5 is 1, beacon_intervals: 0.5 the default): refuse it, as JSON
+		// does.
+		var doc yaml.Node
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			return nil, fmt.Errorf("parse config: %w", err)
+		}
+		if err := checkIntegers(&doc, reflect.TypeFor[Config](), ""); err != nil {
 			return nil, fmt.Errorf("parse config: %w", err)
 		}
 		// Only the first document is decoded: refuse another one (empty ones
@@ -280,6 +316,116 @@ func Parse(data []byte, format string) (*Config, error) {
 	}
 	c.SetDefaults()
 	return c, nil
+}
+
+// checkJSONKeys refuses an object that names a key twice (compared
+// without regard to case, as encoding/json matches fields).
+func checkJSONKeys(data []byte) error {
+	type frame struct {
+		keys    map[string]bool // nil: an array
+		wantKey bool
+	}
+	var open []*frame
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(open) > 0 {
+			top = open[len(open)-1]
+		}
+		if k, ok := tok.(string); ok && top != nil && top.wantKey {
+			if top.keys[strings.ToLower(k)] {
+				return fmt.Errorf("key %q given twice in one object", k)
+			}
+			top.keys[strings.ToLower(k)], top.wantKey = true, false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			open = append(open, &frame{keys: map[string]bool{}, wantKey: true})
+			continue
+		case json.Delim('['):
+			open = append(open, &frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			open = open[:len(open)-1]
+			if top = nil; len(open) > 0 {
+				top = open[len(open)-1]
+			}
+		}
+		// A value ended: its object wants a key next.
+		if top != nil && top.keys != nil {
+			top.wantKey = true
+		}
+	}
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+// checkIntegers refuses a float scalar where n, decoded into a value of type
+// t, meets an integer field (types with their own UnmarshalYAML aside).
+func checkIntegers(n *yaml.Node, t reflect.Type, name string) error {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			if err := checkIntegers(c, t, name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" {
+			return fmt.Errorf("line %d: %s: %q is not an integer", n.Line, name, n.Value)
+		}
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			for _, c := range n.Content {
+				if err := checkIntegers(c, t.Elem(), name); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.ShortTag() == "!!merge" {
+				// A merge key's value is a mapping or a list of them, merged
+				// into this one.
+				if err := checkIntegers(v, reflect.SliceOf(t), name); err != nil {
+					return err
+				}
+				if err := checkIntegers(v, t, name); err != nil {
+					return err
+				}
+				continue
+			}
+			for j := 0; j < t.NumField(); j++ {
+				if tag, _, _ := strings.Cut(t.Field(j).Tag.Get("yaml"), ","); tag == k.Value {
+					if err := checkIntegers(v, t.Field(j).Type, strings.TrimPrefix(name+"."+tag, ".")); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Validate checks the configuration.
@@ -349,6 +495,18 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("%s: %q is named twice", l.name, s))
 			} else {
 				seen[k] = true
+			}
+		}
+	}
+	// Relative directories would be searched from the working directory:
+	// `/` under systemd, the admin's shell for `vigil-agent update`.
+	for _, l := range []struct {
+		name string
+		dirs []string
+	}{{"plugin_dirs", c.PluginDirs}, {"model_dirs", c.ModelDirs}} {
+		for _, d := range l.dirs {
+			if !filepath.IsAbs(d) {
+				errs = append(errs, fmt.Errorf("%s %q: an absolute path", l.name, d))
 			}
 		}
 	}

@@ -36,12 +36,28 @@ func newIndex(s Set) *index {
 }
 
 func (ix *index) matches(f *wirev1.Finding) bool {
-	for _, r := range ix.byDetector[f.Detector] {
-		if r.Matches(f.Detector, f.Context) {
+	detector, c := serverView(f)
+	for _, r := range ix.byDetector[detector] {
+		if r.Matches(detector, c) {
 			return true
 		}
 	}
 	return false
+}
+
+// serverView returns f's detector and context as the server stores them:
+// the spool fits findings into the protocol's limits (wirev1.TrimFinding)
+// after this filter, and the server's rules are made of the stored
+// findings, cut.
+func serverView(f *wirev1.Finding) (string, *wirev1.FindingContext) {
+	c := f.GetContext()
+	if len(f.Detector) <= wirev1.MaxDetectorLen && (c == nil || (len(c.SrcIp) <= wirev1.MaxShortStringLen &&
+		len(c.DstIp) <= wirev1.MaxShortStringLen && len(c.Proto) <= wirev1.MaxShortStringLen && len(c.Path) <= wirev1.MaxPathLen)) {
+		return f.Detector, c
+	}
+	t := &wirev1.Finding{Detector: f.Detector, Context: c}
+	wirev1.TrimFinding(t) // copies the context before cutting it
+	return t.Detector, t.Context
 }
 
 // NewFilter returns a filter in front of next applying s.

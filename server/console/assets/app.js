@@ -10,6 +10,8 @@ const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b
 
 let me = null;          // the signed-in user (whoami)
 let stopLive = null;    // stops the current page's live stream
+let routeGen = 0;       // counts route() calls: a page whose route was overtaken must not draw or stream
+const LIVE_ROWS = 500;  // past this many rows, each streamed finding drops the oldest row
 
 // ---- DOM helpers ----
 
@@ -161,12 +163,14 @@ function isCERT() { return me && me.role !== 'entity-admin'; }
 const pages = {};
 
 async function route() {
+  const gen = ++routeGen;
   if (stopLive) { stopLive(); stopLive = null; }
   const main = document.getElementById('main');
   const hash = location.hash || '#/findings';
   const [path, qs] = hash.slice(1).split('?');
   const parts = path.split('/').filter(Boolean);
   const user = await ensureUser();
+  if (gen !== routeGen) return;
   // Signing out routes at once and again on the hash change: keep the form
   // that is already there (and what is typed into it).
   if (!user) { if (!document.getElementById('signin-form')) main.replaceChildren(signInPage()); return; }
@@ -177,7 +181,7 @@ async function route() {
   try {
     await page(main, parts.slice(1), new URLSearchParams(qs || ''));
   } catch (e) {
-    main.replaceChildren(h('p', { class: 'error', text: 'Error: ' + e.message }));
+    if (gen === routeGen) main.replaceChildren(h('p', { class: 'error', text: 'Error: ' + e.message }));
   }
 }
 
@@ -215,9 +219,11 @@ function findingRow(f, fresh) {
 }
 
 pages.findings = async (main, _parts, qs) => {
+  const gen = routeGen;
   const filt = {};
   for (const k of ['entity', 'agent', 'detector', 'severity', 'status', 'since']) if (qs.get(k)) filt[k] = qs.get(k);
   const entities = (await api('/entities')).entities;
+  if (gen !== routeGen) return;
   const sel = (id, label, opts, val) => h('label', {}, label,
     h('select', { id }, opts.map(([v, t]) => { const o = h('option', { value: v, text: t }); if (v === (val || '')) o.selected = true; return o; })));
   const txt = (id, label, val) => h('label', {}, label, h('input', { id, value: val || '', size: 14 }));
@@ -276,6 +282,7 @@ pages.findings = async (main, _parts, qs) => {
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   }
   await load();
+  if (gen !== routeGen) return;
   const top = tbody.querySelector('tr[data-id]');
   const streamParams = Object.assign({}, filt);
   delete streamParams.since; // new findings are always recent
@@ -287,6 +294,15 @@ pages.findings = async (main, _parts, qs) => {
     const empty = tbody.querySelector('tr.empty');
     if (empty) empty.remove();
     tbody.prepend(findingRow(f, true));
+    // A page left open all day must not keep every finding: drop the oldest
+    // row and page back from the one now last ("Load more" brings it back).
+    if (tbody.children.length > LIVE_ROWS) {
+      const old = tbody.lastElementChild;
+      old.remove();
+      seen.delete(Number(old.dataset.id));
+      cursor = tbody.lastElementChild.dataset.id;
+      more.hidden = false;
+    }
   }, st => { live.textContent = st === 'live' ? '● live' : '○ reconnecting…'; live.className = st === 'live' ? 'live' : 'down'; });
 };
 

@@ -281,6 +281,10 @@ func (r *Registry) OnModelStatus(ctx context.Context, agentID string, st *wirev1
 		r.log.Debug("shadow report of an unknown rollout", "agent", agentID, "rollout", st.RolloutId, "err", err)
 		return
 	}
+	if ro.State == "halted" && ro.Shadow {
+		r.withdrawFrom(agentID, &ro)
+		return
+	}
 	if ro.State != "active" || !ro.Shadow || ro.Halt <= 0 {
 		return
 	}
@@ -329,6 +333,18 @@ func (r *Registry) CheckHalt(ctx context.Context, ro *store.RolloutRecord) (Verd
 	return v, nil
 }
 
+// withdrawFrom queues the withdrawal of halted shadow rollout ro for agentID, whose shadow report
+// says it still runs it (its withdrawal at the halt failed, or it was not connected then and its
+// Hello did not list it). A halted rollout is never offered again, so no offer can follow it.
+func (r *Registry) withdrawFrom(agentID string, ro *store.RolloutRecord) {
+	p := r.getPusher()
+	if p == nil {
+		return
+	}
+	r.log.Info("shadow report of a halted rollout: withdrawing it again", "agent", agentID, "rollout", ro.ID)
+	r.enqueue(p, map[string][]*wirev1.ServerControl{agentID: {withdrawal(ro)}}, r.logPush)
+}
+
 // withdrawal is the ModelWithdrawal of a halted rollout.
 func withdrawal(ro *store.RolloutRecord) *wirev1.ServerControl {
 	return &wirev1.ServerControl{Msg: &wirev1.ServerControl_ModelWithdrawal{ModelWithdrawal: &wirev1.ModelWithdrawal{
@@ -370,12 +386,18 @@ func (r *Registry) queueWithdrawals(ctx context.Context, ro store.RolloutRecord)
 }
 
 // withdrawalsFor returns the withdrawals an agent that just connected needs: halted shadow
-// rollouts targeting it that it last reported running (or still fetching).
-func withdrawalsFor(halted []store.RolloutRecord, agentID, entity string, statuses statusIndex) []*wirev1.ServerControl {
+// rollouts targeting it that its Hello lists as running (running), or that it last reported
+// running (or still fetching). Its reports may have been lost (the endpoint's rate limit, a
+// broken link), so what the Hello lists counts whatever the stored report says.
+func withdrawalsFor(halted []store.RolloutRecord, agentID, entity string, statuses statusIndex, running map[string]bool) []*wirev1.ServerControl {
 	var out []*wirev1.ServerControl
 	for i := range halted {
 		ro := &halted[i]
 		if !ro.Shadow || !Targets(ro, agentID, entity) {
+			continue
+		}
+		if running[ro.ID] {
+			out = append(out, withdrawal(ro))
 			continue
 		}
 		st, ok := statuses.of(ro)

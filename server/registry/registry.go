@@ -9,10 +9,10 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -191,6 +191,13 @@ func (r *Registry) Publish(ctx context.Context, rd io.Reader, actor string, opts
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return PublishResult{}, fmt.Errorf("publish: %w", err)
 	}
+	// The model's row is committed next: the file's name must be on disk first, or a power
+	// loss could leave a published model whose bundle FETCH cannot find (and its NAME@VERSION
+	// taken, so it could not be published again).
+	if err := syncDir(r.cfg.BundleDir); err != nil {
+		r.removeOrphan(ctx, final, digest)
+		return PublishResult{}, fmt.Errorf("publish: %w", err)
+	}
 	m, err := r.cfg.DB.InsertModel(ctx, store.Model{Name: b.Manifest.Name, Version: b.Manifest.Version, Detector: b.Manifest.Detector,
 		Digest: digest, Size: n, Manifest: man, Signers: signers}, actor)
 	if err != nil {
@@ -204,6 +211,19 @@ func (r *Registry) Publish(ctx context.Context, rd io.Reader, actor string, opts
 	res.Model = m
 	r.log.Info("model published", "name", m.Name, "version", m.Version, "digest", digest, "by", actor, "smoke", res.Smoke)
 	return res, nil
+}
+
+// syncDir makes the names in dir durable (a rename into it).
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // removeOrphan removes the bundle file of a publish that was refused after the file was moved
@@ -278,6 +298,9 @@ func (r *Registry) CreateRollout(ctx context.Context, req RolloutRequest, actor 
 	if err != nil {
 		return "", nil, err
 	}
+	if err := r.checkStored(&m); err != nil {
+		return "", nil, err
+	}
 	if len(req.RollbackInstruction) > 0 {
 		if req.Shadow {
 			return "", nil, fmt.Errorf("rollout: a rollback instruction makes no sense for a shadow rollout: %w", store.ErrInvalid)
@@ -297,6 +320,29 @@ func (r *Registry) CreateRollout(ctx context.Context, req RolloutRequest, actor 
 		"percent", req.Percent, "shadow", req.Shadow, "rollback", len(req.RollbackInstruction) > 0, "by", actor)
 	reached := r.PushPending(ctx)
 	return id, reached, nil
+}
+
+// checkStored verifies model m's stored bundle again before a rollout offers it, as at publish
+// and as the agents will: the file FETCH serves has m's digest, its signatures meet the server's
+// trust policy of now (a key removed from it since the publish no longer counts) and it has not
+// expired. Refusals wrap ErrRejected.
+func (r *Registry) checkStored(m *store.Model) error {
+	pol, err := r.Policy()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	path := filepath.Join(r.cfg.BundleDir, strings.TrimPrefix(m.Digest, "sha256:")+bundle.Extension)
+	if _, _, err := trust.VerifyBundle(path, pol, r.cfg.Now()); err != nil {
+		return fmt.Errorf("%w: %s@%d no longer verifies: %v", ErrRejected, m.Name, m.Version, err)
+	}
+	d, err := bundle.Digest(path)
+	if err != nil {
+		return fmt.Errorf("%w: %s@%d: %v", ErrRejected, m.Name, m.Version, err)
+	}
+	if d != m.Digest {
+		return fmt.Errorf("%w: %s@%d: the stored bundle's digest is %s, not the published %s", ErrRejected, m.Name, m.Version, d, m.Digest)
+	}
+	return nil
 }
 
 // checkRollback verifies a rollback instruction against the server's trust policy (threshold of
@@ -323,36 +369,22 @@ func (r *Registry) checkRollback(instr []byte, m *store.Model) error {
 
 // InCanary is the stable percentage choice: the agent is in the first percent% of a hash of
 // (agent id, model name), so the same agents stay in a 5% canary across versions of a model, and
-// growing the percentage only adds agents.
+// growing the percentage only adds agents (store.InCanary, which the store's check of agents'
+// reports shares).
 func InCanary(agentID, modelName string, percent int) bool {
-	if percent >= 100 {
-		return true
-	}
-	if percent <= 0 {
-		return false
-	}
-	s := sha256.Sum256([]byte(modelName + "\x00" + agentID))
-	return binary.BigEndian.Uint64(s[:8])%10000 < uint64(percent)*100
+	return store.InCanary(agentID, modelName, percent)
 }
 
 // Targets reports whether rollout ro targets agent a.
 func Targets(ro *store.RolloutRecord, agentID, entity string) bool {
-	if len(ro.Agents) > 0 && !slices.Contains(ro.Agents, agentID) {
-		return false
-	}
-	if ro.Entity != "" && ro.Entity != entity {
-		return false
-	}
-	if ro.Percent > 0 && !InCanary(agentID, ro.Model.Name, ro.Percent) {
-		return false
-	}
-	return true
+	return store.RolloutTargets(ro.Entity, ro.Agents, ro.Percent, ro.Model.Name, agentID, entity)
 }
 
-// offersFor returns the offers an agent should get now: for each model name (and shadow or not),
-// the newest active rollout targeting it, unless the agent already reported a final state for
-// that bundle in that rollout. A new rollout of a bundle the agent refused or ran before is
-// offered again (e.g. the same old version again, now with a signed rollback instruction).
+// offersFor returns the offers an agent should get now, in the order their rollouts were
+// created: for each model name (and shadow or not), the newest active rollout targeting it,
+// unless the agent already reported a final state for that bundle in that rollout. A new
+// rollout of a bundle the agent refused or ran before is offered again (e.g. the same old
+// version again, now with a signed rollback instruction).
 //
 // running, when not nil, holds the shadow rollouts the agent said it runs in its Hello: a shadow
 // rollout whose last report is "shadow" but that the agent no longer runs (it restarted, and
@@ -394,7 +426,14 @@ func (r *Registry) offersFor(rollouts []store.RolloutRecord, agentID, entity str
 			Model:    &wirev1.ModelRef{Name: ro.Model.Name, Version: ro.Model.Version, Digest: ro.Model.Digest, Detector: ro.Detector},
 			Rollback: len(ro.RollbackInstruction) > 0, RollbackInstruction: ro.RollbackInstruction})
 	}
-	slices.SortFunc(out, func(a, b *wirev1.ModelOffer) int { return strings.Compare(a.RolloutId, b.RolloutId) })
+	// In the order the rollouts were created (rollouts is oldest first): the agent processes its
+	// offers in the order received, so when two rollouts of different model names feed one
+	// detector, the newest one's model is the one it ends with (rollout ids are random).
+	pos := make(map[string]int, len(rollouts))
+	for i := range rollouts {
+		pos[rollouts[i].ID] = i
+	}
+	slices.SortFunc(out, func(a, b *wirev1.ModelOffer) int { return cmp.Compare(pos[a.RolloutId], pos[b.RolloutId]) })
 	return out
 }
 
@@ -458,11 +497,11 @@ func (r *Registry) helloMsgs(ctx context.Context, p Pusher, agentID, entity stri
 	ix := indexStatuses(st)
 	// Withdrawals first: a halted shadow model stops before anything new starts (the agent's
 	// queue keeps the order).
-	msgs := withdrawalsFor(halted, agentID, entity, ix)
 	running := make(map[string]bool, len(shadowRollouts))
 	for _, id := range shadowRollouts {
 		running[id] = true
 	}
+	msgs := withdrawalsFor(halted, agentID, entity, ix, running)
 	msgs = append(msgs, offerMsgs(r.offersFor(active, agentID, entity, ix, running))...)
 	if r.beforeQueue != nil {
 		r.beforeQueue()

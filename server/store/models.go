@@ -2,10 +2,13 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -296,8 +299,8 @@ const (
 // ModelStatus on the CONTROL stream): the latest state per agent, bundle digest and rollout.
 // Only reports about what the registry knows are kept, so that an agent cannot grow the table:
 // a known state, the digest of a published model, and no rollout id or the id of a rollout of
-// that model; anything else wraps ErrInvalid (malformed) or ErrNotFound (unknown model or
-// rollout). The reason is cut to maxStatusReason bytes.
+// that model that targets the agent; anything else wraps ErrInvalid (malformed, or a rollout not
+// targeting the agent) or ErrNotFound (unknown model or rollout). The reason is cut to maxStatusReason bytes.
 func (db *DB) RecordModelStatus(ctx context.Context, agentID string, st *wirev1.ModelStatus) error {
 	digest := st.GetModel().GetDigest()
 	if _, known := modelStates[st.State]; !known || digest == "" || len(digest) > maxStatusDigest || len(st.RolloutId) > maxStatusRollout {
@@ -309,6 +312,11 @@ func (db *DB) RecordModelStatus(ctx context.Context, agentID string, st *wirev1.
 		t = db.now()
 	}
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		if st.RolloutId != "" {
+			if err := checkReportTarget(ctx, tx, agentID, st.RolloutId, digest); err != nil {
+				return err
+			}
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO agent_model_status(agent_id, rollout_id, model_digest, state, reason, time)
 			SELECT ?, ?, ?, ?, ?, ?
 			WHERE EXISTS (SELECT 1 FROM models WHERE digest = ?)
@@ -332,6 +340,70 @@ func (db *DB) RecordModelStatus(ctx context.Context, agentID string, st *wirev1.
 		return fmt.Errorf("record model status: %w", err)
 	}
 	return nil
+}
+
+// checkReportTarget refuses (ErrInvalid) a report of agentID naming rollout, a rollout of the
+// bundle digest, that does not target the agent: any agent may report about any bundle, but a
+// report under a rollout counts in that rollout's progress (ListRollouts), so one agent could
+// otherwise mark another entity's rollout active, rejected or rolled back for one more agent.
+// An unknown rollout, or one of another bundle, wraps ErrNotFound.
+func checkReportTarget(ctx context.Context, tx *sql.Tx, agentID, rollout, digest string) error {
+	var (
+		entity, target, name string
+		percent              int
+	)
+	err := tx.QueryRowContext(ctx, `SELECT r.entity, r.target, r.percent, m.name FROM rollouts r JOIN models m ON m.id = r.model_id
+		WHERE r.id = ? AND m.digest = ?`, rollout, digest).Scan(&entity, &target, &percent, &name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("model %.80q of rollout %.128q: %w", digest, rollout, ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	var agentEntity string
+	err = tx.QueryRowContext(ctx, `SELECT entity FROM agents WHERE id = ?`, agentID).Scan(&agentEntity)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("agent %s: %w", agentID, ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	var t RolloutTarget
+	_ = json.Unmarshal([]byte(target), &t) // as rolloutRecords reads it
+	if !RolloutTargets(entity, t.Agents, percent, name, agentID, agentEntity) {
+		return fmt.Errorf("rollout %.128q does not target agent %s: %w", rollout, agentID, ErrInvalid)
+	}
+	return nil
+}
+
+// InCanary is the stable percentage choice: the agent is in the first percent% of a hash of
+// (agent id, model name), so the same agents stay in a 5% canary across versions of a model, and
+// growing the percentage only adds agents.
+func InCanary(agentID, modelName string, percent int) bool {
+	if percent >= 100 {
+		return true
+	}
+	if percent <= 0 {
+		return false
+	}
+	s := sha256.Sum256([]byte(modelName + "\x00" + agentID))
+	return binary.BigEndian.Uint64(s[:8])%10000 < uint64(percent)*100
+}
+
+// RolloutTargets reports whether a rollout of model modelName scoped to entity ("" = every
+// entity), agents (none = not by list) and percent (0 = all) targets agent agentID of entity
+// agentEntity. server/registry decides its offers with it; the store checks reports with it.
+func RolloutTargets(entity string, agents []string, percent int, modelName, agentID, agentEntity string) bool {
+	if len(agents) > 0 && !slices.Contains(agents, agentID) {
+		return false
+	}
+	if entity != "" && entity != agentEntity {
+		return false
+	}
+	if percent > 0 && !InCanary(agentID, modelName, percent) {
+		return false
+	}
+	return true
 }
 
 // AgentModelStatus is an agent's last report about one bundle under one rollout.

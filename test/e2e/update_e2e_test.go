@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -253,24 +254,27 @@ func TestUpdateEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Rejections: each reaches the agent and is refused with its reason.
+	// Rejections: each reaches the agent and is refused with its reason. A bundle tampered with
+	// on the server, or expired since it was published, is refused by the server already, when
+	// the rollout is created (it checks the stored bundle again): atCreate; the agent's own checks
+	// of both are in agent/update's tests.
 	cases := []struct {
 		name, model, want string
 		path              func() string
 		publish           []string
-		tamper            bool
+		tamper, atCreate  bool
 	}{
-		{"untrusted key", "nf@103", "signature check failed", func() string { return k.bundle("nf", 103, nil, nil, k.b) }, nil, false},
-		{"lower version", "nf@101", "not greater than the active version 102", func() string { return k.bundle("nf", 101, nil, nil, k.a) }, nil, false},
+		{"untrusted key", "nf@103", "signature check failed", func() string { return k.bundle("nf", 103, nil, nil, k.b) }, nil, false, false},
+		{"lower version", "nf@101", "not greater than the active version 102", func() string { return k.bundle("nf", 101, nil, nil, k.a) }, nil, false, false},
 		{"wrong feature set", "nf@104", "feature set fileactivity/v1 not supported", func() string {
 			return k.bundle("nf", 104, func(m *bundle.Manifest) { m.FeatureSet = "fileactivity/v1" }, nil, k.a)
-		}, []string{"--no-smoke"}, false},
+		}, []string{"--no-smoke"}, false, false},
 		{"broken model", "nf@105", "plugin refused the model", func() string { return k.bundle("nf", 105, nil, []byte("not an onnx graph"), k.a) },
-			[]string{"--no-smoke"}, false},
-		{"tampered on the server", "nf@106", "digest", func() string { return k.bundle("nf", 106, nil, nil, k.a) }, nil, true},
+			[]string{"--no-smoke"}, false, false},
+		{"tampered on the server", "nf@106", "no longer verifies|digest", func() string { return k.bundle("nf", 106, nil, nil, k.a) }, nil, true, true},
 		{"expired", "nf@107", "expired", func() string {
 			return k.bundle("nf", 107, func(m *bundle.Manifest) { m.Expires = time.Now().UTC().Add(3 * time.Second).Truncate(time.Second) }, nil, k.a)
-		}, nil, false},
+		}, nil, false, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -290,6 +294,17 @@ func TestUpdateEndToEnd(t *testing.T) {
 			}
 			if c.name == "expired" {
 				time.Sleep(4 * time.Second)
+			}
+			if c.atCreate {
+				_, errOut, err := d.ctl("", "rollout", "create", "--json", "--model", c.model, "--agents", id1)
+				if err == nil || !slices.ContainsFunc(strings.Split(c.want, "|"), func(w string) bool { return strings.Contains(errOut, w) }) {
+					t.Fatalf("rollout create of %s: err %v, stderr %q; want a refusal mentioning %q", c.model, err, errOut, c.want)
+				}
+				t.Logf("refused at create: %s", strings.TrimSpace(errOut))
+				if v := activeVersion(t, a1.dir); v != 102 {
+					t.Fatalf("active version %d after a refused rollout", v)
+				}
+				return
 			}
 			r := d.rollout("--model", c.model, "--agents", id1)
 			st := d.waitStates(r, 20*time.Second, map[string]string{id1: "rejected"})

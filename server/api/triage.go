@@ -345,6 +345,7 @@ func (s *server) listRollouts(w http.ResponseWriter, r *http.Request, p *princip
 			if rs[i].Entity != p.scopeEntity() {
 				rs[i].Target = nil
 				rs[i].CreatedBy = ""
+				rs[i].StateChangedBy = ""
 			}
 		}
 	}

@@ -27,11 +27,13 @@ func TestEnrollServerPort(t *testing.T) {
 }
 
 // registryRoutes are the routes server/registry mounts in front of the API
-// (server/registry/http.go, Registry.Handler): publishing, rollouts and their
-// progress, which `vigilctl model publish`, `rollout create` and `rollout
-// status` call. They are part of the served API, so openapi.json describes
-// them too.
-var registryRoutes = []string{"POST /api/v1/models", "POST /api/v1/rollouts", "GET /api/v1/rollouts/status"}
+// (server/registry/http.go, Registry.Handler): publishing, rollouts, their
+// progress and halting one, which `vigilctl model publish`, `rollout create`,
+// `rollout status` and `rollout halt` call. They are part of the served API,
+// so openapi.json describes them too (TestRegistryRoutesServed checks that
+// the registry serves each of them).
+var registryRoutes = []string{"POST /api/v1/models", "POST /api/v1/rollouts", "GET /api/v1/rollouts/status",
+	"POST /api/v1/rollouts/{id}/halt"}
 
 func TestOpenAPICoversRegistryRoutes(t *testing.T) {
 	var doc struct {

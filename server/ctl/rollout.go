@@ -19,9 +19,146 @@ import (
 func init() { Register(61, newRolloutCmd) }
 
 func newRolloutCmd(app *App) *cobra.Command {
-	cmd := &cobra.Command{Use: "rollout", Short: "Roll models out to agents and follow their progress"}
-	cmd.AddCommand(rolloutCreate(app), rolloutStatus(app))
+	cmd := &cobra.Command{Use: "rollout", Short: "Roll models out to agents, follow their progress, halt them"}
+	cmd.AddCommand(rolloutCreate(app), rolloutStatus(app), rolloutList(app), rolloutHalt(app))
 	return cmd
+}
+
+// maxHaltReason is the server's bound on a halt reason (registry.MaxHaltReason).
+const maxHaltReason = 1024
+
+func rolloutHalt(app *App) *cobra.Command {
+	var (
+		reason string
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "halt ROLLOUT [--reason TEXT] [--json]",
+		Short: "Stop a rollout: no agent is offered it any more; agents that have not activated it drop it",
+		Long: `Halt a rollout by hand (the CERT roles that create rollouts: admin).
+
+The rollout's state becomes "halted" (the reason, the time and who halted it are kept and
+audited as rollout.halt). It is no longer offered to any agent. Connected agents it targets get
+a withdrawal at once, the others at their next connection:
+
+  - a shadow rollout: the agents stop its shadow model (as the automatic halt does);
+  - an ordinary rollout: agents that have not activated the model yet drop the offer.
+    Agents that ALREADY ACTIVATED it KEEP it: halting never changes an active model.
+    To put them back on the previous model, create a rollback rollout:
+      vigilctl model rollback --key release.key --ttl 24h --reason "..." --out rb.json OLD.vgb
+      vigilctl rollout create --model NAME@OLD --agents ... --rollback-instruction rb.json
+
+An older rollout of the same model name that is still active is then the one offered (the
+newest active rollout of a model name wins). See docs/rollouts.md.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(reason) > maxHaltReason {
+				return fmt.Errorf("--reason: at most %d bytes", maxHaltReason)
+			}
+			cl, err := app.Client()
+			if err != nil {
+				return err
+			}
+			var req any // no body without a reason
+			if reason != "" {
+				req = map[string]string{"reason": reason}
+			}
+			var res struct {
+				ID        string   `json:"id"`
+				State     string   `json:"state"`
+				Reason    string   `json:"state_reason"`
+				By        string   `json:"state_changed_by"`
+				Withdrawn []string `json:"withdrawn"`
+			}
+			if err := cl.Do(cmd.Context(), http.MethodPost, "rollouts/"+url.PathEscape(args[0])+"/halt", nil, req, &res); err != nil {
+				return fmt.Errorf("halt rollout: %w", err)
+			}
+			if asJSON {
+				return app.PrintJSON(res)
+			}
+			fmt.Fprintf(app.Stdout, "rollout %s %s by %s: %s\n", safeText(res.ID), safeText(res.State), safeText(res.By), safeText(res.Reason))
+			fmt.Fprintf(app.Stdout, "withdrawn now from %d connected agent(s); the others at their next connection. "+
+				"Agents that already activated the model keep it (revert them with a rollback rollout).\n", len(res.Withdrawn))
+			return nil
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", fmt.Sprintf("why (at most %d bytes; stored, audited and sent to the agents)", maxHaltReason))
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func rolloutList(app *App) *cobra.Command {
+	var (
+		entity string
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "list [--entity NAME] [--json]",
+		Short: "Rollouts, newest first, with their state (active, halted: why and by whom) and progress",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := app.Client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if entity != "" {
+				q.Set("entity", entity)
+			}
+			var res struct {
+				Rollouts []struct {
+					ID    string `json:"id"`
+					Model struct {
+						Name    string `json:"name"`
+						Version uint64 `json:"version"`
+					} `json:"model"`
+					Entity         string         `json:"entity"`
+					Percent        int            `json:"percent"`
+					Shadow         bool           `json:"shadow"`
+					State          string         `json:"state"`
+					StateReason    string         `json:"state_reason"`
+					StateChangedBy string         `json:"state_changed_by"`
+					CreatedAt      string         `json:"created_at"`
+					Progress       map[string]int `json:"progress"`
+				} `json:"rollouts"`
+			}
+			if err := cl.Do(cmd.Context(), http.MethodGet, "rollouts", q, nil, &res); err != nil {
+				return fmt.Errorf("list rollouts: %w", err)
+			}
+			if asJSON {
+				return app.PrintJSON(res.Rollouts)
+			}
+			t := newTable(app.Stdout, "ID", "MODEL", "ENTITY", "STATE", "PROGRESS", "CREATED", "REASON")
+			for _, r := range res.Rollouts {
+				var prog []string
+				for k, v := range r.Progress {
+					prog = append(prog, fmt.Sprintf("%s=%d", k, v))
+				}
+				sort.Strings(prog)
+				model := fmt.Sprintf("%s@%d", r.Model.Name, r.Model.Version)
+				if r.Shadow {
+					model += " (shadow)"
+				}
+				ent := r.Entity
+				if ent == "" {
+					ent = "*"
+				}
+				if r.Percent > 0 {
+					ent += fmt.Sprintf(" %d%%", r.Percent)
+				}
+				reason := r.StateReason
+				if r.StateChangedBy != "" {
+					reason = "by " + r.StateChangedBy + ": " + reason
+				}
+				// Sensor- and user-controlled text: every column goes through safeText (table.row).
+				t.row(r.ID, model, ent, r.State, strings.Join(prog, " "), r.CreatedAt, reason)
+			}
+			return t.flush()
+		},
+	}
+	c.Flags().StringVar(&entity, "entity", "", "only this entity's rollouts and the deployment-wide ones")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
 }
 
 func rolloutCreate(app *App) *cobra.Command {
@@ -92,12 +229,14 @@ type rolloutStatusView struct {
 		Name    string `json:"name"`
 		Version uint64 `json:"version"`
 	} `json:"model"`
-	State        string  `json:"state"`
-	StateReason  string  `json:"state_reason"`
-	Shadow       bool    `json:"shadow"`
-	Rollback     bool    `json:"rollback"`
-	HaltFactor   float64 `json:"halt_factor"`
-	ShadowTotals *struct {
+	State          string  `json:"state"`
+	StateReason    string  `json:"state_reason"`
+	StateChangedBy string  `json:"state_changed_by"`
+	StateChangedAt string  `json:"state_changed_at"`
+	Shadow         bool    `json:"shadow"`
+	Rollback       bool    `json:"rollback"`
+	HaltFactor     float64 `json:"halt_factor"`
+	ShadowTotals   *struct {
 		ActiveEvents    uint64 `json:"active_events"`
 		ActiveAnomalies uint64 `json:"active_anomalies"`
 		ShadowEvents    uint64 `json:"shadow_events"`
@@ -124,7 +263,7 @@ func rolloutStatus(app *App) *cobra.Command {
 	)
 	c := &cobra.Command{
 		Use:   "status [--id ROLLOUT] [--json]",
-		Short: "Per-agent progress of the active rollouts: pending, offered, fetched, verified, active, rejected (with reason), rolled_back, shadow",
+		Short: "Per-agent progress of the active and halted rollouts: pending, offered, fetched, verified, active, rejected (with reason), rolled_back, shadow, withdrawn",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := app.Client()
@@ -166,6 +305,13 @@ func rolloutStatus(app *App) *cobra.Command {
 					safeText(r.State), safeText(strings.Join(counts, " ")))
 				if r.StateReason != "" {
 					fmt.Fprintf(app.Stdout, "  %s: %s\n", safeText(r.State), safeText(r.StateReason))
+				}
+				if r.StateChangedBy != "" || r.StateChangedAt != "" {
+					by := r.StateChangedBy
+					if by == "" {
+						by = "?"
+					}
+					fmt.Fprintf(app.Stdout, "  %s by %s at %s\n", safeText(r.State), safeText(by), safeText(r.StateChangedAt))
 				}
 				if t := r.ShadowTotals; t != nil {
 					fmt.Fprintf(app.Stdout, "  shadow totals over %d agent(s): active %d/%d anomalies/events, shadow %d/%d; %s\n",

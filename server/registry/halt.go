@@ -360,8 +360,9 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// queueWithdrawals queues the withdrawal of a halted rollout for its connected agents; it
-// returns the pushes and how many agents they target. The caller holds decideMu.
+// queueWithdrawals queues the withdrawal of a halted rollout for its connected agents (of an
+// ordinary rollout halted by hand, those that have not settled it: withdrawTargets); it returns
+// the pushes and how many agents they target. The caller holds decideMu.
 func (r *Registry) queueWithdrawals(ctx context.Context, ro store.RolloutRecord) (*fanOut, int) {
 	p := r.getPusher()
 	if p == nil {
@@ -376,24 +377,36 @@ func (r *Registry) queueWithdrawals(ctx context.Context, ro store.RolloutRecord)
 	for _, a := range agents {
 		entity[a.ID] = a.Entity
 	}
-	msgs := map[string][]*wirev1.ServerControl{}
-	for _, id := range p.Connected() {
-		if Targets(&ro, id, entity[id]) {
-			msgs[id] = []*wirev1.ServerControl{withdrawal(&ro)}
+	var by map[string]store.AgentModelStatus
+	if !ro.Shadow { // an ordinary rollout: not the agents that settled it (activated it, ...)
+		if by, err = r.statusesOf(ctx, &ro); err != nil {
+			r.log.Error("rollout statuses", "rollout", ro.ID, "err", err)
+			return nil, 0
 		}
+	}
+	msgs := map[string][]*wirev1.ServerControl{}
+	for _, id := range withdrawTargets(&ro, p.Connected(), entity, by) {
+		msgs[id] = []*wirev1.ServerControl{withdrawal(&ro)}
 	}
 	return r.enqueue(p, msgs, r.logPush), len(msgs)
 }
 
 // withdrawalsFor returns the withdrawals an agent that just connected needs: halted shadow
 // rollouts targeting it that its Hello lists as running (running), or that it last reported
-// running (or still fetching). Its reports may have been lost (the endpoint's rate limit, a
+// running (or still fetching), and halted ordinary rollouts (halted by hand) it last reported
+// still installing (offered, fetched, verified). Its reports may have been lost (the endpoint's rate limit, a
 // broken link), so what the Hello lists counts whatever the stored report says.
 func withdrawalsFor(halted []store.RolloutRecord, agentID, entity string, statuses statusIndex, running map[string]bool) []*wirev1.ServerControl {
 	var out []*wirev1.ServerControl
 	for i := range halted {
 		ro := &halted[i]
-		if !ro.Shadow || !Targets(ro, agentID, entity) {
+		if !Targets(ro, agentID, entity) {
+			continue
+		}
+		if !ro.Shadow { // halted by hand: only an offer the agent has not settled
+			if st, ok := statuses.of(ro); withdrawalForHello(st, ok) {
+				out = append(out, withdrawal(ro))
+			}
 			continue
 		}
 		if running[ro.ID] {

@@ -87,6 +87,14 @@ func (f *fakePusher) Push(id string, m *wirev1.ServerControl) error {
 
 func (f *fakePusher) Connected() []string { return f.connected }
 
+// count is the number of messages pushed to id (read under the lock: pushes run in the
+// background).
+func (f *fakePusher) count(id string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sent[id])
+}
+
 func (f *fakePusher) withdrawals(id string) []*wirev1.ModelWithdrawal {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -275,13 +283,13 @@ func TestShadowRolloutHalts(t *testing.T) {
 	// No longer offered; a-3 (offline at the halt, last reported "fetched") gets the
 	// withdrawal at Hello, a-1 (settled: withdrawn) gets nothing.
 	e.status("a-3", id, d2, "fetched", "")
-	before1 := len(e.push.sent["a-1"])
+	before1 := e.push.count("a-1")
 	e.reg.OnHello("a-3", "alpha", nil)
 	e.reg.OnHello("a-1", "alpha", nil)
 	if len(e.push.offers("a-3")) != 0 || len(e.push.withdrawals("a-3")) != 1 {
 		t.Fatalf("a-3 at Hello: %d offers, %d withdrawals", len(e.push.offers("a-3")), len(e.push.withdrawals("a-3")))
 	}
-	if len(e.push.sent["a-1"]) != before1 {
+	if e.push.count("a-1") != before1 {
 		t.Fatal("settled agent got messages at Hello")
 	}
 	if reached := e.reg.PushPending(ctx); len(reached) != 0 {

@@ -16,6 +16,7 @@ import (
 //	POST /api/v1/models             body: the .vgb bytes (application/octet-stream); ?no_smoke=1   admin
 //	POST /api/v1/rollouts           body: RolloutRequest JSON                                     admin
 //	GET  /api/v1/rollouts/status    ?id=ROLLOUT                                                   admin, analyst, entity-admin (own entity)
+//	POST /api/v1/rollouts/{id}/halt body: {"reason": "..."} (optional)                            admin
 //
 // GET /api/v1/models and GET /api/v1/rollouts stay the API's own (server/api).
 
@@ -25,6 +26,7 @@ func (r *Registry) Handler(next http.Handler) http.Handler {
 	mux.HandleFunc("POST /api/v1/models", r.guard(true, r.handlePublish))
 	mux.HandleFunc("POST /api/v1/rollouts", r.guard(true, r.handleRollout))
 	mux.HandleFunc("GET /api/v1/rollouts/status", r.guard(false, r.handleStatus))
+	mux.HandleFunc("POST /api/v1/rollouts/{id}/halt", r.guard(true, r.handleHalt))
 	mux.Handle("/", next)
 	return mux
 }
@@ -116,6 +118,30 @@ func (r *Registry) handleRollout(w http.ResponseWriter, req *http.Request, u sto
 		reached = []string{}
 	}
 	writeJSON(w, http.StatusCreated, RolloutResponse{ID: id, Reached: reached})
+	return nil
+}
+
+// haltRequest is the (optional) body of POST /api/v1/rollouts/{id}/halt.
+type haltRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (r *Registry) handleHalt(w http.ResponseWriter, req *http.Request, u store.User) error {
+	id := req.PathValue("id")
+	if len(id) > 128 {
+		return &httpError{http.StatusNotFound, "rollout not found"}
+	}
+	var hr haltRequest
+	dec := json.NewDecoder(io.LimitReader(req.Body, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&hr); err != nil && !errors.Is(err, io.EOF) {
+		return &httpError{http.StatusBadRequest, `decode halt request (want {"reason": "..."} or no body): ` + err.Error()}
+	}
+	res, err := r.Halt(req.Context(), id, u.Name, hr.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 

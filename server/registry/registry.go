@@ -301,6 +301,9 @@ func (r *Registry) CreateRollout(ctx context.Context, req RolloutRequest, actor 
 	if err := r.checkStored(&m); err != nil {
 		return "", nil, err
 	}
+	if err := r.checkTargets(ctx, req); err != nil {
+		return "", nil, err
+	}
 	if len(req.RollbackInstruction) > 0 {
 		if req.Shadow {
 			return "", nil, fmt.Errorf("rollout: a rollback instruction makes no sense for a shadow rollout: %w", store.ErrInvalid)

@@ -29,11 +29,14 @@ type RolloutStatus struct {
 	Agents  []string       `json:"target_agents,omitempty"`
 	Percent int            `json:"percent,omitempty"`
 	Shadow  bool           `json:"shadow,omitempty"`
-	State   string         `json:"state"`
-	// StateReason says why the rollout left "active" (a halted shadow rollout: the verdict).
+	State   string         `json:"state"` // active, halted
+	// StateReason says why the rollout left "active" (halted by hand: "halted by hand: REASON";
+	// by the shadow halt rule: the verdict).
 	StateReason    string    `json:"state_reason,omitempty"`
 	StateChangedAt time.Time `json:"state_changed_at,omitzero"`
-	Rollback       bool      `json:"rollback,omitempty"`
+	// StateChangedBy is who halted it: a user (`vigilctl rollout halt`) or "system" (the halt rule).
+	StateChangedBy string `json:"state_changed_by,omitempty"`
+	Rollback       bool   `json:"rollback,omitempty"`
 	// HaltFactor and ShadowTotals: a shadow rollout's halt rule and the counts it judges.
 	HaltFactor   float64        `json:"halt_factor,omitempty"`
 	ShadowTotals *ShadowTotals  `json:"shadow_totals,omitempty"`
@@ -93,7 +96,7 @@ func (r *Registry) Status(ctx context.Context, id, entity string) ([]RolloutStat
 			State: ro.State, StateReason: ro.StateReason, Rollback: len(ro.RollbackInstruction) > 0,
 			CreatedAt: ro.CreatedAt, CreatedBy: ro.CreatedBy, Counts: map[string]int{}, Status: []AgentStatus{}}
 		if ro.State != "active" {
-			rs.StateChangedAt = ro.StateChangedAt
+			rs.StateChangedAt, rs.StateChangedBy = ro.StateChangedAt, ro.StateChangedBy
 		}
 		var reps map[string]json.RawMessage
 		if ro.Shadow {
@@ -105,7 +108,7 @@ func (r *Registry) Status(ctx context.Context, id, entity string) ([]RolloutStat
 			rs.ShadowTotals = &ShadowTotals{ShadowCounts: c, Verdict: r.HaltRuleFor(ro).Judge(c)}
 		}
 		if foreign {
-			rs.Agents, rs.HaltFactor, rs.CreatedBy, rs.ShadowTotals = nil, 0, "", nil
+			rs.Agents, rs.HaltFactor, rs.CreatedBy, rs.StateChangedBy, rs.ShadowTotals = nil, 0, "", "", nil
 		}
 		for _, a := range agents {
 			if !a.RevokedAt.IsZero() || !Targets(ro, a.ID, a.Entity) {

@@ -91,6 +91,12 @@ type Rollout struct {
 	State     string          `json:"state"`
 	CreatedAt time.Time       `json:"created_at"`
 	CreatedBy string          `json:"created_by,omitempty"`
+	// StateReason, StateChangedAt and StateChangedBy say why, when and by whom the rollout left
+	// "active": a halt by hand (`vigilctl rollout halt`, the user) or the shadow halt rule
+	// ("system", the verdict). Empty while it is active.
+	StateReason    string    `json:"state_reason,omitempty"`
+	StateChangedAt time.Time `json:"state_changed_at,omitzero"`
+	StateChangedBy string    `json:"state_changed_by,omitempty"`
 	// Progress counts agents per model state (offered, fetched, verified,
 	// active, rejected, rolled_back, shadow) as they last reported it;
 	// with an entity filter only that entity's agents are counted.
@@ -108,7 +114,7 @@ type RolloutFilter struct {
 // ListRollouts lists rollouts, newest first (by creation, not by the wall clock), with their progress.
 func (db *DB) ListRollouts(ctx context.Context, f RolloutFilter) ([]Rollout, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT r.id, m.name, m.version, m.digest, r.entity, r.target, r.percent, r.shadow,
-			r.state, r.created_at, r.created_by
+			r.state, r.created_at, r.created_by, r.state_reason, r.state_changed_at, r.state_changed_by
 		FROM rollouts r JOIN models m ON m.id = r.model_id
 		WHERE (? = '' OR r.entity = '' OR r.entity = ?) ORDER BY r.rowid DESC LIMIT 1000`, f.Entity, f.Entity)
 	if err != nil {
@@ -126,14 +132,23 @@ func (db *DB) ListRollouts(ctx context.Context, f RolloutFilter) ([]Rollout, err
 			name, digest   string
 			entity, state  string
 			createdBy, rid string
+			reason, by     string
+			changed        int64
 		)
-		if err := rows.Scan(&rid, &name, &ver, &digest, &entity, &target, &percent, &shadow, &state, &created, &createdBy); err != nil {
+		if err := rows.Scan(&rid, &name, &ver, &digest, &entity, &target, &percent, &shadow, &state, &created, &createdBy,
+			&reason, &changed, &by); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list rollouts: %w", err)
 		}
 		r = Rollout{ID: rid, Model: ModelRef{Name: name, Version: uint64(ver), Digest: digest}, Entity: entity,
 			Percent: int(percent), Shadow: shadow != 0, State: state, CreatedAt: time.Unix(0, created).UTC(),
 			CreatedBy: createdBy, Progress: map[string]int{}}
+		if state != "active" {
+			r.StateReason, r.StateChangedBy = reason, by
+			if changed > 0 {
+				r.StateChangedAt = time.Unix(0, changed).UTC()
+			}
+		}
 		if target != "" && target != "{}" && json.Valid([]byte(target)) {
 			r.Target = json.RawMessage(target)
 		}

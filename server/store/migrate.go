@@ -260,6 +260,12 @@ var migrations = []migration{
 		`ALTER TABLE enroll_tokens ADD COLUMN revoked_at INTEGER`,
 		`ALTER TABLE enroll_tokens ADD COLUMN revoked_by TEXT NOT NULL DEFAULT ''`,
 	}},
+	// A rollout can be halted by hand (`vigilctl rollout halt`): who moved
+	// it out of "active" is kept beside why and when ("system" for the
+	// automatic shadow halt; "" for rows halted before this version).
+	{8, "rollout state changed by", []string{
+		`ALTER TABLE rollouts ADD COLUMN state_changed_by TEXT NOT NULL DEFAULT ''`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

@@ -139,29 +139,75 @@ func (db *DB) CreateRollout(ctx context.Context, s RolloutSpec, actor string) er
 // HaltRollout moves an active rollout to "halted" with reason (stored and audited as
 // "rollout.halted" by actor) and keeps final, the JSON of the shadow reports that made it halt.
 // It reports false, and changes nothing, when the rollout is not active (already halted,
-// superseded) or unknown, so concurrent halts record one entry.
+// superseded) or unknown, so concurrent halts record one entry. The shadow halt rule
+// (server/registry) calls it; a halt by hand is HaltRolloutByUser.
 func (db *DB) HaltRollout(ctx context.Context, id, actor, reason string, final json.RawMessage) (bool, error) {
-	reason = wirev1.Truncate(reason, maxStatusReason)
-	if !json.Valid(final) {
-		final = nil
-	}
 	halted := false
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = 'halted', state_reason = ?, state_changed_at = ?, shadow_final = ?
-			WHERE id = ? AND state = 'active'`, reason, db.now().UnixNano(), string(final), id)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil
-		}
-		halted = true
-		return db.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "rollout.halted", Target: id, Detail: reason})
+		var err error
+		halted, err = db.haltRollout(ctx, tx, id, actor, "rollout.halted", reason, final)
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("halt rollout %s: %w", id, err)
 	}
 	return halted, nil
+}
+
+// HaltRolloutByUser halts an active rollout by hand: state "halted", reason, time and actor
+// stored, audited as "rollout.halt" by actor; final, as for HaltRollout, keeps a shadow
+// rollout's reports at the halt (nil: none). An unknown rollout wraps ErrNotFound, one no longer
+// active (halted by hand or by the shadow halt rule) ErrConflict naming its state, and a reason
+// longer than 2048 bytes or with control characters ErrInvalid.
+func (db *DB) HaltRolloutByUser(ctx context.Context, id, actor, reason string, final json.RawMessage) error {
+	if len(reason) > maxStatusReason || strings.ContainsFunc(reason, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("halt rollout %s: reason: at most %d bytes, no control characters: %w", id, maxStatusReason, ErrInvalid)
+	}
+	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		halted, err := db.haltRollout(ctx, tx, id, actor, "rollout.halt", reason, final)
+		if err != nil || halted {
+			return err
+		}
+		var state, by string
+		err = tx.QueryRowContext(ctx, `SELECT state, state_changed_by FROM rollouts WHERE id = ?`, id).Scan(&state, &by)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("rollout %s: %w", id, ErrNotFound)
+		case err != nil:
+			return err
+		case by != "":
+			return fmt.Errorf("rollout %s is already %s (by %s): %w", id, state, by, ErrConflict)
+		default:
+			return fmt.Errorf("rollout %s is already %s: %w", id, state, ErrConflict)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("halt rollout: %w", err)
+	}
+	return nil
+}
+
+// haltRollout moves rollout id from "active" to "halted" within tx and audits action; it
+// reports false, changing nothing, when the rollout is unknown or not active.
+func (db *DB) haltRollout(ctx context.Context, tx *sql.Tx, id, actor, action, reason string, final json.RawMessage) (bool, error) {
+	reason = wirev1.Truncate(reason, maxStatusReason)
+	if !json.Valid(final) {
+		final = nil
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = 'halted', state_reason = ?, state_changed_at = ?, state_changed_by = ?,
+			shadow_final = ?
+		WHERE id = ? AND state = 'active'`, reason, db.now().UnixNano(), actor, string(final), id)
+	if err != nil {
+		return false, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, nil
+	}
+	var entity string
+	if err := tx.QueryRowContext(ctx, `SELECT entity FROM rollouts WHERE id = ?`, id).Scan(&entity); err != nil {
+		return false, err
+	}
+	return true, db.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: action, Target: id, Entity: entity, Detail: reason})
 }
 
 // SetRolloutState changes a rollout's state (active, halted, superseded) and audits it.
@@ -191,9 +237,6 @@ type RolloutRecord struct {
 	Size     int64
 	Agents   []string
 	Halt     float64
-	// StateReason says why the rollout left "active" (e.g. the halt rule's verdict).
-	StateReason    string
-	StateChangedAt time.Time
 	// RollbackInstruction is the signed rollback instruction sent with its offers (nil = none).
 	RollbackInstruction []byte
 	// ShadowFinal is the JSON the registry kept when it halted the rollout (the shadow reports
@@ -202,7 +245,8 @@ type RolloutRecord struct {
 }
 
 const rolloutRecordCols = `r.id, r.model_id, m.name, m.version, m.digest, m.detector, m.size, r.entity, r.target,
-	r.percent, r.shadow, r.state, r.created_at, r.created_by, r.state_reason, r.state_changed_at, r.rollback_instruction, r.shadow_final`
+	r.percent, r.shadow, r.state, r.created_at, r.created_by, r.state_reason, r.state_changed_at, r.state_changed_by,
+	r.rollback_instruction, r.shadow_final`
 
 // ActiveRollouts lists the rollouts in state "active", oldest first (in the order they were created).
 func (db *DB) ActiveRollouts(ctx context.Context) ([]RolloutRecord, error) {
@@ -254,7 +298,7 @@ func (db *DB) rolloutRecords(ctx context.Context, where string, args ...any) ([]
 			rid                           int64
 		)
 		if err := rows.Scan(&r.ID, &r.ModelID, &r.Model.Name, &ver, &r.Model.Digest, &r.Detector, &r.Size, &r.Entity, &target,
-			&r.Percent, &shadow, &r.State, &created, &r.CreatedBy, &r.StateReason, &changed, &instr, &final, &rid); err != nil {
+			&r.Percent, &shadow, &r.State, &created, &r.CreatedBy, &r.StateReason, &changed, &r.StateChangedBy, &instr, &final, &rid); err != nil {
 			return nil, fmt.Errorf("rollouts: %w", err)
 		}
 		r.Model.Version, r.Shadow, r.CreatedAt = uint64(ver), shadow != 0, time.Unix(0, created).UTC()

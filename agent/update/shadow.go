@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/vigil-edge/vigil/models/bundle"
@@ -201,11 +202,18 @@ func (u *Updater) processWithdrawal(ctx context.Context, w *wirev1.ModelWithdraw
 		u.stopShadow(ctx, reason)
 		return
 	}
-	// Nothing of it runs here (e.g. the agent restarted since): settle the server's record so
-	// that it stops repeating the withdrawal.
+	// No shadow model of it runs here: settle the server's record so that it stops repeating
+	// the withdrawal. A rollout halted by hand is withdrawn from the agents that had not
+	// activated it, and this one may have activated it just before the withdrawal came: it
+	// keeps the model (only a rollback rollout takes an agent back) and says so, rather than
+	// "withdrawn" over its "active".
 	if m := w.GetModel(); m != nil && digestRE.MatchString(m.Digest) && len(m.Name) <= 64 && len(m.Detector) <= 64 {
-		u.reportStatus(&wirev1.ModelStatus{RolloutId: w.RolloutId, State: StateWithdrawn, Reason: reason + " (no shadow model of it was running)",
-			TimeUnixNano: u.cfg.Now().UnixNano(), Model: &wirev1.ModelRef{Name: m.Name, Version: m.Version, Digest: m.Digest, Detector: m.Detector}})
+		ref := &wirev1.ModelRef{Name: m.Name, Version: m.Version, Digest: m.Digest, Detector: m.Detector}
+		state, why := StateWithdrawn, reason+" (not installed here)"
+		if as, err := ActiveModels(u.cfg.StateDir); err == nil && slices.ContainsFunc(as, func(a Active) bool { return a.Digest == m.Digest }) {
+			state, why = StateActive, reason+"; it was already active here and stays (a rollback rollout reverts it)"
+		}
+		u.reportStatus(&wirev1.ModelStatus{RolloutId: w.RolloutId, State: state, Reason: why, TimeUnixNano: u.cfg.Now().UnixNano(), Model: ref})
 	}
 }
 

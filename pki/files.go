@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/vigil-edge/vigil/internal/fsutil"
 )
 
 // maxPEMFile bounds the size of key and certificate files that are read.
@@ -249,17 +251,5 @@ func writeAtomic(path string, data []byte, perm os.FileMode, replace bool) (err 
 	if err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
+	return fsutil.SyncDir(dir)
 }

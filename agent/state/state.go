@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/pki"
 )
 
@@ -268,7 +269,7 @@ func (d Dir) finishRenewal() error {
 	if err := os.Rename(newCert, d.Path(CertFile)); err != nil {
 		return fmt.Errorf("install renewed certificate: %w", err)
 	}
-	return syncDir(string(d))
+	return fsutil.SyncDir(string(d))
 }
 
 // DiscardRenewal removes the staged files of an interrupted renewal
@@ -328,45 +329,6 @@ func ParseTrustDomain(cert *x509.Certificate) (string, error) {
 	return u.Host, nil
 }
 
-func writeAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+func writeAtomic(path string, data []byte, perm os.FileMode) error {
+	return fsutil.WriteFile(path, data, perm)
 }

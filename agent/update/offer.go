@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/rollback"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
@@ -214,7 +215,7 @@ func (u *Updater) download(ctx context.Context, o *wirev1.ModelOffer) (string, e
 			if err := os.Rename(part, done); err != nil {
 				return "", fmt.Errorf("download: %w", err)
 			}
-			_ = syncDir(dir)
+			_ = fsutil.SyncDir(dir)
 			return done, nil
 		}
 		if errors.Is(err, ErrNotFound) || errors.Is(err, errTooLarge) || errors.Is(err, errTooSmall) || ctx.Err() != nil {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 )
@@ -88,50 +89,10 @@ func readPointer(dir, name string) (string, error) {
 	return filepath.Join(dir, v), nil
 }
 
-// writeFileAtomic writes data to a temporary file in path's directory, fsyncs it, renames it over
-// path and fsyncs the directory: after a crash, path holds either the old or the new content.
+// writeFileAtomic writes data to path atomically (fsutil.WriteFile): after a crash, path holds
+// either the old or the new content. Its temporary files start with fsutil.TempPrefix (gc).
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	name := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
+	return fsutil.WriteFile(path, data, mode)
 }
 
 // loadActive resolves a slot's pointer: the bundle must exist and parse strictly. ok is false when
@@ -338,7 +299,7 @@ func retireFamily(dir, featureSet string) error {
 		removed = true
 	}
 	if removed {
-		return syncDir(dir)
+		return fsutil.SyncDir(dir)
 	}
 	return nil
 }

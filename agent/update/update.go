@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/internal/buildinfo"
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/rollback"
 	"github.com/vigil-edge/vigil/models/trust"
@@ -544,7 +545,7 @@ func (u *Updater) install(ctx context.Context, req Request) (Result, error) {
 		if err := os.Remove(prevPointer); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return res, fmt.Errorf("remove previous pointer: %w", err)
 		}
-		if err := syncDir(dir); err != nil {
+		if err := fsutil.SyncDir(dir); err != nil {
 			return res, err
 		}
 	case haveCur:

@@ -39,6 +39,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/vigil-edge/vigil/internal/fsutil"
 )
 
 // Key algorithms accepted by GenerateKey and found by ParsePublicKeyPEM.
@@ -223,7 +225,7 @@ func writeFileNoClobber(path string, data []byte, mode os.FileMode) error {
 	if err := os.Link(tmp, path); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return fsutil.SyncDir(filepath.Dir(path))
 }
 
 // writeFileAtomic writes data to path atomically, replacing it if it exists.
@@ -236,7 +238,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return fsutil.SyncDir(filepath.Dir(path))
 }
 
 // writeTemp writes data to a new temporary file next to path with the given mode, fsyncs it and
@@ -266,18 +268,6 @@ func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
 		return "", fmt.Errorf("close %s: %w", name, err)
 	}
 	return name, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
 }
 
 // readLimited reads at most max bytes of path; a larger file is an error.

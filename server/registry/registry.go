@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/rollback"
 	"github.com/vigil-edge/vigil/models/trust"
@@ -194,7 +195,7 @@ func (r *Registry) Publish(ctx context.Context, rd io.Reader, actor string, opts
 	// The model's row is committed next: the file's name must be on disk first, or a power
 	// loss could leave a published model whose bundle FETCH cannot find (and its NAME@VERSION
 	// taken, so it could not be published again).
-	if err := syncDir(r.cfg.BundleDir); err != nil {
+	if err := fsutil.SyncDir(r.cfg.BundleDir); err != nil {
 		r.removeOrphan(ctx, final, digest)
 		return PublishResult{}, fmt.Errorf("publish: %w", err)
 	}
@@ -211,19 +212,6 @@ func (r *Registry) Publish(ctx context.Context, rd io.Reader, actor string, opts
 	res.Model = m
 	r.log.Info("model published", "name", m.Name, "version", m.Version, "digest", digest, "by", actor, "smoke", res.Smoke)
 	return res, nil
-}
-
-// syncDir makes the names in dir durable (a rename into it).
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // removeOrphan removes the bundle file of a publish that was refused after the file was moved

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -68,25 +69,15 @@ func newAgentsCmd(app *App) *cobra.Command {
 		Short: "List agents (an entity-admin sees its entity's)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := app.Client()
+			agents, err := getList(cmd.Context(), app, "agents", "agents", entityQuery(entity))
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			if entity != "" {
-				q.Set("entity", entity)
-			}
-			var resp struct {
-				Agents []json.RawMessage `json:"agents"`
-			}
-			if err := c.Do(cmd.Context(), http.MethodGet, "agents", q, nil, &resp); err != nil {
-				return fmt.Errorf("list agents: %w", err)
-			}
 			if asJSON {
-				return app.PrintJSON(nonNil(resp.Agents))
+				return app.PrintJSON(agents)
 			}
 			t := newTable(app.Stdout, "ID", "ENTITY", "HOSTNAME", "VERSION", "LAST SEEN", "SPOOL", "DROPPED", "CERT EXPIRES", "STATE", "CALIBRATION")
-			for _, raw := range resp.Agents {
+			for _, raw := range agents {
 				var a agentView
 				if err := json.Unmarshal(raw, &a); err != nil {
 					return fmt.Errorf("decode agent: %w", err)
@@ -128,6 +119,36 @@ func newAgentsCmd(app *App) *cobra.Command {
 }
 
 // nonNil makes an empty list print as [] rather than null.
+// getList GETs the API's path with q and returns the items of the answer's
+// list under key (empty, not nil, when there are none): what the list
+// commands print as JSON, whole, or decode for their tables.
+func getList(ctx context.Context, app *App, path, key string, q url.Values) ([]json.RawMessage, error) {
+	c, err := app.Client()
+	if err != nil {
+		return nil, err
+	}
+	var resp map[string]json.RawMessage
+	if err := c.Do(ctx, http.MethodGet, path, q, nil, &resp); err != nil {
+		return nil, fmt.Errorf("list %s: %w", path, err)
+	}
+	var items []json.RawMessage
+	if raw, ok := resp[key]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &items); err != nil {
+			return nil, fmt.Errorf("list %s: %s: %w", path, key, err)
+		}
+	}
+	return nonNil(items), nil
+}
+
+// entityQuery is the query of a list narrowed to entity ("": all the caller may see).
+func entityQuery(entity string) url.Values {
+	q := url.Values{}
+	if entity != "" {
+		q.Set("entity", entity)
+	}
+	return q
+}
+
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}

@@ -27,22 +27,15 @@ func newAuditCmd(app *App) *cobra.Command {
 			if limit < 1 || limit > 1000 {
 				return fmt.Errorf("--limit must be 1..1000")
 			}
-			c, err := app.Client()
+			entries, err := getList(cmd.Context(), app, "audit", "entries", url.Values{"limit": {strconv.Itoa(limit)}})
 			if err != nil {
 				return err
 			}
-			var resp struct {
-				Entries []json.RawMessage `json:"entries"`
-			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if err := c.Do(cmd.Context(), http.MethodGet, "audit", q, nil, &resp); err != nil {
-				return fmt.Errorf("list audit: %w", err)
-			}
 			if asJSON {
-				return app.PrintJSON(nonNil(resp.Entries))
+				return app.PrintJSON(entries)
 			}
 			t := newTable(app.Stdout, "ID", "TIME", "ACTOR", "ACTION", "TARGET", "ENTITY", "REMOTE", "DETAIL")
-			for _, raw := range resp.Entries {
+			for _, raw := range entries {
 				var e struct {
 					ID                                            int64
 					Time                                          time.Time

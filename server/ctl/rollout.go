@@ -97,16 +97,16 @@ func rolloutList(app *App) *cobra.Command {
 		Short: "Rollouts, newest first, with their state (active, halted: why and by whom) and progress",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := app.Client()
+			rollouts, err := getList(cmd.Context(), app, "rollouts", "rollouts", entityQuery(entity))
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			if entity != "" {
-				q.Set("entity", entity)
+			if asJSON {
+				return app.PrintJSON(rollouts)
 			}
-			var res struct {
-				Rollouts []struct {
+			t := newTable(app.Stdout, "ID", "MODEL", "ENTITY", "STATE", "PROGRESS", "CREATED", "REASON")
+			for _, raw := range rollouts {
+				var r struct {
 					ID    string `json:"id"`
 					Model struct {
 						Name    string `json:"name"`
@@ -120,16 +120,10 @@ func rolloutList(app *App) *cobra.Command {
 					StateChangedBy string         `json:"state_changed_by"`
 					CreatedAt      string         `json:"created_at"`
 					Progress       map[string]int `json:"progress"`
-				} `json:"rollouts"`
-			}
-			if err := cl.Do(cmd.Context(), http.MethodGet, "rollouts", q, nil, &res); err != nil {
-				return fmt.Errorf("list rollouts: %w", err)
-			}
-			if asJSON {
-				return app.PrintJSON(res.Rollouts)
-			}
-			t := newTable(app.Stdout, "ID", "MODEL", "ENTITY", "STATE", "PROGRESS", "CREATED", "REASON")
-			for _, r := range res.Rollouts {
+				}
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return fmt.Errorf("decode rollout: %w", err)
+				}
 				var prog []string
 				for k, v := range r.Progress {
 					prog = append(prog, fmt.Sprintf("%s=%d", k, v))

@@ -62,26 +62,16 @@ func newTokenCmd(app *App) *cobra.Command {
 		Short: "List enrollment tokens (an entity-admin sees its entity's): id, state, expiry, who used or revoked it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := app.Client()
+			tokens, err := getList(cmd.Context(), app, "tokens", "tokens", entityQuery(listEntity))
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			if listEntity != "" {
-				q.Set("entity", listEntity)
-			}
-			var resp struct {
-				Tokens []json.RawMessage `json:"tokens"`
-			}
-			if err := c.Do(cmd.Context(), http.MethodGet, "tokens", q, nil, &resp); err != nil {
-				return fmt.Errorf("list tokens: %w", err)
-			}
 			if listJSON {
-				return app.PrintJSON(nonNil(resp.Tokens))
+				return app.PrintJSON(tokens)
 			}
 			t := newTable(app.Stdout, "ID", "ENTITY", "STATE", "EXPIRES", "CREATED BY", "USED BY", "REVOKED BY")
 			now := time.Now()
-			for _, raw := range resp.Tokens {
+			for _, raw := range tokens {
 				var tk enrollToken
 				if err := json.Unmarshal(raw, &tk); err != nil {
 					return fmt.Errorf("decode token: %w", err)

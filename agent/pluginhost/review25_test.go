@@ -121,29 +121,7 @@ func serveStuckConsume() bool {
 // waits for the supervisor, hung the agent's shutdown. The attach must be
 // bounded by StartTimeout like the rest of the launch.
 func TestStuckAttachTimesOut(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := pluginhost.New(pluginhost.Config{Path: self, Env: []string{stuckConsumeEnv + "=1"}, KeepPrivileges: true,
-		Logger: testLogger(t), StartTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Start(context.Background()) }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("Start succeeded with a plugin that never attached")
-		}
-		t.Logf("Start: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("Start still waits for the attach after 15 s (StartTimeout 2 s)")
-	}
-	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer ccancel()
-	_ = h.Close(cctx)
+	startFails(t, stuckConsumeEnv, "never attached", 15*time.Second)
 }
 
 // TestRestartReloadsEveryFamily: the models handed to a running plugin are

@@ -309,26 +309,8 @@ func checkHostile(t *testing.T, what string, as []sdk.Anomaly, st sdk.Stats, sta
 // reached the pipelines and the host's counters. Each is dropped or
 // clamped now, and counted (Stats.AnomaliesRefused).
 func TestHostileResultsChecked(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rl resultLog
-	h, err := pluginhost.New(pluginhost.Config{Path: self, Env: []string{hostileEnv + "=1"}, KeepPrivileges: true,
-		Logger: testLogger(t), RingSlots: 1024, MaxBatch: 16, MaxDelay: time.Millisecond, OnResult: rl.add})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := h.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer ccancel()
-		_ = h.Close(cctx)
-	}()
+	h, ctx := startSelf(t, hostileEnv, pluginhost.Config{RingSlots: 1024, MaxBatch: 16, MaxDelay: time.Millisecond, OnResult: rl.add})
 
 	t.Run("ring", func(t *testing.T) {
 		const records = 64
@@ -369,26 +351,8 @@ const hostileErrorLen = 6 << 20
 // and the report, still waiting, ended every session after it. The SDK
 // client keeps the first 4 KiB of a plugin's error text.
 func TestPluginErrorTextBounded(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := pluginhost.New(pluginhost.Config{Path: self, Env: []string{hostileEnv + "=1"}, KeepPrivileges: true,
-		Logger: testLogger(t), RingSlots: 1024, MaxBatch: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := h.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer ccancel()
-		_ = h.Close(cctx)
-	}()
-	_, err = h.LoadModel(ctx, "long-error")
+	h, ctx := startSelf(t, hostileEnv, pluginhost.Config{RingSlots: 1024, MaxBatch: 16})
+	_, err := h.LoadModel(ctx, "long-error")
 	if err == nil {
 		t.Fatal("LoadModel succeeded")
 	}
@@ -407,25 +371,7 @@ func TestPluginErrorTextBounded(t *testing.T) {
 // its model with 129 bytes kept the agent from connecting at all, and its
 // findings piled up in the spool. The SDK client refuses such an answer.
 func TestModelInfoBounded(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := pluginhost.New(pluginhost.Config{Path: self, Env: []string{hostileEnv + "=1"}, KeepPrivileges: true,
-		Logger: testLogger(t), RingSlots: 1024, MaxBatch: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := h.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer ccancel()
-		_ = h.Close(cctx)
-	}()
+	h, ctx := startSelf(t, hostileEnv, pluginhost.Config{RingSlots: 1024, MaxBatch: 16})
 	for _, op := range []string{"long-name", "long-digest", "long-feature-set"} {
 		t.Run(op, func(t *testing.T) {
 			m, err := h.LoadModel(ctx, op)
@@ -546,11 +492,46 @@ func serveStopInfo() bool {
 // with go-plugin's Kill, which waited for ever for a plugin that does not
 // answer its shutdown request: Start never returned, nor did a restart.
 func TestLaunchOfStoppedPluginEnds(t *testing.T) {
+	startFails(t, stopInfoEnv, "never answered Info", 30*time.Second)
+}
+
+// startSelf starts a host of this test binary as the plugin, serving what
+// env (set to 1) selects (TestMain), with cfg's other settings; it is
+// closed when the test ends. ctx bounds the test's calls.
+func startSelf(t *testing.T, env string, cfg pluginhost.Config) (*pluginhost.Host, context.Context) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := pluginhost.New(pluginhost.Config{Path: self, Env: []string{stopInfoEnv + "=1"}, KeepPrivileges: true,
+	cfg.Path, cfg.Env, cfg.KeepPrivileges, cfg.Logger = self, append(cfg.Env, env+"=1"), true, testLogger(t)
+	h, err := pluginhost.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(func() {
+		cancel()
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer ccancel()
+		_ = h.Close(cctx)
+	})
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return h, ctx
+}
+
+// startFails starts a host of this test binary serving what env selects,
+// with a StartTimeout of 2 s, and fails the test unless Start returns an
+// error within wait: a launch that fails (what: how) must end.
+func startFails(t *testing.T, env, what string, wait time.Duration) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := pluginhost.New(pluginhost.Config{Path: self, Env: []string{env + "=1"}, KeepPrivileges: true,
 		Logger: testLogger(t), StartTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -560,11 +541,11 @@ func TestLaunchOfStoppedPluginEnds(t *testing.T) {
 	select {
 	case err := <-done:
 		if err == nil {
-			t.Fatal("Start succeeded with a plugin that never answered Info")
+			t.Fatalf("Start succeeded with a plugin that %s", what)
 		}
 		t.Logf("Start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("Start still waits for the stopped plugin after 30 s (StartTimeout 2 s)")
+	case <-time.After(wait):
+		t.Fatalf("Start still waits for a plugin that %s after %s (StartTimeout 2 s)", what, wait)
 	}
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()

@@ -324,7 +324,9 @@ func (r *Registry) checkStored(m *store.Model) error {
 	}
 	path := filepath.Join(r.cfg.BundleDir, strings.TrimPrefix(m.Digest, "sha256:")+bundle.Extension)
 	if _, _, err := trust.VerifyBundle(path, pol, r.cfg.Now()); err != nil {
-		return fmt.Errorf("%w: %s@%d no longer verifies: %v", ErrRejected, m.Name, m.Version, err)
+		// The reason goes to the API client: without the server's file system path.
+		why := strings.ReplaceAll(err.Error(), path, "the stored bundle")
+		return fmt.Errorf("%w: %s@%d no longer verifies: %s", ErrRejected, m.Name, m.Version, why)
 	}
 	d, err := bundle.Digest(path)
 	if err != nil {

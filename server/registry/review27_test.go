@@ -114,6 +114,9 @@ func TestRolloutCreateRechecksBundle(t *testing.T) {
 	if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("rollout of a model signed by a key no longer trusted: %v, want ErrRejected", err)
 	}
+	if strings.Contains(err.Error(), e.dir) {
+		t.Errorf("the refusal, sent to the API client, names the server's files: %v", err)
+	}
 	if err := signtest.Policy(t, 1, e.signer, other).WriteFile(filepath.Join(e.dir, TrustFile)); err != nil {
 		t.Fatal(err)
 	}

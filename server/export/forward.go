@@ -83,8 +83,13 @@ func Start(ctx context.Context, db Source, cfg Config, log *slog.Logger) (*Runne
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	r := &Runner{cancel: cancel, stats: map[string]*Stats{}}
-	for i, fc := range cfg.Forwarders {
+	// Every forwarder's counters exist before the first goroutine reads the
+	// map (update, under r.mu): filled in the loop below, the map was
+	// written while the forwarders started before read it.
+	for _, fc := range cfg.Forwarders {
 		r.stats[fc.Name] = &Stats{}
+	}
+	for i, fc := range cfg.Forwarders {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()

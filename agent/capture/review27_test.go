@@ -12,20 +12,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// packetSockets lists the process's AF_PACKET sockets (by the inodes that
-// /proc/self/net/packet lists) with whether each lacks FD_CLOEXEC.
+// packetSockets lists the process's AF_PACKET sockets (by their SO_DOMAIN,
+// whatever network namespace they belong to) with whether each lacks
+// FD_CLOEXEC.
 func packetSockets(t *testing.T) map[int]bool {
 	t.Helper()
-	table, err := os.ReadFile("/proc/self/net/packet")
-	if err != nil {
-		t.Skipf("no /proc/self/net/packet: %v", err)
-	}
-	inodes := map[string]bool{}
-	for _, line := range strings.Split(string(table), "\n")[1:] {
-		if f := strings.Fields(line); len(f) > 0 {
-			inodes["socket:["+f[len(f)-1]+"]"] = true
-		}
-	}
 	names, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +27,10 @@ func packetSockets(t *testing.T) map[int]bool {
 		if err != nil {
 			continue
 		}
-		link, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err != nil || !inodes[link] {
+		if link, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || !strings.HasPrefix(link, "socket:") {
+			continue
+		}
+		if dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || dom != unix.AF_PACKET {
 			continue
 		}
 		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)

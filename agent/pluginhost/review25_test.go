@@ -9,11 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
 	"github.com/vigil-edge/vigil/agent/pluginhost"
-	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	"github.com/vigil-edge/vigil/plugins/sdk/ring"
 )
@@ -105,13 +103,7 @@ func serveStuckConsume() bool {
 		}
 		return handler(srv, ss)
 	}
-	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: sdk.Handshake,
-		Plugins:         sdk.PluginMap(probe{}, nil),
-		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return plugin.DefaultGRPCServer(append(opts, grpc.StreamInterceptor(stuck)))
-		},
-	})
+	serveProbeWith(grpc.StreamInterceptor(stuck))
 	return true
 }
 

@@ -266,13 +266,7 @@ func serveHostile() bool {
 	stream := func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		return handler(srv, hostileStream{ss})
 	}
-	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: sdk.Handshake,
-		Plugins:         sdk.PluginMap(probe{}, nil),
-		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return plugin.DefaultGRPCServer(append(opts, grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream)))
-		},
-	})
+	serveProbeWith(grpc.UnaryInterceptor(unary), grpc.StreamInterceptor(stream))
 	return true
 }
 
@@ -477,13 +471,7 @@ func serveStopInfo() bool {
 		}
 		return handler(ctx, req)
 	}
-	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: sdk.Handshake,
-		Plugins:         sdk.PluginMap(probe{}, nil),
-		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return plugin.DefaultGRPCServer(append(opts, grpc.UnaryInterceptor(stop)))
-		},
-	})
+	serveProbeWith(grpc.UnaryInterceptor(stop))
 	return true
 }
 
@@ -550,4 +538,16 @@ func startFails(t *testing.T, env, what string, wait time.Duration) {
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()
 	_ = h.Close(cctx)
+}
+
+// serveProbeWith serves the probe plugin (in the helper process) with
+// extra gRPC server options: the interceptors that make it misbehave.
+func serveProbeWith(extra ...grpc.ServerOption) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: sdk.Handshake,
+		Plugins:         sdk.PluginMap(probe{}, nil),
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return plugin.DefaultGRPCServer(append(opts, extra...))
+		},
+	})
 }

@@ -134,19 +134,7 @@ func Init(dir, trustDomain string, dnsNames []string, ips []net.IP) (err error) 
 	if err != nil {
 		return fmt.Errorf("init PKI: %w", err)
 	}
-	issTmpl := &x509.Certificate{
-		Subject:               pkix.Name{Organization: []string{"Vigil"}, CommonName: "Vigil Issuing CA " + trustDomain},
-		NotBefore:             now.Add(-ClockSkew),
-		NotAfter:              now.Add(IssuingTTL),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true,
-		URIs:                  []*url.URL{tdURI},
-		// Agent identities can only name this trust domain.
-		PermittedURIDomains: []string{trustDomain},
-	}
+	issTmpl := issuingTemplate(trustDomain, tdURI, now, now.Add(IssuingTTL))
 	issDER, iss, err := sign(issTmpl, root, &issKey.PublicKey, rootKey)
 	if err != nil {
 		return fmt.Errorf("init PKI: issuing CA: %w", err)
@@ -288,6 +276,14 @@ func minTime(a, b time.Time) time.Time {
 // signed by the root and that the key matches; the trust domain is read from
 // the CA certificates' URI SAN.
 func LoadCA(dir string) (*CA, error) {
+	ca, err := loadCA(dir)
+	if err != nil && rotationStaged(dir) {
+		return nil, fmt.Errorf("%w (an issuing-CA rotation was interrupted: run `vigil-server ca rotate-issuing` again to finish it)", err)
+	}
+	return ca, err
+}
+
+func loadCA(dir string) (*CA, error) {
 	roots, err := ReadCerts(filepath.Join(dir, RootCertFile))
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)

@@ -20,9 +20,14 @@
 // names and key, once it is within ServerRenewBefore of its end, and the
 // server presents the new one through a CertHolder (ServerTLSConfigFrom)
 // without a restart. Agents, which trust the root, accept it unchanged. The
-// CAs are not renewed: once the issuing CA is within that window of its own
-// end, renewal fails with ErrIssuingCAExpiring and the operator must rotate
-// the deployment's CA.
+// CAs are not renewed by the server: once the issuing CA is within that
+// window of its own end, renewal fails with ErrIssuingCAExpiring and the
+// operator rotates it (RotateIssuing, `vigil-server ca rotate-issuing`,
+// which needs the root key): a new issuing CA under the same root, and the
+// server certificate re-issued by it. Agents need nothing: their
+// certificates from the old issuing CA stay valid, and their next renewal
+// comes from the new one. The root (RootTTL) is not rotated: a deployment
+// whose root nears its end is set up again and its agents enrolled again.
 //
 // An agent's identity is the single URI SAN of its certificate,
 // spiffe://<trust-domain>/entity/<entity>/agent/<agent-id>; the server derives

@@ -17,7 +17,7 @@ const ServerRenewBefore = 30 * 24 * time.Hour
 // within the renewal window, so that a renewed server certificate would be
 // due for renewal the moment it is issued. Only rotating the deployment's CA
 // fixes it; the server never does that itself.
-var ErrIssuingCAExpiring = errors.New("issuing CA expired or about to expire: rotate the deployment CA")
+var ErrIssuingCAExpiring = errors.New("issuing CA expired or about to expire: rotate it with `vigil-server ca rotate-issuing`")
 
 // RenewServerCertificate renews server.pem when it has expired or expires
 // within before of now (before <= 0 means ServerRenewBefore): the issuing CA

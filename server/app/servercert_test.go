@@ -250,7 +250,7 @@ func TestCertRenewerFailures(t *testing.T) {
 		t.Errorf("failed renewals = %v, want 1", got)
 	}
 	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "server certificate renewal failed") ||
-		!strings.Contains(l, "rotate the deployment CA") {
+		!strings.Contains(l, "vigil-server ca rotate-issuing") {
 		t.Errorf("log %q", l)
 	}
 

@@ -47,7 +47,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newInitCmd(g), newRunCmd(g), newTrustCmd(g))
+	root.AddCommand(newInitCmd(g), newRunCmd(g), newTrustCmd(g), newCACmd(g))
 	return root
 }
 

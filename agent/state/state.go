@@ -124,9 +124,12 @@ func (d Dir) Enrolled() bool {
 	return false
 }
 
-// ReadIdentity reads identity.json (ErrNotEnrolled if missing).
+// ReadIdentity reads identity.json (ErrNotEnrolled if missing). Only a
+// regular file is read, at most maxIdentityFile bytes, and never through a
+// symbolic link (the agent writes it itself, by rename): a named pipe there
+// would otherwise hold the agent's start and `vigil-agent status` for good.
 func (d Dir) ReadIdentity() (*Identity, error) {
-	data, err := os.ReadFile(d.Path(IdentityFile))
+	data, err := fsutil.ReadRegularNoFollow(d.Path(IdentityFile), maxIdentityFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", d.Path(IdentityFile), ErrNotEnrolled)
 	}

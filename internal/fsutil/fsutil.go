@@ -1,5 +1,6 @@
 // Package fsutil writes files so that a crash leaves either their old or
-// their new content, never a mix or an empty file.
+// their new content, never a mix or an empty file, and reads files that
+// others may have replaced without waiting on a named pipe or device.
 package fsutil
 
 import (

@@ -29,6 +29,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/sign"
 )
 
@@ -158,16 +159,17 @@ func ParsePolicy(data []byte) (Policy, error) {
 	return p, nil
 }
 
-// Load reads and validates a policy file (see ParsePolicy).
+// Load reads and validates a policy file (see ParsePolicy). Only a regular
+// file is read (a symbolic link to one is followed: seeds and admins' files
+// may be links), at most MaxPolicySize bytes: a named pipe, in the agent's
+// state directory for one, would otherwise hold the caller for good.
 func Load(path string) (Policy, error) {
-	f, err := os.Open(path)
+	data, err := fsutil.ReadRegular(path, MaxPolicySize)
+	if errors.Is(err, fsutil.ErrTooLarge) {
+		return Policy{}, fmt.Errorf("load trust policy: %w: %w", ErrInvalidPolicy, err)
+	}
 	if err != nil {
 		return Policy{}, fmt.Errorf("load trust policy: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxPolicySize+1))
-	if err != nil {
-		return Policy{}, fmt.Errorf("load trust policy %s: %w", path, err)
 	}
 	p, err := ParsePolicy(data)
 	if err != nil {

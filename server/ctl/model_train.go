@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -163,7 +165,7 @@ func peakRSS() uint64 {
 // skipped and named.
 func readCaptures(ctx context.Context, files []string, sets []dataset.FeatureSet, maxPackets int, prog *progress) (caps []*dataset.Capture, skipped []string, err error) {
 	for i, p := range files {
-		prog.step("reading captures", i+1, len(files), termsafe.Text(filepath.Base(p)))
+		prog.step("reading captures", i+1, len(files), filepath.Base(p))
 		c, err := dataset.Extract(ctx, p, sets, maxPackets)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -181,7 +183,7 @@ func readCaptures(ctx context.Context, files []string, sets []dataset.FeatureSet
 			continue
 		}
 		if note := c.TruncatedNote(); note != "" {
-			prog.warn(fmt.Sprintf("%s: %s (--max-packets): the rest is not used", termsafe.Text(p), note))
+			prog.warn(fmt.Sprintf("%s: %s (--max-packets): the rest is not used", p, note))
 		}
 		caps = append(caps, c)
 	}
@@ -400,13 +402,13 @@ func runTrain(ctx context.Context, app *App, o trainOptions) (*TrainResult, erro
 	}
 	// The held-out captures, for `model eval --benign @FILE` (benign data
 	// the model was not trained on).
-	var list strings.Builder
-	for _, c := range holdCaps {
-		fmt.Fprintln(&list, c.Path)
-	}
 	if res.HoldoutSplit == "files" {
+		paths := make([]string, len(holdCaps))
+		for i, c := range holdCaps {
+			paths[i] = c.Path
+		}
 		res.HoldoutList = strings.TrimSuffix(res.Bundle, ".vgb") + ".holdout.txt"
-		if err := os.WriteFile(res.HoldoutList, []byte(list.String()), 0o644); err != nil {
+		if err := os.WriteFile(res.HoldoutList, captureList(paths), 0o644); err != nil {
 			return nil, fmt.Errorf("write held-out list: %w", err)
 		}
 	}
@@ -436,9 +438,32 @@ func checkManifestFlags(man bundle.Manifest, o trainOptions) error {
 	return nil
 }
 
+// captureList is a capture list for listWithAt naming paths, one a line: a
+// path as it is, or Go-quoted (strconv.Quote) when it would not read back as
+// itself or would reach a terminal that shows the list raw: a line break
+// would split it (and could name another file), white space at either end
+// would be trimmed, a leading '#' makes a comment, a leading '"' a quoted
+// path, and controls, bidi controls or bytes that are not UTF-8 would drive
+// or mislead the terminal of whoever reads the list.
+func captureList(paths []string) []byte {
+	var b strings.Builder
+	for _, p := range paths {
+		if p != strings.TrimSpace(p) || strings.HasPrefix(p, "#") || strings.HasPrefix(p, `"`) ||
+			!utf8.ValidString(p) || strings.ContainsFunc(p, termsafe.Unsafe) {
+			p = strconv.Quote(p)
+		}
+		b.WriteString(p)
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
+}
+
 // listWithAt expands capture paths like dataset.ListNonEmpty; "@FILE" names
 // a file listing one capture path per line (as `model train` writes
-// NAME-VERSION.holdout.txt).
+// NAME-VERSION.holdout.txt, see captureList): blank lines and lines starting
+// with '#' are skipped, white space around a path is trimmed, and a line
+// that is a Go-quoted string is the path it quotes (a line starting with '"'
+// that is none is taken as written, as before quoting).
 func listWithAt(paths []string) ([]string, error) {
 	var expanded []string
 	for _, p := range paths {
@@ -452,9 +477,16 @@ func listWithAt(paths []string) ([]string, error) {
 		}
 		n := len(expanded)
 		for _, l := range strings.Split(string(data), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				expanded = append(expanded, l)
+			l = strings.TrimSpace(l)
+			if l == "" || strings.HasPrefix(l, "#") {
+				continue
 			}
+			if strings.HasPrefix(l, `"`) {
+				if u, err := strconv.Unquote(l); err == nil {
+					l = u
+				}
+			}
+			expanded = append(expanded, l)
 		}
 		if len(expanded) == n {
 			return nil, fmt.Errorf("capture list %s names no captures", p[1:])
@@ -479,6 +511,7 @@ func (s *matrixSource) Next(context.Context) ([]float32, error) {
 
 // progress draws a progress bar on a terminal (one redrawn line) and prints
 // plain lines otherwise (at most one per step change of 10%, and the last).
+// It escapes what it is given (termsafe.Text): capture names are outside text.
 type progress struct {
 	w     io.Writer
 	tty   bool
@@ -500,6 +533,7 @@ func (p *progress) step(what string, i, n int, detail string) {
 	if n <= 0 {
 		return
 	}
+	what, detail = termsafe.Text(what), termsafe.Text(detail)
 	if p.tty {
 		const width = 30
 		fill := width * i / n
@@ -518,8 +552,9 @@ func (p *progress) step(what string, i, n int, detail string) {
 }
 
 // warn prints a warning line (on a terminal, below the progress bar, which
-// the next step redraws). msg must already be escaped for the terminal.
+// the next step redraws), escaped for the terminal.
 func (p *progress) warn(msg string) {
+	msg = termsafe.Text(msg)
 	if p.tty {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
@@ -679,7 +714,7 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 	}
 	var benignVecs ae.Matrix
 	for i, p := range benignFiles {
-		prog.step("scoring benign captures", i+1, len(benignFiles), termsafe.Text(filepath.Base(p)))
+		prog.step("scoring benign captures", i+1, len(benignFiles), filepath.Base(p))
 		c, err := dataset.Extract(ctx, p, sets, o.maxPackets)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -703,7 +738,7 @@ func runEval(ctx context.Context, app *App, o evalOptions) (*eval.Report, error)
 	}
 	prog.done()
 	for i, p := range attackFiles {
-		prog.step("scoring attack captures", i+1, len(attackFiles), termsafe.Text(filepath.Base(p)))
+		prog.step("scoring attack captures", i+1, len(attackFiles), filepath.Base(p))
 		name := displayName(p, o.attack)
 		c, err := dataset.Extract(ctx, p, sets, o.maxPackets)
 		if err != nil {

@@ -176,6 +176,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, log *slog.Logger
 		OnModelWithdrawal: upd.u.HandleWithdrawal,
 		OnSuppressions:    sups.Update,
 		ModelStatus:       upd.status,
+		StatusFile:        dir.Path(uplink.StatusFile),
 		Interfaces:        cfg.Capture.Interfaces,
 	})
 	if err != nil {

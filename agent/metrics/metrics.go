@@ -105,6 +105,8 @@ func Registry(s Sources) *prometheus.Registry {
 	counter("findings_renumbered_total", "Findings given new seqs by those renumberings.", up(func(u uplink.Stats) float64 { return float64(u.FindingsRenumbered) }))
 	counter("model_status_dropped_total", "Model status reports lost unsent (too many distinct ones waited).", up(func(u uplink.Stats) float64 { return float64(u.ModelStatusDropped) }))
 	counter("model_status_resent_total", "Model status reports sent again after their session ended.", up(func(u uplink.Stats) float64 { return float64(u.ModelStatusResent) }))
+	counter("model_status_restored_total", "Model status reports of the last run restored from the state directory at start.", up(func(u uplink.Stats) float64 { return float64(u.ModelStatusRestored) }))
+	gauge("model_status_corrupt_files", "Damaged model status files moved aside in the state directory (their reports are lost).", up(func(u uplink.Stats) float64 { return float64(u.ModelStatusCorruptFiles) }))
 	if s.Counters != nil {
 		reg.MustRegister(pipelineCounters{s.Counters})
 	}

@@ -20,7 +20,8 @@ func TestPipelineCountersExported(t *testing.T) {
 	s := Sources{
 		Spool: func() *wirev1.SpoolStats { return &wirev1.SpoolStats{} },
 		Uplink: func() uplink.Stats {
-			return uplink.Stats{FindingsRefused: 2, SeqRenumbers: 1, FindingsRenumbered: 40, ModelStatusDropped: 3}
+			return uplink.Stats{FindingsRefused: 2, SeqRenumbers: 1, FindingsRenumbered: 40, ModelStatusDropped: 3,
+				ModelStatusRestored: 4, ModelStatusCorruptFiles: 1}
 		},
 		Counters: func() map[string]uint64 {
 			return map[string]uint64{"kernel_drops": 5, "netflow_findings_lost": 6, "watch_dirs": 7}
@@ -38,6 +39,8 @@ func TestPipelineCountersExported(t *testing.T) {
 		"vigil_agent_seq_renumbers_total 1",
 		"vigil_agent_findings_renumbered_total 40",
 		"vigil_agent_model_status_dropped_total 3",
+		"vigil_agent_model_status_restored_total 4",
+		"vigil_agent_model_status_corrupt_files 1",
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)

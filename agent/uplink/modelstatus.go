@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"log/slog"
 	"sync"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 // lasted statusResendWindow (QUIC delivers what a live connection was
 // given). Reports written less than that before their session ended are
 // sent again on the next session; the server takes a repeated report as
-// the same one (it is an upsert with the report's own time).
+// the same one (it is an upsert with the report's own time). With a
+// Config.StatusFile the reports kept also outlive the process
+// (statusfile.go).
 
 // maxPendingStatus bounds the reports kept (distinct keys). An agent has a
 // few detectors and one install or shadow model at a time per detector, so
@@ -47,6 +50,16 @@ type statusQueue struct {
 	wake    chan struct{} // a report is waiting (coalesced)
 	dropped uint64        // unsent reports evicted because the queue was full
 	resent  uint64        // reports sent again after their session ended
+
+	// The file that keeps the reports across restarts (statusfile.go).
+	file         string       // "": memory only
+	log          *slog.Logger // set with file
+	ver          uint64       // bumped by every change of the reports kept
+	savedVer     uint64       // the ver the file holds
+	restored     uint64       // reports restored from the file at the start
+	corruptAside uint64       // damaged files moved aside (or left in place)
+	saveMu       sync.Mutex   // orders writes of the file; taken before mu
+	saveFailing  bool         // the last write failed (logged); under saveMu
 }
 
 func newStatusQueue() *statusQueue {
@@ -67,6 +80,7 @@ func (q *statusQueue) put(st *wirev1.ModelStatus) (evicted *wirev1.ModelStatus) 
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.gen++
+	q.ver++
 	k := keyOf(st)
 	if e := q.m[k]; e != nil {
 		e.st, e.gen, e.sentAt = st, q.gen, time.Time{}
@@ -96,6 +110,7 @@ func (q *statusQueue) evictLocked() *wirev1.ModelStatus {
 			oldest, og = k, e.gen
 		}
 	}
+	q.ver++
 	if osg != 0 {
 		delete(q.m, oldestSent)
 		return nil
@@ -148,6 +163,7 @@ func (q *statusQueue) sessionEnded(end time.Time) int {
 			n++
 		default:
 			delete(q.m, k)
+			q.ver++
 		}
 	}
 	q.resent += uint64(n)
@@ -162,6 +178,7 @@ func (q *statusQueue) prune(now time.Time) {
 	for k, e := range q.m {
 		if !e.sentAt.IsZero() && now.Sub(e.sentAt) >= statusResendWindow {
 			delete(q.m, k)
+			q.ver++
 		}
 	}
 }

@@ -22,7 +22,8 @@
 //
 // Model status reports are kept, the latest per (detector, digest,
 // rollout), until delivered, and sent again after a reconnect when the
-// session they were written on ended soon after (modelstatus.go).
+// session they were written on ended soon after (modelstatus.go); with a
+// StatusFile, across restarts too (statusfile.go).
 package uplink
 
 import (
@@ -107,6 +108,11 @@ type Config struct {
 	// per (detector, digest, rollout) until it was delivered (see
 	// ReportModelStatus).
 	ModelStatus <-chan *wirev1.ModelStatus
+	// StatusFile is the file that keeps the model status reports not yet
+	// delivered across restarts (optional; the agent's is StatusFile in its
+	// state directory). New restores the reports it holds; they are sent
+	// on the first session. Empty: they are kept in memory only.
+	StatusFile string
 	// Interfaces are reported in Hello's host facts.
 	Interfaces []string
 
@@ -141,6 +147,12 @@ type Stats struct {
 	// those sent again because their session ended soon after the write.
 	ModelStatusDropped uint64 `json:"model_status_dropped"`
 	ModelStatusResent  uint64 `json:"model_status_resent"`
+	// ModelStatusRestored counts the reports restored from the StatusFile
+	// at the start (made by the last run, not known delivered);
+	// ModelStatusCorruptFiles the damaged status files moved aside (their
+	// reports lost), for as long as they are there.
+	ModelStatusRestored     uint64 `json:"model_status_restored"`
+	ModelStatusCorruptFiles uint64 `json:"model_status_corrupt_files"`
 }
 
 // Client is the uplink. Create with New, then Run.
@@ -207,6 +219,11 @@ func New(cfg Config) (*Client, error) {
 		cfg.Inflight = 4
 	}
 	c := &Client{cfg: cfg, log: cfg.Log, statuses: newStatusQueue()}
+	if cfg.StatusFile != "" {
+		// Before anything can report: a restored report is older than
+		// every report made since the start.
+		c.statuses.open(cfg.StatusFile, cfg.Log)
+	}
 	if rs, ok := cfg.Spool.(RefusalSpool); ok {
 		c.refused.Store(rs.Refused()) // the count goes on across restarts
 	}
@@ -225,10 +242,25 @@ type SeqSyncSpool interface {
 }
 
 // ReportModelStatus queues a model status report for the server. It never
-// blocks: the latest report per (detector, digest, rollout) is kept until
-// delivered, connected or not (at most maxPendingStatus distinct ones; the
-// oldest unsent one beyond that is dropped, counted and logged).
+// waits for the network: the latest report per (detector, digest, rollout)
+// is kept until delivered, connected or not (at most maxPendingStatus
+// distinct ones; the oldest unsent one beyond that is dropped, counted and
+// logged). With a StatusFile it returns once the file holds the report (a
+// synced write).
 func (c *Client) ReportModelStatus(st *wirev1.ModelStatus) {
+	c.queueModelStatus(st)
+	c.statuses.save()
+}
+
+// queueModelStatus queues st without writing the StatusFile.
+func (c *Client) queueModelStatus(st *wirev1.ModelStatus) {
+	if st == nil {
+		return
+	}
+	if c.statuses.file != "" && oversized(st) {
+		c.log.Warn("model status report too large to keep across a restart: kept in memory only", "bytes", proto.Size(st),
+			"limit", maxStoredStatus, "rollout", st.RolloutId, "model", st.GetModel().GetName(), "state", st.State)
+	}
 	if ev := c.statuses.put(st); ev != nil {
 		c.log.Warn("model status report dropped: too many waiting", "limit", maxPendingStatus,
 			"rollout", ev.RolloutId, "model", ev.GetModel().GetName(), "version", ev.GetModel().GetVersion(), "state", ev.State)
@@ -261,6 +293,7 @@ func (c *Client) Stats() Stats {
 		FindingsRenumbered: c.renumbered.Load(),
 	}
 	s.ModelStatusDropped, s.ModelStatusResent = c.statuses.counts()
+	s.ModelStatusRestored, s.ModelStatusCorruptFiles = c.statuses.fileCounts()
 	if n := c.certNotAfter.Load(); n != 0 {
 		s.CertNotAfter = time.Unix(n, 0)
 	}
@@ -305,16 +338,27 @@ var errRenewed = errors.New("certificate renewed")
 // session are logged and followed by a reconnect after a backoff delay;
 // only a configuration problem that no retry can fix is returned.
 func (c *Client) Run(ctx context.Context) error {
+	var statusWG sync.WaitGroup
+	// Last, when Run returns: the reports forgotten as delivered since the
+	// last write leave the file.
+	defer c.statuses.save()
 	if ch := c.cfg.ModelStatus; ch != nil {
 		// Reports are taken off the channel whether connected or not, so
 		// that the updater's sender never finds it full.
+		statusWG.Add(1)
+		defer statusWG.Wait()
 		go func() {
+			defer statusWG.Done()
 			for {
 				select {
 				case <-ctx.Done():
+					// The reports the updater sent before it stopped (it
+					// stops before the uplink) are kept too.
+					c.takeModelStatuses(ch)
 					return
 				case st := <-ch:
-					c.ReportModelStatus(st)
+					c.queueModelStatus(st)
+					c.takeModelStatuses(ch)
 				}
 			}
 		}()
@@ -361,6 +405,21 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		c.reconnects.Add(1)
+	}
+}
+
+// takeModelStatuses queues the reports waiting on ch, then writes the
+// StatusFile once for them all.
+func (c *Client) takeModelStatuses(ch <-chan *wirev1.ModelStatus) {
+	for {
+		select {
+		case st := <-ch:
+			c.queueModelStatus(st)
+			continue
+		default:
+		}
+		c.statuses.save()
+		return
 	}
 }
 
@@ -488,6 +547,7 @@ func (c *Client) session(ctx context.Context) (progress bool, err error) {
 	if n := c.statuses.sessionEnded(time.Now()); n > 0 && ctx.Err() == nil {
 		c.log.Info("model status reports written shortly before the session ended: sending them again", "reports", n)
 	}
+	c.statuses.save()
 	if ctx.Err() != nil {
 		return true, nil
 	}
@@ -663,6 +723,7 @@ func (c *Client) controlWriter(ctx context.Context, ctrl *quic.Stream, creds *st
 				return err
 			}
 			c.statuses.prune(time.Now())
+			c.statuses.save()
 		case <-c.statuses.wake:
 			if err := sendStatuses(); err != nil {
 				return err
@@ -778,6 +839,8 @@ func (c *Client) status(creds *state.Credentials) *wirev1.Status {
 	counters["uplink_findings_renumbered"] = st.FindingsRenumbered
 	counters["uplink_model_status_dropped"] = st.ModelStatusDropped
 	counters["uplink_model_status_resent"] = st.ModelStatusResent
+	counters["uplink_model_status_restored"] = st.ModelStatusRestored
+	counters["uplink_model_status_corrupt_files"] = st.ModelStatusCorruptFiles
 	s := &wirev1.Status{
 		TimeUnixNano:     time.Now().UnixNano(),
 		Spool:            c.cfg.Spool.Stats(),

@@ -116,7 +116,7 @@ var lossCounters = []string{"kernel_drops", "events_lost", "plugin_restarts", "d
 	"file_events_lost", "file_plugin_restarts", "watch_dropped", "watch_overflows",
 	"netflow_append_errors", "netflow_findings_lost", "file_append_errors", "file_findings_lost",
 	"plugin_anomalies_refused", "file_plugin_anomalies_refused",
-	"uplink_findings_refused", "spool_corrupt_files"}
+	"uplink_findings_refused", "spool_corrupt_files", "uplink_model_status_dropped", "uplink_model_status_corrupt_files"}
 
 // agentHealth judges an agent from what it last reported.
 func agentHealth(a store.Agent, now time.Time, offlineAfter time.Duration) health {

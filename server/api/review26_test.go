@@ -21,6 +21,7 @@ func TestHealthFlagsEveryLoss(t *testing.T) {
 		"netflow_append_errors", "netflow_findings_lost", "file_append_errors", "file_findings_lost",
 		"uplink_findings_refused",
 		"plugin_anomalies_refused", "file_plugin_anomalies_refused", "spool_corrupt_files",
+		"uplink_model_status_dropped", "uplink_model_status_corrupt_files",
 	} {
 		h := agentHealth(store.Agent{LastSeen: now, Counters: map[string]uint64{name: 2}}, now, time.Hour)
 		if h.Status != HealthWarning || len(h.Problems) != 1 || h.Problems[0] != name+" 2" {

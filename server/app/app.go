@@ -159,6 +159,14 @@ type Config struct {
 	// and presents the new one from the next handshake on. Zero means
 	// DefaultCertCheckInterval.
 	CertCheckInterval time.Duration
+	// Retention is how long findings are kept, counted from when the server
+	// received them: older ones are deleted once at start and then every
+	// RetentionInterval (retention.go). Zero keeps them for ever; otherwise
+	// it must be at least MinRetention.
+	Retention time.Duration
+	// RetentionInterval is how often the retention job runs. Zero means
+	// DefaultRetentionInterval.
+	RetentionInterval time.Duration
 }
 
 // Server is a running vigil-server.
@@ -200,6 +208,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.CertCheckInterval <= 0 {
 		cfg.CertCheckInterval = DefaultCertCheckInterval
 	}
+	if err := validRetention(cfg.Retention); err != nil {
+		return nil, fmt.Errorf("start server: %w", err)
+	}
+	if cfg.RetentionInterval <= 0 {
+		cfg.RetentionInterval = DefaultRetentionInterval
+	}
 	ca, err := pki.LoadCA(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
@@ -232,6 +246,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.Registry = reg
 	if err := certs.register(reg); err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
+	}
+	var ret *retention
+	if cfg.Retention > 0 {
+		ret = newRetention(db, cfg.Retention, log.With("part", "retention"))
+		if err := ret.register(reg); err != nil {
+			return nil, fmt.Errorf("start server: %w", err)
+		}
 	}
 
 	bundles := filepath.Join(cfg.DataDir, BundlesDir)
@@ -300,6 +321,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		defer s.wg.Done()
 		certs.run(sctx, cfg.CertCheckInterval)
 	}()
+	if ret != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			ret.run(sctx, cfg.RetentionInterval)
+		}()
+		log.Info("findings retention on", "retention", cfg.Retention.String(), "interval", cfg.RetentionInterval.String())
+	} else {
+		log.Info("findings retention off: findings are kept for ever (--retention)")
+	}
 	go func() {
 		defer s.wg.Done()
 		if err := ep.Serve(sctx); err != nil {

@@ -179,10 +179,38 @@ func (db *DB) insertTx(group []*insertReq, counts []int) error {
 				}
 			}
 		}()
+		floors := db.seqFloors.Load() // read inside the transaction (see PruneFindings)
 		for gi, r := range group {
 			counts[gi] = 0
-			for _, args := range r.chunks {
+			chunks := r.chunks
+			if floors {
+				floor, err := seqFloor(ctx, tx, r.agentID)
+				if err != nil {
+					return err
+				}
+				if floor > 0 {
+					// Seqs at or below the floor were stored once and
+					// pruned: duplicates, like the ones INSERT OR IGNORE
+					// skips.
+					chunks = dropAtOrBelow(chunks, floor)
+				}
+			}
+			for _, args := range chunks {
 				rows := (len(args) - sharedInsertArgs) / rowInsertArgs
+				if db.insertStmts[rows] == nil {
+					// A size only a floor-filtered batch has (rare): not
+					// prepared on the connection before the transaction.
+					res, err := tx.ExecContext(ctx, insertFindingsSQL(rows), args...)
+					if err != nil {
+						return fmt.Errorf("insert findings of %s from seq %d: %w", r.agentID, r.first, err)
+					}
+					n, err := res.RowsAffected()
+					if err != nil {
+						return fmt.Errorf("insert findings of %s from seq %d: %w", r.agentID, r.first, err)
+					}
+					counts[gi] += int(n)
+					continue
+				}
 				stmt := stmts[rows]
 				if stmt == nil {
 					stmt = tx.StmtContext(ctx, db.insertStmts[rows])
@@ -248,17 +276,20 @@ func chunkArgs(agentID, entity string, fs []*wirev1.Finding, received int64) [][
 
 var errClosed = errors.New("store closed")
 
-// HighestSeq returns the highest seq stored for agentID (0: none). The
-// endpoint tells it to the agent in HelloAck, so that an agent whose spool
-// numbers from 1 again (the file lost or recreated) renumbers its findings
-// above it instead of having them ignored as duplicates. It reads committed
-// rows only (the UNIQUE (agent_id, seq) index: one lookup).
+// HighestSeq returns the highest seq stored for agentID (0: none), counting
+// the findings retention has pruned (the agent's seq floor). The endpoint
+// tells it to the agent in HelloAck, so that an agent whose spool numbers
+// from 1 again (the file lost or recreated) renumbers its findings above it
+// instead of having them ignored as duplicates. It reads committed rows
+// only (the UNIQUE (agent_id, seq) index and the floor's key: two lookups).
 func (db *DB) HighestSeq(ctx context.Context, agentID string) (uint64, error) {
 	if agentID == "" {
 		return 0, fmt.Errorf("highest seq: agent required: %w", ErrInvalid)
 	}
 	var seq int64
-	if err := db.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM findings WHERE agent_id = ?`, agentID).Scan(&seq); err != nil {
+	if err := db.r.QueryRowContext(ctx, `SELECT MAX(
+			COALESCE((SELECT MAX(seq) FROM findings WHERE agent_id = ?1), 0),
+			COALESCE((SELECT seq_floor FROM agent_seq_floors WHERE agent_id = ?1), 0))`, agentID).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("highest seq of %s: %w", agentID, err)
 	}
 	if seq < 0 {

@@ -266,6 +266,18 @@ var migrations = []migration{
 	{8, "rollout state changed by", []string{
 		`ALTER TABLE rollouts ADD COLUMN state_changed_by TEXT NOT NULL DEFAULT ''`,
 	}},
+	// Retention (store/retention.go) deletes old findings. An agent's seq
+	// floor is the highest seq ever pruned of it: HighestSeq never goes
+	// below it (the HelloAck would otherwise let a recreated spool renumber
+	// into seqs already used), and ingest takes a seq at or below it for a
+	// duplicate. Only agents with pruned findings have a row.
+	{9, "agent seq floors for retention", []string{
+		`CREATE TABLE agent_seq_floors (
+			agent_id   TEXT PRIMARY KEY,
+			seq_floor  INTEGER NOT NULL,
+			updated_at INTEGER NOT NULL
+		) STRICT, WITHOUT ROWID`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

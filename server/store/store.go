@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -112,6 +113,9 @@ type DB struct {
 	closing       chan struct{}
 	committerDone chan struct{}
 	closeOnce     sync.Once
+	// seqFloors: some agent has a seq floor (agent_seq_floors, retention),
+	// so the committer must filter seqs at or below it. Never cleared.
+	seqFloors atomic.Bool
 }
 
 // busyTimeout is how long a connection waits for a lock before SQLITE_BUSY.
@@ -158,6 +162,12 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	var floors bool
+	if err := w.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM agent_seq_floors)`).Scan(&floors); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: read seq floors: %w", abs, err)
+	}
+	db.seqFloors.Store(floors)
 	r, err := sql.Open("sqlite", dsn(abs, true))
 	if err != nil {
 		w.Close()

@@ -1,6 +1,7 @@
 // Command vigil-server is the Vigil server: `init` creates a deployment (PKI,
-// database, first admin API token) and `run` serves agents over QUIC and
-// people over the HTTPS API. The work is done by server/app.
+// database, first admin API token), `run` serves agents over QUIC and
+// people over the HTTPS API, and `backup` copies the database while it
+// runs. The work is done by server/app.
 package main
 
 import (
@@ -47,7 +48,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), text, json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newInitCmd(g), newRunCmd(g), newTrustCmd(g), newCACmd(g))
+	root.AddCommand(newInitCmd(g), newRunCmd(g), newTrustCmd(g), newCACmd(g), newBackupCmd(g))
 	return root
 }
 
@@ -121,7 +122,7 @@ func newInitCmd(g *globalFlags) *cobra.Command {
 func newRunCmd(g *globalFlags) *cobra.Command {
 	var cfg app.Config
 	c := &cobra.Command{
-		Use:   "run --data DIR [--quic ADDR] [--api ADDR]",
+		Use:   "run --data DIR [--quic ADDR] [--api ADDR] [--retention DAYS]",
 		Short: "Serve agents (QUIC) and the HTTPS API until SIGINT or SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -144,6 +145,7 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 	c.Flags().StringVar(&cfg.APIAddr, "api", app.DefaultAPIAddr, "TCP address of the HTTPS API")
 	c.Flags().StringVar(&cfg.ConfigFile, "config", "", "server config file (YAML): SIEM forwarders (syslog, webhook)")
 	c.Flags().StringVar(&cfg.PublicQUICAddr, "public-quic", "", "HOST:PORT agents use to reach the QUIC endpoint, for printed enroll commands (default: the --quic address when it names a host, else the API request's host name with the --quic port)")
+	c.Flags().Var(retentionFlag{&cfg.Retention}, "retention", "delete findings received longer ago than this, hourly: 0 or off keeps them for ever; days such as 365d, or a duration such as 8760h; at least 1d")
 	_ = c.MarkFlagRequired("data")
 	return c
 }

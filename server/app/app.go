@@ -267,7 +267,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Logger:      log.With("part", "endpoint"),
 		Registerer:  reg,
 	}
-	models := newRegistry(db, cfg, log.With("part", "registry"))
+	models := newRegistry(db, cfg, log.With("part", "registry"), reg)
 	wireRegistry(models, &ecfg)
 	if cfg.Endpoint != nil {
 		cfg.Endpoint(&ecfg)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vigil-edge/vigil/server/endpoint"
 	"github.com/vigil-edge/vigil/server/registry"
 	"github.com/vigil-edge/vigil/server/store"
@@ -15,7 +17,7 @@ import (
 // <data>/bundles (what FETCH serves), the release-key trust policy in <data>/trust.json, and
 // detector plugins for the publish smoke test next to the server binary, in
 // /usr/lib/vigil[/plugins], or in $VIGIL_PLUGIN_DIR.
-func newRegistry(db *store.DB, cfg Config, log *slog.Logger) *registry.Registry {
+func newRegistry(db *store.DB, cfg Config, log *slog.Logger, metrics prometheus.Registerer) *registry.Registry {
 	dirs := registry.DefaultPluginDirs()
 	if d := os.Getenv("VIGIL_PLUGIN_DIR"); d != "" {
 		dirs = append([]string{d}, dirs...)
@@ -26,7 +28,7 @@ func newRegistry(db *store.DB, cfg Config, log *slog.Logger) *registry.Registry 
 	}
 	return registry.New(registry.Config{
 		DB: db, DataDir: cfg.DataDir, BundleDir: filepath.Join(cfg.DataDir, BundlesDir),
-		PluginDirs: dirs, PluginEnv: env, Logger: log,
+		PluginDirs: dirs, PluginEnv: env, Logger: log, Registerer: metrics,
 	})
 }
 

@@ -142,6 +142,7 @@ func newRegEnv(t *testing.T) *regEnv {
 	}
 	e := &regEnv{t: t, db: db, signer: s, dir: dir, push: &fakePusher{sent: map[string][]*wirev1.ServerControl{}}}
 	e.reg = New(Config{DB: db, DataDir: dir, BundleDir: filepath.Join(dir, "bundles")})
+	t.Cleanup(e.reg.bg.Wait) // before the store closes
 	e.reg.SetPusher(e.push)
 	for _, a := range []string{"a-1", "a-2", "a-3"} {
 		e.addAgent(a, "alpha")

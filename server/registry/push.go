@@ -48,6 +48,10 @@ type agentQueue struct {
 // pushQueue holds the per-agent queues and the bound on pushes in flight.
 type pushQueue struct {
 	sem chan struct{}
+	// guard, when set, checks each message right before it is written: a message it refuses is
+	// not sent and its result is guard's error (Registry.guardOffer: offers that no longer
+	// verify against the server trust policy).
+	guard func(agentID string, m *wirev1.ServerControl) error
 
 	mu     sync.Mutex
 	agents map[string]*agentQueue // present while the agent's sender runs
@@ -105,6 +109,12 @@ func (q *pushQueue) run(agentID string, aq *agentQueue) {
 		aq.jobs[0] = pushJob{}
 		aq.jobs = aq.jobs[1:]
 		q.mu.Unlock()
+		if q.guard != nil {
+			if err := q.guard(agentID, j.msg); err != nil {
+				j.done(err)
+				continue
+			}
+		}
 		q.sem <- struct{}{}
 		err := j.p.Push(agentID, j.msg)
 		<-q.sem

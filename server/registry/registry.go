@@ -2,7 +2,8 @@
 // (signatures verified against the server's copy of the trust policy, <data>/trust.json, and the
 // model smoke-loaded by the matching detector plugin), creating rollouts that target an entity, a
 // list of agents or a stable percentage of agents, pushing ModelOffers to connected agents at
-// once and to the others when they say Hello, and reporting per-agent rollout status.
+// once and to the others when they say Hello (each offer checked again against the trust policy
+// of the moment: trustcheck.go), and reporting per-agent rollout status.
 //
 // It is a server package: it never imports agent/...; the plugin smoke test starts the detector
 // binary through plugins/sdk's go-plugin glue.
@@ -27,6 +28,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/bundle"
@@ -64,6 +67,8 @@ type Config struct {
 	// PushWait bounds how long a fan-out waits for its pushes (0 = DefaultPushWait). See push.go.
 	PushWorkers int
 	PushWait    time.Duration
+	// Registerer receives the registry's Prometheus metrics (trustcheck.go); nil means none.
+	Registerer prometheus.Registerer
 }
 
 // Registry is the model registry.
@@ -84,6 +89,13 @@ type Registry struct {
 
 	mu     sync.RWMutex
 	pusher Pusher
+
+	// trust caches trust.json and the checks of offers against it (trustcheck.go).
+	trust   trustChecker
+	metrics *registryMetrics
+	// bg tracks the work the trust check starts in the background (halts, pushes), which
+	// tests wait for.
+	bg sync.WaitGroup
 }
 
 // New returns a registry; SetPusher connects it to the endpoint once that exists.
@@ -97,7 +109,17 @@ func New(cfg Config) *Registry {
 	if cfg.PushWait <= 0 {
 		cfg.PushWait = DefaultPushWait
 	}
-	return &Registry{cfg: cfg, log: cfg.Logger, pq: newPushQueue(cfg.PushWorkers)}
+	r := &Registry{cfg: cfg, log: cfg.Logger, pq: newPushQueue(cfg.PushWorkers), metrics: newRegistryMetrics()}
+	r.trust.results = map[checkKey]checkResult{}
+	r.trust.inflight = map[checkKey]chan struct{}{}
+	r.trust.logged = map[string]string{}
+	r.pq.guard = r.guardOffer
+	if cfg.Registerer != nil {
+		if err := r.metrics.register(cfg.Registerer); err != nil {
+			r.log.Error("registry metrics", "err", err)
+		}
+	}
+	return r
 }
 
 // SetPusher sets the endpoint that reaches agents.
@@ -456,23 +478,29 @@ func (r *Registry) OnHello(agentID, entity string, shadowRollouts []string) {
 		return
 	}
 	r.decideMu.RLock()
-	f := r.helloMsgs(ctx, p, agentID, entity, shadowRollouts)
+	f, untrusted := r.helloMsgs(ctx, p, agentID, entity, shadowRollouts)
 	r.decideMu.RUnlock()
+	// Rollouts that no longer verify were not offered: halt them (their withdrawals are queued
+	// behind this agent's messages), then offer what is now the newest rollout of their models.
+	if len(untrusted) > 0 && r.haltUntrusted(ctx, untrusted) {
+		r.PushPending(ctx)
+	}
 	if f != nil {
 		f.wait(ctx)
 	}
 }
 
 // helloMsgs queues the withdrawals and offers of an agent that just connected; the caller
-// holds decideMu shared.
-func (r *Registry) helloMsgs(ctx context.Context, p Pusher, agentID, entity string, shadowRollouts []string) *fanOut {
+// holds decideMu shared. Offers are checked against the server trust policy first: it returns
+// the rollouts that failed the check (not offered), which the caller halts.
+func (r *Registry) helloMsgs(ctx context.Context, p Pusher, agentID, entity string, shadowRollouts []string) (*fanOut, []untrustedRollout) {
 	rollouts, err := r.cfg.DB.RolloutsInStates(ctx, "active", "halted")
 	if err != nil {
 		r.log.Error("rollouts for a connecting agent", "agent", agentID, "err", err)
-		return nil
+		return nil, nil
 	}
 	if len(rollouts) == 0 {
-		return nil
+		return nil, nil
 	}
 	var active, halted []store.RolloutRecord
 	for _, ro := range rollouts {
@@ -485,7 +513,7 @@ func (r *Registry) helloMsgs(ctx context.Context, p Pusher, agentID, entity stri
 	st, err := r.cfg.DB.ModelStatuses(ctx, agentID, "")
 	if err != nil {
 		r.log.Error("model statuses", "err", err)
-		return nil
+		return nil, nil
 	}
 	ix := indexStatuses(st)
 	// Withdrawals first: a halted shadow model stops before anything new starts (the agent's
@@ -494,12 +522,13 @@ func (r *Registry) helloMsgs(ctx context.Context, p Pusher, agentID, entity stri
 	for _, id := range shadowRollouts {
 		running[id] = true
 	}
+	check := r.newOfferCheck(active)
 	msgs := withdrawalsFor(halted, agentID, entity, ix, running)
-	msgs = append(msgs, offerMsgs(r.offersFor(active, agentID, entity, ix, running))...)
+	msgs = append(msgs, offerMsgs(check.filter(r.offersFor(active, agentID, entity, ix, running)))...)
 	if r.beforeQueue != nil {
 		r.beforeQueue()
 	}
-	return r.enqueue(p, map[string][]*wirev1.ServerControl{agentID: msgs}, r.logPush)
+	return r.enqueue(p, map[string][]*wirev1.ServerControl{agentID: msgs}, r.logPush), check.untrusted
 }
 
 // statusIndex holds one agent's model reports by bundle digest and rollout id.
@@ -541,40 +570,60 @@ func (ix statusIndex) active(digest string) bool {
 	return false
 }
 
+// maxPushRounds bounds PushPending's passes: one more after each pass whose offers included
+// rollouts that it then halted (trustcheck.go), as an older rollout of their models may be the
+// one to offer now.
+const maxPushRounds = 4
+
 // PushPending offers every connected agent what it lacks; it returns the agents reached.
+// Offers whose rollouts no longer verify against the server trust policy are not sent, and those
+// rollouts are halted.
 func (r *Registry) PushPending(ctx context.Context) []string {
 	p := r.getPusher()
 	if p == nil {
 		return nil
 	}
-	r.decideMu.RLock()
-	f := r.pendingMsgs(ctx, p)
-	r.decideMu.RUnlock()
-	if f == nil {
-		return nil
+	var fs []*fanOut
+	for range maxPushRounds {
+		r.decideMu.RLock()
+		f, untrusted := r.pendingMsgs(ctx, p)
+		r.decideMu.RUnlock()
+		if f != nil {
+			fs = append(fs, f)
+		}
+		if len(untrusted) == 0 || !r.haltUntrusted(ctx, untrusted) {
+			break
+		}
+	}
+	reachedSet := map[string]bool{}
+	for _, f := range fs {
+		for id := range f.wait(ctx) {
+			reachedSet[id] = true
+		}
 	}
 	var reached []string
-	for id := range f.wait(ctx) {
+	for id := range reachedSet {
 		reached = append(reached, id)
 	}
 	slices.Sort(reached)
 	return reached
 }
 
-// pendingMsgs queues the offers connected agents lack; the caller holds decideMu shared.
-func (r *Registry) pendingMsgs(ctx context.Context, p Pusher) *fanOut {
+// pendingMsgs queues the offers connected agents lack; the caller holds decideMu shared. It
+// returns the rollouts whose offers failed the trust check (not offered).
+func (r *Registry) pendingMsgs(ctx context.Context, p Pusher) (*fanOut, []untrustedRollout) {
 	rollouts, err := r.cfg.DB.ActiveRollouts(ctx)
 	if err != nil {
 		r.log.Error("active rollouts", "err", err)
-		return nil
+		return nil, nil
 	}
 	if len(rollouts) == 0 {
-		return nil
+		return nil, nil
 	}
 	agents, err := r.cfg.DB.ListAgents(ctx, store.AgentFilter{})
 	if err != nil {
 		r.log.Error("list agents", "err", err)
-		return nil
+		return nil, nil
 	}
 	entity := map[string]string{}
 	for _, a := range agents {
@@ -583,7 +632,7 @@ func (r *Registry) pendingMsgs(ctx context.Context, p Pusher) *fanOut {
 	all, err := r.cfg.DB.ModelStatuses(ctx, "", "")
 	if err != nil {
 		r.log.Error("model statuses", "err", err)
-		return nil
+		return nil, nil
 	}
 	byAgent := map[string]statusIndex{}
 	for _, s := range all {
@@ -592,11 +641,12 @@ func (r *Registry) pendingMsgs(ctx context.Context, p Pusher) *fanOut {
 		}
 		byAgent[s.AgentID].add(s)
 	}
+	check := r.newOfferCheck(rollouts)
 	msgs := map[string][]*wirev1.ServerControl{}
 	for _, id := range p.Connected() {
-		if offers := r.offersFor(rollouts, id, entity[id], byAgent[id], nil); len(offers) > 0 {
+		if offers := check.filter(r.offersFor(rollouts, id, entity[id], byAgent[id], nil)); len(offers) > 0 {
 			msgs[id] = offerMsgs(offers)
 		}
 	}
-	return r.enqueue(p, msgs, r.logPush)
+	return r.enqueue(p, msgs, r.logPush), check.untrusted
 }

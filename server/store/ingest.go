@@ -197,26 +197,20 @@ func (db *DB) insertTx(group []*insertReq, counts []int) error {
 			}
 			for _, args := range chunks {
 				rows := (len(args) - sharedInsertArgs) / rowInsertArgs
+				var res sql.Result
+				var err error
 				if db.insertStmts[rows] == nil {
 					// A size only a floor-filtered batch has (rare): not
 					// prepared on the connection before the transaction.
-					res, err := tx.ExecContext(ctx, insertFindingsSQL(rows), args...)
-					if err != nil {
-						return fmt.Errorf("insert findings of %s from seq %d: %w", r.agentID, r.first, err)
+					res, err = tx.ExecContext(ctx, insertFindingsSQL(rows), args...)
+				} else {
+					stmt := stmts[rows]
+					if stmt == nil {
+						stmt = tx.StmtContext(ctx, db.insertStmts[rows])
+						stmts[rows] = stmt
 					}
-					n, err := res.RowsAffected()
-					if err != nil {
-						return fmt.Errorf("insert findings of %s from seq %d: %w", r.agentID, r.first, err)
-					}
-					counts[gi] += int(n)
-					continue
+					res, err = stmt.ExecContext(ctx, args...)
 				}
-				stmt := stmts[rows]
-				if stmt == nil {
-					stmt = tx.StmtContext(ctx, db.insertStmts[rows])
-					stmts[rows] = stmt
-				}
-				res, err := stmt.ExecContext(ctx, args...)
 				if err != nil {
 					return fmt.Errorf("insert findings of %s from seq %d: %w", r.agentID, r.first, err)
 				}

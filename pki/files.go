@@ -74,29 +74,29 @@ func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
 
 // ReadKey reads an ECDSA P-256 private key from a PEM file ("EC PRIVATE KEY"
 // or PKCS#8 "PRIVATE KEY"). It refuses a file that group or others may read
-// or write (mode&0077 != 0): fix it with chmod 600.
+// or write (mode&0077 != 0): fix it with chmod 600. Only a regular file is
+// read (a symbolic link to one is followed), at most maxPEMFile bytes, and
+// the mode checked is that of the file opened: a named pipe (in the agent's
+// state directory, which its service user can write, for one) is refused
+// instead of holding the caller for good.
 func ReadKey(path string) (*ecdsa.PrivateKey, error) {
-	f, err := os.Open(path)
+	f, fi, err := fsutil.OpenRegular(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read key: %w", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("read key: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("read key %s: not a regular file", path)
-	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("read key %s: mode %#o lets group or others access it; want 0600", path, perm)
+	}
+	if fi.Size() > maxPEMFile {
+		return nil, fmt.Errorf("read key %s: file larger than %d bytes: %w", path, maxPEMFile, fsutil.ErrTooLarge)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("read key %s: %w", path, err)
 	}
 	if len(data) > maxPEMFile {
-		return nil, fmt.Errorf("read key %s: file larger than %d bytes", path, maxPEMFile)
+		return nil, fmt.Errorf("read key %s: file larger than %d bytes: %w", path, maxPEMFile, fsutil.ErrTooLarge)
 	}
 	key, err := parseKeyPEM(data)
 	if err != nil {
@@ -165,19 +165,13 @@ func encodeCerts(der [][]byte) ([]byte, error) {
 }
 
 // ReadCerts reads the PEM "CERTIFICATE" blocks of path, in file order. A file
-// with no certificate or with a PEM block of another type is an error.
+// with no certificate or with a PEM block of another type is an error. Only a
+// regular file is read (a symbolic link to one is followed), at most
+// maxPEMFile bytes: a named pipe is refused instead of holding the caller.
 func ReadCerts(path string) ([]*x509.Certificate, error) {
-	f, err := os.Open(path)
+	data, err := fsutil.ReadRegular(path, maxPEMFile)
 	if err != nil {
 		return nil, fmt.Errorf("read certificates: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("read certificates %s: %w", path, err)
-	}
-	if len(data) > maxPEMFile {
-		return nil, fmt.Errorf("read certificates %s: file larger than %d bytes", path, maxPEMFile)
 	}
 	certs, err := parseCertsPEM(data)
 	if err != nil {

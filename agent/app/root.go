@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-edge/vigil/internal/buildinfo"
+	"github.com/vigil-edge/vigil/internal/termsafe"
 )
 
 // Globals are the root command's shared settings, available to every
@@ -58,20 +59,24 @@ func NewRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// Main runs the command line and returns the process exit status.
+// Main runs the command line and returns the process exit status. An error
+// goes to stderr on one line, escaped (termsafe.Text): errors carry text
+// others control (names of files in watched or listed folders, the server's
+// answers, configuration values), which must not move the cursor, retitle
+// the terminal, reorder what it shows or add lines.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := NewRootCommand(stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
+		code, msg := 1, err.Error()
 		var ee *exitError
 		if errors.As(err, &ee) {
-			if ee.msg != "" {
-				fmt.Fprintf(stderr, "vigil-agent: %s\n", ee.msg)
-			}
-			return ee.code
+			code, msg = ee.code, ee.msg
 		}
-		fmt.Fprintf(stderr, "vigil-agent: %v\n", err)
-		return 1
+		if msg != "" {
+			fmt.Fprintf(stderr, "vigil-agent: %s\n", termsafe.Text(msg))
+		}
+		return code
 	}
 	return 0
 }

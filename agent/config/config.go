@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vigil-edge/vigil/internal/fsutil"
 )
 
 // maxFile bounds a configuration file.
@@ -202,16 +204,17 @@ func (c *Config) SetDefaults() {
 // as YAML) and fills in defaults. It does not validate: apply flags, then
 // call Validate. It refuses a file that others may write, or that a user
 // other than root and the caller owns: the file chooses the plugins the
-// agent runs and the models and trust policy it loads.
+// agent runs and the models and trust policy it loads. Only a regular file
+// is read (a symbolic link to one is followed; the checks apply to the file
+// opened, by fstat): it is opened with O_NONBLOCK, so a named pipe does not
+// hold the open, waiting for a writer, before it can be refused.
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	f, fi, err := fsutil.OpenRegular(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, fmt.Errorf("load config %s: %w", path, err)
-	} else if err := checkOwner(fi); err != nil {
+	if err := checkOwner(fi); err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	var buf bytes.Buffer

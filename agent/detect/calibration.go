@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/selfcal"
 )
@@ -114,20 +113,12 @@ func (c *Calibration) Persist(path string, settings []string, log *slog.Logger) 
 	log.Info("calibrations restored: no grace period for these models", "file", path, "models", len(restored))
 }
 
+// readCalibrationFile reads the Persist file. Only a regular file is read,
+// never through a symbolic link (save writes it by rename), at most
+// calibrationFileMax bytes: a named pipe there would otherwise hold the
+// pipeline's start for good. A missing file's error wraps fs.ErrNotExist.
 func readCalibrationFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, calibrationFileMax+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > calibrationFileMax {
-		return nil, fmt.Errorf("larger than %d bytes", calibrationFileMax)
-	}
-	return b, nil
+	return fsutil.ReadRegularNoFollow(path, calibrationFileMax)
 }
 
 // save writes the calibrations to the Persist file when they changed.

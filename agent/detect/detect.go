@@ -30,6 +30,8 @@ import (
 	"github.com/vigil-edge/vigil/agent/pipeline"
 	"github.com/vigil-edge/vigil/agent/pluginhost"
 	"github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/internal/fsutil"
+	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -526,7 +528,10 @@ func (p *Pipeline) Run(ctx context.Context, sink pipeline.Sink) error {
 	return runErr
 }
 
-// stage copies bundles into a new world-readable directory.
+// stage copies bundles into a new world-readable directory. Only regular
+// files are copied (a symbolic link to one is followed: an admin names
+// Config.Bundle), at most the bundle size limit each: a named pipe would
+// otherwise hold the pipeline's start for good.
 func stage(paths []string) (string, []string, error) {
 	dir, err := os.MkdirTemp("", "vigil-bundles-")
 	if err != nil {
@@ -540,7 +545,7 @@ func stage(paths []string) (string, []string, error) {
 		if p == "" {
 			continue
 		}
-		b, err := os.ReadFile(p)
+		b, err := fsutil.ReadRegular(p, bundle.DefaultLimits().MaxTotal)
 		if err != nil {
 			os.RemoveAll(dir)
 			return "", nil, fmt.Errorf("stage bundle: %w", err)

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	"github.com/vigil-edge/vigil/plugins/sdk/ring"
@@ -279,10 +280,14 @@ func (h *Host) pin() (sum []byte, fresh bool, err error) {
 	return sum, true, nil
 }
 
+// fileSHA256 hashes the regular file at path (a symbolic link to one is
+// followed). It is opened with O_NONBLOCK and refused unless its fstat says
+// regular: New checks the type by path, but a named pipe put there after it
+// held the open (the pin at the first launch) for good, waiting for a writer.
 func fileSHA256(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, _, err := fsutil.OpenRegular(path, os.O_RDONLY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("pin plugin: %w", err)
 	}
 	defer f.Close()
 	h := sha256.New()

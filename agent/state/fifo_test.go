@@ -7,9 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/vigil-edge/vigil/internal/fsutil/fsutiltest"
 )
 
 // TestReadIdentityRefusesSpecialFiles: identity.json that is a FIFO is
@@ -20,10 +20,8 @@ import (
 func TestReadIdentityRefusesSpecialFiles(t *testing.T) {
 	t.Run("fifo", func(t *testing.T) {
 		d := Dir(t.TempDir())
-		if err := syscall.Mkfifo(d.Path(IdentityFile), 0o600); err != nil {
-			t.Skipf("mkfifo: %v", err)
-		}
-		err := returnsWithin(t, d.Path(IdentityFile), func() error { _, err := d.ReadIdentity(); return err })
+		fsutiltest.Mkfifo(t, d.Path(IdentityFile))
+		err := fsutiltest.ReturnsWithin(t, d.Path(IdentityFile), func() error { _, err := d.ReadIdentity(); return err })
 		if err == nil || errors.Is(err, ErrNotEnrolled) || !strings.Contains(err.Error(), "not a regular file") {
 			t.Fatalf("FIFO identity.json: got %v, want a not-a-regular-file error", err)
 		}
@@ -55,26 +53,4 @@ func TestReadIdentityRefusesSpecialFiles(t *testing.T) {
 			t.Fatalf("missing identity.json: got %v, want ErrNotEnrolled", err)
 		}
 	})
-}
-
-// returnsWithin runs read and returns its error. If it has not returned
-// after a bound far above any machine's time for an open and an fstat, the
-// test fails; the FIFO at fifo is then opened for writing, which ends a read
-// blocked on it, so that a regression fails the test instead of hanging the
-// suite.
-func returnsWithin(t *testing.T, fifo string, read func() error) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- read() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(10 * time.Second):
-		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			w.Close()
-		}
-		<-done
-		t.Fatal("the read blocked on a FIFO instead of refusing it")
-		return nil
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/pipeline"
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -56,19 +56,17 @@ func Parse(data []byte) (Set, error) {
 	return Set{Generation: f.Generation, Rules: f.Rules}, nil
 }
 
-// Load reads the set from path; a missing file is the empty set.
+// Load reads the set from path; a missing file is the empty set. Only a
+// regular file is read, never through a symbolic link (Save writes it by
+// rename), at most MaxFileSize bytes: a named pipe in the state directory
+// would otherwise hold the agent's start for good.
 func Load(path string) (Set, error) {
-	fh, err := os.Open(path)
+	data, err := fsutil.ReadRegularNoFollow(path, MaxFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Set{Rules: []Rule{}}, nil
 	}
 	if err != nil {
 		return Set{}, fmt.Errorf("load suppressions: %w", err)
-	}
-	defer fh.Close()
-	data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
-	if err != nil {
-		return Set{}, fmt.Errorf("load suppressions %s: %w", path, err)
 	}
 	s, err := Parse(data)
 	if err != nil {

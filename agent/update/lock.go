@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-edge/vigil/internal/fsutil"
 )
 
 // lockPoll is how often a process waiting for the state lock tries again.
@@ -25,7 +28,9 @@ func (u *Updater) lockState(ctx context.Context) (unlock func(), err error) {
 		return nil, fmt.Errorf("lock models: %w", err)
 	}
 	path := filepath.Join(root, lockFile)
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644) // flock needs no write access
+	// flock needs no write access. The updater creates the file itself: a symbolic link is not
+	// followed, and anything but a regular file (a named pipe would hold the open) is refused.
+	f, _, err := fsutil.OpenRegular(path, os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock models: %w", err)
 	}

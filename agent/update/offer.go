@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vigil-edge/vigil/internal/fsutil"
@@ -218,7 +219,8 @@ func (u *Updater) download(ctx context.Context, o *wirev1.ModelOffer) (string, e
 			_ = fsutil.SyncDir(dir)
 			return done, nil
 		}
-		if errors.Is(err, ErrNotFound) || errors.Is(err, errTooLarge) || errors.Is(err, errTooSmall) || ctx.Err() != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, errTooLarge) || errors.Is(err, errTooSmall) ||
+			errors.Is(err, fsutil.ErrNotRegular) || ctx.Err() != nil {
 			return "", err
 		}
 		if attempt >= 20 {
@@ -242,15 +244,14 @@ var (
 )
 
 func (u *Updater) fetchOnce(ctx context.Context, o *wirev1.ModelOffer, part string) error {
-	f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	// The updater creates the file itself: a symbolic link is not followed (the file is appended
+	// to and truncated), and anything but a regular file is refused (a named pipe would hold the
+	// open, waiting for a reader).
+	f, st, err := fsutil.OpenRegular(part, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o640)
 	if err != nil {
 		return fmt.Errorf("download: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("download: %w", err)
-	}
 	off := uint64(st.Size())
 	if off > o.Size {
 		if err := f.Truncate(0); err != nil {

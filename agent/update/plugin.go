@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-edge/vigil/agent/pluginhost"
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 )
@@ -95,12 +96,13 @@ func StartShadowPlugin(ctx context.Context, hc pluginhost.Config, stageDir, path
 // StageForPlugin copies the bundle at path into dir, a directory the plugin's
 // sandbox lets it read, world-readable (bundles are public, signed data), as
 // prefix + its base name, and returns the copy's path; with dir "" it returns
-// path.
+// path. Only a regular file is copied (a symbolic link to one is followed), at most the bundle
+// size limit: a named pipe would otherwise hold the caller for good.
 func StageForPlugin(dir, path, prefix string) (string, error) {
 	if dir == "" {
 		return path, nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadRegular(path, bundle.DefaultLimits().MaxTotal)
 	if err != nil {
 		return "", fmt.Errorf("stage for the plugin: %w", err)
 	}

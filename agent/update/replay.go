@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/rollback"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 )
@@ -61,23 +60,17 @@ func replayFile(dir, featureSet string) string {
 }
 
 // readReplay reads the replay state of featureSet's name; the zero state when there is none. Fields
-// it does not know are ignored (a later agent's), missing ones are zero (an earlier agent's).
+// it does not know are ignored (a later agent's), missing ones are zero (an earlier agent's). Only a
+// regular file is read, never through a symbolic link (writeReplay writes it by rename), at most
+// maxReplayState bytes: a named pipe there would otherwise hold every install for good.
 func readReplay(dir, featureSet string) (replayState, error) {
 	name := replayFile(dir, featureSet)
-	f, err := os.Open(name)
+	b, err := fsutil.ReadRegularNoFollow(name, maxReplayState)
 	if errors.Is(err, fs.ErrNotExist) {
 		return replayState{}, nil
 	}
 	if err != nil {
 		return replayState{}, fmt.Errorf("read rollback replay state: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxReplayState+1))
-	if err != nil {
-		return replayState{}, fmt.Errorf("read rollback replay state: %w", err)
-	}
-	if len(b) > maxReplayState {
-		return replayState{}, fmt.Errorf("read rollback replay state %s: larger than %d bytes", name, maxReplayState)
 	}
 	var st replayState
 	if err := json.Unmarshal(b, &st); err != nil {

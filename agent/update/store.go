@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -49,7 +48,7 @@ const (
 	replayPrefix   = "replay-"
 	shadowDir      = "shadow"
 	lockFile       = ".lock"
-	maxPointer     = 256
+	maxPointer     = 256 // bytes of a pointer or floor file
 )
 
 // SlotName is the pointer suffix of a feature set ("netflow/v1" -> "netflow-v1").
@@ -68,22 +67,20 @@ func (u *Updater) detectorDir(detector string) string {
 	return filepath.Join(u.cfg.StateDir, ModelsDir, detector)
 }
 
-// readPointer returns the bundle path a pointer names, "" if the pointer does not exist.
+// readPointer returns the bundle path a pointer names, "" if the pointer does not exist. Only a
+// regular file is read, never through a symbolic link (the updater writes pointers itself, by
+// rename), at most maxPointer bytes: a named pipe there would otherwise hold the agent's start
+// and `vigil-agent update` for good.
 func readPointer(dir, name string) (string, error) {
-	f, err := os.Open(filepath.Join(dir, name))
+	b, err := fsutil.ReadRegularNoFollow(filepath.Join(dir, name), maxPointer)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("read pointer %s: %w", name, err)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPointer+1))
-	if err != nil {
-		return "", fmt.Errorf("read pointer %s: %w", name, err)
-	}
 	v := string(bytes.TrimSpace(b))
-	if len(b) > maxPointer || v == "" || strings.ContainsAny(v, "/\\") || v == "." || v == ".." || !strings.HasSuffix(v, bundle.Extension) {
+	if v == "" || strings.ContainsAny(v, "/\\") || v == "." || v == ".." || !strings.HasSuffix(v, bundle.Extension) {
 		return "", fmt.Errorf("read pointer %s: malformed", name)
 	}
 	return filepath.Join(dir, v), nil
@@ -162,10 +159,12 @@ type versionFloor struct {
 	Digest  string
 }
 
-// readFloor reads the floor of a slot; the zero floor when the slot never had one.
+// readFloor reads the floor of a slot; the zero floor when the slot never had one. Like a pointer,
+// only a regular file is read (raiseFloor writes it by rename: a symbolic link is never followed),
+// at most maxPointer bytes (a well-formed floor is under 100).
 func readFloor(dir, slot string) (versionFloor, error) {
 	name := filepath.Join(dir, floorPrefix+slot)
-	b, err := os.ReadFile(name)
+	b, err := fsutil.ReadRegularNoFollow(name, maxPointer)
 	if errors.Is(err, fs.ErrNotExist) {
 		return versionFloor{}, nil
 	}

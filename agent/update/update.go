@@ -268,9 +268,10 @@ func (u *Updater) Active(detector, featureSet string) (Active, bool) {
 	return loadActive(u.detectorDir(detector), activePrefix+SlotName(featureSet))
 }
 
-// FileDigest is the "sha256:<hex>" of a file.
+// FileDigest is the "sha256:<hex>" of a file. Only a regular file is read (a symbolic link to
+// one is followed): a named pipe where a download is expected would otherwise hold the updater.
 func FileDigest(path string) (string, error) {
-	f, err := os.Open(path)
+	f, _, err := fsutil.OpenRegular(path, os.O_RDONLY, 0)
 	if err != nil {
 		return "", fmt.Errorf("digest %s: %w", path, err)
 	}
@@ -301,30 +302,18 @@ func (u *Updater) Install(ctx context.Context, req Request) (Result, error) {
 }
 
 // readBundleFile reads a whole bundle file, refusing one larger than the bundle size limit
-// (bundle.DefaultLimits().MaxTotal) or that is not a regular file.
+// (bundle.DefaultLimits().MaxTotal) or that is not a regular file (fsutil.ReadRegular: a named
+// pipe is refused at once instead of holding the updater).
 func readBundleFile(path string) ([]byte, error) {
 	limit := bundle.DefaultLimits().MaxTotal
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read bundle %s: %w", path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("read bundle %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
+	data, err := fsutil.ReadRegular(path, limit)
+	switch {
+	case errors.Is(err, fsutil.ErrNotRegular):
 		return nil, reject(nil, "bundle %s is not a regular file", filepath.Base(path))
-	}
-	if st.Size() > limit {
-		return nil, reject(nil, "bundle file of %d bytes is larger than the limit of %d bytes", st.Size(), limit)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read bundle %s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
+	case errors.Is(err, fsutil.ErrTooLarge):
 		return nil, reject(nil, "bundle file is larger than the limit of %d bytes", limit)
+	case err != nil:
+		return nil, fmt.Errorf("read bundle %s: %w", path, err)
 	}
 	return data, nil
 }

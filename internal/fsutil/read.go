@@ -42,25 +42,50 @@ func ReadRegularNoFollow(path string, limit int64) ([]byte, error) {
 	return readRegular(path, limit, syscall.O_NOFOLLOW)
 }
 
-func readRegular(path string, limit int64, flags int) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC|flags, 0)
+// OpenRegular opens path with os.OpenFile's flag and perm, plus O_NONBLOCK
+// and O_CLOEXEC, and returns it with its fstat, or an error wrapping
+// ErrNotRegular if it is not a regular file. Opening a named pipe for
+// reading waits for a writer, and for writing waits for a reader, forever,
+// before its type could be checked; with O_NONBLOCK the open returns at
+// once, and it changes nothing for a regular file. Checks of mode or owner
+// belong on the returned FileInfo: it describes the file that is read.
+// With O_NOFOLLOW in flag, a symbolic link at path's last element wraps
+// ErrNotRegular too. Other errors of the open are returned as they are
+// (os.ErrNotExist for a missing file), except ENXIO, which only a special
+// file gives (a named pipe opened for writing without a reader, a socket):
+// it wraps ErrNotRegular as well.
+func OpenRegular(path string, flag int, perm os.FileMode) (*os.File, fs.FileInfo, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NONBLOCK|syscall.O_CLOEXEC, perm)
 	if err != nil {
 		// O_NOFOLLOW fails with ELOOP on a link: say so rather than "too many levels of symbolic links".
-		if flags&syscall.O_NOFOLLOW != 0 && errors.Is(err, syscall.ELOOP) {
+		if flag&syscall.O_NOFOLLOW != 0 && errors.Is(err, syscall.ELOOP) {
 			if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
-				return nil, fmt.Errorf("read %s: a symbolic link (not followed): %w", path, ErrNotRegular)
+				return nil, nil, fmt.Errorf("open %s: a symbolic link (not followed): %w", path, ErrNotRegular)
 			}
 		}
+		if errors.Is(err, syscall.ENXIO) {
+			return nil, nil, fmt.Errorf("%w: %w", err, ErrNotRegular)
+		}
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("open %s: a %s: %w", path, typeName(fi.Mode()), ErrNotRegular)
+	}
+	return f, fi, nil
+}
+
+func readRegular(path string, limit int64, flags int) ([]byte, error) {
+	f, fi, err := OpenRegular(path, os.O_RDONLY|flags, 0)
+	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("read %s: a %s: %w", path, typeName(fi.Mode()), ErrNotRegular)
-	}
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("read %s: %d bytes, at most %d: %w", path, fi.Size(), limit, ErrTooLarge)
 	}

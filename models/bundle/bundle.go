@@ -531,13 +531,25 @@ func ParseEnvelope(data []byte) (*Envelope, *Statement, error) {
 	return &env, &st, nil
 }
 
-// Digest is "sha256:<hex>" of the whole bundle file, the id servers and agents use for it.
+// Digest is "sha256:<hex>" of the whole bundle file, the id servers and agents use for it. Only a
+// regular file is hashed (a symbolic link to one is followed), refused otherwise with an error
+// wrapping ErrInvalid, at once: it is opened with O_NONBLOCK, as in Read, since opening a named
+// pipe for reading waits for a writer, forever (a FIFO named *.vgb in a model directory, the
+// agent's discovery digests what it lists). The file is streamed: no size bound is needed here,
+// and the callers read the bundle with Read's limits as well.
 func Digest(path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return "", fmt.Errorf("digest bundle: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("digest bundle: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("digest bundle: %w", invalid("%s is not a regular file", path))
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("digest bundle %s: %w", path, err)

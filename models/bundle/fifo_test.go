@@ -6,35 +6,36 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/vigil-edge/vigil/internal/fsutil/fsutiltest"
 )
 
-// TestReadRefusesFIFO: a named pipe where a bundle is expected is refused at once. Opening a FIFO
-// for reading waits for a writer, so a Read that opened first and checked the file type after
-// waited forever (a FIFO named *.vgb in a model directory hung the agent's bundle discovery).
-func TestReadRefusesFIFO(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "m-1"+Extension)
-	if err := syscall.Mkfifo(path, 0o644); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := Read(path, DefaultLimits())
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if !errors.Is(err, ErrInvalid) {
-			t.Fatalf("FIFO: got %v, want an error wrapping ErrInvalid", err)
-		}
-	case <-time.After(5 * time.Second):
-		// Unblock the reader (a writer's open completes its open; closing gives it EOF).
-		if w, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
-			w.Close()
-		}
-		<-done
-		t.Fatal("Read blocked on a FIFO instead of refusing it")
+// TestRefusesFIFO: a named pipe where a bundle is expected is refused at once, by Read and by
+// Digest. Opening a FIFO for reading waits for a writer, so a Read that opened first and checked
+// the file type after waited forever (a FIFO named *.vgb in a model directory hung the agent's
+// bundle discovery), and so did Digest, which never checked it (discovery digests the bundles it
+// lists; the server digests stored bundles).
+func TestRefusesFIFO(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		call func(path string) error
+	}{
+		{"Read", func(p string) error { _, err := Read(p, DefaultLimits()); return err }},
+		{"Digest", func(p string) error { _, err := Digest(p); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "m-1"+Extension)
+			fsutiltest.Mkfifo(t, path)
+			err := fsutiltest.ReturnsWithin(t, path, func() error { return tc.call(path) })
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("FIFO: got %v, want an error wrapping ErrInvalid", err)
+			}
+		})
+		t.Run(tc.name+" missing", func(t *testing.T) {
+			if err := tc.call(filepath.Join(t.TempDir(), "none"+Extension)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("missing file: got %v, want an error wrapping os.ErrNotExist", err)
+			}
+		})
 	}
 }

@@ -33,7 +33,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -270,21 +269,13 @@ func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
 	return name, nil
 }
 
-// readLimited reads at most max bytes of path; a larger file is an error.
+// readLimited reads at most max bytes of the regular file at path (a symbolic link to one is
+// followed: admins name key files); a larger file is an error wrapping fsutil.ErrTooLarge, and
+// anything but a regular file one wrapping fsutil.ErrNotRegular, at once: a named pipe would
+// otherwise hold the caller for good, waiting for a writer. A missing file's error wraps
+// os.ErrNotExist.
 func readLimited(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
-	}
-	return b, nil
+	return fsutil.ReadRegular(path, max)
 }
 
 // ReadPublicKeyFile reads and parses a PEM public key file (see ParsePublicKeyPEM).

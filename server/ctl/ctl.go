@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-edge/vigil/internal/buildinfo"
+	"github.com/vigil-edge/vigil/internal/termsafe"
 )
 
 // App is the state shared by all commands: global flags and output streams.
@@ -184,13 +185,16 @@ func envOr(getenv func(string) string, k, def string) string {
 }
 
 // Main runs vigilctl with args (without the program name) and returns the
-// exit status. Errors go to stderr.
+// exit status. Errors go to stderr, on one line, escaped (termsafe.Text):
+// they carry text others control (the server's or a proxy's error bodies,
+// names of listed files, agents' host names), which must not move the
+// cursor, retitle the terminal, reorder what it shows or add lines.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := &App{Stdout: stdout, Stderr: stderr}
 	root := NewRoot(app)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(stderr, "vigilctl: %v\n", err)
+		fmt.Fprintf(stderr, "vigilctl: %s\n", termsafe.Text(err.Error()))
 		var ae *APIError
 		if errors.As(err, &ae) && (ae.Status == 401 || ae.Status == 403) {
 			return 3

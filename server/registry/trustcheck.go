@@ -6,16 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/models/rollback"
 	"github.com/vigil-edge/vigil/models/trust"
@@ -153,23 +152,10 @@ func (m *registryMetrics) register(reg prometheus.Registerer) error {
 }
 
 // readTrustFile reads <data>/trust.json, a regular file (a link to one is followed) of at most
-// trust.MaxPolicySize bytes (a larger one is read that far: trust.Load refuses it). O_NONBLOCK:
-// opening a named pipe for reading would otherwise wait for a writer, holding the pass (and the
-// decisions of every Hello) for good; it changes nothing for a regular file.
+// trust.MaxPolicySize bytes (fsutil.ReadRegular): a named pipe there would otherwise hold the
+// pass, and the decisions of every Hello, for good.
 func (r *Registry) readTrustFile() ([]byte, error) {
-	f, err := os.OpenFile(filepath.Join(r.cfg.DataDir, TrustFile), os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", TrustFile)
-	}
-	return io.ReadAll(io.LimitReader(f, trust.MaxPolicySize+1))
+	return fsutil.ReadRegular(filepath.Join(r.cfg.DataDir, TrustFile), trust.MaxPolicySize)
 }
 
 // policy returns trust.json as it is now, parsed at most once per content. recovered reports

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-edge/vigil/internal/buildinfo"
+	"github.com/vigil-edge/vigil/internal/termsafe"
 	"github.com/vigil-edge/vigil/server/app"
 )
 
@@ -27,7 +28,9 @@ func main() {
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "vigil-server:", err)
+		// One line, escaped: errors carry names and text from outside
+		// (paths, certificate fields, configuration values).
+		fmt.Fprintln(os.Stderr, "vigil-server:", termsafe.Text(err.Error()))
 		os.Exit(1)
 	}
 }

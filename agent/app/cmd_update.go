@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/vigil-edge/vigil/agent/config"
 	"github.com/vigil-edge/vigil/agent/update"
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/trust"
 )
 
@@ -142,14 +142,7 @@ The exit status is 0 when the model is active (or the policy updated), 1 otherwi
 }
 
 func readSmall(path string, max int64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if st.Size() > max {
-		return nil, fmt.Errorf("read %s: larger than %d bytes", path, max)
-	}
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadRegular(path, max)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}

@@ -34,6 +34,8 @@ import (
 	"github.com/vigil-edge/vigil/agent/pluginhost"
 	"github.com/vigil-edge/vigil/agent/update"
 	"github.com/vigil-edge/vigil/agent/watch"
+	"github.com/vigil-edge/vigil/internal/fsutil"
+	"github.com/vigil-edge/vigil/models/bundle"
 	"github.com/vigil-edge/vigil/plugins/sdk"
 	"github.com/vigil-edge/vigil/plugins/sdk/event"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
@@ -680,7 +682,7 @@ func stageBundle(p string) (string, string, error) {
 		_ = os.RemoveAll(dir)
 		return "", "", fmt.Errorf("stage bundle: %w", err)
 	}
-	b, err := os.ReadFile(p)
+	b, err := fsutil.ReadRegular(p, bundle.DefaultLimits().MaxTotal)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return "", "", fmt.Errorf("stage bundle: %w", err)

@@ -11,12 +11,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	"github.com/vigil-edge/vigil/models/bundle"
 )
 
@@ -95,19 +97,22 @@ func ParseSigner(privPEM, passphrase []byte) (*Signer, error) {
 // LoadSigner reads an encrypted private key file written by WriteKeyPair and decrypts it. Like ssh,
 // it refuses a key file that group or others may read or write.
 func LoadSigner(path string, passphrase []byte) (*Signer, error) {
-	st, err := os.Stat(path)
+	// The checks apply to the file read (its fstat), which is opened without
+	// waiting on a named pipe.
+	f, st, err := fsutil.OpenRegular(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("load signing key: %s is not a regular file", path)
-	}
+	defer f.Close()
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("load signing key: %s has mode %#o; it must not be accessible by group or others (chmod 600)", path, st.Mode().Perm())
 	}
-	b, err := readLimited(path, maxKeyFile)
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
+	}
+	if len(b) > maxKeyFile {
+		return nil, fmt.Errorf("load signing key: %s is larger than %d bytes: %w", path, maxKeyFile, fsutil.ErrTooLarge)
 	}
 	s, err := ParseSigner(b, passphrase)
 	if err != nil {

@@ -11,10 +11,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/vigil-edge/vigil/internal/fsutil"
 )
+
+// maxSmallFile bounds a token file and a CA file (--token @FILE, --ca).
+const maxSmallFile = 1 << 20
 
 // Client talks to the Vigil API.
 type Client struct {
@@ -46,7 +50,7 @@ func NewClient(server, token, caFile string) (*Client, error) {
 		return nil, fmt.Errorf("--server %q: want an https:// URL (plain http only to loopback: the API token must not cross a network in clear)", server)
 	}
 	if path, ok := strings.CutPrefix(token, "@"); ok {
-		b, err := os.ReadFile(path)
+		b, err := fsutil.ReadRegular(path, maxSmallFile)
 		if err != nil {
 			return nil, fmt.Errorf("read token file: %w", err)
 		}
@@ -57,7 +61,7 @@ func NewClient(server, token, caFile string) (*Client, error) {
 	}
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS13}
 	if caFile != "" {
-		pemBytes, err := os.ReadFile(caFile)
+		pemBytes, err := fsutil.ReadRegular(caFile, maxSmallFile)
 		if err != nil {
 			return nil, fmt.Errorf("read CA file: %w", err)
 		}

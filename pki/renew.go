@@ -38,6 +38,16 @@ func (c *CA) RenewServerCertificate(now time.Time, before time.Duration) (cert t
 	}
 	c.renewMu.Lock()
 	defer c.renewMu.Unlock()
+	// `vigil-server ca rotate-issuing` may run meanwhile: between reading
+	// server.pem and writing it, its rotated server.pem would be replaced by
+	// one from the issuing CA this server loaded (the retired one), which
+	// the next start refuses. Its lock keeps it out; after it, the leaf is
+	// not signed by c.Issuing and nothing is written.
+	unlock, err := lockDir(c.dir)
+	if err != nil {
+		return tls.Certificate{}, false, fmt.Errorf("renew server certificate: %w", err)
+	}
+	defer unlock()
 	path := filepath.Join(c.dir, ServerCertFile)
 	leaf, key, err := c.loadServer()
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/vigil-edge/vigil/internal/fsutil"
@@ -58,11 +59,18 @@ type Rotation struct {
 // finishes (Rotation.Resumed). Only the root certificate and key, server.pem
 // (for its names) and server.key must load; the current issuing CA may be
 // damaged or expired, so this also repairs a deployment whose issuing CA
-// ended.
+// ended. Rotations, and a running server's renewal of server.pem, take
+// turns (a flock of dir).
 func RotateIssuing(dir, rootKeyPath string, now time.Time) (*Rotation, error) {
 	if rootKeyPath == "" {
 		rootKeyPath = filepath.Join(dir, RootKeyFile)
 	}
+	// Rotations share the staged file names: one at a time per directory.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("rotate issuing CA: %w", err)
+	}
+	defer unlock()
 	root, err := readRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("rotate issuing CA: %w", err)
@@ -275,4 +283,26 @@ func removeStaged(dir string) {
 	for _, n := range []string{stagedIssuingKey, stagedIssuingCert, stagedServerCert} {
 		_ = os.Remove(filepath.Join(dir, n))
 	}
+}
+
+// lockDir takes an exclusive flock(2) of the deployment directory itself
+// (no lock file is left behind), waiting for another holder: a rotation
+// takes milliseconds. It excludes other processes and, as each call opens
+// the directory anew, other goroutines of this one. unlock releases it.
+func lockDir(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil // closing the only descriptor releases the lock
 }

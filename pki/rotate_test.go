@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -278,5 +280,95 @@ func TestRotateIssuingRefuses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Two rotations at once (an operator's second terminal, a retried
+// automation): they share the staged file names, so unserialised, one's
+// staged key could be renamed into place with the other's certificate, and
+// both report success over a deployment that no longer loads. They take
+// turns; the deployment loads afterwards with the issuing CA of one of them.
+func TestRotateIssuingConcurrent(t *testing.T) {
+	for round := range 20 {
+		ca := newTestCA(t)
+		const n = 6
+		results := make([]*Rotation, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				results[i], errs[i] = RotateIssuing(ca.dir, "", time.Now())
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: rotation %d: %v", round, i, err)
+			}
+		}
+		got, err := LoadCA(ca.dir)
+		if err != nil {
+			t.Fatalf("round %d: the deployment after concurrent rotations does not load: %v", round, err)
+		}
+		if _, err := got.ServerCertificate(); err != nil {
+			t.Fatalf("round %d: server certificate after concurrent rotations: %v", round, err)
+		}
+		found := false
+		for _, r := range results {
+			found = found || r.Issuing.Equal(got.Issuing)
+		}
+		if !found {
+			t.Fatalf("round %d: the issuing CA in force is none that a rotation reported", round)
+		}
+	}
+}
+
+// A running server renewing its certificate while `ca rotate-issuing` runs:
+// had the rotation come between the renewal's read of server.pem and its
+// write, the renewal (with the old issuing CA it loaded) overwrote the
+// rotated server.pem, and the server failed at its next start (server.pem
+// not signed by the issuing CA). The renewal holds the rotation's lock.
+func TestRenewDuringRotation(t *testing.T) {
+	ca := newTestCA(t)
+	now := time.Now()
+	replaceServerCert(t, ca, now.Add(-time.Hour), now.Add(time.Hour)) // due
+	rotatedInside := false
+	ca.writeFile = func(p string, data []byte, perm os.FileMode) error {
+		// A rotation tries to get in between (it can when nothing holds
+		// the directory's lock).
+		d, err := os.Open(ca.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			d.Close()
+			if _, err := RotateIssuing(ca.dir, "", now); err != nil {
+				t.Fatal(err)
+			}
+			rotatedInside = true
+		} else {
+			d.Close()
+		}
+		return writeAtomic(p, data, perm, true)
+	}
+	_, _, renewErr := ca.RenewServerCertificate(now, 0)
+	if !rotatedInside {
+		if renewErr != nil {
+			t.Fatal(renewErr)
+		}
+		// The rotation the renewal kept out runs now.
+		if _, err := RotateIssuing(ca.dir, "", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := LoadCA(ca.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := got.ServerCertificate(); err != nil {
+		t.Fatalf("after a renewal and a rotation at once, the server would not start: %v", err)
 	}
 }

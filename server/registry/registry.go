@@ -111,7 +111,7 @@ func New(cfg Config) *Registry {
 	}
 	r := &Registry{cfg: cfg, log: cfg.Logger, pq: newPushQueue(cfg.PushWorkers), metrics: newRegistryMetrics()}
 	r.trust.results = map[checkKey]checkResult{}
-	r.trust.inflight = map[checkKey]chan struct{}{}
+	r.trust.inflight = map[checkKey]*inflightCheck{}
 	r.trust.logged = map[string]string{}
 	r.pq.guard = r.guardOffer
 	if cfg.Registerer != nil {

@@ -112,7 +112,7 @@ type trustChecker struct {
 	pol      trust.Policy
 	polErr   error
 	results  map[checkKey]checkResult
-	inflight map[checkKey]chan struct{}
+	inflight map[checkKey]*inflightCheck
 	// logged is what was last logged as unchecked, by subject ("" for the policy, else a
 	// rollout id), so that each problem is logged once.
 	logged map[string]string
@@ -121,6 +121,17 @@ type trustChecker struct {
 	withheld bool
 	// verifications counts bundle verifications (tests, the benchmark).
 	verifications int
+	// waiting counts the checks waiting for another's verification of their key (tests), and
+	// beforeVerify, when set, runs before a verification (tests hold one there).
+	waiting      int
+	beforeVerify func()
+}
+
+// inflightCheck is a verification in progress: the checks of its key wait for done and take
+// res, whatever the verdict (an unchecked result is not cached, but it is shared).
+type inflightCheck struct {
+	done chan struct{}
+	res  checkResult
 }
 
 // registryMetrics are the registry's Prometheus metrics (namespace vigil_server).
@@ -235,35 +246,42 @@ func (r *Registry) checkOffer(snap policySnap, name string, version uint64, dige
 	if len(instr) > 0 {
 		key.instr = sha256.Sum256(instr)
 	}
-	for {
-		now := r.cfg.Now()
-		c.mu.Lock()
-		if res, ok := c.results[key]; ok && (res.verdict != offerTrusted || now.Before(res.until)) {
-			c.mu.Unlock()
-			return res
-		}
-		if ch, ok := c.inflight[key]; ok {
-			c.mu.Unlock()
-			<-ch
-			continue
-		}
-		ch := make(chan struct{})
-		c.inflight[key] = ch
-		c.verifications++
-		c.mu.Unlock()
-		res := r.verifyOffer(snap.pol, path, name, version, digest, instr, now)
-		c.mu.Lock()
-		if res.verdict != offerUnchecked {
-			if len(c.results) >= maxCheckResults {
-				clear(c.results)
-			}
-			c.results[key] = res
-		}
-		delete(c.inflight, key)
-		close(ch)
+	now := r.cfg.Now()
+	c.mu.Lock()
+	if res, ok := c.results[key]; ok && (res.verdict != offerTrusted || now.Before(res.until)) {
 		c.mu.Unlock()
 		return res
 	}
+	if f, ok := c.inflight[key]; ok {
+		c.waiting++
+		c.mu.Unlock()
+		<-f.done
+		c.mu.Lock()
+		c.waiting--
+		c.mu.Unlock()
+		return f.res
+	}
+	f := &inflightCheck{done: make(chan struct{})}
+	c.inflight[key] = f
+	c.verifications++
+	hook := c.beforeVerify
+	c.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	res := r.verifyOffer(snap.pol, path, name, version, digest, instr, now)
+	c.mu.Lock()
+	if res.verdict != offerUnchecked {
+		if len(c.results) >= maxCheckResults {
+			clear(c.results)
+		}
+		c.results[key] = res
+	}
+	f.res = res
+	delete(c.inflight, key)
+	close(f.done)
+	c.mu.Unlock()
+	return res
 }
 
 func (r *Registry) bundlePath(digest string) string {

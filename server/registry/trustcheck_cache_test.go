@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-edge/vigil/models/bundle"
+	"github.com/vigil-edge/vigil/models/rollback"
 	"github.com/vigil-edge/vigil/models/sign"
 	"github.com/vigil-edge/vigil/models/sign/signtest"
 )
@@ -169,4 +171,71 @@ func BenchmarkOfferCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestTrustCheckUncheckedShared: concurrent checks of one key share one verification even when
+// its result is "unchecked" (not cached: the next pass tries again). Before, each waiter
+// verified the bundle again in turn once the first was done, so a reconnect storm while a
+// rollback instruction was "issued in the future" (the server's clock stepped back) verified
+// the bundle once per Hello, one after the other, each Hello holding decideMu.
+func TestTrustCheckUncheckedShared(t *testing.T) {
+	e := newRegEnv(t)
+	ctx := context.Background()
+	e.publish("nf", 1)
+	m, err := e.db.ModelByVersion(ctx, "nf", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man bundle.Manifest
+	if err := json.Unmarshal(m.Manifest, &man); err != nil {
+		t.Fatal(err)
+	}
+	instr, err := rollback.Sign(rollback.For(&man, time.Now(), time.Hour, "v2 noisy"), e.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The clock stepped back a day: the instruction is issued in the future.
+	e.reg.cfg.Now = func() time.Time { return time.Now().Add(-24 * time.Hour) }
+	snap, _ := e.reg.policy()
+	if snap.err != nil {
+		t.Fatal(snap.err)
+	}
+	verifications := func() int {
+		e.reg.trust.mu.Lock()
+		defer e.reg.trust.mu.Unlock()
+		return e.reg.trust.verifications
+	}
+	// The first check is held in the verification until every other check waits for it.
+	const n = 20
+	release := make(chan struct{})
+	e.reg.trust.mu.Lock()
+	e.reg.trust.beforeVerify = func() { <-release }
+	e.reg.trust.mu.Unlock()
+	base := verifications()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if res := e.reg.checkOffer(snap, "nf", 1, m.Digest, instr); res.verdict != offerUnchecked {
+				t.Errorf("verdict %v (%v), want unchecked", res.verdict, res.err)
+			}
+		})
+	}
+	waitFor(t, func() bool {
+		e.reg.trust.mu.Lock()
+		defer e.reg.trust.mu.Unlock()
+		return e.reg.trust.waiting == n-1
+	}, "every other check waiting for the first")
+	close(release)
+	wg.Wait()
+	if got := verifications() - base; got != 1 {
+		t.Fatalf("%d verifications for %d concurrent checks of one key (unchecked), want 1", got, n)
+	}
+	// Not cached: the next check tries again.
+	e.reg.trust.mu.Lock()
+	e.reg.trust.beforeVerify = nil
+	e.reg.trust.mu.Unlock()
+	e.reg.checkOffer(snap, "nf", 1, m.Digest, instr)
+	if got := verifications() - base; got != 2 {
+		t.Fatalf("%d verifications after one more check, want 2 (an unchecked result is not cached)", got)
+	}
 }

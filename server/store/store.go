@@ -154,6 +154,11 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	if err := privateFile(abs); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	for _, side := range []string{abs + "-wal", abs + "-shm"} {
+		if err := narrowIfPresent(side); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", abs, err)
+		}
+	}
 	w, err := sql.Open("sqlite", dsn(abs, false))
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
@@ -254,6 +259,34 @@ func fromNanos(n sql.NullInt64) time.Time {
 // copied in) is narrowed to its owner.
 func privateFile(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := f.Chmod(fi.Mode().Perm() &^ 0o077); err != nil {
+			return fmt.Errorf("narrow the mode of %s to the owner: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// narrowIfPresent narrows a -wal or -shm file that is already there (left by
+// a server that did not stop cleanly) to its owner: SQLite reuses such a
+// file with the mode it has, and an older version made them 0644. A missing
+// file is fine (SQLite creates it with the database file's mode).
+func narrowIfPresent(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

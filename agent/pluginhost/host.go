@@ -287,7 +287,7 @@ func (h *Host) pin() (sum []byte, fresh bool, err error) {
 func fileSHA256(path string) ([]byte, error) {
 	f, _, err := fsutil.OpenRegular(path, os.O_RDONLY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("pin plugin: %w", err)
+		return nil, fmt.Errorf("open: %w", err)
 	}
 	defer f.Close()
 	h := sha256.New()

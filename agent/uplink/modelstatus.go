@@ -60,6 +60,7 @@ type statusQueue struct {
 	corruptAside uint64       // damaged files moved aside (or left in place)
 	saveMu       sync.Mutex   // orders writes of the file; taken before mu
 	saveFailing  bool         // the last write failed (logged); under saveMu
+	flushed      uint64       // reports up to this gen went through a file write (with file: next sends no other)
 }
 
 func newStatusQueue() *statusQueue {
@@ -128,6 +129,9 @@ func (q *statusQueue) next() (*wirev1.ModelStatus, uint64) {
 	defer q.mu.Unlock()
 	var best *statusEntry
 	for _, e := range q.m {
+		if q.file != "" && e.gen > q.flushed {
+			continue // not in the file yet (save)
+		}
 		if e.sentAt.IsZero() && (best == nil || e.gen < best.gen) {
 			best = e
 		}

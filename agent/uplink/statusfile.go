@@ -34,6 +34,13 @@ import (
 // report made since and never replaces one; all restored reports are sent
 // on the first session, since nothing tells whether the last one
 // delivered them (the server takes a repeated report as the same one).
+// The server keeps whatever report of a key comes last, so the file must
+// never hold a report older than one sent: a report goes to the server
+// only once the write that keeps it is done (a crash in that write left
+// the key's older report in the file, sent again after the newer one),
+// and a write that fails removes the file (the reports it still held may
+// have been replaced since; the queue's are kept in memory only, as
+// logged).
 //
 // A damaged file (reports that do not match their checksum, a torn or
 // foreign file, a symbolic link or named pipe in its place) does not stop
@@ -72,6 +79,10 @@ type statusFile struct {
 	// length (8 bytes, big endian).
 	SHA256 string `json:"sha256"`
 }
+
+// writeStatusFile writes the file (a variable for the tests of a failing
+// write).
+var writeStatusFile = fsutil.WriteFile
 
 // errStatusFileDamaged marks a file that is not one this code wrote.
 var errStatusFileDamaged = errors.New("damaged")
@@ -217,6 +228,9 @@ func (q *statusQueue) restore(sts []*wirev1.ModelStatus) int {
 		n++
 	}
 	q.restored += uint64(n)
+	if q.flushed == g0 {
+		q.flushed = q.gen // restored from the file: nothing newer is held back by them
+	}
 	if n > 0 {
 		select {
 		case q.wake <- struct{}{}:
@@ -236,8 +250,9 @@ func (q *statusQueue) save() {
 	q.saveMu.Lock()
 	defer q.saveMu.Unlock()
 	q.mu.Lock()
-	ver := q.ver
+	ver, gen := q.ver, q.gen
 	if ver == q.savedVer {
+		q.flushedLocked(gen)
 		q.mu.Unlock()
 		return
 	}
@@ -257,13 +272,24 @@ func (q *statusQueue) save() {
 	}
 	data, err := encodeStatusFile(sts)
 	if err == nil {
-		err = fsutil.WriteFile(q.file, data, 0o600)
+		err = writeStatusFile(q.file, data, 0o600)
 	}
 	if err != nil {
+		// What the file still holds is older than the queue: a report it
+		// keeps for a key may have been replaced, sent and forgotten, and
+		// sent again after a restart it would set the server's record back.
+		// Removing a file needs no space.
+		rerr := os.Remove(q.file)
 		if !q.saveFailing {
 			q.log.Error("model status reports not kept on disk: a restart before they are delivered loses them", "err", err)
+			if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				q.log.Error("model status file not removed: a restart sends its older reports again", "err", rerr)
+			}
 		}
 		q.saveFailing = true
+		q.mu.Lock()
+		q.flushedLocked(gen) // sent all the same, kept in memory only
+		q.mu.Unlock()
 		return
 	}
 	if q.saveFailing {
@@ -272,7 +298,24 @@ func (q *statusQueue) save() {
 	q.saveFailing = false
 	q.mu.Lock()
 	q.savedVer = ver
+	q.flushedLocked(gen)
 	q.mu.Unlock()
+}
+
+// flushedLocked records that the file write of the reports up to
+// generation gen is done (or failed): next hands them to the sender from
+// now on. A report sent before the file held it could, after a crash in
+// the write, be followed by the older report of its key that the file
+// still held. q.mu is held.
+func (q *statusQueue) flushedLocked(gen uint64) {
+	if gen <= q.flushed {
+		return
+	}
+	q.flushed = gen
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
 // fileCounts returns the reports restored at the start and the damaged

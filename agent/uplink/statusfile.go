@@ -170,6 +170,7 @@ func readStatusFile(path string) ([]*wirev1.ModelStatus, error) {
 // those the file holds. It runs before the queue is used.
 func (q *statusQueue) open(path string, log *slog.Logger) {
 	q.file, q.log = path, log
+	removeStatusTemps(path, log)
 	sts, err := readStatusFile(path)
 	switch {
 	case err == nil:
@@ -329,4 +330,20 @@ func (q *statusQueue) fileCounts() (restored, corruptAside uint64) {
 // oversized reports whether st is too large to be kept in the file.
 func oversized(st *wirev1.ModelStatus) bool {
 	return proto.Size(st) > maxStoredStatus
+}
+
+// removeStatusTemps removes the temporary files of the status file's
+// writes that a crash left behind (fsutil.TempPrefix): open runs before this
+// process writes any, and they would otherwise pile up in the state
+// directory. Only regular files are removed.
+func removeStatusTemps(path string, log *slog.Logger) {
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), fsutil.TempPrefix+filepath.Base(path)+"-*"))
+	for _, p := range left {
+		if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			log.Warn("model status file: cannot remove a temporary file left by a crash", "file", p, "err", err)
+		}
+	}
 }

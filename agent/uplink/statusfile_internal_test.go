@@ -140,3 +140,32 @@ func TestStatusFileOversizedReport(t *testing.T) {
 		t.Fatalf("sent %v, want both", got)
 	}
 }
+
+// TestStatusFileTempsRemoved: temporary files of writes a crash cut short
+// (fsutil.WriteFile's) are removed when the queue opens its file; they
+// piled up in the state directory. Other files, and a non-regular one of
+// that name, are left alone.
+func TestStatusFileTempsRemoved(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, StatusFile)
+	left := filepath.Join(dir, ".tmp-"+StatusFile+"-123456")
+	other := filepath.Join(dir, ".tmp-identity.json-1")
+	for _, p := range []string{left, other} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := filepath.Join(dir, ".tmp-"+StatusFile+"-dir")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	openQueue(t, path)
+	if _, err := os.Lstat(left); !os.IsNotExist(err) {
+		t.Errorf("temporary file of the status file left: %v", err)
+	}
+	for _, p := range []string{other, sub} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
+	}
+}

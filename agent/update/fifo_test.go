@@ -71,17 +71,6 @@ func TestRefusesFIFO(t *testing.T) {
 			}
 			return err
 		}},
-		{"download in progress", func(e *env) string {
-			dir := filepath.Join(e.state, DownloadDir)
-			if err := os.MkdirAll(dir, 0o750); err != nil {
-				e.t.Fatal(err)
-			}
-			return filepath.Join(dir, strings.TrimPrefix(digest, "sha256:")+".part")
-		}, func(e *env, u *Updater, fifo string) error {
-			u.cfg.Fetcher = failFetcher{}
-			_, err := u.download(context.Background(), &wirev1.ModelOffer{Model: &wirev1.ModelRef{Digest: digest}, Size: 10})
-			return err
-		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -101,4 +90,51 @@ type failFetcher struct{}
 
 func (failFetcher) Fetch(context.Context, string, uint64, uint64, io.Writer) (uint64, error) {
 	return 0, ErrNotFound
+}
+
+// TestPartialDownloadNotRegularReplaced: a `.part` that is a named pipe or a
+// symbolic link is not the updater's. Opening it waited for a reader (a
+// FIFO) or wrote through the link; refusing it instead rejected that offer
+// for good, as nothing cleans the download directory. It is removed (never
+// what a link names) and the download starts afresh.
+func TestPartialDownloadNotRegularReplaced(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, kind := range []string{"fifo", "symlink"} {
+		t.Run(kind, func(t *testing.T) {
+			e := newEnv(t)
+			u := e.updater(nil)
+			u.cfg.Fetcher = failFetcher{}
+			dir := filepath.Join(e.state, DownloadDir)
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				t.Fatal(err)
+			}
+			part := filepath.Join(dir, strings.TrimPrefix(digest, "sha256:")+".part")
+			target := filepath.Join(t.TempDir(), "elsewhere")
+			if kind == "fifo" {
+				fsutiltest.Mkfifo(t, part)
+			} else {
+				if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(target, part); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := fsutiltest.ReturnsWithin(t, part, func() error {
+				_, err := u.download(context.Background(), &wirev1.ModelOffer{Model: &wirev1.ModelRef{Digest: digest}, Size: 10})
+				return err
+			})
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("download: %v, want the fetcher's error (the download restarted)", err)
+			}
+			if fi, err := os.Lstat(part); err == nil && !fi.Mode().IsRegular() {
+				t.Fatalf("%s still a %v", filepath.Base(part), fi.Mode().Type())
+			}
+			if kind == "symlink" {
+				if b, err := os.ReadFile(target); err != nil || string(b) != "keep" {
+					t.Fatalf("the link's target changed: %q %v", b, err)
+				}
+			}
+		})
+	}
 }

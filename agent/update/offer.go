@@ -247,7 +247,17 @@ func (u *Updater) fetchOnce(ctx context.Context, o *wirev1.ModelOffer, part stri
 	// The updater creates the file itself: a symbolic link is not followed (the file is appended
 	// to and truncated), and anything but a regular file is refused (a named pipe would hold the
 	// open, waiting for a reader).
-	f, st, err := fsutil.OpenRegular(part, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o640)
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND | syscall.O_NOFOLLOW
+	f, st, err := fsutil.OpenRegular(part, flags, 0o640)
+	if errors.Is(err, fsutil.ErrNotRegular) {
+		// Not the updater's: remove it (the link or pipe itself, never what a link names) and
+		// start the download afresh, rather than refusing this offer for good.
+		u.log.Warn("partial download is not a regular file: removed", "file", part, "err", err)
+		if rerr := os.Remove(part); rerr != nil {
+			return fmt.Errorf("download: %w (and removing it: %v)", err, rerr)
+		}
+		f, st, err = fsutil.OpenRegular(part, flags, 0o640)
+	}
 	if err != nil {
 		return fmt.Errorf("download: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-edge/vigil/pki"
 )
@@ -68,5 +69,51 @@ func TestCARotateIssuingOwner(t *testing.T) {
 	_, err := execute(context.Background(), "ca", "rotate-issuing", "--data", dir)
 	if err == nil || !strings.Contains(err.Error(), "owner") {
 		t.Fatalf("rotation as root in another user's directory: %v, want a refusal", err)
+	}
+}
+
+func TestCAStatus(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if out, err := execute(context.Background(), "init", "--data", dir, "--dns", "localhost", "--log-format", "text"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	out, err := execute(context.Background(), "ca", "status", "--data", dir)
+	if err != nil {
+		t.Fatalf("ca status: %v\n%s", err, out)
+	}
+	for _, want := range []string{"root ", "issuing ", "server "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "rotate") {
+		t.Errorf("a fresh deployment is told to act:\n%s", out)
+	}
+	ca, err := pki.LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		now  time.Time
+		want map[string]string // role: substring of its note ("" none)
+	}{
+		{ca.Issuing.NotAfter.Add(-100 * 24 * time.Hour), map[string]string{"root": "", "issuing": "", "server": "ENDED"}},
+		{ca.Issuing.NotAfter.Add(-30 * 24 * time.Hour), map[string]string{"root": "", "issuing": "rotate-issuing", "server": "ENDED"}},
+		{ca.Issuing.NotAfter.Add(time.Hour), map[string]string{"issuing": "ENDED: rotate"}},
+		{ca.Root.NotAfter.Add(-24 * time.Hour), map[string]string{"root": "new deployment"}},
+	} {
+		certs, err := caStatus(dir, tc.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range certs {
+			want, ok := tc.want[c.Role]
+			if !ok {
+				continue
+			}
+			if (want == "") != (c.Note == "") || !strings.Contains(c.Note, want) {
+				t.Errorf("at %s, %s: note %q, want %q", tc.now.Format(time.DateOnly), c.Role, c.Note, want)
+			}
+		}
 	}
 }

@@ -14,7 +14,7 @@
 //	/usr/share/vigil/models/*.vgb             baseline bundles
 //	/etc/vigil/agent.yaml, trust.json         conffiles
 //	/etc/vigil/server.env                     conffile
-//	/lib/systemd/system/*.service             (rpm: /usr/lib/systemd/system)
+//	/lib/systemd/system/*.service, *.timer    (rpm: /usr/lib/systemd/system)
 //	/usr/lib/sysctl.d/60-vigil.conf
 //	/var/lib/vigil, /var/lib/vigil-server     state (not in the packages)
 package packaging
@@ -346,6 +346,10 @@ func agentSpec(o *Options, in *inputs, stage string) *pkgSpec {
 	return s
 }
 
+// serverBackupUnits are the server package's backup timer and the service
+// it starts.
+var serverBackupUnits = []string{"vigil-server-backup.service", "vigil-server-backup.timer"}
+
 func serverSpec(_ *Options, in *inputs, stage string) *pkgSpec {
 	s := &pkgSpec{
 		name: "vigil-server",
@@ -367,6 +371,11 @@ func serverSpec(_ *Options, in *inputs, stage string) *pkgSpec {
 		entry{src: filepath.Join(stage, "config", "server.env"), dst: "/etc/vigil/server.env", mode: 0o600, typ: files.TypeConfigNoReplace},
 	)
 	s.entries = append(s.entries, unitEntries(stage, "vigil-server.service")...)
+	// The daily backup: shipped, not enabled (no maintainer script enables
+	// it; the admin runs systemctl enable --now vigil-server-backup.timer).
+	for _, u := range serverBackupUnits {
+		s.entries = append(s.entries, unitEntries(stage, u)...)
+	}
 	s.entries = append(s.entries, docEntries(stage, s.name)...)
 	return s
 }

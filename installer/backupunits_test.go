@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -167,6 +168,9 @@ func TestBackupTimerNotEnabled(t *testing.T) {
 		}
 		calls := h.run(t, tc.script, false, nil, tc.args...)
 		for _, line := range strings.Split(calls, "\n") {
+			if strings.HasPrefix(line, "systemctl is-enabled --quiet vigil-server-backup.timer") {
+				continue // the question whether the admin enabled it (not enabled here)
+			}
 			if strings.Contains(line, "backup") || strings.Contains(line, " enable") || strings.Contains(line, "preset") ||
 				strings.Contains(line, "deb-systemd-invoke start") {
 				t.Errorf("%s %q: %q", tc.script, tc.args, line)
@@ -184,6 +188,48 @@ func TestBackupTimerNotEnabled(t *testing.T) {
 	for _, s := range []string{"systemctl enable --now vigil-server-backup.timer", "/var/backups/vigil-server", "VIGIL_BACKUP_KEEP"} {
 		if !strings.Contains(r, s) {
 			t.Errorf("README.md does not mention %s", s)
+		}
+	}
+}
+
+// TestBackupTimerFollowsRemoval: an enabled backup timer was left firing
+// after `apt remove` / `rpm -e` (at a unit whose program is gone), and its
+// enablement after a purge. prerm stops it, postrm purge drops its
+// enablement, rpm's preun disables it, and a reinstall starts it again if
+// the admin had enabled it.
+func TestBackupTimerFollowsRemoval(t *testing.T) {
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	for _, tc := range []struct {
+		script  string
+		args    []string
+		enabled bool
+		want    string
+	}{
+		{"scripts/deb/server-prerm", []string{"remove"}, true, "deb-systemd-invoke stop vigil-server-backup.timer vigil-server-backup.service"},
+		{"scripts/deb/server-postrm", []string{"purge"}, true, "deb-systemd-helper purge vigil-server-backup.timer"},
+		{"scripts/rpm/server-preun", []string{"0"}, true, "systemctl disable --now vigil-server-backup.timer"},
+		{"scripts/deb/server-postinst", []string{"configure", "0.9.0"}, true, "deb-systemd-invoke start vigil-server-backup.timer"},
+		{"scripts/deb/server-postinst", []string{"configure", "0.9.0"}, false, ""},
+	} {
+		h := newScriptHarness(t)
+		if err := os.MkdirAll(h.state+"-server", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if tc.enabled {
+			stub := "#!/bin/sh\necho \"$(basename \"$0\") $*\" >>\"$STUB_LOG\"\n" +
+				"case \"$*\" in \"is-enabled --quiet vigil-server-backup.timer\") exit 0 ;; \"is-enabled --quiet\"*) exit 1 ;; esac\n"
+			if err := os.WriteFile(filepath.Join(h.dir, "stubs", "systemctl"), []byte(stub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		calls := h.run(t, tc.script, false, nil, tc.args...)
+		if tc.want != "" && !strings.Contains(calls, tc.want+"\n") {
+			t.Errorf("%s %q: no %q; calls:\n%s", tc.script, tc.args, tc.want, calls)
+		}
+		if tc.want == "" && strings.Contains(calls, "start vigil-server-backup") {
+			t.Errorf("%s %q: started a timer the admin did not enable; calls:\n%s", tc.script, tc.args, calls)
 		}
 	}
 }

@@ -251,6 +251,7 @@ func TestInstallerPackages(t *testing.T) {
 			}, []string{"/etc/vigil/agent.yaml", "/etc/vigil/trust.json"}},
 			{a.serverDeb, []string{
 				"/usr/bin/vigil-server", "/usr/bin/vigilctl", "/etc/vigil/server.env", "/lib/systemd/system/vigil-server.service",
+				"/lib/systemd/system/vigil-server-backup.service", "/lib/systemd/system/vigil-server-backup.timer",
 				"/usr/share/doc/vigil-server/copyright",
 			}, []string{"/etc/vigil/server.env"}},
 		} {
@@ -327,7 +328,8 @@ func TestInstallerPackages(t *testing.T) {
 			{a.agentRPM, []string{"/usr/bin/vigil-agent", "/usr/lib/vigil/plugins/vigil-detector-netflow", "/usr/lib/vigil/lib/libonnxruntime.so",
 				"/etc/vigil/agent.yaml", "/etc/vigil/trust.json", "/usr/lib/systemd/system/vigil-agent.service", "/usr/lib/sysctl.d/60-vigil.conf"},
 				[]string{"/etc/vigil/agent.yaml", "/etc/vigil/trust.json"}, "shadow-utils"},
-			{a.serverRPM, []string{"/usr/bin/vigil-server", "/usr/bin/vigilctl", "/etc/vigil/server.env", "/usr/lib/systemd/system/vigil-server.service"},
+			{a.serverRPM, []string{"/usr/bin/vigil-server", "/usr/bin/vigilctl", "/etc/vigil/server.env", "/usr/lib/systemd/system/vigil-server.service",
+				"/usr/lib/systemd/system/vigil-server-backup.service", "/usr/lib/systemd/system/vigil-server-backup.timer"},
 				[]string{"/etc/vigil/server.env"}, "shadow-utils"},
 		} {
 			name := filepath.Base(tc.rpm)
@@ -515,7 +517,7 @@ func TestInstallerUnitsVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	instRun(t, time.Minute, "cp", "-a", sysUnits, filepath.Join(root, "usr/lib/systemd/"))
-	for _, exe := range []string{"usr/bin/vigil-agent", "usr/bin/vigil-server", "usr/bin/vigilctl", "bin/sh"} {
+	for _, exe := range []string{"usr/bin/vigil-agent", "usr/bin/vigil-server", "usr/bin/vigilctl", "usr/bin/install", "bin/sh"} {
 		p := filepath.Join(root, exe)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -541,6 +543,10 @@ func TestInstallerUnitsVerify(t *testing.T) {
 			"User=vigil-server\n", "Group=vigil-server\n", "CapabilityBoundingSet=\n", "AmbientCapabilities=\n", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 			"NoNewPrivileges=yes", "StateDirectory=vigil-server\n", "Restart=on-failure", "StartLimitIntervalSec=", "StartLimitBurst=",
 			"MemoryMax=", "CPUQuota=", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n",
+		}},
+		{"vigil-server-backup.service", 10, []string{
+			"User=vigil-server\n", "Group=vigil-server\n", "Type=oneshot\n", "CapabilityBoundingSet=\n", "PrivateNetwork=yes\n",
+			"RestrictAddressFamilies=AF_UNIX\n", "ProtectSystem=strict", "NoNewPrivileges=yes", "ReadWritePaths=/var/backups/vigil-server\n",
 		}},
 	} {
 		t.Run(tc.unit, func(t *testing.T) {

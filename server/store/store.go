@@ -12,11 +12,11 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
+	"github.com/vigil-edge/vigil/internal/fsutil"
 	wirev1 "github.com/vigil-edge/vigil/wire/v1"
 )
 
@@ -151,11 +151,11 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if err := privateFile(abs); err != nil {
+	if err := ownerOnly(abs, true); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	for _, side := range []string{abs + "-wal", abs + "-shm"} {
-		if err := narrowIfPresent(side); err != nil {
+		if err := ownerOnly(side, false); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", abs, err)
 		}
 	}
@@ -251,53 +251,27 @@ func fromNanos(n sql.NullInt64) time.Time {
 	return time.Unix(0, n.Int64).UTC()
 }
 
-// privateFile makes sure the database file exists with mode 0600 before
-// SQLite opens it: SQLite creates it 0644 (less the umask), and gives its
-// -wal and -shm files the database file's mode. The database holds user
-// and token hashes, every finding and the audit log: nobody but the server
-// reads it. A file with group or other bits (made by an older version, or
-// copied in) is narrowed to its owner.
-func privateFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
+// ownerOnly narrows the file at path to its owner (mode &^ 0077): the
+// database holds user and token hashes, every finding and the audit log,
+// and nobody but the server reads it. SQLite creates the database 0644 (less
+// the umask) and gives its -wal and -shm files the database file's mode,
+// and reuses existing ones (left by a server that did not stop cleanly,
+// made 0644 by an older version) with the mode they have. With create, the
+// database file is made 0600 before SQLite opens it; otherwise a missing
+// file is fine. A file that is not regular is refused (never waited on).
+func ownerOnly(path string, create bool) error {
+	flag := os.O_RDONLY
+	if create {
+		flag = os.O_RDWR | os.O_CREATE
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		if err := f.Chmod(fi.Mode().Perm() &^ 0o077); err != nil {
-			return fmt.Errorf("narrow the mode of %s to the owner: %w", path, err)
-		}
-	}
-	return nil
-}
-
-// narrowIfPresent narrows a -wal or -shm file that is already there (left by
-// a server that did not stop cleanly) to its owner: SQLite reuses such a
-// file with the mode it has, and an older version made them 0644. A missing
-// file is fine (SQLite creates it with the database file's mode).
-func narrowIfPresent(path string) error {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if errors.Is(err, os.ErrNotExist) {
+	f, fi, err := fsutil.OpenRegular(path, flag, 0o600)
+	if !create && errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		if err := f.Chmod(fi.Mode().Perm() &^ 0o077); err != nil {
 			return fmt.Errorf("narrow the mode of %s to the owner: %w", path, err)
